@@ -1,0 +1,126 @@
+"""The one argument checker: every public entry point validates through these helpers, so every
+message names the argument, what was expected and what came."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _show(value):
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def integer(name, value, minimum=None, maximum=None):
+    """An int (bools and floats refused) within [minimum, maximum]."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {_show(value)}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def real(name, value, minimum=None, maximum=None, min_open=False):
+    """A finite real number within [minimum, maximum] ((minimum, maximum] if min_open)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {_show(value)}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum is not None and (value < minimum or (min_open and value == minimum)):
+        op = ">" if min_open else ">="
+        raise ValueError(f"{name} must be {op} {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def choice(name, value, allowed):
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {_show(value)}")
+    return value
+
+
+def int_sequence(name, value, min_len=1, minimum=None):
+    try:
+        items = list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of integers, got {type(value).__name__}") from None
+    if len(items) < min_len:
+        raise ValueError(f"{name} must have at least {min_len} entries, got {len(items)}")
+    return [integer(f"{name}[{i}]", v, minimum=minimum) for i, v in enumerate(items)]
+
+
+def seed(name, value):
+    return integer(name, value, minimum=0)
+
+
+def float_dtype(name, value):
+    """np.float32 or np.float64 (anything np.dtype understands as one of them)."""
+    try:
+        dt = np.dtype(value)
+    except TypeError:
+        raise TypeError(f"{name} must be float32 or float64, got {_show(value)}") from None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {dt}")
+    return dt
+
+
+def n_threads(value):
+    """None = the OpenMP default (respects OMP_NUM_THREADS), -1 = all cores, k >= 1 = k threads.
+    Returned as the core expects it: 0 for the default, -1 for all, k otherwise."""
+    if value is None:
+        return 0
+    value = integer("n_threads", value)
+    if value == 0 or value < -1:
+        raise ValueError(f"n_threads must be None, -1 (all cores) or >= 1, got {value}")
+    return value
+
+
+def float_array(name, value, ndim=None, dtype=None, finite=True):
+    """Convert an array-like of reals to a C-contiguous float array (a copy only when needed).
+
+    ``dtype`` None keeps float32/float64 input and turns anything else into float64.
+    ``ndim`` is an int or a tuple of allowed ranks.
+    """
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} must be array-like of numbers: {exc}") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if arr.ndim not in allowed:
+            want = " or ".join(f"{k}-D" for k in allowed)
+            raise ValueError(f"{name} must be {want}, got shape {arr.shape}")
+    if dtype is None:
+        dtype = arr.dtype if arr.dtype in FLOAT_DTYPES else np.dtype(np.float64)
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if finite and arr.size and not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        where = tuple(int(i) for i in bad)
+        raise ValueError(f"{name} must be finite, found {arr[where]} at index {where}")
+    return arr
+
+
+def theta(name, value, n_params, dtype=None):
+    """θ as a 1-D float32/float64 array of length n_params (dtype kept; others refused)."""
+    arr = np.asarray(value)
+    if arr.dtype not in FLOAT_DTYPES:
+        if dtype is None:
+            raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}")
+    arr = float_array(name, arr, ndim=1, dtype=dtype)
+    if arr.shape[0] != n_params:
+        raise ValueError(f"{name} must have length {n_params} (the model's n_params), "
+                         f"got {arr.shape[0]}")
+    return arr

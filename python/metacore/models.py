@@ -1,0 +1,157 @@
+"""Dense feed-forward nets over a flat parameter vector θ.
+
+Every model metacore trains is one kind of net: ``layer_sizes = [d, h_1, ..., h_m, k]``, an
+activation between layers (relu or tanh) and a loss head on the k outputs:
+
+- ``"mse"``: row loss ``mean_j (ŷ_j − y_j)²`` on raw outputs (k outputs, y of shape (n,) or (n, k));
+- ``"logistic"``: one logit z, labels in {0, 1}, row loss ``log(1 + exp(−z))`` for y = 1 and
+  ``log(1 + exp(z))`` for y = 0;
+- ``"cross_entropy"``: k logits, integer labels 0..k−1, row loss ``−log softmax(z)[y]``.
+
+θ layout (flat, stable): for each layer in order, W of shape (fan_out, fan_in) row-major, then b of
+shape (fan_out,). With ``task_heads=T`` the hidden (trunk) layers come first, then task 0's output
+layer (W, b), task 1's, ...: hard parameter sharing, task i uses the trunk and head i.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks
+
+ACTIVATIONS = ("relu", "tanh")
+LOSSES = ("mse", "logistic", "cross_entropy")
+
+
+class MLP:
+    """A dense net ``layer_sizes[0] -> ... -> layer_sizes[-1]`` with a loss head.
+
+    Parameters
+    ----------
+    layer_sizes : sequence of int
+        Input width, hidden widths, output width; at least two entries, all >= 1.
+    activation : {"relu", "tanh"}
+        Applied after every hidden layer (never after the output layer).
+    loss : {"mse", "logistic", "cross_entropy"}
+        The loss head. "logistic" needs one output, "cross_entropy" at least two.
+    task_heads : int or None
+        If set to T, one output layer per task (tasks 0..T−1) after a shared trunk.
+    """
+
+    def __init__(self, layer_sizes, activation="relu", loss="mse", task_heads=None):
+        sizes = _checks.int_sequence("layer_sizes", layer_sizes, min_len=2, minimum=1)
+        self.layer_sizes = tuple(sizes)
+        self.activation = _checks.choice("activation", activation, ACTIVATIONS)
+        self.loss = _checks.choice("loss", loss, LOSSES)
+        if self.loss == "logistic" and sizes[-1] != 1:
+            raise ValueError(f"loss='logistic' needs one output, got layer_sizes[-1]={sizes[-1]}")
+        if self.loss == "cross_entropy" and sizes[-1] < 2:
+            raise ValueError(
+                f"loss='cross_entropy' needs at least 2 outputs, got layer_sizes[-1]={sizes[-1]}")
+        self.task_heads = None if task_heads is None else _checks.integer(
+            "task_heads", task_heads, minimum=1)
+
+    # --- shape facts ------------------------------------------------------------------------
+    @property
+    def n_features(self) -> int:
+        return self.layer_sizes[0]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.layer_sizes[-1]
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layer_sizes) - 1
+
+    @property
+    def n_trunk_params(self) -> int:
+        """Parameters of the hidden (shared) layers."""
+        s = self.layer_sizes
+        return sum(s[l + 1] * s[l] + s[l + 1] for l in range(len(s) - 2))
+
+    @property
+    def n_head_params(self) -> int:
+        """Parameters of one output layer."""
+        s = self.layer_sizes
+        return s[-1] * s[-2] + s[-1]
+
+    @property
+    def n_params(self) -> int:
+        return self.n_trunk_params + self.n_head_params * (self.task_heads or 1)
+
+    def layers(self, task=0):
+        """[(W offset, (fan_out, fan_in), b offset), ...] of the layers task ``task`` uses."""
+        s = self.layer_sizes
+        out, off = [], 0
+        for l in range(len(s) - 2):
+            out.append((off, (s[l + 1], s[l]), off + s[l + 1] * s[l]))
+            off += s[l + 1] * s[l] + s[l + 1]
+        off += self.n_head_params * (task if self.task_heads else 0)
+        out.append((off, (s[-1], s[-2]), off + s[-1] * s[-2]))
+        return out
+
+    def unpack(self, theta, task=0):
+        """Views [(W, b), ...] into θ for the layers task ``task`` uses."""
+        return [(theta[w:w + o * i].reshape(o, i), theta[b:b + o])
+                for w, (o, i), b in self.layers(task)]
+
+    # --- parameters and prediction ----------------------------------------------------------
+    def init(self, seed=0, dtype=np.float64):
+        """A fresh θ: He-normal weights for relu (std √(2/fan_in)), Glorot-uniform for tanh
+        (±√(6/(fan_in+fan_out))), zero biases; every head drawn independently."""
+        dtype = _checks.float_dtype("dtype", dtype)
+        rng = np.random.default_rng(_checks.seed("seed", seed))
+        theta = np.zeros(self.n_params, dtype=np.float64)
+        n_heads = self.task_heads or 1
+        seen = set()
+        for t in range(n_heads):
+            for w, (o, i), _ in self.layers(t):
+                if w in seen:
+                    continue
+                seen.add(w)
+                if self.activation == "relu":
+                    theta[w:w + o * i] = rng.normal(0.0, np.sqrt(2.0 / i), size=o * i)
+                else:
+                    r = np.sqrt(6.0 / (i + o))
+                    theta[w:w + o * i] = rng.uniform(-r, r, size=o * i)
+        return theta.astype(dtype)
+
+    def predict(self, theta, X, task=0, n_threads=None):
+        """Outputs for rows X: (n,) for one output, (n, k) otherwise. Raw values for mse,
+        logits for logistic and cross_entropy. ``task`` picks the head with per-task heads."""
+        from ._predict import predict
+        return predict(self, theta, X, task=task, n_threads=n_threads)
+
+    # --- plain data for the core and for persistence ----------------------------------------
+    def spec(self) -> dict:
+        return {"layer_sizes": list(self.layer_sizes), "activation": self.activation,
+                "loss": self.loss, "task_heads": self.task_heads}
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "MLP":
+        return cls(spec["layer_sizes"], activation=spec["activation"], loss=spec["loss"],
+                   task_heads=spec.get("task_heads"))
+
+    def __eq__(self, other):
+        return isinstance(other, MLP) and self.spec() == other.spec()
+
+    def __repr__(self):
+        heads = f", task_heads={self.task_heads}" if self.task_heads else ""
+        return (f"MLP({list(self.layer_sizes)}, activation={self.activation!r}, "
+                f"loss={self.loss!r}{heads})")
+
+
+def Linear(d, k=1, task_heads=None):
+    """Linear regression (mse) on d features with k outputs: a net with no hidden layer."""
+    return MLP([d, k], loss="mse", task_heads=task_heads)
+
+
+def Logistic(d, task_heads=None):
+    """Binary logistic regression on d features, labels in {0, 1}."""
+    return MLP([d, 1], loss="logistic", task_heads=task_heads)
+
+
+def Softmax(d, k, task_heads=None):
+    """Multinomial (softmax) regression on d features and k classes."""
+    return MLP([d, k], loss="cross_entropy", task_heads=task_heads)
