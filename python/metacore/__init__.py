@@ -1,0 +1,28 @@
+"""metacore: meta-learning and multi-task learning with a C++17 + OpenMP core.
+
+The compiled core (``metacore._core``) computes; this package decides what to compute.
+"""
+
+from importlib.metadata import PackageNotFoundError, version as _dist_version
+
+from . import _core, reference, tasks
+from .models import MLP, Linear, Logistic, Softmax
+from .objective import Objective
+from .taskset import TaskSet
+
+try:
+    __version__ = _dist_version("metacore")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = _core.__version__
+
+
+def build_info() -> dict:
+    """How the compiled core was built: version, compiler, C++ standard, OpenMP (on/off, version),
+    the SIMD instruction sets the hot loops were compiled for and the one in use, thread counts."""
+    return dict(_core.build_info())
+
+
+__all__ = [
+    "MLP", "Linear", "Logistic", "Softmax", "Objective", "TaskSet",
+    "build_info", "reference", "tasks", "__version__",
+]

@@ -74,10 +74,9 @@ def float_dtype(name, value):
 
 
 def n_threads(value):
-    """None = the OpenMP default (respects OMP_NUM_THREADS), -1 = all cores, k >= 1 = k threads.
-    Returned as the core expects it: 0 for the default, -1 for all, k otherwise."""
+    """None = the OpenMP default (respects OMP_NUM_THREADS), -1 = all cores, k >= 1 = k threads."""
     if value is None:
-        return 0
+        return None
     value = integer("n_threads", value)
     if value == 0 or value < -1:
         raise ValueError(f"n_threads must be None, -1 (all cores) or >= 1, got {value}")

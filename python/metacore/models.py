@@ -124,6 +124,16 @@ class MLP:
         return predict(self, theta, X, task=task, n_threads=n_threads)
 
     # --- plain data for the core and for persistence ----------------------------------------
+    def _net(self):
+        """The compiled net this model describes (built once)."""
+        net = self.__dict__.get("_compiled")
+        if net is None:
+            from . import _core
+            net = _core.Net(list(self.layer_sizes), self.activation, self.loss,
+                            self.task_heads or 1)
+            self.__dict__["_compiled"] = net
+        return net
+
     def spec(self) -> dict:
         return {"layer_sizes": list(self.layer_sizes), "activation": self.activation,
                 "loss": self.loss, "task_heads": self.task_heads}

@@ -1,0 +1,32 @@
+// The private module metacore._core: version, build facts, and one registration call per area.
+#include <pybind11/pybind11.h>
+
+#include "metacore/build_info.hpp"
+#include "metacore/threading.hpp"
+
+namespace py = pybind11;
+
+namespace metacore::bindings {
+void register_net(py::module_& m);
+void register_objective(py::module_& m);
+}
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "metacore's compiled core (private: use the metacore package)";
+    m.attr("__version__") = METACORE_VERSION;
+    m.def("build_info", [] {
+        py::dict info;
+        info["version"] = METACORE_VERSION;
+        info["compiler"] = metacore::compiler_name();
+        info["cxx_standard"] = static_cast<long>(__cplusplus);
+        info["openmp"] = metacore::openmp_enabled();
+        info["openmp_version"] = metacore::openmp_version();
+        info["simd_targets"] = metacore::simd_targets();
+        info["simd_active"] = metacore::simd_active();
+        info["default_threads"] = metacore::resolve_threads(0);
+        info["max_threads"] = metacore::resolve_threads(-1);
+        return info;
+    });
+    metacore::bindings::register_net(m);
+    metacore::bindings::register_objective(m);
+}

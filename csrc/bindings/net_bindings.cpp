@@ -1,0 +1,74 @@
+// Bindings of the net: its spec as a Python object, and prediction.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+#include <string>
+
+#include "arrays.hpp"
+#include "metacore/net.hpp"
+#include "metacore/predict.hpp"
+
+namespace metacore::bindings {
+
+namespace {
+
+Activation parse_activation(const std::string& s) {
+    if (s == "relu") return Activation::relu;
+    if (s == "tanh") return Activation::tanh;
+    throw py::value_error("activation must be 'relu' or 'tanh', got '" + s + "'");
+}
+
+Loss parse_loss(const std::string& s) {
+    if (s == "mse") return Loss::mse;
+    if (s == "logistic") return Loss::logistic;
+    if (s == "cross_entropy") return Loss::cross_entropy;
+    throw py::value_error("loss must be 'mse', 'logistic' or 'cross_entropy', got '" + s + "'");
+}
+
+template <class T>
+py::array_t<T> predict_typed(const NetSpec& net, const py::array& theta_obj,
+                             const py::array& X_obj, std::int64_t head,
+                             std::optional<int> n_threads) {
+    auto theta = checked<T>(theta_obj, "theta", {net.n_params()});
+    auto X = checked<T>(X_obj, "X", {-1, net.n_features()});
+    if (head < 0 || head >= net.n_heads())
+        throw py::value_error("task must be in [0, " + std::to_string(net.n_heads()) + "), got " +
+                              std::to_string(head));
+    const int threads = threads_arg(n_threads);
+    py::array_t<T> out({static_cast<py::ssize_t>(X.shape(0)),
+                        static_cast<py::ssize_t>(net.n_outputs())});
+    T* o = out.mutable_data();
+    {
+        py::gil_scoped_release release;
+        predict<T>(net, theta.data(), {X.data(), X.shape(0), X.shape(1)}, head, o, threads);
+    }
+    return out;
+}
+
+}  // namespace
+
+void register_net(py::module_& m) {
+    py::class_<NetSpec>(m, "Net")
+        .def(py::init([](std::vector<std::int64_t> sizes, const std::string& activation,
+                         const std::string& loss, std::int64_t n_heads) {
+                 return NetSpec(std::move(sizes), parse_activation(activation), parse_loss(loss),
+                                n_heads);
+             }),
+             py::arg("layer_sizes"), py::arg("activation"), py::arg("loss"), py::arg("n_heads"))
+        .def_property_readonly("n_params", &NetSpec::n_params)
+        .def_property_readonly("layer_sizes", &NetSpec::sizes)
+        .def(
+            "predict",
+            [](const NetSpec& net, const py::array& theta, const py::array& X, std::int64_t head,
+               std::optional<int> n_threads) -> py::array {
+                if (theta.dtype().is(py::dtype::of<float>()))
+                    return predict_typed<float>(net, theta, X, head, n_threads);
+                return predict_typed<double>(net, theta, X, head, n_threads);
+            },
+            py::arg("theta"), py::arg("X"), py::arg("head") = 0,
+            py::arg("n_threads") = py::none());
+}
+
+}  // namespace metacore::bindings

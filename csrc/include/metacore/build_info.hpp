@@ -1,0 +1,60 @@
+// How this core was compiled: reported by metacore.build_info().
+#pragma once
+
+#include <string>
+
+#include "metacore/simd.hpp"
+#include "metacore/threading.hpp"
+
+namespace metacore {
+
+inline std::string compiler_name() {
+#if defined(__clang__)
+    return "clang " __clang_version__;
+#elif defined(__GNUC__)
+    return "gcc " __VERSION__;
+#elif defined(_MSC_VER)
+    return "msvc " + std::to_string(_MSC_VER);
+#else
+    return "unknown";
+#endif
+}
+
+inline int openmp_version() {
+#ifdef _OPENMP
+    return _OPENMP;
+#else
+    return 0;
+#endif
+}
+
+// The instruction sets the hot loops were compiled for.
+inline std::string simd_targets() {
+#if METACORE_MULTIVERSION
+    return "x86-64-v4 (AVX-512), x86-64-v3 (AVX2+FMA), x86-64 baseline; picked at load time";
+#elif defined(METACORE_NATIVE)
+    return "native (-march=native)";
+#elif defined(__AVX2__)
+    return "AVX2";
+#elif defined(__SSE2__)
+    return "SSE2 baseline";
+#elif defined(__ARM_NEON)
+    return "NEON";
+#else
+    return "compiler default";
+#endif
+}
+
+// Which of the clones the loader would pick on this CPU.
+inline std::string simd_active() {
+#if METACORE_MULTIVERSION
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4";
+    if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3";
+    return "x86-64";
+#else
+    return simd_targets();
+#endif
+}
+
+}  // namespace metacore

@@ -1,0 +1,99 @@
+// Row losses on the net's outputs z (k values) with their gradient and Hessian-vector product
+// with respect to z. Numerically stable forms: log1p(exp(-|z|)) and log-sum-exp.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "metacore/net.hpp"
+
+namespace metacore {
+
+template <class T>
+inline T stable_sigmoid(T z) {
+    if (z >= T(0)) return T(1) / (T(1) + std::exp(-z));
+    const T e = std::exp(z);
+    return e / (T(1) + e);
+}
+
+// Class label stored as a float: must be an integer in [0, k).
+template <class T>
+inline std::int64_t class_label(T y, std::int64_t k) {
+    const auto c = static_cast<std::int64_t>(y);
+    if (!(y >= T(0)) || static_cast<T>(c) != y || c >= k)
+        throw std::invalid_argument("y: class label " + std::to_string(static_cast<double>(y)) +
+                                    " is not an integer in [0, " + std::to_string(k) + ")");
+    return c;
+}
+
+// Returns the row loss ℓ(z, y) and writes g = scale · ∂ℓ/∂z.
+// mse: mean_j (z_j − y_j)²; logistic: softplus(z) − y z; cross_entropy: lse(z) − z_y.
+template <class T>
+inline double loss_value_grad(Loss loss, const T* z, const T* y, std::int64_t k, T scale, T* g) {
+    switch (loss) {
+        case Loss::mse: {
+            double l = 0.0;
+            const T two_over_k = T(2) / static_cast<T>(k);
+            for (std::int64_t j = 0; j < k; ++j) {
+                const T r = z[j] - y[j];
+                l += static_cast<double>(r) * r;
+                g[j] = scale * two_over_k * r;
+            }
+            return l / static_cast<double>(k);
+        }
+        case Loss::logistic: {
+            const T m = z[0];
+            g[0] = scale * (stable_sigmoid(m) - y[0]);
+            return static_cast<double>((m > T(0) ? m : T(0)) - y[0] * m +
+                                       std::log1p(std::exp(-std::fabs(m))));
+        }
+        case Loss::cross_entropy: {
+            const std::int64_t c = class_label(y[0], k);
+            T zmax = z[0];
+            for (std::int64_t j = 1; j < k; ++j) zmax = z[j] > zmax ? z[j] : zmax;
+            T sum = T(0);
+            for (std::int64_t j = 0; j < k; ++j) sum += std::exp(z[j] - zmax);
+            const T lse = zmax + std::log(sum);
+            for (std::int64_t j = 0; j < k; ++j) g[j] = scale * std::exp(z[j] - lse);
+            g[c] -= scale;
+            return static_cast<double>(lse - z[c]);
+        }
+    }
+    return 0.0;
+}
+
+// Writes out = scale · (∂²ℓ/∂z²) · zdot.  mse: 2/k·zdot; logistic: s(1−s)·zdot;
+// cross_entropy: p⊙zdot − p (p·zdot).
+template <class T>
+inline void loss_hess_vec(Loss loss, const T* z, std::int64_t k, const T* zdot, T scale, T* out) {
+    switch (loss) {
+        case Loss::mse: {
+            const T c = scale * T(2) / static_cast<T>(k);
+            for (std::int64_t j = 0; j < k; ++j) out[j] = c * zdot[j];
+            return;
+        }
+        case Loss::logistic: {
+            const T s = stable_sigmoid(z[0]);
+            out[0] = scale * s * (T(1) - s) * zdot[0];
+            return;
+        }
+        case Loss::cross_entropy: {
+            T zmax = z[0];
+            for (std::int64_t j = 1; j < k; ++j) zmax = z[j] > zmax ? z[j] : zmax;
+            T sum = T(0);
+            for (std::int64_t j = 0; j < k; ++j) sum += std::exp(z[j] - zmax);
+            const T lse = zmax + std::log(sum);
+            T pz = T(0);
+            for (std::int64_t j = 0; j < k; ++j) {
+                out[j] = std::exp(z[j] - lse);  // p_j, scaled below
+                pz += out[j] * zdot[j];
+            }
+            for (std::int64_t j = 0; j < k; ++j) out[j] = scale * out[j] * (zdot[j] - pz);
+            return;
+        }
+    }
+}
+
+}  // namespace metacore

@@ -1,0 +1,77 @@
+// The one net kind: dense layers over a flat θ, an activation between layers, a loss head.
+// θ layout: per layer W (fan_out × fan_in, row-major) then b (fan_out); with per-task heads the
+// hidden (trunk) layers come first, then one output layer per head.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace metacore {
+
+enum class Activation { relu, tanh };
+enum class Loss { mse, logistic, cross_entropy };
+
+class NetSpec {
+   public:
+    NetSpec(std::vector<std::int64_t> sizes, Activation activation, Loss loss,
+            std::int64_t n_heads)
+        : sizes_(std::move(sizes)), activation_(activation), loss_(loss), n_heads_(n_heads) {
+        if (sizes_.size() < 2) throw std::invalid_argument("layer_sizes needs at least 2 entries");
+        for (auto s : sizes_)
+            if (s < 1) throw std::invalid_argument("layer_sizes entries must be >= 1");
+        if (n_heads_ < 1) throw std::invalid_argument("task_heads must be >= 1");
+        if (loss_ == Loss::logistic && n_outputs() != 1)
+            throw std::invalid_argument("loss 'logistic' needs exactly one output");
+        if (loss_ == Loss::cross_entropy && n_outputs() < 2)
+            throw std::invalid_argument("loss 'cross_entropy' needs at least two outputs");
+        std::int64_t off = 0;
+        for (int l = 0; l + 1 < n_layers(); ++l) {
+            layer_offset_.push_back(off);
+            off += fan_out(l) * fan_in(l) + fan_out(l);
+        }
+        trunk_params_ = off;
+        head_params_ = fan_out(n_layers() - 1) * fan_in(n_layers() - 1) + n_outputs();
+        max_width_ = 0;
+        for (auto s : sizes_) max_width_ = s > max_width_ ? s : max_width_;
+    }
+
+    int n_layers() const { return static_cast<int>(sizes_.size()) - 1; }
+    std::int64_t fan_in(int l) const { return sizes_[l]; }
+    std::int64_t fan_out(int l) const { return sizes_[l + 1]; }
+    std::int64_t n_features() const { return sizes_.front(); }
+    std::int64_t n_outputs() const { return sizes_.back(); }
+    std::int64_t n_heads() const { return n_heads_; }
+    std::int64_t n_params() const { return trunk_params_ + head_params_ * n_heads_; }
+    std::int64_t max_width() const { return max_width_; }
+    std::int64_t hidden_width_sum() const {
+        std::int64_t s = 0;
+        for (int l = 1; l < n_layers(); ++l) s += sizes_[l];
+        return s;
+    }
+    Activation activation() const { return activation_; }
+    Loss loss() const { return loss_; }
+    const std::vector<std::int64_t>& sizes() const { return sizes_; }
+
+    // Offset of layer l's W in θ for a task using output head `head`; b follows W.
+    std::int64_t weight_offset(int l, std::int64_t head) const {
+        if (l + 1 < n_layers()) return layer_offset_[l];
+        return trunk_params_ + head_params_ * head;
+    }
+    std::int64_t bias_offset(int l, std::int64_t head) const {
+        return weight_offset(l, head) + fan_out(l) * fan_in(l);
+    }
+
+   private:
+    std::vector<std::int64_t> sizes_;
+    Activation activation_;
+    Loss loss_;
+    std::int64_t n_heads_;
+    std::vector<std::int64_t> layer_offset_;
+    std::int64_t trunk_params_ = 0;
+    std::int64_t head_params_ = 0;
+    std::int64_t max_width_ = 0;
+};
+
+}  // namespace metacore

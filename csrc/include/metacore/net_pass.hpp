@@ -1,0 +1,203 @@
+// Forward, backward and forward-over-reverse (R-operator) passes of the net over a block of at
+// most kBlock rows. One NetPass per thread holds the block's activations, so a block's rows and
+// everything computed from them stay in cache between the forward and the backward pass.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "metacore/losses.hpp"
+#include "metacore/net.hpp"
+#include "metacore/simd.hpp"
+
+namespace metacore {
+
+template <class T>
+class NetPass {
+   public:
+    static constexpr std::int64_t kBlock = 32;
+
+    NetPass(const NetSpec& net, bool with_tangents) : net_(net) {
+        const int L = net.n_layers();
+        z_.resize(L);
+        a_.resize(L);
+        for (int l = 0; l < L; ++l) {
+            z_[l].assign(kBlock * net.fan_out(l), T(0));
+            if (l > 0) a_[l].assign(kBlock * net.fan_in(l), T(0));
+        }
+        delta_.assign(kBlock * net.max_width(), T(0));
+        delta_prev_.assign(kBlock * net.max_width(), T(0));
+        if (with_tangents) {
+            zt_ = z_;
+            at_ = a_;
+            dt_ = delta_;
+            dt_prev_ = delta_;
+            u_.assign(net.max_width(), T(0));
+            ut_.assign(net.max_width(), T(0));
+        }
+    }
+
+    const T* outputs() const { return z_.back().data(); }
+
+    // z_l = in · W_lᵀ + b_l, a_{l+1} = σ(z_l) for hidden layers; rows of X have stride fan_in(0).
+    METACORE_INLINE void forward(const T* theta, const T* X, std::int64_t b, std::int64_t head) {
+        const int L = net_.n_layers();
+        for (int l = 0; l < L; ++l) {
+            const std::int64_t in = net_.fan_in(l), out = net_.fan_out(l);
+            const T* W = theta + net_.weight_offset(l, head);
+            const T* bias = theta + net_.bias_offset(l, head);
+            const T* A = l == 0 ? X : a_[l].data();
+            T* Z = z_[l].data();
+            for (std::int64_t r = 0; r < b; ++r)
+                for (std::int64_t o = 0; o < out; ++o)
+                    Z[r * out + o] = bias[o] + dot(A + r * in, W + o * in, in);
+            if (l + 1 < L) activate(Z, a_[l + 1].data(), b * out);
+        }
+    }
+
+    // Sum of the block's row losses; leaves δ = scale · ∂ℓ/∂z_out for the backward pass.
+    METACORE_INLINE double loss_grad(const T* y, std::int64_t y_cols, std::int64_t b, T scale) {
+        const std::int64_t k = net_.n_outputs();
+        const T* Z = z_.back().data();
+        double sum = 0.0;
+        for (std::int64_t r = 0; r < b; ++r)
+            sum += loss_value_grad(net_.loss(), Z + r * k, y + r * y_cols, k, scale,
+                                   delta_.data() + r * k);
+        return sum;
+    }
+
+    // grad += ∂/∂θ of the block's scaled loss (δ from loss_grad).
+    METACORE_INLINE void backward(const T* theta, const T* X, std::int64_t b, std::int64_t head,
+                                  T* grad) {
+        for (int l = net_.n_layers() - 1; l >= 0; --l) {
+            const std::int64_t in = net_.fan_in(l), out = net_.fan_out(l);
+            const T* A = l == 0 ? X : a_[l].data();
+            T* gW = grad + net_.weight_offset(l, head);
+            T* gb = grad + net_.bias_offset(l, head);
+            for (std::int64_t r = 0; r < b; ++r)
+                for (std::int64_t o = 0; o < out; ++o) {
+                    const T d = delta_[r * out + o];
+                    if (d == T(0)) continue;  // dead relu units: nothing to add
+                    axpy(d, A + r * in, gW + o * in, in);
+                    gb[o] += d;
+                }
+            if (l > 0) {
+                back_through(theta + net_.weight_offset(l, head), b, in, out, delta_.data(),
+                             delta_prev_.data());
+                scale_by_derivative(a_[l].data(), delta_prev_.data(), b * in);
+                delta_.swap(delta_prev_);
+            }
+        }
+    }
+
+    // Tangents ż_l = V_l·in + W_l·ȧ_in + v_b,l of the forward pass in direction v (ȧ_0 = 0).
+    METACORE_INLINE void forward_tangent(const T* theta, const T* v, const T* X, std::int64_t b,
+                                         std::int64_t head) {
+        const int L = net_.n_layers();
+        for (int l = 0; l < L; ++l) {
+            const std::int64_t in = net_.fan_in(l), out = net_.fan_out(l);
+            const T* W = theta + net_.weight_offset(l, head);
+            const T* V = v + net_.weight_offset(l, head);
+            const T* vb = v + net_.bias_offset(l, head);
+            const T* A = l == 0 ? X : a_[l].data();
+            T* Zt = zt_[l].data();
+            for (std::int64_t r = 0; r < b; ++r)
+                for (std::int64_t o = 0; o < out; ++o) {
+                    T s = vb[o] + dot(A + r * in, V + o * in, in);
+                    if (l > 0) s += dot(at_[l].data() + r * in, W + o * in, in);
+                    Zt[r * out + o] = s;
+                }
+            if (l + 1 < L) {
+                const T* Anext = a_[l + 1].data();
+                T* At = at_[l + 1].data();
+                for (std::int64_t i = 0; i < b * out; ++i) At[i] = derivative(Anext[i]) * Zt[i];
+            }
+        }
+    }
+
+    // After loss_grad: δ̇ = scale · H_ℓ · ż_out.
+    METACORE_INLINE void loss_tangent(std::int64_t b, T scale) {
+        const std::int64_t k = net_.n_outputs();
+        for (std::int64_t r = 0; r < b; ++r)
+            loss_hess_vec(net_.loss(), z_.back().data() + r * k, k, zt_.back().data() + r * k,
+                          scale, dt_.data() + r * k);
+    }
+
+    // hv += the tangent of the backward pass: the block's contribution to H·v.
+    METACORE_INLINE void backward_tangent(const T* theta, const T* v, const T* X, std::int64_t b,
+                                          std::int64_t head, T* hv) {
+        for (int l = net_.n_layers() - 1; l >= 0; --l) {
+            const std::int64_t in = net_.fan_in(l), out = net_.fan_out(l);
+            const T* A = l == 0 ? X : a_[l].data();
+            T* hW = hv + net_.weight_offset(l, head);
+            T* hb = hv + net_.bias_offset(l, head);
+            for (std::int64_t r = 0; r < b; ++r)
+                for (std::int64_t o = 0; o < out; ++o) {
+                    axpy(dt_[r * out + o], A + r * in, hW + o * in, in);
+                    if (l > 0) axpy(delta_[r * out + o], at_[l].data() + r * in, hW + o * in, in);
+                    hb[o] += dt_[r * out + o];
+                }
+            if (l == 0) break;
+            const T* W = theta + net_.weight_offset(l, head);
+            const T* V = v + net_.weight_offset(l, head);
+            const T* Ain = a_[l].data();
+            const T* Zt = zt_[l - 1].data();
+            for (std::int64_t r = 0; r < b; ++r) {
+                // u = Wᵀδ, u̇ = Wᵀδ̇ + Vᵀδ; δ_prev = u⊙σ', δ̇_prev = u̇⊙σ' + u⊙σ''⊙ż
+                std::fill(u_.begin(), u_.begin() + in, T(0));
+                std::fill(ut_.begin(), ut_.begin() + in, T(0));
+                for (std::int64_t o = 0; o < out; ++o) {
+                    axpy(delta_[r * out + o], W + o * in, u_.data(), in);
+                    axpy(dt_[r * out + o], W + o * in, ut_.data(), in);
+                    axpy(delta_[r * out + o], V + o * in, ut_.data(), in);
+                }
+                for (std::int64_t i = 0; i < in; ++i) {
+                    const T a = Ain[r * in + i];
+                    delta_prev_[r * in + i] = u_[i] * derivative(a);
+                    dt_prev_[r * in + i] =
+                        ut_[i] * derivative(a) + u_[i] * second_derivative(a) * Zt[r * in + i];
+                }
+            }
+            delta_.swap(delta_prev_);
+            dt_.swap(dt_prev_);
+        }
+    }
+
+   private:
+    // σ and its derivatives written in terms of a = σ(z), which the pass keeps.
+    METACORE_INLINE void activate(const T* Z, T* A, std::int64_t n) const {
+        if (net_.activation() == Activation::relu) {
+            for (std::int64_t i = 0; i < n; ++i) A[i] = Z[i] > T(0) ? Z[i] : T(0);
+        } else {
+            for (std::int64_t i = 0; i < n; ++i) A[i] = std::tanh(Z[i]);
+        }
+    }
+    METACORE_INLINE T derivative(T a) const {
+        if (net_.activation() == Activation::relu) return a > T(0) ? T(1) : T(0);
+        return T(1) - a * a;
+    }
+    METACORE_INLINE T second_derivative(T a) const {
+        if (net_.activation() == Activation::relu) return T(0);
+        return T(-2) * a * (T(1) - a * a);
+    }
+    METACORE_INLINE void scale_by_derivative(const T* A, T* D, std::int64_t n) const {
+        for (std::int64_t i = 0; i < n; ++i) D[i] *= derivative(A[i]);
+    }
+    // D_prev[r] = Σ_o D[r, o] · W_o  (Wᵀδ for each row)
+    METACORE_INLINE static void back_through(const T* W, std::int64_t b, std::int64_t in,
+                                             std::int64_t out, const T* D, T* D_prev) {
+        for (std::int64_t r = 0; r < b; ++r) {
+            T* dp = D_prev + r * in;
+            for (std::int64_t i = 0; i < in; ++i) dp[i] = T(0);
+            for (std::int64_t o = 0; o < out; ++o) axpy(D[r * out + o], W + o * in, dp, in);
+        }
+    }
+
+    const NetSpec& net_;
+    std::vector<std::vector<T>> z_, a_, zt_, at_;
+    std::vector<T> delta_, delta_prev_, dt_, dt_prev_, u_, ut_;
+};
+
+}  // namespace metacore

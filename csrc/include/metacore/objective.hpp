@@ -1,0 +1,188 @@
+// The weighted multi-task objective f(θ) = Σ_i α_i f_i(θ) + (λ/2)‖θ‖², f_i the mean row loss
+// over task i's chosen rows: value, gradient, per-task losses and gradients, Hessian-vector
+// products. Parallel over reduction blocks; partial sums added in block order.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+#include <vector>
+
+#include "metacore/net.hpp"
+#include "metacore/net_pass.hpp"
+#include "metacore/tasks.hpp"
+#include "metacore/threading.hpp"
+#include "metacore/unit_kernels.hpp"
+
+namespace metacore {
+
+// Below this much work (rows × parameters) threads cost more than they save.
+constexpr std::int64_t kMinParallelWork = 1 << 15;
+
+template <class T>
+class Objective {
+   public:
+    Objective(NetSpec net, TaskData<T> data, Rows rows)
+        : net_(std::move(net)), data_(data), rows_(rows) {
+        if (data_.X.cols != net_.n_features())
+            throw std::invalid_argument("X has " + std::to_string(data_.X.cols) +
+                                        " features but the model expects " +
+                                        std::to_string(net_.n_features()));
+        if (data_.y.cols != (net_.loss() == Loss::mse ? net_.n_outputs() : 1))
+            throw std::invalid_argument("y has " + std::to_string(data_.y.cols) +
+                                        " columns, which does not fit the model's loss head");
+        if (net_.n_heads() > 1) {
+            if (!data_.heads) throw std::invalid_argument("task_ids are needed for task heads");
+            for (std::int64_t i = 0; i < data_.n_tasks; ++i)
+                if (data_.heads[i] < 0 || data_.heads[i] >= net_.n_heads())
+                    throw std::invalid_argument(
+                        "task_ids: task " + std::to_string(i) + " has id " +
+                        std::to_string(data_.heads[i]) + ", outside the model's " +
+                        std::to_string(net_.n_heads()) + " task heads");
+        }
+        plan_ = plan_work(data_, rows_, net_.n_params());
+    }
+
+    const NetSpec& net() const { return net_; }
+    const WorkPlan& plan() const { return plan_; }
+    std::int64_t n_params() const { return net_.n_params(); }
+    std::int64_t n_tasks() const { return data_.n_tasks; }
+
+    // Returns f(θ); writes ∇f when grad is not null and the unweighted f_i when losses is not null.
+    double value_and_grad(const T* theta, const T* weights, T l2, T* grad, T* losses,
+                          int n_threads) const {
+        const std::int64_t P = n_params(), nb = plan_.n_blocks();
+        const int threads = team_size(n_threads);
+        std::vector<double> unit_loss(plan_.units.size());
+        std::vector<T> parts(grad ? nb * P : 0, T(0));
+        std::vector<NetPass<T>> passes;
+        passes.reserve(threads);
+        for (int t = 0; t < threads; ++t) passes.emplace_back(net_, false);
+        parallel_for(nb, threads, [&](std::int64_t b, int tid) {
+            for (std::int64_t u = plan_.block_start[b]; u < plan_.block_start[b + 1]; ++u) {
+                const WorkUnit& w = plan_.units[u];
+                const T scale = weights[w.task] / static_cast<T>(plan_.task_rows[w.task]);
+                unit_loss[u] = unit_value_grad(passes[tid], theta, data_, w, head(w.task), scale,
+                                               grad ? parts.data() + b * P : nullptr);
+            }
+        });
+        std::vector<double> task_loss = per_task_means(unit_loss);
+        double value = 0.0;
+        for (std::int64_t i = 0; i < n_tasks(); ++i) {
+            value += static_cast<double>(weights[i]) * task_loss[i];
+            if (losses) losses[i] = static_cast<T>(task_loss[i]);
+        }
+        value += 0.5 * static_cast<double>(l2) * squared_norm(theta, P);
+        if (grad) {
+            reduce_blocks(parts.data(), nb, P, grad, threads);
+            add_scaled(l2, theta, grad, P);
+        }
+        return value;
+    }
+
+    // out (T × P) row i = ∇f_i (no weight, no L2); losses (optional) = f_i.
+    void task_grads(const T* theta, T* out, T* losses, int n_threads) const {
+        const std::int64_t P = n_params(), T_ = n_tasks();
+        const std::int64_t n_units = static_cast<std::int64_t>(plan_.units.size());
+        const int threads = team_size(n_threads);
+        std::vector<NetPass<T>> passes;
+        passes.reserve(threads);
+        for (int t = 0; t < threads; ++t) passes.emplace_back(net_, false);
+        std::vector<double> unit_loss(n_units);
+        // One unit per task writes straight into its row; split tasks go through per-unit rows.
+        const bool split = n_units > T_;
+        std::vector<T> scratch(split ? n_units * P : 0, T(0));
+        std::fill(out, out + T_ * P, T(0));
+        parallel_for(n_units, threads, [&](std::int64_t u, int tid) {
+            const WorkUnit& w = plan_.units[u];
+            const T scale = T(1) / static_cast<T>(plan_.task_rows[w.task]);
+            T* g = split ? scratch.data() + u * P : out + w.task * P;
+            unit_loss[u] = unit_value_grad(passes[tid], theta, data_, w, head(w.task), scale, g);
+        });
+        if (split) {
+            std::vector<std::int64_t> first(T_ + 1, n_units);
+            for (std::int64_t u = n_units - 1; u >= 0; --u) first[plan_.units[u].task] = u;
+            parallel_for(T_, threads, [&](std::int64_t i, int) {
+                T* row = out + i * P;
+                for (std::int64_t u = first[i]; u < first[i + 1]; ++u) {
+                    const T* s = scratch.data() + u * P;
+#pragma omp simd
+                    for (std::int64_t j = 0; j < P; ++j) row[j] += s[j];
+                }
+            });
+        }
+        if (losses) {
+            std::vector<double> task_loss = per_task_means(unit_loss);
+            for (std::int64_t i = 0; i < T_; ++i) losses[i] = static_cast<T>(task_loss[i]);
+        }
+    }
+
+    // out = Σ_i α_i ∇²f_i(θ) v + λ v.
+    void hvp(const T* theta, const T* v, const T* weights, T l2, T* out, int n_threads) const {
+        const std::int64_t P = n_params(), nb = plan_.n_blocks();
+        const int threads = team_size(n_threads);
+        std::vector<T> parts(nb * P, T(0));
+        std::vector<NetPass<T>> passes;
+        passes.reserve(threads);
+        for (int t = 0; t < threads; ++t) passes.emplace_back(net_, true);
+        parallel_for(nb, threads, [&](std::int64_t b, int tid) {
+            for (std::int64_t u = plan_.block_start[b]; u < plan_.block_start[b + 1]; ++u) {
+                const WorkUnit& w = plan_.units[u];
+                const T scale = weights[w.task] / static_cast<T>(plan_.task_rows[w.task]);
+                unit_hvp(passes[tid], theta, v, data_, w, head(w.task), scale,
+                         parts.data() + b * P);
+            }
+        });
+        reduce_blocks(parts.data(), nb, P, out, threads);
+        add_scaled(l2, v, out, P);
+    }
+
+   private:
+    std::int64_t head(std::int64_t task) const {
+        return net_.n_heads() > 1 ? data_.heads[task] : 0;
+    }
+
+    int team_size(int requested) const {
+        const int threads = resolve_threads(requested);
+        const std::int64_t work = plan_.total_rows * n_params();
+        if (work < kMinParallelWork) return 1;
+        return static_cast<int>(std::min<std::int64_t>(threads, plan_.n_blocks() > 1
+                                                                    ? plan_.n_blocks()
+                                                                    : plan_.units.size()));
+    }
+
+    std::vector<double> per_task_means(const std::vector<double>& unit_loss) const {
+        std::vector<double> task_loss(n_tasks(), 0.0);
+        for (std::size_t u = 0; u < unit_loss.size(); ++u) task_loss[plan_.units[u].task] += unit_loss[u];
+        for (std::int64_t i = 0; i < n_tasks(); ++i)
+            task_loss[i] /= static_cast<double>(plan_.task_rows[i]);
+        return task_loss;
+    }
+
+    // out = Σ_b parts[b], split over columns so every entry is summed in block order.
+    static void reduce_blocks(const T* parts, std::int64_t nb, std::int64_t P, T* out,
+                              int threads) {
+        constexpr std::int64_t kCols = 4096;
+        const std::int64_t chunks = (P + kCols - 1) / kCols;
+        parallel_for(chunks, nb * P > kMinParallelWork ? threads : 1, [&](std::int64_t c, int) {
+            sum_blocks(parts, nb, P, c * kCols, std::min(P, (c + 1) * kCols), out);
+        });
+    }
+
+    static double squared_norm(const T* x, std::int64_t n) {
+        double s = 0.0;
+        for (std::int64_t j = 0; j < n; ++j) s += static_cast<double>(x[j]) * x[j];
+        return s;
+    }
+
+    static void add_scaled(T alpha, const T* x, T* y, std::int64_t n) {
+        if (alpha != T(0)) axpy(alpha, x, y, n);
+    }
+
+    NetSpec net_;
+    TaskData<T> data_;
+    Rows rows_;
+    WorkPlan plan_;
+};
+
+}  // namespace metacore

@@ -1,0 +1,40 @@
+// The net's outputs for rows of X: forward passes over blocks of rows, in parallel.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "metacore/net_pass.hpp"
+#include "metacore/threading.hpp"
+#include "metacore/view.hpp"
+
+namespace metacore {
+
+template <class T>
+METACORE_CLONES void predict_block(NetPass<T>& pass, const NetSpec& net, const T* theta,
+                                   const T* X, std::int64_t b, std::int64_t head, T* out) {
+    pass.forward(theta, X, b, head);
+    std::copy(pass.outputs(), pass.outputs() + b * net.n_outputs(), out);
+}
+
+// out (n × k) = net(θ, X) using output head `head`.
+template <class T>
+void predict(const NetSpec& net, const T* theta, MatrixView<const T> X, std::int64_t head, T* out,
+             int n_threads) {
+    constexpr std::int64_t B = NetPass<T>::kBlock;
+    const std::int64_t n_blocks = (X.rows + B - 1) / B;
+    const std::int64_t k = net.n_outputs();
+    int threads = resolve_threads(n_threads);
+    if (X.rows * net.n_params() < (1 << 15)) threads = 1;
+    threads = static_cast<int>(std::min<std::int64_t>(threads, std::max<std::int64_t>(n_blocks, 1)));
+    std::vector<NetPass<T>> passes;
+    passes.reserve(threads);
+    for (int t = 0; t < threads; ++t) passes.emplace_back(net, false);
+    parallel_for(n_blocks, threads, [&](std::int64_t blk, int tid) {
+        const std::int64_t r = blk * B, b = std::min(B, X.rows - r);
+        predict_block(passes[tid], net, theta, X.row(r), b, head, out + r * k);
+    });
+}
+
+}  // namespace metacore

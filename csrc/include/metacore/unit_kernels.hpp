@@ -1,0 +1,58 @@
+// The hot loops: one work unit (a run of one task's rows) pushed through the net block by block.
+// These are the functions compiled once per instruction set (METACORE_CLONES).
+#pragma once
+
+#include <cstdint>
+
+#include "metacore/net_pass.hpp"
+#include "metacore/simd.hpp"
+#include "metacore/tasks.hpp"
+
+namespace metacore {
+
+// Σ of the unit's row losses; grad (when not null) += scale · Σ ∇θ ℓ_row.
+template <class T>
+METACORE_CLONES double unit_value_grad(NetPass<T>& pass, const T* theta, const TaskData<T>& data,
+                                       const WorkUnit& unit, std::int64_t head, T scale, T* grad) {
+    constexpr std::int64_t B = NetPass<T>::kBlock;
+    double loss = 0.0;
+    for (std::int64_t r = unit.begin; r < unit.end; r += B) {
+        const std::int64_t b = unit.end - r < B ? unit.end - r : B;
+        const T* X = data.X.row(r);
+        pass.forward(theta, X, b, head);
+        loss += pass.loss_grad(data.y.row(r), data.y.cols, b, scale);
+        if (grad) pass.backward(theta, X, b, head, grad);
+    }
+    return loss;
+}
+
+// hv += scale · Σ H_row v over the unit's rows (forward-over-reverse).
+template <class T>
+METACORE_CLONES void unit_hvp(NetPass<T>& pass, const T* theta, const T* v,
+                              const TaskData<T>& data, const WorkUnit& unit, std::int64_t head,
+                              T scale, T* hv) {
+    constexpr std::int64_t B = NetPass<T>::kBlock;
+    for (std::int64_t r = unit.begin; r < unit.end; r += B) {
+        const std::int64_t b = unit.end - r < B ? unit.end - r : B;
+        const T* X = data.X.row(r);
+        pass.forward(theta, X, b, head);
+        pass.forward_tangent(theta, v, X, b, head);
+        pass.loss_grad(data.y.row(r), data.y.cols, b, scale);
+        pass.loss_tangent(b, scale);
+        pass.backward_tangent(theta, v, X, b, head, hv);
+    }
+}
+
+// out = Σ_b parts[b] (in block order) for each of n entries.
+template <class T>
+METACORE_CLONES void sum_blocks(const T* parts, std::int64_t n_blocks, std::int64_t n,
+                                std::int64_t begin, std::int64_t end, T* out) {
+    for (std::int64_t j = begin; j < end; ++j) out[j] = T(0);
+    for (std::int64_t b = 0; b < n_blocks; ++b) {
+        const T* p = parts + b * n;
+#pragma omp simd
+        for (std::int64_t j = begin; j < end; ++j) out[j] += p[j];
+    }
+}
+
+}  // namespace metacore

@@ -1,0 +1,168 @@
+"""The weighted multi-task objective, computed by the compiled core."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks
+from .models import MLP
+from .taskset import TaskSet
+
+ROWS = ("all", "support", "query")
+
+
+class Objective:
+    r"""f(θ) = Σ_i α_i f_i(θ) + (λ/2)‖θ‖², with f_i the mean row loss of task i over its chosen rows.
+
+    Parameters
+    ----------
+    model : MLP
+        The net (``mc.MLP``, ``mc.Linear``, ``mc.Logistic``, ``mc.Softmax``).
+    ts : TaskSet
+        The tasks. Task i uses output head ``ts.task_ids[i]`` when the model has per-task heads.
+    weights : array-like of shape (T,) or None
+        Non-negative finite task weights α; None gives 1/T each.
+    l2 : float
+        λ >= 0, applied to all of θ.
+    rows : {"all", "support", "query"}
+        Which rows of every task enter f_i.
+    n_threads : int or None
+        None = the OpenMP default (respects OMP_NUM_THREADS), -1 = all cores, k >= 1 = k threads.
+        Results are bit-identical for any thread count.
+
+    ``task_losses`` and ``task_grads`` return the unweighted f_i and ∇f_i (no α, no L2): what the
+    weighting strategies consume. ``hvp`` is the exact Σ α_i ∇²f_i(θ) v + λ v, by forward-over-reverse
+    differentiation through the net. θ's dtype (float32 or float64) decides the dtype of the work; the
+    TaskSet is converted once per dtype and kept.
+    """
+
+    def __init__(self, model, ts, weights=None, l2=0.0, rows="all", n_threads=None):
+        if not isinstance(model, MLP):
+            raise TypeError(f"model must be a metacore model (MLP), got {type(model).__name__}")
+        if not isinstance(ts, TaskSet):
+            raise TypeError(f"ts must be a TaskSet, got {type(ts).__name__}")
+        if ts.n_features != model.n_features:
+            raise ValueError(f"ts has {ts.n_features} features but the model expects "
+                             f"{model.n_features}")
+        if model.task_heads is not None and int(ts.task_ids.max()) >= model.task_heads:
+            raise ValueError(f"ts.task_ids go up to {int(ts.task_ids.max())} but the model has "
+                             f"task_heads={model.task_heads}")
+        ts.check_labels(model.loss, model.n_outputs)
+        self.model = model
+        self.ts = ts
+        self.rows = _checks.choice("rows", rows, ROWS)
+        self._check_rows()
+        self.l2 = _checks.real("l2", l2, minimum=0.0)
+        self.weights = weights
+        self.n_threads = _checks.n_threads(n_threads)
+        self._handles = {}
+
+    # --- configuration ----------------------------------------------------------------------
+    @property
+    def weights(self) -> np.ndarray:
+        """The task weights α (T,), float64."""
+        return self._weights
+
+    @weights.setter
+    def weights(self, value):
+        T = self.ts.n_tasks
+        if value is None:
+            w = np.full(T, 1.0 / T)
+        else:
+            w = _checks.float_array("weights", value, ndim=1, dtype=np.float64)
+            if w.shape[0] != T:
+                raise ValueError(f"weights must have one entry per task ({T}), got {w.shape[0]}")
+            if (w < 0).any():
+                i = int(np.argmax(w < 0))
+                raise ValueError(f"weights must be non-negative, got {w[i]} for task {i}")
+        w.setflags(write=False)
+        self._weights = w
+        self._typed_weights = {}
+
+    @property
+    def n_params(self) -> int:
+        return self.model.n_params
+
+    @property
+    def n_tasks(self) -> int:
+        return self.ts.n_tasks
+
+    def _check_rows(self):
+        if self.rows == "all":
+            return
+        counts = self.ts.n_support if self.rows == "support" else self.ts.n_query
+        if (counts == 0).any():
+            i = int(np.argmax(counts == 0))
+            raise ValueError(f"rows={self.rows!r}: task {i} has no {self.rows} rows")
+
+    def _handle(self, dtype):
+        handle = self._handles.get(dtype)
+        if handle is None:
+            from . import _core
+            ts = self.ts.astype(dtype)
+            cls = _core.Objective32 if dtype == np.float32 else _core.Objective64
+            y = ts.y if ts.y.ndim == 2 else ts.y.reshape(-1, 1)
+            handle = cls(self.model._net(), ts.X, y, ts.offsets, ts.n_support, ts.task_ids,
+                         self.rows)
+            self._handles[dtype] = handle
+        return handle
+
+    def _prepare(self, theta):
+        theta = _checks.theta("theta", theta, self.n_params)
+        return theta, self._handle(theta.dtype)
+
+    def _alpha(self, dtype):
+        w = self._typed_weights.get(dtype)
+        if w is None:
+            w = self._typed_weights[dtype] = self._weights.astype(dtype)
+        return w
+
+    # --- the numbers ----------------------------------------------------------------------
+    def value(self, theta) -> float:
+        """f(θ)."""
+        theta, h = self._prepare(theta)
+        return h.value_and_grad(theta, self._alpha(theta.dtype), self.l2, False, self.n_threads)[0]
+
+    def grad(self, theta) -> np.ndarray:
+        """∇f(θ), shape (P,), θ's dtype."""
+        return self.value_and_grad(theta)[1]
+
+    def value_and_grad(self, theta):
+        """(f(θ), ∇f(θ)) from one pass over the data."""
+        theta, h = self._prepare(theta)
+        value, grad, _ = h.value_and_grad(theta, self._alpha(theta.dtype), self.l2, True,
+                                          self.n_threads)
+        return value, grad
+
+    def value_grad_and_task_losses(self, theta):
+        """(f(θ), ∇f(θ), f_i(θ) for every task) from one pass."""
+        theta, h = self._prepare(theta)
+        return h.value_and_grad(theta, self._alpha(theta.dtype), self.l2, True, self.n_threads)
+
+    def task_losses(self, theta) -> np.ndarray:
+        """Unweighted f_i(θ) for every task, shape (T,)."""
+        theta, h = self._prepare(theta)
+        return h.value_and_grad(theta, self._alpha(theta.dtype), self.l2, False,
+                                self.n_threads)[2]
+
+    def task_grads(self, theta) -> np.ndarray:
+        """Unweighted ∇f_i(θ) for every task, shape (T, P) (zero outside the layers task i uses)."""
+        return self.task_losses_and_grads(theta)[1]
+
+    def task_losses_and_grads(self, theta):
+        """(f_i (T,), ∇f_i (T, P)) from one parallel pass."""
+        theta, h = self._prepare(theta)
+        grads, losses = h.task_grads(theta, self.n_threads)
+        return losses, grads
+
+    def hvp(self, theta, v) -> np.ndarray:
+        """Σ α_i ∇²f_i(θ) v + λ v, exact (forward-over-reverse), shape (P,)."""
+        theta, h = self._prepare(theta)
+        v = _checks.float_array("v", v, ndim=1, dtype=theta.dtype)
+        if v.shape[0] != self.n_params:
+            raise ValueError(f"v must have length {self.n_params}, got {v.shape[0]}")
+        return h.hvp(theta, v, self._alpha(theta.dtype), self.l2, self.n_threads)
+
+    def __repr__(self):
+        return (f"Objective({self.model!r}, {self.ts.n_tasks} tasks, l2={self.l2}, "
+                f"rows={self.rows!r})")

@@ -1,0 +1,192 @@
+"""The dense net in plain NumPy: forward pass, prediction, mean row loss, its gradient by backprop
+and its exact Hessian-vector product by forward-over-reverse differentiation.
+
+Notation for a net with layers l = 0..L−1 (L = model.n_layers) on rows X (n, d):
+
+    a_0 = X,   z_l = a_l W_lᵀ + b_l,   a_{l+1} = σ(z_l) for hidden layers (l < L−1),
+
+and the outputs are z_{L−1}: no activation after the output layer. The mean row loss is
+L(θ) = (1/n) Σ_r ℓ(z_{L−1,r}, y_r). With per-task heads, task ``task`` runs the shared trunk and
+head ``task``; θ entries of the other heads do not enter, so their gradient is zero.
+
+Everything is computed in float64 whatever the input dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _checks
+from .losses import row_loss_grads, row_loss_hvps, row_losses, targets
+
+__all__ = ["forward", "predict", "row_losses", "loss_and_grad", "loss_hvp"]
+
+
+# --- activations --------------------------------------------------------------------------------
+def _act(name, z):
+    """σ(z): relu max(z, 0) or tanh."""
+    return np.maximum(z, 0.0) if name == "relu" else np.tanh(z)
+
+
+def _act_d1(name, z):
+    """σ'(z): relu 1[z > 0] (0 at the kink), tanh 1 − t²."""
+    if name == "relu":
+        return (z > 0).astype(np.float64)
+    t = np.tanh(z)
+    return 1.0 - t * t
+
+
+def _act_d2(name, z):
+    """σ''(z): relu 0 (away from the kink), tanh −2t(1 − t²)."""
+    if name == "relu":
+        return np.zeros_like(z)
+    t = np.tanh(z)
+    return -2.0 * t * (1.0 - t * t)
+
+
+# --- argument handling --------------------------------------------------------------------------
+def _task(model, task):
+    """The head index; without per-task heads every task uses the one output layer."""
+    if model.task_heads:
+        return _checks.integer("task", task, minimum=0, maximum=model.task_heads - 1)
+    return _checks.integer("task", task, minimum=0)
+
+
+def _vector(name, model, value):
+    return _checks.theta(name, value, model.n_params, dtype=np.float64)
+
+
+def _rows(model, X):
+    X = _checks.float_array("X", X, ndim=2, dtype=np.float64)
+    if X.shape[1] != model.n_features:
+        raise ValueError(f"X must have {model.n_features} columns (the model's n_features), "
+                         f"got shape {X.shape}")
+    if X.shape[0] == 0:
+        raise ValueError("X must have at least one row, got 0")
+    return X
+
+
+def _pack(model, task, layer_values):
+    """Scatter per-layer (W-shaped, b-shaped) arrays into a (P,) vector, zero elsewhere."""
+    out = np.zeros(model.n_params, dtype=np.float64)
+    for (w, (o, i), b), (dW, db) in zip(model.layers(task), layer_values):
+        out[w:w + o * i] = dW.ravel()
+        out[b:b + o] = db
+    return out
+
+
+# --- the passes ---------------------------------------------------------------------------------
+def _forward(activation, params, X):
+    zs, acts = [], [X]
+    for l, (W, b) in enumerate(params):
+        z = acts[l] @ W.T + b
+        zs.append(z)
+        acts.append(_act(activation, z) if l < len(params) - 1 else z)
+    return zs, acts
+
+
+def _backward(activation, params, zs, acts, delta):
+    """Backprop from δ = ∂L/∂z_{L−1} (n, k): ∂L/∂W_l = δ_lᵀ a_l, ∂L/∂b_l = Σ_r δ_l,
+    δ_{l−1} = (δ_l W_l) ⊙ σ'(z_{l−1})."""
+    grads = [None] * len(params)
+    for l in reversed(range(len(params))):
+        W, _ = params[l]
+        grads[l] = (delta.T @ acts[l], delta.sum(axis=0))
+        if l > 0:
+            delta = (delta @ W) * _act_d1(activation, zs[l - 1])
+    return grads
+
+
+def forward(model, theta, X, *, task=0):
+    """The forward pass on rows X (n, d).
+
+    Returns ``(zs, acts)``: ``zs[l]`` = z_l = a_l W_lᵀ + b_l (n, fan_out) for every layer l, and
+    ``acts`` of length L+1 with ``acts[0]`` = X, ``acts[l+1]`` = σ(z_l) for hidden layers and
+    ``acts[L]`` = z_{L−1} (the outputs; no activation after the output layer).
+    """
+    task = _task(model, task)
+    params = model.unpack(_vector("theta", model, theta), task)
+    return _forward(model.activation, params, _rows(model, X))
+
+
+def predict(model, theta, X, *, task=0):
+    """The outputs z_{L−1}: (n,) when the net has one output, else (n, k). Raw values for mse,
+    logits for logistic and cross_entropy."""
+    _, acts = forward(model, theta, X, task=task)
+    out = acts[-1]
+    return out[:, 0] if model.n_outputs == 1 else out
+
+
+def weighted_loss_and_grad(model, theta, X, y, row_weights, *, task=0):
+    """Σ_r w_r ℓ(z_r, y_r) and its gradient (P,) for per-row weights w (n,), by backprop.
+
+    ``loss_and_grad`` is the case w_r = 1/n; the vectorised objective uses w_r = α_i / n_i.
+    """
+    task = _task(model, task)
+    theta = _vector("theta", model, theta)
+    X = _rows(model, X)
+    y = targets(model, y, X.shape[0])
+    w = _checks.float_array("row_weights", row_weights, ndim=1, dtype=np.float64)
+    if w.shape[0] != X.shape[0]:
+        raise ValueError(f"row_weights must have {X.shape[0]} entries, got {w.shape[0]}")
+    params = model.unpack(theta, task)
+    zs, acts = _forward(model.activation, params, X)
+    value = float(np.sum(w * row_losses(model, zs[-1], y)))
+    delta = w[:, None] * row_loss_grads(model, zs[-1], y)
+    grads = _backward(model.activation, params, zs, acts, delta)
+    return value, _pack(model, task, grads)
+
+
+def loss_and_grad(model, theta, X, y, *, task=0):
+    """L(θ) = (1/n) Σ_r ℓ(z_r, y_r) over rows X (n, d), y, and ∇L (P,) by plain backprop.
+
+    Entries of θ that task ``task`` does not use (other tasks' heads) get gradient 0.
+    """
+    n = _rows(model, X).shape[0]
+    return weighted_loss_and_grad(model, theta, X, y, np.full(n, 1.0 / n), task=task)
+
+
+def loss_hvp(model, theta, X, y, v, *, task=0):
+    """The exact Hessian-vector product ∇²L(θ) v (P,) of the mean row loss, forward-over-reverse.
+
+    Pearlmutter's R-operator: differentiate every quantity of the forward and backward passes in
+    the direction v = (V_l, c_l) (a dot marks the directional derivative).
+
+    Forward tangents:  ȧ_0 = 0,  ż_l = ȧ_l W_lᵀ + a_l V_lᵀ + c_l,  ȧ_{l+1} = σ'(z_l) ⊙ ż_l.
+    Output:            δ = (1/n) ∂ℓ/∂z,  δ̇ = (1/n) (∂²ℓ/∂z²) ż   (row by row).
+    Backward tangents: (∇²L v)_{W_l} = δ̇_lᵀ a_l + δ_lᵀ ȧ_l,  (∇²L v)_{b_l} = Σ_r δ̇_l,
+                       δ̇_{l−1} = (δ̇_l W_l + δ_l V_l) ⊙ σ'(z_{l−1})
+                                + (δ_l W_l) ⊙ σ''(z_{l−1}) ⊙ ż_{l−1}.
+    """
+    task = _task(model, task)
+    theta = _vector("theta", model, theta)
+    v = _vector("v", model, v)
+    X = _rows(model, X)
+    n = X.shape[0]
+    y = targets(model, y, n)
+    act = model.activation
+    params, tangents = model.unpack(theta, task), model.unpack(v, task)
+    zs, acts = _forward(act, params, X)
+    n_layers = len(params)
+
+    zdots, adots = [], [np.zeros_like(X)]
+    for l, ((W, _), (V, c)) in enumerate(zip(params, tangents)):
+        zdot = adots[l] @ W.T + acts[l] @ V.T + c
+        zdots.append(zdot)
+        if l < n_layers - 1:
+            adots.append(_act_d1(act, zs[l]) * zdot)
+
+    delta = row_loss_grads(model, zs[-1], y) / n
+    delta_dot = row_loss_hvps(model, zs[-1], y, zdots[-1]) / n
+    hv = [None] * n_layers
+    for l in reversed(range(n_layers)):
+        W, _ = params[l]
+        V, _ = tangents[l]
+        hv[l] = (delta_dot.T @ acts[l] + delta.T @ adots[l], delta_dot.sum(axis=0))
+        if l > 0:
+            back, back_dot = delta @ W, delta_dot @ W + delta @ V
+            d1, d2 = _act_d1(act, zs[l - 1]), _act_d2(act, zs[l - 1])
+            # the σ'' term: σ'(z) itself moves along the direction v
+            delta_dot = back_dot * d1 + back * d2 * zdots[l - 1]
+            delta = back * d1
+    return _pack(model, task, hv)
