@@ -1,0 +1,166 @@
+"""Built-in task families, each returned as a :class:`~metacore.taskset.TaskSet`.
+
+Every family draws from ``np.random.default_rng(seed)``, so the same arguments give the same tasks.
+The hidden per-task parameters are not stored in the TaskSet; ``sinusoid_params`` and
+``linear_family_params`` recompute exactly the ones a family used for the same seed (the family
+draws them first, in the same order).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import _checks
+from .taskset import TaskSet
+
+__all__ = ["sinusoid", "sinusoid_params", "linear_family", "logistic_family",
+           "linear_family_params"]
+
+
+def _interval(name, value):
+    """A pair (lo, hi) of finite reals with lo <= hi."""
+    try:
+        items = list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a pair (lo, hi), got {type(value).__name__}") from None
+    if len(items) != 2:
+        raise ValueError(f"{name} must be a pair (lo, hi), got {len(items)} entries")
+    lo = _checks.real(f"{name}[0]", items[0])
+    hi = _checks.real(f"{name}[1]", items[1])
+    if lo > hi:
+        raise ValueError(f"{name} must have lo <= hi, got ({lo}, {hi})")
+    return lo, hi
+
+
+# --- sinusoid regression (Finn et al., 2017) ------------------------------------------------------
+def _sinusoid_params(rng, n_tasks, amplitude, phase):
+    A = rng.uniform(amplitude[0], amplitude[1], size=n_tasks)
+    phi = rng.uniform(phase[0], phase[1], size=n_tasks)
+    return A, phi
+
+
+def sinusoid_params(n_tasks, *, amplitude=(0.1, 5.0), phase=(0.0, np.pi), seed=0):
+    """The amplitudes and phases ``(A, φ)``, each (n_tasks,) float64, that
+    ``sinusoid(n_tasks, amplitude=amplitude, phase=phase, seed=seed)`` uses."""
+    n_tasks = _checks.integer("n_tasks", n_tasks, minimum=1)
+    amplitude, phase = _interval("amplitude", amplitude), _interval("phase", phase)
+    return _sinusoid_params(np.random.default_rng(_checks.seed("seed", seed)), n_tasks,
+                            amplitude, phase)
+
+
+def sinusoid(n_tasks, *, k_support=10, k_query=10, amplitude=(0.1, 5.0), phase=(0.0, np.pi),
+             x_range=(-5.0, 5.0), seed=0, dtype=np.float32):
+    """Sinusoid regression tasks: ``y = A sin(x − φ)``.
+
+    Per task, ``A ~ U(amplitude)`` and ``φ ~ U(phase)``; per row ``x ~ U(x_range)``. Each task has
+    ``k_support + k_query`` rows, the first ``k_support`` its support rows.
+
+    Returns
+    -------
+    TaskSet
+        X of shape (n_tasks · (k_support + k_query), 1), 1-D y, n_support = k_support, in ``dtype``.
+        The (A, φ) of each task are given by :func:`sinusoid_params` with the same arguments.
+    """
+    n_tasks = _checks.integer("n_tasks", n_tasks, minimum=1)
+    k_support = _checks.integer("k_support", k_support, minimum=0)
+    k_query = _checks.integer("k_query", k_query, minimum=0)
+    if k_support + k_query == 0:
+        raise ValueError("k_support + k_query must be >= 1 (a task needs a row), got 0 and 0")
+    amplitude, phase = _interval("amplitude", amplitude), _interval("phase", phase)
+    x_range = _interval("x_range", x_range)
+    dtype = _checks.float_dtype("dtype", dtype)
+    rng = np.random.default_rng(_checks.seed("seed", seed))
+
+    n = k_support + k_query
+    A, phi = _sinusoid_params(rng, n_tasks, amplitude, phase)
+    x = rng.uniform(x_range[0], x_range[1], size=(n_tasks, n))
+    y = A[:, None] * np.sin(x - phi[:, None])  # computed in float64, cast once
+    offsets = np.arange(n_tasks + 1, dtype=np.int64) * n
+    return TaskSet(x.reshape(-1, 1), y.reshape(-1), offsets, n_support=k_support, dtype=dtype)
+
+
+# --- related linear and logistic tasks ------------------------------------------------------------
+def _family_params(rng, n_tasks, n_features, relatedness_noise):
+    theta_star = rng.normal(size=n_features)
+    thetas = theta_star + relatedness_noise * rng.normal(size=(n_tasks, n_features))
+    return theta_star, thetas
+
+
+def linear_family_params(n_tasks, *, n_features=10, relatedness_noise=0.1, seed=0):
+    """The shared ``θ*`` (n_features,) and the per-task ``θ_i`` (n_tasks, n_features), float64,
+    that :func:`linear_family` and :func:`logistic_family` use for the same arguments and seed."""
+    n_tasks = _checks.integer("n_tasks", n_tasks, minimum=1)
+    n_features = _checks.integer("n_features", n_features, minimum=1)
+    relatedness_noise = _checks.real("relatedness_noise", relatedness_noise, minimum=0.0)
+    return _family_params(np.random.default_rng(_checks.seed("seed", seed)), n_tasks, n_features,
+                          relatedness_noise)
+
+
+def _task_sizes(rng, n_tasks, n_rows):
+    """n_rows as an int (every task) or a pair (lo, hi): sizes drawn uniformly in [lo, hi]."""
+    if isinstance(n_rows, numbers.Integral) and not isinstance(n_rows, (bool, np.bool_)):
+        return np.full(n_tasks, _checks.integer("n_rows", n_rows, minimum=1), dtype=np.int64)
+    if isinstance(n_rows, (bool, np.bool_, str, bytes)) or not hasattr(n_rows, "__len__"):
+        raise TypeError(f"n_rows must be an integer or a pair (lo, hi) of integers, "
+                        f"got {type(n_rows).__name__}")
+    if len(n_rows) != 2:
+        raise ValueError(f"n_rows must be a pair (lo, hi), got {len(n_rows)} entries")
+    lo = _checks.integer("n_rows[0]", n_rows[0], minimum=1)
+    hi = _checks.integer("n_rows[1]", n_rows[1], minimum=1)
+    if lo > hi:
+        raise ValueError(f"n_rows must have lo <= hi, got ({lo}, {hi})")
+    return rng.integers(lo, hi, size=n_tasks, endpoint=True).astype(np.int64)
+
+
+def _family(n_tasks, n_features, n_rows, relatedness_noise, seed):
+    """Draw (θ_i, X, offsets) shared by the linear and logistic families, in a fixed order:
+    θ*, θ_i, task sizes, X ~ N(0, I)."""
+    n_tasks = _checks.integer("n_tasks", n_tasks, minimum=1)
+    n_features = _checks.integer("n_features", n_features, minimum=1)
+    relatedness_noise = _checks.real("relatedness_noise", relatedness_noise, minimum=0.0)
+    rng = np.random.default_rng(_checks.seed("seed", seed))
+    _, thetas = _family_params(rng, n_tasks, n_features, relatedness_noise)
+    sizes = _task_sizes(rng, n_tasks, n_rows)
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    X = rng.normal(size=(int(offsets[-1]), n_features))
+    # z_r = x_r · θ_task(r): each row against its own task's parameters.
+    z = np.einsum("nd,nd->n", X, np.repeat(thetas, sizes, axis=0))
+    return rng, X, z, offsets
+
+
+def linear_family(n_tasks, *, n_features=10, n_rows=50, n_support=None, relatedness_noise=0.1,
+                  noise=0.1, seed=0, dtype=np.float64):
+    """Related linear-regression tasks.
+
+    ``θ* ~ N(0, I_d)``, ``θ_i = θ* + relatedness_noise · N(0, I_d)``, rows ``x ~ N(0, I_d)`` and
+    ``y = x·θ_i + noise · ε`` with ``ε ~ N(0, 1)``.
+
+    Parameters
+    ----------
+    n_rows : int or (lo, hi)
+        Rows per task, or a range: each task's size is drawn uniformly from [lo, hi] (ragged).
+    n_support : None, int or per-task ints
+        Support rows at the start of each task (None: every row is support).
+
+    Returns
+    -------
+    TaskSet with 1-D y in ``dtype``; :func:`linear_family_params` gives θ* and θ_i.
+    """
+    noise = _checks.real("noise", noise, minimum=0.0)
+    dtype = _checks.float_dtype("dtype", dtype)
+    rng, X, z, offsets = _family(n_tasks, n_features, n_rows, relatedness_noise, seed)
+    y = z + noise * rng.normal(size=z.shape[0])
+    return TaskSet(X, y, offsets, n_support=n_support, dtype=dtype)
+
+
+def logistic_family(n_tasks, *, n_features=10, n_rows=50, n_support=None, relatedness_noise=0.1,
+                    seed=0, dtype=np.float64):
+    """Related binary-classification tasks: as :func:`linear_family`, but with labels
+    ``y ~ Bernoulli(σ(x·θ_i))`` in {0, 1}, ``σ(z) = 1 / (1 + e^{−z})`` (stored as 0.0/1.0)."""
+    dtype = _checks.float_dtype("dtype", dtype)
+    rng, X, z, offsets = _family(n_tasks, n_features, n_rows, relatedness_noise, seed)
+    p = np.exp(-np.logaddexp(0.0, -z))  # σ(z) without overflow for large |z|
+    y = (rng.random(z.shape[0]) < p).astype(np.float64)
+    return TaskSet(X, y, offsets, n_support=n_support, dtype=dtype)
