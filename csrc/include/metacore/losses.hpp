@@ -44,10 +44,12 @@ inline double loss_value_grad(Loss loss, const T* z, const T* y, std::int64_t k,
             return l / static_cast<double>(k);
         }
         case Loss::logistic: {
+            // One exponential serves both: e = exp(−|z|), σ(z) and softplus(z) from e.
             const T m = z[0];
-            g[0] = scale * (stable_sigmoid(m) - y[0]);
-            return static_cast<double>((m > T(0) ? m : T(0)) - y[0] * m +
-                                       std::log1p(std::exp(-std::fabs(m))));
+            const T e = std::exp(-std::fabs(m));
+            const T sigma = m >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
+            g[0] = scale * (sigma - y[0]);
+            return static_cast<double>((m > T(0) ? m : T(0)) - y[0] * m + std::log1p(e));
         }
         case Loss::cross_entropy: {
             const std::int64_t c = class_label(y[0], k);

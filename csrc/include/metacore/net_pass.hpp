@@ -11,6 +11,7 @@
 #include "metacore/losses.hpp"
 #include "metacore/net.hpp"
 #include "metacore/simd.hpp"
+#include "metacore/vector_math.hpp"
 
 namespace metacore {
 
@@ -42,7 +43,10 @@ class NetPass {
     const T* outputs() const { return z_.back().data(); }
 
     // z_l = in · W_lᵀ + b_l, a_{l+1} = σ(z_l) for hidden layers; rows of X have stride fan_in(0).
-    METACORE_INLINE void forward(const T* theta, const T* X, std::int64_t b, std::int64_t head) {
+    // The first layer also prefetches `next_rows` rows at `next` (the next block), a row per row
+    // it reads, so the memory system works ahead without a burst of requests.
+    METACORE_INLINE void forward(const T* theta, const T* X, std::int64_t b, std::int64_t head,
+                                 const T* next = nullptr, std::int64_t next_rows = 0) {
         const int L = net_.n_layers();
         for (int l = 0; l < L; ++l) {
             const std::int64_t in = net_.fan_in(l), out = net_.fan_out(l);
@@ -50,9 +54,7 @@ class NetPass {
             const T* bias = theta + net_.bias_offset(l, head);
             const T* A = l == 0 ? X : a_[l].data();
             T* Z = z_[l].data();
-            for (std::int64_t r = 0; r < b; ++r)
-                for (std::int64_t o = 0; o < out; ++o)
-                    Z[r * out + o] = bias[o] + dot(A + r * in, W + o * in, in);
+            affine(A, W, bias, b, in, out, Z, l == 0 ? next : nullptr, next_rows);
             if (l + 1 < L) activate(Z, a_[l + 1].data(), b * out);
         }
     }
@@ -61,6 +63,7 @@ class NetPass {
     METACORE_INLINE double loss_grad(const T* y, std::int64_t y_cols, std::int64_t b, T scale) {
         const std::int64_t k = net_.n_outputs();
         const T* Z = z_.back().data();
+        if (net_.loss() == Loss::logistic) return logistic_block(Z, y, b, scale, delta_.data());
         double sum = 0.0;
         for (std::int64_t r = 0; r < b; ++r)
             sum += loss_value_grad(net_.loss(), Z + r * k, y + r * y_cols, k, scale,
@@ -76,13 +79,7 @@ class NetPass {
             const T* A = l == 0 ? X : a_[l].data();
             T* gW = grad + net_.weight_offset(l, head);
             T* gb = grad + net_.bias_offset(l, head);
-            for (std::int64_t r = 0; r < b; ++r)
-                for (std::int64_t o = 0; o < out; ++o) {
-                    const T d = delta_[r * out + o];
-                    if (d == T(0)) continue;  // dead relu units: nothing to add
-                    axpy(d, A + r * in, gW + o * in, in);
-                    gb[o] += d;
-                }
+            outer_accumulate(delta_.data(), A, b, in, out, gW, gb);
             if (l > 0) {
                 back_through(theta + net_.weight_offset(l, head), b, in, out, delta_.data(),
                              delta_prev_.data());
@@ -166,6 +163,24 @@ class NetPass {
     }
 
    private:
+    // The logistic head over a whole block in one vectorised loop: softplus(z) − y z and
+    // σ(z) − y from one e = exp(−|z|) per row (same formulas as loss_value_grad). One output
+    // and one label column, so Z, y and δ are contiguous.
+    METACORE_INLINE static double logistic_block(const T* __restrict Z, const T* __restrict y,
+                                                 std::int64_t b, T scale, T* __restrict D) {
+        double sum = 0.0;
+        const double c = static_cast<double>(scale);
+#pragma omp simd reduction(+ : sum)
+        for (std::int64_t r = 0; r < b; ++r) {
+            const double m = Z[r], label = y[r];
+            const double e = exp_nonpositive(-std::fabs(m));
+            const double sigma = (m >= 0.0 ? 1.0 : e) / (1.0 + e);
+            D[r] = static_cast<T>(c * (sigma - label));
+            sum += (m > 0.0 ? m : 0.0) - label * m + log1p_unit(e);
+        }
+        return sum;
+    }
+
     // σ and its derivatives written in terms of a = σ(z), which the pass keeps.
     METACORE_INLINE void activate(const T* Z, T* A, std::int64_t n) const {
         if (net_.activation() == Activation::relu) {
@@ -185,13 +200,78 @@ class NetPass {
     METACORE_INLINE void scale_by_derivative(const T* A, T* D, std::int64_t n) const {
         for (std::int64_t i = 0; i < n; ++i) D[i] *= derivative(A[i]);
     }
-    // D_prev[r] = Σ_o D[r, o] · W_o  (Wᵀδ for each row)
+    // Z[r, o] = bias[o] + A_r · W_o for b rows. Four dot products at a time: four outputs of one
+    // row, or, for narrow layers, one output of four rows.
+    METACORE_INLINE static void affine(const T* A, const T* W, const T* bias, std::int64_t b,
+                                       std::int64_t in, std::int64_t out, T* Z, const T* ahead,
+                                       std::int64_t ahead_rows) {
+        T s[4];
+        const std::int64_t row_bytes = in * static_cast<std::int64_t>(sizeof(T));
+        if (!ahead) ahead_rows = 0;
+        if (out >= 4) {
+            for (std::int64_t r = 0; r < b; ++r) {
+                if (r < ahead_rows) prefetch(ahead + r * in, row_bytes);
+                const T* a = A + r * in;
+                std::int64_t o = 0;
+                for (; o + 4 <= out; o += 4) {
+                    const T* w = W + o * in;
+                    dot4(a, w, w + in, w + 2 * in, w + 3 * in, in, s);
+                    for (int j = 0; j < 4; ++j) Z[r * out + o + j] = bias[o + j] + s[j];
+                }
+                for (; o < out; ++o) Z[r * out + o] = bias[o] + dot(a, W + o * in, in);
+            }
+            return;
+        }
+        for (std::int64_t o = 0; o < out; ++o) {
+            const T* w = W + o * in;
+            std::int64_t r = 0;
+            for (; r + 4 <= b; r += 4) {
+                if (o == 0 && r < ahead_rows)
+                    prefetch(ahead + r * in, std::min<std::int64_t>(4, ahead_rows - r) * row_bytes);
+                const T* a = A + r * in;
+                dot4(w, a, a + in, a + 2 * in, a + 3 * in, in, s);
+                for (int j = 0; j < 4; ++j) Z[(r + j) * out + o] = bias[o] + s[j];
+            }
+            for (; r < b; ++r) Z[r * out + o] = bias[o] + dot(A + r * in, w, in);
+        }
+    }
+
+    // gW_o += Σ_r D[r, o] · A_r and gb_o += Σ_r D[r, o], four rows at a time.
+    METACORE_INLINE static void outer_accumulate(const T* D, const T* A, std::int64_t b,
+                                                 std::int64_t in, std::int64_t out, T* gW,
+                                                 T* gb) {
+        for (std::int64_t o = 0; o < out; ++o) {
+            T* g = gW + o * in;
+            std::int64_t r = 0;
+            for (; r + 4 <= b; r += 4) {
+                const T c[4] = {D[r * out + o], D[(r + 1) * out + o], D[(r + 2) * out + o],
+                                D[(r + 3) * out + o]};
+                if (c[0] == T(0) && c[1] == T(0) && c[2] == T(0) && c[3] == T(0))
+                    continue;  // dead relu units: nothing to add
+                const T* a = A + r * in;
+                axpy4(c, a, a + in, a + 2 * in, a + 3 * in, g, in);
+                gb[o] += (c[0] + c[1]) + (c[2] + c[3]);
+            }
+            for (; r < b; ++r) {
+                axpy(D[r * out + o], A + r * in, g, in);
+                gb[o] += D[r * out + o];
+            }
+        }
+    }
+
+    // D_prev[r] = Σ_o D[r, o] · W_o  (Wᵀδ for each row), four outputs at a time.
     METACORE_INLINE static void back_through(const T* W, std::int64_t b, std::int64_t in,
                                              std::int64_t out, const T* D, T* D_prev) {
         for (std::int64_t r = 0; r < b; ++r) {
             T* dp = D_prev + r * in;
+            const T* d = D + r * out;
             for (std::int64_t i = 0; i < in; ++i) dp[i] = T(0);
-            for (std::int64_t o = 0; o < out; ++o) axpy(D[r * out + o], W + o * in, dp, in);
+            std::int64_t o = 0;
+            for (; o + 4 <= out; o += 4) {
+                const T* w = W + o * in;
+                axpy4(d + o, w, w + in, w + 2 * in, w + 3 * in, dp, in);
+            }
+            for (; o < out; ++o) axpy(d[o], W + o * in, dp, in);
         }
     }
 

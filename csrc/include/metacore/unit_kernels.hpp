@@ -10,6 +10,14 @@
 
 namespace metacore {
 
+// How many rows after `next` the forward pass should prefetch (the following block, which is
+// usually the next task's first rows when this unit ends).
+template <class T>
+METACORE_INLINE std::int64_t rows_ahead(const TaskData<T>& data, std::int64_t next) {
+    constexpr std::int64_t B = NetPass<T>::kBlock;
+    return next + B < data.X.rows ? B : (next < data.X.rows ? data.X.rows - next : 0);
+}
+
 // Σ of the unit's row losses; grad (when not null) += scale · Σ ∇θ ℓ_row.
 template <class T>
 METACORE_CLONES double unit_value_grad(NetPass<T>& pass, const T* theta, const TaskData<T>& data,
@@ -19,7 +27,8 @@ METACORE_CLONES double unit_value_grad(NetPass<T>& pass, const T* theta, const T
     for (std::int64_t r = unit.begin; r < unit.end; r += B) {
         const std::int64_t b = unit.end - r < B ? unit.end - r : B;
         const T* X = data.X.row(r);
-        pass.forward(theta, X, b, head);
+        const std::int64_t ahead = rows_ahead(data, r + b);
+        pass.forward(theta, X, b, head, ahead ? data.X.row(r + b) : nullptr, ahead);
         loss += pass.loss_grad(data.y.row(r), data.y.cols, b, scale);
         if (grad) pass.backward(theta, X, b, head, grad);
     }
