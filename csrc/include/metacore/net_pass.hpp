@@ -236,43 +236,49 @@ class NetPass {
         }
     }
 
-    // gW_o += Σ_r D[r, o] · A_r and gb_o += Σ_r D[r, o], four rows at a time.
+    // gW_o += Σ_r D[r, o] · A_r and gb_o += Σ_r D[r, o] over the block's rows.
     METACORE_INLINE static void outer_accumulate(const T* D, const T* A, std::int64_t b,
                                                  std::int64_t in, std::int64_t out, T* gW,
                                                  T* gb) {
         for (std::int64_t o = 0; o < out; ++o) {
-            T* g = gW + o * in;
-            std::int64_t r = 0;
-            for (; r + 4 <= b; r += 4) {
-                const T c[4] = {D[r * out + o], D[(r + 1) * out + o], D[(r + 2) * out + o],
-                                D[(r + 3) * out + o]};
-                if (c[0] == T(0) && c[1] == T(0) && c[2] == T(0) && c[3] == T(0))
-                    continue;  // dead relu units: nothing to add
-                const T* a = A + r * in;
-                axpy4(c, a, a + in, a + 2 * in, a + 3 * in, g, in);
-                gb[o] += (c[0] + c[1]) + (c[2] + c[3]);
-            }
-            for (; r < b; ++r) {
-                axpy(D[r * out + o], A + r * in, g, in);
-                gb[o] += D[r * out + o];
-            }
+            T sb = T(0);
+            for (std::int64_t r = 0; r < b; ++r) sb += D[r * out + o];
+            gb[o] += sb;
+            combine_rows(D + o, out, A, in, b, in, gW + o * in);
         }
     }
 
-    // D_prev[r] = Σ_o D[r, o] · W_o  (Wᵀδ for each row), four outputs at a time.
+    // D_prev[r] = Σ_o D[r, o] · W_o  (Wᵀδ for each row).
     METACORE_INLINE static void back_through(const T* W, std::int64_t b, std::int64_t in,
                                              std::int64_t out, const T* D, T* D_prev) {
         for (std::int64_t r = 0; r < b; ++r) {
             T* dp = D_prev + r * in;
-            const T* d = D + r * out;
             for (std::int64_t i = 0; i < in; ++i) dp[i] = T(0);
-            std::int64_t o = 0;
-            for (; o + 4 <= out; o += 4) {
-                const T* w = W + o * in;
-                axpy4(d + o, w, w + in, w + 2 * in, w + 3 * in, dp, in);
-            }
-            for (; o < out; ++o) axpy(d[o], W + o * in, dp, in);
+            combine_rows(D + r * out, 1, W, in, out, in, dp);
         }
+    }
+
+    // y[0:n] += Σ_j c[j·c_stride] · M[j·m_stride : j·m_stride + n] for j < rows. Chunks of y stay in
+    // registers while all rows are added into them, so y is loaded and stored once.
+    METACORE_INLINE static void combine_rows(const T* c, std::int64_t c_stride, const T* M,
+                                             std::int64_t m_stride, std::int64_t rows,
+                                             std::int64_t n, T* y) {
+        constexpr std::int64_t C = 32;
+        std::int64_t i0 = 0;
+        for (; i0 + C <= n; i0 += C) {
+            T acc[C];
+            for (std::int64_t i = 0; i < C; ++i) acc[i] = y[i0 + i];
+            for (std::int64_t j = 0; j < rows; ++j) {
+                const T cj = c[j * c_stride];
+                const T* m = M + j * m_stride + i0;
+#pragma omp simd
+                for (std::int64_t i = 0; i < C; ++i) acc[i] += cj * m[i];
+            }
+            for (std::int64_t i = 0; i < C; ++i) y[i0 + i] = acc[i];
+        }
+        if (i0 < n)
+            for (std::int64_t j = 0; j < rows; ++j)
+                axpy(c[j * c_stride], M + j * m_stride + i0, y + i0, n - i0);
     }
 
     const NetSpec& net_;

@@ -8,6 +8,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "metacore/losses.hpp"
 #include "metacore/net.hpp"
 #include "metacore/net_pass.hpp"
 #include "metacore/tasks.hpp"
@@ -40,6 +41,8 @@ class Objective {
                         std::to_string(data_.heads[i]) + ", outside the model's " +
                         std::to_string(net_.n_heads()) + " task heads");
         }
+        if (net_.loss() == Loss::cross_entropy)
+            check_class_labels(data_.y.data, data_.y.rows, data_.y.cols, net_.n_outputs());
         plan_ = plan_work(data_, rows_, net_.n_params());
     }
 
