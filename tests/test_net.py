@@ -329,8 +329,9 @@ def test_reference_forward_uses_the_unpacked_layers(name):
             a = act(z) if l < model.n_layers - 1 else z
         np.testing.assert_allclose(acts[-1], a, rtol=1e-14, atol=1e-14)
         # and the core reads θ the same way
+        # (entries that are small by cancellation are held to the scale of the output)
         np.testing.assert_allclose(model.predict(theta, X, task=task).reshape(7, -1), a,
-                                   rtol=1e-12)
+                                   rtol=1e-12, atol=1e-13 * np.abs(a).max())
 
 
 BAD_MODELS = {

@@ -28,6 +28,8 @@ class NetPass {
             z_[l].assign(kBlock * net.fan_out(l), T(0));
             if (l > 0) a_[l].assign(kBlock * net.fan_in(l), T(0));
         }
+        wt_.resize(L);
+        wt_of_.assign(L, nullptr);
         delta_.assign(kBlock * net.max_width(), T(0));
         delta_prev_.assign(kBlock * net.max_width(), T(0));
         if (with_tangents) {
@@ -54,7 +56,11 @@ class NetPass {
             const T* bias = theta + net_.bias_offset(l, head);
             const T* A = l == 0 ? X : a_[l].data();
             T* Z = z_[l].data();
-            affine(A, W, bias, b, in, out, Z, l == 0 ? next : nullptr, next_rows);
+            const T* ahead = l == 0 ? next : nullptr;
+            if (out >= kWide)
+                affine_wide(A, transposed(l, W), bias, b, in, out, Z, ahead, next_rows);
+            else
+                affine(A, W, bias, b, in, out, Z, ahead, next_rows);
             if (l + 1 < L) activate(Z, a_[l + 1].data(), b * out);
         }
     }
@@ -64,6 +70,7 @@ class NetPass {
         const std::int64_t k = net_.n_outputs();
         const T* Z = z_.back().data();
         if (net_.loss() == Loss::logistic) return logistic_block(Z, y, b, scale, delta_.data());
+        if (net_.loss() == Loss::cross_entropy) return softmax_block(Z, y, b, k, scale, delta_.data());
         double sum = 0.0;
         for (std::int64_t r = 0; r < b; ++r)
             sum += loss_value_grad(net_.loss(), Z + r * k, y + r * y_cols, k, scale,
@@ -181,12 +188,68 @@ class NetPass {
         return sum;
     }
 
+    // The cross-entropy head row by row: e_j = exp(z_j − max z) vectorised over the classes, one
+    // log per row; δ = scale · (softmax(z) − onehot(y)).
+    METACORE_INLINE static double softmax_block(const T* Z, const T* y, std::int64_t b,
+                                                std::int64_t k, T scale, T* D) {
+        double loss = 0.0;
+        for (std::int64_t r = 0; r < b; ++r) {
+            const T* z = Z + r * k;
+            T* d = D + r * k;
+            double zmax = z[0];
+            for (std::int64_t j = 1; j < k; ++j) zmax = z[j] > zmax ? z[j] : zmax;
+            double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+            for (std::int64_t j = 0; j < k; ++j) {
+                const double e = exp_nonpositive(static_cast<double>(z[j]) - zmax);
+                d[j] = static_cast<T>(e);
+                sum += e;
+            }
+            const std::int64_t c = class_label(y[r], k);
+            loss += zmax + std::log(sum) - static_cast<double>(z[c]);
+            const double inv = static_cast<double>(scale) / sum;
+#pragma omp simd
+            for (std::int64_t j = 0; j < k; ++j) d[j] = static_cast<T>(d[j] * inv);
+            d[c] -= scale;
+        }
+        return loss;
+    }
+
     // σ and its derivatives written in terms of a = σ(z), which the pass keeps.
     METACORE_INLINE void activate(const T* Z, T* A, std::int64_t n) const {
         if (net_.activation() == Activation::relu) {
+#pragma omp simd
             for (std::int64_t i = 0; i < n; ++i) A[i] = Z[i] > T(0) ? Z[i] : T(0);
         } else {
-            for (std::int64_t i = 0; i < n; ++i) A[i] = std::tanh(Z[i]);
+#pragma omp simd
+            for (std::int64_t i = 0; i < n; ++i) A[i] = static_cast<T>(tanh_vec(Z[i]));
+        }
+    }
+
+    // Wᵀ of layer l (in × out), transposed once per θ slice and kept for the pass's lifetime: a
+    // NetPass lives for one call, during which θ does not change.
+    METACORE_INLINE const T* transposed(int l, const T* W) {
+        if (wt_of_[l] != W) {
+            const std::int64_t in = net_.fan_in(l), out = net_.fan_out(l);
+            wt_[l].resize(in * out);
+            for (std::int64_t o = 0; o < out; ++o)
+                for (std::int64_t i = 0; i < in; ++i) wt_[l][i * out + o] = W[o * in + i];
+            wt_of_[l] = W;
+        }
+        return wt_[l].data();
+    }
+
+    // Z[r] = bias + Σ_i A[r, i] · Wᵀ[i] for b rows: vectorised over the outputs, no horizontal sums.
+    METACORE_INLINE static void affine_wide(const T* A, const T* WT, const T* bias, std::int64_t b,
+                                            std::int64_t in, std::int64_t out, T* Z,
+                                            const T* ahead, std::int64_t ahead_rows) {
+        const std::int64_t row_bytes = in * static_cast<std::int64_t>(sizeof(T));
+        if (!ahead) ahead_rows = 0;
+        for (std::int64_t r = 0; r < b; ++r) {
+            if (r < ahead_rows) prefetch(ahead + r * in, row_bytes);
+            T* z = Z + r * out;
+            for (std::int64_t o = 0; o < out; ++o) z[o] = bias[o];
+            combine_rows(A + r * in, 1, WT, out, in, out, z);
         }
     }
     METACORE_INLINE T derivative(T a) const {
@@ -281,7 +344,12 @@ class NetPass {
                 axpy(c[j * c_stride], M + j * m_stride + i0, y + i0, n - i0);
     }
 
+    // Layers at least this wide take the transposed-weights forward path.
+    static constexpr std::int64_t kWide = 8;
+
     const NetSpec& net_;
+    std::vector<std::vector<T>> wt_;
+    std::vector<const T*> wt_of_;
     std::vector<std::vector<T>> z_, a_, zt_, at_;
     std::vector<T> delta_, delta_prev_, dt_, dt_prev_, u_, ut_;
 };

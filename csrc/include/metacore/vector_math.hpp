@@ -49,6 +49,33 @@ METACORE_INLINE double exp_nonpositive(double x) {
     return x < -708.0 ? 0.0 : e;
 }
 
+// exp(x) − 1 for x <= 0 without cancellation near 0: its Taylor series where |x| <= ln2/2, and
+// exp(x) − 1 below that, where the subtraction loses nothing.
+METACORE_INLINE double expm1_nonpositive(double x) {
+    double p = 1.0 / 6227020800.0;  // 1/13!
+    p = p * x + 1.0 / 479001600.0;
+    p = p * x + 1.0 / 39916800.0;
+    p = p * x + 1.0 / 3628800.0;
+    p = p * x + 1.0 / 362880.0;
+    p = p * x + 1.0 / 40320.0;
+    p = p * x + 1.0 / 5040.0;
+    p = p * x + 1.0 / 720.0;
+    p = p * x + 1.0 / 120.0;
+    p = p * x + 1.0 / 24.0;
+    p = p * x + 1.0 / 6.0;
+    p = p * x + 0.5;
+    p = p * x + 1.0;
+    const double series = p * x;
+    return x >= -0.34657359027997264 ? series : exp_nonpositive(x) - 1.0;
+}
+
+// tanh(x) = −expm1(−2|x|) / (2 + expm1(−2|x|)) with the sign of x.
+METACORE_INLINE double tanh_vec(double x) {
+    const double m = expm1_nonpositive(-2.0 * (x < 0.0 ? -x : x));
+    const double t = -m / (2.0 + m);
+    return x < 0.0 ? -t : t;
+}
+
 // log(1 + e) for e in [0, 1]: 2·atanh(s) with s = e / (2 + e) <= 1/3, no cancellation for small e;
 // the odd series s + s³/3 + s⁵/5 + ... to s³³ (truncation below 2^-53).
 METACORE_INLINE double log1p_unit(double e) {
