@@ -26,21 +26,6 @@ Learner parse_learner(const std::string& s) {
                           "'");
 }
 
-MetaConfig make_config(const NetSpec& net, const std::string& learner, double inner_lr,
-                       std::int64_t inner_steps, bool first_order) {
-    check_meta_net(net);
-    MetaConfig cfg;
-    cfg.learner = parse_learner(learner);
-    if (inner_steps < 1)
-        throw py::value_error("inner_steps must be >= 1, got " + std::to_string(inner_steps));
-    if (!std::isfinite(inner_lr) || inner_lr < 0.0)
-        throw py::value_error("inner_lr must be finite and >= 0, got " + std::to_string(inner_lr));
-    cfg.inner_steps = inner_steps;
-    cfg.inner_lr = inner_lr;
-    cfg.first_order = first_order;
-    return cfg;
-}
-
 // The inner-loop rule of the adapt path: a scalar lr, or per-parameter rates (Meta-SGD); ANIL's
 // head_only freezes the trunk.
 template <class T>
@@ -178,6 +163,21 @@ bool is_float32(const py::handle& theta) {
 
 }  // namespace
 
+MetaConfig meta_config(const NetSpec& net, const std::string& learner, double inner_lr,
+                       std::int64_t inner_steps, bool first_order) {
+    check_meta_net(net);
+    MetaConfig cfg;
+    cfg.learner = parse_learner(learner);
+    if (inner_steps < 1)
+        throw py::value_error("inner_steps must be >= 1, got " + std::to_string(inner_steps));
+    if (!std::isfinite(inner_lr) || inner_lr < 0.0)
+        throw py::value_error("inner_lr must be finite and >= 0, got " + std::to_string(inner_lr));
+    cfg.inner_steps = inner_steps;
+    cfg.inner_lr = inner_lr;
+    cfg.first_order = first_order;
+    return cfg;
+}
+
 void register_meta(py::module_& m) {
     m.def(
         "meta_value_and_grad",
@@ -185,7 +185,7 @@ void register_meta(py::module_& m) {
            std::int64_t inner_steps, bool first_order, const py::array& params,
            const py::object& X, const py::object& y, const py::object& offsets,
            const py::object& n_support, std::optional<int> n_threads) {
-            const MetaConfig cfg = make_config(net, learner, inner_lr, inner_steps, first_order);
+            const MetaConfig cfg = meta_config(net, learner, inner_lr, inner_steps, first_order);
             if (is_float32(params))
                 return meta_typed<float>(net, cfg, params, X, y, offsets, n_support, n_threads);
             return meta_typed<double>(net, cfg, params, X, y, offsets, n_support, n_threads);
