@@ -58,8 +58,10 @@ template <class T>
 void predict_rows(AdaptWorkspace<T>& ws, const T* phi, MatrixView<const T> X, T* out) {
     constexpr std::int64_t B = NetPass<T>::kBlock;
     const std::int64_t k = ws.net.n_outputs();
+    ws.pass.prepare(phi);
     for (std::int64_t r = 0; r < X.rows; r += B)
         predict_block(ws.pass, ws.net, phi, X.row(r), std::min(B, X.rows - r), 0, out + r * k);
+    ws.pass.release();
 }
 
 template <class T>

@@ -62,8 +62,10 @@ METACORE_INLINE double rows_value_grad(NetPass<T>& pass, const T* theta, const T
     if (grad)
         for (std::int64_t p = 0; p < P; ++p) grad[p] = T(0);
     const WorkUnit unit{0, begin, end};
-    return unit_value_grad(pass, theta, data, unit, 0, T(1) / static_cast<T>(n), grad) /
-           static_cast<double>(n);
+    pass.prepare(theta);
+    const double loss = unit_value_grad(pass, theta, data, unit, 0, T(1) / static_cast<T>(n), grad);
+    pass.release();
+    return loss / static_cast<double>(n);
 }
 
 // hv = ∇²L(θ) v of the mean loss over rows [begin, end).
@@ -73,7 +75,9 @@ METACORE_INLINE void rows_hvp(NetPass<T>& pass, const T* theta, const T* v,
                               std::int64_t P, T* hv) {
     for (std::int64_t p = 0; p < P; ++p) hv[p] = T(0);
     const WorkUnit unit{0, begin, end};
+    pass.prepare(theta, v);
     unit_hvp(pass, theta, v, data, unit, 0, T(1) / static_cast<T>(end - begin), hv);
+    pass.release();
 }
 
 // Runs the inner loop from θ on rows [begin, end). Writes φ_1..φ_k to `trail` (k × P) and, when
