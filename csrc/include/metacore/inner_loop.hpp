@@ -57,12 +57,12 @@ METACORE_INLINE void scale_by_rates(const InnerRule<T>& rule, const T* __restric
 template <class T>
 METACORE_INLINE double rows_value_grad(NetPass<T>& pass, const T* theta, const TaskData<T>& data,
                                        std::int64_t begin, std::int64_t end, std::int64_t P,
-                                       T* grad) {
+                                       T* grad, bool same_theta = false) {
     const std::int64_t n = end - begin;
     if (grad)
         for (std::int64_t p = 0; p < P; ++p) grad[p] = T(0);
     const WorkUnit unit{0, begin, end};
-    pass.prepare(theta);
+    pass.prepare(theta, nullptr, same_theta);
     const double loss = unit_value_grad(pass, theta, data, unit, 0, T(1) / static_cast<T>(n), grad);
     pass.release();
     return loss / static_cast<double>(n);
@@ -72,25 +72,26 @@ METACORE_INLINE double rows_value_grad(NetPass<T>& pass, const T* theta, const T
 template <class T>
 METACORE_INLINE void rows_hvp(NetPass<T>& pass, const T* theta, const T* v,
                               const TaskData<T>& data, std::int64_t begin, std::int64_t end,
-                              std::int64_t P, T* hv) {
+                              std::int64_t P, T* hv, bool same_theta = false) {
     for (std::int64_t p = 0; p < P; ++p) hv[p] = T(0);
     const WorkUnit unit{0, begin, end};
-    pass.prepare(theta, v);
+    pass.prepare(theta, v, same_theta);
     unit_hvp(pass, theta, v, data, unit, 0, T(1) / static_cast<T>(end - begin), hv);
     pass.release();
 }
 
 // Runs the inner loop from θ on rows [begin, end). Writes φ_1..φ_k to `trail` (k × P) and, when
 // `grads` is not null, ∇L_s(φ_0..φ_{k−1}) to `grads` (k × P). Returns L_s(θ) (before adapting).
+// same_theta: θ is unchanged since the pass last saw it (see NetPass::prepare).
 template <class T>
 double run_inner_loop(NetPass<T>& pass, const InnerRule<T>& rule, const T* theta,
                       const TaskData<T>& data, std::int64_t begin, std::int64_t end,
-                      std::int64_t P, T* trail, T* grads, T* scratch) {
+                      std::int64_t P, T* trail, T* grads, T* scratch, bool same_theta = false) {
     double first = 0.0;
     const T* phi = theta;
     for (std::int64_t j = 0; j < rule.steps; ++j) {
         T* g = grads ? grads + j * P : scratch;
-        const double loss = rows_value_grad(pass, phi, data, begin, end, P, g);
+        const double loss = rows_value_grad(pass, phi, data, begin, end, P, g, j == 0 && same_theta);
         if (j == 0) first = loss;
         inner_update(rule, phi, g, P, trail + j * P);
         phi = trail + j * P;

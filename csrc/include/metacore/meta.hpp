@@ -87,7 +87,7 @@ double task_meta_grad(MetaWorkspace<T>& ws, const NetSpec& net, const MetaConfig
     T* trail = ws.trail.data();
     T* grads = ws.grads.empty() ? nullptr : ws.grads.data();
     *support_loss =
-        run_inner_loop(ws.pass, rule, params, data, s0, s1, P, trail, grads, ws.hv.data());
+        run_inner_loop(ws.pass, rule, params, data, s0, s1, P, trail, grads, ws.hv.data(), true);
     const T* phi_k = trail + (k - 1) * P;
     T* g = ws.g.data();
     if (cfg.learner == Learner::reptile) {
@@ -107,7 +107,7 @@ double task_meta_grad(MetaWorkspace<T>& ws, const NetSpec& net, const MetaConfig
         if (cfg.first_order) continue;
         const T* phi_j = j == 0 ? params : trail + (j - 1) * P;
         scale_by_rates(rule, g, P, ws.v.data());
-        rows_hvp(ws.pass, phi_j, ws.v.data(), data, s0, s1, P, ws.hv.data());
+        rows_hvp(ws.pass, phi_j, ws.v.data(), data, s0, s1, P, ws.hv.data(), j == 0);
         const T* hv = ws.hv.data();
 #pragma omp simd
         for (std::int64_t p = 0; p < P; ++p) g[p] -= hv[p];
@@ -162,6 +162,7 @@ class MetaBatch {
                     std::to_string(data.offsets[t + 1] - data.offsets[t] - data.n_support[t]) +
                     " query rows; meta-learning needs at least one of each");
         }
+        for (auto& ws : workspaces_) ws.pass.forget();  // params may have changed in place
         const std::int64_t nb = meta_blocks(n, G, sizeof(T));
         parts_.assign(nb * G, T(0));
         losses_.assign(n, 0.0);

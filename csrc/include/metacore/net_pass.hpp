@@ -47,21 +47,25 @@ class NetPass {
     // Keeps transposed copies of θ's (and v's) weights so that the forward passes over the next
     // blocks at this θ (and v) run the register-blocked kernels; the copy pays for itself after a
     // few rows. The caller must call release() before θ's memory changes.
-    void prepare(const T* theta, const T* v = nullptr) {
+    // With same_theta the caller promises θ has not changed since the last prepare(θ) on this
+    // pass (while forget() was not called), so its transposes are reused.
+    void prepare(const T* theta, const T* v = nullptr, bool same_theta = false) {
+        const bool keep_w = same_theta && theta == transposed_;
         for (int l = 0; l < net_.n_layers(); ++l) {
             const std::int64_t in = net_.fan_in(l), out = net_.fan_out(l);
             if (!blocked_width<T>(out)) continue;
             wt_[l].resize(in * out);
-            transpose(theta + net_.weight_offset(l, 0), out, in, wt_[l].data());
+            if (!keep_w) transpose(theta + net_.weight_offset(l, 0), out, in, wt_[l].data());
             if (v) {
                 vt_[l].resize(in * out);
                 transpose(v + net_.weight_offset(l, 0), out, in, vt_[l].data());
             }
         }
-        prepared_ = theta;
+        prepared_ = transposed_ = theta;
         prepared_v_ = v;
     }
     void release() { prepared_ = prepared_v_ = nullptr; }
+    void forget() { transposed_ = nullptr; }
 
     // z_l = in · W_lᵀ + b_l, a_{l+1} = σ(z_l) for hidden layers; rows of X have stride fan_in(0).
     // The first layer also prefetches `next_rows` rows at `next` (the next block), a row per row
@@ -311,6 +315,7 @@ class NetPass {
     std::vector<std::vector<T>> z_, a_, zt_, at_, wt_, vt_;
     const T* prepared_ = nullptr;
     const T* prepared_v_ = nullptr;
+    const T* transposed_ = nullptr;  // whose weights wt_ holds
     std::vector<T> delta_, delta_prev_, dt_, dt_prev_, u_;
 };
 
