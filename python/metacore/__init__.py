@@ -6,6 +6,8 @@ The compiled core (``metacore._core``) computes; this package decides what to co
 from importlib.metadata import PackageNotFoundError, version as _dist_version
 
 from . import _core, reference, tasks
+from .adapt import adapt, adapt_batch, adapt_predict
+from .meta import ANIL, MAML, MetaFitResult, MetaSGD, Reptile
 from .models import MLP, Linear, Logistic, Softmax
 from .objective import Objective
 from .taskset import TaskSet
@@ -25,4 +27,5 @@ def build_info() -> dict:
 __all__ = [
     "MLP", "Linear", "Logistic", "Softmax", "Objective", "TaskSet",
     "build_info", "reference", "tasks", "__version__",
+    "MAML", "Reptile", "MetaSGD", "ANIL", "MetaFitResult", "adapt", "adapt_predict", "adapt_batch",
 ]

@@ -11,6 +11,7 @@
 #include "metacore/losses.hpp"
 #include "metacore/net.hpp"
 #include "metacore/simd.hpp"
+#include "metacore/small_gemm.hpp"
 #include "metacore/vector_math.hpp"
 
 namespace metacore {
@@ -28,21 +29,43 @@ class NetPass {
             z_[l].assign(kBlock * net.fan_out(l), T(0));
             if (l > 0) a_[l].assign(kBlock * net.fan_in(l), T(0));
         }
-        wt_.resize(L);
-        wt_of_.assign(L, nullptr);
         delta_.assign(kBlock * net.max_width(), T(0));
         delta_prev_.assign(kBlock * net.max_width(), T(0));
+        wt_.resize(L);
+        vt_.resize(L);
         if (with_tangents) {
             zt_ = z_;
             at_ = a_;
             dt_ = delta_;
             dt_prev_ = delta_;
             u_.assign(net.max_width(), T(0));
-            ut_.assign(net.max_width(), T(0));
         }
     }
 
     const T* outputs() const { return z_.back().data(); }
+
+    // Keeps transposed copies of θ's (and v's) weights so that the forward passes over the next
+    // blocks at this θ (and v) run the register-blocked kernels; the copy pays for itself after a
+    // few rows. The caller must call release() before θ's memory changes.
+    // With same_theta the caller promises θ has not changed since the last prepare(θ) on this
+    // pass (while forget() was not called), so its transposes are reused.
+    void prepare(const T* theta, const T* v = nullptr, bool same_theta = false) {
+        const bool keep_w = same_theta && theta == transposed_;
+        for (int l = 0; l < net_.n_layers(); ++l) {
+            const std::int64_t in = net_.fan_in(l), out = net_.fan_out(l);
+            if (!blocked_width<T>(out)) continue;
+            wt_[l].resize(in * out);
+            if (!keep_w) transpose(theta + net_.weight_offset(l, 0), out, in, wt_[l].data());
+            if (v) {
+                vt_[l].resize(in * out);
+                transpose(v + net_.weight_offset(l, 0), out, in, vt_[l].data());
+            }
+        }
+        prepared_ = transposed_ = theta;
+        prepared_v_ = v;
+    }
+    void release() { prepared_ = prepared_v_ = nullptr; }
+    void forget() { transposed_ = nullptr; }
 
     // z_l = in · W_lᵀ + b_l, a_{l+1} = σ(z_l) for hidden layers; rows of X have stride fan_in(0).
     // The first layer also prefetches `next_rows` rows at `next` (the next block), a row per row
@@ -56,11 +79,10 @@ class NetPass {
             const T* bias = theta + net_.bias_offset(l, head);
             const T* A = l == 0 ? X : a_[l].data();
             T* Z = z_[l].data();
-            const T* ahead = l == 0 ? next : nullptr;
-            if (out >= kWide)
-                affine_wide(A, transposed(l, W), bias, b, in, out, Z, ahead, next_rows);
+            if (theta == prepared_ && head == 0 && blocked_width<T>(out))
+                rows_times_t<T>(A, wt_[l].data(), nullptr, nullptr, bias, b, in, out, Z);
             else
-                affine(A, W, bias, b, in, out, Z, ahead, next_rows);
+                affine(A, W, bias, b, in, out, Z, l == 0 ? next : nullptr, next_rows);
             if (l + 1 < L) activate(Z, a_[l + 1].data(), b * out);
         }
     }
@@ -107,6 +129,10 @@ class NetPass {
             const T* vb = v + net_.bias_offset(l, head);
             const T* A = l == 0 ? X : a_[l].data();
             T* Zt = zt_[l].data();
+            if (theta == prepared_ && v == prepared_v_ && head == 0 && blocked_width<T>(out))
+                rows_times_t<T>(A, vt_[l].data(), l > 0 ? at_[l].data() : nullptr, wt_[l].data(),
+                                vb, b, in, out, Zt);
+            else
             for (std::int64_t r = 0; r < b; ++r)
                 for (std::int64_t o = 0; o < out; ++o) {
                     T s = vb[o] + dot(A + r * in, V + o * in, in);
@@ -137,32 +163,22 @@ class NetPass {
             const T* A = l == 0 ? X : a_[l].data();
             T* hW = hv + net_.weight_offset(l, head);
             T* hb = hv + net_.bias_offset(l, head);
-            for (std::int64_t r = 0; r < b; ++r)
-                for (std::int64_t o = 0; o < out; ++o) {
-                    axpy(dt_[r * out + o], A + r * in, hW + o * in, in);
-                    if (l > 0) axpy(delta_[r * out + o], at_[l].data() + r * in, hW + o * in, in);
-                    hb[o] += dt_[r * out + o];
-                }
+            // (Hv)_W += δ̇ᵀ a + δᵀ ȧ, (Hv)_b += Σ_r δ̇ (the second product's bias sum is dropped)
+            outer_accumulate(dt_.data(), A, b, in, out, hW, hb);
+            if (l > 0) outer_accumulate(delta_.data(), at_[l].data(), b, in, out, hW, u_.data());
             if (l == 0) break;
             const T* W = theta + net_.weight_offset(l, head);
             const T* V = v + net_.weight_offset(l, head);
             const T* Ain = a_[l].data();
             const T* Zt = zt_[l - 1].data();
-            for (std::int64_t r = 0; r < b; ++r) {
-                // u = Wᵀδ, u̇ = Wᵀδ̇ + Vᵀδ; δ_prev = u⊙σ', δ̇_prev = u̇⊙σ' + u⊙σ''⊙ż
-                std::fill(u_.begin(), u_.begin() + in, T(0));
-                std::fill(ut_.begin(), ut_.begin() + in, T(0));
-                for (std::int64_t o = 0; o < out; ++o) {
-                    axpy(delta_[r * out + o], W + o * in, u_.data(), in);
-                    axpy(dt_[r * out + o], W + o * in, ut_.data(), in);
-                    axpy(delta_[r * out + o], V + o * in, ut_.data(), in);
-                }
-                for (std::int64_t i = 0; i < in; ++i) {
-                    const T a = Ain[r * in + i];
-                    delta_prev_[r * in + i] = u_[i] * derivative(a);
-                    dt_prev_[r * in + i] =
-                        ut_[i] * derivative(a) + u_[i] * second_derivative(a) * Zt[r * in + i];
-                }
+            // u = δ W, u̇ = δ̇ W + δ V; δ_prev = u⊙σ', δ̇_prev = u̇⊙σ' + u⊙σ''⊙ż
+            back_through(W, b, in, out, delta_.data(), delta_prev_.data());
+            back_through(W, b, in, out, dt_.data(), dt_prev_.data());
+            back_through(V, b, in, out, delta_.data(), dt_prev_.data(), true);
+            for (std::int64_t i = 0; i < b * in; ++i) {
+                const T a = Ain[i], u = delta_prev_[i];
+                dt_prev_[i] = dt_prev_[i] * derivative(a) + u * second_derivative(a) * Zt[i];
+                delta_prev_[i] = u * derivative(a);
             }
             delta_.swap(delta_prev_);
             dt_.swap(dt_prev_);
@@ -226,32 +242,6 @@ class NetPass {
         }
     }
 
-    // Wᵀ of layer l (in × out), transposed once per θ slice and kept for the pass's lifetime: a
-    // NetPass lives for one call, during which θ does not change.
-    METACORE_INLINE const T* transposed(int l, const T* W) {
-        if (wt_of_[l] != W) {
-            const std::int64_t in = net_.fan_in(l), out = net_.fan_out(l);
-            wt_[l].resize(in * out);
-            for (std::int64_t o = 0; o < out; ++o)
-                for (std::int64_t i = 0; i < in; ++i) wt_[l][i * out + o] = W[o * in + i];
-            wt_of_[l] = W;
-        }
-        return wt_[l].data();
-    }
-
-    // Z[r] = bias + Σ_i A[r, i] · Wᵀ[i] for b rows: vectorised over the outputs, no horizontal sums.
-    METACORE_INLINE static void affine_wide(const T* A, const T* WT, const T* bias, std::int64_t b,
-                                            std::int64_t in, std::int64_t out, T* Z,
-                                            const T* ahead, std::int64_t ahead_rows) {
-        const std::int64_t row_bytes = in * static_cast<std::int64_t>(sizeof(T));
-        if (!ahead) ahead_rows = 0;
-        for (std::int64_t r = 0; r < b; ++r) {
-            if (r < ahead_rows) prefetch(ahead + r * in, row_bytes);
-            T* z = Z + r * out;
-            for (std::int64_t o = 0; o < out; ++o) z[o] = bias[o];
-            combine_rows(A + r * in, 1, WT, out, in, out, z);
-        }
-    }
     METACORE_INLINE T derivative(T a) const {
         if (net_.activation() == Activation::relu) return a > T(0) ? T(1) : T(0);
         return T(1) - a * a;
@@ -299,59 +289,65 @@ class NetPass {
         }
     }
 
-    // gW_o += Σ_r D[r, o] · A_r and gb_o += Σ_r D[r, o] over the block's rows.
+    // gW_o += Σ_r D[r, o] · A_r and gb_o += Σ_r D[r, o], four rows at a time.
     METACORE_INLINE static void outer_accumulate(const T* D, const T* A, std::int64_t b,
                                                  std::int64_t in, std::int64_t out, T* gW,
                                                  T* gb) {
+        if (blocked_width<T>(in)) {  // gW += Dᵀ A as a register-blocked product
+            const Operands<T> op{D, 1, out, A};
+            small_gemm(&op, 1, out, b, static_cast<const T*>(nullptr), true, in, gW);
+            for (std::int64_t r = 0; r < b; ++r)
+                for (std::int64_t o = 0; o < out; ++o) gb[o] += D[r * out + o];
+            return;
+        }
         for (std::int64_t o = 0; o < out; ++o) {
-            T sb = T(0);
-            for (std::int64_t r = 0; r < b; ++r) sb += D[r * out + o];
-            gb[o] += sb;
-            combine_rows(D + o, out, A, in, b, in, gW + o * in);
+            T* g = gW + o * in;
+            std::int64_t r = 0;
+            for (; r + 4 <= b; r += 4) {
+                const T c[4] = {D[r * out + o], D[(r + 1) * out + o], D[(r + 2) * out + o],
+                                D[(r + 3) * out + o]};
+                if (c[0] == T(0) && c[1] == T(0) && c[2] == T(0) && c[3] == T(0))
+                    continue;  // dead relu units: nothing to add
+                const T* a = A + r * in;
+                axpy4(c, a, a + in, a + 2 * in, a + 3 * in, g, in);
+                gb[o] += (c[0] + c[1]) + (c[2] + c[3]);
+            }
+            for (; r < b; ++r) {
+                axpy(D[r * out + o], A + r * in, g, in);
+                gb[o] += D[r * out + o];
+            }
         }
     }
 
-    // D_prev[r] = Σ_o D[r, o] · W_o  (Wᵀδ for each row).
+    // D_prev[r] = Σ_o D[r, o] · W_o  (Wᵀδ for each row), four outputs at a time.
     METACORE_INLINE static void back_through(const T* W, std::int64_t b, std::int64_t in,
-                                             std::int64_t out, const T* D, T* D_prev) {
+                                             std::int64_t out, const T* D, T* D_prev,
+                                             bool accumulate = false) {
+        if (blocked_width<T>(in)) {  // D_prev (+)= D W as a register-blocked product
+            const Operands<T> op{D, out, 1, W};
+            small_gemm(&op, 1, b, out, static_cast<const T*>(nullptr), accumulate, in, D_prev);
+            return;
+        }
         for (std::int64_t r = 0; r < b; ++r) {
             T* dp = D_prev + r * in;
-            for (std::int64_t i = 0; i < in; ++i) dp[i] = T(0);
-            combine_rows(D + r * out, 1, W, in, out, in, dp);
-        }
-    }
-
-    // y[0:n] += Σ_j c[j·c_stride] · M[j·m_stride : j·m_stride + n] for j < rows. Chunks of y stay in
-    // registers while all rows are added into them, so y is loaded and stored once.
-    METACORE_INLINE static void combine_rows(const T* c, std::int64_t c_stride, const T* M,
-                                             std::int64_t m_stride, std::int64_t rows,
-                                             std::int64_t n, T* y) {
-        constexpr std::int64_t C = 32;
-        std::int64_t i0 = 0;
-        for (; i0 + C <= n; i0 += C) {
-            T acc[C];
-            for (std::int64_t i = 0; i < C; ++i) acc[i] = y[i0 + i];
-            for (std::int64_t j = 0; j < rows; ++j) {
-                const T cj = c[j * c_stride];
-                const T* m = M + j * m_stride + i0;
-#pragma omp simd
-                for (std::int64_t i = 0; i < C; ++i) acc[i] += cj * m[i];
+            const T* d = D + r * out;
+            if (!accumulate)
+                for (std::int64_t i = 0; i < in; ++i) dp[i] = T(0);
+            std::int64_t o = 0;
+            for (; o + 4 <= out; o += 4) {
+                const T* w = W + o * in;
+                axpy4(d + o, w, w + in, w + 2 * in, w + 3 * in, dp, in);
             }
-            for (std::int64_t i = 0; i < C; ++i) y[i0 + i] = acc[i];
+            for (; o < out; ++o) axpy(d[o], W + o * in, dp, in);
         }
-        if (i0 < n)
-            for (std::int64_t j = 0; j < rows; ++j)
-                axpy(c[j * c_stride], M + j * m_stride + i0, y + i0, n - i0);
     }
-
-    // Layers at least this wide take the transposed-weights forward path.
-    static constexpr std::int64_t kWide = 8;
 
     const NetSpec& net_;
-    std::vector<std::vector<T>> wt_;
-    std::vector<const T*> wt_of_;
-    std::vector<std::vector<T>> z_, a_, zt_, at_;
-    std::vector<T> delta_, delta_prev_, dt_, dt_prev_, u_, ut_;
+    std::vector<std::vector<T>> z_, a_, zt_, at_, wt_, vt_;
+    const T* prepared_ = nullptr;
+    const T* prepared_v_ = nullptr;
+    const T* transposed_ = nullptr;  // whose weights wt_ holds
+    std::vector<T> delta_, delta_prev_, dt_, dt_prev_, u_;
 };
 
 }  // namespace metacore

@@ -61,6 +61,7 @@ class Objective {
         std::vector<NetPass<T>> passes;
         passes.reserve(threads);
         for (int t = 0; t < threads; ++t) passes.emplace_back(net_, false);
+        for (auto& pass : passes) pass.prepare(theta);  // θ is fixed for this call
         parallel_for(nb, threads, [&](std::int64_t b, int tid) {
             for (std::int64_t u = plan_.block_start[b]; u < plan_.block_start[b + 1]; ++u) {
                 const WorkUnit& w = plan_.units[u];
@@ -91,6 +92,7 @@ class Objective {
         std::vector<NetPass<T>> passes;
         passes.reserve(threads);
         for (int t = 0; t < threads; ++t) passes.emplace_back(net_, false);
+        for (auto& pass : passes) pass.prepare(theta);  // θ is fixed for this call
         std::vector<double> unit_loss(n_units);
         // One unit per task writes straight into its row; split tasks go through per-unit rows.
         const bool split = n_units > T_;
@@ -128,6 +130,7 @@ class Objective {
         std::vector<NetPass<T>> passes;
         passes.reserve(threads);
         for (int t = 0; t < threads; ++t) passes.emplace_back(net_, true);
+        for (auto& pass : passes) pass.prepare(theta, v);  // θ and v are fixed for this call
         parallel_for(nb, threads, [&](std::int64_t b, int tid) {
             for (std::int64_t u = plan_.block_start[b]; u < plan_.block_start[b + 1]; ++u) {
                 const WorkUnit& w = plan_.units[u];

@@ -1,0 +1,219 @@
+// First-order optimizers on a flat θ: SGD (momentum, Nesterov), Adam, AdamW, with optional
+// global gradient-norm clipping and a learning-rate schedule (constant, step, cosine, each after
+// an optional linear warm-up). The update equations are PyTorch's (torch.optim.SGD/Adam/AdamW);
+// python/metacore/optim.py documents them. Element-wise work is split into fixed chunks, so the
+// gradient norm and the update are bit-identical for any thread count.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "metacore/threading.hpp"
+
+namespace metacore {
+
+enum class OptimizerKind { sgd, adam, adamw };
+enum class ScheduleKind { constant, step, cosine };
+
+// lr(t) = lr · factor(t) for the update of step t (0-based).
+struct Schedule {
+    ScheduleKind kind = ScheduleKind::constant;
+    std::int64_t every = 1;       // step: lr is multiplied by gamma every `every` steps
+    double gamma = 0.1;
+    std::int64_t period = 1;      // cosine: steps from lr down to min_factor · lr, then held
+    double min_factor = 0.0;
+    std::int64_t warmup = 0;      // linear warm-up steps that come before the schedule
+    double warmup_start = 0.0;    // the warm-up's factor at t = 0
+
+    double factor(std::int64_t t) const {
+        if (t < warmup)
+            return warmup_start + (1.0 - warmup_start) * static_cast<double>(t) /
+                                      static_cast<double>(warmup);
+        const std::int64_t s = t - warmup;  // the schedule starts when the warm-up ends
+        switch (kind) {
+            case ScheduleKind::step:
+                return std::pow(gamma, static_cast<double>(s / every));
+            case ScheduleKind::cosine: {
+                if (s >= period) return min_factor;
+                const double c = std::cos(3.14159265358979323846 * static_cast<double>(s) /
+                                          static_cast<double>(period));
+                return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + c);
+            }
+            default:
+                return 1.0;
+        }
+    }
+};
+
+struct OptimizerConfig {
+    OptimizerKind kind = OptimizerKind::sgd;
+    double lr = 0.01;
+    double momentum = 0.0;      // SGD
+    bool nesterov = false;      // SGD
+    double beta1 = 0.9;         // Adam, AdamW
+    double beta2 = 0.999;
+    double eps = 1e-8;
+    double weight_decay = 0.0;  // SGD, Adam: added to the gradient; AdamW: decoupled
+    double clip_norm = 0.0;     // 0: no clipping
+    Schedule schedule;
+
+    // The moment buffers the state needs: m (momentum / first moment), v (second moment).
+    bool uses_m() const { return kind != OptimizerKind::sgd || momentum != 0.0; }
+    bool uses_v() const { return kind != OptimizerKind::sgd; }
+
+    // The same ranges the Python layer checks, for callers that build configs in C++.
+    void validate() const {
+        auto require = [](bool ok, const std::string& what) {
+            if (!ok) throw std::invalid_argument(what);
+        };
+        require(std::isfinite(lr) && lr > 0.0, "lr must be > 0");
+        require(momentum >= 0.0 && momentum < 1.0, "momentum must be in [0, 1)");
+        require(!nesterov || momentum > 0.0, "nesterov needs momentum > 0");
+        require(beta1 >= 0.0 && beta1 < 1.0, "betas[0] must be in [0, 1)");
+        require(beta2 >= 0.0 && beta2 < 1.0, "betas[1] must be in [0, 1)");
+        require(std::isfinite(eps) && eps > 0.0, "eps must be > 0");
+        require(std::isfinite(weight_decay) && weight_decay >= 0.0, "weight_decay must be >= 0");
+        require(std::isfinite(clip_norm) && clip_norm >= 0.0, "clip_norm must be > 0 or off");
+        const Schedule& s = schedule;
+        require(s.every >= 1, "schedule every must be >= 1");
+        require(s.gamma > 0.0 && s.gamma <= 1.0, "schedule gamma must be in (0, 1]");
+        require(s.period >= 1, "schedule steps must be >= 1");
+        require(s.min_factor >= 0.0 && s.min_factor <= 1.0, "schedule min_factor must be in [0, 1]");
+        require(s.warmup >= 0, "warmup steps must be >= 0");
+        require(s.warmup_start >= 0.0 && s.warmup_start <= 1.0, "warmup start_factor must be in [0, 1]");
+    }
+};
+
+// Views of the moment buffers (null when the optimizer does not use one).
+template <class T>
+struct OptimizerMoments {
+    T* m = nullptr;
+    T* v = nullptr;
+};
+
+// Moment buffers owned, zero-initialised: the state before step 0.
+template <class T>
+struct OptimizerState {
+    std::vector<T> m, v;
+
+    OptimizerState() = default;
+    OptimizerState(const OptimizerConfig& c, std::int64_t P)
+        : m(c.uses_m() ? P : 0, T(0)), v(c.uses_v() ? P : 0, T(0)) {}
+
+    OptimizerMoments<T> view() { return {m.empty() ? nullptr : m.data(), v.empty() ? nullptr : v.data()}; }
+};
+
+struct StepReport {
+    double grad_norm = 0.0;  // ‖g‖₂ before clipping
+    double lr = 0.0;         // the scheduled learning rate used
+    bool finite = true;      // false: the gradient or the updated state holds NaN/Inf
+};
+
+namespace optim_detail {
+
+constexpr std::int64_t kChunk = 1 << 14;          // fixed element chunks: thread-count independent
+constexpr std::int64_t kMinParallel = 1 << 17;    // below this, one thread
+
+inline int threads_for(std::int64_t P, int n_threads) {
+    return P < kMinParallel ? 1 : resolve_threads(n_threads);
+}
+
+// Σ g_j² over chunks, summed in chunk order (double accumulation).
+template <class T>
+double squared_norm(const T* g, std::int64_t P, int threads) {
+    const std::int64_t n_chunks = (P + kChunk - 1) / kChunk;
+    std::vector<double> part(n_chunks, 0.0);
+    parallel_for(n_chunks, threads, [&](std::int64_t c, int) {
+        const std::int64_t e = std::min(P, (c + 1) * kChunk);
+        double s = 0.0;
+        for (std::int64_t j = c * kChunk; j < e; ++j) s += static_cast<double>(g[j]) * g[j];
+        part[c] = s;
+    });
+    double s = 0.0;
+    for (double p : part) s += p;
+    return s;
+}
+
+// Runs body(begin, end) over fixed chunks of [0, P); returns false if any chunk saw a
+// non-finite result (each body returns the sum of x − x over what it wrote: NaN iff any is).
+template <class Body>
+bool for_chunks(std::int64_t P, int threads, Body&& body) {
+    const std::int64_t n_chunks = (P + kChunk - 1) / kChunk;
+    std::vector<char> ok(n_chunks, 1);
+    parallel_for(n_chunks, threads, [&](std::int64_t c, int) {
+        const double check = body(c * kChunk, std::min(P, (c + 1) * kChunk));
+        ok[c] = check == 0.0;
+    });
+    return std::all_of(ok.begin(), ok.end(), [](char x) { return x != 0; });
+}
+
+}  // namespace optim_detail
+
+// One update of θ in place from the gradient g at step t (0-based): clip, schedule, then the
+// optimizer's rule. Returns without touching anything when g is not finite.
+template <class T>
+StepReport step(const OptimizerConfig& c, std::int64_t t, T* theta, const T* g,
+                OptimizerMoments<T> state, std::int64_t P, int n_threads = 1) {
+    using namespace optim_detail;
+    const int threads = threads_for(P, n_threads);
+    StepReport r;
+    r.grad_norm = std::sqrt(squared_norm(g, P, threads));
+    r.lr = c.lr * c.schedule.factor(t);
+    if (!std::isfinite(r.grad_norm)) {
+        r.finite = false;
+        return r;
+    }
+    const T clip = static_cast<T>(c.clip_norm > 0.0 && r.grad_norm > c.clip_norm
+                                      ? c.clip_norm / r.grad_norm
+                                      : 1.0);
+    const T lr = static_cast<T>(r.lr), wd = static_cast<T>(c.weight_decay);
+    T* m = state.m;
+    T* v = state.v;
+    if (c.kind == OptimizerKind::sgd) {
+        const T mu = static_cast<T>(c.momentum);
+        const bool nesterov = c.nesterov;
+        r.finite = for_chunks(P, threads, [&](std::int64_t b, std::int64_t e) {
+            double check = 0.0;
+            for (std::int64_t j = b; j < e; ++j) {
+                T d = clip * g[j] + wd * theta[j];
+                if (m) {
+                    m[j] = mu * m[j] + d;  // m starts at 0, so step 0 gives m = d as in torch
+                    d = nesterov ? d + mu * m[j] : m[j];
+                    check += static_cast<double>(m[j] - m[j]);
+                }
+                theta[j] -= lr * d;
+                check += static_cast<double>(theta[j] - theta[j]);
+            }
+            return check;
+        });
+        return r;
+    }
+    // Adam / AdamW with bias correction: θ ← θ − (lr / c₁) · m / (√v / √c₂ + ε).
+    const double k = static_cast<double>(t + 1);
+    const T b1 = static_cast<T>(c.beta1), b2 = static_cast<T>(c.beta2);
+    const T step_size = static_cast<T>(r.lr / (1.0 - std::pow(c.beta1, k)));
+    const T c2_sqrt = static_cast<T>(std::sqrt(1.0 - std::pow(c.beta2, k)));
+    const T eps = static_cast<T>(c.eps);
+    const bool decoupled = c.kind == OptimizerKind::adamw;
+    const T shrink = T(1) - lr * wd;
+    r.finite = for_chunks(P, threads, [&](std::int64_t b, std::int64_t e) {
+        double check = 0.0;
+        for (std::int64_t j = b; j < e; ++j) {
+            T d = clip * g[j];
+            if (decoupled) theta[j] *= shrink;
+            else d += wd * theta[j];
+            m[j] = b1 * m[j] + (T(1) - b1) * d;
+            v[j] = b2 * v[j] + (T(1) - b2) * d * d;
+            theta[j] -= step_size * m[j] / (std::sqrt(v[j]) / c2_sqrt + eps);
+            check += static_cast<double>((theta[j] - theta[j]) + (v[j] - v[j]));
+        }
+        return check;
+    });
+    return r;
+}
+
+}  // namespace metacore
