@@ -13,10 +13,13 @@ import numbers
 import numpy as np
 
 from . import _checks
+from .data import from_csv, from_dataframe
+from .digits import digits, digits_classes
 from .taskset import TaskSet
 
 __all__ = ["sinusoid", "sinusoid_params", "linear_family", "logistic_family",
-           "linear_family_params", "SinusoidSource"]
+           "linear_family_params", "SinusoidSource", "digits", "digits_classes", "from_csv",
+           "from_dataframe"]
 
 
 def _interval(name, value):
