@@ -1,0 +1,71 @@
+r"""Baselines the few-shot protocol compares meta-learned θ with.
+
+- *scratch*: a fresh random initialisation, θ = ``model.init(seed)``, fine-tuned on each test
+  task's support rows like any other θ.
+- *joint*: θ trained on all the training tasks' rows at once, the multi-task objective
+  f(θ) = (1/T) Σ_i f_i(θ) (the "pretrained" baseline of Finn et al. 2017), then fine-tuned the
+  same way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _checks
+from .objective import Objective
+
+__all__ = ["scratch", "joint", "best_lr"]
+
+
+def scratch(model, *, seed=0, dtype=np.float32):
+    """A random initialisation of ``model`` (the "from scratch" baseline)."""
+    return model.init(seed=seed, dtype=dtype)
+
+
+def joint(model, train_tasks, theta0, *, steps=1000, lr=1e-3, weights=None, l2=0.0,
+          batch_tasks=None, seed=0, progress=False, n_threads=None):
+    """θ minimising Σ_i α_i f_i(θ) + (λ/2)‖θ‖² over every row of ``train_tasks`` with Adam(lr),
+    from θ0 (α = ``weights``, 1/T each by default; λ = ``l2``).
+
+    Runs :func:`metacore.fit` (the core's θ-update loop; ``batch_tasks`` tasks per step, all
+    when None) when it is available; otherwise full-batch Adam steps on the objective's gradient.
+    """
+    steps = _checks.integer("steps", steps, minimum=1)
+    lr = _checks.real("lr", lr, minimum=0.0, min_open=True)
+    obj = Objective(model, train_tasks, weights=weights, l2=l2, rows="all", n_threads=n_threads)
+    import metacore as mc
+    if hasattr(mc, "fit") and hasattr(mc, "optim"):
+        weighting = None if weights is None else mc.weighting.Fixed(obj.weights)
+        res = mc.fit(obj, theta0, optimizer=mc.optim.Adam(lr=lr), weighting=weighting, steps=steps,
+                     batch_tasks=batch_tasks, progress=progress, seed=seed,
+                     eval_every=steps)
+        return res.theta
+    return _adam(obj, theta0, steps, lr)
+
+
+def _adam(obj, theta0, steps, lr, betas=(0.9, 0.999), eps=1e-8):
+    """Full-batch Adam (Kingma & Ba 2015) on ``obj``: the fallback before mc.fit existed."""
+    theta = _checks.theta("theta0", theta0, obj.n_params).copy()
+    m = np.zeros_like(theta)
+    v = np.zeros_like(theta)
+    b1, b2 = betas
+    for t in range(1, steps + 1):
+        g = obj.grad(theta)
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        step = lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+        theta -= (step * m / (np.sqrt(v) + eps)).astype(theta.dtype)
+    return theta
+
+
+def best_lr(model, theta, val_tasks, lrs, *, steps=10, n_threads=None):
+    """The rate of ``lrs`` with the lowest mean query loss after ``steps`` steps on
+    ``val_tasks`` (held-out tasks other than the test tasks): a baseline fine-tunes at its own
+    best rate, not at the one the meta-learner was trained for."""
+    from .evaluate import evaluate
+    lrs = [_checks.real(f"lrs[{i}]", v, minimum=0.0, min_open=True) for i, v in enumerate(lrs)]
+    if not lrs:
+        raise ValueError("lrs must list at least one rate")
+    scores = [evaluate(model, theta, val_tasks, steps=(steps,), lr=lr,
+                       n_threads=n_threads).losses[0].mean() for lr in lrs]
+    return lrs[int(np.argmin(scores))]
