@@ -1,0 +1,420 @@
+"""Experiments described by TOML files: one dataclass per section, a default for every key and
+validation that names the bad key, what is allowed and what came.
+
+A file sets only what differs from the defaults::
+
+    name = "sinusoid-maml"
+    seed = 0
+    [tasks]
+    family = "sinusoid"
+    k_support = 10
+    [learner]
+    kind = "maml"
+    [train]
+    steps = 70000
+
+``load(path)`` reads a file, ``from_dict(d)`` a parsed table, ``cfg.to_dict()`` / ``cfg.to_toml()``
+give it back (keys whose value is None are left out: TOML has no null). TOML is read with
+``tomllib`` (Python 3.11+) or ``tomli`` on older Pythons.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass, field
+
+__all__ = ["Config", "TasksConfig", "ModelConfig", "LearnerConfig", "OptimizerConfig",
+           "WeightingConfig", "TrainConfig", "EvaluateConfig", "ConfigError", "load",
+           "from_dict", "loads"]
+
+FAMILIES = ("sinusoid", "digits", "linear", "logistic", "csv")
+LEARNERS = ("maml", "fomaml", "metasgd", "anil", "reptile", "multitask")
+OPTIMIZERS = ("adam", "adamw", "sgd", "none")
+WEIGHTINGS = ("uniform", "fixed")
+BASELINES = ("scratch", "joint")
+
+
+class ConfigError(ValueError):
+    """A bad experiment file: the message names the key (``section.key``)."""
+
+
+# --- one checker per kind of value ------------------------------------------------------------
+def _int(key, v, lo=None, hi=None, none=False):
+    if v is None and none:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ConfigError(f"{key} must be an integer, got {v!r}")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ConfigError(f"{key} must be {rng}, got {v}")
+    return v
+
+
+def _float(key, v, lo=None, hi=None, open_lo=False, none=False):
+    if v is None and none:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ConfigError(f"{key} must be a finite number, got {v!r}")
+    v = float(v)
+    if lo is not None and (v < lo or (open_lo and v == lo)):
+        raise ConfigError(f"{key} must be {'>' if open_lo else '>='} {lo}, got {v}")
+    if hi is not None and v > hi:
+        raise ConfigError(f"{key} must be <= {hi}, got {v}")
+    return v
+
+
+def _bool(key, v):
+    if not isinstance(v, bool):
+        raise ConfigError(f"{key} must be true or false, got {v!r}")
+    return v
+
+
+def _str(key, v, allowed=None):
+    if not isinstance(v, str):
+        raise ConfigError(f"{key} must be a string, got {v!r}")
+    if allowed is not None and v not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(map(repr, allowed))}, got {v!r}")
+    return v
+
+
+def _list(key, v, item, min_len=0):
+    if not isinstance(v, (list, tuple)):
+        raise ConfigError(f"{key} must be a list, got {v!r}")
+    if len(v) < min_len:
+        raise ConfigError(f"{key} must have at least {min_len} entries, got {len(v)}")
+    return [item(f"{key}[{i}]", x) for i, x in enumerate(v)]
+
+
+def _pair(key, v):
+    p = _list(key, v, lambda k, x: _float(k, x))
+    if len(p) != 2 or p[0] > p[1]:
+        raise ConfigError(f"{key} must be a pair [lo, hi] with lo <= hi, got {v!r}")
+    return p
+
+
+# --- the sections ------------------------------------------------------------------------------
+@dataclass
+class TasksConfig:
+    """Where tasks come from. ``k_support``/``k_query`` are rows per task (digits: per class;
+    csv: ``k_support`` support rows per task, the rest query). ``n_train`` 0 means fresh tasks at
+    every meta-step (sinusoid only); ``test_k_query`` (default k_query) sets the query rows of the
+    test tasks. Keys a family does not use are ignored: sinusoid ``amplitude``, ``phase``,
+    ``x_range``; digits ``n_way``, ``rotations``; linear/logistic ``n_features``,
+    ``relatedness_noise``, ``noise``; csv ``path``, ``task_column``, ``target``, ``loss``,
+    ``features`` (default: every other column), ``test_fraction``."""
+    family: str = "sinusoid"
+    k_support: int = 10
+    k_query: int = 10
+    n_train: int = 0
+    n_test: int = 600
+    test_k_query: int | None = None
+    amplitude: list = field(default_factory=lambda: [0.1, 5.0])
+    phase: list = field(default_factory=lambda: [0.0, math.pi])
+    x_range: list = field(default_factory=lambda: [-5.0, 5.0])
+    n_way: int = 5
+    rotations: bool = True
+    n_features: int = 10
+    relatedness_noise: float = 0.1
+    noise: float = 0.1
+    path: str = ""
+    task_column: str = "task"
+    target: str = "y"
+    loss: str = "mse"
+    features: list = field(default_factory=list)
+    test_fraction: float = 0.2
+
+    def validate(self, s="tasks"):
+        self.family = _str(f"{s}.family", self.family, FAMILIES)
+        self.k_support = _int(f"{s}.k_support", self.k_support, 1)
+        self.k_query = _int(f"{s}.k_query", self.k_query, 1)
+        self.n_train = _int(f"{s}.n_train", self.n_train, 0)
+        self.n_test = _int(f"{s}.n_test", self.n_test, 1)
+        self.test_k_query = _int(f"{s}.test_k_query", self.test_k_query, 1, none=True)
+        self.amplitude = _pair(f"{s}.amplitude", self.amplitude)
+        self.phase = _pair(f"{s}.phase", self.phase)
+        self.x_range = _pair(f"{s}.x_range", self.x_range)
+        self.n_way = _int(f"{s}.n_way", self.n_way, 2)
+        self.rotations = _bool(f"{s}.rotations", self.rotations)
+        self.n_features = _int(f"{s}.n_features", self.n_features, 1)
+        self.relatedness_noise = _float(f"{s}.relatedness_noise", self.relatedness_noise, 0.0)
+        self.noise = _float(f"{s}.noise", self.noise, 0.0)
+        self.path = _str(f"{s}.path", self.path)
+        self.task_column = _str(f"{s}.task_column", self.task_column)
+        self.target = _str(f"{s}.target", self.target)
+        self.loss = _str(f"{s}.loss", self.loss, ("mse", "logistic", "cross_entropy"))
+        self.features = _list(f"{s}.features", self.features, _str)
+        self.test_fraction = _float(f"{s}.test_fraction", self.test_fraction, 0.0, 1.0,
+                                    open_lo=True)
+        if self.family == "csv" and not self.path:
+            raise ConfigError(f"{s}.path must name a CSV file when {s}.family is 'csv'")
+        if self.n_train == 0 and self.family not in ("sinusoid", "csv"):
+            raise ConfigError(f"{s}.n_train must be >= 1 for family {self.family!r} (only "
+                              f"'sinusoid' draws fresh tasks every step with n_train = 0)")
+
+
+@dataclass
+class ModelConfig:
+    """The net: hidden layer widths and activation (input and output sizes follow the tasks)."""
+    hidden: list = field(default_factory=lambda: [40, 40])
+    activation: str = "relu"
+
+    def validate(self, s="model"):
+        self.hidden = _list(f"{s}.hidden", self.hidden, lambda k, x: _int(k, x, 1))
+        self.activation = _str(f"{s}.activation", self.activation, ("relu", "tanh"))
+
+
+@dataclass
+class LearnerConfig:
+    """How θ is learned: a meta-learner, or ``multitask`` (the weighted objective with mc.fit)."""
+    kind: str = "maml"
+    inner_lr: float = 0.01
+    inner_steps: int = 1
+    outer_lr: float = 0.1
+    first_order: bool = False
+
+    def validate(self, s="learner"):
+        self.kind = _str(f"{s}.kind", self.kind, LEARNERS)
+        self.inner_lr = _float(f"{s}.inner_lr", self.inner_lr, 0.0)
+        self.inner_steps = _int(f"{s}.inner_steps", self.inner_steps, 1)
+        self.outer_lr = _float(f"{s}.outer_lr", self.outer_lr, 0.0, open_lo=True)
+        self.first_order = _bool(f"{s}.first_order", self.first_order)
+
+
+@dataclass
+class OptimizerConfig:
+    """The outer optimizer (``none``: Reptile's own annealed step)."""
+    kind: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    clip_norm: float | None = None
+
+    def validate(self, s="optimizer"):
+        self.kind = _str(f"{s}.kind", self.kind, OPTIMIZERS)
+        self.lr = _float(f"{s}.lr", self.lr, 0.0, open_lo=True)
+        self.momentum = _float(f"{s}.momentum", self.momentum, 0.0, 1.0)
+        self.weight_decay = _float(f"{s}.weight_decay", self.weight_decay, 0.0)
+        self.clip_norm = _float(f"{s}.clip_norm", self.clip_norm, 0.0, open_lo=True, none=True)
+
+    def spec(self):
+        """The optimizer as the plain dict learners accept (None for ``none``)."""
+        if self.kind == "none":
+            return None
+        out = {"kind": self.kind, "lr": self.lr}
+        if self.kind == "sgd" and self.momentum:
+            out["momentum"] = self.momentum
+        if self.kind == "adamw":
+            out["weight_decay"] = self.weight_decay
+        if self.clip_norm is not None:
+            out["clip_norm"] = self.clip_norm
+        return out
+
+
+@dataclass
+class WeightingConfig:
+    """Task weights α for ``learner.kind = "multitask"``: uniform, or fixed ``alpha``."""
+    kind: str = "uniform"
+    alpha: list = field(default_factory=list)
+
+    def validate(self, s="weighting"):
+        self.kind = _str(f"{s}.kind", self.kind, WEIGHTINGS)
+        self.alpha = _list(f"{s}.alpha", self.alpha, lambda k, x: _float(k, x, 0.0))
+        if self.kind == "fixed" and not self.alpha:
+            raise ConfigError(f"{s}.alpha must list one weight per training task when "
+                              f"{s}.kind is 'fixed'")
+
+
+@dataclass
+class TrainConfig:
+    """The training run: steps, meta-batch, steps per core call, validation, L2 (multitask)."""
+    steps: int = 70000
+    meta_batch: int = 25
+    chunk: int = 1000
+    validate_every: int = 0
+    l2: float = 0.0
+
+    def validate(self, s="train"):
+        self.steps = _int(f"{s}.steps", self.steps, 1)
+        self.meta_batch = _int(f"{s}.meta_batch", self.meta_batch, 1)
+        self.chunk = _int(f"{s}.chunk", self.chunk, 1)
+        self.validate_every = _int(f"{s}.validate_every", self.validate_every, 0)
+        self.l2 = _float(f"{s}.l2", self.l2, 0.0)
+
+
+@dataclass
+class EvaluateConfig:
+    """The few-shot evaluation: adaptation steps, inner rate (default: the learner's), the
+    baselines and their settings, the seed of the test tasks, whether to save a plot."""
+    steps: list = field(default_factory=lambda: [0, 1, 5, 10])
+    lr: float | None = None
+    baselines: list = field(default_factory=lambda: ["scratch", "joint"])
+    joint_steps: int = 5000
+    joint_lr: float = 1e-3
+    joint_tasks: int = 1000
+    seed: int = 12345
+    plot: bool = True
+
+    def validate(self, s="evaluate"):
+        self.steps = _list(f"{s}.steps", self.steps, lambda k, x: _int(k, x, 0), min_len=1)
+        self.lr = _float(f"{s}.lr", self.lr, 0.0, none=True)
+        self.baselines = _list(f"{s}.baselines", self.baselines,
+                               lambda k, x: _str(k, x, BASELINES))
+        self.joint_steps = _int(f"{s}.joint_steps", self.joint_steps, 1)
+        self.joint_lr = _float(f"{s}.joint_lr", self.joint_lr, 0.0, open_lo=True)
+        self.joint_tasks = _int(f"{s}.joint_tasks", self.joint_tasks, 1)
+        self.seed = _int(f"{s}.seed", self.seed, 0)
+        self.plot = _bool(f"{s}.plot", self.plot)
+
+
+_SECTIONS = {"tasks": TasksConfig, "model": ModelConfig, "learner": LearnerConfig,
+             "optimizer": OptimizerConfig, "weighting": WeightingConfig, "train": TrainConfig,
+             "evaluate": EvaluateConfig}
+
+
+@dataclass
+class Config:
+    """A whole experiment. ``output`` defaults to ``runs/<name>``; ``threads`` None uses the
+    OpenMP default, -1 every core."""
+    name: str = "experiment"
+    seed: int = 0
+    threads: int | None = None
+    output: str | None = None
+    dtype: str = "float32"
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    weighting: WeightingConfig = field(default_factory=WeightingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    def validate(self):
+        self.name = _str("name", self.name)
+        if not self.name or any(c in self.name for c in "/\\"):
+            raise ConfigError(f"name must be a non-empty string without slashes, got "
+                              f"{self.name!r}")
+        self.seed = _int("seed", self.seed, 0)
+        self.threads = _int("threads", self.threads, -1, none=True)
+        if self.threads == 0:
+            raise ConfigError("threads must be -1 (all cores) or >= 1 (leave it out for the "
+                              "default), got 0")
+        self.output = None if self.output is None else _str("output", self.output)
+        self.dtype = _str("dtype", self.dtype, ("float32", "float64"))
+        for key in _SECTIONS:
+            getattr(self, key).validate(key)
+        if self.optimizer.kind == "none" and self.learner.kind != "reptile":
+            raise ConfigError(f"optimizer.kind 'none' is only for learner.kind 'reptile' (its "
+                              f"own outer step), got learner.kind {self.learner.kind!r}")
+        if self.tasks.n_train and self.train.meta_batch > self.tasks.n_train:
+            raise ConfigError(f"train.meta_batch must be <= tasks.n_train "
+                              f"({self.tasks.n_train}), got {self.train.meta_batch}")
+        return self
+
+    @property
+    def output_dir(self) -> str:
+        return self.output if self.output is not None else f"runs/{self.name}"
+
+    def to_dict(self) -> dict:
+        """Plain data, None values left out (loads back to an equal Config)."""
+        def clean(d):
+            return {k: (clean(v) if isinstance(v, dict) else v)
+                    for k, v in d.items() if v is not None}
+        return clean(dataclasses.asdict(self))
+
+    def to_toml(self) -> str:
+        """The config as TOML text (top-level keys, then one table per section)."""
+        d = self.to_dict()
+        lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if not isinstance(v, dict)]
+        for k, v in d.items():
+            if isinstance(v, dict):
+                lines += ["", f"[{k}]"] + [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()]
+        return "\n".join(lines) + "\n"
+
+
+def _toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+
+
+def _section(cls, name, data):
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{name}] must be a table, got {data!r}")
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"unknown key {name}.{key} (allowed: {', '.join(known)})")
+    return cls(**data)
+
+
+def from_dict(data) -> Config:
+    """A validated Config from a parsed TOML table."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a table, got {type(data).__name__}")
+    top = [f.name for f in dataclasses.fields(Config) if f.name not in _SECTIONS]
+    kwargs = {}
+    for key, value in data.items():
+        if key in _SECTIONS:
+            kwargs[key] = _section(_SECTIONS[key], key, value)
+        elif key in top:
+            kwargs[key] = value
+        else:
+            raise ConfigError(f"unknown key {key} (allowed: {', '.join(top + list(_SECTIONS))})")
+    return Config(**kwargs).validate()
+
+
+def _toml():
+    if sys.version_info >= (3, 11):
+        import tomllib
+        return tomllib
+    import tomli  # the conditional dependency for Python < 3.11
+    return tomli
+
+
+def _override(data, item):
+    """Apply one ``section.key=value`` (value in TOML syntax; bare words are strings)."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set takes key=value (e.g. tasks.k_support=5), got {item!r}")
+    toml = _toml()
+    try:
+        value = toml.loads(f"v = {text.strip()}")["v"]
+    except toml.TOMLDecodeError:
+        value = text.strip()
+    *sections, last = key.split(".")
+    table = data
+    for part in sections:
+        if part not in _SECTIONS or table is not data:
+            raise ConfigError(f"--set {key}: {part!r} is not a section (sections: "
+                              f"{', '.join(_SECTIONS)})")
+        table = table.setdefault(part, {})
+    table[last] = value
+
+
+def loads(text, overrides=()) -> Config:
+    """A validated Config from TOML text, with ``section.key=value`` overrides applied."""
+    toml = _toml()
+    try:
+        data = toml.loads(text)
+    except toml.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}") from None
+    for item in overrides:
+        _override(data, item)
+    return from_dict(data)
+
+
+def load(path, overrides=()) -> Config:
+    """A validated Config from a TOML file (``overrides`` as in :func:`loads`)."""
+    with open(path, "rb") as fh:
+        text = fh.read().decode("utf-8")
+    try:
+        return loads(text, overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -1,0 +1,155 @@
+"""Experiment configs: defaults, every key round-trips through TOML, every bad value is named."""
+
+import dataclasses
+import glob
+import os
+
+import pytest
+
+from metacore import config
+from metacore.config import Config, ConfigError
+
+EXAMPLES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "examples", "*.toml")))
+
+# A valid non-default value for every key (section, key) -> value.
+CHANGED = {
+    (None, "name"): "other", (None, "seed"): 7, (None, "threads"): 2, (None, "output"): "out/x",
+    (None, "dtype"): "float64",
+    ("tasks", "family"): "logistic", ("tasks", "k_support"): 3, ("tasks", "k_query"): 4,
+    ("tasks", "n_train"): 30, ("tasks", "n_test"): 9, ("tasks", "test_k_query"): 11,
+    ("tasks", "amplitude"): [0.5, 1.0], ("tasks", "phase"): [0.0, 1.0],
+    ("tasks", "x_range"): [-1.0, 2.0], ("tasks", "n_way"): 3, ("tasks", "rotations"): False,
+    ("tasks", "n_features"): 6, ("tasks", "relatedness_noise"): 0.5, ("tasks", "noise"): 0.2,
+    ("tasks", "path"): "a b.csv", ("tasks", "task_column"): "g", ("tasks", "target"): "t",
+    ("tasks", "loss"): "logistic", ("tasks", "features"): ["u", "v"],
+    ("tasks", "test_fraction"): 0.5,
+    ("model", "hidden"): [8, 4], ("model", "activation"): "tanh",
+    ("learner", "kind"): "anil", ("learner", "inner_lr"): 0.2, ("learner", "inner_steps"): 3,
+    ("learner", "outer_lr"): 0.5, ("learner", "first_order"): True,
+    ("optimizer", "kind"): "sgd", ("optimizer", "lr"): 0.05, ("optimizer", "momentum"): 0.9,
+    ("optimizer", "weight_decay"): 0.01, ("optimizer", "clip_norm"): 1.5,
+    ("weighting", "kind"): "fixed", ("weighting", "alpha"): [0.25, 0.75],
+    ("train", "steps"): 12, ("train", "meta_batch"): 5, ("train", "chunk"): 3,
+    ("train", "validate_every"): 4, ("train", "l2"): 0.001,
+    ("evaluate", "steps"): [0, 2], ("evaluate", "lr"): 0.3, ("evaluate", "baselines"): ["joint"],
+    ("evaluate", "joint_steps"): 10, ("evaluate", "joint_lr"): 0.01,
+    ("evaluate", "joint_tasks"): 20, ("evaluate", "seed"): 3, ("evaluate", "plot"): False,
+}
+
+BAD = [  # (section, key, value, words the message must contain)
+    (None, "seed", -1, ["seed", ">= 0"]), (None, "threads", 0, ["threads"]),
+    (None, "dtype", "float16", ["dtype", "'float32'", "'float64'"]),
+    (None, "name", "a/b", ["name", "slashes"]),
+    ("tasks", "family", "omniglot", ["tasks.family", "'sinusoid'", "'digits'", "'omniglot'"]),
+    ("tasks", "k_support", 0, ["tasks.k_support", ">= 1"]),
+    ("tasks", "k_query", 2.5, ["tasks.k_query", "integer"]),
+    ("tasks", "amplitude", [5.0, 1.0], ["tasks.amplitude", "lo <= hi"]),
+    ("tasks", "n_way", 1, ["tasks.n_way"]), ("tasks", "rotations", "yes", ["tasks.rotations"]),
+    ("tasks", "test_fraction", 0.0, ["tasks.test_fraction", "> 0"]),
+    ("tasks", "loss", "hinge", ["tasks.loss", "'mse'"]),
+    ("model", "hidden", [8, 0], ["model.hidden[1]", ">= 1"]),
+    ("model", "activation", "gelu", ["model.activation", "'relu'", "'tanh'"]),
+    ("learner", "kind", "protonet", ["learner.kind", "'maml'", "'reptile'", "'multitask'"]),
+    ("learner", "inner_lr", -0.1, ["learner.inner_lr", ">= 0"]),
+    ("learner", "first_order", 1, ["learner.first_order", "true or false"]),
+    ("optimizer", "kind", "rmsprop", ["optimizer.kind", "'adam'", "'none'"]),
+    ("optimizer", "lr", 0, ["optimizer.lr", "> 0"]),
+    ("weighting", "kind", "gradnorm", ["weighting.kind", "'uniform'"]),
+    ("train", "steps", 0, ["train.steps", ">= 1"]), ("train", "l2", "x", ["train.l2", "number"]),
+    ("evaluate", "steps", [], ["evaluate.steps", "at least 1"]),
+    ("evaluate", "baselines", ["oracle"], ["evaluate.baselines[0]", "'scratch'", "'joint'"]),
+    ("evaluate", "plot", "no", ["evaluate.plot"]),
+]
+
+
+def _set(data, section, key, value):
+    (data if section is None else data.setdefault(section, {}))[key] = value
+
+
+def test_defaults_are_the_maml_sinusoid_setting():
+    cfg = config.from_dict({})
+    assert (cfg.tasks.family, cfg.learner.kind, cfg.learner.inner_lr, cfg.learner.inner_steps,
+            cfg.optimizer.kind, cfg.optimizer.lr, cfg.train.meta_batch, cfg.train.steps) == \
+        ("sinusoid", "maml", 0.01, 1, "adam", 1e-3, 25, 70000)
+    assert cfg.output_dir == "runs/experiment"
+
+
+def test_every_key_is_covered_by_the_round_trip():
+    keys = {(None, f.name) for f in dataclasses.fields(Config)
+            if not dataclasses.is_dataclass(f.default_factory() if callable(f.default_factory)
+                                            else None)}
+    for f in dataclasses.fields(Config):
+        if f.name in config._SECTIONS:
+            keys |= {(f.name, g.name) for g in dataclasses.fields(config._SECTIONS[f.name])}
+    assert keys == set(CHANGED)
+
+
+@pytest.mark.parametrize("section, key", sorted(CHANGED, key=str))
+def test_every_key_round_trips(section, key):
+    data = {}
+    _set(data, section, key, CHANGED[(section, key)])
+    needs = {("tasks", "family"): ("tasks", "n_train", 30),        # keys that need a partner
+             ("weighting", "kind"): ("weighting", "alpha", [1.0])}
+    if (section, key) in needs:
+        _set(data, *needs[(section, key)])
+    cfg = config.from_dict(data)
+    value = getattr(cfg if section is None else getattr(cfg, section), key)
+    assert value == CHANGED[(section, key)]
+    again = config.loads(cfg.to_toml())
+    assert again == cfg and again.to_dict() == cfg.to_dict()
+
+
+@pytest.mark.parametrize("section, key, value, words", BAD, ids=lambda v: str(v))
+def test_every_bad_value_names_its_key(section, key, value, words):
+    data = {}
+    _set(data, section, key, value)
+    with pytest.raises(ConfigError) as err:
+        config.from_dict(data)
+    for w in words:
+        assert w in str(err.value)
+
+
+def test_unknown_keys_and_sections_list_what_is_allowed():
+    with pytest.raises(ConfigError, match="unknown key tasks.fmaily .*family"):
+        config.from_dict({"tasks": {"fmaily": "digits"}})
+    with pytest.raises(ConfigError, match="unknown key trian .*train"):
+        config.from_dict({"trian": {}})
+    with pytest.raises(ConfigError, match=r"\[model\] must be a table"):
+        config.from_dict({"model": 3})
+
+
+def test_rules_across_sections():
+    with pytest.raises(ConfigError, match="tasks.n_train must be >= 1 for family 'digits'"):
+        config.from_dict({"tasks": {"family": "digits"}})
+    with pytest.raises(ConfigError, match="optimizer.kind 'none' is only for"):
+        config.from_dict({"optimizer": {"kind": "none"}})
+    with pytest.raises(ConfigError, match="meta_batch must be <= tasks.n_train"):
+        config.from_dict({"tasks": {"n_train": 10}})
+    with pytest.raises(ConfigError, match="tasks.path"):
+        config.from_dict({"tasks": {"family": "csv"}})
+
+
+def test_load_names_the_file_and_overrides_apply(tmp_path):
+    path = tmp_path / "e.toml"
+    path.write_text('name = "e"\n[train]\nsteps = 5\n')
+    cfg = config.load(path, overrides=["train.steps=9", "tasks.family=sinusoid",
+                                       "model.hidden=[3]"])
+    assert (cfg.train.steps, cfg.model.hidden) == (9, [3])
+    with pytest.raises(ConfigError, match="e.toml: train.steps"):
+        config.load(path, overrides=["train.steps=0"])
+    with pytest.raises(ConfigError, match="key=value"):
+        config.load(path, overrides=["train.steps"])
+    path.write_text("name = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(path)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)
+def test_example_configs_are_valid(path):
+    cfg = config.load(path)
+    assert config.loads(cfg.to_toml()) == cfg
+
+
+def test_there_is_an_example_for_every_learner():
+    kinds = {config.load(p).learner.kind for p in EXAMPLES}
+    assert kinds == set(config.LEARNERS)
