@@ -99,7 +99,11 @@ def mean_ci(values, confidence=0.95):
     if n == 1:
         return float(v[0]), float("nan")
     t = t_quantile(0.5 * (1.0 + confidence), n - 1)
-    return float(v.mean()), float(t * v.std(ddof=1) / math.sqrt(n))
+    with np.errstate(over="ignore", invalid="ignore"):   # huge losses of tasks blowing up
+        mean, sd = float(v.mean()), float(v.std(ddof=1))
+    if not (math.isfinite(mean) and math.isfinite(sd)):
+        return float("inf"), float("nan")
+    return mean, t * sd / math.sqrt(n)
 
 
 # --- the report --------------------------------------------------------------------------------
