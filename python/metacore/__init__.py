@@ -11,6 +11,8 @@ from .meta import ANIL, MAML, MetaFitResult, MetaSGD, Reptile
 from .models import MLP, Linear, Logistic, Softmax
 from .objective import Objective
 from .taskset import TaskSet
+from . import baselines, config, report
+from .evaluate import EvalReport, evaluate, mean_ci
 
 try:
     __version__ = _dist_version("metacore")
@@ -28,4 +30,5 @@ __all__ = [
     "MLP", "Linear", "Logistic", "Softmax", "Objective", "TaskSet",
     "build_info", "reference", "tasks", "__version__",
     "MAML", "Reptile", "MetaSGD", "ANIL", "MetaFitResult", "adapt", "adapt_predict", "adapt_batch",
+    "evaluate", "EvalReport", "mean_ci", "baselines", "config", "report",
 ]

@@ -1,92 +1,128 @@
-"""The `metacore` command line."""
+"""The `metacore` command line (also `python -m metacore`).
+
+    metacore demo                                   MAML and Meta-SGD on sinusoids, table + plot
+    metacore train CONFIG.toml [--set KEY=VALUE]    any experiment described by a TOML file
+    metacore evaluate CONFIG.toml --checkpoint PATH evaluate a saved θ on the config's test tasks
+    metacore bench                                  the core against the NumPy reference
+
+Exit codes: 0 done; 1 the run failed (e.g. training diverged); 2 bad command line, config or input
+file; 3 an optional dependency is missing; 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 
-import numpy as np
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MISSING, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
-def _best_time(fn, repeat):
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+def _config(args):
+    from . import config
+    cfg = config.load(args.config, overrides=args.set or ())
+    if args.output is not None:
+        cfg.output = args.output
+    if args.threads is not None:
+        cfg.threads = args.threads
+    if getattr(args, "steps", None) is not None:
+        cfg.train.steps = args.steps
+    return cfg.validate()
+
+
+def train(args) -> int:
+    from .experiment import run_train
+    run_train(_config(args), quiet=args.quiet)
+    return EXIT_OK
+
+
+def evaluate(args) -> int:
+    from .experiment import run_evaluate
+    run_evaluate(_config(args), args.checkpoint, quiet=args.quiet)
+    return EXIT_OK
 
 
 def demo(args) -> int:
-    """The weighted multi-task objective on a built-in task family: the core against the NumPy
-    reference (agreement, exact HVP against finite differences, speed), then plain gradient
-    descent on Σ α_i f_i."""
-    import metacore as mc
+    from .demo import run_demo
+    run_demo(args)
+    return EXIT_OK
 
-    info = mc.build_info()
-    print(f"metacore {mc.__version__}  ·  {info['compiler']}  ·  OpenMP "
-          f"{'on' if info['openmp'] else 'off'}  ·  SIMD {info['simd_active']}  ·  "
-          f"{info['default_threads']} threads")
 
-    ts = mc.tasks.logistic_family(args.tasks, n_features=args.features, n_rows=(100, 300),
-                                  relatedness_noise=0.5, seed=args.seed)
-    train, test = ts.split_tasks(test_fraction=0.2, seed=args.seed)
-    model = mc.Logistic(ts.n_features)
-    weights = np.random.default_rng(args.seed).uniform(0.5, 1.5, size=train.n_tasks)
-    weights /= weights.sum()
-    obj = mc.Objective(model, train, weights=weights, l2=1e-3)
-    theta = model.init(seed=args.seed)
-    print(f"\n{train.n_tasks} training tasks, {train.n_rows} rows × {ts.n_features} features "
-          f"(ragged 100–300 rows per task); {test.n_tasks} held-out tasks")
+def bench(args) -> int:
+    from .bench import run_bench
+    run_bench(args)
+    return EXIT_OK
 
-    value, grad = obj.value_and_grad(theta)
-    ref_value, ref_grad = mc.reference.objective_value_and_grad(model, train, theta,
-                                                                weights=weights, l2=1e-3)
-    rel = np.linalg.norm(grad - ref_grad) / np.linalg.norm(ref_grad)
-    print(f"\nf(θ0) = {value:.12f}   reference {ref_value:.12f}   "
-          f"relative gradient error {rel:.1e}")
 
-    v = np.random.default_rng(1).normal(size=model.n_params)
-    h = 1e-5
-    fd = (obj.grad(theta + h * v) - obj.grad(theta - h * v)) / (2 * h)
-    hv = obj.hvp(theta, v)
-    print(f"Hessian-vector product vs central differences: relative error "
-          f"{np.linalg.norm(hv - fd) / np.linalg.norm(fd):.1e}")
+def _common(p):
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--output", default=None, help="output folder (default: the config's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="worker threads (-1: all cores; default: OpenMP's default)")
 
-    t_core = _best_time(lambda: obj.value_and_grad(theta), 20)
-    t_ref = _best_time(lambda: mc.reference.objective_value_and_grad(
-        model, train, theta, weights=weights, l2=1e-3), 3)
-    print(f"value+gradient: core {t_core * 1e3:.3f} ms, NumPy reference {t_ref * 1e3:.1f} ms "
-          f"({t_ref / t_core:.0f}× faster)")
 
-    # Plain gradient descent; the training loop proper (optimizers, chunks in the core) is mc.fit.
-    test_obj = mc.Objective(model, test)
-    print("\n step   f(θ) train   mean test loss")
-    for step in range(args.steps + 1):
-        value, grad = obj.value_and_grad(theta)
-        if step % max(1, args.steps // 5) == 0:
-            print(f"{step:5d}   {value:10.5f}   {test_obj.value(theta):10.5f}")
-        theta = theta - args.lr * grad
-    return 0
+def _overrides(p):
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set tasks.k_support=5 (repeatable)")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="metacore", description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = top.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="meta-train MAML and Meta-SGD on sinusoids, evaluate on new "
+                                    "tasks, print the table and save a plot")
+    _common(p)
+    p.add_argument("--steps", type=int, default=70_000, help="meta-steps (default 70000)")
+    p.add_argument("--k-shot", type=int, default=10, help="support points per task (default 10)")
+    p.add_argument("--meta-batch", type=int, default=25)
+    p.add_argument("--test-tasks", type=int, default=600)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=demo, output_default="runs/demo")
+
+    p = sub.add_parser("train", help="run the experiment a TOML file describes")
+    p.add_argument("config", help="experiment file (see examples/)")
+    p.add_argument("--steps", type=int, default=None, help="override train.steps")
+    _common(p)
+    _overrides(p)
+    p.set_defaults(run=train)
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint on the config's test tasks")
+    p.add_argument("config", help="experiment file the checkpoint was trained with")
+    p.add_argument("--checkpoint", required=True, help="checkpoint.npz written by train")
+    _common(p)
+    _overrides(p)
+    p.set_defaults(run=evaluate)
+
+    p = sub.add_parser("bench", help="speed of the core against the NumPy reference")
+    p.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--output", default=None, help="also write the table as JSON here")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(run=bench)
+    return top
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="metacore", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="a short demonstration on a built-in task family")
-    p.add_argument("--tasks", type=int, default=500)
-    p.add_argument("--features", type=int, default=32)
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--lr", type=float, default=2.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(run=demo)
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)   # exits with 2 on a bad command line
+    if args.threads is not None and (args.threads == 0 or args.threads < -1):
+        print(f"metacore: error: --threads must be -1 or >= 1, got {args.threads}",
+              file=sys.stderr)
+        return EXIT_USAGE
     try:
         return args.run(args)
-    except (ValueError, TypeError) as exc:
+    except KeyboardInterrupt:
+        print("metacore: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ImportError as exc:
         print(f"metacore: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_MISSING
+    except FloatingPointError as exc:
+        print(f"metacore: training failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except (ValueError, TypeError, OSError) as exc:   # ConfigError is a ValueError
+        print(f"metacore: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":
