@@ -76,7 +76,7 @@ def run_demo(args):
                                  n_threads=args.threads)
     steps = (0, 1, 5, 10)
     reports = {name: mc.evaluate(model, theta, test, steps=steps,
-                                 lr=lr_joint if name == "joint" else 0.01,
+                                 lr=lr_joint if name == "joint" else None,   # learners: own rule
                                  learner=learners.get(name), name=name, n_threads=args.threads)
                for name, theta in thetas.items()}
     reports["joint"].name = f"joint (lr {lr_joint:g})"

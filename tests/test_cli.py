@@ -1,0 +1,136 @@
+"""The command line, run as users run it (a subprocess), on tiny configs: outputs and exit codes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import metacore
+
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(metacore.__file__)))
+
+TINY = """
+name = "tiny"
+[tasks]
+family = "sinusoid"
+n_test = 12
+test_k_query = 20
+[model]
+hidden = [8]
+[learner]
+kind = "{kind}"
+[train]
+steps = 30
+meta_batch = 4
+chunk = 10
+[evaluate]
+steps = [0, 1, 2]
+joint_steps = 20
+joint_tasks = 20
+plot = false
+"""
+
+
+def run(*args, cwd, env_extra=None):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [PACKAGE_ROOT] + ([os.environ["PYTHONPATH"]] if "PYTHONPATH" in os.environ else [])))
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "metacore", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    def write(kind="maml", extra=""):
+        path = tmp_path / f"{kind}.toml"
+        path.write_text(TINY.format(kind=kind) + extra)
+        return path
+    return write
+
+
+def test_train_then_evaluate_write_their_outputs(tiny, tmp_path):
+    cfg = tiny("metasgd")
+    r = run("train", str(cfg), "--output", "out", "--quiet", cwd=tmp_path)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+    out = tmp_path / "out"
+    assert {"config.toml", "checkpoint.npz", "history.npz", "results.json", "table.txt"} <= set(
+        os.listdir(out))
+    results = json.loads((out / "results.json").read_text())
+    names = [rep["name"] for rep in results["reports"]]
+    assert names == ["Meta-SGD", "scratch", "joint"]
+    with np.load(out / "checkpoint.npz", allow_pickle=False) as ck:
+        assert ck["theta"].shape == (2 * 25,)              # θ and the learned rates
+    assert np.load(out / "history.npz")["meta_loss"].shape == (30,)
+
+    r = run("evaluate", str(cfg), "--checkpoint", "out/checkpoint.npz", "--output", "ev",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Meta-SGD" in r.stdout and "± " in r.stdout
+    again = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert again["reports"][0]["summary"] == results["reports"][0]["summary"]
+
+
+def test_multitask_and_reptile_configs_train(tiny, tmp_path):
+    r = run("train", str(tiny("multitask", '[weighting]\nkind = "uniform"\n')), "--set",
+            "tasks.n_train=10", "--quiet", "--output", "mt", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = run("train", str(tiny("reptile")), "--set", "optimizer.kind=none", "--quiet",
+            "--output", "rp", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["train", "missing.toml"], 2, ["missing.toml"]),
+    (["train", "{cfg}", "--set", "learner.kind=protonet"], 2, ["learner.kind", "'maml'"]),
+    (["train", "{cfg}", "--set", "train.stepz=3"], 2, ["unknown key train.stepz"]),
+    (["train", "{cfg}", "--threads", "0"], 2, ["--threads"]),
+    (["evaluate", "{cfg}", "--checkpoint", "nope.npz"], 2, ["nope.npz"]),
+    (["evaluate", "{cfg}"], 2, ["--checkpoint"]),
+    (["frobnicate"], 2, ["invalid choice"]),
+])
+def test_errors_give_exit_codes_and_name_the_problem(tiny, tmp_path, args, code, words):
+    cfg = str(tiny())
+    r = run(*[a.format(cfg=cfg) for a in args], cwd=tmp_path)
+    assert r.returncode == code
+    for w in words:
+        assert w in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_checkpoint_of_another_learner_is_refused(tiny, tmp_path):
+    assert run("train", str(tiny("maml")), "--quiet", "--output", "m", cwd=tmp_path).returncode == 0
+    r = run("evaluate", str(tiny("metasgd")), "--checkpoint", "m/checkpoint.npz", cwd=tmp_path)
+    assert r.returncode == 2 and "learner 'maml'" in r.stderr
+
+
+def test_missing_optional_dependency_exits_3(tmp_path):
+    blocker = tmp_path / "block" / "sklearn"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('blocked for the test')\n")
+    cfg = tmp_path / "d.toml"
+    cfg.write_text('[tasks]\nfamily = "digits"\nn_train = 30\n[train]\nsteps = 2\n')
+    r = run("train", str(cfg), "--quiet", cwd=tmp_path,
+            env_extra={"PYTHONPATH": os.pathsep.join([str(tmp_path / "block"), PACKAGE_ROOT])})
+    assert r.returncode == 3 and "metacore[data]" in r.stderr
+
+
+def test_demo_runs_small_and_writes_table_and_json(tmp_path):
+    r = run("demo", "--steps", "40", "--test-tasks", "15", "--output", "demo", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for name in ("MAML", "Meta-SGD", "joint"):
+        assert name in r.stdout
+    assert "published, one step, 10-shot" in r.stdout
+    data = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert data["meta_steps"] == 40 and len(data["reports"]) == 3
+    assert run("demo", "--steps", "0", cwd=tmp_path).returncode == 2
+
+
+def test_bench_quick_prints_speedups(tmp_path):
+    r = run("bench", "--quick", "--threads", "1", "--output", "b", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path / "b" / "bench.json").read_text())["rows"]
+    assert len(rows) == 5 and all(row["speedup"] > 0 for row in rows)
+    assert "speed-up" in r.stdout
