@@ -9,6 +9,7 @@ namespace py = pybind11;
 namespace metacore::bindings {
 void register_net(py::module_& m);
 void register_objective(py::module_& m);
+void register_optim(py::module_& m);
 }
 
 PYBIND11_MODULE(_core, m) {
@@ -29,4 +30,5 @@ PYBIND11_MODULE(_core, m) {
     });
     metacore::bindings::register_net(m);
     metacore::bindings::register_objective(m);
+    metacore::bindings::register_optim(m);
 }

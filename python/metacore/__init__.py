@@ -6,6 +6,9 @@ The compiled core (``metacore._core``) computes; this package decides what to co
 from importlib.metadata import PackageNotFoundError, version as _dist_version
 
 from . import _core, reference, tasks
+from . import optim, weighting
+from .checkpoint import Checkpoint, load, save
+from .fit import EarlyStopping, FitDivergedError, FitEvent, FitResult, fit
 from .models import MLP, Linear, Logistic, Softmax
 from .objective import Objective
 from .taskset import TaskSet
@@ -25,4 +28,6 @@ def build_info() -> dict:
 __all__ = [
     "MLP", "Linear", "Logistic", "Softmax", "Objective", "TaskSet",
     "build_info", "reference", "tasks", "__version__",
+    "optim", "weighting", "fit", "FitResult", "FitEvent", "FitDivergedError", "EarlyStopping",
+    "Checkpoint", "save", "load",
 ]

@@ -2,7 +2,9 @@
 // These are the functions compiled once per instruction set (METACORE_CLONES).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "metacore/net_pass.hpp"
 #include "metacore/simd.hpp"
@@ -31,6 +33,38 @@ METACORE_CLONES double unit_value_grad(NetPass<T>& pass, const T* theta, const T
         pass.forward(theta, X, b, head, ahead ? data.X.row(r + b) : nullptr, ahead);
         loss += pass.loss_grad(data.y.row(r), data.y.cols, b, scale);
         if (grad) pass.backward(theta, X, b, head, grad);
+    }
+    return loss;
+}
+
+// A thread's copy of one block of sampled rows: sampled rows are scattered in X, and the passes
+// want a block's rows contiguous.
+template <class T>
+struct RowGather {
+    std::vector<T> X, y;
+    RowGather(std::int64_t x_cols, std::int64_t y_cols)
+        : X(NetPass<T>::kBlock * x_cols), y(NetPass<T>::kBlock * y_cols) {}
+};
+
+// unit_value_grad for a unit of sampled rows (unit.rows set): each block is gathered first.
+template <class T>
+METACORE_CLONES double unit_value_grad_gathered(NetPass<T>& pass, const T* theta,
+                                                const TaskData<T>& data, const WorkUnit& unit,
+                                                std::int64_t head, T scale, T* grad,
+                                                RowGather<T>& buf) {
+    constexpr std::int64_t B = NetPass<T>::kBlock;
+    const std::int64_t d = data.X.cols, k = data.y.cols;
+    double loss = 0.0;
+    for (std::int64_t r = unit.begin; r < unit.end; r += B) {
+        const std::int64_t b = unit.end - r < B ? unit.end - r : B;
+        for (std::int64_t j = 0; j < b; ++j) {
+            const std::int64_t row = unit.rows[r + j];
+            std::copy(data.X.row(row), data.X.row(row) + d, buf.X.data() + j * d);
+            std::copy(data.y.row(row), data.y.row(row) + k, buf.y.data() + j * k);
+        }
+        pass.forward(theta, buf.X.data(), b, head);
+        loss += pass.loss_grad(buf.y.data(), k, b, scale);
+        if (grad) pass.backward(theta, buf.X.data(), b, head, grad);
     }
     return loss;
 }

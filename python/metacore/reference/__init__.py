@@ -1,4 +1,5 @@
-"""metacore.reference: the objective's numerics written plainly in NumPy, in float64.
+"""metacore.reference: the objective's and the optimizers' numerics written plainly in NumPy,
+in float64.
 
 The test oracle for the C++ core and the pure-Python baseline of every benchmark: clear, not fast.
 """
@@ -7,10 +8,12 @@ from .losses import row_loss_grads, row_loss_hvps
 from .net import forward, loss_and_grad, loss_hvp, predict, row_losses, weighted_loss_and_grad
 from .objective import (objective_grad, objective_hvp, objective_value, objective_value_and_grad,
                         objective_value_and_grad_vectorized, task_grads, task_losses)
+from .optim import optimizer_init, optimizer_step, run_optimizer, schedule_factor
 
 __all__ = [
     "forward", "predict", "row_losses", "row_loss_grads", "row_loss_hvps",
     "loss_and_grad", "weighted_loss_and_grad", "loss_hvp",
     "objective_value", "objective_grad", "objective_value_and_grad",
     "objective_value_and_grad_vectorized", "objective_hvp", "task_losses", "task_grads",
+    "schedule_factor", "optimizer_init", "optimizer_step", "run_optimizer",
 ]

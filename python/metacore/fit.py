@@ -1,0 +1,521 @@
+r"""The θ-update loop: :func:`fit` minimises an :class:`~metacore.Objective` with an optimizer.
+
+The compiled core runs chunks of steps with the GIL released; between chunks this module updates
+the progress bar, evaluates, calls the callbacks, keeps the best θ for early stopping and writes
+checkpoints. Step t (0-based, counted across resumed runs) does:
+
+1. draw its batch — all tasks, or ``batch_tasks`` = k tasks without replacement; all of each
+   task's rows, or ``batch_rows`` = m of them without replacement (all of a task with fewer) — from
+   a counter-based generator keyed by (seed, t), so the draw is the same for any thread count and
+   after a resume;
+2. compute f_B(θ_t) = (T/k) Σ_{i∈B} α_i f̂_i(θ_t) + (λ/2)‖θ_t‖² and its gradient, f̂_i the mean
+   loss over the drawn rows of task i (an unbiased estimate of f for uniform draws);
+3. apply the optimizer's update (:mod:`metacore.optim`) with the learning rate of step t.
+
+The history's per-step ``objective`` is f_B(θ_t): the loss on the step's batch *before* its update.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _checks
+from . import optim as _optim
+from . import weighting as _weighting
+from .checkpoint import Checkpoint, save
+from .objective import Objective
+from .taskset import TaskSet
+
+__all__ = ["fit", "FitResult", "History", "EarlyStopping", "FitEvent", "FitDivergedError"]
+
+TARGET_CHUNK_SECONDS = 0.25   # adaptive chunks: long enough that Python's share vanishes,
+                              # short enough for a live progress bar and a prompt Ctrl-C
+
+
+class FitDivergedError(FloatingPointError):
+    """The loss, the gradient or the update turned NaN/Inf. ``step`` is the step at which it
+    happened, ``task`` the first drawn task whose loss is not finite (or None), and ``result`` the
+    :class:`FitResult` of the run up to there: its ``theta`` is the last finite state (after
+    ``step`` updates), which can be saved and resumed with other settings."""
+
+    def __init__(self, message, step, task, result):
+        super().__init__(message)
+        self.step = step
+        self.task = task
+        self.result = result
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when the monitored score has not improved by more than ``min_delta`` for ``patience``
+    evaluations in a row. The score is the validation loss when ``fit`` has a validation set, else
+    the full training objective; the θ with the best score is kept as ``FitResult.best_theta``."""
+
+    patience: int
+    min_delta: float = 0.0
+
+    def __post_init__(self):
+        self.patience = _checks.integer("early_stopping patience", self.patience, minimum=1)
+        self.min_delta = _checks.real("early_stopping min_delta", self.min_delta, minimum=0.0)
+
+
+@dataclass
+class FitEvent:
+    """What a callback sees after each evaluation. Return True from the callback to stop."""
+
+    step: int                  # updates done
+    theta: np.ndarray          # a copy of θ after ``step`` updates
+    train_loss: float          # the full objective f(θ) on all tasks and chosen rows
+    task_losses: np.ndarray    # (T,) the unweighted f_i(θ)
+    weights: np.ndarray        # (T,) α
+    val_loss: float            # mean validation loss, NaN without validation
+    best_score: float          # best monitored score so far
+    elapsed: float             # seconds since fit started
+
+
+@dataclass
+class History:
+    """Per step (n = steps run): ``step``, ``objective`` (the batch loss before the update),
+    ``grad_norm`` (‖∇‖ before clipping), ``lr``; ``step_task_losses`` (n, T) with NaN for tasks a
+    step did not draw, only with ``record_task_losses=True``.
+    Per evaluation (E of them: at the start, every ``eval_every`` steps, at the end):
+    ``eval_step``, ``train_loss`` (full objective), ``task_losses`` (E, T), ``weights`` (E, T),
+    ``val_loss`` (E,) (NaN without validation) and ``val_task_losses`` (E, T_val) or None."""
+
+    step: np.ndarray
+    objective: np.ndarray
+    grad_norm: np.ndarray
+    lr: np.ndarray
+    eval_step: np.ndarray
+    train_loss: np.ndarray
+    task_losses: np.ndarray
+    weights: np.ndarray
+    val_loss: np.ndarray
+    val_task_losses: np.ndarray | None = None
+    step_task_losses: np.ndarray | None = None
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns. ``theta`` is the final θ; ``best_theta`` the θ with the best
+    monitored score (with validation or early stopping; else None). ``wall_time`` covers the whole
+    call, ``core_time`` the time inside the core's chunks of steps. Save it with
+    :func:`metacore.save`, resume by passing it (or the loaded checkpoint) to :func:`fit` as
+    ``theta0``."""
+
+    theta: np.ndarray
+    best_theta: np.ndarray | None
+    best_step: int | None
+    best_score: float | None
+    history: History
+    weights: np.ndarray
+    step: int
+    steps_run: int
+    stop_reason: str           # "steps", "early_stopping", "callback" or "diverged"
+    wall_time: float
+    core_time: float
+    optimizer: _optim.Optimizer
+    weighting: _weighting.Weighting | None
+    seed: int
+    model: object
+    moments: dict = field(repr=False, default_factory=dict)
+    weighting_state: np.ndarray | None = field(repr=False, default=None)
+    bad_evals: int = 0
+
+    @property
+    def steps_per_sec(self) -> float:
+        return self.steps_run / self.wall_time if self.wall_time > 0 else math.inf
+
+    def checkpoint(self) -> Checkpoint:
+        """The train state as a :class:`~metacore.checkpoint.Checkpoint`."""
+        best = None
+        if self.best_theta is not None:
+            best = {"theta": self.best_theta, "score": self.best_score, "step": self.best_step,
+                    "bad_evals": self.bad_evals}
+        return Checkpoint(self.theta, model=self.model, optimizer=self.optimizer,
+                          moments=self.moments, weighting=self.weighting, alpha=self.weights,
+                          weighting_state=self.weighting_state, step=self.step, seed=self.seed,
+                          best=best)
+
+
+# --- argument handling ---------------------------------------------------------------------------
+def _early_stopping_arg(value):
+    if value is None or isinstance(value, EarlyStopping):
+        return value
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+        return EarlyStopping(patience=value)
+    raise TypeError(f"early_stopping must be None, a patience (int) or an EarlyStopping, got "
+                    f"{type(value).__name__}")
+
+
+def _validation_arg(value, obj):
+    if value is None or isinstance(value, Objective):
+        if value is not None and value.n_params != obj.n_params:
+            raise ValueError(f"validation objective has {value.n_params} parameters, the objective "
+                             f"{obj.n_params}")
+        return value
+    if isinstance(value, TaskSet):
+        rows = "query" if (value.n_query > 0).all() else "all"
+        return Objective(obj.model, value, rows=rows, n_threads=obj.n_threads)
+    raise TypeError(f"validation must be None, a TaskSet or an Objective, got {type(value).__name__}")
+
+
+def _callbacks_arg(value):
+    if callable(value):
+        value = (value,)
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise TypeError(f"callbacks must be a sequence of callables, got {type(value).__name__}") from None
+    for i, cb in enumerate(items):
+        if not callable(cb):
+            raise TypeError(f"callbacks[{i}] must be callable, got {type(cb).__name__}")
+    return items
+
+
+def _start_arg(obj, theta0, optimizer, weighting, seed):
+    """(θ₀, optimizer, weighting, seed, checkpoint or None) from fit's arguments."""
+    from .checkpoint import Checkpoint as _Ck
+    ck = theta0.checkpoint() if isinstance(theta0, FitResult) else theta0
+    if not isinstance(ck, _Ck):
+        theta = _checks.theta("theta0", theta0, obj.n_params)
+        optimizer = _optim.Adam(lr=1e-3) if optimizer is None else optimizer
+        return theta, optimizer, weighting, 0 if seed is None else seed, None
+    if not ck.resumable:
+        if ck.model is not None and ck.model != obj.model:
+            raise ValueError(f"theta0: the checkpoint was saved for {ck.model!r}, the objective's "
+                             f"model is {obj.model!r}")
+        theta = _checks.theta("theta0", ck.theta, obj.n_params)
+        return (theta, _optim.Adam(lr=1e-3) if optimizer is None else optimizer, weighting,
+                0 if seed is None else seed, None)
+    if ck.theta.shape[0] != obj.n_params:
+        raise ValueError(f"theta0: the checkpoint's θ has {ck.theta.shape[0]} entries but the "
+                         f"objective's model has {obj.n_params} parameters")
+    if ck.model is not None and ck.model != obj.model:
+        raise ValueError(f"theta0: the checkpoint was saved for {ck.model!r}, the objective's model "
+                         f"is {obj.model!r}")
+    if ck.alpha.shape[0] != obj.n_tasks:
+        raise ValueError(f"theta0: the checkpoint has weights for {ck.alpha.shape[0]} tasks, the "
+                         f"objective has {obj.n_tasks}")
+    if optimizer is None:
+        optimizer = ck.optimizer
+    elif sorted(optimizer.moments) != sorted(ck.optimizer.moments):
+        raise ValueError(f"optimizer {optimizer!r} keeps moments {list(optimizer.moments)}, the "
+                         f"checkpoint's {ck.optimizer!r} kept {list(ck.optimizer.moments)}: resume "
+                         f"with a compatible optimizer or leave optimizer=None")
+    if weighting is None:
+        weighting = ck.weighting
+    elif ck.weighting is not None and weighting != ck.weighting:
+        raise ValueError(f"weighting {weighting!r} differs from the checkpoint's {ck.weighting!r}; "
+                         f"leave weighting=None to resume")
+    return ck.theta, optimizer, weighting, ck.seed if seed is None else seed, ck
+
+
+# --- the loop ------------------------------------------------------------------------------------
+class _Recorder:
+    """Collects per-chunk metrics and evaluations, and turns them into a History."""
+
+    def __init__(self, record_task_losses):
+        self.steps, self.objective, self.grad_norm, self.lr, self.step_losses = [], [], [], [], []
+        self.evals = []
+        self.record = record_task_losses
+
+    def add_chunk(self, first_step, out, n):
+        self.steps.append(np.arange(first_step, first_step + n, dtype=np.int64))
+        self.objective.append(out["objective"][:n])
+        self.grad_norm.append(out["grad_norm"][:n])
+        self.lr.append(out["lr"][:n])
+        if self.record:
+            self.step_losses.append(out["task_losses"][:n])
+
+    def history(self, n_tasks):
+        cat = lambda parts, dt: np.concatenate(parts) if parts else np.empty(0, dt)
+        ev = self.evals
+        val_tl = None
+        if ev and ev[0]["val_task_losses"] is not None:
+            val_tl = np.stack([e["val_task_losses"] for e in ev])
+        step_losses = None
+        if self.record:
+            step_losses = (np.concatenate(self.step_losses) if self.step_losses
+                           else np.empty((0, n_tasks)))
+        return History(
+            step=cat(self.steps, np.int64), objective=cat(self.objective, np.float64),
+            grad_norm=cat(self.grad_norm, np.float64), lr=cat(self.lr, np.float64),
+            eval_step=np.array([e["step"] for e in ev], dtype=np.int64),
+            train_loss=np.array([e["train_loss"] for e in ev], dtype=np.float64),
+            task_losses=np.array([e["task_losses"] for e in ev]).reshape(len(ev), n_tasks),
+            weights=np.array([e["weights"] for e in ev]).reshape(len(ev), n_tasks),
+            val_loss=np.array([e["val_loss"] for e in ev], dtype=np.float64),
+            val_task_losses=val_tl, step_task_losses=step_losses)
+
+
+def _progress_bar(enabled, total, initial):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is optional: no bar without it
+        return None
+    return tqdm(total=total, initial=0, unit="step", desc=f"fit from step {initial}", leave=True)
+
+
+def fit(obj, theta0, optimizer=None, weighting=None, steps=1000, batch_tasks=None,
+        batch_rows=None, validation=None, eval_every=100, early_stopping=None, callbacks=(),
+        progress=True, seed=None, n_threads=None, chunk_size=None, checkpoint=None,
+        checkpoint_every=None, record_task_losses=False) -> FitResult:
+    r"""Minimise ``obj`` from ``theta0`` for ``steps`` optimizer steps.
+
+    Parameters
+    ----------
+    obj : Objective
+        f(θ) = Σ_i α_i f_i(θ) + (λ/2)‖θ‖² over its tasks and rows (its ``l2`` and ``rows`` apply).
+    theta0 : array-like (P,), FitResult or Checkpoint
+        The start θ (its dtype, float32 or float64, decides the working dtype), or a finished run
+        or a loaded checkpoint to resume: θ, the optimizer and its moments, α, the weighting state,
+        the seed and the step counter continue from it, bit-identically to a run that never
+        stopped (given the same objective, ``batch_tasks`` and ``batch_rows``).
+    optimizer : metacore.optim.Optimizer or None
+        None: ``Adam(lr=1e-3)``, or the checkpoint's when resuming (another optimizer with the same
+        moment buffers may replace it, e.g. a lower lr after a divergence).
+    weighting : metacore.weighting.Weighting or None
+        How α is set: None uses ``obj.weights`` (1/T each by default); ``Uniform()``, ``Fixed(α)``.
+    steps : int >= 1
+        Optimizer steps to run in this call.
+    batch_tasks : int in [1, T] or None
+        Tasks drawn per step (without replacement); None: all tasks every step.
+    batch_rows : int >= 1 or None
+        Rows drawn per drawn task per step (without replacement, from its chosen rows; a task with
+        fewer uses all); None: all rows.
+    validation : TaskSet, Objective or None
+        Evaluated every ``eval_every`` steps: a TaskSet gives the mean over its tasks of the query
+        loss (all rows if some task has no query rows), unweighted, without L2.
+    eval_every : int >= 1
+        Steps between evaluations (history, validation, callbacks, early stopping, checkpoints).
+    early_stopping : int, EarlyStopping or None
+        Patience in evaluations; monitors the validation loss, else the full training objective.
+    callbacks : sequence of callables
+        ``cb(event: FitEvent)`` after each evaluation; returning True stops the run.
+    progress : bool
+        Show a tqdm progress bar when tqdm is installed (silently none otherwise).
+    seed : int >= 0 or None
+        Seeds the batch draws (None: 0, or the checkpoint's when resuming).
+    n_threads : int or None
+        None: the objective's setting. Results are bit-identical for any thread count.
+    chunk_size : int >= 1 or None
+        Most steps per core call; None adapts it to about 0.25 s per call.
+    checkpoint : path or None
+        Where to save the train state (at every ``checkpoint_every`` steps, at the end, and on
+        divergence — always a finite state), atomically.
+    checkpoint_every : int >= 1 or None
+        Steps between checkpoints; None: ``eval_every``.
+    record_task_losses : bool
+        Keep every step's per-task batch losses in ``history.step_task_losses``.
+
+    Returns
+    -------
+    FitResult
+
+    Raises
+    ------
+    FitDivergedError
+        When the loss, gradient or update turns NaN/Inf; names the step (and the task), and carries
+        the result up to the last finite state.
+    """
+    from . import _core
+    if not isinstance(obj, Objective):
+        raise TypeError(f"obj must be a metacore Objective, got {type(obj).__name__}")
+    if optimizer is not None:
+        _checks.instance("optimizer", optimizer, _optim.Optimizer,
+                         "a metacore.optim optimizer (SGD, Adam, AdamW) or None")
+    if weighting is not None:
+        _checks.instance("weighting", weighting, _weighting.Weighting,
+                         "a metacore.weighting strategy (Uniform, Fixed) or None")
+    if seed is not None:
+        seed = _checks.integer("seed", seed, minimum=0, maximum=2**64 - 1)
+    theta, optimizer, weighting, seed, ck = _start_arg(obj, theta0, optimizer, weighting, seed)
+    steps = _checks.integer("steps", steps, minimum=1)
+    T = obj.n_tasks
+    batch_tasks = _checks.optional_integer("batch_tasks", batch_tasks, minimum=1)
+    if batch_tasks is not None and batch_tasks > T:
+        raise ValueError(f"batch_tasks must be <= the number of tasks ({T}), got {batch_tasks}")
+    batch_rows = _checks.optional_integer("batch_rows", batch_rows, minimum=1)
+    eval_every = _checks.integer("eval_every", eval_every, minimum=1)
+    stopper = _early_stopping_arg(early_stopping)
+    callbacks = _callbacks_arg(callbacks)
+    progress = _checks.boolean("progress", progress)
+    threads = _checks.n_threads(n_threads) if n_threads is not None else obj.n_threads
+    chunk_size = _checks.optional_integer("chunk_size", chunk_size, minimum=1)
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a path or None, got {type(checkpoint).__name__}")
+    checkpoint_every = _checks.optional_integer("checkpoint_every", checkpoint_every, minimum=1)
+    checkpoint_every = checkpoint_every or eval_every
+    record_task_losses = _checks.boolean("record_task_losses", record_task_losses)
+    val_obj = _validation_arg(validation, obj)
+
+    t_start = time.perf_counter()
+    dtype = theta.dtype
+    config = optimizer._config()
+    alpha = (weighting.initial_alpha(T) if weighting is not None else obj.weights).astype(dtype)
+    wsize = weighting.state_size(T) if weighting is not None else 0
+    handle = obj._handle(dtype)
+    cls = _core.TrainState32 if dtype == np.float32 else _core.TrainState64
+    state = cls(np.ascontiguousarray(theta), config, np.ascontiguousarray(alpha), wsize, seed)
+    best = {"theta": None, "score": math.inf, "step": None, "bad_evals": 0}
+    if ck is not None:
+        moments = [ck.moments.get(k) for k in ("m", "v")]
+        ws = ck.weighting_state if ck.weighting_state is not None else np.zeros(wsize)
+        if ws.shape[0] != wsize:
+            raise ValueError(f"theta0: the checkpoint's weighting state has {ws.shape[0]} entries, "
+                             f"{weighting!r} needs {wsize}")
+        state.restore(ck.theta, moments[0], moments[1], ck.alpha, ws, ck.step)
+        if ck.best is not None:
+            best = dict(ck.best)
+    monitored = stopper is not None or val_obj is not None
+    first_step, end = state.step, state.step + steps
+    rec = _Recorder(record_task_losses)
+    bar = _progress_bar(progress, steps, first_step)
+    core_time = 0.0
+    stop_reason = "steps"
+    failure = None
+    last_eval = None
+
+    def evaluate():
+        th = state.theta
+        value, _, losses = handle.value_and_grad(th, state.alpha, obj.l2, False, threads)
+        val_loss, val_losses = math.nan, None
+        if val_obj is not None:
+            vh = val_obj._handle(dtype)
+            val_loss, _, val_losses = vh.value_and_grad(th, val_obj._alpha(dtype), val_obj.l2,
+                                                        False, threads)
+            val_losses = np.asarray(val_losses, dtype=np.float64)
+        e = {"step": state.step, "train_loss": value, "task_losses": np.asarray(losses, np.float64),
+             "weights": np.asarray(state.alpha, np.float64), "val_loss": val_loss,
+             "val_task_losses": val_losses}
+        rec.evals.append(e)
+        return e
+
+    def after_eval(e):
+        """Early stopping and callbacks; returns a stop reason or None."""
+        score = e["val_loss"] if val_obj is not None else e["train_loss"]
+        if monitored and math.isfinite(score):
+            min_delta = stopper.min_delta if stopper is not None else 0.0
+            if best["theta"] is None or score < best["score"] - min_delta:
+                best.update(theta=np.array(state.theta), score=score, step=state.step, bad_evals=0)
+            else:
+                best["bad_evals"] += 1
+        if stopper is not None and best["bad_evals"] >= stopper.patience:
+            return "early_stopping"
+        event = FitEvent(step=state.step, theta=np.array(state.theta),
+                         train_loss=e["train_loss"], task_losses=e["task_losses"],
+                         weights=e["weights"], val_loss=e["val_loss"], best_score=best["score"],
+                         elapsed=time.perf_counter() - t_start)
+        stop = None
+        for cb in callbacks:
+            answer = cb(event)
+            if answer is not None and bool(answer):
+                stop = "callback"
+        return stop
+
+    def moments():
+        return {k: np.array(getattr(state, k)) for k in optimizer.moments}
+
+    def best_record():
+        if not monitored or best["theta"] is None:
+            return None
+        return dict(best)
+
+    def state_checkpoint():
+        return Checkpoint(np.array(state.theta), model=obj.model, optimizer=optimizer,
+                          moments=moments(), weighting=weighting, alpha=np.array(state.alpha),
+                          weighting_state=np.array(state.weighting), step=state.step, seed=seed,
+                          best=best_record())
+
+    def result(reason):
+        b = best_record()
+        return FitResult(
+            theta=np.array(state.theta), best_theta=b["theta"] if b else None,
+            best_step=b["step"] if b else None, best_score=b["score"] if b else None,
+            history=rec.history(T), weights=np.array(state.alpha), step=state.step,
+            steps_run=state.step - first_step, stop_reason=reason,
+            wall_time=time.perf_counter() - t_start, core_time=core_time, optimizer=optimizer,
+            weighting=weighting, seed=seed, model=obj.model, moments=moments(),
+            weighting_state=np.array(state.weighting), bad_evals=best["bad_evals"])
+
+    try:
+        last_eval = evaluate()
+        if ck is None:    # a resumed run's first step was evaluated by the run that saved it
+            after_eval(last_eval)
+        per_step = None
+        while state.step < end:
+            s = state.step
+            next_eval = (s // eval_every + 1) * eval_every
+            next_ck = (s // checkpoint_every + 1) * checkpoint_every if checkpoint else end
+            n = min(end, next_eval, next_ck) - s
+            if chunk_size is not None:
+                n = min(n, chunk_size)
+            elif per_step is None:
+                n = 1     # a first, timed step sizes the chunks
+            else:
+                n = max(1, min(n, int(TARGET_CHUNK_SECONDS / max(per_step, 1e-9))))
+            t0 = time.perf_counter()
+            out = state.run(handle, config, batch_tasks or 0, batch_rows or 0, obj.l2, n, threads,
+                            record_task_losses)
+            dt = time.perf_counter() - t0
+            core_time += dt
+            done = out["steps_done"]
+            per_step = dt / max(done, 1)
+            rec.add_chunk(s, out, done)
+            if bar is not None:
+                bar.update(done)
+                bar.set_postfix(loss=f"{out['objective'][max(done - 1, 0)]:.4g}",
+                                val=f"{last_eval['val_loss']:.4g}" if val_obj is not None else "-",
+                                refresh=False)
+            if out["status"] != "ok":
+                failure = (out, done)
+                break
+            if state.step % eval_every == 0 or state.step == end:
+                last_eval = evaluate()
+                reason = after_eval(last_eval)
+                if reason is not None:
+                    stop_reason = reason
+                    break
+            # after the evaluation, so that a resumed run inherits its early-stopping record
+            if checkpoint and state.step % checkpoint_every == 0 and state.step < end:
+                save(checkpoint, state_checkpoint())
+    finally:
+        if bar is not None:
+            bar.close()
+
+    if failure is not None:
+        if checkpoint:
+            save(checkpoint, state_checkpoint())
+        raise _diverged(failure[0], failure[1], state.step, result("diverged"))
+    if checkpoint:
+        save(checkpoint, state_checkpoint())
+    return result(stop_reason)
+
+
+def _diverged(out, done, step, res):
+    value = out["objective"][done]
+    what = {
+        "nonfinite_loss": f"the objective became {value} at step {step}",
+        "nonfinite_grad": f"the gradient became non-finite at step {step} (objective {value:.6g})",
+        "nonfinite_update": (f"the update of step {step} (lr {out['lr'][done]:.3g}, gradient norm "
+                             f"{out['grad_norm'][done]:.3g}) would make θ or the optimizer state "
+                             f"non-finite"),
+    }[out["status"]]
+    task = int(out["bad_task"]) if out["bad_task"] >= 0 else None
+    if task is not None:
+        what += f", caused by task {task}'s loss"
+        if out["n_bad_tasks"] > 1:
+            what += f" (and {out['n_bad_tasks'] - 1} other task(s))"
+    return FitDivergedError(
+        f"{what}. Training stopped; the state kept is the last finite one, after {step} steps "
+        f"(FitDivergedError.result). Try a lower learning rate or clip_norm.",
+        step, task, res)
