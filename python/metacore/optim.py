@@ -208,6 +208,8 @@ class Optimizer:
         d = self.to_dict()
         d.pop("name")
         d["schedule"] = self.schedule
+        if "betas" in d:
+            d["betas"] = self.betas
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in d.items())})"
 
 
