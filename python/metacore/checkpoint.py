@@ -125,7 +125,7 @@ def load(path) -> Checkpoint:
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint at {path!r}")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise ValueError(f"{path!r} is not a readable metacore checkpoint (.npz): {exc}") from None

@@ -211,7 +211,7 @@ def _start_arg(obj, theta0, optimizer, weighting, seed):
                          f"with a compatible optimizer or leave optimizer=None")
     if weighting is None:
         weighting = ck.weighting
-    elif ck.weighting is not None and weighting != ck.weighting:
+    elif weighting != ck.weighting:     # α and the strategy's state come from the checkpoint
         raise ValueError(f"weighting {weighting!r} differs from the checkpoint's {ck.weighting!r}; "
                          f"leave weighting=None to resume")
     return ck.theta, optimizer, weighting, ck.seed if seed is None else seed, ck
