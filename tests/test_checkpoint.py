@@ -198,6 +198,9 @@ def test_a_checkpoint_for_another_problem_is_refused(saved):
     with pytest.raises(ValueError, match="differs from the checkpoint's"):
         fit(obj, ck, steps=1, weighting=mc.weighting.Fixed(np.ones(12)))
     bigger = mc.Objective(mc.MLP([6, 9, 1], activation="tanh", loss="logistic"), obj.ts)
+    with pytest.raises(ValueError, match=r"saved for MLP\(\[6, 8, 1\].*model is MLP\(\[6, 9, 1\]"):
+        fit(bigger, ck, steps=1)
+    ck.model = None
     with pytest.raises(ValueError, match="has 65 entries but the objective's model has 73"):
         fit(bigger, ck, steps=1)
 

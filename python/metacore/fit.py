@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,14 +27,12 @@ import numpy as np
 from . import _checks
 from . import optim as _optim
 from . import weighting as _weighting
+from ._run import Run, Settings
 from .checkpoint import Checkpoint, save
 from .objective import Objective
 from .taskset import TaskSet
 
 __all__ = ["fit", "FitResult", "History", "EarlyStopping", "FitEvent", "FitDivergedError"]
-
-TARGET_CHUNK_SECONDS = 0.25   # adaptive chunks: long enough that Python's share vanishes,
-                              # short enough for a live progress bar and a prompt Ctrl-C
 
 
 class FitDivergedError(FloatingPointError):
@@ -180,26 +177,20 @@ def _callbacks_arg(value):
 
 
 def _start_arg(obj, theta0, optimizer, weighting, seed):
-    """(θ₀, optimizer, weighting, seed, checkpoint or None) from fit's arguments."""
-    from .checkpoint import Checkpoint as _Ck
+    """(θ₀, optimizer, weighting, seed, checkpoint to resume or None) from fit's arguments."""
     ck = theta0.checkpoint() if isinstance(theta0, FitResult) else theta0
-    if not isinstance(ck, _Ck):
-        theta = _checks.theta("theta0", theta0, obj.n_params)
-        optimizer = _optim.Adam(lr=1e-3) if optimizer is None else optimizer
-        return theta, optimizer, weighting, 0 if seed is None else seed, None
-    if not ck.resumable:
+    if isinstance(ck, Checkpoint):
         if ck.model is not None and ck.model != obj.model:
             raise ValueError(f"theta0: the checkpoint was saved for {ck.model!r}, the objective's "
                              f"model is {obj.model!r}")
-        theta = _checks.theta("theta0", ck.theta, obj.n_params)
-        return (theta, _optim.Adam(lr=1e-3) if optimizer is None else optimizer, weighting,
-                0 if seed is None else seed, None)
-    if ck.theta.shape[0] != obj.n_params:
-        raise ValueError(f"theta0: the checkpoint's θ has {ck.theta.shape[0]} entries but the "
-                         f"objective's model has {obj.n_params} parameters")
-    if ck.model is not None and ck.model != obj.model:
-        raise ValueError(f"theta0: the checkpoint was saved for {ck.model!r}, the objective's model "
-                         f"is {obj.model!r}")
+        if ck.theta.shape[0] != obj.n_params:
+            raise ValueError(f"theta0: the checkpoint's θ has {ck.theta.shape[0]} entries but the "
+                             f"objective's model has {obj.n_params} parameters")
+        theta0 = ck.theta
+    if not isinstance(ck, Checkpoint) or not ck.resumable:   # a fresh start from θ₀
+        theta = _checks.theta("theta0", theta0, obj.n_params)
+        optimizer = _optim.Adam(lr=1e-3) if optimizer is None else optimizer
+        return theta, optimizer, weighting, 0 if seed is None else seed, None
     if ck.alpha.shape[0] != obj.n_tasks:
         raise ValueError(f"theta0: the checkpoint has weights for {ck.alpha.shape[0]} tasks, the "
                          f"objective has {obj.n_tasks}")
@@ -215,54 +206,6 @@ def _start_arg(obj, theta0, optimizer, weighting, seed):
         raise ValueError(f"weighting {weighting!r} differs from the checkpoint's {ck.weighting!r}; "
                          f"leave weighting=None to resume")
     return ck.theta, optimizer, weighting, ck.seed if seed is None else seed, ck
-
-
-# --- the loop ------------------------------------------------------------------------------------
-class _Recorder:
-    """Collects per-chunk metrics and evaluations, and turns them into a History."""
-
-    def __init__(self, record_task_losses):
-        self.steps, self.objective, self.grad_norm, self.lr, self.step_losses = [], [], [], [], []
-        self.evals = []
-        self.record = record_task_losses
-
-    def add_chunk(self, first_step, out, n):
-        self.steps.append(np.arange(first_step, first_step + n, dtype=np.int64))
-        self.objective.append(out["objective"][:n])
-        self.grad_norm.append(out["grad_norm"][:n])
-        self.lr.append(out["lr"][:n])
-        if self.record:
-            self.step_losses.append(out["task_losses"][:n])
-
-    def history(self, n_tasks):
-        cat = lambda parts, dt: np.concatenate(parts) if parts else np.empty(0, dt)
-        ev = self.evals
-        val_tl = None
-        if ev and ev[0]["val_task_losses"] is not None:
-            val_tl = np.stack([e["val_task_losses"] for e in ev])
-        step_losses = None
-        if self.record:
-            step_losses = (np.concatenate(self.step_losses) if self.step_losses
-                           else np.empty((0, n_tasks)))
-        return History(
-            step=cat(self.steps, np.int64), objective=cat(self.objective, np.float64),
-            grad_norm=cat(self.grad_norm, np.float64), lr=cat(self.lr, np.float64),
-            eval_step=np.array([e["step"] for e in ev], dtype=np.int64),
-            train_loss=np.array([e["train_loss"] for e in ev], dtype=np.float64),
-            task_losses=np.array([e["task_losses"] for e in ev]).reshape(len(ev), n_tasks),
-            weights=np.array([e["weights"] for e in ev]).reshape(len(ev), n_tasks),
-            val_loss=np.array([e["val_loss"] for e in ev], dtype=np.float64),
-            val_task_losses=val_tl, step_task_losses=step_losses)
-
-
-def _progress_bar(enabled, total, initial):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # tqdm is optional: no bar without it
-        return None
-    return tqdm(total=total, initial=0, unit="step", desc=f"fit from step {initial}", leave=True)
 
 
 def fit(obj, theta0, optimizer=None, weighting=None, steps=1000, batch_tasks=None,
@@ -327,7 +270,6 @@ def fit(obj, theta0, optimizer=None, weighting=None, steps=1000, batch_tasks=Non
         When the loss, gradient or update turns NaN/Inf; names the step (and the task), and carries
         the result up to the last finite state.
     """
-    from . import _core
     if not isinstance(obj, Objective):
         raise TypeError(f"obj must be a metacore Objective, got {type(obj).__name__}")
     if optimizer is not None:
@@ -358,150 +300,23 @@ def fit(obj, theta0, optimizer=None, weighting=None, steps=1000, batch_tasks=Non
     record_task_losses = _checks.boolean("record_task_losses", record_task_losses)
     val_obj = _validation_arg(validation, obj)
 
-    t_start = time.perf_counter()
-    dtype = theta.dtype
-    config = optimizer._config()
-    alpha = (weighting.initial_alpha(T) if weighting is not None else obj.weights).astype(dtype)
-    wsize = weighting.state_size(T) if weighting is not None else 0
-    handle = obj._handle(dtype)
-    cls = _core.TrainState32 if dtype == np.float32 else _core.TrainState64
-    state = cls(np.ascontiguousarray(theta), config, np.ascontiguousarray(alpha), wsize, seed)
-    best = {"theta": None, "score": math.inf, "step": None, "bad_evals": 0}
-    if ck is not None:
-        moments = [ck.moments.get(k) for k in ("m", "v")]
-        ws = ck.weighting_state if ck.weighting_state is not None else np.zeros(wsize)
-        if ws.shape[0] != wsize:
-            raise ValueError(f"theta0: the checkpoint's weighting state has {ws.shape[0]} entries, "
-                             f"{weighting!r} needs {wsize}")
-        state.restore(ck.theta, moments[0], moments[1], ck.alpha, ws, ck.step)
-        if ck.best is not None:
-            best = dict(ck.best)
-    monitored = stopper is not None or val_obj is not None
-    first_step, end = state.step, state.step + steps
-    rec = _Recorder(record_task_losses)
-    bar = _progress_bar(progress, steps, first_step)
-    core_time = 0.0
-    stop_reason = "steps"
-    failure = None
-    last_eval = None
-
-    def evaluate():
-        th = state.theta
-        value, _, losses = handle.value_and_grad(th, state.alpha, obj.l2, False, threads)
-        val_loss, val_losses = math.nan, None
-        if val_obj is not None:
-            vh = val_obj._handle(dtype)
-            val_loss, _, val_losses = vh.value_and_grad(th, val_obj._alpha(dtype), val_obj.l2,
-                                                        False, threads)
-            val_losses = np.asarray(val_losses, dtype=np.float64)
-        e = {"step": state.step, "train_loss": value, "task_losses": np.asarray(losses, np.float64),
-             "weights": np.asarray(state.alpha, np.float64), "val_loss": val_loss,
-             "val_task_losses": val_losses}
-        rec.evals.append(e)
-        return e
-
-    def after_eval(e):
-        """Early stopping and callbacks; returns a stop reason or None."""
-        score = e["val_loss"] if val_obj is not None else e["train_loss"]
-        if monitored and math.isfinite(score):
-            min_delta = stopper.min_delta if stopper is not None else 0.0
-            if best["theta"] is None or score < best["score"] - min_delta:
-                best.update(theta=np.array(state.theta), score=score, step=state.step, bad_evals=0)
-            else:
-                best["bad_evals"] += 1
-        if stopper is not None and best["bad_evals"] >= stopper.patience:
-            return "early_stopping"
-        event = FitEvent(step=state.step, theta=np.array(state.theta),
-                         train_loss=e["train_loss"], task_losses=e["task_losses"],
-                         weights=e["weights"], val_loss=e["val_loss"], best_score=best["score"],
-                         elapsed=time.perf_counter() - t_start)
-        stop = None
-        for cb in callbacks:
-            answer = cb(event)
-            if answer is not None and bool(answer):
-                stop = "callback"
-        return stop
-
-    def moments():
-        return {k: np.array(getattr(state, k)) for k in optimizer.moments}
-
-    def best_record():
-        if not monitored or best["theta"] is None:
-            return None
-        return dict(best)
-
-    def state_checkpoint():
-        return Checkpoint(np.array(state.theta), model=obj.model, optimizer=optimizer,
-                          moments=moments(), weighting=weighting, alpha=np.array(state.alpha),
-                          weighting_state=np.array(state.weighting), step=state.step, seed=seed,
-                          best=best_record())
-
-    def result(reason):
-        b = best_record()
-        return FitResult(
-            theta=np.array(state.theta), best_theta=b["theta"] if b else None,
-            best_step=b["step"] if b else None, best_score=b["score"] if b else None,
-            history=rec.history(T), weights=np.array(state.alpha), step=state.step,
-            steps_run=state.step - first_step, stop_reason=reason,
-            wall_time=time.perf_counter() - t_start, core_time=core_time, optimizer=optimizer,
-            weighting=weighting, seed=seed, model=obj.model, moments=moments(),
-            weighting_state=np.array(state.weighting), bad_evals=best["bad_evals"])
-
-    try:
-        last_eval = evaluate()
-        if ck is None:    # a resumed run's first step was evaluated by the run that saved it
-            after_eval(last_eval)
-        per_step = None
-        while state.step < end:
-            s = state.step
-            next_eval = (s // eval_every + 1) * eval_every
-            next_ck = (s // checkpoint_every + 1) * checkpoint_every if checkpoint else end
-            n = min(end, next_eval, next_ck) - s
-            if chunk_size is not None:
-                n = min(n, chunk_size)
-            elif per_step is None:
-                n = 1     # a first, timed step sizes the chunks
-            else:
-                n = max(1, min(n, int(TARGET_CHUNK_SECONDS / max(per_step, 1e-9))))
-            t0 = time.perf_counter()
-            out = state.run(handle, config, batch_tasks or 0, batch_rows or 0, obj.l2, n, threads,
-                            record_task_losses)
-            dt = time.perf_counter() - t0
-            core_time += dt
-            done = out["steps_done"]
-            per_step = dt / max(done, 1)
-            rec.add_chunk(s, out, done)
-            if bar is not None:
-                bar.update(done)
-                bar.set_postfix(loss=f"{out['objective'][max(done - 1, 0)]:.4g}",
-                                val=f"{last_eval['val_loss']:.4g}" if val_obj is not None else "-",
-                                refresh=False)
-            if out["status"] != "ok":
-                failure = (out, done)
-                break
-            if state.step % eval_every == 0 or state.step == end:
-                last_eval = evaluate()
-                reason = after_eval(last_eval)
-                if reason is not None:
-                    stop_reason = reason
-                    break
-            # after the evaluation, so that a resumed run inherits its early-stopping record
-            if checkpoint and state.step % checkpoint_every == 0 and state.step < end:
-                save(checkpoint, state_checkpoint())
-    finally:
-        if bar is not None:
-            bar.close()
-
-    if failure is not None:
-        if checkpoint:
-            save(checkpoint, state_checkpoint())
-        raise _diverged(failure[0], failure[1], state.step, result("diverged"))
+    settings = Settings(
+        obj=obj, optimizer=optimizer, weighting=weighting, steps=steps, batch_tasks=batch_tasks,
+        batch_rows=batch_rows, validation=val_obj, eval_every=eval_every, stopper=stopper,
+        callbacks=callbacks, progress=progress, seed=seed, n_threads=threads,
+        chunk_size=chunk_size, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+        record_task_losses=record_task_losses)
+    run = Run(settings, theta, ck)
+    reason, failure = run.run()
     if checkpoint:
-        save(checkpoint, state_checkpoint())
-    return result(stop_reason)
+        save(checkpoint, run.checkpoint())     # on divergence too: the kept state is finite
+    if failure is not None:
+        raise _diverged(failure, run.state.step, run.result(reason))
+    return run.result(reason)
 
 
-def _diverged(out, done, step, res):
+def _diverged(out, step, res):
+    done = out["steps_done"]
     value = out["objective"][done]
     what = {
         "nonfinite_loss": f"the objective became {value} at step {step}",
