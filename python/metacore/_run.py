@@ -113,7 +113,8 @@ class Run:
         self.monitored = s.stopper is not None or s.validation is not None
         self.first_step = self.state.step
         self.rec = Recorder(s.record_task_losses)
-        self.core_time = 0.0
+        self.core_time = 0.0      # inside the core's chunks of steps
+        self.eval_time = 0.0      # inside the evaluations (core calls too)
         self.last_eval = None
 
     def _restore(self, ck, wsize):
@@ -188,6 +189,7 @@ class Run:
     # --- between chunks ------------------------------------------------------------------------
     def evaluate(self):
         """The full training objective and per-task losses at θ, and the validation loss."""
+        t0 = time.perf_counter()
         s, th = self.s, self.state.theta
         value, _, losses = self.handle.value_and_grad(th, self.state.alpha, s.obj.l2, False,
                                                       s.n_threads)
@@ -202,6 +204,7 @@ class Run:
              "weights": np.asarray(self.state.alpha, np.float64), "val_loss": val_loss,
              "val_task_losses": val_losses}
         self.rec.evals.append(e)
+        self.eval_time += time.perf_counter() - t0
         return e
 
     def monitor(self, e, initial=False):
@@ -253,6 +256,7 @@ class Run:
             history=self.rec.history(self.s.obj.n_tasks), weights=np.array(st.alpha),
             step=st.step, steps_run=st.step - self.first_step, stop_reason=reason,
             wall_time=time.perf_counter() - self.t_start, core_time=self.core_time,
+            eval_time=self.eval_time,
             optimizer=self.s.optimizer, weighting=self.s.weighting, seed=self.s.seed,
             model=self.s.obj.model, moments=self.moments(),
             weighting_state=np.array(st.weighting), bad_evals=self.best["bad_evals"])

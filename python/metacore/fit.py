@@ -102,7 +102,8 @@ class History:
 class FitResult:
     """What :func:`fit` returns. ``theta`` is the final θ; ``best_theta`` the θ with the best
     monitored score (with validation or early stopping; else None). ``wall_time`` covers the whole
-    call, ``core_time`` the time inside the core's chunks of steps. Save it with
+    call, ``core_time`` the time inside the core's chunks of steps, ``eval_time`` the time in
+    evaluations; ``overhead`` is the share of ``wall_time`` spent in neither (Python). Save it with
     :func:`metacore.save`, resume by passing it (or the loaded checkpoint) to :func:`fit` as
     ``theta0``."""
 
@@ -117,6 +118,7 @@ class FitResult:
     stop_reason: str           # "steps", "early_stopping", "callback" or "diverged"
     wall_time: float
     core_time: float
+    eval_time: float
     optimizer: _optim.Optimizer
     weighting: _weighting.Weighting | None
     seed: int
@@ -124,6 +126,10 @@ class FitResult:
     moments: dict = field(repr=False, default_factory=dict)
     weighting_state: np.ndarray | None = field(repr=False, default=None)
     bad_evals: int = 0
+
+    @property
+    def overhead(self) -> float:
+        return max(0.0, 1.0 - (self.core_time + self.eval_time) / self.wall_time)
 
     @property
     def steps_per_sec(self) -> float:
