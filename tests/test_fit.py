@@ -358,3 +358,27 @@ def test_fit_leaves_theta0_alone(small):
     theta0 = np.ones(6)
     quiet_fit(obj, theta0, optimizer=SGD(lr=0.1), steps=3)
     assert same(theta0, np.ones(6))
+
+
+# --- the core's train state --------------------------------------------------------------------
+def test_train_state_shows_its_buffers_as_read_only_views():
+    from metacore import _core
+    ts, _ = linear_tasks(T=3)
+    obj = mc.Objective(mc.Linear(5), ts)
+    opt = Adam(lr=0.1)
+    state = _core.TrainState64(np.zeros(6), opt._config(), np.full(3, 1 / 3), 0, 7)
+    theta, m = state.theta, state.m
+    assert not theta.flags.writeable and not m.flags.writeable
+    with pytest.raises(ValueError):
+        theta[0] = 1.0
+    out = state.run(obj._handle(np.dtype(np.float64)), opt._config(), 0, 0, 0.0, 3)
+    assert out["steps_done"] == 3 and state.step == 3
+    assert theta.any() and np.array_equal(theta, state.theta)     # the view sees the updates
+    assert SGD(lr=0.1)._config().uses_m is False
+    with pytest.raises(ValueError, match="optimizer does not match the train state"):
+        state.run(obj._handle(np.dtype(np.float64)), SGD(lr=0.1)._config(), 0, 0, 0.0, 1)
+    with pytest.raises(ValueError, match="batch_tasks must be in"):
+        state.run(obj._handle(np.dtype(np.float64)), opt._config(), 4, 0, 0.0, 1)
+    with pytest.raises(TypeError, match="theta must have dtype float64"):
+        state.restore(np.zeros(6, np.float32), state.m, state.v, state.alpha, state.weighting, 0)
+    assert state.step == 3

@@ -27,11 +27,13 @@ OptimizerConfig make_config(const std::string& kind, double lr, double momentum,
     if (kind == "sgd") c.kind = OptimizerKind::sgd;
     else if (kind == "adam") c.kind = OptimizerKind::adam;
     else if (kind == "adamw") c.kind = OptimizerKind::adamw;
-    else throw py::value_error("optimizer kind must be 'sgd', 'adam' or 'adamw', got '" + kind + "'");
+    else throw py::value_error("optimizer kind must be 'sgd', 'adam' or 'adamw', got '" + kind +
+                               "'");
     if (schedule == "constant") c.schedule.kind = ScheduleKind::constant;
     else if (schedule == "step") c.schedule.kind = ScheduleKind::step;
     else if (schedule == "cosine") c.schedule.kind = ScheduleKind::cosine;
-    else throw py::value_error("schedule must be 'constant', 'step' or 'cosine', got '" + schedule + "'");
+    else throw py::value_error("schedule must be 'constant', 'step' or 'cosine', got '" +
+                               schedule + "'");
     c.lr = lr;
     c.momentum = momentum;
     c.nesterov = nesterov;
@@ -69,7 +71,8 @@ py::tuple optimizer_step_typed(const OptimizerConfig& c, std::int64_t t, const p
                                const py::handle& grad_obj, const py::object& m_obj,
                                const py::object& v_obj, std::optional<int> n_threads) {
     auto theta = checked<T>(theta_obj, "theta", {-1});
-    if (!theta.writeable()) throw py::value_error("theta must be writeable (it is updated in place)");
+    if (!theta.writeable())
+        throw py::value_error("theta must be writeable (it is updated in place)");
     const std::int64_t P = theta.shape(0);
     auto grad = checked<T>(grad_obj, "grad", {P});
     if (t < 0) throw py::value_error("step must be >= 0, got " + std::to_string(t));
@@ -123,11 +126,13 @@ py::dict run_chunk(TrainState<T>& state, const ObjectiveHandle<T>& objective,
         throw py::value_error("the objective has " + std::to_string(obj.n_tasks()) +
                               " tasks but the train state's alpha has " +
                               std::to_string(state.alpha.size()));
-    if (state.optimizer.m.empty() == config.uses_m() || state.optimizer.v.empty() == config.uses_v())
+    if (state.optimizer.m.empty() == config.uses_m() ||
+        state.optimizer.v.empty() == config.uses_v())
         throw py::value_error("the optimizer does not match the train state's moment buffers");
     if (n_steps < 0) throw py::value_error("n_steps must be >= 0");
     if (batch_tasks < 0 || batch_tasks > obj.n_tasks())
-        throw py::value_error("batch_tasks must be in [0, n_tasks], got " + std::to_string(batch_tasks));
+        throw py::value_error("batch_tasks must be in [0, n_tasks], got " +
+                              std::to_string(batch_tasks));
     if (batch_rows < 0) throw py::value_error("batch_rows must be >= 0");
     const int threads = threads_arg(n_threads);
     py::array_t<double> objective_out(n_steps), grad_norm(n_steps), lr(n_steps);
@@ -135,7 +140,8 @@ py::dict run_chunk(TrainState<T>& state, const ObjectiveHandle<T>& objective,
     ChunkMetrics<T> out{objective_out.mutable_data(), grad_norm.mutable_data(), lr.mutable_data(),
                         nullptr};
     if (record_task_losses) {
-        py::array_t<T> losses({static_cast<py::ssize_t>(n_steps), static_cast<py::ssize_t>(obj.n_tasks())});
+        py::array_t<T> losses(
+            {static_cast<py::ssize_t>(n_steps), static_cast<py::ssize_t>(obj.n_tasks())});
         out.task_losses = losses.mutable_data();
         losses_obj = losses;
     }
@@ -171,7 +177,8 @@ void register_state(py::module_& m, const char* name) {
              }),
              py::arg("theta"), py::arg("config"), py::arg("alpha"), py::arg("weighting_size"),
              py::arg("seed"))
-        .def_property_readonly("theta", [](py::object self) { return view_of(self.cast<S&>().theta, self); })
+        .def_property_readonly("theta",
+                               [](py::object self) { return view_of(self.cast<S&>().theta, self); })
         .def_property_readonly("m", [](py::object self) -> py::object {
             S& s = self.cast<S&>();
             return s.optimizer.m.empty() ? py::object(py::none()) : view_of(s.optimizer.m, self);
@@ -180,11 +187,12 @@ void register_state(py::module_& m, const char* name) {
             S& s = self.cast<S&>();
             return s.optimizer.v.empty() ? py::object(py::none()) : view_of(s.optimizer.v, self);
         })
-        .def_property_readonly("alpha", [](py::object self) { return view_of(self.cast<S&>().alpha, self); })
+        .def_property_readonly("alpha",
+                               [](py::object self) { return view_of(self.cast<S&>().alpha, self); })
         .def_property_readonly("weighting", [](py::object self) {
             return view_of(self.cast<S&>().weighting, self);
         })
-        .def_readwrite("step", &S::step)
+        .def_readonly("step", &S::step)
         .def_readonly("seed", &S::seed)
         .def("set_alpha", [](S& s, const py::handle& a) { copy_into(s.alpha, a, "alpha"); },
              py::arg("alpha"))
@@ -193,14 +201,16 @@ void register_state(py::module_& m, const char* name) {
             [](S& s, const py::handle& theta, const py::object& m_obj, const py::object& v_obj,
                const py::handle& alpha, const py::handle& weighting, std::int64_t step) {
                 if (step < 0) throw py::value_error("step must be >= 0");
-                if (m_obj.is_none() != s.optimizer.m.empty() || v_obj.is_none() != s.optimizer.v.empty())
+                if (m_obj.is_none() != s.optimizer.m.empty() ||
+                    v_obj.is_none() != s.optimizer.v.empty())
                     throw py::value_error("the saved moments do not match the optimizer");
                 // Check everything before writing anything.
-                checked<T>(theta, "theta", {static_cast<py::ssize_t>(s.theta.size())});
-                if (!m_obj.is_none()) checked<T>(m_obj, "m", {static_cast<py::ssize_t>(s.optimizer.m.size())});
-                if (!v_obj.is_none()) checked<T>(v_obj, "v", {static_cast<py::ssize_t>(s.optimizer.v.size())});
-                checked<T>(alpha, "alpha", {static_cast<py::ssize_t>(s.alpha.size())});
-                checked<double>(weighting, "weighting", {static_cast<py::ssize_t>(s.weighting.size())});
+                auto extent = [](const auto& v) { return static_cast<py::ssize_t>(v.size()); };
+                checked<T>(theta, "theta", {extent(s.theta)});
+                if (!m_obj.is_none()) checked<T>(m_obj, "m", {extent(s.optimizer.m)});
+                if (!v_obj.is_none()) checked<T>(v_obj, "v", {extent(s.optimizer.v)});
+                checked<T>(alpha, "alpha", {extent(s.alpha)});
+                checked<double>(weighting, "weighting", {extent(s.weighting)});
                 copy_into(s.theta, theta, "theta");
                 if (!m_obj.is_none()) copy_into(s.optimizer.m, m_obj, "m");
                 if (!v_obj.is_none()) copy_into(s.optimizer.v, v_obj, "v");

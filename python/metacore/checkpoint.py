@@ -134,7 +134,8 @@ def load(path) -> Checkpoint:
     try:
         meta = json.loads(str(arrays["meta"]))
     except ValueError as exc:
-        raise ValueError(f"{path!r}: the checkpoint's description is not valid JSON: {exc}") from None
+        raise ValueError(f"{path!r}: the checkpoint's description is not valid JSON: "
+                         f"{exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{path!r} is not a metacore checkpoint (format "
                          f"{meta.get('format') if isinstance(meta, dict) else None!r})")
@@ -177,8 +178,8 @@ def _from_plain(arrays, meta):
     if "n_tasks" in meta:
         alpha = _expect(arrays, "alpha", (meta["n_tasks"],), dtype)
         if "weighting_state" in arrays:
-            ws = arrays["weighting_state"]
-            weighting_state = _expect(arrays, "weighting_state", (ws.shape[0],), np.dtype(np.float64))
+            n = arrays["weighting_state"].shape[0]
+            weighting_state = _expect(arrays, "weighting_state", (n,), np.dtype(np.float64))
     best = None
     if meta["best"] is not None:
         best = dict(meta["best"], theta=_expect(arrays, "best_theta", (P,), dtype))

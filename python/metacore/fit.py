@@ -166,7 +166,8 @@ def _validation_arg(value, obj):
     if isinstance(value, TaskSet):
         rows = "query" if (value.n_query > 0).all() else "all"
         return Objective(obj.model, value, rows=rows, n_threads=obj.n_threads)
-    raise TypeError(f"validation must be None, a TaskSet or an Objective, got {type(value).__name__}")
+    raise TypeError(f"validation must be None, a TaskSet or an Objective, got "
+                    f"{type(value).__name__}")
 
 
 def _callbacks_arg(value):
@@ -175,7 +176,8 @@ def _callbacks_arg(value):
     try:
         items = tuple(value)
     except TypeError:
-        raise TypeError(f"callbacks must be a sequence of callables, got {type(value).__name__}") from None
+        raise TypeError(f"callbacks must be a sequence of callables, got "
+                        f"{type(value).__name__}") from None
     for i, cb in enumerate(items):
         if not callable(cb):
             raise TypeError(f"callbacks[{i}] must be callable, got {type(cb).__name__}")

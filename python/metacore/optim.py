@@ -2,8 +2,8 @@ r"""Optimizers and learning-rate schedules for the θ-update loop, applied by th
 
 Every optimizer turns the gradient g_t of step t (0-based) into an update of θ in three stages:
 
-1. **Clipping** (``clip_norm=c``, optional; Pascanu et al., 2013): if ‖g_t‖₂ > c, g_t ← g_t · c / ‖g_t‖₂
-   (the global norm over all of θ, as ``torch.nn.utils.clip_grad_norm_``).
+1. **Clipping** (``clip_norm=c``, optional; Pascanu et al., 2013): if ‖g_t‖₂ > c,
+   g_t ← g_t · c / ‖g_t‖₂ (the global norm over all of θ, as ``torch.nn.utils.clip_grad_norm_``).
 2. **Schedule**: η_t = lr · s(t), with s from :func:`constant`, :func:`step`, :func:`cosine`, each
    optionally preceded by a linear warm-up (:func:`warmup`).
 3. **The rule** of :class:`SGD`, :class:`Adam` or :class:`AdamW` — exactly the updates of
@@ -66,7 +66,8 @@ class Schedule:
         if self.kind == "cosine":
             if u >= self.steps:
                 return self.min_factor
-            return self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * u / self.steps))
+            m = self.min_factor
+            return m + (1.0 - m) * 0.5 * (1.0 + math.cos(math.pi * u / self.steps))
         return 1.0
 
     def to_dict(self) -> dict:
@@ -109,8 +110,8 @@ def cosine(steps, min_factor=0.0) -> Schedule:
 
 def warmup(steps, then=None, start_factor=0.0) -> Schedule:
     """A linear warm-up over ``steps`` steps from ``start_factor`` · lr to lr (Goyal et al., 2017),
-    followed by the schedule ``then`` (default :func:`constant`), which starts counting its own steps
-    when the warm-up ends: ``warmup(100, cosine(900))`` spans 1,000 steps."""
+    followed by the schedule ``then`` (default :func:`constant`), which starts counting its own
+    steps when the warm-up ends: ``warmup(100, cosine(900))`` spans 1,000 steps."""
     steps = _checks.integer("steps", steps, minimum=1)
     then = constant() if then is None else _checks.instance("then", then, Schedule, "a Schedule")
     if then.warmup:
@@ -167,13 +168,13 @@ class Optimizer:
         return self.lr * self.schedule.factor(step)
 
     def init_state(self, theta) -> dict:
-        """Zero moment buffers for θ: ``{"m": ..., "v": ...}`` (only the ones this optimizer uses)."""
+        """Zero moment buffers for θ: ``{"m": ..., "v": ...}``, the ones this optimizer uses."""
         theta = _checks.float_array("theta", theta, ndim=1)
         return {name: np.zeros_like(theta) for name in self.moments}
 
     def update(self, theta, grad, state, step, n_threads=None) -> float:
-        """One update of ``theta`` in place from ``grad`` at step ``step`` (0-based, for the schedule
-        and Adam's bias correction); ``state`` (from :meth:`init_state`) is updated in place.
+        """One update of ``theta`` in place from ``grad`` at step ``step`` (0-based, for the
+        schedule and Adam's bias correction); ``state`` (from :meth:`init_state`) is updated in place.
         Returns ‖grad‖₂ before clipping. ``theta`` and the state must be C-contiguous float32 or
         float64 arrays of θ's dtype; they are written, never copied. A non-finite gradient raises
         FloatingPointError and changes nothing."""
@@ -251,8 +252,8 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     r"""Adam (Kingma & Ba, 2015) with bias correction, as ``torch.optim.Adam`` (amsgrad=False).
 
-    With d_t = g_t + wd · θ_t (``weight_decay`` as an L2 term; see :class:`AdamW` for decoupled decay)
-    and k = t + 1:
+    With d_t = g_t + wd · θ_t (``weight_decay`` as an L2 term; see :class:`AdamW` for decoupled
+    decay) and k = t + 1:
 
         m_t = β₁ m_{t−1} + (1 − β₁) d_t,        v_t = β₂ v_{t−1} + (1 − β₂) d_t²
         θ_{t+1} = θ_t − (η_t / (1 − β₁^k)) · m_t / (√v_t / √(1 − β₂^k) + ε)
@@ -269,7 +270,8 @@ class Adam(Optimizer):
         try:
             b = list(betas)
         except TypeError:
-            raise TypeError(f"betas must be a pair (beta1, beta2), got {type(betas).__name__}") from None
+            raise TypeError(f"betas must be a pair (beta1, beta2), got "
+                            f"{type(betas).__name__}") from None
         if len(b) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {len(b)} entries")
         self.betas = (_checks.real("betas[0]", b[0], minimum=0.0, maximum=1.0, max_open=True),

@@ -33,7 +33,8 @@ inline std::vector<std::int64_t> sample_sorted(const CounterRng& rng, std::int64
         seen.reserve(static_cast<std::size_t>(2 * k));
         out.reserve(k);
         for (std::int64_t j = n - k; j < n; ++j) {
-            const auto t = static_cast<std::int64_t>(rng.below(j, static_cast<std::uint64_t>(j + 1)));
+            const auto t =
+                static_cast<std::int64_t>(rng.below(j, static_cast<std::uint64_t>(j + 1)));
             const std::int64_t pick = seen.insert(t).second ? t : j;
             if (pick == j) seen.insert(j);
             out.push_back(pick);
