@@ -16,6 +16,9 @@
 
 namespace metacore {
 
+// Everything a run needs to continue exactly where it stopped. Buffers keep their size for the
+// state's lifetime (Python holds views of them). An adaptive weighting strategy keeps what it
+// learns between steps (loss history, log-variances, ...) in `weighting` and writes α in `alpha`.
 template <class T>
 struct TrainState {
     std::vector<T> theta;
