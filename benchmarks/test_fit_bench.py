@@ -26,30 +26,36 @@ def workload_a():
     return model, ts, weights / weights.sum(), model.init(seed=0)
 
 
-@pytest.mark.parametrize("n_threads", [1, 2])
-def test_fit(benchmark, workload_a, n_threads):
+@pytest.mark.parametrize("n_threads, batch", [(1, None), (2, None), (1, (32, 64))])
+def test_fit(benchmark, workload_a, n_threads, batch):
+    """Full batch (the target), and for scale 32 tasks × 64 rows per step (where the evaluation
+    every 100 steps, a pass over all 51,200 rows, is no longer small)."""
     model, ts, weights, theta0 = workload_a
     obj = mc.Objective(model, ts, weights=weights, l2=1e-3, n_threads=n_threads)
+    batch_tasks, batch_rows = batch or (None, None)
+    steps = STEPS if batch is None else 10 * STEPS
     results = []
 
     def run():
-        results.append(mc.fit(obj, theta0, optimizer=mc.optim.Adam(lr=1e-3), steps=STEPS,
-                              progress=False))
+        results.append(mc.fit(obj, theta0, optimizer=mc.optim.Adam(lr=1e-3), steps=steps,
+                              batch_tasks=batch_tasks, batch_rows=batch_rows, progress=False))
 
     benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
     timed = results[1:]
     python_share = float(np.median([r.overhead for r in timed]))
     eval_share = float(np.median([r.eval_time / r.wall_time for r in timed]))
     outside_chunks = float(np.median([1 - r.core_time / r.wall_time for r in timed]))
-    steps_per_sec = STEPS / benchmark.stats.stats.mean
+    steps_per_sec = steps / benchmark.stats.stats.mean
     benchmark.extra_info.update(steps_per_sec=steps_per_sec, python_share=python_share,
                                 eval_share=eval_share, outside_chunks_share=outside_chunks)
-    print(f"\nfit, {n_threads} thread(s): {steps_per_sec:.0f} steps/s; of the wall time "
+    what = "full batch" if batch is None else f"{batch[0]} tasks x {batch[1]} rows"
+    print(f"\nfit, {what}, {n_threads} thread(s): {steps_per_sec:.0f} steps/s; of the wall time "
           f"{100 * python_share:.2f}% in Python, {100 * eval_share:.2f}% in the "
           f"{len(timed[0].history.eval_step)} evaluations, "
           f"{100 * outside_chunks:.2f}% outside the chunks of steps")
-    assert all(r.steps_run == STEPS for r in results)
-    assert python_share < 0.02
+    assert all(r.steps_run == steps for r in results)
+    if batch is None:
+        assert python_share < 0.02
 
 
 def test_python_loop_over_core_calls(benchmark, workload_a):

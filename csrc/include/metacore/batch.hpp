@@ -21,25 +21,42 @@ struct BatchSpec {
     bool full() const { return tasks == 0 && rows == 0; }
 };
 
-// k distinct integers from [0, n), ascending: a partial Fisher–Yates shuffle when k is a large
-// share of n, Floyd's algorithm (O(k) memory) when it is small.
+// m distinct integers from [0, n), each m-subset equally likely (Floyd's algorithm: m draws).
+template <class Mark>
+void floyd(const CounterRng& rng, std::int64_t n, std::int64_t m, Mark&& mark) {
+    for (std::int64_t j = n - m; j < n; ++j) {
+        const auto t = static_cast<std::int64_t>(rng.below(j, static_cast<std::uint64_t>(j + 1)));
+        if (!mark(t)) mark(j);  // t taken already: j is new (it exceeds every earlier draw)
+    }
+}
+
+// k distinct integers from [0, n), ascending, each k-subset equally likely. When k is not a tiny
+// share of n, Floyd's draws (of the ones to leave out when k > n/2) mark a bitmap that is then
+// read in order; else a hash set and a sort (O(k log k), whatever n).
+constexpr std::int64_t kBitmapShare = 16;
+
 inline std::vector<std::int64_t> sample_sorted(const CounterRng& rng, std::int64_t n,
                                                std::int64_t k) {
     std::vector<std::int64_t> out;
-    if (4 * k >= n) {
-        out = rng.choose(n, k);
-    } else {
-        std::unordered_set<std::int64_t> seen;
-        seen.reserve(static_cast<std::size_t>(2 * k));
-        out.reserve(k);
-        for (std::int64_t j = n - k; j < n; ++j) {
-            const auto t =
-                static_cast<std::int64_t>(rng.below(j, static_cast<std::uint64_t>(j + 1)));
-            const std::int64_t pick = seen.insert(t).second ? t : j;
-            if (pick == j) seen.insert(j);
-            out.push_back(pick);
-        }
+    out.reserve(k);
+    if (n <= std::max<std::int64_t>(4096, kBitmapShare * k)) {
+        const bool leave_out = 2 * k > n;
+        std::vector<char> marked(n, 0);
+        floyd(rng, n, leave_out ? n - k : k, [&](std::int64_t i) {
+            if (marked[i]) return false;
+            return static_cast<bool>(marked[i] = 1);
+        });
+        for (std::int64_t i = 0; i < n; ++i)
+            if (static_cast<bool>(marked[i]) != leave_out) out.push_back(i);
+        return out;
     }
+    std::unordered_set<std::int64_t> seen;
+    seen.reserve(static_cast<std::size_t>(2 * k));
+    floyd(rng, n, k, [&](std::int64_t i) {
+        if (!seen.insert(i).second) return false;
+        out.push_back(i);
+        return true;
+    });
     std::sort(out.begin(), out.end());
     return out;
 }

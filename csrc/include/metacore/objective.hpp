@@ -78,9 +78,10 @@ class Objective {
                 const WorkUnit& w = plan.units[u];
                 const T scale = weights[w.task] / static_cast<T>(plan.task_rows[w.task]);
                 T* g = grad ? parts.data() + b * P : nullptr;
+                const WorkUnit* next = u + 1 < plan.block_start[b + 1] ? &w + 1 : nullptr;
                 unit_loss[u] =
-                    w.rows ? unit_value_grad_gathered(passes[tid], theta, data_, w, head(w.task),
-                                                      scale, g, gathers[tid])
+                    w.rows ? unit_value_grad_gathered(passes[tid], theta, data_, w, next,
+                                                      head(w.task), scale, g, gathers[tid])
                            : unit_value_grad(passes[tid], theta, data_, w, head(w.task), scale, g);
             }
         });
