@@ -96,25 +96,37 @@ def test_each_step_draws_k_tasks_and_rescales_their_weights():
     assert len({tuple(np.flatnonzero(r)) for r in drawn}) > 50
 
 
-def test_each_drawn_task_uses_m_distinct_rows():
+@pytest.mark.parametrize("m", [1, 2, 3])
+def test_each_drawn_task_uses_m_distinct_rows(m):
+    """With 4 rows per task, each step's loss of a task is the mean over some m distinct rows,
+    and over 80 steps every m-subset of every task comes up."""
     ts, _ = linear_tasks(T=6, rows=(4, 5))        # every task has 4 rows
     model = mc.Linear(5)
     obj = mc.Objective(model, ts)
     theta0 = np.linspace(-1, 1, 6)
-    res = quiet_fit(obj, theta0, optimizer=SGD(lr=1e-300), steps=40, batch_rows=2,
+    res = quiet_fit(obj, theta0, optimizer=SGD(lr=1e-300), steps=80, batch_rows=m,
                     record_task_losses=True)
-    seen = set()
     for i in range(6):
         X, y = ts[i]
         row_loss = (model.predict(theta0, X) - y) ** 2
-        pair_means = {p: (row_loss[p[0]] + row_loss[p[1]]) / 2
-                      for p in itertools.combinations(range(4), 2)}
-        for t in range(40):
+        means = {p: row_loss[list(p)].mean() for p in itertools.combinations(range(4), m)}
+        seen = set()
+        for t in range(80):
             got = res.history.step_task_losses[t, i]
-            match = [p for p, v in pair_means.items() if abs(v - got) <= 1e-12 * max(1, abs(v))]
-            assert match, f"task {i} step {t}: {got} is no mean of two distinct rows"
-            seen.add((i, match[0]))
-    assert len(seen) > 6 * 4       # the draws vary over steps
+            match = [p for p, v in means.items() if abs(v - got) <= 1e-12 * max(1, abs(v))]
+            assert match, f"task {i} step {t}: {got} is no mean of {m} distinct rows"
+            seen.add(match[0])
+        assert seen == set(means)
+
+
+def test_row_draws_from_a_large_task_are_unbiased():
+    """Row r of a 5,000-row task has loss r at θ = 0: the mean of the batch losses over many steps
+    approaches the task's mean loss, 2,499.5 (draws of 10 rows: the hash-set path)."""
+    n = 5000
+    ts = mc.TaskSet.from_arrays([np.ones((n, 1))], [np.sqrt(np.arange(n, dtype=np.float64))])
+    obj = mc.Objective(mc.MLP([1, 1], loss="mse"), ts)
+    res = quiet_fit(obj, np.zeros(2), optimizer=SGD(lr=1e-300), steps=400, batch_rows=10)
+    assert abs(res.history.objective.mean() - 2499.5) < 150      # 5 standard errors
 
 
 def test_rows_beyond_a_tasks_size_use_all_its_rows():
