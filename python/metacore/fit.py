@@ -216,7 +216,7 @@ def _start_arg(obj, theta0, optimizer, weighting, seed):
     return ck.theta, optimizer, weighting, ck.seed if seed is None else seed, ck
 
 
-def fit(obj, theta0, optimizer=None, weighting=None, steps=1000, batch_tasks=None,
+def fit(obj, theta0, *, optimizer=None, weighting=None, steps=1000, batch_tasks=None,
         batch_rows=None, validation=None, eval_every=100, early_stopping=None, callbacks=(),
         progress=True, seed=None, n_threads=None, chunk_size=None, checkpoint=None,
         checkpoint_every=None, record_task_losses=False) -> FitResult:

@@ -230,7 +230,7 @@ class SGD(Optimizer):
 
     kind = "sgd"
 
-    def __init__(self, lr, momentum=0.0, nesterov=False, weight_decay=0.0, clip_norm=None,
+    def __init__(self, lr, *, momentum=0.0, nesterov=False, weight_decay=0.0, clip_norm=None,
                  schedule=None):
         super().__init__(lr, weight_decay, clip_norm, schedule)
         self.momentum = _checks.real("momentum", momentum, minimum=0.0, maximum=1.0, max_open=True)
@@ -264,8 +264,8 @@ class Adam(Optimizer):
 
     kind = "adam"
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, clip_norm=None,
-                 schedule=None):
+    def __init__(self, lr=1e-3, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 clip_norm=None, schedule=None):
         super().__init__(lr, weight_decay, clip_norm, schedule)
         try:
             b = list(betas)
@@ -301,9 +301,10 @@ class AdamW(Adam):
 
     kind = "adamw"
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, clip_norm=None,
-                 schedule=None):
-        super().__init__(lr, betas, eps, weight_decay, clip_norm, schedule)
+    def __init__(self, lr=1e-3, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 clip_norm=None, schedule=None):
+        super().__init__(lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         clip_norm=clip_norm, schedule=schedule)
 
 
 _BY_NAME = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW}
