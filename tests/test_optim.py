@@ -301,3 +301,20 @@ def test_update_rejects_bad_buffers():
     frozen.flags.writeable = False
     with pytest.raises(ValueError, match="theta must be writeable"):
         opt.update(frozen, np.ones(3), state, 0)
+
+
+def test_meta_learners_take_optim_objects():
+    """The meta-learners' fit reads an optimizer through spec(): the core's names, same numbers."""
+    from metacore._meta_fit import optimizer_spec
+    spec = optimizer_spec(AdamW(lr=3e-3, weight_decay=0.1, schedule=warmup(5, cosine(20, 0.1))))
+    assert spec["kind"] == "adamw" and spec["betas"] == (0.9, 0.999) and spec["lr"] == 3e-3
+    assert spec["schedule"] == {"kind": "cosine", "every": 1, "gamma": 0.1, "period": 20,
+                                "min_factor": 0.1, "warmup": 5, "warmup_start": 0.0}
+    model = mc.MLP([1, 8, 1], activation="tanh")
+    tasks = mc.tasks.sinusoid(20, k_support=5, k_query=5, seed=0)
+    theta0 = model.init(seed=0)
+    kw = dict(meta_batch=4, steps=6, progress=False, seed=1)
+    opt = SGD(lr=0.01, momentum=0.9, schedule=cosine(6))
+    a = mc.MAML(model, inner_lr=0.01).fit(tasks, theta0, optimizer=opt, **kw)
+    b = mc.MAML(model, inner_lr=0.01).fit(tasks, theta0, optimizer=opt.spec(), **kw)
+    assert np.array_equal(a.theta, b.theta)

@@ -9,6 +9,8 @@ namespace py = pybind11;
 namespace metacore::bindings {
 void register_net(py::module_& m);
 void register_objective(py::module_& m);
+void register_meta(py::module_& m);
+void register_meta_train(py::module_& m);
 void register_optim(py::module_& m);
 }
 
@@ -30,5 +32,7 @@ PYBIND11_MODULE(_core, m) {
     });
     metacore::bindings::register_net(m);
     metacore::bindings::register_objective(m);
+    metacore::bindings::register_meta(m);
+    metacore::bindings::register_meta_train(m);
     metacore::bindings::register_optim(m);
 }

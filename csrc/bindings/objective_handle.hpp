@@ -18,13 +18,10 @@
 namespace metacore::bindings {
 
 inline Rows parse_rows(const std::string& s) {
-    if (s == "all") return Rows::all;
-    if (s == "support") return Rows::support;
-    if (s == "query") return Rows::query;
-    throw py::value_error("rows must be 'all', 'support' or 'query', got '" + s + "'");
+    return parse_choice<Rows>("rows", s,
+                              {{"all", Rows::all}, {"support", Rows::support}, {"query", Rows::query}});
 }
 
-// The core objective plus the arrays it points into, kept alive for its lifetime.
 template <class T>
 class ObjectiveHandle {
    public:

@@ -69,7 +69,8 @@ class Objective:
         if value is None:
             w = np.full(T, 1.0 / T)
         else:
-            w = _checks.float_array("weights", value, ndim=1, dtype=np.float64)
+            # a private copy: the caller's array is neither frozen nor read later
+            w = np.array(_checks.float_array("weights", value, ndim=1, dtype=np.float64))
             if w.shape[0] != T:
                 raise ValueError(f"weights must have one entry per task ({T}), got {w.shape[0]}")
             if (w < 0).any():

@@ -195,6 +195,18 @@ class Optimizer:
                                      f"(gradient norm {norm})")
         return norm
 
+    def spec(self) -> dict:
+        """The settings under the core's names (``kind``, ``beta1``/``betas``, schedule
+        ``period``), as the meta-learners' ``fit`` passes them on."""
+        s = self.schedule
+        d = {"kind": self.kind, "lr": self.lr, "weight_decay": self.weight_decay,
+             "clip_norm": self.clip_norm,
+             "schedule": {"kind": s.kind, "every": s.every, "gamma": s.gamma, "period": s.steps,
+                          "min_factor": s.min_factor, "warmup": s.warmup,
+                          "warmup_start": s.warmup_start}}
+        d.update(self._settings())
+        return d
+
     def to_dict(self) -> dict:
         """Plain data (JSON-serialisable) that :func:`from_dict` turns back into this optimizer."""
         d = {"name": type(self).__name__, "lr": self.lr, "weight_decay": self.weight_decay,

@@ -16,7 +16,7 @@ from . import _checks
 from .taskset import TaskSet
 
 __all__ = ["sinusoid", "sinusoid_params", "linear_family", "logistic_family",
-           "linear_family_params"]
+           "linear_family_params", "SinusoidSource"]
 
 
 def _interval(name, value):
@@ -79,6 +79,47 @@ def sinusoid(n_tasks, *, k_support=10, k_query=10, amplitude=(0.1, 5.0), phase=(
     y = A[:, None] * np.sin(x - phi[:, None])  # computed in float64, cast once
     offsets = np.arange(n_tasks + 1, dtype=np.int64) * n
     return TaskSet(x.reshape(-1, 1), y.reshape(-1), offsets, n_support=k_support, dtype=dtype)
+
+
+class SinusoidSource:
+    """The infinite sinusoid family as a task source: fresh tasks at every meta-training step, as
+    in the MAML paper. Tasks are generated in the compiled core, so ``learner.fit`` draws them
+    inside its GIL-free chunks.
+
+    Task i of step s: ``A ~ U(amplitude)``, ``φ ~ U(phase)``, ``k_support + k_query`` rows with
+    ``x ~ U(x_range)`` and ``y = A sin(x − φ)`` (the first ``k_support`` rows are support rows),
+    every number a pure function of (seed, s, i, row) through the core's counter-based generator:
+    the same tasks for any thread count, and a run resumed at step s draws what it would have.
+    (These are not the tasks :func:`sinusoid` draws for the same seed: that uses NumPy's
+    generator.)
+    """
+
+    def __init__(self, *, k_support=10, k_query=10, amplitude=(0.1, 5.0), phase=(0.0, np.pi),
+                 x_range=(-5.0, 5.0)):
+        self.k_support = _checks.integer("k_support", k_support, minimum=1)
+        self.k_query = _checks.integer("k_query", k_query, minimum=1)
+        self.amplitude = _interval("amplitude", amplitude)
+        self.phase = _interval("phase", phase)
+        self.x_range = _interval("x_range", x_range)
+
+    def _core_args(self):
+        return self.k_support, self.k_query, self.amplitude, self.phase, self.x_range
+
+    def sample(self, n_tasks, *, step=0, seed=0, dtype=np.float32):
+        """The ``n_tasks`` tasks that meta-training step ``step`` with ``seed`` draws, as a
+        TaskSet (X of shape (n_tasks · (k_support + k_query), 1), 1-D y)."""
+        from . import _core
+        n_tasks = _checks.integer("n_tasks", n_tasks, minimum=1)
+        step = _checks.integer("step", step, minimum=0)
+        dtype = _checks.float_dtype("dtype", dtype)
+        X, y, offsets, n_support = _core.sinusoid_tasks(
+            *self._core_args(), _checks.seed("seed", seed), step, n_tasks,
+            dtype == np.float32)
+        return TaskSet._new(X, y, offsets, n_support, np.arange(n_tasks, dtype=np.int64))
+
+    def __repr__(self):
+        return (f"SinusoidSource(k_support={self.k_support}, k_query={self.k_query}, "
+                f"amplitude={self.amplitude}, phase={self.phase}, x_range={self.x_range})")
 
 
 # --- related linear and logistic tasks ------------------------------------------------------------

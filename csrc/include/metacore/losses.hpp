@@ -18,14 +18,25 @@ inline T stable_sigmoid(T z) {
     return e / (T(1) + e);
 }
 
-// Class label stored as a float: must be an integer in [0, k).
+// Class label stored as a float. Labels are validated once when an objective is built
+// (check_class_labels); here an invalid one is only clamped, because kernels must not throw.
 template <class T>
 inline std::int64_t class_label(T y, std::int64_t k) {
     const auto c = static_cast<std::int64_t>(y);
-    if (!(y >= T(0)) || static_cast<T>(c) != y || c >= k)
-        throw std::invalid_argument("y: class label " + std::to_string(static_cast<double>(y)) +
-                                    " is not an integer in [0, " + std::to_string(k) + ")");
-    return c;
+    return c < 0 ? 0 : (c >= k ? k - 1 : c);
+}
+
+// Throws unless every label is an integer in [0, k).
+template <class T>
+inline void check_class_labels(const T* y, std::int64_t n, std::int64_t stride, std::int64_t k) {
+    for (std::int64_t r = 0; r < n; ++r) {
+        const T v = y[r * stride];
+        const auto c = static_cast<std::int64_t>(v);
+        if (!(v >= T(0)) || !(v < static_cast<T>(k)) || static_cast<T>(c) != v)
+            throw std::invalid_argument("y: row " + std::to_string(r) + " has class label " +
+                                        std::to_string(static_cast<double>(v)) +
+                                        ", not an integer in [0, " + std::to_string(k) + ")");
+    }
 }
 
 // Returns the row loss ℓ(z, y) and writes g = scale · ∂ℓ/∂z.

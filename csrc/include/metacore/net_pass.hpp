@@ -11,6 +11,7 @@
 #include "metacore/losses.hpp"
 #include "metacore/net.hpp"
 #include "metacore/simd.hpp"
+#include "metacore/small_gemm.hpp"
 #include "metacore/vector_math.hpp"
 
 namespace metacore {
@@ -30,17 +31,41 @@ class NetPass {
         }
         delta_.assign(kBlock * net.max_width(), T(0));
         delta_prev_.assign(kBlock * net.max_width(), T(0));
+        wt_.resize(L);
+        vt_.resize(L);
         if (with_tangents) {
             zt_ = z_;
             at_ = a_;
             dt_ = delta_;
             dt_prev_ = delta_;
             u_.assign(net.max_width(), T(0));
-            ut_.assign(net.max_width(), T(0));
         }
     }
 
     const T* outputs() const { return z_.back().data(); }
+
+    // Keeps transposed copies of θ's (and v's) weights so that the forward passes over the next
+    // blocks at this θ (and v) run the register-blocked kernels; the copy pays for itself after a
+    // few rows. The caller must call release() before θ's memory changes.
+    // With same_theta the caller promises θ has not changed since the last prepare(θ) on this
+    // pass (while forget() was not called), so its transposes are reused.
+    void prepare(const T* theta, const T* v = nullptr, bool same_theta = false) {
+        const bool keep_w = same_theta && theta == transposed_;
+        for (int l = 0; l < net_.n_layers(); ++l) {
+            const std::int64_t in = net_.fan_in(l), out = net_.fan_out(l);
+            if (!blocked_width<T>(out)) continue;
+            wt_[l].resize(in * out);
+            if (!keep_w) transpose(theta + net_.weight_offset(l, 0), out, in, wt_[l].data());
+            if (v) {
+                vt_[l].resize(in * out);
+                transpose(v + net_.weight_offset(l, 0), out, in, vt_[l].data());
+            }
+        }
+        prepared_ = transposed_ = theta;
+        prepared_v_ = v;
+    }
+    void release() { prepared_ = prepared_v_ = nullptr; }
+    void forget() { transposed_ = nullptr; }
 
     // z_l = in · W_lᵀ + b_l, a_{l+1} = σ(z_l) for hidden layers; rows of X have stride fan_in(0).
     // The first layer also prefetches `next_rows` rows at `next` (the next block), a row per row
@@ -54,7 +79,10 @@ class NetPass {
             const T* bias = theta + net_.bias_offset(l, head);
             const T* A = l == 0 ? X : a_[l].data();
             T* Z = z_[l].data();
-            affine(A, W, bias, b, in, out, Z, l == 0 ? next : nullptr, next_rows);
+            if (theta == prepared_ && head == 0 && blocked_width<T>(out))
+                rows_times_t<T>(A, wt_[l].data(), nullptr, nullptr, bias, b, in, out, Z);
+            else
+                affine(A, W, bias, b, in, out, Z, l == 0 ? next : nullptr, next_rows);
             if (l + 1 < L) activate(Z, a_[l + 1].data(), b * out);
         }
     }
@@ -64,6 +92,7 @@ class NetPass {
         const std::int64_t k = net_.n_outputs();
         const T* Z = z_.back().data();
         if (net_.loss() == Loss::logistic) return logistic_block(Z, y, b, scale, delta_.data());
+        if (net_.loss() == Loss::cross_entropy) return softmax_block(Z, y, b, k, scale, delta_.data());
         double sum = 0.0;
         for (std::int64_t r = 0; r < b; ++r)
             sum += loss_value_grad(net_.loss(), Z + r * k, y + r * y_cols, k, scale,
@@ -100,6 +129,10 @@ class NetPass {
             const T* vb = v + net_.bias_offset(l, head);
             const T* A = l == 0 ? X : a_[l].data();
             T* Zt = zt_[l].data();
+            if (theta == prepared_ && v == prepared_v_ && head == 0 && blocked_width<T>(out))
+                rows_times_t<T>(A, vt_[l].data(), l > 0 ? at_[l].data() : nullptr, wt_[l].data(),
+                                vb, b, in, out, Zt);
+            else
             for (std::int64_t r = 0; r < b; ++r)
                 for (std::int64_t o = 0; o < out; ++o) {
                     T s = vb[o] + dot(A + r * in, V + o * in, in);
@@ -130,32 +163,22 @@ class NetPass {
             const T* A = l == 0 ? X : a_[l].data();
             T* hW = hv + net_.weight_offset(l, head);
             T* hb = hv + net_.bias_offset(l, head);
-            for (std::int64_t r = 0; r < b; ++r)
-                for (std::int64_t o = 0; o < out; ++o) {
-                    axpy(dt_[r * out + o], A + r * in, hW + o * in, in);
-                    if (l > 0) axpy(delta_[r * out + o], at_[l].data() + r * in, hW + o * in, in);
-                    hb[o] += dt_[r * out + o];
-                }
+            // (Hv)_W += δ̇ᵀ a + δᵀ ȧ, (Hv)_b += Σ_r δ̇ (the second product's bias sum is dropped)
+            outer_accumulate(dt_.data(), A, b, in, out, hW, hb);
+            if (l > 0) outer_accumulate(delta_.data(), at_[l].data(), b, in, out, hW, u_.data());
             if (l == 0) break;
             const T* W = theta + net_.weight_offset(l, head);
             const T* V = v + net_.weight_offset(l, head);
             const T* Ain = a_[l].data();
             const T* Zt = zt_[l - 1].data();
-            for (std::int64_t r = 0; r < b; ++r) {
-                // u = Wᵀδ, u̇ = Wᵀδ̇ + Vᵀδ; δ_prev = u⊙σ', δ̇_prev = u̇⊙σ' + u⊙σ''⊙ż
-                std::fill(u_.begin(), u_.begin() + in, T(0));
-                std::fill(ut_.begin(), ut_.begin() + in, T(0));
-                for (std::int64_t o = 0; o < out; ++o) {
-                    axpy(delta_[r * out + o], W + o * in, u_.data(), in);
-                    axpy(dt_[r * out + o], W + o * in, ut_.data(), in);
-                    axpy(delta_[r * out + o], V + o * in, ut_.data(), in);
-                }
-                for (std::int64_t i = 0; i < in; ++i) {
-                    const T a = Ain[r * in + i];
-                    delta_prev_[r * in + i] = u_[i] * derivative(a);
-                    dt_prev_[r * in + i] =
-                        ut_[i] * derivative(a) + u_[i] * second_derivative(a) * Zt[r * in + i];
-                }
+            // u = δ W, u̇ = δ̇ W + δ V; δ_prev = u⊙σ', δ̇_prev = u̇⊙σ' + u⊙σ''⊙ż
+            back_through(W, b, in, out, delta_.data(), delta_prev_.data());
+            back_through(W, b, in, out, dt_.data(), dt_prev_.data());
+            back_through(V, b, in, out, delta_.data(), dt_prev_.data(), true);
+            for (std::int64_t i = 0; i < b * in; ++i) {
+                const T a = Ain[i], u = delta_prev_[i];
+                dt_prev_[i] = dt_prev_[i] * derivative(a) + u * second_derivative(a) * Zt[i];
+                delta_prev_[i] = u * derivative(a);
             }
             delta_.swap(delta_prev_);
             dt_.swap(dt_prev_);
@@ -181,14 +204,44 @@ class NetPass {
         return sum;
     }
 
+    // The cross-entropy head row by row: e_j = exp(z_j − max z) vectorised over the classes, one
+    // log per row; δ = scale · (softmax(z) − onehot(y)).
+    METACORE_INLINE static double softmax_block(const T* Z, const T* y, std::int64_t b,
+                                                std::int64_t k, T scale, T* D) {
+        double loss = 0.0;
+        for (std::int64_t r = 0; r < b; ++r) {
+            const T* z = Z + r * k;
+            T* d = D + r * k;
+            double zmax = z[0];
+            for (std::int64_t j = 1; j < k; ++j) zmax = z[j] > zmax ? z[j] : zmax;
+            double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+            for (std::int64_t j = 0; j < k; ++j) {
+                const double e = exp_nonpositive(static_cast<double>(z[j]) - zmax);
+                d[j] = static_cast<T>(e);
+                sum += e;
+            }
+            const std::int64_t c = class_label(y[r], k);
+            loss += zmax + std::log(sum) - static_cast<double>(z[c]);
+            const double inv = static_cast<double>(scale) / sum;
+#pragma omp simd
+            for (std::int64_t j = 0; j < k; ++j) d[j] = static_cast<T>(d[j] * inv);
+            d[c] -= scale;
+        }
+        return loss;
+    }
+
     // σ and its derivatives written in terms of a = σ(z), which the pass keeps.
     METACORE_INLINE void activate(const T* Z, T* A, std::int64_t n) const {
         if (net_.activation() == Activation::relu) {
+#pragma omp simd
             for (std::int64_t i = 0; i < n; ++i) A[i] = Z[i] > T(0) ? Z[i] : T(0);
         } else {
-            for (std::int64_t i = 0; i < n; ++i) A[i] = std::tanh(Z[i]);
+#pragma omp simd
+            for (std::int64_t i = 0; i < n; ++i) A[i] = static_cast<T>(tanh_vec(Z[i]));
         }
     }
+
     METACORE_INLINE T derivative(T a) const {
         if (net_.activation() == Activation::relu) return a > T(0) ? T(1) : T(0);
         return T(1) - a * a;
@@ -240,6 +293,13 @@ class NetPass {
     METACORE_INLINE static void outer_accumulate(const T* D, const T* A, std::int64_t b,
                                                  std::int64_t in, std::int64_t out, T* gW,
                                                  T* gb) {
+        if (blocked_width<T>(in)) {  // gW += Dᵀ A as a register-blocked product
+            const Operands<T> op{D, 1, out, A};
+            small_gemm(&op, 1, out, b, static_cast<const T*>(nullptr), true, in, gW);
+            for (std::int64_t r = 0; r < b; ++r)
+                for (std::int64_t o = 0; o < out; ++o) gb[o] += D[r * out + o];
+            return;
+        }
         for (std::int64_t o = 0; o < out; ++o) {
             T* g = gW + o * in;
             std::int64_t r = 0;
@@ -261,11 +321,18 @@ class NetPass {
 
     // D_prev[r] = Σ_o D[r, o] · W_o  (Wᵀδ for each row), four outputs at a time.
     METACORE_INLINE static void back_through(const T* W, std::int64_t b, std::int64_t in,
-                                             std::int64_t out, const T* D, T* D_prev) {
+                                             std::int64_t out, const T* D, T* D_prev,
+                                             bool accumulate = false) {
+        if (blocked_width<T>(in)) {  // D_prev (+)= D W as a register-blocked product
+            const Operands<T> op{D, out, 1, W};
+            small_gemm(&op, 1, b, out, static_cast<const T*>(nullptr), accumulate, in, D_prev);
+            return;
+        }
         for (std::int64_t r = 0; r < b; ++r) {
             T* dp = D_prev + r * in;
             const T* d = D + r * out;
-            for (std::int64_t i = 0; i < in; ++i) dp[i] = T(0);
+            if (!accumulate)
+                for (std::int64_t i = 0; i < in; ++i) dp[i] = T(0);
             std::int64_t o = 0;
             for (; o + 4 <= out; o += 4) {
                 const T* w = W + o * in;
@@ -276,8 +343,11 @@ class NetPass {
     }
 
     const NetSpec& net_;
-    std::vector<std::vector<T>> z_, a_, zt_, at_;
-    std::vector<T> delta_, delta_prev_, dt_, dt_prev_, u_, ut_;
+    std::vector<std::vector<T>> z_, a_, zt_, at_, wt_, vt_;
+    const T* prepared_ = nullptr;
+    const T* prepared_v_ = nullptr;
+    const T* transposed_ = nullptr;  // whose weights wt_ holds
+    std::vector<T> delta_, delta_prev_, dt_, dt_prev_, u_;
 };
 
 }  // namespace metacore

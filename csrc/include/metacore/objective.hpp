@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "metacore/losses.hpp"
 #include "metacore/net.hpp"
 #include "metacore/net_pass.hpp"
 #include "metacore/tasks.hpp"
@@ -41,6 +42,8 @@ class Objective {
                         std::to_string(data_.heads[i]) + ", outside the model's " +
                         std::to_string(net_.n_heads()) + " task heads");
         }
+        if (net_.loss() == Loss::cross_entropy)
+            check_class_labels(data_.y.data, data_.y.rows, data_.y.cols, net_.n_outputs());
         plan_ = plan_work(data_, rows_, net_.n_params());
     }
 
@@ -73,6 +76,7 @@ class Objective {
             passes.emplace_back(net_, false);
             gathers.emplace_back(data_.X.cols, data_.y.cols);
         }
+        for (auto& pass : passes) pass.prepare(theta);  // θ is fixed for this call
         parallel_for(nb, threads, [&](std::int64_t b, int tid) {
             for (std::int64_t u = plan.block_start[b]; u < plan.block_start[b + 1]; ++u) {
                 const WorkUnit& w = plan.units[u];
@@ -107,6 +111,7 @@ class Objective {
         std::vector<NetPass<T>> passes;
         passes.reserve(threads);
         for (int t = 0; t < threads; ++t) passes.emplace_back(net_, false);
+        for (auto& pass : passes) pass.prepare(theta);  // θ is fixed for this call
         std::vector<double> unit_loss(n_units);
         // One unit per task writes straight into its row; split tasks go through per-unit rows.
         const bool split = n_units > T_;
@@ -144,6 +149,7 @@ class Objective {
         std::vector<NetPass<T>> passes;
         passes.reserve(threads);
         for (int t = 0; t < threads; ++t) passes.emplace_back(net_, true);
+        for (auto& pass : passes) pass.prepare(theta, v);  // θ and v are fixed for this call
         parallel_for(nb, threads, [&](std::int64_t b, int tid) {
             for (std::int64_t u = plan_.block_start[b]; u < plan_.block_start[b + 1]; ++u) {
                 const WorkUnit& w = plan_.units[u];

@@ -2,6 +2,7 @@
 // widest SIMD the CPU has without -march=native: the top-level kernels are compiled several times
 // (AVX-512, AVX2+FMA, baseline) and the loader picks one at start-up (GCC/Clang function
 // multi-versioning). Small helpers are force-inlined so they take the caller's instruction set.
+// A cloned function must not throw: GCC's clone dispatch does not unwind (std::terminate).
 #pragma once
 
 #include <cstdint>

@@ -1,0 +1,237 @@
+// Bindings of the meta-learners and the adapt-and-predict path. Each entry point: check the
+// arguments with the GIL held, allocate the outputs, release the GIL around the core call.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <optional>
+#include <string>
+
+#include "arrays.hpp"
+#include "metacore/adapt.hpp"
+#include "metacore/meta.hpp"
+#include "task_arrays.hpp"
+
+namespace metacore::bindings {
+
+namespace {
+
+Learner parse_learner(const std::string& s) {
+    return parse_choice<Learner>("learner", s,
+                                 {{"maml", Learner::maml}, {"reptile", Learner::reptile},
+                                  {"metasgd", Learner::metasgd}, {"anil", Learner::anil}});
+}
+
+// The inner-loop rule of the adapt path: a scalar lr, or per-parameter rates (Meta-SGD); ANIL's
+// head_only freezes the trunk.
+template <class T>
+InnerRule<T> adapt_rule(const NetSpec& net, std::int64_t steps, double lr,
+                        const std::optional<py::array_t<T>>& rates, bool head_only) {
+    check_meta_net(net);
+    if (steps < 0) throw py::value_error("steps must be >= 0, got " + std::to_string(steps));
+    InnerRule<T> rule;
+    rule.steps = steps;
+    if (rates) {
+        rule.rates = rates->data();
+    } else {
+        if (!std::isfinite(lr) || lr < 0.0)
+            throw py::value_error("lr must be finite and >= 0, got " + std::to_string(lr));
+        rule.lr = static_cast<T>(lr);
+    }
+    if (head_only) rule.frozen = net.weight_offset(net.n_layers() - 1, 0);
+    return rule;
+}
+
+template <class T>
+std::optional<py::array_t<T>> checked_rates(const NetSpec& net, const py::object& obj) {
+    if (obj.is_none()) return std::nullopt;
+    auto r = checked<T>(obj, "lr", {net.n_params()});
+    require_finite(r, "lr");
+    return r;
+}
+
+template <class T>
+py::tuple meta_typed(const NetSpec& net, const MetaConfig& cfg, const py::array& params_obj,
+                     const py::object& X_obj, const py::object& y_obj,
+                     const py::object& offsets_obj, const py::object& ns_obj,
+                     std::optional<int> n_threads) {
+    const std::int64_t G = meta_params(net, cfg.learner);
+    auto params = checked<T>(params_obj, "theta", {G});
+    require_finite(params, "theta");
+    auto X = checked<T>(X_obj, "X", {-1, net.n_features()});
+    auto y = checked_targets<T>(y_obj, "y", net, X.shape(0));
+    auto offsets = checked<std::int64_t>(offsets_obj, "offsets", {-1});
+    auto ns = checked<std::int64_t>(ns_obj, "n_support", {offsets.shape(0) - 1});
+    const TaskData<T> data = checked_tasks<T>(X, y, offsets, ns);
+    const int threads = threads_arg(n_threads);
+    const std::int64_t n = data.n_tasks;
+    py::array_t<T> grad(G), losses(n);
+    T* g = grad.mutable_data();
+    T* l = losses.mutable_data();
+    double loss = 0.0, before = 0.0;
+    {
+        py::gil_scoped_release release;
+        std::vector<std::int64_t> tasks(n);
+        for (std::int64_t i = 0; i < n; ++i) tasks[i] = i;
+        MetaBatch<T> batch(net, cfg, threads);
+        loss = batch.value_and_grad(params.data(), data, tasks.data(), n, g, l, &before);
+    }
+    return py::make_tuple(loss, grad, losses, before);
+}
+
+template <class T>
+py::array_t<T> adapt_typed(const NetSpec& net, const py::array& theta_obj, const py::object& Xs_obj,
+                           const py::object& ys_obj, const py::object* Xq_obj, std::int64_t steps,
+                           double lr, const py::object& rates_obj, bool head_only) {
+    auto theta = checked<T>(theta_obj, "theta", {net.n_params()});
+    require_finite(theta, "theta");
+    auto Xs = checked_rows<T>(Xs_obj, "X_support", net, 1);
+    auto ys = checked_targets<T>(ys_obj, "y_support", net, Xs.shape(0));
+    auto rates = checked_rates<T>(net, rates_obj);
+    const InnerRule<T> rule = adapt_rule<T>(net, steps, lr, rates, head_only);
+    if (!Xq_obj) {
+        py::array_t<T> out(net.n_params());
+        T* o = out.mutable_data();
+        py::gil_scoped_release release;
+        adapt<T>(net, rule, theta.data(), rows_view(Xs), rows_view(ys), o);
+        return out;
+    }
+    auto Xq = checked_rows<T>(*Xq_obj, "X_query", net, 0);
+    py::array_t<T> out({static_cast<py::ssize_t>(Xq.shape(0)),
+                        static_cast<py::ssize_t>(net.n_outputs())});
+    T* o = out.mutable_data();
+    py::gil_scoped_release release;
+    adapt_predict<T>(net, rule, theta.data(), rows_view(Xs), rows_view(ys), rows_view(Xq), o);
+    return out;
+}
+
+template <class T>
+py::tuple adapt_batch_typed(const NetSpec& net, const py::array& theta_obj,
+                            const py::object& X_obj, const py::object& y_obj,
+                            const py::object& offsets_obj, const py::object& ns_obj,
+                            std::int64_t steps, double lr, const py::object& rates_obj,
+                            bool head_only, bool want_theta, bool want_pred,
+                            std::optional<int> n_threads) {
+    auto theta = checked<T>(theta_obj, "theta", {net.n_params()});
+    require_finite(theta, "theta");
+    auto X = checked<T>(X_obj, "X", {-1, net.n_features()});
+    auto y = checked_targets<T>(y_obj, "y", net, X.shape(0));
+    auto offsets = checked<std::int64_t>(offsets_obj, "offsets", {-1});
+    auto ns = checked<std::int64_t>(ns_obj, "n_support", {offsets.shape(0) - 1});
+    const TaskData<T> data = checked_tasks<T>(X, y, offsets, ns);
+    for (std::int64_t t = 0; t < data.n_tasks; ++t)
+        if (data.n_support[t] < 1)
+            throw py::value_error("tasks: task " + std::to_string(t) +
+                                  " has no support rows to adapt on");
+    auto rates = checked_rates<T>(net, rates_obj);
+    const InnerRule<T> rule = adapt_rule<T>(net, steps, lr, rates, head_only);
+    const int threads = threads_arg(n_threads);
+    std::int64_t n_query = 0;
+    for (std::int64_t t = 0; t < data.n_tasks; ++t)
+        n_query += data.offsets[t + 1] - data.offsets[t] - data.n_support[t];
+    py::object phis_obj = py::none(), preds_obj = py::none();
+    T *phis = nullptr, *preds = nullptr;
+    if (want_theta) {
+        py::array_t<T> a({data.n_tasks, net.n_params()});
+        phis = a.mutable_data();
+        phis_obj = a;
+    }
+    if (want_pred) {
+        py::array_t<T> a({n_query, net.n_outputs()});
+        preds = a.mutable_data();
+        preds_obj = a;
+    }
+    {
+        py::gil_scoped_release release;
+        adapt_batch<T>(net, rule, theta.data(), data, phis, preds, threads);
+    }
+    return py::make_tuple(phis_obj, preds_obj);
+}
+
+bool is_float32(const py::handle& theta) {
+    if (!py::isinstance<py::array>(theta)) throw py::type_error("theta must be a numpy array");
+    auto a = py::reinterpret_borrow<py::array>(theta);
+    if (a.dtype().is(py::dtype::of<float>())) return true;
+    if (a.dtype().is(py::dtype::of<double>())) return false;
+    throw py::type_error("theta must have dtype float32 or float64, got " +
+                         std::string(py::str(a.dtype())));
+}
+
+}  // namespace
+
+MetaConfig meta_config(const NetSpec& net, const std::string& learner, double inner_lr,
+                       std::int64_t inner_steps, bool first_order) {
+    check_meta_net(net);
+    MetaConfig cfg;
+    cfg.learner = parse_learner(learner);
+    if (inner_steps < 1)
+        throw py::value_error("inner_steps must be >= 1, got " + std::to_string(inner_steps));
+    if (!std::isfinite(inner_lr) || inner_lr < 0.0)
+        throw py::value_error("inner_lr must be finite and >= 0, got " + std::to_string(inner_lr));
+    cfg.inner_steps = inner_steps;
+    cfg.inner_lr = inner_lr;
+    cfg.first_order = first_order;
+    return cfg;
+}
+
+void register_meta(py::module_& m) {
+    m.def(
+        "meta_value_and_grad",
+        [](const NetSpec& net, const std::string& learner, double inner_lr,
+           std::int64_t inner_steps, bool first_order, const py::array& params,
+           const py::object& X, const py::object& y, const py::object& offsets,
+           const py::object& n_support, std::optional<int> n_threads) {
+            const MetaConfig cfg = meta_config(net, learner, inner_lr, inner_steps, first_order);
+            if (is_float32(params))
+                return meta_typed<float>(net, cfg, params, X, y, offsets, n_support, n_threads);
+            return meta_typed<double>(net, cfg, params, X, y, offsets, n_support, n_threads);
+        },
+        py::arg("net"), py::arg("learner"), py::arg("inner_lr"), py::arg("inner_steps"),
+        py::arg("first_order"), py::arg("theta"), py::arg("X"), py::arg("y"), py::arg("offsets"),
+        py::arg("n_support"), py::arg("n_threads") = py::none(),
+        "(mean query loss after adaptation, meta-gradient, per-task query losses, mean support "
+        "loss before adaptation)");
+    m.def(
+        "adapt",
+        [](const NetSpec& net, const py::array& theta, const py::object& Xs, const py::object& ys,
+           std::int64_t steps, double lr, const py::object& rates, bool head_only) -> py::array {
+            if (is_float32(theta))
+                return adapt_typed<float>(net, theta, Xs, ys, nullptr, steps, lr, rates, head_only);
+            return adapt_typed<double>(net, theta, Xs, ys, nullptr, steps, lr, rates, head_only);
+        },
+        py::arg("net"), py::arg("theta"), py::arg("X_support"), py::arg("y_support"),
+        py::arg("steps"), py::arg("lr"), py::arg("rates") = py::none(),
+        py::arg("head_only") = false);
+    m.def(
+        "adapt_predict",
+        [](const NetSpec& net, const py::array& theta, const py::object& Xs, const py::object& ys,
+           const py::object& Xq, std::int64_t steps, double lr, const py::object& rates,
+           bool head_only) -> py::array {
+            if (is_float32(theta))
+                return adapt_typed<float>(net, theta, Xs, ys, &Xq, steps, lr, rates, head_only);
+            return adapt_typed<double>(net, theta, Xs, ys, &Xq, steps, lr, rates, head_only);
+        },
+        py::arg("net"), py::arg("theta"), py::arg("X_support"), py::arg("y_support"),
+        py::arg("X_query"), py::arg("steps"), py::arg("lr"), py::arg("rates") = py::none(),
+        py::arg("head_only") = false);
+    m.def(
+        "adapt_batch",
+        [](const NetSpec& net, const py::array& theta, const py::object& X, const py::object& y,
+           const py::object& offsets, const py::object& n_support, std::int64_t steps, double lr,
+           const py::object& rates, bool head_only, bool want_theta, bool want_pred,
+           std::optional<int> n_threads) {
+            if (is_float32(theta))
+                return adapt_batch_typed<float>(net, theta, X, y, offsets, n_support, steps, lr,
+                                                rates, head_only, want_theta, want_pred,
+                                                n_threads);
+            return adapt_batch_typed<double>(net, theta, X, y, offsets, n_support, steps, lr,
+                                             rates, head_only, want_theta, want_pred, n_threads);
+        },
+        py::arg("net"), py::arg("theta"), py::arg("X"), py::arg("y"), py::arg("offsets"),
+        py::arg("n_support"), py::arg("steps"), py::arg("lr"), py::arg("rates") = py::none(),
+        py::arg("head_only") = false, py::arg("want_theta") = true, py::arg("want_pred") = true,
+        py::arg("n_threads") = py::none());
+}
+
+}  // namespace metacore::bindings

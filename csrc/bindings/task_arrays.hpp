@@ -1,0 +1,93 @@
+// Checks of packed task buffers and per-call row blocks for the meta-learning bindings: every
+// array by name, the offsets' structure, finite values. Nothing is converted here.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "arrays.hpp"
+#include "metacore/net.hpp"
+#include "metacore/tasks.hpp"
+
+namespace metacore::bindings {
+
+// y's columns for a net: the outputs for mse, one label column otherwise.
+inline std::int64_t target_cols(const NetSpec& net) {
+    return net.loss() == Loss::mse ? net.n_outputs() : 1;
+}
+
+template <class T>
+void require_finite(const py::array_t<T>& a, const char* name) {
+    const T* p = a.data();
+    const std::int64_t n = a.size();
+    bool ok = true;
+    for (std::int64_t i = 0; i < n; ++i) ok &= std::isfinite(p[i]);
+    if (!ok)
+        for (std::int64_t i = 0; i < n; ++i)
+            if (!std::isfinite(p[i]))
+                throw py::value_error(std::string(name) + " must be finite, found " +
+                                      std::to_string(static_cast<double>(p[i])) + " at flat index " +
+                                      std::to_string(i));
+}
+
+// Rows (n, d) of the net's inputs, at least `min_rows` of them, finite.
+template <class T>
+py::array_t<T> checked_rows(const py::handle& obj, const char* name, const NetSpec& net,
+                            std::int64_t min_rows) {
+    auto X = checked<T>(obj, name, {-1, net.n_features()});
+    if (X.shape(0) < min_rows)
+        throw py::value_error(std::string(name) + " must have at least " +
+                              std::to_string(min_rows) + " row(s), got shape " + shape_str(X));
+    require_finite(X, name);
+    return X;
+}
+
+// Targets for n rows: (n,) or (n, cols) where cols fits the loss head; finite.
+template <class T>
+py::array_t<T> checked_targets(const py::handle& obj, const char* name, const NetSpec& net,
+                               std::int64_t n) {
+    const std::int64_t cols = target_cols(net);
+    py::array_t<T> y;
+    if (py::isinstance<py::array>(obj) && py::reinterpret_borrow<py::array>(obj).ndim() == 1 &&
+        cols == 1)
+        y = checked<T>(obj, name, {n});
+    else
+        y = checked<T>(obj, name, {n, cols});
+    require_finite(y, name);
+    return y;
+}
+
+template <class T>
+MatrixView<const T> rows_view(const py::array_t<T>& a) {
+    return {a.data(), a.shape(0), a.ndim() == 2 ? a.shape(1) : 1};
+}
+
+// A TaskData over checked buffers; the arrays must outlive it.
+template <class T>
+TaskData<T> checked_tasks(const py::array_t<T>& X, const py::array_t<T>& y,
+                          const py::array_t<std::int64_t>& offsets,
+                          const py::array_t<std::int64_t>& n_support) {
+    const std::int64_t T_ = offsets.shape(0) - 1;
+    if (T_ < 1) throw py::value_error("offsets must describe at least one task");
+    const std::int64_t* o = offsets.data();
+    const std::int64_t* ns = n_support.data();
+    if (o[0] != 0 || o[T_] != X.shape(0))
+        throw py::value_error("offsets must start at 0 and end at the number of rows of X");
+    for (std::int64_t i = 0; i < T_; ++i) {
+        if (o[i + 1] <= o[i]) throw py::value_error("offsets: task " + std::to_string(i) + " is empty");
+        if (ns[i] < 0 || ns[i] > o[i + 1] - o[i])
+            throw py::value_error("n_support: task " + std::to_string(i) + " has " +
+                                  std::to_string(ns[i]) + " support rows, outside [0, " +
+                                  std::to_string(o[i + 1] - o[i]) + "]");
+    }
+    TaskData<T> data;
+    data.X = rows_view(X);
+    data.y = rows_view(y);
+    data.offsets = o;
+    data.n_support = ns;
+    data.n_tasks = T_;
+    return data;
+}
+
+}  // namespace metacore::bindings

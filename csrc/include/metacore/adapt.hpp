@@ -1,0 +1,117 @@
+// The latency path: adapt θ to one new task by k SGD steps on its support rows, then predict.
+// Scratch lives in a thread_local workspace made on a thread's first call for a net shape, so a
+// call allocates nothing but its outputs and any number of threads may call at once.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "metacore/inner_loop.hpp"
+#include "metacore/net.hpp"
+#include "metacore/net_pass.hpp"
+#include "metacore/predict.hpp"
+#include "metacore/tasks.hpp"
+#include "metacore/threading.hpp"
+
+namespace metacore {
+
+inline bool same_net(const NetSpec& a, const NetSpec& b) {
+    return a.sizes() == b.sizes() && a.activation() == b.activation() && a.loss() == b.loss() &&
+           a.n_heads() == b.n_heads();
+}
+
+template <class T>
+struct AdaptWorkspace {
+    explicit AdaptWorkspace(const NetSpec& spec)
+        : net(spec), pass(net, false), phi(net.n_params()), next(net.n_params()),
+          grad(net.n_params()) {}
+    NetSpec net;  // declared before pass, which keeps a reference to it
+    NetPass<T> pass;
+    std::vector<T> phi, next, grad;
+};
+
+template <class T>
+AdaptWorkspace<T>& adapt_workspace(const NetSpec& net) {
+    thread_local std::unique_ptr<AdaptWorkspace<T>> ws;
+    if (!ws || !same_net(ws->net, net)) ws = std::make_unique<AdaptWorkspace<T>>(net);
+    return *ws;
+}
+
+// φ after rule.steps SGD steps from θ on rows [begin, end) of data; points into the workspace.
+template <class T>
+const T* adapt_rows(AdaptWorkspace<T>& ws, const InnerRule<T>& rule, const T* theta,
+                    const TaskData<T>& data, std::int64_t begin, std::int64_t end) {
+    const std::int64_t P = ws.net.n_params();
+    const T* phi = theta;
+    T* bufs[2] = {ws.phi.data(), ws.next.data()};
+    for (std::int64_t j = 0; j < rule.steps; ++j) {
+        rows_value_grad(ws.pass, phi, data, begin, end, P, ws.grad.data());
+        inner_update(rule, phi, ws.grad.data(), P, bufs[j & 1]);
+        phi = bufs[j & 1];
+    }
+    return phi;
+}
+
+template <class T>
+void predict_rows(AdaptWorkspace<T>& ws, const T* phi, MatrixView<const T> X, T* out) {
+    constexpr std::int64_t B = NetPass<T>::kBlock;
+    const std::int64_t k = ws.net.n_outputs();
+    ws.pass.prepare(phi);
+    for (std::int64_t r = 0; r < X.rows; r += B)
+        predict_block(ws.pass, ws.net, phi, X.row(r), std::min(B, X.rows - r), 0, out + r * k);
+    ws.pass.release();
+}
+
+template <class T>
+TaskData<T> one_task(MatrixView<const T> X, MatrixView<const T> y) {
+    TaskData<T> data;
+    data.X = X;
+    data.y = y;
+    data.n_tasks = 1;
+    return data;
+}
+
+// out (P) = θ adapted on the support rows (Xs, ys).
+template <class T>
+void adapt(const NetSpec& net, const InnerRule<T>& rule, const T* theta, MatrixView<const T> Xs,
+           MatrixView<const T> ys, T* out) {
+    AdaptWorkspace<T>& ws = adapt_workspace<T>(net);
+    const T* phi = adapt_rows(ws, rule, theta, one_task(Xs, ys), 0, Xs.rows);
+    std::copy(phi, phi + net.n_params(), out);
+}
+
+// out (n_q × k) = the adapted net's outputs on Xq.
+template <class T>
+void adapt_predict(const NetSpec& net, const InnerRule<T>& rule, const T* theta,
+                   MatrixView<const T> Xs, MatrixView<const T> ys, MatrixView<const T> Xq,
+                   T* out) {
+    AdaptWorkspace<T>& ws = adapt_workspace<T>(net);
+    predict_rows(ws, adapt_rows(ws, rule, theta, one_task(Xs, ys), 0, Xs.rows), Xq, out);
+}
+
+// Many new tasks at once, in parallel: task t adapts on its support rows; `phis` (T × P, when
+// not null) gets its adapted θ and `preds` (query rows × k, when not null) its outputs on its
+// query rows, laid out task after task.
+template <class T>
+void adapt_batch(const NetSpec& net, const InnerRule<T>& rule, const T* theta,
+                 const TaskData<T>& data, T* phis, T* preds, int n_threads) {
+    const std::int64_t T_ = data.n_tasks, P = net.n_params(), k = net.n_outputs();
+    std::vector<std::int64_t> qstart(T_ + 1, 0);
+    for (std::int64_t t = 0; t < T_; ++t)
+        qstart[t + 1] = qstart[t] + data.offsets[t + 1] - data.offsets[t] - data.n_support[t];
+    const int threads = static_cast<int>(std::min<std::int64_t>(resolve_threads(n_threads), T_));
+    parallel_for(T_, threads, [&](std::int64_t t, int) {
+        AdaptWorkspace<T>& ws = adapt_workspace<T>(net);
+        const std::int64_t s0 = data.offsets[t], s1 = s0 + data.n_support[t];
+        const T* phi = adapt_rows(ws, rule, theta, data, s0, s1);
+        if (phis) std::copy(phi, phi + P, phis + t * P);
+        const std::int64_t nq = data.offsets[t + 1] - s1;
+        if (preds && nq > 0)
+            predict_rows(ws, phi, MatrixView<const T>{data.X.row(s1), nq, data.X.cols},
+                         preds + qstart[t] * k);
+    });
+}
+
+}  // namespace metacore

@@ -1,0 +1,102 @@
+// The inner loop every meta-learner shares: k SGD steps on one task's support rows,
+//   φ_{j+1} = φ_j − r ⊙ ∇L_s(φ_j),
+// where the rate vector r is a scalar lr (MAML, Reptile), learned per-parameter rates (Meta-SGD),
+// or lr on the output layer and 0 on the trunk (ANIL). No L2 in the inner loop.
+#pragma once
+
+#include <cstdint>
+
+#include "metacore/net.hpp"
+#include "metacore/net_pass.hpp"
+#include "metacore/simd.hpp"
+#include "metacore/tasks.hpp"
+#include "metacore/unit_kernels.hpp"
+
+namespace metacore {
+
+template <class T>
+struct InnerRule {
+    std::int64_t steps = 1;
+    T lr = T(0);                 // the rate when `rates` is null
+    const T* rates = nullptr;    // per-parameter rates (P,), or null
+    std::int64_t frozen = 0;     // θ[0:frozen] stays fixed in the inner loop (ANIL: the trunk)
+};
+
+// φ_out[p] = φ[p] − r_p · g[p] for the adapted parameters, φ[p] for the frozen ones.
+template <class T>
+METACORE_INLINE void inner_update(const InnerRule<T>& rule, const T* __restrict phi,
+                                  const T* __restrict g, std::int64_t P, T* __restrict out) {
+    for (std::int64_t p = 0; p < rule.frozen; ++p) out[p] = phi[p];
+    if (rule.rates) {
+#pragma omp simd
+        for (std::int64_t p = rule.frozen; p < P; ++p) out[p] = phi[p] - rule.rates[p] * g[p];
+    } else {
+        const T lr = rule.lr;
+#pragma omp simd
+        for (std::int64_t p = rule.frozen; p < P; ++p) out[p] = phi[p] - lr * g[p];
+    }
+}
+
+// v = r ⊙ g on the adapted parameters, 0 on the frozen ones: the direction (∂φ_{j+1}/∂φ_j)ᵀ
+// needs the Hessian applied to.
+template <class T>
+METACORE_INLINE void scale_by_rates(const InnerRule<T>& rule, const T* __restrict g,
+                                    std::int64_t P, T* __restrict v) {
+    for (std::int64_t p = 0; p < rule.frozen; ++p) v[p] = T(0);
+    if (rule.rates) {
+#pragma omp simd
+        for (std::int64_t p = rule.frozen; p < P; ++p) v[p] = rule.rates[p] * g[p];
+    } else {
+        const T lr = rule.lr;
+#pragma omp simd
+        for (std::int64_t p = rule.frozen; p < P; ++p) v[p] = lr * g[p];
+    }
+}
+
+// Mean loss over rows [begin, end) of X, y at θ; grad (when not null) = its gradient.
+template <class T>
+METACORE_INLINE double rows_value_grad(NetPass<T>& pass, const T* theta, const TaskData<T>& data,
+                                       std::int64_t begin, std::int64_t end, std::int64_t P,
+                                       T* grad, bool same_theta = false) {
+    const std::int64_t n = end - begin;
+    if (grad)
+        for (std::int64_t p = 0; p < P; ++p) grad[p] = T(0);
+    const WorkUnit unit{0, begin, end};
+    pass.prepare(theta, nullptr, same_theta);
+    const double loss = unit_value_grad(pass, theta, data, unit, 0, T(1) / static_cast<T>(n), grad);
+    pass.release();
+    return loss / static_cast<double>(n);
+}
+
+// hv = ∇²L(θ) v of the mean loss over rows [begin, end).
+template <class T>
+METACORE_INLINE void rows_hvp(NetPass<T>& pass, const T* theta, const T* v,
+                              const TaskData<T>& data, std::int64_t begin, std::int64_t end,
+                              std::int64_t P, T* hv, bool same_theta = false) {
+    for (std::int64_t p = 0; p < P; ++p) hv[p] = T(0);
+    const WorkUnit unit{0, begin, end};
+    pass.prepare(theta, v, same_theta);
+    unit_hvp(pass, theta, v, data, unit, 0, T(1) / static_cast<T>(end - begin), hv);
+    pass.release();
+}
+
+// Runs the inner loop from θ on rows [begin, end). Writes φ_1..φ_k to `trail` (k × P) and, when
+// `grads` is not null, ∇L_s(φ_0..φ_{k−1}) to `grads` (k × P). Returns L_s(θ) (before adapting).
+// same_theta: θ is unchanged since the pass last saw it (see NetPass::prepare).
+template <class T>
+double run_inner_loop(NetPass<T>& pass, const InnerRule<T>& rule, const T* theta,
+                      const TaskData<T>& data, std::int64_t begin, std::int64_t end,
+                      std::int64_t P, T* trail, T* grads, T* scratch, bool same_theta = false) {
+    double first = 0.0;
+    const T* phi = theta;
+    for (std::int64_t j = 0; j < rule.steps; ++j) {
+        T* g = grads ? grads + j * P : scratch;
+        const double loss = rows_value_grad(pass, phi, data, begin, end, P, g, j == 0 && same_theta);
+        if (j == 0) first = loss;
+        inner_update(rule, phi, g, P, trail + j * P);
+        phi = trail + j * P;
+    }
+    return first;
+}
+
+}  // namespace metacore

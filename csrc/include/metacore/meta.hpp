@@ -1,0 +1,198 @@
+// Meta-gradients of MAML (exact second order or first order), Meta-SGD, ANIL and Reptile's
+// direction over a meta-batch of tasks.
+//
+// For task i with inner loop φ_0 = θ, φ_{j+1} = φ_j − r ⊙ ∇L_s(φ_j) (inner_loop.hpp), the
+// meta-loss is L_q(φ_k). Its exact gradient by reverse accumulation through the k steps:
+//   g_k = ∇L_q(φ_k),   g_j = g_{j+1} − H_s(φ_j) (r ⊙ g_{j+1}),   ∂/∂θ = g_0,
+// with H_s(φ_j) v an exact Hessian-vector product (forward-over-reverse through the net): no
+// unrolled graph, memory O(k·P) per task (the trail φ_1..φ_k). First order keeps g_j = g_k.
+// Meta-SGD's learned rates r get ∂/∂r = −Σ_j g_{j+1} ⊙ ∇L_s(φ_j). ANIL is r = lr on the
+// output layer and 0 on the trunk. Reptile's direction is θ − φ_k.
+//
+// Tasks run in parallel; each fixed block of tasks sums into its own partial, and the partials
+// are added in block order: the result is bit-identical for any thread count.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "metacore/inner_loop.hpp"
+#include "metacore/net.hpp"
+#include "metacore/net_pass.hpp"
+#include "metacore/tasks.hpp"
+#include "metacore/threading.hpp"
+#include "metacore/unit_kernels.hpp"
+
+namespace metacore {
+
+enum class Learner { maml, reptile, metasgd, anil };
+
+struct MetaConfig {
+    Learner learner = Learner::maml;
+    std::int64_t inner_steps = 1;
+    double inner_lr = 0.01;   // Meta-SGD: the rates live in the parameters instead
+    bool first_order = false;
+};
+
+// Parameters a learner optimises: θ, plus Meta-SGD's per-parameter rates packed after it.
+inline std::int64_t meta_params(const NetSpec& net, Learner learner) {
+    return learner == Learner::metasgd ? 2 * net.n_params() : net.n_params();
+}
+
+inline void check_meta_net(const NetSpec& net) {
+    if (net.n_heads() != 1)
+        throw std::invalid_argument(
+            "model: meta-learning adapts one shared net to each task; per-task heads "
+            "(task_heads) are not supported, got " + std::to_string(net.n_heads()) + " heads");
+}
+
+// Per-thread scratch of one meta-gradient: the net pass with tangents, the inner-loop trail.
+template <class T>
+struct MetaWorkspace {
+    MetaWorkspace(const NetSpec& net, const MetaConfig& cfg)
+        : pass(net, true),
+          trail(cfg.inner_steps * net.n_params()),
+          grads(cfg.learner == Learner::metasgd ? cfg.inner_steps * net.n_params() : 0),
+          g(net.n_params()),
+          v(net.n_params()),
+          hv(net.n_params()) {}
+    NetPass<T> pass;
+    std::vector<T> trail, grads, g, v, hv;
+};
+
+template <class T>
+InnerRule<T> inner_rule(const NetSpec& net, const MetaConfig& cfg, const T* params) {
+    InnerRule<T> rule;
+    rule.steps = cfg.inner_steps;
+    rule.lr = static_cast<T>(cfg.inner_lr);
+    if (cfg.learner == Learner::metasgd) rule.rates = params + net.n_params();
+    if (cfg.learner == Learner::anil) rule.frozen = net.weight_offset(net.n_layers() - 1, 0);
+    return rule;
+}
+
+// One task's query loss after adaptation; out (meta_params) += scale · its meta-gradient.
+// Also returns the support loss before adaptation in *support_loss.
+template <class T>
+double task_meta_grad(MetaWorkspace<T>& ws, const NetSpec& net, const MetaConfig& cfg,
+                      const T* params, const TaskData<T>& data, std::int64_t task, T scale,
+                      T* out, double* support_loss) {
+    const std::int64_t P = net.n_params();
+    const std::int64_t s0 = data.offsets[task], s1 = s0 + data.n_support[task];
+    const std::int64_t q1 = data.offsets[task + 1];
+    const InnerRule<T> rule = inner_rule(net, cfg, params);
+    const std::int64_t k = rule.steps;
+    T* trail = ws.trail.data();
+    T* grads = ws.grads.empty() ? nullptr : ws.grads.data();
+    *support_loss =
+        run_inner_loop(ws.pass, rule, params, data, s0, s1, P, trail, grads, ws.hv.data(), true);
+    const T* phi_k = trail + (k - 1) * P;
+    T* g = ws.g.data();
+    if (cfg.learner == Learner::reptile) {
+        const double loss = rows_value_grad<T>(ws.pass, phi_k, data, s1, q1, P, nullptr);
+#pragma omp simd
+        for (std::int64_t p = 0; p < P; ++p) out[p] += scale * (params[p] - phi_k[p]);
+        return loss;
+    }
+    const double loss = rows_value_grad(ws.pass, phi_k, data, s1, q1, P, g);
+    for (std::int64_t j = k - 1; j >= 0; --j) {
+        if (grads) {  // ∂L/∂r += −g_{j+1} ⊙ ∇L_s(φ_j)
+            const T* gs = grads + j * P;
+            T* out_r = out + P;
+#pragma omp simd
+            for (std::int64_t p = 0; p < P; ++p) out_r[p] -= scale * g[p] * gs[p];
+        }
+        if (cfg.first_order) continue;
+        const T* phi_j = j == 0 ? params : trail + (j - 1) * P;
+        scale_by_rates(rule, g, P, ws.v.data());
+        rows_hvp(ws.pass, phi_j, ws.v.data(), data, s0, s1, P, ws.hv.data(), j == 0);
+        const T* hv = ws.hv.data();
+#pragma omp simd
+        for (std::int64_t p = 0; p < P; ++p) g[p] -= hv[p];
+    }
+#pragma omp simd
+    for (std::int64_t p = 0; p < P; ++p) out[p] += scale * g[p];
+    return loss;
+}
+
+// Tasks a meta-batch is split into, fixed by the batch size alone (never the thread count).
+inline std::int64_t meta_blocks(std::int64_t n_tasks, std::int64_t n_params, std::size_t elem) {
+    constexpr std::int64_t kMaxMetaBlocks = 64;
+    constexpr std::int64_t kMetaPartialBytes = 64ll << 20;
+    std::int64_t cap = kMetaPartialBytes / std::max<std::int64_t>(1, n_params * elem);
+    cap = std::max<std::int64_t>(1, std::min(cap, kMaxMetaBlocks));
+    return std::min(n_tasks, cap);
+}
+
+// Thread-owned workspaces, made once and reused across the steps of a chunk.
+template <class T>
+class MetaBatch {
+   public:
+    MetaBatch(const NetSpec& net, const MetaConfig& cfg, int n_threads)
+        : net_(net), cfg_(cfg), threads_(resolve_threads(n_threads)) {
+        check_meta_net(net_);
+        if (cfg_.inner_steps < 1)
+            throw std::invalid_argument("inner_steps must be >= 1, got " +
+                                        std::to_string(cfg_.inner_steps));
+        workspaces_.reserve(threads_);
+        for (int t = 0; t < threads_; ++t) workspaces_.emplace_back(net_, cfg_);
+    }
+    MetaBatch(const MetaBatch&) = delete;  // the workspaces point at net_
+    MetaBatch& operator=(const MetaBatch&) = delete;
+
+    const NetSpec& net() const { return net_; }
+    const MetaConfig& config() const { return cfg_; }
+    std::int64_t n_meta_params() const { return meta_params(net_, cfg_.learner); }
+
+    // Mean over the chosen tasks of the query loss after adaptation; grad (meta_params) = the
+    // mean meta-gradient (Reptile: mean of θ − φ_k). tasks (n) index data's tasks; each needs
+    // support and query rows. task_losses (n, optional) gets each task's query loss.
+    double value_and_grad(const T* params, const TaskData<T>& data, const std::int64_t* tasks,
+                          std::int64_t n, T* grad, T* task_losses = nullptr,
+                          double* support_loss = nullptr) {
+        const std::int64_t G = n_meta_params();
+        for (std::int64_t i = 0; i < n; ++i) {
+            const std::int64_t t = tasks[i];
+            if (data.n_support[t] < 1 || data.offsets[t + 1] - data.offsets[t] - data.n_support[t] < 1)
+                throw std::invalid_argument(
+                    "batch: task " + std::to_string(t) + " has " +
+                    std::to_string(data.n_support[t]) + " support and " +
+                    std::to_string(data.offsets[t + 1] - data.offsets[t] - data.n_support[t]) +
+                    " query rows; meta-learning needs at least one of each");
+        }
+        for (auto& ws : workspaces_) ws.pass.forget();  // params may have changed in place
+        const std::int64_t nb = meta_blocks(n, G, sizeof(T));
+        parts_.assign(nb * G, T(0));
+        losses_.assign(n, 0.0);
+        before_.assign(n, 0.0);
+        const T scale = T(1) / static_cast<T>(n);
+        const int team = static_cast<int>(std::min<std::int64_t>(threads_, nb));
+        parallel_for(nb, team, [&](std::int64_t b, int tid) {
+            const std::int64_t lo = b * n / nb, hi = (b + 1) * n / nb;
+            for (std::int64_t i = lo; i < hi; ++i)
+                losses_[i] = task_meta_grad(workspaces_[tid], net_, cfg_, params, data, tasks[i],
+                                            scale, parts_.data() + b * G, &before_[i]);
+        });
+        sum_blocks(parts_.data(), nb, G, 0, G, grad);
+        double loss = 0.0, before = 0.0;
+        for (std::int64_t i = 0; i < n; ++i) {
+            loss += losses_[i];
+            before += before_[i];
+            if (task_losses) task_losses[i] = static_cast<T>(losses_[i]);
+        }
+        if (support_loss) *support_loss = before / static_cast<double>(n);
+        return loss / static_cast<double>(n);
+    }
+
+   private:
+    NetSpec net_;
+    MetaConfig cfg_;
+    int threads_;
+    std::vector<MetaWorkspace<T>> workspaces_;
+    std::vector<T> parts_;
+    std::vector<double> losses_, before_;
+};
+
+}  // namespace metacore

@@ -1,0 +1,67 @@
+// Infinite task families generated in the core, so a meta-training chunk draws fresh tasks every
+// step without returning to Python. Every draw is a pure function of (seed, step, task, row):
+// the same tasks for any thread count, and a resumed run draws what the uninterrupted one drew.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "metacore/random.hpp"
+#include "metacore/tasks.hpp"
+
+namespace metacore {
+
+// Sinusoid regression (Finn et al., 2017): y = A sin(x − φ), A ~ U(amplitude), φ ~ U(phase),
+// x ~ U(x_range); k_support support rows then k_query query rows per task.
+struct SinusoidSource {
+    std::int64_t k_support = 10, k_query = 10;
+    double amp_lo = 0.1, amp_hi = 5.0;
+    double phase_lo = 0.0, phase_hi = 3.141592653589793;
+    double x_lo = -5.0, x_hi = 5.0;
+
+    std::int64_t rows_per_task() const { return k_support + k_query; }
+
+    // Task i of step `step`: stream i + 1 of CounterRng(seed, step); draws 0 and 1 are A and φ,
+    // draw 2 + r is row r's x. X and y get rows_per_task() rows.
+    template <class T>
+    void task(std::uint64_t seed, std::int64_t step, std::int64_t i, T* X, T* y) const {
+        const CounterRng rng(seed, static_cast<std::uint64_t>(step),
+                             static_cast<std::uint64_t>(i) + 1);
+        const double A = amp_lo + (amp_hi - amp_lo) * rng.uniform(0);
+        const double phi = phase_lo + (phase_hi - phase_lo) * rng.uniform(1);
+        for (std::int64_t r = 0; r < rows_per_task(); ++r) {
+            const double x = x_lo + (x_hi - x_lo) * rng.uniform(2 + static_cast<std::uint64_t>(r));
+            X[r] = static_cast<T>(x);
+            y[r] = static_cast<T>(A * std::sin(x - phi));
+        }
+    }
+};
+
+// Owned buffers of a generated meta-batch, viewed as TaskData.
+template <class T>
+struct GeneratedTasks {
+    std::vector<T> X, y;
+    std::vector<std::int64_t> offsets, n_support;
+
+    TaskData<T> fill(const SinusoidSource& src, std::uint64_t seed, std::int64_t step,
+                     std::int64_t n_tasks) {
+        const std::int64_t n = src.rows_per_task();
+        X.resize(n_tasks * n);
+        y.resize(n_tasks * n);
+        offsets.resize(n_tasks + 1);
+        n_support.assign(n_tasks, src.k_support);
+        for (std::int64_t i = 0; i <= n_tasks; ++i) offsets[i] = i * n;
+        for (std::int64_t i = 0; i < n_tasks; ++i)
+            src.task(seed, step, i, X.data() + i * n, y.data() + i * n);
+        TaskData<T> data;
+        data.X = {X.data(), n_tasks * n, 1};
+        data.y = {y.data(), n_tasks * n, 1};
+        data.offsets = offsets.data();
+        data.n_support = n_support.data();
+        data.n_tasks = n_tasks;
+        return data;
+    }
+};
+
+}  // namespace metacore

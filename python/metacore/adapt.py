@@ -1,0 +1,116 @@
+"""The latency path: adapt θ to a new task by a few SGD steps on its support rows, then predict.
+
+    φ_0 = θ,   φ_{j+1} = φ_j − r ⊙ ∇L_s(φ_j)   (j = 0..steps−1),
+
+with ``lr`` a scalar r (MAML, Reptile) or one rate per parameter (Meta-SGD's learned rates), and
+``head_only=True`` adapting the output layer only (ANIL). One call into the core, with the GIL
+released and no allocation but the outputs (each thread keeps its own scratch): safe and fast to
+call from many Python threads at once.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import _checks
+from .models import MLP
+from .taskset import TaskSet
+
+__all__ = ["adapt", "adapt_predict", "adapt_batch"]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _model(model):
+    if not isinstance(model, MLP):
+        raise TypeError(f"model must be a metacore model (MLP), got {type(model).__name__}")
+    if model.task_heads is not None:
+        raise ValueError(f"model: adapting needs one shared output layer; per-task heads "
+                         f"(task_heads={model.task_heads}) are not supported")
+    return model._net()
+
+
+def _theta(model, theta):
+    if type(theta) is np.ndarray and theta.dtype in _FLOATS and theta.flags.c_contiguous:
+        return theta  # shape and finiteness are checked in the core binding
+    return _checks.theta("theta", theta, model.n_params)
+
+
+def _rows(name, X, dtype):
+    """X as a C-contiguous 2-D array of θ's dtype; a copy only when the input is not one."""
+    if type(X) is np.ndarray and X.dtype == dtype and X.flags.c_contiguous and X.ndim == 2:
+        return X
+    return _checks.float_array(name, X, ndim=2, dtype=dtype)
+
+
+def _targets(name, y, dtype):
+    if type(y) is np.ndarray and y.dtype == dtype and y.flags.c_contiguous:
+        return y
+    return _checks.float_array(name, y, ndim=(1, 2), dtype=dtype)
+
+
+def _rule(model, lr, steps, dtype):
+    """(steps, scalar lr, per-parameter rates or None)."""
+    steps = _checks.integer("steps", steps, minimum=0)
+    if isinstance(lr, numbers.Real) and not isinstance(lr, (bool, np.bool_)):
+        return steps, _checks.real("lr", lr, minimum=0.0), None
+    rates = _checks.float_array("lr", lr, ndim=1, dtype=dtype)
+    if rates.shape[0] != model.n_params:
+        raise ValueError(f"lr must be a scalar or one rate per parameter ({model.n_params}), "
+                         f"got shape {rates.shape}")
+    return steps, 0.0, rates
+
+
+def adapt(model, theta, X_support, y_support, *, steps=5, lr=0.01, head_only=False):
+    """φ after ``steps`` SGD steps from θ on (X_support, y_support): (P,), θ's dtype.
+
+    ``lr``: a scalar >= 0, or an array (P,) of per-parameter rates (Meta-SGD).
+    ``head_only``: adapt the output layer only (ANIL).
+    """
+    net = _model(model)
+    theta = _theta(model, theta)
+    X = _rows("X_support", X_support, theta.dtype)
+    y = _targets("y_support", y_support, theta.dtype)
+    steps, lr, rates = _rule(model, lr, steps, theta.dtype)
+    from ._core import adapt as core_adapt
+    return core_adapt(net, theta, X, y, steps, lr, rates, bool(head_only))
+
+
+def adapt_predict(model, theta, X_support, y_support, X_query, *, steps=5, lr=0.01,
+                  head_only=False):
+    """The outputs on X_query of the net adapted as in :func:`adapt`: (n,) for one output,
+    else (n, k) (raw values for mse, logits otherwise)."""
+    net = _model(model)
+    theta = _theta(model, theta)
+    X = _rows("X_support", X_support, theta.dtype)
+    y = _targets("y_support", y_support, theta.dtype)
+    Xq = _rows("X_query", X_query, theta.dtype)
+    steps, lr, rates = _rule(model, lr, steps, theta.dtype)
+    from ._core import adapt_predict as core_adapt_predict
+    out = core_adapt_predict(net, theta, X, y, Xq, steps, lr, rates, bool(head_only))
+    return out[:, 0] if out.shape[1] == 1 else out
+
+
+def adapt_batch(model, theta, tasks, *, steps=5, lr=0.01, head_only=False, n_threads=None):
+    """Adapt to every task of a TaskSet in parallel (each on its support rows).
+
+    Returns ``(thetas, predictions)``: thetas (T, P), the adapted θ of each task, and predictions
+    on every task's query rows, task after task ((n_query,) for one output, else (n_query, k)).
+    """
+    net = _model(model)
+    if not isinstance(tasks, TaskSet):
+        raise TypeError(f"tasks must be a TaskSet, got {type(tasks).__name__}")
+    theta = _checks.theta("theta", theta, model.n_params)
+    if tasks.n_features != model.n_features:
+        raise ValueError(f"tasks have {tasks.n_features} features but the model expects "
+                         f"{model.n_features}")
+    tasks.check_labels(model.loss, model.n_outputs)
+    steps, lr, rates = _rule(model, lr, steps, theta.dtype)
+    ts = tasks.astype(theta.dtype)
+    from ._core import adapt_batch as core_adapt_batch
+    phis, preds = core_adapt_batch(net, theta, ts.X, ts.y, ts.offsets, ts.n_support, steps, lr,
+                                   rates, bool(head_only), True, True,
+                                   _checks.n_threads(n_threads))
+    return phis, (preds[:, 0] if preds.shape[1] == 1 else preds)
