@@ -7,6 +7,8 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <initializer_list>
+#include <utility>
 #include <optional>
 #include <string>
 #include <vector>
@@ -42,6 +44,19 @@ py::array_t<T> checked(const py::handle& obj, const char* name, std::vector<py::
     if (!(a.flags() & py::array::c_style))
         throw py::value_error(std::string(name) + " must be C-contiguous");
     return py::reinterpret_borrow<py::array_t<T>>(a);
+}
+
+// The enum value named `value` among `choices`; a ValueError listing them otherwise.
+template <class E>
+E parse_choice(const char* name, const std::string& value,
+               std::initializer_list<std::pair<const char*, E>> choices) {
+    std::string allowed;
+    for (const auto& [key, e] : choices) {
+        if (value == key) return e;
+        allowed += (allowed.empty() ? "'" : ", '") + std::string(key) + "'";
+    }
+    throw py::value_error(std::string(name) + " must be one of " + allowed + ", got '" + value +
+                          "'");
 }
 
 // None = the OpenMP default (passed to the core as 0), -1 = all cores, k >= 1 = k threads.

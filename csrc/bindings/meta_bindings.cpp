@@ -18,12 +18,9 @@ namespace metacore::bindings {
 namespace {
 
 Learner parse_learner(const std::string& s) {
-    if (s == "maml") return Learner::maml;
-    if (s == "reptile") return Learner::reptile;
-    if (s == "metasgd") return Learner::metasgd;
-    if (s == "anil") return Learner::anil;
-    throw py::value_error("learner must be 'maml', 'reptile', 'metasgd' or 'anil', got '" + s +
-                          "'");
+    return parse_choice<Learner>("learner", s,
+                                 {{"maml", Learner::maml}, {"reptile", Learner::reptile},
+                                  {"metasgd", Learner::metasgd}, {"anil", Learner::anil}});
 }
 
 // The inner-loop rule of the adapt path: a scalar lr, or per-parameter rates (Meta-SGD); ANIL's

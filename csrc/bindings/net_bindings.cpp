@@ -15,16 +15,14 @@ namespace metacore::bindings {
 namespace {
 
 Activation parse_activation(const std::string& s) {
-    if (s == "relu") return Activation::relu;
-    if (s == "tanh") return Activation::tanh;
-    throw py::value_error("activation must be 'relu' or 'tanh', got '" + s + "'");
+    return parse_choice<Activation>("activation", s,
+                                    {{"relu", Activation::relu}, {"tanh", Activation::tanh}});
 }
 
 Loss parse_loss(const std::string& s) {
-    if (s == "mse") return Loss::mse;
-    if (s == "logistic") return Loss::logistic;
-    if (s == "cross_entropy") return Loss::cross_entropy;
-    throw py::value_error("loss must be 'mse', 'logistic' or 'cross_entropy', got '" + s + "'");
+    return parse_choice<Loss>("loss", s,
+                              {{"mse", Loss::mse}, {"logistic", Loss::logistic},
+                               {"cross_entropy", Loss::cross_entropy}});
 }
 
 template <class T>

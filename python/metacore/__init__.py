@@ -5,8 +5,10 @@ The compiled core (``metacore._core``) computes; this package decides what to co
 
 from importlib.metadata import PackageNotFoundError, version as _dist_version
 
-from . import _core, reference, tasks
+from . import _core, optim, reference, tasks, weighting
 from .adapt import adapt, adapt_batch, adapt_predict
+from .checkpoint import Checkpoint, load, save
+from .fit import EarlyStopping, FitDivergedError, FitEvent, FitResult, fit
 from .meta import ANIL, MAML, MetaFitResult, MetaSGD, Reptile
 from .models import MLP, Linear, Logistic, Softmax
 from .objective import Objective
@@ -30,5 +32,7 @@ __all__ = [
     "MLP", "Linear", "Logistic", "Softmax", "Objective", "TaskSet",
     "build_info", "reference", "tasks", "__version__",
     "MAML", "Reptile", "MetaSGD", "ANIL", "MetaFitResult", "adapt", "adapt_predict", "adapt_batch",
+    "optim", "weighting", "fit", "FitResult", "FitEvent", "FitDivergedError", "EarlyStopping",
+    "Checkpoint", "save", "load",
     "evaluate", "EvalReport", "mean_ci", "baselines", "config", "report",
 ]

@@ -27,8 +27,8 @@ def integer(name, value, minimum=None, maximum=None):
     return value
 
 
-def real(name, value, minimum=None, maximum=None, min_open=False):
-    """A finite real number within [minimum, maximum] ((minimum, maximum] if min_open)."""
+def real(name, value, minimum=None, maximum=None, min_open=False, max_open=False):
+    """A finite real number within [minimum, maximum]; ``min_open``/``max_open`` exclude the end."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {_show(value)}")
     value = float(value)
@@ -37,8 +37,28 @@ def real(name, value, minimum=None, maximum=None, min_open=False):
     if minimum is not None and (value < minimum or (min_open and value == minimum)):
         op = ">" if min_open else ">="
         raise ValueError(f"{name} must be {op} {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    if maximum is not None and (value > maximum or (max_open and value == maximum)):
+        op = "<" if max_open else "<="
+        raise ValueError(f"{name} must be {op} {maximum}, got {value}")
+    return value
+
+
+def boolean(name, value):
+    """A bool (numpy bools accepted; 0/1 and other truthy values refused)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {_show(value)}")
+    return bool(value)
+
+
+def optional_integer(name, value, minimum=None, maximum=None):
+    """None, or an integer within [minimum, maximum]."""
+    return None if value is None else integer(name, value, minimum=minimum, maximum=maximum)
+
+
+def instance(name, value, types, what):
+    """``value`` if it is one of ``types``; ``what`` says in words what was expected."""
+    if not isinstance(value, types):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__} {_show(value)}")
     return value
 
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <vector>
 
@@ -48,32 +49,50 @@ class Objective {
 
     const NetSpec& net() const { return net_; }
     const WorkPlan& plan() const { return plan_; }
+    const TaskData<T>& data() const { return data_; }
+    Rows rows() const { return rows_; }
     std::int64_t n_params() const { return net_.n_params(); }
     std::int64_t n_tasks() const { return data_.n_tasks; }
 
     // Returns f(θ); writes ∇f when grad is not null and the unweighted f_i when losses is not null.
     double value_and_grad(const T* theta, const T* weights, T l2, T* grad, T* losses,
                           int n_threads) const {
-        const std::int64_t P = n_params(), nb = plan_.n_blocks();
-        const int threads = team_size(n_threads);
-        std::vector<double> unit_loss(plan_.units.size());
+        return value_and_grad(plan_, theta, weights, l2, grad, losses, n_threads);
+    }
+
+    // The same over another plan of the same data (a sampled batch of tasks and rows): f sums
+    // α_i f_i over the plan's tasks only, f_i the mean loss over the plan's rows of task i.
+    // losses (T entries) is NaN for tasks the plan leaves out.
+    double value_and_grad(const WorkPlan& plan, const T* theta, const T* weights, T l2, T* grad,
+                          T* losses, int n_threads) const {
+        const std::int64_t P = n_params(), nb = plan.n_blocks();
+        const int threads = team_size(plan, n_threads);
+        std::vector<double> unit_loss(plan.units.size());
         std::vector<T> parts(grad ? nb * P : 0, T(0));
         std::vector<NetPass<T>> passes;
+        std::vector<RowGather<T>> gathers;
         passes.reserve(threads);
-        for (int t = 0; t < threads; ++t) passes.emplace_back(net_, false);
+        for (int t = 0; t < threads; ++t) {
+            passes.emplace_back(net_, false);
+            gathers.emplace_back(data_.X.cols, data_.y.cols);
+        }
         for (auto& pass : passes) pass.prepare(theta);  // θ is fixed for this call
         parallel_for(nb, threads, [&](std::int64_t b, int tid) {
-            for (std::int64_t u = plan_.block_start[b]; u < plan_.block_start[b + 1]; ++u) {
-                const WorkUnit& w = plan_.units[u];
-                const T scale = weights[w.task] / static_cast<T>(plan_.task_rows[w.task]);
-                unit_loss[u] = unit_value_grad(passes[tid], theta, data_, w, head(w.task), scale,
-                                               grad ? parts.data() + b * P : nullptr);
+            for (std::int64_t u = plan.block_start[b]; u < plan.block_start[b + 1]; ++u) {
+                const WorkUnit& w = plan.units[u];
+                const T scale = weights[w.task] / static_cast<T>(plan.task_rows[w.task]);
+                T* g = grad ? parts.data() + b * P : nullptr;
+                const WorkUnit* next = u + 1 < plan.block_start[b + 1] ? &w + 1 : nullptr;
+                unit_loss[u] =
+                    w.rows ? unit_value_grad_gathered(passes[tid], theta, data_, w, next,
+                                                      head(w.task), scale, g, gathers[tid])
+                           : unit_value_grad(passes[tid], theta, data_, w, head(w.task), scale, g);
             }
         });
-        std::vector<double> task_loss = per_task_means(unit_loss);
+        std::vector<double> task_loss = per_task_means(plan, unit_loss);
         double value = 0.0;
         for (std::int64_t i = 0; i < n_tasks(); ++i) {
-            value += static_cast<double>(weights[i]) * task_loss[i];
+            if (plan.task_rows[i] > 0) value += static_cast<double>(weights[i]) * task_loss[i];
             if (losses) losses[i] = static_cast<T>(task_loss[i]);
         }
         value += 0.5 * static_cast<double>(l2) * squared_norm(theta, P);
@@ -88,7 +107,7 @@ class Objective {
     void task_grads(const T* theta, T* out, T* losses, int n_threads) const {
         const std::int64_t P = n_params(), T_ = n_tasks();
         const std::int64_t n_units = static_cast<std::int64_t>(plan_.units.size());
-        const int threads = team_size(n_threads);
+        const int threads = team_size(plan_, n_threads);
         std::vector<NetPass<T>> passes;
         passes.reserve(threads);
         for (int t = 0; t < threads; ++t) passes.emplace_back(net_, false);
@@ -117,7 +136,7 @@ class Objective {
             });
         }
         if (losses) {
-            std::vector<double> task_loss = per_task_means(unit_loss);
+            std::vector<double> task_loss = per_task_means(plan_, unit_loss);
             for (std::int64_t i = 0; i < T_; ++i) losses[i] = static_cast<T>(task_loss[i]);
         }
     }
@@ -125,7 +144,7 @@ class Objective {
     // out = Σ_i α_i ∇²f_i(θ) v + λ v.
     void hvp(const T* theta, const T* v, const T* weights, T l2, T* out, int n_threads) const {
         const std::int64_t P = n_params(), nb = plan_.n_blocks();
-        const int threads = team_size(n_threads);
+        const int threads = team_size(plan_, n_threads);
         std::vector<T> parts(nb * P, T(0));
         std::vector<NetPass<T>> passes;
         passes.reserve(threads);
@@ -148,20 +167,24 @@ class Objective {
         return net_.n_heads() > 1 ? data_.heads[task] : 0;
     }
 
-    int team_size(int requested) const {
+    int team_size(const WorkPlan& plan, int requested) const {
         const int threads = resolve_threads(requested);
-        const std::int64_t work = plan_.total_rows * n_params();
+        const std::int64_t work = plan.total_rows * n_params();
         if (work < kMinParallelWork) return 1;
-        return static_cast<int>(std::min<std::int64_t>(threads, plan_.n_blocks() > 1
-                                                                    ? plan_.n_blocks()
-                                                                    : plan_.units.size()));
+        return static_cast<int>(std::min<std::int64_t>(
+            threads, plan.n_blocks() > 1 ? plan.n_blocks()
+                                         : static_cast<std::int64_t>(plan.units.size())));
     }
 
-    std::vector<double> per_task_means(const std::vector<double>& unit_loss) const {
+    // Mean row loss per task; NaN for tasks with no rows in the plan.
+    std::vector<double> per_task_means(const WorkPlan& plan,
+                                       const std::vector<double>& unit_loss) const {
         std::vector<double> task_loss(n_tasks(), 0.0);
-        for (std::size_t u = 0; u < unit_loss.size(); ++u) task_loss[plan_.units[u].task] += unit_loss[u];
+        for (std::size_t u = 0; u < unit_loss.size(); ++u) task_loss[plan.units[u].task] += unit_loss[u];
         for (std::int64_t i = 0; i < n_tasks(); ++i)
-            task_loss[i] /= static_cast<double>(plan_.task_rows[i]);
+            task_loss[i] = plan.task_rows[i] > 0
+                               ? task_loss[i] / static_cast<double>(plan.task_rows[i])
+                               : std::numeric_limits<double>::quiet_NaN();
         return task_loss;
     }
 

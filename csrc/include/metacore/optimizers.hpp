@@ -82,9 +82,11 @@ struct OptimizerConfig {
         require(s.every >= 1, "schedule every must be >= 1");
         require(s.gamma > 0.0 && s.gamma <= 1.0, "schedule gamma must be in (0, 1]");
         require(s.period >= 1, "schedule steps must be >= 1");
-        require(s.min_factor >= 0.0 && s.min_factor <= 1.0, "schedule min_factor must be in [0, 1]");
+        require(s.min_factor >= 0.0 && s.min_factor <= 1.0,
+                "schedule min_factor must be in [0, 1]");
         require(s.warmup >= 0, "warmup steps must be >= 0");
-        require(s.warmup_start >= 0.0 && s.warmup_start <= 1.0, "warmup start_factor must be in [0, 1]");
+        require(s.warmup_start >= 0.0 && s.warmup_start <= 1.0,
+                "warmup start_factor must be in [0, 1]");
     }
 };
 
@@ -104,7 +106,9 @@ struct OptimizerState {
     OptimizerState(const OptimizerConfig& c, std::int64_t P)
         : m(c.uses_m() ? P : 0, T(0)), v(c.uses_v() ? P : 0, T(0)) {}
 
-    OptimizerMoments<T> view() { return {m.empty() ? nullptr : m.data(), v.empty() ? nullptr : v.data()}; }
+    OptimizerMoments<T> view() {
+        return {m.empty() ? nullptr : m.data(), v.empty() ? nullptr : v.data()};
+    }
 };
 
 struct StepReport {

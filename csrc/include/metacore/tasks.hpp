@@ -33,8 +33,10 @@ struct TaskData {
     }
 };
 
+// Rows begin:end of X; or, when `rows` is set, the rows rows[begin:end] (a sampled subset).
 struct WorkUnit {
     std::int64_t task, begin, end;
+    const std::int64_t* rows = nullptr;
 };
 
 struct WorkPlan {
@@ -50,24 +52,13 @@ constexpr std::int64_t kUnitRows = 1024;              // a large task is split i
 constexpr std::int64_t kMaxBlocks = 128;              // partial sums kept per reduction
 constexpr std::int64_t kPartialBytes = 128ll << 20;   // memory cap on those partial sums
 
-template <class T>
-WorkPlan plan_work(const TaskData<T>& data, Rows rows, std::int64_t n_params) {
-    WorkPlan plan;
-    plan.task_rows.resize(data.n_tasks);
-    for (std::int64_t i = 0; i < data.n_tasks; ++i) {
-        const std::int64_t b = data.begin(i, rows), e = data.end(i, rows);
-        if (e <= b)
-            throw std::invalid_argument("rows: task " + std::to_string(i) +
-                                        " has no rows of the chosen kind");
-        plan.task_rows[i] = e - b;
-        plan.total_rows += e - b;
-        for (std::int64_t s = b; s < e; s += kUnitRows)
-            plan.units.push_back({i, s, s + kUnitRows < e ? s + kUnitRows : e});
-    }
-    std::int64_t max_blocks = kPartialBytes / (n_params * static_cast<std::int64_t>(sizeof(T)));
+// Groups plan.units (already in task order) into reduction blocks of about equal row counts:
+// at most kMaxBlocks, fewer when P is so large that their partial sums would pass kPartialBytes.
+inline void assign_blocks(WorkPlan& plan, std::int64_t n_params, std::int64_t elem_bytes) {
+    std::int64_t max_blocks = kPartialBytes / (n_params * elem_bytes);
     max_blocks = max_blocks < 1 ? 1 : (max_blocks > kMaxBlocks ? kMaxBlocks : max_blocks);
     const std::int64_t target = (plan.total_rows + max_blocks - 1) / max_blocks;
-    plan.block_start.push_back(0);
+    plan.block_start.assign(1, 0);
     std::int64_t acc = 0;
     for (std::int64_t u = 0; u < static_cast<std::int64_t>(plan.units.size()); ++u) {
         acc += plan.units[u].end - plan.units[u].begin;
@@ -78,6 +69,29 @@ WorkPlan plan_work(const TaskData<T>& data, Rows rows, std::int64_t n_params) {
     }
     if (plan.block_start.back() != static_cast<std::int64_t>(plan.units.size()))
         plan.block_start.push_back(static_cast<std::int64_t>(plan.units.size()));
+}
+
+// Appends task i's rows [b, e) (positions into `rows` when it is set) as units of kUnitRows.
+inline void add_task_rows(WorkPlan& plan, std::int64_t i, std::int64_t b, std::int64_t e,
+                          const std::int64_t* rows = nullptr) {
+    plan.task_rows[i] += e - b;
+    plan.total_rows += e - b;
+    for (std::int64_t s = b; s < e; s += kUnitRows)
+        plan.units.push_back({i, s, s + kUnitRows < e ? s + kUnitRows : e, rows});
+}
+
+template <class T>
+WorkPlan plan_work(const TaskData<T>& data, Rows rows, std::int64_t n_params) {
+    WorkPlan plan;
+    plan.task_rows.assign(data.n_tasks, 0);
+    for (std::int64_t i = 0; i < data.n_tasks; ++i) {
+        const std::int64_t b = data.begin(i, rows), e = data.end(i, rows);
+        if (e <= b)
+            throw std::invalid_argument("rows: task " + std::to_string(i) +
+                                        " has no rows of the chosen kind");
+        add_task_rows(plan, i, b, e);
+    }
+    assign_blocks(plan, n_params, static_cast<std::int64_t>(sizeof(T)));
     return plan;
 }
 

@@ -21,37 +21,9 @@ METACORE_INLINE double pow2_int(std::int64_t n) {  // 2^n for n in [-1022, 1023]
 #endif
 }
 
-// exp(x) for x <= 0: x = n·ln2 + r with |r| <= ln2/2, exp(r) by its degree-13 Taylor polynomial
-// (truncation below 2^-53), then scaled by 2^n. Below -708 it returns 0 (exp is subnormal there).
-METACORE_INLINE double exp_nonpositive(double x) {
-    constexpr double kLog2e = 1.4426950408889634;
-    constexpr double kLn2Hi = 6.93147180369123816490e-01;
-    constexpr double kLn2Lo = 1.90821492927058770002e-10;
-    const double xc = x < -708.0 ? -708.0 : x;
-    constexpr double kRound = 6755399441055744.0;  // 1.5·2^52: adding it rounds to an integer
-    const double n = (xc * kLog2e + kRound) - kRound;
-    const double r = (xc - n * kLn2Hi) - n * kLn2Lo;
-    double p = 1.0 / 6227020800.0;  // 1/13!
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    const double e = p * pow2_int(static_cast<std::int64_t>(n));
-    return x < -708.0 ? 0.0 : e;
-}
-
-// exp(x) − 1 for x <= 0 without cancellation near 0: its Taylor series where |x| <= ln2/2, and
-// exp(x) − 1 below that, where the subtraction loses nothing.
-METACORE_INLINE double expm1_nonpositive(double x) {
+// Σ_{k=1..13} x^k / k!: the Taylor series of exp(x) − 1, with truncation below 2^-53 for
+// |x| <= ln2/2.
+METACORE_INLINE double expm1_series(double x) {
     double p = 1.0 / 6227020800.0;  // 1/13!
     p = p * x + 1.0 / 479001600.0;
     p = p * x + 1.0 / 39916800.0;
@@ -65,8 +37,27 @@ METACORE_INLINE double expm1_nonpositive(double x) {
     p = p * x + 1.0 / 6.0;
     p = p * x + 0.5;
     p = p * x + 1.0;
-    const double series = p * x;
-    return x >= -0.34657359027997264 ? series : exp_nonpositive(x) - 1.0;
+    return p * x;
+}
+
+// exp(x) for x <= 0: x = n·ln2 + r with |r| <= ln2/2, exp(r) = 1 + expm1_series(r), scaled by
+// 2^n. Below -708 it returns 0 (exp is subnormal there).
+METACORE_INLINE double exp_nonpositive(double x) {
+    constexpr double kLog2e = 1.4426950408889634;
+    constexpr double kLn2Hi = 6.93147180369123816490e-01;
+    constexpr double kLn2Lo = 1.90821492927058770002e-10;
+    constexpr double kRound = 6755399441055744.0;  // 1.5·2^52: adding it rounds to an integer
+    const double xc = x < -708.0 ? -708.0 : x;
+    const double n = (xc * kLog2e + kRound) - kRound;
+    const double r = (xc - n * kLn2Hi) - n * kLn2Lo;
+    const double e = (1.0 + expm1_series(r)) * pow2_int(static_cast<std::int64_t>(n));
+    return x < -708.0 ? 0.0 : e;
+}
+
+// exp(x) − 1 for x <= 0 without cancellation near 0: the series where |x| <= ln2/2, and
+// exp(x) − 1 below that, where the subtraction loses nothing.
+METACORE_INLINE double expm1_nonpositive(double x) {
+    return x >= -0.34657359027997264 ? expm1_series(x) : exp_nonpositive(x) - 1.0;
 }
 
 // tanh(x) = −expm1(−2|x|) / (2 + expm1(−2|x|)) with the sign of x.

@@ -1,0 +1,120 @@
+// The θ-update loop: a train state and the function that advances it by a chunk of steps.
+// Each step draws its batch (batch.hpp), computes f and ∇f on it (objective.hpp) and applies the
+// optimizer (optimizers.hpp). A step is a pure function of (state, seed, step index), so a chunked,
+// resumed or multi-threaded run is bit-identical to one uninterrupted serial run.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "metacore/batch.hpp"
+#include "metacore/objective.hpp"
+#include "metacore/optimizers.hpp"
+
+namespace metacore {
+
+// Everything a run needs to continue exactly where it stopped. Buffers keep their size for the
+// state's lifetime (Python holds views of them). An adaptive weighting strategy keeps what it
+// learns between steps (loss history, log-variances, ...) in `weighting` and writes α in `alpha`.
+template <class T>
+struct TrainState {
+    std::vector<T> theta;
+    OptimizerState<T> optimizer;
+    std::vector<T> alpha;               // task weights α (T,)
+    std::vector<double> weighting;      // a weighting strategy's own state; empty for fixed α
+    std::int64_t step = 0;              // updates done so far: the next step's index
+    std::uint64_t seed = 0;             // with the step index, decides every random draw
+
+    TrainState(std::vector<T> theta0, const OptimizerConfig& config, std::vector<T> alpha0,
+               std::size_t weighting_size, std::uint64_t seed0)
+        : theta(std::move(theta0)),
+          optimizer(config, static_cast<std::int64_t>(theta.size())),
+          alpha(std::move(alpha0)),
+          weighting(weighting_size, 0.0),
+          seed(seed0) {}
+};
+
+enum class StepStatus { ok, nonfinite_loss, nonfinite_grad, nonfinite_update };
+
+// Per-step outputs of a chunk, caller-allocated with n_steps entries (task_losses: n_steps × T,
+// NaN for tasks a step did not draw; may be null).
+template <class T>
+struct ChunkMetrics {
+    double* objective = nullptr;
+    double* grad_norm = nullptr;
+    double* lr = nullptr;
+    T* task_losses = nullptr;
+};
+
+struct ChunkOutcome {
+    std::int64_t steps_done = 0;         // updates applied
+    StepStatus status = StepStatus::ok;  // why the chunk stopped early, if it did
+    std::int64_t bad_task = -1;          // first drawn task whose loss is not finite
+    std::int64_t n_bad_tasks = 0;
+};
+
+// Runs up to n_steps steps from state.step. A step whose loss or gradient is not finite is not
+// applied; an update that would leave a non-finite θ or moment is undone. Either way the chunk
+// stops there and the state is the last finite one (state.step = that step's index).
+template <class T>
+ChunkOutcome run_steps(const Objective<T>& obj, const OptimizerConfig& config, BatchSpec batch,
+                       T l2, TrainState<T>& state, std::int64_t n_steps, int n_threads,
+                       ChunkMetrics<T> out) {
+    const std::int64_t P = obj.n_params(), n_tasks = obj.n_tasks();
+    BatchSampler<T> sampler(obj.data(), obj.rows(), P, batch);
+    std::vector<T> grad(P), losses(n_tasks);
+    OptimizerState<T> backup = state.optimizer;
+    std::vector<T> theta_backup(P);
+    ChunkOutcome outcome;
+    for (std::int64_t j = 0; j < n_steps; ++j) {
+        const std::int64_t t = state.step;
+        const WorkPlan* plan = &obj.plan();
+        const T* weights = state.alpha.data();
+        if (!batch.full()) {
+            sampler.draw(state.seed, t, state.alpha.data());
+            plan = &sampler.plan();
+            weights = sampler.weights();
+        }
+        T* task_losses = out.task_losses ? out.task_losses + j * n_tasks : losses.data();
+        const double value =
+            obj.value_and_grad(*plan, state.theta.data(), weights, l2, grad.data(), task_losses,
+                               n_threads);
+        out.objective[j] = value;
+        out.grad_norm[j] = std::numeric_limits<double>::quiet_NaN();
+        out.lr[j] = config.lr * config.schedule.factor(t);
+        if (!std::isfinite(value)) {
+            outcome.status = StepStatus::nonfinite_loss;
+            for (std::int64_t i = 0; i < n_tasks; ++i)
+                if (plan->task_rows[i] > 0 && !std::isfinite(task_losses[i])) {
+                    if (outcome.bad_task < 0) outcome.bad_task = i;
+                    ++outcome.n_bad_tasks;
+                }
+            return outcome;
+        }
+        // Copies, never reassignments: Python holds views of the state's buffers.
+        std::copy(state.theta.begin(), state.theta.end(), theta_backup.begin());
+        std::copy(state.optimizer.m.begin(), state.optimizer.m.end(), backup.m.begin());
+        std::copy(state.optimizer.v.begin(), state.optimizer.v.end(), backup.v.begin());
+        const StepReport r =
+            step(config, t, state.theta.data(), grad.data(), state.optimizer.view(), P, n_threads);
+        out.grad_norm[j] = r.grad_norm;
+        if (!r.finite) {
+            const bool grad_bad = !std::isfinite(r.grad_norm);
+            outcome.status = grad_bad ? StepStatus::nonfinite_grad : StepStatus::nonfinite_update;
+            if (!grad_bad) {
+                std::copy(theta_backup.begin(), theta_backup.end(), state.theta.begin());
+                std::copy(backup.m.begin(), backup.m.end(), state.optimizer.m.begin());
+                std::copy(backup.v.begin(), backup.v.end(), state.optimizer.v.begin());
+            }
+            return outcome;
+        }
+        ++state.step;
+        ++outcome.steps_done;
+    }
+    return outcome;
+}
+
+}  // namespace metacore

@@ -1,0 +1,334 @@
+r"""Optimizers and learning-rate schedules for the θ-update loop, applied by the compiled core.
+
+Every optimizer turns the gradient g_t of step t (0-based) into an update of θ in three stages:
+
+1. **Clipping** (``clip_norm=c``, optional; Pascanu et al., 2013): if ‖g_t‖₂ > c,
+   g_t ← g_t · c / ‖g_t‖₂ (the global norm over all of θ, as ``torch.nn.utils.clip_grad_norm_``).
+2. **Schedule**: η_t = lr · s(t), with s from :func:`constant`, :func:`step`, :func:`cosine`, each
+   optionally preceded by a linear warm-up (:func:`warmup`).
+3. **The rule** of :class:`SGD`, :class:`Adam` or :class:`AdamW` — exactly the updates of
+   ``torch.optim.SGD``, ``Adam`` and ``AdamW`` (no dampening, no AMSGrad).
+
+The state (moment buffers m, v) starts at zero; an optimizer object only carries hyper-parameters,
+so one object can drive many runs. ``opt.update(theta, grad, state, step)`` applies one step to your
+own arrays (in place), for loops written outside :func:`metacore.fit`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _checks
+
+__all__ = ["Schedule", "constant", "step", "cosine", "warmup", "Optimizer", "SGD", "Adam", "AdamW",
+           "from_dict"]
+
+SCHEDULES = ("constant", "step", "cosine")
+
+
+# --- learning-rate schedules ---------------------------------------------------------------------
+class Schedule:
+    r"""A learning-rate factor s(t) for step t = 0, 1, ...: the update of step t uses lr · s(t).
+
+    With a warm-up of w steps starting at factor s₀ (``warmup_start``):
+    s(t) = s₀ + (1 − s₀) · t / w for t < w, and s(t) = base(t − w) afterwards, where base is
+
+    - ``"constant"``: base(u) = 1;
+    - ``"step"``: base(u) = γ^⌊u / every⌋ (``torch.optim.lr_scheduler.StepLR``);
+    - ``"cosine"``: base(u) = m + (1 − m) · (1 + cos(π u / n)) / 2 for u < n, then m
+      (``CosineAnnealingLR`` held at its floor; Loshchilov & Hutter, 2017), m = ``min_factor``.
+
+    Build one with :func:`constant`, :func:`step`, :func:`cosine` and :func:`warmup`.
+    """
+
+    __slots__ = ("kind", "every", "gamma", "steps", "min_factor", "warmup", "warmup_start")
+
+    def __init__(self, kind="constant", *, every=1, gamma=0.1, steps=1, min_factor=0.0, warmup=0,
+                 warmup_start=0.0):
+        self.kind = _checks.choice("schedule kind", kind, SCHEDULES)
+        self.every = _checks.integer("every", every, minimum=1)
+        self.gamma = _checks.real("gamma", gamma, minimum=0.0, maximum=1.0, min_open=True)
+        self.steps = _checks.integer("steps", steps, minimum=1)
+        self.min_factor = _checks.real("min_factor", min_factor, minimum=0.0, maximum=1.0)
+        self.warmup = _checks.integer("warmup steps", warmup, minimum=0)
+        self.warmup_start = _checks.real("start_factor", warmup_start, minimum=0.0, maximum=1.0)
+
+    def factor(self, t) -> float:
+        """s(t), computed in Python (the core computes the same formula)."""
+        t = _checks.integer("step", t, minimum=0)
+        if t < self.warmup:
+            return self.warmup_start + (1.0 - self.warmup_start) * t / self.warmup
+        u = t - self.warmup
+        if self.kind == "step":
+            return self.gamma ** (u // self.every)
+        if self.kind == "cosine":
+            if u >= self.steps:
+                return self.min_factor
+            m = self.min_factor
+            return m + (1.0 - m) * 0.5 * (1.0 + math.cos(math.pi * u / self.steps))
+        return 1.0
+
+    def to_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    @classmethod
+    def from_dict(cls, d) -> "Schedule":
+        d = dict(d)
+        return cls(d.pop("kind"), **d)
+
+    def __eq__(self, other):
+        return isinstance(other, Schedule) and self.to_dict() == other.to_dict()
+
+    def __repr__(self):
+        parts = {"constant": "", "step": f"every={self.every}, gamma={self.gamma}",
+                 "cosine": f"steps={self.steps}, min_factor={self.min_factor}"}[self.kind]
+        text = f"{self.kind}({parts})"
+        if self.warmup:
+            text = f"warmup({self.warmup}, {text}, start_factor={self.warmup_start})"
+        return text
+
+
+def constant() -> Schedule:
+    """s(t) = 1: the learning rate as given."""
+    return Schedule("constant")
+
+
+def step(every, gamma=0.1) -> Schedule:
+    """s(t) = γ^⌊t / every⌋: multiply the learning rate by ``gamma`` (in (0, 1]) every ``every``
+    steps."""
+    return Schedule("step", every=every, gamma=gamma)
+
+
+def cosine(steps, min_factor=0.0) -> Schedule:
+    """s(t) = m + (1 − m)(1 + cos(π t / steps)) / 2 for t < steps, then m: a half-cosine from lr
+    down to ``min_factor`` · lr over ``steps`` steps (SGDR without restarts; Loshchilov & Hutter,
+    2017)."""
+    return Schedule("cosine", steps=steps, min_factor=min_factor)
+
+
+def warmup(steps, then=None, start_factor=0.0) -> Schedule:
+    """A linear warm-up over ``steps`` steps from ``start_factor`` · lr to lr (Goyal et al., 2017),
+    followed by the schedule ``then`` (default :func:`constant`), which starts counting its own
+    steps when the warm-up ends: ``warmup(100, cosine(900))`` spans 1,000 steps."""
+    steps = _checks.integer("steps", steps, minimum=1)
+    then = constant() if then is None else _checks.instance("then", then, Schedule, "a Schedule")
+    if then.warmup:
+        raise ValueError("then must be a schedule without a warm-up of its own")
+    d = then.to_dict()
+    d.update(warmup=steps, warmup_start=start_factor)
+    return Schedule.from_dict(d)
+
+
+def _schedule_arg(schedule):
+    if schedule is None:
+        return constant()
+    return _checks.instance("schedule", schedule, Schedule,
+                            "a metacore.optim schedule (constant, step, cosine, warmup) or None")
+
+
+# --- optimizers ----------------------------------------------------------------------------------
+class Optimizer:
+    """Hyper-parameters of one optimizer; see :class:`SGD`, :class:`Adam`, :class:`AdamW`."""
+
+    kind = None
+
+    def __init__(self, lr, weight_decay, clip_norm, schedule):
+        self.lr = _checks.real("lr", lr, minimum=0.0, min_open=True)
+        self.weight_decay = _checks.real("weight_decay", weight_decay, minimum=0.0)
+        self.clip_norm = None if clip_norm is None else _checks.real(
+            "clip_norm", clip_norm, minimum=0.0, min_open=True)
+        self.schedule = _schedule_arg(schedule)
+
+    # the settings, as the core and the checkpoint files see them
+    def _settings(self) -> dict:
+        raise NotImplementedError
+
+    def _config(self):
+        """The compiled configuration (built on each call: the attributes may have changed)."""
+        from . import _core
+        s = self.schedule
+        return _core.OptimizerConfig(
+            kind=self.kind, lr=self.lr, weight_decay=self.weight_decay,
+            clip_norm=self.clip_norm or 0.0, schedule=s.kind, every=s.every, gamma=s.gamma,
+            period=s.steps, min_factor=s.min_factor, warmup=s.warmup,
+            warmup_start=s.warmup_start, **self._core_settings())
+
+    def _core_settings(self) -> dict:
+        raise NotImplementedError
+
+    @property
+    def moments(self) -> tuple:
+        """Names of the moment buffers this optimizer keeps, each of θ's shape."""
+        raise NotImplementedError
+
+    def lr_at(self, step) -> float:
+        """The learning rate η_t = lr · s(t) used by the update of step ``step``."""
+        return self.lr * self.schedule.factor(step)
+
+    def init_state(self, theta) -> dict:
+        """Zero moment buffers for θ: ``{"m": ..., "v": ...}``, the ones this optimizer uses."""
+        theta = _checks.float_array("theta", theta, ndim=1)
+        return {name: np.zeros_like(theta) for name in self.moments}
+
+    def update(self, theta, grad, state, step, n_threads=None) -> float:
+        """One update of ``theta`` in place from ``grad`` at step ``step`` (0-based, for the
+        schedule and Adam's bias correction); ``state`` (from :meth:`init_state`) is updated in place.
+        Returns ‖grad‖₂ before clipping. ``theta`` and the state must be C-contiguous float32 or
+        float64 arrays of θ's dtype; they are written, never copied. A non-finite gradient raises
+        FloatingPointError and changes nothing."""
+        from . import _core
+        if not isinstance(theta, np.ndarray) or theta.dtype not in _checks.FLOAT_DTYPES:
+            raise TypeError("theta must be a float32 or float64 numpy array (updated in place)")
+        grad = _checks.float_array("grad", grad, ndim=1, dtype=theta.dtype, finite=False)
+        state = _checks.instance("state", state, dict, "a dict from init_state")
+        missing = [k for k in self.moments if k not in state]
+        if missing:
+            raise ValueError(f"state lacks the moment buffer(s) {missing} this optimizer needs")
+        step_index = _checks.integer("step", step, minimum=0)
+        norm, _, finite = _core.optimizer_step(
+            self._config(), step_index, theta, grad, state.get("m"), state.get("v"),
+            _checks.n_threads(n_threads))
+        if not finite:
+            raise FloatingPointError(f"the update of step {step_index} is not finite "
+                                     f"(gradient norm {norm})")
+        return norm
+
+    def spec(self) -> dict:
+        """The settings under the core's names (``kind``, ``beta1``/``betas``, schedule
+        ``period``), as the meta-learners' ``fit`` passes them on."""
+        s = self.schedule
+        d = {"kind": self.kind, "lr": self.lr, "weight_decay": self.weight_decay,
+             "clip_norm": self.clip_norm,
+             "schedule": {"kind": s.kind, "every": s.every, "gamma": s.gamma, "period": s.steps,
+                          "min_factor": s.min_factor, "warmup": s.warmup,
+                          "warmup_start": s.warmup_start}}
+        d.update(self._settings())
+        return d
+
+    def to_dict(self) -> dict:
+        """Plain data (JSON-serialisable) that :func:`from_dict` turns back into this optimizer."""
+        d = {"name": type(self).__name__, "lr": self.lr, "weight_decay": self.weight_decay,
+             "clip_norm": self.clip_norm, "schedule": self.schedule.to_dict()}
+        d.update(self._settings())
+        return d
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.to_dict() == self.to_dict()
+
+    def __repr__(self):
+        d = self.to_dict()
+        d.pop("name")
+        d["schedule"] = self.schedule
+        if "betas" in d:
+            d["betas"] = self.betas
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in d.items())})"
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent with optional (Nesterov) momentum, as ``torch.optim.SGD``.
+
+    With d_t = g_t + wd · θ_t (wd = ``weight_decay``, an L2 term added to the gradient):
+
+    - no momentum (μ = 0): θ_{t+1} = θ_t − η_t d_t;
+    - heavy ball (Polyak, 1964): b_t = μ b_{t−1} + d_t (b_{−1} = 0), θ_{t+1} = θ_t − η_t b_t;
+    - Nesterov (Sutskever et al., 2013, in PyTorch's form): θ_{t+1} = θ_t − η_t (d_t + μ b_t).
+
+    Parameters: ``lr`` > 0 (required), ``momentum`` μ in [0, 1) (default 0), ``nesterov`` (default
+    False; needs μ > 0), ``weight_decay`` >= 0 (default 0), ``clip_norm`` > 0 or None,
+    ``schedule`` (default constant). State: ``m`` = b when μ > 0.
+    """
+
+    kind = "sgd"
+
+    def __init__(self, lr, *, momentum=0.0, nesterov=False, weight_decay=0.0, clip_norm=None,
+                 schedule=None):
+        super().__init__(lr, weight_decay, clip_norm, schedule)
+        self.momentum = _checks.real("momentum", momentum, minimum=0.0, maximum=1.0, max_open=True)
+        self.nesterov = _checks.boolean("nesterov", nesterov)
+        if self.nesterov and self.momentum == 0.0:
+            raise ValueError("nesterov=True needs momentum > 0, got momentum=0.0")
+
+    @property
+    def moments(self):
+        return ("m",) if self.momentum > 0 else ()
+
+    def _settings(self):
+        return {"momentum": self.momentum, "nesterov": self.nesterov}
+
+    def _core_settings(self):
+        return {"momentum": self.momentum, "nesterov": self.nesterov}
+
+
+class Adam(Optimizer):
+    r"""Adam (Kingma & Ba, 2015) with bias correction, as ``torch.optim.Adam`` (amsgrad=False).
+
+    With d_t = g_t + wd · θ_t (``weight_decay`` as an L2 term; see :class:`AdamW` for decoupled
+    decay) and k = t + 1:
+
+        m_t = β₁ m_{t−1} + (1 − β₁) d_t,        v_t = β₂ v_{t−1} + (1 − β₂) d_t²
+        θ_{t+1} = θ_t − (η_t / (1 − β₁^k)) · m_t / (√v_t / √(1 − β₂^k) + ε)
+
+    Defaults: ``lr=1e-3``, ``betas=(0.9, 0.999)`` (each in [0, 1)), ``eps=1e-8`` (> 0),
+    ``weight_decay=0``, ``clip_norm=None``, ``schedule`` constant. State: ``m``, ``v``.
+    """
+
+    kind = "adam"
+
+    def __init__(self, lr=1e-3, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 clip_norm=None, schedule=None):
+        super().__init__(lr, weight_decay, clip_norm, schedule)
+        try:
+            b = list(betas)
+        except TypeError:
+            raise TypeError(f"betas must be a pair (beta1, beta2), got "
+                            f"{type(betas).__name__}") from None
+        if len(b) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {len(b)} entries")
+        self.betas = (_checks.real("betas[0]", b[0], minimum=0.0, maximum=1.0, max_open=True),
+                      _checks.real("betas[1]", b[1], minimum=0.0, maximum=1.0, max_open=True))
+        self.eps = _checks.real("eps", eps, minimum=0.0, min_open=True)
+
+    @property
+    def moments(self):
+        return ("m", "v")
+
+    def _settings(self):
+        return {"betas": list(self.betas), "eps": self.eps}
+
+    def _core_settings(self):
+        return {"beta1": self.betas[0], "beta2": self.betas[1], "eps": self.eps}
+
+
+class AdamW(Adam):
+    r"""Adam with decoupled weight decay (Loshchilov & Hutter, 2019), as ``torch.optim.AdamW``.
+
+    The decay shrinks θ directly instead of entering the moments:
+
+        θ_t ← θ_t (1 − η_t · wd),   then the :class:`Adam` update with d_t = g_t.
+
+    Defaults as Adam except ``weight_decay=1e-2`` (PyTorch's default).
+    """
+
+    kind = "adamw"
+
+    def __init__(self, lr=1e-3, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 clip_norm=None, schedule=None):
+        super().__init__(lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                         clip_norm=clip_norm, schedule=schedule)
+
+
+_BY_NAME = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW}
+
+
+def from_dict(d) -> Optimizer:
+    """The optimizer that ``opt.to_dict()`` describes (as read from a checkpoint)."""
+    d = dict(_checks.instance("optimizer settings", d, dict, "a dict"))
+    cls = _BY_NAME.get(d.pop("name", None))
+    if cls is None:
+        raise ValueError(f"unknown optimizer in settings: {d!r}")
+    schedule = Schedule.from_dict(d.pop("schedule"))
+    if "betas" in d:
+        d["betas"] = tuple(d["betas"])
+    return cls(schedule=schedule, **d)
