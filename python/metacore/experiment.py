@@ -190,12 +190,27 @@ def evaluate_all(exp: Experiment, theta, progress=False, baselines_=None):
     else:
         reports[exp.label] = evaluate(exp.model, theta, exp.test_tasks, steps=ev.steps, lr=lr,
                                       name=exp.label, n_threads=cfg.threads)
-    for b in ev.baselines if baselines_ is None else baselines_:
+    names = ev.baselines if baselines_ is None else baselines_
+    val = _validation_tasks(exp) if names and ev.lr is None else None
+    for b in names:
         start = (baselines.scratch(exp.model, seed=cfg.seed + 2, dtype=exp.dtype)
                  if b == "scratch" else joint_theta(exp, progress))
-        reports[b] = evaluate(exp.model, start, exp.test_tasks, steps=ev.steps, lr=lr, name=b,
-                              n_threads=cfg.threads)
+        # a baseline fine-tunes at its best of lr, lr/3, lr/10 on training-side tasks
+        lr_b = lr if val is None else baselines.best_lr(
+            exp.model, start, val, (lr, lr / 3, lr / 10), steps=max(ev.steps),
+            n_threads=cfg.threads)
+        name = b if lr_b == lr else f"{b} (lr {lr_b:g})"
+        reports[name] = evaluate(exp.model, start, exp.test_tasks, steps=ev.steps, lr=lr_b,
+                                 name=name, n_threads=cfg.threads)
     return reports
+
+
+def _validation_tasks(exp, n=100):
+    """Tasks from the training side (never the test tasks) to pick a baseline's rate on."""
+    train = exp.train_tasks
+    if not hasattr(train, "n_tasks"):
+        return train.sample(n, seed=exp.cfg.seed + 3, dtype=exp.dtype)
+    return train.subset(np.arange(min(n, train.n_tasks)))
 
 
 # --- persistence --------------------------------------------------------------------------------
