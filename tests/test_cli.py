@@ -1,4 +1,4 @@
-"""The command line, run as users run it (a subprocess), on tiny configs: outputs and exit codes."""
+"""The command line run as users run it (a subprocess) on tiny configs: outputs and exit codes."""
 
 import json
 import os
@@ -101,7 +101,8 @@ def test_errors_give_exit_codes_and_name_the_problem(tiny, tmp_path, args, code,
 
 
 def test_a_checkpoint_of_another_learner_is_refused(tiny, tmp_path):
-    assert run("train", str(tiny("maml")), "--quiet", "--output", "m", cwd=tmp_path).returncode == 0
+    r = run("train", str(tiny("maml")), "--quiet", "--output", "m", cwd=tmp_path)
+    assert r.returncode == 0
     r = run("evaluate", str(tiny("metasgd")), "--checkpoint", "m/checkpoint.npz", cwd=tmp_path)
     assert r.returncode == 2 and "learner 'maml'" in r.stderr
 

@@ -10,7 +10,7 @@ import metacore as mc
 from metacore.evaluate import t_quantile
 
 
-# --- the interval -----------------------------------------------------------------------------
+# --- the interval --------------------------------------------------------------------------------
 @pytest.mark.parametrize("p, nu, expected", [
     (0.975, 1, 12.706204736174698), (0.975, 2, 4.302652729749464),
     (0.975, 9, 2.262157162798205), (0.975, 599, 1.9639322489452784),
@@ -37,7 +37,7 @@ def test_interval_covers_the_true_mean_about_95_percent_of_the_time():
     assert 0.92 <= hits / 400 <= 0.98
 
 
-# --- evaluation -------------------------------------------------------------------------------------
+# --- evaluation ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def sinusoids():
     model = mc.MLP([1, 16, 1], activation="tanh", loss="mse")
@@ -111,7 +111,7 @@ def test_bad_arguments_are_named(sinusoids):
         mc.evaluate(model, theta, [1, 2])
 
 
-# --- reports ------------------------------------------------------------------------------------
+# --- reports -------------------------------------------------------------------------------------
 def test_table_json_and_plot(sinusoids, tmp_path):
     model, theta, ts = sinusoids
     a = mc.evaluate(model, theta, ts, steps=(0, 1), name="A")

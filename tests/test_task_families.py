@@ -12,7 +12,7 @@ def _need_sklearn():
     pytest.importorskip("sklearn")
 
 
-# --- digits ---------------------------------------------------------------------------------------
+# --- digits --------------------------------------------------------------------------------------
 def test_digits_episodes_have_the_promised_shapes_labels_and_ranges():
     _need_sklearn()
     ts = tasks.digits(7, n_way=5, k_shot=2, q_query=3, seed=1)
@@ -102,7 +102,7 @@ def test_linear_family_relatedness_is_controlled_by_the_noise():
     assert set(np.unique(ts.y)) <= {0.0, 1.0} and (ts.n_query == 20).all()
 
 
-# --- user data ----------------------------------------------------------------------------------
+# --- user data -----------------------------------------------------------------------------------
 CSV = "task,a,b,y\nt2,1,2,3\nt1,4,5,6\nt2,7,8,9\nt1,1,1,1\nt1,2,2,2\n"
 
 

@@ -40,7 +40,7 @@ class ConfigError(ValueError):
     """A bad experiment file: the message names the key (``section.key``)."""
 
 
-# --- one checker per kind of value ------------------------------------------------------------
+# --- one checker per kind of value ---------------------------------------------------------------
 def _int(key, v, lo=None, hi=None, none=False):
     if v is None and none:
         return None
@@ -94,7 +94,7 @@ def _pair(key, v):
     return p
 
 
-# --- the sections ------------------------------------------------------------------------------
+# --- the sections --------------------------------------------------------------------------------
 @dataclass
 class TasksConfig:
     """Where tasks come from. ``k_support``/``k_query`` are rows per task (digits: per class;

@@ -27,7 +27,7 @@ from .taskset import TaskSet
 __all__ = ["evaluate", "EvalReport", "mean_ci", "t_quantile"]
 
 
-# --- Student-t quantiles without SciPy ----------------------------------------------------------
+# --- Student-t quantiles without SciPy -----------------------------------------------------------
 def _t_two_sided(t, nu):
     """P(|T| <= t) for T ~ Student-t with integer ν (Abramowitz & Stegun 26.7.3-4, exact)."""
     theta = math.atan(t / math.sqrt(nu))
@@ -106,7 +106,7 @@ def mean_ci(values, confidence=0.95):
     return mean, t * sd / math.sqrt(n)
 
 
-# --- the report --------------------------------------------------------------------------------
+# --- the report ----------------------------------------------------------------------------------
 @dataclass
 class EvalReport:
     """Per-task query losses (S, T) after each of ``steps`` adaptation steps (and accuracies for
@@ -147,7 +147,7 @@ class EvalReport:
                 "summary": self.summary()}
 
 
-# --- evaluation -----------------------------------------------------------------------------------
+# --- evaluation ----------------------------------------------------------------------------------
 def _row_losses(loss, pred, y):
     """Row losses (n,) and correctness (n,) or None, in float64."""
     z = np.asarray(pred, dtype=np.float64)

@@ -50,7 +50,7 @@ class Experiment:
         return np.dtype(self.cfg.dtype)
 
 
-# --- building -------------------------------------------------------------------------------------
+# --- building ------------------------------------------------------------------------------------
 def _task_sets(cfg):
     """(train: TaskSet or SinusoidSource, test: TaskSet, n_features, n_outputs, loss)."""
     t, dtype, seed = cfg.tasks, np.dtype(cfg.dtype), cfg.seed
@@ -105,7 +105,7 @@ def build(cfg: Config) -> Experiment:
     return Experiment(cfg, train_tasks, test_tasks, model, _learner(cfg, model))
 
 
-# --- training ---------------------------------------------------------------------------------------
+# --- training ------------------------------------------------------------------------------------
 def train(exp: Experiment, progress=True):
     """(θ, history) of the config's learner. Meta-learners run ``learner.fit``; multitask
     minimises Σ α_i f_i(θ) + (λ/2)‖θ‖² over the training tasks' rows."""
@@ -213,7 +213,7 @@ def _validation_tasks(exp, n=100):
     return train.subset(np.arange(min(n, train.n_tasks)))
 
 
-# --- persistence --------------------------------------------------------------------------------
+# --- persistence ---------------------------------------------------------------------------------
 def save_checkpoint(path, theta, exp: Experiment, step):
     """θ and a JSON description (model, learner, config, step) in one .npz, no pickles."""
     meta = {"format": "metacore-experiment", "version": 1, "model": exp.model.spec(),
