@@ -153,3 +153,9 @@ def test_example_configs_are_valid(path):
 def test_there_is_an_example_for_every_learner():
     kinds = {config.load(p).learner.kind for p in EXAMPLES}
     assert kinds == set(config.LEARNERS)
+
+
+def test_there_is_an_example_for_every_weighting_strategy():
+    cfgs = [config.load(p) for p in EXAMPLES]
+    kinds = {c.weighting.kind for c in cfgs if c.learner.kind == "multitask"}
+    assert kinds == set(config.WEIGHTINGS)
