@@ -252,14 +252,15 @@ class GradNorm(_Adaptive):
 class MGDA(_Adaptive):
     r"""MGDA-UB (Sener & Koltun, "Multi-Task Learning as Multi-Objective Optimization", NeurIPS
     2018). Gradients scaled by 1/c_i — c_i = 1 (``"none"``), ‖g_i‖ (``"l2"``), f_i (``"loss"``) or
-    f_i‖g_i‖ (``"loss+l2"``) — then γ = argmin_{γ ∈ Δ} ‖Σ_i γ_i g_i / c_i‖² by Frank–Wolfe with exact
-    line search from γ = 1/T (at most ``max_iter`` iterations; stops at a duality gap below
-    1e-12·max_i ‖g_i/c_i‖²). β_i = γ_i / c_i: with ``"none"`` Σβ = 1 and d is the min-norm point
-    of the convex hull of the task gradients. Defaults: ``normalization="none"``, ``max_iter=250``."""
+    f_i‖g_i‖ (``"loss+l2"``) — then γ = argmin_{γ ∈ Δ} ‖Σ_i γ_i g_i / c_i‖² by pairwise Frank–Wolfe
+    with exact line search from γ = 1/T (at most ``max_iter`` iterations; stops at a duality gap
+    below 1e-12·max_i ‖g_i/c_i‖²). β_i = γ_i / c_i: with ``"none"`` Σβ = 1 and d is the min-norm
+    point of the convex hull of the task gradients. Defaults: ``normalization="none"``,
+    ``max_iter=1000``."""
 
     _kind = "mgda"
 
-    def __init__(self, *, normalization="none", max_iter=250):
+    def __init__(self, *, normalization="none", max_iter=1000):
         super().__init__(normalization=str(normalization), max_iter=int(max_iter))
 
 

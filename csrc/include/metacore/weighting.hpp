@@ -99,8 +99,9 @@ inline std::vector<std::int64_t> others_order(std::uint64_t seed, std::int64_t s
     return p;
 }
 
-// min over the simplex of ‖Σ γ_i s_i g_i‖² = γᵀ K' γ, K'_ij = s_i s_j K_ij, by Frank–Wolfe with
-// exact line search from γ = 1/T; stops when the duality gap falls below 1e-12 · max diag.
+// min over the simplex of ‖Σ γ_i s_i g_i‖² = γᵀ K' γ, K'_ij = s_i s_j K_ij, by pairwise Frank–Wolfe
+// (mass moves from the worst support vertex to the best vertex, exact line search; linear
+// convergence on the simplex) from γ = 1/T; stops when the duality gap falls below 1e-12·max diag.
 inline std::vector<double> min_norm_simplex(const std::vector<double>& K, std::int64_t T,
                                             std::int64_t max_iter) {
     std::vector<double> g(T, 1.0 / T), Kg(T, 0.0);
@@ -109,18 +110,19 @@ inline std::vector<double> min_norm_simplex(const std::vector<double>& K, std::i
     for (std::int64_t i = 0; i < T; ++i)
         for (std::int64_t j = 0; j < T; ++j) Kg[i] += K[i * T + j] * g[j];
     for (std::int64_t it = 0; it < max_iter; ++it) {
-        const std::int64_t t = std::min_element(Kg.begin(), Kg.end()) - Kg.begin();
+        std::int64_t s = 0, v = -1;
+        for (std::int64_t i = 0; i < T; ++i) {
+            if (Kg[i] < Kg[s]) s = i;
+            if (g[i] > 0.0 && (v < 0 || Kg[i] > Kg[v])) v = i;
+        }
         double gKg = 0.0;
         for (std::int64_t i = 0; i < T; ++i) gKg += g[i] * Kg[i];
-        const double gap = gKg - Kg[t];
-        if (gap <= 1e-12 * scale) break;
-        const double denom = gKg - 2.0 * Kg[t] + K[t * T + t];
-        const double eta = denom > 0.0 ? std::min(1.0, gap / denom) : 1.0;
-        for (std::int64_t i = 0; i < T; ++i) {
-            g[i] *= 1.0 - eta;
-            Kg[i] = (1.0 - eta) * Kg[i] + eta * K[i * T + t];
-        }
-        g[t] += eta;
+        if (gKg - Kg[s] <= 1e-12 * scale || s == v) break;
+        const double denom = K[s * T + s] + K[v * T + v] - 2.0 * K[s * T + v];
+        const double eta = denom > 0.0 ? std::min(g[v], (Kg[v] - Kg[s]) / denom) : g[v];
+        g[s] += eta;
+        g[v] -= eta;
+        for (std::int64_t i = 0; i < T; ++i) Kg[i] += eta * (K[i * T + s] - K[i * T + v]);
     }
     return g;
 }
