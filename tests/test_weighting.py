@@ -193,7 +193,7 @@ def test_one_fit_step_is_the_reference_combined_update(w):
     g = ref.weighting.combined_grad(beta, G, obj.model.n_trunk_params,
                                     heads_weighted=isinstance(w, W.GradNorm)) + obj.l2 * theta0
     np.testing.assert_allclose(res.theta, theta0 - lr * g, rtol=1e-8, atol=1e-10)
-    np.testing.assert_allclose(res.history.weights[-1], beta, rtol=1e-9)
+    np.testing.assert_allclose(res.history.weights[-1], beta, rtol=1e-7, atol=1e-9)
 
 
 def test_one_fit_step_with_a_loss_strategy_uses_its_alpha():
