@@ -20,5 +20,5 @@ __all__ = [
     "objective_value_and_grad_vectorized", "objective_hvp", "task_losses", "task_grads",
     "maml_value_and_grad", "anil_value_and_grad", "metasgd_value_and_grad",
     "reptile_value_and_grad", "adapt", "adapt_predict",
-    "schedule_factor", "optimizer_init", "optimizer_step", "run_optimizer", "weighting",
+    "schedule_factor", "optimizer_init", "optimizer_step", "run_optimizer",
 ]
