@@ -29,6 +29,7 @@ CHANGED = {
     ("optimizer", "kind"): "sgd", ("optimizer", "lr"): 0.05, ("optimizer", "momentum"): 0.9,
     ("optimizer", "weight_decay"): 0.01, ("optimizer", "clip_norm"): 1.5,
     ("weighting", "kind"): "fixed", ("weighting", "alpha"): [0.25, 0.75],
+    ("weighting", "settings"): {"temperature": 3.0},
     ("train", "steps"): 12, ("train", "meta_batch"): 5, ("train", "chunk"): 3,
     ("train", "validate_every"): 4, ("train", "l2"): 0.001,
     ("evaluate", "steps"): [0, 2], ("evaluate", "lr"): 0.3, ("evaluate", "baselines"): ["joint"],
@@ -54,7 +55,8 @@ BAD = [  # (section, key, value, words the message must contain)
     ("learner", "first_order", 1, ["learner.first_order", "true or false"]),
     ("optimizer", "kind", "rmsprop", ["optimizer.kind", "'adam'", "'none'"]),
     ("optimizer", "lr", 0, ["optimizer.lr", "> 0"]),
-    ("weighting", "kind", "gradnorm", ["weighting.kind", "'uniform'"]),
+    ("weighting", "kind", "gradnrm", ["weighting.kind", "'uniform'", "'gradnorm'"]),
+    ("weighting", "settings", {"temprature": 1.0}, ["weighting.settings", "'uniform' takes"]),
     ("train", "steps", 0, ["train.steps", ">= 1"]), ("train", "l2", "x", ["train.l2", "number"]),
     ("evaluate", "steps", [], ["evaluate.steps", "at least 1"]),
     ("evaluate", "baselines", ["oracle"], ["evaluate.baselines[0]", "'scratch'", "'joint'"]),
@@ -89,7 +91,8 @@ def test_every_key_round_trips(section, key):
     data = {}
     _set(data, section, key, CHANGED[(section, key)])
     needs = {("tasks", "family"): ("tasks", "n_train", 30),        # keys that need a partner
-             ("weighting", "kind"): ("weighting", "alpha", [1.0])}
+             ("weighting", "kind"): ("weighting", "alpha", [1.0]),
+             ("weighting", "settings"): ("weighting", "kind", "dwa")}
     if (section, key) in needs:
         _set(data, *needs[(section, key)])
     cfg = config.from_dict(data)
@@ -127,6 +130,15 @@ def test_rules_across_sections():
         config.from_dict({"tasks": {"n_train": 10}})
     with pytest.raises(ConfigError, match="tasks.path"):
         config.from_dict({"tasks": {"family": "csv"}})
+
+
+def test_weighting_settings_are_checked_by_the_strategy():
+    cfg = config.from_dict({"weighting": {"kind": "dwa", "settings": {"temperature": 3.0}}})
+    assert cfg.weighting.strategy().temperature == 3.0
+    with pytest.raises(ConfigError, match="weighting.settings.temprature .*temperature"):
+        config.from_dict({"weighting": {"kind": "dwa", "settings": {"temprature": 3.0}}})
+    with pytest.raises(ConfigError, match="weighting.settings: .*rule"):
+        config.from_dict({"weighting": {"kind": "evaldriven", "settings": {"rule": "max"}}})
 
 
 def test_load_names_the_file_and_overrides_apply(tmp_path):

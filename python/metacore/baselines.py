@@ -22,40 +22,23 @@ def scratch(model, *, seed=0, dtype=np.float32):
     return model.init(seed=seed, dtype=dtype)
 
 
-def joint(model, train_tasks, theta0, *, steps=1000, lr=1e-3, weights=None, l2=0.0,
-          batch_tasks=None, seed=0, progress=False, n_threads=None):
-    """θ minimising Σ_i α_i f_i(θ) + (λ/2)‖θ‖² over every row of ``train_tasks`` with Adam(lr),
-    from θ0 (α = ``weights``, 1/T each by default; λ = ``l2``).
-
-    Runs :func:`metacore.fit` (the core's θ-update loop; ``batch_tasks`` tasks per step, all
-    when None) when it is available; otherwise full-batch Adam steps on the objective's gradient.
+def joint(model, train_tasks, theta0, *, steps=1000, lr=1e-3, weights=None, weighting=None,
+          l2=0.0, batch_tasks=None, seed=0, progress=False, n_threads=None):
+    """θ minimising Σ_i α_i f_i(θ) + (λ/2)‖θ‖² over every row of ``train_tasks`` with
+    :func:`metacore.fit` and Adam(lr), from θ0: α = ``weights`` (1/T each by default) or set by
+    ``weighting`` (a :mod:`metacore.weighting` strategy); λ = ``l2``; ``batch_tasks`` tasks per
+    step (all when None, as adaptive strategies need).
     """
+    from . import optim, weighting as _w
+    from .fit import fit
     steps = _checks.integer("steps", steps, minimum=1)
     lr = _checks.real("lr", lr, minimum=0.0, min_open=True)
     obj = Objective(model, train_tasks, weights=weights, l2=l2, rows="all", n_threads=n_threads)
-    import metacore as mc
-    if hasattr(mc, "fit") and hasattr(mc, "optim"):
-        weighting = None if weights is None else mc.weighting.Fixed(obj.weights)
-        res = mc.fit(obj, theta0, optimizer=mc.optim.Adam(lr=lr), weighting=weighting, steps=steps,
-                     batch_tasks=batch_tasks, progress=progress, seed=seed,
-                     eval_every=steps)
-        return res.theta
-    return _adam(obj, theta0, steps, lr)
-
-
-def _adam(obj, theta0, steps, lr, betas=(0.9, 0.999), eps=1e-8):
-    """Full-batch Adam (Kingma & Ba 2015) on ``obj``: the fallback before mc.fit existed."""
-    theta = _checks.theta("theta0", theta0, obj.n_params).copy()
-    m = np.zeros_like(theta)
-    v = np.zeros_like(theta)
-    b1, b2 = betas
-    for t in range(1, steps + 1):
-        g = obj.grad(theta)
-        m = b1 * m + (1 - b1) * g
-        v = b2 * v + (1 - b2) * g * g
-        step = lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
-        theta -= (step * m / (np.sqrt(v) + eps)).astype(theta.dtype)
-    return theta
+    if weighting is None and weights is not None:
+        weighting = _w.Fixed(obj.weights)
+    res = fit(obj, theta0, optimizer=optim.Adam(lr=lr), weighting=weighting, steps=steps,
+              batch_tasks=batch_tasks, progress=progress, seed=seed, eval_every=steps)
+    return res.theta
 
 
 def best_lr(model, theta, val_tasks, lrs, *, steps=10, n_threads=None):

@@ -32,7 +32,8 @@ __all__ = ["Config", "TasksConfig", "ModelConfig", "LearnerConfig", "OptimizerCo
 FAMILIES = ("sinusoid", "digits", "linear", "logistic", "csv")
 LEARNERS = ("maml", "fomaml", "metasgd", "anil", "reptile", "multitask")
 OPTIMIZERS = ("adam", "adamw", "sgd", "none")
-WEIGHTINGS = ("uniform", "fixed")
+WEIGHTINGS = ("uniform", "fixed", "evaldriven", "dwa", "uncertainty", "rlw", "famo", "gradnorm",
+              "mgda", "pcgrad", "cagrad", "imtlg", "nashmtl", "alignedmtl", "gradvac")
 BASELINES = ("scratch", "joint")
 
 
@@ -214,9 +215,12 @@ class OptimizerConfig:
 
 @dataclass
 class WeightingConfig:
-    """Task weights α for ``learner.kind = "multitask"``: uniform, or fixed ``alpha``."""
+    """Task weights α for ``learner.kind = "multitask"``: a strategy of
+    :mod:`metacore.weighting` by its lower-case name, ``alpha`` for ``fixed``, and the strategy's
+    keyword arguments in ``[weighting.settings]`` (e.g. ``temperature = 2.0`` for ``dwa``)."""
     kind: str = "uniform"
     alpha: list = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
 
     def validate(self, s="weighting"):
         self.kind = _str(f"{s}.kind", self.kind, WEIGHTINGS)
@@ -224,6 +228,32 @@ class WeightingConfig:
         if self.kind == "fixed" and not self.alpha:
             raise ConfigError(f"{s}.alpha must list one weight per training task when "
                               f"{s}.kind is 'fixed'")
+        if not isinstance(self.settings, dict):
+            raise ConfigError(f"{s}.settings must be a table, got {self.settings!r}")
+        if self.kind in ("uniform", "fixed") and self.settings:
+            raise ConfigError(f"{s}.settings: {self.kind!r} takes none, got "
+                              f"{', '.join(self.settings)}")
+        if self.kind not in ("uniform", "fixed"):
+            self.strategy()   # the strategy checks its own settings
+
+    def strategy(self, n_tasks=None):
+        """The :mod:`metacore.weighting` object (``fixed`` needs the weights' count to match)."""
+        import inspect
+        from . import weighting as w
+        if self.kind == "uniform":
+            return w.Uniform()
+        if self.kind == "fixed":
+            return w.Fixed(self.alpha)
+        cls = next(c for n, c in w._BY_NAME.items() if n.lower() == self.kind)
+        allowed = [p for p in inspect.signature(cls).parameters]
+        for key in self.settings:
+            if key not in allowed:
+                raise ConfigError(f"unknown key weighting.settings.{key} for {self.kind!r} "
+                                  f"(allowed: {', '.join(allowed) or 'none'})")
+        try:
+            return cls(**self.settings)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"weighting.settings: {exc}") from None
 
 
 @dataclass
@@ -329,7 +359,12 @@ class Config:
         lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if not isinstance(v, dict)]
         for k, v in d.items():
             if isinstance(v, dict):
-                lines += ["", f"[{k}]"] + [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()]
+                lines += ["", f"[{k}]"] + [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()
+                                           if not isinstance(vv, dict)]
+                for kk, vv in v.items():
+                    if isinstance(vv, dict) and vv:
+                        lines += ["", f"[{k}.{kk}]"] + [f"{a} = {_toml_value(b)}"
+                                                        for a, b in vv.items()]
         return "\n".join(lines) + "\n"
 
 

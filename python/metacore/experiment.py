@@ -112,14 +112,17 @@ def train(exp: Experiment, progress=True):
     cfg = exp.cfg
     theta0 = exp.model.init(seed=cfg.seed, dtype=exp.dtype)
     if exp.learner is None:
-        alpha = np.asarray(cfg.weighting.alpha) if cfg.weighting.kind == "fixed" else None
-        if alpha is not None and alpha.shape[0] != exp.train_tasks.n_tasks:
+        wc, T = cfg.weighting, exp.train_tasks.n_tasks
+        if wc.kind == "fixed" and len(wc.alpha) != T:
             raise ConfigError(f"weighting.alpha must have one weight per training task "
-                              f"({exp.train_tasks.n_tasks}), got {alpha.shape[0]}")
+                              f"({T}), got {len(wc.alpha)}")
+        # adaptive strategies (all but uniform, fixed, evaldriven) need every task at every step
+        batch = min(cfg.train.meta_batch, T) if wc.kind in ("uniform", "fixed",
+                                                             "evaldriven") else None
         theta = baselines.joint(exp.model, exp.train_tasks, theta0, steps=cfg.train.steps,
-                                lr=cfg.optimizer.lr, weights=alpha, l2=cfg.train.l2,
-                                batch_tasks=min(cfg.train.meta_batch, exp.train_tasks.n_tasks),
-                                seed=cfg.seed, progress=progress, n_threads=cfg.threads)
+                                lr=cfg.optimizer.lr, weighting=wc.strategy(T), l2=cfg.train.l2,
+                                batch_tasks=batch, seed=cfg.seed, progress=progress,
+                                n_threads=cfg.threads)
         return theta, {}
     if isinstance(exp.learner, MetaSGD):
         theta0 = exp.learner.init(theta0)
