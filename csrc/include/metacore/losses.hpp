@@ -31,8 +31,9 @@ template <class T>
 inline void check_class_labels(const T* y, std::int64_t n, std::int64_t stride, std::int64_t k) {
     for (std::int64_t r = 0; r < n; ++r) {
         const T v = y[r * stride];
-        const auto c = static_cast<std::int64_t>(v);
-        if (!(v >= T(0)) || !(v < static_cast<T>(k)) || static_cast<T>(c) != v)
+        // Range first: converting NaN or a value past int64 to an integer is undefined behaviour.
+        if (!(v >= T(0)) || !(v < static_cast<T>(k)) ||
+            static_cast<T>(static_cast<std::int64_t>(v)) != v)
             throw std::invalid_argument("y: row " + std::to_string(r) + " has class label " +
                                         std::to_string(static_cast<double>(v)) +
                                         ", not an integer in [0, " + std::to_string(k) + ")");
