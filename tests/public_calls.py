@@ -9,6 +9,8 @@ walks the table. ``Problem`` holds small ready inputs; ``problem(...)`` builds o
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,6 +75,7 @@ PUBLIC_CALLS = {
     "Objective.task_grads": lambda p: p.obj.task_grads(p.theta),
     "Objective.task_losses_and_grads": lambda p: p.obj.task_losses_and_grads(p.theta),
     "Objective.hvp": lambda p: p.obj.hvp(p.theta, p.v),
+    "Objective(...).value_and_grad": lambda p: mc.Objective(p.model, p.ts).value_and_grad(p.theta),
     # When they land: "fit": lambda p: mc.fit(p.obj, p.theta, steps=3, progress=False),
     # "adapt_predict": lambda p: mc.adapt_predict(p.model, p.theta, *p.ts.support(0),
     #                                             p.ts.query(0)[0], steps=2, lr=0.01),
@@ -105,3 +108,43 @@ def same(a, b) -> bool:
     return len(fa) == len(fb) and all(
         x.shape == y.shape and x.dtype == y.dtype and np.array_equal(x, y, equal_nan=True)
         for x, y in zip(fa, fb))
+
+
+# Error paths: a refused call must not leak either (the binding-level ones throw C++ exceptions).
+def _refused(call):
+    def run(p):
+        try:
+            call(p)
+        except (ValueError, TypeError):
+            return None
+        raise AssertionError("the bad call was accepted")
+    return run
+
+
+ERROR_CALLS = {
+    "Objective.value(bad theta)": _refused(lambda p: p.obj.value(p.theta[:-1])),
+    "MLP.predict(bad X)": _refused(lambda p: p.model.predict(p.theta, p.X[:, :-1])),
+    "_core.Net.predict(bad dtype)": _refused(
+        lambda p: p.model._net().predict(p.theta.astype(np.float32), p.X, 0, None)),
+    "TaskSet(bad offsets)": _refused(lambda p: mc.TaskSet(p.ts.X, p.ts.y, [0, 1])),
+}
+
+
+# --- resident memory ------------------------------------------------------------------------
+def rss_bytes() -> int:
+    """Resident set size of this process (Linux: /proc/self/statm)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def soak(name, p, n_calls, *, warmup=None):
+    """Call ``name`` n_calls times on problem p after a warm-up; returns
+    (rss_before, rss_after, seconds) around the measured calls."""
+    call = {**PUBLIC_CALLS, **ERROR_CALLS}[name]
+    for _ in range(warmup if warmup is not None else max(200, n_calls // 10)):
+        call(p)
+    before = rss_bytes()
+    t0 = time.perf_counter()
+    for _ in range(n_calls):
+        call(p)
+    return before, rss_bytes(), time.perf_counter() - t0
