@@ -66,7 +66,8 @@ py::tuple meta_typed(const NetSpec& net, const MetaConfig& cfg, const py::array&
     const TaskData<T> data = checked_tasks<T>(X, y, offsets, ns);
     const int threads = threads_arg(n_threads);
     const std::int64_t n = data.n_tasks;
-    py::array_t<T> grad(G), losses(n);
+    auto grad = output<T>("meta gradient", {G});
+    auto losses = output<T>("task_losses", {n});
     T* g = grad.mutable_data();
     T* l = losses.mutable_data();
     double loss = 0.0, before = 0.0;
@@ -91,15 +92,15 @@ py::array_t<T> adapt_typed(const NetSpec& net, const py::array& theta_obj, const
     auto rates = checked_rates<T>(net, rates_obj);
     const InnerRule<T> rule = adapt_rule<T>(net, steps, lr, rates, head_only);
     if (!Xq_obj) {
-        py::array_t<T> out(net.n_params());
+        auto out = output<T>("adapt", {net.n_params()});
         T* o = out.mutable_data();
         py::gil_scoped_release release;
         adapt<T>(net, rule, theta.data(), rows_view(Xs), rows_view(ys), o);
         return out;
     }
     auto Xq = checked_rows<T>(*Xq_obj, "X_query", net, 0);
-    py::array_t<T> out({static_cast<py::ssize_t>(Xq.shape(0)),
-                        static_cast<py::ssize_t>(net.n_outputs())});
+    auto out = output<T>("adapt_predict", {static_cast<py::ssize_t>(Xq.shape(0)),
+                                           static_cast<py::ssize_t>(net.n_outputs())});
     T* o = out.mutable_data();
     py::gil_scoped_release release;
     adapt_predict<T>(net, rule, theta.data(), rows_view(Xs), rows_view(ys), rows_view(Xq), o);
@@ -133,12 +134,12 @@ py::tuple adapt_batch_typed(const NetSpec& net, const py::array& theta_obj,
     py::object phis_obj = py::none(), preds_obj = py::none();
     T *phis = nullptr, *preds = nullptr;
     if (want_theta) {
-        py::array_t<T> a({data.n_tasks, net.n_params()});
+        auto a = output<T>("adapt_batch", {data.n_tasks, net.n_params()});
         phis = a.mutable_data();
         phis_obj = a;
     }
     if (want_pred) {
-        py::array_t<T> a({n_query, net.n_outputs()});
+        auto a = output<T>("adapt_batch", {n_query, net.n_outputs()});
         preds = a.mutable_data();
         preds_obj = a;
     }

@@ -29,6 +29,11 @@ PYBIND11_MODULE(_core, m) {
         info["simd_active"] = metacore::simd_active();
         info["default_threads"] = metacore::resolve_threads(0);
         info["max_threads"] = metacore::resolve_threads(-1);
+#ifdef METACORE_SANITIZE
+        info["sanitize"] = METACORE_SANITIZE;  // e.g. "address,undefined"; "" in normal builds
+#else
+        info["sanitize"] = "";
+#endif
         return info;
     });
     metacore::bindings::register_net(m);

@@ -35,8 +35,8 @@ py::array_t<T> predict_typed(const NetSpec& net, const py::array& theta_obj,
         throw py::value_error("task must be in [0, " + std::to_string(net.n_heads()) + "), got " +
                               std::to_string(head));
     const int threads = threads_arg(n_threads);
-    py::array_t<T> out({static_cast<py::ssize_t>(X.shape(0)),
-                        static_cast<py::ssize_t>(net.n_outputs())});
+    auto out = output<T>("predict", {static_cast<py::ssize_t>(X.shape(0)),
+                                     static_cast<py::ssize_t>(net.n_outputs())});
     T* o = out.mutable_data();
     {
         py::gil_scoped_release release;

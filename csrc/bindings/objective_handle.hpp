@@ -42,11 +42,11 @@ class ObjectiveHandle {
         auto theta = checked<T>(theta_obj, "theta", {n_params()});
         auto weights = checked<T>(weights_obj, "weights", {n_tasks()});
         const int threads = threads_arg(n_threads);
-        py::array_t<T> losses(n_tasks());
+        auto losses = output<T>("task_losses", {n_tasks()});
         py::object grad_obj = py::none();
         T* grad = nullptr;
         if (want_grad) {
-            py::array_t<T> g(n_params());
+            auto g = output<T>("grad", {n_params()});
             grad = g.mutable_data();
             grad_obj = g;
         }
@@ -62,8 +62,8 @@ class ObjectiveHandle {
     py::tuple task_grads(py::handle theta_obj, std::optional<int> n_threads) const {
         auto theta = checked<T>(theta_obj, "theta", {n_params()});
         const int threads = threads_arg(n_threads);
-        py::array_t<T> grads({n_tasks(), n_params()});
-        py::array_t<T> losses(n_tasks());
+        auto grads = output<T>("task_grads", {n_tasks(), n_params()});
+        auto losses = output<T>("task_losses", {n_tasks()});
         T* g = grads.mutable_data();
         T* l = losses.mutable_data();
         {
@@ -79,7 +79,7 @@ class ObjectiveHandle {
         auto v = checked<T>(v_obj, "v", {n_params()});
         auto weights = checked<T>(weights_obj, "weights", {n_tasks()});
         const int threads = threads_arg(n_threads);
-        py::array_t<T> out(n_params());
+        auto out = output<T>("hvp", {n_params()});
         T* o = out.mutable_data();
         {
             py::gil_scoped_release release;

@@ -4,6 +4,7 @@ message names the argument, what was expected and what came."""
 from __future__ import annotations
 
 import numbers
+import os
 
 import numpy as np
 
@@ -97,10 +98,45 @@ def n_threads(value):
     """None = the OpenMP default (respects OMP_NUM_THREADS), -1 = all cores, k >= 1 = k threads."""
     if value is None:
         return None
-    value = integer("n_threads", value)
+    value = integer("n_threads", value, maximum=2**31 - 1)  # the core counts threads in an int
     if value == 0 or value < -1:
         raise ValueError(f"n_threads must be None, -1 (all cores) or >= 1, got {value}")
     return value
+
+
+def _physical_memory():
+    """Bytes of physical memory, or None where unknown."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _human(n_bytes):
+    n, unit = float(n_bytes), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"):
+        if n < 1024 or unit == "YiB":
+            break
+        n /= 1024
+    return f"{n:.1f} {unit}"
+
+
+def fits_in_memory(what, n_bytes):
+    """MemoryError naming ``what`` when ``n_bytes`` exceed the machine's physical memory: refuse
+    before allocating, as an overcommitting OS may grant the memory and kill us when it is used."""
+    mem = _physical_memory()
+    if mem and n_bytes > mem:
+        raise MemoryError(f"{what} would need {_human(n_bytes)}, more than this machine's "
+                          f"{_human(mem)} of memory")
+
+
+def as_array(name, value):
+    """np.asarray(value), with conversion failures (ragged nesting, odd objects) as a TypeError
+    naming the argument."""
+    try:
+        return np.asarray(value)
+    except Exception as exc:  # noqa: BLE001 - numpy raises ValueError, TypeError, OverflowError...
+        raise TypeError(f"{name} must be array-like of numbers: {exc}") from None
 
 
 def float_array(name, value, ndim=None, dtype=None, finite=True):
@@ -109,10 +145,7 @@ def float_array(name, value, ndim=None, dtype=None, finite=True):
     ``dtype`` None keeps float32/float64 input and turns anything else into float64.
     ``ndim`` is an int or a tuple of allowed ranks.
     """
-    try:
-        arr = np.asarray(value)
-    except Exception as exc:  # ragged lists and the like
-        raise TypeError(f"{name} must be array-like of numbers: {exc}") from None
+    arr = as_array(name, value)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     if np.issubdtype(arr.dtype, np.complexfloating):
@@ -124,6 +157,10 @@ def float_array(name, value, ndim=None, dtype=None, finite=True):
             raise ValueError(f"{name} must be {want}, got shape {arr.shape}")
     if dtype is None:
         dtype = arr.dtype if arr.dtype in FLOAT_DTYPES else np.dtype(np.float64)
+    dtype = np.dtype(dtype)
+    if not (arr.flags.c_contiguous and arr.dtype == dtype):  # a copy is needed
+        fits_in_memory(f"{name} (shape {arr.shape}) as contiguous {dtype}",
+                       arr.size * dtype.itemsize)
     arr = np.ascontiguousarray(arr, dtype=dtype)
     if finite and arr.size and not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr))[0]
@@ -134,12 +171,12 @@ def float_array(name, value, ndim=None, dtype=None, finite=True):
 
 def theta(name, value, n_params, dtype=None):
     """θ as a 1-D float32/float64 array of length n_params (dtype kept; others refused)."""
-    arr = np.asarray(value)
+    arr = as_array(name, value)
     if arr.dtype not in FLOAT_DTYPES:
         if dtype is None:
             raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}")
-    arr = float_array(name, arr, ndim=1, dtype=dtype)
-    if arr.shape[0] != n_params:
+    # Shape before conversion: a wrong-sized view (even a huge one) is refused without a copy.
+    if arr.ndim == 1 and arr.shape[0] != n_params:
         raise ValueError(f"{name} must have length {n_params} (the model's n_params), "
                          f"got {arr.shape[0]}")
-    return arr
+    return float_array(name, arr, ndim=1, dtype=dtype)

@@ -50,6 +50,9 @@ class MLP:
                 f"loss='cross_entropy' needs at least 2 outputs, got layer_sizes[-1]={sizes[-1]}")
         self.task_heads = None if task_heads is None else _checks.integer(
             "task_heads", task_heads, minimum=1)
+        if self.n_params >= 2**63:  # θ is indexed with int64 in the core
+            raise ValueError(f"layer_sizes {list(sizes)} (task_heads={task_heads}) give "
+                             f"{self.n_params} parameters, more than 2^63 - 1")
 
     # --- shape facts ------------------------------------------------------------------------
     @property
@@ -102,6 +105,8 @@ class MLP:
         (±√(6/(fan_in+fan_out))), zero biases; every head drawn independently."""
         dtype = _checks.float_dtype("dtype", dtype)
         rng = np.random.default_rng(_checks.seed("seed", seed))
+        _checks.fits_in_memory(f"θ of {self.n_params} parameters (layer_sizes "
+                               f"{list(self.layer_sizes)})", self.n_params * 8)
         theta = np.zeros(self.n_params, dtype=np.float64)
         n_heads = self.task_heads or 1
         seen = set()

@@ -43,11 +43,13 @@ def _owned(arr, source):
 
 def _int_array(name, value, ndim=1):
     """An array-like of integers as int64 (bools and floats refused)."""
-    arr = np.asarray(value)
+    arr = _checks.as_array(name, value)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
     if arr.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
+    if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{name} must fit in int64, got {int(arr.max())}")
     return arr.astype(np.int64)
 
 
@@ -232,7 +234,7 @@ class TaskSet:
         ``groups`` holds integers or strings (finite floats are accepted too).
         """
         X_c, y_c = _check_xy(X, y, dtype)
-        g = np.asarray(groups)
+        g = _checks.as_array("groups", groups)
         if g.ndim != 1:
             raise ValueError(f"groups must be 1-D, got shape {g.shape}")
         if g.shape[0] != X_c.shape[0]:
@@ -353,7 +355,7 @@ class TaskSet:
         if isinstance(indices, slice):
             idx = np.arange(T)[indices]
         else:
-            arr = np.asarray(indices)
+            arr = _checks.as_array("indices", indices)
             if arr.dtype == bool:
                 if arr.shape != (T,):
                     raise ValueError(f"indices as a boolean mask must have shape ({T},), "

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -26,13 +27,15 @@ class NetSpec {
             throw std::invalid_argument("loss 'logistic' needs exactly one output");
         if (loss_ == Loss::cross_entropy && n_outputs() < 2)
             throw std::invalid_argument("loss 'cross_entropy' needs at least two outputs");
+        // Every size below is checked: a product past int64 would be undefined behaviour.
         std::int64_t off = 0;
         for (int l = 0; l + 1 < n_layers(); ++l) {
             layer_offset_.push_back(off);
-            off += fan_out(l) * fan_in(l) + fan_out(l);
+            off = checked_add(off, layer_params(l));
         }
         trunk_params_ = off;
-        head_params_ = fan_out(n_layers() - 1) * fan_in(n_layers() - 1) + n_outputs();
+        head_params_ = layer_params(n_layers() - 1);
+        checked_add(trunk_params_, checked_mul(head_params_, n_heads_));
         max_width_ = 0;
         for (auto s : sizes_) max_width_ = s > max_width_ ? s : max_width_;
     }
@@ -64,6 +67,22 @@ class NetSpec {
     }
 
    private:
+    // Operands are sizes (>= 0).
+    static std::int64_t checked_mul(std::int64_t a, std::int64_t b) {
+        if (a != 0 && b > std::numeric_limits<std::int64_t>::max() / a) throw too_large();
+        return a * b;
+    }
+    static std::int64_t checked_add(std::int64_t a, std::int64_t b) {
+        if (b > std::numeric_limits<std::int64_t>::max() - a) throw too_large();
+        return a + b;
+    }
+    static std::invalid_argument too_large() {
+        return std::invalid_argument("layer_sizes: the model would have more than 2^63 parameters");
+    }
+    std::int64_t layer_params(int l) const {
+        return checked_add(checked_mul(fan_out(l), fan_in(l)), fan_out(l));
+    }
+
     std::vector<std::int64_t> sizes_;
     Activation activation_;
     Loss loss_;

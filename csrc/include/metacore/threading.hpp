@@ -12,6 +12,10 @@
 
 #ifdef _OPENMP
 #include <omp.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define METACORE_FORK_GUARD 1
+#endif
 #endif
 
 namespace metacore {
@@ -45,6 +49,37 @@ inline int resolve_threads(int requested) {
     return requested;
 }
 
+// GNU libgomp keeps its worker pool across fork() but the workers do not exist in the child, so
+// the child's next parallel region waits for them forever. A child forked after this process ran
+// a team therefore runs every loop serially: results are identical for any thread count, and the
+// hang is gone (PyTorch does the same). A child forked before any team may still use threads.
+struct ForkState {
+    std::atomic<bool> team_started{false};
+    std::atomic<bool> serial_only{false};
+};
+
+inline ForkState& fork_state() {
+    static ForkState state;
+    return state;
+}
+
+// True in a process forked after a parallel region ran in its parent: loops then run serially.
+inline bool forked_after_team() { return fork_state().serial_only.load(std::memory_order_relaxed); }
+
+inline void note_team_start() {
+#ifdef METACORE_FORK_GUARD
+    static const bool registered = [] {
+        return pthread_atfork(nullptr, nullptr, [] {
+                   ForkState& s = fork_state();
+                   if (s.team_started.load(std::memory_order_relaxed))
+                       s.serial_only.store(true, std::memory_order_relaxed);
+               }) == 0;
+    }();
+    (void)registered;
+#endif
+    fork_state().team_started.store(true, std::memory_order_relaxed);
+}
+
 // Captures the first exception thrown by any worker; later workers skip their work.
 class ExceptionCarrier {
    public:
@@ -74,13 +109,14 @@ class ExceptionCarrier {
 template <class Body>
 void parallel_for(std::int64_t n, int n_threads, Body&& body) {
     if (n <= 0) return;
-    if (n_threads <= 1 || n == 1) {
+    if (n_threads <= 1 || n == 1 || forked_after_team()) {
         for (std::int64_t i = 0; i < n; ++i) body(i, 0);
         return;
     }
     ExceptionCarrier carrier;
 #ifdef _OPENMP
     const int team = static_cast<int>(std::min<std::int64_t>(n_threads, n));
+    note_team_start();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(team)
     for (std::int64_t i = 0; i < n; ++i) {
         carrier.run([&] { body(i, omp_get_thread_num()); });
