@@ -37,6 +37,7 @@ class Settings:
     checkpoint: object          # a path or None
     checkpoint_every: int
     record_task_losses: bool
+    backend: object = None      # None: the core here; else a metacore.distributed.RayBackend
 
 
 class Recorder:
@@ -109,7 +110,9 @@ class Run:
         self.resumed = resume is not None
         if self.resumed:
             self._restore(resume, wsize)
-        self.handle = obj._handle(self.dtype)
+        self.handle = obj._handle(self.dtype) if s.backend is None else None
+        if s.backend is not None:
+            s.backend.attach(obj, self.dtype, np.array(self.state.alpha))
         self.monitored = s.stopper is not None or s.validation is not None
         self.first_step = self.state.step
         self.rec = Recorder(s.record_task_losses)
@@ -142,8 +145,7 @@ class Run:
                 n = self.chunk_length(end, per_step)
                 first = state.step
                 t0 = time.perf_counter()
-                out = state.run(self.handle, self.config, s.batch_tasks or 0, s.batch_rows or 0,
-                                s.obj.l2, n, s.n_threads, s.record_task_losses)
+                out = self.run_chunk(n)
                 dt = time.perf_counter() - t0
                 self.core_time += dt
                 done = out["steps_done"]
@@ -165,6 +167,17 @@ class Run:
         finally:
             if bar is not None:
                 bar.close()
+
+    def run_chunk(self, n):
+        """n steps by the core here, or by the backend's workers with the update applied here."""
+        s = self.s
+        if s.backend is None:
+            return self.state.run(self.handle, self.config, s.batch_tasks or 0,
+                                  s.batch_rows or 0, s.obj.l2, n, s.n_threads,
+                                  s.record_task_losses)
+        from .distributed import run_steps
+        return run_steps(s.backend, self.state, self.config, n, s.n_threads,
+                         s.record_task_losses, s.obj.n_tasks)
 
     def chunk_length(self, end, per_step):
         """Steps up to the next evaluation or checkpoint, capped by chunk_size or by time."""
@@ -191,8 +204,11 @@ class Run:
         """The full training objective and per-task losses at θ, and the validation loss."""
         t0 = time.perf_counter()
         s, th = self.s, self.state.theta
-        value, _, losses = self.handle.value_and_grad(th, self.state.alpha, s.obj.l2, False,
-                                                      s.n_threads)
+        if s.backend is None:
+            value, _, losses = self.handle.value_and_grad(th, self.state.alpha, s.obj.l2, False,
+                                                          s.n_threads)
+        else:
+            value, _, losses = s.backend.value_and_grad(th, False, s.n_threads)
         val_loss, val_losses = math.nan, None
         if s.validation is not None:
             v = s.validation
