@@ -39,6 +39,7 @@ from .taskset import TaskSet
 __all__ = ["Backend", "Local", "RayBackend", "RayNotInstalledError"]
 
 UNIT_ROWS = 1024        # the core's work-unit size (tasks.hpp kUnitRows)
+RESTART_TIMEOUT = 120.0 # seconds to wait for Ray to bring a dead actor back
 
 
 class RayNotInstalledError(ImportError):
@@ -123,6 +124,15 @@ def plan_shards(ts, rows, n_params, itemsize, n_workers):
     return task_rows, shards
 
 
+def _fresh(a, dtype):
+    """A new C-contiguous array of the canonical ``dtype``: arrays that went through pickling can
+    carry an equivalent but distinct dtype object, which the core's strict checks reject."""
+    a = np.asarray(a)
+    out = np.empty(a.shape, dtype=np.dtype(dtype).type)
+    out[...] = a
+    return out
+
+
 # --- the actor -----------------------------------------------------------------------------------
 class ShardWorker:
     """One shard of tasks and its part of every step (run as a Ray actor; plain class for tests)."""
@@ -130,14 +140,16 @@ class ShardWorker:
     def __init__(self, model, X, y, offsets, n_support, task_ids, rows, dtype, block_start,
                  n_threads, fault_marker=None):
         from . import _core
+        from .models import MLP
         from .objective import Objective
+        model = MLP.from_spec(model)     # sent as plain data: the compiled net does not pickle
         # Arrays from the object store are read-only views: the TaskSet copies them.
         ts = TaskSet(np.array(X), np.array(y), np.array(offsets), n_support=np.array(n_support),
                      task_ids=np.array(task_ids), dtype=np.dtype(dtype))
         self.dtype = np.dtype(dtype)
         self.obj = Objective(model, ts, rows=rows, n_threads=n_threads)
         self.handle = self.obj._handle(self.dtype)
-        self.plan = _core.block_plan(self.handle, np.ascontiguousarray(block_start))
+        self.plan = _core.block_plan(self.handle, _fresh(block_start, np.int64))
         self.n_threads = n_threads
         self.weights = None
         self.fault_marker = fault_marker
@@ -147,7 +159,7 @@ class ShardWorker:
         return os.getpid()
 
     def set_weights(self, weights):
-        self.weights = np.array(weights, dtype=self.dtype)
+        self.weights = _fresh(weights, self.dtype)
 
     def partials(self, theta, want_grad):
         """(partial sums of this shard's blocks (nb, P) or None, f_i of its tasks (float64))."""
@@ -155,7 +167,7 @@ class ShardWorker:
         self.calls += 1
         if self.fault_marker is not None:
             self._maybe_die()
-        return _core.block_partials(self.handle, self.plan, np.asarray(theta, dtype=self.dtype),
+        return _core.block_partials(self.handle, self.plan, _fresh(theta, self.dtype),
                                     self.weights, want_grad, self.n_threads)
 
     def _maybe_die(self):
@@ -258,7 +270,7 @@ class RayBackend(Backend):
             refs = [ray.put(a) for a in (ts.X[r0:r1], ts.y[r0:r1], ts.offsets[lo:hi + 1] - r0,
                                          ts.n_support[lo:hi], ts.task_ids[lo:hi])]
             self._refs.append(refs)
-            self._actors.append(cls.remote(obj.model, *refs, obj.rows, dtype.str,
+            self._actors.append(cls.remote(obj.model.spec(), *refs, obj.rows, dtype.str,
                                            s["block_start"], self.cpus_per_worker,
                                            self._fault_marker))
         ray.get([a.ready.remote() for a in self._actors])
@@ -272,8 +284,8 @@ class RayBackend(Backend):
         ref = ray.put(theta)
         futures = [a.partials.remote(ref, want_grad) for a in self._actors]
         results = [self._get(k, f, ref, want_grad) for k, f in enumerate(futures)]
-        parts = np.concatenate([r[0] for r in results]) if want_grad else None
-        task_loss = np.concatenate([r[1] for r in results])
+        parts = _fresh(np.concatenate([r[0] for r in results]), self.dtype) if want_grad else None
+        task_loss = _fresh(np.concatenate([r[1] for r in results]), np.float64)
         return _core.combine_partials(parts, task_loss, self.task_rows, self.alpha, theta,
                                       self.l2, n_threads)
 
@@ -284,12 +296,26 @@ class RayBackend(Backend):
                 return self.ray.get(future)
             except errors as e:
                 if attempt == self.max_retries:
-                    raise RuntimeError(f"shard {k}'s actor died {attempt + 1} times on the same "
+                    raise RuntimeError(f"shard {k}'s actor failed {attempt + 1} times on the same "
                                        f"step; giving up") from e
                 self.retries += 1
-                time.sleep(0.05 * (attempt + 1))
+                self._wait_restarted(k, e)
                 future = self._actors[k].partials.remote(ref, want_grad)   # same θ, same shard
-        raise AssertionError("unreachable")
+
+    def _wait_restarted(self, k, error, timeout=RESTART_TIMEOUT):
+        """Blocks until shard k's actor answers again (Ray restarts it and it reloads its shard)."""
+        errors = _actor_errors(self.ray)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                s = self.shards[k]    # a restarted actor has its shard again, not yet its α
+                return self.ray.get(self._actors[k].set_weights.remote(
+                    self.alpha[s["task_lo"]:s["task_hi"]]), timeout=timeout)
+            except errors:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"shard {k}'s actor did not come back within {timeout} s "
+                                       f"(max_restarts={self.max_restarts})") from error
+                time.sleep(0.2)
 
 
 def _actor_errors(ray):
