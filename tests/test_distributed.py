@@ -74,7 +74,7 @@ def test_ray_backend_without_ray_says_how_to_install_it(monkeypatch):
         mc.distributed.RayBackend(2, 1)
 
 
-def test_batches_are_refused_with_ray_backend():
+def test_batches_and_adaptive_weighting_are_refused_with_ray_backend():
     obj, theta = make_objective()
 
     class Fake(mc.distributed.RayBackend):
@@ -83,6 +83,8 @@ def test_batches_are_refused_with_ray_backend():
 
     with pytest.raises(ValueError, match="full-batch"):
         mc.fit(obj, theta, steps=2, batch_tasks=4, progress=False, backend=Fake())
+    with pytest.raises(ValueError, match="fixed α only"):
+        mc.fit(obj, theta, steps=2, weighting=mc.weighting.DWA(), progress=False, backend=Fake())
 
 
 # --- on Ray ---------------------------------------------------------------------------------------

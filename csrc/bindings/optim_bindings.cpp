@@ -116,7 +116,9 @@ template <class T>
 py::dict run_chunk(TrainState<T>& state, const ObjectiveHandle<T>& objective,
                    const OptimizerConfig& config, std::int64_t batch_tasks,
                    std::int64_t batch_rows, double l2, std::int64_t n_steps,
-                   std::optional<int> n_threads, bool record_task_losses) {
+                   std::optional<int> n_threads, bool record_task_losses,
+                   const std::optional<WeightingConfig>& weighting, std::int64_t n_shared) {
+    const WeightingConfig wcfg = weighting ? *weighting : WeightingConfig();
     const Objective<T>& obj = objective.core();
     if (obj.n_params() != static_cast<std::int64_t>(state.theta.size()))
         throw py::value_error("the objective has " + std::to_string(obj.n_params()) +
@@ -134,9 +136,19 @@ py::dict run_chunk(TrainState<T>& state, const ObjectiveHandle<T>& objective,
         throw py::value_error("batch_tasks must be in [0, n_tasks], got " +
                               std::to_string(batch_tasks));
     if (batch_rows < 0) throw py::value_error("batch_rows must be >= 0");
+    if (static_cast<std::int64_t>(state.weighting.size()) != wcfg.state_size(obj.n_tasks()))
+        throw py::value_error("the weighting needs a state of " +
+                              std::to_string(wcfg.state_size(obj.n_tasks())) +
+                              " entries, the train state has " +
+                              std::to_string(state.weighting.size()));
+    if (wcfg.kind != WeightingKind::fixed && wcfg.kind != WeightingKind::eval_driven &&
+        (batch_tasks != 0 || batch_rows != 0))
+        throw py::value_error("adaptive weighting strategies need every task and row at each "
+                              "step: leave batch_tasks and batch_rows None");
+    if (n_shared > obj.n_params()) throw py::value_error("n_shared must be <= n_params");
     const int threads = threads_arg(n_threads);
     py::array_t<double> objective_out(n_steps), grad_norm(n_steps), lr(n_steps);
-    py::object losses_obj = py::none();
+    py::object losses_obj = py::none(), alpha_obj = py::none();
     ChunkMetrics<T> out{objective_out.mutable_data(), grad_norm.mutable_data(), lr.mutable_data(),
                         nullptr};
     if (record_task_losses) {
@@ -144,12 +156,16 @@ py::dict run_chunk(TrainState<T>& state, const ObjectiveHandle<T>& objective,
             {static_cast<py::ssize_t>(n_steps), static_cast<py::ssize_t>(obj.n_tasks())});
         out.task_losses = losses.mutable_data();
         losses_obj = losses;
+        py::array_t<T> alphas(
+            {static_cast<py::ssize_t>(n_steps), static_cast<py::ssize_t>(obj.n_tasks())});
+        out.alpha = alphas.mutable_data();
+        alpha_obj = alphas;
     }
     ChunkOutcome r;
     {
         py::gil_scoped_release release;
         r = run_steps(obj, config, BatchSpec{batch_tasks, batch_rows}, static_cast<T>(l2), state,
-                      n_steps, threads, out);
+                      n_steps, threads, out, wcfg, n_shared);
     }
     py::dict d;
     d["steps_done"] = r.steps_done;
@@ -160,6 +176,7 @@ py::dict run_chunk(TrainState<T>& state, const ObjectiveHandle<T>& objective,
     d["grad_norm"] = grad_norm;
     d["lr"] = lr;
     d["task_losses"] = losses_obj;
+    d["alpha"] = alpha_obj;
     return d;
 }
 
@@ -244,7 +261,24 @@ void register_state(py::module_& m, const char* name) {
             "applies it; returns (gradient norm, status).")
         .def("run", &run_chunk<T>, py::arg("objective"), py::arg("config"), py::arg("batch_tasks"),
              py::arg("batch_rows"), py::arg("l2"), py::arg("n_steps"),
-             py::arg("n_threads") = py::none(), py::arg("record_task_losses") = false);
+             py::arg("n_threads") = py::none(), py::arg("record_task_losses") = false,
+             py::arg("weighting") = py::none(), py::arg("n_shared") = -1)
+        .def("set_weighting",
+             [](S& s, const py::handle& w) { copy_into(s.weighting, w, "weighting"); },
+             py::arg("weighting"))
+        .def(
+            "evaluate_weighting",
+            [](S& s, const WeightingConfig& c, const py::handle& losses, const py::handle& scores) {
+                const auto n = static_cast<py::ssize_t>(s.alpha.size());
+                auto L = checked<double>(losses, "losses", {n});
+                auto K = checked<double>(scores, "scores", {n});
+                if (static_cast<std::int64_t>(s.weighting.size()) != c.state_size(n))
+                    throw py::value_error("the weighting state does not fit this strategy");
+                std::vector<double> a(n);
+                evaluate(c, s.weighting.data(), n, L.data(), K.data(), a.data());
+                for (py::ssize_t i = 0; i < n; ++i) s.alpha[i] = static_cast<T>(a[i]);
+            },
+            py::arg("config"), py::arg("losses"), py::arg("scores"));
 }
 
 }  // namespace

@@ -45,6 +45,7 @@ class Recorder:
 
     def __init__(self, record_task_losses):
         self.steps, self.objective, self.grad_norm, self.lr, self.step_losses = [], [], [], [], []
+        self.step_alpha = []
         self.evals = []
         self.record = record_task_losses
 
@@ -55,6 +56,7 @@ class Recorder:
         self.lr.append(out["lr"][:n])
         if self.record:
             self.step_losses.append(out["task_losses"][:n])
+            self.step_alpha.append(out["alpha"][:n])
 
     def history(self, n_tasks):
         from .fit import History
@@ -66,10 +68,12 @@ class Recorder:
         val_tl = None
         if ev and ev[0]["val_task_losses"] is not None:
             val_tl = np.stack([e["val_task_losses"] for e in ev])
-        step_losses = None
+        step_losses = step_alpha = None
         if self.record:
             step_losses = (np.concatenate(self.step_losses) if self.step_losses
                            else np.empty((0, n_tasks)))
+            step_alpha = (np.concatenate(self.step_alpha).astype(np.float64) if self.step_alpha
+                          else np.empty((0, n_tasks)))
         return History(
             step=cat(self.steps, np.int64), objective=cat(self.objective, np.float64),
             grad_norm=cat(self.grad_norm, np.float64), lr=cat(self.lr, np.float64),
@@ -78,7 +82,7 @@ class Recorder:
             task_losses=np.array([e["task_losses"] for e in ev]).reshape(len(ev), n_tasks),
             weights=np.array([e["weights"] for e in ev]).reshape(len(ev), n_tasks),
             val_loss=np.array([e["val_loss"] for e in ev], dtype=np.float64),
-            val_task_losses=val_tl, step_task_losses=step_losses)
+            val_task_losses=val_tl, step_task_losses=step_losses, step_weights=step_alpha)
 
 
 def progress_bar(enabled, total, first_step):
@@ -110,7 +114,13 @@ class Run:
         self.resumed = resume is not None
         if self.resumed:
             self._restore(resume, wsize)
-        self.handle = obj._handle(self.dtype) if s.backend is None else None
+        self.handle = obj._handle(self.dtype)
+        self.wcfg = s.weighting._core_config() if s.weighting is not None else None
+        if not self.resumed and wsize:
+            self.state.set_weighting(s.weighting.initial_state(T))
+        model = obj.model
+        self.n_shared = model.n_trunk_params if model.task_heads else obj.n_params
+        self.weight_eval = self._weight_eval_objective()
         if s.backend is not None:
             s.backend.attach(obj, self.dtype, np.array(self.state.alpha))
         self.monitored = s.stopper is not None or s.validation is not None
@@ -145,6 +155,8 @@ class Run:
                 n = self.chunk_length(end, per_step)
                 first = state.step
                 t0 = time.perf_counter()
+                if self.weight_eval is not None and state.step % s.weighting.eval_every == 0:
+                    self.evaluate_weights()
                 out = self.run_chunk(n)
                 dt = time.perf_counter() - t0
                 self.core_time += dt
@@ -174,7 +186,7 @@ class Run:
         if s.backend is None:
             return self.state.run(self.handle, self.config, s.batch_tasks or 0,
                                   s.batch_rows or 0, s.obj.l2, n, s.n_threads,
-                                  s.record_task_losses)
+                                  s.record_task_losses, self.wcfg, self.n_shared)
         from .distributed import run_steps
         return run_steps(s.backend, self.state, self.config, n, s.n_threads,
                          s.record_task_losses, s.obj.n_tasks)
@@ -185,6 +197,9 @@ class Run:
         stop = min(end, (step // s.eval_every + 1) * s.eval_every)
         if s.checkpoint:
             stop = min(stop, (step // s.checkpoint_every + 1) * s.checkpoint_every)
+        if self.weight_eval is not None:
+            every = s.weighting.eval_every
+            stop = min(stop, (step // every + 1) * every)
         n = stop - step
         if s.chunk_size is not None:
             return min(n, s.chunk_size)
@@ -200,6 +215,30 @@ class Run:
                         refresh=False)
 
     # --- between chunks ------------------------------------------------------------------------
+    def _weight_eval_objective(self):
+        """What EvalDriven evaluates: the validation tasks when they are the training tasks'
+        counterparts (same T), else the training tasks' query rows, else their rows."""
+        from .objective import Objective
+        from .weighting import EvalDriven
+        s = self.s
+        if not isinstance(s.weighting, EvalDriven):
+            return None
+        if s.validation is not None and s.validation.n_tasks == s.obj.n_tasks:
+            return s.validation
+        if (s.obj.ts.n_query > 0).all():
+            return Objective(s.obj.model, s.obj.ts, rows="query", n_threads=s.obj.n_threads)
+        return Objective(s.obj.model, s.obj.ts, rows=s.obj.rows, n_threads=s.obj.n_threads)
+
+    def evaluate_weights(self):
+        """EvalDriven: the core sets α from every task's evaluation loss (score exp(−loss))."""
+        t0 = time.perf_counter()
+        v = self.weight_eval
+        _, _, losses = v._handle(self.dtype).value_and_grad(self.state.theta, v._alpha(self.dtype),
+                                                            0.0, False, self.s.n_threads)
+        losses = np.asarray(losses, dtype=np.float64)
+        self.state.evaluate_weighting(self.wcfg, losses, np.exp(-losses))
+        self.eval_time += time.perf_counter() - t0
+
     def evaluate(self):
         """The full training objective and per-task losses at θ, and the validation loss."""
         t0 = time.perf_counter()

@@ -80,7 +80,8 @@ class FitEvent:
 class History:
     """Per step (n = steps run): ``step``, ``objective`` (the batch loss before the update),
     ``grad_norm`` (‖∇‖ before clipping), ``lr``; ``step_task_losses`` (n, T) with NaN for tasks a
-    step did not draw, only with ``record_task_losses=True``.
+    step did not draw, and ``step_weights`` (n, T) the α each step used (for the combining
+    weightings, their coefficients β), only with ``record_task_losses=True``.
     Per evaluation (E of them: at the start, every ``eval_every`` steps, at the end):
     ``eval_step``, ``train_loss`` (full objective), ``task_losses`` (E, T), ``weights`` (E, T),
     ``val_loss`` (E,) (NaN without validation) and ``val_task_losses`` (E, T_val) or None."""
@@ -96,6 +97,7 @@ class History:
     val_loss: np.ndarray
     val_task_losses: np.ndarray | None = None
     step_task_losses: np.ndarray | None = None
+    step_weights: np.ndarray | None = None
 
 
 @dataclass
@@ -235,7 +237,10 @@ def fit(obj, theta0, *, optimizer=None, weighting=None, steps=1000, batch_tasks=
         None: ``Adam(lr=1e-3)``, or the checkpoint's when resuming (another optimizer with the same
         moment buffers may replace it, e.g. a lower lr after a divergence).
     weighting : metacore.weighting.Weighting or None
-        How α is set: None uses ``obj.weights`` (1/T each by default); ``Uniform()``, ``Fixed(α)``.
+        How α is set: None uses ``obj.weights`` (1/T each by default); ``Uniform()``, ``Fixed(α)``,
+        or an adaptive strategy of :mod:`metacore.weighting` (``DWA()``, ``MGDA()``, ...), run by
+        the core at every step; adaptive ones (all but EvalDriven) need batch_tasks and
+        batch_rows None.
     steps : int >= 1
         Optimizer steps to run in this call.
     batch_tasks : int in [1, T] or None
@@ -289,7 +294,7 @@ def fit(obj, theta0, *, optimizer=None, weighting=None, steps=1000, batch_tasks=
                          "a metacore.optim optimizer (SGD, Adam, AdamW) or None")
     if weighting is not None:
         _checks.instance("weighting", weighting, _weighting.Weighting,
-                         "a metacore.weighting strategy (Uniform, Fixed) or None")
+                         "a metacore.weighting strategy (Uniform, DWA, MGDA, ...) or None")
     if seed is not None:
         seed = _checks.integer("seed", seed, minimum=0, maximum=2**64 - 1)
     theta, optimizer, weighting, seed, ck = _start_arg(obj, theta0, optimizer, weighting, seed)
@@ -299,6 +304,15 @@ def fit(obj, theta0, *, optimizer=None, weighting=None, steps=1000, batch_tasks=
     if batch_tasks is not None and batch_tasks > T:
         raise ValueError(f"batch_tasks must be <= the number of tasks ({T}), got {batch_tasks}")
     batch_rows = _checks.optional_integer("batch_rows", batch_rows, minimum=1)
+    if (weighting is not None and weighting.state_size(T) > 0 and
+            not isinstance(weighting, _weighting.EvalDriven) or
+            isinstance(weighting, (_weighting.RLW, _weighting.PCGrad, _weighting.MGDA,
+                                   _weighting.CAGrad, _weighting.IMTLG, _weighting.NashMTL,
+                                   _weighting.AlignedMTL))) and \
+            (batch_tasks is not None or batch_rows is not None):
+        raise ValueError(f"weighting {weighting!r} needs every task and row at each step: "
+                         f"batch_tasks and batch_rows must be None, got {batch_tasks} and "
+                         f"{batch_rows}")
     eval_every = _checks.integer("eval_every", eval_every, minimum=1)
     stopper = _early_stopping_arg(early_stopping)
     callbacks = _callbacks_arg(callbacks)
@@ -316,6 +330,9 @@ def fit(obj, theta0, *, optimizer=None, weighting=None, steps=1000, batch_tasks=
     if backend is not None and (batch_tasks is not None or batch_rows is not None):
         raise ValueError("backend=RayBackend runs full-batch steps only: batch_tasks and "
                          "batch_rows must be None")
+    if backend is not None and weighting is not None and weighting._core_config() is not None:
+        raise ValueError(f"backend=RayBackend supports a fixed α only (weighting None, Uniform or "
+                         f"Fixed), got {weighting!r}")
 
     settings = Settings(
         obj=obj, optimizer=optimizer, weighting=weighting, steps=steps, batch_tasks=batch_tasks,

@@ -2,10 +2,26 @@ r"""Task weighting: how α in f(θ) = Σ_i α_i f_i(θ) + (λ/2)‖θ‖² is se
 trains.
 
 A strategy gives the initial α for T tasks and, for adaptive strategies, a state of its own that the
-core's train state holds and checkpoints save. The fixed strategies here keep α constant:
+core's train state holds and checkpoints save; the core's loop applies the rule at every step (the
+GIL released). ``FitResult.history.weights`` holds α at every evaluation, and
+``history.step_weights`` (with ``record_task_losses=True``) α at every step.
 
-- :class:`Uniform`: α_i = 1/T;
-- :class:`Fixed`: α as given.
+Fixed:
+    :class:`Uniform` (α_i = 1/T), :class:`Fixed` (α as given).
+From evaluations (between chunks of steps):
+    :class:`EvalDriven` (softmax of losses, or dynamic task prioritisation).
+From the step's losses (no extra pass, except FAMO's forward pass):
+    :class:`DWA`, :class:`Uncertainty`, :class:`RLW`, :class:`FAMO`.
+From the per-task gradients (one parallel ``task_grads`` pass per step, then O(T²P) for the Gram
+matrix K = G_s G_sᵀ over the shared parameters and at most O(T³) for the solver):
+    :class:`GradNorm`, :class:`MGDA`, :class:`PCGrad`, :class:`CAGrad`, :class:`IMTLG`,
+    :class:`NashMTL`, :class:`AlignedMTL`, :class:`GradVac`.
+
+The combining strategies (all gradient-based ones but GradNorm) produce coefficients β with
+d = Σ_i β_i ∇_s f_i on the shared parameters s (the trunk with per-task heads, else all of θ); the
+step's gradient is d there, the plain mean (1/T) Σ_i ∇f_i on the head parameters, plus λθ. β is
+what α (and the history) shows. Every adaptive strategy needs every task and row at each step
+(``batch_tasks`` and ``batch_rows`` None); EvalDriven works with batches.
 
 ``fit(weighting=None)`` uses the objective's own ``weights``.
 """
@@ -16,7 +32,9 @@ import numpy as np
 
 from . import _checks
 
-__all__ = ["Weighting", "Uniform", "Fixed", "from_dict"]
+__all__ = ["Weighting", "Uniform", "Fixed", "EvalDriven", "DWA", "Uncertainty", "RLW", "FAMO",
+           "GradNorm", "MGDA", "PCGrad", "CAGrad", "IMTLG", "NashMTL", "AlignedMTL", "GradVac",
+           "from_dict"]
 
 
 class Weighting:
@@ -29,6 +47,14 @@ class Weighting:
     def state_size(self, n_tasks) -> int:
         """Length of the strategy's own float64 state in the train state (0 for fixed α)."""
         return 0
+
+    def initial_state(self, n_tasks) -> np.ndarray:
+        """The strategy's own state (float64, ``state_size(n_tasks)``) at step 0."""
+        return np.zeros(self.state_size(n_tasks))
+
+    def _core_config(self):
+        """The core's WeightingConfig, or None for a fixed α."""
+        return None
 
     def to_dict(self) -> dict:
         """Plain data (JSON-serialisable) that :func:`from_dict` turns back into this strategy."""
@@ -79,7 +105,244 @@ class Fixed(Weighting):
         return {"name": "Fixed", "alpha": self.alpha.tolist()}
 
 
-_BY_NAME = {"Uniform": Uniform, "Fixed": Fixed}
+
+class _Adaptive(Weighting):
+    """A strategy the core runs: its settings are its constructor's keyword arguments."""
+
+    _kind = None
+    _core_args = {}       # the core's name for each setting that differs from ours
+
+    def __init__(self, **settings):
+        self._settings = settings
+        self._core_config()   # checks the ranges once, with the core's messages
+
+    def __getattr__(self, name):
+        settings = self.__dict__.get("_settings", {})
+        if name in settings:
+            return settings[name]
+        raise AttributeError(name)
+
+    def initial_alpha(self, n_tasks):
+        return np.full(n_tasks, 1.0 / n_tasks)
+
+    def state_size(self, n_tasks):
+        return int(self._core_config().state_size(n_tasks))
+
+    def _core_config(self):
+        from . import _core
+        args = {self._core_args.get(k, k): v for k, v in self._settings.items()
+                if self._core_args.get(k, k) is not None}
+        args.update(self._extra_core_args())
+        try:
+            return _core.WeightingConfig(kind=self._kind, **args)
+        except ValueError as exc:
+            raise ValueError(f"{type(self).__name__}: {exc}") from None
+
+    def _extra_core_args(self):
+        return {}
+
+    def to_dict(self):
+        return {"name": type(self).__name__, **self._settings}
+
+
+class EvalDriven(_Adaptive):
+    r"""α from evaluation results: every ``eval_every`` steps each task is evaluated (the
+    ``fit`` validation TaskSet when it has the same T tasks, else the training tasks' query rows
+    when every task has some, else their training rows) and
+
+    - ``rule="softmax"``: α = softmax(ℓ / τ), ℓ_i the evaluation loss — work most on the worst tasks;
+    - ``rule="dtp"`` (dynamic task prioritisation, Guo et al., ECCV 2018): κ̄_i ← (1 − β) κ̄_i + β κ_i
+      (κ̄_i = κ_i at the first evaluation), w_i = −(1 − κ̄_i)^γ log κ̄_i, α = w / Σ w; the score
+      κ_i = exp(−ℓ_i) ∈ (0, 1] for every loss head.
+
+    α sums to 1. Defaults: ``eval_every=100``, ``temperature=1.0``, ``gamma=2.0``, ``beta=0.5``.
+    """
+
+    _kind = "eval_driven"
+    _core_args = {"eval_every": None, "rule": None}
+
+    def __init__(self, rule="softmax", *, eval_every=100, temperature=1.0, gamma=2.0, beta=0.5):
+        from . import _checks as c
+        rule = c.choice("rule", rule, ("softmax", "dtp"))
+        eval_every = c.integer("eval_every", eval_every, minimum=1)
+        super().__init__(rule=rule, eval_every=eval_every, temperature=float(temperature),
+                         gamma=float(gamma), beta=float(beta))
+
+    def _extra_core_args(self):
+        return {"dtp": self._settings["rule"] == "dtp"}
+
+
+class DWA(_Adaptive):
+    r"""Dynamic Weight Average (Liu, Johns & Davison, "End-to-End Multi-Task Learning with
+    Attention", CVPR 2019). With L̄_i(k) the mean loss of task i over window k (``window`` steps):
+    r_i = L̄_i(k−1) / L̄_i(k−2), α = softmax(r / τ) — tasks whose loss falls slowest get more
+    weight. α = 1/T until two windows are complete. α sums to 1 (the paper's sums to T).
+    Defaults: ``temperature=2.0`` (τ), ``window=1``."""
+
+    _kind = "dwa"
+
+    def __init__(self, *, temperature=2.0, window=1):
+        super().__init__(temperature=float(temperature), window=int(window))
+
+
+class Uncertainty(_Adaptive):
+    r"""Homoscedastic uncertainty weighting (Kendall, Gal & Cipolla, CVPR 2018). Learned
+    log-variances s_i = log σ_i² (s = 0 at the start) minimise, with θ,
+
+    - regression form: Σ_i [ f_i / (2σ_i²) + log σ_i ] = Σ_i [ ½ e^{−s_i} f_i + ½ s_i ], α_i = ½ e^{−s_i};
+    - classification form (``classification=True``): Σ_i [ f_i / σ_i² + log σ_i ], α_i = e^{−s_i}.
+
+    After each θ step, s takes an Adam step (lr ``lr``, β = (0.9, 0.999)) on ∂/∂s_i = ½ − α_i f_i.
+    The regression form's optimum is σ_i² = f_i (classification: σ_i² = 2 f_i). α is not
+    normalised. State: s, Adam's m and v (3T). Defaults: ``lr=0.01``."""
+
+    _kind = "uncertainty"
+
+    def __init__(self, *, classification=False, lr=0.01):
+        super().__init__(classification=bool(classification), lr=float(lr))
+
+
+class RLW(_Adaptive):
+    r"""Random Loss Weighting (Lin et al., "Reasonable Effectiveness of Random Weighting", TMLR
+    2022): α = softmax(z), z_i ~ N(0, 1) drawn fresh every step from the counter-based generator
+    keyed by (seed, step) — reproducible and resumable. α sums to 1. No settings."""
+
+    _kind = "rlw"
+
+    def __init__(self):
+        super().__init__()
+
+
+class FAMO(_Adaptive):
+    r"""Fast Adaptive Multitask Optimization (Liu et al., NeurIPS 2023). Logits ξ (0 at the start),
+    z = softmax(ξ). At step t, with the losses ℓ(t) from a forward pass: for t > 0, δ_i =
+    log(ℓ_i(t−1) + ε) − log(ℓ_i(t) + ε) and ξ takes an Adam step (lr ``lr``, weight decay ``gamma``)
+    on z ⊙ (δ − zᵀδ); then α_i = (z_i / (ℓ_i + ε)) / Σ_j z_j / (ℓ_j + ε), so the step follows
+    ∇ Σ z_i log ℓ_i. ε = 1e-8. Costs one forward pass more than the bare objective, O(T) besides.
+    State: ξ, m, v, ℓ(t−1) (4T). Defaults: ``lr=0.025``, ``gamma=0.001``."""
+
+    _kind = "famo"
+
+    def __init__(self, *, lr=0.025, gamma=0.001):
+        super().__init__(lr=float(lr), gamma=float(gamma))
+
+
+class GradNorm(_Adaptive):
+    r"""GradNorm (Chen et al., ICML 2018) on the shared parameters. Loss weights w (1 at the start)
+    give α = w. With n_i = ‖∇_s f_i‖, G_i = w_i n_i, Ḡ = mean G, r_i = (f_i/f_i(0)) / mean_j (f_j/f_j(0)),
+    L_grad = Σ_i |G_i − Ḡ r_i^a| with the target held constant; after each step w takes an Adam
+    step (lr ``lr``) on ∂L_grad/∂w_i = sign(G_i − Ḡ r_i^a) n_i, is clipped at 0 and renormalised to
+    Σ w = T. α sums to T. State: w, f(0), m, v (4T). Defaults: ``alpha=1.5`` (a), ``lr=0.025``."""
+
+    _kind = "gradnorm"
+    _core_args = {"alpha": "asymmetry"}
+
+    def __init__(self, *, alpha=1.5, lr=0.025):
+        super().__init__(alpha=float(alpha), lr=float(lr))
+
+    def initial_alpha(self, n_tasks):
+        return np.ones(n_tasks)
+
+    def initial_state(self, n_tasks):
+        s = np.zeros(4 * n_tasks)
+        s[:n_tasks] = 1.0
+        return s
+
+
+class MGDA(_Adaptive):
+    r"""MGDA-UB (Sener & Koltun, "Multi-Task Learning as Multi-Objective Optimization", NeurIPS
+    2018). Gradients scaled by 1/c_i — c_i = 1 (``"none"``), ‖g_i‖ (``"l2"``), f_i (``"loss"``) or
+    f_i‖g_i‖ (``"loss+l2"``) — then γ = argmin_{γ ∈ Δ} ‖Σ_i γ_i g_i / c_i‖² by pairwise Frank–Wolfe
+    with exact line search from γ = 1/T (at most ``max_iter`` iterations; stops at a duality gap
+    below 1e-12·max_i ‖g_i/c_i‖²). β_i = γ_i / c_i: with ``"none"`` Σβ = 1 and d is the min-norm
+    point of the convex hull of the task gradients. Defaults: ``normalization="none"``,
+    ``max_iter=1000``."""
+
+    _kind = "mgda"
+
+    def __init__(self, *, normalization="none", max_iter=1000):
+        super().__init__(normalization=str(normalization), max_iter=int(max_iter))
+
+
+class PCGrad(_Adaptive):
+    r"""Projecting Conflicting Gradients (Yu et al., "Gradient Surgery for Multi-Task Learning",
+    NeurIPS 2020). For each task i, g_i' starts at g_i and for every other task j in a random order
+    (a permutation from the counter-based generator keyed by (seed, step, i)): if g_i'·g_j < 0,
+    g_i' ← g_i' − (g_i'·g_j / ‖g_j‖²) g_j. d = (1/T) Σ_i g_i' (the mean, to match α = 1/T's scale).
+    After its projection on g_j, g_i' does not conflict with g_j. No settings."""
+
+    _kind = "pcgrad"
+
+    def __init__(self):
+        super().__init__()
+
+
+class CAGrad(_Adaptive):
+    r"""Conflict-Averse Gradient descent (Liu et al., NeurIPS 2021). g_0 = mean gradient,
+    w = argmin_{w ∈ Δ} g_wᵀg_0 + c‖g_0‖‖g_w‖ (g_w = Σ w_i g_i; Frank–Wolfe with step 2/(k+2),
+    ``max_iter`` iterations), d = (g_0 + c‖g_0‖/‖g_w‖ · g_w) / (1 + c²) — the official rescaling.
+    β_i = (1/T + c‖g_0‖ w_i/‖g_w‖)/(1 + c²). Defaults: ``c=0.5``, ``max_iter=250``."""
+
+    _kind = "cagrad"
+
+    def __init__(self, *, c=0.5, max_iter=250):
+        super().__init__(c=float(c), max_iter=int(max_iter))
+
+
+class IMTLG(_Adaptive):
+    r"""IMTL-G, the gradient half of Impartial Multi-Task Learning (Liu et al., ICLR 2021).
+    With u_i = g_i/‖g_i‖, D rows g_1 − g_i and U rows u_1 − u_i (i = 2..T): α_{2..T} =
+    g_1 Uᵀ (D Uᵀ)⁻¹, α_1 = 1 − Σ_{i≥2} α_i, d = Σ α_i g_i. Then d·u_i is the same for every task
+    (d projects equally on every task's direction) and Σα = 1. No settings."""
+
+    _kind = "imtlg"
+
+    def __init__(self):
+        super().__init__()
+
+
+class NashMTL(_Adaptive):
+    r"""Nash-MTL (Navon et al., "Multi-Task Learning as a Bargaining Game", ICML 2022): α > 0 with
+    (Kα)_i = 1/α_i, K = G Gᵀ — the Nash bargaining solution, d = Σ α_i g_i, so that g_i·d = 1/α_i.
+    Solved exactly (not by the paper's sequence of convex programs) as the minimiser of the
+    strictly convex ½αᵀKα − Σ log α_i (K plus a ridge of 1e-8·mean diag K) by Newton's method with
+    backtracking, at most ``max_iter`` iterations. Σ_i α_i (Kα)_i = T, so ‖d‖² = T. Defaults:
+    ``max_iter=50``."""
+
+    _kind = "nashmtl"
+
+    def __init__(self, *, max_iter=50):
+        super().__init__(max_iter=int(max_iter))
+
+
+class AlignedMTL(_Adaptive):
+    r"""Aligned-MTL (Senushkin et al., "Independent Component Alignment for Multi-Task Learning",
+    CVPR 2023). K = G Gᵀ = V Λ Vᵀ (eigenvalues above max λ · T · machine-ε kept, by Jacobi
+    rotations), B = √λ_min V Λ^{−½} Vᵀ: the aligned gradients B G are orthogonal with equal norm
+    √λ_min (condition number 1). β = B 1 / T, d = Σ β_i g_i. No settings."""
+
+    _kind = "aligned_mtl"
+
+    def __init__(self):
+        super().__init__()
+
+
+class GradVac(_Adaptive):
+    r"""Gradient Vaccine (Wang et al., ICLR 2021). Targets φ̂_ij (0 at the start) of the cosine
+    similarity of tasks i and j. For each task i, g_i' starts at g_i and for every other task j in
+    a random order (counter-based, keyed by (seed, step, i)): φ = cos(g_i', g_j); if φ < φ̂_ij,
+    g_i' ← g_i' + g_j ‖g_i'‖ (φ̂_ij √(1−φ²) − φ √(1−φ̂_ij²)) / (‖g_j‖ √(1−φ̂_ij²)); then
+    φ̂_ij ← (1−β) φ̂_ij + β φ. d = (1/T) Σ g_i'. State: φ̂ (T², row-major). Defaults: ``beta=0.01``."""
+
+    _kind = "gradvac"
+
+    def __init__(self, *, beta=0.01):
+        super().__init__(beta=float(beta))
+
+
+_BY_NAME = {cls.__name__: cls for cls in (
+    Uniform, Fixed, EvalDriven, DWA, Uncertainty, RLW, FAMO, GradNorm, MGDA, PCGrad, CAGrad,
+    IMTLG, NashMTL, AlignedMTL, GradVac)}
 
 
 def from_dict(d) -> Weighting:

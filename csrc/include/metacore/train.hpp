@@ -13,6 +13,7 @@
 #include "metacore/batch.hpp"
 #include "metacore/objective.hpp"
 #include "metacore/optimizers.hpp"
+#include "metacore/weighting.hpp"
 
 namespace metacore {
 
@@ -47,6 +48,7 @@ struct ChunkMetrics {
     double* grad_norm = nullptr;
     double* lr = nullptr;
     T* task_losses = nullptr;
+    T* alpha = nullptr;  // n_steps × T: the α each step used (may be null)
 };
 
 struct ChunkOutcome {
@@ -94,13 +96,24 @@ StepStatus apply_update(const OptimizerConfig& config, TrainState<T>& state, con
 // Runs up to n_steps steps from state.step. A step whose loss or gradient is not finite is not
 // applied; an update that would leave a non-finite θ or moment is undone. Either way the chunk
 // stops there and the state is the last finite one (state.step = that step's index).
+// The weighting strategy (weighting.hpp) sets state.alpha before each step's gradient and learns
+// from its losses after; a gradient-based one replaces the step's gradient by its combination
+// of the per-task gradients (one task_grads pass): β on the first n_shared parameters.
 template <class T>
 ChunkOutcome run_steps(const Objective<T>& obj, const OptimizerConfig& config, BatchSpec batch,
                        T l2, TrainState<T>& state, std::int64_t n_steps, int n_threads,
-                       ChunkMetrics<T> out) {
+                       ChunkMetrics<T> out, const WeightingConfig& wcfg = WeightingConfig(),
+                       std::int64_t n_shared = -1) {
     const std::int64_t P = obj.n_params(), n_tasks = obj.n_tasks();
+    if (n_shared < 0) n_shared = P;
+    if (wcfg.kind != WeightingKind::fixed && wcfg.kind != WeightingKind::eval_driven &&
+        !batch.full())
+        throw std::invalid_argument("adaptive weighting needs every task and row at each step");
     BatchSampler<T> sampler(obj.data(), obj.rows(), P, batch);
     std::vector<T> grad(P), losses(n_tasks);
+    std::vector<T> G(wcfg.uses_grads() ? n_tasks * P : 0);
+    std::vector<double> weighting_backup(state.weighting.size());
+    std::vector<T> alpha_backup(n_tasks);
     UpdateBackup<T> backup;
     ChunkOutcome outcome;
     for (std::int64_t j = 0; j < n_steps; ++j) {
@@ -113,9 +126,53 @@ ChunkOutcome run_steps(const Objective<T>& obj, const OptimizerConfig& config, B
             weights = sampler.weights();
         }
         T* task_losses = out.task_losses ? out.task_losses + j * n_tasks : losses.data();
-        const double value =
-            obj.value_and_grad(*plan, state.theta.data(), weights, l2, grad.data(), task_losses,
-                               n_threads);
+        // A step that is not applied leaves the strategy's state and α as they were.
+        std::copy(state.weighting.begin(), state.weighting.end(), weighting_backup.begin());
+        std::copy(state.alpha.begin(), state.alpha.end(), alpha_backup.begin());
+        auto undo_weighting = [&] {
+            std::copy(weighting_backup.begin(), weighting_backup.end(), state.weighting.begin());
+            std::copy(alpha_backup.begin(), alpha_backup.end(), state.alpha.begin());
+        };
+        double* ws = state.weighting.data();
+        double value;
+        if (wcfg.uses_grads()) {
+            obj.task_grads(state.theta.data(), G.data(), task_losses, n_threads);
+            bool finite = true;
+            for (std::int64_t i = 0; i < n_tasks; ++i) finite = finite && std::isfinite(task_losses[i]);
+            value = std::numeric_limits<double>::quiet_NaN();
+            if (finite) {
+                const std::vector<double> beta = combine(wcfg, G.data(), n_tasks, P, n_shared,
+                                                         task_losses, ws, state.seed, t, n_threads);
+                combine_grads(G.data(), n_tasks, P, n_shared, beta, wcfg.weights_heads(),
+                              grad.data(), n_threads);
+                value = 0.0;
+                for (std::int64_t i = 0; i < n_tasks; ++i) {
+                    state.alpha[i] = static_cast<T>(beta[i]);
+                    value += beta[i] * static_cast<double>(task_losses[i]);
+                }
+                double sq = 0.0;
+                for (std::int64_t k = 0; k < P; ++k) {
+                    sq += static_cast<double>(state.theta[k]) * state.theta[k];
+                    if (l2 != T(0)) grad[k] += l2 * state.theta[k];
+                }
+                value += 0.5 * static_cast<double>(l2) * sq;
+            }
+        } else {
+            if (wcfg.needs_losses_first()) {
+                obj.value_and_grad(*plan, state.theta.data(), weights, l2, nullptr, task_losses,
+                                   n_threads);
+                bool finite = true;
+                for (std::int64_t i = 0; i < n_tasks; ++i)
+                    finite = finite && std::isfinite(task_losses[i]);
+                if (finite)
+                    before_step(wcfg, ws, n_tasks, state.seed, t, task_losses, state.alpha.data());
+            } else {
+                before_step(wcfg, ws, n_tasks, state.seed, t, task_losses, state.alpha.data());
+            }
+            value = obj.value_and_grad(*plan, state.theta.data(), weights, l2, grad.data(),
+                                       task_losses, n_threads);
+        }
+        if (out.alpha) std::copy(state.alpha.begin(), state.alpha.end(), out.alpha + j * n_tasks);
         out.objective[j] = value;
         out.grad_norm[j] = std::numeric_limits<double>::quiet_NaN();
         out.lr[j] = config.lr * config.schedule.factor(t);
@@ -126,14 +183,17 @@ ChunkOutcome run_steps(const Objective<T>& obj, const OptimizerConfig& config, B
                     if (outcome.bad_task < 0) outcome.bad_task = i;
                     ++outcome.n_bad_tasks;
                 }
+            undo_weighting();
             return outcome;
         }
         const StepStatus status =
             apply_update(config, state, grad.data(), n_threads, backup, out.grad_norm[j]);
         if (status != StepStatus::ok) {
             outcome.status = status;
+            undo_weighting();
             return outcome;
         }
+        after_step(wcfg, ws, n_tasks, t, task_losses);
         ++outcome.steps_done;
     }
     return outcome;

@@ -1,4 +1,4 @@
-"""metacore.reference: the core's numerics (objective, meta-gradients, optimizers) written
+"""metacore.reference: the core's numerics (objective, meta-gradients, optimizers, task weighting) written
 plainly in NumPy, in float64.
 
 The test oracle for the C++ core and the pure-Python baseline of every benchmark: clear, not fast.
@@ -11,6 +11,7 @@ from .net import forward, loss_and_grad, loss_hvp, predict, row_losses, weighted
 from .objective import (objective_grad, objective_hvp, objective_value, objective_value_and_grad,
                         objective_value_and_grad_vectorized, task_grads, task_losses)
 from .optim import optimizer_init, optimizer_step, run_optimizer, schedule_factor
+from . import weighting
 
 __all__ = [
     "forward", "predict", "row_losses", "row_loss_grads", "row_loss_hvps",

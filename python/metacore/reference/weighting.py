@@ -1,0 +1,296 @@
+"""The task-weighting strategies of :mod:`metacore.weighting` in plain NumPy, float64: the test
+oracle for the core's ``weighting.hpp``.
+
+Each function takes a strategy's settings as a dict (``Weighting.to_dict()``), its state (a float64
+array, updated in place like the core's) and returns α (loss-based) or β (gradient-based). The
+random draws (RLW, the task orders of PCGrad and GradVac) use the same counter-based generator as
+the core, written here with Python integers. Linear algebra uses NumPy's solvers where the core
+has its own; converged answers agree.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["CounterRng", "before_step", "after_step", "evaluate", "combine", "combined_grad",
+           "min_norm_simplex"]
+
+_M = (1 << 64) - 1
+RLW_STREAM = 0x524C5700000000
+ORDER_STREAM = 0x4F52445200000000
+ADAM = (0.9, 0.999, 1e-8)
+LOSS_EPS = 1e-8
+
+
+def _mix64(x):
+    x = (x + 0x9E3779B97F4A7C15) & _M
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M
+    return x ^ (x >> 31)
+
+
+class CounterRng:
+    """metacore's counter-based generator (random.hpp): draws are pure functions of
+    (seed, step, stream, index)."""
+
+    def __init__(self, seed, step, stream=0):
+        self.key = _mix64(_mix64(_mix64(seed) ^ step) ^ ((stream * 0xD1B54A32D192ED03) & _M))
+
+    def bits(self, index):
+        return _mix64(self.key ^ _mix64(index))
+
+    def uniform(self, index):
+        return (self.bits(index) >> 11) * 2.0 ** -53
+
+    def below(self, index, n):
+        return (self.bits(index) * n) >> 64
+
+    def choose(self, n, k):
+        pool = list(range(n))
+        for i in range(k):
+            j = i + self.below(i, n - i)
+            pool[i], pool[j] = pool[j], pool[i]
+        return pool[:k]
+
+
+def _softmax(z):
+    e = np.exp(z - np.max(z))
+    return e / e.sum()
+
+
+def _adam(x, g, m, v, lr, k):
+    b1, b2, eps = ADAM
+    m[:] = b1 * m + (1 - b1) * g
+    v[:] = b2 * v + (1 - b2) * g * g
+    x -= lr / (1 - b1 ** k) * m / (np.sqrt(v) / math.sqrt(1 - b2 ** k) + eps)
+
+
+# --- loss-based ----------------------------------------------------------------------------------
+def before_step(settings, state, seed, step, losses):
+    """α for step ``step`` (losses: f_i(θ_t), used by FAMO); updates ``state`` (FAMO's logits)."""
+    name, L = settings["name"], np.asarray(losses, np.float64)
+    T = L.shape[0]
+    if name == "DWA":
+        if state[3 * T + 1] >= 2:
+            r = state[T + 1:2 * T + 1] / state[2 * T + 1:3 * T + 1]
+            return _softmax(r / settings["temperature"])
+        return np.full(T, 1.0 / T)
+    if name == "Uncertainty":
+        return (1.0 if settings["classification"] else 0.5) * np.exp(-state[:T])
+    if name == "RLW":
+        rng = CounterRng(seed, step, RLW_STREAM)
+        z = np.array([math.sqrt(-2 * math.log1p(-rng.uniform(2 * i)))
+                      * math.cos(2 * math.pi * rng.uniform(2 * i + 1)) for i in range(T)])
+        return _softmax(z)
+    if name == "FAMO":
+        xi, m, v, prev = (state[k * T:(k + 1) * T] for k in range(4))
+        z = _softmax(xi)
+        if step > 0:
+            d = np.log(prev + LOSS_EPS) - np.log(L + LOSS_EPS)
+            _adam(xi, z * (d - z @ d) + settings["gamma"] * xi, m, v, settings["lr"], step)
+            z = _softmax(xi)
+        a = z / (L + LOSS_EPS)
+        prev[:] = L
+        return a / a.sum()
+    raise ValueError(f"{name} is not a loss-based strategy")
+
+
+def after_step(settings, state, step, losses):
+    """What the strategy learns from step ``step``'s losses once its update is applied."""
+    name, L = settings["name"], np.asarray(losses, np.float64)
+    T = L.shape[0]
+    if name == "DWA":
+        state[:T] += L
+        state[T] += 1
+        if state[T] >= settings["window"]:
+            state[2 * T + 1:3 * T + 1] = state[T + 1:2 * T + 1]
+            state[T + 1:2 * T + 1] = state[:T] / state[T]
+            state[:T] = 0
+            state[T] = 0
+            state[3 * T + 1] += 1
+    elif name == "Uncertainty":
+        k = 1.0 if settings["classification"] else 0.5
+        s = state[:T]
+        _adam(s, 0.5 - k * np.exp(-s) * L, state[T:2 * T], state[2 * T:], settings["lr"], step + 1)
+
+
+def evaluate(settings, state, losses, scores):
+    """EvalDriven's α from evaluation losses and scores κ ∈ [0, 1]."""
+    L = np.asarray(losses, np.float64)
+    T = L.shape[0]
+    if settings["rule"] == "softmax":
+        return _softmax(L / settings["temperature"])
+    k = np.clip(scores, 0, 1)
+    state[:T] = k if state[T] == 0 else (1 - settings["beta"]) * state[:T] + settings["beta"] * k
+    state[T] = 1
+    kb = np.clip(state[:T], 1e-12, 1 - 1e-12)
+    w = -(1 - kb) ** settings["gamma"] * np.log(kb)
+    return w / w.sum() if w.sum() > 0 else np.full(T, 1.0 / T)
+
+
+# --- gradient-based ------------------------------------------------------------------------------
+def min_norm_simplex(K, max_iter=1000):
+    """argmin over the simplex of γᵀKγ by pairwise Frank–Wolfe with exact line search from 1/T."""
+    T = K.shape[0]
+    g = np.full(T, 1.0 / T)
+    scale = np.max(np.diag(K))
+    for _ in range(max_iter):
+        Kg = K @ g
+        s = int(np.argmin(Kg))
+        support = np.flatnonzero(g > 0)
+        v = int(support[np.argmax(Kg[support])])
+        if g @ Kg - Kg[s] <= 1e-12 * scale or s == v:
+            break
+        denom = K[s, s] + K[v, v] - 2 * K[s, v]
+        eta = min(g[v], (Kg[v] - Kg[s]) / denom) if denom > 0 else g[v]
+        g[s] += eta
+        g[v] -= eta
+    return g
+
+
+def _surgery(K, vaccine, beta, target, seed, step):
+    T = K.shape[0]
+    out = np.zeros(T)
+    for i in range(T):
+        c = np.zeros(T)
+        c[i] = 1.0
+        order = [j + (j >= i) for j in CounterRng(seed, step, ORDER_STREAM + i).choose(T - 1, T - 1)]
+        for j in order:
+            if K[j, j] <= 0:
+                continue
+            dot, nn = c @ K[:, j], c @ K @ c
+            w = 0.0
+            if not vaccine:
+                if dot < 0:
+                    w = -dot / K[j, j]
+            else:
+                ni, nj = math.sqrt(max(nn, 0)), math.sqrt(K[j, j])
+                phi = dot / (ni * nj) if ni > 0 else 0.0
+                ph = target[i, j]
+                if phi < ph:
+                    w = ni * (ph * math.sqrt(max(0, 1 - phi ** 2)) - phi * math.sqrt(max(0, 1 - ph ** 2))) \
+                        / (nj * math.sqrt(max(1e-12, 1 - ph ** 2)))
+                target[i, j] = (1 - beta) * ph + beta * phi
+            c[j] += w
+        out += c / T
+    return out
+
+
+def _cagrad(K, c, max_iter):
+    T = K.shape[0]
+    b = K.mean(axis=1)
+    phi = c * math.sqrt(max(b.mean(), 0.0))
+    w = np.full(T, 1.0 / T)
+    for k in range(max_iter):
+        Kw = K @ w
+        nw = math.sqrt(max(w @ Kw, 1e-300))
+        t = int(np.argmin(b + phi * Kw / nw))
+        eta = 2.0 / (k + 2)
+        w *= 1 - eta
+        w[t] += eta
+    wKw = w @ K @ w
+    lam = phi / math.sqrt(wKw) if wKw > 0 else 0.0
+    return (1.0 / T + lam * w) / (1 + c * c)
+
+
+def _imtlg(K):
+    T = K.shape[0]
+    if T == 1:
+        return np.ones(1)
+    n = np.sqrt(np.maximum(np.diag(K), 1e-300))
+    GU = K / n[None, :]                       # GU[a, b] = g_a · u_b
+    D_U = GU[0, 0] - GU[0, 1:][None, :] - GU[1:, 0][:, None] + GU[1:, 1:]   # (D Uᵀ)[i, j]
+    rhs = GU[0, 0] - GU[0, 1:]                # g_1 Uᵀ
+    x = np.linalg.solve(D_U.T, rhs)
+    return np.concatenate([[1 - x.sum()], x])
+
+
+def _nashmtl(K, max_iter):
+    T = K.shape[0]
+    tr = np.trace(K)
+    if not tr > 0:
+        return np.full(T, 1.0 / T)
+    K = K + 1e-8 * tr / T * np.eye(T)
+    phi = lambda a: 0.5 * a @ K @ a - np.log(a).sum()   # noqa: E731
+    a = 1 / np.sqrt(np.diag(K))
+    f = phi(a)
+    for _ in range(max_iter):
+        g = K @ a - 1 / a
+        if np.max(np.abs(g * a)) < 1e-12:
+            break
+        d = np.linalg.solve(K + np.diag(1 / a ** 2), -g)
+        t = min([1.0] + [-0.99 * a[i] / d[i] for i in range(T) if d[i] < 0])
+        for _ in range(60):
+            trial = a + t * d
+            if phi(trial) <= f + 1e-4 * t * (g @ d):
+                a, f = trial, phi(trial)
+                break
+            t *= 0.5
+        else:
+            break
+    return a
+
+
+def _aligned_mtl(K):
+    T = K.shape[0]
+    w, V = np.linalg.eigh(K)
+    if not w.max() > 0:
+        return np.full(T, 1.0 / T)
+    keep = w > w.max() * T * np.finfo(float).eps
+    w, V = w[keep], V[:, keep]
+    B = math.sqrt(w.min()) * V @ np.diag(1 / np.sqrt(w)) @ V.T
+    return B.sum(axis=0) / T
+
+
+def combine(settings, grads, losses, state, seed, step, n_shared=None):
+    """β from the per-task gradients (T, P) (first ``n_shared`` columns shared) and losses."""
+    name = settings["name"]
+    G = np.asarray(grads, np.float64)
+    T = G.shape[0]
+    Gs = G[:, :n_shared if n_shared is not None else G.shape[1]]
+    L = np.asarray(losses, np.float64)
+    if name == "GradNorm":
+        w, L0, m, v = (state[k * T:(k + 1) * T] for k in range(4))
+        beta = w.copy()
+        if step == 0:
+            L0[:] = L
+        gn = np.linalg.norm(Gs, axis=1)
+        r = L / np.maximum(L0, 1e-300)
+        target = np.mean(w * gn) * (r / r.mean()) ** settings["alpha"]
+        _adam(w, np.sign(w * gn - target) * gn, m, v, settings["lr"], step + 1)
+        w[:] = np.maximum(w, 0)
+        w[:] = w * T / w.sum() if w.sum() > 0 else 1.0
+        return beta
+    K = Gs @ Gs.T
+    if name == "MGDA":
+        gn = np.sqrt(np.diag(K))
+        c = {"none": np.ones(T), "l2": gn, "loss": L, "loss+l2": L * gn}[settings["normalization"]]
+        s = np.where(c > 0, 1 / np.where(c > 0, c, 1), 0.0)
+        return min_norm_simplex(K * np.outer(s, s), settings["max_iter"]) * s
+    if name == "PCGrad":
+        return _surgery(K, False, 0.0, None, seed, step)
+    if name == "GradVac":
+        return _surgery(K, True, settings["beta"], state.reshape(T, T), seed, step)
+    if name == "CAGrad":
+        return _cagrad(K, settings["c"], settings["max_iter"])
+    if name == "IMTLG":
+        return _imtlg(K)
+    if name == "NashMTL":
+        return _nashmtl(K, settings["max_iter"])
+    if name == "AlignedMTL":
+        return _aligned_mtl(K)
+    raise ValueError(f"{name} is not a gradient-based strategy")
+
+
+def combined_grad(beta, grads, n_shared=None, heads_weighted=False):
+    """The step's gradient (without λθ): Σ β_i g_i on the shared columns, (1/T) Σ g_i (or
+    Σ β_i g_i when ``heads_weighted``, GradNorm) on the head columns."""
+    G = np.asarray(grads, np.float64)
+    T, P = G.shape
+    ns = P if n_shared is None else n_shared
+    out = np.asarray(beta) @ G
+    if not heads_weighted:
+        out[ns:] = G[:, ns:].mean(axis=0)
+    return out
