@@ -76,16 +76,28 @@ PUBLIC_CALLS = {
     "Objective.task_losses_and_grads": lambda p: p.obj.task_losses_and_grads(p.theta),
     "Objective.hvp": lambda p: p.obj.hvp(p.theta, p.v),
     "Objective(...).value_and_grad": lambda p: mc.Objective(p.model, p.ts).value_and_grad(p.theta),
-    # When they land: "fit": lambda p: mc.fit(p.obj, p.theta, steps=3, progress=False),
-    # "adapt_predict": lambda p: mc.adapt_predict(p.model, p.theta, *p.ts.support(0),
-    #                                             p.ts.query(0)[0], steps=2, lr=0.01),
-    # "MAML.meta_value_and_grad": lambda p: mc.MAML(p.model).meta_value_and_grad(p.theta, p.ts),
+    # training and meta-learning
+    "fit": lambda p: mc.fit(p.obj, p.theta, steps=3, progress=False).theta,
+    "adapt": lambda p: mc.adapt(p.model, p.theta, *p.ts.support(0), steps=2, lr=0.01),
+    "adapt_predict": lambda p: mc.adapt_predict(p.model, p.theta, *p.ts.support(0),
+                                                p.ts.query(0)[0], steps=2, lr=0.01),
+    "adapt_batch": lambda p: mc.adapt_batch(p.model, p.theta, p.ts, steps=2, lr=0.01),
+    "MAML.meta_value_and_grad": lambda p: mc.MAML(p.model).meta_value_and_grad(p.theta, p.ts),
+    "FOMAML.meta_value_and_grad": lambda p: mc.MAML(p.model, first_order=True)
+    .meta_value_and_grad(p.theta, p.ts),
+    "ANIL.meta_value_and_grad": lambda p: mc.ANIL(p.model).meta_value_and_grad(p.theta, p.ts),
+    "MetaSGD.meta_value_and_grad": lambda p: (lambda l: l.meta_value_and_grad(
+        l.init(p.theta), p.ts))(mc.MetaSGD(p.model)),
+    "MAML.fit": lambda p: mc.MAML(p.model).fit(p.ts, p.theta, meta_batch=3, steps=3,
+                                               progress=False).theta,
 }
 
 # The calls that run in the compiled core with the GIL released (and may use OpenMP threads).
 LONG_CALLS = ("MLP.predict", "Objective.value", "Objective.grad", "Objective.value_and_grad",
               "Objective.task_losses", "Objective.task_grads", "Objective.task_losses_and_grads",
-              "Objective.hvp")
+              "Objective.hvp", "fit", "adapt_batch", "MAML.meta_value_and_grad",
+              "FOMAML.meta_value_and_grad", "ANIL.meta_value_and_grad",
+              "MetaSGD.meta_value_and_grad", "MAML.fit")
 
 
 def flatten(result) -> list:

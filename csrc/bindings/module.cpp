@@ -12,6 +12,7 @@ void register_objective(py::module_& m);
 void register_meta(py::module_& m);
 void register_meta_train(py::module_& m);
 void register_optim(py::module_& m);
+void register_distributed(py::module_& m);
 void register_weighting(py::module_& m);
 }
 
@@ -41,5 +42,6 @@ PYBIND11_MODULE(_core, m) {
     metacore::bindings::register_meta(m);
     metacore::bindings::register_meta_train(m);
     metacore::bindings::register_optim(m);
+    metacore::bindings::register_distributed(m);
     metacore::bindings::register_weighting(m);
 }

@@ -237,6 +237,28 @@ void register_state(py::module_& m, const char* name) {
             },
             py::arg("theta"), py::arg("m"), py::arg("v"), py::arg("alpha"), py::arg("weighting"),
             py::arg("step"))
+        .def(
+            "apply_step",
+            [](S& s, const OptimizerConfig& config, const py::handle& grad_obj,
+               std::optional<int> n_threads) {
+                if (s.optimizer.m.empty() == config.uses_m() ||
+                    s.optimizer.v.empty() == config.uses_v())
+                    throw py::value_error(
+                        "the optimizer does not match the train state's moment buffers");
+                auto grad = checked<T>(grad_obj, "grad", {static_cast<py::ssize_t>(s.theta.size())});
+                const int threads = threads_arg(n_threads);
+                UpdateBackup<T> backup;
+                double norm = 0.0;
+                StepStatus status;
+                {
+                    py::gil_scoped_release release;
+                    status = apply_update(config, s, grad.data(), threads, backup, norm);
+                }
+                return py::make_tuple(norm, status_name(status));
+            },
+            py::arg("config"), py::arg("grad"), py::arg("n_threads") = py::none(),
+            "The update of step `step` from a gradient computed elsewhere, exactly as run() "
+            "applies it; returns (gradient norm, status).")
         .def("run", &run_chunk<T>, py::arg("objective"), py::arg("config"), py::arg("batch_tasks"),
              py::arg("batch_rows"), py::arg("l2"), py::arg("n_steps"),
              py::arg("n_threads") = py::none(), py::arg("record_task_losses") = false,

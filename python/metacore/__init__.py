@@ -5,7 +5,7 @@ The compiled core (``metacore._core``) computes; this package decides what to co
 
 from importlib.metadata import PackageNotFoundError, version as _dist_version
 
-from . import _core, optim, reference, tasks, weighting
+from . import _core, distributed, optim, reference, tasks, weighting
 from .adapt import adapt, adapt_batch, adapt_predict
 from .checkpoint import Checkpoint, load, save
 from .fit import EarlyStopping, FitDivergedError, FitEvent, FitResult, fit
@@ -33,6 +33,6 @@ __all__ = [
     "build_info", "reference", "tasks", "__version__",
     "MAML", "Reptile", "MetaSGD", "ANIL", "MetaFitResult", "adapt", "adapt_predict", "adapt_batch",
     "optim", "weighting", "fit", "FitResult", "FitEvent", "FitDivergedError", "EarlyStopping",
-    "Checkpoint", "save", "load",
+    "Checkpoint", "save", "load", "distributed",
     "evaluate", "EvalReport", "mean_ci", "baselines", "config", "report",
 ]

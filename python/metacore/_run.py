@@ -37,6 +37,7 @@ class Settings:
     checkpoint: object          # a path or None
     checkpoint_every: int
     record_task_losses: bool
+    backend: object = None      # None: the core here; else a metacore.distributed.RayBackend
 
 
 class Recorder:
@@ -120,6 +121,8 @@ class Run:
         model = obj.model
         self.n_shared = model.n_trunk_params if model.task_heads else obj.n_params
         self.weight_eval = self._weight_eval_objective()
+        if s.backend is not None:
+            s.backend.attach(obj, self.dtype, np.array(self.state.alpha))
         self.monitored = s.stopper is not None or s.validation is not None
         self.first_step = self.state.step
         self.rec = Recorder(s.record_task_losses)
@@ -154,9 +157,7 @@ class Run:
                 t0 = time.perf_counter()
                 if self.weight_eval is not None and state.step % s.weighting.eval_every == 0:
                     self.evaluate_weights()
-                out = state.run(self.handle, self.config, s.batch_tasks or 0, s.batch_rows or 0,
-                                s.obj.l2, n, s.n_threads, s.record_task_losses, self.wcfg,
-                                self.n_shared)
+                out = self.run_chunk(n)
                 dt = time.perf_counter() - t0
                 self.core_time += dt
                 done = out["steps_done"]
@@ -178,6 +179,17 @@ class Run:
         finally:
             if bar is not None:
                 bar.close()
+
+    def run_chunk(self, n):
+        """n steps by the core here, or by the backend's workers with the update applied here."""
+        s = self.s
+        if s.backend is None:
+            return self.state.run(self.handle, self.config, s.batch_tasks or 0,
+                                  s.batch_rows or 0, s.obj.l2, n, s.n_threads,
+                                  s.record_task_losses, self.wcfg, self.n_shared)
+        from .distributed import run_steps
+        return run_steps(s.backend, self.state, self.config, n, s.n_threads,
+                         s.record_task_losses, s.obj.n_tasks)
 
     def chunk_length(self, end, per_step):
         """Steps up to the next evaluation or checkpoint, capped by chunk_size or by time."""
@@ -231,8 +243,11 @@ class Run:
         """The full training objective and per-task losses at θ, and the validation loss."""
         t0 = time.perf_counter()
         s, th = self.s, self.state.theta
-        value, _, losses = self.handle.value_and_grad(th, self.state.alpha, s.obj.l2, False,
-                                                      s.n_threads)
+        if s.backend is None:
+            value, _, losses = self.handle.value_and_grad(th, self.state.alpha, s.obj.l2, False,
+                                                          s.n_threads)
+        else:
+            value, _, losses = s.backend.value_and_grad(th, False, s.n_threads)
         val_loss, val_losses = math.nan, None
         if s.validation is not None:
             v = s.validation

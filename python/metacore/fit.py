@@ -221,7 +221,7 @@ def _start_arg(obj, theta0, optimizer, weighting, seed):
 def fit(obj, theta0, *, optimizer=None, weighting=None, steps=1000, batch_tasks=None,
         batch_rows=None, validation=None, eval_every=100, early_stopping=None, callbacks=(),
         progress=True, seed=None, n_threads=None, chunk_size=None, checkpoint=None,
-        checkpoint_every=None, record_task_losses=False) -> FitResult:
+        checkpoint_every=None, record_task_losses=False, backend=None) -> FitResult:
     r"""Minimise ``obj`` from ``theta0`` for ``steps`` optimizer steps.
 
     Parameters
@@ -272,6 +272,10 @@ def fit(obj, theta0, *, optimizer=None, weighting=None, steps=1000, batch_tasks=
         Steps between checkpoints; None: ``eval_every``.
     record_task_losses : bool
         Keep every step's per-task batch losses in ``history.step_task_losses``.
+    backend : None, metacore.distributed.Local or metacore.distributed.RayBackend
+        Where f and ∇f are computed: None/``Local()`` here; a ``RayBackend`` on Ray actors that
+        each hold a shard of the tasks, giving the same θ bit for bit (full-batch steps only:
+        ``batch_tasks`` and ``batch_rows`` must be None).
 
     Returns
     -------
@@ -321,13 +325,21 @@ def fit(obj, theta0, *, optimizer=None, weighting=None, steps=1000, batch_tasks=
     checkpoint_every = checkpoint_every or eval_every
     record_task_losses = _checks.boolean("record_task_losses", record_task_losses)
     val_obj = _validation_arg(validation, obj)
+    from .distributed import backend_arg
+    backend = backend_arg(backend)
+    if backend is not None and (batch_tasks is not None or batch_rows is not None):
+        raise ValueError("backend=RayBackend runs full-batch steps only: batch_tasks and "
+                         "batch_rows must be None")
+    if backend is not None and weighting is not None and weighting._core_config() is not None:
+        raise ValueError(f"backend=RayBackend supports a fixed α only (weighting None, Uniform or "
+                         f"Fixed), got {weighting!r}")
 
     settings = Settings(
         obj=obj, optimizer=optimizer, weighting=weighting, steps=steps, batch_tasks=batch_tasks,
         batch_rows=batch_rows, validation=val_obj, eval_every=eval_every, stopper=stopper,
         callbacks=callbacks, progress=progress, seed=seed, n_threads=threads,
         chunk_size=chunk_size, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-        record_task_losses=record_task_losses)
+        record_task_losses=record_task_losses, backend=backend)
     run = Run(settings, theta, ck)
     reason, failure = run.run()
     if checkpoint:

@@ -66,9 +66,22 @@ class Objective {
     double value_and_grad(const WorkPlan& plan, const T* theta, const T* weights, T l2, T* grad,
                           T* losses, int n_threads) const {
         const std::int64_t P = n_params(), nb = plan.n_blocks();
+        std::vector<T> parts(grad ? nb * P : 0, T(0));
+        const std::vector<double> task_loss =
+            block_partials(plan, theta, weights, grad ? parts.data() : nullptr, n_threads);
+        return combine(parts.data(), nb, P, task_loss.data(), plan.task_rows.data(), weights,
+                       n_tasks(), theta, l2, grad, losses, team_size(plan, n_threads));
+    }
+
+    // The parallel half of value_and_grad: adds α_i ∇f_i's share of every unit into its block's
+    // row of parts (n_blocks × P, zeroed by the caller; null for no gradient) and returns the
+    // unweighted mean loss per task (NaN for tasks the plan leaves out). A distributed run calls
+    // it on each machine's consecutive blocks and combines them all as one machine would.
+    std::vector<double> block_partials(const WorkPlan& plan, const T* theta, const T* weights,
+                                       T* parts, int n_threads) const {
+        const std::int64_t P = n_params(), nb = plan.n_blocks();
         const int threads = team_size(plan, n_threads);
         std::vector<double> unit_loss(plan.units.size());
-        std::vector<T> parts(grad ? nb * P : 0, T(0));
         std::vector<NetPass<T>> passes;
         std::vector<RowGather<T>> gathers;
         passes.reserve(threads);
@@ -81,7 +94,7 @@ class Objective {
             for (std::int64_t u = plan.block_start[b]; u < plan.block_start[b + 1]; ++u) {
                 const WorkUnit& w = plan.units[u];
                 const T scale = weights[w.task] / static_cast<T>(plan.task_rows[w.task]);
-                T* g = grad ? parts.data() + b * P : nullptr;
+                T* g = parts ? parts + b * P : nullptr;
                 const WorkUnit* next = u + 1 < plan.block_start[b + 1] ? &w + 1 : nullptr;
                 unit_loss[u] =
                     w.rows ? unit_value_grad_gathered(passes[tid], theta, data_, w, next,
@@ -89,15 +102,23 @@ class Objective {
                            : unit_value_grad(passes[tid], theta, data_, w, head(w.task), scale, g);
             }
         });
-        std::vector<double> task_loss = per_task_means(plan, unit_loss);
+        return per_task_means(plan, unit_loss);
+    }
+
+    // The serial half: f = Σ_i α_i f_i (tasks with rows, in task order) + (λ/2)‖θ‖² and, when
+    // grad is not null, ∇f = Σ_b parts[b] (in block order) + λθ; losses (optional) = f_i.
+    static double combine(const T* parts, std::int64_t nb, std::int64_t P,
+                          const double* task_loss, const std::int64_t* task_rows,
+                          const T* weights, std::int64_t n_tasks, const T* theta, T l2, T* grad,
+                          T* losses, int threads) {
         double value = 0.0;
-        for (std::int64_t i = 0; i < n_tasks(); ++i) {
-            if (plan.task_rows[i] > 0) value += static_cast<double>(weights[i]) * task_loss[i];
+        for (std::int64_t i = 0; i < n_tasks; ++i) {
+            if (task_rows[i] > 0) value += static_cast<double>(weights[i]) * task_loss[i];
             if (losses) losses[i] = static_cast<T>(task_loss[i]);
         }
         value += 0.5 * static_cast<double>(l2) * squared_norm(theta, P);
         if (grad) {
-            reduce_blocks(parts.data(), nb, P, grad, threads);
+            reduce_blocks(parts, nb, P, grad, threads);
             add_scaled(l2, theta, grad, P);
         }
         return value;

@@ -58,6 +58,41 @@ struct ChunkOutcome {
     std::int64_t n_bad_tasks = 0;
 };
 
+// Buffers that let a rejected update be undone, kept across steps to avoid reallocating.
+template <class T>
+struct UpdateBackup {
+    std::vector<T> theta;
+    OptimizerState<T> optimizer;
+};
+
+// Applies the optimizer's update for step state.step from grad. A non-finite gradient changes
+// nothing (nonfinite_grad); an update that would leave θ or a moment non-finite is undone
+// (nonfinite_update); otherwise the step counter advances (ok). grad_norm gets ‖grad‖₂.
+template <class T>
+StepStatus apply_update(const OptimizerConfig& config, TrainState<T>& state, const T* grad,
+                        int n_threads, UpdateBackup<T>& backup, double& grad_norm) {
+    const auto P = static_cast<std::int64_t>(state.theta.size());
+    // Copies, never reassignments: Python holds views of the state's buffers.
+    backup.theta.resize(state.theta.size());
+    backup.optimizer.m.resize(state.optimizer.m.size());
+    backup.optimizer.v.resize(state.optimizer.v.size());
+    std::copy(state.theta.begin(), state.theta.end(), backup.theta.begin());
+    std::copy(state.optimizer.m.begin(), state.optimizer.m.end(), backup.optimizer.m.begin());
+    std::copy(state.optimizer.v.begin(), state.optimizer.v.end(), backup.optimizer.v.begin());
+    const StepReport r =
+        step(config, state.step, state.theta.data(), grad, state.optimizer.view(), P, n_threads);
+    grad_norm = r.grad_norm;
+    if (!r.finite) {
+        if (!std::isfinite(r.grad_norm)) return StepStatus::nonfinite_grad;
+        std::copy(backup.theta.begin(), backup.theta.end(), state.theta.begin());
+        std::copy(backup.optimizer.m.begin(), backup.optimizer.m.end(), state.optimizer.m.begin());
+        std::copy(backup.optimizer.v.begin(), backup.optimizer.v.end(), state.optimizer.v.begin());
+        return StepStatus::nonfinite_update;
+    }
+    ++state.step;
+    return StepStatus::ok;
+}
+
 // Runs up to n_steps steps from state.step. A step whose loss or gradient is not finite is not
 // applied; an update that would leave a non-finite θ or moment is undone. Either way the chunk
 // stops there and the state is the last finite one (state.step = that step's index).
@@ -79,8 +114,7 @@ ChunkOutcome run_steps(const Objective<T>& obj, const OptimizerConfig& config, B
     std::vector<T> G(wcfg.uses_grads() ? n_tasks * P : 0);
     std::vector<double> weighting_backup(state.weighting.size());
     std::vector<T> alpha_backup(n_tasks);
-    OptimizerState<T> backup = state.optimizer;
-    std::vector<T> theta_backup(P);
+    UpdateBackup<T> backup;
     ChunkOutcome outcome;
     for (std::int64_t j = 0; j < n_steps; ++j) {
         const std::int64_t t = state.step;
@@ -152,26 +186,14 @@ ChunkOutcome run_steps(const Objective<T>& obj, const OptimizerConfig& config, B
             undo_weighting();
             return outcome;
         }
-        // Copies, never reassignments: Python holds views of the state's buffers.
-        std::copy(state.theta.begin(), state.theta.end(), theta_backup.begin());
-        std::copy(state.optimizer.m.begin(), state.optimizer.m.end(), backup.m.begin());
-        std::copy(state.optimizer.v.begin(), state.optimizer.v.end(), backup.v.begin());
-        const StepReport r =
-            step(config, t, state.theta.data(), grad.data(), state.optimizer.view(), P, n_threads);
-        out.grad_norm[j] = r.grad_norm;
-        if (!r.finite) {
-            const bool grad_bad = !std::isfinite(r.grad_norm);
-            outcome.status = grad_bad ? StepStatus::nonfinite_grad : StepStatus::nonfinite_update;
-            if (!grad_bad) {
-                std::copy(theta_backup.begin(), theta_backup.end(), state.theta.begin());
-                std::copy(backup.m.begin(), backup.m.end(), state.optimizer.m.begin());
-                std::copy(backup.v.begin(), backup.v.end(), state.optimizer.v.begin());
-            }
+        const StepStatus status =
+            apply_update(config, state, grad.data(), n_threads, backup, out.grad_norm[j]);
+        if (status != StepStatus::ok) {
+            outcome.status = status;
             undo_weighting();
             return outcome;
         }
         after_step(wcfg, ws, n_tasks, t, task_losses);
-        ++state.step;
         ++outcome.steps_done;
     }
     return outcome;

@@ -1,0 +1,157 @@
+// Bindings for a distributed objective (python/metacore/distributed.py): the driver plans the
+// reduction blocks of all tasks, each worker computes the partial sums of its consecutive blocks
+// over its shard, and the driver combines them in block order -- the sums one machine would add,
+// in the same order, so the result is bit-identical to the local objective.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "arrays.hpp"
+#include "metacore/objective.hpp"
+#include "metacore/tasks.hpp"
+#include "objective_handle.hpp"
+
+namespace metacore::bindings {
+
+namespace {
+
+// The objective's own plan of units regrouped into the given blocks (unit indices, 0 .. n_units).
+template <class T>
+WorkPlan block_plan(const ObjectiveHandle<T>& h, const py::handle& block_start_obj) {
+    auto bs = checked<std::int64_t>(block_start_obj, "block_start", {-1});
+    WorkPlan plan = h.core().plan();
+    const auto n_units = static_cast<std::int64_t>(plan.units.size());
+    const std::int64_t n = bs.shape(0);
+    const std::int64_t* b = bs.data();
+    if (n < 2 || b[0] != 0 || b[n - 1] != n_units)
+        throw py::value_error("block_start must run from 0 to the shard's number of work units (" +
+                              std::to_string(n_units) + ")");
+    for (std::int64_t k = 1; k < n; ++k)
+        if (b[k] <= b[k - 1]) throw py::value_error("block_start must be strictly increasing");
+    plan.block_start.assign(b, b + n);
+    return plan;
+}
+
+template <class T>
+py::tuple block_partials(const ObjectiveHandle<T>& h, const WorkPlan& plan,
+                         const py::handle& theta_obj, const py::handle& weights_obj,
+                         bool want_grad, std::optional<int> n_threads) {
+    const Objective<T>& obj = h.core();
+    if (plan.units.size() != obj.plan().units.size())
+        throw py::value_error("the block plan was made for another objective");
+    auto theta = checked<T>(theta_obj, "theta", {obj.n_params()});
+    auto weights = checked<T>(weights_obj, "weights", {obj.n_tasks()});
+    const int threads = threads_arg(n_threads);
+    const auto nb = static_cast<py::ssize_t>(plan.n_blocks());
+    py::object parts_obj = py::none();
+    T* parts = nullptr;
+    if (want_grad) {
+        py::array_t<T> p({nb, static_cast<py::ssize_t>(obj.n_params())});
+        parts = p.mutable_data();
+        std::fill(parts, parts + p.size(), T(0));
+        parts_obj = p;
+    }
+    py::array_t<double> losses(obj.n_tasks());
+    double* l = losses.mutable_data();
+    {
+        py::gil_scoped_release release;
+        const std::vector<double> task_loss =
+            obj.block_partials(plan, theta.data(), weights.data(), parts, threads);
+        std::copy(task_loss.begin(), task_loss.end(), l);
+    }
+    return py::make_tuple(parts_obj, losses);
+}
+
+template <class T>
+py::tuple combine_partials(const py::object& parts_obj, const py::handle& task_loss_obj,
+                           const py::handle& task_rows_obj, const py::handle& weights_obj,
+                           const py::array& theta_obj, double l2, std::optional<int> n_threads) {
+    auto theta = checked<T>(theta_obj, "theta", {-1});
+    const std::int64_t P = theta.shape(0);
+    auto task_loss = checked<double>(task_loss_obj, "task_loss", {-1});
+    const std::int64_t n_tasks = task_loss.shape(0);
+    auto task_rows = checked<std::int64_t>(task_rows_obj, "task_rows", {n_tasks});
+    auto weights = checked<T>(weights_obj, "weights", {n_tasks});
+    const int threads = threads_arg(n_threads);
+    const T* parts = nullptr;
+    std::int64_t nb = 0;
+    py::array_t<T> parts_arr;
+    py::object grad_obj = py::none();
+    T* grad = nullptr;
+    if (!parts_obj.is_none()) {
+        parts_arr = checked<T>(parts_obj, "parts", {-1, P});
+        parts = parts_arr.data();
+        nb = parts_arr.shape(0);
+        py::array_t<T> g(P);
+        grad = g.mutable_data();
+        grad_obj = g;
+    }
+    py::array_t<T> losses(n_tasks);
+    T* l = losses.mutable_data();
+    double value;
+    {
+        py::gil_scoped_release release;
+        value = Objective<T>::combine(parts, nb, P, task_loss.data(), task_rows.data(),
+                                      weights.data(), n_tasks, theta.data(), static_cast<T>(l2),
+                                      grad, l, resolve_threads(threads));
+    }
+    return py::make_tuple(value, grad_obj, losses);
+}
+
+template <class T>
+void register_typed(py::module_& m) {
+    m.def("block_plan", &block_plan<T>, py::arg("objective"), py::arg("block_start"));
+    m.def("block_partials", &block_partials<T>, py::arg("objective"), py::arg("plan"),
+          py::arg("theta"), py::arg("weights"), py::arg("want_grad"),
+          py::arg("n_threads") = py::none());
+}
+
+}  // namespace
+
+void register_distributed(py::module_& m) {
+    py::class_<WorkPlan>(m, "BlockPlan")
+        .def_property_readonly("n_blocks", &WorkPlan::n_blocks)
+        .def_property_readonly("n_units",
+                               [](const WorkPlan& p) { return p.units.size(); });
+    register_typed<float>(m);
+    register_typed<double>(m);
+
+    m.def(
+        "assign_blocks",
+        [](const py::handle& unit_rows_obj, std::int64_t n_params, std::int64_t itemsize) {
+            auto rows = checked<std::int64_t>(unit_rows_obj, "unit_rows", {-1});
+            if (n_params < 1 || (itemsize != 4 && itemsize != 8))
+                throw py::value_error("n_params must be >= 1 and itemsize 4 or 8");
+            WorkPlan plan;
+            for (py::ssize_t u = 0; u < rows.shape(0); ++u) {
+                if (rows.data()[u] < 1) throw py::value_error("unit_rows must be >= 1");
+                plan.units.push_back({0, 0, rows.data()[u]});
+                plan.total_rows += rows.data()[u];
+            }
+            assign_blocks(plan, n_params, itemsize);
+            py::array_t<std::int64_t> out(static_cast<py::ssize_t>(plan.block_start.size()));
+            std::copy(plan.block_start.begin(), plan.block_start.end(), out.mutable_data());
+            return out;
+        },
+        py::arg("unit_rows"), py::arg("n_params"), py::arg("itemsize"));
+
+    m.def(
+        "combine_partials",
+        [](const py::object& parts, const py::handle& task_loss, const py::handle& task_rows,
+           const py::handle& weights, const py::array& theta, double l2,
+           std::optional<int> n_threads) {
+            if (theta.dtype().is(py::dtype::of<float>()))
+                return combine_partials<float>(parts, task_loss, task_rows, weights, theta, l2,
+                                               n_threads);
+            return combine_partials<double>(parts, task_loss, task_rows, weights, theta, l2,
+                                            n_threads);
+        },
+        py::arg("parts"), py::arg("task_loss"), py::arg("task_rows"), py::arg("weights"),
+        py::arg("theta"), py::arg("l2"), py::arg("n_threads") = py::none());
+}
+
+}  // namespace metacore::bindings

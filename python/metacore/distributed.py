@@ -1,0 +1,361 @@
+r"""Where :func:`metacore.fit` computes the objective: here (:class:`Local`, the default) or on a
+Ray cluster (:class:`RayBackend`), with the same θ either way.
+
+How a distributed step works
+----------------------------
+The core sums the gradient of f(θ) = Σ_i α_i f_i(θ) + (λ/2)‖θ‖² over a fixed partition of all
+tasks' rows into *reduction blocks* (at most 128, of about equal rows, in task order), adding the
+blocks' partial sums in block order. :class:`RayBackend` plans those blocks on the driver and cuts
+the task list into ``n_workers`` shards of consecutive tasks at block boundaries, balanced by row
+count. Each Ray actor receives its shard once (from the object store; it copies the read-only
+arrays into its own :class:`~metacore.TaskSet`) and keeps it. Each step the driver puts θ in the
+object store; every actor returns the partial sums of its blocks and its tasks' losses; the driver
+concatenates them in shard order, adds them in block order with the core's own reduction and
+applies the core's optimizer update to its train state. The sums and their order are the ones a
+single machine does, so θ is **bit-identical** to a local run, for any number of workers and
+threads.
+
+The traffic per step is θ to every actor and (blocks × P) partial sums back: at most 128 · P
+numbers in all, whatever the number of tasks.
+
+Faults: actors are created with ``max_restarts``; a restarted actor rebuilds its shard from the
+object store (the driver keeps the references). A step whose actor died is sent again with the
+same θ — a pure function of θ and the shard — so the run's result does not change. The driver's
+own state is saved by ``fit(checkpoint=..., checkpoint_every=k)``; a crashed driver resumes with
+``fit(obj, mc.load(path), backend=...)``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import numpy as np
+
+from . import _checks
+from .taskset import TaskSet
+
+__all__ = ["Backend", "Local", "RayBackend", "RayNotInstalledError"]
+
+UNIT_ROWS = 1024        # the core's work-unit size (tasks.hpp kUnitRows)
+RESTART_TIMEOUT = 120.0 # seconds to wait for Ray to bring a dead actor back
+
+
+class RayNotInstalledError(ImportError):
+    """RayBackend was asked for but the ``ray`` package cannot be imported."""
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError as e:
+        raise RayNotInstalledError(
+            "metacore.distributed.RayBackend needs Ray, which is not installed: "
+            "pip install 'metacore[ray]' (or pip install ray)") from e
+    return ray
+
+
+class Backend:
+    """Where fit computes f and ∇f. Subclasses: :class:`Local`, :class:`RayBackend`."""
+
+
+class Local(Backend):
+    """The OpenMP core in this process: the default (``fit(backend=None)`` is the same)."""
+
+    def __repr__(self):
+        return "Local()"
+
+
+# --- the plan: reduction blocks and shards -------------------------------------------------------
+def _chosen_rows(ts, rows):
+    sizes = np.diff(ts.offsets)
+    if rows == "support":
+        return ts.n_support.copy()
+    if rows == "query":
+        return sizes - ts.n_support
+    return sizes
+
+
+def plan_shards(ts, rows, n_params, itemsize, n_workers):
+    """The core's reduction blocks over all tasks and their cut into ``n_workers`` shards.
+
+    Returns (task_rows (T,), shards): each shard is a dict with its tasks ``[task_lo, task_hi)``
+    and its blocks' ``block_start`` in its own unit numbering. Shards are consecutive runs of
+    whole blocks that start at a task's first unit, as close to equal row counts as that allows.
+    """
+    from . import _core
+    task_rows = np.ascontiguousarray(_chosen_rows(ts, rows), dtype=np.int64)
+    n_units = -(-task_rows // UNIT_ROWS)                          # units per task
+    unit_task = np.repeat(np.arange(task_rows.shape[0]), n_units)
+    first_unit = np.concatenate([[0], np.cumsum(n_units)])       # (T+1,)
+    unit_rows = np.full(unit_task.shape[0], UNIT_ROWS, dtype=np.int64)
+    last = first_unit[1:] - 1
+    unit_rows[last] = task_rows - (n_units - 1) * UNIT_ROWS
+    block_start = np.asarray(_core.assign_blocks(unit_rows, n_params, itemsize))
+    # A shard may start only at a block boundary that is also a task's first unit.
+    starts_task = np.zeros(unit_task.shape[0] + 1, dtype=bool)
+    starts_task[first_unit] = True
+    cuts = [b for b in range(1, block_start.shape[0] - 1) if starts_task[block_start[b]]]
+    if len(cuts) < n_workers - 1:
+        raise ValueError(f"n_workers={n_workers} is more than these tasks can be split into "
+                         f"({len(cuts) + 1} shards at most, at the core's reduction blocks)")
+    cum_rows = np.concatenate([[0], np.cumsum(unit_rows)])
+    rows_at = cum_rows[block_start]                               # rows before each block
+    chosen, prev = [0], 0
+    for k in range(1, n_workers):
+        target = rows_at[-1] * k / n_workers
+        # the remaining workers each need a cut after this one
+        later = [c for c in cuts if c > prev]
+        allowed = later[:len(later) - (n_workers - 1 - k)]
+        best = min(allowed, key=lambda c: abs(rows_at[c] - target))
+        chosen.append(best)
+        prev = best
+    chosen.append(block_start.shape[0] - 1)
+    task_of_unit = np.append(unit_task, task_rows.shape[0])
+    shards = []
+    for k in range(n_workers):
+        b0, b1 = chosen[k], chosen[k + 1]
+        u0 = block_start[b0]
+        shards.append({"task_lo": int(task_of_unit[u0]),
+                       "task_hi": int(task_of_unit[block_start[b1]]),
+                       "block_start": np.ascontiguousarray(block_start[b0:b1 + 1] - u0),
+                       "rows": int(rows_at[b1] - rows_at[b0])})
+    return task_rows, shards
+
+
+def _fresh(a, dtype):
+    """A new C-contiguous array of the canonical ``dtype``: arrays that went through pickling can
+    carry an equivalent but distinct dtype object, which the core's strict checks reject."""
+    a = np.asarray(a)
+    out = np.empty(a.shape, dtype=np.dtype(dtype).type)
+    out[...] = a
+    return out
+
+
+# --- the actor -----------------------------------------------------------------------------------
+class ShardWorker:
+    """One shard of tasks and its part of every step (run as a Ray actor; plain class for tests)."""
+
+    def __init__(self, model, X, y, offsets, n_support, task_ids, rows, dtype, block_start,
+                 n_threads, fault_marker=None):
+        from . import _core
+        from .models import MLP
+        from .objective import Objective
+        model = MLP.from_spec(model)     # sent as plain data: the compiled net does not pickle
+        # Arrays from the object store are read-only views: the TaskSet copies them.
+        ts = TaskSet(np.array(X), np.array(y), np.array(offsets), n_support=np.array(n_support),
+                     task_ids=np.array(task_ids), dtype=np.dtype(dtype))
+        self.dtype = np.dtype(dtype)
+        self.obj = Objective(model, ts, rows=rows, n_threads=n_threads)
+        self.handle = self.obj._handle(self.dtype)
+        self.plan = _core.block_plan(self.handle, _fresh(block_start, np.int64))
+        self.n_threads = n_threads
+        self.weights = None
+        self.fault_marker = fault_marker
+        self.calls = 0
+
+    def ready(self):
+        return os.getpid()
+
+    def set_weights(self, weights):
+        self.weights = _fresh(weights, self.dtype)
+
+    def partials(self, theta, want_grad):
+        """(partial sums of this shard's blocks (nb, P) or None, f_i of its tasks (float64))."""
+        from . import _core
+        self.calls += 1
+        if self.fault_marker is not None:
+            self._maybe_die()
+        return _core.block_partials(self.handle, self.plan, _fresh(theta, self.dtype),
+                                    self.weights, want_grad, self.n_threads)
+
+    def _maybe_die(self):
+        # Fault injection for the tests: the marker file holds a call number; the first actor to
+        # reach it removes the file and exits abruptly, as a crashed machine would.
+        try:
+            with open(self.fault_marker) as f:
+                at = int(f.read().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return
+        if self.calls >= at:
+            try:
+                os.remove(self.fault_marker)
+            except FileNotFoundError:
+                return
+            os._exit(1)
+
+
+# --- the driver side -----------------------------------------------------------------------------
+class RayBackend(Backend):
+    """Compute f and ∇f on ``n_workers`` Ray actors, each holding one shard of the tasks.
+
+    Parameters
+    ----------
+    n_workers : int >= 1
+        Actors, one shard of consecutive tasks each (balanced by row count).
+    cpus_per_worker : int >= 1
+        ``num_cpus`` reserved for each actor, and the core's thread count inside it (Ray would
+        otherwise leave its workers at OMP_NUM_THREADS=1).
+    max_restarts : int >= 0
+        How often Ray restarts a dead actor (it then reloads its shard).
+    max_retries : int >= 0
+        How often the driver sends a step again to a shard whose actor died.
+    address : str or None
+        Passed to ``ray.init`` when Ray is not initialised yet (None: a local cluster).
+
+    Use it as ``mc.fit(obj, theta0, backend=RayBackend(2, 1))``; the actors stay up for more fits
+    on the same objective until :meth:`close` (or the end of a ``with`` block).
+    """
+
+    def __init__(self, n_workers=2, cpus_per_worker=1, *, max_restarts=3, max_retries=3,
+                 address=None, _fault_marker=None):
+        self.ray = _import_ray()
+        self.n_workers = _checks.integer("n_workers", n_workers, minimum=1)
+        self.cpus_per_worker = _checks.integer("cpus_per_worker", cpus_per_worker, minimum=1)
+        self.max_restarts = _checks.integer("max_restarts", max_restarts, minimum=0)
+        self.max_retries = _checks.integer("max_retries", max_retries, minimum=0)
+        self.address = address
+        self._fault_marker = None if _fault_marker is None else os.fspath(_fault_marker)
+        self._key = None
+        self._actors = []
+        self._refs = []
+        self.retries = 0          # steps sent again after an actor died
+
+    def __repr__(self):
+        return f"RayBackend(n_workers={self.n_workers}, cpus_per_worker={self.cpus_per_worker})"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        """Stops the actors."""
+        for a in self._actors:
+            self.ray.kill(a)
+        self._actors, self._refs, self._key = [], [], None
+
+    # --- set-up ------------------------------------------------------------------------------
+    def attach(self, obj, dtype, alpha):
+        """Ships ``obj``'s tasks (once per objective and dtype) and the weights α."""
+        ray = self.ray
+        dtype = np.dtype(dtype)
+        key = (id(obj), dtype.str)
+        if self._key != key:
+            self.close()
+            if not ray.is_initialized():
+                ray.init(address=self.address)
+            self._start(obj, dtype)
+            self._key, self._obj = key, obj      # keep obj alive: its id keys the actors
+        alpha = np.ascontiguousarray(alpha, dtype=dtype)
+        ray.get([a.set_weights.remote(alpha[s["task_lo"]:s["task_hi"]])
+                 for a, s in zip(self._actors, self.shards)])
+        self.alpha = alpha
+
+    def _start(self, obj, dtype):
+        ray = self.ray
+        ts = obj.ts.astype(dtype)
+        self.dtype, self.n_params, self.l2 = dtype, obj.n_params, obj.l2
+        self.task_rows, self.shards = plan_shards(ts, obj.rows, obj.n_params, dtype.itemsize,
+                                                  self.n_workers)
+        cls = ray.remote(ShardWorker).options(
+            num_cpus=self.cpus_per_worker, max_restarts=self.max_restarts, max_task_retries=0)
+        self._actors, self._refs = [], []
+        for s in self.shards:
+            lo, hi = s["task_lo"], s["task_hi"]
+            r0, r1 = int(ts.offsets[lo]), int(ts.offsets[hi])
+            # The references stay with the driver, so a restarted actor can reload its shard.
+            refs = [ray.put(a) for a in (ts.X[r0:r1], ts.y[r0:r1], ts.offsets[lo:hi + 1] - r0,
+                                         ts.n_support[lo:hi], ts.task_ids[lo:hi])]
+            self._refs.append(refs)
+            self._actors.append(cls.remote(obj.model.spec(), *refs, obj.rows, dtype.str,
+                                           s["block_start"], self.cpus_per_worker,
+                                           self._fault_marker))
+        ray.get([a.ready.remote() for a in self._actors])
+
+    # --- one evaluation of f (and ∇f) --------------------------------------------------------
+    def value_and_grad(self, theta, want_grad=True, n_threads=None):
+        """(f(θ), ∇f(θ) or None, f_i (T,)) — bit-identical to the local objective's."""
+        from . import _core
+        ray = self.ray
+        theta = np.array(theta, dtype=self.dtype)
+        ref = ray.put(theta)
+        futures = [a.partials.remote(ref, want_grad) for a in self._actors]
+        results = [self._get(k, f, ref, want_grad) for k, f in enumerate(futures)]
+        parts = _fresh(np.concatenate([r[0] for r in results]), self.dtype) if want_grad else None
+        task_loss = _fresh(np.concatenate([r[1] for r in results]), np.float64)
+        return _core.combine_partials(parts, task_loss, self.task_rows, self.alpha, theta,
+                                      self.l2, n_threads)
+
+    def _get(self, k, future, ref, want_grad):
+        errors = _actor_errors(self.ray)
+        for attempt in range(self.max_retries + 1):
+            try:
+                return self.ray.get(future)
+            except errors as e:
+                if attempt == self.max_retries:
+                    raise RuntimeError(f"shard {k}'s actor failed {attempt + 1} times on the same "
+                                       f"step; giving up") from e
+                self.retries += 1
+                self._wait_restarted(k, e)
+                future = self._actors[k].partials.remote(ref, want_grad)   # same θ, same shard
+
+    def _wait_restarted(self, k, error, timeout=RESTART_TIMEOUT):
+        """Blocks until shard k's actor answers again (Ray restarts it and it reloads its shard)."""
+        errors = _actor_errors(self.ray)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                s = self.shards[k]    # a restarted actor has its shard again, not yet its α
+                return self.ray.get(self._actors[k].set_weights.remote(
+                    self.alpha[s["task_lo"]:s["task_hi"]]), timeout=timeout)
+            except errors:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"shard {k}'s actor did not come back within {timeout} s "
+                                       f"(max_restarts={self.max_restarts})") from error
+                time.sleep(0.2)
+
+
+def _actor_errors(ray):
+    ex = ray.exceptions
+    return tuple(getattr(ex, n) for n in ("RayActorError", "ActorDiedError",
+                                          "ActorUnavailableError") if hasattr(ex, n))
+
+
+def backend_arg(value):
+    if value is None or isinstance(value, Local):
+        return None
+    if isinstance(value, RayBackend):
+        return value
+    raise TypeError(f"backend must be None, metacore.distributed.Local() or a RayBackend, got "
+                    f"{type(value).__name__}")
+
+
+def run_steps(backend, state, config, n, n_threads, record, n_tasks):
+    """The distributed twin of the core's ``TrainState.run`` for full-batch steps: the same
+    output dict, the same order of checks."""
+    out = {"steps_done": 0, "status": "ok", "bad_task": -1, "n_bad_tasks": 0,
+           "objective": np.full(n, math.nan), "grad_norm": np.full(n, math.nan),
+           "lr": np.full(n, math.nan),
+           "task_losses": np.full((n, n_tasks), np.nan, dtype=backend.dtype) if record else None}
+    for j in range(n):
+        t = state.step
+        value, grad, losses = backend.value_and_grad(state.theta, True, n_threads)
+        out["objective"][j] = value
+        out["lr"][j] = config.lr_at(t)
+        if record:
+            out["task_losses"][j] = losses
+        if not math.isfinite(value):
+            bad = np.flatnonzero(~np.isfinite(losses))
+            out.update(status="nonfinite_loss", bad_task=int(bad[0]) if bad.size else -1,
+                       n_bad_tasks=int(bad.size))
+            return out
+        norm, status = state.apply_step(config, grad, n_threads)
+        out["grad_norm"][j] = norm
+        if status != "ok":
+            out["status"] = status
+            return out
+        out["steps_done"] += 1
+    return out

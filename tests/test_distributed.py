@@ -1,0 +1,169 @@
+"""The Ray backend computes the same numbers as the core here, bit for bit: the objective, its
+gradient, and every θ of a training run — for 1 or 2 actors, and after an actor dies mid-run.
+Without Ray the Ray tests skip; asking for RayBackend then raises a clear error."""
+
+import os
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+import metacore as mc
+from metacore.distributed import RayNotInstalledError, ShardWorker, plan_shards
+
+try:
+    import ray
+except ImportError:  # the Ray tests skip; the shard logic below is still tested
+    ray = None
+
+needs_ray = pytest.mark.skipif(ray is None, reason="ray is not installed (pip install 'metacore[ray]')")
+
+
+def make_objective(dtype=np.float32, n_tasks=60, l2=0.01, rows="all"):
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(2, 1500, size=n_tasks)
+    Xs = [rng.normal(size=(n, 3)) for n in sizes]
+    ys = [np.sin(x.sum(axis=1)) for x in Xs]
+    ts = mc.TaskSet.from_arrays(Xs, ys, n_support=1, dtype=dtype)
+    model = mc.MLP([3, 8, 1], activation="tanh")
+    return mc.Objective(model, ts, l2=l2, rows=rows), model.init(seed=1, dtype=dtype)
+
+
+# --- without Ray: the shards and the combination ------------------------------------------------
+@pytest.mark.parametrize("n_workers", [1, 2, 5])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_shards_cover_the_tasks_in_order_and_combine_to_the_local_numbers(n_workers, dtype):
+    from metacore import _core
+    obj, theta = make_objective(dtype)
+    ts = obj.ts
+    task_rows, shards = plan_shards(ts, obj.rows, obj.n_params, np.dtype(dtype).itemsize,
+                                    n_workers)
+    assert [s["task_lo"] for s in shards][0] == 0 and shards[-1]["task_hi"] == ts.n_tasks
+    assert all(a["task_hi"] == b["task_lo"] for a, b in zip(shards, shards[1:]))
+    assert sum(s["rows"] for s in shards) == ts.X.shape[0]
+    alpha = obj.weights.astype(dtype)
+    parts, losses = [], []
+    for s in shards:
+        lo, hi = s["task_lo"], s["task_hi"]
+        r0, r1 = ts.offsets[lo], ts.offsets[hi]
+        w = ShardWorker(obj.model.spec(), ts.X[r0:r1], ts.y[r0:r1], ts.offsets[lo:hi + 1] - r0,
+                        ts.n_support[lo:hi], ts.task_ids[lo:hi], obj.rows, np.dtype(dtype).str,
+                        s["block_start"], 1)
+        w.set_weights(alpha[lo:hi])
+        p, tl = w.partials(theta, True)
+        parts.append(p)
+        losses.append(tl)
+    value, grad, task_losses = _core.combine_partials(
+        np.concatenate(parts), np.concatenate(losses), task_rows, alpha, theta, obj.l2)
+    ref_value, ref_grad, ref_losses = obj.value_grad_and_task_losses(theta)
+    assert value == ref_value
+    np.testing.assert_array_equal(grad, ref_grad)
+    np.testing.assert_array_equal(task_losses, ref_losses)
+
+
+def test_too_many_workers_for_the_tasks_is_a_clear_error():
+    obj, _ = make_objective(n_tasks=3)
+    with pytest.raises(ValueError, match="n_workers=50"):
+        plan_shards(obj.ts, obj.rows, obj.n_params, 4, 50)
+
+
+def test_ray_backend_without_ray_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)     # import ray now raises ImportError
+    with pytest.raises(RayNotInstalledError, match=r"pip install 'metacore\[ray\]'"):
+        mc.distributed.RayBackend(2, 1)
+
+
+def test_batches_and_adaptive_weighting_are_refused_with_ray_backend():
+    obj, theta = make_objective()
+
+    class Fake(mc.distributed.RayBackend):
+        def __init__(self):   # no Ray needed: fit refuses before using it
+            pass
+
+    with pytest.raises(ValueError, match="full-batch"):
+        mc.fit(obj, theta, steps=2, batch_tasks=4, progress=False, backend=Fake())
+    with pytest.raises(ValueError, match="fixed α only"):
+        mc.fit(obj, theta, steps=2, weighting=mc.weighting.DWA(), progress=False, backend=Fake())
+
+
+# --- on Ray ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def ray_cluster():
+    if ray is None:
+        pytest.skip("ray is not installed (pip install 'metacore[ray]')")
+    src = str(pathlib.Path(mc.__file__).resolve().parents[1])   # actors import this metacore
+    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def two_actors(ray_cluster):
+    backend = mc.distributed.RayBackend(2, 1)
+    yield backend
+    backend.close()
+
+
+def fit_kwargs(**kw):
+    return dict(optimizer=mc.optim.Adam(lr=0.02), steps=12, eval_every=5, progress=False, **kw)
+
+
+@needs_ray
+def test_distributed_value_grad_and_task_losses_equal_the_local_ones(two_actors):
+    obj, theta = make_objective()
+    two_actors.attach(obj, theta.dtype, obj.weights)
+    value, grad, losses = two_actors.value_and_grad(theta)
+    ref_value, ref_grad, ref_losses = obj.value_grad_and_task_losses(theta)
+    assert value == ref_value
+    np.testing.assert_array_equal(grad, ref_grad)
+    np.testing.assert_array_equal(losses, ref_losses)
+
+
+@needs_ray
+def test_fit_on_two_actors_gives_the_local_trajectory(two_actors):
+    obj, theta = make_objective()
+    local = mc.fit(obj, theta, **fit_kwargs())
+    dist = mc.fit(obj, theta, **fit_kwargs(backend=two_actors))
+    np.testing.assert_array_equal(dist.theta, local.theta)
+    np.testing.assert_array_equal(dist.history.objective, local.history.objective)
+    np.testing.assert_array_equal(dist.history.grad_norm, local.history.grad_norm)
+    np.testing.assert_array_equal(dist.history.task_losses, local.history.task_losses)
+
+
+@needs_ray
+def test_one_and_two_actors_give_the_same_trajectory(ray_cluster, two_actors):
+    obj, theta = make_objective(np.float64)
+    two = mc.fit(obj, theta, **fit_kwargs(backend=two_actors))
+    two_actors.close()           # the cluster has 2 CPUs; the next fit restarts its actors
+    with mc.distributed.RayBackend(1, 2) as one:
+        single = mc.fit(obj, theta, **fit_kwargs(backend=one))
+    np.testing.assert_array_equal(single.theta, two.theta)
+    np.testing.assert_array_equal(single.history.objective, two.history.objective)
+
+
+@needs_ray
+def test_an_actor_that_dies_mid_run_does_not_change_the_result(two_actors, tmp_path):
+    two_actors.close()           # the cluster has 2 CPUs; the next fit restarts its actors
+    obj, theta = make_objective()
+    clean = mc.fit(obj, theta, **fit_kwargs())
+    marker = tmp_path / "die"
+    marker.write_text("6")          # the first actor to serve its 6th call exits
+    with mc.distributed.RayBackend(2, 1, _fault_marker=marker) as backend:
+        res = mc.fit(obj, theta, **fit_kwargs(backend=backend))
+        assert not marker.exists() and backend.retries >= 1
+    np.testing.assert_array_equal(res.theta, clean.theta)
+
+
+@needs_ray
+def test_a_driver_resumes_from_its_checkpoint(two_actors, tmp_path):
+    obj, theta = make_objective()
+    whole = mc.fit(obj, theta, **fit_kwargs())
+    path = tmp_path / "run.npz"
+    first = mc.fit(obj, theta, optimizer=mc.optim.Adam(lr=0.02), steps=5, eval_every=5,
+                   progress=False, checkpoint=path, backend=two_actors)
+    assert first.step == 5
+    rest = mc.fit(obj, mc.load(path), steps=7, eval_every=5, progress=False, backend=two_actors)
+    np.testing.assert_array_equal(rest.theta, whole.theta)
