@@ -88,8 +88,8 @@ PUBLIC_CALLS = {
     "ANIL.meta_value_and_grad": lambda p: mc.ANIL(p.model).meta_value_and_grad(p.theta, p.ts),
     "MetaSGD.meta_value_and_grad": lambda p: (lambda l: l.meta_value_and_grad(
         l.init(p.theta), p.ts))(mc.MetaSGD(p.model)),
-    "MAML.fit": lambda p: mc.MAML(p.model).fit(p.ts, p.theta, meta_batch=3, steps=3,
-                                               progress=False).theta,
+    "MAML.fit": lambda p: mc.MAML(p.model).fit(p.ts, p.theta, meta_batch=p.ts.n_tasks // 2,
+                                               steps=3, progress=False).theta,
 }
 
 # The calls that run in the compiled core with the GIL released (and may use OpenMP threads).

@@ -81,8 +81,8 @@ def test_threads_sharing_one_objective_with_different_thetas_get_the_serial_resu
 # --- 2. the GIL is released in long calls -----------------------------------------------------
 @pytest.fixture(scope="module")
 def long_problem():
-    # some 0.05-0.3 s per call on one thread
-    p = problem(n_tasks=64, rows=(200, 300), n_features=32, hidden=(64, 64), n_threads=1, seed=3)
+    # every long call takes some 0.025-0.25 s on one thread of a quiet machine
+    p = problem(n_tasks=160, rows=(200, 300), n_features=32, hidden=(64, 64), n_threads=1, seed=3)
     p.X = np.random.default_rng(0).normal(size=(60_000, 32))
     return p
 
