@@ -8,6 +8,7 @@
 #include <string>
 
 #include "arrays.hpp"
+#include "optim_choices.hpp"
 #include "metacore/meta_train.hpp"
 #include "task_arrays.hpp"
 
@@ -29,10 +30,7 @@ V get(const py::dict& d, const char* key, V fallback) {
 OptimizerConfig optimizer_config(const py::dict& d) {
     OptimizerConfig c;
     const std::string kind = get<std::string>(d, "kind", "adam");
-    if (kind == "sgd") c.kind = OptimizerKind::sgd;
-    else if (kind == "adam") c.kind = OptimizerKind::adam;
-    else if (kind == "adamw") c.kind = OptimizerKind::adamw;
-    else throw py::value_error("optimizer kind must be 'sgd', 'adam' or 'adamw', got '" + kind + "'");
+    c.kind = parse_optimizer_kind(kind);
     c.lr = get<double>(d, "lr", c.lr);
     c.momentum = get<double>(d, "momentum", c.momentum);
     c.nesterov = get<bool>(d, "nesterov", c.nesterov);
@@ -47,10 +45,7 @@ OptimizerConfig optimizer_config(const py::dict& d) {
     if (d.contains("schedule") && !d["schedule"].is_none()) {
         auto s = d["schedule"].cast<py::dict>();
         const std::string sk = get<std::string>(s, "kind", "constant");
-        if (sk == "constant") c.schedule.kind = ScheduleKind::constant;
-        else if (sk == "step") c.schedule.kind = ScheduleKind::step;
-        else if (sk == "cosine") c.schedule.kind = ScheduleKind::cosine;
-        else throw py::value_error("schedule kind must be 'constant', 'step' or 'cosine', got '" + sk + "'");
+        c.schedule.kind = parse_schedule_kind(sk);
         c.schedule.every = get<std::int64_t>(s, "every", c.schedule.every);
         c.schedule.gamma = get<double>(s, "gamma", c.schedule.gamma);
         c.schedule.period = get<std::int64_t>(s, "period", c.schedule.period);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "arrays.hpp"
+#include "optim_choices.hpp"
 #include "metacore/optimizers.hpp"
 #include "metacore/train.hpp"
 #include "objective_handle.hpp"
@@ -24,16 +25,8 @@ OptimizerConfig make_config(const std::string& kind, double lr, double momentum,
                             double gamma, std::int64_t period, double min_factor,
                             std::int64_t warmup, double warmup_start) {
     OptimizerConfig c;
-    if (kind == "sgd") c.kind = OptimizerKind::sgd;
-    else if (kind == "adam") c.kind = OptimizerKind::adam;
-    else if (kind == "adamw") c.kind = OptimizerKind::adamw;
-    else throw py::value_error("optimizer kind must be 'sgd', 'adam' or 'adamw', got '" + kind +
-                               "'");
-    if (schedule == "constant") c.schedule.kind = ScheduleKind::constant;
-    else if (schedule == "step") c.schedule.kind = ScheduleKind::step;
-    else if (schedule == "cosine") c.schedule.kind = ScheduleKind::cosine;
-    else throw py::value_error("schedule must be 'constant', 'step' or 'cosine', got '" +
-                               schedule + "'");
+    c.kind = parse_optimizer_kind(kind);
+    c.schedule.kind = parse_schedule_kind(schedule);
     c.lr = lr;
     c.momentum = momentum;
     c.nesterov = nesterov;
