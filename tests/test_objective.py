@@ -21,6 +21,7 @@ import pytest
 import metacore as mc
 from metacore import _core
 from metacore import reference as ref
+from numerics import central_diff, random_targets
 
 # Relative L2 error allowed between the core and the float64 reference, per working dtype.
 # The reference is always fed the very same (float32 or float64) inputs as the core.
@@ -30,15 +31,6 @@ DTYPE_IDS = ["f64", "f32"]
 
 
 # --- building random problems ---------------------------------------------------------------------
-def random_targets(rng, model, n):
-    k = model.n_outputs
-    if model.loss == "mse":
-        return rng.normal(size=n) if k == 1 else rng.normal(size=(n, k))
-    if model.loss == "logistic":
-        return rng.integers(0, 2, size=n).astype(np.float64)
-    return rng.integers(0, k, size=n).astype(np.float64)
-
-
 def random_taskset(model, sizes, n_support=None, *, dtype=np.float64, seed=0):
     """Ragged tasks of the given sizes: X ~ N(0, 1), targets fitting the model's loss head."""
     rng = np.random.default_rng(seed)
@@ -279,13 +271,7 @@ def fd_problem(name, rows="all"):
 
 
 def fd(f, theta, h=FD_STEP):
-    """Central differences (f(θ + h e_j) − f(θ − h e_j)) / 2h, stacked along the last axis."""
-    cols = []
-    for j in range(theta.size):
-        e = np.zeros_like(theta)
-        e[j] = h
-        cols.append((np.asarray(f(theta + e)) - np.asarray(f(theta - e))) / (2 * h))
-    return np.stack(cols, axis=-1)
+    return central_diff(f, theta, h)
 
 
 def assert_fd_close(actual, expected, rtol=FD_RTOL):

@@ -11,6 +11,7 @@ import pytest
 
 from metacore import reference as ref
 from metacore.models import MLP
+from numerics import central_diff, random_targets
 
 FD_STEP = 1e-6      # central differences of the loss: truncation O(h²), rounding O(ε/h)
 HVP_STEP = 1e-5     # central differences of the gradient
@@ -29,15 +30,6 @@ class Tasks:
     @property
     def n_tasks(self):
         return len(self.offsets) - 1
-
-
-def random_targets(rng, model, n):
-    k = model.n_outputs
-    if model.loss == "mse":
-        return rng.normal(size=n) if k == 1 else rng.normal(size=(n, k))
-    if model.loss == "logistic":
-        return rng.integers(0, 2, size=n).astype(np.float64)
-    return rng.integers(0, k, size=n).astype(np.float64)
 
 
 def make_tasks(model, sizes, n_support, task_ids=None, seed=0):
@@ -64,13 +56,7 @@ def random_rows(model, n, seed=0):
 
 # --- finite differences ---------------------------------------------------------------------------
 def fd_grad(f, theta, h=FD_STEP):
-    """(f(θ + h e_j) − f(θ − h e_j)) / 2h for every coordinate j."""
-    g = np.zeros_like(theta)
-    for j in range(theta.size):
-        e = np.zeros_like(theta)
-        e[j] = h
-        g[j] = (f(theta + e) - f(theta - e)) / (2 * h)
-    return g
+    return central_diff(f, theta, h)
 
 
 def fd_hvp(grad, theta, v, h=HVP_STEP):
