@@ -137,7 +137,7 @@ ERROR_CALLS = {
     "Objective.value(bad theta)": _refused(lambda p: p.obj.value(p.theta[:-1])),
     "MLP.predict(bad X)": _refused(lambda p: p.model.predict(p.theta, p.X[:, :-1])),
     "_core.Net.predict(bad dtype)": _refused(
-        lambda p: p.model._net().predict(p.theta.astype(np.float32), p.X, 0, None)),
+        lambda p: p.model.core_net().predict(p.theta.astype(np.float32), p.X, 0, None)),
     "TaskSet(bad offsets)": _refused(lambda p: mc.TaskSet(p.ts.X, p.ts.y, [0, 1])),
 }
 

@@ -488,7 +488,7 @@ def check_model_constructors(data):
         n += (s[-1] * s[-2] + s[-1]) * (model.task_heads or 1)
         assert model.n_params == n < 2**63
         if model.n_params < 10**6:
-            assert model._net().n_params == n  # the core agrees on θ's size
+            assert model.core_net().n_params == n  # the core agrees on θ's size
 
     check(call, names, None, oracle)
 
@@ -731,7 +731,7 @@ def test_private_core_refuses_class_labels_beyond_int64_without_undefined_behavi
     model = mc.Softmax(2, 3)
     y = np.array([[0.0], [label]])
     with pytest.raises(ValueError, match=r"^y: row 1 has class label"):
-        _core.Objective64(model._net(), np.zeros((2, 2)), y, np.array([0, 2]),
+        _core.Objective64(model.core_net(), np.zeros((2, 2)), y, np.array([0, 2]),
                           np.array([1]), np.array([0]), "all")
 
 

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from metacore import config
-from metacore.config import Config, ConfigError
+from metacore.app import config
+from metacore.app.config import Config, ConfigError
 
 EXAMPLES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "examples", "*.toml")))
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import metacore as mc
-from metacore.distributed import RayNotInstalledError, ShardWorker, plan_shards
+from metacore.train.backends import RayNotInstalledError, ShardWorker, plan_shards
 
 try:
     import ray

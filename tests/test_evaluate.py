@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import metacore as mc
-from metacore.evaluate import t_quantile
+from metacore.evaluation.statistics import t_quantile
 
 
 # --- the interval --------------------------------------------------------------------------------

@@ -272,8 +272,8 @@ def test_n_params_counts_every_layer_and_head(name):
     head = (s[-2] + 1) * s[-1]
     assert model.n_params == trunk + head * (model.task_heads or 1)
     assert model.n_trunk_params == trunk and model.n_head_params == head
-    assert model._net().n_params == model.n_params
-    assert list(model._net().layer_sizes) == list(s)
+    assert model.core_net().n_params == model.n_params
+    assert list(model.core_net().layer_sizes) == list(s)
 
 
 def test_theta_layout_is_w_row_major_then_b_per_layer():

@@ -433,7 +433,7 @@ def labelled(loss, k, y):
 
 BAD_CALLS = {
     "model-not-a-model": (lambda: mc.Objective("mlp", TS), TypeError, "model must be"),
-    "model-is-a-core-net": (lambda: mc.Objective(MODEL._net(), TS), TypeError, "model must be"),
+    "model-is-a-core-net": (lambda: mc.Objective(MODEL.core_net(), TS), TypeError, "model must be"),
     "ts-not-a-taskset": (lambda: mc.Objective(MODEL, (TS.X, TS.y)), TypeError, "ts must be"),
     "feature-mismatch": (lambda: mc.Objective(mc.MLP([4, 3], loss="cross_entropy"), TS),
                          ValueError, "features"),
@@ -569,7 +569,7 @@ def test_bad_arguments_leave_the_interpreter_alive():
 
 
 # the private handles: wrong dtypes and layouts are errors, never a crash nor a silent copy
-NET = MODEL._net()
+NET = MODEL.core_net()
 Y2 = TS.y.reshape(-1, 1)
 ARGS = (TS.X, Y2, TS.offsets, TS.n_support, TS.task_ids)
 
@@ -612,7 +612,7 @@ CORE_BAD_CALLS = {
     "task_ids-wrong-length": (lambda: core_handle(task_ids=np.array([0, 1, 2])), ValueError,
                               "task_ids"),
     "task_ids-beyond-heads": (
-        lambda: core_handle(net=mc.MLP([3, 4, 3], loss="cross_entropy", task_heads=2)._net(),
+        lambda: core_handle(net=mc.MLP([3, 4, 3], loss="cross_entropy", task_heads=2).core_net(),
                             task_ids=np.array([0, 5])), ValueError, "task_ids"),
     "rows-unknown": (lambda: core_handle(rows="train"), ValueError, "rows must be"),
     "rows-query-empty": (lambda: core_handle(rows="query"), ValueError, "rows"),
@@ -680,7 +680,7 @@ def test_private_core_with_an_out_of_range_class_label_raises_instead_of_abortin
         theta, w = np.zeros(model.n_params), np.full(T, 1.0 / T)
         try:
             # the core validates labels when the objective is built, before any kernel runs
-            h = _core.Objective64(model._net(), X, y, offsets, np.zeros(T, dtype=np.int64),
+            h = _core.Objective64(model.core_net(), X, y, offsets, np.zeros(T, dtype=np.int64),
                                   np.arange(T, dtype=np.int64), "all")
             calls = {{"value_and_grad": lambda: h.value_and_grad(theta, w, 0.0, True, {n_threads}),
                       "task_grads": lambda: h.task_grads(theta, {n_threads}),

@@ -44,7 +44,7 @@ def test_digits_split_keeps_rotations_and_6_with_9_on_one_side():
 
 def test_digits_test_episodes_hold_only_unseen_classes():
     _need_sklearn()
-    from metacore.digits import _images
+    from metacore.data.digits import _images
     images, labels = _images()
     ts = tasks.digits(20, n_way=4, k_shot=1, q_query=2, classes="test", rotations=False, seed=0)
     test_digits = set(tasks.digits_classes("test", rotations=False).tolist())
@@ -60,7 +60,7 @@ def test_digits_rotations_are_rotated_images_and_seeded():
     b = tasks.digits(3, seed=5)
     np.testing.assert_array_equal(a.X, b.X)
     assert not np.array_equal(a.X, tasks.digits(3, seed=6).X)
-    from metacore.digits import _images
+    from metacore.data.digits import _images
     images, _ = _images()
     originals = {images[i].astype(np.float32).tobytes() for i in range(len(images))}
     rot_counts = [0, 0]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from metacore import tasks
-from metacore.taskset import TaskSet
+from metacore.data.taskset import TaskSet
 
 
 # --- fixtures -------------------------------------------------------------------------------------

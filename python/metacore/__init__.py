@@ -5,16 +5,18 @@ The compiled core (``metacore._core``) computes; this package decides what to co
 
 from importlib.metadata import PackageNotFoundError, version as _dist_version
 
-from . import _core, distributed, optim, reference, tasks, weighting
+from . import _core, optim, reference, weighting
 from .adapt import adapt, adapt_batch, adapt_predict
-from .checkpoint import Checkpoint, load, save
-from .fit import EarlyStopping, FitDivergedError, FitEvent, FitResult, fit
-from .meta import ANIL, MAML, MetaFitResult, MetaSGD, Reptile
+from .data import TaskSet, tasks
+from .evaluation import baselines, report
+from .evaluation.protocol import EvalReport, evaluate
+from .evaluation.statistics import mean_ci
+from .learners import ANIL, MAML, MetaFitResult, MetaSGD, Reptile
 from .models import MLP, Linear, Logistic, Softmax
-from .objective import Objective
-from .taskset import TaskSet
-from . import baselines, config, report
-from .evaluate import EvalReport, evaluate, mean_ci
+from .problems import Objective
+from .train import backends as distributed
+from .train.checkpoint import Checkpoint, load, save
+from .train.fit import EarlyStopping, FitDivergedError, FitEvent, FitResult, fit
 
 try:
     __version__ = _dist_version("metacore")
@@ -34,5 +36,5 @@ __all__ = [
     "MAML", "Reptile", "MetaSGD", "ANIL", "MetaFitResult", "adapt", "adapt_predict", "adapt_batch",
     "optim", "weighting", "fit", "FitResult", "FitEvent", "FitDivergedError", "EarlyStopping",
     "Checkpoint", "save", "load", "distributed",
-    "evaluate", "EvalReport", "mean_ci", "baselines", "config", "report",
+    "evaluate", "EvalReport", "mean_ci", "baselines", "report",
 ]

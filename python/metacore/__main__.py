@@ -1,5 +1,5 @@
 """`python -m metacore` runs the command line."""
 
-from .cli import main
+from .app.cli import main
 
 raise SystemExit(main())

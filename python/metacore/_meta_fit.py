@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks
-from .taskset import TaskSet
+from . import _validation
+from .data.taskset import TaskSet
 
 _OPT_KINDS = ("sgd", "adam", "adamw")
 _OPT_KEYS = ("kind", "lr", "momentum", "nesterov", "betas", "eps", "weight_decay", "clip_norm",
@@ -81,23 +81,23 @@ def _validator(learner, validation):
 def run_fit(learner, tasks, theta0, *, meta_batch, steps, optimizer, validation, validate_every,
             progress, seed, n_threads, chunk):
     from . import _core
-    from .meta import MetaFitResult
-    from .tasks import SinusoidSource
+    from .learners import MetaFitResult
+    from .data.tasks import SinusoidSource
 
     params = learner._params(theta0, "theta0").copy()
-    meta_batch = _checks.integer("meta_batch", meta_batch, minimum=1)
-    steps = _checks.integer("steps", steps, minimum=1)
-    seed = _checks.seed("seed", seed)
-    chunk = _checks.integer("chunk", chunk, minimum=1)
-    threads = _checks.n_threads(n_threads) if n_threads is not None else learner.n_threads
+    meta_batch = _validation.integer("meta_batch", meta_batch, minimum=1)
+    steps = _validation.integer("steps", steps, minimum=1)
+    seed = _validation.seed("seed", seed)
+    chunk = _validation.integer("chunk", chunk, minimum=1)
+    threads = _validation.n_threads(n_threads) if n_threads is not None else learner.n_threads
     validate = _validator(learner, validation)
     every = steps if validate_every is None and validate is None else (
-        chunk if validate_every is None else _checks.integer("validate_every", validate_every,
+        chunk if validate_every is None else _validation.integer("validate_every", validate_every,
                                                              minimum=1))
     spec = learner._outer(optimizer)
     cls = _core.MetaTrainer32 if params.dtype == np.float32 else _core.MetaTrainer64
     kind, inner_lr, inner_steps, first_order = learner._core_args()
-    trainer = cls(learner.model._net(), kind, inner_lr, inner_steps, first_order, meta_batch,
+    trainer = cls(learner.model.core_net(), kind, inner_lr, inner_steps, first_order, meta_batch,
                   seed, spec, getattr(learner, "outer_lr", 0.0), steps, threads)
     if isinstance(tasks, TaskSet):
         ts = learner._batch(tasks, params.dtype, "tasks")

@@ -14,9 +14,9 @@ import numbers
 
 import numpy as np
 
-from . import _checks
+from . import _validation
 from .models import MLP
-from .taskset import TaskSet
+from .data.taskset import TaskSet
 
 __all__ = ["adapt", "adapt_predict", "adapt_batch"]
 
@@ -29,34 +29,34 @@ def _model(model):
     if model.task_heads is not None:
         raise ValueError(f"model: adapting needs one shared output layer; per-task heads "
                          f"(task_heads={model.task_heads}) are not supported")
-    return model._net()
+    return model.core_net()
 
 
 def _theta(model, theta):
     if type(theta) is np.ndarray and theta.dtype in _FLOATS and theta.flags.c_contiguous:
         return theta  # shape and finiteness are checked in the core binding
-    return _checks.theta("theta", theta, model.n_params)
+    return _validation.theta("theta", theta, model.n_params)
 
 
 def _rows(name, X, dtype):
     """X as a C-contiguous 2-D array of θ's dtype; a copy only when the input is not one."""
     if type(X) is np.ndarray and X.dtype == dtype and X.flags.c_contiguous and X.ndim == 2:
         return X
-    return _checks.float_array(name, X, ndim=2, dtype=dtype)
+    return _validation.float_array(name, X, ndim=2, dtype=dtype)
 
 
 def _targets(name, y, dtype):
     if type(y) is np.ndarray and y.dtype == dtype and y.flags.c_contiguous:
         return y
-    return _checks.float_array(name, y, ndim=(1, 2), dtype=dtype)
+    return _validation.float_array(name, y, ndim=(1, 2), dtype=dtype)
 
 
 def _rule(model, lr, steps, dtype):
     """(steps, scalar lr, per-parameter rates or None)."""
-    steps = _checks.integer("steps", steps, minimum=0)
+    steps = _validation.integer("steps", steps, minimum=0)
     if isinstance(lr, numbers.Real) and not isinstance(lr, (bool, np.bool_)):
-        return steps, _checks.real("lr", lr, minimum=0.0), None
-    rates = _checks.float_array("lr", lr, ndim=1, dtype=dtype)
+        return steps, _validation.real("lr", lr, minimum=0.0), None
+    rates = _validation.float_array("lr", lr, ndim=1, dtype=dtype)
     if rates.shape[0] != model.n_params:
         raise ValueError(f"lr must be a scalar or one rate per parameter ({model.n_params}), "
                          f"got shape {rates.shape}")
@@ -102,7 +102,7 @@ def adapt_batch(model, theta, tasks, *, steps=5, lr=0.01, head_only=False, n_thr
     net = _model(model)
     if not isinstance(tasks, TaskSet):
         raise TypeError(f"tasks must be a TaskSet, got {type(tasks).__name__}")
-    theta = _checks.theta("theta", theta, model.n_params)
+    theta = _validation.theta("theta", theta, model.n_params)
     if tasks.n_features != model.n_features:
         raise ValueError(f"tasks have {tasks.n_features} features but the model expects "
                          f"{model.n_features}")
@@ -112,5 +112,5 @@ def adapt_batch(model, theta, tasks, *, steps=5, lr=0.01, head_only=False, n_thr
     from ._core import adapt_batch as core_adapt_batch
     phis, preds = core_adapt_batch(net, theta, ts.X, ts.y, ts.offsets, ts.n_support, steps, lr,
                                    rates, bool(head_only), True, True,
-                                   _checks.n_threads(n_threads))
+                                   _validation.n_threads(n_threads))
     return phis, (preds[:, 0] if preds.shape[1] == 1 else preds)

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks
+from . import _validation
 
 ACTIVATIONS = ("relu", "tanh")
-LOSSES = ("mse", "logistic", "cross_entropy")
+from .data.taskset import LOSSES
 
 
 class MLP:
@@ -39,16 +39,16 @@ class MLP:
     """
 
     def __init__(self, layer_sizes, activation="relu", loss="mse", task_heads=None):
-        sizes = _checks.int_sequence("layer_sizes", layer_sizes, min_len=2, minimum=1)
+        sizes = _validation.int_sequence("layer_sizes", layer_sizes, min_len=2, minimum=1)
         self.layer_sizes = tuple(sizes)
-        self.activation = _checks.choice("activation", activation, ACTIVATIONS)
-        self.loss = _checks.choice("loss", loss, LOSSES)
+        self.activation = _validation.choice("activation", activation, ACTIVATIONS)
+        self.loss = _validation.choice("loss", loss, LOSSES)
         if self.loss == "logistic" and sizes[-1] != 1:
             raise ValueError(f"loss='logistic' needs one output, got layer_sizes[-1]={sizes[-1]}")
         if self.loss == "cross_entropy" and sizes[-1] < 2:
             raise ValueError(
                 f"loss='cross_entropy' needs at least 2 outputs, got layer_sizes[-1]={sizes[-1]}")
-        self.task_heads = None if task_heads is None else _checks.integer(
+        self.task_heads = None if task_heads is None else _validation.integer(
             "task_heads", task_heads, minimum=1)
         if self.n_params >= 2**63:  # θ is indexed with int64 in the core
             raise ValueError(f"layer_sizes {list(sizes)} (task_heads={task_heads}) give "
@@ -103,9 +103,9 @@ class MLP:
     def init(self, seed=0, dtype=np.float64):
         """A fresh θ: He-normal weights for relu (std √(2/fan_in)), Glorot-uniform for tanh
         (±√(6/(fan_in+fan_out))), zero biases; every head drawn independently."""
-        dtype = _checks.float_dtype("dtype", dtype)
-        rng = np.random.default_rng(_checks.seed("seed", seed))
-        _checks.fits_in_memory(f"θ of {self.n_params} parameters (layer_sizes "
+        dtype = _validation.float_dtype("dtype", dtype)
+        rng = np.random.default_rng(_validation.seed("seed", seed))
+        _validation.fits_in_memory(f"θ of {self.n_params} parameters (layer_sizes "
                                f"{list(self.layer_sizes)})", self.n_params * 8)
         theta = np.zeros(self.n_params, dtype=np.float64)
         n_heads = self.task_heads or 1
@@ -125,11 +125,17 @@ class MLP:
     def predict(self, theta, X, task=0, n_threads=None):
         """Outputs for rows X: (n,) for one output, (n, k) otherwise. Raw values for mse,
         logits for logistic and cross_entropy. ``task`` picks the head with per-task heads."""
-        from ._predict import predict
-        return predict(self, theta, X, task=task, n_threads=n_threads)
+        theta = _validation.theta("theta", theta, self.n_params)
+        X = _validation.float_array("X", X, ndim=2, dtype=theta.dtype)
+        if X.shape[1] != self.n_features:
+            raise ValueError(f"X must have {self.n_features} columns (the model's inputs), "
+                             f"got shape {X.shape}")
+        task = _validation.integer("task", task, minimum=0, maximum=(self.task_heads or 1) - 1)
+        out = self.core_net().predict(theta, X, task, _validation.n_threads(n_threads))
+        return out[:, 0] if self.n_outputs == 1 else out
 
     # --- plain data for the core and for persistence ----------------------------------------
-    def _net(self):
+    def core_net(self):
         """The compiled net this model describes (built once)."""
         net = self.__dict__.get("_compiled")
         if net is None:

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from . import _checks
+from . import _validation
 
 __all__ = ["Schedule", "constant", "step", "cosine", "warmup", "Optimizer", "SGD", "Adam", "AdamW",
            "from_dict"]
@@ -47,17 +47,17 @@ class Schedule:
 
     def __init__(self, kind="constant", *, every=1, gamma=0.1, steps=1, min_factor=0.0, warmup=0,
                  warmup_start=0.0):
-        self.kind = _checks.choice("schedule kind", kind, SCHEDULES)
-        self.every = _checks.integer("every", every, minimum=1)
-        self.gamma = _checks.real("gamma", gamma, minimum=0.0, maximum=1.0, min_open=True)
-        self.steps = _checks.integer("steps", steps, minimum=1)
-        self.min_factor = _checks.real("min_factor", min_factor, minimum=0.0, maximum=1.0)
-        self.warmup = _checks.integer("warmup steps", warmup, minimum=0)
-        self.warmup_start = _checks.real("start_factor", warmup_start, minimum=0.0, maximum=1.0)
+        self.kind = _validation.choice("schedule kind", kind, SCHEDULES)
+        self.every = _validation.integer("every", every, minimum=1)
+        self.gamma = _validation.real("gamma", gamma, minimum=0.0, maximum=1.0, min_open=True)
+        self.steps = _validation.integer("steps", steps, minimum=1)
+        self.min_factor = _validation.real("min_factor", min_factor, minimum=0.0, maximum=1.0)
+        self.warmup = _validation.integer("warmup steps", warmup, minimum=0)
+        self.warmup_start = _validation.real("start_factor", warmup_start, minimum=0.0, maximum=1.0)
 
     def factor(self, t) -> float:
         """s(t), computed in Python (the core computes the same formula)."""
-        t = _checks.integer("step", t, minimum=0)
+        t = _validation.integer("step", t, minimum=0)
         if t < self.warmup:
             return self.warmup_start + (1.0 - self.warmup_start) * t / self.warmup
         u = t - self.warmup
@@ -112,8 +112,8 @@ def warmup(steps, then=None, start_factor=0.0) -> Schedule:
     """A linear warm-up over ``steps`` steps from ``start_factor`` · lr to lr (Goyal et al., 2017),
     followed by the schedule ``then`` (default :func:`constant`), which starts counting its own
     steps when the warm-up ends: ``warmup(100, cosine(900))`` spans 1,000 steps."""
-    steps = _checks.integer("steps", steps, minimum=1)
-    then = constant() if then is None else _checks.instance("then", then, Schedule, "a Schedule")
+    steps = _validation.integer("steps", steps, minimum=1)
+    then = constant() if then is None else _validation.instance("then", then, Schedule, "a Schedule")
     if then.warmup:
         raise ValueError("then must be a schedule without a warm-up of its own")
     d = then.to_dict()
@@ -124,7 +124,7 @@ def warmup(steps, then=None, start_factor=0.0) -> Schedule:
 def _schedule_arg(schedule):
     if schedule is None:
         return constant()
-    return _checks.instance("schedule", schedule, Schedule,
+    return _validation.instance("schedule", schedule, Schedule,
                             "a metacore.optim schedule (constant, step, cosine, warmup) or None")
 
 
@@ -135,9 +135,9 @@ class Optimizer:
     kind = None
 
     def __init__(self, lr, weight_decay, clip_norm, schedule):
-        self.lr = _checks.real("lr", lr, minimum=0.0, min_open=True)
-        self.weight_decay = _checks.real("weight_decay", weight_decay, minimum=0.0)
-        self.clip_norm = None if clip_norm is None else _checks.real(
+        self.lr = _validation.real("lr", lr, minimum=0.0, min_open=True)
+        self.weight_decay = _validation.real("weight_decay", weight_decay, minimum=0.0)
+        self.clip_norm = None if clip_norm is None else _validation.real(
             "clip_norm", clip_norm, minimum=0.0, min_open=True)
         self.schedule = _schedule_arg(schedule)
 
@@ -169,7 +169,7 @@ class Optimizer:
 
     def init_state(self, theta) -> dict:
         """Zero moment buffers for θ: ``{"m": ..., "v": ...}``, the ones this optimizer uses."""
-        theta = _checks.float_array("theta", theta, ndim=1)
+        theta = _validation.float_array("theta", theta, ndim=1)
         return {name: np.zeros_like(theta) for name in self.moments}
 
     def update(self, theta, grad, state, step, n_threads=None) -> float:
@@ -179,17 +179,17 @@ class Optimizer:
         float64 arrays of θ's dtype; they are written, never copied. A non-finite gradient raises
         FloatingPointError and changes nothing."""
         from . import _core
-        if not isinstance(theta, np.ndarray) or theta.dtype not in _checks.FLOAT_DTYPES:
+        if not isinstance(theta, np.ndarray) or theta.dtype not in _validation.FLOAT_DTYPES:
             raise TypeError("theta must be a float32 or float64 numpy array (updated in place)")
-        grad = _checks.float_array("grad", grad, ndim=1, dtype=theta.dtype, finite=False)
-        state = _checks.instance("state", state, dict, "a dict from init_state")
+        grad = _validation.float_array("grad", grad, ndim=1, dtype=theta.dtype, finite=False)
+        state = _validation.instance("state", state, dict, "a dict from init_state")
         missing = [k for k in self.moments if k not in state]
         if missing:
             raise ValueError(f"state lacks the moment buffer(s) {missing} this optimizer needs")
-        step_index = _checks.integer("step", step, minimum=0)
+        step_index = _validation.integer("step", step, minimum=0)
         norm, _, finite = _core.optimizer_step(
             self._config(), step_index, theta, grad, state.get("m"), state.get("v"),
-            _checks.n_threads(n_threads))
+            _validation.n_threads(n_threads))
         if not finite:
             raise FloatingPointError(f"the update of step {step_index} is not finite "
                                      f"(gradient norm {norm})")
@@ -245,8 +245,8 @@ class SGD(Optimizer):
     def __init__(self, lr, *, momentum=0.0, nesterov=False, weight_decay=0.0, clip_norm=None,
                  schedule=None):
         super().__init__(lr, weight_decay, clip_norm, schedule)
-        self.momentum = _checks.real("momentum", momentum, minimum=0.0, maximum=1.0, max_open=True)
-        self.nesterov = _checks.boolean("nesterov", nesterov)
+        self.momentum = _validation.real("momentum", momentum, minimum=0.0, maximum=1.0, max_open=True)
+        self.nesterov = _validation.boolean("nesterov", nesterov)
         if self.nesterov and self.momentum == 0.0:
             raise ValueError("nesterov=True needs momentum > 0, got momentum=0.0")
 
@@ -286,9 +286,9 @@ class Adam(Optimizer):
                             f"{type(betas).__name__}") from None
         if len(b) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {len(b)} entries")
-        self.betas = (_checks.real("betas[0]", b[0], minimum=0.0, maximum=1.0, max_open=True),
-                      _checks.real("betas[1]", b[1], minimum=0.0, maximum=1.0, max_open=True))
-        self.eps = _checks.real("eps", eps, minimum=0.0, min_open=True)
+        self.betas = (_validation.real("betas[0]", b[0], minimum=0.0, maximum=1.0, max_open=True),
+                      _validation.real("betas[1]", b[1], minimum=0.0, maximum=1.0, max_open=True))
+        self.eps = _validation.real("eps", eps, minimum=0.0, min_open=True)
 
     @property
     def moments(self):
@@ -324,7 +324,7 @@ _BY_NAME = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW}
 
 def from_dict(d) -> Optimizer:
     """The optimizer that ``opt.to_dict()`` describes (as read from a checkpoint)."""
-    d = dict(_checks.instance("optimizer settings", d, dict, "a dict"))
+    d = dict(_validation.instance("optimizer settings", d, dict, "a dict"))
     cls = _BY_NAME.get(d.pop("name", None))
     if cls is None:
         raise ValueError(f"unknown optimizer in settings: {d!r}")

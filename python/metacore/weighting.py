@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks
+from . import _validation
 
 __all__ = ["Weighting", "Uniform", "Fixed", "EvalDriven", "DWA", "Uncertainty", "RLW", "FAMO",
            "GradNorm", "MGDA", "PCGrad", "CAGrad", "IMTLG", "NashMTL", "AlignedMTL", "GradVac",
@@ -84,7 +84,7 @@ class Fixed(Weighting):
     normalised: Σ α_i f_i is the objective as written)."""
 
     def __init__(self, alpha):
-        alpha = _checks.float_array("alpha", alpha, ndim=1, dtype=np.float64)
+        alpha = _validation.float_array("alpha", alpha, ndim=1, dtype=np.float64)
         if alpha.shape[0] == 0:
             raise ValueError("alpha must have one entry per task, got an empty array")
         if (alpha < 0).any():
@@ -162,7 +162,7 @@ class EvalDriven(_Adaptive):
     _core_args = {"eval_every": None, "rule": None}
 
     def __init__(self, rule="softmax", *, eval_every=100, temperature=1.0, gamma=2.0, beta=0.5):
-        from . import _checks as c
+        from . import _validation as c
         rule = c.choice("rule", rule, ("softmax", "dtp"))
         eval_every = c.integer("eval_every", eval_every, minimum=1)
         super().__init__(rule=rule, eval_every=eval_every, temperature=float(temperature),
@@ -347,7 +347,7 @@ _BY_NAME = {cls.__name__: cls for cls in (
 
 def from_dict(d) -> Weighting:
     """The strategy that ``w.to_dict()`` describes (as read from a checkpoint)."""
-    d = dict(_checks.instance("weighting settings", d, dict, "a dict"))
+    d = dict(_validation.instance("weighting settings", d, dict, "a dict"))
     cls = _BY_NAME.get(d.pop("name", None))
     if cls is None:
         raise ValueError(f"unknown weighting strategy in settings: {d!r}")

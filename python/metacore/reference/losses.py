@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _checks
+from .. import _validation
 
 
 def softplus(x):
@@ -43,7 +43,7 @@ def softmax(z):
 
 def outputs_2d(model, outputs):
     """The net's outputs as a float64 (n, k) array; (n,) is accepted when k = 1."""
-    z = _checks.float_array("outputs", outputs, ndim=(1, 2), dtype=np.float64, finite=False)
+    z = _validation.float_array("outputs", outputs, ndim=(1, 2), dtype=np.float64, finite=False)
     k = model.n_outputs
     if z.ndim == 1:
         if k != 1:
@@ -60,7 +60,7 @@ def targets(model, y, n):
 
     Logistic labels must be 0 or 1; cross-entropy labels integers in 0..k−1 (stored as floats).
     """
-    y = _checks.float_array("y", y, ndim=(1, 2), dtype=np.float64)
+    y = _validation.float_array("y", y, ndim=(1, 2), dtype=np.float64)
     k = model.n_outputs
     if y.shape[0] != n:
         raise ValueError(f"y must have {n} rows (one per row of X), got {y.shape[0]}")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _checks
+from .. import _validation
 from .net import loss_and_grad, loss_hvp
 
 __all__ = ["maml_value_and_grad", "anil_value_and_grad", "metasgd_value_and_grad",
@@ -66,15 +66,15 @@ def _meta(model, theta, batch, rates, steps, first_order):
 
 
 def _theta(model, theta):
-    return _checks.theta("theta", theta, model.n_params, dtype=np.float64)
+    return _validation.theta("theta", theta, model.n_params, dtype=np.float64)
 
 
 def _steps(inner_steps):
-    return _checks.integer("inner_steps", inner_steps, minimum=1)
+    return _validation.integer("inner_steps", inner_steps, minimum=1)
 
 
 def _lr(inner_lr):
-    return _checks.real("inner_lr", inner_lr, minimum=0.0)
+    return _validation.real("inner_lr", inner_lr, minimum=0.0)
 
 
 def maml_value_and_grad(model, theta, batch, inner_lr=0.01, inner_steps=1, first_order=False):
@@ -97,7 +97,7 @@ def anil_value_and_grad(model, theta, batch, inner_lr=0.01, inner_steps=1, first
 def metasgd_value_and_grad(model, params, batch, inner_steps=1, first_order=False):
     """(meta-loss, gradient (2P,)) of Meta-SGD; params = [θ (P), per-parameter rates r (P)]."""
     P = model.n_params
-    params = _checks.theta("params", params, 2 * P, dtype=np.float64)
+    params = _validation.theta("params", params, 2 * P, dtype=np.float64)
     theta, rates = params[:P], params[P:]
     loss, g, g_rates = _meta(model, theta, batch, rates, _steps(inner_steps), first_order)
     return loss, np.concatenate([g, g_rates])
@@ -121,7 +121,7 @@ def adapt(model, theta, X, y, steps=5, lr=0.01):
     """φ_k after ``steps`` SGD steps from θ on (X, y); ``lr`` a scalar or per-parameter rates."""
     theta = _theta(model, theta)
     rates = np.broadcast_to(np.asarray(lr, dtype=np.float64), theta.shape)
-    return _inner(model, theta, X, y, rates, _checks.integer("steps", steps, minimum=0))[0][-1]
+    return _inner(model, theta, X, y, rates, _validation.integer("steps", steps, minimum=0))[0][-1]
 
 
 def adapt_predict(model, theta, X, y, X_query, steps=5, lr=0.01):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _checks
+from .. import _validation
 from .losses import row_loss_grads, row_loss_hvps, row_losses, targets
 
 __all__ = ["forward", "predict", "row_losses", "loss_and_grad", "loss_hvp"]
@@ -48,16 +48,16 @@ def _act_d2(name, z):
 def _task(model, task):
     """The head index; without per-task heads every task uses the one output layer."""
     if model.task_heads:
-        return _checks.integer("task", task, minimum=0, maximum=model.task_heads - 1)
-    return _checks.integer("task", task, minimum=0)
+        return _validation.integer("task", task, minimum=0, maximum=model.task_heads - 1)
+    return _validation.integer("task", task, minimum=0)
 
 
 def _vector(name, model, value):
-    return _checks.theta(name, value, model.n_params, dtype=np.float64)
+    return _validation.theta(name, value, model.n_params, dtype=np.float64)
 
 
 def _rows(model, X):
-    X = _checks.float_array("X", X, ndim=2, dtype=np.float64)
+    X = _validation.float_array("X", X, ndim=2, dtype=np.float64)
     if X.shape[1] != model.n_features:
         raise ValueError(f"X must have {model.n_features} columns (the model's n_features), "
                          f"got shape {X.shape}")
@@ -126,7 +126,7 @@ def weighted_loss_and_grad(model, theta, X, y, row_weights, *, task=0):
     theta = _vector("theta", model, theta)
     X = _rows(model, X)
     y = targets(model, y, X.shape[0])
-    w = _checks.float_array("row_weights", row_weights, ndim=1, dtype=np.float64)
+    w = _validation.float_array("row_weights", row_weights, ndim=1, dtype=np.float64)
     if w.shape[0] != X.shape[0]:
         raise ValueError(f"row_weights must have {X.shape[0]} entries, got {w.shape[0]}")
     params = model.unpack(theta, task)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _checks
+from .. import _validation
 from .net import loss_and_grad, loss_hvp, row_losses, predict, weighted_loss_and_grad
 
 __all__ = ["objective_value", "objective_grad", "objective_value_and_grad",
@@ -26,7 +26,7 @@ ROWS = ("all", "support", "query")
 # --- which rows, which head, which weights ------------------------------------------------------
 def _row_bounds(ts, rows):
     """(lo, hi) (T,) int64: task i's chosen rows are lo[i]:hi[i]. Empty choices are an error."""
-    rows = _checks.choice("rows", rows, ROWS)
+    rows = _validation.choice("rows", rows, ROWS)
     offsets = np.asarray(ts.offsets, dtype=np.int64)
     n_support = np.asarray(ts.n_support, dtype=np.int64)
     start, end = offsets[:-1], offsets[1:]
@@ -54,7 +54,7 @@ def _task_weights(ts, weights):
     T = int(ts.n_tasks)
     if weights is None:
         return np.full(T, 1.0 / T)
-    alpha = _checks.float_array("weights", weights, ndim=1, dtype=np.float64)
+    alpha = _validation.float_array("weights", weights, ndim=1, dtype=np.float64)
     if alpha.shape[0] != T:
         raise ValueError(f"weights must have {T} entries (one per task), got {alpha.shape[0]}")
     return alpha
@@ -68,11 +68,11 @@ def _tasks(model, ts, rows):
 
 
 def _theta(model, theta):
-    return _checks.theta("theta", theta, model.n_params, dtype=np.float64)
+    return _validation.theta("theta", theta, model.n_params, dtype=np.float64)
 
 
 def _l2(l2):
-    return _checks.real("l2", l2, minimum=0.0)
+    return _validation.real("l2", l2, minimum=0.0)
 
 
 # --- per-task pieces ----------------------------------------------------------------------------
@@ -119,7 +119,7 @@ def objective_grad(model, ts, theta, *, weights=None, l2=0.0, rows="all"):
 def objective_hvp(model, ts, theta, v, *, weights=None, l2=0.0, rows="all"):
     """∇²f(θ) v = Σ_i α_i ∇²f_i(θ) v + λ v: (P,), exact (forward-over-reverse per task)."""
     theta = _theta(model, theta)
-    v = _checks.theta("v", v, model.n_params, dtype=np.float64)
+    v = _validation.theta("v", v, model.n_params, dtype=np.float64)
     alpha, lam = _task_weights(ts, weights), _l2(l2)
     out = lam * v
     for a, (X, y, h) in zip(alpha, _tasks(model, ts, rows)):

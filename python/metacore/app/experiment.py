@@ -18,11 +18,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import baselines, report, tasks as _tasks
+from ..evaluation import baselines
+
+from ..evaluation import report
+
+from ..data import tasks as _tasks
 from .config import Config, ConfigError
-from .evaluate import evaluate
-from .meta import ANIL, MAML, MetaSGD, Reptile
-from .models import MLP
+from ..evaluation.protocol import evaluate
+from ..learners import ANIL, MAML, MetaSGD, Reptile
+from ..models import MLP
 
 __all__ = ["Experiment", "build", "train", "evaluate_all", "run_train", "run_evaluate",
            "save_checkpoint", "load_checkpoint"]
@@ -155,8 +159,8 @@ def joint_theta(exp: Experiment, progress=False):
 
 
 def _pretrained_digits(exp, progress):
-    from .digits import digits_classes, _images
-    from .taskset import TaskSet
+    from ..data.digits import digits_classes, _images
+    from ..data.taskset import TaskSet
     cfg = exp.cfg
     classes = digits_classes("train", rotations=cfg.tasks.rotations)
     images, labels = _images()

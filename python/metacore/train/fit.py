@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _checks
-from . import optim as _optim
-from . import weighting as _weighting
-from ._run import Run, Settings
+from .. import _validation
+from .. import optim as _optim
+from .. import weighting as _weighting
+from .loop import Run, Settings
 from .checkpoint import Checkpoint, save
-from .objective import Objective
-from .taskset import TaskSet
+from ..problems import Objective
+from ..data.taskset import TaskSet
 
 __all__ = ["fit", "FitResult", "History", "EarlyStopping", "FitEvent", "FitDivergedError"]
 
@@ -58,8 +58,8 @@ class EarlyStopping:
     min_delta: float = 0.0
 
     def __post_init__(self):
-        self.patience = _checks.integer("early_stopping patience", self.patience, minimum=1)
-        self.min_delta = _checks.real("early_stopping min_delta", self.min_delta, minimum=0.0)
+        self.patience = _validation.integer("early_stopping patience", self.patience, minimum=1)
+        self.min_delta = _validation.real("early_stopping min_delta", self.min_delta, minimum=0.0)
 
 
 @dataclass
@@ -198,7 +198,7 @@ def _start_arg(obj, theta0, optimizer, weighting, seed):
                              f"objective's model has {obj.n_params} parameters")
         theta0 = ck.theta
     if not isinstance(ck, Checkpoint) or not ck.resumable:   # a fresh start from θ₀
-        theta = _checks.theta("theta0", theta0, obj.n_params)
+        theta = _validation.theta("theta0", theta0, obj.n_params)
         optimizer = _optim.Adam(lr=1e-3) if optimizer is None else optimizer
         return theta, optimizer, weighting, 0 if seed is None else seed, None
     if ck.alpha.shape[0] != obj.n_tasks:
@@ -290,20 +290,20 @@ def fit(obj, theta0, *, optimizer=None, weighting=None, steps=1000, batch_tasks=
     if not isinstance(obj, Objective):
         raise TypeError(f"obj must be a metacore Objective, got {type(obj).__name__}")
     if optimizer is not None:
-        _checks.instance("optimizer", optimizer, _optim.Optimizer,
+        _validation.instance("optimizer", optimizer, _optim.Optimizer,
                          "a metacore.optim optimizer (SGD, Adam, AdamW) or None")
     if weighting is not None:
-        _checks.instance("weighting", weighting, _weighting.Weighting,
+        _validation.instance("weighting", weighting, _weighting.Weighting,
                          "a metacore.weighting strategy (Uniform, DWA, MGDA, ...) or None")
     if seed is not None:
-        seed = _checks.integer("seed", seed, minimum=0, maximum=2**64 - 1)
+        seed = _validation.integer("seed", seed, minimum=0, maximum=2**64 - 1)
     theta, optimizer, weighting, seed, ck = _start_arg(obj, theta0, optimizer, weighting, seed)
-    steps = _checks.integer("steps", steps, minimum=1)
+    steps = _validation.integer("steps", steps, minimum=1)
     T = obj.n_tasks
-    batch_tasks = _checks.optional_integer("batch_tasks", batch_tasks, minimum=1)
+    batch_tasks = _validation.optional_integer("batch_tasks", batch_tasks, minimum=1)
     if batch_tasks is not None and batch_tasks > T:
         raise ValueError(f"batch_tasks must be <= the number of tasks ({T}), got {batch_tasks}")
-    batch_rows = _checks.optional_integer("batch_rows", batch_rows, minimum=1)
+    batch_rows = _validation.optional_integer("batch_rows", batch_rows, minimum=1)
     if (weighting is not None and weighting.state_size(T) > 0 and
             not isinstance(weighting, _weighting.EvalDriven) or
             isinstance(weighting, (_weighting.RLW, _weighting.PCGrad, _weighting.MGDA,
@@ -313,19 +313,19 @@ def fit(obj, theta0, *, optimizer=None, weighting=None, steps=1000, batch_tasks=
         raise ValueError(f"weighting {weighting!r} needs every task and row at each step: "
                          f"batch_tasks and batch_rows must be None, got {batch_tasks} and "
                          f"{batch_rows}")
-    eval_every = _checks.integer("eval_every", eval_every, minimum=1)
+    eval_every = _validation.integer("eval_every", eval_every, minimum=1)
     stopper = _early_stopping_arg(early_stopping)
     callbacks = _callbacks_arg(callbacks)
-    progress = _checks.boolean("progress", progress)
-    threads = _checks.n_threads(n_threads) if n_threads is not None else obj.n_threads
-    chunk_size = _checks.optional_integer("chunk_size", chunk_size, minimum=1)
+    progress = _validation.boolean("progress", progress)
+    threads = _validation.n_threads(n_threads) if n_threads is not None else obj.n_threads
+    chunk_size = _validation.optional_integer("chunk_size", chunk_size, minimum=1)
     if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
         raise TypeError(f"checkpoint must be a path or None, got {type(checkpoint).__name__}")
-    checkpoint_every = _checks.optional_integer("checkpoint_every", checkpoint_every, minimum=1)
+    checkpoint_every = _validation.optional_integer("checkpoint_every", checkpoint_every, minimum=1)
     checkpoint_every = checkpoint_every or eval_every
-    record_task_losses = _checks.boolean("record_task_losses", record_task_losses)
+    record_task_losses = _validation.boolean("record_task_losses", record_task_losses)
     val_obj = _validation_arg(validation, obj)
-    from .distributed import backend_arg
+    from .backends import backend_arg
     backend = backend_arg(backend)
     if backend is not None and (batch_tasks is not None or batch_rows is not None):
         raise ValueError("backend=RayBackend runs full-batch steps only: batch_tasks and "

@@ -12,8 +12,8 @@ import numbers
 
 import numpy as np
 
-from . import _checks
-from .data import from_csv, from_dataframe
+from .. import _validation
+from .tabular import from_csv, from_dataframe
 from .digits import digits, digits_classes
 from .taskset import TaskSet
 
@@ -30,8 +30,8 @@ def _interval(name, value):
         raise TypeError(f"{name} must be a pair (lo, hi), got {type(value).__name__}") from None
     if len(items) != 2:
         raise ValueError(f"{name} must be a pair (lo, hi), got {len(items)} entries")
-    lo = _checks.real(f"{name}[0]", items[0])
-    hi = _checks.real(f"{name}[1]", items[1])
+    lo = _validation.real(f"{name}[0]", items[0])
+    hi = _validation.real(f"{name}[1]", items[1])
     if lo > hi:
         raise ValueError(f"{name} must have lo <= hi, got ({lo}, {hi})")
     return lo, hi
@@ -47,9 +47,9 @@ def _sinusoid_params(rng, n_tasks, amplitude, phase):
 def sinusoid_params(n_tasks, *, amplitude=(0.1, 5.0), phase=(0.0, np.pi), seed=0):
     """The amplitudes and phases ``(A, φ)``, each (n_tasks,) float64, that
     ``sinusoid(n_tasks, amplitude=amplitude, phase=phase, seed=seed)`` uses."""
-    n_tasks = _checks.integer("n_tasks", n_tasks, minimum=1)
+    n_tasks = _validation.integer("n_tasks", n_tasks, minimum=1)
     amplitude, phase = _interval("amplitude", amplitude), _interval("phase", phase)
-    return _sinusoid_params(np.random.default_rng(_checks.seed("seed", seed)), n_tasks,
+    return _sinusoid_params(np.random.default_rng(_validation.seed("seed", seed)), n_tasks,
                             amplitude, phase)
 
 
@@ -66,15 +66,15 @@ def sinusoid(n_tasks, *, k_support=10, k_query=10, amplitude=(0.1, 5.0), phase=(
         X of shape (n_tasks · (k_support + k_query), 1), 1-D y, n_support = k_support, in ``dtype``.
         The (A, φ) of each task are given by :func:`sinusoid_params` with the same arguments.
     """
-    n_tasks = _checks.integer("n_tasks", n_tasks, minimum=1)
-    k_support = _checks.integer("k_support", k_support, minimum=0)
-    k_query = _checks.integer("k_query", k_query, minimum=0)
+    n_tasks = _validation.integer("n_tasks", n_tasks, minimum=1)
+    k_support = _validation.integer("k_support", k_support, minimum=0)
+    k_query = _validation.integer("k_query", k_query, minimum=0)
     if k_support + k_query == 0:
         raise ValueError("k_support + k_query must be >= 1 (a task needs a row), got 0 and 0")
     amplitude, phase = _interval("amplitude", amplitude), _interval("phase", phase)
     x_range = _interval("x_range", x_range)
-    dtype = _checks.float_dtype("dtype", dtype)
-    rng = np.random.default_rng(_checks.seed("seed", seed))
+    dtype = _validation.float_dtype("dtype", dtype)
+    rng = np.random.default_rng(_validation.seed("seed", seed))
 
     n = k_support + k_query
     A, phi = _sinusoid_params(rng, n_tasks, amplitude, phase)
@@ -99,8 +99,8 @@ class SinusoidSource:
 
     def __init__(self, *, k_support=10, k_query=10, amplitude=(0.1, 5.0), phase=(0.0, np.pi),
                  x_range=(-5.0, 5.0)):
-        self.k_support = _checks.integer("k_support", k_support, minimum=1)
-        self.k_query = _checks.integer("k_query", k_query, minimum=1)
+        self.k_support = _validation.integer("k_support", k_support, minimum=1)
+        self.k_query = _validation.integer("k_query", k_query, minimum=1)
         self.amplitude = _interval("amplitude", amplitude)
         self.phase = _interval("phase", phase)
         self.x_range = _interval("x_range", x_range)
@@ -111,12 +111,12 @@ class SinusoidSource:
     def sample(self, n_tasks, *, step=0, seed=0, dtype=np.float32):
         """The ``n_tasks`` tasks that meta-training step ``step`` with ``seed`` draws, as a
         TaskSet (X of shape (n_tasks · (k_support + k_query), 1), 1-D y)."""
-        from . import _core
-        n_tasks = _checks.integer("n_tasks", n_tasks, minimum=1)
-        step = _checks.integer("step", step, minimum=0)
-        dtype = _checks.float_dtype("dtype", dtype)
+        from .. import _core
+        n_tasks = _validation.integer("n_tasks", n_tasks, minimum=1)
+        step = _validation.integer("step", step, minimum=0)
+        dtype = _validation.float_dtype("dtype", dtype)
         X, y, offsets, n_support = _core.sinusoid_tasks(
-            *self._core_args(), _checks.seed("seed", seed), step, n_tasks,
+            *self._core_args(), _validation.seed("seed", seed), step, n_tasks,
             dtype == np.float32)
         return TaskSet._new(X, y, offsets, n_support, np.arange(n_tasks, dtype=np.int64))
 
@@ -135,24 +135,24 @@ def _family_params(rng, n_tasks, n_features, relatedness_noise):
 def linear_family_params(n_tasks, *, n_features=10, relatedness_noise=0.1, seed=0):
     """The shared ``θ*`` (n_features,) and the per-task ``θ_i`` (n_tasks, n_features), float64,
     that :func:`linear_family` and :func:`logistic_family` use for the same arguments and seed."""
-    n_tasks = _checks.integer("n_tasks", n_tasks, minimum=1)
-    n_features = _checks.integer("n_features", n_features, minimum=1)
-    relatedness_noise = _checks.real("relatedness_noise", relatedness_noise, minimum=0.0)
-    return _family_params(np.random.default_rng(_checks.seed("seed", seed)), n_tasks, n_features,
+    n_tasks = _validation.integer("n_tasks", n_tasks, minimum=1)
+    n_features = _validation.integer("n_features", n_features, minimum=1)
+    relatedness_noise = _validation.real("relatedness_noise", relatedness_noise, minimum=0.0)
+    return _family_params(np.random.default_rng(_validation.seed("seed", seed)), n_tasks, n_features,
                           relatedness_noise)
 
 
 def _task_sizes(rng, n_tasks, n_rows):
     """n_rows as an int (every task) or a pair (lo, hi): sizes drawn uniformly in [lo, hi]."""
     if isinstance(n_rows, numbers.Integral) and not isinstance(n_rows, (bool, np.bool_)):
-        return np.full(n_tasks, _checks.integer("n_rows", n_rows, minimum=1), dtype=np.int64)
+        return np.full(n_tasks, _validation.integer("n_rows", n_rows, minimum=1), dtype=np.int64)
     if isinstance(n_rows, (bool, np.bool_, str, bytes)) or not hasattr(n_rows, "__len__"):
         raise TypeError(f"n_rows must be an integer or a pair (lo, hi) of integers, "
                         f"got {type(n_rows).__name__}")
     if len(n_rows) != 2:
         raise ValueError(f"n_rows must be a pair (lo, hi), got {len(n_rows)} entries")
-    lo = _checks.integer("n_rows[0]", n_rows[0], minimum=1)
-    hi = _checks.integer("n_rows[1]", n_rows[1], minimum=1)
+    lo = _validation.integer("n_rows[0]", n_rows[0], minimum=1)
+    hi = _validation.integer("n_rows[1]", n_rows[1], minimum=1)
     if lo > hi:
         raise ValueError(f"n_rows must have lo <= hi, got ({lo}, {hi})")
     return rng.integers(lo, hi, size=n_tasks, endpoint=True).astype(np.int64)
@@ -161,10 +161,10 @@ def _task_sizes(rng, n_tasks, n_rows):
 def _family(n_tasks, n_features, n_rows, relatedness_noise, seed):
     """Draw (θ_i, X, offsets) shared by the linear and logistic families, in a fixed order:
     θ*, θ_i, task sizes, X ~ N(0, I)."""
-    n_tasks = _checks.integer("n_tasks", n_tasks, minimum=1)
-    n_features = _checks.integer("n_features", n_features, minimum=1)
-    relatedness_noise = _checks.real("relatedness_noise", relatedness_noise, minimum=0.0)
-    rng = np.random.default_rng(_checks.seed("seed", seed))
+    n_tasks = _validation.integer("n_tasks", n_tasks, minimum=1)
+    n_features = _validation.integer("n_features", n_features, minimum=1)
+    relatedness_noise = _validation.real("relatedness_noise", relatedness_noise, minimum=0.0)
+    rng = np.random.default_rng(_validation.seed("seed", seed))
     _, thetas = _family_params(rng, n_tasks, n_features, relatedness_noise)
     sizes = _task_sizes(rng, n_tasks, n_rows)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -192,8 +192,8 @@ def linear_family(n_tasks, *, n_features=10, n_rows=50, n_support=None, relatedn
     -------
     TaskSet with 1-D y in ``dtype``; :func:`linear_family_params` gives θ* and θ_i.
     """
-    noise = _checks.real("noise", noise, minimum=0.0)
-    dtype = _checks.float_dtype("dtype", dtype)
+    noise = _validation.real("noise", noise, minimum=0.0)
+    dtype = _validation.float_dtype("dtype", dtype)
     rng, X, z, offsets = _family(n_tasks, n_features, n_rows, relatedness_noise, seed)
     y = z + noise * rng.normal(size=z.shape[0])
     return TaskSet(X, y, offsets, n_support=n_support, dtype=dtype)
@@ -203,7 +203,7 @@ def logistic_family(n_tasks, *, n_features=10, n_rows=50, n_support=None, relate
                     seed=0, dtype=np.float64):
     """Related binary-classification tasks: as :func:`linear_family`, but with labels
     ``y ~ Bernoulli(σ(x·θ_i))`` in {0, 1}, ``σ(z) = 1 / (1 + e^{−z})`` (stored as 0.0/1.0)."""
-    dtype = _checks.float_dtype("dtype", dtype)
+    dtype = _validation.float_dtype("dtype", dtype)
     rng, X, z, offsets = _family(n_tasks, n_features, n_rows, relatedness_noise, seed)
     p = np.exp(-np.logaddexp(0.0, -z))  # σ(z) without overflow for large |z|
     y = (rng.random(z.shape[0]) < p).astype(np.float64)

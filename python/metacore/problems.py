@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks
+from . import _validation
 from .models import MLP
-from .taskset import TaskSet
+from .data.taskset import TaskSet
 
 ROWS = ("all", "support", "query")
 
@@ -50,11 +50,11 @@ class Objective:
         ts.check_labels(model.loss, model.n_outputs)
         self.model = model
         self.ts = ts
-        self.rows = _checks.choice("rows", rows, ROWS)
+        self.rows = _validation.choice("rows", rows, ROWS)
         self._check_rows()
-        self.l2 = _checks.real("l2", l2, minimum=0.0)
+        self.l2 = _validation.real("l2", l2, minimum=0.0)
         self.weights = weights
-        self.n_threads = _checks.n_threads(n_threads)
+        self.n_threads = _validation.n_threads(n_threads)
         self._handles = {}
 
     # --- configuration ----------------------------------------------------------------------
@@ -70,7 +70,7 @@ class Objective:
             w = np.full(T, 1.0 / T)
         else:
             # a private copy: the caller's array is neither frozen nor read later
-            w = np.array(_checks.float_array("weights", value, ndim=1, dtype=np.float64))
+            w = np.array(_validation.float_array("weights", value, ndim=1, dtype=np.float64))
             if w.shape[0] != T:
                 raise ValueError(f"weights must have one entry per task ({T}), got {w.shape[0]}")
             if (w < 0).any():
@@ -103,13 +103,13 @@ class Objective:
             ts = self.ts.astype(dtype)
             cls = _core.Objective32 if dtype == np.float32 else _core.Objective64
             y = ts.y if ts.y.ndim == 2 else ts.y.reshape(-1, 1)
-            handle = cls(self.model._net(), ts.X, y, ts.offsets, ts.n_support, ts.task_ids,
+            handle = cls(self.model.core_net(), ts.X, y, ts.offsets, ts.n_support, ts.task_ids,
                          self.rows)
             self._handles[dtype] = handle
         return handle
 
     def _prepare(self, theta):
-        theta = _checks.theta("theta", theta, self.n_params)
+        theta = _validation.theta("theta", theta, self.n_params)
         return theta, self._handle(theta.dtype)
 
     def _alpha(self, dtype):
@@ -159,7 +159,7 @@ class Objective:
     def hvp(self, theta, v) -> np.ndarray:
         """Σ α_i ∇²f_i(θ) v + λ v, exact (forward-over-reverse), shape (P,)."""
         theta, h = self._prepare(theta)
-        v = _checks.float_array("v", v, ndim=1, dtype=theta.dtype)
+        v = _validation.float_array("v", v, ndim=1, dtype=theta.dtype)
         if v.shape[0] != self.n_params:
             raise ValueError(f"v must have length {self.n_params}, got {v.shape[0]}")
         return h.hvp(theta, v, self._alpha(theta.dtype), self.l2, self.n_threads)

@@ -14,96 +14,17 @@ the Student-t interval of the mean (the "±" of Li et al. 2017 and Finn et al. 2
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _checks
-from .adapt import adapt_batch
-from .models import MLP
-from .taskset import TaskSet
+from .. import _validation
+from ..adapt import adapt_batch
+from ..models import MLP
+from .statistics import mean_ci
+from ..data.taskset import TaskSet
 
-__all__ = ["evaluate", "EvalReport", "mean_ci", "t_quantile"]
-
-
-# --- Student-t quantiles without SciPy -----------------------------------------------------------
-def _t_two_sided(t, nu):
-    """P(|T| <= t) for T ~ Student-t with integer ν (Abramowitz & Stegun 26.7.3-4, exact)."""
-    theta = math.atan(t / math.sqrt(nu))
-    c2, s = math.cos(theta) ** 2, math.sin(theta)
-    if nu % 2 == 1:
-        term, total = math.cos(theta), 0.0
-        if nu > 1:
-            total = term
-            for j in range(3, nu - 1, 2):       # cos θ (1 + 2/3 cos²θ + 2·4/(3·5) cos⁴θ + ...)
-                term *= c2 * (j - 1) / j
-                total += term
-        return 2.0 / math.pi * (theta + s * total)
-    term, total = 1.0, 1.0
-    for j in range(2, nu - 1, 2):               # 1 + 1/2 cos²θ + 1·3/(2·4) cos⁴θ + ...
-        term *= c2 * (j - 1) / j
-        total += term
-    return s * total
-
-
-def _normal_quantile(p):
-    """Φ⁻¹(p) by bisection on erf (|error| < 1e-14)."""
-    lo, hi = -40.0, 40.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if 0.5 * (1.0 + math.erf(mid / math.sqrt(2.0))) < p:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
-
-
-def t_quantile(p, nu):
-    """The p-quantile (p in (0.5, 1)) of Student's t with ν >= 1 degrees of freedom."""
-    p = _checks.real("p", p, minimum=0.5, min_open=True, maximum=1.0)
-    nu = _checks.integer("nu", nu, minimum=1)
-    if p >= 1.0:
-        raise ValueError(f"p must be < 1, got {p}")
-    if nu > 2000:
-        # Cornish-Fisher expansion around the normal quantile: error O(ν⁻⁵), < 1e-12 here
-        z = _normal_quantile(p)
-        g1 = (z ** 3 + z) / 4
-        g2 = (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96
-        g3 = (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384
-        return z + g1 / nu + g2 / nu ** 2 + g3 / nu ** 3
-    target = 2.0 * p - 1.0
-    lo, hi = 0.0, 1.0
-    while _t_two_sided(hi, nu) < target:
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if _t_two_sided(mid, nu) < target:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
-
-
-def mean_ci(values, confidence=0.95):
-    """(mean, half-width) of the Student-t confidence interval of the mean of ``values`` (1-D);
-    the half-width is NaN for a single value, and (inf, NaN) when a value is not finite (a task
-    whose adaptation diverged)."""
-    v = _checks.float_array("values", values, ndim=1, dtype=np.float64, finite=False)
-    if v.shape[0] == 0:
-        raise ValueError("values must not be empty")
-    confidence = _checks.real("confidence", confidence, minimum=0.0, min_open=True, maximum=1.0)
-    n = v.shape[0]
-    if not np.isfinite(v).all():
-        return float("inf"), float("nan")
-    if n == 1:
-        return float(v[0]), float("nan")
-    t = t_quantile(0.5 * (1.0 + confidence), n - 1)
-    with np.errstate(over="ignore", invalid="ignore"):   # huge losses of tasks blowing up
-        mean, sd = float(v.mean()), float(v.std(ddof=1))
-    if not (math.isfinite(mean) and math.isfinite(sd)):
-        return float("inf"), float("nan")
-    return mean, t * sd / math.sqrt(n)
+__all__ = ["evaluate", "EvalReport"]
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -194,12 +115,12 @@ def evaluate(model, theta, test_tasks, *, steps=(0, 1, 5, 10), lr=None, learner=
         raise TypeError(f"model must be a metacore model (MLP), got {type(model).__name__}")
     if not isinstance(test_tasks, TaskSet):
         raise TypeError(f"test_tasks must be a TaskSet, got {type(test_tasks).__name__}")
-    steps = tuple(_checks.int_sequence("steps", steps, minimum=0))
+    steps = tuple(_validation.int_sequence("steps", steps, minimum=0))
     if (test_tasks.n_query == 0).any() or (test_tasks.n_support == 0).any():
         raise ValueError("test_tasks: every task needs support rows to adapt on and query rows "
                          "to score")
     theta, lr, head_only, lr_shown = _rule(model, theta, lr, learner)
-    theta = _checks.theta("theta", theta, model.n_params)
+    theta = _validation.theta("theta", theta, model.n_params)
 
     ts = test_tasks
     starts = ts.offsets[:-1] + ts.n_support

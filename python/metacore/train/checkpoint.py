@@ -16,10 +16,10 @@ import zipfile
 
 import numpy as np
 
-from . import _checks
-from . import optim as _optim
-from . import weighting as _weighting
-from .models import MLP
+from .. import _validation
+from .. import optim as _optim
+from .. import weighting as _weighting
+from ..models import MLP
 
 __all__ = ["Checkpoint", "save", "load"]
 
@@ -73,12 +73,12 @@ def save(path, what, *, model=None, info=None):
     elif isinstance(what, Checkpoint):
         ck = what
     else:
-        theta = _checks.float_array("theta", what, ndim=1)
+        theta = _validation.float_array("theta", what, ndim=1)
         ck = Checkpoint(theta, model=model)
     if model is not None:
-        ck.model = _checks.instance("model", model, MLP, "a metacore model (MLP)")
+        ck.model = _validation.instance("model", model, MLP, "a metacore model (MLP)")
     if info is not None:
-        ck.info = dict(ck.info, **_checks.instance("info", info, dict, "a dict"))
+        ck.info = dict(ck.info, **_validation.instance("info", info, dict, "a dict"))
     arrays, meta = _to_plain(ck)
     try:
         meta_text = json.dumps(meta, allow_nan=False)
@@ -161,7 +161,7 @@ def _expect(arrays, name, shape, dtype):
 
 
 def _from_plain(arrays, meta):
-    dtype = _checks.float_dtype("checkpoint dtype", meta["dtype"])
+    dtype = _validation.float_dtype("checkpoint dtype", meta["dtype"])
     P = meta["n_params"]
     theta = _expect(arrays, "theta", (P,), dtype)
     model = MLP.from_spec(meta["model"]) if meta["model"] is not None else None
@@ -183,8 +183,8 @@ def _from_plain(arrays, meta):
     best = None
     if meta["best"] is not None:
         best = dict(meta["best"], theta=_expect(arrays, "best_theta", (P,), dtype))
-    step = _checks.integer("checkpoint step", meta["step"], minimum=0)
-    seed = _checks.integer("checkpoint seed", meta["seed"], minimum=0)
+    step = _validation.integer("checkpoint step", meta["step"], minimum=0)
+    seed = _validation.integer("checkpoint seed", meta["seed"], minimum=0)
     return Checkpoint(theta, model=model, optimizer=optimizer, moments=moments,
                       weighting=weighting, alpha=alpha, weighting_state=weighting_state, step=step,
                       seed=seed, best=best, info=meta["info"])

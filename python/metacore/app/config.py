@@ -239,7 +239,7 @@ class WeightingConfig:
     def strategy(self, n_tasks=None):
         """The :mod:`metacore.weighting` object (``fixed`` needs the weights' count to match)."""
         import inspect
-        from . import weighting as w
+        from .. import weighting as w
         if self.kind == "uniform":
             return w.Uniform()
         if self.kind == "fixed":

@@ -33,8 +33,8 @@ import time
 
 import numpy as np
 
-from . import _checks
-from .taskset import TaskSet
+from .. import _validation
+from ..data.taskset import TaskSet
 
 __all__ = ["Backend", "Local", "RayBackend", "RayNotInstalledError"]
 
@@ -84,7 +84,7 @@ def plan_shards(ts, rows, n_params, itemsize, n_workers):
     and its blocks' ``block_start`` in its own unit numbering. Shards are consecutive runs of
     whole blocks that start at a task's first unit, as close to equal row counts as that allows.
     """
-    from . import _core
+    from .. import _core
     task_rows = np.ascontiguousarray(_chosen_rows(ts, rows), dtype=np.int64)
     n_units = -(-task_rows // UNIT_ROWS)                          # units per task
     unit_task = np.repeat(np.arange(task_rows.shape[0]), n_units)
@@ -139,9 +139,9 @@ class ShardWorker:
 
     def __init__(self, model, X, y, offsets, n_support, task_ids, rows, dtype, block_start,
                  n_threads, fault_marker=None):
-        from . import _core
-        from .models import MLP
-        from .objective import Objective
+        from .. import _core
+        from ..models import MLP
+        from ..problems import Objective
         model = MLP.from_spec(model)     # sent as plain data: the compiled net does not pickle
         # Arrays from the object store are read-only views: the TaskSet copies them.
         ts = TaskSet(np.array(X), np.array(y), np.array(offsets), n_support=np.array(n_support),
@@ -163,7 +163,7 @@ class ShardWorker:
 
     def partials(self, theta, want_grad):
         """(partial sums of this shard's blocks (nb, P) or None, f_i of its tasks (float64))."""
-        from . import _core
+        from .. import _core
         self.calls += 1
         if self.fault_marker is not None:
             self._maybe_die()
@@ -211,10 +211,10 @@ class RayBackend(Backend):
     def __init__(self, n_workers=2, cpus_per_worker=1, *, max_restarts=3, max_retries=3,
                  address=None, _fault_marker=None):
         self.ray = _import_ray()
-        self.n_workers = _checks.integer("n_workers", n_workers, minimum=1)
-        self.cpus_per_worker = _checks.integer("cpus_per_worker", cpus_per_worker, minimum=1)
-        self.max_restarts = _checks.integer("max_restarts", max_restarts, minimum=0)
-        self.max_retries = _checks.integer("max_retries", max_retries, minimum=0)
+        self.n_workers = _validation.integer("n_workers", n_workers, minimum=1)
+        self.cpus_per_worker = _validation.integer("cpus_per_worker", cpus_per_worker, minimum=1)
+        self.max_restarts = _validation.integer("max_restarts", max_restarts, minimum=0)
+        self.max_retries = _validation.integer("max_retries", max_retries, minimum=0)
         self.address = address
         self._fault_marker = None if _fault_marker is None else os.fspath(_fault_marker)
         self._key = None
@@ -278,7 +278,7 @@ class RayBackend(Backend):
     # --- one evaluation of f (and ∇f) --------------------------------------------------------
     def value_and_grad(self, theta, want_grad=True, n_threads=None):
         """(f(θ), ∇f(θ) or None, f_i (T,)) — bit-identical to the local objective's."""
-        from . import _core
+        from .. import _core
         ray = self.ray
         theta = np.array(theta, dtype=self.dtype)
         ref = ray.put(theta)

@@ -99,7 +99,7 @@ class Run:
     """The train state of one fit call and the loop around the core's chunks."""
 
     def __init__(self, s: Settings, theta, resume: Checkpoint | None):
-        from . import _core
+        from .. import _core
         self.s = s
         self.t_start = time.perf_counter()
         obj, T = s.obj, s.obj.n_tasks
@@ -187,7 +187,7 @@ class Run:
             return self.state.run(self.handle, self.config, s.batch_tasks or 0,
                                   s.batch_rows or 0, s.obj.l2, n, s.n_threads,
                                   s.record_task_losses, self.wcfg, self.n_shared)
-        from .distributed import run_steps
+        from .backends import run_steps
         return run_steps(s.backend, self.state, self.config, n, s.n_threads,
                          s.record_task_losses, s.obj.n_tasks)
 
@@ -218,8 +218,8 @@ class Run:
     def _weight_eval_objective(self):
         """What EvalDriven evaluates: the validation tasks when they are the training tasks'
         counterparts (same T), else the training tasks' query rows, else their rows."""
-        from .objective import Objective
-        from .weighting import EvalDriven
+        from ..problems import Objective
+        from ..weighting import EvalDriven
         s = self.s
         if not isinstance(s.weighting, EvalDriven):
             return None

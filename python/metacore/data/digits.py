@@ -20,7 +20,7 @@ import functools
 
 import numpy as np
 
-from . import _checks
+from .. import _validation
 from .taskset import TaskSet
 
 __all__ = ["digits", "digits_classes", "TRAIN_DIGITS", "TEST_DIGITS"]
@@ -43,7 +43,7 @@ def _images():
 
 
 def _check_digits(name, digits):
-    items = _checks.int_sequence(name, digits, minimum=0)
+    items = _validation.int_sequence(name, digits, minimum=0)
     bad = [d for d in items if d > 9]
     if bad:
         raise ValueError(f"{name} must hold digits 0..9, got {bad[0]}")
@@ -53,7 +53,7 @@ def _check_digits(name, digits):
 def digits_classes(split="train", *, rotations=True, train_digits=TRAIN_DIGITS):
     """The class ids of a split: ``"train"`` (the digits ``train_digits``), ``"test"`` (the
     others) or ``"all"``. With rotations a digit's four classes are 4·digit + 0..3."""
-    _checks.choice("split", split, _SPLITS)
+    _validation.choice("split", split, _SPLITS)
     train = set(_check_digits("train_digits", train_digits))
     if rotations and (6 in train) != (9 in train):
         raise ValueError("train_digits: with rotations 6 and 9 must be on the same side of the "
@@ -85,18 +85,18 @@ def digits(n_tasks, *, n_way=5, k_shot=1, q_query=15, classes="train", rotations
         as floats, n_support = n_way · k_shot. Use with ``mc.MLP([64, ..., n_way],
         loss="cross_entropy")``.
     """
-    n_tasks = _checks.integer("n_tasks", n_tasks, minimum=1)
-    n_way = _checks.integer("n_way", n_way, minimum=2)
-    k_shot = _checks.integer("k_shot", k_shot, minimum=1)
-    q_query = _checks.integer("q_query", q_query, minimum=0)
+    n_tasks = _validation.integer("n_tasks", n_tasks, minimum=1)
+    n_way = _validation.integer("n_way", n_way, minimum=2)
+    k_shot = _validation.integer("k_shot", k_shot, minimum=1)
+    q_query = _validation.integer("q_query", q_query, minimum=0)
     if not isinstance(rotations, (bool, np.bool_)):
         raise TypeError(f"rotations must be a bool, got {type(rotations).__name__}")
-    dtype = _checks.float_dtype("dtype", dtype)
-    rng = np.random.default_rng(_checks.seed("seed", seed))
+    dtype = _validation.float_dtype("dtype", dtype)
+    rng = np.random.default_rng(_validation.seed("seed", seed))
     if isinstance(classes, str):
         pool = digits_classes(classes, rotations=bool(rotations))
     else:
-        pool = np.array(_checks.int_sequence("classes", classes, minimum=0), dtype=np.int64)
+        pool = np.array(_validation.int_sequence("classes", classes, minimum=0), dtype=np.int64)
         n_classes = 40 if rotations else 10
         if pool.max() >= n_classes or len(set(pool.tolist())) != len(pool):
             raise ValueError(f"classes must be distinct ids in 0..{n_classes - 1}, got "

@@ -22,17 +22,17 @@ import numbers
 
 import numpy as np
 
-from . import _checks
-from .models import LOSSES
+from .. import _validation
+LOSSES = ("mse", "logistic", "cross_entropy")   # the loss heads a model can have
 
 __all__ = ["TaskSet"]
 
 
-# --- validation helpers (private: the shared ones live in _checks) --------------------------------
+# --- validation helpers (private: the shared ones live in _validation) --------------------------------
 def _owned(arr, source):
     """``arr`` if it is memory nobody else holds, else a private copy.
 
-    ``_checks.float_array`` returns the caller's own array when it already has the right dtype and
+    ``_validation.float_array`` returns the caller's own array when it already has the right dtype and
     layout, and a view (owndata False) may point into the caller's memory. A non-ndarray source
     (a list, or an object handing out its buffer) is copied too, as we cannot tell.
     """
@@ -43,7 +43,7 @@ def _owned(arr, source):
 
 def _int_array(name, value, ndim=1):
     """An array-like of integers as int64 (bools and floats refused)."""
-    arr = _checks.as_array(name, value)
+    arr = _validation.as_array(name, value)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integers, got dtype {arr.dtype}")
     if arr.ndim != ndim:
@@ -55,13 +55,13 @@ def _int_array(name, value, ndim=1):
 
 def _check_xy(X, y, dtype, x_name="X", y_name="y"):
     """X (n, d) and y (n,) or (n, k) converted to the working dtype, C layout, finite."""
-    X = _checks.float_array(x_name, X, ndim=2, finite=False)
-    dt = X.dtype if dtype is None else _checks.float_dtype("dtype", dtype)
+    X = _validation.float_array(x_name, X, ndim=2, finite=False)
+    dt = X.dtype if dtype is None else _validation.float_dtype("dtype", dtype)
     # The finite check runs after the cast: a float64 value may overflow to inf in float32, which
     # is then reported as a ValueError (the cast's own overflow warning is silenced).
     with np.errstate(over="ignore"):
-        X = _checks.float_array(x_name, X, ndim=2, dtype=dt)
-        y = _checks.float_array(y_name, y, ndim=(1, 2), dtype=dt)
+        X = _validation.float_array(x_name, X, ndim=2, dtype=dt)
+        y = _validation.float_array(y_name, y, ndim=(1, 2), dtype=dt)
     if X.shape[0] == 0:
         raise ValueError(f"{x_name} must have at least one row, got shape {X.shape}")
     if X.shape[1] == 0:
@@ -99,7 +99,7 @@ def _check_support(n_support, sizes):
         raise TypeError(f"n_support must be an integer or a sequence of integers, "
                         f"got {n_support!r}")
     if isinstance(n_support, numbers.Integral):
-        n = _checks.integer("n_support", n_support, minimum=0)
+        n = _validation.integer("n_support", n_support, minimum=0)
         if n > sizes.min():
             i = int(np.argmin(sizes))
             raise ValueError(f"n_support must be <= the size of every task, got {n} but task {i} "
@@ -201,11 +201,11 @@ class TaskSet:
         if len(ys) != len(Xs):
             raise ValueError(f"ys must have one entry per task of Xs ({len(Xs)}), got {len(ys)}")
         # First pass: shapes and the working dtype; second pass: cast and check finiteness.
-        Xs = [_checks.float_array(f"Xs[{i}]", x, ndim=2, finite=False) for i, x in enumerate(Xs)]
+        Xs = [_validation.float_array(f"Xs[{i}]", x, ndim=2, finite=False) for i, x in enumerate(Xs)]
         if dtype is None:
             f32 = all(x.dtype == np.float32 for x in Xs)
             dtype = np.float32 if f32 else np.float64
-        dtype = _checks.float_dtype("dtype", dtype)
+        dtype = _validation.float_dtype("dtype", dtype)
         pairs = [_check_xy(x, t, dtype, f"Xs[{i}]", f"ys[{i}]")
                  for i, (x, t) in enumerate(zip(Xs, ys))]
         X0, y0 = pairs[0]
@@ -234,7 +234,7 @@ class TaskSet:
         ``groups`` holds integers or strings (finite floats are accepted too).
         """
         X_c, y_c = _check_xy(X, y, dtype)
-        g = _checks.as_array("groups", groups)
+        g = _validation.as_array("groups", groups)
         if g.ndim != 1:
             raise ValueError(f"groups must be 1-D, got shape {g.shape}")
         if g.shape[0] != X_c.shape[0]:
@@ -355,7 +355,7 @@ class TaskSet:
         if isinstance(indices, slice):
             idx = np.arange(T)[indices]
         else:
-            arr = _checks.as_array("indices", indices)
+            arr = _validation.as_array("indices", indices)
             if arr.dtype == bool:
                 if arr.shape != (T,):
                     raise ValueError(f"indices as a boolean mask must have shape ({T},), "
@@ -386,10 +386,10 @@ class TaskSet:
         Returns ``(train, test)``: disjoint, together every task once, each keeping the original
         task order and task_ids. Deterministic for a seed.
         """
-        f = _checks.real("test_fraction", test_fraction, minimum=0.0, maximum=1.0, min_open=True)
+        f = _validation.real("test_fraction", test_fraction, minimum=0.0, maximum=1.0, min_open=True)
         if f == 1.0:
             raise ValueError("test_fraction must be < 1, got 1.0")
-        rng = np.random.default_rng(_checks.seed("seed", seed))
+        rng = np.random.default_rng(_validation.seed("seed", seed))
         T = self.n_tasks
         if T < 2:
             raise ValueError(f"split_tasks needs at least 2 tasks, got {T}")
@@ -400,13 +400,13 @@ class TaskSet:
     def astype(self, dtype):
         """This TaskSet in another working dtype: ``self`` if it already is, else a converted copy
         made once and cached (repeated calls return the same object)."""
-        dt = _checks.float_dtype("dtype", dtype)
+        dt = _validation.float_dtype("dtype", dtype)
         if dt == self.dtype:
             return self
         if dt not in self._astype_cache:
             with np.errstate(over="ignore"):  # overflow to inf is caught by the finite check
-                X = _checks.float_array("X", self._X, dtype=dt)
-                y = _checks.float_array("y", self._y, dtype=dt)
+                X = _validation.float_array("X", self._X, dtype=dt)
+                y = _validation.float_array("y", self._y, dtype=dt)
             # offsets/n_support/task_ids are read-only, so sharing them is safe.
             self._astype_cache[dt] = TaskSet._new(X, y, self._offsets, self._n_support,
                                                   self._task_ids)
@@ -428,8 +428,8 @@ class TaskSet:
 
         The message names the first offending task (position and task_id) and its row.
         """
-        _checks.choice("loss", loss, LOSSES)
-        k = _checks.integer("n_outputs", n_outputs, minimum=1)
+        _validation.choice("loss", loss, LOSSES)
+        k = _validation.integer("n_outputs", n_outputs, minimum=1)
         y = self._y
         if loss == "mse":
             if not (y.shape[1:] == (k,) or (k == 1 and y.ndim == 1)):

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks
-from .objective import Objective
+from .. import _validation
+from ..problems import Objective
 
 __all__ = ["scratch", "joint", "best_lr"]
 
@@ -29,10 +29,11 @@ def joint(model, train_tasks, theta0, *, steps=1000, lr=1e-3, weights=None, weig
     ``weighting`` (a :mod:`metacore.weighting` strategy); λ = ``l2``; ``batch_tasks`` tasks per
     step (all when None, as adaptive strategies need).
     """
-    from . import optim, weighting as _w
-    from .fit import fit
-    steps = _checks.integer("steps", steps, minimum=1)
-    lr = _checks.real("lr", lr, minimum=0.0, min_open=True)
+    from .. import optim
+    from .. import weighting as _w
+    from ..train.fit import fit
+    steps = _validation.integer("steps", steps, minimum=1)
+    lr = _validation.real("lr", lr, minimum=0.0, min_open=True)
     obj = Objective(model, train_tasks, weights=weights, l2=l2, rows="all", n_threads=n_threads)
     if weighting is None and weights is not None:
         weighting = _w.Fixed(obj.weights)
@@ -45,8 +46,8 @@ def best_lr(model, theta, val_tasks, lrs, *, steps=10, n_threads=None):
     """The rate of ``lrs`` with the lowest mean query loss after ``steps`` steps on
     ``val_tasks`` (held-out tasks other than the test tasks): a baseline fine-tunes at its own
     best rate, not at the one the meta-learner was trained for."""
-    from .evaluate import evaluate
-    lrs = [_checks.real(f"lrs[{i}]", v, minimum=0.0, min_open=True) for i, v in enumerate(lrs)]
+    from .protocol import evaluate
+    lrs = [_validation.real(f"lrs[{i}]", v, minimum=0.0, min_open=True) for i, v in enumerate(lrs)]
     if not lrs:
         raise ValueError("lrs must list at least one rate")
     scores = [evaluate(model, theta, val_tasks, steps=(steps,), lr=lr,

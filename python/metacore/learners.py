@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _checks
+from . import _validation
 from .models import MLP
-from .taskset import TaskSet
+from .data.taskset import TaskSet
 
 __all__ = ["MAML", "Reptile", "MetaSGD", "ANIL", "MetaFitResult"]
 
@@ -58,12 +58,12 @@ class _Learner:
             raise ValueError(f"model: meta-learning adapts one shared output layer to each task; "
                              f"per-task heads (task_heads={model.task_heads}) are not supported")
         self.model = model
-        self.inner_lr = _checks.real("inner_lr", inner_lr, minimum=0.0)
-        self.inner_steps = _checks.integer("inner_steps", inner_steps, minimum=1)
+        self.inner_lr = _validation.real("inner_lr", inner_lr, minimum=0.0)
+        self.inner_steps = _validation.integer("inner_steps", inner_steps, minimum=1)
         if not isinstance(first_order, (bool, np.bool_)):
             raise TypeError(f"first_order must be a bool, got {type(first_order).__name__}")
         self.first_order = bool(first_order)
-        self.n_threads = _checks.n_threads(n_threads)
+        self.n_threads = _validation.n_threads(n_threads)
 
     @property
     def n_params(self) -> int:
@@ -74,12 +74,12 @@ class _Learner:
     def _params(self, theta, name="theta"):
         P = self.n_params
         arr = np.asarray(theta)
-        if arr.dtype not in _checks.FLOAT_DTYPES:
+        if arr.dtype not in _validation.FLOAT_DTYPES:
             raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}")
         if arr.ndim != 1 or arr.shape[0] != P:
             raise ValueError(f"{name} must have shape ({P},) for {type(self).__name__} on this "
                              f"model, got {arr.shape}")
-        return _checks.float_array(name, arr, ndim=1, dtype=arr.dtype)
+        return _validation.float_array(name, arr, ndim=1, dtype=arr.dtype)
 
     def _batch(self, batch, dtype, name="batch"):
         if not isinstance(batch, TaskSet):
@@ -115,7 +115,7 @@ class _Learner:
         from . import _core
         params = self._params(theta)
         ts = self._batch(batch, params.dtype)
-        return _core.meta_value_and_grad(self.model._net(), *self._core_args(), params, ts.X,
+        return _core.meta_value_and_grad(self.model.core_net(), *self._core_args(), params, ts.X,
                                          ts.y, ts.offsets, ts.n_support, self.n_threads)
 
     # --- adapting to a new task --------------------------------------------------------------
@@ -203,7 +203,7 @@ class MetaSGD(_Learner):
 
     def init(self, theta):
         """[θ, inner_lr · 1]: the packed parameters to start meta-training from."""
-        theta = _checks.theta("theta", theta, self.model.n_params)
+        theta = _validation.theta("theta", theta, self.model.n_params)
         return np.concatenate([theta, np.full_like(theta, self.inner_lr)])
 
     def split(self, params):
@@ -230,7 +230,7 @@ class Reptile(_Learner):
     def __init__(self, model, inner_lr=0.01, inner_steps=5, outer_lr=0.1, n_threads=None):
         super().__init__(model, inner_lr=inner_lr, inner_steps=inner_steps, first_order=True,
                          n_threads=n_threads)
-        self.outer_lr = _checks.real("outer_lr", outer_lr, minimum=0.0, min_open=True)
+        self.outer_lr = _validation.real("outer_lr", outer_lr, minimum=0.0, min_open=True)
 
     def _outer(self, optimizer):
         if optimizer is None:

@@ -7,7 +7,7 @@ import json
 import math
 import os
 
-from .evaluate import EvalReport
+from .protocol import EvalReport
 
 __all__ = ["format_table", "save_json", "load_json", "plot"]
 

@@ -66,7 +66,8 @@ def _bar(total):
 
 def run_demo(args):
     import metacore as mc
-    from . import baselines, report
+    from ..evaluation import baselines
+    from ..evaluation import report
 
     say = (lambda *a, **k: None) if args.quiet else print
     out = args.output if args.output is not None else "runs/demo"

@@ -1,0 +1,95 @@
+r"""Summary statistics over tasks: the mean and half-width of its Student-t confidence interval,
+
+    h = t_{(1+c)/2, T−1} · s / √T,
+
+with the t quantile computed exactly (no SciPy): the "±" of Li et al. 2017 and Finn et al. 2017.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import _validation
+
+__all__ = ["mean_ci", "t_quantile"]
+
+
+# --- Student-t quantiles without SciPy -----------------------------------------------------------
+def _t_two_sided(t, nu):
+    """P(|T| <= t) for T ~ Student-t with integer ν (Abramowitz & Stegun 26.7.3-4, exact)."""
+    theta = math.atan(t / math.sqrt(nu))
+    c2, s = math.cos(theta) ** 2, math.sin(theta)
+    if nu % 2 == 1:
+        term, total = math.cos(theta), 0.0
+        if nu > 1:
+            total = term
+            for j in range(3, nu - 1, 2):       # cos θ (1 + 2/3 cos²θ + 2·4/(3·5) cos⁴θ + ...)
+                term *= c2 * (j - 1) / j
+                total += term
+        return 2.0 / math.pi * (theta + s * total)
+    term, total = 1.0, 1.0
+    for j in range(2, nu - 1, 2):               # 1 + 1/2 cos²θ + 1·3/(2·4) cos⁴θ + ...
+        term *= c2 * (j - 1) / j
+        total += term
+    return s * total
+
+
+def _normal_quantile(p):
+    """Φ⁻¹(p) by bisection on erf (|error| < 1e-14)."""
+    lo, hi = -40.0, 40.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if 0.5 * (1.0 + math.erf(mid / math.sqrt(2.0))) < p:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def t_quantile(p, nu):
+    """The p-quantile (p in (0.5, 1)) of Student's t with ν >= 1 degrees of freedom."""
+    p = _validation.real("p", p, minimum=0.5, min_open=True, maximum=1.0)
+    nu = _validation.integer("nu", nu, minimum=1)
+    if p >= 1.0:
+        raise ValueError(f"p must be < 1, got {p}")
+    if nu > 2000:
+        # Cornish-Fisher expansion around the normal quantile: error O(ν⁻⁵), < 1e-12 here
+        z = _normal_quantile(p)
+        g1 = (z ** 3 + z) / 4
+        g2 = (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96
+        g3 = (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384
+        return z + g1 / nu + g2 / nu ** 2 + g3 / nu ** 3
+    target = 2.0 * p - 1.0
+    lo, hi = 0.0, 1.0
+    while _t_two_sided(hi, nu) < target:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if _t_two_sided(mid, nu) < target:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def mean_ci(values, confidence=0.95):
+    """(mean, half-width) of the Student-t confidence interval of the mean of ``values`` (1-D);
+    the half-width is NaN for a single value, and (inf, NaN) when a value is not finite (a task
+    whose adaptation diverged)."""
+    v = _validation.float_array("values", values, ndim=1, dtype=np.float64, finite=False)
+    if v.shape[0] == 0:
+        raise ValueError("values must not be empty")
+    confidence = _validation.real("confidence", confidence, minimum=0.0, min_open=True, maximum=1.0)
+    n = v.shape[0]
+    if not np.isfinite(v).all():
+        return float("inf"), float("nan")
+    if n == 1:
+        return float(v[0]), float("nan")
+    t = t_quantile(0.5 * (1.0 + confidence), n - 1)
+    with np.errstate(over="ignore", invalid="ignore"):   # huge losses of tasks blowing up
+        mean, sd = float(v.mean()), float(v.std(ddof=1))
+    if not (math.isfinite(mean) and math.isfinite(sd)):
+        return float("inf"), float("nan")
+    return mean, t * sd / math.sqrt(n)
