@@ -88,8 +88,9 @@ PUBLIC_CALLS = {
     "ANIL.meta_value_and_grad": lambda p: mc.ANIL(p.model).meta_value_and_grad(p.theta, p.ts),
     "MetaSGD.meta_value_and_grad": lambda p: (lambda l: l.meta_value_and_grad(
         l.init(p.theta), p.ts))(mc.MetaSGD(p.model)),
-    "MAML.fit": lambda p: mc.MAML(p.model).fit(p.ts, p.theta, meta_batch=p.ts.n_tasks // 2,
-                                               steps=3, progress=False).theta,
+    "fit(MetaObjective)": lambda p: mc.fit(
+        mc.MetaObjective(mc.MAML(p.model), p.ts, meta_batch=p.ts.n_tasks // 2), p.theta, steps=3,
+        progress=False).theta,
 }
 
 # The calls that run in the compiled core with the GIL released (and may use OpenMP threads).
@@ -97,7 +98,7 @@ LONG_CALLS = ("MLP.predict", "Objective.value", "Objective.grad", "Objective.val
               "Objective.task_losses", "Objective.task_grads", "Objective.task_losses_and_grads",
               "Objective.hvp", "fit", "adapt_batch", "MAML.meta_value_and_grad",
               "FOMAML.meta_value_and_grad", "ANIL.meta_value_and_grad",
-              "MetaSGD.meta_value_and_grad", "MAML.fit")
+              "MetaSGD.meta_value_and_grad", "fit(MetaObjective)")
 
 
 def flatten(result) -> list:

@@ -115,7 +115,7 @@ def test_files_are_plain_npz_with_json(tmp_path):
         meta = json.loads(str(z["meta"]))
         assert {"theta", "moment_m", "moment_v", "alpha"} <= set(z.files)
     assert meta["format"] == "metacore-checkpoint" and meta["step"] == 3
-    assert meta["optimizer"]["name"] == "Adam" and meta["model"]["loss"] == "logistic"
+    assert meta["optimizer"]["kind"] == "adam" and meta["model"]["loss"] == "logistic"
 
 
 # --- corrupt and mismatched files --------------------------------------------------------------
@@ -176,7 +176,7 @@ def test_flipped_bytes_fail_the_zip_checksum(saved):
     (lambda a, m: m.pop("step"), "incomplete or corrupt"),
     (lambda a, m: m.update(step=-3), "checkpoint step must be >= 0"),
     (lambda a, m: m["model"].update(layer_sizes=[6, 9, 1]), "has 65 entries but its model"),
-    (lambda a, m: m["optimizer"].update(name="Lion"), "unknown optimizer"),
+    (lambda a, m: m["optimizer"].update(kind="lion"), "unknown optimizer"),
 ])
 def test_corrupt_contents_are_named(saved, change, match):
     rewrite(saved, change)

@@ -352,13 +352,13 @@ def test_bad_arguments_are_rejected_by_name(small, kwargs, exc, match):
 
 def test_bad_objective_and_theta0_are_rejected(small):
     obj, ts = small
-    with pytest.raises(TypeError, match="obj must be a metacore Objective"):
+    with pytest.raises(TypeError, match="problem must be a metacore Objective"):
         quiet_fit(ts, np.zeros(6))
-    with pytest.raises(ValueError, match="theta0 must have length 6"):
+    with pytest.raises(ValueError, match="start must have length 6"):
         quiet_fit(obj, np.zeros(7))
-    with pytest.raises(TypeError, match="theta0 must be a float32 or float64 array"):
+    with pytest.raises(TypeError, match="start must be a float32 or float64 array"):
         quiet_fit(obj, np.zeros(6, dtype=np.int64))
-    with pytest.raises(ValueError, match="theta0 must be finite"):
+    with pytest.raises(ValueError, match="start must be finite"):
         quiet_fit(obj, np.full(6, np.nan))
     other = linear_tasks(T=2, d=3)[0]
     with pytest.raises(ValueError, match="features but the model expects 5"):
@@ -378,19 +378,19 @@ def test_train_state_shows_its_buffers_as_read_only_views():
     ts, _ = linear_tasks(T=3)
     obj = mc.Objective(mc.Linear(5), ts)
     opt = Adam(lr=0.1)
-    state = _core.TrainState64(np.zeros(6), opt._config(), np.full(3, 1 / 3), 0, 7)
+    state = _core.TrainState64(np.zeros(6), opt.core_config(), np.full(3, 1 / 3), 0, 7)
     theta, m = state.theta, state.m
     assert not theta.flags.writeable and not m.flags.writeable
     with pytest.raises(ValueError):
         theta[0] = 1.0
-    out = state.run(obj._handle(np.dtype(np.float64)), opt._config(), 0, 0, 0.0, 3)
-    assert out["steps_done"] == 3 and state.step == 3
+    out = state.run_objective(obj.core_handle(np.dtype(np.float64)), opt.core_config(), 0, 0, 0.0, 3)
+    assert out.steps_done == 3 and state.step == 3
     assert theta.any() and np.array_equal(theta, state.theta)     # the view sees the updates
-    assert SGD(lr=0.1)._config().uses_m is False
+    assert SGD(lr=0.1).core_config().uses_m is False
     with pytest.raises(ValueError, match="optimizer does not match the train state"):
-        state.run(obj._handle(np.dtype(np.float64)), SGD(lr=0.1)._config(), 0, 0, 0.0, 1)
+        state.run_objective(obj.core_handle(np.dtype(np.float64)), SGD(lr=0.1).core_config(), 0, 0, 0.0, 1)
     with pytest.raises(ValueError, match="batch_tasks must be in"):
-        state.run(obj._handle(np.dtype(np.float64)), opt._config(), 4, 0, 0.0, 1)
+        state.run_objective(obj.core_handle(np.dtype(np.float64)), opt.core_config(), 4, 0, 0.0, 1)
     with pytest.raises(TypeError, match="theta must have dtype float64"):
         state.restore(np.zeros(6, np.float32), state.m, state.v, state.alpha, state.weighting, 0)
     assert state.step == 3

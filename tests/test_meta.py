@@ -164,11 +164,12 @@ def test_bit_identical_for_any_thread_count(dtype):
     for loss, g in outs[1:]:
         assert loss == outs[0][0]
         np.testing.assert_array_equal(g, outs[0][1])
-    fits = [mc.MAML(model, inner_lr=0.01).fit(mc.tasks.SinusoidSource(), theta, meta_batch=5,
-                                              steps=20, chunk=7, progress=False, n_threads=n)
+    fits = [mc.fit(mc.MetaObjective(mc.MAML(model, inner_lr=0.01), mc.tasks.SinusoidSource(),
+                                    meta_batch=5), theta, steps=20, chunk_size=7, progress=False,
+                   n_threads=n)
             for n in (1, 3)]
     np.testing.assert_array_equal(fits[0].theta, fits[1].theta)
-    np.testing.assert_array_equal(fits[0].history["meta_loss"], fits[1].history["meta_loss"])
+    np.testing.assert_array_equal(fits[0].history.objective, fits[1].history.objective)
 
 
 # --- training ----------------------------------------------------------------------------------
@@ -177,12 +178,13 @@ def test_maml_fit_on_sinusoids_lowers_the_meta_loss():
     theta0 = model.init(seed=0, dtype=np.float32)
     val = mc.tasks.SinusoidSource().sample(50, step=0, seed=123)
     learner = mc.MAML(model, inner_lr=0.01, inner_steps=1)
-    res = learner.fit(mc.tasks.SinusoidSource(), theta0, meta_batch=10, steps=600,
-                      optimizer={"kind": "adam", "lr": 3e-3}, validation=val,
-                      validate_every=300, progress=False)
-    assert res.history["meta_loss"].shape == (600,)
-    assert [s for s, _ in res.history["validation"]] == [300, 600]
-    assert res.history["validation"][-1][1] < 0.5 * learner.meta_value(theta0, val)
+    res = mc.fit(mc.MetaObjective(learner, mc.tasks.SinusoidSource(), meta_batch=10), theta0,
+                 steps=600, optimizer={"kind": "adam", "lr": 3e-3}, validation=val,
+                 eval_every=300, progress=False)
+    assert res.history.objective.shape == (600,)
+    assert res.history.eval_step.tolist() == [0, 300, 600]    # the start, then every 300 steps
+    assert res.history.val_loss[0] == pytest.approx(learner.meta_value(theta0, val), rel=1e-6)
+    assert res.history.val_loss[-1] < 0.5 * learner.meta_value(theta0, val)
 
 
 def test_fit_from_a_taskset_is_reproducible_and_chunk_independent():
@@ -194,10 +196,11 @@ def test_fit_from_a_taskset_is_reproducible_and_chunk_independent():
         t0 = theta_for(model)
         if isinstance(learner, mc.MetaSGD):
             t0 = learner.init(t0)
-        a = learner.fit(ts, t0, meta_batch=4, steps=30, chunk=30, progress=False, seed=3)
-        b = learner.fit(ts, t0, meta_batch=4, steps=30, chunk=4, progress=False, seed=3)
+        problem = mc.MetaObjective(learner, ts, meta_batch=4)
+        a = mc.fit(problem, t0, steps=30, chunk_size=30, progress=False, seed=3)
+        b = mc.fit(problem, t0, steps=30, chunk_size=4, progress=False, seed=3)
         np.testing.assert_array_equal(a.theta, b.theta)
-        assert a.history["meta_loss"][-5:].mean() < a.history["meta_loss"][:5].mean()
+        assert a.history.objective[-5:].mean() < a.history.objective[:5].mean()
 
 
 def test_reptile_fit_without_optimizer_is_the_annealed_reptile_step():
@@ -205,7 +208,7 @@ def test_reptile_fit_without_optimizer_is_the_annealed_reptile_step():
     ts = make_batch(model, n_tasks=3, seed=2)
     learner = mc.Reptile(model, inner_lr=0.1, inner_steps=3, outer_lr=0.5)
     theta = theta_for(model)
-    res = learner.fit(ts, theta, meta_batch=3, steps=2, progress=False)
+    res = mc.fit(mc.MetaObjective(learner, ts, meta_batch=3), theta, steps=2, progress=False)
     expected = theta.copy()
     for s in range(2):
         _, d = ref.reptile_value_and_grad(model, expected, ts, inner_lr=0.1, inner_steps=3)
@@ -218,8 +221,8 @@ def test_non_finite_loss_stops_training_at_the_step():
     ts = make_batch(model, n_tasks=4)
     learner = mc.MAML(model, inner_lr=100.0, inner_steps=5)
     with pytest.raises(FloatingPointError, match="at step") as info:
-        learner.fit(ts, theta_for(model).astype(np.float32), meta_batch=2, steps=50,
-                    optimizer={"kind": "sgd", "lr": 1e3}, progress=False)
+        mc.fit(mc.MetaObjective(learner, ts, meta_batch=2), theta_for(model).astype(np.float32),
+               steps=50, optimizer={"kind": "sgd", "lr": 1e3}, progress=False)
     assert np.isfinite(info.value.result.theta).all()
 
 
@@ -254,9 +257,9 @@ def test_bad_arguments_are_rejected_with_their_names():
     with pytest.raises(TypeError, match="batch must be a TaskSet"):
         mc.MAML(model).meta_value_and_grad(theta, (batch.X, batch.y))
     with pytest.raises(ValueError, match="meta_batch"):
-        mc.MAML(model).fit(batch, theta, meta_batch=10, steps=1, progress=False)
+        mc.MetaObjective(mc.MAML(model), batch, meta_batch=10)
     with pytest.raises(TypeError, match="optimizer"):
-        mc.MAML(model).fit(batch, theta, meta_batch=1, steps=1, optimizer="adam",
-                           progress=False)
+        mc.fit(mc.MetaObjective(mc.MAML(model), batch, meta_batch=1), theta, steps=1,
+               optimizer="adam", progress=False)
     with pytest.raises(ValueError, match="n_threads"):
         mc.MAML(model, n_threads=0)

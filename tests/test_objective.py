@@ -60,7 +60,7 @@ def rel_err(actual, expected):
 
 def plan(obj, dtype):
     """How the core split the work (private, for checking that a test exercises what it says)."""
-    return obj._handle(np.dtype(dtype)).plan_info()
+    return obj.core_handle(np.dtype(dtype)).plan_info()
 
 
 # --- 1. the core agrees with the reference --------------------------------------------------------

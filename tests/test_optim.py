@@ -199,7 +199,7 @@ def test_plain_sgd_descends_rosenbrock():
 
 # --- schedules ---------------------------------------------------------------------------------
 def core_lr(opt, t):
-    return opt._config().lr_at(t)
+    return opt.core_config().lr_at(t)
 
 
 def test_constant_schedule():
@@ -304,17 +304,16 @@ def test_update_rejects_bad_buffers():
 
 
 def test_meta_learners_take_optim_objects():
-    """The meta-learners' fit reads an optimizer through spec(): the core's names, same numbers."""
-    from metacore._meta_fit import optimizer_spec
-    spec = optimizer_spec(AdamW(lr=3e-3, weight_decay=0.1, schedule=warmup(5, cosine(20, 0.1))))
-    assert spec["kind"] == "adamw" and spec["betas"] == (0.9, 0.999) and spec["lr"] == 3e-3
-    assert spec["schedule"] == {"kind": "cosine", "every": 1, "gamma": 0.1, "period": 20,
-                                "min_factor": 0.1, "warmup": 5, "warmup_start": 0.0}
+    """Meta-training reads an optimizer object or the same settings as a plain dict (through the
+    one strict from_dict): same numbers."""
+    opt = AdamW(lr=3e-3, weight_decay=0.1, schedule=warmup(5, cosine(20, 0.1)))
+    assert mc.optim.from_dict(opt.to_dict()) == opt
     model = mc.MLP([1, 8, 1], activation="tanh")
     tasks = mc.tasks.sinusoid(20, k_support=5, k_query=5, seed=0)
     theta0 = model.init(seed=0)
-    kw = dict(meta_batch=4, steps=6, progress=False, seed=1)
+    kw = dict(steps=6, progress=False, seed=1)
+    problem = mc.MetaObjective(mc.MAML(model, inner_lr=0.01), tasks, meta_batch=4)
     opt = SGD(lr=0.01, momentum=0.9, schedule=cosine(6))
-    a = mc.MAML(model, inner_lr=0.01).fit(tasks, theta0, optimizer=opt, **kw)
-    b = mc.MAML(model, inner_lr=0.01).fit(tasks, theta0, optimizer=opt.spec(), **kw)
+    a = mc.fit(problem, theta0, optimizer=opt, **kw)
+    b = mc.fit(problem, theta0, optimizer=opt.to_dict(), **kw)
     assert np.array_equal(a.theta, b.theta)

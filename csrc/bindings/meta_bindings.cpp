@@ -159,6 +159,23 @@ bool is_float32(const py::handle& theta) {
                          std::string(py::str(a.dtype())));
 }
 
+template <class T>
+py::tuple sinusoid_typed(const SinusoidSource& src, std::uint64_t seed, std::int64_t step,
+                         std::int64_t n_tasks) {
+    const std::int64_t n = src.rows_per_task();
+    py::array_t<T> X({n_tasks * n, std::int64_t{1}}), y(n_tasks * n);
+    py::array_t<std::int64_t> offsets(n_tasks + 1), ns(n_tasks);
+    T* Xp = X.mutable_data();
+    T* yp = y.mutable_data();
+    for (std::int64_t i = 0; i <= n_tasks; ++i) offsets.mutable_data()[i] = i * n;
+    for (std::int64_t i = 0; i < n_tasks; ++i) ns.mutable_data()[i] = src.k_support;
+    {
+        py::gil_scoped_release release;
+        for (std::int64_t i = 0; i < n_tasks; ++i) src.task(seed, step, i, Xp + i * n, yp + i * n);
+    }
+    return py::make_tuple(X, y, offsets, ns);
+}
+
 }  // namespace
 
 MetaConfig meta_config(const NetSpec& net, const std::string& learner, double inner_lr,
@@ -233,6 +250,19 @@ void register_meta(py::module_& m) {
         py::arg("n_support"), py::arg("steps"), py::arg("lr"), py::arg("rates") = py::none(),
         py::arg("head_only") = false, py::arg("want_theta") = true, py::arg("want_pred") = true,
         py::arg("n_threads") = py::none());
+    m.def(
+        "sinusoid_tasks",
+        [](std::int64_t k_support, std::int64_t k_query, std::pair<double, double> amplitude,
+           std::pair<double, double> phase, std::pair<double, double> x_range, std::uint64_t seed,
+           std::int64_t step, std::int64_t n_tasks, bool float32) {
+            if (n_tasks < 1) throw py::value_error("n_tasks must be >= 1, got " + std::to_string(n_tasks));
+            const SinusoidSource src = sinusoid_source(k_support, k_query, amplitude, phase, x_range);
+            return float32 ? sinusoid_typed<float>(src, seed, step, n_tasks)
+                           : sinusoid_typed<double>(src, seed, step, n_tasks);
+        },
+        py::arg("k_support"), py::arg("k_query"), py::arg("amplitude"), py::arg("phase"),
+        py::arg("x_range"), py::arg("seed"), py::arg("step"), py::arg("n_tasks"),
+        py::arg("float32"));
 }
 
 }  // namespace metacore::bindings

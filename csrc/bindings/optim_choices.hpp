@@ -18,7 +18,8 @@ inline ScheduleKind parse_schedule_kind(const std::string& s) {
     return parse_choice<ScheduleKind>("schedule", s,
                                       {{"constant", ScheduleKind::constant},
                                        {"step", ScheduleKind::step},
-                                       {"cosine", ScheduleKind::cosine}});
+                                       {"cosine", ScheduleKind::cosine},
+                                       {"linear", ScheduleKind::linear}});
 }
 
 }  // namespace metacore::bindings

@@ -8,6 +8,7 @@
 
 #include "arrays.hpp"
 #include "metacore/net.hpp"
+#include "metacore/task_sources.hpp"
 #include "metacore/tasks.hpp"
 
 namespace metacore::bindings {
@@ -88,6 +89,25 @@ TaskData<T> checked_tasks(const py::array_t<T>& X, const py::array_t<T>& y,
     data.n_support = ns;
     data.n_tasks = T_;
     return data;
+}
+
+// A sinusoid task source from its Python arguments, checked.
+inline SinusoidSource sinusoid_source(std::int64_t k_support, std::int64_t k_query,
+                               std::pair<double, double> amplitude, std::pair<double, double> phase,
+                               std::pair<double, double> x_range) {
+    if (k_support < 1 || k_query < 1)
+        throw py::value_error("k_support and k_query must be >= 1 for meta-learning, got " +
+                              std::to_string(k_support) + " and " + std::to_string(k_query));
+    SinusoidSource s;
+    s.k_support = k_support;
+    s.k_query = k_query;
+    s.amp_lo = amplitude.first;
+    s.amp_hi = amplitude.second;
+    s.phase_lo = phase.first;
+    s.phase_hi = phase.second;
+    s.x_lo = x_range.first;
+    s.x_hi = x_range.second;
+    return s;
 }
 
 }  // namespace metacore::bindings

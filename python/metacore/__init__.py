@@ -11,12 +11,14 @@ from .data import TaskSet, tasks
 from .evaluation import baselines, report
 from .evaluation.protocol import EvalReport, evaluate
 from .evaluation.statistics import mean_ci
-from .learners import ANIL, MAML, MetaFitResult, MetaSGD, Reptile
+from .learners import ANIL, FOMAML, MAML, MetaSGD, Reptile
 from .models import MLP, Linear, Logistic, Softmax
-from .problems import Objective
+from .problems import MetaObjective, Objective
 from .train import backends as distributed
-from .train.checkpoint import Checkpoint, load, save
-from .train.fit import EarlyStopping, FitDivergedError, FitEvent, FitResult, fit
+from .train.checkpoint import load, save
+from .train.fit import fit
+from .train.result import EarlyStopping, FitDivergedError, FitEvent, FitResult, History
+from .train.state import Checkpoint
 
 try:
     __version__ = _dist_version("metacore")
@@ -33,8 +35,9 @@ def build_info() -> dict:
 __all__ = [
     "MLP", "Linear", "Logistic", "Softmax", "Objective", "TaskSet",
     "build_info", "reference", "tasks", "__version__",
-    "MAML", "Reptile", "MetaSGD", "ANIL", "MetaFitResult", "adapt", "adapt_predict", "adapt_batch",
-    "optim", "weighting", "fit", "FitResult", "FitEvent", "FitDivergedError", "EarlyStopping",
+    "MAML", "FOMAML", "Reptile", "MetaSGD", "ANIL", "MetaObjective", "adapt", "adapt_predict",
+    "adapt_batch", "optim", "weighting", "fit", "FitResult", "History", "FitEvent",
+    "FitDivergedError", "EarlyStopping",
     "Checkpoint", "save", "load", "distributed",
     "evaluate", "EvalReport", "mean_ci", "baselines", "report",
 ]

@@ -15,41 +15,36 @@ products (forward-over-reverse through the net), never an unrolled graph; memory
 
 First order (``first_order=True``) drops the Hessian terms: ∂L_q/∂θ ≈ ∇L_q(φ_k). Meta-SGD also
 learns r: ∂L_q/∂r = −Σ_j g_{j+1} ⊙ ∇L_s(φ_j). Reptile moves θ toward the adapted parameters,
-θ ← θ + ε·mean_i(φ_i − θ), with ε annealed linearly from ``outer_lr`` to 0 over ``fit``'s steps.
+θ ← θ + ε_s·mean_i(φ_i − θ): its meta-gradient is the direction mean_i(θ − φ_i) and its outer step is
+the outer optimizer, by default SGD with ε_s annealed linearly from ``outer_lr`` to 0.
 
-The meta-batch runs in parallel over tasks; results are bit-identical for any thread count.
+Learners own no training loop: ``mc.fit(mc.MetaObjective(learner, tasks, meta_batch=25), θ₀, ...)``
+meta-trains any of them with the one θ-update loop of :mod:`metacore.train`. The meta-batch runs in
+parallel over tasks; results are bit-identical for any thread count.
 Papers: Finn et al. 2017 (MAML), Nichol et al. 2018 (Reptile), Li et al. 2017 (Meta-SGD),
 Raghu et al. 2020 (ANIL).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import warnings
 
 import numpy as np
 
 from . import _validation
+from . import optim
 from .models import MLP
 from .data.taskset import TaskSet
 
-__all__ = ["MAML", "Reptile", "MetaSGD", "ANIL", "MetaFitResult"]
+__all__ = ["Learner", "MAML", "FOMAML", "Reptile", "MetaSGD", "ANIL", "from_dict"]
 
 
-@dataclass
-class MetaFitResult:
-    """What ``learner.fit`` returns.
+class Learner:
+    """What every meta-learner shares: the model, the inner loop (``inner_lr``, ``inner_steps``)
+    and whether the meta-gradient is first order. Subclasses: :class:`MAML`, :class:`FOMAML`,
+    :class:`ANIL`, :class:`MetaSGD`, :class:`Reptile`."""
 
-    theta: the learned parameters (Meta-SGD: θ and the rates packed, see ``MetaSGD.split``).
-    history: ``meta_loss`` (steps,) the mean query loss after adaptation at each step,
-    ``support_loss`` (steps,) the mean support loss before adaptation, and ``validation``, a list
-    of (step, value) pairs.
-    """
-    theta: np.ndarray
-    history: dict = field(default_factory=dict)
-
-
-class _Learner:
-    _kind = "maml"
+    kind = "maml"
 
     def __init__(self, model, inner_lr=0.01, inner_steps=1, first_order=False, n_threads=None):
         if not isinstance(model, MLP):
@@ -71,7 +66,9 @@ class _Learner:
         return self.model.n_params
 
     # --- arguments ---------------------------------------------------------------------------
-    def _params(self, theta, name="theta"):
+    def check_params(self, theta, name="theta"):
+        """θ (or Meta-SGD's packed parameters) checked: a float32/float64 array of shape
+        (n_params,)."""
         P = self.n_params
         arr = np.asarray(theta)
         if arr.dtype not in _validation.FLOAT_DTYPES:
@@ -81,7 +78,9 @@ class _Learner:
                              f"model, got {arr.shape}")
         return _validation.float_array(name, arr, ndim=1, dtype=arr.dtype)
 
-    def _batch(self, batch, dtype, name="batch"):
+    def check_batch(self, batch, dtype, name="batch"):
+        """``batch`` checked for meta-learning (support and query rows in every task, labels that
+        fit the model) and converted to ``dtype``."""
         if not isinstance(batch, TaskSet):
             raise TypeError(f"{name} must be a TaskSet with support/query splits, "
                             f"got {type(batch).__name__}")
@@ -96,8 +95,9 @@ class _Learner:
         batch.check_labels(self.model.loss, self.model.n_outputs)
         return batch.astype(dtype)
 
-    def _core_args(self):
-        return self._kind, self.inner_lr, self.inner_steps, self.first_order
+    def core_spec(self):
+        """(kind, inner_lr, inner_steps, first_order) as the compiled core takes them."""
+        return self.kind, self.inner_lr, self.inner_steps, self.first_order
 
     # --- the meta-objective ------------------------------------------------------------------
     def meta_value_and_grad(self, theta, batch):
@@ -111,11 +111,24 @@ class _Learner:
         """The meta-loss alone."""
         return self._evaluate(theta, batch)[0]
 
+    def query_losses(self, theta, batch) -> np.ndarray:
+        """(T,) float64: each task's query loss after this learner's inner loop on its support
+        rows — the meta-loss per task, without its gradient."""
+        from . import _core
+        params = self.check_params(theta)
+        ts = self.check_batch(batch, params.dtype)
+        kind, lr, steps, _ = self.core_spec()
+        # The loss does not depend on the meta-gradient's order: first order skips the HVPs.
+        losses = _core.meta_value_and_grad(self.model.core_net(), kind, lr, steps, True, params,
+                                           ts.X, ts.y, ts.offsets, ts.n_support,
+                                           self.n_threads)[2]
+        return np.asarray(losses, dtype=np.float64)
+
     def _evaluate(self, theta, batch):
         from . import _core
-        params = self._params(theta)
-        ts = self._batch(batch, params.dtype)
-        return _core.meta_value_and_grad(self.model.core_net(), *self._core_args(), params, ts.X,
+        params = self.check_params(theta)
+        ts = self.check_batch(batch, params.dtype)
+        return _core.meta_value_and_grad(self.model.core_net(), *self.core_spec(), params, ts.X,
                                          ts.y, ts.offsets, ts.n_support, self.n_threads)
 
     # --- adapting to a new task --------------------------------------------------------------
@@ -126,7 +139,7 @@ class _Learner:
     def adapt(self, theta, X_support, y_support, *, steps=None):
         """θ adapted by this learner's inner loop (``steps`` defaults to inner_steps)."""
         from .adapt import adapt
-        theta, lr, head_only = self._adapt_rule(self._params(theta))
+        theta, lr, head_only = self._adapt_rule(self.check_params(theta))
         return adapt(self.model, theta, X_support, y_support,
                      steps=self.inner_steps if steps is None else steps, lr=lr,
                      head_only=head_only)
@@ -134,34 +147,44 @@ class _Learner:
     def adapt_predict(self, theta, X_support, y_support, X_query, *, steps=None):
         """Outputs on X_query of the net adapted by this learner's inner loop."""
         from .adapt import adapt_predict
-        theta, lr, head_only = self._adapt_rule(self._params(theta))
+        theta, lr, head_only = self._adapt_rule(self.check_params(theta))
         return adapt_predict(self.model, theta, X_support, y_support, X_query,
                              steps=self.inner_steps if steps is None else steps, lr=lr,
                              head_only=head_only)
 
-    # --- training ----------------------------------------------------------------------------
-    def _outer(self, optimizer):
-        """The optimizer as plain data for the core (None: the learner's own outer step)."""
-        from ._meta_fit import optimizer_spec
-        return optimizer_spec(optimizer if optimizer is not None else _default_adam())
+    # --- training: plain data for the one loop ----------------------------------------------
+    def default_optimizer(self, steps) -> optim.Optimizer:
+        """The outer optimizer ``mc.fit`` uses when none is given: Adam, lr 1e-3 (Finn et al.)."""
+        return optim.Adam(lr=1e-3)
+
+    def inner_rates(self, params):
+        """The learned inner learning rates in ``params`` (Meta-SGD), else None."""
+        return None
+
+    def to_dict(self) -> dict:
+        """Plain data (JSON-serialisable) that :func:`from_dict` turns back into this learner,
+        with its model."""
+        return {"kind": type(self).__name__, "model": self.model.spec(),
+                "inner_lr": self.inner_lr, "inner_steps": self.inner_steps,
+                "first_order": self.first_order}
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.to_dict() == self.to_dict()
 
     def fit(self, tasks, theta0, *, meta_batch=25, steps=1000, optimizer=None, validation=None,
-            validate_every=None, progress=True, seed=0, n_threads=None, chunk=100):
-        """Meta-train from ``theta0`` for ``steps`` meta-steps.
-
-        tasks: a TaskSet to sample ``meta_batch`` distinct tasks from at every step (step s draws
-        with CounterRng(seed, s)), or a task source such as ``mc.tasks.SinusoidSource()`` that
-        generates fresh tasks every step. optimizer: the outer optimizer (default Adam, lr 1e-3).
-        validation: None, a TaskSet (its meta-loss is recorded) or a callable(theta) -> float,
-        evaluated every ``validate_every`` steps (default: after every chunk). The core runs
-        ``chunk`` steps at a time with the GIL released; a tqdm bar shows progress when tqdm is
-        installed. Returns a :class:`MetaFitResult`. A non-finite loss stops the run with a
-        FloatingPointError naming the step; the parameters are those before that step.
-        """
-        from ._meta_fit import run_fit
-        return run_fit(self, tasks, theta0, meta_batch=meta_batch, steps=steps,
-                       optimizer=optimizer, validation=validation, validate_every=validate_every,
-                       progress=progress, seed=seed, n_threads=n_threads, chunk=chunk)
+            validate_every=None, progress=True, seed=0, n_threads=None, chunk=None):
+        """Deprecated: use ``mc.fit(mc.MetaObjective(learner, tasks, meta_batch=...), theta0,
+        ...)``, which this calls (``validate_every`` is its ``eval_every``, ``chunk`` its
+        ``chunk_size``). Returns its :class:`~metacore.FitResult`. Removed in the next release."""
+        warnings.warn("learner.fit(...) is deprecated and will be removed in the next release: use "
+                      "mc.fit(mc.MetaObjective(learner, tasks, meta_batch=...), theta0, ...)",
+                      DeprecationWarning, stacklevel=2)
+        from .problems import MetaObjective
+        from .train.fit import fit   # the deprecation shim's one upward import
+        problem = MetaObjective(self, tasks, meta_batch=meta_batch, n_threads=n_threads)
+        return fit(problem, theta0, optimizer=optimizer, steps=steps, validation=validation,
+                   eval_every=validate_every or steps, progress=progress, seed=seed,
+                   chunk_size=chunk)
 
     def __repr__(self):
         fo = ", first_order=True" if self.first_order else ""
@@ -169,33 +192,43 @@ class _Learner:
                 f"inner_steps={self.inner_steps}{fo})")
 
 
-def _default_adam():
-    return {"kind": "adam", "lr": 1e-3}
-
-
-class MAML(_Learner):
+class MAML(Learner):
     """Model-agnostic meta-learning (Finn et al., 2017): exact second-order meta-gradient through
     all ``inner_steps`` steps, or first-order MAML with ``first_order=True``."""
-    _kind = "maml"
+    kind = "maml"
 
 
-class ANIL(_Learner):
+class FOMAML(MAML):
+    """First-order MAML (Finn et al., 2017, section 5.2): ``MAML(..., first_order=True)``, the
+    meta-gradient ∇L_q(φ_k) without the Hessian terms."""
+
+    def __init__(self, model, inner_lr=0.01, inner_steps=1, n_threads=None):
+        super().__init__(model, inner_lr=inner_lr, inner_steps=inner_steps, first_order=True,
+                         n_threads=n_threads)
+
+    def to_dict(self):
+        d = super().to_dict()
+        del d["first_order"]
+        return d
+
+
+class ANIL(Learner):
     """Almost No Inner Loop (Raghu et al., 2020): the inner loop adapts the output layer only
     (rates inner_lr on the last layer, 0 on the hidden layers); the meta-gradient reaches every
     layer, second order through the head's adaptation unless ``first_order``."""
-    _kind = "anil"
+    kind = "anil"
 
     def _adapt_rule(self, theta):
         return theta, self.inner_lr, True
 
 
-class MetaSGD(_Learner):
+class MetaSGD(Learner):
     """Meta-SGD (Li et al., 2017): learns θ and one inner learning rate per parameter.
 
     The learner's parameters are packed ``[θ (P), r (P)]`` (length 2P): ``init(theta)`` packs θ
     with r = inner_lr everywhere, ``split(params)`` returns views (θ, r). The rates are not
     constrained to be positive (as in the paper)."""
-    _kind = "metasgd"
+    kind = "metasgd"
 
     @property
     def n_params(self) -> int:
@@ -208,7 +241,7 @@ class MetaSGD(_Learner):
 
     def split(self, params):
         """(θ, rates): views into packed parameters."""
-        params = self._params(params, "params")
+        params = self.check_params(params, "params")
         P = self.model.n_params
         return params[:P], params[P:]
 
@@ -216,28 +249,47 @@ class MetaSGD(_Learner):
         theta, rates = self.split(params)
         return theta, rates, False
 
+    def inner_rates(self, params):
+        return np.array(self.split(params)[1])
 
-class Reptile(_Learner):
-    """Reptile (Nichol et al., 2018): k inner SGD steps φ_i, then θ ← θ + ε·mean_i(φ_i − θ).
+
+class Reptile(Learner):
+    """Reptile (Nichol et al., 2018): k inner SGD steps φ_i, then θ ← θ + ε_s·mean_i(φ_i − θ).
 
     ``meta_value_and_grad`` returns the mean query loss at φ_i and the direction mean_i(θ − φ_i),
-    so a plain step θ ← θ − ε·direction is Reptile's update. ``fit`` without an optimizer uses
-    that step with ε annealed linearly from ``outer_lr`` to 0; with an optimizer it feeds it the
-    direction as the gradient.
+    so the outer optimizer's plain step θ ← θ − ε_s·direction is Reptile's update. ``mc.fit``'s
+    default outer optimizer for Reptile is that step: ``SGD(lr=outer_lr,
+    schedule=linear(steps))``, ε_s annealed linearly from ``outer_lr`` to 0 over the run.
     """
-    _kind = "reptile"
+    kind = "reptile"
 
     def __init__(self, model, inner_lr=0.01, inner_steps=5, outer_lr=0.1, n_threads=None):
         super().__init__(model, inner_lr=inner_lr, inner_steps=inner_steps, first_order=True,
                          n_threads=n_threads)
         self.outer_lr = _validation.real("outer_lr", outer_lr, minimum=0.0, min_open=True)
 
-    def _outer(self, optimizer):
-        if optimizer is None:
-            return None
-        from ._meta_fit import optimizer_spec
-        return optimizer_spec(optimizer)
+    def default_optimizer(self, steps):
+        return optim.SGD(lr=self.outer_lr, schedule=optim.linear(steps))
+
+    def to_dict(self):
+        d = super().to_dict()
+        del d["first_order"]
+        d["outer_lr"] = self.outer_lr
+        return d
 
     def __repr__(self):
         return (f"Reptile({self.model!r}, inner_lr={self.inner_lr}, "
                 f"inner_steps={self.inner_steps}, outer_lr={self.outer_lr})")
+
+
+_BY_NAME = {cls.__name__: cls for cls in (MAML, FOMAML, ANIL, MetaSGD, Reptile)}
+
+
+def from_dict(d) -> Learner:
+    """The learner that ``learner.to_dict()`` describes (as read from a checkpoint)."""
+    d = dict(_validation.instance("learner settings", d, dict, "a dict"))
+    cls = _BY_NAME.get(d.pop("kind", None))
+    if cls is None:
+        raise ValueError(f"learner settings: kind must be one of {sorted(_BY_NAME)}, got {d!r}")
+    model = MLP.from_spec(d.pop("model"))
+    return cls(model, **d)

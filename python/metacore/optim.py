@@ -22,10 +22,10 @@ import numpy as np
 
 from . import _validation
 
-__all__ = ["Schedule", "constant", "step", "cosine", "warmup", "Optimizer", "SGD", "Adam", "AdamW",
-           "from_dict"]
+__all__ = ["Schedule", "constant", "step", "cosine", "linear", "warmup", "Optimizer", "SGD", "Adam",
+           "AdamW", "from_dict"]
 
-SCHEDULES = ("constant", "step", "cosine")
+SCHEDULES = ("constant", "step", "cosine", "linear")
 
 
 # --- learning-rate schedules ---------------------------------------------------------------------
@@ -38,9 +38,12 @@ class Schedule:
     - ``"constant"``: base(u) = 1;
     - ``"step"``: base(u) = γ^⌊u / every⌋ (``torch.optim.lr_scheduler.StepLR``);
     - ``"cosine"``: base(u) = m + (1 − m) · (1 + cos(π u / n)) / 2 for u < n, then m
-      (``CosineAnnealingLR`` held at its floor; Loshchilov & Hutter, 2017), m = ``min_factor``.
+      (``CosineAnnealingLR`` held at its floor; Loshchilov & Hutter, 2017), m = ``min_factor``;
+    - ``"linear"``: base(u) = 1 − u / n for u < n, then 0 (Reptile's annealed outer step,
+      Nichol et al., 2018).
 
-    Build one with :func:`constant`, :func:`step`, :func:`cosine` and :func:`warmup`.
+    Build one with :func:`constant`, :func:`step`, :func:`cosine`, :func:`linear` and
+    :func:`warmup`.
     """
 
     __slots__ = ("kind", "every", "gamma", "steps", "min_factor", "warmup", "warmup_start")
@@ -68,6 +71,8 @@ class Schedule:
                 return self.min_factor
             m = self.min_factor
             return m + (1.0 - m) * 0.5 * (1.0 + math.cos(math.pi * u / self.steps))
+        if self.kind == "linear":
+            return 0.0 if u >= self.steps else 1.0 - u / self.steps
         return 1.0
 
     def to_dict(self) -> dict:
@@ -75,7 +80,12 @@ class Schedule:
 
     @classmethod
     def from_dict(cls, d) -> "Schedule":
-        d = dict(d)
+        """The schedule ``d`` describes: ``{"kind": ..., <its settings>}``; unknown keys are
+        refused, naming the key and the allowed ones."""
+        d = dict(_validation.instance("schedule", d, dict, "a dict"))
+        if "kind" not in d:
+            raise ValueError(f"schedule needs a 'kind' (one of {', '.join(SCHEDULES)}), got {d!r}")
+        _refuse_unknown("schedule", d, cls.__slots__)
         return cls(d.pop("kind"), **d)
 
     def __eq__(self, other):
@@ -83,7 +93,8 @@ class Schedule:
 
     def __repr__(self):
         parts = {"constant": "", "step": f"every={self.every}, gamma={self.gamma}",
-                 "cosine": f"steps={self.steps}, min_factor={self.min_factor}"}[self.kind]
+                 "cosine": f"steps={self.steps}, min_factor={self.min_factor}",
+                 "linear": f"steps={self.steps}"}[self.kind]
         text = f"{self.kind}({parts})"
         if self.warmup:
             text = f"warmup({self.warmup}, {text}, start_factor={self.warmup_start})"
@@ -108,6 +119,12 @@ def cosine(steps, min_factor=0.0) -> Schedule:
     return Schedule("cosine", steps=steps, min_factor=min_factor)
 
 
+def linear(steps) -> Schedule:
+    """s(t) = 1 − t / steps for t < steps, then 0: a linear decay of the learning rate to 0 over
+    ``steps`` steps (Reptile's outer step size; Nichol et al., 2018)."""
+    return Schedule("linear", steps=steps)
+
+
 def warmup(steps, then=None, start_factor=0.0) -> Schedule:
     """A linear warm-up over ``steps`` steps from ``start_factor`` · lr to lr (Goyal et al., 2017),
     followed by the schedule ``then`` (default :func:`constant`), which starts counting its own
@@ -125,7 +142,8 @@ def _schedule_arg(schedule):
     if schedule is None:
         return constant()
     return _validation.instance("schedule", schedule, Schedule,
-                            "a metacore.optim schedule (constant, step, cosine, warmup) or None")
+                            "a metacore.optim schedule (constant, step, cosine, linear, warmup) "
+                            "or None")
 
 
 # --- optimizers ----------------------------------------------------------------------------------
@@ -145,7 +163,7 @@ class Optimizer:
     def _settings(self) -> dict:
         raise NotImplementedError
 
-    def _config(self):
+    def core_config(self):
         """The compiled configuration (built on each call: the attributes may have changed)."""
         from . import _core
         s = self.schedule
@@ -188,28 +206,16 @@ class Optimizer:
             raise ValueError(f"state lacks the moment buffer(s) {missing} this optimizer needs")
         step_index = _validation.integer("step", step, minimum=0)
         norm, _, finite = _core.optimizer_step(
-            self._config(), step_index, theta, grad, state.get("m"), state.get("v"),
+            self.core_config(), step_index, theta, grad, state.get("m"), state.get("v"),
             _validation.n_threads(n_threads))
         if not finite:
             raise FloatingPointError(f"the update of step {step_index} is not finite "
                                      f"(gradient norm {norm})")
         return norm
 
-    def spec(self) -> dict:
-        """The settings under the core's names (``kind``, ``beta1``/``betas``, schedule
-        ``period``), as the meta-learners' ``fit`` passes them on."""
-        s = self.schedule
-        d = {"kind": self.kind, "lr": self.lr, "weight_decay": self.weight_decay,
-             "clip_norm": self.clip_norm,
-             "schedule": {"kind": s.kind, "every": s.every, "gamma": s.gamma, "period": s.steps,
-                          "min_factor": s.min_factor, "warmup": s.warmup,
-                          "warmup_start": s.warmup_start}}
-        d.update(self._settings())
-        return d
-
     def to_dict(self) -> dict:
         """Plain data (JSON-serialisable) that :func:`from_dict` turns back into this optimizer."""
-        d = {"name": type(self).__name__, "lr": self.lr, "weight_decay": self.weight_decay,
+        d = {"kind": self.kind, "lr": self.lr, "weight_decay": self.weight_decay,
              "clip_norm": self.clip_norm, "schedule": self.schedule.to_dict()}
         d.update(self._settings())
         return d
@@ -219,7 +225,7 @@ class Optimizer:
 
     def __repr__(self):
         d = self.to_dict()
-        d.pop("name")
+        d.pop("kind")
         d["schedule"] = self.schedule
         if "betas" in d:
             d["betas"] = self.betas
@@ -319,16 +325,37 @@ class AdamW(Adam):
                          clip_norm=clip_norm, schedule=schedule)
 
 
-_BY_NAME = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW}
+_BY_KIND = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+_KEYS = {"sgd": ("kind", "lr", "momentum", "nesterov", "weight_decay", "clip_norm", "schedule"),
+         "adam": ("kind", "lr", "betas", "eps", "weight_decay", "clip_norm", "schedule")}
+_KEYS["adamw"] = _KEYS["adam"]
+
+
+def _refuse_unknown(what, d, allowed):
+    unknown = [k for k in d if k not in allowed]
+    if unknown:
+        raise ValueError(f"{what}: unknown key {unknown[0]!r}; the allowed keys are "
+                         f"{', '.join(map(repr, allowed))}")
 
 
 def from_dict(d) -> Optimizer:
-    """The optimizer that ``opt.to_dict()`` describes (as read from a checkpoint)."""
+    """The optimizer a plain dict describes — ``{"kind": "sgd" | "adam" | "adamw", "lr": ...,
+    ...}`` as written by ``opt.to_dict()``, in a checkpoint or in a TOML file. Strict: an unknown
+    kind or key raises ValueError naming it and the allowed ones; missing keys take the class's
+    defaults; ``schedule`` is a dict for :meth:`Schedule.from_dict` (or absent: constant)."""
     d = dict(_validation.instance("optimizer settings", d, dict, "a dict"))
-    cls = _BY_NAME.get(d.pop("name", None))
-    if cls is None:
-        raise ValueError(f"unknown optimizer in settings: {d!r}")
-    schedule = Schedule.from_dict(d.pop("schedule"))
+    kind = d.get("kind")
+    if isinstance(kind, str):
+        kind = kind.lower()
+    if kind not in _BY_KIND:
+        raise ValueError(f"unknown optimizer kind {d.get('kind')!r}: kind must be one of "
+                         f"{', '.join(map(repr, _BY_KIND))}")
+    _refuse_unknown(f"optimizer (kind {kind!r})", d, _KEYS[kind])
+    d.pop("kind")
+    if d.get("schedule") is not None:
+        d["schedule"] = Schedule.from_dict(d["schedule"])
     if "betas" in d:
         d["betas"] = tuple(d["betas"])
-    return cls(schedule=schedule, **d)
+    if "lr" not in d and kind == "sgd":
+        raise ValueError("optimizer (kind 'sgd'): lr is required")
+    return _BY_KIND[kind](**d)

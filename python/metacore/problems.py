@@ -1,12 +1,18 @@
-"""The weighted multi-task objective, computed by the compiled core."""
+r"""What :func:`metacore.fit` minimises: a :class:`Objective` (multi-task learning,
+Σ_i α_i f_i(θ) + (λ/2)‖θ‖²) or a :class:`MetaObjective` (meta-learning: a learner's meta-loss over
+meta-batches drawn at every step). Both are computed by the compiled core."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from . import _validation
-from .models import MLP
+from .data.tasks import SinusoidSource
 from .data.taskset import TaskSet
+from .learners import Learner
+from .models import MLP
+
+__all__ = ["Objective", "MetaObjective"]
 
 ROWS = ("all", "support", "query")
 
@@ -96,7 +102,8 @@ class Objective:
             i = int(np.argmax(counts == 0))
             raise ValueError(f"rows={self.rows!r}: task {i} has no {self.rows} rows")
 
-    def _handle(self, dtype):
+    def core_handle(self, dtype):
+        """The compiled objective over the tasks converted to ``dtype`` (built once per dtype)."""
         handle = self._handles.get(dtype)
         if handle is None:
             from . import _core
@@ -110,9 +117,10 @@ class Objective:
 
     def _prepare(self, theta):
         theta = _validation.theta("theta", theta, self.n_params)
-        return theta, self._handle(theta.dtype)
+        return theta, self.core_handle(theta.dtype)
 
-    def _alpha(self, dtype):
+    def typed_weights(self, dtype):
+        """α as an array of ``dtype`` (converted once per dtype)."""
         w = self._typed_weights.get(dtype)
         if w is None:
             w = self._typed_weights[dtype] = self._weights.astype(dtype)
@@ -122,7 +130,7 @@ class Objective:
     def value(self, theta) -> float:
         """f(θ)."""
         theta, h = self._prepare(theta)
-        return h.value_and_grad(theta, self._alpha(theta.dtype), self.l2, False, self.n_threads)[0]
+        return h.value_and_grad(theta, self.typed_weights(theta.dtype), self.l2, False, self.n_threads)[0]
 
     def grad(self, theta) -> np.ndarray:
         """∇f(θ), shape (P,), θ's dtype."""
@@ -131,19 +139,19 @@ class Objective:
     def value_and_grad(self, theta):
         """(f(θ), ∇f(θ)) from one pass over the data."""
         theta, h = self._prepare(theta)
-        value, grad, _ = h.value_and_grad(theta, self._alpha(theta.dtype), self.l2, True,
+        value, grad, _ = h.value_and_grad(theta, self.typed_weights(theta.dtype), self.l2, True,
                                           self.n_threads)
         return value, grad
 
     def value_grad_and_task_losses(self, theta):
         """(f(θ), ∇f(θ), f_i(θ) for every task) from one pass."""
         theta, h = self._prepare(theta)
-        return h.value_and_grad(theta, self._alpha(theta.dtype), self.l2, True, self.n_threads)
+        return h.value_and_grad(theta, self.typed_weights(theta.dtype), self.l2, True, self.n_threads)
 
     def task_losses(self, theta) -> np.ndarray:
         """Unweighted f_i(θ) for every task, shape (T,)."""
         theta, h = self._prepare(theta)
-        return h.value_and_grad(theta, self._alpha(theta.dtype), self.l2, False,
+        return h.value_and_grad(theta, self.typed_weights(theta.dtype), self.l2, False,
                                 self.n_threads)[2]
 
     def task_grads(self, theta) -> np.ndarray:
@@ -162,8 +170,89 @@ class Objective:
         v = _validation.float_array("v", v, ndim=1, dtype=theta.dtype)
         if v.shape[0] != self.n_params:
             raise ValueError(f"v must have length {self.n_params}, got {v.shape[0]}")
-        return h.hvp(theta, v, self._alpha(theta.dtype), self.l2, self.n_threads)
+        return h.hvp(theta, v, self.typed_weights(theta.dtype), self.l2, self.n_threads)
 
     def __repr__(self):
         return (f"Objective({self.model!r}, {self.ts.n_tasks} tasks, l2={self.l2}, "
                 f"rows={self.rows!r})")
+
+
+class MetaObjective:
+    r"""The meta-learning problem for :func:`metacore.fit`: at step t, draw a meta-batch of
+    ``meta_batch`` tasks and take the learner's meta-loss and meta-gradient over it,
+
+        F_t(θ) = (1/B) Σ_{i ∈ B_t} L_q,i(φ_i(θ)),   φ_i = the learner's inner loop on task i's
+        support rows,
+
+    (Finn et al. 2017, eq. 1 and algorithm 1). The draw is keyed on (seed, t): a resumed run draws
+    the tasks the uninterrupted one drew.
+
+    Parameters
+    ----------
+    learner : MAML, FOMAML, ANIL, MetaSGD or Reptile
+        The inner loop and the meta-gradient (``learner.meta_value_and_grad``).
+    tasks : TaskSet or task source
+        A TaskSet whose tasks all have support and query rows (step t takes ``meta_batch``
+        distinct tasks, chosen by ``CounterRng(seed, t)``), or a task source such as
+        ``mc.tasks.SinusoidSource()`` (fresh tasks generated in the core at every step).
+    meta_batch : int >= 1
+        Tasks per meta-step (at most the TaskSet's number of tasks).
+    n_threads : int or None
+        Threads over the meta-batch (None: the learner's setting). Results are bit-identical for
+        any thread count.
+
+    Raises ValueError/TypeError naming the argument for a task set without support or query rows,
+    a meta-batch larger than the task set, or tasks that do not fit the learner's model.
+    """
+
+    def __init__(self, learner, tasks, meta_batch=25, n_threads=None):
+        self.learner = _validation.instance("learner", learner, Learner,
+                                            "a metacore learner (MAML, FOMAML, ANIL, MetaSGD, "
+                                            "Reptile)")
+        if not isinstance(tasks, (TaskSet, SinusoidSource)):
+            raise TypeError(f"tasks must be a TaskSet or a task source (e.g. "
+                            f"mc.tasks.SinusoidSource()), got {type(tasks).__name__}")
+        self.meta_batch = _validation.integer("meta_batch", meta_batch, minimum=1)
+        if isinstance(tasks, TaskSet):
+            learner.check_batch(tasks, tasks.dtype, "tasks")
+            if self.meta_batch > tasks.n_tasks:
+                raise ValueError(f"meta_batch must be <= the number of tasks ({tasks.n_tasks}), "
+                                 f"got {self.meta_batch}")
+        elif learner.model.n_features != 1 or learner.model.n_outputs != 1 or \
+                learner.model.loss != "mse":
+            raise ValueError("tasks: the sinusoid family needs a model with 1 input, 1 output and "
+                             f"loss 'mse', got {learner.model!r}")
+        self.tasks = tasks
+        self.n_threads = (learner.n_threads if n_threads is None
+                          else _validation.n_threads(n_threads))
+        self._steps = {}
+
+    @property
+    def model(self):
+        return self.learner.model
+
+    @property
+    def n_params(self) -> int:
+        """Length of the parameters trained (Meta-SGD: θ and its rates, 2P)."""
+        return self.learner.n_params
+
+    def core_step(self, dtype):
+        """The compiled meta-step over these tasks for ``dtype`` (built once per dtype)."""
+        step = self._steps.get(dtype)
+        if step is None:
+            from . import _core
+            cls = _core.MetaStep32 if dtype == np.float32 else _core.MetaStep64
+            step = cls(self.model.core_net(), *self.learner.core_spec(), self.meta_batch,
+                       self.n_threads)
+            if isinstance(self.tasks, TaskSet):
+                ts = self.learner.check_batch(self.tasks, dtype, "tasks")
+                step.sample_from(ts.X, ts.y, ts.offsets, ts.n_support)
+            else:
+                step.generate(*self.tasks._core_args())
+            self._steps[dtype] = step
+        return step
+
+    def __repr__(self):
+        what = (f"{self.tasks.n_tasks} tasks" if isinstance(self.tasks, TaskSet)
+                else repr(self.tasks))
+        return f"MetaObjective({self.learner!r}, {what}, meta_batch={self.meta_batch})"

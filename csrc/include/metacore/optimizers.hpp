@@ -1,6 +1,6 @@
 // First-order optimizers on a flat θ: SGD (momentum, Nesterov), Adam, AdamW, with optional
 // global gradient-norm clipping and a learning-rate schedule (constant, step, cosine, each after
-// an optional linear warm-up). The update equations are PyTorch's (torch.optim.SGD/Adam/AdamW);
+// an optional linear warm-up) or a linear decay to 0. The update equations are PyTorch's (torch.optim.SGD/Adam/AdamW);
 // python/metacore/optim.py documents them. Element-wise work is split into fixed chunks, so the
 // gradient norm and the update are bit-identical for any thread count.
 #pragma once
@@ -17,14 +17,15 @@
 namespace metacore {
 
 enum class OptimizerKind { sgd, adam, adamw };
-enum class ScheduleKind { constant, step, cosine };
+enum class ScheduleKind { constant, step, cosine, linear };
 
 // lr(t) = lr · factor(t) for the update of step t (0-based).
 struct Schedule {
     ScheduleKind kind = ScheduleKind::constant;
     std::int64_t every = 1;       // step: lr is multiplied by gamma every `every` steps
     double gamma = 0.1;
-    std::int64_t period = 1;      // cosine: steps from lr down to min_factor · lr, then held
+    std::int64_t period = 1;      // cosine: steps from lr down to min_factor · lr, then held;
+                                  // linear: steps from lr down to 0
     double min_factor = 0.0;
     std::int64_t warmup = 0;      // linear warm-up steps that come before the schedule
     double warmup_start = 0.0;    // the warm-up's factor at t = 0
@@ -43,6 +44,9 @@ struct Schedule {
                                           static_cast<double>(period));
                 return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + c);
             }
+            case ScheduleKind::linear:  // Reptile's annealing: 1 − s/period, then 0
+                return s >= period ? 0.0
+                                   : 1.0 - static_cast<double>(s) / static_cast<double>(period);
             default:
                 return 1.0;
         }

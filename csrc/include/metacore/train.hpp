@@ -1,7 +1,8 @@
-// The θ-update loop: a train state and the function that advances it by a chunk of steps.
-// Each step draws its batch (batch.hpp), computes f and ∇f on it (objective.hpp) and applies the
-// optimizer (optimizers.hpp). A step is a pure function of (state, seed, step index), so a chunked,
-// resumed or multi-threaded run is bit-identical to one uninterrupted serial run.
+// The θ-update loop — one for every problem. A train state and the function that advances it by
+// a chunk of steps: each step asks the problem for its value and gradient at θ (a multi-task
+// objective over a drawn batch, multitask_step.hpp; a meta-batch's meta-gradient, meta_step.hpp),
+// then applies the optimizer (optimizers.hpp). A step is a pure function of (state, seed, step
+// index), so a chunked, resumed or multi-threaded run is bit-identical to one uninterrupted run.
 #pragma once
 
 #include <algorithm>
@@ -10,16 +11,14 @@
 #include <limits>
 #include <vector>
 
-#include "metacore/batch.hpp"
-#include "metacore/objective.hpp"
 #include "metacore/optimizers.hpp"
-#include "metacore/weighting.hpp"
 
 namespace metacore {
 
 // Everything a run needs to continue exactly where it stopped. Buffers keep their size for the
 // state's lifetime (Python holds views of them). An adaptive weighting strategy keeps what it
-// learns between steps (loss history, log-variances, ...) in `weighting` and writes α in `alpha`.
+// learns between steps (loss history, log-variances, ...) in `weighting` and writes α in `alpha`;
+// a meta-learning problem has no α (both empty).
 template <class T>
 struct TrainState {
     std::vector<T> theta;
@@ -40,22 +39,41 @@ struct TrainState {
 
 enum class StepStatus { ok, nonfinite_loss, nonfinite_grad, nonfinite_update };
 
-// Per-step outputs of a chunk, caller-allocated with n_steps entries (task_losses: n_steps × T,
-// NaN for tasks a step did not draw; may be null).
-template <class T>
-struct ChunkMetrics {
-    double* objective = nullptr;
-    double* grad_norm = nullptr;
-    double* lr = nullptr;
-    T* task_losses = nullptr;
-    T* alpha = nullptr;  // n_steps × T: the α each step used (may be null)
+// What a chunk of steps reports, built in this one place for every problem and backend. Per-step
+// series have n_steps entries (NaN where a step did not get that far); with `record`, task_losses
+// and alpha are n_steps × n_tasks (NaN for tasks a step did not draw).
+struct ChunkResult {
+    std::int64_t n_steps = 0, n_tasks = 0;
+    bool record = false;
+    std::int64_t steps_done = 0;          // updates applied
+    StepStatus status = StepStatus::ok;   // why the chunk stopped early, if it did
+    std::int64_t bad_task = -1;           // first task whose loss is not finite
+    std::int64_t n_bad_tasks = 0;
+    std::vector<double> objective, grad_norm, lr;
+    std::vector<double> support_loss;     // meta-learning: mean support loss before adaptation
+    std::vector<double> task_losses, alpha;
+
+    ChunkResult(std::int64_t steps, std::int64_t tasks, bool record_tasks)
+        : n_steps(steps), n_tasks(tasks), record(record_tasks) {
+        const double nan = std::numeric_limits<double>::quiet_NaN();
+        objective.assign(steps, nan);
+        grad_norm.assign(steps, nan);
+        lr.assign(steps, nan);
+        support_loss.assign(steps, nan);
+        if (record) {
+            task_losses.assign(steps * tasks, nan);
+            alpha.assign(steps * tasks, nan);
+        }
+    }
 };
 
-struct ChunkOutcome {
-    std::int64_t steps_done = 0;         // updates applied
-    StepStatus status = StepStatus::ok;  // why the chunk stopped early, if it did
-    std::int64_t bad_task = -1;          // first drawn task whose loss is not finite
-    std::int64_t n_bad_tasks = 0;
+// What the problem measured at step j, handed to finish_step.
+template <class T>
+struct StepValues {
+    double value = 0.0;                    // the loss the gradient belongs to
+    double support_loss = std::numeric_limits<double>::quiet_NaN();
+    const T* task_losses = nullptr;        // (n_tasks,) or null
+    const std::int64_t* counted = nullptr; // (n_tasks,): tasks with rows > 0 this step; null = all
 };
 
 // Buffers that let a rejected update be undone, kept across steps to avoid reallocating.
@@ -93,110 +111,60 @@ StepStatus apply_update(const OptimizerConfig& config, TrainState<T>& state, con
     return StepStatus::ok;
 }
 
-// Runs up to n_steps steps from state.step. A step whose loss or gradient is not finite is not
-// applied; an update that would leave a non-finite θ or moment is undone. Either way the chunk
-// stops there and the state is the last finite one (state.step = that step's index).
-// The weighting strategy (weighting.hpp) sets state.alpha before each step's gradient and learns
-// from its losses after; a gradient-based one replaces the step's gradient by its combination
-// of the per-task gradients (one task_grads pass): β on the first n_shared parameters.
+// The tail of step j of a chunk, the same for every problem and backend: record the step's
+// metrics, refuse a non-finite loss, apply the update. Returns false when the chunk must stop
+// (out.status says why); the state is then the last finite one.
 template <class T>
-ChunkOutcome run_steps(const Objective<T>& obj, const OptimizerConfig& config, BatchSpec batch,
-                       T l2, TrainState<T>& state, std::int64_t n_steps, int n_threads,
-                       ChunkMetrics<T> out, const WeightingConfig& wcfg = WeightingConfig(),
-                       std::int64_t n_shared = -1) {
-    const std::int64_t P = obj.n_params(), n_tasks = obj.n_tasks();
-    if (n_shared < 0) n_shared = P;
-    if (wcfg.kind != WeightingKind::fixed && wcfg.kind != WeightingKind::eval_driven &&
-        !batch.full())
-        throw std::invalid_argument("adaptive weighting needs every task and row at each step");
-    BatchSampler<T> sampler(obj.data(), obj.rows(), P, batch);
-    std::vector<T> grad(P), losses(n_tasks);
-    std::vector<T> G(wcfg.uses_grads() ? n_tasks * P : 0);
-    std::vector<double> weighting_backup(state.weighting.size());
-    std::vector<T> alpha_backup(n_tasks);
-    UpdateBackup<T> backup;
-    ChunkOutcome outcome;
-    for (std::int64_t j = 0; j < n_steps; ++j) {
-        const std::int64_t t = state.step;
-        const WorkPlan* plan = &obj.plan();
-        const T* weights = state.alpha.data();
-        if (!batch.full()) {
-            sampler.draw(state.seed, t, state.alpha.data());
-            plan = &sampler.plan();
-            weights = sampler.weights();
+bool finish_step(ChunkResult& out, std::int64_t j, const OptimizerConfig& config,
+                 TrainState<T>& state, const StepValues<T>& v, const T* grad, int n_threads,
+                 UpdateBackup<T>& backup) {
+    const std::int64_t n = out.n_tasks;
+    out.objective[j] = v.value;
+    out.support_loss[j] = v.support_loss;
+    out.lr[j] = config.lr * config.schedule.factor(state.step);
+    if (out.record) {
+        for (std::int64_t i = 0; i < n; ++i) {
+            const bool drawn = v.counted == nullptr || v.counted[i] > 0;
+            if (drawn && v.task_losses) out.task_losses[j * n + i] = v.task_losses[i];
+            if (!state.alpha.empty()) out.alpha[j * n + i] = state.alpha[i];
         }
-        T* task_losses = out.task_losses ? out.task_losses + j * n_tasks : losses.data();
-        // A step that is not applied leaves the strategy's state and α as they were.
-        std::copy(state.weighting.begin(), state.weighting.end(), weighting_backup.begin());
-        std::copy(state.alpha.begin(), state.alpha.end(), alpha_backup.begin());
-        auto undo_weighting = [&] {
-            std::copy(weighting_backup.begin(), weighting_backup.end(), state.weighting.begin());
-            std::copy(alpha_backup.begin(), alpha_backup.end(), state.alpha.begin());
-        };
-        double* ws = state.weighting.data();
-        double value;
-        if (wcfg.uses_grads()) {
-            obj.task_grads(state.theta.data(), G.data(), task_losses, n_threads);
-            bool finite = true;
-            for (std::int64_t i = 0; i < n_tasks; ++i) finite = finite && std::isfinite(task_losses[i]);
-            value = std::numeric_limits<double>::quiet_NaN();
-            if (finite) {
-                const std::vector<double> beta = combine(wcfg, G.data(), n_tasks, P, n_shared,
-                                                         task_losses, ws, state.seed, t, n_threads);
-                combine_grads(G.data(), n_tasks, P, n_shared, beta, wcfg.weights_heads(),
-                              grad.data(), n_threads);
-                value = 0.0;
-                for (std::int64_t i = 0; i < n_tasks; ++i) {
-                    state.alpha[i] = static_cast<T>(beta[i]);
-                    value += beta[i] * static_cast<double>(task_losses[i]);
-                }
-                double sq = 0.0;
-                for (std::int64_t k = 0; k < P; ++k) {
-                    sq += static_cast<double>(state.theta[k]) * state.theta[k];
-                    if (l2 != T(0)) grad[k] += l2 * state.theta[k];
-                }
-                value += 0.5 * static_cast<double>(l2) * sq;
-            }
-        } else {
-            if (wcfg.needs_losses_first()) {
-                obj.value_and_grad(*plan, state.theta.data(), weights, l2, nullptr, task_losses,
-                                   n_threads);
-                bool finite = true;
-                for (std::int64_t i = 0; i < n_tasks; ++i)
-                    finite = finite && std::isfinite(task_losses[i]);
-                if (finite)
-                    before_step(wcfg, ws, n_tasks, state.seed, t, task_losses, state.alpha.data());
-            } else {
-                before_step(wcfg, ws, n_tasks, state.seed, t, task_losses, state.alpha.data());
-            }
-            value = obj.value_and_grad(*plan, state.theta.data(), weights, l2, grad.data(),
-                                       task_losses, n_threads);
-        }
-        if (out.alpha) std::copy(state.alpha.begin(), state.alpha.end(), out.alpha + j * n_tasks);
-        out.objective[j] = value;
-        out.grad_norm[j] = std::numeric_limits<double>::quiet_NaN();
-        out.lr[j] = config.lr * config.schedule.factor(t);
-        if (!std::isfinite(value)) {
-            outcome.status = StepStatus::nonfinite_loss;
-            for (std::int64_t i = 0; i < n_tasks; ++i)
-                if (plan->task_rows[i] > 0 && !std::isfinite(task_losses[i])) {
-                    if (outcome.bad_task < 0) outcome.bad_task = i;
-                    ++outcome.n_bad_tasks;
-                }
-            undo_weighting();
-            return outcome;
-        }
-        const StepStatus status =
-            apply_update(config, state, grad.data(), n_threads, backup, out.grad_norm[j]);
-        if (status != StepStatus::ok) {
-            outcome.status = status;
-            undo_weighting();
-            return outcome;
-        }
-        after_step(wcfg, ws, n_tasks, t, task_losses);
-        ++outcome.steps_done;
     }
-    return outcome;
+    if (!std::isfinite(v.value)) {
+        out.status = StepStatus::nonfinite_loss;
+        if (v.task_losses)
+            for (std::int64_t i = 0; i < n; ++i)
+                if ((v.counted == nullptr || v.counted[i] > 0) && !std::isfinite(v.task_losses[i])) {
+                    if (out.bad_task < 0) out.bad_task = i;
+                    ++out.n_bad_tasks;
+                }
+        return false;
+    }
+    out.status = apply_update(config, state, grad, n_threads, backup, out.grad_norm[j]);
+    if (out.status != StepStatus::ok) return false;
+    ++out.steps_done;
+    return true;
+}
+
+// Runs up to out.n_steps steps of `problem` from state.step. The problem provides
+//   StepValues<T> value_and_grad(TrainState<T>&, T* grad, int n_threads)   the step's f and ∇f
+//   void undo(TrainState<T>&)                     restore what value_and_grad changed in the state
+//   void after_step(TrainState<T>&, std::int64_t t)   learn from applied step t (weighting state)
+// A step whose loss or gradient is not finite is not applied; an update that would leave a
+// non-finite θ or moment is undone. Either way the chunk stops with the last finite state.
+template <class T, class Problem>
+void run_steps(Problem& problem, const OptimizerConfig& config, TrainState<T>& state,
+               int n_threads, ChunkResult& out) {
+    std::vector<T> grad(state.theta.size());
+    UpdateBackup<T> backup;
+    for (std::int64_t j = 0; j < out.n_steps; ++j) {
+        const std::int64_t t = state.step;
+        const StepValues<T> v = problem.value_and_grad(state, grad.data(), n_threads);
+        if (!finish_step(out, j, config, state, v, grad.data(), n_threads, backup)) {
+            problem.undo(state);
+            return;
+        }
+        problem.after_step(state, t);
+    }
 }
 
 }  // namespace metacore

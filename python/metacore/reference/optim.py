@@ -21,13 +21,15 @@ def schedule_factor(schedule, t):
     if schedule["kind"] == "cosine":
         n, m = schedule["steps"], schedule["min_factor"]
         return m if u >= n else m + (1.0 - m) * 0.5 * (1.0 + math.cos(math.pi * u / n))
+    if schedule["kind"] == "linear":
+        return max(0.0, 1.0 - u / schedule["steps"])
     return 1.0
 
 
 def optimizer_init(settings, theta):
     """Zero moments {"m", "v"} for an optimizer given as ``opt.to_dict()``."""
     z = np.zeros_like(theta)
-    if settings["name"] == "SGD":
+    if settings["kind"] == "sgd":
         return {"m": z.copy()} if settings["momentum"] > 0 else {}
     return {"m": z.copy(), "v": z.copy()}
 
@@ -43,7 +45,7 @@ def optimizer_step(settings, t, theta, grad, state):
     lr = settings["lr"] * schedule_factor(settings["schedule"], t)
     wd = settings["weight_decay"]
     state = {k: v.copy() for k, v in state.items()}
-    if settings["name"] == "SGD":
+    if settings["kind"] == "sgd":
         d = g + wd * theta
         mu = settings["momentum"]
         if mu > 0:
@@ -51,7 +53,7 @@ def optimizer_step(settings, t, theta, grad, state):
             d = d + mu * state["m"] if settings["nesterov"] else state["m"]
         return theta - lr * d, state, norm
     b1, b2 = settings["betas"]
-    if settings["name"] == "AdamW":
+    if settings["kind"] == "adamw":
         theta = theta * (1.0 - lr * wd)
         d = g
     else:

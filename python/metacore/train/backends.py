@@ -27,14 +27,15 @@ own state is saved by ``fit(checkpoint=..., checkpoint_every=k)``; a crashed dri
 
 from __future__ import annotations
 
-import math
 import os
 import time
 
 import numpy as np
 
-from .. import _validation
+from .. import _core, _validation
 from ..data.taskset import TaskSet
+from ..models import MLP
+from ..problems import Objective
 
 __all__ = ["Backend", "Local", "RayBackend", "RayNotInstalledError"]
 
@@ -84,7 +85,6 @@ def plan_shards(ts, rows, n_params, itemsize, n_workers):
     and its blocks' ``block_start`` in its own unit numbering. Shards are consecutive runs of
     whole blocks that start at a task's first unit, as close to equal row counts as that allows.
     """
-    from .. import _core
     task_rows = np.ascontiguousarray(_chosen_rows(ts, rows), dtype=np.int64)
     n_units = -(-task_rows // UNIT_ROWS)                          # units per task
     unit_task = np.repeat(np.arange(task_rows.shape[0]), n_units)
@@ -139,21 +139,16 @@ class ShardWorker:
 
     def __init__(self, model, X, y, offsets, n_support, task_ids, rows, dtype, block_start,
                  n_threads, fault_marker=None):
-        from .. import _core
-        from ..models import MLP
-        from ..problems import Objective
         model = MLP.from_spec(model)     # sent as plain data: the compiled net does not pickle
         # Arrays from the object store are read-only views: the TaskSet copies them.
         ts = TaskSet(np.array(X), np.array(y), np.array(offsets), n_support=np.array(n_support),
                      task_ids=np.array(task_ids), dtype=np.dtype(dtype))
         self.dtype = np.dtype(dtype)
         self.obj = Objective(model, ts, rows=rows, n_threads=n_threads)
-        self.handle = self.obj._handle(self.dtype)
+        self.handle = self.obj.core_handle(self.dtype)
         self.plan = _core.block_plan(self.handle, _fresh(block_start, np.int64))
         self.n_threads = n_threads
         self.weights = None
-        self.fault_marker = fault_marker
-        self.calls = 0
 
     def ready(self):
         return os.getpid()
@@ -163,27 +158,8 @@ class ShardWorker:
 
     def partials(self, theta, want_grad):
         """(partial sums of this shard's blocks (nb, P) or None, f_i of its tasks (float64))."""
-        from .. import _core
-        self.calls += 1
-        if self.fault_marker is not None:
-            self._maybe_die()
         return _core.block_partials(self.handle, self.plan, _fresh(theta, self.dtype),
                                     self.weights, want_grad, self.n_threads)
-
-    def _maybe_die(self):
-        # Fault injection for the tests: the marker file holds a call number; the first actor to
-        # reach it removes the file and exits abruptly, as a crashed machine would.
-        try:
-            with open(self.fault_marker) as f:
-                at = int(f.read().strip() or 0)
-        except (FileNotFoundError, ValueError):
-            return
-        if self.calls >= at:
-            try:
-                os.remove(self.fault_marker)
-            except FileNotFoundError:
-                return
-            os._exit(1)
 
 
 # --- the driver side -----------------------------------------------------------------------------
@@ -203,20 +179,26 @@ class RayBackend(Backend):
         How often the driver sends a step again to a shard whose actor died.
     address : str or None
         Passed to ``ray.init`` when Ray is not initialised yet (None: a local cluster).
+    worker_class : type
+        The actor class: :class:`ShardWorker` or a subclass of it (to instrument the actors).
 
     Use it as ``mc.fit(obj, theta0, backend=RayBackend(2, 1))``; the actors stay up for more fits
     on the same objective until :meth:`close` (or the end of a ``with`` block).
     """
 
     def __init__(self, n_workers=2, cpus_per_worker=1, *, max_restarts=3, max_retries=3,
-                 address=None, _fault_marker=None):
+                 address=None, worker_class=None):
         self.ray = _import_ray()
         self.n_workers = _validation.integer("n_workers", n_workers, minimum=1)
         self.cpus_per_worker = _validation.integer("cpus_per_worker", cpus_per_worker, minimum=1)
         self.max_restarts = _validation.integer("max_restarts", max_restarts, minimum=0)
         self.max_retries = _validation.integer("max_retries", max_retries, minimum=0)
         self.address = address
-        self._fault_marker = None if _fault_marker is None else os.fspath(_fault_marker)
+        worker_class = ShardWorker if worker_class is None else worker_class
+        if not (isinstance(worker_class, type) and issubclass(worker_class, ShardWorker)):
+            raise TypeError(f"worker_class must be ShardWorker or a subclass of it, got "
+                            f"{worker_class!r}")
+        self.worker_class = worker_class
         self._key = None
         self._actors = []
         self._refs = []
@@ -260,7 +242,7 @@ class RayBackend(Backend):
         self.dtype, self.n_params, self.l2 = dtype, obj.n_params, obj.l2
         self.task_rows, self.shards = plan_shards(ts, obj.rows, obj.n_params, dtype.itemsize,
                                                   self.n_workers)
-        cls = ray.remote(ShardWorker).options(
+        cls = ray.remote(self.worker_class).options(
             num_cpus=self.cpus_per_worker, max_restarts=self.max_restarts, max_task_retries=0)
         self._actors, self._refs = [], []
         for s in self.shards:
@@ -271,14 +253,12 @@ class RayBackend(Backend):
                                          ts.n_support[lo:hi], ts.task_ids[lo:hi])]
             self._refs.append(refs)
             self._actors.append(cls.remote(obj.model.spec(), *refs, obj.rows, dtype.str,
-                                           s["block_start"], self.cpus_per_worker,
-                                           self._fault_marker))
+                                           s["block_start"], self.cpus_per_worker))
         ray.get([a.ready.remote() for a in self._actors])
 
     # --- one evaluation of f (and ∇f) --------------------------------------------------------
     def value_and_grad(self, theta, want_grad=True, n_threads=None):
         """(f(θ), ∇f(θ) or None, f_i (T,)) — bit-identical to the local objective's."""
-        from .. import _core
         ray = self.ray
         theta = np.array(theta, dtype=self.dtype)
         ref = ray.put(theta)
@@ -288,6 +268,19 @@ class RayBackend(Backend):
         task_loss = _fresh(np.concatenate([r[1] for r in results]), np.float64)
         return _core.combine_partials(parts, task_loss, self.task_rows, self.alpha, theta,
                                       self.l2, n_threads)
+
+    def run_chunk(self, state, config, n, n_threads=None, record=False):
+        """n full-batch steps of ``state`` (a core train state) with f and ∇f from the actors and
+        each step finished by the core's own step tail: the same typed ``ChunkResult`` as a
+        local chunk."""
+        out = _core.ChunkResult(n, self.task_rows.shape[0], record)
+        for j in range(n):
+            value, grad, losses = self.value_and_grad(state.theta, True, n_threads)
+            losses = np.ascontiguousarray(losses, dtype=self.dtype)
+            if not state.take_step(out, j, config, value, grad, losses, self.task_rows,
+                                   n_threads):
+                break
+        return out
 
     def _get(self, k, future, ref, want_grad):
         errors = _actor_errors(self.ray)
@@ -324,38 +317,3 @@ def _actor_errors(ray):
                                           "ActorUnavailableError") if hasattr(ex, n))
 
 
-def backend_arg(value):
-    if value is None or isinstance(value, Local):
-        return None
-    if isinstance(value, RayBackend):
-        return value
-    raise TypeError(f"backend must be None, metacore.distributed.Local() or a RayBackend, got "
-                    f"{type(value).__name__}")
-
-
-def run_steps(backend, state, config, n, n_threads, record, n_tasks):
-    """The distributed twin of the core's ``TrainState.run`` for full-batch steps: the same
-    output dict, the same order of checks."""
-    out = {"steps_done": 0, "status": "ok", "bad_task": -1, "n_bad_tasks": 0,
-           "objective": np.full(n, math.nan), "grad_norm": np.full(n, math.nan),
-           "lr": np.full(n, math.nan),
-           "task_losses": np.full((n, n_tasks), np.nan, dtype=backend.dtype) if record else None}
-    for j in range(n):
-        t = state.step
-        value, grad, losses = backend.value_and_grad(state.theta, True, n_threads)
-        out["objective"][j] = value
-        out["lr"][j] = config.lr_at(t)
-        if record:
-            out["task_losses"][j] = losses
-        if not math.isfinite(value):
-            bad = np.flatnonzero(~np.isfinite(losses))
-            out.update(status="nonfinite_loss", bad_task=int(bad[0]) if bad.size else -1,
-                       n_bad_tasks=int(bad.size))
-            return out
-        norm, status = state.apply_step(config, grad, n_threads)
-        out["grad_norm"][j] = norm
-        if status != "ok":
-            out["status"] = status
-            return out
-        out["steps_done"] += 1
-    return out

@@ -1,17 +1,22 @@
-"""Saving and loading θ and the train state as plain data: one ``.npz`` file holding the arrays
-and a JSON description (the ``"meta"`` entry, a string array), read back with
-``allow_pickle=False``.
+"""The one checkpoint format, written by :func:`save` (and by ``metacore train``), read by
+:func:`load`: one ``.npz`` file holding the arrays and a JSON description (the ``"meta"`` entry, a
+string array), read back with ``allow_pickle=False``.
 
-A checkpoint holds θ, the model spec, the optimizer (settings and moment buffers), the weighting
-(settings, α and its own state), the seed and the step counter, and the early-stopping record.
-Passed back to :func:`metacore.fit` as ``theta0`` it resumes the run exactly: a run stopped at step
-s and resumed gives bit-identical results to one that never stopped.
+A checkpoint holds the train state (:class:`~metacore.train.state.Checkpoint`): θ, the model spec,
+the problem (multi-task or the meta-learner and its meta-batch), the optimizer (settings and
+moment buffers), the weighting (settings, α and its own state), the seed and the step counter, the
+early-stopping record. Passed back to :func:`metacore.fit` it resumes the
+run exactly: a run stopped at step s and resumed gives bit-identical results to one that never
+stopped. Files are written atomically (a unique temporary file in the same folder, flushed to
+disk, then renamed over the target), and :func:`load` reads only the entries it expects, after
+checking their declared shapes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import zipfile
 
 import numpy as np
@@ -19,55 +24,24 @@ import numpy as np
 from .. import _validation
 from .. import optim as _optim
 from .. import weighting as _weighting
+from ..learners import from_dict as learner_from_dict
 from ..models import MLP
+from .result import FitResult
+from .state import Checkpoint
 
-__all__ = ["Checkpoint", "save", "load"]
+__all__ = ["save", "load"]
 
 FORMAT = "metacore-checkpoint"
-VERSION = 1
-
-
-class Checkpoint:
-    """θ and, when it came from :func:`metacore.fit`, everything needed to resume training.
-
-    Attributes: ``theta`` (P,); ``model`` (an MLP or None); ``optimizer`` (or None);
-    ``moments`` ({"m": ..., "v": ...}, the optimizer's state); ``weighting`` (or None);
-    ``alpha`` (T,) or None; ``weighting_state`` (float64) or None; ``step`` (updates done);
-    ``seed``; ``best`` (early stopping: {"theta", "score", "step", "bad_evals"}) or None;
-    ``info`` (a JSON-serialisable dict of your own).
-    """
-
-    def __init__(self, theta, model=None, optimizer=None, moments=None, weighting=None,
-                 alpha=None, weighting_state=None, step=0, seed=0, best=None, info=None):
-        self.theta = np.asarray(theta)
-        self.model = model
-        self.optimizer = optimizer
-        self.moments = dict(moments or {})
-        self.weighting = weighting
-        self.alpha = alpha
-        self.weighting_state = weighting_state
-        self.step = int(step)
-        self.seed = int(seed)
-        self.best = best
-        self.info = dict(info or {})
-
-    @property
-    def resumable(self) -> bool:
-        """True when it holds a train state (optimizer, α, step), not just θ."""
-        return self.optimizer is not None and self.alpha is not None
-
-    def __repr__(self):
-        what = "train state" if self.resumable else "theta"
-        return (f"Checkpoint({what}, step={self.step}, n_params={self.theta.shape[0]}, "
-                f"dtype={self.theta.dtype}, model={self.model!r}, optimizer={self.optimizer!r})")
+VERSION = 2
 
 
 def save(path, what, *, model=None, info=None):
-    """Write ``what`` — a :class:`~metacore.fit.FitResult`, a :class:`Checkpoint` or θ (an array) —
-    to ``path`` (written as given; ``.npz`` recommended), atomically: a crash mid-write leaves the
-    previous file. ``model`` adds the model spec when saving a bare θ; ``info`` adds your own
-    JSON-serialisable metadata."""
-    from .fit import FitResult
+    """Write ``what`` — a :class:`~metacore.FitResult`, a
+    :class:`~metacore.train.state.Checkpoint` or θ (an array) — to ``path`` (written as given;
+    ``.npz`` recommended), atomically: a unique temporary file in the same folder is written,
+    flushed to disk and renamed over ``path``, so a crash or Ctrl-C mid-write leaves the previous
+    file. ``model`` adds the model spec when saving a bare θ; ``info`` adds your own
+    JSON-serialisable metadata. Returns the path."""
     if isinstance(what, FitResult):
         ck = what.checkpoint()
     elif isinstance(what, Checkpoint):
@@ -86,14 +60,18 @@ def save(path, what, *, model=None, info=None):
         raise ValueError(f"info must be JSON-serialisable with finite numbers: {exc}") from None
     arrays["meta"] = np.array(meta_text)
     path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}"
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
-    finally:
+    except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
+        raise
     return path
 
 
@@ -104,7 +82,8 @@ def _to_plain(ck):
             "model": ck.model.spec() if ck.model is not None else None,
             "optimizer": ck.optimizer.to_dict() if ck.optimizer is not None else None,
             "weighting": ck.weighting.to_dict() if ck.weighting is not None else None,
-            "moments": sorted(ck.moments), "info": ck.info, "best": None}
+            "moments": sorted(ck.moments), "info": ck.info, "best": None,
+            "problem": ck.problem or None}
     for name, buf in ck.moments.items():
         arrays[f"moment_{name}"] = buf
     if ck.alpha is not None:
@@ -112,79 +91,134 @@ def _to_plain(ck):
         meta["n_tasks"] = int(arrays["alpha"].shape[0])
     if ck.weighting_state is not None:
         arrays["weighting_state"] = np.asarray(ck.weighting_state, dtype=np.float64)
+        meta["weighting_size"] = int(arrays["weighting_state"].shape[0])
     if ck.best is not None:
         arrays["best_theta"] = ck.best["theta"]
         meta["best"] = {k: v for k, v in ck.best.items() if k != "theta"}
     return arrays, meta
 
 
+MAX_META_BYTES = 64 << 20    # the JSON description; anything larger is not a checkpoint
+
+
 def load(path) -> Checkpoint:
-    """Read a file written by :func:`save` (no pickle). A file that is not one, is truncated or
-    corrupt, or whose arrays do not match its description raises ValueError saying what is wrong."""
+    """Read a file written by :func:`save` (no pickle). Only the entries the description names are
+    read, each after its stored shape and dtype were checked against the description. A file that
+    is not a checkpoint, is truncated or corrupt, or whose arrays do not match its description
+    raises ValueError saying what is wrong; a missing file FileNotFoundError."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint at {path!r}")
-    try:
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise ValueError(f"{path!r} is not a readable metacore checkpoint (.npz): {exc}") from None
-    if "meta" not in arrays:
+    with open(path, "rb") as f:
+        try:
+            z = np.load(f, allow_pickle=False)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            raise ValueError(f"{path!r} is not a readable metacore checkpoint (.npz): "
+                             f"{exc}") from None
+        with z:
+            try:
+                meta = _read_meta(path, z)
+                return _from_plain(_Entries(z), meta)
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                raise ValueError(f"{path!r} is not a readable metacore checkpoint (.npz): "
+                                 f"{exc}") from None
+            except (KeyError, TypeError, IndexError, AttributeError) as exc:
+                raise ValueError(f"{path!r}: the checkpoint is incomplete or corrupt "
+                                 f"({exc!r})") from None
+            except ValueError as exc:
+                if str(exc).startswith(repr(path)):
+                    raise
+                raise ValueError(f"{path!r}: {exc}") from None
+
+
+def _read_meta(path, z):
+    if not hasattr(z, "files") or "meta" not in z.files:
         raise ValueError(f"{path!r} is not a metacore checkpoint: it has no 'meta' entry")
+    if z.zip.getinfo("meta.npy").file_size > MAX_META_BYTES:
+        raise ValueError(f"{path!r} is not a metacore checkpoint: its 'meta' entry is too large")
     try:
-        meta = json.loads(str(arrays["meta"]))
+        text = z["meta"]
+    except ValueError as exc:       # an object array: pickled data, never read
+        raise ValueError(f"{path!r} is not a readable metacore checkpoint: {exc}") from None
+    try:
+        meta = json.loads(str(text))
     except ValueError as exc:
         raise ValueError(f"{path!r}: the checkpoint's description is not valid JSON: "
                          f"{exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{path!r} is not a metacore checkpoint (format "
                          f"{meta.get('format') if isinstance(meta, dict) else None!r})")
-    if meta.get("version") != VERSION:
+    if meta.get("version") not in (1, VERSION):
         raise ValueError(f"{path!r} has checkpoint version {meta.get('version')!r}; this metacore "
-                         f"reads version {VERSION}")
-    try:
-        return _from_plain(arrays, meta)
-    except (KeyError, TypeError, IndexError, AttributeError) as exc:
-        raise ValueError(f"{path!r}: the checkpoint is incomplete or corrupt ({exc!r})") from None
+                         f"reads versions 1 and {VERSION}")
+    return meta
 
 
-def _expect(arrays, name, shape, dtype):
-    if name not in arrays:
-        raise ValueError(f"the checkpoint lacks the array {name!r}")
-    a = arrays[name]
-    if a.shape != shape or a.dtype != dtype:
-        raise ValueError(f"the checkpoint's {name!r} has shape {a.shape} and dtype {a.dtype}, its "
-                         f"description says {shape} and {dtype}: the file is corrupt")
-    if a.dtype.kind == "f" and not np.isfinite(a).all():
-        raise ValueError(f"the checkpoint's {name!r} holds NaN or Inf: the file is corrupt")
-    return a
+class _Entries:
+    """The arrays of an open .npz, each read only after its header matched the description."""
+
+    def __init__(self, z):
+        self.z = z
+
+    def __contains__(self, name):
+        return name in self.z.files
+
+    def expect(self, name, shape, dtype):
+        if name not in self.z.files:
+            raise ValueError(f"the checkpoint lacks the array {name!r}")
+        with self.z.zip.open(f"{name}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            stored_shape, _, stored_dtype = read(f)
+        dtype = np.dtype(dtype)
+        shape = tuple(shape) if shape is not None else stored_shape[:1]
+        if stored_shape != shape or stored_dtype != dtype:
+            raise ValueError(f"the checkpoint's {name!r} has shape {stored_shape} and dtype "
+                             f"{stored_dtype}, its description says {shape} and {dtype}: the "
+                             f"file is corrupt")
+        a = self.z[name]
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise ValueError(f"the checkpoint's {name!r} holds NaN or Inf: the file is corrupt")
+        return a
 
 
-def _from_plain(arrays, meta):
+def _from_plain(entries, meta):
     dtype = _validation.float_dtype("checkpoint dtype", meta["dtype"])
-    P = meta["n_params"]
-    theta = _expect(arrays, "theta", (P,), dtype)
+    P = _validation.integer("checkpoint n_params", meta["n_params"], minimum=1)
+    theta = entries.expect("theta", (P,), dtype)
     model = MLP.from_spec(meta["model"]) if meta["model"] is not None else None
-    if model is not None and model.n_params != P:
+    problem = meta.get("problem") or {}
+    n_model = model.n_params if model is not None else P
+    if problem.get("kind") == "meta":
+        n_model = learner_from_dict(problem["learner"]).n_params
+    if model is not None and n_model != P:
         raise ValueError(f"the checkpoint's θ has {P} entries but its model {model!r} has "
-                         f"{model.n_params} parameters: the file is corrupt")
-    optimizer = _optim.from_dict(meta["optimizer"]) if meta["optimizer"] is not None else None
+                         f"{n_model} parameters: the file is corrupt")
+    opt = meta["optimizer"]
+    if opt is not None and meta["version"] == 1:     # version 1 named the class
+        opt = dict(opt, kind=opt.pop("name").lower())
+    optimizer = _optim.from_dict(opt) if opt is not None else None
     weighting = _weighting.from_dict(meta["weighting"]) if meta["weighting"] is not None else None
-    moments = {name: _expect(arrays, f"moment_{name}", (P,), dtype) for name in meta["moments"]}
+    moments = {name: entries.expect(f"moment_{name}", (P,), dtype) for name in meta["moments"]}
     if optimizer is not None and sorted(optimizer.moments) != sorted(moments):
         raise ValueError(f"the checkpoint's moments {sorted(moments)} do not match its optimizer "
                          f"{optimizer!r}: the file is corrupt")
     alpha = weighting_state = None
     if "n_tasks" in meta:
-        alpha = _expect(arrays, "alpha", (meta["n_tasks"],), dtype)
-        if "weighting_state" in arrays:
-            n = arrays["weighting_state"].shape[0]
-            weighting_state = _expect(arrays, "weighting_state", (n,), np.dtype(np.float64))
+        n_tasks = _validation.integer("checkpoint n_tasks", meta["n_tasks"], minimum=0)
+        alpha = entries.expect("alpha", (n_tasks,), dtype)
+        if not problem:
+            problem = {"kind": "multitask", "n_tasks": n_tasks}
+        if "weighting_state" in entries:
+            n = meta.get("weighting_size")      # version 1 did not declare it: any length
+            shape = None if n is None else (int(n),)
+            weighting_state = entries.expect("weighting_state", shape, np.float64)
     best = None
     if meta["best"] is not None:
-        best = dict(meta["best"], theta=_expect(arrays, "best_theta", (P,), dtype))
+        best = dict(meta["best"], theta=entries.expect("best_theta", (P,), dtype))
     step = _validation.integer("checkpoint step", meta["step"], minimum=0)
     seed = _validation.integer("checkpoint seed", meta["seed"], minimum=0)
     return Checkpoint(theta, model=model, optimizer=optimizer, moments=moments,
                       weighting=weighting, alpha=alpha, weighting_state=weighting_state, step=step,
-                      seed=seed, best=best, info=meta["info"])
+                      seed=seed, best=best, info=meta["info"], problem=problem)

@@ -1,152 +1,41 @@
-r"""The θ-update loop: :func:`fit` minimises an :class:`~metacore.Objective` with an optimizer.
+r"""One way to train anything: :func:`fit` runs the θ-update loop for a multi-task
+:class:`~metacore.Objective` or a meta-learning :class:`~metacore.MetaObjective`.
 
-The compiled core runs chunks of steps with the GIL released; between chunks this module updates
-the progress bar, evaluates, calls the callbacks, keeps the best θ for early stopping and writes
-checkpoints. Step t (0-based, counted across resumed runs) does:
+The compiled core runs chunks of steps with the GIL released; between chunks Python updates the
+progress bar, evaluates, calls the callbacks, keeps the best θ for early stopping, writes
+checkpoints and honours Ctrl-C. Step t (0-based, counted across resumed runs) does:
 
-1. draw its batch — all tasks, or ``batch_tasks`` = k tasks without replacement; all of each
-   task's rows, or ``batch_rows`` = m of them without replacement (all of a task with fewer) — from
-   a counter-based generator keyed by (seed, t), so the draw is the same for any thread count and
-   after a resume;
-2. compute f_B(θ_t) = (T/k) Σ_{i∈B} α_i f̂_i(θ_t) + (λ/2)‖θ_t‖² and its gradient, f̂_i the mean
-   loss over the drawn rows of task i (an unbiased estimate of f for uniform draws);
+1. draw its batch from a counter-based generator keyed by (seed, t), so the draw is the same for
+   any thread count and after a resume — multi-task: all tasks, or ``batch_tasks`` = k tasks
+   without replacement, and all of each task's rows or ``batch_rows`` = m of them; meta-learning:
+   ``meta_batch`` distinct tasks of the TaskSet, or fresh tasks from the task source;
+2. compute the step's loss and gradient — multi-task: f_B(θ_t) = (T/k) Σ_{i∈B} α_i f̂_i(θ_t) +
+   (λ/2)‖θ_t‖² (f̂_i the mean loss over the drawn rows of task i, an unbiased estimate of f for
+   uniform draws), with α set by the weighting strategy; meta-learning: the learner's meta-loss
+   and meta-gradient over the meta-batch;
 3. apply the optimizer's update (:mod:`metacore.optim`) with the learning rate of step t.
-
-The history's per-step ``objective`` is f_B(θ_t): the loss on the step's batch *before* its update.
 """
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
-from dataclasses import dataclass, field
+import warnings
 
 import numpy as np
 
 from .. import _validation
 from .. import optim as _optim
 from .. import weighting as _weighting
-from .loop import Run, Settings
-from .checkpoint import Checkpoint, save
-from ..problems import Objective
 from ..data.taskset import TaskSet
+from ..problems import MetaObjective, Objective
+from .backends import Local, RayBackend
+from .checkpoint import save
+from .loop import InterruptFlag, Run, Settings
+from .result import EarlyStopping, FitDivergedError, FitResult
+from .state import Checkpoint
 
-__all__ = ["fit", "FitResult", "History", "EarlyStopping", "FitEvent", "FitDivergedError"]
-
-
-class FitDivergedError(FloatingPointError):
-    """The loss, the gradient or the update turned NaN/Inf. ``step`` is the step at which it
-    happened, ``task`` the first drawn task whose loss is not finite (or None), and ``result`` the
-    :class:`FitResult` of the run up to there: its ``theta`` is the last finite state (after
-    ``step`` updates), which can be saved and resumed with other settings."""
-
-    def __init__(self, message, step, task, result):
-        super().__init__(message)
-        self.step = step
-        self.task = task
-        self.result = result
-
-
-@dataclass
-class EarlyStopping:
-    """Stop when the monitored score has not improved by more than ``min_delta`` for ``patience``
-    evaluations in a row. The score is the validation loss when ``fit`` has a validation set, else
-    the full training objective; the θ with the best score is kept as ``FitResult.best_theta``."""
-
-    patience: int
-    min_delta: float = 0.0
-
-    def __post_init__(self):
-        self.patience = _validation.integer("early_stopping patience", self.patience, minimum=1)
-        self.min_delta = _validation.real("early_stopping min_delta", self.min_delta, minimum=0.0)
-
-
-@dataclass
-class FitEvent:
-    """What a callback sees after each evaluation. Return True from the callback to stop."""
-
-    step: int                  # updates done
-    theta: np.ndarray          # a copy of θ after ``step`` updates
-    train_loss: float          # the full objective f(θ) on all tasks and chosen rows
-    task_losses: np.ndarray    # (T,) the unweighted f_i(θ)
-    weights: np.ndarray        # (T,) α
-    val_loss: float            # mean validation loss, NaN without validation
-    best_score: float          # best monitored score so far
-    elapsed: float             # seconds since fit started
-
-
-@dataclass
-class History:
-    """Per step (n = steps run): ``step``, ``objective`` (the batch loss before the update),
-    ``grad_norm`` (‖∇‖ before clipping), ``lr``; ``step_task_losses`` (n, T) with NaN for tasks a
-    step did not draw, and ``step_weights`` (n, T) the α each step used (for the combining
-    weightings, their coefficients β), only with ``record_task_losses=True``.
-    Per evaluation (E of them: at the start, every ``eval_every`` steps, at the end):
-    ``eval_step``, ``train_loss`` (full objective), ``task_losses`` (E, T), ``weights`` (E, T),
-    ``val_loss`` (E,) (NaN without validation) and ``val_task_losses`` (E, T_val) or None."""
-
-    step: np.ndarray
-    objective: np.ndarray
-    grad_norm: np.ndarray
-    lr: np.ndarray
-    eval_step: np.ndarray
-    train_loss: np.ndarray
-    task_losses: np.ndarray
-    weights: np.ndarray
-    val_loss: np.ndarray
-    val_task_losses: np.ndarray | None = None
-    step_task_losses: np.ndarray | None = None
-    step_weights: np.ndarray | None = None
-
-
-@dataclass
-class FitResult:
-    """What :func:`fit` returns. ``theta`` is the final θ; ``best_theta`` the θ with the best
-    monitored score (with validation or early stopping; else None). ``wall_time`` covers the whole
-    call, ``core_time`` the time inside the core's chunks of steps, ``eval_time`` the time in
-    evaluations; ``overhead`` is the share of ``wall_time`` spent in neither (Python). Save it with
-    :func:`metacore.save`, resume by passing it (or the loaded checkpoint) to :func:`fit` as
-    ``theta0``."""
-
-    theta: np.ndarray
-    best_theta: np.ndarray | None
-    best_step: int | None
-    best_score: float | None
-    history: History
-    weights: np.ndarray
-    step: int
-    steps_run: int
-    stop_reason: str           # "steps", "early_stopping", "callback" or "diverged"
-    wall_time: float
-    core_time: float
-    eval_time: float
-    optimizer: _optim.Optimizer
-    weighting: _weighting.Weighting | None
-    seed: int
-    model: object
-    moments: dict = field(repr=False, default_factory=dict)
-    weighting_state: np.ndarray | None = field(repr=False, default=None)
-    bad_evals: int = 0
-
-    @property
-    def overhead(self) -> float:
-        return max(0.0, 1.0 - (self.core_time + self.eval_time) / self.wall_time)
-
-    @property
-    def steps_per_sec(self) -> float:
-        return self.steps_run / self.wall_time if self.wall_time > 0 else math.inf
-
-    def checkpoint(self) -> Checkpoint:
-        """The train state as a :class:`~metacore.checkpoint.Checkpoint`."""
-        best = None
-        if self.best_theta is not None:
-            best = {"theta": self.best_theta, "score": self.best_score, "step": self.best_step,
-                    "bad_evals": self.bad_evals}
-        return Checkpoint(self.theta, model=self.model, optimizer=self.optimizer,
-                          moments=self.moments, weighting=self.weighting, alpha=self.weights,
-                          weighting_state=self.weighting_state, step=self.step, seed=self.seed,
-                          best=best)
+__all__ = ["fit"]
 
 
 # --- argument handling ---------------------------------------------------------------------------
@@ -159,17 +48,54 @@ def _early_stopping_arg(value):
                     f"{type(value).__name__}")
 
 
-def _validation_arg(value, obj):
-    if value is None or isinstance(value, Objective):
-        if value is not None and value.n_params != obj.n_params:
-            raise ValueError(f"validation objective has {value.n_params} parameters, the objective "
-                             f"{obj.n_params}")
-        return value
-    if isinstance(value, TaskSet):
-        rows = "query" if (value.n_query > 0).all() else "all"
-        return Objective(obj.model, value, rows=rows, n_threads=obj.n_threads)
-    raise TypeError(f"validation must be None, a TaskSet or an Objective, got "
-                    f"{type(value).__name__}")
+def _objective_evaluator(obj, n_threads):
+    def evaluate(theta):
+        value, _, losses = obj.core_handle(theta.dtype).value_and_grad(
+            theta, obj.typed_weights(theta.dtype), obj.l2, False, n_threads)
+        return value, np.asarray(losses, dtype=np.float64)
+    return evaluate
+
+
+def _validation_arg(value, problem, n_threads):
+    """Validation as a callable θ -> (mean loss, per-task losses)."""
+    if value is None:
+        return None
+    if isinstance(value, Objective):
+        if value.n_params != problem.n_params:
+            raise ValueError(f"validation objective has {value.n_params} parameters, the problem "
+                             f"{problem.n_params}")
+        return _objective_evaluator(value, n_threads)
+    if not isinstance(value, TaskSet):
+        raise TypeError(f"validation must be None, a TaskSet or an Objective, got "
+                        f"{type(value).__name__}")
+    if isinstance(problem, MetaObjective):   # query loss after the learner's own adaptation
+        learner = problem.learner
+        learner.check_batch(value, value.dtype, "validation")
+
+        def evaluate(theta):
+            losses = learner.query_losses(theta, value)
+            return float(losses.mean()), losses
+        return evaluate
+    rows = "query" if (value.n_query > 0).all() else "all"
+    return _objective_evaluator(Objective(problem.model, value, rows=rows,
+                                          n_threads=problem.n_threads), n_threads)
+
+
+def _weight_eval_arg(weighting, validation, obj, n_threads):
+    """What EvalDriven evaluates: the validation tasks when they are the training tasks'
+    counterparts (same T), else the training tasks' query rows, else their rows."""
+    if not isinstance(weighting, _weighting.EvalDriven):
+        return None
+    if isinstance(validation, Objective) and validation.n_tasks == obj.n_tasks:
+        target = validation
+    elif isinstance(validation, TaskSet) and validation.n_tasks == obj.n_tasks:
+        rows = "query" if (validation.n_query > 0).all() else "all"
+        target = Objective(obj.model, validation, rows=rows, n_threads=obj.n_threads)
+    else:
+        rows = "query" if (obj.ts.n_query > 0).all() else obj.rows
+        target = Objective(obj.model, obj.ts, rows=rows, n_threads=obj.n_threads)
+    evaluate = _objective_evaluator(target, n_threads)
+    return lambda theta: evaluate(theta)[1]
 
 
 def _callbacks_arg(value):
@@ -186,24 +112,38 @@ def _callbacks_arg(value):
     return items
 
 
-def _start_arg(obj, theta0, optimizer, weighting, seed):
+def _problem_spec(problem):
+    if isinstance(problem, MetaObjective):
+        return {"kind": "meta", "learner": problem.learner.to_dict(),
+                "meta_batch": problem.meta_batch}
+    return {"kind": "multitask", "n_tasks": problem.n_tasks}
+
+
+def _start_arg(problem, start, optimizer, weighting, seed, steps):
     """(θ₀, optimizer, weighting, seed, checkpoint to resume or None) from fit's arguments."""
-    ck = theta0.checkpoint() if isinstance(theta0, FitResult) else theta0
+    ck = start.checkpoint() if isinstance(start, FitResult) else start
     if isinstance(ck, Checkpoint):
-        if ck.model is not None and ck.model != obj.model:
-            raise ValueError(f"theta0: the checkpoint was saved for {ck.model!r}, the objective's "
-                             f"model is {obj.model!r}")
-        if ck.theta.shape[0] != obj.n_params:
-            raise ValueError(f"theta0: the checkpoint's θ has {ck.theta.shape[0]} entries but the "
-                             f"objective's model has {obj.n_params} parameters")
-        theta0 = ck.theta
+        if ck.model is not None and ck.model != problem.model:
+            raise ValueError(f"start: the checkpoint was saved for {ck.model!r}, the objective's "
+                             f"model is {problem.model!r}")
+        if ck.theta.shape[0] != problem.n_params:
+            raise ValueError(f"start: the checkpoint's θ has {ck.theta.shape[0]} entries but the "
+                             f"objective's model has {problem.n_params} parameters")
+        start = ck.theta
     if not isinstance(ck, Checkpoint) or not ck.resumable:   # a fresh start from θ₀
-        theta = _validation.theta("theta0", theta0, obj.n_params)
-        optimizer = _optim.Adam(lr=1e-3) if optimizer is None else optimizer
+        theta = _validation.theta("start", start, problem.n_params)
+        if optimizer is None:
+            optimizer = (problem.learner.default_optimizer(steps)
+                         if isinstance(problem, MetaObjective) else _optim.Adam(lr=1e-3))
         return theta, optimizer, weighting, 0 if seed is None else seed, None
-    if ck.alpha.shape[0] != obj.n_tasks:
-        raise ValueError(f"theta0: the checkpoint has weights for {ck.alpha.shape[0]} tasks, the "
-                         f"objective has {obj.n_tasks}")
+    n_tasks = 0 if isinstance(problem, MetaObjective) else problem.n_tasks
+    if ck.alpha.shape[0] != n_tasks:
+        raise ValueError(f"start: the checkpoint has weights for {ck.alpha.shape[0]} tasks, the "
+                         f"objective has {n_tasks}")
+    want = _problem_spec(problem)
+    if ck.problem and ck.problem != want:
+        raise ValueError(f"start: the checkpoint was saved by the problem {ck.problem}, this one "
+                         f"is {want}: resume with the same problem")
     if optimizer is None:
         optimizer = ck.optimizer
     elif sorted(optimizer.moments) != sorted(ck.optimizer.moments):
@@ -218,64 +158,103 @@ def _start_arg(obj, theta0, optimizer, weighting, seed):
     return ck.theta, optimizer, weighting, ck.seed if seed is None else seed, ck
 
 
-def fit(obj, theta0, *, optimizer=None, weighting=None, steps=1000, batch_tasks=None,
+def _multitask_args(obj, weighting, batch_tasks, batch_rows):
+    T = obj.n_tasks
+    batch_tasks = _validation.optional_integer("batch_tasks", batch_tasks, minimum=1)
+    if batch_tasks is not None and batch_tasks > T:
+        raise ValueError(f"batch_tasks must be <= the number of tasks ({T}), got {batch_tasks}")
+    batch_rows = _validation.optional_integer("batch_rows", batch_rows, minimum=1)
+    adaptive = (weighting is not None and weighting._core_config() is not None
+                and not isinstance(weighting, _weighting.EvalDriven))
+    if adaptive and (batch_tasks is not None or batch_rows is not None):
+        raise ValueError(f"weighting {weighting!r} needs every task and row at each step: "
+                         f"batch_tasks and batch_rows must be None, got {batch_tasks} and "
+                         f"{batch_rows}")
+    return batch_tasks, batch_rows
+
+
+def _backend_arg(value, problem, weighting, batch_tasks, batch_rows):
+    if value is None or isinstance(value, Local):
+        return None
+    if not isinstance(value, RayBackend):
+        raise TypeError(f"backend must be None, metacore.distributed.Local() or a RayBackend, "
+                        f"got {type(value).__name__}")
+    if isinstance(problem, MetaObjective):
+        raise ValueError("backend=RayBackend runs multi-task objectives only for now; "
+                         "meta-learning runs locally (backend=None)")
+    if batch_tasks is not None or batch_rows is not None:
+        raise ValueError("backend=RayBackend runs full-batch steps only: batch_tasks and "
+                         "batch_rows must be None")
+    if weighting is not None and weighting._core_config() is not None:
+        raise ValueError(f"backend=RayBackend supports a fixed α only (weighting None, Uniform or "
+                         f"Fixed), got {weighting!r}")
+    return value
+
+
+def fit(problem, start=None, *, optimizer=None, steps=1000, weighting=None, batch_tasks=None,
         batch_rows=None, validation=None, eval_every=100, early_stopping=None, callbacks=(),
-        progress=True, seed=None, n_threads=None, chunk_size=None, checkpoint=None,
-        checkpoint_every=None, record_task_losses=False, backend=None) -> FitResult:
-    r"""Minimise ``obj`` from ``theta0`` for ``steps`` optimizer steps.
+        checkpoint=None, checkpoint_every=None, progress=True, seed=None, n_threads=None,
+        chunk_size=None, record_task_losses=False, backend=None, theta0=None) -> FitResult:
+    r"""Train ``problem`` from ``start`` for ``steps`` optimizer steps.
 
     Parameters
     ----------
-    obj : Objective
-        f(θ) = Σ_i α_i f_i(θ) + (λ/2)‖θ‖² over its tasks and rows (its ``l2`` and ``rows`` apply).
-    theta0 : array-like (P,), FitResult or Checkpoint
-        The start θ (its dtype, float32 or float64, decides the working dtype), or a finished run
-        or a loaded checkpoint to resume: θ, the optimizer and its moments, α, the weighting state,
-        the seed and the step counter continue from it, bit-identically to a run that never
-        stopped (given the same objective, ``batch_tasks`` and ``batch_rows``).
+    problem : Objective or MetaObjective
+        Multi-task: ``mc.Objective(model, tasks, ...)``, f(θ) = Σ_i α_i f_i(θ) + (λ/2)‖θ‖² over
+        its tasks and rows. Meta-learning: ``mc.MetaObjective(learner, tasks_or_source,
+        meta_batch=25)``, the learner's meta-loss over a meta-batch drawn at every step.
+    start : array-like (P,), FitResult or Checkpoint
+        The start θ (its dtype, float32 or float64, decides the working dtype; Meta-SGD: the
+        packed ``learner.init(θ)``), or a finished run or a loaded checkpoint to resume: θ, the
+        optimizer and its moments, α, the weighting state, the seed, the step counter and the
+        history continue from it, bit-identically to a run that never stopped (given the same
+        problem and batch settings).
     optimizer : metacore.optim.Optimizer or None
-        None: ``Adam(lr=1e-3)``, or the checkpoint's when resuming (another optimizer with the same
-        moment buffers may replace it, e.g. a lower lr after a divergence).
-    weighting : metacore.weighting.Weighting or None
-        How α is set: None uses ``obj.weights`` (1/T each by default); ``Uniform()``, ``Fixed(α)``,
-        or an adaptive strategy of :mod:`metacore.weighting` (``DWA()``, ``MGDA()``, ...), run by
-        the core at every step; adaptive ones (all but EvalDriven) need batch_tasks and
-        batch_rows None.
+        None: the checkpoint's when resuming; else ``Adam(lr=1e-3)``, or the learner's own outer
+        step (Reptile: ``SGD(outer_lr, schedule=linear(steps))``). Another optimizer with the same
+        moment buffers may replace a checkpoint's (e.g. a lower lr after a divergence). A plain
+        dict goes through :func:`metacore.optim.from_dict` first.
     steps : int >= 1
         Optimizer steps to run in this call.
-    batch_tasks : int in [1, T] or None
-        Tasks drawn per step (without replacement); None: all tasks every step.
-    batch_rows : int >= 1 or None
-        Rows drawn per drawn task per step (without replacement, from its chosen rows; a task with
-        fewer uses all); None: all rows.
+    weighting : metacore.weighting.Weighting or None
+        Multi-task only. How α is set: None uses ``problem.weights`` (1/T each by default);
+        ``Uniform()``, ``Fixed(α)``, or an adaptive strategy of :mod:`metacore.weighting`
+        (``DWA()``, ``MGDA()``, ...), run by the core at every step; adaptive ones (all but
+        EvalDriven) need batch_tasks and batch_rows None.
+    batch_tasks, batch_rows : int or None
+        Multi-task only: tasks drawn per step (without replacement; None: all), rows drawn per
+        drawn task (None: all).
     validation : TaskSet, Objective or None
-        Evaluated every ``eval_every`` steps: a TaskSet gives the mean over its tasks of the query
-        loss (all rows if some task has no query rows), unweighted, without L2.
+        Evaluated every ``eval_every`` steps. Multi-task: a TaskSet gives the mean over its tasks
+        of the query loss (all rows if some task has no query rows), unweighted, without L2.
+        Meta-learning: a TaskSet gives the mean query loss after the learner's own adaptation on
+        each task's support rows.
     eval_every : int >= 1
-        Steps between evaluations (history, validation, callbacks, early stopping, checkpoints).
+        Steps between evaluations (history, validation, callbacks, early stopping).
     early_stopping : int, EarlyStopping or None
-        Patience in evaluations; monitors the validation loss, else the full training objective.
+        Patience in evaluations; monitors the validation loss, else the training loss.
     callbacks : sequence of callables
         ``cb(event: FitEvent)`` after each evaluation; returning True stops the run.
+    checkpoint : path or None
+        Where to save the train state (every ``checkpoint_every`` steps, at the end, on divergence
+        — always a finite state — and on Ctrl-C), atomically, with :func:`metacore.save`.
+    checkpoint_every : int >= 1 or None
+        Steps between checkpoints; None: ``eval_every``.
     progress : bool
         Show a tqdm progress bar when tqdm is installed (silently none otherwise).
     seed : int >= 0 or None
-        Seeds the batch draws (None: 0, or the checkpoint's when resuming).
+        Seeds every draw (None: 0, or the checkpoint's when resuming).
     n_threads : int or None
-        None: the objective's setting. Results are bit-identical for any thread count.
+        None: the problem's setting. Results are bit-identical for any thread count.
     chunk_size : int >= 1 or None
         Most steps per core call; None adapts it to about 0.25 s per call.
-    checkpoint : path or None
-        Where to save the train state (at every ``checkpoint_every`` steps, at the end, and on
-        divergence — always a finite state), atomically.
-    checkpoint_every : int >= 1 or None
-        Steps between checkpoints; None: ``eval_every``.
     record_task_losses : bool
-        Keep every step's per-task batch losses in ``history.step_task_losses``.
+        Multi-task: keep every step's per-task losses and α in the history.
     backend : None, metacore.distributed.Local or metacore.distributed.RayBackend
-        Where f and ∇f are computed: None/``Local()`` here; a ``RayBackend`` on Ray actors that
-        each hold a shard of the tasks, giving the same θ bit for bit (full-batch steps only:
-        ``batch_tasks`` and ``batch_rows`` must be None).
+        Where a multi-task objective's f and ∇f are computed: here, or on Ray actors that each
+        hold a shard of the tasks, giving the same θ bit for bit (full-batch steps, fixed α).
+    theta0 :
+        Deprecated name of ``start`` (warns DeprecationWarning); removed in the next release.
 
     Returns
     -------
@@ -284,86 +263,101 @@ def fit(obj, theta0, *, optimizer=None, weighting=None, steps=1000, batch_tasks=
     Raises
     ------
     FitDivergedError
-        When the loss, gradient or update turns NaN/Inf; names the step (and the task), and carries
-        the result up to the last finite state.
+        When the loss, gradient or update turns NaN/Inf; names the step (and the task), and
+        carries the result up to the last finite state (``err.result``).
+    KeyboardInterrupt
+        On Ctrl-C: the run stops after the chunk in progress (within about a second), writes the
+        checkpoint when one is configured, and raises with the partial result as ``err.result``.
     """
-    if not isinstance(obj, Objective):
-        raise TypeError(f"obj must be a metacore Objective, got {type(obj).__name__}")
+    if theta0 is not None:
+        if start is not None:
+            raise TypeError("give start, not both start and its deprecated name theta0")
+        warnings.warn("fit(theta0=...) is deprecated: the argument is now called start",
+                      DeprecationWarning, stacklevel=2)
+        start = theta0
+    if start is None:
+        raise TypeError("fit() needs start: θ₀, a FitResult or a loaded checkpoint")
+    if not isinstance(problem, (Objective, MetaObjective)):
+        raise TypeError(f"problem must be a metacore Objective or MetaObjective, got "
+                        f"{type(problem).__name__}")
+    if isinstance(optimizer, dict):
+        optimizer = _optim.from_dict(optimizer)
     if optimizer is not None:
         _validation.instance("optimizer", optimizer, _optim.Optimizer,
-                         "a metacore.optim optimizer (SGD, Adam, AdamW) or None")
+                             "a metacore.optim optimizer (SGD, Adam, AdamW), a dict or None")
+    meta = isinstance(problem, MetaObjective)
     if weighting is not None:
+        if meta:
+            raise ValueError("weighting applies to multi-task objectives; a MetaObjective has no "
+                             "task weights")
         _validation.instance("weighting", weighting, _weighting.Weighting,
-                         "a metacore.weighting strategy (Uniform, DWA, MGDA, ...) or None")
+                             "a metacore.weighting strategy (Uniform, DWA, MGDA, ...) or None")
     if seed is not None:
         seed = _validation.integer("seed", seed, minimum=0, maximum=2**64 - 1)
-    theta, optimizer, weighting, seed, ck = _start_arg(obj, theta0, optimizer, weighting, seed)
     steps = _validation.integer("steps", steps, minimum=1)
-    T = obj.n_tasks
-    batch_tasks = _validation.optional_integer("batch_tasks", batch_tasks, minimum=1)
-    if batch_tasks is not None and batch_tasks > T:
-        raise ValueError(f"batch_tasks must be <= the number of tasks ({T}), got {batch_tasks}")
-    batch_rows = _validation.optional_integer("batch_rows", batch_rows, minimum=1)
-    if (weighting is not None and weighting.state_size(T) > 0 and
-            not isinstance(weighting, _weighting.EvalDriven) or
-            isinstance(weighting, (_weighting.RLW, _weighting.PCGrad, _weighting.MGDA,
-                                   _weighting.CAGrad, _weighting.IMTLG, _weighting.NashMTL,
-                                   _weighting.AlignedMTL))) and \
-            (batch_tasks is not None or batch_rows is not None):
-        raise ValueError(f"weighting {weighting!r} needs every task and row at each step: "
-                         f"batch_tasks and batch_rows must be None, got {batch_tasks} and "
-                         f"{batch_rows}")
+    theta, optimizer, weighting, seed, ck = _start_arg(problem, start, optimizer, weighting, seed,
+                                                       steps)
+    if meta:
+        if batch_tasks is not None or batch_rows is not None:
+            raise ValueError("batch_tasks and batch_rows apply to multi-task objectives; a "
+                             "MetaObjective draws meta_batch tasks per step")
+        if record_task_losses:
+            raise ValueError("record_task_losses applies to multi-task objectives")
+    else:
+        batch_tasks, batch_rows = _multitask_args(problem, weighting, batch_tasks, batch_rows)
     eval_every = _validation.integer("eval_every", eval_every, minimum=1)
     stopper = _early_stopping_arg(early_stopping)
     callbacks = _callbacks_arg(callbacks)
     progress = _validation.boolean("progress", progress)
-    threads = _validation.n_threads(n_threads) if n_threads is not None else obj.n_threads
+    threads = _validation.n_threads(n_threads) if n_threads is not None else problem.n_threads
     chunk_size = _validation.optional_integer("chunk_size", chunk_size, minimum=1)
     if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
         raise TypeError(f"checkpoint must be a path or None, got {type(checkpoint).__name__}")
-    checkpoint_every = _validation.optional_integer("checkpoint_every", checkpoint_every, minimum=1)
-    checkpoint_every = checkpoint_every or eval_every
+    checkpoint_every = _validation.optional_integer("checkpoint_every", checkpoint_every,
+                                                    minimum=1)
     record_task_losses = _validation.boolean("record_task_losses", record_task_losses)
-    val_obj = _validation_arg(validation, obj)
-    from .backends import backend_arg
-    backend = backend_arg(backend)
-    if backend is not None and (batch_tasks is not None or batch_rows is not None):
-        raise ValueError("backend=RayBackend runs full-batch steps only: batch_tasks and "
-                         "batch_rows must be None")
-    if backend is not None and weighting is not None and weighting._core_config() is not None:
-        raise ValueError(f"backend=RayBackend supports a fixed α only (weighting None, Uniform or "
-                         f"Fixed), got {weighting!r}")
-
+    backend = _backend_arg(backend, problem, weighting, batch_tasks, batch_rows)
     settings = Settings(
-        obj=obj, optimizer=optimizer, weighting=weighting, steps=steps, batch_tasks=batch_tasks,
-        batch_rows=batch_rows, validation=val_obj, eval_every=eval_every, stopper=stopper,
-        callbacks=callbacks, progress=progress, seed=seed, n_threads=threads,
-        chunk_size=chunk_size, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-        record_task_losses=record_task_losses, backend=backend)
+        problem=problem, optimizer=optimizer, weighting=weighting, steps=steps,
+        batch_tasks=batch_tasks, batch_rows=batch_rows,
+        validation=_validation_arg(validation, problem, threads),
+        weight_eval=None if meta else _weight_eval_arg(weighting, validation, problem, threads),
+        eval_every=eval_every, stopper=stopper, callbacks=callbacks, progress=progress,
+        seed=seed, n_threads=threads, chunk_size=chunk_size, checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every or eval_every, record_task_losses=record_task_losses,
+        backend=backend)
     run = Run(settings, theta, ck)
-    reason, failure = run.run()
-    if checkpoint:
-        save(checkpoint, run.checkpoint())     # on divergence too: the kept state is finite
+    with InterruptFlag() as interrupt:
+        reason, failure = run.run(interrupt)
+        result = run.result(reason)
+        if checkpoint:
+            save(checkpoint, result)     # on divergence too: the kept state is finite
     if failure is not None:
-        raise _diverged(failure, run.state.step, run.result(reason))
-    return run.result(reason)
+        raise _diverged(failure, run.state.step, result)
+    if reason == "interrupted":
+        err = KeyboardInterrupt(f"training interrupted after step {result.step}"
+                                + (f"; checkpoint written to {checkpoint}" if checkpoint else "")
+                                + "; the partial result is err.result")
+        err.result = result
+        raise err
+    return result
 
 
 def _diverged(out, step, res):
-    done = out["steps_done"]
-    value = out["objective"][done]
+    done = out.steps_done
+    value = out.objective[done]
     what = {
-        "nonfinite_loss": f"the objective became {value} at step {step}",
-        "nonfinite_grad": f"the gradient became non-finite at step {step} (objective {value:.6g})",
-        "nonfinite_update": (f"the update of step {step} (lr {out['lr'][done]:.3g}, gradient norm "
-                             f"{out['grad_norm'][done]:.3g}) would make θ or the optimizer state "
+        "nonfinite_loss": f"the loss became {value} at step {step}",
+        "nonfinite_grad": f"the gradient became non-finite at step {step} (loss {value:.6g})",
+        "nonfinite_update": (f"the update of step {step} (lr {out.lr[done]:.3g}, gradient norm "
+                             f"{out.grad_norm[done]:.3g}) would make θ or the optimizer state "
                              f"non-finite"),
-    }[out["status"]]
-    task = int(out["bad_task"]) if out["bad_task"] >= 0 else None
+    }[out.status]
+    task = int(out.bad_task) if out.bad_task >= 0 else None
     if task is not None:
         what += f", caused by task {task}'s loss"
-        if out["n_bad_tasks"] > 1:
-            what += f" (and {out['n_bad_tasks'] - 1} other task(s))"
+        if out.n_bad_tasks > 1:
+            what += f" (and {out.n_bad_tasks - 1} other task(s))"
     return FitDivergedError(
         f"{what}. Training stopped; the state kept is the last finite one, after {step} steps "
         f"(FitDivergedError.result). Try a lower learning rate or clip_norm.",

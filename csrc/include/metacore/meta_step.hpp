@@ -1,0 +1,83 @@
+// One meta-step as a problem of the one θ-update loop (train.hpp): draw the step's meta-batch —
+// `meta_batch` distinct tasks of a TaskSet chosen by CounterRng(seed, step), or fresh tasks
+// generated from (seed, step) by a task source — and compute the learner's meta-loss and
+// meta-gradient over it (meta.hpp). The draw is keyed on the global step, so a resumed run draws
+// the tasks the uninterrupted one drew. Reptile's outer step θ ← θ − ε_s · mean(θ − φ_i) is the
+// outer optimizer (SGD with a linear-decay schedule), not a rule of its own.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "metacore/meta.hpp"
+#include "metacore/random.hpp"
+#include "metacore/task_sources.hpp"
+#include "metacore/train.hpp"
+
+namespace metacore {
+
+template <class T>
+class MetaStep {
+   public:
+    MetaStep(const NetSpec& net, const MetaConfig& cfg, std::int64_t meta_batch, int n_threads)
+        : batch_(net, cfg, n_threads), meta_batch_(meta_batch) {
+        if (meta_batch_ < 1)
+            throw std::invalid_argument("meta_batch must be >= 1, got " +
+                                        std::to_string(meta_batch_));
+    }
+
+    std::int64_t n_params() const { return batch_.n_meta_params(); }
+    std::int64_t meta_batch() const { return meta_batch_; }
+
+    // Sample meta-batches from these tasks (the caller keeps the buffers alive).
+    void sample_from(const TaskData<T>& data) {
+        if (meta_batch_ > data.n_tasks)
+            throw std::invalid_argument("meta_batch (" + std::to_string(meta_batch_) +
+                                        ") must be <= the number of tasks (" +
+                                        std::to_string(data.n_tasks) + ")");
+        data_ = data;
+        generated_ = false;
+    }
+    // Generate fresh tasks at every step.
+    void generate(const SinusoidSource& source) {
+        source_ = source;
+        generated_ = true;
+    }
+
+    StepValues<T> value_and_grad(TrainState<T>& state, T* grad, int) {
+        const std::int64_t s = state.step;
+        TaskData<T> data;
+        if (generated_) {
+            data = buffers_.fill(source_, state.seed, s, meta_batch_);
+            tasks_.resize(meta_batch_);
+            for (std::int64_t t = 0; t < meta_batch_; ++t) tasks_[t] = t;
+        } else {
+            data = data_;
+            tasks_ = CounterRng(state.seed, static_cast<std::uint64_t>(s))
+                         .choose(data.n_tasks, meta_batch_);
+        }
+        StepValues<T> v;
+        double support = 0.0;
+        v.value = batch_.value_and_grad(state.theta.data(), data, tasks_.data(), meta_batch_, grad,
+                                        nullptr, &support);
+        v.support_loss = support;
+        return v;
+    }
+
+    void undo(TrainState<T>&) {}
+    void after_step(TrainState<T>&, std::int64_t) {}
+
+   private:
+    MetaBatch<T> batch_;
+    std::int64_t meta_batch_;
+    std::vector<std::int64_t> tasks_;
+    TaskData<T> data_;
+    bool generated_ = false;
+    SinusoidSource source_;
+    GeneratedTasks<T> buffers_;
+};
+
+}  // namespace metacore

@@ -1,0 +1,195 @@
+"""What :func:`metacore.fit` gives back: one :class:`FitResult` with a typed :class:`History` for
+every problem (multi-task or meta-learning), the early-stopping rule, the event callbacks see and
+the error a diverged run raises. Every array here is a copy, never a view of a live buffer."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from .. import _validation
+from .state import Checkpoint
+
+__all__ = ["FitResult", "History", "EarlyStopping", "FitEvent", "FitDivergedError"]
+
+
+class FitDivergedError(FloatingPointError):
+    """The loss, the gradient or the update turned NaN/Inf. ``step`` is the step at which it
+    happened, ``task`` the first drawn task whose loss is not finite (or None), and ``result`` the
+    :class:`FitResult` of the run up to there: its ``theta`` is the last finite state (after
+    ``step`` updates), which can be saved and resumed with other settings."""
+
+    def __init__(self, message, step, task, result):
+        super().__init__(message)
+        self.step = step
+        self.task = task
+        self.result = result
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when the monitored score has not improved by more than ``min_delta`` for ``patience``
+    evaluations in a row. The score is the validation loss when ``fit`` has a validation set, else
+    the training loss of the evaluation; the θ with the best score is kept as
+    ``FitResult.best_theta``."""
+
+    patience: int
+    min_delta: float = 0.0
+
+    def __post_init__(self):
+        self.patience = _validation.integer("early_stopping patience", self.patience, minimum=1)
+        self.min_delta = _validation.real("early_stopping min_delta", self.min_delta, minimum=0.0)
+
+
+@dataclass
+class FitEvent:
+    """What a callback sees after each evaluation. Return True from the callback to stop."""
+
+    step: int                  # updates done
+    theta: np.ndarray          # a copy of θ after ``step`` updates
+    train_loss: float          # multi-task: the full objective f(θ); meta: the mean meta-loss
+                               # of the steps since the last evaluation
+    task_losses: np.ndarray    # (T,) the unweighted f_i (multi-task; (0,) for meta-learning)
+    weights: np.ndarray        # (T,) α
+    val_loss: float            # mean validation loss, NaN without validation
+    best_score: float          # best monitored score so far
+    elapsed: float             # seconds since fit started
+
+
+# Per-step and per-evaluation series, their dtypes, and whether they have a second axis.
+_STEP = {"step": np.int64, "objective": np.float64, "grad_norm": np.float64, "lr": np.float64}
+_EVAL = {"eval_step": np.int64, "train_loss": np.float64, "val_loss": np.float64,
+         "elapsed": np.float64}
+
+
+@dataclass
+class History:
+    """The record of one :func:`metacore.fit` call (a resumed run records its own steps and
+    evaluations; its first evaluation is at the step it resumed from).
+
+    Per step (n = steps run, all float64 but ``step``):
+
+    - ``step`` (n,) the step index; ``objective`` (n,) the loss the step's gradient belongs to,
+      before its update (multi-task: the batch objective f_B(θ_t); meta-learning: the meta-batch's
+      mean query loss after adaptation); ``grad_norm`` (n,) ‖∇‖ before clipping; ``lr`` (n,);
+    - ``support_loss`` (n,) meta-learning only (else None): the meta-batch's mean support loss
+      before adaptation;
+    - ``step_task_losses`` (n, T) with NaN for tasks a step did not draw, and ``step_weights``
+      (n, T) the α each step used (for the combining weightings, their coefficients β): multi-task
+      with ``record_task_losses=True`` only.
+
+    Per evaluation (E of them: at the start, every ``eval_every`` steps, at the end):
+    ``eval_step`` (E,), ``train_loss`` (E,) (multi-task: the full objective; meta-learning: the
+    mean meta-loss since the previous evaluation), ``task_losses`` (E, T), ``weights`` (E, T) α,
+    ``val_loss`` (E,) (NaN without validation), ``val_task_losses`` (E, T_val) or None,
+    ``inner_rates`` (E, P) Meta-SGD's learned inner rates or None, ``elapsed`` (E,) seconds since
+    the call started.
+    """
+
+    step: np.ndarray
+    objective: np.ndarray
+    grad_norm: np.ndarray
+    lr: np.ndarray
+    eval_step: np.ndarray
+    train_loss: np.ndarray
+    task_losses: np.ndarray
+    weights: np.ndarray
+    val_loss: np.ndarray
+    elapsed: np.ndarray
+    support_loss: np.ndarray | None = None
+    val_task_losses: np.ndarray | None = None
+    inner_rates: np.ndarray | None = None
+    step_task_losses: np.ndarray | None = None
+    step_weights: np.ndarray | None = None
+
+    def to_arrays(self) -> dict:
+        """{name: array} of every series present (None ones left out): what a checkpoint and
+        ``history.npz`` store."""
+        return {f.name: np.array(getattr(self, f.name)) for f in fields(self)
+                if getattr(self, f.name) is not None}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "History":
+        """The history :meth:`to_arrays` gave, with its shapes checked."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(arrays) - names)
+        if unknown:
+            raise ValueError(f"history: unknown series {unknown}")
+        h = cls(**{k: np.array(v) for k, v in arrays.items()})
+        n, E = h.step.shape[0], h.eval_step.shape[0]
+        for k in ("objective", "grad_norm", "lr", "support_loss"):
+            a = getattr(h, k)
+            if a is not None and a.shape != (n,):
+                raise ValueError(f"history: {k} has shape {a.shape}, expected ({n},)")
+        for k in ("train_loss", "val_loss", "elapsed", "task_losses", "weights",
+                  "val_task_losses", "inner_rates"):
+            a = getattr(h, k)
+            if a is not None and a.shape[:1] != (E,):
+                raise ValueError(f"history: {k} has {a.shape[0]} rows, expected {E}")
+        for k in ("step_task_losses", "step_weights"):
+            a = getattr(h, k)
+            if a is not None and a.shape[:1] != (n,):
+                raise ValueError(f"history: {k} has {a.shape[0]} rows, expected {n}")
+        return h
+
+
+@dataclass
+class FitResult:
+    """What :func:`metacore.fit` returns, for every problem.
+
+    ``theta`` is the final θ (Meta-SGD: θ and its rates packed); ``best_theta`` the θ with the best
+    monitored score (with validation or early stopping; else None). ``history`` is the typed
+    :class:`History`. ``stop_reason`` is ``"steps"``, ``"early_stopping"``, ``"callback"``,
+    ``"diverged"`` or ``"interrupted"``. ``wall_time`` covers the whole call, ``core_time`` the
+    time inside the core's chunks of steps, ``eval_time`` the time in evaluations; ``overhead``
+    is the share of ``wall_time`` spent in neither (Python). ``state`` is the train state as a
+    :class:`~metacore.train.state.Checkpoint`: save it with :func:`metacore.save`, resume by
+    passing the result (or the loaded checkpoint) to :func:`metacore.fit` as ``start``.
+    """
+
+    theta: np.ndarray
+    best_theta: np.ndarray | None
+    best_step: int | None
+    best_score: float | None
+    history: History
+    weights: np.ndarray
+    step: int
+    steps_run: int
+    stop_reason: str
+    wall_time: float
+    core_time: float
+    eval_time: float
+    optimizer: object
+    weighting: object
+    seed: int
+    model: object
+    problem: dict = field(repr=False, default_factory=dict)
+    moments: dict = field(repr=False, default_factory=dict)
+    weighting_state: np.ndarray | None = field(repr=False, default=None)
+    bad_evals: int = 0
+
+    @property
+    def overhead(self) -> float:
+        return max(0.0, 1.0 - (self.core_time + self.eval_time) / self.wall_time)
+
+    @property
+    def steps_per_sec(self) -> float:
+        return self.steps_run / self.wall_time if self.wall_time > 0 else math.inf
+
+    @property
+    def state(self):
+        """The train state (a :class:`~metacore.train.state.Checkpoint`)."""
+        return self.checkpoint()
+
+    def checkpoint(self):
+        """The train state as a :class:`~metacore.train.state.Checkpoint`."""
+        best = None
+        if self.best_theta is not None:
+            best = {"theta": self.best_theta, "score": self.best_score, "step": self.best_step,
+                    "bad_evals": self.bad_evals}
+        return Checkpoint(self.theta, model=self.model, optimizer=self.optimizer,
+                          moments=self.moments, weighting=self.weighting, alpha=self.weights,
+                          weighting_state=self.weighting_state, step=self.step, seed=self.seed,
+                          best=best, problem=self.problem)
