@@ -44,8 +44,8 @@ def test_digits_split_keeps_rotations_and_6_with_9_on_one_side():
 
 def test_digits_test_episodes_hold_only_unseen_classes():
     _need_sklearn()
-    from metacore.data.digits import _images
-    images, labels = _images()
+    from metacore.data.digits import digit_images
+    images, labels = digit_images()
     ts = tasks.digits(20, n_way=4, k_shot=1, q_query=2, classes="test", rotations=False, seed=0)
     test_digits = set(tasks.digits_classes("test", rotations=False).tolist())
     flat = images.reshape(len(images), 64).astype(np.float32)
@@ -60,8 +60,8 @@ def test_digits_rotations_are_rotated_images_and_seeded():
     b = tasks.digits(3, seed=5)
     np.testing.assert_array_equal(a.X, b.X)
     assert not np.array_equal(a.X, tasks.digits(3, seed=6).X)
-    from metacore.data.digits import _images
-    images, _ = _images()
+    from metacore.data.digits import digit_images
+    images, _ = digit_images()
     originals = {images[i].astype(np.float32).tobytes() for i in range(len(images))}
     rot_counts = [0, 0]
     for row in tasks.digits(10, classes="train", seed=0).X:

@@ -45,7 +45,7 @@ def heads_problem(T=4, seed=0, dtype=np.float64):
 def test_gradient_strategies_match_reference_on_beta_and_combined_grad(w, dtype):
     G, L = grads_problem()
     n_shared = 22
-    cfg, d = w._core_config(), w.to_dict()
+    cfg, d = w.core_config(), w.to_dict()
     s_core, s_ref = w.initial_state(5), w.initial_state(5)
     tol = 1e-9 if dtype == np.float64 else 2e-4
     for step in range(3):     # stateful strategies (GradNorm, GradVac) carry their state on
@@ -62,7 +62,7 @@ def test_gradient_strategies_match_reference_on_beta_and_combined_grad(w, dtype)
 @pytest.mark.parametrize("w", LOSS, ids=repr)
 def test_loss_strategies_match_reference_over_steps(w):
     rng = np.random.default_rng(1)
-    cfg, d = w._core_config(), w.to_dict()
+    cfg, d = w.core_config(), w.to_dict()
     s_core, s_ref = w.initial_state(6), w.initial_state(6)
     for step in range(8):
         L = rng.uniform(0.1, 3.0, size=6)
@@ -83,7 +83,7 @@ def test_eval_driven_matches_reference_and_sums_to_one(w):
     s_core, s_ref = w.initial_state(4), w.initial_state(4)
     for _ in range(4):
         L = rng.uniform(0.01, 4.0, size=4)
-        a = _core.weighting_evaluate(w._core_config(), s_core, L, np.exp(-L))
+        a = _core.weighting_evaluate(w.core_config(), s_core, L, np.exp(-L))
         a_ref = ref.weighting.evaluate(w.to_dict(), s_ref, L, np.exp(-L))
         np.testing.assert_allclose(a, a_ref, rtol=1e-12)
         assert a.sum() == pytest.approx(1.0)
@@ -91,7 +91,7 @@ def test_eval_driven_matches_reference_and_sums_to_one(w):
 
 
 def test_rlw_draws_are_reproducible_and_fresh_every_step():
-    cfg = W.RLW()._core_config()
+    cfg = W.RLW().core_config()
     a0 = _core.weighting_before(cfg, np.zeros(0), 5, 0, np.ones(4))
     assert np.array_equal(a0, _core.weighting_before(cfg, np.zeros(0), 5, 0, np.ones(4)))
     assert not np.allclose(a0, _core.weighting_before(cfg, np.zeros(0), 5, 1, np.ones(4)))
@@ -100,7 +100,7 @@ def test_rlw_draws_are_reproducible_and_fresh_every_step():
 # --- the properties each paper promises ----------------------------------------------------------
 def test_mgda_direction_has_minimal_norm_over_the_simplex():
     G, L = grads_problem(T=6, P=40, seed=3)
-    beta, d = _core.weighting_combine(W.MGDA()._core_config(), G, L, np.zeros(0), 0, 0)
+    beta, d = _core.weighting_combine(W.MGDA().core_config(), G, L, np.zeros(0), 0, 0)
     assert beta.min() >= 0 and beta.sum() == pytest.approx(1.0)
     K = G @ G.T
     # KKT on the simplex: every vertex's directional gain is at least the current norm²
@@ -115,7 +115,7 @@ def test_pcgrad_projected_gradients_do_not_conflict():
     g1 = rng.normal(size=10)
     g2 = -0.8 * g1 + 0.4 * rng.normal(size=10)            # a conflicting pair
     G = np.vstack([g1, g2])
-    beta, d = _core.weighting_combine(W.PCGrad()._core_config(), G, np.ones(2), np.zeros(0), 0, 0)
+    beta, d = _core.weighting_combine(W.PCGrad().core_config(), G, np.ones(2), np.zeros(0), 0, 0)
     dot = g1 @ g2
     assert dot < 0
     p1 = g1 - dot / (g2 @ g2) * g2
@@ -123,13 +123,13 @@ def test_pcgrad_projected_gradients_do_not_conflict():
     assert p1 @ g2 >= -1e-12 and p2 @ g1 >= -1e-12       # no conflict after projection
     np.testing.assert_allclose(d, (p1 + p2) / 2, rtol=1e-12)
     G[1] = np.abs(G[1]) * np.sign(g1)                    # no conflict: the plain mean
-    beta, _ = _core.weighting_combine(W.PCGrad()._core_config(), G, np.ones(2), np.zeros(0), 0, 0)
+    beta, _ = _core.weighting_combine(W.PCGrad().core_config(), G, np.ones(2), np.zeros(0), 0, 0)
     np.testing.assert_array_equal(beta, [0.5, 0.5])
 
 
 def test_imtlg_direction_projects_equally_on_every_task():
     G, L = grads_problem(T=5, P=12, seed=5)
-    beta, d = _core.weighting_combine(W.IMTLG()._core_config(), G, L, np.zeros(0), 0, 0)
+    beta, d = _core.weighting_combine(W.IMTLG().core_config(), G, L, np.zeros(0), 0, 0)
     proj = G @ d / np.linalg.norm(G, axis=1)
     np.testing.assert_allclose(proj, proj[0], rtol=1e-9)
     assert beta.sum() == pytest.approx(1.0)
@@ -137,7 +137,7 @@ def test_imtlg_direction_projects_equally_on_every_task():
 
 def test_nashmtl_solves_the_bargaining_equations():
     G, L = grads_problem(T=6, P=20, seed=6)
-    alpha, d = _core.weighting_combine(W.NashMTL()._core_config(), G, L, np.zeros(0), 0, 0)
+    alpha, d = _core.weighting_combine(W.NashMTL().core_config(), G, L, np.zeros(0), 0, 0)
     assert alpha.min() > 0
     ridge = 1e-8 * np.trace(G @ G.T) / 6                       # documented
     np.testing.assert_allclose(alpha * (G @ d) + ridge * alpha ** 2, 1.0, rtol=1e-9)  # (Kα)_i = 1/α_i
@@ -146,7 +146,7 @@ def test_nashmtl_solves_the_bargaining_equations():
 def test_cagrad_improves_the_worst_task_over_the_mean_gradient():
     G, L = grads_problem(T=5, P=20, seed=7)
     c = 0.5
-    _, d = _core.weighting_combine(W.CAGrad(c=c, max_iter=2000)._core_config(), G, L,
+    _, d = _core.weighting_combine(W.CAGrad(c=c, max_iter=2000).core_config(), G, L,
                                    np.zeros(0), 0, 0)
     g0 = G.mean(axis=0)
     d = d * (1 + c * c)
@@ -156,7 +156,7 @@ def test_cagrad_improves_the_worst_task_over_the_mean_gradient():
 
 def test_aligned_mtl_equalises_orthogonal_gradients():
     G = np.diag([1.0, 3.0, 10.0])        # orthogonal, norms 1, 3, 10
-    beta, d = _core.weighting_combine(W.AlignedMTL()._core_config(), G, np.ones(3), np.zeros(0), 0, 0)
+    beta, d = _core.weighting_combine(W.AlignedMTL().core_config(), G, np.ones(3), np.zeros(0), 0, 0)
     np.testing.assert_allclose(d, np.full(3, 1 / 3), rtol=1e-12)      # every one scaled to norm 1
 
 
@@ -166,7 +166,7 @@ def test_uncertainty_optimum_variance_equals_the_task_loss():
         w = W.Uncertainty(classification=classification, lr=0.05)
         s = w.initial_state(3)
         for step in range(3000):
-            _core.weighting_after(w._core_config(), s, step, L)
+            _core.weighting_after(w.core_config(), s, step, L)
         np.testing.assert_allclose(np.exp(s[:3]), factor * L, rtol=1e-3)
 
 
@@ -175,7 +175,7 @@ def test_gradnorm_weights_sum_to_the_number_of_tasks():
     w = W.GradNorm()
     s = w.initial_state(4)
     for step in range(5):
-        beta, _ = _core.weighting_combine(w._core_config(), G, L * (1 - 0.1 * step), s, 0, step)
+        beta, _ = _core.weighting_combine(w.core_config(), G, L * (1 - 0.1 * step), s, 0, step)
         assert beta.sum() == pytest.approx(4.0)
     assert s[:4].sum() == pytest.approx(4.0)
 

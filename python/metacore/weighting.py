@@ -52,9 +52,12 @@ class Weighting:
         """The strategy's own state (float64, ``state_size(n_tasks)``) at step 0."""
         return np.zeros(self.state_size(n_tasks))
 
-    def _core_config(self):
-        """The core's WeightingConfig, or None for a fixed α."""
+    def core_config(self):
+        """For the library's own use: the core's WeightingConfig, or None for a fixed α."""
         return None
+
+    def _core_config(self):   # the old name, still called by train/ until the engine rewrite
+        return self.core_config()
 
     def to_dict(self) -> dict:
         """Plain data (JSON-serialisable) that :func:`from_dict` turns back into this strategy."""
@@ -114,7 +117,7 @@ class _Adaptive(Weighting):
 
     def __init__(self, **settings):
         self._settings = settings
-        self._core_config()   # checks the ranges once, with the core's messages
+        self.core_config()   # checks the ranges once, with the core's messages
 
     def __getattr__(self, name):
         settings = self.__dict__.get("_settings", {})
@@ -126,9 +129,9 @@ class _Adaptive(Weighting):
         return np.full(n_tasks, 1.0 / n_tasks)
 
     def state_size(self, n_tasks):
-        return int(self._core_config().state_size(n_tasks))
+        return int(self.core_config().state_size(n_tasks))
 
-    def _core_config(self):
+    def core_config(self):
         from . import _core
         args = {self._core_args.get(k, k): v for k, v in self._settings.items()
                 if self._core_args.get(k, k) is not None}
@@ -340,7 +343,8 @@ class GradVac(_Adaptive):
         super().__init__(beta=float(beta))
 
 
-_BY_NAME = {cls.__name__: cls for cls in (
+# For the library's own use (from_dict, the app's config): each strategy's class by its name.
+BY_NAME = {cls.__name__: cls for cls in (
     Uniform, Fixed, EvalDriven, DWA, Uncertainty, RLW, FAMO, GradNorm, MGDA, PCGrad, CAGrad,
     IMTLG, NashMTL, AlignedMTL, GradVac)}
 
@@ -348,7 +352,7 @@ _BY_NAME = {cls.__name__: cls for cls in (
 def from_dict(d) -> Weighting:
     """The strategy that ``w.to_dict()`` describes (as read from a checkpoint)."""
     d = dict(_validation.instance("weighting settings", d, dict, "a dict"))
-    cls = _BY_NAME.get(d.pop("name", None))
+    cls = BY_NAME.get(d.pop("name", None))
     if cls is None:
         raise ValueError(f"unknown weighting strategy in settings: {d!r}")
     return cls(**d)

@@ -244,7 +244,7 @@ class WeightingConfig:
             return w.Uniform()
         if self.kind == "fixed":
             return w.Fixed(self.alpha)
-        cls = next(c for n, c in w._BY_NAME.items() if n.lower() == self.kind)
+        cls = next(c for n, c in w.BY_NAME.items() if n.lower() == self.kind)
         allowed = [p for p in inspect.signature(cls).parameters]
         for key in self.settings:
             if key not in allowed:

@@ -31,8 +31,9 @@ _SPLITS = ("train", "test", "all")
 
 
 @functools.lru_cache(maxsize=1)
-def _images():
-    """(images (n, 8, 8) float64 in [0, 1], digit labels (n,)), loaded once per process."""
+def digit_images():
+    """For the library's own use: (images (n, 8, 8) float64 in [0, 1], digit labels (n,)),
+    loaded once per process."""
     try:
         from sklearn.datasets import load_digits
     except ImportError:
@@ -40,6 +41,9 @@ def _images():
                           "pip install 'metacore[data]'") from None
     data = load_digits()
     return data.images / 16.0, data.target.astype(np.int64)
+
+
+_images = digit_images   # the old name, still used by app/experiment until the engine rewrite
 
 
 def _check_digits(name, digits):
@@ -105,7 +109,7 @@ def digits(n_tasks, *, n_way=5, k_shot=1, q_query=15, classes="train", rotations
         raise ValueError(f"n_way must be <= the number of classes to draw from ({len(pool)}), "
                          f"got {n_way}")
 
-    images, labels = _images()
+    images, labels = digit_images()
     per_class = k_shot + q_query
     by_digit = [np.flatnonzero(labels == d) for d in range(10)]
     smallest = min(len(by_digit[c // 4 if rotations else c]) for c in pool)

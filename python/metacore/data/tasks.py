@@ -105,8 +105,11 @@ class SinusoidSource:
         self.phase = _interval("phase", phase)
         self.x_range = _interval("x_range", x_range)
 
-    def _core_args(self):
+    def core_args(self):
+        """For the library's own use: the source's settings in the order the core takes them."""
         return self.k_support, self.k_query, self.amplitude, self.phase, self.x_range
+
+    _core_args = core_args   # the old name, still called by _meta_fit until the engine rewrite
 
     def sample(self, n_tasks, *, step=0, seed=0, dtype=np.float32):
         """The ``n_tasks`` tasks that meta-training step ``step`` with ``seed`` draws, as a
@@ -116,9 +119,9 @@ class SinusoidSource:
         step = _validation.integer("step", step, minimum=0)
         dtype = _validation.float_dtype("dtype", dtype)
         X, y, offsets, n_support = _core.sinusoid_tasks(
-            *self._core_args(), _validation.seed("seed", seed), step, n_tasks,
+            *self.core_args(), _validation.seed("seed", seed), step, n_tasks,
             dtype == np.float32)
-        return TaskSet._new(X, y, offsets, n_support, np.arange(n_tasks, dtype=np.int64))
+        return TaskSet.from_checked(X, y, offsets, n_support, np.arange(n_tasks, dtype=np.int64))
 
     def __repr__(self):
         return (f"SinusoidSource(k_support={self.k_support}, k_query={self.k_query}, "

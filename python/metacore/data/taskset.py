@@ -173,8 +173,9 @@ class TaskSet:
                   _check_task_ids(task_ids, sizes.shape[0]))
 
     @classmethod
-    def _new(cls, X, y, offsets, n_support, task_ids):
-        """A TaskSet over already checked arrays that nobody else writes to (no copy)."""
+    def from_checked(cls, X, y, offsets, n_support, task_ids):
+        """For the library's own use: a TaskSet over already checked arrays that nobody else
+        writes to (no checks, no copy)."""
         self = cls.__new__(cls)
         self._set(X, y, offsets, n_support, task_ids)
         return self
@@ -221,8 +222,8 @@ class TaskSet:
         # np.concatenate always allocates: the packed buffers are private.
         X = np.concatenate([x for x, _ in pairs], axis=0)
         y = np.concatenate([t for _, t in pairs], axis=0)
-        return cls._new(X, y, offsets, _check_support(n_support, sizes),
-                        np.arange(len(pairs), dtype=np.int64))
+        return cls.from_checked(X, y, offsets, _check_support(n_support, sizes),
+                                np.arange(len(pairs), dtype=np.int64))
 
     @classmethod
     def from_groups(cls, X, y, groups, n_support=None, dtype=None):
@@ -250,8 +251,8 @@ class TaskSet:
         sizes = np.bincount(inverse).astype(np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         # Fancy indexing allocates: the gathered buffers are private.
-        return cls._new(X_c[order], y_c[order], offsets, _check_support(n_support, sizes),
-                        np.arange(sizes.shape[0], dtype=np.int64))
+        return cls.from_checked(X_c[order], y_c[order], offsets, _check_support(n_support, sizes),
+                                np.arange(sizes.shape[0], dtype=np.int64))
 
     # --- buffers and shape facts -----------------------------------------------------------------
     @property
@@ -377,8 +378,8 @@ class TaskSet:
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         # Row r of the new set comes from row r − offsets[j] + old_offsets[idx[j]] of this one.
         rows = np.arange(offsets[-1]) + np.repeat(self._offsets[idx] - offsets[:-1], sizes)
-        return TaskSet._new(self._X[rows], self._y[rows], offsets, self._n_support[idx],
-                            self._task_ids[idx])
+        return TaskSet.from_checked(self._X[rows], self._y[rows], offsets, self._n_support[idx],
+                                    self._task_ids[idx])
 
     def split_tasks(self, test_fraction=0.2, seed=0):
         """Hold out ``round(test_fraction · T)`` random tasks (at least 1, at most T − 1).
@@ -408,15 +409,15 @@ class TaskSet:
                 X = _validation.float_array("X", self._X, dtype=dt)
                 y = _validation.float_array("y", self._y, dtype=dt)
             # offsets/n_support/task_ids are read-only, so sharing them is safe.
-            self._astype_cache[dt] = TaskSet._new(X, y, self._offsets, self._n_support,
-                                                  self._task_ids)
+            self._astype_cache[dt] = TaskSet.from_checked(X, y, self._offsets, self._n_support,
+                                                          self._task_ids)
         return self._astype_cache[dt]
 
     def with_support(self, n_support):
         """The same tasks with a new support/query split (None, an int, or one int per task).
         The read-only buffers are shared, not copied."""
         ns = _check_support(n_support, self._sizes)
-        return TaskSet._new(self._X, self._y, self._offsets, ns, self._task_ids)
+        return TaskSet.from_checked(self._X, self._y, self._offsets, ns, self._task_ids)
 
     # --- label checks for a loss head ------------------------------------------------------------
     def check_labels(self, loss, n_outputs):
@@ -472,7 +473,7 @@ class TaskSet:
 
 
 def _rebuild(X, y, offsets, n_support, task_ids):
-    return TaskSet._new(X, y, offsets, n_support, task_ids)
+    return TaskSet.from_checked(X, y, offsets, n_support, task_ids)
 
 
 def _task_list(name, value):
