@@ -132,14 +132,16 @@ class Learner:
                                          ts.y, ts.offsets, ts.n_support, self.n_threads)
 
     # --- adapting to a new task --------------------------------------------------------------
-    def _adapt_rule(self, theta):
-        """(θ, lr, head_only) for the adapt path."""
+    def adapt_rule(self, theta):
+        """(θ, inner rates — a scalar or one per parameter —, head_only) of this learner's inner
+        loop at its parameters ``theta``, as ``mc.adapt`` takes them (for the library's own use:
+        adapt and evaluation)."""
         return theta, self.inner_lr, False
 
     def adapt(self, theta, X_support, y_support, *, steps=None):
         """θ adapted by this learner's inner loop (``steps`` defaults to inner_steps)."""
         from .adapt import adapt
-        theta, lr, head_only = self._adapt_rule(self.check_params(theta))
+        theta, lr, head_only = self.adapt_rule(self.check_params(theta))
         return adapt(self.model, theta, X_support, y_support,
                      steps=self.inner_steps if steps is None else steps, lr=lr,
                      head_only=head_only)
@@ -147,7 +149,7 @@ class Learner:
     def adapt_predict(self, theta, X_support, y_support, X_query, *, steps=None):
         """Outputs on X_query of the net adapted by this learner's inner loop."""
         from .adapt import adapt_predict
-        theta, lr, head_only = self._adapt_rule(self.check_params(theta))
+        theta, lr, head_only = self.adapt_rule(self.check_params(theta))
         return adapt_predict(self.model, theta, X_support, y_support, X_query,
                              steps=self.inner_steps if steps is None else steps, lr=lr,
                              head_only=head_only)
@@ -218,7 +220,7 @@ class ANIL(Learner):
     layer, second order through the head's adaptation unless ``first_order``."""
     kind = "anil"
 
-    def _adapt_rule(self, theta):
+    def adapt_rule(self, theta):
         return theta, self.inner_lr, True
 
 
@@ -245,7 +247,7 @@ class MetaSGD(Learner):
         P = self.model.n_params
         return params[:P], params[P:]
 
-    def _adapt_rule(self, params):
+    def adapt_rule(self, params):
         theta, rates = self.split(params)
         return theta, rates, False
 

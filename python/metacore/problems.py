@@ -248,7 +248,7 @@ class MetaObjective:
                 ts = self.learner.check_batch(self.tasks, dtype, "tasks")
                 step.sample_from(ts.X, ts.y, ts.offsets, ts.n_support)
             else:
-                step.generate(*self.tasks._core_args())
+                step.generate(*self.tasks.core_args())
             self._steps[dtype] = step
         return step
 

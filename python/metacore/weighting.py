@@ -56,9 +56,6 @@ class Weighting:
         """For the library's own use: the core's WeightingConfig, or None for a fixed α."""
         return None
 
-    def _core_config(self):   # the old name, still called by train/ until the engine rewrite
-        return self.core_config()
-
     def to_dict(self) -> dict:
         """Plain data (JSON-serialisable) that :func:`from_dict` turns back into this strategy."""
         raise NotImplementedError

@@ -159,11 +159,11 @@ def joint_theta(exp: Experiment, progress=False):
 
 
 def _pretrained_digits(exp, progress):
-    from ..data.digits import digits_classes, _images
+    from ..data.digits import digit_images, digits_classes
     from ..data.taskset import TaskSet
     cfg = exp.cfg
     classes = digits_classes("train", rotations=cfg.tasks.rotations)
-    images, labels = _images()
+    images, labels = digit_images()
     Xs, ys = [], []
     for j, c in enumerate(classes):
         digit, rot = (c // 4, c % 4) if cfg.tasks.rotations else (c, 0)

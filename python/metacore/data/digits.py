@@ -43,7 +43,6 @@ def digit_images():
     return data.images / 16.0, data.target.astype(np.int64)
 
 
-_images = digit_images   # the old name, still used by app/experiment until the engine rewrite
 
 
 def _check_digits(name, digits):

@@ -109,7 +109,6 @@ class SinusoidSource:
         """For the library's own use: the source's settings in the order the core takes them."""
         return self.k_support, self.k_query, self.amplitude, self.phase, self.x_range
 
-    _core_args = core_args   # the old name, still called by _meta_fit until the engine rewrite
 
     def sample(self, n_tasks, *, step=0, seed=0, dtype=np.float32):
         """The ``n_tasks`` tasks that meta-training step ``step`` with ``seed`` draws, as a

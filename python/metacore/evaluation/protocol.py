@@ -93,7 +93,7 @@ def _rule(model, theta, lr, learner):
         return theta, lr, False, lr
     if learner.model != model:
         raise ValueError(f"learner's model {learner.model!r} differs from model {model!r}")
-    theta, rates, head_only = learner._adapt_rule(learner._params(theta))
+    theta, rates, head_only = learner.adapt_rule(learner.check_params(theta))
     if lr is None:
         lr = rates
     return theta, lr, head_only, lr if isinstance(lr, (int, float)) else "learned"

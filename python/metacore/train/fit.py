@@ -164,7 +164,7 @@ def _multitask_args(obj, weighting, batch_tasks, batch_rows):
     if batch_tasks is not None and batch_tasks > T:
         raise ValueError(f"batch_tasks must be <= the number of tasks ({T}), got {batch_tasks}")
     batch_rows = _validation.optional_integer("batch_rows", batch_rows, minimum=1)
-    adaptive = (weighting is not None and weighting._core_config() is not None
+    adaptive = (weighting is not None and weighting.core_config() is not None
                 and not isinstance(weighting, _weighting.EvalDriven))
     if adaptive and (batch_tasks is not None or batch_rows is not None):
         raise ValueError(f"weighting {weighting!r} needs every task and row at each step: "
@@ -185,7 +185,7 @@ def _backend_arg(value, problem, weighting, batch_tasks, batch_rows):
     if batch_tasks is not None or batch_rows is not None:
         raise ValueError("backend=RayBackend runs full-batch steps only: batch_tasks and "
                          "batch_rows must be None")
-    if weighting is not None and weighting._core_config() is not None:
+    if weighting is not None and weighting.core_config() is not None:
         raise ValueError(f"backend=RayBackend supports a fixed α only (weighting None, Uniform or "
                          f"Fixed), got {weighting!r}")
     return value

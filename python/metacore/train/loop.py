@@ -159,7 +159,7 @@ class Run:
         self.resumed = resume is not None
         if self.resumed:
             self._restore(resume, wsize)
-        self.wcfg = s.weighting._core_config() if s.weighting is not None else None
+        self.wcfg = s.weighting.core_config() if s.weighting is not None else None
         if not self.resumed and wsize:
             self.state.set_weighting(s.weighting.initial_state(T))
         if not self.meta:
