@@ -101,7 +101,9 @@ void adapt_batch(const NetSpec& net, const InnerRule<T>& rule, const T* theta,
     std::vector<std::int64_t> qstart(T_ + 1, 0);
     for (std::int64_t t = 0; t < T_; ++t)
         qstart[t + 1] = qstart[t] + data.offsets[t + 1] - data.offsets[t] - data.n_support[t];
-    const int threads = static_cast<int>(std::min<std::int64_t>(resolve_threads(n_threads), T_));
+    // Work: each of the rule's steps and the prediction pass touch every parameter once per row.
+    const std::int64_t rows = data.offsets[T_] - data.offsets[0];
+    const int threads = team_for(rows * P * (rule.steps + 1), n_threads, T_);
     parallel_for(T_, threads, [&](std::int64_t t, int) {
         AdaptWorkspace<T>& ws = adapt_workspace<T>(net);
         const std::int64_t s0 = data.offsets[t], s1 = s0 + data.n_support[t];

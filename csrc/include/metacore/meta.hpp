@@ -10,7 +10,7 @@
 // output layer and 0 on the trunk. Reptile's direction is θ − φ_k.
 //
 // Tasks run in parallel; each fixed block of tasks sums into its own partial, and the partials
-// are added in block order: the result is bit-identical for any thread count.
+// are added in block order (reduction.hpp): the result is bit-identical for any thread count.
 #pragma once
 
 #include <algorithm>
@@ -22,6 +22,7 @@
 #include "metacore/inner_loop.hpp"
 #include "metacore/net.hpp"
 #include "metacore/net_pass.hpp"
+#include "metacore/reduction.hpp"
 #include "metacore/tasks.hpp"
 #include "metacore/threading.hpp"
 #include "metacore/unit_kernels.hpp"
@@ -164,18 +165,16 @@ class MetaBatch {
         }
         for (auto& ws : workspaces_) ws.pass.forget();  // params may have changed in place
         const std::int64_t nb = meta_blocks(n, G, sizeof(T));
-        parts_.assign(nb * G, T(0));
         losses_.assign(n, 0.0);
         before_.assign(n, 0.0);
         const T scale = T(1) / static_cast<T>(n);
-        const int team = static_cast<int>(std::min<std::int64_t>(threads_, nb));
-        parallel_for(nb, team, [&](std::int64_t b, int tid) {
+        const int team = team_for(work(data, tasks, n), threads_, nb);
+        ordered_reduce(nb, G, team, parts_, grad, [&](std::int64_t b, int tid, T* row) {
             const std::int64_t lo = b * n / nb, hi = (b + 1) * n / nb;
             for (std::int64_t i = lo; i < hi; ++i)
                 losses_[i] = task_meta_grad(workspaces_[tid], net_, cfg_, params, data, tasks[i],
-                                            scale, parts_.data() + b * G, &before_[i]);
+                                            scale, row, &before_[i]);
         });
-        sum_blocks(parts_.data(), nb, G, 0, G, grad);
         double loss = 0.0, before = 0.0;
         for (std::int64_t i = 0; i < n; ++i) {
             loss += losses_[i];
@@ -187,6 +186,15 @@ class MetaBatch {
     }
 
    private:
+    // Multiply-adds of a meta-batch, roughly: every inner step and the outer pass touch each
+    // parameter once per row (the backward pass and HVPs add a constant factor, ignored here).
+    std::int64_t work(const TaskData<T>& data, const std::int64_t* tasks, std::int64_t n) const {
+        std::int64_t rows = 0;
+        for (std::int64_t i = 0; i < n; ++i)
+            rows += data.offsets[tasks[i] + 1] - data.offsets[tasks[i]];
+        return rows * net_.n_params() * (cfg_.inner_steps + 1);
+    }
+
     NetSpec net_;
     MetaConfig cfg_;
     int threads_;

@@ -1,6 +1,6 @@
 // The weighted multi-task objective f(θ) = Σ_i α_i f_i(θ) + (λ/2)‖θ‖², f_i the mean row loss
 // over task i's chosen rows: value, gradient, per-task losses and gradients, Hessian-vector
-// products. Parallel over reduction blocks; partial sums added in block order.
+// products. Parallel over the plan's reduction blocks, summed in block order (reduction.hpp).
 #pragma once
 
 #include <algorithm>
@@ -12,14 +12,12 @@
 #include "metacore/losses.hpp"
 #include "metacore/net.hpp"
 #include "metacore/net_pass.hpp"
+#include "metacore/reduction.hpp"
 #include "metacore/tasks.hpp"
 #include "metacore/threading.hpp"
 #include "metacore/unit_kernels.hpp"
 
 namespace metacore {
-
-// Below this much work (rows × parameters) threads cost more than they save.
-constexpr std::int64_t kMinParallelWork = 1 << 15;
 
 template <class T>
 class Objective {
@@ -90,11 +88,10 @@ class Objective {
             gathers.emplace_back(data_.X.cols, data_.y.cols);
         }
         for (auto& pass : passes) pass.prepare(theta);  // θ is fixed for this call
-        parallel_for(nb, threads, [&](std::int64_t b, int tid) {
+        accumulate_blocks(nb, P, parts, threads, [&](std::int64_t b, int tid, T* g) {
             for (std::int64_t u = plan.block_start[b]; u < plan.block_start[b + 1]; ++u) {
                 const WorkUnit& w = plan.units[u];
                 const T scale = weights[w.task] / static_cast<T>(plan.task_rows[w.task]);
-                T* g = parts ? parts + b * P : nullptr;
                 const WorkUnit* next = u + 1 < plan.block_start[b + 1] ? &w + 1 : nullptr;
                 unit_loss[u] =
                     w.rows ? unit_value_grad_gathered(passes[tid], theta, data_, w, next,
@@ -118,7 +115,7 @@ class Objective {
         }
         value += 0.5 * static_cast<double>(l2) * squared_norm(theta, P);
         if (grad) {
-            reduce_blocks(parts, nb, P, grad, threads);
+            sum_partials(parts, nb, P, grad, threads);
             add_scaled(l2, theta, grad, P);
         }
         return value;
@@ -145,15 +142,12 @@ class Objective {
             unit_loss[u] = unit_value_grad(passes[tid], theta, data_, w, head(w.task), scale, g);
         });
         if (split) {
+            // Task i's units are consecutive: its row is their sum, in unit order.
             std::vector<std::int64_t> first(T_ + 1, n_units);
             for (std::int64_t u = n_units - 1; u >= 0; --u) first[plan_.units[u].task] = u;
-            parallel_for(T_, threads, [&](std::int64_t i, int) {
-                T* row = out + i * P;
-                for (std::int64_t u = first[i]; u < first[i + 1]; ++u) {
-                    const T* s = scratch.data() + u * P;
-#pragma omp simd
-                    for (std::int64_t j = 0; j < P; ++j) row[j] += s[j];
-                }
+            parallel_for(T_, team_for(n_units * P, threads, T_), [&](std::int64_t i, int) {
+                const std::int64_t n = std::max<std::int64_t>(0, first[i + 1] - first[i]);
+                sum_blocks(scratch.data() + first[i] * P, n, P, 0, P, out + i * P);
             });
         }
         if (losses) {
@@ -166,20 +160,18 @@ class Objective {
     void hvp(const T* theta, const T* v, const T* weights, T l2, T* out, int n_threads) const {
         const std::int64_t P = n_params(), nb = plan_.n_blocks();
         const int threads = team_size(plan_, n_threads);
-        std::vector<T> parts(nb * P, T(0));
         std::vector<NetPass<T>> passes;
         passes.reserve(threads);
         for (int t = 0; t < threads; ++t) passes.emplace_back(net_, true);
         for (auto& pass : passes) pass.prepare(theta, v);  // θ and v are fixed for this call
-        parallel_for(nb, threads, [&](std::int64_t b, int tid) {
+        std::vector<T> parts;
+        ordered_reduce(nb, P, threads, parts, out, [&](std::int64_t b, int tid, T* row) {
             for (std::int64_t u = plan_.block_start[b]; u < plan_.block_start[b + 1]; ++u) {
                 const WorkUnit& w = plan_.units[u];
                 const T scale = weights[w.task] / static_cast<T>(plan_.task_rows[w.task]);
-                unit_hvp(passes[tid], theta, v, data_, w, head(w.task), scale,
-                         parts.data() + b * P);
+                unit_hvp(passes[tid], theta, v, data_, w, head(w.task), scale, row);
             }
         });
-        reduce_blocks(parts.data(), nb, P, out, threads);
         add_scaled(l2, v, out, P);
     }
 
@@ -188,13 +180,12 @@ class Objective {
         return net_.n_heads() > 1 ? data_.heads[task] : 0;
     }
 
+    // Work ≈ rows × parameters multiply-adds; one thread per block (per unit for task_grads).
     int team_size(const WorkPlan& plan, int requested) const {
-        const int threads = resolve_threads(requested);
-        const std::int64_t work = plan.total_rows * n_params();
-        if (work < kMinParallelWork) return 1;
-        return static_cast<int>(std::min<std::int64_t>(
-            threads, plan.n_blocks() > 1 ? plan.n_blocks()
-                                         : static_cast<std::int64_t>(plan.units.size())));
+        const std::int64_t items = plan.n_blocks() > 1
+                                       ? plan.n_blocks()
+                                       : static_cast<std::int64_t>(plan.units.size());
+        return team_for(plan.total_rows * n_params(), requested, items);
     }
 
     // Mean row loss per task; NaN for tasks with no rows in the plan.
@@ -207,16 +198,6 @@ class Objective {
                                ? task_loss[i] / static_cast<double>(plan.task_rows[i])
                                : std::numeric_limits<double>::quiet_NaN();
         return task_loss;
-    }
-
-    // out = Σ_b parts[b], split over columns so every entry is summed in block order.
-    static void reduce_blocks(const T* parts, std::int64_t nb, std::int64_t P, T* out,
-                              int threads) {
-        constexpr std::int64_t kCols = 4096;
-        const std::int64_t chunks = (P + kCols - 1) / kCols;
-        parallel_for(chunks, nb * P > kMinParallelWork ? threads : 1, [&](std::int64_t c, int) {
-            sum_blocks(parts, nb, P, c * kCols, std::min(P, (c + 1) * kCols), out);
-        });
     }
 
     static double squared_norm(const T* x, std::int64_t n) {

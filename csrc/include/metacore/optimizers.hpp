@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "metacore/reduction.hpp"
 #include "metacore/threading.hpp"
 
 namespace metacore {
@@ -121,29 +122,47 @@ struct StepReport {
     bool finite = true;      // false: the gradient or the updated state holds NaN/Inf
 };
 
+// Adam's constants for update k (1-based), bias corrections folded in: with c₁ = 1 − β₁ᵏ and
+// c₂ = 1 − β₂ᵏ, θ ← θ − (lr / c₁) · m / (√v / √c₂ + ε). Computed in double, then cast to T.
+template <class T>
+struct AdamCoefficients {
+    T b1, b2, eps, step_size, c2_sqrt;
+    AdamCoefficients(double lr, double beta1, double beta2, double epsilon, std::int64_t k)
+        : b1(static_cast<T>(beta1)),
+          b2(static_cast<T>(beta2)),
+          eps(static_cast<T>(epsilon)),
+          step_size(static_cast<T>(lr / (1.0 - std::pow(beta1, static_cast<double>(k))))),
+          c2_sqrt(static_cast<T>(std::sqrt(1.0 - std::pow(beta2, static_cast<double>(k))))) {}
+};
+
+// The one Adam rule (torch.optim.Adam's), on one entry x with gradient d and moments m, v.
+template <class T>
+inline void adam_update(T& x, T d, T& m, T& v, const AdamCoefficients<T>& a) {
+    m = a.b1 * m + (T(1) - a.b1) * d;
+    v = a.b2 * v + (T(1) - a.b2) * d * d;
+    x -= a.step_size * m / (std::sqrt(v) / a.c2_sqrt + a.eps);
+}
+
+// The same over n entries with explicit moments: for small parameter sets kept outside an
+// optimizer state (a weighting strategy's log-variances, loss weights, logits).
+template <class T>
+void adam_update(T* x, const T* g, T* m, T* v, std::int64_t n, const AdamCoefficients<T>& a) {
+    for (std::int64_t i = 0; i < n; ++i) adam_update(x[i], g[i], m[i], v[i], a);
+}
+
 namespace optim_detail {
 
 constexpr std::int64_t kChunk = 1 << 14;          // fixed element chunks: thread-count independent
-constexpr std::int64_t kMinParallel = 1 << 17;    // below this, one thread
-
-inline int threads_for(std::int64_t P, int n_threads) {
-    return P < kMinParallel ? 1 : resolve_threads(n_threads);
-}
 
 // Σ g_j² over chunks, summed in chunk order (double accumulation).
 template <class T>
 double squared_norm(const T* g, std::int64_t P, int threads) {
-    const std::int64_t n_chunks = (P + kChunk - 1) / kChunk;
-    std::vector<double> part(n_chunks, 0.0);
-    parallel_for(n_chunks, threads, [&](std::int64_t c, int) {
+    return ordered_sum((P + kChunk - 1) / kChunk, threads, [&](std::int64_t c) {
         const std::int64_t e = std::min(P, (c + 1) * kChunk);
         double s = 0.0;
         for (std::int64_t j = c * kChunk; j < e; ++j) s += static_cast<double>(g[j]) * g[j];
-        part[c] = s;
+        return s;
     });
-    double s = 0.0;
-    for (double p : part) s += p;
-    return s;
 }
 
 // Runs body(begin, end) over fixed chunks of [0, P); returns false if any chunk saw a
@@ -167,7 +186,7 @@ template <class T>
 StepReport step(const OptimizerConfig& c, std::int64_t t, T* theta, const T* g,
                 OptimizerMoments<T> state, std::int64_t P, int n_threads = 1) {
     using namespace optim_detail;
-    const int threads = threads_for(P, n_threads);
+    const int threads = team_for(P, n_threads);  // one "multiply-add" per element
     StepReport r;
     r.grad_norm = std::sqrt(squared_norm(g, P, threads));
     r.lr = c.lr * c.schedule.factor(t);
@@ -200,12 +219,8 @@ StepReport step(const OptimizerConfig& c, std::int64_t t, T* theta, const T* g,
         });
         return r;
     }
-    // Adam / AdamW with bias correction: θ ← θ − (lr / c₁) · m / (√v / √c₂ + ε).
-    const double k = static_cast<double>(t + 1);
-    const T b1 = static_cast<T>(c.beta1), b2 = static_cast<T>(c.beta2);
-    const T step_size = static_cast<T>(r.lr / (1.0 - std::pow(c.beta1, k)));
-    const T c2_sqrt = static_cast<T>(std::sqrt(1.0 - std::pow(c.beta2, k)));
-    const T eps = static_cast<T>(c.eps);
+    // Adam / AdamW with bias correction (adam_update); AdamW shrinks θ before the update.
+    const AdamCoefficients<T> adam(r.lr, c.beta1, c.beta2, c.eps, t + 1);
     const bool decoupled = c.kind == OptimizerKind::adamw;
     const T shrink = T(1) - lr * wd;
     r.finite = for_chunks(P, threads, [&](std::int64_t b, std::int64_t e) {
@@ -214,9 +229,7 @@ StepReport step(const OptimizerConfig& c, std::int64_t t, T* theta, const T* g,
             T d = clip * g[j];
             if (decoupled) theta[j] *= shrink;
             else d += wd * theta[j];
-            m[j] = b1 * m[j] + (T(1) - b1) * d;
-            v[j] = b2 * v[j] + (T(1) - b2) * d * d;
-            theta[j] -= step_size * m[j] / (std::sqrt(v[j]) / c2_sqrt + eps);
+            adam_update(theta[j], d, m[j], v[j], adam);
             check += static_cast<double>((theta[j] - theta[j]) + (v[j] - v[j]));
         }
         return check;

@@ -25,9 +25,7 @@ void predict(const NetSpec& net, const T* theta, MatrixView<const T> X, std::int
     constexpr std::int64_t B = NetPass<T>::kBlock;
     const std::int64_t n_blocks = (X.rows + B - 1) / B;
     const std::int64_t k = net.n_outputs();
-    int threads = resolve_threads(n_threads);
-    if (X.rows * net.n_params() < (1 << 15)) threads = 1;
-    threads = static_cast<int>(std::min<std::int64_t>(threads, std::max<std::int64_t>(n_blocks, 1)));
+    const int threads = team_for(X.rows * net.n_params(), n_threads, n_blocks);
     std::vector<NetPass<T>> passes;
     passes.reserve(threads);
     for (int t = 0; t < threads; ++t) passes.emplace_back(net, false);

@@ -1,11 +1,13 @@
 // The one parallel-for: explicit thread count, dynamic schedule, exceptions carried out of the
-// OpenMP region and rethrown on the calling thread.
+// OpenMP region and rethrown on the calling thread; and the one rule for how many threads a loop
+// gets (team_for).
 #pragma once
 
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <exception>
+#include <limits>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -47,6 +49,22 @@ inline int resolve_threads(int requested) {
 #endif
     }
     return requested;
+}
+
+// The one rule for "too small to thread". Work is counted in scalar multiply-adds (an element-wise
+// update such as an optimizer's counts one per element). Every thread must get at least this much:
+// on a busy machine a team whose threads are not all scheduled waits at each barrier, and below
+// this a wake-up costs more than the thread's share of the work saves.
+constexpr std::int64_t kMinWorkPerThread = 1 << 15;
+
+// The team for a loop of `work` multiply-adds over `items` independent items: at most the
+// requested threads (resolve_threads), at most one per item, at most work / kMinWorkPerThread.
+inline int team_for(std::int64_t work, int requested,
+                    std::int64_t items = std::numeric_limits<std::int64_t>::max()) {
+    const std::int64_t by_work = work / kMinWorkPerThread;
+    const std::int64_t team =
+        std::min({static_cast<std::int64_t>(resolve_threads(requested)), by_work, items});
+    return static_cast<int>(std::max<std::int64_t>(team, 1));
 }
 
 // GNU libgomp keeps its worker pool across fork() but the workers do not exist in the child, so

@@ -96,16 +96,4 @@ METACORE_CLONES void unit_hvp(NetPass<T>& pass, const T* theta, const T* v,
     }
 }
 
-// out = Σ_b parts[b] (in block order) for each of n entries.
-template <class T>
-METACORE_CLONES void sum_blocks(const T* parts, std::int64_t n_blocks, std::int64_t n,
-                                std::int64_t begin, std::int64_t end, T* out) {
-    for (std::int64_t j = begin; j < end; ++j) out[j] = T(0);
-    for (std::int64_t b = 0; b < n_blocks; ++b) {
-        const T* p = parts + b * n;
-#pragma omp simd
-        for (std::int64_t j = begin; j < end; ++j) out[j] += p[j];
-    }
-}
-
 }  // namespace metacore

@@ -1,0 +1,307 @@
+// Gradient-based weighting: from the per-task gradient matrix G (T × P) of one parallel pass,
+// restricted to the shared parameters, `combine` gives coefficients β with d_shared = Σ_i β_i g_i
+// and `combine_grads` forms that direction. GradNorm learns loss weights from the gradient norms;
+// the combining rules (MGDA, PCGrad, CAGrad, IMTL-G, Nash-MTL, Aligned-MTL, GradVac) solve a small
+// problem on the T × T Gram matrix K = G Gᵀ in double (linalg.hpp). python/metacore/weighting.py
+// documents each rule; metacore.reference mirrors it.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+#include <vector>
+
+#include "metacore/linalg.hpp"
+#include "metacore/random.hpp"
+#include "metacore/threading.hpp"
+#include "metacore/weighting_config.hpp"
+
+namespace metacore {
+
+namespace weighting_detail {
+
+constexpr std::uint64_t kOrderStream = 0x4F52445200000000ull;  // PCGrad / GradVac task orders
+
+// A random order of the tasks other than i: CounterRng(seed, step, kOrderStream + i).
+inline std::vector<std::int64_t> others_order(std::uint64_t seed, std::int64_t step,
+                                              std::int64_t i, std::int64_t T) {
+    CounterRng rng(seed, static_cast<std::uint64_t>(step), kOrderStream + static_cast<std::uint64_t>(i));
+    std::vector<std::int64_t> p = rng.choose(T - 1, T - 1);
+    for (auto& j : p) j += j >= i ? 1 : 0;
+    return p;
+}
+
+// GradNorm: β = the current loss weights w; then w takes an Adam step on Σ_i |w_i‖g_i‖ − target_i|,
+// target_i = mean_j w_j‖g_j‖ · (r_i / mean r)^α, r_i = L_i / L_i(0), and is renormalised to Σ w = n.
+template <class T>
+std::vector<double> gradnorm(const WeightingConfig& c, const T* G, std::int64_t n, std::int64_t P,
+                             std::int64_t Ps, const std::vector<double>& L, double* state,
+                             std::int64_t step, int threads) {
+    double* w = state;
+    double* L0 = state + n;
+    std::vector<double> beta(w, w + n), gn(n), g(n);
+    if (step == 0)
+        for (std::int64_t i = 0; i < n; ++i) L0[i] = L[i];
+    parallel_for(n, team_for(n * Ps, threads, n), [&](std::int64_t i, int) {
+        double s = 0.0;
+        for (std::int64_t k = 0; k < Ps; ++k) s += static_cast<double>(G[i * P + k]) * G[i * P + k];
+        gn[i] = std::sqrt(s);
+    });
+    double mean_gw = 0.0, mean_r = 0.0;
+    std::vector<double> r(n);
+    for (std::int64_t i = 0; i < n; ++i) {
+        mean_gw += w[i] * gn[i] / n;
+        r[i] = L[i] / std::max(L0[i], 1e-300);
+        mean_r += r[i] / n;
+    }
+    for (std::int64_t i = 0; i < n; ++i) {
+        const double target = mean_gw * std::pow(r[i] / mean_r, c.asymmetry);
+        const double diff = w[i] * gn[i] - target;
+        g[i] = diff > 0.0 ? gn[i] : diff < 0.0 ? -gn[i] : 0.0;
+    }
+    strategy_adam(w, g.data(), state + 2 * n, state + 3 * n, n, c.lr, step + 1);
+    double s = 0.0;
+    for (std::int64_t i = 0; i < n; ++i) s += (w[i] = std::max(w[i], 0.0));
+    for (std::int64_t i = 0; i < n; ++i) w[i] = s > 0.0 ? w[i] * n / s : 1.0;
+    return beta;
+}
+
+// ---- the combining rules on K (T × T, double) --------------------------------------------------
+inline std::vector<double> mgda(const std::vector<double>& K, const double* L, std::int64_t T,
+                                MgdaNorm norm, std::int64_t max_iter) {
+    std::vector<double> s(T, 1.0);
+    for (std::int64_t i = 0; i < T; ++i) {
+        const double gn = std::sqrt(K[i * T + i]);
+        const double d = norm == MgdaNorm::l2 ? gn
+                         : norm == MgdaNorm::loss ? L[i]
+                         : norm == MgdaNorm::loss_l2 ? L[i] * gn : 1.0;
+        s[i] = d > 0.0 ? 1.0 / d : 0.0;
+    }
+    std::vector<double> Ks(T * T);
+    for (std::int64_t i = 0; i < T; ++i)
+        for (std::int64_t j = 0; j < T; ++j) Ks[i * T + j] = s[i] * s[j] * K[i * T + j];
+    std::vector<double> g = linalg::min_norm_simplex(Ks, T, max_iter);
+    for (std::int64_t i = 0; i < T; ++i) g[i] *= s[i];
+    return g;
+}
+
+// PCGrad / GradVac: each g_i' = Σ_k C_ik g_k is adjusted against the other tasks in a random
+// order, tracking v = K c_i and ‖g_i'‖²; β = (1/T) Σ_i c_i.
+inline std::vector<double> surgery(const std::vector<double>& K, std::int64_t T, bool vaccine,
+                                   double beta, double* target, std::uint64_t seed,
+                                   std::int64_t step) {
+    std::vector<double> out(T, 0.0), c(T), v(T);
+    for (std::int64_t i = 0; i < T; ++i) {
+        std::fill(c.begin(), c.end(), 0.0);
+        c[i] = 1.0;
+        for (std::int64_t k = 0; k < T; ++k) v[k] = K[k * T + i];
+        double nn = K[i * T + i];
+        for (std::int64_t j : others_order(seed, step, i, T)) {
+            const double gj2 = K[j * T + j];
+            if (gj2 <= 0.0) continue;
+            double w = 0.0;
+            if (!vaccine) {
+                if (v[j] < 0.0) w = -v[j] / gj2;
+            } else {
+                const double ni = std::sqrt(std::max(nn, 0.0)), nj = std::sqrt(gj2);
+                const double phi = ni > 0.0 ? v[j] / (ni * nj) : 0.0;
+                double& ph = target[i * T + j];
+                if (phi < ph) {
+                    w = ni * (ph * std::sqrt(std::max(0.0, 1.0 - phi * phi)) -
+                              phi * std::sqrt(std::max(0.0, 1.0 - ph * ph))) /
+                        (nj * std::sqrt(std::max(1e-12, 1.0 - ph * ph)));
+                }
+                ph = (1.0 - beta) * ph + beta * phi;
+            }
+            if (w == 0.0) continue;
+            c[j] += w;
+            nn += 2.0 * w * v[j] + w * w * gj2;
+            for (std::int64_t k = 0; k < T; ++k) v[k] += w * K[k * T + j];
+        }
+        for (std::int64_t k = 0; k < T; ++k) out[k] += c[k] / static_cast<double>(T);
+    }
+    return out;
+}
+
+// CAGrad: w* = argmin over the simplex of F(w) = wᵀK1/T + c‖g0‖·‖G w‖ (Frank–Wolfe, step 2/(k+2)),
+// d = (g0 + c‖g0‖/‖g_w‖ · g_w) / (1 + c²).
+inline std::vector<double> cagrad(const std::vector<double>& K, std::int64_t T, double c,
+                                  std::int64_t max_iter) {
+    std::vector<double> b(T, 0.0), w(T, 1.0 / T), Kw(T, 0.0);
+    double g0sq = 0.0;
+    for (std::int64_t i = 0; i < T; ++i) {
+        for (std::int64_t j = 0; j < T; ++j) b[i] += K[i * T + j] / T;
+        g0sq += b[i] / T;
+    }
+    const double phi = c * std::sqrt(std::max(g0sq, 0.0));
+    for (std::int64_t i = 0; i < T; ++i)
+        for (std::int64_t j = 0; j < T; ++j) Kw[i] += K[i * T + j] * w[j];
+    for (std::int64_t it = 0; it < max_iter; ++it) {
+        double wKw = 0.0;
+        for (std::int64_t i = 0; i < T; ++i) wKw += w[i] * Kw[i];
+        const double nw = std::sqrt(std::max(wKw, 1e-300));
+        std::int64_t t = 0;
+        double best = std::numeric_limits<double>::infinity();
+        for (std::int64_t i = 0; i < T; ++i) {
+            const double gi = b[i] + phi * Kw[i] / nw;
+            if (gi < best) best = gi, t = i;
+        }
+        const double eta = 2.0 / (static_cast<double>(it) + 2.0);
+        for (std::int64_t i = 0; i < T; ++i) {
+            w[i] *= 1.0 - eta;
+            Kw[i] = (1.0 - eta) * Kw[i] + eta * K[i * T + t];
+        }
+        w[t] += eta;
+    }
+    double wKw = 0.0;
+    for (std::int64_t i = 0; i < T; ++i) wKw += w[i] * Kw[i];
+    const double lambda = wKw > 0.0 ? phi / std::sqrt(wKw) : 0.0;
+    std::vector<double> beta(T);
+    for (std::int64_t i = 0; i < T; ++i) beta[i] = (1.0 / T + lambda * w[i]) / (1.0 + c * c);
+    return beta;
+}
+
+// IMTL-G: α with Σα = 1 such that d = Σ α_i g_i has equal projections on every unit u_i = g_i/‖g_i‖:
+// α_{2..T} = g_1 Uᵀ (D Uᵀ)⁻¹ with D rows g_1 − g_i, U rows u_1 − u_i; α_1 = 1 − Σ α_{2..T}.
+inline std::vector<double> imtlg(const std::vector<double>& K, std::int64_t T) {
+    std::vector<double> alpha(T, 1.0 / T);
+    if (T == 1) return alpha;
+    std::vector<double> n(T);
+    for (std::int64_t i = 0; i < T; ++i) n[i] = std::sqrt(std::max(K[i * T + i], 1e-300));
+    auto gu = [&](std::int64_t a, std::int64_t b) { return K[a * T + b] / n[b]; };  // g_a · u_b
+    const std::int64_t m = T - 1;
+    std::vector<double> A(m * m), rhs(m);
+    // Solve x (D Uᵀ) = g_1 Uᵀ, i.e. (D Uᵀ)ᵀ xᵀ = (g_1 Uᵀ)ᵀ.
+    for (std::int64_t j = 1; j < T; ++j) {
+        rhs[j - 1] = gu(0, 0) - gu(0, j);
+        for (std::int64_t i = 1; i < T; ++i)  // (D Uᵀ)_{i j} = (g_1 − g_i)·(u_1 − u_j)
+            A[(j - 1) * m + (i - 1)] = gu(0, 0) - gu(0, j) - gu(i, 0) + gu(i, j);
+    }
+    std::vector<double> x = linalg::solve(A, rhs, m);
+    double s = 0.0;
+    for (std::int64_t i = 1; i < T; ++i) s += (alpha[i] = x[i - 1]);
+    alpha[0] = 1.0 - s;
+    return alpha;
+}
+
+// Nash-MTL: α > 0 with (Kα)_i = 1/α_i, the minimiser of ½αᵀKα − Σ log α_i (strictly convex with
+// a ridge of 1e-8·mean diag), by Newton's method with a backtracking line search.
+inline std::vector<double> nashmtl(std::vector<double> K, std::int64_t T, std::int64_t max_iter) {
+    double tr = 0.0;
+    for (std::int64_t i = 0; i < T; ++i) tr += K[i * T + i];
+    if (!(tr > 0.0)) return std::vector<double>(T, 1.0 / T);
+    for (std::int64_t i = 0; i < T; ++i) K[i * T + i] += 1e-8 * tr / T;
+    auto phi = [&](const std::vector<double>& a) {
+        double q = 0.0, lg = 0.0;
+        for (std::int64_t i = 0; i < T; ++i) {
+            double r = 0.0;
+            for (std::int64_t j = 0; j < T; ++j) r += K[i * T + j] * a[j];
+            q += a[i] * r;
+            lg += std::log(a[i]);
+        }
+        return 0.5 * q - lg;
+    };
+    std::vector<double> a(T), g(T), H(T * T), trial(T);
+    for (std::int64_t i = 0; i < T; ++i) a[i] = 1.0 / std::sqrt(K[i * T + i]);
+    double f = phi(a);
+    for (std::int64_t it = 0; it < max_iter; ++it) {
+        double gnorm = 0.0;
+        for (std::int64_t i = 0; i < T; ++i) {
+            double r = 0.0;
+            for (std::int64_t j = 0; j < T; ++j) r += K[i * T + j] * a[j];
+            g[i] = r - 1.0 / a[i];
+            gnorm = std::max(gnorm, std::abs(g[i] * a[i]));
+            for (std::int64_t j = 0; j < T; ++j) H[i * T + j] = K[i * T + j];
+            H[i * T + i] += 1.0 / (a[i] * a[i]);
+        }
+        if (gnorm < 1e-12) break;
+        std::vector<double> neg(T);
+        for (std::int64_t i = 0; i < T; ++i) neg[i] = -g[i];
+        std::vector<double> d = linalg::solve(H, neg, T);
+        double slope = 0.0, t = 1.0;
+        for (std::int64_t i = 0; i < T; ++i) slope += g[i] * d[i];
+        for (std::int64_t i = 0; i < T; ++i)  // stay inside α > 0
+            if (d[i] < 0.0) t = std::min(t, -0.99 * a[i] / d[i]);
+        bool moved = false;
+        for (int ls = 0; ls < 60; ++ls, t *= 0.5) {
+            for (std::int64_t i = 0; i < T; ++i) trial[i] = a[i] + t * d[i];
+            const double ft = phi(trial);
+            if (ft <= f + 1e-4 * t * slope) {
+                a.swap(trial), f = ft, moved = true;
+                break;
+            }
+        }
+        if (!moved) break;
+    }
+    return a;
+}
+
+// Aligned-MTL: K = V Λ Vᵀ (rank r: eigenvalues above max λ · T · 1e-15... kept), B = √λ_min V Λ^{-½} Vᵀ,
+// β = B 1 / T: the aligned task gradients B G are orthogonal with equal norms √λ_min.
+inline std::vector<double> aligned_mtl(const std::vector<double>& K, std::int64_t T) {
+    std::vector<double> w, V;
+    linalg::symmetric_eigen(K, T, w, V);
+    const double wmax = *std::max_element(w.begin(), w.end());
+    std::vector<double> beta(T, 0.0);
+    if (!(wmax > 0.0)) return std::vector<double>(T, 1.0 / T);
+    const double tol = wmax * static_cast<double>(T) * std::numeric_limits<double>::epsilon();
+    double wmin = wmax;
+    for (double x : w)
+        if (x > tol) wmin = std::min(wmin, x);
+    for (std::int64_t k = 0; k < T; ++k) {
+        if (!(w[k] > tol)) continue;
+        double vs = 0.0;  // Σ_j V_jk
+        for (std::int64_t j = 0; j < T; ++j) vs += V[j * T + k];
+        const double f = std::sqrt(wmin / w[k]) * vs / static_cast<double>(T);
+        for (std::int64_t i = 0; i < T; ++i) beta[i] += V[i * T + k] * f;
+    }
+    return beta;
+}
+
+}  // namespace weighting_detail
+
+// β from G (n × P; its first Ps columns the shared parameters) and the losses; updates the state.
+template <class T>
+std::vector<double> combine(const WeightingConfig& c, const T* G, std::int64_t n, std::int64_t P,
+                            std::int64_t Ps, const T* losses, double* state, std::uint64_t seed,
+                            std::int64_t step, int threads) {
+    using namespace weighting_detail;
+    std::vector<double> L(n);
+    for (std::int64_t i = 0; i < n; ++i) L[i] = static_cast<double>(losses[i]);
+    if (c.kind == WeightingKind::gradnorm) return gradnorm(c, G, n, P, Ps, L, state, step, threads);
+    const std::vector<double> K = linalg::gram(G, n, P, Ps, threads);
+    switch (c.kind) {
+        case WeightingKind::mgda: return mgda(K, L.data(), n, c.norm, c.max_iter);
+        case WeightingKind::pcgrad: return surgery(K, n, false, 0.0, nullptr, seed, step);
+        case WeightingKind::gradvac: return surgery(K, n, true, c.beta, state, seed, step);
+        case WeightingKind::cagrad: return cagrad(K, n, c.c, c.max_iter);
+        case WeightingKind::imtlg: return imtlg(K, n);
+        case WeightingKind::nashmtl: return nashmtl(K, n, c.max_iter);
+        case WeightingKind::aligned_mtl: return aligned_mtl(K, n);
+        default: throw std::invalid_argument("not a gradient-based weighting");
+    }
+}
+
+// grad = Σ_i β_i g_i on the shared columns, Σ_i h_i g_i on the rest (h = β, or 1/n for the
+// combining strategies); column chunks in parallel, rows summed in order.
+template <class T>
+void combine_grads(const T* G, std::int64_t n, std::int64_t P, std::int64_t Ps,
+                   const std::vector<double>& beta, bool heads_weighted, T* grad, int threads) {
+    constexpr std::int64_t kCols = 2048;
+    const std::int64_t chunks = (P + kCols - 1) / kCols;
+    parallel_for(chunks, team_for(n * P, threads, chunks), [&](std::int64_t ch, int) {
+        const std::int64_t b = ch * kCols, e = std::min(P, b + kCols);
+        std::fill(grad + b, grad + e, T(0));
+        for (std::int64_t i = 0; i < n; ++i) {
+            const T* gi = G + i * P;
+            const T wi = static_cast<T>(beta[i]);
+            const T hi = static_cast<T>(heads_weighted ? beta[i] : 1.0 / n);
+            for (std::int64_t k = b; k < std::min(e, Ps); ++k) grad[k] += wi * gi[k];
+            for (std::int64_t k = std::max(b, Ps); k < e; ++k) grad[k] += hi * gi[k];
+        }
+    });
+}
+
+}  // namespace metacore
