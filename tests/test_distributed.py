@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import metacore as mc
+from faults import dying_worker
 from metacore.train.backends import RayNotInstalledError, ShardWorker, plan_shards
 
 try:
@@ -93,7 +94,8 @@ def ray_cluster():
     if ray is None:
         pytest.skip("ray is not installed (pip install 'metacore[ray]')")
     src = str(pathlib.Path(mc.__file__).resolve().parents[1])   # actors import this metacore
-    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+    tests = str(pathlib.Path(__file__).resolve().parent)        # and the fault injection
+    path = os.pathsep.join(p for p in (src, tests, os.environ.get("PYTHONPATH")) if p)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": path}})
     yield ray
@@ -134,6 +136,18 @@ def test_fit_on_two_actors_gives_the_local_trajectory(two_actors):
 
 
 @needs_ray
+def test_recorded_task_losses_and_weights_equal_the_local_ones(two_actors):
+    """The chunk result is built in one place (the core's step tail) for both backends."""
+    obj, theta = make_objective()
+    local = mc.fit(obj, theta, **fit_kwargs(record_task_losses=True))
+    dist = mc.fit(obj, theta, **fit_kwargs(record_task_losses=True, backend=two_actors))
+    np.testing.assert_array_equal(dist.theta, local.theta)
+    assert dist.history.step_task_losses.shape == (12, obj.n_tasks)
+    np.testing.assert_array_equal(dist.history.step_task_losses, local.history.step_task_losses)
+    np.testing.assert_array_equal(dist.history.step_weights, local.history.step_weights)
+
+
+@needs_ray
 def test_one_and_two_actors_give_the_same_trajectory(ray_cluster, two_actors):
     obj, theta = make_objective(np.float64)
     two = mc.fit(obj, theta, **fit_kwargs(backend=two_actors))
@@ -151,7 +165,7 @@ def test_an_actor_that_dies_mid_run_does_not_change_the_result(two_actors, tmp_p
     clean = mc.fit(obj, theta, **fit_kwargs())
     marker = tmp_path / "die"
     marker.write_text("6")          # the first actor to serve its 6th call exits
-    with mc.distributed.RayBackend(2, 1, _fault_marker=marker) as backend:
+    with mc.distributed.RayBackend(2, 1, worker_class=dying_worker(marker)) as backend:
         res = mc.fit(obj, theta, **fit_kwargs(backend=backend))
         assert not marker.exists() and backend.retries >= 1
     np.testing.assert_array_equal(res.theta, clean.theta)

@@ -1,6 +1,7 @@
 // First-order optimizers on a flat θ: SGD (momentum, Nesterov), Adam, AdamW, with optional
-// global gradient-norm clipping and a learning-rate schedule (constant, step, cosine, each after
-// an optional linear warm-up) or a linear decay to 0. The update equations are PyTorch's (torch.optim.SGD/Adam/AdamW);
+// global gradient-norm clipping and a learning-rate schedule (constant, step, cosine, linear
+// decay to 0, each after an optional linear warm-up). The update equations are PyTorch's
+// (torch.optim.SGD/Adam/AdamW);
 // python/metacore/optim.py documents them. Element-wise work is split into fixed chunks, so the
 // gradient norm and the update are bit-identical for any thread count.
 #pragma once
