@@ -172,6 +172,10 @@ class Objective:
             raise ValueError(f"v must have length {self.n_params}, got {v.shape[0]}")
         return h.hvp(theta, v, self.typed_weights(theta.dtype), self.l2, self.n_threads)
 
+    def spec(self) -> dict:
+        """Plain data naming this problem, as a checkpoint records it."""
+        return {"kind": "multitask", "n_tasks": self.n_tasks}
+
     def __repr__(self):
         return (f"Objective({self.model!r}, {self.ts.n_tasks} tasks, l2={self.l2}, "
                 f"rows={self.rows!r})")
@@ -251,6 +255,11 @@ class MetaObjective:
                 step.generate(*self.tasks.core_args())
             self._steps[dtype] = step
         return step
+
+    def spec(self) -> dict:
+        """Plain data naming this problem (the learner, its model and the meta-batch size), as a
+        checkpoint records it."""
+        return {"kind": "meta", "learner": self.learner.to_dict(), "meta_batch": self.meta_batch}
 
     def __repr__(self):
         what = (f"{self.tasks.n_tasks} tasks" if isinstance(self.tasks, TaskSet)

@@ -112,13 +112,6 @@ def _callbacks_arg(value):
     return items
 
 
-def _problem_spec(problem):
-    if isinstance(problem, MetaObjective):
-        return {"kind": "meta", "learner": problem.learner.to_dict(),
-                "meta_batch": problem.meta_batch}
-    return {"kind": "multitask", "n_tasks": problem.n_tasks}
-
-
 def _start_arg(problem, start, optimizer, weighting, seed, steps):
     """(θ₀, optimizer, weighting, seed, checkpoint to resume or None) from fit's arguments."""
     ck = start.checkpoint() if isinstance(start, FitResult) else start
@@ -140,7 +133,7 @@ def _start_arg(problem, start, optimizer, weighting, seed, steps):
     if ck.alpha.shape[0] != n_tasks:
         raise ValueError(f"start: the checkpoint has weights for {ck.alpha.shape[0]} tasks, the "
                          f"objective has {n_tasks}")
-    want = _problem_spec(problem)
+    want = problem.spec()
     if ck.problem and ck.problem != want:
         raise ValueError(f"start: the checkpoint was saved by the problem {ck.problem}, this one "
                          f"is {want}: resume with the same problem")

@@ -325,12 +325,6 @@ class Run:
         return None
 
     # --- what comes out ------------------------------------------------------------------------
-    def problem_spec(self) -> dict:
-        p = self.s.problem
-        if self.meta:
-            return {"kind": "meta", "learner": p.learner.to_dict(), "meta_batch": p.meta_batch}
-        return {"kind": "multitask", "n_tasks": p.n_tasks}
-
     def moments(self):
         return {k: np.array(getattr(self.state, k)) for k in self.s.optimizer.moments}
 
@@ -349,6 +343,6 @@ class Run:
             step=st.step, steps_run=st.step - self.first_step, stop_reason=reason,
             wall_time=time.perf_counter() - self.t_start, core_time=self.core_time,
             eval_time=self.eval_time, optimizer=self.s.optimizer, weighting=self.s.weighting,
-            seed=self.s.seed, model=self.s.problem.model, problem=self.problem_spec(),
+            seed=self.s.seed, model=self.s.problem.model, problem=self.s.problem.spec(),
             moments=self.moments(), weighting_state=np.array(st.weighting),
             bad_evals=self.best["bad_evals"])
