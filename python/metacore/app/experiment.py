@@ -7,8 +7,10 @@ baselines, and write everything to the output folder:
     checkpoint.npz    the train state, written by :func:`metacore.save` every
                       ``train.checkpoint_every`` steps, at the end, on Ctrl-C and on divergence;
                       ``mc.load`` reads it, its ``info`` holds the config
-    history.npz       the whole run's :class:`~metacore.History` (``History.to_arrays()``): the
-                      per-step loss, the evaluations' training loss, α (multitask), validation
+    history.npz       the whole run's :class:`~metacore.History` (``History.to_arrays()``), across
+                      resumes: the per-step loss, and at each evaluation (every
+                      ``train.validate_every`` steps, else every ``train.chunk``, and at each
+                      checkpoint) the training loss, α (multitask) and the validation loss
     results.json      the evaluation summaries (mean ± 95% CI per adaptation step and method)
     table.txt         the same as printed tables
     adaptation.png    the adaptation curves (when matplotlib is installed)
