@@ -295,8 +295,7 @@ class WeightingConfig:
 
 @dataclass
 class TrainConfig:
-    """The training run: steps, meta-batch, steps per core call (``chunk``, also the steps
-    between the history's evaluations when ``validate_every`` is 0), validation every
+    """The training run: steps, meta-batch, steps per core call (``chunk``), validation every
     ``validate_every`` steps (0: none), a checkpoint every ``checkpoint_every`` steps (and at the
     end; default 1000), L2 (multitask)."""
     steps: int = 70000

@@ -9,7 +9,7 @@ baselines, and write everything to the output folder:
                       ``mc.load`` reads it, its ``info`` holds the config
     history.npz       the whole run's :class:`~metacore.History` (``History.to_arrays()``), across
                       resumes: the per-step loss, and at each evaluation (every
-                      ``train.validate_every`` steps, else every ``train.chunk``, and at each
+                      ``train.validate_every`` steps, else about 100 times a run, and at each
                       checkpoint) the training loss, α (multitask) and the validation loss
     results.json      the evaluation summaries (mean ± 95% CI per adaptation step and method)
     table.txt         the same as printed tables
@@ -158,7 +158,7 @@ def fit_settings(exp: Experiment) -> dict:
     progress)."""
     cfg = exp.cfg
     kw = dict(optimizer=cfg.optimizer.build(exp.learner, cfg.train.steps), seed=cfg.seed,
-              eval_every=cfg.train.validate_every or cfg.train.chunk,
+              eval_every=cfg.train.validate_every or _curve_every(cfg.train),
               chunk_size=cfg.train.chunk)
     if cfg.train.validate_every:
         kw["validation"] = exp.test_tasks.subset(np.arange(min(100, exp.test_tasks.n_tasks)))
@@ -169,6 +169,12 @@ def fit_settings(exp: Experiment) -> dict:
         kw.update(weighting=exp.weighting,
                   batch_tasks=min(cfg.train.meta_batch, T) if sampled else None)
     return kw
+
+
+def _curve_every(tc):
+    """Steps between the history's evaluations without validation: about 100 points on the
+    curve of α and the training loss, at most one per core call."""
+    return min(tc.chunk, max(1, tc.steps // 100))
 
 
 def train(exp: Experiment, start=None, *, progress=True, on_checkpoint=None):
@@ -441,6 +447,9 @@ def run_train(cfg: Config, quiet=False, resume=False):
         if not start.resumable:
             raise ValueError(f"--resume: {path} holds θ only, not a train state")
         prior = _prior_history(out, start.step)
+        if prior is None and start.step > 0:
+            print(f"metacore: warning: no readable {os.path.join(out, HISTORY)}; the new one "
+                  f"covers the steps from {start.step} on", file=sys.stderr)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "config.toml"), "w") as fh:
         fh.write(cfg.to_toml())
