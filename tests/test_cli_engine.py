@@ -179,7 +179,8 @@ def test_every_optimizer_key_reaches_multitask_training(tmp_path):
 
     cfg = config.loads(sgd)
     exp = experiment.build(cfg)
-    direct = mc.fit(mc.Objective(exp.model, exp.train_tasks), exp.model.init(seed=0, dtype=np.float32),
+    theta0 = exp.model.init(seed=0, dtype=np.float32)
+    direct = mc.fit(mc.Objective(exp.model, exp.train_tasks), theta0,
                     optimizer=mc.optim.SGD(lr=0.05, momentum=0.9, clip_norm=0.5),
                     weighting=mc.weighting.Uniform(), batch_tasks=4, steps=60, seed=0,
                     progress=False)
