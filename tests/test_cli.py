@@ -63,13 +63,13 @@ def test_train_then_evaluate_write_their_outputs(tiny, tmp_path):
     assert names[0] == "Meta-SGD" and [n.split()[0] for n in names[1:]] == ["scratch", "joint"]
     with np.load(out / "checkpoint.npz", allow_pickle=False) as ck:
         assert ck["theta"].shape == (2 * 25,)              # θ and the learned rates
-    assert np.load(out / "history.npz")["meta_loss"].shape == (30,)
+    assert np.load(out / "history.npz")["objective"].shape == (30,)
 
     r = run("evaluate", str(cfg), "--checkpoint", "out/checkpoint.npz", "--output", "ev",
             cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "Meta-SGD" in r.stdout and "± " in r.stdout
-    again = json.loads((tmp_path / "ev" / "results.json").read_text())
+    again = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
     assert again["reports"][0]["summary"] == results["reports"][0]["summary"]
 
 

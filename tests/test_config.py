@@ -28,10 +28,12 @@ CHANGED = {
     ("learner", "outer_lr"): 0.5, ("learner", "first_order"): True,
     ("optimizer", "kind"): "sgd", ("optimizer", "lr"): 0.05, ("optimizer", "momentum"): 0.9,
     ("optimizer", "weight_decay"): 0.01, ("optimizer", "clip_norm"): 1.5,
+    ("optimizer", "nesterov"): True, ("optimizer", "betas"): [0.8, 0.99],
+    ("optimizer", "eps"): 1e-6, ("optimizer", "schedule"): {"kind": "cosine", "steps": 100},
     ("weighting", "kind"): "fixed", ("weighting", "alpha"): [0.25, 0.75],
     ("weighting", "settings"): {"temperature": 3.0},
     ("train", "steps"): 12, ("train", "meta_batch"): 5, ("train", "chunk"): 3,
-    ("train", "validate_every"): 4, ("train", "l2"): 0.001,
+    ("train", "validate_every"): 4, ("train", "checkpoint_every"): 6, ("train", "l2"): 0.001,
     ("evaluate", "steps"): [0, 2], ("evaluate", "lr"): 0.3, ("evaluate", "baselines"): ["joint"],
     ("evaluate", "joint_steps"): 10, ("evaluate", "joint_lr"): 0.01,
     ("evaluate", "joint_tasks"): 20, ("evaluate", "seed"): 3, ("evaluate", "plot"): False,
@@ -90,11 +92,14 @@ def test_every_key_is_covered_by_the_round_trip():
 def test_every_key_round_trips(section, key):
     data = {}
     _set(data, section, key, CHANGED[(section, key)])
-    needs = {("tasks", "family"): ("tasks", "n_train", 30),        # keys that need a partner
-             ("weighting", "kind"): ("weighting", "alpha", [1.0]),
-             ("weighting", "settings"): ("weighting", "kind", "dwa")}
-    if (section, key) in needs:
-        _set(data, *needs[(section, key)])
+    needs = {("tasks", "family"): [("tasks", "n_train", 30)],       # keys that need partners
+             ("weighting", "kind"): [("weighting", "alpha", [1.0])],
+             ("weighting", "settings"): [("weighting", "kind", "dwa")],
+             ("optimizer", "momentum"): [("optimizer", "kind", "sgd")],  # SGD's settings
+             ("optimizer", "nesterov"): [("optimizer", "kind", "sgd"),
+                                         ("optimizer", "momentum", 0.9)]}
+    for partner in needs.get((section, key), ()):
+        _set(data, *partner)
     cfg = config.from_dict(data)
     value = getattr(cfg if section is None else getattr(cfg, section), key)
     assert value == CHANGED[(section, key)]

@@ -2,11 +2,16 @@
 
     metacore demo                                   MAML and Meta-SGD on sinusoids, table + plot
     metacore train CONFIG.toml [--set KEY=VALUE]    any experiment described by a TOML file
-    metacore evaluate CONFIG.toml --checkpoint PATH evaluate a saved θ on the config's test tasks
+    metacore train CONFIG.toml --resume             continue it from <output>/checkpoint.npz
+    metacore evaluate [CONFIG.toml] --checkpoint PATH
+                                                    evaluate a saved θ on the config's test tasks
+                                                    (default: the config stored in the checkpoint)
     metacore bench                                  the core against the NumPy reference
+    metacore --version
 
 Exit codes: 0 done; 1 the run failed (e.g. training diverged); 2 bad command line, config or input
-file; 3 an optional dependency is missing; 130 interrupted.
+file; 3 an optional dependency is missing; 130 interrupted (train writes its checkpoint first:
+continue with --resume).
 """
 
 from __future__ import annotations
@@ -17,9 +22,17 @@ import sys
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_MISSING, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
-def _config(args):
+def _config(args, stored=None):
+    """The config of the command line: the file, else ``stored`` (a checkpoint's), with the
+    --set overrides and the command-line options applied."""
     from . import config
-    cfg = config.load(args.config, overrides=args.set or ())
+    if args.config is not None:
+        cfg = config.load(args.config, overrides=args.set or ())
+    elif stored is not None:
+        cfg = config.loads(config.from_dict(stored).to_toml(), overrides=args.set or ())
+    else:
+        raise config.ConfigError(f"--checkpoint {args.checkpoint} holds no config (it was not "
+                                 f"written by metacore train): give the CONFIG.toml")
     if args.output is not None:
         cfg.output = args.output
     if args.threads is not None:
@@ -31,13 +44,17 @@ def _config(args):
 
 def train(args) -> int:
     from .experiment import run_train
-    run_train(_config(args), quiet=args.quiet)
+    run_train(_config(args), quiet=args.quiet, resume=args.resume)
     return EXIT_OK
 
 
 def evaluate(args) -> int:
     from .experiment import run_evaluate
-    run_evaluate(_config(args), args.checkpoint, quiet=args.quiet)
+    stored = None
+    if args.config is None:
+        from ..train.checkpoint import load
+        stored = load(args.checkpoint).info.get("config")
+    run_evaluate(_config(args, stored), args.checkpoint, quiet=args.quiet)
     return EXIT_OK
 
 
@@ -65,9 +82,15 @@ def _overrides(p):
                    help="override a config key, e.g. --set tasks.k_support=5 (repeatable)")
 
 
+def _version():
+    from .. import __version__
+    return __version__
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="metacore", description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("--version", action="version", version=f"metacore {_version()}")
     sub = top.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="meta-train MAML and Meta-SGD on sinusoids, evaluate on new "
@@ -83,13 +106,17 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="run the experiment a TOML file describes")
     p.add_argument("config", help="experiment file (see examples/)")
     p.add_argument("--steps", type=int, default=None, help="override train.steps")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from <output>/checkpoint.npz up to train.steps steps in all")
     _common(p)
     _overrides(p)
     p.set_defaults(run=train)
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on the config's test tasks")
-    p.add_argument("config", help="experiment file the checkpoint was trained with")
-    p.add_argument("--checkpoint", required=True, help="checkpoint.npz written by train")
+    p.add_argument("config", nargs="?", default=None,
+                   help="experiment file (default: the config stored in the checkpoint)")
+    p.add_argument("--checkpoint", required=True,
+                   help="a checkpoint written by metacore train or metacore.save")
     _common(p)
     _overrides(p)
     p.set_defaults(run=evaluate)

@@ -185,32 +185,69 @@ class LearnerConfig:
 
 @dataclass
 class OptimizerConfig:
-    """The outer optimizer (``none``: Reptile's own annealed step)."""
+    """The outer optimizer, as :func:`metacore.optim.from_dict` takes it: ``kind`` (``sgd``,
+    ``adam``, ``adamw``, or ``none`` for the learner's own step, i.e. Reptile's annealed one),
+    ``lr`` and any of the kind's settings (``momentum``, ``nesterov``, ``betas``, ``eps``,
+    ``weight_decay``, ``clip_norm``) and a ``[optimizer.schedule]`` table (``kind = "cosine"``,
+    ``steps = ...``). Keys left out take the optimizer's defaults; a key the kind does not take
+    (e.g. ``momentum`` for ``adam``) is refused."""
     kind: str = "adam"
     lr: float = 1e-3
-    momentum: float = 0.0
-    weight_decay: float = 0.0
+    momentum: float | None = None
+    nesterov: bool | None = None
+    betas: list | None = None
+    eps: float | None = None
+    weight_decay: float | None = None
     clip_norm: float | None = None
+    schedule: dict = field(default_factory=dict)
+
+    _SETTINGS = ("momentum", "nesterov", "betas", "eps", "weight_decay", "clip_norm")
 
     def validate(self, s="optimizer"):
         self.kind = _str(f"{s}.kind", self.kind, OPTIMIZERS)
         self.lr = _float(f"{s}.lr", self.lr, 0.0, open_lo=True)
-        self.momentum = _float(f"{s}.momentum", self.momentum, 0.0, 1.0)
-        self.weight_decay = _float(f"{s}.weight_decay", self.weight_decay, 0.0)
+        self.momentum = _float(f"{s}.momentum", self.momentum, 0.0, 1.0, none=True)
+        if self.nesterov is not None:
+            self.nesterov = _bool(f"{s}.nesterov", self.nesterov)
+        if self.betas is not None:
+            self.betas = _list(f"{s}.betas", self.betas, lambda k, x: _float(k, x, 0.0, 1.0))
+        self.eps = _float(f"{s}.eps", self.eps, 0.0, open_lo=True, none=True)
+        self.weight_decay = _float(f"{s}.weight_decay", self.weight_decay, 0.0, none=True)
         self.clip_norm = _float(f"{s}.clip_norm", self.clip_norm, 0.0, open_lo=True, none=True)
+        if not isinstance(self.schedule, dict):
+            raise ConfigError(f"{s}.schedule must be a table, got {self.schedule!r}")
+        if self.kind == "none":
+            given = [k for k in self._SETTINGS if getattr(self, k) is not None]
+            given += ["schedule"] if self.schedule else []
+            if given:
+                raise ConfigError(f"{s}.{given[0]}: optimizer.kind 'none' (the learner's own "
+                                  f"step) takes no settings")
+        else:
+            self.build()   # the optimizer checks its own settings and refuses unknown ones
 
     def spec(self):
-        """The optimizer as the plain dict learners accept (None for ``none``)."""
+        """The optimizer as the plain dict :func:`metacore.optim.from_dict` takes (None for
+        ``none``)."""
         if self.kind == "none":
             return None
         out = {"kind": self.kind, "lr": self.lr}
-        if self.kind == "sgd" and self.momentum:
-            out["momentum"] = self.momentum
-        if self.kind == "adamw":
-            out["weight_decay"] = self.weight_decay
-        if self.clip_norm is not None:
-            out["clip_norm"] = self.clip_norm
+        out.update({k: getattr(self, k) for k in self._SETTINGS if getattr(self, k) is not None})
+        if self.schedule:
+            out["schedule"] = dict(self.schedule)
         return out
+
+    def build(self, learner=None, steps=None):
+        """The :mod:`metacore.optim` optimizer, through ``optim.from_dict`` (``none``: the
+        learner's ``default_optimizer(steps)``)."""
+        from .. import optim
+        if self.kind == "none":
+            return learner.default_optimizer(steps)
+        try:
+            return optim.from_dict(self.spec())
+        except (TypeError, ValueError) as exc:
+            text = str(exc)
+            raise ConfigError(text if text.startswith("optimizer") else
+                              f"optimizer: {text}") from None
 
 
 @dataclass
@@ -258,11 +295,14 @@ class WeightingConfig:
 
 @dataclass
 class TrainConfig:
-    """The training run: steps, meta-batch, steps per core call, validation, L2 (multitask)."""
+    """The training run: steps, meta-batch, steps per core call (``chunk``), validation every
+    ``validate_every`` steps (0: none), a checkpoint every ``checkpoint_every`` steps (and at the
+    end; default 1000), L2 (multitask)."""
     steps: int = 70000
     meta_batch: int = 25
     chunk: int = 1000
     validate_every: int = 0
+    checkpoint_every: int = 1000
     l2: float = 0.0
 
     def validate(self, s="train"):
@@ -270,6 +310,7 @@ class TrainConfig:
         self.meta_batch = _int(f"{s}.meta_batch", self.meta_batch, 1)
         self.chunk = _int(f"{s}.chunk", self.chunk, 1)
         self.validate_every = _int(f"{s}.validate_every", self.validate_every, 0)
+        self.checkpoint_every = _int(f"{s}.checkpoint_every", self.checkpoint_every, 1)
         self.l2 = _float(f"{s}.l2", self.l2, 0.0)
 
 
@@ -337,6 +378,10 @@ class Config:
         if self.optimizer.kind == "none" and self.learner.kind != "reptile":
             raise ConfigError(f"optimizer.kind 'none' is only for learner.kind 'reptile' (its "
                               f"own outer step), got learner.kind {self.learner.kind!r}")
+        if self.learner.kind == "multitask" and self.tasks.n_train == 0 \
+                and self.tasks.family == "sinusoid":
+            raise ConfigError("tasks.n_train must be >= 1 for learner.kind 'multitask' (it "
+                              "trains on a fixed set of tasks)")
         if self.tasks.n_train and self.train.meta_batch > self.tasks.n_train:
             raise ConfigError(f"train.meta_batch must be <= tasks.n_train "
                               f"({self.tasks.n_train}), got {self.train.meta_batch}")
@@ -412,8 +457,12 @@ def _toml():
     return tomli
 
 
+_TABLES = {("weighting", "settings"), ("optimizer", "schedule")}   # tables inside a section
+
+
 def _override(data, item):
-    """Apply one ``section.key=value`` (value in TOML syntax; bare words are strings)."""
+    """Apply one ``section.key=value`` or ``section.table.key=value`` (value in TOML syntax; bare
+    words are strings); returns the key's path."""
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or not key:
@@ -423,25 +472,50 @@ def _override(data, item):
         value = toml.loads(f"v = {text.strip()}")["v"]
     except toml.TOMLDecodeError:
         value = text.strip()
-    *sections, last = key.split(".")
+    *path, last = key.split(".")
+    if path and path[0] not in _SECTIONS:
+        raise ConfigError(f"--set {key}: {path[0]!r} is not a section (sections: "
+                          f"{', '.join(_SECTIONS)})")
+    if len(path) > 1 and (len(path) > 2 or tuple(path) not in _TABLES):
+        raise ConfigError(f"--set {key}: {'.'.join(path)!r} is not a table (tables: "
+                          f"{', '.join('.'.join(t) for t in sorted(_TABLES))})")
     table = data
-    for part in sections:
-        if part not in _SECTIONS or table is not data:
-            raise ConfigError(f"--set {key}: {part!r} is not a section (sections: "
-                              f"{', '.join(_SECTIONS)})")
+    for part in path:
         table = table.setdefault(part, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"--set {key}: {part!r} is not a table in the file")
     table[last] = value
+    return tuple(path) + (last,)
+
+
+def _drop_strategy_settings(data, before, given):
+    """After ``--set weighting.kind=...`` changed the strategy, drop the file's settings (and
+    ``alpha``) of the old one; those given with --set stay."""
+    w = data.get("weighting", {})
+    if w.get("kind", "uniform") == before:
+        return
+    settings = w.get("settings")
+    if isinstance(settings, dict):
+        for k in [k for k in settings if ("weighting", "settings", k) not in given]:
+            del settings[k]
+    if "alpha" in w and ("weighting", "alpha") not in given:
+        del w["alpha"]
 
 
 def loads(text, overrides=()) -> Config:
-    """A validated Config from TOML text, with ``section.key=value`` overrides applied."""
+    """A validated Config from TOML text, with ``section.key=value`` overrides applied
+    (``weighting.settings.NAME=VALUE`` sets one setting of the strategy; changing
+    ``weighting.kind`` drops the file's settings of the previous strategy)."""
     toml = _toml()
     try:
         data = toml.loads(text)
     except toml.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}") from None
-    for item in overrides:
-        _override(data, item)
+    before = data.get("weighting", {}).get("kind", "uniform") \
+        if isinstance(data.get("weighting"), dict) else None
+    given = {_override(data, item) for item in overrides}
+    if ("weighting", "kind") in given and before is not None:
+        _drop_strategy_settings(data, before, given)
     return from_dict(data)
 
 

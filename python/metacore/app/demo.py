@@ -12,6 +12,7 @@ tasks and are scored on 100 query points each.
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import numpy as np
@@ -29,11 +30,7 @@ def _meta_train(mc, learners, model, source, args, progress):
     from concurrent.futures import ThreadPoolExecutor
     bar = _bar(len(learners) * args.steps) if progress else None
     chunk = 1000
-
-    def tick(_params):                     # called by fit after every chunk: moves the bar
-        if bar is not None:
-            bar.update(min(chunk, bar.total - bar.n))
-        return float("nan")
+    lock = threading.Lock()
 
     def train(item):
         name, learner = item
@@ -41,9 +38,18 @@ def _meta_train(mc, learners, model, source, args, progress):
         theta0 = model.init(seed=args.seed, dtype=np.float32)
         if isinstance(learner, mc.MetaSGD):
             theta0 = learner.init(theta0)
-        res = learner.fit(source, theta0, meta_batch=args.meta_batch, steps=args.steps,
-                          optimizer={"kind": "adam", "lr": 1e-3}, validation=tick,
-                          validate_every=chunk, progress=False, seed=args.seed, chunk=chunk)
+        done = [0]
+
+        def tick(event):                   # after every evaluation: moves the shared bar
+            if bar is not None:
+                with lock:
+                    bar.update(event.step - done[0])
+            done[0] = event.step
+
+        problem = mc.MetaObjective(learner, source, meta_batch=args.meta_batch)
+        res = mc.fit(problem, theta0, steps=args.steps, optimizer=mc.optim.Adam(lr=1e-3),
+                     eval_every=chunk, chunk_size=chunk, callbacks=(tick,), progress=False,
+                     seed=args.seed)
         return name, res.theta, time.perf_counter() - t0
 
     workers = len(learners) if args.threads in (None, -1) or args.threads >= 2 else 1

@@ -1,53 +1,69 @@
-"""Running an experiment described by a :class:`~metacore.config.Config`: build its tasks, model
-and learner, train, evaluate against the baselines, and write everything to the output folder:
+"""Running an experiment described by a :class:`~metacore.app.config.Config`: build its tasks,
+model and learner, train with :func:`metacore.fit` (a :class:`~metacore.MetaObjective` for the
+meta-learners, the weighted :class:`~metacore.Objective` for multitask), evaluate against the
+baselines, and write everything to the output folder:
 
     config.toml       the resolved configuration (every key)
-    checkpoint.npz    θ (Meta-SGD: θ and the rates packed) and a JSON description, no pickles
-    history.npz       the per-step training loss
+    checkpoint.npz    the train state, written by :func:`metacore.save` every
+                      ``train.checkpoint_every`` steps, at the end, on Ctrl-C and on divergence;
+                      ``mc.load`` reads it, its ``info`` holds the config
+    history.npz       the whole run's :class:`~metacore.History` (``History.to_arrays()``), across
+                      resumes: the per-step loss, and at each evaluation (every
+                      ``train.validate_every`` steps, else about 100 times a run, and at each
+                      checkpoint) the training loss, α (multitask) and the validation loss
     results.json      the evaluation summaries (mean ± 95% CI per adaptation step and method)
     table.txt         the same as printed tables
     adaptation.png    the adaptation curves (when matplotlib is installed)
+
+``metacore evaluate`` writes ``evaluation.json``, ``evaluation_table.txt`` and
+``evaluation_adaptation.png`` instead, so it never overwrites what ``train`` wrote.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..evaluation import baselines
-
-from ..evaluation import report
-
+from .. import __version__
 from ..data import tasks as _tasks
-from .config import Config, ConfigError
+from ..evaluation import baselines, report
 from ..evaluation.protocol import evaluate
 from ..learners import ANIL, MAML, MetaSGD, Reptile
 from ..models import MLP
+from ..problems import MetaObjective, Objective
+from ..train.checkpoint import load, save
+from ..train.fit import fit
+from ..train.result import History
+from .config import Config, ConfigError
 
 __all__ = ["Experiment", "build", "train", "evaluate_all", "run_train", "run_evaluate",
-           "save_checkpoint", "load_checkpoint"]
+           "load_run_checkpoint", "merge_histories"]
 
 LEARNER_NAMES = {"maml": "MAML", "fomaml": "FOMAML", "metasgd": "Meta-SGD", "anil": "ANIL",
                  "reptile": "Reptile", "multitask": "multi-task"}
+CHECKPOINT, HISTORY = "checkpoint.npz", "history.npz"
 
 
 @dataclass
 class Experiment:
     """The built pieces of a config: tasks to train on (a TaskSet or a task source), held-out test
-    tasks, the model, the learner (None for multitask) and the joint baseline's training data."""
+    tasks, the model, the learner (None for multitask) and the weighting strategy (None for the
+    meta-learners)."""
     cfg: Config
     train_tasks: object
     test_tasks: object
     model: MLP
     learner: object
+    weighting: object = None
 
     @property
     def label(self) -> str:
-        return LEARNER_NAMES[self.cfg.learner.kind]
+        name = LEARNER_NAMES[self.cfg.learner.kind]
+        return name if self.weighting is None else f"{name} ({type(self.weighting).__name__})"
 
     @property
     def dtype(self):
@@ -106,38 +122,153 @@ def build(cfg: Config) -> Experiment:
     """Tasks, model and learner of a config."""
     train_tasks, test_tasks, d, k, loss = _task_sets(cfg)
     model = MLP([d, *cfg.model.hidden, k], activation=cfg.model.activation, loss=loss)
-    return Experiment(cfg, train_tasks, test_tasks, model, _learner(cfg, model))
+    return Experiment(cfg, train_tasks, test_tasks, model, _learner(cfg, model),
+                      _weighting(cfg, train_tasks))
+
+
+def _weighting(cfg, train_tasks):
+    if cfg.learner.kind != "multitask":
+        return None
+    wc, T = cfg.weighting, train_tasks.n_tasks
+    if wc.kind == "fixed" and len(wc.alpha) != T:
+        raise ConfigError(f"weighting.alpha must have one weight per training task ({T}), got "
+                          f"{len(wc.alpha)}")
+    return wc.strategy(T)
 
 
 # --- training ------------------------------------------------------------------------------------
-def train(exp: Experiment, progress=True):
-    """(θ, history) of the config's learner. Meta-learners run ``learner.fit``; multitask
-    minimises Σ α_i f_i(θ) + (λ/2)‖θ‖² over the training tasks' rows."""
+def problem(exp: Experiment):
+    """What :func:`metacore.fit` trains: the meta-objective of the config's learner over its
+    training tasks, or (multitask) Σ α_i f_i(θ) + (λ/2)‖θ‖² over their rows."""
     cfg = exp.cfg
-    theta0 = exp.model.init(seed=cfg.seed, dtype=exp.dtype)
     if exp.learner is None:
-        wc, T = cfg.weighting, exp.train_tasks.n_tasks
-        if wc.kind == "fixed" and len(wc.alpha) != T:
-            raise ConfigError(f"weighting.alpha must have one weight per training task "
-                              f"({T}), got {len(wc.alpha)}")
-        # adaptive strategies (all but uniform, fixed, evaldriven) need every task at every step
-        batch = min(cfg.train.meta_batch, T) if wc.kind in ("uniform", "fixed",
-                                                             "evaldriven") else None
-        theta = baselines.joint(exp.model, exp.train_tasks, theta0, steps=cfg.train.steps,
-                                lr=cfg.optimizer.lr, weighting=wc.strategy(T), l2=cfg.train.l2,
-                                batch_tasks=batch, seed=cfg.seed, progress=progress,
-                                n_threads=cfg.threads)
-        return theta, {}
-    if isinstance(exp.learner, MetaSGD):
-        theta0 = exp.learner.init(theta0)
-    validation = None
+        return Objective(exp.model, exp.train_tasks, l2=cfg.train.l2, n_threads=cfg.threads)
+    return MetaObjective(exp.learner, exp.train_tasks, meta_batch=cfg.train.meta_batch,
+                         n_threads=cfg.threads)
+
+
+def start_theta(exp: Experiment):
+    """θ₀ (Meta-SGD: θ₀ and its inner rates packed)."""
+    theta0 = exp.model.init(seed=exp.cfg.seed, dtype=exp.dtype)
+    return exp.learner.init(theta0) if isinstance(exp.learner, MetaSGD) else theta0
+
+
+def fit_settings(exp: Experiment) -> dict:
+    """The keyword arguments of :func:`metacore.fit` the config describes (but steps and
+    progress)."""
+    cfg = exp.cfg
+    kw = dict(optimizer=cfg.optimizer.build(exp.learner, cfg.train.steps), seed=cfg.seed,
+              eval_every=cfg.train.validate_every or _curve_every(cfg.train),
+              chunk_size=cfg.train.chunk)
     if cfg.train.validate_every:
-        validation = exp.test_tasks.subset(np.arange(min(100, exp.test_tasks.n_tasks)))
-    res = exp.learner.fit(exp.train_tasks, theta0, meta_batch=cfg.train.meta_batch,
-                          steps=cfg.train.steps, optimizer=cfg.optimizer.spec(),
-                          validation=validation, validate_every=cfg.train.validate_every or None,
-                          progress=progress, seed=cfg.seed, chunk=cfg.train.chunk)
-    return res.theta, res.history
+        kw["validation"] = exp.test_tasks.subset(np.arange(min(100, exp.test_tasks.n_tasks)))
+    if exp.learner is None:
+        T = exp.train_tasks.n_tasks
+        # adaptive strategies (all but uniform, fixed, evaldriven) need every task at every step
+        sampled = cfg.weighting.kind in ("uniform", "fixed", "evaldriven")
+        kw.update(weighting=exp.weighting,
+                  batch_tasks=min(cfg.train.meta_batch, T) if sampled else None)
+    return kw
+
+
+def _curve_every(tc):
+    """Steps between the history's evaluations without validation: about 100 points on the
+    curve of α and the training loss, at most one per core call."""
+    return min(tc.chunk, max(1, tc.steps // 100))
+
+
+def train(exp: Experiment, start=None, *, progress=True, on_checkpoint=None):
+    """Train from θ₀, or from ``start`` (a loaded checkpoint) up to ``train.steps`` steps in all,
+    in calls of :func:`metacore.fit` that end at multiples of ``train.checkpoint_every``; after
+    each, ``on_checkpoint(result, histories)`` (also with the partial result on Ctrl-C or
+    divergence, before the error propagates). Returns (last FitResult or None when nothing was
+    left to run, [History of each call])."""
+    cfg = exp.cfg
+    total, every = cfg.train.steps, cfg.train.checkpoint_every
+    target, kw = problem(exp), fit_settings(exp)
+    state = start_theta(exp) if start is None else start
+    step = 0 if start is None else start.step
+    histories, result = [], None
+    bar = _Bar(total, step) if progress and step < total else None
+    if bar is not None:
+        kw["callbacks"] = (bar.callback,)
+    try:
+        while step < total:
+            stop = min(total, (step // every + 1) * every)
+            try:
+                result = fit(target, state, steps=stop - step, progress=False, **kw)
+            except (KeyboardInterrupt, FloatingPointError) as exc:
+                partial = getattr(exc, "result", None)
+                if partial is not None:
+                    result = partial
+                    histories.append(partial.history)
+                if result is not None and on_checkpoint is not None:
+                    on_checkpoint(result, histories)
+                raise
+            histories.append(result.history)
+            state, step = result, result.step
+            if on_checkpoint is not None:
+                on_checkpoint(result, histories)
+    finally:
+        if bar is not None:
+            bar.close()
+    return result, histories
+
+
+class _Bar:
+    """One progress bar over the whole run (tqdm when installed), moved after each evaluation."""
+
+    def __init__(self, total, done):
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            self.bar = None
+            return
+        self.bar = tqdm(total=total, initial=done, desc="train", unit="step")
+
+    def callback(self, event):
+        if self.bar is not None:
+            self.bar.update(event.step - self.bar.n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def merge_histories(parts):
+    """One :class:`~metacore.History` from consecutive ones (each resumed where the previous one
+    ended): the per-step series concatenated; the evaluations too, without the repeated one at
+    each resume step; ``elapsed`` made cumulative."""
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    arrays = [p.to_arrays() for p in parts]
+    names = set.intersection(*(set(a) for a in arrays))
+    per_step = ("step", "objective", "grad_norm", "lr", "support_loss", "step_task_losses",
+                "step_weights")
+    out = {k: np.concatenate([a[k] for a in arrays]) for k in per_step if k in names}
+    keep, offset = [], 0.0
+    for i, a in enumerate(arrays):
+        drop = (i > 0 and len(a["eval_step"]) and len(arrays[i - 1]["eval_step"])
+                and a["eval_step"][0] == arrays[i - 1]["eval_step"][-1])
+        sl = slice(1 if drop else 0, None)
+        keep.append({k: v[sl] for k, v in a.items() if k not in per_step})
+        keep[-1]["elapsed"] = keep[-1]["elapsed"] + offset
+        if len(a["elapsed"]):
+            offset += float(a["elapsed"][-1])
+    for k in names - set(per_step):
+        out[k] = np.concatenate([kk[k] for kk in keep])
+    return History.from_arrays(out)
+
+
+def _truncate(history, step):
+    """The history up to ``step`` updates (a history.npz written just before a checkpoint that
+    was not)."""
+    a = history.to_arrays()
+    n, e = a["step"] < step, a["eval_step"] <= step
+    per_step = ("step", "objective", "grad_norm", "lr", "support_loss", "step_task_losses",
+                "step_weights")
+    return History.from_arrays({k: v[n] if k in per_step else v[e] for k, v in a.items()})
 
 
 def joint_theta(exp: Experiment, progress=False):
@@ -221,64 +352,129 @@ def _validation_tasks(exp, n=100):
 
 
 # --- persistence ---------------------------------------------------------------------------------
-def save_checkpoint(path, theta, exp: Experiment, step):
-    """θ and a JSON description (model, learner, config, step) in one .npz, no pickles."""
-    meta = {"format": "metacore-experiment", "version": 1, "model": exp.model.spec(),
-            "learner": exp.cfg.learner.kind, "step": int(step), "config": exp.cfg.to_dict()}
-    np.savez(path, theta=np.asarray(theta), meta=np.array(json.dumps(meta)))
-    return path
+def _stored_learner(ck):
+    """The learner kind a checkpoint was trained with (the CLI's name), None for a bare θ."""
+    if "learner" in ck.info:
+        return ck.info["learner"]
+    p = ck.problem or {}
+    if p.get("kind") == "multitask":
+        return "multitask"
+    if p.get("kind") == "meta":
+        return p["learner"]["kind"].lower()
+    return None
 
 
-def load_checkpoint(path, exp: Experiment):
-    """θ from a checkpoint, checked against the experiment's model and learner."""
+_SAME = {"fomaml": "maml"}    # FOMAML is MAML with first_order: the same θ and adaptation
+
+
+def load_run_checkpoint(path, exp: Experiment):
+    """A checkpoint (any file :func:`metacore.save` wrote), checked against the experiment's
+    model and learner."""
+    ck = load(path)
+    if ck.model is not None and ck.model != exp.model:
+        raise ValueError(f"--checkpoint {path} holds θ of {ck.model!r}, the config builds "
+                         f"{exp.model!r}")
+    name, kind = _stored_learner(ck), exp.cfg.learner.kind
+    want = exp.learner.n_params if exp.learner is not None else exp.model.n_params
+    if (name is not None and _SAME.get(name, name) != _SAME.get(kind, kind)) \
+            or ck.theta.shape[0] != want:
+        raise ValueError(f"--checkpoint {path} was saved by learner {name!r} with "
+                         f"{ck.theta.shape[0]} parameters; the config's learner {kind!r} needs "
+                         f"{want}")
+    return ck
+
+
+def _save_run(out, cfg, result, histories, prior):
+    """history.npz, then checkpoint.npz (so the history never lags the checkpoint), each
+    written atomically."""
+    history = merge_histories([prior, *histories])
+    if history is not None:
+        path = os.path.join(out, HISTORY)
+        tmp = path + ".tmp.npz"
+        np.savez(tmp, **history.to_arrays())
+        os.replace(tmp, path)
+    save(os.path.join(out, CHECKPOINT), result,
+         info={"config": cfg.to_dict(), "learner": cfg.learner.kind, "metacore": __version__})
+    return history
+
+
+def _prior_history(out, step):
+    """The saved history of the run being resumed, up to its checkpoint's step (None if
+    missing or unreadable)."""
+    path = os.path.join(out, HISTORY)
     try:
         with np.load(path, allow_pickle=False) as data:
-            theta, meta = data["theta"], json.loads(str(data["meta"]))
-    except (OSError, KeyError, ValueError) as exc:
-        raise ValueError(f"--checkpoint {path}: not a metacore checkpoint ({exc})") from None
-    if MLP.from_spec(meta["model"]) != exp.model:
-        raise ValueError(f"--checkpoint {path} holds θ of {MLP.from_spec(meta['model'])!r}, the "
-                         f"config builds {exp.model!r}")
-    want = exp.learner.n_params if exp.learner is not None else exp.model.n_params
-    if theta.ndim != 1 or theta.shape[0] != want or meta["learner"] != exp.cfg.learner.kind:
-        raise ValueError(f"--checkpoint {path} was saved by learner {meta['learner']!r} with "
-                         f"{theta.shape} parameters; the config's learner "
-                         f"{exp.cfg.learner.kind!r} needs ({want},)")
-    return theta.astype(exp.dtype)
+            history = History.from_arrays({k: data[k] for k in data.files})
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return _truncate(history, step)
 
 
-def _write_results(out, reports, exp, extra, say):
+def _write_results(out, reports, exp, extra, say, prefix=""):
+    names = {"table": "table.txt", "json": "results.json", "plot": "adaptation.png"}
+    if prefix:
+        names = {"table": f"{prefix}_table.txt", "json": f"{prefix}.json",
+                 "plot": f"{prefix}_adaptation.png"}
     tables = [report.format_table(reports, title=f"{exp.cfg.name}: query loss, mean ± 95% CI "
                                                   f"over {exp.test_tasks.n_tasks} test tasks")]
     if any(r.accuracies is not None for r in reports.values()):
         tables.append(report.format_table(reports, metric="accuracy"))
     text = "\n\n".join(tables)
     say(text)
-    with open(os.path.join(out, "table.txt"), "w") as fh:
+    with open(os.path.join(out, names["table"]), "w") as fh:
         fh.write(text + "\n")
-    report.save_json(reports, os.path.join(out, "results.json"), extra=extra)
+    report.save_json(reports, os.path.join(out, names["json"]), extra=extra)
     if exp.cfg.evaluate.plot:
         metric = "accuracy" if exp.model.loss != "mse" else "loss"
-        path = report.plot(reports, os.path.join(out, "adaptation.png"), metric=metric)
+        path = report.plot(reports, os.path.join(out, names["plot"]), metric=metric)
         say(f"plot: {path}" if path else "plot: skipped (pip install 'metacore[plot]')")
 
 
-def run_train(cfg: Config, quiet=False):
-    """Train, checkpoint, evaluate and write the results; returns the reports."""
+def run_train(cfg: Config, quiet=False, resume=False):
+    """Train (or, with ``resume``, continue from ``<output>/checkpoint.npz`` up to
+    ``train.steps``), checkpoint, evaluate and write the results; returns the reports. Ctrl-C
+    writes the checkpoint and the history, then raises KeyboardInterrupt."""
     say = (lambda *a: None) if quiet else print
     out = cfg.output_dir
+    exp = build(cfg)
+    start = prior = None
+    if resume:
+        path = os.path.join(out, CHECKPOINT)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"--resume: no checkpoint at {path} (train without --resume "
+                                    f"first, or give the run's --output)")
+        start = load_run_checkpoint(path, exp)
+        if not start.resumable:
+            raise ValueError(f"--resume: {path} holds θ only, not a train state")
+        prior = _prior_history(out, start.step)
+        if prior is None and start.step > 0:
+            print(f"metacore: warning: no readable {os.path.join(out, HISTORY)}; the new one "
+                  f"covers the steps from {start.step} on", file=sys.stderr)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "config.toml"), "w") as fh:
         fh.write(cfg.to_toml())
-    exp = build(cfg)
-    say(f"{cfg.name}: {exp.label} on {cfg.tasks.family} tasks, model {exp.model!r}")
-    start = time.perf_counter()
-    theta, history = train(exp, progress=not quiet)
-    train_time = time.perf_counter() - start
-    save_checkpoint(os.path.join(out, "checkpoint.npz"), theta, exp, cfg.train.steps)
-    np.savez(os.path.join(out, "history.npz"),
-             **{k: np.asarray(v) for k, v in history.items() if k != "validation"})
-    say(f"trained {cfg.train.steps} steps in {train_time:.1f} s")
+    say(f"{cfg.name}: {exp.label} on {cfg.tasks.family} tasks, model {exp.model!r}"
+        + (f", resumed at step {start.step}" if start is not None else ""))
+
+    def checkpoint(result, histories):
+        _save_run(out, cfg, result, histories, prior)
+
+    t0 = time.perf_counter()
+    try:
+        result, _ = train(exp, start, progress=not quiet, on_checkpoint=checkpoint)
+    except KeyboardInterrupt as exc:
+        step = getattr(getattr(exc, "result", None), "step", None)
+        print(f"metacore: interrupted{f' after step {step}' if step is not None else ''}; "
+              f"continue with: metacore train CONFIG --resume --output {out}", file=sys.stderr)
+        raise
+    train_time = time.perf_counter() - t0
+    if result is None:
+        say(f"already trained {start.step} steps (train.steps = {cfg.train.steps})")
+        theta = start.theta
+    else:
+        theta = result.theta
+        say(f"trained {cfg.train.steps - (start.step if start else 0)} steps in "
+            f"{train_time:.1f} s")
     reports = evaluate_all(exp, theta, progress=not quiet)
     _write_results(out, reports, exp, {"train_seconds": train_time, "config": cfg.to_dict()}, say)
     say(f"outputs in {out}/")
@@ -286,15 +482,16 @@ def run_train(cfg: Config, quiet=False):
 
 
 def run_evaluate(cfg: Config, checkpoint, quiet=False):
-    """Evaluate a saved θ with the config's test tasks and baselines; writes the results."""
+    """Evaluate a saved θ with the config's test tasks and baselines; writes evaluation.json and
+    evaluation_table.txt (never train's results.json / table.txt)."""
     say = (lambda *a: None) if quiet else print
     if not os.path.exists(checkpoint):
         raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file")
     exp = build(cfg)
-    theta = load_checkpoint(checkpoint, exp)
+    ck = load_run_checkpoint(checkpoint, exp)
     out = cfg.output_dir
     os.makedirs(out, exist_ok=True)
-    reports = evaluate_all(exp, theta, progress=not quiet)
-    _write_results(out, reports, exp, {"checkpoint": os.fspath(checkpoint),
-                                       "config": cfg.to_dict()}, say)
+    reports = evaluate_all(exp, ck.theta.astype(exp.dtype), progress=not quiet)
+    _write_results(out, reports, exp, {"checkpoint": os.fspath(checkpoint), "step": ck.step,
+                                       "config": cfg.to_dict()}, say, prefix="evaluation")
     return reports
