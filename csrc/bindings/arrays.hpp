@@ -29,16 +29,47 @@ inline std::string shape_str(const py::array& a) {
     return s + (a.ndim() == 1 ? ",)" : ")");
 }
 
+// True when a's dtype equals T's. Equality, not identity: an array that crossed a process
+// boundary (pickle, spawn, joblib) carries an equal but distinct dtype object.
+template <class T>
+bool has_dtype(const py::array& a) {
+    return a.dtype().equal(py::dtype::of<T>());
+}
+
+// "got <dtype>", spelling out a byte order other than the machine's: it is the real difference
+// when the dtype's name matches.
+inline std::string got_dtype(const py::array& a) {
+    const std::string name = py::str(a.dtype());
+    const char order = a.dtype().attr("byteorder").cast<std::string>()[0];
+    const bool foreign = order == (py::module_::import("sys").attr("byteorder").cast<std::string>()
+                                       == "little" ? '>' : '<');
+    return "got " + name +
+           (foreign ? std::string(" in non-native byte order ('") +
+                          std::string(py::str(a.dtype().attr("str"))) +
+                          "'; convert it with .astype(np.dtype(...).newbyteorder('='))"
+                    : "");
+}
+
+// Whether a float array argument is float32 (true) or float64 (false); TypeError otherwise.
+inline bool is_float32(const py::handle& obj, const char* name = "theta") {
+    if (!py::isinstance<py::array>(obj))
+        throw py::type_error(std::string(name) + " must be a numpy array");
+    auto a = py::reinterpret_borrow<py::array>(obj);
+    if (has_dtype<float>(a)) return true;
+    if (has_dtype<double>(a)) return false;
+    throw py::type_error(std::string(name) + " must have dtype float32 or float64, " +
+                         got_dtype(a));
+}
+
 // A C-contiguous array of dtype T with the given shape (-1 = any extent).
 template <class T>
 py::array_t<T> checked(const py::handle& obj, const char* name, std::vector<py::ssize_t> shape) {
     if (!py::isinstance<py::array>(obj))
         throw py::type_error(std::string(name) + " must be a numpy array");
     auto a = py::reinterpret_borrow<py::array>(obj);
-    if (!a.dtype().is(py::dtype::of<T>()))
+    if (!has_dtype<T>(a))
         throw py::type_error(std::string(name) + " must have dtype " +
-                             std::string(py::str(py::dtype::of<T>())) + ", got " +
-                             std::string(py::str(a.dtype())));
+                             std::string(py::str(py::dtype::of<T>())) + ", " + got_dtype(a));
     if (a.ndim() != static_cast<py::ssize_t>(shape.size()))
         throw py::value_error(std::string(name) + " must be " + std::to_string(shape.size()) +
                               "-D, got shape " + shape_str(a));

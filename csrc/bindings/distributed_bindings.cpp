@@ -144,7 +144,7 @@ void register_distributed(py::module_& m) {
         [](const py::object& parts, const py::handle& task_loss, const py::handle& task_rows,
            const py::handle& weights, const py::array& theta, double l2,
            std::optional<int> n_threads) {
-            if (theta.dtype().is(py::dtype::of<float>()))
+            if (is_float32(theta, "theta"))
                 return combine_partials<float>(parts, task_loss, task_rows, weights, theta, l2,
                                                n_threads);
             return combine_partials<double>(parts, task_loss, task_rows, weights, theta, l2,

@@ -150,14 +150,6 @@ py::tuple adapt_batch_typed(const NetSpec& net, const py::array& theta_obj,
     return py::make_tuple(phis_obj, preds_obj);
 }
 
-bool is_float32(const py::handle& theta) {
-    if (!py::isinstance<py::array>(theta)) throw py::type_error("theta must be a numpy array");
-    auto a = py::reinterpret_borrow<py::array>(theta);
-    if (a.dtype().is(py::dtype::of<float>())) return true;
-    if (a.dtype().is(py::dtype::of<double>())) return false;
-    throw py::type_error("theta must have dtype float32 or float64, got " +
-                         std::string(py::str(a.dtype())));
-}
 
 template <class T>
 py::tuple sinusoid_typed(const SinusoidSource& src, std::uint64_t seed, std::int64_t step,

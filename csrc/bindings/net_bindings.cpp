@@ -61,7 +61,7 @@ void register_net(py::module_& m) {
             "predict",
             [](const NetSpec& net, const py::array& theta, const py::array& X, std::int64_t head,
                std::optional<int> n_threads) -> py::array {
-                if (theta.dtype().is(py::dtype::of<float>()))
+                if (is_float32(theta, "theta"))
                     return predict_typed<float>(net, theta, X, head, n_threads);
                 return predict_typed<double>(net, theta, X, head, n_threads);
             },

@@ -101,7 +101,7 @@ void register_optim(py::module_& m) {
         [](const OptimizerConfig& c, std::int64_t t, const py::array& theta,
            const py::handle& grad, const py::object& m_buf, const py::object& v_buf,
            std::optional<int> n_threads) {
-            if (theta.dtype().is(py::dtype::of<float>()))
+            if (is_float32(theta, "theta"))
                 return optimizer_step_typed<float>(c, t, theta, grad, m_buf, v_buf, n_threads);
             return optimizer_step_typed<double>(c, t, theta, grad, m_buf, v_buf, n_threads);
         },

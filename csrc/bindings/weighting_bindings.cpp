@@ -137,7 +137,7 @@ void register_weighting(py::module_& m) {
         [](const WeightingConfig& c, const py::array& G, const py::handle& losses,
            const py::handle& state, std::uint64_t seed, std::int64_t step, std::int64_t n_shared,
            std::optional<int> n_threads) {
-            if (G.dtype().is(py::dtype::of<float>()))
+            if (is_float32(G, "grads"))
                 return combine_typed<float>(c, G, losses, state, seed, step, n_shared, n_threads);
             return combine_typed<double>(c, G, losses, state, seed, step, n_shared, n_threads);
         },
