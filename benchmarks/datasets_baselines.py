@@ -30,7 +30,8 @@ def nearest_class_mean(ts, n_way, k_shot):
     means = X[:, :n_way * k_shot].reshape(n, n_way, k_shot, d).mean(axis=2)
     query = X[:, n_way * k_shot:]
     dist = (np.einsum("nqd,nqd->nq", query, query)[:, :, None]
-            - 2 * query @ means.transpose(0, 2, 1) + np.einsum("nkd,nkd->nk", means, means)[:, None])
+            - 2 * query @ means.transpose(0, 2, 1)
+            + np.einsum("nkd,nkd->nk", means, means)[:, None])
     truth = ts.y.reshape(n, -1)[:, n_way * k_shot:]
     return (dist.argmin(axis=2) == truth).mean(axis=1)
 

@@ -39,7 +39,7 @@ ALPHABETS = {"Alpha": 3, "Beta_(b)": 3}    # alphabet -> characters
 DRAWERS = 4
 
 
-# --- tiny archives ---------------------------------------------------------------------------------
+# --- tiny archives --------------------------------------------------------------------------------
 def drawing(alphabet, character, drawer):
     """A deterministic 12×12 black-on-white (0/255) drawing, distinct for every key."""
     rng = np.random.default_rng([len(alphabet), ord(alphabet[0]), character, drawer])
@@ -218,7 +218,7 @@ def test_episode_arguments_are_checked(tiny_zip):
         ci.episodes(1, n_way=1, k_shot=1)
 
 
-# --- Omniglot: protocol and errors ------------------------------------------------------------------
+# --- Omniglot: protocol and errors ----------------------------------------------------------------
 @needs_pillow
 def test_minimal_protocol_tests_on_the_alphabets_small1_lacks(tmp_path):
     write_zip(tmp_path / "images_background_small1.zip",
@@ -255,7 +255,7 @@ def test_missing_or_foreign_files_are_named(tmp_path, tiny_zip):
         mc.datasets.omniglot(tiny_zip, image_size=0)
 
 
-# --- school ------------------------------------------------------------------------------------------
+# --- school ---------------------------------------------------------------------------------------
 SCHOOL_SIZES = (5, 8, 3, 12)
 
 
@@ -357,7 +357,7 @@ def test_explained_variance_is_one_minus_sse_over_sst():
         task_explained_variance(y, p, [0, 5, 19])
 
 
-# --- the real files --------------------------------------------------------------------------------
+# --- the real files -------------------------------------------------------------------------------
 def real(*parts):
     path = DATA.joinpath(*parts)
     if not path.exists():

@@ -97,7 +97,7 @@ class ClassImages:
         s = self.image_size
         return self._X[self._starts[c]:self._starts[c + 1]].reshape(-1, s, s)
 
-    # --- splits -------------------------------------------------------------------------------------
+    # --- splits -----------------------------------------------------------------------------------
     def subset(self, alphabets):
         """The classes of the alphabets named ``alphabets`` (class order kept from this set).
         Every class of an alphabet goes along, so all rotations of a character stay together."""

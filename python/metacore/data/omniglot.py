@@ -1,7 +1,8 @@
 r"""Omniglot (Lake et al. 2015) read from the archives as its authors publish them.
 
-The archives (``images_background.zip``, ``images_evaluation.zip``, ``images_background_small1.zip``,
-``images_background_small2.zip``; github.com/brendenlake/omniglot) hold
+The archives (``images_background.zip``, ``images_evaluation.zip``,
+``images_background_small1.zip``, ``images_background_small2.zip``;
+github.com/brendenlake/omniglot) hold
 ``<archive>/<alphabet>/<character>/<drawing>.png``: 105×105 black-on-white drawings, 20 per
 character. They are read zipped or unpacked, never extracted to disk.
 
@@ -98,7 +99,7 @@ class _Archive:
 
 
 def _archive_path(folder, stem):
-    """The unpacked folder ``stem`` or else ``stem.zip`` in ``folder`` (FileNotFoundError if neither)."""
+    """The unpacked folder ``stem``, else ``stem.zip``, in ``folder`` (else FileNotFoundError)."""
     for path in (folder / stem, folder / f"{stem}.zip"):
         if path.exists():
             return path

@@ -27,8 +27,9 @@ __all__ = ["school", "school_splits"]
 def _cells(mat, key, path):
     cells = mat.get(key)
     if not isinstance(cells, np.ndarray) or cells.dtype != object or cells.size == 0:
+        keys = sorted(k for k in mat if not k.startswith("_"))
         raise ValueError(f"path: {path} is not the school data: it needs a cell array {key!r} "
-                         f"(one matrix per school), found keys {sorted(k for k in mat if k[0] != '_')}")
+                         f"(one matrix per school), found keys {keys}")
     return [np.asarray(c) for c in cells.reshape(-1)]
 
 

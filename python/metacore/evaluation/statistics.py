@@ -96,7 +96,7 @@ def mean_ci(values, confidence=0.95):
     return mean, t * sd / math.sqrt(n)
 
 
-# --- explained variance ------------------------------------------------------------------------------
+# --- explained variance ---------------------------------------------------------------------------
 def _targets(y_true, y_pred):
     t = _validation.float_array("y_true", y_true, ndim=1, dtype=np.float64)
     p = _validation.float_array("y_pred", y_pred, ndim=1, dtype=np.float64)
