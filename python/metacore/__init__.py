@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version as _dist_version
 from . import _core, optim, reference, weighting
 from .adapt import adapt, adapt_batch, adapt_predict
 from .data import TaskSet, tasks
+from .data import datasets
 from .evaluation import baselines, report
 from .evaluation.protocol import EvalReport, evaluate
 from .evaluation.statistics import mean_ci
@@ -34,7 +35,7 @@ def build_info() -> dict:
 
 __all__ = [
     "MLP", "Linear", "Logistic", "Softmax", "Objective", "TaskSet",
-    "build_info", "reference", "tasks", "__version__",
+    "build_info", "reference", "tasks", "datasets", "__version__",
     "MAML", "FOMAML", "Reptile", "MetaSGD", "ANIL", "MetaObjective", "adapt", "adapt_predict",
     "adapt_batch", "optim", "weighting", "fit", "FitResult", "History", "FitEvent",
     "FitDivergedError", "EarlyStopping",

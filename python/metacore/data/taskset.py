@@ -10,7 +10,8 @@ A :class:`TaskSet` holds ``T`` tasks as one block of rows:
   rows, the remaining ``n_i − n_support[i]`` its query rows;
 - ``task_ids`` of shape ``(T,)``: the identity of each task in the set it was first built from
   (kept by :meth:`TaskSet.subset` and :meth:`TaskSet.split_tasks`; it picks the output head of a
-  model with per-task heads).
+  model with per-task heads);
+- ``names``: optionally one string per task (a school, a user), kept like ``task_ids``.
 
 The buffers are private copies made once at creation and exposed read-only, so the compiled core can
 use them without copying and the caller's arrays are never aliased.
@@ -129,6 +130,22 @@ def _check_task_ids(task_ids, n_tasks):
     return arr
 
 
+def _check_names(names, n_tasks):
+    """None, or a tuple of one string per task."""
+    if names is None:
+        return None
+    if isinstance(names, (str, bytes)):
+        raise TypeError(f"names must be a sequence of strings (one per task), got "
+                        f"{type(names).__name__}")
+    items = tuple(names)
+    if len(items) != n_tasks:
+        raise ValueError(f"names must have one entry per task ({n_tasks}), got {len(items)}")
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise TypeError(f"names[{i}] must be a str, got {type(item).__name__}")
+    return items
+
+
 def _frozen(arr):
     """A read-only view of a read-only array: a view's flag cannot be turned back on while its
     base is read-only, so callers cannot re-enable writes through the attribute they get."""
@@ -157,6 +174,8 @@ class TaskSet:
         Identity of each task (>= 0, repeats allowed); default ``arange(T)``.
     dtype : None, np.float32 or np.float64
         Working dtype. ``None``: float32 when X is float32, else float64.
+    names : None or sequence of str, length T
+        A name per task, carried along with ``task_ids`` by every derived TaskSet.
 
     Notes
     -----
@@ -165,22 +184,23 @@ class TaskSet:
     and ``n_query`` are read-only arrays.
     """
 
-    def __init__(self, X, y, offsets, n_support=None, task_ids=None, dtype=None):
+    def __init__(self, X, y, offsets, n_support=None, task_ids=None, dtype=None, names=None):
         X_c, y_c = _check_xy(X, y, dtype)
         offsets = _check_offsets(offsets, X_c.shape[0])
         sizes = np.diff(offsets)
         self._set(_owned(X_c, X), _owned(y_c, y), offsets, _check_support(n_support, sizes),
-                  _check_task_ids(task_ids, sizes.shape[0]))
+                  _check_task_ids(task_ids, sizes.shape[0]), _check_names(names, sizes.shape[0]))
 
     @classmethod
-    def from_checked(cls, X, y, offsets, n_support, task_ids):
+    def from_checked(cls, X, y, offsets, n_support, task_ids, names=None):
         """For the library's own use: a TaskSet over already checked arrays that nobody else
-        writes to (no checks, no copy)."""
+        writes to (no checks, no copy; ``names`` a tuple of str or None)."""
         self = cls.__new__(cls)
-        self._set(X, y, offsets, n_support, task_ids)
+        self._set(X, y, offsets, n_support, task_ids, names)
         return self
 
-    def _set(self, X, y, offsets, n_support, task_ids):
+    def _set(self, X, y, offsets, n_support, task_ids, names=None):
+        self._names = names
         self._X = _frozen(X)
         self._y = _frozen(y)
         self._offsets = _frozen(offsets)
@@ -281,6 +301,11 @@ class TaskSet:
         return self._task_ids
 
     @property
+    def names(self):
+        """A tuple of one name (str) per task, or None when the tasks have no names."""
+        return self._names
+
+    @property
     def n_tasks(self) -> int:
         return self._offsets.shape[0] - 1
 
@@ -378,8 +403,9 @@ class TaskSet:
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         # Row r of the new set comes from row r − offsets[j] + old_offsets[idx[j]] of this one.
         rows = np.arange(offsets[-1]) + np.repeat(self._offsets[idx] - offsets[:-1], sizes)
+        names = None if self._names is None else tuple(self._names[j] for j in idx)
         return TaskSet.from_checked(self._X[rows], self._y[rows], offsets, self._n_support[idx],
-                                    self._task_ids[idx])
+                                    self._task_ids[idx], names)
 
     def split_tasks(self, test_fraction=0.2, seed=0):
         """Hold out ``round(test_fraction · T)`` random tasks (at least 1, at most T − 1).
@@ -410,14 +436,21 @@ class TaskSet:
                 y = _validation.float_array("y", self._y, dtype=dt)
             # offsets/n_support/task_ids are read-only, so sharing them is safe.
             self._astype_cache[dt] = TaskSet.from_checked(X, y, self._offsets, self._n_support,
-                                                          self._task_ids)
+                                                          self._task_ids, self._names)
         return self._astype_cache[dt]
 
     def with_support(self, n_support):
         """The same tasks with a new support/query split (None, an int, or one int per task).
         The read-only buffers are shared, not copied."""
         ns = _check_support(n_support, self._sizes)
-        return TaskSet.from_checked(self._X, self._y, self._offsets, ns, self._task_ids)
+        return TaskSet.from_checked(self._X, self._y, self._offsets, ns, self._task_ids,
+                                    self._names)
+
+    def with_names(self, names):
+        """The same tasks named ``names`` (one str per task, or None for none); the read-only
+        buffers are shared, not copied."""
+        return TaskSet.from_checked(self._X, self._y, self._offsets, self._n_support,
+                                    self._task_ids, _check_names(names, self.n_tasks))
 
     # --- label checks for a loss head ------------------------------------------------------------
     def check_labels(self, loss, n_outputs):
@@ -461,7 +494,8 @@ class TaskSet:
 
     def __reduce__(self):
         # Pickle/copy as plain buffers; the rebuilt set freezes its own (fresh) arrays again.
-        return (_rebuild, (self._X, self._y, self._offsets, self._n_support, self._task_ids))
+        return (_rebuild, (self._X, self._y, self._offsets, self._n_support, self._task_ids,
+                           self._names))
 
     def __repr__(self):
         def span(a):
@@ -472,8 +506,9 @@ class TaskSet:
                 f"task_sizes={span(self._sizes)}, n_support={span(self._n_support)})")
 
 
-def _rebuild(X, y, offsets, n_support, task_ids):
-    return TaskSet.from_checked(X, y, offsets, n_support, task_ids)
+def _rebuild(X, y, offsets, n_support, task_ids, names=None):
+    return TaskSet.from_checked(X, y, offsets, n_support, task_ids, names)
+
 
 
 def _task_list(name, value):

@@ -2,7 +2,8 @@ r"""Summary statistics over tasks: the mean and half-width of its Student-t conf
 
     h = t_{(1+c)/2, T−1} · s / √T,
 
-with the t quantile computed exactly (no SciPy): the "±" of Li et al. 2017 and Finn et al. 2017.
+with the t quantile computed exactly (no SciPy): the "±" of Li et al. 2017 and Finn et al. 2017;
+and the explained variance of multi-task regression.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 from .. import _validation
 
-__all__ = ["mean_ci", "t_quantile"]
+__all__ = ["mean_ci", "t_quantile", "explained_variance", "task_explained_variance"]
 
 
 # --- Student-t quantiles without SciPy -----------------------------------------------------------
@@ -93,3 +94,41 @@ def mean_ci(values, confidence=0.95):
     if not (math.isfinite(mean) and math.isfinite(sd)):
         return float("inf"), float("nan")
     return mean, t * sd / math.sqrt(n)
+
+
+# --- explained variance ---------------------------------------------------------------------------
+def _targets(y_true, y_pred):
+    t = _validation.float_array("y_true", y_true, ndim=1, dtype=np.float64)
+    p = _validation.float_array("y_pred", y_pred, ndim=1, dtype=np.float64)
+    if p.shape != t.shape:
+        raise ValueError(f"y_pred must have the shape of y_true {t.shape}, got {p.shape}")
+    if t.shape[0] < 2:
+        raise ValueError(f"y_true must hold at least 2 values, got {t.shape[0]}")
+    return t, p
+
+
+def _explained(t, p):
+    sst = float(np.sum((t - t.mean()) ** 2))
+    if sst == 0.0:
+        raise ValueError("y_true must not be constant (its variance is the denominator)")
+    return 1.0 - float(np.sum((t - p) ** 2)) / sst
+
+
+def explained_variance(y_true, y_pred):
+    r"""1 − Σ(y − ŷ)² / Σ(y − ȳ)² over all rows: the share of the targets' variance a model
+    explains, as the multi-task literature reports it on the school data (Bakker & Heskes 2003,
+    Argyriou et al. 2008); the errors' mean is not removed (unlike scikit-learn's
+    ``explained_variance_score``), so it is the coefficient of determination R²."""
+    return _explained(*_targets(y_true, y_pred))
+
+
+def task_explained_variance(y_true, y_pred, offsets):
+    """(T,) explained variance of each task, task i being rows ``offsets[i]:offsets[i + 1]``
+    (e.g. ``test.offsets`` of a TaskSet); their mean is the "mean over tasks" figure."""
+    t, p = _targets(y_true, y_pred)
+    o = _validation.as_array("offsets", offsets)
+    if o.ndim != 1 or o.shape[0] < 2 or o.dtype.kind not in "iu" or o[0] != 0 \
+            or o[-1] != t.shape[0] or (np.diff(o) < 2).any():
+        raise ValueError(f"offsets must be integers rising from 0 to len(y_true) = {t.shape[0]} "
+                         f"in steps of at least 2, got {o.tolist()}")
+    return np.array([_explained(t[a:b], p[a:b]) for a, b in zip(o[:-1], o[1:])])
