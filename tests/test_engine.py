@@ -275,7 +275,8 @@ def test_a_meta_learning_result_saves_and_loads(tmp_path):
     mc.save(tmp_path / "m.npz", res)
     ck = mc.load(tmp_path / "m.npz")
     np.testing.assert_array_equal(ck.theta, res.theta)
-    assert ck.problem == {"kind": "meta", "learner": problem.learner.to_dict(), "meta_batch": 4}
+    assert ck.problem == problem.spec()
+    assert ck.problem["learner"] == problem.learner.to_dict() and ck.problem["meta_batch"] == 4
     assert mc.learners.from_dict(ck.problem["learner"]) == problem.learner
     assert [f for f in os.listdir(tmp_path) if f != "m.npz"] == []     # no temporary files left
     other, _, _ = meta("maml", False)
@@ -317,9 +318,132 @@ def test_deprecated_spellings_warn_and_train_the_same():
         old = problem.learner.fit(problem.tasks, theta0, meta_batch=4, steps=5, progress=False,
                                   seed=2)
     np.testing.assert_array_equal(old.theta, new.theta)
+    with pytest.warns(DeprecationWarning, match="learner.fit"):     # the old call, old answers
+        legacy = problem.learner.fit(problem.tasks, theta0, meta_batch=4, steps=25, chunk=10,
+                                     validation=lambda th: float(np.sum(th ** 2)),
+                                     progress=False, seed=2)
+    with pytest.warns(DeprecationWarning, match="history.objective"):
+        np.testing.assert_array_equal(legacy.history["meta_loss"], legacy.history.objective)
+    with pytest.warns(DeprecationWarning):
+        pairs = legacy.history["validation"]
+    assert [s for s, _ in pairs] == [10, 20, 25]
+    assert pairs[-1][1] == pytest.approx(float(np.sum(legacy.theta.astype(np.float64) ** 2)),
+                                         rel=1e-6)
+    with pytest.warns(DeprecationWarning, match="MetaFitResult"):
+        assert mc.MetaFitResult is mc.FitResult
     with pytest.warns(DeprecationWarning, match="theta0"):
         again = mc.fit(problem, theta0=theta0, steps=5, progress=False, seed=2)
     np.testing.assert_array_equal(again.theta, new.theta)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         mc.fit(problem, theta0, steps=1, progress=False)      # the new spelling is quiet
+
+
+# --- what a first review broke --------------------------------------------------------------------
+def test_one_meta_problem_trains_from_many_threads_at_once():
+    """Each fit builds its own meta-step: a shared MetaObjective gives every thread the serial θ."""
+    import threading
+    for source in (False, True):
+        problem, _, theta0 = meta("maml", source)
+        serial = mc.fit(problem, theta0, steps=40, chunk_size=40, progress=False).theta
+        out = [None] * 4
+
+        def run(i):
+            out[i] = mc.fit(problem, theta0, steps=40, chunk_size=40, progress=False).theta
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        for theta in out:
+            np.testing.assert_array_equal(theta, serial)
+
+
+def test_a_run_whose_schedule_has_ended_is_refused_not_trained_at_lr_zero():
+    problem, _, theta0 = meta("reptile", True)
+    first = mc.fit(problem, theta0, steps=10, progress=False)      # linear(10): ends at step 10
+    with pytest.raises(ValueError, match="learning rate 0 at every step from 10 to 19"):
+        mc.fit(problem, first, steps=10, progress=False)
+    longer = mc.fit(problem, theta0, steps=10, progress=False,
+                    optimizer=mc.optim.SGD(lr=0.5, schedule=mc.optim.linear(20)))
+    rest = mc.fit(problem, longer, steps=10, progress=False)
+    assert rest.history.lr[0] > 0
+
+
+@pytest.mark.parametrize("split", [26, 30])
+def test_early_stopping_decides_the_same_wherever_a_run_is_split(split):
+    ts = mc.tasks.linear_family(12, n_features=5, n_rows=40, n_support=20, seed=0)
+    train, val = ts.split_tasks(test_fraction=0.25, seed=0)
+    model = mc.MLP([5, 8, 1], activation="tanh")
+    obj, theta0 = mc.Objective(model, train, l2=1e-3), model.init(seed=0)
+    events = []
+    kw = dict(progress=False, seed=3, validation=val, eval_every=10, early_stopping=2,
+              optimizer=mc.optim.SGD(lr=0.3), batch_tasks=2, batch_rows=3,
+              callbacks=[lambda e: events.append(e.step)])
+    whole = mc.fit(obj, theta0, steps=100, **kw)
+    whole_events, events[:] = list(events), []
+    a = mc.fit(obj, theta0, steps=split, **kw)
+    b = mc.fit(obj, a, steps=100 - split, **kw)
+    assert b.stop_reason == whole.stop_reason and b.step == whole.step
+    assert b.best_step == whole.best_step
+    np.testing.assert_array_equal(b.theta, whole.theta)
+    np.testing.assert_array_equal(b.best_theta, whole.best_theta)
+    assert events == whole_events
+
+
+def test_schedule_dicts_need_their_length():
+    with pytest.raises(ValueError, match="schedule 'cosine' needs 'steps'"):
+        mc.optim.from_dict({"kind": "sgd", "lr": 0.1, "schedule": {"kind": "cosine"}})
+    with pytest.raises(ValueError, match="schedule 'step' needs 'every'"):
+        mc.optim.from_dict({"kind": "sgd", "lr": 0.1, "schedule": {"kind": "step"}})
+    opt = mc.optim.from_dict({"kind": "adam", "schedule": {"kind": "linear", "steps": 50,
+                                                           "warmup": 5}})
+    assert opt.schedule == mc.optim.warmup(5, mc.optim.linear(50))
+
+
+def test_a_checkpoint_folder_that_does_not_exist_is_refused_before_training(tmp_path):
+    obj, _, theta0 = multitask()
+    with pytest.raises(ValueError, match="checkpoint: the folder .*missing.* does not exist"):
+        mc.fit(obj, theta0, steps=5, checkpoint=tmp_path / "missing" / "ck.npz", progress=False)
+
+
+def test_callbacks_stop_with_true_only_and_a_raising_callback_keeps_the_result(tmp_path):
+    obj, _, theta0 = multitask()
+    with pytest.raises(TypeError, match="returned str; a callback returns True to stop"):
+        mc.fit(obj, theta0, steps=5, eval_every=1, callbacks=[lambda e: "no"], progress=False)
+    stopped = mc.fit(obj, theta0, steps=20, eval_every=5, progress=False,
+                     callbacks=[lambda e: np.True_ if e.step == 10 else None])
+    assert stopped.stop_reason == "callback" and stopped.step == 10
+
+    def boom(event):
+        if event.step == 10:
+            raise RuntimeError("my callback failed")
+    with pytest.raises(RuntimeError, match="my callback failed") as info:
+        mc.fit(obj, theta0, steps=20, eval_every=5, callbacks=[boom], progress=False,
+               checkpoint=tmp_path / "ck.npz")
+    assert info.value.result.step == 10 and mc.load(tmp_path / "ck.npz").step == 10
+
+
+def test_resuming_another_problem_is_refused_naming_what_differs():
+    obj, _, theta0 = multitask()
+    res = mc.fit(obj, theta0, steps=3, progress=False)
+    other_tasks = mc.Objective(obj.model, mc.tasks.linear_family(
+        12, n_features=4, n_rows=(30, 40), n_support=6, seed=8), l2=1e-3)
+    with pytest.raises(ValueError, match=r"another problem \(data: saved"):
+        mc.fit(other_tasks, res, steps=1, progress=False)
+    with pytest.raises(ValueError, match="rows: saved 'all', now 'support'"):
+        mc.fit(mc.Objective(obj.model, obj.ts, l2=1e-3, rows="support"), res, steps=1,
+               progress=False)
+    problem, _, _ = meta("maml", False)
+    meta_res = mc.fit(problem, problem.model.init(seed=0), steps=2, progress=False)
+    with pytest.raises(ValueError, match="saved by a meta problem, this one is multitask"):
+        mc.fit(mc.Objective(problem.model, problem.tasks), meta_res, steps=1, progress=False)
+
+
+def test_results_and_saves_never_share_or_change_the_callers_arrays(tmp_path):
+    obj, _, theta0 = multitask()
+    res = mc.fit(obj, theta0, steps=3, progress=False)
+    state = res.state
+    state.theta[0] += 1.0
+    assert state.theta[0] != res.theta[0]
+    ck = res.checkpoint()
+    mc.save(tmp_path / "a.npz", ck, info={"note": 1})
+    assert ck.info == {}

@@ -168,6 +168,28 @@ py::tuple sinusoid_typed(const SinusoidSource& src, std::uint64_t seed, std::int
     return py::make_tuple(X, y, offsets, ns);
 }
 
+template <class T>
+py::tuple episodes_typed(const py::handle& X_obj, const py::handle& offsets_obj,
+                         std::int64_t n_way, std::int64_t k_shot, std::int64_t q_query,
+                         std::uint64_t seed, std::int64_t step, std::int64_t n_tasks) {
+    auto Xp = checked<T>(X_obj, "X", {-1, -1});
+    auto op = checked<std::int64_t>(offsets_obj, "class_offsets", {-1});
+    const EpisodePool<T> pool = episode_pool<T>(Xp, op, n_way, k_shot, q_query);
+    const std::int64_t n = pool.rows_per_task(), d = Xp.shape(1);
+    auto X = output<T>("episodes", {n_tasks * n, d});
+    auto y = output<T>("episode labels", {n_tasks * n});
+    py::array_t<std::int64_t> offsets(n_tasks + 1), ns(n_tasks);
+    for (std::int64_t i = 0; i <= n_tasks; ++i) offsets.mutable_data()[i] = i * n;
+    for (std::int64_t i = 0; i < n_tasks; ++i) ns.mutable_data()[i] = n_way * k_shot;
+    T* xo = X.mutable_data();
+    T* yo = y.mutable_data();
+    {
+        py::gil_scoped_release release;
+        for (std::int64_t i = 0; i < n_tasks; ++i) pool.task(seed, step, i, xo + i * n * d, yo + i * n);
+    }
+    return py::make_tuple(X, y, offsets, ns);
+}
+
 }  // namespace
 
 MetaConfig meta_config(const NetSpec& net, const std::string& learner, double inner_lr,
@@ -255,6 +277,22 @@ void register_meta(py::module_& m) {
         py::arg("k_support"), py::arg("k_query"), py::arg("amplitude"), py::arg("phase"),
         py::arg("x_range"), py::arg("seed"), py::arg("step"), py::arg("n_tasks"),
         py::arg("float32"));
+    m.def(
+        "episode_tasks",
+        [](const py::array& X, const py::handle& class_offsets, std::int64_t n_way,
+           std::int64_t k_shot, std::int64_t q_query, std::uint64_t seed, std::int64_t step,
+           std::int64_t n_tasks) {
+            if (n_tasks < 1) throw py::value_error("n_tasks must be >= 1, got " + std::to_string(n_tasks));
+            if (is_float32(X, "X"))
+                return episodes_typed<float>(X, class_offsets, n_way, k_shot, q_query, seed, step,
+                                             n_tasks);
+            return episodes_typed<double>(X, class_offsets, n_way, k_shot, q_query, seed, step,
+                                          n_tasks);
+        },
+        py::arg("X"), py::arg("class_offsets"), py::arg("n_way"), py::arg("k_shot"),
+        py::arg("q_query"), py::arg("seed"), py::arg("step"), py::arg("n_tasks"),
+        "n_tasks N-way K-shot episodes of step `step` from a pool of rows grouped by class: the "
+        "tasks a meta-step over this pool draws.");
 }
 
 }  // namespace metacore::bindings

@@ -110,4 +110,38 @@ inline SinusoidSource sinusoid_source(std::int64_t k_support, std::int64_t k_que
     return s;
 }
 
+// A checked pool of rows grouped by class for N-way K-shot episodes (the arrays stay owned by
+// the caller): class_offsets runs from 0 to X's rows, and every class has k_shot + q_query rows.
+template <class T>
+EpisodePool<T> episode_pool(const py::array_t<T>& X, const py::array_t<std::int64_t>& offsets,
+                            std::int64_t n_way, std::int64_t k_shot, std::int64_t q_query) {
+    if (n_way < 1 || k_shot < 1 || q_query < 1)
+        throw py::value_error("n_way, k_shot and q_query must be >= 1, got " +
+                              std::to_string(n_way) + ", " + std::to_string(k_shot) + " and " +
+                              std::to_string(q_query));
+    require_finite(X, "X");
+    const std::int64_t C = offsets.shape(0) - 1;
+    const std::int64_t* o = offsets.data();
+    if (C < n_way)
+        throw py::value_error("the pool has " + std::to_string(C) +
+                              " classes, fewer than n_way = " + std::to_string(n_way));
+    if (o[0] != 0 || o[C] != X.shape(0))
+        throw py::value_error("class_offsets must run from 0 to the number of rows of X (" +
+                              std::to_string(X.shape(0)) + ")");
+    for (std::int64_t c = 0; c < C; ++c)
+        if (o[c + 1] - o[c] < k_shot + q_query)
+            throw py::value_error("class " + std::to_string(c) + " has " +
+                                  std::to_string(o[c + 1] - o[c]) +
+                                  " rows, fewer than k_shot + q_query = " +
+                                  std::to_string(k_shot + q_query));
+    EpisodePool<T> pool;
+    pool.X = rows_view(X);
+    pool.class_offsets = o;
+    pool.n_classes = C;
+    pool.n_way = n_way;
+    pool.k_shot = k_shot;
+    pool.q_query = q_query;
+    return pool;
+}
+
 }  // namespace metacore::bindings

@@ -82,6 +82,18 @@ class MetaStepHandle {
         core_.generate(source);
     }
 
+    // N-way K-shot episodes from a pool of rows grouped by class (class_offsets (C + 1,)).
+    void episodes_from(py::handle X, py::handle class_offsets, std::int64_t n_way,
+                       std::int64_t k_shot, std::int64_t q_query) {
+        if (net_.loss() != Loss::cross_entropy || net_.n_outputs() != n_way)
+            throw py::value_error("tasks: N-way episodes need a cross-entropy model with n_way = " +
+                                  std::to_string(n_way) + " outputs");
+        X_ = checked<T>(X, "X", {-1, net_.n_features()});
+        offsets_ = checked<std::int64_t>(class_offsets, "class_offsets", {-1});
+        const EpisodePool<T> pool = episode_pool<T>(X_, offsets_, n_way, k_shot, q_query);
+        core_.episodes_from(pool);
+    }
+
     MetaStep<T>& core() { return core_; }
 
    private:
@@ -200,7 +212,9 @@ void register_meta_step(py::module_& m, const char* name) {
         .def("generate", [](H& h, std::int64_t ks, std::int64_t kq, std::pair<double, double> a,
                             std::pair<double, double> p, std::pair<double, double> x) {
                  h.generate(sinusoid_source(ks, kq, a, p, x));
-             });
+             })
+        .def("episodes_from", &H::episodes_from, py::arg("X"), py::arg("class_offsets"),
+             py::arg("n_way"), py::arg("k_shot"), py::arg("q_query"));
 }
 
 template <class T>

@@ -42,3 +42,13 @@ __all__ = [
     "Checkpoint", "save", "load", "distributed",
     "evaluate", "EvalReport", "mean_ci", "baselines", "report",
 ]
+
+
+def __getattr__(name):
+    # Deprecated names kept for one release.
+    if name == "MetaFitResult":
+        import warnings
+        warnings.warn("mc.MetaFitResult is deprecated: learner.fit now returns an mc.FitResult",
+                      DeprecationWarning, stacklevel=2)
+        return FitResult
+    raise AttributeError(f"module 'metacore' has no attribute {name!r}")

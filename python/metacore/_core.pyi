@@ -194,6 +194,18 @@ def sinusoid_tasks(
 ) -> tuple[NDArray[Any], NDArray[Any], _I64, _I64]:
     """(X, y, offsets, n_support); X and y are float32 when float32 else float64"""
 
+def episode_tasks(
+    X: NDArray[_F],
+    class_offsets: _I64,
+    n_way: int,
+    k_shot: int,
+    q_query: int,
+    seed: int,
+    step: int,
+    n_tasks: int,
+) -> tuple[NDArray[_F], NDArray[_F], _I64, _I64]:
+    """(X, y, offsets, n_support) of the N-way K-shot episodes a meta-step over this pool draws"""
+
 # --- the training loop (train_bindings.cpp) ---------------------------------------------------
 
 class ChunkResult(metaclass=_pybind11_type):
@@ -253,6 +265,9 @@ class MetaStep32(metaclass=_pybind11_type):
         x_range: tuple[float, float],
         /,
     ) -> None: ...
+    def episodes_from(
+        self, X: _F32, class_offsets: _I64, n_way: int, k_shot: int, q_query: int
+    ) -> None: ...
 
 class MetaStep64(metaclass=_pybind11_type):
     """A meta-learner's step over tasks it samples (or generates), in float64."""
@@ -278,6 +293,9 @@ class MetaStep64(metaclass=_pybind11_type):
         phase: tuple[float, float],
         x_range: tuple[float, float],
         /,
+    ) -> None: ...
+    def episodes_from(
+        self, X: _F64, class_offsets: _I64, n_way: int, k_shot: int, q_query: int
     ) -> None: ...
 
 # The train state's arrays are read-only views of its own buffers; m and v are None when the

@@ -111,9 +111,9 @@ class Learner:
         """The meta-loss alone."""
         return self._evaluate(theta, batch)[0]
 
-    def query_losses(self, theta, batch) -> np.ndarray:
+    def query_losses(self, theta, batch, n_threads=None) -> np.ndarray:
         """(T,) float64: each task's query loss after this learner's inner loop on its support
-        rows — the meta-loss per task, without its gradient."""
+        rows — the meta-loss per task. ``n_threads`` None: the learner's setting."""
         from . import _core
         params = self.check_params(theta)
         ts = self.check_batch(batch, params.dtype)
@@ -121,7 +121,8 @@ class Learner:
         # The loss does not depend on the meta-gradient's order: first order skips the HVPs.
         losses = _core.meta_value_and_grad(self.model.core_net(), kind, lr, steps, True, params,
                                            ts.X, ts.y, ts.offsets, ts.n_support,
-                                           self.n_threads)[2]
+                                           self.n_threads if n_threads is None
+                                           else _validation.n_threads(n_threads))[2]
         return np.asarray(losses, dtype=np.float64)
 
     def _evaluate(self, theta, batch):
@@ -174,19 +175,33 @@ class Learner:
         return type(other) is type(self) and other.to_dict() == self.to_dict()
 
     def fit(self, tasks, theta0, *, meta_batch=25, steps=1000, optimizer=None, validation=None,
-            validate_every=None, progress=True, seed=0, n_threads=None, chunk=None):
+            validate_every=None, progress=True, seed=0, n_threads=None, chunk=100):
         """Deprecated: use ``mc.fit(mc.MetaObjective(learner, tasks, meta_batch=...), theta0,
-        ...)``, which this calls (``validate_every`` is its ``eval_every``, ``chunk`` its
-        ``chunk_size``). Returns its :class:`~metacore.FitResult`. Removed in the next release."""
+        ...)``, which this calls (``validate_every`` is its ``eval_every`` — by default every
+        ``chunk`` steps when there is validation —, ``chunk`` its ``chunk_size``). ``validation``
+        may still be a callable(θ) -> float. Returns a :class:`~metacore.FitResult`, whose history
+        still answers the old keys ``["meta_loss"]``, ``["support_loss"]``, ``["validation"]``
+        (with a DeprecationWarning). Removed in the next release."""
         warnings.warn("learner.fit(...) is deprecated and will be removed in the next release: use "
                       "mc.fit(mc.MetaObjective(learner, tasks, meta_batch=...), theta0, ...)",
                       DeprecationWarning, stacklevel=2)
         from .problems import MetaObjective
-        from .train.fit import fit   # the deprecation shim's one upward import
+        from .train.fit import fit   # the deprecation shim's upward imports
         problem = MetaObjective(self, tasks, meta_batch=meta_batch, n_threads=n_threads)
-        return fit(problem, theta0, optimizer=optimizer, steps=steps, validation=validation,
-                   eval_every=validate_every or steps, progress=progress, seed=seed,
-                   chunk_size=chunk)
+        scores, callbacks = {}, ()
+        if callable(validation):     # the old form: a function of θ, run at each evaluation
+            score = validation
+            callbacks = (lambda e: scores.__setitem__(e.step, float(score(e.theta))),)
+            validation = None
+        every = validate_every or (chunk if (validation is not None or callbacks) else steps)
+        res = fit(problem, theta0, optimizer=optimizer, steps=steps, validation=validation,
+                  eval_every=every, callbacks=callbacks, progress=progress, seed=seed,
+                  chunk_size=chunk)
+        if callbacks:
+            scores.setdefault(res.step, float(score(res.theta)))
+            res.history.val_loss = np.array([scores.get(int(t), np.nan)
+                                             for t in res.history.eval_step])
+        return res
 
     def __repr__(self):
         fo = ", first_order=True" if self.first_order else ""

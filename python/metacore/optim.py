@@ -80,12 +80,19 @@ class Schedule:
 
     @classmethod
     def from_dict(cls, d) -> "Schedule":
-        """The schedule ``d`` describes: ``{"kind": ..., <its settings>}``; unknown keys are
-        refused, naming the key and the allowed ones."""
+        """The schedule ``d`` describes: ``{"kind": ..., <its settings>}`` — ``constant``;
+        ``step`` (``every``, ``gamma``); ``cosine`` (``steps``, ``min_factor``); ``linear``
+        (``steps``) — each optionally with a warm-up (``warmup`` steps from ``warmup_start``).
+        Unknown keys are refused naming the key and the allowed ones; a length the kind needs
+        (``every``, ``steps``) must be given."""
         d = dict(_validation.instance("schedule", d, dict, "a dict"))
         if "kind" not in d:
             raise ValueError(f"schedule needs a 'kind' (one of {', '.join(SCHEDULES)}), got {d!r}")
         _refuse_unknown("schedule", d, cls.__slots__)
+        needed = {"step": ("every",), "cosine": ("steps",), "linear": ("steps",)}.get(d["kind"], ())
+        missing = [k for k in needed if k not in d]
+        if missing:
+            raise ValueError(f"schedule {d['kind']!r} needs {', '.join(map(repr, missing))}")
         return cls(d.pop("kind"), **d)
 
     def __eq__(self, other):

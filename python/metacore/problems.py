@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _validation
-from .data.tasks import SinusoidSource
+from .data.tasks import EpisodeSource, SinusoidSource
 from .data.taskset import TaskSet
 from .learners import Learner
 from .models import MLP
@@ -173,8 +173,11 @@ class Objective:
         return h.hvp(theta, v, self.typed_weights(theta.dtype), self.l2, self.n_threads)
 
     def spec(self) -> dict:
-        """Plain data naming this problem, as a checkpoint records it."""
-        return {"kind": "multitask", "n_tasks": self.n_tasks}
+        """Plain data naming this problem, as a checkpoint records it: the tasks' shape (tasks,
+        rows, features), the rows used and λ."""
+        return {"kind": "multitask", "n_tasks": self.n_tasks,
+                "data": [self.ts.n_tasks, int(self.ts.X.shape[0]), self.ts.n_features],
+                "rows": self.rows, "l2": self.l2}
 
     def __repr__(self):
         return (f"Objective({self.model!r}, {self.ts.n_tasks} tasks, l2={self.l2}, "
@@ -197,8 +200,9 @@ class MetaObjective:
         The inner loop and the meta-gradient (``learner.meta_value_and_grad``).
     tasks : TaskSet or task source
         A TaskSet whose tasks all have support and query rows (step t takes ``meta_batch``
-        distinct tasks, chosen by ``CounterRng(seed, t)``), or a task source such as
-        ``mc.tasks.SinusoidSource()`` (fresh tasks generated in the core at every step).
+        distinct tasks, chosen by ``CounterRng(seed, t)``), or a task source —
+        ``mc.tasks.SinusoidSource()``, ``mc.tasks.EpisodeSource(...)`` /
+        ``ClassImages.source(...)`` — whose fresh tasks the core generates at every step.
     meta_batch : int >= 1
         Tasks per meta-step (at most the TaskSet's number of tasks).
     n_threads : int or None
@@ -213,15 +217,22 @@ class MetaObjective:
         self.learner = _validation.instance("learner", learner, Learner,
                                             "a metacore learner (MAML, FOMAML, ANIL, MetaSGD, "
                                             "Reptile)")
-        if not isinstance(tasks, (TaskSet, SinusoidSource)):
-            raise TypeError(f"tasks must be a TaskSet or a task source (e.g. "
-                            f"mc.tasks.SinusoidSource()), got {type(tasks).__name__}")
+        if not isinstance(tasks, (TaskSet, SinusoidSource, EpisodeSource)):
+            raise TypeError(f"tasks must be a TaskSet or a task source (mc.tasks.SinusoidSource, "
+                            f"mc.tasks.EpisodeSource), got {type(tasks).__name__}")
         self.meta_batch = _validation.integer("meta_batch", meta_batch, minimum=1)
         if isinstance(tasks, TaskSet):
             learner.check_batch(tasks, tasks.dtype, "tasks")
             if self.meta_batch > tasks.n_tasks:
                 raise ValueError(f"meta_batch must be <= the number of tasks ({tasks.n_tasks}), "
                                  f"got {self.meta_batch}")
+        elif isinstance(tasks, EpisodeSource):
+            model = learner.model
+            if (model.loss != "cross_entropy" or model.n_outputs != tasks.n_way
+                    or model.n_features != tasks.n_features):
+                raise ValueError(f"tasks: {tasks.n_way}-way episodes of {tasks.n_features} "
+                                 f"features need a cross-entropy model with {tasks.n_features} "
+                                 f"inputs and {tasks.n_way} outputs, got {model!r}")
         elif learner.model.n_features != 1 or learner.model.n_outputs != 1 or \
                 learner.model.loss != "mse":
             raise ValueError("tasks: the sinusoid family needs a model with 1 input, 1 output and "
@@ -229,7 +240,6 @@ class MetaObjective:
         self.tasks = tasks
         self.n_threads = (learner.n_threads if n_threads is None
                           else _validation.n_threads(n_threads))
-        self._steps = {}
 
     @property
     def model(self):
@@ -240,26 +250,37 @@ class MetaObjective:
         """Length of the parameters trained (Meta-SGD: θ and its rates, 2P)."""
         return self.learner.n_params
 
-    def core_step(self, dtype):
-        """The compiled meta-step over these tasks for ``dtype`` (built once per dtype)."""
-        step = self._steps.get(dtype)
-        if step is None:
-            from . import _core
-            cls = _core.MetaStep32 if dtype == np.float32 else _core.MetaStep64
-            step = cls(self.model.core_net(), *self.learner.core_spec(), self.meta_batch,
-                       self.n_threads)
-            if isinstance(self.tasks, TaskSet):
-                ts = self.learner.check_batch(self.tasks, dtype, "tasks")
-                step.sample_from(ts.X, ts.y, ts.offsets, ts.n_support)
-            else:
-                step.generate(*self.tasks.core_args())
-            self._steps[dtype] = step
+    def core_step(self, dtype, n_threads=None):
+        """A new compiled meta-step over these tasks for ``dtype``, running the meta-batch on
+        ``n_threads`` threads (None: this problem's setting). Each fit builds its own: the step
+        keeps mutable workspaces, so one must never serve two runs at once."""
+        from . import _core
+        cls = _core.MetaStep32 if dtype == np.float32 else _core.MetaStep64
+        threads = self.n_threads if n_threads is None else n_threads
+        step = cls(self.model.core_net(), *self.learner.core_spec(), self.meta_batch, threads)
+        if isinstance(self.tasks, TaskSet):
+            ts = self.learner.check_batch(self.tasks, dtype, "tasks")
+            step.sample_from(ts.X, ts.y, ts.offsets, ts.n_support)
+        elif isinstance(self.tasks, EpisodeSource):
+            step.episodes_from(*self.tasks.core_args(dtype))
+        else:
+            step.generate(*self.tasks.core_args())
         return step
 
     def spec(self) -> dict:
         """Plain data naming this problem (the learner, its model and the meta-batch size), as a
         checkpoint records it."""
-        return {"kind": "meta", "learner": self.learner.to_dict(), "meta_batch": self.meta_batch}
+        if isinstance(self.tasks, TaskSet):
+            tasks = {"taskset": [self.tasks.n_tasks, int(self.tasks.X.shape[0]),
+                                 self.tasks.n_features]}
+        elif isinstance(self.tasks, EpisodeSource):
+            tasks = {"episodes": [self.tasks.n_classes, int(self.tasks.X.shape[0]),
+                                  self.tasks.n_way, self.tasks.k_shot, self.tasks.q_query]}
+        else:
+            tasks = {"sinusoid": [list(a) if isinstance(a, tuple) else a
+                                  for a in self.tasks.core_args()]}
+        return {"kind": "meta", "learner": self.learner.to_dict(), "meta_batch": self.meta_batch,
+                "tasks": tasks}
 
     def __repr__(self):
         what = (f"{self.tasks.n_tasks} tasks" if isinstance(self.tasks, TaskSet)

@@ -1,6 +1,7 @@
 // One meta-step as a problem of the one θ-update loop (train.hpp): draw the step's meta-batch —
 // `meta_batch` distinct tasks of a TaskSet chosen by CounterRng(seed, step), or fresh tasks
-// generated from (seed, step) by a task source — and compute the learner's meta-loss and
+// generated from (seed, step) by a task source (sinusoids, N-way K-shot episodes of a labelled
+// pool) — and compute the learner's meta-loss and
 // meta-gradient over it (meta.hpp). The draw is keyed on the global step, so a resumed run draws
 // the tasks the uninterrupted one drew. Reptile's outer step θ ← θ − ε_s · mean(θ − φ_i) is the
 // outer optimizer (SGD with a linear-decay schedule), not a rule of its own.
@@ -39,19 +40,28 @@ class MetaStep {
                                         ") must be <= the number of tasks (" +
                                         std::to_string(data.n_tasks) + ")");
         data_ = data;
-        generated_ = false;
+        mode_ = Mode::sampled;
     }
-    // Generate fresh tasks at every step.
+    // Generate fresh sinusoid tasks at every step.
     void generate(const SinusoidSource& source) {
         source_ = source;
-        generated_ = true;
+        mode_ = Mode::sinusoid;
+    }
+    // Draw fresh N-way K-shot episodes from a labelled pool at every step (the caller keeps the
+    // pool's buffers alive).
+    void episodes_from(const EpisodePool<T>& pool) {
+        pool_ = pool;
+        mode_ = Mode::episodes;
     }
 
     StepValues<T> value_and_grad(TrainState<T>& state, T* grad, int) {
         const std::int64_t s = state.step;
         TaskData<T> data;
-        if (generated_) {
-            data = buffers_.fill(source_, state.seed, s, meta_batch_);
+        if (mode_ != Mode::sampled) {
+            data = mode_ == Mode::sinusoid
+                       ? buffers_.fill(source_, 1, source_.k_support, state.seed, s, meta_batch_)
+                       : buffers_.fill(pool_, pool_.X.cols, pool_.n_way * pool_.k_shot,
+                                       state.seed, s, meta_batch_);
             tasks_.resize(meta_batch_);
             for (std::int64_t t = 0; t < meta_batch_; ++t) tasks_[t] = t;
         } else {
@@ -74,9 +84,11 @@ class MetaStep {
     MetaBatch<T> batch_;
     std::int64_t meta_batch_;
     std::vector<std::int64_t> tasks_;
+    enum class Mode { sampled, sinusoid, episodes };
+    Mode mode_ = Mode::sampled;
     TaskData<T> data_;
-    bool generated_ = false;
     SinusoidSource source_;
+    EpisodePool<T> pool_;
     GeneratedTasks<T> buffers_;
 };
 

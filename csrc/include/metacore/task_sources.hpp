@@ -1,8 +1,10 @@
-// Infinite task families generated in the core, so a meta-training chunk draws fresh tasks every
-// step without returning to Python. Every draw is a pure function of (seed, step, task, row):
+// Infinite task families generated in the core — sinusoids, and classification episodes from a
+// labelled pool — so a meta-training chunk draws fresh tasks every step without returning to
+// Python. Every draw is a pure function of (seed, step, task, row):
 // the same tasks for any thread count, and a resumed run draws what the uninterrupted one drew.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -38,24 +40,65 @@ struct SinusoidSource {
     }
 };
 
+// N-way K-shot classification episodes drawn from a labelled pool (Vinyals et al., 2016; the
+// protocol of Finn et al., 2017 on Omniglot): the rows of class c are pool rows
+// [class_offsets[c], class_offsets[c + 1]). Episode i of step `step` takes n_way distinct classes
+// (stream 1 + i of CounterRng(seed, step)) and, for its j-th class, k_shot + q_query distinct
+// rows (stream 1 + n_tasks_max + i·n_way + j); the first k_shot are support rows. Labels are the
+// class's position j in the episode; support rows of every class come first, then the queries.
+template <class T>
+struct EpisodePool {
+    MatrixView<const T> X;                     // (N, d) pool rows, grouped by class
+    const std::int64_t* class_offsets = nullptr;   // (n_classes + 1,)
+    std::int64_t n_classes = 0;
+    std::int64_t n_way = 5, k_shot = 1, q_query = 15;
+
+    std::int64_t rows_per_task() const { return n_way * (k_shot + q_query); }
+
+    // Episode i of `step`: X (rows_per_task × d) and y (rows_per_task) in caller buffers.
+    void task(std::uint64_t seed, std::int64_t step, std::int64_t i, T* Xo, T* yo) const {
+        const std::int64_t d = X.cols, per = k_shot + q_query;
+        const CounterRng pick(seed, static_cast<std::uint64_t>(step),
+                              1 + static_cast<std::uint64_t>(i));
+        const std::vector<std::int64_t> classes = pick.choose(n_classes, n_way);
+        for (std::int64_t j = 0; j < n_way; ++j) {
+            const std::int64_t c = classes[j], lo = class_offsets[c];
+            const CounterRng draw(seed, static_cast<std::uint64_t>(step),
+                                  (std::uint64_t{1} << 40) + static_cast<std::uint64_t>(i * n_way + j));
+            const std::vector<std::int64_t> rows = draw.choose(class_offsets[c + 1] - lo, per);
+            for (std::int64_t r = 0; r < per; ++r) {
+                // support rows of all classes first, then the query rows
+                const std::int64_t out = r < k_shot ? j * k_shot + r
+                                                    : n_way * k_shot + j * q_query + (r - k_shot);
+                std::copy(X.data + (lo + rows[r]) * d, X.data + (lo + rows[r] + 1) * d,
+                          Xo + out * d);
+                yo[out] = static_cast<T>(j);
+            }
+        }
+    }
+};
+
 // Owned buffers of a generated meta-batch, viewed as TaskData.
 template <class T>
 struct GeneratedTasks {
     std::vector<T> X, y;
     std::vector<std::int64_t> offsets, n_support;
 
-    TaskData<T> fill(const SinusoidSource& src, std::uint64_t seed, std::int64_t step,
-                     std::int64_t n_tasks) {
+    // A meta-batch of n_tasks tasks of a source (SinusoidSource, EpisodePool) for (seed, step):
+    // each task has rows_per_task() rows of d features, the first n_support of them support rows.
+    template <class Source>
+    TaskData<T> fill(const Source& src, std::int64_t d, std::int64_t support, std::uint64_t seed,
+                     std::int64_t step, std::int64_t n_tasks) {
         const std::int64_t n = src.rows_per_task();
-        X.resize(n_tasks * n);
+        X.resize(n_tasks * n * d);
         y.resize(n_tasks * n);
         offsets.resize(n_tasks + 1);
-        n_support.assign(n_tasks, src.k_support);
+        n_support.assign(n_tasks, support);
         for (std::int64_t i = 0; i <= n_tasks; ++i) offsets[i] = i * n;
         for (std::int64_t i = 0; i < n_tasks; ++i)
-            src.task(seed, step, i, X.data() + i * n, y.data() + i * n);
+            src.task(seed, step, i, X.data() + i * n * d, y.data() + i * n);
         TaskData<T> data;
-        data.X = {X.data(), n_tasks * n, 1};
+        data.X = {X.data(), n_tasks * n, d};
         data.y = {y.data(), n_tasks * n, 1};
         data.offsets = offsets.data();
         data.n_support = n_support.data();

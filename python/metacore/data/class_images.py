@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _validation
+from .tasks import EpisodeSource
 from .taskset import TaskSet
 
 __all__ = ["ClassImages"]
@@ -153,6 +154,12 @@ class ClassImages:
                             labels[:, :, k_shot:].reshape(n, -1)], axis=1).reshape(-1)
         offsets = np.arange(n + 1, dtype=np.int64) * (n_way * per_class)
         return TaskSet(self._X[order], y, offsets, n_support=n_way * k_shot, dtype=dtype)
+
+    def source(self, *, n_way, k_shot, q_query=15):
+        """An :class:`~metacore.data.tasks.EpisodeSource` over these classes: fresh N-way K-shot
+        episodes drawn in the core at every meta-training step (``mc.MetaObjective(learner,
+        images.source(n_way=5, k_shot=1), meta_batch=32)``)."""
+        return EpisodeSource(self.X, self._starts, n_way=n_way, k_shot=k_shot, q_query=q_query)
 
     def __len__(self) -> int:
         return self.n_classes

@@ -18,7 +18,7 @@ from .digits import digits, digits_classes
 from .taskset import TaskSet
 
 __all__ = ["sinusoid", "sinusoid_params", "linear_family", "logistic_family",
-           "linear_family_params", "SinusoidSource", "digits", "digits_classes", "from_csv",
+           "linear_family_params", "SinusoidSource", "EpisodeSource", "digits", "digits_classes", "from_csv",
            "from_dataframe"]
 
 
@@ -109,7 +109,6 @@ class SinusoidSource:
         """For the library's own use: the source's settings in the order the core takes them."""
         return self.k_support, self.k_query, self.amplitude, self.phase, self.x_range
 
-
     def sample(self, n_tasks, *, step=0, seed=0, dtype=np.float32):
         """The ``n_tasks`` tasks that meta-training step ``step`` with ``seed`` draws, as a
         TaskSet (X of shape (n_tasks · (k_support + k_query), 1), 1-D y)."""
@@ -125,6 +124,68 @@ class SinusoidSource:
     def __repr__(self):
         return (f"SinusoidSource(k_support={self.k_support}, k_query={self.k_query}, "
                 f"amplitude={self.amplitude}, phase={self.phase}, x_range={self.x_range})")
+
+
+class EpisodeSource:
+    """Fresh N-way K-shot classification episodes at every meta-training step, drawn in the core
+    from a labelled pool (Vinyals et al., 2016; the Omniglot protocol of Finn et al., 2017).
+
+    Parameters
+    ----------
+    X : array-like (N, d), float32 or float64
+        The pool's rows, grouped by class: class c is rows ``class_offsets[c]:class_offsets[c+1]``.
+    class_offsets : array-like (C + 1,), int
+        From 0 to N, non-decreasing; every class needs ``k_shot + q_query`` rows.
+    n_way, k_shot, q_query : int >= 1
+        Classes per episode, support and query rows per class (``n_way <= C``).
+
+    Episode i of step s takes ``n_way`` distinct classes and ``k_shot + q_query`` distinct rows of
+    each, all chosen by the core's counter-based generator from (seed, s, i): the same episodes for
+    any thread count, and a run resumed at step s draws what it would have. Labels are 0..N−1 in
+    the episode's class order; the ``n_way · k_shot`` support rows (class after class) come first.
+    Used as ``mc.MetaObjective(learner, source, meta_batch)`` with a cross-entropy model of
+    ``n_way`` outputs; ``ClassImages.source(...)`` builds one from a data set.
+    """
+
+    def __init__(self, X, class_offsets, *, n_way, k_shot, q_query=15):
+        self.X = _validation.float_array("X", X, ndim=2)
+        offsets = np.asarray(class_offsets)
+        if offsets.ndim != 1 or offsets.dtype.kind not in "iu":
+            raise TypeError(f"class_offsets must be a 1-D integer array, got {offsets.dtype} of "
+                            f"shape {offsets.shape}")
+        self.class_offsets = offsets.astype(np.int64)
+        self.n_way = _validation.integer("n_way", n_way, minimum=1)
+        self.k_shot = _validation.integer("k_shot", k_shot, minimum=1)
+        self.q_query = _validation.integer("q_query", q_query, minimum=1)
+        self.sample(1)           # the core checks the pool once, with its messages
+
+    @property
+    def n_features(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def n_classes(self) -> int:
+        return self.class_offsets.shape[0] - 1
+
+    def core_args(self, dtype):
+        """For the library's own use: the pool converted to ``dtype`` and the episode shape."""
+        return (np.ascontiguousarray(self.X, dtype=dtype), self.class_offsets, self.n_way,
+                self.k_shot, self.q_query)
+
+    def sample(self, n_tasks, *, step=0, seed=0, dtype=np.float32):
+        """The ``n_tasks`` episodes meta-training step ``step`` with ``seed`` draws, as a
+        TaskSet."""
+        from .. import _core
+        n_tasks = _validation.integer("n_tasks", n_tasks, minimum=1)
+        step = _validation.integer("step", step, minimum=0)
+        dtype = _validation.float_dtype("dtype", dtype)
+        X, y, offsets, n_support = _core.episode_tasks(
+            *self.core_args(dtype), _validation.seed("seed", seed), step, n_tasks)
+        return TaskSet.from_checked(X, y, offsets, n_support, np.arange(n_tasks, dtype=np.int64))
+
+    def __repr__(self):
+        return (f"EpisodeSource({self.n_classes} classes, n_way={self.n_way}, "
+                f"k_shot={self.k_shot}, q_query={self.q_query})")
 
 
 # --- related linear and logistic tasks ------------------------------------------------------------

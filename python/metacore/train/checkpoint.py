@@ -14,6 +14,7 @@ checking their declared shapes.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -49,6 +50,8 @@ def save(path, what, *, model=None, info=None):
     else:
         theta = _validation.float_array("theta", what, ndim=1)
         ck = Checkpoint(theta, model=model)
+    if model is not None or info is not None:     # the caller's checkpoint stays as it was
+        ck = copy.copy(ck)
     if model is not None:
         ck.model = _validation.instance("model", model, MLP, "a metacore model (MLP)")
     if info is not None:

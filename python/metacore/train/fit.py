@@ -56,6 +56,11 @@ def _objective_evaluator(obj, n_threads):
     return evaluate
 
 
+def _scoring_rows(ts):
+    """The rows a TaskSet is scored on: its query rows, or all rows if some task has none."""
+    return "query" if (ts.n_query > 0).all() else "all"
+
+
 def _validation_arg(value, problem, n_threads):
     """Validation as a callable θ -> (mean loss, per-task losses)."""
     if value is None:
@@ -73,11 +78,10 @@ def _validation_arg(value, problem, n_threads):
         learner.check_batch(value, value.dtype, "validation")
 
         def evaluate(theta):
-            losses = learner.query_losses(theta, value)
+            losses = learner.query_losses(theta, value, n_threads)
             return float(losses.mean()), losses
         return evaluate
-    rows = "query" if (value.n_query > 0).all() else "all"
-    return _objective_evaluator(Objective(problem.model, value, rows=rows,
+    return _objective_evaluator(Objective(problem.model, value, rows=_scoring_rows(value),
                                           n_threads=problem.n_threads), n_threads)
 
 
@@ -89,10 +93,10 @@ def _weight_eval_arg(weighting, validation, obj, n_threads):
     if isinstance(validation, Objective) and validation.n_tasks == obj.n_tasks:
         target = validation
     elif isinstance(validation, TaskSet) and validation.n_tasks == obj.n_tasks:
-        rows = "query" if (validation.n_query > 0).all() else "all"
-        target = Objective(obj.model, validation, rows=rows, n_threads=obj.n_threads)
+        target = Objective(obj.model, validation, rows=_scoring_rows(validation),
+                           n_threads=obj.n_threads)
     else:
-        rows = "query" if (obj.ts.n_query > 0).all() else obj.rows
+        rows = "query" if _scoring_rows(obj.ts) == "query" else obj.rows
         target = Objective(obj.model, obj.ts, rows=rows, n_threads=obj.n_threads)
     evaluate = _objective_evaluator(target, n_threads)
     return lambda theta: evaluate(theta)[1]
@@ -129,14 +133,19 @@ def _start_arg(problem, start, optimizer, weighting, seed, steps):
             optimizer = (problem.learner.default_optimizer(steps)
                          if isinstance(problem, MetaObjective) else _optim.Adam(lr=1e-3))
         return theta, optimizer, weighting, 0 if seed is None else seed, None
+    want = problem.spec()
+    if ck.problem and ck.problem.get("kind") != want["kind"]:
+        raise ValueError(f"start: the checkpoint was saved by a {ck.problem.get('kind')} problem, "
+                         f"this one is {want['kind']}: resume with the same problem")
     n_tasks = 0 if isinstance(problem, MetaObjective) else problem.n_tasks
     if ck.alpha.shape[0] != n_tasks:
         raise ValueError(f"start: the checkpoint has weights for {ck.alpha.shape[0]} tasks, the "
                          f"objective has {n_tasks}")
-    want = problem.spec()
-    if ck.problem and ck.problem != want:
-        raise ValueError(f"start: the checkpoint was saved by the problem {ck.problem}, this one "
-                         f"is {want}: resume with the same problem")
+    differ = {k: (v, want.get(k)) for k, v in ck.problem.items() if want.get(k) != v}
+    if differ:       # keys a checkpoint lacks (older files) are not compared
+        what = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in differ.items())
+        raise ValueError(f"start: the checkpoint was saved by another problem ({what}): resume "
+                         f"with the same problem")
     if optimizer is None:
         optimizer = ck.optimizer
     elif sorted(optimizer.moments) != sorted(ck.optimizer.moments):
@@ -149,6 +158,17 @@ def _start_arg(problem, start, optimizer, weighting, seed, steps):
         raise ValueError(f"weighting {weighting!r} differs from the checkpoint's {ck.weighting!r}; "
                          f"leave weighting=None to resume")
     return ck.theta, optimizer, weighting, ck.seed if seed is None else seed, ck
+
+
+def _refuse_a_dead_schedule(optimizer, first, steps):
+    """A run whose learning rate is 0 at every one of its steps would silently change nothing
+    (e.g. a resumed run whose linear schedule already decayed to 0)."""
+    probe = np.unique(np.linspace(first, first + steps - 1, min(steps, 1000)).astype(np.int64))
+    if all(optimizer.lr_at(int(t)) == 0.0 for t in probe):
+        raise ValueError(f"optimizer: {optimizer!r} gives learning rate 0 at every step from "
+                         f"{first} to {first + steps - 1}, so training would change nothing; its "
+                         f"schedule has ended — give an optimizer whose schedule covers these "
+                         f"steps")
 
 
 def _multitask_args(obj, weighting, batch_tasks, batch_rows):
@@ -290,6 +310,7 @@ def fit(problem, start=None, *, optimizer=None, steps=1000, weighting=None, batc
     steps = _validation.integer("steps", steps, minimum=1)
     theta, optimizer, weighting, seed, ck = _start_arg(problem, start, optimizer, weighting, seed,
                                                        steps)
+    _refuse_a_dead_schedule(optimizer, ck.step if ck is not None else 0, steps)
     if meta:
         if batch_tasks is not None or batch_rows is not None:
             raise ValueError("batch_tasks and batch_rows apply to multi-task objectives; a "
@@ -304,8 +325,13 @@ def fit(problem, start=None, *, optimizer=None, steps=1000, weighting=None, batc
     progress = _validation.boolean("progress", progress)
     threads = _validation.n_threads(n_threads) if n_threads is not None else problem.n_threads
     chunk_size = _validation.optional_integer("chunk_size", chunk_size, minimum=1)
-    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
-        raise TypeError(f"checkpoint must be a path or None, got {type(checkpoint).__name__}")
+    if checkpoint is not None:
+        if not isinstance(checkpoint, (str, os.PathLike)):
+            raise TypeError(f"checkpoint must be a path or None, got {type(checkpoint).__name__}")
+        folder = os.path.dirname(os.path.abspath(checkpoint))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise ValueError(f"checkpoint: the folder {folder!r} does not exist or is not "
+                             f"writable; training would end unable to save")
     checkpoint_every = _validation.optional_integer("checkpoint_every", checkpoint_every,
                                                     minimum=1)
     record_task_losses = _validation.boolean("record_task_losses", record_task_losses)
@@ -321,7 +347,13 @@ def fit(problem, start=None, *, optimizer=None, steps=1000, weighting=None, batc
         backend=backend)
     run = Run(settings, theta, ck)
     with InterruptFlag() as interrupt:
-        reason, failure = run.run(interrupt)
+        try:
+            reason, failure = run.run(interrupt)
+        except Exception as exc:         # a callback raised: keep what was trained
+            exc.result = run.result("error")
+            if checkpoint:
+                save(checkpoint, exc.result)
+            raise
         result = run.result(reason)
         if checkpoint:
             save(checkpoint, result)     # on divergence too: the kept state is finite

@@ -156,6 +156,7 @@ class Run:
         self.state = cls(np.ascontiguousarray(theta), self.config,
                          np.ascontiguousarray(alpha, dtype=self.dtype), wsize, s.seed)
         self.best = {"theta": None, "score": math.inf, "step": None, "bad_evals": 0}
+        self.final_best = None     # a better θ at an off-grid last evaluation (see consider)
         self.resumed = resume is not None
         if self.resumed:
             self._restore(resume, wsize)
@@ -167,7 +168,7 @@ class Run:
             self.handle = prob.core_handle(self.dtype)
             self.n_shared = model.n_trunk_params if model.task_heads else prob.n_params
         else:
-            self.meta_step = prob.core_step(self.dtype)
+            self.meta_step = prob.core_step(self.dtype, s.n_threads)
         if s.backend is not None:
             s.backend.attach(prob, self.dtype, np.array(self.state.alpha))
         self.monitored = s.stopper is not None or s.validation is not None
@@ -216,9 +217,14 @@ class Run:
                     self.show(bar, out)
                 if out.status != "ok":
                     return "diverged", out
-                if state.step % s.eval_every == 0 or state.step == end:
+                on_grid = state.step % s.eval_every == 0
+                if on_grid or state.step == end:
                     self.last_eval = self.evaluate()
-                    reason = self.monitor(self.last_eval)
+                    # Only evaluations on the eval_every grid feed early stopping and the
+                    # callbacks, so a run split anywhere and resumed decides as one that was not;
+                    # an end off the grid is still a candidate for the best θ reported.
+                    reason = self.monitor(self.last_eval) if on_grid else self.consider(
+                        self.last_eval)
                     if reason is not None:
                         return reason, None
                 # after the evaluation, so that a resumed run inherits its early-stopping record
@@ -299,11 +305,24 @@ class Run:
         self.eval_time += time.perf_counter() - t0
         return e
 
+    def score(self, e):
+        return e["val_loss"] if self.s.validation is not None else e["train_loss"]
+
+    def consider(self, e):
+        """An evaluation off the eval_every grid (a run's last step): a candidate for the best θ
+        this call reports, kept out of the early-stopping record a resumed run continues."""
+        score, best = self.score(e), self.best
+        if self.monitored and math.isfinite(score) and (
+                best["theta"] is None or score < best["score"]):
+            self.final_best = {"theta": np.array(self.state.theta), "score": score,
+                               "step": e["step"], "bad_evals": best["bad_evals"]}
+        return None
+
     def monitor(self, e, initial=False):
         """Early-stopping record and callbacks; returns a stop reason or None. The initial
         evaluation may set the best θ but never stops the run."""
         s, best = self.s, self.best
-        score = e["val_loss"] if s.validation is not None else e["train_loss"]
+        score = self.score(e)
         if self.monitored and math.isfinite(score):
             min_delta = s.stopper.min_delta if s.stopper is not None else 0.0
             if best["theta"] is None or score < best["score"] - min_delta:
@@ -315,30 +334,40 @@ class Run:
                          train_loss=e["train_loss"], task_losses=e["task_losses"],
                          weights=e["weights"], val_loss=e["val_loss"], best_score=best["score"],
                          elapsed=e["elapsed"])
-        answers = [cb(event) for cb in s.callbacks]
+        stop = False
+        for cb in s.callbacks:
+            answer = cb(event)
+            if answer is None or answer is False or answer is np.False_:
+                continue
+            if answer is True or answer is np.True_:
+                stop = True
+                continue
+            raise TypeError(f"callback {cb!r} returned {type(answer).__name__}; a callback "
+                            f"returns True to stop the run, or None/False to go on")
         if initial:
             return None
         if s.stopper is not None and best["bad_evals"] >= s.stopper.patience:
             return "early_stopping"
-        if any(a is not None and bool(a) for a in answers):
-            return "callback"
-        return None
+        return "callback" if stop else None
 
     # --- what comes out ------------------------------------------------------------------------
     def moments(self):
         return {k: np.array(getattr(self.state, k)) for k in self.s.optimizer.moments}
 
     def best_record(self):
+        """The early-stopping record (evaluations on the grid only): what a resume continues."""
         return dict(self.best) if self.monitored and self.best["theta"] is not None else None
 
     def save_checkpoint(self):
         save(self.s.checkpoint, self.result("checkpoint").checkpoint())
 
     def result(self, reason) -> FitResult:
-        b, st = self.best_record(), self.state
+        record, st = self.best_record(), self.state
+        b = self.final_best or record
         return FitResult(
             theta=np.array(st.theta), best_theta=b["theta"] if b else None,
             best_step=b["step"] if b else None, best_score=b["score"] if b else None,
+            best_record=record,
             history=self.rec.history(), weights=np.array(st.alpha),
             step=st.step, steps_run=st.step - self.first_step, stop_reason=reason,
             wall_time=time.perf_counter() - self.t_start, core_time=self.core_time,

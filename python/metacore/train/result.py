@@ -5,6 +5,7 @@ the error a diverged run raises. Every array here is a copy, never a view of a l
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -104,9 +105,25 @@ class History:
     step_task_losses: np.ndarray | None = None
     step_weights: np.ndarray | None = None
 
+    _LEGACY = {"meta_loss": "objective", "support_loss": "support_loss"}
+
+    def __getitem__(self, key):
+        """The keys of the deprecated ``learner.fit`` history dict: ``"meta_loss"`` (the
+        per-step objective), ``"support_loss"``, ``"validation"`` ((step, value) pairs after the
+        first step). Deprecated: use the attributes."""
+        if key not in (*self._LEGACY, "validation"):
+            raise KeyError(f"{key!r}: History is not a dict; use its attributes (objective, "
+                           f"val_loss, ...)")
+        warnings.warn(f"history[{key!r}] is deprecated: use history."
+                      f"{self._LEGACY.get(key, 'eval_step and .val_loss')}",
+                      DeprecationWarning, stacklevel=2)
+        if key == "validation":
+            return [(int(t), float(v)) for t, v in zip(self.eval_step, self.val_loss) if t > 0]
+        return getattr(self, self._LEGACY[key])
+
     def to_arrays(self) -> dict:
-        """{name: array} of every series present (None ones left out): what a checkpoint and
-        ``history.npz`` store."""
+        """{name: array} of every series present (None ones left out): what the CLI's
+        ``history.npz`` stores."""
         return {f.name: np.array(getattr(self, f.name)) for f in fields(self)
                 if getattr(self, f.name) is not None}
 
@@ -142,7 +159,8 @@ class FitResult:
     ``theta`` is the final θ (Meta-SGD: θ and its rates packed); ``best_theta`` the θ with the best
     monitored score (with validation or early stopping; else None). ``history`` is the typed
     :class:`History`. ``stop_reason`` is ``"steps"``, ``"early_stopping"``, ``"callback"``,
-    ``"diverged"`` or ``"interrupted"``. ``wall_time`` covers the whole call, ``core_time`` the
+    ``"diverged"``, ``"interrupted"`` or ``"error"`` (an exception raised by a callback carries
+    the result as ``err.result``). ``wall_time`` covers the whole call, ``core_time`` the
     time inside the core's chunks of steps, ``eval_time`` the time in evaluations; ``overhead``
     is the share of ``wall_time`` spent in neither (Python). ``state`` is the train state as a
     :class:`~metacore.train.state.Checkpoint`: save it with :func:`metacore.save`, resume by
@@ -169,6 +187,7 @@ class FitResult:
     moments: dict = field(repr=False, default_factory=dict)
     weighting_state: np.ndarray | None = field(repr=False, default=None)
     bad_evals: int = 0
+    best_record: dict | None = field(repr=False, default=None)   # what a resume continues
 
     @property
     def overhead(self) -> float:
@@ -186,10 +205,12 @@ class FitResult:
     def checkpoint(self):
         """The train state as a :class:`~metacore.train.state.Checkpoint`."""
         best = None
-        if self.best_theta is not None:
+        if self.best_record is not None:     # the early-stopping record, as fit kept it
+            best = dict(self.best_record, theta=np.array(self.best_record["theta"]))
+        elif self.best_theta is not None:
             best = {"theta": self.best_theta, "score": self.best_score, "step": self.best_step,
                     "bad_evals": self.bad_evals}
-        return Checkpoint(self.theta, model=self.model, optimizer=self.optimizer,
-                          moments=self.moments, weighting=self.weighting, alpha=self.weights,
+        return Checkpoint(np.array(self.theta), model=self.model, optimizer=self.optimizer,
+                          moments={k: np.array(v) for k, v in self.moments.items()}, weighting=self.weighting, alpha=self.weights,
                           weighting_state=self.weighting_state, step=self.step, seed=self.seed,
                           best=best, problem=self.problem)
