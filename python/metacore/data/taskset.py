@@ -10,7 +10,10 @@ A :class:`TaskSet` holds ``T`` tasks as one block of rows:
   rows, the remaining ``n_i − n_support[i]`` its query rows;
 - ``task_ids`` of shape ``(T,)``: the identity of each task in the set it was first built from
   (kept by :meth:`TaskSet.subset` and :meth:`TaskSet.split_tasks`; it picks the output head of a
-  model with per-task heads).
+  model with per-task heads);
+- ``names``: one string per task, the task's label as the user wrote it (``from_groups`` and the
+  tabular loaders; else ``str(task_id)``), kept by every derived set, so a split says which tasks
+  it holds.
 
 The buffers are private copies made once at creation and exposed read-only, so the compiled core can
 use them without copying and the caller's arrays are never aliased.
@@ -173,14 +176,15 @@ class TaskSet:
                   _check_task_ids(task_ids, sizes.shape[0]))
 
     @classmethod
-    def from_checked(cls, X, y, offsets, n_support, task_ids):
+    def from_checked(cls, X, y, offsets, n_support, task_ids, names=None):
         """For the library's own use: a TaskSet over already checked arrays that nobody else
-        writes to (no checks, no copy)."""
+        writes to (no checks, no copy); ``names`` one string per task or None."""
         self = cls.__new__(cls)
-        self._set(X, y, offsets, n_support, task_ids)
+        self._set(X, y, offsets, n_support, task_ids, names)
         return self
 
-    def _set(self, X, y, offsets, n_support, task_ids):
+    def _set(self, X, y, offsets, n_support, task_ids, names=None):
+        self._names = None if names is None else tuple(str(n) for n in names)
         self._X = _frozen(X)
         self._y = _frozen(y)
         self._offsets = _frozen(offsets)
@@ -245,14 +249,15 @@ class TaskSet:
             raise TypeError(f"groups must hold integers or strings, got dtype {g.dtype}")
         if g.dtype.kind == "f" and not np.isfinite(g).all():
             raise ValueError(f"groups must be finite, found {g[~np.isfinite(g)][0]}")
-        _, inverse = np.unique(g, return_inverse=True)
+        labels, inverse = np.unique(g, return_inverse=True)
         inverse = inverse.reshape(-1)
         order = np.argsort(inverse, kind="stable")  # stable: rows keep their order within a task
         sizes = np.bincount(inverse).astype(np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         # Fancy indexing allocates: the gathered buffers are private.
         return cls.from_checked(X_c[order], y_c[order], offsets, _check_support(n_support, sizes),
-                                np.arange(sizes.shape[0], dtype=np.int64))
+                                np.arange(sizes.shape[0], dtype=np.int64),
+                                names=[str(v) for v in labels.tolist()])
 
     # --- buffers and shape facts -----------------------------------------------------------------
     @property
@@ -279,6 +284,13 @@ class TaskSet:
     def task_ids(self) -> np.ndarray:
         """(T,) int64: identity of each task in the set it was first built from."""
         return self._task_ids
+
+    @property
+    def names(self) -> tuple:
+        """(T,) strings: each task's name (its group label as written, else its task_id)."""
+        if self._names is None:
+            return tuple(str(i) for i in self._task_ids.tolist())
+        return self._names
 
     @property
     def n_tasks(self) -> int:
@@ -379,7 +391,7 @@ class TaskSet:
         # Row r of the new set comes from row r − offsets[j] + old_offsets[idx[j]] of this one.
         rows = np.arange(offsets[-1]) + np.repeat(self._offsets[idx] - offsets[:-1], sizes)
         return TaskSet.from_checked(self._X[rows], self._y[rows], offsets, self._n_support[idx],
-                                    self._task_ids[idx])
+                                    self._task_ids[idx], [self.names[i] for i in idx.tolist()])
 
     def split_tasks(self, test_fraction=0.2, seed=0):
         """Hold out ``round(test_fraction · T)`` random tasks (at least 1, at most T − 1).
@@ -410,14 +422,15 @@ class TaskSet:
                 y = _validation.float_array("y", self._y, dtype=dt)
             # offsets/n_support/task_ids are read-only, so sharing them is safe.
             self._astype_cache[dt] = TaskSet.from_checked(X, y, self._offsets, self._n_support,
-                                                          self._task_ids)
+                                                          self._task_ids, self._names)
         return self._astype_cache[dt]
 
     def with_support(self, n_support):
         """The same tasks with a new support/query split (None, an int, or one int per task).
         The read-only buffers are shared, not copied."""
         ns = _check_support(n_support, self._sizes)
-        return TaskSet.from_checked(self._X, self._y, self._offsets, ns, self._task_ids)
+        return TaskSet.from_checked(self._X, self._y, self._offsets, ns, self._task_ids,
+                                    self._names)
 
     # --- label checks for a loss head ------------------------------------------------------------
     def check_labels(self, loss, n_outputs):
@@ -461,7 +474,8 @@ class TaskSet:
 
     def __reduce__(self):
         # Pickle/copy as plain buffers; the rebuilt set freezes its own (fresh) arrays again.
-        return (_rebuild, (self._X, self._y, self._offsets, self._n_support, self._task_ids))
+        return (_rebuild, (self._X, self._y, self._offsets, self._n_support, self._task_ids,
+                           self._names))
 
     def __repr__(self):
         def span(a):
@@ -472,8 +486,8 @@ class TaskSet:
                 f"task_sizes={span(self._sizes)}, n_support={span(self._n_support)})")
 
 
-def _rebuild(X, y, offsets, n_support, task_ids):
-    return TaskSet.from_checked(X, y, offsets, n_support, task_ids)
+def _rebuild(X, y, offsets, n_support, task_ids, names=None):
+    return TaskSet.from_checked(X, y, offsets, n_support, task_ids, names)
 
 
 def _task_list(name, value):

@@ -26,6 +26,7 @@ import numbers
 
 import numpy as np
 
+from ..data.tabular import stratified_order
 from ..data.taskset import TaskSet
 
 __all__ = ["EpisodeSampler", "stratified_order", "support_size"]
@@ -43,22 +44,6 @@ def support_size(support, n, name="support"):
     if isinstance(support, numbers.Real) and 0.0 < support < 1.0:
         return int(min(max(round(support * n), 1), n - 1))
     raise ValueError(f"{name} must be a fraction in (0, 1) or a row count >= 1, got {support!r}")
-
-
-def stratified_order(rng, labels):
-    """A random order of ``range(len(labels))`` in which every prefix holds the classes in about
-    their overall proportions: rows are shuffled, then sorted by (rank within class + u) / class
-    size with one uniform offset u per class (systematic sampling)."""
-    n = labels.shape[0]
-    perm = rng.permutation(n)
-    lab = labels[perm]
-    _, inv, counts = np.unique(lab, return_inverse=True, return_counts=True)
-    by_class = np.argsort(inv, kind="stable")
-    rank = np.empty(n, dtype=np.float64)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank[by_class] = np.arange(n) - np.repeat(starts, counts)
-    key = (rank + rng.random(counts.shape[0])[inv]) / counts[inv]
-    return perm[np.argsort(key, kind="stable")]
 
 
 class EpisodeSampler:
