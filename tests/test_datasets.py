@@ -332,7 +332,9 @@ def test_task_names_follow_every_derived_task_set():
     assert set(train.names) | set(test.names) == {"a", "b", "c"}
     assert ts.astype(np.float32).names == ts.with_support(1).names == ("a", "b", "c")
     assert pickle.loads(pickle.dumps(ts)).names == ("a", "b", "c")
-    assert ts.with_names(None).names is None and mc.TaskSet(ts.X, ts.y, ts.offsets).names is None
+    # without names of its own a task is named by its task_id
+    assert ts.with_names(None).names == ("0", "1", "2")
+    assert mc.TaskSet(ts.X, ts.y, ts.offsets).names == ("0", "1", "2")
     with pytest.raises(ValueError, match="names must have one entry per task"):
         ts.with_names(["a"])
     with pytest.raises(TypeError, match="names"):

@@ -37,6 +37,7 @@ LAYERS = (
     ("problems", ("metacore.problems",)),
     ("train", ("metacore.train",)),
     ("evaluation", ("metacore.evaluation",)),
+    ("sklearn", ("metacore.sklearn",)),
     ("facade", ("metacore",)),
     ("app", ("metacore.app",)),
     ("main", ("metacore.__main__",)),

@@ -148,25 +148,36 @@ class _Adaptive(Weighting):
 class EvalDriven(_Adaptive):
     r"""α from evaluation results: every ``eval_every`` steps each task is evaluated (the
     ``fit`` validation TaskSet when it has the same T tasks, else the training tasks' query rows
-    when every task has some, else their training rows) and
+    when every task has some, else their training rows), giving each task a loss ℓ_i and a score
+    κ_i ∈ [0, 1]:
 
-    - ``rule="softmax"``: α = softmax(ℓ / τ), ℓ_i the evaluation loss — work most on the worst tasks;
+    - ``metric="loss"``: ℓ_i the evaluation loss, κ_i = exp(−ℓ_i) (any loss head);
+    - ``metric="accuracy"`` (classifiers: loss heads "logistic" and "cross_entropy"): κ_i the
+      task's accuracy, ℓ_i = 1 − κ_i its error rate — the seed's "adjust α from each task's test
+      accuracy".
+
+    Then
+
+    - ``rule="softmax"``: α = softmax(ℓ / τ) — work most on the worst tasks (with accuracy, ℓ lies
+      in [0, 1]: a τ well below 1, e.g. 0.1, makes the weights differ markedly);
     - ``rule="dtp"`` (dynamic task prioritisation, Guo et al., ECCV 2018): κ̄_i ← (1 − β) κ̄_i + β κ_i
-      (κ̄_i = κ_i at the first evaluation), w_i = −(1 − κ̄_i)^γ log κ̄_i, α = w / Σ w; the score
-      κ_i = exp(−ℓ_i) ∈ (0, 1] for every loss head.
+      (κ̄_i = κ_i at the first evaluation), w_i = −(1 − κ̄_i)^γ log κ̄_i, α = w / Σ w.
 
-    α sums to 1. Defaults: ``eval_every=100``, ``temperature=1.0``, ``gamma=2.0``, ``beta=0.5``.
+    α sums to 1. Defaults: ``metric="loss"``, ``eval_every=100``, ``temperature=1.0``,
+    ``gamma=2.0``, ``beta=0.5``.
     """
 
     _kind = "eval_driven"
-    _core_args = {"eval_every": None, "rule": None}
+    _core_args = {"eval_every": None, "rule": None, "metric": None}
 
-    def __init__(self, rule="softmax", *, eval_every=100, temperature=1.0, gamma=2.0, beta=0.5):
+    def __init__(self, rule="softmax", *, metric="loss", eval_every=100, temperature=1.0,
+                 gamma=2.0, beta=0.5):
         from . import _validation as c
         rule = c.choice("rule", rule, ("softmax", "dtp"))
+        metric = c.choice("metric", metric, ("loss", "accuracy"))
         eval_every = c.integer("eval_every", eval_every, minimum=1)
-        super().__init__(rule=rule, eval_every=eval_every, temperature=float(temperature),
-                         gamma=float(gamma), beta=float(beta))
+        super().__init__(rule=rule, metric=metric, eval_every=eval_every,
+                         temperature=float(temperature), gamma=float(gamma), beta=float(beta))
 
     def _extra_core_args(self):
         return {"dtp": self._settings["rule"] == "dtp"}

@@ -1,37 +1,198 @@
 """User data as a TaskSet: a CSV file or a table (pandas DataFrame, or a dict of columns) whose
 rows carry a task column.
 
-Tasks are ordered by sorted task value (as :meth:`TaskSet.from_groups`), rows keep their file
-order within a task and the first ``n_support`` rows of each task are its support rows. pandas is
-optional: CSV files are read with the standard library.
+- Task ids are kept exactly as written: the CSV ids "01" and "1" are two tasks, and every task's
+  name (``TaskSet.names``) is its id as a string. Tasks are ordered by id, numerically when every
+  id is an integer, else as strings. A missing task id is an error.
+- Columns are named by their labels as the table has them (strings, or integers for a DataFrame
+  with integer column labels); a duplicated column name, a UTF-8 byte-order mark (stripped), a
+  complex, non-numeric or non-finite value are refused or handled explicitly, and every error
+  names the column (and the row).
+- Within a task, rows keep their file order unless ``shuffle`` (or ``stratify``, which shuffles
+  within classes); the first ``support`` rows of each task are its support rows.
+- ``standardize``: a :class:`Standardizer`, fitted on the tasks of the first file it is given
+  (or on ``fit_tasks`` of it) and applied, as stored, to every later file: the training tasks'
+  scaling, never the test tasks'.
+
+pandas is optional: CSV files are read with the standard library's csv module.
 """
 
 from __future__ import annotations
 
 import csv
+import numbers
 import os
 
 import numpy as np
 
+from .. import _validation
 from .taskset import TaskSet
 
-__all__ = ["from_csv", "from_dataframe"]
+__all__ = ["from_csv", "from_dataframe", "Standardizer", "stratified_order"]
+
+
+class Standardizer:
+    """Feature scaling x ↦ (x − mean) / scale, fitted once on training rows and kept.
+
+    ``mean_`` and ``scale_`` (the population standard deviation, 1 for a constant column) are set
+    by :meth:`fit`; ``to_dict``/``from_dict`` give plain data for checkpoints."""
+
+    def __init__(self):
+        self.mean_ = None
+        self.scale_ = None
+
+    @property
+    def fitted(self) -> bool:
+        return self.mean_ is not None
+
+    def fit(self, X):
+        X = np.asarray(X, dtype=np.float64)
+        self.mean_ = X.mean(axis=0)
+        scale = X.std(axis=0)
+        self.scale_ = np.where(scale > 0, scale, 1.0)
+        return self
+
+    def transform(self, X):
+        if not self.fitted:
+            raise ValueError("the Standardizer is not fitted: give it to the loader of the "
+                             "training tasks first (or call fit)")
+        X = np.asarray(X, dtype=np.float64)
+        if X.shape[-1] != self.mean_.shape[0]:
+            raise ValueError(f"X has {X.shape[-1]} features, the Standardizer was fitted on "
+                             f"{self.mean_.shape[0]}")
+        return (X - self.mean_) / self.scale_
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean_.tolist(), "scale": self.scale_.tolist()}
+
+    @classmethod
+    def from_dict(cls, d):
+        self = cls()
+        self.mean_ = np.asarray(d["mean"], dtype=np.float64)
+        self.scale_ = np.asarray(d["scale"], dtype=np.float64)
+        return self
+
+    def __repr__(self):
+        return f"Standardizer({'fitted' if self.fitted else 'not fitted'})"
+
+
+def stratified_order(rng, labels):
+    """A random order of ``range(len(labels))`` in which every prefix holds the classes in about
+    their overall proportions: rows are shuffled, then sorted by (rank within class + u) / class
+    size with one uniform offset u per class (systematic sampling)."""
+    n = labels.shape[0]
+    perm = rng.permutation(n)
+    lab = labels[perm]
+    _, inv, counts = np.unique(lab, return_inverse=True, return_counts=True)
+    inv = inv.reshape(-1)
+    by_class = np.argsort(inv, kind="stable")
+    rank = np.empty(n, dtype=np.float64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank[by_class] = np.arange(n) - np.repeat(starts, counts)
+    key = (rank + rng.random(counts.shape[0])[inv]) / counts[inv]
+    return perm[np.argsort(key, kind="stable")]
+
+
+# --- column names --------------------------------------------------------------------------------
+def _label_ok(value):
+    return isinstance(value, (str, numbers.Integral)) and not isinstance(value, (bool, np.bool_))
 
 
 def _names(name, value):
-    if isinstance(value, str):
+    if _label_ok(value):
         return [value]
-    items = list(value)
-    if not items or not all(isinstance(v, str) for v in items):
-        raise TypeError(f"{name} must be a column name or a non-empty list of column names, "
-                        f"got {value!r}")
-    return items
+    if isinstance(value, (list, tuple)) and value and all(_label_ok(v) for v in value):
+        return list(value)
+    raise TypeError(f"{name} must be a column name or a non-empty list of column names, "
+                    f"got {value!r}")
 
 
-def _build(columns, get, task, target, features, n_support, dtype, source):
-    """TaskSet from ``get(name) -> 1-D array`` over the table's ``columns``."""
-    if not isinstance(task, str):
+def _check_columns(columns, source):
+    seen, dup = set(), []
+    for c in columns:
+        if c in seen and c not in dup:
+            dup.append(c)
+        seen.add(c)
+    if dup:
+        raise ValueError(f"{source} has the column name {dup[0]!r} more than once; rename the "
+                         f"duplicate columns (which one to use is ambiguous)")
+
+
+# --- values --------------------------------------------------------------------------------------
+def _floats(col, values, source):
+    arr = np.asarray(values)
+    if arr.dtype.kind == "c":
+        raise ValueError(f"column {col!r} of {source} holds complex numbers; features and targets "
+                         f"must be real")
+    if arr.dtype == object or arr.dtype.kind in "US":
+        out = np.empty(arr.shape[0], dtype=np.float64)
+        for i, v in enumerate(arr.tolist()):
+            if isinstance(v, complex) or (isinstance(v, str) and "j" in v.lower()
+                                          and v.strip().lower() not in ("inf", "-inf")):
+                raise ValueError(f"column {col!r} of {source}, row {i}: {v!r} is complex; "
+                                 f"features and targets must be real")
+            try:
+                out[i] = float(v)
+            except (TypeError, ValueError):
+                raise ValueError(f"column {col!r} of {source} must be numeric: row {i} has "
+                                 f"{v!r}") from None
+        arr = out
+    elif arr.dtype.kind not in "biuf":
+        raise ValueError(f"column {col!r} of {source} must be numeric, got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"column {col!r} of {source} must be finite: row {i} has {arr[i]}")
+    return arr
+
+
+def _task_ids(col, values, source):
+    """Task ids as strings exactly as written (a number stays as its text in a CSV; a DataFrame's
+    integers and strings as str(v)), plus the order key (numeric when every id is an integer)."""
+    raw = list(values)
+    for i, v in enumerate(raw):
+        if v is None or (isinstance(v, str) and v.strip() == "") or (
+                not isinstance(v, str) and _is_na(v)):
+            raise ValueError(f"task column {col!r} of {source}: row {i} has no task id "
+                             f"({v!r}); every row needs one")
+    if len({isinstance(v, str) for v in raw}) > 1:
+        raise ValueError(f"task column {col!r} of {source} mixes text and numbers; the ids "
+                         f"'1' and 1 would be ambiguous")
+    out = []
+    for i, v in enumerate(raw):
+        if isinstance(v, (float, np.floating)):
+            if float(v) != int(v):
+                raise ValueError(f"task column {col!r} of {source}: row {i} has the non-integer "
+                                 f"task id {v!r}")
+            v = int(v)
+        out.append(v if isinstance(v, str) else str(v))
+    names = np.asarray(out, dtype=str)
+    uniq = np.unique(names)
+    if all(u.lstrip("-").isdigit() and str(int(u)) == u for u in uniq):
+        return names, names.astype(np.int64)
+    return names, names
+
+
+def _is_na(v):
+    if isinstance(v, (float, np.floating)):
+        return not np.isfinite(v)
+    try:
+        import pandas as pd
+    except ImportError:
+        return False
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+# --- building the TaskSet ------------------------------------------------------------------------
+def _build(columns, get, *, task, target, features, n_support, support, shuffle, stratify,
+           standardize, fit_tasks, seed, dtype, source):
+    if not _label_ok(task):
         raise TypeError(f"task must be a column name, got {task!r}")
+    _check_columns(columns, source)
     targets = _names("target", target)
     if features is None:
         features = [c for c in columns if c != task and c not in targets]
@@ -40,45 +201,109 @@ def _build(columns, get, task, target, features, n_support, dtype, source):
         missing = [c for c in cols if c not in columns]
         if missing:
             raise ValueError(f"{name}: column {missing[0]!r} is not in {source} "
-                             f"(columns: {', '.join(map(str, columns))})")
+                             f"(columns: {', '.join(map(repr, columns))})")
+        if len(set(cols)) != len(cols):
+            raise ValueError(f"{name} names a column twice: {cols!r}")
+    overlap = set(features) & ({task} | set(targets))
+    if overlap:
+        raise ValueError(f"features must not include the task or target column "
+                         f"{sorted(map(str, overlap))[0]!r}")
+    X = np.column_stack([_floats(c, get(c), source) for c in features])
+    ys = [_floats(c, get(c), source) for c in targets]
+    y = ys[0] if len(ys) == 1 else np.column_stack(ys)
+    names, key = _task_ids(task, get(task), source)
+    if standardize is not None and standardize is not False:
+        if not isinstance(standardize, Standardizer):
+            raise TypeError(f"standardize must be a metacore Standardizer (fitted on the training "
+                            f"tasks' file, applied to the others) or None, got "
+                            f"{type(standardize).__name__}")
+        if not standardize.fitted:
+            rows = np.ones(len(names), bool)
+            if fit_tasks is not None:
+                wanted = [str(t) for t in fit_tasks]
+                unknown = sorted(set(wanted) - set(names.tolist()))
+                if unknown:
+                    raise ValueError(f"fit_tasks: task {unknown[0]!r} is not in {source}")
+                rows = np.isin(names, wanted)
+            standardize.fit(X[rows])
+        X = standardize.transform(X)
+    if n_support is not None and support is not None:
+        raise ValueError("give support (a fraction or a count per task) or n_support, not both")
+    rng = np.random.default_rng(_validation.seed("seed", seed))
+    if stratify and y.ndim != 1:
+        raise ValueError(f"stratify needs one target column of class labels, got {targets!r}")
+    order = np.arange(len(names))
+    if shuffle or stratify:   # a permutation per task; from_groups keeps the order within a task
+        order = np.empty(0, dtype=np.int64)
+        for t in np.unique(key):
+            rows = np.flatnonzero(key == t)
+            part = stratified_order(rng, y[rows]) if stratify else rng.permutation(rows.shape[0])
+            order = np.concatenate([order, rows[part]])
+    X, y, key, names = X[order], y[order], key[order], names[order]
+    if support is not None:
+        sizes = np.unique(key, return_counts=True)[1]
+        n_support = _support_counts(support, sizes)
+    ts = TaskSet.from_groups(X, y, key, n_support=n_support, dtype=dtype)
+    first = np.unique(key, return_index=True)[1]
+    return TaskSet.from_checked(ts.X, ts.y, ts.offsets, ts.n_support, ts.task_ids,
+                                names=names[first].tolist())
 
-    def floats(col):
-        try:
-            return np.asarray(get(col), dtype=np.float64)
-        except ValueError as exc:
-            raise ValueError(f"column {col!r} of {source} must be numeric: {exc}") from None
 
-    X = np.column_stack([floats(c) for c in features])
-    y = floats(targets[0]) if len(targets) == 1 else np.column_stack([floats(c) for c in targets])
-    groups = np.asarray(get(task))
-    if groups.dtype == object or groups.dtype.kind == "U":
-        groups = groups.astype(str)
-        try:  # numeric task ids read from text sort as numbers, not as strings
-            groups = groups.astype(np.int64)
-        except ValueError:
-            pass
-    return TaskSet.from_groups(X, y, groups, n_support=n_support, dtype=dtype)
+def _support_counts(support, sizes):
+    """Support rows per task: a fraction in (0, 1) of every task's rows (rounded, at least 1 and
+    at most n − 1 when the task has 2 rows or more) or a count (at most every task's size)."""
+    if isinstance(support, (bool, np.bool_)):
+        raise TypeError(f"support must be a fraction in (0, 1) or a row count, got {support!r}")
+    if isinstance(support, numbers.Integral):
+        n = _validation.integer("support", support, minimum=0)
+        if n > sizes.min():
+            raise ValueError(f"support={n} rows, but a task has only {int(sizes.min())} rows")
+        return np.full(sizes.shape, n, dtype=np.int64)
+    f = _validation.real("support", support, minimum=0.0, maximum=1.0, min_open=True,
+                         max_open=True)
+    counts = np.round(f * sizes).astype(np.int64)
+    return np.where(sizes >= 2, np.clip(counts, 1, sizes - 1), sizes)
 
 
-def from_dataframe(df, *, task, target, features=None, n_support=None, dtype=None):
+def from_dataframe(df, *, task, target, features=None, n_support=None, support=None,
+                   shuffle=False, stratify=False, standardize=None, fit_tasks=None, seed=0,
+                   dtype=None):
     """A TaskSet from a pandas DataFrame (or a dict of equal-length columns).
 
-    task: the column naming each row's task; target: the column (or list of columns) to predict;
-    features: the input columns (default: every other column); n_support: support rows per task
-    (None: all rows; an int; or one int per task in sorted task order).
+    task: the column naming each row's task (ids kept as written; ``TaskSet.names``);
+    target: the column (or list of columns) to predict; features: the input columns (default:
+    every other column); column names are the table's labels (strings or integers).
+    support: support rows per task, a fraction in (0, 1) or a count (or n_support: None, an int,
+    or one int per task in task order); shuffle: shuffle each task's rows first (seeded by
+    ``seed``); stratify: shuffle within classes so that support and query rows keep each task's
+    class proportions; standardize: a :class:`Standardizer`, fitted here (on ``fit_tasks``, a
+    list of task ids, or on every task) when not yet fitted, else applied as fitted.
     """
-    columns = [str(c) for c in (df.columns if hasattr(df, "columns") else df.keys())]
     if hasattr(df, "columns"):
-        get = lambda c: df[c].to_numpy()  # noqa: E731
+        columns = list(df.columns)
+        _check_columns(columns, "the table")
+
+        def get(c):
+            return df[c].to_numpy()
     else:
-        get = lambda c: df[c]  # noqa: E731
-    return _build(columns, get, task, target, features, n_support, dtype, "the table")
+        columns = list(df.keys())
+
+        def get(c):
+            return df[c]
+    return _build(columns, get, task=task, target=target, features=features,
+                  n_support=n_support, support=support, shuffle=shuffle, stratify=stratify,
+                  standardize=standardize, fit_tasks=fit_tasks, seed=seed, dtype=dtype,
+                  source="the table")
 
 
-def from_csv(path, *, task, target, features=None, n_support=None, dtype=None, delimiter=","):
-    """A TaskSet from a CSV file with a header row (arguments as :func:`from_dataframe`)."""
+def from_csv(path, *, task, target, features=None, n_support=None, support=None, shuffle=False,
+             stratify=False, standardize=None, fit_tasks=None, seed=0, dtype=None,
+             delimiter=","):
+    """A TaskSet from a CSV file with a header row (arguments as :func:`from_dataframe`). The
+    file is read as UTF-8 (a byte-order mark is dropped); every value is text, so task ids are
+    kept exactly as written."""
     path = os.fspath(path)
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh, delimiter=delimiter)
         try:
             header = [h.strip() for h in next(reader)]
@@ -87,9 +312,13 @@ def from_csv(path, *, task, target, features=None, n_support=None, dtype=None, d
         rows = [r for r in reader if r]
     if not rows:
         raise ValueError(f"{path} has a header but no rows")
+    _check_columns(header, path)
     bad = next((i for i, r in enumerate(rows) if len(r) != len(header)), None)
     if bad is not None:
         raise ValueError(f"{path}: line {bad + 2} has {len(rows[bad])} fields, the header "
                          f"{len(header)}")
     table = {h: [r[j].strip() for r in rows] for j, h in enumerate(header)}
-    return _build(header, lambda c: table[c], task, target, features, n_support, dtype, path)
+    return _build(header, lambda c: table[c], task=task, target=target, features=features,
+                  n_support=n_support, support=support, shuffle=shuffle, stratify=stratify,
+                  standardize=standardize, fit_tasks=fit_tasks, seed=seed, dtype=dtype,
+                  source=path)

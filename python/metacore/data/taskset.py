@@ -11,7 +11,9 @@ A :class:`TaskSet` holds ``T`` tasks as one block of rows:
 - ``task_ids`` of shape ``(T,)``: the identity of each task in the set it was first built from
   (kept by :meth:`TaskSet.subset` and :meth:`TaskSet.split_tasks`; it picks the output head of a
   model with per-task heads);
-- ``names``: optionally one string per task (a school, a user), kept like ``task_ids``.
+- ``names``: one string per task, the task's label as the user wrote it (``from_groups`` and the
+  tabular loaders; else ``str(task_id)``), kept by every derived set, so a split says which tasks
+  it holds.
 
 The buffers are private copies made once at creation and exposed read-only, so the compiled core can
 use them without copying and the caller's arrays are never aliased.
@@ -194,13 +196,13 @@ class TaskSet:
     @classmethod
     def from_checked(cls, X, y, offsets, n_support, task_ids, names=None):
         """For the library's own use: a TaskSet over already checked arrays that nobody else
-        writes to (no checks, no copy; ``names`` a tuple of str or None)."""
+        writes to (no checks, no copy); ``names`` one string per task or None."""
         self = cls.__new__(cls)
         self._set(X, y, offsets, n_support, task_ids, names)
         return self
 
     def _set(self, X, y, offsets, n_support, task_ids, names=None):
-        self._names = names
+        self._names = None if names is None else tuple(str(n) for n in names)
         self._X = _frozen(X)
         self._y = _frozen(y)
         self._offsets = _frozen(offsets)
@@ -265,14 +267,15 @@ class TaskSet:
             raise TypeError(f"groups must hold integers or strings, got dtype {g.dtype}")
         if g.dtype.kind == "f" and not np.isfinite(g).all():
             raise ValueError(f"groups must be finite, found {g[~np.isfinite(g)][0]}")
-        _, inverse = np.unique(g, return_inverse=True)
+        labels, inverse = np.unique(g, return_inverse=True)
         inverse = inverse.reshape(-1)
         order = np.argsort(inverse, kind="stable")  # stable: rows keep their order within a task
         sizes = np.bincount(inverse).astype(np.int64)
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         # Fancy indexing allocates: the gathered buffers are private.
         return cls.from_checked(X_c[order], y_c[order], offsets, _check_support(n_support, sizes),
-                                np.arange(sizes.shape[0], dtype=np.int64))
+                                np.arange(sizes.shape[0], dtype=np.int64),
+                                names=[str(v) for v in labels.tolist()])
 
     # --- buffers and shape facts -----------------------------------------------------------------
     @property
@@ -301,8 +304,10 @@ class TaskSet:
         return self._task_ids
 
     @property
-    def names(self):
-        """A tuple of one name (str) per task, or None when the tasks have no names."""
+    def names(self) -> tuple:
+        """(T,) strings: each task's name (its group label as written, else its task_id)."""
+        if self._names is None:
+            return tuple(str(i) for i in self._task_ids.tolist())
         return self._names
 
     @property
@@ -403,9 +408,8 @@ class TaskSet:
         offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         # Row r of the new set comes from row r − offsets[j] + old_offsets[idx[j]] of this one.
         rows = np.arange(offsets[-1]) + np.repeat(self._offsets[idx] - offsets[:-1], sizes)
-        names = None if self._names is None else tuple(self._names[j] for j in idx)
         return TaskSet.from_checked(self._X[rows], self._y[rows], offsets, self._n_support[idx],
-                                    self._task_ids[idx], names)
+                                    self._task_ids[idx], [self.names[i] for i in idx.tolist()])
 
     def split_tasks(self, test_fraction=0.2, seed=0):
         """Hold out ``round(test_fraction · T)`` random tasks (at least 1, at most T − 1).
@@ -447,7 +451,7 @@ class TaskSet:
                                     self._names)
 
     def with_names(self, names):
-        """The same tasks named ``names`` (one str per task, or None for none); the read-only
+        """The same tasks named ``names`` (one str per task, or None: named by task_id); the read-only
         buffers are shared, not copied."""
         return TaskSet.from_checked(self._X, self._y, self._offsets, self._n_support,
                                     self._task_ids, _check_names(names, self.n_tasks))
@@ -508,7 +512,6 @@ class TaskSet:
 
 def _rebuild(X, y, offsets, n_support, task_ids, names=None):
     return TaskSet.from_checked(X, y, offsets, n_support, task_ids, names)
-
 
 
 def _task_list(name, value):

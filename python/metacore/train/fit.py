@@ -86,8 +86,10 @@ def _validation_arg(value, problem, n_threads):
 
 
 def _weight_eval_arg(weighting, validation, obj, n_threads):
-    """What EvalDriven evaluates: the validation tasks when they are the training tasks'
-    counterparts (same T), else the training tasks' query rows, else their rows."""
+    """What EvalDriven evaluates — the validation tasks when they are the training tasks'
+    counterparts (same T), else the training tasks' query rows, else their rows — as a callable
+    θ -> (per-task losses ℓ, per-task scores κ ∈ [0, 1]): κ = exp(−loss) for metric="loss",
+    κ = accuracy and ℓ = 1 − κ for metric="accuracy"."""
     if not isinstance(weighting, _weighting.EvalDriven):
         return None
     if isinstance(validation, Objective) and validation.n_tasks == obj.n_tasks:
@@ -98,8 +100,39 @@ def _weight_eval_arg(weighting, validation, obj, n_threads):
     else:
         rows = "query" if _scoring_rows(obj.ts) == "query" else obj.rows
         target = Objective(obj.model, obj.ts, rows=rows, n_threads=obj.n_threads)
+    if weighting.metric == "accuracy":
+        if obj.model.loss == "mse":
+            raise ValueError("weighting EvalDriven(metric='accuracy') needs a classifier (loss "
+                             "'logistic' or 'cross_entropy'); the model's loss is 'mse': use "
+                             "metric='loss'")
+
+        def accuracy(theta):
+            acc = _task_accuracies(target, theta, n_threads)
+            return 1.0 - acc, acc
+        return accuracy
     evaluate = _objective_evaluator(target, n_threads)
-    return lambda theta: evaluate(theta)[1]
+
+    def loss(theta):
+        losses = evaluate(theta)[1]
+        return losses, np.exp(-losses)
+    return loss
+
+
+def _task_accuracies(target, theta, n_threads):
+    """(T,) float64: accuracy of each task of ``target`` over the rows it evaluates."""
+    ts, model = target.ts, target.model
+    out = np.empty(ts.n_tasks)
+    for i in range(ts.n_tasks):
+        a, b = int(ts.offsets[i]), int(ts.offsets[i + 1])
+        if target.rows == "query":
+            a += int(ts.n_support[i])
+        elif target.rows == "support":
+            b = a + int(ts.n_support[i])
+        z = model.predict(theta, ts.X[a:b], task=int(ts.task_ids[i]) if model.task_heads else 0,
+                          n_threads=n_threads)
+        pred = (z > 0) if model.loss == "logistic" else np.argmax(z, axis=1)
+        out[i] = np.mean(pred == ts.y[a:b])
+    return out
 
 
 def _callbacks_arg(value):

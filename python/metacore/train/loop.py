@@ -33,7 +33,7 @@ class Settings:
     batch_tasks: int | None
     batch_rows: int | None
     validation: object          # callable θ -> (mean loss, per-task losses or None), or None
-    weight_eval: object         # EvalDriven: callable θ -> per-task losses, or None
+    weight_eval: object         # EvalDriven: callable θ -> (per-task losses, scores), or None
     eval_every: int
     stopper: object             # EarlyStopping or None
     callbacks: tuple
@@ -273,10 +273,12 @@ class Run:
 
     # --- between chunks ------------------------------------------------------------------------
     def evaluate_weights(self):
-        """EvalDriven: the core sets α from every task's evaluation loss (score exp(−loss))."""
+        """EvalDriven: the core sets α from every task's evaluation (losses and scores, by the
+        strategy's metric: see fit's _weight_eval_arg)."""
         t0 = time.perf_counter()
-        losses = np.asarray(self.s.weight_eval(self.state.theta), dtype=np.float64)
-        self.state.evaluate_weighting(self.wcfg, losses, np.exp(-losses))
+        losses, scores = self.s.weight_eval(self.state.theta)
+        self.state.evaluate_weighting(self.wcfg, np.asarray(losses, dtype=np.float64),
+                                      np.asarray(scores, dtype=np.float64))
         self.eval_time += time.perf_counter() - t0
 
     def evaluate(self):

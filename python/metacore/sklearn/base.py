@@ -1,0 +1,168 @@
+"""What the metacore estimators share: hyper-parameter checks, the net they train, input
+validation with scikit-learn's own utilities, label encoding and the mapping from net outputs to
+predictions. For the library's own use (the estimators are in :mod:`metacore.sklearn`)."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from scipy.special import expit, softmax
+from sklearn.base import BaseEstimator
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+from .. import _validation
+from ..models import MLP
+
+__all__ = ["MLPBase", "check_groups"]
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def check_groups(groups, n_rows, name="groups"):
+    """``groups`` as a 1-D array with one entry per row (integers or strings, kept exactly as
+    given: the task ids "01" and "1" are two tasks); None gives one task for every row."""
+    if groups is None:
+        return np.zeros(n_rows, dtype=np.int64)
+    g = column_or_1d(np.asarray(groups), warn=False)
+    if g.shape[0] != n_rows:
+        raise ValueError(f"{name} must have one entry per row of X ({n_rows}), got {g.shape[0]}")
+    if g.dtype == object:
+        kinds = {type(v) for v in g}
+        if not all(issubclass(k, (str, numbers.Integral)) for k in kinds) or len(kinds) > 1:
+            raise TypeError(f"{name} must hold integers or strings of one type, got "
+                            f"{sorted(k.__name__ for k in kinds)}")
+        g = g.astype(str) if issubclass(next(iter(kinds)), str) else g.astype(np.int64)
+    if g.dtype.kind == "f":
+        if not np.isfinite(g).all():
+            raise ValueError(f"{name} must be finite, found {g[~np.isfinite(g)][0]}")
+    elif g.dtype.kind not in "biuU":
+        raise TypeError(f"{name} must hold integers or strings, got dtype {g.dtype}")
+    return g
+
+
+class MLPBase(BaseEstimator):
+    """A dense net over a flat θ trained by the metacore engine (shared by every estimator).
+
+    Subclasses set ``_loss`` ("mse" or "cross_entropy") and implement ``fit``. Learned state
+    common to all: ``theta_`` (the net's parameters), ``layer_sizes_``, ``n_features_in_``,
+    ``feature_names_in_`` (when fitted on a DataFrame), ``n_outputs_``; classifiers also
+    ``classes_``.
+    """
+
+    _loss = "mse"
+
+    # --- hyper-parameters, checked when fit is called ---------------------------------------
+    def _check_common(self):
+        hidden = self.hidden_layer_sizes
+        if isinstance(hidden, numbers.Integral):
+            hidden = (hidden,)
+        hidden = () if hidden is None else tuple(hidden)
+        for h in hidden:
+            if isinstance(h, (bool, np.bool_)) or not isinstance(h, numbers.Integral) or h < 1:
+                raise ValueError(f"hidden_layer_sizes must be positive integers, got "
+                                 f"{self.hidden_layer_sizes!r}")
+        _validation.choice("activation", self.activation, ("relu", "tanh"))
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        _validation.real("learning_rate_init", self.learning_rate_init, minimum=0.0,
+                         min_open=True)
+        _validation.integer("max_iter", self.max_iter, minimum=1)
+        if self.n_threads is not None:
+            _validation.n_threads(self.n_threads)
+        _validation.integer("verbose", int(self.verbose), minimum=0)
+        return [int(h) for h in hidden]
+
+    def _seeds(self):
+        """(init seed, training seed) from random_state."""
+        rs = check_random_state(self.random_state)
+        return int(rs.randint(2**31 - 1)), int(rs.randint(2**31 - 1))
+
+    @property
+    def _is_classifier(self):
+        return self._loss != "mse"
+
+    # --- data -------------------------------------------------------------------------------
+    def _validate_fit_data(self, X, y):
+        """(X of the working dtype, targets for the net: class codes or float values)."""
+        dt = DTYPES[self.dtype]
+        if self._is_classifier:
+            X, y = validate_data(self, X, y, dtype=dt)
+            check_classification_targets(y)
+            encoder = LabelEncoder().fit(y)
+            self.classes_ = encoder.classes_
+            if self.classes_.shape[0] < 2:
+                raise ValueError(f"y has only one class ({self.classes_[0]!r}); a classifier "
+                                 f"needs at least 2 classes")
+            return X, encoder.transform(y).astype(dt)
+        X, y = validate_data(self, X, y, dtype=dt, multi_output=True, y_numeric=True)
+        y = np.asarray(y, dtype=dt)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        self._single_output = y.ndim == 1
+        return X, y
+
+    def _validate_X(self, X):
+        check_is_fitted(self, "theta_")
+        return validate_data(self, X, reset=False, dtype=DTYPES[self.dtype])
+
+    def _n_outputs_for(self, y):
+        if self._is_classifier:
+            return int(self.classes_.shape[0])
+        return 1 if y.ndim == 1 else int(y.shape[1])
+
+    # --- the net ----------------------------------------------------------------------------
+    def _new_model(self, hidden, n_outputs, task_heads=None):
+        self.layer_sizes_ = tuple([int(self.n_features_in_)] + hidden + [int(n_outputs)])
+        self.n_outputs_ = int(n_outputs)
+        model = MLP(list(self.layer_sizes_), activation=self.activation, loss=self._loss,
+                    task_heads=task_heads)
+        self.__dict__["_cache"] = {"model": model}   # predict then leaves __dict__ unchanged
+        return model
+
+    def _task_heads(self):
+        return None
+
+    def _model(self):
+        """The fitted net (rebuilt after unpickling: compiled nets are not pickled)."""
+        cache = self.__dict__.setdefault("_cache", {})
+        if "model" not in cache:
+            cache["model"] = MLP(list(self.layer_sizes_), activation=self.activation,
+                                 loss=self._loss, task_heads=self._task_heads())
+        return cache["model"]
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state = dict(state)
+        state.pop("_cache", None)
+        return state
+
+    def _raw(self, theta, X, task=0):
+        """Net outputs (n, k) for rows X."""
+        out = self._model().predict(theta, X, task=task, n_threads=self.n_threads)
+        return out.reshape(X.shape[0], -1)
+
+    # --- outputs to predictions -------------------------------------------------------------
+    def _to_prediction(self, raw, classes=None):
+        if self._is_classifier:
+            classes = self.classes_ if classes is None else classes
+            return classes[np.argmax(raw[:, :classes.shape[0]], axis=1)]
+        out = raw.astype(np.float64)
+        return out[:, 0] if getattr(self, "_single_output", True) else out
+
+    def _to_proba(self, raw, classes=None):
+        classes = self.classes_ if classes is None else classes
+        raw = raw[:, :classes.shape[0]].astype(np.float64)
+        if raw.shape[1] == 1:   # never produced by our nets, kept for completeness
+            p = expit(raw[:, 0])
+            return np.column_stack([1.0 - p, p])
+        return softmax(raw, axis=1)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        if not self._is_classifier:
+            tags.target_tags.multi_output = True
+        return tags

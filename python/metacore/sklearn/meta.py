@@ -1,0 +1,325 @@
+r"""Meta-learning estimators: ``fit(X, y, groups=task)`` learns an initial θ from episodes drawn
+from the tasks, ``adapt(X_support, y_support)`` turns it into a model of a new task in a few
+gradient steps."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
+
+from .. import _validation
+from ..learners import ANIL, FOMAML, MAML, MetaSGD, Reptile
+from ..optim import Adam
+from ..problems import MetaObjective
+from ..train.fit import fit as _engine_fit
+from .base import DTYPES, MLPBase, check_groups
+from .episodes import EpisodeSampler, stratified_order, support_size
+
+__all__ = ["MetaMLPRegressor", "MetaMLPClassifier"]
+
+LEARNERS = {"maml": MAML, "fomaml": FOMAML, "anil": ANIL, "metasgd": MetaSGD, "reptile": Reptile}
+
+
+class _Meta(MLPBase):
+    n_way = None
+    k_shot = None
+    q_query = None
+
+    # --- pieces ------------------------------------------------------------------------------
+    def _learner(self):
+        cache = self.__dict__.setdefault("_cache", {})
+        if "learner" not in cache:
+            cls = LEARNERS[self.learner]
+            kw = {"inner_lr": self.inner_lr, "inner_steps": self.inner_steps,
+                  "n_threads": self.n_threads}
+            if cls is Reptile:
+                kw["outer_lr"] = self.outer_lr
+            cache["learner"] = cls(self._model(), **kw)
+        return cache["learner"]
+
+    def _check_meta(self):
+        _validation.choice("learner", self.learner, tuple(LEARNERS))
+        _validation.real("inner_lr", self.inner_lr, minimum=0.0)
+        _validation.integer("inner_steps", self.inner_steps, minimum=1)
+        _validation.real("outer_lr", self.outer_lr, minimum=0.0, min_open=True)
+        _validation.integer("meta_batch", self.meta_batch, minimum=1)
+        _validation.integer("resample_every", self.resample_every, minimum=1)
+        support_size(self.support, 2)
+        _validation.optional_integer("query", self.query, minimum=1)
+        if (self.n_way is None) != (self.k_shot is None):
+            raise ValueError(f"n_way and k_shot go together: give both or neither, got "
+                             f"n_way={self.n_way!r}, k_shot={self.k_shot!r}")
+        if self.n_way is not None:
+            _validation.integer("n_way", self.n_way, minimum=2)
+            _validation.integer("k_shot", self.k_shot, minimum=1)
+        _validation.optional_integer("q_query", self.q_query, minimum=1)
+
+    def fit(self, X, y, groups=None):
+        """Meta-train on episodes drawn from the tasks ``groups`` (see
+        :mod:`metacore.sklearn.episodes`): a fresh pool of ``meta_batch × resample_every``
+        episodes every ``resample_every`` steps, ``meta_batch`` of them per step."""
+        hidden = self._check_common()
+        self._check_meta()
+        X, y = self._validate_fit_data(X, y)
+        g = check_groups(groups, X.shape[0])
+        self.tasks_, codes = np.unique(g, return_inverse=True)
+        self.n_tasks_ = int(self.tasks_.shape[0])
+        n_out = self.n_way if self.n_way is not None else self._n_outputs_for(y)
+        model = self._new_model(hidden, n_out)
+        learner = self._learner()
+        sampler = EpisodeSampler(X, y, codes, support=self.support, query=self.query,
+                                 stratify=self._is_classifier, n_way=self.n_way,
+                                 k_shot=self.k_shot, q_query=self.q_query)
+        init_seed, seed = self._seeds()
+        start = model.init(seed=init_seed, dtype=X.dtype)
+        if isinstance(learner, MetaSGD):
+            start = learner.init(start)
+        optimizer = (learner.default_optimizer(self.max_iter) if isinstance(learner, Reptile)
+                     else Adam(lr=self.learning_rate_init))
+        bar = _progress(self.max_iter) if self.verbose else None
+        curves, done, pool = [], 0, 0
+        try:
+            while done < self.max_iter:
+                n = min(self.resample_every, self.max_iter - done)
+                tasks = sampler.draw(self.meta_batch * n, seed, pool)
+                problem = MetaObjective(learner, tasks, meta_batch=self.meta_batch,
+                                        n_threads=self.n_threads)
+                start = _engine_fit(problem, start, optimizer=optimizer if pool == 0 else None,
+                                    steps=n, eval_every=n, progress=False, seed=seed,
+                                    n_threads=self.n_threads)
+                curves.append(np.asarray(start.history.objective, dtype=np.float64))
+                done, pool = done + n, pool + 1
+                if bar is not None:
+                    bar.update(n)
+                    bar.set_postfix(loss=f"{curves[-1][-1]:.4g}")
+        finally:
+            if bar is not None:
+                bar.close()
+        self.params_ = start.theta
+        self.theta_ = self.params_[:model.n_params]
+        self.loss_curve_ = np.concatenate(curves)
+        self.n_iter_ = int(self.max_iter)
+        return self
+
+    # --- a new task ---------------------------------------------------------------------------
+    def _support_targets(self, y_support, n_rows):
+        """(targets for the net, the classes they stand for or None)."""
+        dt = DTYPES[self.dtype]
+        if not self._is_classifier:
+            y = check_array(y_support, ensure_2d=False, dtype=dt, input_name="y_support")
+            want = (n_rows,) if self._single_output else (n_rows, self.n_outputs_)
+            if y.shape != want and not (self._single_output and y.shape == (n_rows, 1)):
+                raise ValueError(f"y_support must have shape {want}, got {y.shape}")
+            return y.reshape(want), None
+        y = column_or_1d(y_support, warn=True)
+        if y.shape[0] != n_rows:
+            raise ValueError(f"y_support must have one label per row of X_support ({n_rows}), "
+                             f"got {y.shape[0]}")
+        check_classification_targets(y)
+        if self.n_way is not None:
+            classes = np.unique(y)
+            if classes.shape[0] > self.n_way:
+                raise ValueError(f"y_support has {classes.shape[0]} classes; this model was "
+                                 f"meta-trained on {self.n_way}-way episodes")
+        else:
+            classes = self.classes_
+            unseen = np.setdiff1d(np.unique(y), classes)
+            if unseen.shape[0]:
+                raise ValueError(f"y_support: classes {unseen[:5].tolist()} were not seen in "
+                                 f"fit; meta-train with n_way/k_shot to adapt to new classes")
+        return np.searchsorted(classes, y).astype(dt), classes
+
+    def adapt(self, X_support, y_support, *, steps=None):
+        """A fitted estimator for a new task: θ adapted by the learner's inner loop (``steps``
+        steps, default ``inner_steps``) on the task's labelled rows. Its ``predict``,
+        ``predict_proba`` and ``score`` work as usual; this estimator is left unchanged."""
+        check_is_fitted(self, "params_")
+        Xs = self._validate_X(X_support)
+        ys, classes = self._support_targets(y_support, Xs.shape[0])
+        theta = self._learner().adapt(self.params_, Xs, ys, steps=steps)
+        new = copy.copy(self)
+        new.theta_ = theta
+        new.adapted_ = True
+        if classes is not None:
+            new.classes_ = classes
+        return new
+
+    def adapt_predict(self, X_support, y_support, X_query, *, steps=None):
+        """Predictions for ``X_query`` after adapting to (X_support, y_support): one call into
+        the core (the latency path)."""
+        check_is_fitted(self, "params_")
+        Xs = self._validate_X(X_support)
+        Xq = self._validate_X(X_query)
+        ys, classes = self._support_targets(y_support, Xs.shape[0])
+        raw = self._learner().adapt_predict(self.params_, Xs, ys, Xq, steps=steps)
+        return self._to_prediction(np.asarray(raw).reshape(Xq.shape[0], -1), classes)
+
+    def _check_ready(self):
+        if self.n_way is not None and not getattr(self, "adapted_", False):
+            raise ValueError("this model was meta-trained on N-way episodes whose labels are "
+                             "drawn afresh for every task: adapt(X_support, y_support) to a "
+                             "task first, then predict with the estimator it returns")
+
+    def predict(self, X):
+        """Predictions of the current θ: the adapted one after :meth:`adapt`, else the
+        meta-learned initialisation (no adaptation)."""
+        X = self._validate_X(X)
+        self._check_ready()
+        return self._to_prediction(self._raw(self.theta_, X))
+
+    def few_shot_score(self, X, y, groups=None, sample_weight=None):
+        """R² (regressors) or accuracy (classifiers) of ``predict(X)``; with ``groups``, the
+        few-shot score: each task's rows are split into support (``support``) and query rows
+        (stratified for classifiers), θ is adapted on the support rows and scored on the query
+        rows, all query rows pooled (sample_weight then unused)."""
+        metric = accuracy_score if self._is_classifier else r2_score
+        if groups is None:
+            return metric(y, self.predict(X), sample_weight=sample_weight)
+        X = self._validate_X(X)
+        y = np.asarray(y)
+        g = check_groups(groups, X.shape[0])
+        rng = np.random.default_rng(self._seeds()[1])
+        truth, pred = [], []
+        for task in np.unique(g):
+            rows = np.flatnonzero(g == task)
+            if rows.shape[0] < 2:
+                continue
+            order = (stratified_order(rng, y[rows]) if self._is_classifier
+                     else rng.permutation(rows.shape[0]))
+            s = min(support_size(self.support, rows.shape[0]), rows.shape[0] - 1)
+            sup, qry = rows[order[:s]], rows[order[s:]]
+            pred.append(self.adapt_predict(X[sup], y[sup], X[qry]))
+            truth.append(y[qry])
+        if not truth:
+            raise ValueError("score with groups needs a task with at least 2 rows")
+        return metric(np.concatenate(truth), np.concatenate(pred))
+
+
+def _progress(total):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:   # no bar without tqdm (a dependency, but maybe not installed here)
+        return None
+    return tqdm(total=total, unit="step", desc="meta-training")
+
+
+_DOC_PARAMS = r"""
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default (64,)
+    activation : {"relu", "tanh"}
+    learner : {"maml", "fomaml", "anil", "metasgd", "reptile"}, default "maml"
+        The meta-learner (:mod:`metacore.learners`).
+    inner_lr, inner_steps : float, int
+        The inner loop: ``inner_steps`` SGD steps of rate ``inner_lr`` on the support rows.
+    outer_lr : float, default 0.1
+        Reptile's outer step ε (annealed linearly to 0); other learners use Adam.
+    meta_batch : int, default 8
+        Episodes per meta-step.
+    support : float in (0, 1) or int, default 0.5
+        Support rows of an episode: a fraction of its task's rows or a count (also used by
+        ``score(..., groups=...)``).
+    query : int or None
+        Query rows per episode (None: all the task's other rows).
+    learning_rate_init : float, default 1e-3
+        Adam's outer learning rate.
+    max_iter : int, default 500
+        Meta-steps.
+    resample_every : int, default 50
+        Steps between fresh pools of episodes.
+    dtype, random_state, n_threads, verbose
+        As :class:`MultiTaskMLPRegressor`.
+
+    Attributes
+    ----------
+    params_ : ndarray
+        The meta-learned parameters (Meta-SGD: θ and its per-parameter rates).
+    theta_ : ndarray (P,)
+        The net's θ predictions use (after :meth:`adapt`, the adapted θ).
+    tasks_, n_tasks_, loss_curve_ (the meta-loss per step), layer_sizes_, n_outputs_,
+    n_features_in_, feature_names_in_
+"""
+
+
+class MetaMLPRegressor(RegressorMixin, _Meta):
+    def score(self, X, y, groups=None, sample_weight=None):
+        return self.few_shot_score(X, y, groups, sample_weight)
+
+    score.__doc__ = _Meta.few_shot_score.__doc__
+
+    def __init__(self, hidden_layer_sizes=(64,), *, activation="relu", learner="maml",
+                 inner_lr=0.01, inner_steps=1, outer_lr=0.1, meta_batch=8, support=0.5,
+                 query=None, learning_rate_init=1e-3, max_iter=500, resample_every=50,
+                 dtype="float32", random_state=None, n_threads=None, verbose=0):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.learner = learner
+        self.inner_lr = inner_lr
+        self.inner_steps = inner_steps
+        self.outer_lr = outer_lr
+        self.meta_batch = meta_batch
+        self.support = support
+        self.query = query
+        self.learning_rate_init = learning_rate_init
+        self.max_iter = max_iter
+        self.resample_every = resample_every
+        self.dtype = dtype
+        self.random_state = random_state
+        self.n_threads = n_threads
+        self.verbose = verbose
+
+
+class MetaMLPClassifier(ClassifierMixin, _Meta):
+    _loss = "cross_entropy"
+
+    def score(self, X, y, groups=None, sample_weight=None):
+        return self.few_shot_score(X, y, groups, sample_weight)
+
+    score.__doc__ = _Meta.few_shot_score.__doc__
+
+    def __init__(self, hidden_layer_sizes=(64,), *, activation="relu", learner="maml",
+                 inner_lr=0.1, inner_steps=1, outer_lr=0.1, meta_batch=8, support=0.5,
+                 query=None, n_way=None, k_shot=None, q_query=None, learning_rate_init=1e-3,
+                 max_iter=500, resample_every=50, dtype="float32", random_state=None,
+                 n_threads=None, verbose=0):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.learner = learner
+        self.inner_lr = inner_lr
+        self.inner_steps = inner_steps
+        self.outer_lr = outer_lr
+        self.meta_batch = meta_batch
+        self.support = support
+        self.query = query
+        self.n_way = n_way
+        self.k_shot = k_shot
+        self.q_query = q_query
+        self.learning_rate_init = learning_rate_init
+        self.max_iter = max_iter
+        self.resample_every = resample_every
+        self.dtype = dtype
+        self.random_state = random_state
+        self.n_threads = n_threads
+        self.verbose = verbose
+
+    def predict_proba(self, X):
+        """Class probabilities (n, n_classes) of the current θ, in the order of ``classes_``."""
+        X = self._validate_X(X)
+        self._check_ready()
+        return self._to_proba(self._raw(self.theta_, X))
+
+
+MetaMLPRegressor.__doc__ = (
+    "A meta-learned MLP regressor (mean squared error): ``fit(X, y, groups=task)`` meta-trains "
+    "an initial θ on episodes of the tasks; ``adapt(X_support, y_support)`` returns a fitted "
+    "estimator for a new task.\n" + _DOC_PARAMS)
+MetaMLPClassifier.__doc__ = (
+    "A meta-learned MLP classifier (softmax cross-entropy). Episodes are stratified by class; "
+    "with ``n_way`` and ``k_shot`` they are N-way K-shot episodes (``q_query`` query rows per "
+    "class, default all the others), whose labels are drawn afresh per task, so the model can "
+    "adapt to classes never seen in fit (``adapt`` first, then predict).\n" + _DOC_PARAMS)

@@ -1,0 +1,224 @@
+r"""Multi-task estimators: one net trained on every task at once, minimising
+Σ_i α_i f_i(θ) + (λ/2)‖θ‖² over the tasks given by ``groups``."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.metrics import accuracy_score, r2_score
+
+from .. import _validation
+from .. import weighting as _weighting
+from ..data.taskset import TaskSet
+from ..optim import Adam
+from ..problems import Objective
+from ..train.fit import fit as _engine_fit
+from .base import MLPBase, check_groups
+
+__all__ = ["MultiTaskMLPRegressor", "MultiTaskMLPClassifier", "weighting_by_name"]
+
+_NAMES = {name.lower(): cls for name, cls in _weighting.BY_NAME.items() if name != "Fixed"}
+_NAMES["eval_driven"] = _NAMES["evaldriven"]
+
+
+def weighting_by_name(value, classifier):
+    """A weighting strategy from ``weighting=``: None or "uniform" (α = 1/T), a strategy's name
+    in lower case ("dwa", "mgda", "evaldriven", ...; EvalDriven scores classifiers by accuracy),
+    or a :mod:`metacore.weighting` object."""
+    if value is None:
+        return None
+    if isinstance(value, _weighting.Weighting):
+        return value
+    if isinstance(value, str) and value.lower() in _NAMES:
+        cls = _NAMES[value.lower()]
+        if cls is _weighting.EvalDriven:
+            return cls(metric="accuracy" if classifier else "loss", eval_every=10)
+        return cls()
+    raise ValueError(f"weighting must be None, one of {sorted(_NAMES)} or a metacore.weighting "
+                     f"object, got {value!r}")
+
+
+class _MultiTask(MLPBase):
+    def __init__(self, hidden_layer_sizes=(64,), *, activation="relu", task_heads=False,
+                 weighting=None, alpha=0.0, learning_rate_init=0.01, max_iter=200,
+                 batch_tasks=None, batch_rows=None, validation_fraction=0.2, warm_start=False,
+                 dtype="float32", random_state=None, n_threads=None, verbose=0):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.task_heads = task_heads
+        self.weighting = weighting
+        self.alpha = alpha
+        self.learning_rate_init = learning_rate_init
+        self.max_iter = max_iter
+        self.batch_tasks = batch_tasks
+        self.batch_rows = batch_rows
+        self.validation_fraction = validation_fraction
+        self.warm_start = warm_start
+        self.dtype = dtype
+        self.random_state = random_state
+        self.n_threads = n_threads
+        self.verbose = verbose
+
+    def _task_heads(self):
+        return self.n_tasks_ if self.task_heads else None
+
+    def fit(self, X, y, groups=None):
+        """Train on the rows of every task at once.
+
+        groups : array-like of shape (n_samples,), optional
+            The task of each row (integers or strings, taken exactly as written). None: one task.
+        """
+        hidden = self._check_common()
+        _validation.boolean("task_heads", self.task_heads)
+        _validation.real("alpha", self.alpha, minimum=0.0)
+        fraction = _validation.real("validation_fraction", self.validation_fraction, minimum=0.0,
+                                    maximum=1.0, max_open=True)
+        warm = (self.warm_start and hasattr(self, "theta_"))
+        old = (self.layer_sizes_, getattr(self, "classes_", None), self.tasks_) if warm else None
+        X, y = self._validate_fit_data(X, y)
+        g = check_groups(groups, X.shape[0])
+        self.tasks_, codes = np.unique(g, return_inverse=True)
+        self.n_tasks_ = int(self.tasks_.shape[0])
+        strategy = weighting_by_name(self.weighting, self._is_classifier)
+        init_seed, seed = self._seeds()
+        # EvalDriven adjusts α from held-out rows: a validation_fraction of each task's rows,
+        # drawn at random, become its query rows (a task of one row keeps it for training).
+        n_support = None
+        if isinstance(strategy, _weighting.EvalDriven) and fraction > 0:
+            order = np.random.default_rng(seed).permutation(X.shape[0])
+            X, y, codes = X[order], y[order], codes[order]
+            sizes = np.bincount(codes)
+            n_support = np.where(sizes >= 2, sizes - np.maximum(1, np.round(fraction * sizes)),
+                                 sizes).astype(np.int64)
+        ts = TaskSet.from_groups(X, y, codes, n_support=n_support)
+        model = self._new_model(hidden, self._n_outputs_for(y),
+                                self.n_tasks_ if self.task_heads else None)
+        new = (self.layer_sizes_, getattr(self, "classes_", None), self.tasks_)
+        if warm and not (old[0] == new[0] and np.array_equal(old[1], new[1])
+                         and np.array_equal(old[2], new[2])):
+            raise ValueError("warm_start=True: X, the classes or the tasks differ from the "
+                             "previous fit; refit with warm_start=False")
+        start = self.theta_ if warm else model.init(seed=init_seed, dtype=X.dtype)
+        rows = "all" if n_support is None or (ts.n_query == 0).all() else "support"
+        obj = Objective(model, ts, l2=self.alpha, rows=rows, n_threads=self.n_threads)
+        every = strategy.eval_every if isinstance(strategy, _weighting.EvalDriven) \
+            else self.max_iter
+        res = _engine_fit(obj, start, optimizer=Adam(lr=self.learning_rate_init),
+                          steps=self.max_iter, weighting=strategy, batch_tasks=self.batch_tasks,
+                          batch_rows=self.batch_rows, eval_every=every,
+                          progress=bool(self.verbose), seed=seed, n_threads=self.n_threads)
+        self.theta_ = res.theta
+        self.loss_curve_ = np.asarray(res.history.objective, dtype=np.float64)
+        self.task_weights_ = np.asarray(res.history.weights[-1], dtype=np.float64)
+        self.weights_history_ = np.asarray(res.history.weights, dtype=np.float64)
+        self.n_iter_ = int(self.max_iter)
+        return self
+
+    def _outputs(self, X, groups):
+        """Net outputs (n, k), each row through its task's head."""
+        X = self._validate_X(X)
+        if not self.task_heads:
+            if groups is not None:
+                check_groups(groups, X.shape[0])
+            return self._raw(self.theta_, X)
+        if groups is None:
+            if self.n_tasks_ == 1:
+                return self._raw(self.theta_, X)
+            raise ValueError(f"groups is needed: this model has one output head per task "
+                             f"({self.n_tasks_} tasks)")
+        g = check_groups(groups, X.shape[0])
+        if g.dtype.kind != self.tasks_.dtype.kind and not (
+                g.dtype.kind in "iub" and self.tasks_.dtype.kind in "iub"):
+            unseen = np.unique(g)
+        else:
+            unseen = np.setdiff1d(np.unique(g), self.tasks_)
+        if unseen.shape[0]:
+            shown = ", ".join(repr(v) for v in unseen[:5].tolist())
+            raise ValueError(f"groups: task(s) {shown} were not seen in fit; a model with "
+                             f"per-task heads (task_heads=True) predicts only the tasks it was "
+                             f"fitted on. Use task_heads=False (one shared head) to predict new "
+                             f"tasks")
+        task = np.searchsorted(self.tasks_, g)
+        out = np.empty((X.shape[0], self.n_outputs_), dtype=self.theta_.dtype)
+        for t in np.unique(task):
+            rows = task == t
+            out[rows] = self._raw(self.theta_, X[rows], task=int(t))
+        return out
+
+    def predict(self, X, groups=None):
+        """Predictions for rows X of the tasks ``groups`` (needed with per-task heads)."""
+        return self._to_prediction(self._outputs(X, groups))
+
+
+class MultiTaskMLPRegressor(RegressorMixin, _MultiTask):
+    r"""A multi-task MLP regressor: ``fit(X, y, groups=task)`` minimises
+    Σ_i α_i f_i(θ) + (λ/2)‖θ‖², f_i the mean squared error of task i, with the metacore engine.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default (64,)
+        Widths of the hidden layers (shared by every task).
+    activation : {"relu", "tanh"}
+    task_heads : bool, default False
+        One output layer per task after the shared trunk (hard parameter sharing). Prediction
+        then needs ``groups`` and refuses tasks unseen in fit; False: one head for every task,
+        which predicts any task.
+    weighting : None, str or metacore.weighting object
+        How α is set: None/"uniform" (1/T), or a strategy by name ("dwa", "uncertainty", "rlw",
+        "famo", "gradnorm", "mgda", "pcgrad", "cagrad", "imtlg", "nashmtl", "alignedmtl",
+        "gradvac", "evaldriven") or object (``metacore.weighting.EvalDriven(...)``).
+    alpha : float, default 0
+        L2 penalty λ on all of θ.
+    learning_rate_init : float, default 0.01
+        Adam's learning rate.
+    max_iter : int, default 200
+        Optimizer steps (each over every task's rows unless batch_tasks/batch_rows are set).
+    batch_tasks, batch_rows : int or None
+        Tasks per step and rows per drawn task (None: all).
+    validation_fraction : float in [0, 1), default 0.2
+        With EvalDriven weighting: the share of each task's rows held out to evaluate it.
+    warm_start : bool, default False
+        Continue from the previous fit's θ (same features, outputs and tasks).
+    dtype : {"float32", "float64"}, default "float32"
+        The working precision.
+    random_state : int, RandomState or None
+        Seeds the initial θ and every draw.
+    n_threads : int or None
+        None: the core's default; -1: all cores; k: k threads. Results do not depend on it.
+    verbose : int, default 0
+        Above 0: a progress bar.
+
+    Attributes
+    ----------
+    theta_ : ndarray (P,)
+        The trained parameters. ``layer_sizes_``, ``n_outputs_`` describe the net.
+    tasks_ : ndarray
+        The tasks seen in fit (sorted); ``n_tasks_`` their number.
+    task_weights_ : ndarray (T,)
+        α at the end; ``weights_history_`` (E, T) α at every evaluation.
+    loss_curve_ : ndarray (max_iter,)
+        The objective at every step.
+    n_features_in_, feature_names_in_
+    """
+
+    def score(self, X, y, groups=None, sample_weight=None):
+        """R² of ``predict(X, groups)`` (averaged uniformly over outputs)."""
+        return r2_score(y, self.predict(X, groups), sample_weight=sample_weight)
+
+
+class MultiTaskMLPClassifier(ClassifierMixin, _MultiTask):
+    r"""A multi-task MLP classifier (softmax cross-entropy): ``fit(X, y, groups=task)``
+    minimises Σ_i α_i f_i(θ) + (λ/2)‖θ‖² over the tasks; ``weighting="evaldriven"`` sets α from
+    each task's held-out accuracy. Parameters and attributes as :class:`MultiTaskMLPRegressor`,
+    plus ``classes_``; ``predict_proba(X, groups=None)`` gives class probabilities."""
+
+    _loss = "cross_entropy"
+
+    def predict_proba(self, X, groups=None):
+        """Class probabilities (n, n_classes) in the order of ``classes_``."""
+        return self._to_proba(self._outputs(X, groups))
+
+    def score(self, X, y, groups=None, sample_weight=None):
+        """Accuracy of ``predict(X, groups)``."""
+        return accuracy_score(y, self.predict(X, groups), sample_weight=sample_weight)
+

@@ -1,0 +1,138 @@
+"""The tabular loaders: task ids kept exactly as written, what is ambiguous refused with the column
+named, support/shuffle/stratify splits, standardisation fitted on training tasks only, task names
+carried through derived sets."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import metacore as mc
+from metacore.data.tabular import Standardizer, from_csv, from_dataframe
+
+pd = pytest.importorskip("pandas")
+
+
+def write(tmp_path, text, name="t.csv", encoding="utf-8"):
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+# --- task ids, names -----------------------------------------------------------------------------
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ids=st.lists(st.text(alphabet="0123ab", min_size=1, max_size=3), min_size=1, max_size=30),
+       values=st.data())
+def test_csv_task_ids_are_kept_exactly_as_written(tmp_path, ids, values):
+    xs = values.draw(st.lists(st.floats(-1e6, 1e6), min_size=len(ids), max_size=len(ids)))
+    lines = ["task,x,y"] + [f"{t},{x!r},{i}" for i, (t, x) in enumerate(zip(ids, xs))]
+    ts = from_csv(write(tmp_path, "\n".join(lines)), task="task", target="y")
+    assert sorted(ts.names) == sorted(set(ids))
+    for name, size in zip(ts.names, ts.task_sizes):
+        assert ids.count(name) == size
+    for i, name in enumerate(ts.names):     # rows keep their file order within a task
+        expected = [x for t, x in zip(ids, xs) if t == name]
+        np.testing.assert_array_equal(ts[i][0][:, 0], expected)
+
+
+def test_leading_zero_ids_are_not_merged(tmp_path):
+    ts = from_csv(write(tmp_path, "task,x,y\n01,1,0\n1,2,1\n1,3,1\n"), task="task", target="y")
+    assert ts.names == ("01", "1") and ts.task_sizes.tolist() == [1, 2]
+
+
+def test_integer_ids_sort_numerically_and_names_stay_text(tmp_path):
+    ts = from_csv(write(tmp_path, "task,x,y\n10,1,0\n2,2,1\n"), task="task", target="y")
+    assert ts.names == ("2", "10")
+
+
+def test_a_utf8_bom_does_not_hide_the_first_column(tmp_path):
+    path = write(tmp_path, "\ufefftask,x,y\na,1,0\n")
+    assert from_csv(path, task="task", target="y").names == ("a",)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("task,x,y\n,1,0\na,2,1\n", r"task column 'task'.*row 0 has no task id"),
+    ("task,x,x,y\na,1,2,0\n", r"column name 'x' more than once"),
+    ("task,x,y\na,1+2j,0\n", r"column 'x'.*row 0.*complex"),
+    ("task,x,y\na,abc,0\n", r"column 'x'.*must be numeric: row 0"),
+    ("task,x,y\na,nan,0\n", r"column 'x'.*must be finite"),
+])
+def test_csv_refuses_what_is_ambiguous_naming_the_column(tmp_path, text, match):
+    with pytest.raises(ValueError, match=match):
+        from_csv(write(tmp_path, text), task="task", target="y")
+
+
+def test_dataframe_refusals_name_the_column():
+    base = {"task": ["a", "b"], "x": [1.0, 2.0], "y": [0.0, 1.0]}
+    with pytest.raises(ValueError, match=r"task column 'task'.*row 1 has no task id"):
+        from_dataframe(pd.DataFrame(dict(base, task=["a", None])), task="task", target="y")
+    with pytest.raises(ValueError, match=r"task column 'task'.*row 0 has no task id"):
+        from_dataframe(pd.DataFrame(dict(base, task=[np.nan, 1.0])), task="task", target="y")
+    with pytest.raises(ValueError, match=r"column 'x'.*complex"):
+        from_dataframe(pd.DataFrame(dict(base, x=[1 + 2j, 2.0])), task="task", target="y")
+    with pytest.raises(ValueError, match="mixes text and numbers"):
+        from_dataframe(dict(base, task=["1", 1]), task="task", target="y")
+    dup = pd.DataFrame([[1, 2.0, 3.0, 0.0]], columns=["task", "x", "x", "y"])
+    with pytest.raises(ValueError, match="'x' more than once"):
+        from_dataframe(dup, task="task", target="y")
+
+
+def test_integer_column_labels_work():
+    df = pd.DataFrame({0: [1, 1, 2], 1: [0.5, 1.5, 2.5], 2: [0.0, 1.0, 0.0]})
+    ts = from_dataframe(df, task=0, target=2)
+    assert ts.names == ("1", "2") and ts.n_features == 1
+
+
+# --- splits ------------------------------------------------------------------------------------
+def test_support_as_fraction_or_count_shuffle_and_stratify():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"task": np.repeat(["a", "b"], 20), "x": np.arange(40.0),
+                       "y": np.tile(np.repeat([0.0, 1.0], [15, 5]), 2)})
+    ts = from_dataframe(df, task="task", target="y", support=0.5)
+    assert ts.n_support.tolist() == [10, 10]
+    np.testing.assert_array_equal(ts.support(0)[0][:, 0], np.arange(10.0))   # file order
+    assert from_dataframe(df, task="task", target="y", support=3).n_support.tolist() == [3, 3]
+    s1 = from_dataframe(df, task="task", target="y", support=0.5, shuffle=True, seed=1)
+    s2 = from_dataframe(df, task="task", target="y", support=0.5, shuffle=True, seed=1)
+    np.testing.assert_array_equal(s1.X, s2.X)
+    assert not np.array_equal(s1.X, ts.X)
+    strat = from_dataframe(df, task="task", target="y", support=0.4, stratify=True, seed=2)
+    for i in range(2):
+        assert np.sum(strat.support(i)[1] == 1.0) == 2       # 5 of 20 positives, 8 support rows
+    with pytest.raises(ValueError, match="support"):
+        from_dataframe(df, task="task", target="y", support=1.5)
+    assert rng is not None
+
+
+def test_names_follow_subset_split_and_pickle():
+    df = pd.DataFrame({"task": list("abcdef"), "x": np.arange(6.0), "y": np.zeros(6)})
+    ts = from_dataframe(df, task="task", target="y")
+    train, test = ts.split_tasks(test_fraction=0.5, seed=0)
+    assert sorted(train.names + test.names) == list("abcdef")
+    assert ts.subset([2, 0]).names == ("c", "a")
+    assert pickle.loads(pickle.dumps(test)).names == test.names
+    assert ts.astype(np.float32).names == ts.names
+    assert mc.TaskSet.from_arrays([np.ones((1, 1))], [np.ones(1)]).names == ("0",)
+
+
+# --- standardisation ---------------------------------------------------------------------------
+def test_standardize_is_fitted_on_training_tasks_and_applied_to_others(tmp_path):
+    train = write(tmp_path, "task,x,y\na,0,0\na,2,1\nb,4,0\nb,6,1\n", "train.csv")
+    test = write(tmp_path, "task,x,y\nc,100,0\nc,3,1\n", "test.csv")
+    scaler = Standardizer()
+    tr = from_csv(train, task="task", target="y", standardize=scaler)
+    np.testing.assert_allclose(scaler.mean_, [3.0])
+    np.testing.assert_allclose(tr.X.mean(), 0.0, atol=1e-12)
+    te = from_csv(test, task="task", target="y", standardize=scaler)
+    np.testing.assert_allclose(te.X[:, 0], (np.array([100.0, 3.0]) - 3.0) / np.sqrt(5.0))
+    again = Standardizer.from_dict(scaler.to_dict())
+    np.testing.assert_allclose(again.transform([[3.0]]), [[0.0]])
+    only_a = Standardizer()
+    from_csv(train, task="task", target="y", standardize=only_a, fit_tasks=["a"])
+    np.testing.assert_allclose(only_a.mean_, [1.0])
+    with pytest.raises(ValueError, match="fit_tasks: task 'z'"):
+        from_csv(train, task="task", target="y", standardize=Standardizer(), fit_tasks=["z"])
