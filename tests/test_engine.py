@@ -425,17 +425,22 @@ def test_callbacks_stop_with_true_only_and_a_raising_callback_keeps_the_result(t
 def test_resuming_another_problem_is_refused_naming_what_differs():
     obj, _, theta0 = multitask()
     res = mc.fit(obj, theta0, steps=3, progress=False)
-    other_tasks = mc.Objective(obj.model, mc.tasks.linear_family(
-        12, n_features=4, n_rows=(30, 40), n_support=6, seed=8), l2=1e-3)
-    with pytest.raises(ValueError, match=r"another problem \(data: saved"):
-        mc.fit(other_tasks, res, steps=1, progress=False)
     with pytest.raises(ValueError, match="rows: saved 'all', now 'support'"):
         mc.fit(mc.Objective(obj.model, obj.ts, l2=1e-3, rows="support"), res, steps=1,
                progress=False)
+    with pytest.raises(ValueError, match="l2: saved 0.001, now 0.1"):
+        mc.fit(mc.Objective(obj.model, obj.ts, l2=0.1), res, steps=1, progress=False)
+    # the same objective on other tasks of the same shape continues (new data is a use of resume)
+    other_tasks = mc.Objective(obj.model, mc.tasks.linear_family(
+        12, n_features=4, n_rows=(30, 40), n_support=6, seed=8), l2=1e-3)
+    assert mc.fit(other_tasks, res, steps=2, progress=False).step == 5
     problem, _, _ = meta("maml", False)
     meta_res = mc.fit(problem, problem.model.init(seed=0), steps=2, progress=False)
     with pytest.raises(ValueError, match="saved by a meta problem, this one is multitask"):
         mc.fit(mc.Objective(problem.model, problem.tasks), meta_res, steps=1, progress=False)
+    with pytest.raises(ValueError, match="meta_batch: saved 4, now 5"):
+        mc.fit(mc.MetaObjective(problem.learner, problem.tasks, meta_batch=5), meta_res, steps=1,
+               progress=False)
 
 
 def test_results_and_saves_never_share_or_change_the_callers_arrays(tmp_path):

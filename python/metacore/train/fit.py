@@ -149,6 +149,9 @@ def _callbacks_arg(value):
     return items
 
 
+_SAME_ON_RESUME = ("kind", "n_tasks", "rows", "l2", "learner", "meta_batch")
+
+
 def _start_arg(problem, start, optimizer, weighting, seed, steps):
     """(θ₀, optimizer, weighting, seed, checkpoint to resume or None) from fit's arguments."""
     ck = start.checkpoint() if isinstance(start, FitResult) else start
@@ -174,7 +177,10 @@ def _start_arg(problem, start, optimizer, weighting, seed, steps):
     if ck.alpha.shape[0] != n_tasks:
         raise ValueError(f"start: the checkpoint has weights for {ck.alpha.shape[0]} tasks, the "
                          f"objective has {n_tasks}")
-    differ = {k: (v, want.get(k)) for k, v in ck.problem.items() if want.get(k) != v}
+    # What defines the objective must match; the task data may differ (continuing on new data,
+    # e.g. fresh pools of episodes, is a use of resume; the draws then follow the new tasks).
+    differ = {k: (v, want.get(k)) for k, v in ck.problem.items()
+              if k in _SAME_ON_RESUME and want.get(k) != v}
     if differ:       # keys a checkpoint lacks (older files) are not compared
         what = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in differ.items())
         raise ValueError(f"start: the checkpoint was saved by another problem ({what}): resume "
