@@ -67,7 +67,7 @@ class Objective:
     @property
     def weights(self) -> np.ndarray:
         """The task weights α (T,), float64."""
-        return self._weights
+        return self._weight_state[0]
 
     @weights.setter
     def weights(self, value):
@@ -83,8 +83,7 @@ class Objective:
                 i = int(np.argmax(w < 0))
                 raise ValueError(f"weights must be non-negative, got {w[i]} for task {i}")
         w.setflags(write=False)
-        self._weights = w
-        self._typed_weights = {}
+        self._weight_state = (w, {})    # α and its typed copies, swapped in one assignment
 
     @property
     def n_params(self) -> int:
@@ -102,8 +101,17 @@ class Objective:
             i = int(np.argmax(counts == 0))
             raise ValueError(f"rows={self.rows!r}: task {i} has no {self.rows} rows")
 
+    # Compiled handles and typed copies are per-process caches: never pickled, rebuilt lazily.
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_handles"] = {}
+        state["_weight_state"] = (state["_weight_state"][0], {})
+        return state
+
     def core_handle(self, dtype):
-        """The compiled objective over the tasks converted to ``dtype`` (built once per dtype)."""
+        """The compiled objective over the tasks converted to ``dtype`` (built once per dtype;
+        keyed by the canonical dtype, and stored only once built)."""
+        dtype = _validation.float_dtype("dtype", dtype)
         handle = self._handles.get(dtype)
         if handle is None:
             from . import _core
@@ -112,7 +120,7 @@ class Objective:
             y = ts.y if ts.y.ndim == 2 else ts.y.reshape(-1, 1)
             handle = cls(self.model.core_net(), ts.X, y, ts.offsets, ts.n_support, ts.task_ids,
                          self.rows)
-            self._handles[dtype] = handle
+            handle = self._handles.setdefault(dtype, handle)
         return handle
 
     def _prepare(self, theta):
@@ -121,9 +129,18 @@ class Objective:
 
     def typed_weights(self, dtype):
         """α as an array of ``dtype`` (converted once per dtype)."""
-        w = self._typed_weights.get(dtype)
+        dtype = _validation.float_dtype("dtype", dtype)
+        weights, cache = self._weight_state
+        w = cache.get(dtype)
         if w is None:
-            w = self._typed_weights[dtype] = self._weights.astype(dtype)
+            with np.errstate(over="ignore"):
+                w = weights.astype(dtype)
+            if not np.isfinite(w).all():
+                i = int(np.argmin(np.isfinite(w)))
+                raise ValueError(f"weights[{i}]={weights[i]} overflows {dtype}, the "
+                                 f"working dtype of theta")
+            w.setflags(write=False)
+            w = cache.setdefault(dtype, w)
         return w
 
     # --- the numbers ----------------------------------------------------------------------
@@ -242,6 +259,7 @@ class MetaObjective:
 
     def core_step(self, dtype):
         """The compiled meta-step over these tasks for ``dtype`` (built once per dtype)."""
+        dtype = _validation.float_dtype("dtype", dtype)
         step = self._steps.get(dtype)
         if step is None:
             from . import _core
@@ -253,8 +271,14 @@ class MetaObjective:
                 step.sample_from(ts.X, ts.y, ts.offsets, ts.n_support)
             else:
                 step.generate(*self.tasks.core_args())
-            self._steps[dtype] = step
+            step = self._steps.setdefault(dtype, step)
         return step
+
+    def __getstate__(self):
+        # the compiled meta-steps are per-process: never pickled, rebuilt lazily
+        state = dict(self.__dict__)
+        state["_steps"] = {}
+        return state
 
     def spec(self) -> dict:
         """Plain data naming this problem (the learner, its model and the meta-batch size), as a
