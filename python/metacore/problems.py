@@ -243,6 +243,11 @@ class MetaObjective:
                 learner.model.loss != "mse":
             raise ValueError("tasks: the sinusoid family needs a model with 1 input, 1 output and "
                              f"loss 'mse', got {learner.model!r}")
+        else:   # the core generates meta_batch tasks of k_support + k_query rows (x, y) per step
+            rows = self.meta_batch * (tasks.k_support + tasks.k_query)
+            _validation.fits_in_memory(
+                f"meta_batch={self.meta_batch} tasks of k_support + k_query = "
+                f"{tasks.k_support + tasks.k_query} rows each", rows * 2 * 8)
         self.tasks = tasks
         self.n_threads = (learner.n_threads if n_threads is None
                           else _validation.n_threads(n_threads))
@@ -264,13 +269,17 @@ class MetaObjective:
         if step is None:
             from . import _core
             cls = _core.MetaStep32 if dtype == np.float32 else _core.MetaStep64
-            step = cls(self.model.core_net(), *self.learner.core_spec(), self.meta_batch,
-                       self.n_threads)
-            if isinstance(self.tasks, TaskSet):
-                ts = self.learner.check_batch(self.tasks, dtype, "tasks")
-                step.sample_from(ts.X, ts.y, ts.offsets, ts.n_support)
-            else:
-                step.generate(*self.tasks.core_args())
+            try:    # the core's own refusal of a size names nothing: say which setting asked
+                step = cls(self.model.core_net(), *self.learner.core_spec(), self.meta_batch,
+                           self.n_threads)
+                if isinstance(self.tasks, TaskSet):
+                    ts = self.learner.check_batch(self.tasks, dtype, "tasks")
+                    step.sample_from(ts.X, ts.y, ts.offsets, ts.n_support)
+                else:
+                    step.generate(*self.tasks.core_args())
+            except MemoryError as exc:
+                raise MemoryError(f"meta_batch={self.meta_batch} with tasks {self.tasks!r}: "
+                                  f"the meta-step's buffers do not fit in memory ({exc})") from None
             step = self._steps.setdefault(dtype, step)
         return step
 
