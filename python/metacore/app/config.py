@@ -94,8 +94,8 @@ def _name(key, v):
     bad = [c for c in v if c in "/\\:" or not c.isprintable()]
     if not v.strip() or v in (".", "..") or bad or (os.altsep and os.altsep in v):
         what = f"the character {bad[0]!r}" if bad else repr(v)
-        raise ConfigError(f"{key} must be a file name (no slashes or other separators, '.', '..' or control "
-                          f"characters), got {what}")
+        raise ConfigError(f"{key} must be a file name (no slashes or other separators, '.', "
+                          f"'..' or control characters), got {what}")
     return v
 
 
