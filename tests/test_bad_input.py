@@ -41,7 +41,7 @@ HUGE = 10**12                   # rows of a zero-stride "huge" view: terabytes o
 KEEP = ("list", "noncontig", "fortran", "readonly", "broadcast", "other_float")
 CAST = ("int8", "int64", "bool", "float16")             # numbers, but not float32/float64
 NON_NUMERIC = ("object", "object_none", "string", "bytes", "complex", "none", "text", "dict",
-               "ragged")
+               "ragged", "masked", "timedelta", "datetime")
 NON_FINITE = ("nan", "inf", "-inf")
 SHAPE = ("short", "long", "empty", "ndim_up", "ndim_down", "scalar", "huge")
 ARRAY_MUTATIONS = KEEP + CAST + NON_NUMERIC + NON_FINITE + SHAPE
@@ -80,6 +80,15 @@ def mutate(a: np.ndarray, how: str, data):
         if b.size:
             b.flat[data.draw(st.integers(0, b.size - 1))] = None
         return b
+    if how == "masked":         # its mask would be ignored: refused whatever it masks
+        mask = np.zeros(a.shape, dtype=bool)
+        if a.size:
+            mask.flat[data.draw(st.integers(0, a.size - 1))] = data.draw(st.booleans())
+        return np.ma.masked_array(a, mask=mask)
+    if how == "timedelta":
+        return np.zeros(a.shape, dtype="m8[s]")
+    if how == "datetime":
+        return np.zeros(a.shape, dtype="M8[D]")
     if how == "string":
         return a.astype(str)
     if how == "bytes":
@@ -736,6 +745,162 @@ def test_private_core_refuses_class_labels_beyond_int64_without_undefined_behavi
 
 
 # --- running the generators ---------------------------------------------------------------------
+# --- training and meta-learning: fit, MetaObjective, learners, optimizers -----------------------
+def huge_or_bad_integers():
+    """Integers beyond int64 (and beyond uint64) besides the usual bad ones."""
+    return st.one_of(bad_integer_values(), st.integers(2**63 - 2, 2**66),
+                     st.sampled_from([2**63, 2**64, 2**64 + 1, -2**63 - 1, 10**40]))
+
+
+def _small_meta(dtype=np.float64):
+    model = mc.MLP([1, 4, 1], activation="tanh")
+    ts = mc.tasks.sinusoid(4, k_support=3, k_query=3, seed=0, dtype=dtype)
+    return model, ts
+
+
+def _fit_int_expectation(name, value, n_tasks):
+    """True: must be refused; False: must train; None: either (a large but valid count)."""
+    if value is None:
+        return name in ("steps", "eval_every")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        return True
+    v = int(value)
+    if v > (2**64 - 1 if name == "seed" else 2**63 - 1) or v < -2**63:
+        return True
+    if v < {"seed": 0, "n_threads": -1}.get(name, 1) or (name == "n_threads" and v == 0):
+        return True
+    if name == "batch_tasks" and v > n_tasks:
+        return True
+    return None if v > 10 else False
+
+
+FIT_INTS = ("steps", "batch_tasks", "batch_rows", "eval_every", "seed", "n_threads",
+            "chunk_size", "checkpoint_every", "early_stopping")
+
+
+def check_fit_arguments(data):
+    """mc.fit's integer arguments on both problems: a good value trains, anything else (huge
+    ones included) is a ValueError/TypeError naming the argument."""
+    meta = data.draw(st.booleans())
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+    model, ts = _small_meta(dtype)
+    problem = (mc.MetaObjective(mc.MAML(model), ts, meta_batch=2) if meta
+               else mc.Objective(model, ts))
+    name = data.draw(st.sampled_from(FIT_INTS if not meta else
+                                     tuple(n for n in FIT_INTS if not n.startswith("batch_"))))
+    value = data.draw(huge_or_bad_integers())
+    if name == "steps" and isinstance(value, int) and 3 < value <= 2**63 - 1:
+        value += 2**63      # a valid huge run would train for ages: make it out of range
+    kw = dict(steps=2, progress=False, optimizer=mc.optim.SGD(0.01))
+    kw[name] = value
+    must_fail = _fit_int_expectation(name, value, ts.n_tasks)
+
+    def oracle(res):
+        assert np.isfinite(res.theta).all() and res.theta.dtype == dtype
+
+    theta = model.init(seed=0, dtype=dtype)
+    check(lambda: mc.fit(problem, theta, **kw), (name,), must_fail, oracle)
+
+
+LEARNERS = {"MAML": mc.MAML, "ANIL": mc.ANIL, "MetaSGD": mc.MetaSGD, "Reptile": mc.Reptile,
+            "FOMAML": mc.FOMAML}
+
+
+def check_meta_arguments(data):
+    """Learners and MetaObjective: integer and real settings (huge ones included), θ and the
+    task batch mutated; the meta-loss of an accepted call is finite and matches a plain call."""
+    model, ts = _small_meta()
+    kind = data.draw(st.sampled_from(sorted(LEARNERS)))
+    what = data.draw(st.sampled_from(["inner_steps", "inner_lr", "meta_batch", "n_threads",
+                                      "theta", "batch"]))
+    if what in ("inner_steps", "meta_batch", "n_threads"):
+        value = data.draw(huge_or_bad_integers())
+        bad_type = isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))
+        limit = {"inner_steps": 4, "meta_batch": ts.n_tasks, "n_threads": 4}[what]
+        ok = not bad_type and (1 <= int(value) <= limit or (what == "n_threads" and value == -1))
+        if what == "meta_batch":
+            call = lambda: mc.MetaObjective(LEARNERS[kind](model), ts, meta_batch=value)
+        elif value is None and what == "n_threads":
+            ok, call = True, (lambda: LEARNERS[kind](model, n_threads=None))
+        else:
+            call = lambda: LEARNERS[kind](model, **{what: value})
+        if ok or bad_type:
+            must_fail = not ok
+        else:   # beyond int64, below 1, more tasks than the set has, more threads than an int
+            v = int(value)
+            must_fail = (v > 2**63 - 1 or v < 1 or what == "meta_batch"
+                         or (what == "n_threads" and v > 2**31 - 1)) or None
+        check(call, (what,), must_fail, lambda _: None)
+        return
+    learner = LEARNERS[kind](model)
+    theta = model.init(seed=1)
+    params = learner.init(theta) if kind == "MetaSGD" else theta
+    if what == "inner_lr":
+        value = data.draw(st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                                    st.sampled_from([-1.0, "0.1", None, 1e308, 2**63,
+                                                     np.float32(0.01)])))
+        ok = (isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
+              and np.isfinite(float(value)) and float(value) >= 0)
+        check(lambda: LEARNERS[kind](model, inner_lr=value), ("inner_lr",),
+              None if ok else True, lambda _: None)
+        return
+    how = data.draw(st.sampled_from(ARRAY_MUTATIONS))
+    if what == "theta":
+        bad = mutate(params, how, data)
+        must_fail = how in THETA_MUST_FAIL
+        call = lambda: learner.meta_value_and_grad(bad, ts)
+        names = ("theta",)
+    else:
+        X = mutate(ts.X, how, data)
+        must_fail = True if fails_anywhere(how) else None
+        call = lambda: learner.meta_value_and_grad(params, mc.TaskSet(X, ts.y, ts.offsets,
+                                                                        ts.n_support))
+        names = ("X",)
+
+    def oracle(result):
+        loss, grad = result
+        assert np.isfinite(loss) and np.isfinite(grad).all()
+
+    check(call, names, must_fail, oracle)
+
+
+def check_step_sizes(data):
+    """lr and eps must stay normal numbers in θ's dtype: 1e-50 is 0 in float32 and would freeze
+    θ (or divide by 0) silently; fit and update refuse them naming the argument."""
+    dtype = np.dtype(data.draw(st.sampled_from([np.float32, np.float64])))
+    name = data.draw(st.sampled_from(["lr", "eps"]))
+    exponent = data.draw(st.floats(-330, 308))
+    value = 10.0 ** exponent
+    if value == 0.0 or not np.isfinite(value):
+        value = 5e-324
+    kind = data.draw(st.sampled_from(["sgd", "adam", "adamw"] if name == "lr" else ["adam", "adamw"]))
+    opt = mc.optim.from_dict({"kind": kind, name: value, **({"lr": 0.01} if name == "eps" and
+                                                            kind == "sgd" else {})})
+    info = np.finfo(dtype)
+    must_fail = not (float(info.tiny) <= value <= float(info.max))
+    model, ts = _small_meta(dtype)
+    theta = model.init(seed=0, dtype=dtype)
+    via = data.draw(st.sampled_from(["fit", "update", "meta"]))
+    if via == "fit":
+        call = lambda: mc.fit(mc.Objective(model, ts), theta, optimizer=opt, steps=1,
+                              progress=False)
+    elif via == "meta":
+        call = lambda: mc.fit(mc.MetaObjective(mc.MAML(model), ts, meta_batch=2), theta,
+                              optimizer=opt, steps=1, progress=False)
+    else:
+        th = theta.copy()
+        call = lambda: opt.update(th, np.ones_like(th), opt.init_state(th), 0)
+
+    def run():
+        try:
+            return call()
+        except FloatingPointError:    # a huge step may diverge: not what is checked here
+            assert not must_fail
+            return None
+
+    check(run, (name,), must_fail, lambda _: None)
+
+
 GENERATORS = {  # check function -> examples per run (the total must stay >= 1,000)
     check_taskset_init: 200,
     check_from_arrays: 120,
@@ -747,6 +912,9 @@ GENERATORS = {  # check function -> examples per run (the total must stay >= 1,0
     check_predict: 150,
     check_objective_init: 150,
     check_objective_methods: 220,
+    check_fit_arguments: 120,
+    check_meta_arguments: 150,
+    check_step_sizes: 80,
 }
 MIN_CASES = 1000
 assert sum(GENERATORS.values()) >= MIN_CASES

@@ -9,6 +9,9 @@ import os
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1    # what the core's int64 counts and sizes hold
+UINT64_MAX = 2**64 - 1
+NUMERIC_KINDS = "biuf"                      # bool, ints, floats: what numeric arguments may hold
 
 
 def _show(value):
@@ -17,10 +20,14 @@ def _show(value):
 
 
 def integer(name, value, minimum=None, maximum=None):
-    """An int (bools and floats refused) within [minimum, maximum]."""
+    """An int (bools and floats refused) within [minimum, maximum]; a bound left None is the
+    int64 one, as the core counts in int64 (so 2**63 is a ValueError naming ``name``, never
+    pybind11's signature dump). Pass a larger ``maximum`` where the value never reaches the core."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {_show(value)}")
     value = int(value)
+    minimum = INT64_MIN if minimum is None else minimum
+    maximum = INT64_MAX if maximum is None else maximum
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     if maximum is not None and value > maximum:
@@ -80,7 +87,8 @@ def int_sequence(name, value, min_len=1, minimum=None):
 
 
 def seed(name, value):
-    return integer(name, value, minimum=0)
+    """A seed: an integer in [0, 2**64 - 1] (the core keys its generator on a uint64)."""
+    return integer(name, value, minimum=0, maximum=UINT64_MAX)
 
 
 def float_dtype(name, value):
@@ -91,7 +99,33 @@ def float_dtype(name, value):
         raise TypeError(f"{name} must be float32 or float64, got {_show(value)}") from None
     if dt not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be float32 or float64, got {dt}")
-    return dt
+    return work_dtype(dt)
+
+
+def work_dtype(dt):
+    """The canonical working dtype equal to ``dt`` once in native byte order: one of
+    FLOAT_DTYPES itself. Caches keyed by dtype use it, so an equal-but-distinct dtype object (one
+    that crossed a process boundary, or carries metadata) finds the same entry."""
+    dt = np.dtype(dt).newbyteorder("=")
+    for known in FLOAT_DTYPES:
+        if dt == known:
+            return known
+    raise TypeError(f"dtype must be float32 or float64, got {dt}")
+
+
+def step_size(name, value, dtype):
+    """A positive step size or epsilon ``value`` (already checked finite and > 0) that stays a
+    normal, non-zero, finite number in the working ``dtype``: lr=1e-50 is 0 in float32, and a
+    subnormal one is flushed to 0 by the core's arithmetic, silently freezing θ or dividing by 0."""
+    dt = work_dtype(dtype)
+    info = np.finfo(dt)
+    if not value >= float(info.tiny):
+        raise ValueError(f"{name}={value!r} is zero or subnormal in {dt} (the working dtype of "
+                         f"θ): it must be >= {float(info.tiny):.3g}")
+    if not value <= float(info.max):
+        raise ValueError(f"{name}={value!r} overflows {dt} (the working dtype of θ): it must be "
+                         f"<= {float(info.max):.3g}")
+    return value
 
 
 def n_threads(value):
@@ -133,6 +167,9 @@ def fits_in_memory(what, n_bytes):
 def as_array(name, value):
     """np.asarray(value), with conversion failures (ragged nesting, odd objects) as a TypeError
     naming the argument."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(f"{name} must not be a masked array: its mask would be ignored (drop the "
+                        f"masked rows, or fill them with np.ma.filled, first)")
     try:
         return np.asarray(value)
     except Exception as exc:  # noqa: BLE001 - numpy raises ValueError, TypeError, OverflowError...
@@ -146,9 +183,8 @@ def float_array(name, value, ndim=None, dtype=None, finite=True):
     ``ndim`` is an int or a tuple of allowed ranks.
     """
     arr = as_array(name, value)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    if np.issubdtype(arr.dtype, np.complexfloating):
+    # by kind, not issubdtype(np.number): timedelta64 counts as a number there
+    if arr.dtype.kind not in NUMERIC_KINDS:
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
@@ -156,8 +192,10 @@ def float_array(name, value, ndim=None, dtype=None, finite=True):
             want = " or ".join(f"{k}-D" for k in allowed)
             raise ValueError(f"{name} must be {want}, got shape {arr.shape}")
     if dtype is None:
-        dtype = arr.dtype if arr.dtype in FLOAT_DTYPES else np.dtype(np.float64)
-    dtype = np.dtype(dtype)
+        dtype = arr.dtype if arr.dtype.newbyteorder("=") in FLOAT_DTYPES else np.float64
+    dtype = np.dtype(dtype).newbyteorder("=")
+    if dtype in FLOAT_DTYPES:
+        dtype = work_dtype(dtype)
     if not (arr.flags.c_contiguous and arr.dtype == dtype):  # a copy is needed
         fits_in_memory(f"{name} (shape {arr.shape}) as contiguous {dtype}",
                        arr.size * dtype.itemsize)
@@ -170,11 +208,14 @@ def float_array(name, value, ndim=None, dtype=None, finite=True):
 
 
 def theta(name, value, n_params, dtype=None):
-    """θ as a 1-D float32/float64 array of length n_params (dtype kept; others refused)."""
+    """θ as a 1-D float32/float64 array of length n_params (dtype kept, in native byte order;
+    others refused)."""
     arr = as_array(name, value)
-    if arr.dtype not in FLOAT_DTYPES:
+    if arr.dtype.kind == "f" and arr.dtype.newbyteorder("=") in FLOAT_DTYPES:
         if dtype is None:
-            raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}")
+            dtype = work_dtype(arr.dtype)     # read-only input: a byte-swapped θ is converted
+    elif dtype is None:
+        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}")
     # Shape before conversion: a wrong-sized view (even a huge one) is refused without a copy.
     if arr.ndim == 1 and arr.shape[0] != n_params:
         raise ValueError(f"{name} must have length {n_params} (the model's n_params), "

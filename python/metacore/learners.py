@@ -70,13 +70,13 @@ class Learner:
         """θ (or Meta-SGD's packed parameters) checked: a float32/float64 array of shape
         (n_params,)."""
         P = self.n_params
-        arr = np.asarray(theta)
-        if arr.dtype not in _validation.FLOAT_DTYPES:
+        arr = _validation.as_array(name, theta)
+        if arr.dtype.kind != "f" or arr.dtype.newbyteorder("=") not in _validation.FLOAT_DTYPES:
             raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}")
         if arr.ndim != 1 or arr.shape[0] != P:
             raise ValueError(f"{name} must have shape ({P},) for {type(self).__name__} on this "
                              f"model, got {arr.shape}")
-        return _validation.float_array(name, arr, ndim=1, dtype=arr.dtype)
+        return _validation.float_array(name, arr, ndim=1, dtype=_validation.work_dtype(arr.dtype))
 
     def check_batch(self, batch, dtype, name="batch"):
         """``batch`` checked for meta-learning (support and query rows in every task, labels that

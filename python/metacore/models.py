@@ -142,8 +142,14 @@ class MLP:
             from . import _core
             net = _core.Net(list(self.layer_sizes), self.activation, self.loss,
                             self.task_heads or 1)
-            self.__dict__["_compiled"] = net
+            net = self.__dict__.setdefault("_compiled", net)   # racing threads share one
         return net
+
+    def __getstate__(self):
+        # the compiled net is a handle into this process: never pickled, rebuilt on first use
+        state = dict(self.__dict__)
+        state.pop("_compiled", None)
+        return state
 
     def spec(self) -> dict:
         return {"layer_sizes": list(self.layer_sizes), "activation": self.activation,

@@ -188,6 +188,16 @@ class Optimizer:
         """Names of the moment buffers this optimizer keeps, each of θ's shape."""
         raise NotImplementedError
 
+    def check_dtype(self, dtype):
+        """ValueError naming ``lr`` (or ``eps``) when it is zero or subnormal — or overflows — in
+        the working dtype of θ (``lr=1e-50`` is 0 in float32): the update would silently freeze
+        θ or divide by zero. :func:`metacore.fit` and :meth:`update` call it."""
+        for name, value in self._step_sizes():
+            _validation.step_size(name, value, dtype)
+
+    def _step_sizes(self):
+        return (("lr", self.lr),)
+
     def lr_at(self, step) -> float:
         """The learning rate η_t = lr · s(t) used by the update of step ``step``."""
         return self.lr * self.schedule.factor(step)
@@ -212,6 +222,7 @@ class Optimizer:
         if missing:
             raise ValueError(f"state lacks the moment buffer(s) {missing} this optimizer needs")
         step_index = _validation.integer("step", step, minimum=0)
+        self.check_dtype(theta.dtype)
         norm, _, finite = _core.optimizer_step(
             self.core_config(), step_index, theta, grad, state.get("m"), state.get("v"),
             _validation.n_threads(n_threads))
@@ -306,6 +317,9 @@ class Adam(Optimizer):
     @property
     def moments(self):
         return ("m", "v")
+
+    def _step_sizes(self):
+        return (("lr", self.lr), ("eps", self.eps))
 
     def _settings(self):
         return {"betas": list(self.betas), "eps": self.eps}

@@ -67,7 +67,7 @@ class Objective:
     @property
     def weights(self) -> np.ndarray:
         """The task weights α (T,), float64."""
-        return self._weights
+        return self._weight_state[0]
 
     @weights.setter
     def weights(self, value):
@@ -83,8 +83,7 @@ class Objective:
                 i = int(np.argmax(w < 0))
                 raise ValueError(f"weights must be non-negative, got {w[i]} for task {i}")
         w.setflags(write=False)
-        self._weights = w
-        self._typed_weights = {}
+        self._weight_state = (w, {})    # α and its typed copies, swapped in one assignment
 
     @property
     def n_params(self) -> int:
@@ -102,8 +101,17 @@ class Objective:
             i = int(np.argmax(counts == 0))
             raise ValueError(f"rows={self.rows!r}: task {i} has no {self.rows} rows")
 
+    # Compiled handles and typed copies are per-process caches: never pickled, rebuilt lazily.
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_handles"] = {}
+        state["_weight_state"] = (state["_weight_state"][0], {})
+        return state
+
     def core_handle(self, dtype):
-        """The compiled objective over the tasks converted to ``dtype`` (built once per dtype)."""
+        """The compiled objective over the tasks converted to ``dtype`` (built once per dtype;
+        keyed by the canonical dtype, and stored only once built)."""
+        dtype = _validation.float_dtype("dtype", dtype)
         handle = self._handles.get(dtype)
         if handle is None:
             from . import _core
@@ -112,7 +120,7 @@ class Objective:
             y = ts.y if ts.y.ndim == 2 else ts.y.reshape(-1, 1)
             handle = cls(self.model.core_net(), ts.X, y, ts.offsets, ts.n_support, ts.task_ids,
                          self.rows)
-            self._handles[dtype] = handle
+            handle = self._handles.setdefault(dtype, handle)
         return handle
 
     def _prepare(self, theta):
@@ -121,9 +129,18 @@ class Objective:
 
     def typed_weights(self, dtype):
         """α as an array of ``dtype`` (converted once per dtype)."""
-        w = self._typed_weights.get(dtype)
+        dtype = _validation.float_dtype("dtype", dtype)
+        weights, cache = self._weight_state
+        w = cache.get(dtype)
         if w is None:
-            w = self._typed_weights[dtype] = self._weights.astype(dtype)
+            with np.errstate(over="ignore"):
+                w = weights.astype(dtype)
+            if not np.isfinite(w).all():
+                i = int(np.argmin(np.isfinite(w)))
+                raise ValueError(f"weights[{i}]={weights[i]} overflows {dtype}, the "
+                                 f"working dtype of theta")
+            w.setflags(write=False)
+            w = cache.setdefault(dtype, w)
         return w
 
     # --- the numbers ----------------------------------------------------------------------
@@ -237,6 +254,11 @@ class MetaObjective:
                 learner.model.loss != "mse":
             raise ValueError("tasks: the sinusoid family needs a model with 1 input, 1 output and "
                              f"loss 'mse', got {learner.model!r}")
+        else:   # the core generates meta_batch tasks of k_support + k_query rows (x, y) per step
+            rows = self.meta_batch * (tasks.k_support + tasks.k_query)
+            _validation.fits_in_memory(
+                f"meta_batch={self.meta_batch} tasks of k_support + k_query = "
+                f"{tasks.k_support + tasks.k_query} rows each", rows * 2 * 8)
         self.tasks = tasks
         self.n_threads = (learner.n_threads if n_threads is None
                           else _validation.n_threads(n_threads))
@@ -253,18 +275,23 @@ class MetaObjective:
     def core_step(self, dtype, n_threads=None):
         """A new compiled meta-step over these tasks for ``dtype``, running the meta-batch on
         ``n_threads`` threads (None: this problem's setting). Each fit builds its own: the step
-        keeps mutable workspaces, so one must never serve two runs at once."""
+        keeps mutable workspaces, so one must never serve two runs at once (nor be pickled)."""
         from . import _core
+        dtype = _validation.float_dtype("dtype", dtype)
         cls = _core.MetaStep32 if dtype == np.float32 else _core.MetaStep64
         threads = self.n_threads if n_threads is None else n_threads
-        step = cls(self.model.core_net(), *self.learner.core_spec(), self.meta_batch, threads)
-        if isinstance(self.tasks, TaskSet):
-            ts = self.learner.check_batch(self.tasks, dtype, "tasks")
-            step.sample_from(ts.X, ts.y, ts.offsets, ts.n_support)
-        elif isinstance(self.tasks, EpisodeSource):
-            step.episodes_from(*self.tasks.core_args(dtype))
-        else:
-            step.generate(*self.tasks.core_args())
+        try:    # the core's own refusal of a size names nothing: say which setting asked
+            step = cls(self.model.core_net(), *self.learner.core_spec(), self.meta_batch, threads)
+            if isinstance(self.tasks, TaskSet):
+                ts = self.learner.check_batch(self.tasks, dtype, "tasks")
+                step.sample_from(ts.X, ts.y, ts.offsets, ts.n_support)
+            elif isinstance(self.tasks, EpisodeSource):
+                step.episodes_from(*self.tasks.core_args(dtype))
+            else:
+                step.generate(*self.tasks.core_args())
+        except MemoryError as exc:
+            raise MemoryError(f"meta_batch={self.meta_batch} with tasks {self.tasks!r}: "
+                              f"the meta-step's buffers do not fit in memory ({exc})") from None
         return step
 
     def spec(self) -> dict:

@@ -130,6 +130,13 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _fail(what, exc, code) -> int:
+    """One line on stderr (a multi-line message is joined), then the exit code."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    print(f"metacore: {what}: {text}", file=sys.stderr)
+    return code
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)   # exits with 2 on a bad command line
     if args.threads is not None and (args.threads == 0 or args.threads < -1):
@@ -142,14 +149,15 @@ def main(argv=None) -> int:
         print("metacore: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except ImportError as exc:
-        print(f"metacore: error: {exc}", file=sys.stderr)
-        return EXIT_MISSING
+        return _fail("error", exc, EXIT_MISSING)
     except FloatingPointError as exc:
-        print(f"metacore: training failed: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except (ValueError, TypeError, OSError) as exc:   # ConfigError is a ValueError
-        print(f"metacore: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail("training failed", exc, EXIT_FAILED)
+    # ConfigError is a ValueError; MemoryError: sizes asked for beyond this machine's memory;
+    # Overflow/RecursionError: numbers or nesting in an input file beyond what can be read.
+    except (ValueError, TypeError, OSError, MemoryError, OverflowError, RecursionError) as exc:
+        return _fail("error", exc, EXIT_USAGE)
+    except Exception as exc:  # noqa: BLE001 - anything else: the run failed, in one line
+        return _fail(f"failed ({type(exc).__name__})", exc, EXIT_FAILED)
 
 
 if __name__ == "__main__":

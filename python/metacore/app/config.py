@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 from dataclasses import dataclass, field
+
+from .. import _validation
 
 __all__ = ["Config", "TasksConfig", "ModelConfig", "LearnerConfig", "OptimizerConfig",
            "WeightingConfig", "TrainConfig", "EvaluateConfig", "ConfigError", "load",
@@ -42,13 +45,17 @@ class ConfigError(ValueError):
 
 
 # --- one checker per kind of value ---------------------------------------------------------------
+INT64_MAX = 2**63 - 1     # TOML integers are 64-bit; larger ones never reach the core
+
+
 def _int(key, v, lo=None, hi=None, none=False):
     if v is None and none:
         return None
     if isinstance(v, bool) or not isinstance(v, int):
         raise ConfigError(f"{key} must be an integer, got {v!r}")
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+    if v > (INT64_MAX if hi is None else hi) or v < (-INT64_MAX - 1 if lo is None else lo):
+        rng = (f"in [{lo}, {hi}]" if hi is not None else
+               f">= {lo}" if lo is not None and v < lo else f"<= {INT64_MAX} (a 64-bit integer)")
         raise ConfigError(f"{key} must be {rng}, got {v}")
     return v
 
@@ -77,6 +84,18 @@ def _str(key, v, allowed=None):
         raise ConfigError(f"{key} must be a string, got {v!r}")
     if allowed is not None and v not in allowed:
         raise ConfigError(f"{key} must be one of {', '.join(map(repr, allowed))}, got {v!r}")
+    return v
+
+
+def _name(key, v):
+    """A name that is one plain path component: ``runs/<name>`` must stay inside ``runs/``, so
+    no separator, no "." or "..", no control characters (a NUL, a newline) and no drive."""
+    v = _str(key, v)
+    bad = [c for c in v if c in "/\\:" or not c.isprintable()]
+    if not v.strip() or v in (".", "..") or bad or (os.altsep and os.altsep in v):
+        what = f"the character {bad[0]!r}" if bad else repr(v)
+        raise ConfigError(f"{key} must be a file name (no slashes or other separators, '.', "
+                          f"'..' or control characters), got {what}")
     return v
 
 
@@ -153,6 +172,24 @@ class TasksConfig:
         if self.n_train == 0 and self.family not in ("sinusoid", "csv"):
             raise ConfigError(f"{s}.n_train must be >= 1 for family {self.family!r} (only "
                               f"'sinusoid' draws fresh tasks every step with n_train = 0)")
+        self._check_sizes(s)
+
+    def _check_sizes(self, s):
+        """The generated task sets must fit in memory: refuse, naming the keys, before numpy or
+        the core is asked for terabytes."""
+        per_row = 8 * ((self.n_features if self.family in ("linear", "logistic") else 1) + 1)
+        k_query = max(self.k_query, self.test_k_query or 0)
+        per_task = self.k_support + k_query
+        if self.family == "digits":
+            per_row, per_task = 8 * 65, per_task * self.n_way
+        for key in ("n_train", "n_test"):
+            n_bytes = getattr(self, key) * per_task * per_row
+            try:
+                _validation.fits_in_memory("tasks", n_bytes)
+            except MemoryError as exc:
+                raise ConfigError(f"{s}.{key} = {getattr(self, key)} tasks of {per_task} rows "
+                                  f"(k_support + k_query{', n_way' if self.family == 'digits' else ''}"
+                                  f"): {exc}") from None
 
 
 @dataclass
@@ -362,10 +399,7 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def validate(self):
-        self.name = _str("name", self.name)
-        if not self.name or any(c in self.name for c in "/\\"):
-            raise ConfigError(f"name must be a non-empty string without slashes, got "
-                              f"{self.name!r}")
+        self.name = _name("name", self.name)
         self.seed = _int("seed", self.seed, 0)
         self.threads = _int("threads", self.threads, -1, none=True)
         if self.threads == 0:

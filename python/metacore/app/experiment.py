@@ -35,7 +35,7 @@ from ..evaluation.protocol import evaluate
 from ..learners import ANIL, MAML, MetaSGD, Reptile
 from ..models import MLP
 from ..problems import MetaObjective, Objective
-from ..train.checkpoint import load, save
+from ..train.checkpoint import load, save, write_atomic
 from ..train.fit import fit
 from ..train.result import History
 from .config import Config, ConfigError
@@ -389,10 +389,8 @@ def _save_run(out, cfg, result, histories, prior):
     written atomically."""
     history = merge_histories([prior, *histories])
     if history is not None:
-        path = os.path.join(out, HISTORY)
-        tmp = path + ".tmp.npz"
-        np.savez(tmp, **history.to_arrays())
-        os.replace(tmp, path)
+        arrays = history.to_arrays()
+        write_atomic(os.path.join(out, HISTORY), lambda f: np.savez(f, **arrays))
     save(os.path.join(out, CHECKPOINT), result,
          info={"config": cfg.to_dict(), "learner": cfg.learner.kind, "metacore": __version__})
     return history

@@ -438,9 +438,10 @@ class TaskSet:
             with np.errstate(over="ignore"):  # overflow to inf is caught by the finite check
                 X = _validation.float_array("X", self._X, dtype=dt)
                 y = _validation.float_array("y", self._y, dtype=dt)
-            # offsets/n_support/task_ids are read-only, so sharing them is safe.
-            self._astype_cache[dt] = TaskSet.from_checked(X, y, self._offsets, self._n_support,
-                                                          self._task_ids, self._names)
+            # offsets/n_support/task_ids are read-only, so sharing them is safe; stored only once
+            # converted (a failed conversion caches nothing), and racing threads get one object.
+            return self._astype_cache.setdefault(dt, TaskSet.from_checked(
+                X, y, self._offsets, self._n_support, self._task_ids, self._names))
         return self._astype_cache[dt]
 
     def with_support(self, n_support):

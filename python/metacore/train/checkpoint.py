@@ -30,7 +30,7 @@ from ..models import MLP
 from .result import FitResult
 from .state import Checkpoint
 
-__all__ = ["save", "load"]
+__all__ = ["save", "load", "write_atomic"]
 
 FORMAT = "metacore-checkpoint"
 VERSION = 2
@@ -62,18 +62,50 @@ def save(path, what, *, model=None, info=None):
     except (TypeError, ValueError) as exc:
         raise ValueError(f"info must be JSON-serialisable with finite numbers: {exc}") from None
     arrays["meta"] = np.array(meta_text)
+    return write_atomic(path, lambda f: np.savez(f, **arrays))
+
+
+def _umask():
+    """The process's umask, read without changing it where the OS tells (Linux); else by the
+    set-and-restore dance, once."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
+def write_atomic(path, write):
+    """Write a file at ``path`` with ``write(binary file)``, atomically and durably: into a unique
+    temporary file in the same folder (so concurrent writers, threads or processes, never share
+    one), flushed to disk, given the permissions a plain ``open`` would, then renamed over
+    ``path``. Readers see the old file or the whole new one; the temporary file is removed on any
+    error, Ctrl-C included. Returns ``path``."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
+                               suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            if hasattr(os, "fchmod"):   # mkstemp makes 0600 files; a saved file is 0666 & ~umask
+                os.fchmod(f.fileno(), 0o666 & ~_UMASK)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        try:
             os.remove(tmp)
+        except OSError:
+            pass
         raise
     return path
 
@@ -125,7 +157,8 @@ def load(path) -> Checkpoint:
             except (zipfile.BadZipFile, OSError, EOFError) as exc:
                 raise ValueError(f"{path!r} is not a readable metacore checkpoint (.npz): "
                                  f"{exc}") from None
-            except (KeyError, TypeError, IndexError, AttributeError) as exc:
+            except (KeyError, TypeError, IndexError, AttributeError, OverflowError,
+                    RecursionError, MemoryError) as exc:
                 raise ValueError(f"{path!r}: the checkpoint is incomplete or corrupt "
                                  f"({exc!r})") from None
             except ValueError as exc:
@@ -145,6 +178,9 @@ def _read_meta(path, z):
         raise ValueError(f"{path!r} is not a readable metacore checkpoint: {exc}") from None
     try:
         meta = json.loads(str(text))
+    except RecursionError:      # e.g. 100,000 nested lists: no checkpoint nests that deep
+        raise ValueError(f"{path!r}: the checkpoint's description is nested too deeply to be "
+                         f"one") from None
     except ValueError as exc:
         raise ValueError(f"{path!r}: the checkpoint's description is not valid JSON: "
                          f"{exc}") from None
@@ -180,6 +216,13 @@ class _Entries:
             raise ValueError(f"the checkpoint's {name!r} has shape {stored_shape} and dtype "
                              f"{stored_dtype}, its description says {shape} and {dtype}: the "
                              f"file is corrupt")
+        # The declared size must fit in the stored entry: a header claiming 10^15 entries is
+        # refused before numpy allocates for it.
+        n_bytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if n_bytes > self.z.zip.getinfo(f"{name}.npy").file_size:
+            raise ValueError(f"the checkpoint's {name!r} declares shape {shape} ({n_bytes} "
+                             f"bytes), more than its entry holds: the file is truncated or "
+                             f"corrupt")
         a = self.z[name]
         if a.dtype.kind == "f" and not np.isfinite(a).all():
             raise ValueError(f"the checkpoint's {name!r} holds NaN or Inf: the file is corrupt")
@@ -211,17 +254,25 @@ def _from_plain(entries, meta):
     if "n_tasks" in meta:
         n_tasks = _validation.integer("checkpoint n_tasks", meta["n_tasks"], minimum=0)
         alpha = entries.expect("alpha", (n_tasks,), dtype)
+        if (alpha < 0).any():    # the task weights α are non-negative by construction
+            i = int(np.argmax(alpha < 0))
+            raise ValueError(f"the checkpoint's task weights (alpha) must be non-negative, got "
+                             f"{alpha[i]} for task {i}: the file is corrupt")
         if not problem:
             problem = {"kind": "multitask", "n_tasks": n_tasks}
         if "weighting_state" in entries:
             n = meta.get("weighting_size")      # version 1 did not declare it: any length
-            shape = None if n is None else (int(n),)
+            shape = None if n is None else (
+                _validation.integer("checkpoint weighting_size", n, minimum=0),)
             weighting_state = entries.expect("weighting_state", shape, np.float64)
     best = None
     if meta["best"] is not None:
         best = dict(meta["best"], theta=entries.expect("best_theta", (P,), dtype))
     step = _validation.integer("checkpoint step", meta["step"], minimum=0)
-    seed = _validation.integer("checkpoint seed", meta["seed"], minimum=0)
+    seed = _validation.seed("checkpoint seed", meta["seed"])
+    if not isinstance(meta["info"], dict):
+        raise ValueError(f"the checkpoint's info must be a dict, got "
+                         f"{type(meta['info']).__name__}")
     return Checkpoint(theta, model=model, optimizer=optimizer, moments=moments,
                       weighting=weighting, alpha=alpha, weighting_state=weighting_state, step=step,
                       seed=seed, best=best, info=meta["info"], problem=problem)

@@ -66,6 +66,11 @@ def _validation_arg(value, problem, n_threads):
     if value is None:
         return None
     if isinstance(value, Objective):
+        # θ is read through the trained model's layout: another net (even one with as many
+        # parameters, e.g. relu for tanh or other layer sizes) would score a different function.
+        if value.model != problem.model:
+            raise ValueError(f"validation: the Objective is built on {value.model!r}, but the "
+                             f"model trained is {problem.model!r}")
         if value.n_params != problem.n_params:
             raise ValueError(f"validation objective has {value.n_params} parameters, the problem "
                              f"{problem.n_params}")
@@ -349,6 +354,7 @@ def fit(problem, start=None, *, optimizer=None, steps=1000, weighting=None, batc
     steps = _validation.integer("steps", steps, minimum=1)
     theta, optimizer, weighting, seed, ck = _start_arg(problem, start, optimizer, weighting, seed,
                                                        steps)
+    optimizer.check_dtype(theta.dtype)
     _refuse_a_dead_schedule(optimizer, ck.step if ck is not None else 0, steps)
     if meta:
         if batch_tasks is not None or batch_rows is not None:

@@ -20,6 +20,7 @@ from .state import Checkpoint
 
 TARGET_CHUNK_SECONDS = 0.25   # adaptive chunks: long enough that Python's share vanishes,
                               # short enough for a live progress bar and a prompt Ctrl-C
+MAX_CHUNK_STEPS = 65536       # a chunk's per-step records stay small whatever chunk_size asks
 
 
 @dataclass
@@ -255,7 +256,7 @@ class Run:
         if s.weight_eval is not None:
             every = s.weighting.eval_every
             stop = min(stop, (step // every + 1) * every)
-        n = stop - step
+        n = min(stop - step, MAX_CHUNK_STEPS)
         if s.chunk_size is not None:
             return min(n, s.chunk_size)
         if per_step is None:
