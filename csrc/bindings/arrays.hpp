@@ -15,9 +15,8 @@
 #include <string>
 #include <vector>
 
-#if defined(__unix__) || defined(__APPLE__)
-#include <unistd.h>
-#endif
+#include "metacore/sizes.hpp"
+
 
 namespace metacore::bindings {
 
@@ -96,47 +95,19 @@ E parse_choice(const char* name, const std::string& value,
                           "'");
 }
 
-// Bytes of physical memory, or 0 where unknown.
-inline std::uint64_t physical_memory_bytes() {
-#if defined(_SC_PHYS_PAGES) && defined(_SC_PAGE_SIZE)
-    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
-    if (pages > 0 && page > 0) return static_cast<std::uint64_t>(pages) * page;
-#endif
-    return 0;
-}
-
-inline std::string human_bytes(double b) {
-    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-    int u = 0;
-    while (b >= 1024.0 && u < 6) b /= 1024.0, ++u;
-    char buf[64];
-    std::snprintf(buf, sizeof buf, "%.1f %s", b, units[u]);
-    return buf;
-}
-
 // A fresh C-contiguous output array. An output larger than the machine's physical memory raises
-// MemoryError naming it before anything is allocated: with overcommit, a huge allocation may
-// succeed and the process is killed when the core writes into it.
+// MemoryError naming it before anything is allocated (require_memory, sizes.hpp).
 template <class T>
 py::array_t<T> output(const char* what, std::vector<py::ssize_t> shape) {
     double bytes = sizeof(T);
-    for (auto n : shape) bytes *= static_cast<double>(n);
-    const std::uint64_t phys = physical_memory_bytes();
-    const bool too_big = bytes > static_cast<double>(std::numeric_limits<py::ssize_t>::max()) ||
-                         (phys && bytes > static_cast<double>(phys));
-    if (too_big) {
-        std::string dims;
-        for (std::size_t i = 0; i < shape.size(); ++i)
-            dims += (i ? ", " : "") + std::to_string(shape[i]);
-        if (shape.size() == 1) dims += ",";
-        const std::string msg = std::string(what) + " would need " + human_bytes(bytes) +
-                                " for its (" + dims + ") " + std::string(py::str(py::dtype::of<T>())) +
-                                " output, more than this machine's " +
-                                (phys ? human_bytes(static_cast<double>(phys)) : "address space") +
-                                " of memory";
-        PyErr_SetString(PyExc_MemoryError, msg.c_str());
-        throw py::error_already_set();
+    std::string dims;
+    for (std::size_t i = 0; i < shape.size(); ++i) {
+        bytes *= static_cast<double>(shape[i]);
+        dims += (i ? ", " : "") + std::to_string(shape[i]);
     }
+    if (shape.size() == 1) dims += ",";
+    require_memory(what, bytes,
+                   "for its (" + dims + ") " + std::string(py::str(py::dtype::of<T>())) + " output");
     return py::array_t<T>(std::move(shape));
 }
 

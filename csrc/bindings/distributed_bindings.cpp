@@ -14,6 +14,7 @@
 #include "metacore/objective.hpp"
 #include "metacore/tasks.hpp"
 #include "objective_handle.hpp"
+#include "signals.hpp"
 
 namespace metacore::bindings {
 
@@ -50,19 +51,18 @@ py::tuple block_partials(const ObjectiveHandle<T>& h, const WorkPlan& plan,
     py::object parts_obj = py::none();
     T* parts = nullptr;
     if (want_grad) {
-        py::array_t<T> p({nb, static_cast<py::ssize_t>(obj.n_params())});
+        auto p = output<T>("block_partials", {nb, static_cast<py::ssize_t>(obj.n_params())});
         parts = p.mutable_data();
         std::fill(parts, parts + p.size(), T(0));
         parts_obj = p;
     }
     py::array_t<double> losses(obj.n_tasks());
     double* l = losses.mutable_data();
-    {
-        py::gil_scoped_release release;
+    without_gil([&] {
         const std::vector<double> task_loss =
             obj.block_partials(plan, theta.data(), weights.data(), parts, threads);
         std::copy(task_loss.begin(), task_loss.end(), l);
-    }
+    });
     return py::make_tuple(parts_obj, losses);
 }
 

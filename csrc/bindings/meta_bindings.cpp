@@ -11,6 +11,7 @@
 #include "arrays.hpp"
 #include "metacore/adapt.hpp"
 #include "metacore/meta.hpp"
+#include "signals.hpp"
 #include "task_arrays.hpp"
 
 namespace metacore::bindings {
@@ -71,13 +72,12 @@ py::tuple meta_typed(const NetSpec& net, const MetaConfig& cfg, const py::array&
     T* g = grad.mutable_data();
     T* l = losses.mutable_data();
     double loss = 0.0, before = 0.0;
-    {
-        py::gil_scoped_release release;
+    without_gil([&] {
         std::vector<std::int64_t> tasks(n);
         for (std::int64_t i = 0; i < n; ++i) tasks[i] = i;
         MetaBatch<T> batch(net, cfg, threads);
         loss = batch.value_and_grad(params.data(), data, tasks.data(), n, g, l, &before);
-    }
+    });
     return py::make_tuple(loss, grad, losses, before);
 }
 
@@ -94,16 +94,16 @@ py::array_t<T> adapt_typed(const NetSpec& net, const py::array& theta_obj, const
     if (!Xq_obj) {
         auto out = output<T>("adapt", {net.n_params()});
         T* o = out.mutable_data();
-        py::gil_scoped_release release;
-        adapt<T>(net, rule, theta.data(), rows_view(Xs), rows_view(ys), o);
+        without_gil([&] { adapt<T>(net, rule, theta.data(), rows_view(Xs), rows_view(ys), o); });
         return out;
     }
     auto Xq = checked_rows<T>(*Xq_obj, "X_query", net, 0);
     auto out = output<T>("adapt_predict", {static_cast<py::ssize_t>(Xq.shape(0)),
                                            static_cast<py::ssize_t>(net.n_outputs())});
     T* o = out.mutable_data();
-    py::gil_scoped_release release;
-    adapt_predict<T>(net, rule, theta.data(), rows_view(Xs), rows_view(ys), rows_view(Xq), o);
+    without_gil([&] {
+        adapt_predict<T>(net, rule, theta.data(), rows_view(Xs), rows_view(ys), rows_view(Xq), o);
+    });
     return out;
 }
 
@@ -143,10 +143,7 @@ py::tuple adapt_batch_typed(const NetSpec& net, const py::array& theta_obj,
         preds = a.mutable_data();
         preds_obj = a;
     }
-    {
-        py::gil_scoped_release release;
-        adapt_batch<T>(net, rule, theta.data(), data, phis, preds, threads);
-    }
+    without_gil([&] { adapt_batch<T>(net, rule, theta.data(), data, phis, preds, threads); });
     return py::make_tuple(phis_obj, preds_obj);
 }
 
@@ -155,16 +152,21 @@ template <class T>
 py::tuple sinusoid_typed(const SinusoidSource& src, std::uint64_t seed, std::int64_t step,
                          std::int64_t n_tasks) {
     const std::int64_t n = src.rows_per_task();
-    py::array_t<T> X({n_tasks * n, std::int64_t{1}}), y(n_tasks * n);
-    py::array_t<std::int64_t> offsets(n_tasks + 1), ns(n_tasks);
+    const std::int64_t rows = src.batch_rows(n_tasks, "n_tasks", sizeof(T));
+    auto X = output<T>("n_tasks", {rows, 1});
+    auto y = output<T>("n_tasks", {rows});
+    auto offsets = output<std::int64_t>("n_tasks", {checked_add(n_tasks, 1, "n_tasks")});
+    auto ns = output<std::int64_t>("n_tasks", {n_tasks});
     T* Xp = X.mutable_data();
     T* yp = y.mutable_data();
     for (std::int64_t i = 0; i <= n_tasks; ++i) offsets.mutable_data()[i] = i * n;
     for (std::int64_t i = 0; i < n_tasks; ++i) ns.mutable_data()[i] = src.k_support;
-    {
-        py::gil_scoped_release release;
-        for (std::int64_t i = 0; i < n_tasks; ++i) src.task(seed, step, i, Xp + i * n, yp + i * n);
-    }
+    without_gil([&] {
+        for (std::int64_t i = 0; i < n_tasks; ++i) {
+            if (i % 1024 == 0) check_interrupt();
+            src.task(seed, step, i, Xp + i * n, yp + i * n);
+        }
+    });
     return py::make_tuple(X, y, offsets, ns);
 }
 

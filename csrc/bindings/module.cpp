@@ -2,6 +2,8 @@
 #include <pybind11/pybind11.h>
 
 #include "metacore/build_info.hpp"
+#include "metacore/interrupt.hpp"
+#include "metacore/sizes.hpp"
 #include "metacore/threading.hpp"
 
 namespace py = pybind11;
@@ -19,6 +21,17 @@ void register_weighting(py::module_& m);
 PYBIND11_MODULE(_core, m) {
     m.doc() = "metacore's compiled core (private: use the metacore package)";
     m.attr("__version__") = METACORE_VERSION;
+    // The core's own exceptions: a buffer past the machine's memory, a call cancelled without a
+    // Python exception to show for it (the bindings normally raise the signal handler's).
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const metacore::MemoryBudgetExceeded& e) {
+            PyErr_SetString(PyExc_MemoryError, e.what());
+        } catch (const metacore::Interrupted&) {
+            PyErr_SetNone(PyExc_KeyboardInterrupt);
+        }
+    });
     m.def("build_info", [] {
         py::dict info;
         info["version"] = METACORE_VERSION;
@@ -30,6 +43,7 @@ PYBIND11_MODULE(_core, m) {
         info["simd_active"] = metacore::simd_active();
         info["default_threads"] = metacore::resolve_threads(0);
         info["max_threads"] = metacore::resolve_threads(-1);
+        info["usable_processors"] = metacore::usable_processors();
 #ifdef METACORE_SANITIZE
         info["sanitize"] = METACORE_SANITIZE;  // e.g. "address,undefined"; "" in normal builds
 #else

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "arrays.hpp"
+#include "signals.hpp"
 #include "metacore/net.hpp"
 #include "metacore/predict.hpp"
 
@@ -38,10 +39,9 @@ py::array_t<T> predict_typed(const NetSpec& net, const py::array& theta_obj,
     auto out = output<T>("predict", {static_cast<py::ssize_t>(X.shape(0)),
                                      static_cast<py::ssize_t>(net.n_outputs())});
     T* o = out.mutable_data();
-    {
-        py::gil_scoped_release release;
+    without_gil([&] {
         predict<T>(net, theta.data(), {X.data(), X.shape(0), X.shape(1)}, head, o, threads);
-    }
+    });
     return out;
 }
 

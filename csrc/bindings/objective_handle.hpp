@@ -12,6 +12,7 @@
 #include <tuple>
 
 #include "arrays.hpp"
+#include "signals.hpp"
 #include "metacore/net.hpp"
 #include "metacore/objective.hpp"
 
@@ -52,10 +53,9 @@ class ObjectiveHandle {
         }
         T* loss_ptr = losses.mutable_data();
         double value;
-        {
-            py::gil_scoped_release release;
+        without_gil([&] {
             value = core_.value_and_grad(theta.data(), weights.data(), l2, grad, loss_ptr, threads);
-        }
+        });
         return py::make_tuple(value, grad_obj, losses);
     }
 
@@ -66,10 +66,7 @@ class ObjectiveHandle {
         auto losses = output<T>("task_losses", {n_tasks()});
         T* g = grads.mutable_data();
         T* l = losses.mutable_data();
-        {
-            py::gil_scoped_release release;
-            core_.task_grads(theta.data(), g, l, threads);
-        }
+        without_gil([&] { core_.task_grads(theta.data(), g, l, threads); });
         return py::make_tuple(grads, losses);
     }
 
@@ -81,10 +78,7 @@ class ObjectiveHandle {
         const int threads = threads_arg(n_threads);
         auto out = output<T>("hvp", {n_params()});
         T* o = out.mutable_data();
-        {
-            py::gil_scoped_release release;
-            core_.hvp(theta.data(), v.data(), weights.data(), l2, o, threads);
-        }
+        without_gil([&] { core_.hvp(theta.data(), v.data(), weights.data(), l2, o, threads); });
         return out;
     }
 

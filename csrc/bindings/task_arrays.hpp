@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 
 #include "arrays.hpp"
@@ -44,6 +45,29 @@ py::array_t<T> checked_rows(const py::handle& obj, const char* name, const NetSp
     return X;
 }
 
+// Labels fit the loss head: 0 or 1 for logistic, integers in [0, k) for cross-entropy (the
+// checks TaskSet.check_labels makes); ValueError naming the first bad row otherwise.
+template <class T>
+void check_labels(const py::array_t<T>& y, const char* name, const NetSpec& net) {
+    if (net.loss() == Loss::mse) return;
+    const std::int64_t k = net.n_outputs();
+    const bool logistic = net.loss() == Loss::logistic;
+    const T* p = y.data();
+    for (std::int64_t r = 0; r < y.shape(0); ++r) {
+        const double v = static_cast<double>(p[r]);
+        const bool ok = logistic ? (v == 0.0 || v == 1.0)
+                                 : (v >= 0.0 && v < static_cast<double>(k) && std::floor(v) == v);
+        if (ok) continue;
+        char got[32];
+        std::snprintf(got, sizeof got, "%.17g", v);
+        throw py::value_error(std::string(name) + " must hold " +
+                              (logistic ? std::string("labels in {0, 1}")
+                                        : "integer labels in [0, " + std::to_string(k) + ")") +
+                              " for loss=" + (logistic ? "'logistic'" : "'cross_entropy'") +
+                              "; row " + std::to_string(r) + " has " + got);
+    }
+}
+
 // Targets for n rows: (n,) or (n, cols) where cols fits the loss head; finite.
 template <class T>
 py::array_t<T> checked_targets(const py::handle& obj, const char* name, const NetSpec& net,
@@ -56,6 +80,7 @@ py::array_t<T> checked_targets(const py::handle& obj, const char* name, const Ne
     else
         y = checked<T>(obj, name, {n, cols});
     require_finite(y, name);
+    check_labels(y, name, net);
     return y;
 }
 
@@ -98,6 +123,7 @@ inline SinusoidSource sinusoid_source(std::int64_t k_support, std::int64_t k_que
     if (k_support < 1 || k_query < 1)
         throw py::value_error("k_support and k_query must be >= 1 for meta-learning, got " +
                               std::to_string(k_support) + " and " + std::to_string(k_query));
+    checked_add(k_support, k_query, "k_support + k_query");
     SinusoidSource s;
     s.k_support = k_support;
     s.k_query = k_query;
@@ -119,6 +145,7 @@ EpisodePool<T> episode_pool(const py::array_t<T>& X, const py::array_t<std::int6
         throw py::value_error("n_way, k_shot and q_query must be >= 1, got " +
                               std::to_string(n_way) + ", " + std::to_string(k_shot) + " and " +
                               std::to_string(q_query));
+    checked_mul(n_way, checked_add(k_shot, q_query, "q_query"), "n_way");   // rows per episode
     require_finite(X, "X");
     const std::int64_t C = offsets.shape(0) - 1;
     const std::int64_t* o = offsets.data();

@@ -14,6 +14,7 @@
 #include "metacore/multitask_step.hpp"
 #include "metacore/train.hpp"
 #include "objective_handle.hpp"
+#include "signals.hpp"
 #include "task_arrays.hpp"
 
 namespace metacore::bindings {
@@ -79,6 +80,7 @@ class MetaStepHandle {
         if (net_.n_features() != 1 || net_.n_outputs() != 1 || net_.loss() != Loss::mse)
             throw py::value_error("tasks: the sinusoid family needs a model with 1 input, 1 output "
                                   "and loss 'mse'");
+        source.batch_rows(core_.meta_batch(), "meta_batch", sizeof(T));
         core_.generate(source);
     }
 
@@ -137,12 +139,13 @@ ChunkResult run_objective(TrainState<T>& state, const ObjectiveHandle<T>& object
     if (n_shared > obj.n_params()) throw py::value_error("n_shared must be <= n_params");
     const int threads = threads_arg(n_threads);
     ChunkResult out(n_steps, obj.n_tasks(), record);
-    {
-        py::gil_scoped_release release;
-        MultiTaskStep<T> problem(obj, BatchSpec{batch_tasks, batch_rows}, static_cast<T>(l2),
-                                 wcfg, n_shared);
-        run_steps(problem, config, state, threads, out);
-    }
+    without_gil(
+        [&] {
+            MultiTaskStep<T> problem(obj, BatchSpec{batch_tasks, batch_rows}, static_cast<T>(l2),
+                                     wcfg, n_shared);
+            run_steps(problem, config, state, threads, out);
+        },
+        [&](py::error_already_set& e) { e.value().attr("chunk") = py::cast(out); });
     return out;
 }
 
@@ -157,10 +160,8 @@ ChunkResult run_meta(TrainState<T>& state, MetaStepHandle<T>& meta, const Optimi
     if (n_steps < 0) throw py::value_error("n_steps must be >= 0");
     const int threads = threads_arg(n_threads);
     ChunkResult out(n_steps, 0, false);
-    {
-        py::gil_scoped_release release;
-        run_steps(meta.core(), config, state, threads, out);
-    }
+    without_gil([&] { run_steps(meta.core(), config, state, threads, out); },
+                [&](py::error_already_set& e) { e.value().attr("chunk") = py::cast(out); });
     return out;
 }
 

@@ -48,6 +48,7 @@ class _BuildInfo(TypedDict):
     simd_active: str
     default_threads: int
     max_threads: int
+    usable_processors: int
     sanitize: str
 
 def build_info() -> _BuildInfo: ...

@@ -47,6 +47,7 @@ const T* adapt_rows(AdaptWorkspace<T>& ws, const InnerRule<T>& rule, const T* th
     const T* phi = theta;
     T* bufs[2] = {ws.phi.data(), ws.next.data()};
     for (std::int64_t j = 0; j < rule.steps; ++j) {
+        check_interrupt();
         rows_value_grad(ws.pass, phi, data, begin, end, P, ws.grad.data());
         inner_update(rule, phi, ws.grad.data(), P, bufs[j & 1]);
         phi = bufs[j & 1];
@@ -59,8 +60,10 @@ void predict_rows(AdaptWorkspace<T>& ws, const T* phi, MatrixView<const T> X, T*
     constexpr std::int64_t B = NetPass<T>::kBlock;
     const std::int64_t k = ws.net.n_outputs();
     ws.pass.prepare(phi);
-    for (std::int64_t r = 0; r < X.rows; r += B)
+    for (std::int64_t r = 0; r < X.rows; r += B) {
+        if ((r / B) % 64 == 0) check_interrupt();
         predict_block(ws.pass, ws.net, phi, X.row(r), std::min(B, X.rows - r), 0, out + r * k);
+    }
     ws.pass.release();
 }
 
@@ -103,7 +106,9 @@ void adapt_batch(const NetSpec& net, const InnerRule<T>& rule, const T* theta,
         qstart[t + 1] = qstart[t] + data.offsets[t + 1] - data.offsets[t] - data.n_support[t];
     // Work: each of the rule's steps and the prediction pass touch every parameter once per row.
     const std::int64_t rows = data.offsets[T_] - data.offsets[0];
-    const int threads = team_for(rows * P * (rule.steps + 1), n_threads, T_);
+    const int threads =
+        team_for(saturating_mul(saturating_mul(rows, P), saturating_add(rule.steps, 1)),
+                 n_threads, T_);
     parallel_for(T_, threads, [&](std::int64_t t, int) {
         AdaptWorkspace<T>& ws = adapt_workspace<T>(net);
         const std::int64_t s0 = data.offsets[t], s1 = s0 + data.n_support[t];

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "metacore/interrupt.hpp"
 #include "metacore/net.hpp"
 #include "metacore/net_pass.hpp"
 #include "metacore/simd.hpp"
@@ -90,6 +91,7 @@ double run_inner_loop(NetPass<T>& pass, const InnerRule<T>& rule, const T* theta
     double first = 0.0;
     const T* phi = theta;
     for (std::int64_t j = 0; j < rule.steps; ++j) {
+        check_interrupt();
         T* g = grads ? grads + j * P : scratch;
         const double loss = rows_value_grad(pass, phi, data, begin, end, P, g, j == 0 && same_theta);
         if (j == 0) first = loss;

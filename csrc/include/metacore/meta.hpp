@@ -20,9 +20,11 @@
 #include <vector>
 
 #include "metacore/inner_loop.hpp"
+#include "metacore/interrupt.hpp"
 #include "metacore/net.hpp"
 #include "metacore/net_pass.hpp"
 #include "metacore/reduction.hpp"
+#include "metacore/sizes.hpp"
 #include "metacore/tasks.hpp"
 #include "metacore/threading.hpp"
 #include "metacore/unit_kernels.hpp"
@@ -40,7 +42,8 @@ struct MetaConfig {
 
 // Parameters a learner optimises: θ, plus Meta-SGD's per-parameter rates packed after it.
 inline std::int64_t meta_params(const NetSpec& net, Learner learner) {
-    return learner == Learner::metasgd ? 2 * net.n_params() : net.n_params();
+    return learner == Learner::metasgd ? checked_mul(2, net.n_params(), "layer_sizes")
+                                       : net.n_params();
 }
 
 inline void check_meta_net(const NetSpec& net) {
@@ -53,15 +56,29 @@ inline void check_meta_net(const NetSpec& net) {
 // Per-thread scratch of one meta-gradient: the net pass with tangents, the inner-loop trail.
 template <class T>
 struct MetaWorkspace {
+    // The trail (and Meta-SGD's inner gradients): inner_steps × P each, checked.
+    static std::int64_t trail_size(const NetSpec& net, const MetaConfig& cfg) {
+        return checked_mul(cfg.inner_steps, net.n_params(), "inner_steps");
+    }
+    // Elements of one workspace, checked.
+    static std::int64_t elements(const NetSpec& net, const MetaConfig& cfg) {
+        const std::int64_t trails =
+            checked_mul(cfg.learner == Learner::metasgd ? 2 : 1, trail_size(net, cfg), "inner_steps");
+        return checked_add(checked_add(trails, checked_mul(3, net.n_params(), "layer_sizes"),
+                                       "inner_steps"),
+                           NetPass<T>::elements(net, true), "inner_steps");
+    }
+
     MetaWorkspace(const NetSpec& net, const MetaConfig& cfg)
         : pass(net, true),
-          trail(cfg.inner_steps * net.n_params()),
-          grads(cfg.learner == Learner::metasgd ? cfg.inner_steps * net.n_params() : 0),
+          trail(trail_size(net, cfg)),
+          grads(cfg.learner == Learner::metasgd ? trail_size(net, cfg) : 0),
           g(net.n_params()),
           v(net.n_params()),
           hv(net.n_params()) {}
     NetPass<T> pass;
-    std::vector<T> trail, grads, g, v, hv;
+    ScratchBuffer<T> trail, grads;  // written before read: left uninitialised
+    std::vector<T> g, v, hv;
 };
 
 template <class T>
@@ -99,6 +116,7 @@ double task_meta_grad(MetaWorkspace<T>& ws, const NetSpec& net, const MetaConfig
     }
     const double loss = rows_value_grad(ws.pass, phi_k, data, s1, q1, P, g);
     for (std::int64_t j = k - 1; j >= 0; --j) {
+        check_interrupt();
         if (grads) {  // ∂L/∂r += −g_{j+1} ⊙ ∇L_s(φ_j)
             const T* gs = grads + j * P;
             T* out_r = out + P;
@@ -122,7 +140,8 @@ double task_meta_grad(MetaWorkspace<T>& ws, const NetSpec& net, const MetaConfig
 inline std::int64_t meta_blocks(std::int64_t n_tasks, std::int64_t n_params, std::size_t elem) {
     constexpr std::int64_t kMaxMetaBlocks = 64;
     constexpr std::int64_t kMetaPartialBytes = 64ll << 20;
-    std::int64_t cap = kMetaPartialBytes / std::max<std::int64_t>(1, n_params * elem);
+    std::int64_t cap = kMetaPartialBytes / static_cast<std::int64_t>(elem) /
+                       std::max<std::int64_t>(1, n_params);
     cap = std::max<std::int64_t>(1, std::min(cap, kMaxMetaBlocks));
     return std::min(n_tasks, cap);
 }
@@ -137,8 +156,8 @@ class MetaBatch {
         if (cfg_.inner_steps < 1)
             throw std::invalid_argument("inner_steps must be >= 1, got " +
                                         std::to_string(cfg_.inner_steps));
-        workspaces_.reserve(threads_);
-        for (int t = 0; t < threads_; ++t) workspaces_.emplace_back(net_, cfg_);
+        meta_params(net_, cfg_.learner);
+        ensure_workspaces(1);
     }
     MetaBatch(const MetaBatch&) = delete;  // the workspaces point at net_
     MetaBatch& operator=(const MetaBatch&) = delete;
@@ -169,6 +188,7 @@ class MetaBatch {
         before_.assign(n, 0.0);
         const T scale = T(1) / static_cast<T>(n);
         const int team = team_for(work(data, tasks, n), threads_, nb);
+        ensure_workspaces(team);
         ordered_reduce(nb, G, team, parts_, grad, [&](std::int64_t b, int tid, T* row) {
             const std::int64_t lo = b * n / nb, hi = (b + 1) * n / nb;
             for (std::int64_t i = lo; i < hi; ++i)
@@ -186,13 +206,31 @@ class MetaBatch {
     }
 
    private:
+    // At least `team` workspaces (made when first needed: a team is sized by the work, and is
+    // often smaller than the threads allowed), all checked against memory first.
+    void ensure_workspaces(int team) {
+        if (static_cast<int>(workspaces_.size()) >= team) return;
+        require_elements("hidden (layer widths)",
+                         checked_mul(team, NetPass<T>::elements(net_, true), "hidden (layer widths)"),
+                         sizeof(T), "for the threads' activation buffers");
+        require_elements("inner_steps",
+                         checked_mul(team, MetaWorkspace<T>::elements(net_, cfg_), "inner_steps"),
+                         sizeof(T),
+                         ("for " + std::to_string(team) + " thread(s)' inner-loop trails of " +
+                          std::to_string(cfg_.inner_steps) + " steps × " +
+                          std::to_string(net_.n_params()) + " parameters").c_str());
+        workspaces_.reserve(team);
+        while (static_cast<int>(workspaces_.size()) < team) workspaces_.emplace_back(net_, cfg_);
+    }
+
     // Multiply-adds of a meta-batch, roughly: every inner step and the outer pass touch each
     // parameter once per row (the backward pass and HVPs add a constant factor, ignored here).
     std::int64_t work(const TaskData<T>& data, const std::int64_t* tasks, std::int64_t n) const {
         std::int64_t rows = 0;
         for (std::int64_t i = 0; i < n; ++i)
             rows += data.offsets[tasks[i] + 1] - data.offsets[tasks[i]];
-        return rows * net_.n_params() * (cfg_.inner_steps + 1);
+        return saturating_mul(saturating_mul(rows, net_.n_params()),
+                              saturating_add(cfg_.inner_steps, 1));
     }
 
     NetSpec net_;

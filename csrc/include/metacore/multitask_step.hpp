@@ -31,7 +31,7 @@ class MultiTaskStep {
           n_shared_(n_shared < 0 ? obj.n_params() : n_shared),
           sampler_(obj.data(), obj.rows(), obj.n_params(), batch),
           losses_(obj.n_tasks()),
-          G_(wcfg.uses_grads() ? obj.n_tasks() * obj.n_params() : 0),
+          G_(task_grads_size(obj, wcfg)),
           alpha_backup_(obj.n_tasks()) {
         if (wcfg.kind != WeightingKind::fixed && wcfg.kind != WeightingKind::eval_driven &&
             !batch.full())
@@ -96,6 +96,15 @@ class MultiTaskStep {
     }
 
    private:
+    // T × P per-task gradients for a gradient-combining strategy, checked against memory.
+    static std::size_t task_grads_size(const Objective<T>& obj, const WeightingConfig& wcfg) {
+        if (!wcfg.uses_grads()) return 0;
+        const std::int64_t n = checked_mul(obj.n_tasks(), obj.n_params(), "n_tasks");
+        require_elements("n_tasks", n, sizeof(T),
+                         "for the weighting's per-task gradients (n_tasks × n_params)");
+        return static_cast<std::size_t>(n);
+    }
+
     static bool all_finite(const T* x, std::int64_t n) {
         for (std::int64_t i = 0; i < n; ++i)
             if (!std::isfinite(x[i])) return false;

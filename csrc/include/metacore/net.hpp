@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "metacore/sizes.hpp"
+
 namespace metacore {
 
 enum class Activation { relu, tanh };
@@ -31,11 +33,11 @@ class NetSpec {
         std::int64_t off = 0;
         for (int l = 0; l + 1 < n_layers(); ++l) {
             layer_offset_.push_back(off);
-            off = checked_add(off, layer_params(l));
+            off = checked_add(off, layer_params(l), "layer_sizes");
         }
         trunk_params_ = off;
         head_params_ = layer_params(n_layers() - 1);
-        checked_add(trunk_params_, checked_mul(head_params_, n_heads_));
+        checked_add(trunk_params_, checked_mul(head_params_, n_heads_, "layer_sizes"), "layer_sizes");
         max_width_ = 0;
         for (auto s : sizes_) max_width_ = s > max_width_ ? s : max_width_;
     }
@@ -67,20 +69,8 @@ class NetSpec {
     }
 
    private:
-    // Operands are sizes (>= 0).
-    static std::int64_t checked_mul(std::int64_t a, std::int64_t b) {
-        if (a != 0 && b > std::numeric_limits<std::int64_t>::max() / a) throw too_large();
-        return a * b;
-    }
-    static std::int64_t checked_add(std::int64_t a, std::int64_t b) {
-        if (b > std::numeric_limits<std::int64_t>::max() - a) throw too_large();
-        return a + b;
-    }
-    static std::invalid_argument too_large() {
-        return std::invalid_argument("layer_sizes: the model would have more than 2^63 parameters");
-    }
     std::int64_t layer_params(int l) const {
-        return checked_add(checked_mul(fan_out(l), fan_in(l)), fan_out(l));
+        return checked_add(checked_mul(fan_out(l), fan_in(l), "layer_sizes"), fan_out(l), "layer_sizes");
     }
 
     std::vector<std::int64_t> sizes_;

@@ -10,6 +10,7 @@
 
 #include "metacore/losses.hpp"
 #include "metacore/net.hpp"
+#include "metacore/sizes.hpp"
 #include "metacore/simd.hpp"
 #include "metacore/small_gemm.hpp"
 #include "metacore/vector_math.hpp"
@@ -21,7 +22,30 @@ class NetPass {
    public:
     static constexpr std::int64_t kBlock = 32;
 
+    // Elements one pass holds (activations of a block, transposed weights), checked: the widths
+    // come from the user's layer sizes.
+    static std::int64_t elements(const NetSpec& net, bool with_tangents) {
+        const char* what = "hidden (layer widths)";
+        std::int64_t widths = checked_mul(2, net.max_width(), what);
+        for (int l = 0; l < net.n_layers(); ++l)
+            widths = checked_add(widths, checked_add(net.fan_out(l), net.fan_in(l), what), what);
+        const std::int64_t n = checked_add(checked_mul(kBlock, widths, what), net.n_params(), what);
+        return with_tangents ? checked_mul(2, n, what) : n;
+    }
+
+    // `threads` passes, after checking that they fit in memory together.
+    static void make(std::vector<NetPass>& passes, const NetSpec& net, bool with_tangents,
+                     int threads) {
+        require_elements("hidden (layer widths)",
+                         checked_mul(threads, elements(net, with_tangents), "hidden (layer widths)"),
+                         sizeof(T), "for the threads' activation buffers");
+        passes.reserve(threads);
+        for (int t = 0; t < threads; ++t) passes.emplace_back(net, with_tangents);
+    }
+
     NetPass(const NetSpec& net, bool with_tangents) : net_(net) {
+        require_elements("hidden (layer widths)", elements(net, with_tangents), sizeof(T),
+                         "for one thread's activation buffers");
         const int L = net.n_layers();
         z_.resize(L);
         a_.resize(L);
@@ -222,7 +246,8 @@ class NetPass {
                 sum += e;
             }
             const std::int64_t c = class_label(y[r], k);
-            loss += zmax + std::log(sum) - static_cast<double>(z[c]);
+            // (max − z_c) first: at |z| ~ 1e16, max + log Σ would round log Σ away.
+            loss += (zmax - static_cast<double>(z[c])) + std::log(sum);
             const double inv = static_cast<double>(scale) / sum;
 #pragma omp simd
             for (std::int64_t j = 0; j < k; ++j) d[j] = static_cast<T>(d[j] * inv);

@@ -13,6 +13,7 @@
 #include "metacore/net.hpp"
 #include "metacore/net_pass.hpp"
 #include "metacore/reduction.hpp"
+#include "metacore/sizes.hpp"
 #include "metacore/tasks.hpp"
 #include "metacore/threading.hpp"
 #include "metacore/unit_kernels.hpp"
@@ -82,14 +83,12 @@ class Objective {
         std::vector<double> unit_loss(plan.units.size());
         std::vector<NetPass<T>> passes;
         std::vector<RowGather<T>> gathers;
-        passes.reserve(threads);
-        for (int t = 0; t < threads; ++t) {
-            passes.emplace_back(net_, false);
-            gathers.emplace_back(data_.X.cols, data_.y.cols);
-        }
+        NetPass<T>::make(passes, net_, false, threads);
+        for (int t = 0; t < threads; ++t) gathers.emplace_back(data_.X.cols, data_.y.cols);
         for (auto& pass : passes) pass.prepare(theta);  // θ is fixed for this call
         accumulate_blocks(nb, P, parts, threads, [&](std::int64_t b, int tid, T* g) {
             for (std::int64_t u = plan.block_start[b]; u < plan.block_start[b + 1]; ++u) {
+                check_interrupt();
                 const WorkUnit& w = plan.units[u];
                 const T scale = weights[w.task] / static_cast<T>(plan.task_rows[w.task]);
                 const WorkUnit* next = u + 1 < plan.block_start[b + 1] ? &w + 1 : nullptr;
@@ -127,13 +126,14 @@ class Objective {
         const std::int64_t n_units = static_cast<std::int64_t>(plan_.units.size());
         const int threads = team_size(plan_, n_threads);
         std::vector<NetPass<T>> passes;
-        passes.reserve(threads);
-        for (int t = 0; t < threads; ++t) passes.emplace_back(net_, false);
+        NetPass<T>::make(passes, net_, false, threads);
         for (auto& pass : passes) pass.prepare(theta);  // θ is fixed for this call
         std::vector<double> unit_loss(n_units);
         // One unit per task writes straight into its row; split tasks go through per-unit rows.
         const bool split = n_units > T_;
-        std::vector<T> scratch(split ? n_units * P : 0, T(0));
+        const std::int64_t n_scratch = split ? checked_mul(n_units, P, "task_grads") : 0;
+        require_elements("task_grads", n_scratch, sizeof(T), "for its per-unit gradients");
+        std::vector<T> scratch(n_scratch, T(0));
         std::fill(out, out + T_ * P, T(0));
         parallel_for(n_units, threads, [&](std::int64_t u, int tid) {
             const WorkUnit& w = plan_.units[u];
@@ -161,12 +161,12 @@ class Objective {
         const std::int64_t P = n_params(), nb = plan_.n_blocks();
         const int threads = team_size(plan_, n_threads);
         std::vector<NetPass<T>> passes;
-        passes.reserve(threads);
-        for (int t = 0; t < threads; ++t) passes.emplace_back(net_, true);
+        NetPass<T>::make(passes, net_, true, threads);
         for (auto& pass : passes) pass.prepare(theta, v);  // θ and v are fixed for this call
         std::vector<T> parts;
         ordered_reduce(nb, P, threads, parts, out, [&](std::int64_t b, int tid, T* row) {
             for (std::int64_t u = plan_.block_start[b]; u < plan_.block_start[b + 1]; ++u) {
+                check_interrupt();
                 const WorkUnit& w = plan_.units[u];
                 const T scale = weights[w.task] / static_cast<T>(plan_.task_rows[w.task]);
                 unit_hvp(passes[tid], theta, v, data_, w, head(w.task), scale, row);
@@ -185,7 +185,7 @@ class Objective {
         const std::int64_t items = plan.n_blocks() > 1
                                        ? plan.n_blocks()
                                        : static_cast<std::int64_t>(plan.units.size());
-        return team_for(plan.total_rows * n_params(), requested, items);
+        return team_for(saturating_mul(plan.total_rows, n_params()), requested, items);
     }
 
     // Mean row loss per task; NaN for tasks with no rows in the plan.

@@ -5,7 +5,9 @@
 #include <cstdint>
 #include <vector>
 
+#include "metacore/interrupt.hpp"
 #include "metacore/net_pass.hpp"
+#include "metacore/sizes.hpp"
 #include "metacore/threading.hpp"
 #include "metacore/view.hpp"
 
@@ -25,10 +27,9 @@ void predict(const NetSpec& net, const T* theta, MatrixView<const T> X, std::int
     constexpr std::int64_t B = NetPass<T>::kBlock;
     const std::int64_t n_blocks = (X.rows + B - 1) / B;
     const std::int64_t k = net.n_outputs();
-    const int threads = team_for(X.rows * net.n_params(), n_threads, n_blocks);
+    const int threads = team_for(saturating_mul(X.rows, net.n_params()), n_threads, n_blocks);
     std::vector<NetPass<T>> passes;
-    passes.reserve(threads);
-    for (int t = 0; t < threads; ++t) passes.emplace_back(net, false);
+    NetPass<T>::make(passes, net, false, threads);
     parallel_for(n_blocks, threads, [&](std::int64_t blk, int tid) {
         const std::int64_t r = blk * B, b = std::min(B, X.rows - r);
         predict_block(passes[tid], net, theta, X.row(r), b, head, out + r * k);

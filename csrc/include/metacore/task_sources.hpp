@@ -9,7 +9,9 @@
 #include <cstdint>
 #include <vector>
 
+#include "metacore/interrupt.hpp"
 #include "metacore/random.hpp"
+#include "metacore/sizes.hpp"
 #include "metacore/tasks.hpp"
 
 namespace metacore {
@@ -22,7 +24,15 @@ struct SinusoidSource {
     double phase_lo = 0.0, phase_hi = 3.141592653589793;
     double x_lo = -5.0, x_hi = 5.0;
 
-    std::int64_t rows_per_task() const { return k_support + k_query; }
+    std::int64_t rows_per_task() const { return checked_add(k_support, k_query, "k_support + k_query"); }
+
+    // Rows of a batch of n_tasks tasks, checked against overflow and memory (X and y: 2 values a
+    // row of `elem` bytes). `what` names the argument that sets n_tasks.
+    std::int64_t batch_rows(std::int64_t n_tasks, const char* what, std::size_t elem) const {
+        const std::int64_t n = checked_mul(n_tasks, rows_per_task(), what);
+        require_elements(what, checked_mul(n, 2, what), elem, "for the generated tasks' rows");
+        return n;
+    }
 
     // Task i of step `step`: stream i + 1 of CounterRng(seed, step); draws 0 and 1 are A and φ,
     // draw 2 + r is row r's x. X and y get rows_per_task() rows.
@@ -90,16 +100,22 @@ struct GeneratedTasks {
     TaskData<T> fill(const Source& src, std::int64_t d, std::int64_t support, std::uint64_t seed,
                      std::int64_t step, std::int64_t n_tasks) {
         const std::int64_t n = src.rows_per_task();
-        X.resize(n_tasks * n * d);
-        y.resize(n_tasks * n);
+        const std::int64_t rows = checked_mul(n_tasks, n, "meta_batch");
+        require_elements("meta_batch", checked_mul(rows, checked_add(d, 1, "meta_batch"),
+                                                   "meta_batch"),
+                         sizeof(T), "for the generated tasks' rows");
+        X.resize(rows * d);
+        y.resize(rows);
         offsets.resize(n_tasks + 1);
         n_support.assign(n_tasks, support);
         for (std::int64_t i = 0; i <= n_tasks; ++i) offsets[i] = i * n;
-        for (std::int64_t i = 0; i < n_tasks; ++i)
+        for (std::int64_t i = 0; i < n_tasks; ++i) {
+            if (i % 1024 == 0) check_interrupt();
             src.task(seed, step, i, X.data() + i * n * d, y.data() + i * n);
+        }
         TaskData<T> data;
-        data.X = {X.data(), n_tasks * n, d};
-        data.y = {y.data(), n_tasks * n, 1};
+        data.X = {X.data(), rows, d};
+        data.y = {y.data(), rows, 1};
         data.offsets = offsets.data();
         data.n_support = n_support.data();
         data.n_tasks = n_tasks;

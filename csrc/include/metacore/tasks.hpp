@@ -55,7 +55,8 @@ constexpr std::int64_t kPartialBytes = 128ll << 20;   // memory cap on those par
 // Groups plan.units (already in task order) into reduction blocks of about equal row counts:
 // at most kMaxBlocks, fewer when P is so large that their partial sums would pass kPartialBytes.
 inline void assign_blocks(WorkPlan& plan, std::int64_t n_params, std::int64_t elem_bytes) {
-    std::int64_t max_blocks = kPartialBytes / (n_params * elem_bytes);
+    // kPartialBytes / (n_params · elem_bytes), without forming the product (it may pass int64).
+    std::int64_t max_blocks = kPartialBytes / elem_bytes / (n_params < 1 ? 1 : n_params);
     max_blocks = max_blocks < 1 ? 1 : (max_blocks > kMaxBlocks ? kMaxBlocks : max_blocks);
     const std::int64_t target = (plan.total_rows + max_blocks - 1) / max_blocks;
     plan.block_start.assign(1, 0);

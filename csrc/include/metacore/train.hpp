@@ -11,7 +11,9 @@
 #include <limits>
 #include <vector>
 
+#include "metacore/interrupt.hpp"
 #include "metacore/optimizers.hpp"
+#include "metacore/sizes.hpp"
 
 namespace metacore {
 
@@ -55,6 +57,11 @@ struct ChunkResult {
 
     ChunkResult(std::int64_t steps, std::int64_t tasks, bool record_tasks)
         : n_steps(steps), n_tasks(tasks), record(record_tasks) {
+        const std::int64_t per_step = record ? checked_add(4, checked_mul(2, tasks, "n_tasks"),
+                                                           "n_tasks")
+                                             : 4;
+        require_elements("n_steps", checked_mul(steps, per_step, "n_steps"), sizeof(double),
+                         "for the chunk's per-step records");
         const double nan = std::numeric_limits<double>::quiet_NaN();
         objective.assign(steps, nan);
         grad_norm.assign(steps, nan);
@@ -151,6 +158,9 @@ bool finish_step(ChunkResult& out, std::int64_t j, const OptimizerConfig& config
 //   void after_step(TrainState<T>&, std::int64_t t)   learn from applied step t (weighting state)
 // A step whose loss or gradient is not finite is not applied; an update that would leave a
 // non-finite θ or moment is undone. Either way the chunk stops with the last finite state.
+// The chunk may be interrupted (interrupt.hpp) between steps and while a step computes its
+// gradient, never while it updates the state: Interrupted leaves the state at its last finished
+// step and out.steps_done says how many steps the chunk finished.
 template <class T, class Problem>
 void run_steps(Problem& problem, const OptimizerConfig& config, TrainState<T>& state,
                int n_threads, ChunkResult& out) {
@@ -158,7 +168,15 @@ void run_steps(Problem& problem, const OptimizerConfig& config, TrainState<T>& s
     UpdateBackup<T> backup;
     for (std::int64_t j = 0; j < out.n_steps; ++j) {
         const std::int64_t t = state.step;
-        const StepValues<T> v = problem.value_and_grad(state, grad.data(), n_threads);
+        StepValues<T> v;
+        try {
+            check_interrupt();
+            v = problem.value_and_grad(state, grad.data(), n_threads);
+        } catch (const Interrupted&) {
+            problem.undo(state);
+            throw;
+        }
+        const InterruptScope uninterrupted(nullptr);  // the update runs to its end
         if (!finish_step(out, j, config, state, v, grad.data(), n_threads, backup)) {
             problem.undo(state);
             return;

@@ -37,8 +37,21 @@ def logsumexp(z):
 
 
 def softmax(z):
-    """exp(z_j − logsumexp(z)) over the last axis."""
-    return np.exp(z - logsumexp(z)[..., None])
+    """e_j / Σ e with e = exp(z − max z) over the last axis.
+
+    Not exp(z − logsumexp(z)): logsumexp carries the rounding of max z, so at |z| ~ 1e16 the
+    shift max + log Σ rounds back to max and every p_j would be 1.
+    """
+    e = np.exp(z - np.max(z, axis=-1, keepdims=True))
+    return e / np.sum(e, axis=-1, keepdims=True)
+
+
+def cross_entropy(z, labels):
+    """(max z − z_y) + log Σ_j exp(z_j − max z) for each row: never max + log Σ − z_y, whose
+    first sum rounds log Σ away at huge logits (ln 2 becomes 0 for z = [1e16, 1e16])."""
+    m = np.max(z, axis=-1)
+    z_y = z[np.arange(z.shape[0]), labels.astype(np.int64)]
+    return (m - z_y) + np.log(np.sum(np.exp(z - m[..., None]), axis=-1))
 
 
 def outputs_2d(model, outputs):
@@ -109,7 +122,7 @@ def row_losses(model, outputs, y):
         # with s = ±1 for y = 1/0 both cases are softplus(−s·z): no cancellation at any |z|
         s = 2.0 * y - 1.0
         return softplus(-s * z[:, 0])
-    return logsumexp(z) - z[np.arange(z.shape[0]), y.astype(np.int64)]
+    return cross_entropy(z, y)
 
 
 def row_loss_grads(model, outputs, y):
