@@ -1,8 +1,9 @@
-"""Fault injection for the Ray backend's tests: a shard worker that dies on cue, as a crashed
-machine would. It lives with the tests, never in the package; RayBackend(worker_class=...) takes
+"""Fault injection for the Ray backend's tests: shard workers that die or stall on cue, as a
+crashed or hung machine would. It lives with the tests, never in the package; RayBackend(worker_class=...) takes
 it. The actors import this module, so the test cluster puts tests/ on their PYTHONPATH."""
 
 import os
+import signal
 
 from metacore.train.backends import ShardWorker
 
@@ -17,6 +18,9 @@ class DyingWorker(ShardWorker):
         super().__init__(*args, **kwargs)
         self.calls = 0
 
+    def fail(self):
+        os._exit(1)
+
     def partials(self, theta, want_grad):
         self.calls += 1
         try:
@@ -30,11 +34,25 @@ class DyingWorker(ShardWorker):
             except FileNotFoundError:
                 pass
             else:
-                os._exit(1)
+                self.fail()
         return super().partials(theta, want_grad)
+
+
+class StallingWorker(DyingWorker):
+    """Stops itself (SIGSTOP: alive, holding its resources, never answering) where a DyingWorker
+    would exit."""
+
+    def fail(self):
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def dying_worker(marker):
     """A DyingWorker class bound to this marker file."""
     return type("DyingWorkerAt", (DyingWorker,), {"marker": os.fspath(marker),
                                                  "__module__": __name__})
+
+
+def stalling_worker(marker):
+    """A StallingWorker class bound to this marker file."""
+    return type("StallingWorkerAt", (StallingWorker,), {"marker": os.fspath(marker),
+                                                       "__module__": __name__})

@@ -1,5 +1,6 @@
 """The Ray backend computes the same numbers as the core here, bit for bit: the objective, its
-gradient, and every θ of a training run — for 1 or 2 actors, and after an actor dies mid-run.
+gradient, and every θ of a training run — for 1 or 2 actors, and after an actor dies or stalls
+mid-run.
 Without Ray the Ray tests skip; asking for RayBackend then raises a clear error."""
 
 import os
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 import metacore as mc
-from faults import dying_worker
+from faults import dying_worker, stalling_worker
 from metacore.train.backends import RayNotInstalledError, ShardWorker, plan_shards
 
 try:
@@ -169,6 +170,43 @@ def test_an_actor_that_dies_mid_run_does_not_change_the_result(two_actors, tmp_p
         res = mc.fit(obj, theta, **fit_kwargs(backend=backend))
         assert not marker.exists() and backend.retries >= 1
     np.testing.assert_array_equal(res.theta, clean.theta)
+
+
+@needs_ray
+def test_an_actor_that_stalls_mid_run_is_replaced_and_does_not_change_the_result(two_actors,
+                                                                                  tmp_path):
+    two_actors.close()           # the cluster has 2 CPUs; the next fit restarts its actors
+    obj, theta = make_objective()
+    clean = mc.fit(obj, theta, **fit_kwargs())
+    marker = tmp_path / "stall"
+    marker.write_text("4")          # the first actor to serve its 4th call stops (SIGSTOP)
+    with mc.distributed.RayBackend(2, 1, worker_class=stalling_worker(marker),
+                                   step_timeout_s=3) as backend:
+        res = mc.fit(obj, theta, **fit_kwargs(backend=backend))
+        assert not marker.exists() and backend.retries >= 1
+    np.testing.assert_array_equal(res.theta, clean.theta)
+    np.testing.assert_array_equal(res.history.objective, clean.history.objective)
+
+
+@needs_ray
+def test_an_actor_that_always_stalls_is_given_up_on_with_a_clear_error(two_actors, tmp_path):
+    two_actors.close()
+    obj, theta = make_objective()
+    marker = tmp_path / "stall"
+    marker.write_text("1")
+    # max_retries=0: the first stall is final, whatever the restarted actor would do
+    with mc.distributed.RayBackend(2, 1, worker_class=stalling_worker(marker), step_timeout_s=2,
+                                   max_retries=0) as backend:
+        with pytest.raises(RuntimeError, match=r"did not answer within step_timeout_s=2\.0 s"):
+            mc.fit(obj, theta, **fit_kwargs(backend=backend))
+
+
+def test_step_timeout_is_checked():
+    if ray is None:
+        pytest.skip("ray is not installed")
+    with pytest.raises(ValueError, match="step_timeout_s must be > 0"):
+        mc.distributed.RayBackend(2, 1, step_timeout_s=0)
+    assert mc.distributed.RayBackend(2, 1, step_timeout_s=None).step_timeout_s is None
 
 
 @needs_ray

@@ -5,8 +5,10 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import metacore as mc
+from metacore.evaluation import statistics as stats
 from metacore.evaluation.statistics import t_quantile
 
 
@@ -128,3 +130,79 @@ def test_table_json_and_plot(sinusoids, tmp_path):
     pytest.importorskip("matplotlib")
     assert mc.report.plot([a, b], tmp_path / "p.png") is not None
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+# --- diverged tasks, intervals, stable losses ---------------------------------------------------
+def test_a_diverged_task_is_diverged_in_every_metric():
+    """Adaptation that blows up gives NaN predictions; its accuracy is not the chance level an
+    argmax over NaN would give, and the accuracy table says "diverged" like the loss table."""
+    model = mc.Softmax(4, 5)
+    rng = np.random.default_rng(0)
+    Xs = [rng.normal(size=(15, 4)) * 100 for _ in range(6)]
+    ys = [np.arange(15) % 5 for _ in range(6)]
+    ts = mc.TaskSet.from_arrays(Xs, ys, n_support=5)
+    rep = mc.evaluate(model, model.init(seed=1), ts, steps=(0, 3), lr=1e306)
+    assert np.isfinite(rep.losses[0]).all() and np.isfinite(rep.accuracies[0]).all()
+    assert np.isinf(rep.losses[1]).all() and np.isnan(rep.accuracies[1]).all()
+    row = rep.summary()[1]
+    assert not math.isfinite(row["accuracy"]) and row["accuracy_interval"] is None
+    table = mc.report.format_table([rep], metric="accuracy")
+    assert table.splitlines()[3].split()[-1] == "diverged" and "20.0" not in table
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=st.floats(-1e300, 1e300), k=st.integers(2, 6), label=st.integers(0, 5))
+def test_cross_entropy_is_exact_for_huge_equal_logits(a, k, label):
+    """k equal logits of any size: the loss is log k (the old m + log Σ − z_y lost it at 1e16)."""
+    from metacore.evaluation.protocol import _row_losses
+    loss, _ = _row_losses("cross_entropy", np.full((1, k), a), np.array([label % k]))
+    assert loss[0] == pytest.approx(math.log(k), rel=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(z=st.lists(st.floats(-50, 50), min_size=2, max_size=5), shift=st.floats(-1e15, 1e15),
+       label=st.integers(0, 4))
+def test_cross_entropy_is_shift_invariant(z, shift, label):
+    from metacore.evaluation.protocol import _row_losses
+    z = np.array(z)
+    y = np.array([label % z.shape[0]])
+    base, _ = _row_losses("cross_entropy", z[None], y)
+    moved, _ = _row_losses("cross_entropy", (z + shift)[None], y)
+    top = int(np.argmax(z))
+    exact = (z.max() - z[y[0]]) + math.log1p(math.fsum(math.exp(x - z.max())
+                                                       for j, x in enumerate(z) if j != top))
+    assert base[0] == pytest.approx(exact, rel=1e-12, abs=1e-12)
+    assert moved[0] == pytest.approx(exact, rel=1e-6, abs=abs(shift) * 1e-15 * 8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(v=st.lists(st.floats(0, 1), min_size=1, max_size=12))
+def test_accuracy_intervals_stay_in_range_and_are_flagged_when_clipped(v):
+    iv = stats.interval(v, bounds=(0.0, 1.0))
+    mean, h = mc.mean_ci(v)
+    assert iv.mean == mean and iv.n == len(v)
+    if len(v) < stats.MIN_TASKS_FOR_CI:
+        assert iv.too_few and math.isnan(iv.half_width) and math.isnan(iv.low)
+        return
+    assert 0.0 <= iv.low <= iv.mean <= iv.high <= 1.0
+    assert iv.clipped == (mean - h < 0.0 or mean + h > 1.0)
+
+
+def test_too_few_tasks_for_an_interval_is_said_not_printed():
+    model = mc.Softmax(4, 3)
+    rng = np.random.default_rng(0)
+    ts = mc.TaskSet.from_arrays([rng.normal(size=(9, 4)) for _ in range(2)],
+                                [np.tile([0, 1, 2], 3)] * 2, n_support=3)
+    rep = mc.evaluate(model, model.init(seed=1), ts, steps=(0,), name="two")
+    table = mc.report.format_table([rep], metric="accuracy")
+    assert "±" not in table.splitlines()[3] and "too few tasks for a 95% CI (two: 2" in table
+    assert rep.summary()[0]["too_few_tasks"] and math.isnan(rep.summary()[0]["accuracy_ci"])
+
+
+def test_a_clipped_interval_shows_its_ends_and_a_note():
+    accs = np.array([[1.0, 1.0, 1.0, 1.0, 0.2]])
+    rep = mc.EvalReport("c", (0,), np.full((1, 5), 0.5), accs)
+    row = rep.summary()[0]
+    assert row["accuracy_clipped"] and row["accuracy_interval"][1] == 1.0
+    table = mc.report.format_table([rep], metric="accuracy")
+    assert "100.0]*" in table and "clipped to the metric's range [0, 100]" in table

@@ -51,6 +51,7 @@ const char* status_name(StepStatus s) {
         case StepStatus::nonfinite_loss: return "nonfinite_loss";
         case StepStatus::nonfinite_grad: return "nonfinite_grad";
         case StepStatus::nonfinite_update: return "nonfinite_update";
+        case StepStatus::weighting_failed: return "weighting_failed";
         default: return "ok";
     }
 }

@@ -29,7 +29,8 @@ _WeightingKind = Literal[
     "cagrad", "imtlg", "nashmtl", "aligned_mtl", "gradvac",
 ]
 _Normalization = Literal["none", "l2", "loss", "loss+l2"]
-_StepStatus = Literal["ok", "nonfinite_loss", "nonfinite_grad", "nonfinite_update"]
+_StepStatus = Literal["ok", "nonfinite_loss", "nonfinite_grad", "nonfinite_update",
+                      "weighting_failed"]
 
 # Every bound class is made by pybind11's metaclass (pybind11_builtins.pybind11_type).
 class _pybind11_type(type): ...

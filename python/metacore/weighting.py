@@ -187,7 +187,9 @@ class DWA(_Adaptive):
     r"""Dynamic Weight Average (Liu, Johns & Davison, "End-to-End Multi-Task Learning with
     Attention", CVPR 2019). With L̄_i(k) the mean loss of task i over window k (``window`` steps):
     r_i = L̄_i(k−1) / L̄_i(k−2), α = softmax(r / τ) — tasks whose loss falls slowest get more
-    weight. α = 1/T until two windows are complete. α sums to 1 (the paper's sums to T).
+    weight. α = 1/T until two windows are complete. A task whose window loss was exactly 0 has
+    r_i = 1 while it stays 0 and r_i = +∞ once it rises (the tasks at +∞ share α). α sums to 1
+    (the paper's sums to T).
     Defaults: ``temperature=2.0`` (τ), ``window=1``."""
 
     _kind = "dwa"
@@ -204,8 +206,8 @@ class Uncertainty(_Adaptive):
     - classification form (``classification=True``): Σ_i [ f_i / σ_i² + log σ_i ], α_i = e^{−s_i}.
 
     After each θ step, s takes an Adam step (lr ``lr``, β = (0.9, 0.999)) on ∂/∂s_i = ½ − α_i f_i.
-    The regression form's optimum is σ_i² = f_i (classification: σ_i² = 2 f_i). α is not
-    normalised. State: s, Adam's m and v (3T). Defaults: ``lr=0.01``."""
+    The regression form's optimum is σ_i² = f_i (classification: σ_i² = 2 f_i); s is kept in
+    [−30, 30] so that α stays finite when a loss is exactly 0. α is not normalised. State: s, Adam's m and v (3T). Defaults: ``lr=0.01``."""
 
     _kind = "uncertainty"
 
@@ -241,7 +243,8 @@ class FAMO(_Adaptive):
 class GradNorm(_Adaptive):
     r"""GradNorm (Chen et al., ICML 2018) on the shared parameters. Loss weights w (1 at the start)
     give α = w. With n_i = ‖∇_s f_i‖, G_i = w_i n_i, Ḡ = mean G, r_i = (f_i/f_i(0)) / mean_j (f_j/f_j(0)),
-    L_grad = Σ_i |G_i − Ḡ r_i^a| with the target held constant; after each step w takes an Adam
+    L_grad = Σ_i |G_i − Ḡ r_i^a| with the target held constant (r_i = 1 for a task with
+    f_i(0) = 0, and every r_i = 1 when all losses are 0); after each step w takes an Adam
     step (lr ``lr``) on ∂L_grad/∂w_i = sign(G_i − Ḡ r_i^a) n_i, is clipped at 0 and renormalised to
     Σ w = T. α sums to T. State: w, f(0), m, v (4T). Defaults: ``alpha=1.5`` (a), ``lr=0.025``."""
 
@@ -265,7 +268,8 @@ class MGDA(_Adaptive):
     2018). Gradients scaled by 1/c_i — c_i = 1 (``"none"``), ‖g_i‖ (``"l2"``), f_i (``"loss"``) or
     f_i‖g_i‖ (``"loss+l2"``) — then γ = argmin_{γ ∈ Δ} ‖Σ_i γ_i g_i / c_i‖² by pairwise Frank–Wolfe
     with exact line search from γ = 1/T (at most ``max_iter`` iterations; stops at a duality gap
-    below 1e-12·max_i ‖g_i/c_i‖²). β_i = γ_i / c_i: with ``"none"`` Σβ = 1 and d is the min-norm
+    below 1e-12·max_i ‖g_i/c_i‖²). β_i = γ_i / c_i; a task with c_i = 0 (a loss or gradient at
+    exactly 0) is left out with β_i = 0. With ``"none"`` Σβ = 1 and d is the min-norm
     point of the convex hull of the task gradients. Defaults: ``normalization="none"``,
     ``max_iter=1000``."""
 
@@ -290,9 +294,13 @@ class PCGrad(_Adaptive):
 
 class CAGrad(_Adaptive):
     r"""Conflict-Averse Gradient descent (Liu et al., NeurIPS 2021). g_0 = mean gradient,
-    w = argmin_{w ∈ Δ} g_wᵀg_0 + c‖g_0‖‖g_w‖ (g_w = Σ w_i g_i; Frank–Wolfe with step 2/(k+2),
-    ``max_iter`` iterations), d = (g_0 + c‖g_0‖/‖g_w‖ · g_w) / (1 + c²) — the official rescaling.
-    β_i = (1/T + c‖g_0‖ w_i/‖g_w‖)/(1 + c²). Defaults: ``c=0.5``, ``max_iter=250``."""
+    w = argmin_{w ∈ Δ} g_wᵀg_0 + c‖g_0‖‖g_w‖ (g_w = Σ w_i g_i), d = (g_0 + c‖g_0‖/‖g_w‖ · g_w) /
+    (1 + c²) — the official rescaling. β_i = (1/T + c‖g_0‖ w_i/‖g_w‖)/(1 + c²) (β = 1/(T(1 + c²))
+    when g_0 = 0 or g_w = 0). The inner problem is solved to convergence, not for a fixed number
+    of iterations: it equals min over t > 0 of g_wᵀg_0 + c‖g_0‖(‖g_w‖²/t + t)/2, whose problem for
+    fixed t is the min-norm point of the points g_i + t g_0/(c‖g_0‖) (pairwise Frank–Wolfe as in
+    :class:`MGDA`, at most ``max_iter`` iterations each), and t = ‖g_w‖ is found by bisection.
+    Defaults: ``c=0.5``, ``max_iter=250``."""
 
     _kind = "cagrad"
 
@@ -304,7 +312,9 @@ class IMTLG(_Adaptive):
     r"""IMTL-G, the gradient half of Impartial Multi-Task Learning (Liu et al., ICLR 2021).
     With u_i = g_i/‖g_i‖, D rows g_1 − g_i and U rows u_1 − u_i (i = 2..T): α_{2..T} =
     g_1 Uᵀ (D Uᵀ)⁻¹, α_1 = 1 − Σ_{i≥2} α_i, d = Σ α_i g_i. Then d·u_i is the same for every task
-    (d projects equally on every task's direction) and Σα = 1. No settings."""
+    (d projects equally on every task's direction) and Σα = 1. A task with a zero gradient has no
+    direction and gets α_i = 0; when the system is singular (e.g. tasks in the same direction) α is
+    its least-squares solution nearest to uniform. No settings."""
 
     _kind = "imtlg"
 

@@ -1,12 +1,13 @@
 // Small dense linear algebra in double for the T × T problems of gradient-based weighting (T the
 // number of tasks, so O(T³) is cheap next to the O(T²P) Gram matrix): the Gram matrix, a linear
-// solve, a symmetric eigen-decomposition and the min-norm point of a convex hull.
+// solve (least squares when singular), a symmetric eigen-decomposition and the min-norm point of
+// a convex hull.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <stdexcept>
+#include <limits>
 #include <vector>
 
 #include "metacore/threading.hpp"
@@ -35,9 +36,9 @@ std::vector<double> gram(const T* G, std::int64_t n, std::int64_t P, std::int64_
 // min over the simplex of γᵀ K γ (K the Gram matrix of vectors g_i: the min-norm point of their
 // convex hull, MGDA's direction) by pairwise Frank–Wolfe
 // (mass moves from the worst support vertex to the best vertex, exact line search; linear
-// convergence on the simplex) from γ = 1/T; stops when the duality gap falls below 1e-12·max diag.
+// convergence on the simplex) from γ = 1/T; stops when the duality gap falls below tol·max diag.
 inline std::vector<double> min_norm_simplex(const std::vector<double>& K, std::int64_t T,
-                                            std::int64_t max_iter) {
+                                            std::int64_t max_iter, double tol = 1e-12) {
     std::vector<double> g(T, 1.0 / T), Kg(T, 0.0);
     double scale = 0.0;
     for (std::int64_t i = 0; i < T; ++i) scale = std::max(scale, K[i * T + i]);
@@ -51,7 +52,7 @@ inline std::vector<double> min_norm_simplex(const std::vector<double>& K, std::i
         }
         double gKg = 0.0;
         for (std::int64_t i = 0; i < T; ++i) gKg += g[i] * Kg[i];
-        if (gKg - Kg[s] <= 1e-12 * scale || s == v) break;
+        if (gKg - Kg[s] <= tol * scale || s == v) break;
         const double denom = K[s * T + s] + K[v * T + v] - 2.0 * K[s * T + v];
         const double eta = denom > 0.0 ? std::min(g[v], (Kg[v] - Kg[s]) / denom) : g[v];
         g[s] += eta;
@@ -61,13 +62,57 @@ inline std::vector<double> min_norm_simplex(const std::vector<double>& K, std::i
     return g;
 }
 
-// Solves A x = b (n × n, row-major, copied) by Gaussian elimination with partial pivoting.
-inline std::vector<double> solve(std::vector<double> A, std::vector<double> b, std::int64_t n) {
+// Eigen-decomposition of a symmetric n × n matrix (defined below).
+inline void symmetric_eigen(std::vector<double> A, std::int64_t n, std::vector<double>& w,
+                            std::vector<double>& V);
+
+// The least-squares solution of A x = b (n × n) nearest to x0: x0 + (AᵀA)⁺ Aᵀ (b − A x0), the
+// pseudo-inverse keeping eigenvalues of AᵀA above n·ε·their maximum and above tiny² (singular
+// values below tiny are rounding noise).
+inline std::vector<double> least_squares(const std::vector<double>& A, const std::vector<double>& b,
+                                         std::int64_t n, const std::vector<double>& x0,
+                                         double tiny = 0.0) {
+    std::vector<double> r(b), AtA(n * n, 0.0), Atr(n, 0.0);
+    for (std::int64_t i = 0; i < n; ++i)
+        for (std::int64_t j = 0; j < n; ++j) r[i] -= A[i * n + j] * x0[j];
+    for (std::int64_t k = 0; k < n; ++k)
+        for (std::int64_t i = 0; i < n; ++i) {
+            Atr[i] += A[k * n + i] * r[k];
+            for (std::int64_t j = 0; j < n; ++j) AtA[i * n + j] += A[k * n + i] * A[k * n + j];
+        }
+    std::vector<double> w, V;
+    symmetric_eigen(AtA, n, w, V);
+    const double wmax = n > 0 ? *std::max_element(w.begin(), w.end()) : 0.0;
+    const double tol = std::max(wmax * static_cast<double>(n) *
+                                std::numeric_limits<double>::epsilon(), tiny * tiny);
+    std::vector<double> x(x0);
+    if (!(wmax > 0.0)) return x;
+    for (std::int64_t k = 0; k < n; ++k) {
+        if (!(w[k] > tol)) continue;
+        double c = 0.0;
+        for (std::int64_t i = 0; i < n; ++i) c += V[i * n + k] * Atr[i];
+        c /= w[k];
+        for (std::int64_t i = 0; i < n; ++i) x[i] += c * V[i * n + k];
+    }
+    return x;
+}
+
+// Solves A x = b (n × n, row-major, copied) by Gaussian elimination with partial pivoting. A
+// (numerically) singular system — a pivot at most 1e-12·max(max|A|, scale), scale the size of
+// the numbers A was computed from (its rounding is a few ε of that) — has no unique solution: it gets the least-squares solution
+// nearest to x0 (zero when x0 is empty) instead of an error.
+inline std::vector<double> solve(std::vector<double> A, std::vector<double> b, std::int64_t n,
+                                 std::vector<double> x0 = {}, double scale = 0.0) {
+    if (x0.empty()) x0.assign(n, 0.0);
+    const std::vector<double> A0(A), b0(b);
+    double amax = scale;
+    for (double a : A) amax = std::max(amax, std::abs(a));
+    const double tiny = 1e-12 * amax;
     for (std::int64_t k = 0; k < n; ++k) {
         std::int64_t p = k;
         for (std::int64_t i = k + 1; i < n; ++i)
             if (std::abs(A[i * n + k]) > std::abs(A[p * n + k])) p = i;
-        if (A[p * n + k] == 0.0) throw std::runtime_error("singular system in a weighting solver");
+        if (!(std::abs(A[p * n + k]) > tiny)) return least_squares(A0, b0, n, x0, tiny);
         if (p != k) {
             for (std::int64_t j = 0; j < n; ++j) std::swap(A[k * n + j], A[p * n + j]);
             std::swap(b[k], b[p]);
@@ -85,6 +130,8 @@ inline std::vector<double> solve(std::vector<double> A, std::vector<double> b, s
         for (std::int64_t j = i + 1; j < n; ++j) s -= A[i * n + j] * x[j];
         x[i] = s / A[i * n + i];
     }
+    for (double v : x)
+        if (!std::isfinite(v)) return least_squares(A0, b0, n, x0, tiny);
     return x;
 }
 

@@ -39,7 +39,7 @@ struct TrainState {
           seed(seed0) {}
 };
 
-enum class StepStatus { ok, nonfinite_loss, nonfinite_grad, nonfinite_update };
+enum class StepStatus { ok, nonfinite_loss, nonfinite_grad, nonfinite_update, weighting_failed };
 
 // What a chunk of steps reports, built in this one place for every problem and backend. Per-step
 // series have n_steps entries (NaN where a step did not get that far); with `record`, task_losses
@@ -119,7 +119,7 @@ StepStatus apply_update(const OptimizerConfig& config, TrainState<T>& state, con
 }
 
 // The tail of step j of a chunk, the same for every problem and backend: record the step's
-// metrics, refuse a non-finite loss, apply the update. Returns false when the chunk must stop
+// metrics, refuse non-finite task weights or loss, apply the update. Returns false when the chunk must stop
 // (out.status says why); the state is then the last finite one.
 template <class T>
 bool finish_step(ChunkResult& out, std::int64_t j, const OptimizerConfig& config,
@@ -136,6 +136,12 @@ bool finish_step(ChunkResult& out, std::int64_t j, const OptimizerConfig& config
             if (!state.alpha.empty()) out.alpha[j * n + i] = state.alpha[i];
         }
     }
+    // Checked first: non-finite weights would show up as a non-finite loss the data did not cause.
+    for (const T& a : state.alpha)
+        if (!std::isfinite(a)) {
+            out.status = StepStatus::weighting_failed;
+            return false;
+        }
     if (!std::isfinite(v.value)) {
         out.status = StepStatus::nonfinite_loss;
         if (v.task_losses)

@@ -53,11 +53,12 @@ std::vector<double> gradnorm(const WeightingConfig& c, const T* G, std::int64_t 
     std::vector<double> r(n);
     for (std::int64_t i = 0; i < n; ++i) {
         mean_gw += w[i] * gn[i] / n;
-        r[i] = L[i] / std::max(L0[i], 1e-300);
+        r[i] = L0[i] > 0.0 ? L[i] / std::max(L0[i], 1e-300) : 1.0;  // no progress to measure
         mean_r += r[i] / n;
     }
+    const bool ratios = mean_r > 0.0 && std::isfinite(mean_r);  // else every task is on target
     for (std::int64_t i = 0; i < n; ++i) {
-        const double target = mean_gw * std::pow(r[i] / mean_r, c.asymmetry);
+        const double target = mean_gw * std::pow(ratios ? r[i] / mean_r : 1.0, c.asymmetry);
         const double diff = w[i] * gn[i] - target;
         g[i] = diff > 0.0 ? gn[i] : diff < 0.0 ? -gn[i] : 0.0;
     }
@@ -79,12 +80,20 @@ inline std::vector<double> mgda(const std::vector<double>& K, const double* L, s
                          : norm == MgdaNorm::loss_l2 ? L[i] * gn : 1.0;
         s[i] = d > 0.0 ? 1.0 / d : 0.0;
     }
-    std::vector<double> Ks(T * T);
+    // A task whose normaliser is 0 (a loss or gradient at exactly 0) is left out, not made a
+    // zero vector of the hull (which would be its min-norm point and stop every task).
+    std::vector<std::int64_t> on;
     for (std::int64_t i = 0; i < T; ++i)
-        for (std::int64_t j = 0; j < T; ++j) Ks[i * T + j] = s[i] * s[j] * K[i * T + j];
-    std::vector<double> g = linalg::min_norm_simplex(Ks, T, max_iter);
-    for (std::int64_t i = 0; i < T; ++i) g[i] *= s[i];
-    return g;
+        if (s[i] > 0.0) on.push_back(i);
+    const auto m = static_cast<std::int64_t>(on.size());
+    std::vector<double> Ks(m * m), beta(T, 0.0);
+    for (std::int64_t i = 0; i < m; ++i)
+        for (std::int64_t j = 0; j < m; ++j)
+            Ks[i * m + j] = s[on[i]] * s[on[j]] * K[on[i] * T + on[j]];
+    if (m == 0) return beta;
+    std::vector<double> g = linalg::min_norm_simplex(Ks, m, max_iter);
+    for (std::int64_t i = 0; i < m; ++i) beta[on[i]] = g[i] * s[on[i]];
+    return beta;
 }
 
 // PCGrad / GradVac: each g_i' = Σ_k C_ik g_k is adjusted against the other tasks in a random
@@ -125,64 +134,113 @@ inline std::vector<double> surgery(const std::vector<double>& K, std::int64_t T,
     return out;
 }
 
-// CAGrad: w* = argmin over the simplex of F(w) = wᵀK1/T + c‖g0‖·‖G w‖ (Frank–Wolfe, step 2/(k+2)),
-// d = (g0 + c‖g0‖/‖g_w‖ · g_w) / (1 + c²).
+// CAGrad when its dual's optimum is g_w = 0: every d in the ball with g_i·d ≥ 0 is optimal; the
+// one nearest g0 is g0 + Σ μ_i g_i with μ = argmin_{μ ≥ 0} ‖g0 + Σ μ_i g_i‖² (Moreau), by cyclic
+// coordinate descent. β = (1/T + μ) / (1 + c²), the official rescaling.
+inline std::vector<double> cagrad_flat(const std::vector<double>& K, const std::vector<double>& b,
+                                       std::int64_t T, double c, std::int64_t max_iter) {
+    std::vector<double> mu(T, 0.0), Kmu(T, 0.0);
+    for (std::int64_t sweep = 0; sweep < 40 * max_iter; ++sweep) {
+        double moved = 0.0, scale = 0.0;
+        for (std::int64_t i = 0; i < T; ++i) {
+            if (!(K[i * T + i] > 0.0)) continue;
+            const double next = std::max(0.0, mu[i] - (b[i] + Kmu[i]) / K[i * T + i]);
+            const double step = next - mu[i];
+            if (step == 0.0) continue;
+            mu[i] = next;
+            for (std::int64_t k = 0; k < T; ++k) Kmu[k] += step * K[k * T + i];
+            moved = std::max(moved, std::abs(step) * std::sqrt(K[i * T + i]));
+        }
+        for (std::int64_t i = 0; i < T; ++i) scale = std::max(scale, std::sqrt(K[i * T + i]));
+        if (moved <= 1e-15 * scale) break;
+    }
+    std::vector<double> beta(T);
+    for (std::int64_t i = 0; i < T; ++i) beta[i] = (1.0 / T + mu[i]) / (1.0 + c * c);
+    return beta;
+}
+
+// CAGrad: w* = argmin over the simplex of F(w) = wᵀb + φ‖G w‖ (b = K1/T, φ = c‖g0‖), solved
+// exactly: F = min over t > 0 of wᵀb + φ(‖Gw‖²/t + t)/2, whose inner problem for fixed t is the
+// min-norm point of the points g_i + (t/φ) g0 (min_norm_simplex), and the optimal t = ‖G w(t)‖ is
+// found by bisection (‖G w(t)‖ − t changes sign once). d = (g0 + φ/‖g_w‖ · g_w) / (1 + c²);
+// cagrad_flat when t* = 0 (below 1e-13 max‖g_i‖).
 inline std::vector<double> cagrad(const std::vector<double>& K, std::int64_t T, double c,
                                   std::int64_t max_iter) {
-    std::vector<double> b(T, 0.0), w(T, 1.0 / T), Kw(T, 0.0);
-    double g0sq = 0.0;
+    std::vector<double> b(T, 0.0), w(T, 1.0 / T), Kt(T * T);
+    double g0sq = 0.0, hi = 0.0;
     for (std::int64_t i = 0; i < T; ++i) {
         for (std::int64_t j = 0; j < T; ++j) b[i] += K[i * T + j] / T;
         g0sq += b[i] / T;
+        hi = std::max(hi, K[i * T + i]);
     }
-    const double phi = c * std::sqrt(std::max(g0sq, 0.0));
-    for (std::int64_t i = 0; i < T; ++i)
-        for (std::int64_t j = 0; j < T; ++j) Kw[i] += K[i * T + j] * w[j];
-    for (std::int64_t it = 0; it < max_iter; ++it) {
-        double wKw = 0.0;
-        for (std::int64_t i = 0; i < T; ++i) wKw += w[i] * Kw[i];
-        const double nw = std::sqrt(std::max(wKw, 1e-300));
-        std::int64_t t = 0;
-        double best = std::numeric_limits<double>::infinity();
-        for (std::int64_t i = 0; i < T; ++i) {
-            const double gi = b[i] + phi * Kw[i] / nw;
-            if (gi < best) best = gi, t = i;
+    g0sq = std::max(g0sq, 0.0);
+    const double phi = c * std::sqrt(g0sq);
+    auto norm_w = [&](const std::vector<double>& x) {
+        double q = 0.0;
+        for (std::int64_t i = 0; i < T; ++i)
+            for (std::int64_t j = 0; j < T; ++j) q += x[i] * K[i * T + j] * x[j];
+        return std::sqrt(std::max(q, 0.0));
+    };
+    auto solve_at = [&](double t) {  // w(t), the min-norm point of g_i + (t/φ) g0
+        const double s = t / phi;
+        for (std::int64_t i = 0; i < T; ++i)
+            for (std::int64_t j = 0; j < T; ++j)
+                Kt[i * T + j] = K[i * T + j] + s * (b[i] + b[j]) + s * s * g0sq;
+        return linalg::min_norm_simplex(Kt, T, max_iter, 1e-15);
+    };
+    double nw = 0.0;
+    if (phi > 0.0) {  // else F = 0 on the simplex (g0 = 0) and d = 0
+        double lo = 0.0;
+        hi = std::sqrt(hi);  // ‖G w‖ ≤ max ‖g_i‖
+        for (int it = 0; it < 200 && hi - lo > 1e-13 * hi; ++it) {
+            const double t = 0.5 * (lo + hi);
+            (norm_w(solve_at(t)) > t ? lo : hi) = t;
         }
-        const double eta = 2.0 / (static_cast<double>(it) + 2.0);
-        for (std::int64_t i = 0; i < T; ++i) {
-            w[i] *= 1.0 - eta;
-            Kw[i] = (1.0 - eta) * Kw[i] + eta * K[i * T + t];
+        if (lo > 0.0) {
+            w = solve_at(hi);
+            nw = norm_w(w);
+        } else {  // g_w* = 0: d = the point nearest g0 with g_i·d ≥ 0 for all i, g0 + Σ μ_i g_i
+            return cagrad_flat(K, b, T, c, max_iter);
         }
-        w[t] += eta;
     }
-    double wKw = 0.0;
-    for (std::int64_t i = 0; i < T; ++i) wKw += w[i] * Kw[i];
-    const double lambda = wKw > 0.0 ? phi / std::sqrt(wKw) : 0.0;
+    const double lambda = nw > 0.0 ? phi / nw : 0.0;
     std::vector<double> beta(T);
     for (std::int64_t i = 0; i < T; ++i) beta[i] = (1.0 / T + lambda * w[i]) / (1.0 + c * c);
     return beta;
 }
 
 // IMTL-G: α with Σα = 1 such that d = Σ α_i g_i has equal projections on every unit u_i = g_i/‖g_i‖:
-// α_{2..T} = g_1 Uᵀ (D Uᵀ)⁻¹ with D rows g_1 − g_i, U rows u_1 − u_i; α_1 = 1 − Σ α_{2..T}.
+// α_{2..T} = g_1 Uᵀ (D Uᵀ)⁻¹ with D rows g_1 − g_i, U rows u_1 − u_i; α_1 = 1 − Σ α_{2..T}. Tasks
+// with a zero gradient have no direction: they get α_i = 0 and the rest share Σα = 1. When the
+// system is singular (tasks in the same direction) α is the solution nearest to uniform.
 inline std::vector<double> imtlg(const std::vector<double>& K, std::int64_t T) {
-    std::vector<double> alpha(T, 1.0 / T);
-    if (T == 1) return alpha;
-    std::vector<double> n(T);
-    for (std::int64_t i = 0; i < T; ++i) n[i] = std::sqrt(std::max(K[i * T + i], 1e-300));
-    auto gu = [&](std::int64_t a, std::int64_t b) { return K[a * T + b] / n[b]; };  // g_a · u_b
-    const std::int64_t m = T - 1;
+    std::vector<std::int64_t> on;  // tasks with a direction
+    for (std::int64_t i = 0; i < T; ++i)
+        if (K[i * T + i] > 0.0) on.push_back(i);
+    const auto Ta = static_cast<std::int64_t>(on.size());
+    if (Ta == 0) return std::vector<double>(T, 1.0 / T);
+    std::vector<double> alpha(T, 0.0);
+    if (Ta == 1) {
+        alpha[on[0]] = 1.0;
+        return alpha;
+    }
+    std::vector<double> n(Ta);
+    for (std::int64_t i = 0; i < Ta; ++i) n[i] = std::sqrt(K[on[i] * T + on[i]]);
+    auto gu = [&](std::int64_t a, std::int64_t b) { return K[on[a] * T + on[b]] / n[b]; };  // g_a · u_b
+    const std::int64_t m = Ta - 1;
     std::vector<double> A(m * m), rhs(m);
     // Solve x (D Uᵀ) = g_1 Uᵀ, i.e. (D Uᵀ)ᵀ xᵀ = (g_1 Uᵀ)ᵀ.
-    for (std::int64_t j = 1; j < T; ++j) {
+    for (std::int64_t j = 1; j < Ta; ++j) {
         rhs[j - 1] = gu(0, 0) - gu(0, j);
-        for (std::int64_t i = 1; i < T; ++i)  // (D Uᵀ)_{i j} = (g_1 − g_i)·(u_1 − u_j)
+        for (std::int64_t i = 1; i < Ta; ++i)  // (D Uᵀ)_{i j} = (g_1 − g_i)·(u_1 − u_j)
             A[(j - 1) * m + (i - 1)] = gu(0, 0) - gu(0, j) - gu(i, 0) + gu(i, j);
     }
-    std::vector<double> x = linalg::solve(A, rhs, m);
+    // A's entries are differences of projections of size up to max ‖g_i‖: singular relative to it
+    const double scale = *std::max_element(n.begin(), n.end());
+    std::vector<double> x = linalg::solve(A, rhs, m, std::vector<double>(m, 1.0 / Ta), scale);
     double s = 0.0;
-    for (std::int64_t i = 1; i < T; ++i) s += (alpha[i] = x[i - 1]);
-    alpha[0] = 1.0 - s;
+    for (std::int64_t i = 1; i < Ta; ++i) s += (alpha[on[i]] = x[i - 1]);
+    alpha[on[0]] = 1.0 - s;
     return alpha;
 }
 

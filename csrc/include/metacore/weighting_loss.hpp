@@ -19,14 +19,28 @@ namespace weighting_detail {
 
 constexpr std::uint64_t kRlwStream = 0x524C5700000000ull;  // apart from the batch draws
 constexpr double kLossEps = 1e-8;                          // FAMO: losses are logged
+constexpr double kMaxLogVar = 30.0;  // Uncertainty: |s_i| bound, so α stays finite at f_i = 0
 
-// out = softmax(z), shifted by max z so no exp overflows.
+// out = softmax(z), shifted by max z so no exp overflows; entries at +∞ share all the weight.
 inline void softmax(const double* z, std::int64_t n, double* out) {
-    double mx = -std::numeric_limits<double>::infinity();
+    constexpr double inf = std::numeric_limits<double>::infinity();
+    double mx = -inf;
     for (std::int64_t i = 0; i < n; ++i) mx = std::max(mx, z[i]);
+    if (mx == inf) {
+        const auto top = static_cast<double>(std::count(z, z + n, inf));
+        for (std::int64_t i = 0; i < n; ++i) out[i] = z[i] == inf ? 1.0 / top : 0.0;
+        return;
+    }
     double s = 0.0;
     for (std::int64_t i = 0; i < n; ++i) s += (out[i] = std::exp(z[i] - mx));
     for (std::int64_t i = 0; i < n; ++i) out[i] /= s;
+}
+
+// DWA's L̄_i(k−1) / L̄_i(k−2); a loss at exactly 0 in window k−2 gives 1 if it stays 0 and +∞
+// (the task takes the weight) if it rose.
+inline double dwa_ratio(double prev1, double prev2) {
+    if (prev2 > 0.0) return prev1 / prev2;
+    return prev1 > 0.0 ? std::numeric_limits<double>::infinity() : 1.0;
 }
 
 }  // namespace weighting_detail
@@ -43,7 +57,7 @@ void before_step(const WeightingConfig& c, double* state, std::int64_t n, std::u
             const double* prev2 = state + 2 * n + 1;
             if (state[3 * n + 1] >= 2.0) {
                 std::vector<double> r(n);
-                for (std::int64_t i = 0; i < n; ++i) r[i] = prev1[i] / prev2[i] / c.temperature;
+                for (std::int64_t i = 0; i < n; ++i) r[i] = dwa_ratio(prev1[i], prev2[i]) / c.temperature;
                 softmax(r.data(), n, a.data());
             }
             break;
@@ -122,6 +136,7 @@ void after_step(const WeightingConfig& c, double* state, std::int64_t n, std::in
         for (std::int64_t i = 0; i < n; ++i)
             g[i] = 0.5 - k * std::exp(-state[i]) * static_cast<double>(losses[i]);
         strategy_adam(state, g.data(), state + n, state + 2 * n, n, c.lr, step + 1);
+        for (std::int64_t i = 0; i < n; ++i) state[i] = std::clamp(state[i], -kMaxLogVar, kMaxLogVar);
     }
 }
 

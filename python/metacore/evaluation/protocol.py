@@ -9,11 +9,17 @@ interval
 
     h = t_{(1+c)/2, T−1} · s_L / √T,   s_L² = (1/(T−1)) Σ_i (L_i^s − m)²,
 
-the Student-t interval of the mean (the "±" of Li et al. 2017 and Finn et al. 2017).
+the Student-t interval of the mean (the "±" of Li et al. 2017 and Finn et al. 2017), clipped to
+the metric's range and withheld below ``MIN_TASKS_FOR_CI`` tasks (:func:`~.statistics.interval`).
+
+A task whose adaptation diverged (a non-finite prediction or query loss) is diverged in every
+metric: its loss is inf and its accuracy NaN, never the chance level of an argmax over NaN; a
+summary over it is not finite and a table shows "diverged".
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +27,7 @@ import numpy as np
 from .. import _validation
 from ..adapt import adapt_batch
 from ..models import MLP
-from .statistics import mean_ci
+from .statistics import MIN_TASKS_FOR_CI, interval
 from ..data.taskset import TaskSet
 
 __all__ = ["evaluate", "EvalReport"]
@@ -44,14 +50,23 @@ class EvalReport:
     def n_tasks(self) -> int:
         return int(self.losses.shape[1])
 
-    def summary(self, confidence=0.95) -> list:
-        """One dict per step count: steps, loss, loss_ci (and accuracy, accuracy_ci)."""
+    def summary(self, confidence=0.95, min_tasks=MIN_TASKS_FOR_CI) -> list:
+        """One dict per step count: steps, loss, loss_ci (the half-width, NaN when there is no
+        interval), loss_interval ([low, high] clipped to the metric's range, or None),
+        loss_clipped (whether it was), and the same for accuracy; plus too_few_tasks (fewer than
+        ``min_tasks``: means only)."""
         rows = []
+        metrics = [("loss", self.losses, (0.0, math.inf))]
+        if self.accuracies is not None:
+            metrics.append(("accuracy", self.accuracies, (0.0, 1.0)))
         for j, s in enumerate(self.steps):
             row = {"steps": int(s)}
-            row["loss"], row["loss_ci"] = mean_ci(self.losses[j], confidence)
-            if self.accuracies is not None:
-                row["accuracy"], row["accuracy_ci"] = mean_ci(self.accuracies[j], confidence)
+            for name, values, bounds in metrics:
+                iv = interval(values[j], confidence, bounds, min_tasks)
+                row[name], row[name + "_ci"] = iv.mean, iv.half_width
+                row[name + "_interval"] = None if math.isnan(iv.low) else [iv.low, iv.high]
+                row[name + "_clipped"] = iv.clipped
+                row["too_few_tasks"] = iv.too_few
             rows.append(row)
         return rows
 
@@ -78,12 +93,16 @@ def _row_losses(loss, pred, y):
     if loss == "logistic":
         z = z.reshape(-1)
         # log(1 + e^{−z}) for y = 1, log(1 + e^{z}) for y = 0
-        row = np.maximum(z, 0.0) - y * z + np.log1p(np.exp(-np.abs(z)))
+        row = (np.maximum(z, 0.0) - y * z) + np.log1p(np.exp(-np.abs(z)))
         return row, ((z > 0) == (y > 0.5))
     m = z.max(axis=1, keepdims=True)
-    lse = m[:, 0] + np.log(np.exp(z - m).sum(axis=1))
     labels = y.astype(np.int64)
-    return lse - z[np.arange(z.shape[0]), labels], (z.argmax(axis=1) == labels)
+    # (max − z_y) + log Σ exp(z − max): never m + log(...) − z_y, which loses log 2 at z ~ 1e16;
+    # the sum as 1 + the others' through log1p, so a confident row keeps its small loss
+    e = np.exp(z - m)
+    e[np.arange(z.shape[0]), z.argmax(axis=1)] = 0.0
+    row = (m[:, 0] - z[np.arange(z.shape[0]), labels]) + np.log1p(e.sum(axis=1))
+    return row, (z.argmax(axis=1) == labels)
 
 
 def _rule(model, theta, lr, learner):
@@ -135,9 +154,12 @@ def evaluate(model, theta, test_tasks, *, steps=(0, 1, 5, 10), lr=None, learner=
         with np.errstate(over="ignore", invalid="ignore"):   # a diverged task scores inf
             row_loss, correct = _row_losses(model.loss, pred, y_query)
             losses[j] = np.add.reduceat(row_loss, bounds) / ts.n_query
-        losses[j][~np.isfinite(losses[j])] = np.inf
+        bad_rows = ~np.isfinite(np.asarray(pred, dtype=np.float64).reshape(rows.shape[0], -1))
+        diverged = ~np.isfinite(losses[j]) | (np.add.reduceat(bad_rows.any(axis=1), bounds) > 0)
+        losses[j][diverged] = np.inf
         if accs is not None:
             accs[j] = np.add.reduceat(correct.astype(np.float64), bounds) / ts.n_query
+            accs[j][diverged] = np.nan      # not the chance level of an argmax over NaN
     if name is None:
         name = type(learner).__name__ if learner is not None else "theta"
     return EvalReport(name=name, steps=steps, losses=losses, accuracies=accs, lr=lr_shown)

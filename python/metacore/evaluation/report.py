@@ -8,6 +8,7 @@ import math
 import os
 
 from .protocol import EvalReport
+from .statistics import MIN_TASKS_FOR_CI
 
 __all__ = ["format_table", "save_json", "load_json", "plot"]
 
@@ -19,18 +20,26 @@ def _reports(reports):
     return items
 
 
-def _cell(mean, ci, scale=1.0, digits=3):
+def _cell(row, metric, scale=1.0, digits=3):
+    mean, ci = row[metric], row[metric + "_ci"]
     if not math.isfinite(mean):
         return "diverged"
     if abs(mean * scale) >= 1e4:    # blowing up: the order of magnitude is what matters
         return f"{mean * scale:.1e}"
     text = f"{mean * scale:.{digits}f}"
-    return text if math.isnan(ci) else f"{text} ± {ci * scale:.{digits}f}"
+    if math.isnan(ci):
+        return text
+    if row.get(metric + "_clipped"):    # the metric's range cut the interval: show its ends
+        low, high = row[metric + "_interval"]
+        return f"{text} [{low * scale:.{digits}f}, {high * scale:.{digits}f}]*"
+    return f"{text} ± {ci * scale:.{digits}f}"
 
 
 def format_table(reports, metric="loss", title=None) -> str:
     """One row per report, one column per number of adaptation steps: mean ± 95% CI of the query
-    ``metric`` ("loss", or "accuracy" shown in percent)."""
+    ``metric`` ("loss", or "accuracy" shown in percent). An interval the metric's range cuts is
+    shown as its clipped ends with a ``*``; a report with too few tasks for an interval gets means
+    only, and a note says so."""
     items = _reports(reports)
     steps = sorted({s for r in items for s in r.steps})
     scale, digits = (100.0, 1) if metric == "accuracy" else (1.0, 3)
@@ -42,7 +51,7 @@ def format_table(reports, metric="loss", title=None) -> str:
         for s in steps:
             row = rows.get(s)
             cells.append("" if row is None or metric not in row else
-                         _cell(row[metric], row[metric + "_ci"], scale, digits))
+                         _cell(row, metric, scale, digits))
         body.append(cells)
     widths = [max(len(line[c]) for line in [head] + body) for c in range(len(head))]
     fmt = lambda cells: "  ".join(  # noqa: E731
@@ -51,7 +60,16 @@ def format_table(reports, metric="loss", title=None) -> str:
     what = "accuracy (%)" if metric == "accuracy" else "query loss"
     lines = [title or f"{what} after adaptation, mean ± 95% CI over {n} tasks",
              fmt(head), fmt(["-" * w for w in widths])]
-    return "\n".join(lines + [fmt(b) for b in body])
+    notes = []
+    few = [r for r in items if any(row.get("too_few_tasks") for row in r.summary())]
+    if few:
+        notes.append("too few tasks for a 95% CI (" + ", ".join(
+            f"{r.name}: {r.n_tasks}" for r in few) + f"; at least {MIN_TASKS_FOR_CI} needed): "
+            "means only")
+    if any(c.endswith("]*") for b in body for c in b):
+        hi = "100" if metric == "accuracy" else "∞"
+        notes.append(f"* interval clipped to the metric's range [0, {hi}]")
+    return "\n".join(lines + [fmt(b) for b in body] + notes)
 
 
 def save_json(reports, path, extra=None):
@@ -86,10 +104,9 @@ def plot(reports, path, metric="loss", title=None):
         rows = [row for row in rows if math.isfinite(row[metric])]   # diverged points left out
         x = [row["steps"] for row in rows]
         m = [row[metric] for row in rows]
-        h = [0.0 if math.isnan(row[metric + "_ci"]) else row[metric + "_ci"] for row in rows]
+        band = [row[metric + "_interval"] or [row[metric]] * 2 for row in rows]   # clipped ends
         ax.plot(x, m, marker="o", label=r.name)
-        ax.fill_between(x, [a - b for a, b in zip(m, h)], [a + b for a, b in zip(m, h)],
-                        alpha=0.2)
+        ax.fill_between(x, [b[0] for b in band], [b[1] for b in band], alpha=0.2)
     ax.set_xlabel("adaptation steps")
     ax.set_ylabel(f"query {metric}")
     ax.set_title(title or f"few-shot adaptation ({items[0].n_tasks} tasks, 95% CI)")

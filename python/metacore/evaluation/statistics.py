@@ -2,19 +2,26 @@ r"""Summary statistics over tasks: the mean and half-width of its Student-t conf
 
     h = t_{(1+c)/2, T−1} · s / √T,
 
-with the t quantile computed exactly (no SciPy): the "±" of Li et al. 2017 and Finn et al. 2017;
-and the explained variance of multi-task regression.
+with the t quantile computed exactly (no SciPy): the "±" of Li et al. 2017 and Finn et al. 2017.
+:func:`interval` is what reports show: no interval from fewer than ``MIN_TASKS_FOR_CI`` tasks
+(with 2 tasks t = 12.7 and the "±" is mostly noise), and the interval clipped to the metric's
+range (an accuracy stays in [0, 1], a loss at or above 0), with a flag when it was.
+:func:`explained_variance` is the multi-task regression score.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
 from .. import _validation
 
-__all__ = ["mean_ci", "t_quantile", "explained_variance", "task_explained_variance"]
+__all__ = ["mean_ci", "t_quantile", "interval", "Interval", "MIN_TASKS_FOR_CI",
+           "explained_variance", "task_explained_variance"]
+
+MIN_TASKS_FOR_CI = 5    # below this a report gives the mean and says the tasks are too few
 
 
 # --- Student-t quantiles without SciPy -----------------------------------------------------------
@@ -77,13 +84,15 @@ def t_quantile(p, nu):
 
 def mean_ci(values, confidence=0.95):
     """(mean, half-width) of the Student-t confidence interval of the mean of ``values`` (1-D);
-    the half-width is NaN for a single value, and (inf, NaN) when a value is not finite (a task
-    whose adaptation diverged)."""
+    the half-width is NaN for a single value, and (inf, NaN) when a value is infinite (a task
+    whose adaptation diverged; (NaN, NaN) when one is NaN, e.g. a diverged task's accuracy)."""
     v = _validation.float_array("values", values, ndim=1, dtype=np.float64, finite=False)
     if v.shape[0] == 0:
         raise ValueError("values must not be empty")
     confidence = _validation.real("confidence", confidence, minimum=0.0, min_open=True, maximum=1.0)
     n = v.shape[0]
+    if np.isnan(v).any():
+        return float("nan"), float("nan")
     if not np.isfinite(v).all():
         return float("inf"), float("nan")
     if n == 1:
@@ -132,3 +141,33 @@ def task_explained_variance(y_true, y_pred, offsets):
         raise ValueError(f"offsets must be integers rising from 0 to len(y_true) = {t.shape[0]} "
                          f"in steps of at least 2, got {o.tolist()}")
     return np.array([_explained(t[a:b], p[a:b]) for a, b in zip(o[:-1], o[1:])])
+
+
+class Interval(NamedTuple):
+    """A summary of one metric over tasks: mean, the half-width of the Student-t interval (NaN
+    when there is none), its ends clipped to the metric's range, whether they were clipped, the
+    number of tasks, and whether they were too few for an interval."""
+
+    mean: float
+    half_width: float
+    low: float
+    high: float
+    clipped: bool
+    n: int
+    too_few: bool
+
+
+def interval(values, confidence=0.95, bounds=(-math.inf, math.inf), min_tasks=MIN_TASKS_FOR_CI):
+    """:func:`mean_ci` as a report shows it: no interval (NaN) from fewer than ``min_tasks``
+    values or from a non-finite mean (a diverged task), else [m − h, m + h] clipped to ``bounds``
+    (the metric's range) with ``clipped`` set when it was."""
+    mean, h = mean_ci(values, confidence)
+    min_tasks = _validation.integer("min_tasks", min_tasks, minimum=2)
+    n = int(np.asarray(values).shape[0])
+    lo, hi = bounds
+    too_few = n < min_tasks
+    if too_few or not math.isfinite(mean) or math.isnan(h):
+        nan = float("nan")
+        return Interval(mean, nan, nan, nan, False, n, too_few)
+    low, high = max(mean - h, lo), min(mean + h, hi)
+    return Interval(mean, h, low, high, low != mean - h or high != mean + h, n, False)

@@ -22,6 +22,7 @@ RLW_STREAM = 0x524C5700000000
 ORDER_STREAM = 0x4F52445200000000
 ADAM = (0.9, 0.999, 1e-8)
 LOSS_EPS = 1e-8
+MAX_LOG_VAR = 30.0      # Uncertainty: |s_i| bound, so α stays finite at f_i = 0
 
 
 def _mix64(x):
@@ -56,8 +57,18 @@ class CounterRng:
 
 
 def _softmax(z):
+    top = z == np.inf
+    if top.any():                       # entries at +∞ share all the weight
+        return top / top.sum()
     e = np.exp(z - np.max(z))
     return e / e.sum()
+
+
+def _dwa_ratio(prev1, prev2):
+    """L̄(k−1)/L̄(k−2); a loss at exactly 0 in window k−2: 1 if it stays 0, +∞ if it rose."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        r = prev1 / prev2
+    return np.where(prev2 > 0, r, np.where(prev1 > 0, np.inf, 1.0))
 
 
 def _adam(x, g, m, v, lr, k):
@@ -74,7 +85,7 @@ def before_step(settings, state, seed, step, losses):
     T = L.shape[0]
     if name == "DWA":
         if state[3 * T + 1] >= 2:
-            r = state[T + 1:2 * T + 1] / state[2 * T + 1:3 * T + 1]
+            r = _dwa_ratio(state[T + 1:2 * T + 1], state[2 * T + 1:3 * T + 1])
             return _softmax(r / settings["temperature"])
         return np.full(T, 1.0 / T)
     if name == "Uncertainty":
@@ -114,6 +125,7 @@ def after_step(settings, state, step, losses):
         k = 1.0 if settings["classification"] else 0.5
         s = state[:T]
         _adam(s, 0.5 - k * np.exp(-s) * L, state[T:2 * T], state[2 * T:], settings["lr"], step + 1)
+        np.clip(s, -MAX_LOG_VAR, MAX_LOG_VAR, out=s)
 
 
 def evaluate(settings, state, losses, scores):
@@ -131,8 +143,9 @@ def evaluate(settings, state, losses, scores):
 
 
 # --- gradient-based ------------------------------------------------------------------------------
-def min_norm_simplex(K, max_iter=1000):
-    """argmin over the simplex of γᵀKγ by pairwise Frank–Wolfe with exact line search from 1/T."""
+def min_norm_simplex(K, max_iter=1000, tol=1e-12):
+    """argmin over the simplex of γᵀKγ by pairwise Frank–Wolfe with exact line search from 1/T,
+    until the duality gap is at most tol·max diag K."""
     T = K.shape[0]
     g = np.full(T, 1.0 / T)
     scale = np.max(np.diag(K))
@@ -141,7 +154,7 @@ def min_norm_simplex(K, max_iter=1000):
         s = int(np.argmin(Kg))
         support = np.flatnonzero(g > 0)
         v = int(support[np.argmax(Kg[support])])
-        if g @ Kg - Kg[s] <= 1e-12 * scale or s == v:
+        if g @ Kg - Kg[s] <= tol * scale or s == v:
             break
         denom = K[s, s] + K[v, v] - 2 * K[s, v]
         eta = min(g[v], (Kg[v] - Kg[s]) / denom) if denom > 0 else g[v]
@@ -178,33 +191,88 @@ def _surgery(K, vaccine, beta, target, seed, step):
     return out
 
 
+def _nnls_mu(K, b, max_iter):
+    """argmin_{μ ≥ 0} ‖g0 + Σ μ_i g_i‖² by cyclic coordinate descent (K = G Gᵀ, b = G g0)."""
+    T = K.shape[0]
+    mu, Kmu = np.zeros(T), np.zeros(T)
+    scale = math.sqrt(max(np.max(np.diag(K)), 0.0))
+    for _ in range(40 * max_iter):
+        moved = 0.0
+        for i in range(T):
+            if not K[i, i] > 0:
+                continue
+            step = max(0.0, mu[i] - (b[i] + Kmu[i]) / K[i, i]) - mu[i]
+            if step == 0:
+                continue
+            mu[i] += step
+            Kmu += step * K[:, i]
+            moved = max(moved, abs(step) * math.sqrt(K[i, i]))
+        if moved <= 1e-15 * scale:
+            break
+    return mu
+
+
 def _cagrad(K, c, max_iter):
+    """w* = argmin_Δ wᵀb + φ‖Gw‖ as min over t of the min-norm point of g_i + (t/φ) g0, t by
+    bisection on ‖G w(t)‖ = t."""
     T = K.shape[0]
     b = K.mean(axis=1)
-    phi = c * math.sqrt(max(b.mean(), 0.0))
+    g0sq = max(b.mean(), 0.0)
+    phi = c * math.sqrt(g0sq)
     w = np.full(T, 1.0 / T)
-    for k in range(max_iter):
-        Kw = K @ w
-        nw = math.sqrt(max(w @ Kw, 1e-300))
-        t = int(np.argmin(b + phi * Kw / nw))
-        eta = 2.0 / (k + 2)
-        w *= 1 - eta
-        w[t] += eta
-    wKw = w @ K @ w
-    lam = phi / math.sqrt(wKw) if wKw > 0 else 0.0
+    norm = lambda x: math.sqrt(max(x @ K @ x, 0.0))    # noqa: E731
+    nw = 0.0
+    if phi > 0:
+        def solve_at(t):
+            s = t / phi
+            return min_norm_simplex(K + s * (b[:, None] + b[None, :]) + s * s * g0sq,
+                                    max_iter, 1e-15)
+        lo, hi = 0.0, math.sqrt(np.max(np.diag(K)))
+        for _ in range(200):
+            if hi - lo <= 1e-13 * hi:
+                break
+            t = 0.5 * (lo + hi)
+            if norm(solve_at(t)) > t:
+                lo = t
+            else:
+                hi = t
+        if lo == 0:                   # g_w* = 0: the d nearest g0 with G d ≥ 0
+            return (1.0 / T + _nnls_mu(K, b, max_iter)) / (1 + c * c)
+        w = solve_at(hi)
+        nw = norm(w)
+    lam = phi / nw if nw > 0 else 0.0
     return (1.0 / T + lam * w) / (1 + c * c)
 
 
 def _imtlg(K):
     T = K.shape[0]
-    if T == 1:
-        return np.ones(1)
-    n = np.sqrt(np.maximum(np.diag(K), 1e-300))
-    GU = K / n[None, :]                       # GU[a, b] = g_a · u_b
+    on = np.flatnonzero(np.diag(K) > 0)           # tasks with a direction
+    alpha = np.zeros(T)
+    if on.size == 0:
+        return np.full(T, 1.0 / T)
+    if on.size == 1:
+        alpha[on] = 1.0
+        return alpha
+    Ka = K[np.ix_(on, on)]
+    n = np.sqrt(np.diag(Ka))
+    GU = Ka / n[None, :]                      # GU[a, b] = g_a · u_b
     D_U = GU[0, 0] - GU[0, 1:][None, :] - GU[1:, 0][:, None] + GU[1:, 1:]   # (D Uᵀ)[i, j]
     rhs = GU[0, 0] - GU[0, 1:]                # g_1 Uᵀ
-    x = np.linalg.solve(D_U.T, rhs)
-    return np.concatenate([[1 - x.sum()], x])
+    A = D_U.T
+    x0 = np.full(on.size - 1, 1.0 / on.size)
+    tiny = 1e-12 * max(np.abs(A).max(), n.max())
+    try:
+        x = np.linalg.solve(A, rhs)
+        ok = np.isfinite(x).all() and np.abs(np.linalg.svd(A, compute_uv=False)).min() > tiny
+    except np.linalg.LinAlgError:
+        ok = False
+    if not ok:                                # singular: the solution nearest to uniform
+        U, sv, Vt = np.linalg.svd(A)
+        keep = sv > max(tiny, sv.max() * A.shape[0] * np.finfo(float).eps)
+        x = x0 + Vt[keep].T @ ((U[:, keep].T @ (rhs - A @ x0)) / sv[keep])
+    alpha[on[1:]] = x
+    alpha[on[0]] = 1 - x.sum()
+    return alpha
 
 
 def _nashmtl(K, max_iter):
@@ -257,8 +325,9 @@ def combine(settings, grads, losses, state, seed, step, n_shared=None):
         if step == 0:
             L0[:] = L
         gn = np.linalg.norm(Gs, axis=1)
-        r = L / np.maximum(L0, 1e-300)
-        target = np.mean(w * gn) * (r / r.mean()) ** settings["alpha"]
+        r = np.where(L0 > 0, L / np.maximum(L0, 1e-300), 1.0)
+        ratio = r / r.mean() if 0 < r.mean() < np.inf else np.ones(T)
+        target = np.mean(w * gn) * ratio ** settings["alpha"]
         _adam(w, np.sign(w * gn - target) * gn, m, v, settings["lr"], step + 1)
         w[:] = np.maximum(w, 0)
         w[:] = w * T / w.sum() if w.sum() > 0 else 1.0
@@ -268,7 +337,12 @@ def combine(settings, grads, losses, state, seed, step, n_shared=None):
         gn = np.sqrt(np.diag(K))
         c = {"none": np.ones(T), "l2": gn, "loss": L, "loss+l2": L * gn}[settings["normalization"]]
         s = np.where(c > 0, 1 / np.where(c > 0, c, 1), 0.0)
-        return min_norm_simplex(K * np.outer(s, s), settings["max_iter"]) * s
+        on = np.flatnonzero(s > 0)        # a task with a normaliser of 0 is left out
+        beta = np.zeros(T)
+        if on.size:
+            Ks = K[np.ix_(on, on)] * np.outer(s[on], s[on])
+            beta[on] = min_norm_simplex(Ks, settings["max_iter"]) * s[on]
+        return beta
     if name == "PCGrad":
         return _surgery(K, False, 0.0, None, seed, step)
     if name == "GradVac":

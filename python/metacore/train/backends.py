@@ -20,7 +20,10 @@ numbers in all, whatever the number of tasks.
 
 Faults: actors are created with ``max_restarts``; a restarted actor rebuilds its shard from the
 object store (the driver keeps the references). A step whose actor died is sent again with the
-same θ — a pure function of θ and the shard — so the run's result does not change. The driver's
+same θ — a pure function of θ and the shard — so the run's result does not change. An actor
+that does not answer a step within ``step_timeout_s`` (a stalled process, a hung machine) is
+treated as lost the same way: the driver kills it (Ray restarts it), waits for it to reload its
+shard and sends the step again. The driver's
 own state is saved by ``fit(checkpoint=..., checkpoint_every=k)``; a crashed driver resumes with
 ``fit(obj, mc.load(path), backend=...)``.
 """
@@ -181,19 +184,25 @@ class RayBackend(Backend):
         Passed to ``ray.init`` when Ray is not initialised yet (None: a local cluster).
     worker_class : type
         The actor class: :class:`ShardWorker` or a subclass of it (to instrument the actors).
+    step_timeout_s : float > 0 or None
+        How long the driver waits for one actor's part of a step (default 60 s). Past it the actor
+        is treated as lost: killed, restarted by Ray (counts against ``max_restarts``), and sent
+        the step again (counts against ``max_retries``). None waits for ever.
 
     Use it as ``mc.fit(obj, theta0, backend=RayBackend(2, 1))``; the actors stay up for more fits
     on the same objective until :meth:`close` (or the end of a ``with`` block).
     """
 
     def __init__(self, n_workers=2, cpus_per_worker=1, *, max_restarts=3, max_retries=3,
-                 address=None, worker_class=None):
+                 address=None, worker_class=None, step_timeout_s=60.0):
         self.ray = _import_ray()
         self.n_workers = _validation.integer("n_workers", n_workers, minimum=1)
         self.cpus_per_worker = _validation.integer("cpus_per_worker", cpus_per_worker, minimum=1)
         self.max_restarts = _validation.integer("max_restarts", max_restarts, minimum=0)
         self.max_retries = _validation.integer("max_retries", max_retries, minimum=0)
         self.address = address
+        self.step_timeout_s = None if step_timeout_s is None else _validation.real(
+            "step_timeout_s", step_timeout_s, minimum=0.0, min_open=True)
         worker_class = ShardWorker if worker_class is None else worker_class
         if not (isinstance(worker_class, type) and issubclass(worker_class, ShardWorker)):
             raise TypeError(f"worker_class must be ShardWorker or a subclass of it, got "
@@ -202,10 +211,11 @@ class RayBackend(Backend):
         self._key = None
         self._actors = []
         self._refs = []
-        self.retries = 0          # steps sent again after an actor died
+        self.retries = 0          # steps sent again after an actor died or stalled
 
     def __repr__(self):
-        return f"RayBackend(n_workers={self.n_workers}, cpus_per_worker={self.cpus_per_worker})"
+        return (f"RayBackend(n_workers={self.n_workers}, cpus_per_worker={self.cpus_per_worker}, "
+                f"step_timeout_s={self.step_timeout_s})")
 
     def __enter__(self):
         return self
@@ -283,27 +293,35 @@ class RayBackend(Backend):
         return out
 
     def _get(self, k, future, ref, want_grad):
-        errors = _actor_errors(self.ray)
+        ray = self.ray
+        errors = _actor_errors(ray)
         for attempt in range(self.max_retries + 1):
             try:
-                return self.ray.get(future)
-            except errors as e:
+                return ray.get(future, timeout=self.step_timeout_s)
+            except errors + (ray.exceptions.GetTimeoutError,) as e:
+                stalled = isinstance(e, ray.exceptions.GetTimeoutError)
                 if attempt == self.max_retries:
-                    raise RuntimeError(f"shard {k}'s actor failed {attempt + 1} times on the same "
-                                       f"step; giving up") from e
+                    what = (f"did not answer within step_timeout_s={self.step_timeout_s} s"
+                            if stalled else "died")
+                    raise RuntimeError(f"shard {k}'s actor {what} on {attempt + 1} tries of the "
+                                       f"same step (max_retries={self.max_retries}); giving up"
+                                       ) from e
                 self.retries += 1
+                if stalled:     # lost: kill it so Ray starts a fresh one that reloads the shard
+                    ray.kill(self._actors[k], no_restart=False)
                 self._wait_restarted(k, e)
                 future = self._actors[k].partials.remote(ref, want_grad)   # same θ, same shard
 
     def _wait_restarted(self, k, error, timeout=RESTART_TIMEOUT):
         """Blocks until shard k's actor answers again (Ray restarts it and it reloads its shard)."""
-        errors = _actor_errors(self.ray)
+        errors = _actor_errors(self.ray) + (self.ray.exceptions.GetTimeoutError,)
         deadline = time.monotonic() + timeout
         while True:
             try:
                 s = self.shards[k]    # a restarted actor has its shard again, not yet its α
                 return self.ray.get(self._actors[k].set_weights.remote(
-                    self.alpha[s["task_lo"]:s["task_hi"]]), timeout=timeout)
+                    self.alpha[s["task_lo"]:s["task_hi"]]),
+                    timeout=max(deadline - time.monotonic(), 0.0))
             except errors:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"shard {k}'s actor did not come back within {timeout} s "

@@ -403,7 +403,7 @@ def fit(problem, start=None, *, optimizer=None, steps=1000, weighting=None, batc
         if checkpoint:
             save(checkpoint, result)     # on divergence too: the kept state is finite
     if failure is not None:
-        raise _diverged(failure, run.state.step, result)
+        raise _diverged(failure, run.state.step, result, weighting)
     if reason == "interrupted":
         err = KeyboardInterrupt(f"training interrupted after step {result.step}"
                                 + (f"; checkpoint written to {checkpoint}" if checkpoint else "")
@@ -413,9 +413,14 @@ def fit(problem, start=None, *, optimizer=None, steps=1000, weighting=None, batc
     return result
 
 
-def _diverged(out, step, res):
+def _diverged(out, step, res, weighting=None):
     done = out.steps_done
     value = out.objective[done]
+    if out.status == "weighting_failed":
+        return FitDivergedError(
+            f"the weighting strategy {weighting!r} gave non-finite task weights at step {step}. "
+            f"Training stopped; the state kept is the last finite one, after {step} steps "
+            f"(FitDivergedError.result).", step, None, res)
     what = {
         "nonfinite_loss": f"the loss became {value} at step {step}",
         "nonfinite_grad": f"the gradient became non-finite at step {step} (loss {value:.6g})",
