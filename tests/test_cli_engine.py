@@ -243,3 +243,13 @@ def test_evaluate_takes_the_config_from_the_checkpoint_and_keeps_train_outputs(t
 def test_version_prints_the_version(tmp_path):
     r = ok(run("--version", cwd=tmp_path))
     assert r.stdout.strip() == f"metacore {mc.__version__}"
+
+
+def test_a_weighting_for_a_meta_learner_is_refused_not_ignored(tmp_path):
+    """Task weights exist only in the multi-task objective: asking a meta-learner for one is a
+    config error (exit 2) naming the key, never silently dropped."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('name = "w"\n[learner]\nkind = "maml"\n[weighting]\nkind = "dwa"\n'
+                   '[train]\nsteps = 2\n')
+    r = run("train", str(cfg), "--quiet", "--output", str(tmp_path / "out"), cwd=tmp_path)
+    assert r.returncode == 2 and "weighting applies to learner.kind 'multitask'" in r.stderr

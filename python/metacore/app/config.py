@@ -332,12 +332,13 @@ class WeightingConfig:
 
 @dataclass
 class TrainConfig:
-    """The training run: steps, meta-batch, steps per core call (``chunk``), validation every
+    """The training run: steps, meta-batch, steps per core call (``chunk``; default: adaptive,
+    about 0.25 s per call, so progress and Ctrl-C stay prompt), validation every
     ``validate_every`` steps (0: none), a checkpoint every ``checkpoint_every`` steps (and at the
     end; default 1000), L2 (multitask)."""
     steps: int = 70000
     meta_batch: int = 25
-    chunk: int = 1000
+    chunk: int | None = None
     validate_every: int = 0
     checkpoint_every: int = 1000
     l2: float = 0.0
@@ -345,7 +346,7 @@ class TrainConfig:
     def validate(self, s="train"):
         self.steps = _int(f"{s}.steps", self.steps, 1)
         self.meta_batch = _int(f"{s}.meta_batch", self.meta_batch, 1)
-        self.chunk = _int(f"{s}.chunk", self.chunk, 1)
+        self.chunk = _int(f"{s}.chunk", self.chunk, 1, none=True)
         self.validate_every = _int(f"{s}.validate_every", self.validate_every, 0)
         self.checkpoint_every = _int(f"{s}.checkpoint_every", self.checkpoint_every, 1)
         self.l2 = _float(f"{s}.l2", self.l2, 0.0)

@@ -128,6 +128,10 @@ def build(cfg: Config) -> Experiment:
 
 def _weighting(cfg, train_tasks):
     if cfg.learner.kind != "multitask":
+        if cfg.weighting.kind != "uniform" or cfg.weighting.settings:
+            raise ConfigError(f"weighting applies to learner.kind 'multitask' (the task weights "
+                              f"in Σ α_i f_i); learner.kind {cfg.learner.kind!r} has none: drop "
+                              f"[weighting] or set weighting.kind = 'uniform'")
         return None
     wc, T = cfg.weighting, train_tasks.n_tasks
     if wc.kind == "fixed" and len(wc.alpha) != T:
@@ -174,7 +178,8 @@ def fit_settings(exp: Experiment) -> dict:
 def _curve_every(tc):
     """Steps between the history's evaluations without validation: about 100 points on the
     curve of α and the training loss, at most one per core call."""
-    return min(tc.chunk, max(1, tc.steps // 100))
+    every = max(1, tc.steps // 100)
+    return every if tc.chunk is None else min(tc.chunk, every)
 
 
 def train(exp: Experiment, start=None, *, progress=True, on_checkpoint=None):

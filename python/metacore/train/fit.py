@@ -296,7 +296,8 @@ def fit(problem, start=None, *, optimizer=None, steps=1000, weighting=None, batc
         Where to save the train state (every ``checkpoint_every`` steps, at the end, on divergence
         — always a finite state — and on Ctrl-C), atomically, with :func:`metacore.save`.
     checkpoint_every : int >= 1 or None
-        Steps between checkpoints; None: ``eval_every``.
+        Steps between checkpoints; None: ``eval_every``. Without ``checkpoint`` nothing is
+        written.
     progress : bool
         Show a tqdm progress bar when tqdm is installed (silently none otherwise).
     seed : int >= 0 or None
@@ -323,8 +324,10 @@ def fit(problem, start=None, *, optimizer=None, steps=1000, weighting=None, batc
         When the loss, gradient or update turns NaN/Inf; names the step (and the task), and
         carries the result up to the last finite state (``err.result``).
     KeyboardInterrupt
-        On Ctrl-C: the run stops after the chunk in progress (within about a second), writes the
-        checkpoint when one is configured, and raises with the partial result as ``err.result``.
+        On Ctrl-C: the run stops after the chunk in progress (within about a second; a second
+        Ctrl-C stops the core within a few tens of milliseconds, at its last finished step),
+        writes the checkpoint when one is configured, and raises with the partial result as
+        ``err.result``.
     """
     if theta0 is not None:
         if start is not None:

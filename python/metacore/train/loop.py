@@ -209,7 +209,13 @@ class Run:
                 t0 = time.perf_counter()
                 if s.weight_eval is not None and state.step % s.weighting.eval_every == 0:
                     self.evaluate_weights()
-                out = self.run_chunk(n)
+                try:
+                    out = self.run_chunk(n)
+                except KeyboardInterrupt as exc:   # a second Ctrl-C stopped the core mid-chunk
+                    partial = getattr(exc, "chunk", None)
+                    if partial is not None:        # the state is at its last finished step
+                        self.rec.add_chunk(first, partial)
+                    return "interrupted", None
                 dt = time.perf_counter() - t0
                 self.core_time += dt
                 per_step = dt / max(out.steps_done, 1)
