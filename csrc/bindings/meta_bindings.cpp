@@ -11,6 +11,7 @@
 #include "arrays.hpp"
 #include "metacore/adapt.hpp"
 #include "metacore/meta.hpp"
+#include "metacore/prototypes.hpp"
 #include "signals.hpp"
 #include "task_arrays.hpp"
 
@@ -21,7 +22,8 @@ namespace {
 Learner parse_learner(const std::string& s) {
     return parse_choice<Learner>("learner", s,
                                  {{"maml", Learner::maml}, {"reptile", Learner::reptile},
-                                  {"metasgd", Learner::metasgd}, {"anil", Learner::anil}});
+                                  {"metasgd", Learner::metasgd}, {"anil", Learner::anil},
+                                  {"protonet", Learner::protonet}});
 }
 
 // The inner-loop rule of the adapt path: a scalar lr, or per-parameter rates (Meta-SGD); ANIL's
@@ -147,6 +149,40 @@ py::tuple adapt_batch_typed(const NetSpec& net, const py::array& theta_obj,
     return py::make_tuple(phis_obj, preds_obj);
 }
 
+template <class T>
+py::array_t<T> prototypes_typed(const py::array& E_obj, const py::object& y_obj) {
+    auto E = checked<T>(E_obj, "embeddings", {-1, -1});
+    require_finite(E, "embeddings");
+    const std::int64_t n = E.shape(0), D = E.shape(1);
+    if (n < 1 || D < 1)
+        throw py::value_error("embeddings must have at least one row and one column, got shape " +
+                              shape_str(E));
+    auto y = checked<T>(y_obj, "y_support", {n});
+    const std::int64_t N = episode_classes(y.data(), 1, n, n, "y_support");
+    auto out = output<T>("prototypes", {N, D});
+    T* o = out.mutable_data();
+    py::gil_scoped_release release;
+    std::vector<std::int64_t> counts(N);
+    class_means(E.data(), y.data(), 1, n, D, N, o, counts.data());
+    return out;
+}
+
+template <class T>
+py::array_t<T> prototype_logits_typed(const py::array& P_obj, const py::object& E_obj) {
+    auto protos = checked<T>(P_obj, "prototypes", {-1, -1});
+    require_finite(protos, "prototypes");
+    if (protos.shape(0) < 1)
+        throw py::value_error("prototypes must have at least one row, got shape " +
+                              shape_str(protos));
+    auto E = checked<T>(E_obj, "embeddings", {-1, protos.shape(1)});
+    require_finite(E, "embeddings");
+    const std::int64_t N = protos.shape(0), D = protos.shape(1), n = E.shape(0);
+    auto out = output<T>("prototype logits", {n, N});
+    T* o = out.mutable_data();
+    py::gil_scoped_release release;
+    prototype_logits(protos.data(), N, D, E.data(), n, o);
+    return out;
+}
 
 template <class T>
 py::tuple sinusoid_typed(const SinusoidSource& src, std::uint64_t seed, std::int64_t step,
@@ -266,6 +302,23 @@ void register_meta(py::module_& m) {
         py::arg("n_support"), py::arg("steps"), py::arg("lr"), py::arg("rates") = py::none(),
         py::arg("head_only") = false, py::arg("want_theta") = true, py::arg("want_pred") = true,
         py::arg("n_threads") = py::none());
+    m.def(
+        "prototypes",
+        [](const py::array& E, const py::object& y) -> py::array {
+            if (is_float32(E, "embeddings")) return prototypes_typed<float>(E, y);
+            return prototypes_typed<double>(E, y);
+        },
+        py::arg("embeddings"), py::arg("y_support"),
+        "(N, D) class prototypes: the mean embedding of the support rows of each class 0..N-1 "
+        "(N = 1 + the largest label; every class needs a row).");
+    m.def(
+        "prototype_logits",
+        [](const py::array& protos, const py::object& E) -> py::array {
+            if (is_float32(protos, "prototypes")) return prototype_logits_typed<float>(protos, E);
+            return prototype_logits_typed<double>(protos, E);
+        },
+        py::arg("prototypes"), py::arg("embeddings"),
+        "(n, N) logits -||e_r - c_k||^2 of embedded rows against the prototypes.");
     m.def(
         "sinusoid_tasks",
         [](std::int64_t k_support, std::int64_t k_query, std::pair<double, double> amplitude,

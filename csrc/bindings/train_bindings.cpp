@@ -67,7 +67,8 @@ class MetaStepHandle {
    public:
     MetaStepHandle(const NetSpec& net, const MetaConfig& cfg, std::int64_t meta_batch,
                    int threads)
-        : net_(net), core_(net_, cfg, meta_batch, threads) {}
+        : net_(net), protonet_(cfg.learner == Learner::protonet),
+          core_(net_, cfg, meta_batch, threads) {}
 
     void sample_from(py::handle X, py::handle y, py::handle offsets, py::handle n_support) {
         X_ = checked<T>(X, "X", {-1, net_.n_features()});
@@ -88,7 +89,8 @@ class MetaStepHandle {
     // N-way K-shot episodes from a pool of rows grouped by class (class_offsets (C + 1,)).
     void episodes_from(py::handle X, py::handle class_offsets, std::int64_t n_way,
                        std::int64_t k_shot, std::int64_t q_query) {
-        if (net_.loss() != Loss::cross_entropy || net_.n_outputs() != n_way)
+        // ProtoNet's net embeds: any number of outputs, labels only name the prototypes.
+        if (!protonet_ && (net_.loss() != Loss::cross_entropy || net_.n_outputs() != n_way))
             throw py::value_error("tasks: N-way episodes need a cross-entropy model with n_way = " +
                                   std::to_string(n_way) + " outputs");
         X_ = checked<T>(X, "X", {-1, net_.n_features()});
@@ -101,6 +103,7 @@ class MetaStepHandle {
 
    private:
     NetSpec net_;
+    bool protonet_;
     MetaStep<T> core_;
     py::array_t<T> X_, y_;
     py::array_t<std::int64_t> offsets_, ns_;

@@ -21,7 +21,7 @@ _I64 = NDArray[np.int64]
 _Activation = Literal["relu", "tanh"]
 _Loss = Literal["mse", "logistic", "cross_entropy"]
 _Rows = Literal["all", "support", "query"]
-_Learner = Literal["maml", "reptile", "metasgd", "anil"]
+_Learner = Literal["maml", "reptile", "metasgd", "anil", "protonet"]
 _OptimizerKind = Literal["sgd", "adam", "adamw"]
 _Schedule = Literal["constant", "step", "cosine", "linear"]
 _WeightingKind = Literal[
@@ -207,6 +207,12 @@ def episode_tasks(
     n_tasks: int,
 ) -> tuple[NDArray[_F], NDArray[_F], _I64, _I64]:
     """(X, y, offsets, n_support) of the N-way K-shot episodes a meta-step over this pool draws"""
+
+def prototypes(embeddings: NDArray[_F], y_support: NDArray[_F]) -> NDArray[_F]:
+    """(N, D) class prototypes: the mean embedding of the support rows of each class 0..N-1"""
+
+def prototype_logits(prototypes: NDArray[_F], embeddings: NDArray[_F]) -> NDArray[_F]:
+    """(n, N) logits -||e_r - c_k||^2 of embedded rows against the prototypes"""
 
 # --- the training loop (train_bindings.cpp) ---------------------------------------------------
 

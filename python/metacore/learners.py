@@ -22,7 +22,7 @@ Learners own no training loop: ``mc.fit(mc.MetaObjective(learner, tasks, meta_ba
 meta-trains any of them with the one θ-update loop of :mod:`metacore.train`. The meta-batch runs in
 parallel over tasks; results are bit-identical for any thread count.
 Papers: Finn et al. 2017 (MAML), Nichol et al. 2018 (Reptile), Li et al. 2017 (Meta-SGD),
-Raghu et al. 2020 (ANIL).
+Raghu et al. 2020 (ANIL), Snell et al. 2017 (ProtoNet: no inner loop, see :class:`ProtoNet`).
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ import numpy as np
 from . import _validation
 from . import optim
 from .models import MLP
+from .data.tasks import EpisodeSource, SinusoidSource
 from .data.taskset import TaskSet
 
-__all__ = ["Learner", "MAML", "FOMAML", "Reptile", "MetaSGD", "ANIL", "from_dict"]
+__all__ = ["Learner", "MAML", "FOMAML", "Reptile", "MetaSGD", "ANIL", "ProtoNet", "from_dict"]
 
 
 class Learner:
@@ -95,9 +96,41 @@ class Learner:
         batch.check_labels(self.model.loss, self.model.n_outputs)
         return batch.astype(dtype)
 
+    def check_source(self, source, name="tasks"):
+        """A task source checked against the model: episodes need a cross-entropy model with
+        their features as inputs and one output per class; sinusoids a 1-in, 1-out mse model."""
+        model = self.model
+        if isinstance(source, EpisodeSource):
+            if (model.loss != "cross_entropy" or model.n_outputs != source.n_way
+                    or model.n_features != source.n_features):
+                raise ValueError(f"{name}: {source.n_way}-way episodes of {source.n_features} "
+                                 f"features need a cross-entropy model with {source.n_features} "
+                                 f"inputs and {source.n_way} outputs, got {model!r}")
+        elif isinstance(source, SinusoidSource):
+            if model.n_features != 1 or model.n_outputs != 1 or model.loss != "mse":
+                raise ValueError(f"{name}: the sinusoid family needs a model with 1 input, "
+                                 f"1 output and loss 'mse', got {model!r}")
+
     def core_spec(self):
         """(kind, inner_lr, inner_steps, first_order) as the compiled core takes them."""
         return self.kind, self.inner_lr, self.inner_steps, self.first_order
+
+    def core_net(self):
+        """The compiled net the core's meta-gradient runs (the model's)."""
+        return self.model.core_net()
+
+    @property
+    def query_head(self) -> str:
+        """The loss head that scores query outputs in evaluation (the model's)."""
+        return self.model.loss
+
+    def query_outputs(self, theta, ts, *, steps, lr, head_only=False, n_threads=None):
+        """Outputs on the query rows of every task of ``ts`` (task after task) after ``steps``
+        steps of adaptation with rates ``lr`` (what ``adapt_rule`` gave): what
+        ``mc.evaluate`` scores with ``query_head``."""
+        from .adapt import adapt_batch
+        return adapt_batch(self.model, theta, ts, steps=steps, lr=lr, head_only=head_only,
+                           n_threads=n_threads)[1]
 
     # --- the meta-objective ------------------------------------------------------------------
     def meta_value_and_grad(self, theta, batch):
@@ -119,7 +152,7 @@ class Learner:
         ts = self.check_batch(batch, params.dtype)
         kind, lr, steps, _ = self.core_spec()
         # The loss does not depend on the meta-gradient's order: first order skips the HVPs.
-        losses = _core.meta_value_and_grad(self.model.core_net(), kind, lr, steps, True, params,
+        losses = _core.meta_value_and_grad(self.core_net(), kind, lr, steps, True, params,
                                            ts.X, ts.y, ts.offsets, ts.n_support,
                                            self.n_threads if n_threads is None
                                            else _validation.n_threads(n_threads))[2]
@@ -129,7 +162,7 @@ class Learner:
         from . import _core
         params = self.check_params(theta)
         ts = self.check_batch(batch, params.dtype)
-        return _core.meta_value_and_grad(self.model.core_net(), *self.core_spec(), params, ts.X,
+        return _core.meta_value_and_grad(self.core_net(), *self.core_spec(), params, ts.X,
                                          ts.y, ts.offsets, ts.n_support, self.n_threads)
 
     # --- adapting to a new task --------------------------------------------------------------
@@ -299,7 +332,149 @@ class Reptile(Learner):
                 f"inner_steps={self.inner_steps}, outer_lr={self.outer_lr})")
 
 
-_BY_NAME = {cls.__name__: cls for cls in (MAML, FOMAML, ANIL, MetaSGD, Reptile)}
+DISTANCES = ("sqeuclidean",)
+
+
+class ProtoNet(Learner):
+    r"""Prototypical networks (Snell et al., 2017): few-shot classification by the nearest class
+    mean in an embedding space learned by the net.
+
+    ``embedding_model`` (an :class:`~metacore.MLP`, one shared output layer) maps a row x to its
+    embedding e = f_θ(x): its outputs (n_outputs = D >= 1) are the embedding; its loss head is
+    never used (any of mse, logistic, cross_entropy). For an episode whose support rows carry the
+    labels 0..N−1 (every class at least one support row; query labels among them):
+
+        c_k = (1/n_k) Σ_{s: y_s = k} f_θ(x_s),      z_qk = −‖f_θ(x_q) − c_k‖²,
+        L(θ) = (1/n_q) Σ_q −log softmax(z_q)[y_q].
+
+    The meta-loss is the mean of L over the meta-batch; its gradient is exact, through the
+    prototypes and every embedding, computed in the core (no inner loop, no Hessian terms).
+    ``adapt`` returns the prototypes (N, D) of the support rows, ``adapt_predict`` the logits
+    z (n_q, N) of the query rows; ``steps`` must be None or 0 (nothing is adapted by gradient
+    steps). ``mc.evaluate(model, θ, tasks, steps=(0,), learner=protonet)`` scores the prototype
+    classifier (cross-entropy of z and accuracy of argmax z); other step counts are refused.
+    Only the squared Euclidean distance (the paper's choice) is offered.
+    """
+    kind = "protonet"
+
+    def __init__(self, embedding_model, distance="sqeuclidean", n_threads=None):
+        super().__init__(embedding_model, inner_lr=0.0, inner_steps=1, first_order=True,
+                         n_threads=n_threads)
+        self.distance = _validation.choice("distance", distance, DISTANCES)
+        # The core reads one label column per row: a net of the same layers whose head takes
+        # class labels (its loss is never evaluated).
+        m = embedding_model
+        self._labelled = MLP(list(m.layer_sizes), activation=m.activation,
+                             loss="cross_entropy" if m.n_outputs >= 2 else "logistic")
+
+    def core_net(self):
+        return self._labelled.core_net()
+
+    @property
+    def query_head(self) -> str:
+        return "cross_entropy"
+
+    def check_source(self, source, name="tasks"):
+        if not isinstance(source, EpisodeSource):
+            raise ValueError(f"{name}: ProtoNet classifies; it needs classification episodes "
+                             f"(mc.tasks.EpisodeSource, ClassImages.source), got "
+                             f"{type(source).__name__}")
+        if source.n_features != self.model.n_features:
+            raise ValueError(f"{name}: episodes of {source.n_features} features need an "
+                             f"embedding model with {source.n_features} inputs, got "
+                             f"{self.model!r}")
+
+    def check_batch(self, batch, dtype, name="batch"):
+        """``batch`` checked for ProtoNet (every task: support and query rows, integer labels,
+        a support row of every class 0..N−1, query labels below N) and converted to ``dtype``."""
+        if not isinstance(batch, TaskSet):
+            raise TypeError(f"{name} must be a TaskSet with support/query splits, "
+                            f"got {type(batch).__name__}")
+        if batch.n_features != self.model.n_features:
+            raise ValueError(f"{name} has {batch.n_features} features but the model expects "
+                             f"{self.model.n_features}")
+        y = np.asarray(batch.y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:
+            raise ValueError(f"{name}: ProtoNet needs one class label per row, got y of shape "
+                             f"{y.shape}")
+        if (y < 0).any() or (y != np.floor(y)).any():
+            r = int(np.argmax((y < 0) | (y != np.floor(y))))
+            raise ValueError(f"{name}: row {r} has class label {y[r]}, not an integer >= 0")
+        for i in range(batch.n_tasks):
+            a, b = int(batch.offsets[i]), int(batch.offsets[i + 1])
+            s = a + int(batch.n_support[i])
+            if s == a or s == b:
+                raise ValueError(f"{name}: task {i} has {s - a} support and {b - s} query rows; "
+                                 f"ProtoNet needs at least one of each")
+            support = y[a:s].astype(np.int64)
+            n_classes = int(support.max()) + 1
+            if np.unique(support).size != n_classes:
+                raise ValueError(f"{name}: task {i}: ProtoNet needs a support row of every class "
+                                 f"0..{n_classes - 1}, got support labels "
+                                 f"{sorted(set(support.tolist()))}")
+            if y[s:b].max() >= n_classes:
+                raise ValueError(f"{name}: task {i} has query label {int(y[s:b].max())} but its "
+                                 f"support rows only have classes 0..{n_classes - 1}")
+        return batch.astype(dtype)
+
+    # --- the prototype classifier ------------------------------------------------------------
+    def _embed(self, theta, X, n_threads=None):
+        E = self.model.predict(theta, X, n_threads=self.n_threads if n_threads is None
+                               else n_threads)
+        return E.reshape(E.shape[0], -1)
+
+    @staticmethod
+    def _no_steps(steps):
+        if steps is not None and steps != 0:
+            raise ValueError(f"steps: ProtoNet adapts by computing prototypes, not by gradient "
+                             f"steps; pass steps=None or 0, got {steps!r}")
+
+    def adapt(self, theta, X_support, y_support, *, steps=None):
+        """The prototypes (N, D): mean embedding of the support rows of each class 0..N−1."""
+        from . import _core
+        self._no_steps(steps)
+        theta = self.check_params(theta)
+        y = _validation.float_array("y_support", y_support, ndim=1, dtype=theta.dtype)
+        return _core.prototypes(self._embed(theta, X_support), y)
+
+    def adapt_predict(self, theta, X_support, y_support, X_query, *, steps=None):
+        """The logits −‖f_θ(x_q) − c_k‖² (n_q, N) of the query rows against the prototypes."""
+        from . import _core
+        protos = self.adapt(theta, X_support, y_support, steps=steps)
+        return _core.prototype_logits(protos, self._embed(self.check_params(theta), X_query))
+
+    def query_outputs(self, theta, ts, *, steps, lr=None, head_only=False, n_threads=None):
+        """Every task's query logits against its prototypes, task after task (n_query, N_max);
+        tasks with fewer than N_max classes get −inf in the missing columns."""
+        from . import _core
+        self._no_steps(steps)
+        theta = self.check_params(theta)
+        ts = self.check_batch(ts, theta.dtype, "test_tasks")
+        E = self._embed(theta, ts.X, n_threads)
+        y = ts.y.reshape(-1)
+        blocks = []
+        for i in range(ts.n_tasks):
+            a, b = int(ts.offsets[i]), int(ts.offsets[i + 1])
+            s = a + int(ts.n_support[i])
+            blocks.append(_core.prototype_logits(_core.prototypes(E[a:s], y[a:s]), E[s:b]))
+        width = max(z.shape[1] for z in blocks)
+        out = np.full((sum(z.shape[0] for z in blocks), width), -np.inf, dtype=theta.dtype)
+        r = 0
+        for z in blocks:
+            out[r:r + z.shape[0], :z.shape[1]] = z
+            r += z.shape[0]
+        return out
+
+    def to_dict(self):
+        return {"kind": "ProtoNet", "model": self.model.spec(), "distance": self.distance}
+
+    def __repr__(self):
+        return f"ProtoNet({self.model!r}, distance={self.distance!r})"
+
+
+_BY_NAME = {cls.__name__: cls for cls in (MAML, FOMAML, ANIL, MetaSGD, Reptile, ProtoNet)}
 
 
 def from_dict(d) -> Learner:

@@ -213,7 +213,7 @@ class MetaObjective:
 
     Parameters
     ----------
-    learner : MAML, FOMAML, ANIL, MetaSGD or Reptile
+    learner : MAML, FOMAML, ANIL, MetaSGD, Reptile or ProtoNet
         The inner loop and the meta-gradient (``learner.meta_value_and_grad``).
     tasks : TaskSet or task source
         A TaskSet whose tasks all have support and query rows (step t takes ``meta_batch``
@@ -233,7 +233,7 @@ class MetaObjective:
     def __init__(self, learner, tasks, meta_batch=25, n_threads=None):
         self.learner = _validation.instance("learner", learner, Learner,
                                             "a metacore learner (MAML, FOMAML, ANIL, MetaSGD, "
-                                            "Reptile)")
+                                            "Reptile, ProtoNet)")
         if not isinstance(tasks, (TaskSet, SinusoidSource, EpisodeSource)):
             raise TypeError(f"tasks must be a TaskSet or a task source (mc.tasks.SinusoidSource, "
                             f"mc.tasks.EpisodeSource), got {type(tasks).__name__}")
@@ -243,22 +243,13 @@ class MetaObjective:
             if self.meta_batch > tasks.n_tasks:
                 raise ValueError(f"meta_batch must be <= the number of tasks ({tasks.n_tasks}), "
                                  f"got {self.meta_batch}")
-        elif isinstance(tasks, EpisodeSource):
-            model = learner.model
-            if (model.loss != "cross_entropy" or model.n_outputs != tasks.n_way
-                    or model.n_features != tasks.n_features):
-                raise ValueError(f"tasks: {tasks.n_way}-way episodes of {tasks.n_features} "
-                                 f"features need a cross-entropy model with {tasks.n_features} "
-                                 f"inputs and {tasks.n_way} outputs, got {model!r}")
-        elif learner.model.n_features != 1 or learner.model.n_outputs != 1 or \
-                learner.model.loss != "mse":
-            raise ValueError("tasks: the sinusoid family needs a model with 1 input, 1 output and "
-                             f"loss 'mse', got {learner.model!r}")
-        else:   # the core generates meta_batch tasks of k_support + k_query rows (x, y) per step
-            rows = self.meta_batch * (tasks.k_support + tasks.k_query)
-            _validation.fits_in_memory(
-                f"meta_batch={self.meta_batch} tasks of k_support + k_query = "
-                f"{tasks.k_support + tasks.k_query} rows each", rows * 2 * 8)
+        else:
+            learner.check_source(tasks, "tasks")
+            if isinstance(tasks, SinusoidSource):   # the core generates these rows each step
+                rows = self.meta_batch * (tasks.k_support + tasks.k_query)
+                _validation.fits_in_memory(
+                    f"meta_batch={self.meta_batch} tasks of k_support + k_query = "
+                    f"{tasks.k_support + tasks.k_query} rows each", rows * 2 * 8)
         self.tasks = tasks
         self.n_threads = (learner.n_threads if n_threads is None
                           else _validation.n_threads(n_threads))
@@ -281,7 +272,8 @@ class MetaObjective:
         cls = _core.MetaStep32 if dtype == np.float32 else _core.MetaStep64
         threads = self.n_threads if n_threads is None else n_threads
         try:    # the core's own refusal of a size names nothing: say which setting asked
-            step = cls(self.model.core_net(), *self.learner.core_spec(), self.meta_batch, threads)
+            step = cls(self.learner.core_net(), *self.learner.core_spec(), self.meta_batch,
+                       threads)
             if isinstance(self.tasks, TaskSet):
                 ts = self.learner.check_batch(self.tasks, dtype, "tasks")
                 step.sample_from(ts.X, ts.y, ts.offsets, ts.n_support)

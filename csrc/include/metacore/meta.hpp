@@ -11,6 +11,7 @@
 //
 // Tasks run in parallel; each fixed block of tasks sums into its own partial, and the partials
 // are added in block order (reduction.hpp): the result is bit-identical for any thread count.
+// ProtoNet has no inner loop: its episode loss and gradient come from prototypes.hpp.
 #pragma once
 
 #include <algorithm>
@@ -23,6 +24,7 @@
 #include "metacore/interrupt.hpp"
 #include "metacore/net.hpp"
 #include "metacore/net_pass.hpp"
+#include "metacore/prototypes.hpp"
 #include "metacore/reduction.hpp"
 #include "metacore/sizes.hpp"
 #include "metacore/tasks.hpp"
@@ -31,7 +33,7 @@
 
 namespace metacore {
 
-enum class Learner { maml, reptile, metasgd, anil };
+enum class Learner { maml, reptile, metasgd, anil, protonet };
 
 struct MetaConfig {
     Learner learner = Learner::maml;
@@ -79,6 +81,7 @@ struct MetaWorkspace {
     NetPass<T> pass;
     ScratchBuffer<T> trail, grads;  // written before read: left uninitialised
     std::vector<T> g, v, hv;
+    ProtoScratch<T> proto;
 };
 
 template <class T>
@@ -97,6 +100,9 @@ template <class T>
 double task_meta_grad(MetaWorkspace<T>& ws, const NetSpec& net, const MetaConfig& cfg,
                       const T* params, const TaskData<T>& data, std::int64_t task, T scale,
                       T* out, double* support_loss) {
+    if (cfg.learner == Learner::protonet)
+        return protonet_task_grad(ws.pass, ws.proto, net, params, data, task, scale, out,
+                                  support_loss);
     const std::int64_t P = net.n_params();
     const std::int64_t s0 = data.offsets[task], s1 = s0 + data.n_support[task];
     const std::int64_t q1 = data.offsets[task + 1];
@@ -181,6 +187,10 @@ class MetaBatch {
                     std::to_string(data.n_support[t]) + " support and " +
                     std::to_string(data.offsets[t + 1] - data.offsets[t] - data.n_support[t]) +
                     " query rows; meta-learning needs at least one of each");
+            if (cfg_.learner == Learner::protonet)
+                episode_classes(data.y.data + data.offsets[t] * data.y.cols, data.y.cols,
+                                data.n_support[t], data.offsets[t + 1] - data.offsets[t],
+                                "batch: task " + std::to_string(t));
         }
         for (auto& ws : workspaces_) ws.pass.forget();  // params may have changed in place
         const std::int64_t nb = meta_blocks(n, G, sizeof(T));

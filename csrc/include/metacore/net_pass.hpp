@@ -142,6 +142,14 @@ class NetPass {
         }
     }
 
+    // grad += ∂/∂θ of Σ_r dout_r · z_out,r for the block of the last forward pass, from given
+    // output gradients dout (b × n_outputs) instead of a loss head's.
+    METACORE_INLINE void backward_from(const T* theta, const T* X, std::int64_t b,
+                                       std::int64_t head, const T* dout, T* grad) {
+        std::copy(dout, dout + b * net_.n_outputs(), delta_.begin());
+        backward(theta, X, b, head, grad);
+    }
+
     // Tangents ż_l = V_l·in + W_l·ȧ_in + v_b,l of the forward pass in direction v (ȧ_0 = 0).
     METACORE_INLINE void forward_tangent(const T* theta, const T* v, const T* X, std::int64_t b,
                                          std::int64_t head) {

@@ -127,7 +127,8 @@ def evaluate(model, theta, test_tasks, *, steps=(0, 1, 5, 10), lr=None, learner=
 
     lr: the inner rate (a scalar or one per parameter); None uses the learner's (its inner_lr,
     or Meta-SGD's learned rates), else 0.01. learner: apply its adaptation rule (Meta-SGD:
-    ``theta`` holds θ and the rates packed; ANIL: only the output layer adapts).
+    ``theta`` holds θ and the rates packed; ANIL: only the output layer adapts; ProtoNet: no
+    steps, ``steps=(0,)``, its query rows scored by the prototype classifier's logits).
     Returns an :class:`EvalReport` (per-task losses, and accuracies for classifiers).
     """
     if not isinstance(model, MLP):
@@ -147,12 +148,17 @@ def evaluate(model, theta, test_tasks, *, steps=(0, 1, 5, 10), lr=None, learner=
     y_query = np.asarray(ts.y[rows], dtype=np.float64)
     bounds = np.concatenate([[0], np.cumsum(ts.n_query)[:-1]])
     losses = np.empty((len(steps), ts.n_tasks))
-    accs = None if model.loss == "mse" else np.empty((len(steps), ts.n_tasks))
+    head = model.loss if learner is None else learner.query_head
+    accs = None if head == "mse" else np.empty((len(steps), ts.n_tasks))
     for j, s in enumerate(steps):
-        _, pred = adapt_batch(model, theta, ts, steps=s, lr=lr, head_only=head_only,
-                              n_threads=n_threads)
+        if learner is None:
+            _, pred = adapt_batch(model, theta, ts, steps=s, lr=lr, head_only=head_only,
+                                  n_threads=n_threads)
+        else:
+            pred = learner.query_outputs(theta, ts, steps=s, lr=lr, head_only=head_only,
+                                         n_threads=n_threads)
         with np.errstate(over="ignore", invalid="ignore"):   # a diverged task scores inf
-            row_loss, correct = _row_losses(model.loss, pred, y_query)
+            row_loss, correct = _row_losses(head, pred, y_query)
             losses[j] = np.add.reduceat(row_loss, bounds) / ts.n_query
         bad_rows = ~np.isfinite(np.asarray(pred, dtype=np.float64).reshape(rows.shape[0], -1))
         diverged = ~np.isfinite(losses[j]) | (np.add.reduceat(bad_rows.any(axis=1), bounds) > 0)

@@ -19,7 +19,7 @@ import numpy as np
 from .. import _validation
 from .losses import row_loss_grads, row_loss_hvps, row_losses, targets
 
-__all__ = ["forward", "predict", "row_losses", "loss_and_grad", "loss_hvp"]
+__all__ = ["forward", "predict", "row_losses", "loss_and_grad", "loss_hvp", "output_vjp"]
 
 
 # --- activations --------------------------------------------------------------------------------
@@ -135,6 +135,17 @@ def weighted_loss_and_grad(model, theta, X, y, row_weights, *, task=0):
     delta = w[:, None] * row_loss_grads(model, zs[-1], y)
     grads = _backward(model.activation, params, zs, acts, delta)
     return value, _pack(model, task, grads)
+
+
+def output_vjp(model, theta, X, d_out, *, task=0):
+    """∂/∂θ (P,) of Σ_r d_out_r · z_{L−1,r} for given output gradients d_out (n, k): backprop from
+    δ = d_out instead of a loss head's (the net's loss is not used)."""
+    task = _task(model, task)
+    params = model.unpack(_vector("theta", model, theta), task)
+    X = _rows(model, X)
+    d_out = np.asarray(d_out, dtype=np.float64).reshape(X.shape[0], model.n_outputs)
+    zs, acts = _forward(model.activation, params, X)
+    return _pack(model, task, _backward(model.activation, params, zs, acts, d_out))
 
 
 def loss_and_grad(model, theta, X, y, *, task=0):
