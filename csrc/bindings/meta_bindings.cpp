@@ -63,7 +63,8 @@ py::tuple meta_typed(const NetSpec& net, const MetaConfig& cfg, const py::array&
     auto params = checked<T>(params_obj, "theta", {G});
     require_finite(params, "theta");
     auto X = checked<T>(X_obj, "X", {-1, net.n_features()});
-    auto y = checked_targets<T>(y_obj, "y", net, X.shape(0));
+    auto y = checked_meta_targets<T>(y_obj, "y", net, X.shape(0),
+                                     cfg.learner == Learner::protonet);
     auto offsets = checked<std::int64_t>(offsets_obj, "offsets", {-1});
     auto ns = checked<std::int64_t>(ns_obj, "n_support", {offsets.shape(0) - 1});
     const TaskData<T> data = checked_tasks<T>(X, y, offsets, ns);

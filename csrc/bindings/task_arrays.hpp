@@ -84,6 +84,28 @@ py::array_t<T> checked_targets(const py::handle& obj, const char* name, const Ne
     return y;
 }
 
+// Class labels of episodes whose classes the learner defines itself (ProtoNet: labels 0..N−1 of
+// each episode, checked per episode by the core), not by the model's loss head: (n,) finite.
+template <class T>
+py::array_t<T> checked_class_labels(const py::handle& obj, const char* name, std::int64_t n) {
+    auto y = checked<T>(obj, name, {n});
+    require_finite(y, name);
+    return y;
+}
+
+// The targets a meta-learner trains on: the loss head's (checked_targets), or ProtoNet's class
+// labels.
+template <class T>
+py::array_t<T> checked_meta_targets(const py::handle& obj, const char* name, const NetSpec& net,
+                                    std::int64_t n, bool class_labels) {
+    if (class_labels && py::isinstance<py::array>(obj) &&
+        py::reinterpret_borrow<py::array>(obj).ndim() == 2)
+        return checked_class_labels<T>(py::reinterpret_borrow<py::array>(obj).attr("reshape")(-1),
+                                       name, n);
+    return class_labels ? checked_class_labels<T>(obj, name, n)
+                        : checked_targets<T>(obj, name, net, n);
+}
+
 template <class T>
 MatrixView<const T> rows_view(const py::array_t<T>& a) {
     return {a.data(), a.shape(0), a.ndim() == 2 ? a.shape(1) : 1};

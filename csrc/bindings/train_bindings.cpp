@@ -72,7 +72,7 @@ class MetaStepHandle {
 
     void sample_from(py::handle X, py::handle y, py::handle offsets, py::handle n_support) {
         X_ = checked<T>(X, "X", {-1, net_.n_features()});
-        y_ = checked_targets<T>(y, "y", net_, X_.shape(0));
+        y_ = checked_meta_targets<T>(y, "y", net_, X_.shape(0), protonet_);
         offsets_ = checked<std::int64_t>(offsets, "offsets", {-1});
         ns_ = checked<std::int64_t>(n_support, "n_support", {offsets_.shape(0) - 1});
         core_.sample_from(checked_tasks<T>(X_, y_, offsets_, ns_));

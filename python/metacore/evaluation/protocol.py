@@ -160,7 +160,10 @@ def evaluate(model, theta, test_tasks, *, steps=(0, 1, 5, 10), lr=None, learner=
         with np.errstate(over="ignore", invalid="ignore"):   # a diverged task scores inf
             row_loss, correct = _row_losses(head, pred, y_query)
             losses[j] = np.add.reduceat(row_loss, bounds) / ts.n_query
-        bad_rows = ~np.isfinite(np.asarray(pred, dtype=np.float64).reshape(rows.shape[0], -1))
+        # NaN or +inf outputs mean divergence; a −inf logit is a class the task lacks (ProtoNet
+        # pads episodes of fewer classes) and the loss already tells if every class is −inf.
+        out = np.asarray(pred, dtype=np.float64).reshape(rows.shape[0], -1)
+        bad_rows = np.isnan(out) | (out == np.inf)
         diverged = ~np.isfinite(losses[j]) | (np.add.reduceat(bad_rows.any(axis=1), bounds) > 0)
         losses[j][diverged] = np.inf
         if accs is not None:
