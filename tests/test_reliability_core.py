@@ -28,8 +28,8 @@ import metacore as mc
 from metacore import _core
 from metacore import reference as ref
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-PYTHON_DIR = os.path.join(os.path.dirname(HERE), "python")
+# children import the metacore under test: installed (CI) or the source tree with its build
+PYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(mc.__file__)))
 FAST = settings(max_examples=40, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
