@@ -145,3 +145,16 @@ def test_from_dataframe_accepts_dicts_and_pandas():
     ts2 = tasks.from_dataframe(pd.DataFrame(cols), task="g", target="y")
     np.testing.assert_array_equal(ts2.X, ts.X)
     assert isinstance(ts2, mc.TaskSet)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: mc.tasks.sinusoid(2**62),
+    lambda: mc.tasks.sinusoid(10, k_support=2**60),
+    lambda: mc.tasks.linear_family(2**40, n_features=4),
+    lambda: mc.tasks.logistic_family(100, n_features=10, n_rows=2**40),
+])
+def test_task_sets_beyond_memory_are_refused_naming_the_arguments(make):
+    """Sizes the machine cannot hold end in a MemoryError that names the arguments asking for
+    them, raised before anything is allocated (not NumPy's 'array is too big')."""
+    with pytest.raises(MemoryError, match="n_tasks=.*(k_support|n_features|n_rows)"):
+        make()

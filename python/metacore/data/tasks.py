@@ -77,6 +77,8 @@ def sinusoid(n_tasks, *, k_support=10, k_query=10, amplitude=(0.1, 5.0), phase=(
     rng = np.random.default_rng(_validation.seed("seed", seed))
 
     n = k_support + k_query
+    _validation.fits_in_memory(f"n_tasks={n_tasks} tasks of k_support + k_query = {n} rows",
+                               n_tasks * n * 8 * 4)     # x, y and their float64 temporaries
     A, phi = _sinusoid_params(rng, n_tasks, amplitude, phase)
     x = rng.uniform(x_range[0], x_range[1], size=(n_tasks, n))
     y = A[:, None] * np.sin(x - phi[:, None])  # computed in float64, cast once
@@ -228,9 +230,13 @@ def _family(n_tasks, n_features, n_rows, relatedness_noise, seed):
     n_features = _validation.integer("n_features", n_features, minimum=1)
     relatedness_noise = _validation.real("relatedness_noise", relatedness_noise, minimum=0.0)
     rng = np.random.default_rng(_validation.seed("seed", seed))
+    _validation.fits_in_memory(f"n_tasks={n_tasks} × n_features={n_features} task parameters",
+                               n_tasks * n_features * 8 * 2)
     _, thetas = _family_params(rng, n_tasks, n_features, relatedness_noise)
     sizes = _task_sizes(rng, n_tasks, n_rows)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    _validation.fits_in_memory(f"n_tasks={n_tasks} tasks of n_rows={n_rows} rows × "
+                               f"n_features={n_features}", int(offsets[-1]) * n_features * 8 * 3)
     X = rng.normal(size=(int(offsets[-1]), n_features))
     # z_r = x_r · θ_task(r): each row against its own task's parameters.
     z = np.einsum("nd,nd->n", X, np.repeat(thetas, sizes, axis=0))
