@@ -93,8 +93,12 @@ class Learner:
                 i = int(np.argmax(counts == 0))
                 raise ValueError(f"{name}: task {i} has no {what} rows; meta-learning needs "
                                  f"support rows to adapt on and query rows to score")
-        batch.check_labels(self.model.loss, self.model.n_outputs)
+        self.check_labels(batch, name)
         return batch.astype(dtype)
+
+    def check_labels(self, batch, name="batch"):
+        """The batch's labels checked for this learner: those the model's loss head takes."""
+        batch.check_labels(self.model.loss, self.model.n_outputs)
 
     def check_source(self, source, name="tasks"):
         """A task source checked against the model: episodes need a cross-entropy model with
@@ -384,15 +388,9 @@ class ProtoNet(Learner):
                              f"embedding model with {source.n_features} inputs, got "
                              f"{self.model!r}")
 
-    def check_batch(self, batch, dtype, name="batch"):
-        """``batch`` checked for ProtoNet (every task: support and query rows, integer labels,
-        a support row of every class 0..N−1, query labels below N) and converted to ``dtype``."""
-        if not isinstance(batch, TaskSet):
-            raise TypeError(f"{name} must be a TaskSet with support/query splits, "
-                            f"got {type(batch).__name__}")
-        if batch.n_features != self.model.n_features:
-            raise ValueError(f"{name} has {batch.n_features} features but the model expects "
-                             f"{self.model.n_features}")
+    def check_labels(self, batch, name="batch"):
+        """ProtoNet's labels: one integer class per row; in every task a support row of each class
+        0..N−1 and query labels below N (the model's loss head plays no part)."""
         y = np.asarray(batch.y)
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
@@ -405,9 +403,6 @@ class ProtoNet(Learner):
         for i in range(batch.n_tasks):
             a, b = int(batch.offsets[i]), int(batch.offsets[i + 1])
             s = a + int(batch.n_support[i])
-            if s == a or s == b:
-                raise ValueError(f"{name}: task {i} has {s - a} support and {b - s} query rows; "
-                                 f"ProtoNet needs at least one of each")
             support = y[a:s].astype(np.int64)
             n_classes = int(support.max()) + 1
             if np.unique(support).size != n_classes:
@@ -417,7 +412,6 @@ class ProtoNet(Learner):
             if y[s:b].max() >= n_classes:
                 raise ValueError(f"{name}: task {i} has query label {int(y[s:b].max())} but its "
                                  f"support rows only have classes 0..{n_classes - 1}")
-        return batch.astype(dtype)
 
     # --- the prototype classifier ------------------------------------------------------------
     def _embed(self, theta, X, n_threads=None):
