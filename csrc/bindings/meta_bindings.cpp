@@ -23,7 +23,8 @@ Learner parse_learner(const std::string& s) {
     return parse_choice<Learner>("learner", s,
                                  {{"maml", Learner::maml}, {"reptile", Learner::reptile},
                                   {"metasgd", Learner::metasgd}, {"anil", Learner::anil},
-                                  {"protonet", Learner::protonet}});
+                                  {"protonet", Learner::protonet}, {"ridge", Learner::ridge},
+                                  {"imaml", Learner::imaml}});
 }
 
 // The inner-loop rule of the adapt path: a scalar lr, or per-parameter rates (Meta-SGD); ANIL's
@@ -63,8 +64,7 @@ py::tuple meta_typed(const NetSpec& net, const MetaConfig& cfg, const py::array&
     auto params = checked<T>(params_obj, "theta", {G});
     require_finite(params, "theta");
     auto X = checked<T>(X_obj, "X", {-1, net.n_features()});
-    auto y = checked_meta_targets<T>(y_obj, "y", net, X.shape(0),
-                                     cfg.learner == Learner::protonet);
+    auto y = checked_meta_targets<T>(y_obj, "y", net, X.shape(0), episode_learner(cfg.learner));
     auto offsets = checked<std::int64_t>(offsets_obj, "offsets", {-1});
     auto ns = checked<std::int64_t>(ns_obj, "n_support", {offsets.shape(0) - 1});
     const TaskData<T> data = checked_tasks<T>(X, y, offsets, ns);
@@ -246,23 +246,37 @@ MetaConfig meta_config(const NetSpec& net, const std::string& learner, double in
     return cfg;
 }
 
+// iMAML's settings (the other learners ignore them): λ finite and > 0, cg_steps >= 1.
+MetaConfig with_imaml_options(MetaConfig cfg, double reg, std::int64_t cg_steps) {
+    if (!std::isfinite(reg) || !(reg > 0.0))
+        throw py::value_error("reg must be finite and > 0, got " + std::to_string(reg));
+    if (cg_steps < 1)
+        throw py::value_error("cg_steps must be >= 1, got " + std::to_string(cg_steps));
+    cfg.reg = reg;
+    cfg.cg_steps = cg_steps;
+    return cfg;
+}
+
 void register_meta(py::module_& m) {
     m.def(
         "meta_value_and_grad",
         [](const NetSpec& net, const std::string& learner, double inner_lr,
            std::int64_t inner_steps, bool first_order, const py::array& params,
            const py::object& X, const py::object& y, const py::object& offsets,
-           const py::object& n_support, std::optional<int> n_threads) {
-            const MetaConfig cfg = meta_config(net, learner, inner_lr, inner_steps, first_order);
+           const py::object& n_support, std::optional<int> n_threads, double reg,
+           std::int64_t cg_steps) {
+            const MetaConfig cfg = with_imaml_options(
+                meta_config(net, learner, inner_lr, inner_steps, first_order), reg, cg_steps);
             if (is_float32(params))
                 return meta_typed<float>(net, cfg, params, X, y, offsets, n_support, n_threads);
             return meta_typed<double>(net, cfg, params, X, y, offsets, n_support, n_threads);
         },
         py::arg("net"), py::arg("learner"), py::arg("inner_lr"), py::arg("inner_steps"),
         py::arg("first_order"), py::arg("theta"), py::arg("X"), py::arg("y"), py::arg("offsets"),
-        py::arg("n_support"), py::arg("n_threads") = py::none(),
+        py::arg("n_support"), py::arg("n_threads") = py::none(), py::arg("reg") = 1.0,
+        py::arg("cg_steps") = 5,
         "(mean query loss after adaptation, meta-gradient, per-task query losses, mean support "
-        "loss before adaptation)");
+        "loss before adaptation); reg, cg_steps: iMAML's λ and conjugate-gradient steps");
     m.def(
         "adapt",
         [](const NetSpec& net, const py::array& theta, const py::object& Xs, const py::object& ys,

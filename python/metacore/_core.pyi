@@ -21,7 +21,7 @@ _I64 = NDArray[np.int64]
 _Activation = Literal["relu", "tanh"]
 _Loss = Literal["mse", "logistic", "cross_entropy"]
 _Rows = Literal["all", "support", "query"]
-_Learner = Literal["maml", "reptile", "metasgd", "anil", "protonet"]
+_Learner = Literal["maml", "reptile", "metasgd", "anil", "protonet", "ridge", "imaml"]
 _OptimizerKind = Literal["sgd", "adam", "adamw"]
 _Schedule = Literal["constant", "step", "cosine", "linear"]
 _WeightingKind = Literal[
@@ -141,9 +141,11 @@ def meta_value_and_grad(
     offsets: _I64,
     n_support: _I64,
     n_threads: int | None = None,
+    reg: float = 1.0,
+    cg_steps: int = 5,
 ) -> tuple[float, NDArray[_F], NDArray[_F], float]:
     """(mean query loss after adaptation, meta-gradient, per-task query losses, mean support loss
-    before adaptation)"""
+    before adaptation); reg, cg_steps: iMAML's λ and conjugate-gradient steps"""
 
 def adapt(
     net: Net,
@@ -214,6 +216,41 @@ def prototypes(embeddings: NDArray[_F], y_support: NDArray[_F]) -> NDArray[_F]:
 def prototype_logits(prototypes: NDArray[_F], embeddings: NDArray[_F]) -> NDArray[_F]:
     """(n, N) logits -||e_r - c_k||^2 of embedded rows against the prototypes"""
 
+# --- the ridge head and iMAML's adaptation (heads_bindings.cpp) ----------------------------------
+
+def ridge_head_weights(embeddings: NDArray[_F], y_support: NDArray[_F], reg: float) -> NDArray[_F]:
+    """(D + 1, N) ridge weights X_s^T (X_s X_s^T + reg I)^-1 Y of support embeddings (n, D) with a
+    bias column and one-hot labels 0..N-1; the last row is the bias."""
+
+def ridge_head_logits(weights: NDArray[_F], embeddings: NDArray[_F], scale: float) -> NDArray[_F]:
+    """(n, N) logits scale * [E, 1] W of embedded rows under ridge weights W (D + 1, N)."""
+
+def imaml_adapt(
+    net: Net,
+    theta: NDArray[_F],
+    X_support: NDArray[_F],
+    y_support: NDArray[_F],
+    steps: int,
+    lr: float,
+    reg: float,
+) -> NDArray[_F]:
+    """phi after `steps` steps phi <- phi - lr (grad L_s(phi) + reg (phi - theta)) from theta."""
+
+def imaml_adapt_batch(
+    net: Net,
+    theta: NDArray[_F],
+    X: NDArray[_F],
+    y: NDArray[_F],
+    offsets: _I64,
+    n_support: _I64,
+    steps: int,
+    lr: float,
+    reg: float,
+    n_threads: int | None = None,
+) -> NDArray[_F]:
+    """Every task's query outputs after iMAML's proximal inner loop on its support rows, task after
+    task (query rows, k)."""
+
 # --- the training loop (train_bindings.cpp) ---------------------------------------------------
 
 class ChunkResult(metaclass=_pybind11_type):
@@ -260,6 +297,8 @@ class MetaStep32(metaclass=_pybind11_type):
         first_order: bool,
         meta_batch: int,
         n_threads: int | None = None,
+        reg: float = 1.0,
+        cg_steps: int = 5,
     ) -> None: ...
     @property
     def n_params(self) -> int: ...
@@ -289,6 +328,8 @@ class MetaStep64(metaclass=_pybind11_type):
         first_order: bool,
         meta_batch: int,
         n_threads: int | None = None,
+        reg: float = 1.0,
+        cg_steps: int = 5,
     ) -> None: ...
     @property
     def n_params(self) -> int: ...
