@@ -22,7 +22,9 @@ Learners own no training loop: ``mc.fit(mc.MetaObjective(learner, tasks, meta_ba
 meta-trains any of them with the one θ-update loop of :mod:`metacore.train`. The meta-batch runs in
 parallel over tasks; results are bit-identical for any thread count.
 Papers: Finn et al. 2017 (MAML), Nichol et al. 2018 (Reptile), Li et al. 2017 (Meta-SGD),
-Raghu et al. 2020 (ANIL), Snell et al. 2017 (ProtoNet: no inner loop, see :class:`ProtoNet`).
+Raghu et al. 2020 (ANIL), Snell et al. 2017 (ProtoNet: no inner loop, see :class:`ProtoNet`),
+Bertinetto et al. 2019 (R2D2's closed-form ridge head, :class:`RidgeHead`), Rajeswaran et al. 2019
+(iMAML's implicit meta-gradient, :class:`IMAML`).
 """
 
 from __future__ import annotations
