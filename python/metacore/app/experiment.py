@@ -30,6 +30,7 @@ import numpy as np
 
 from .. import __version__
 from ..data import tasks as _tasks
+from ..data.taskset import TaskSet
 from ..evaluation import baselines, report
 from ..evaluation.protocol import evaluate
 from ..learners import ANIL, MAML, MetaSGD, Reptile
@@ -46,6 +47,7 @@ __all__ = ["Experiment", "build", "train", "evaluate_all", "run_train", "run_eva
 LEARNER_NAMES = {"maml": "MAML", "fomaml": "FOMAML", "metasgd": "Meta-SGD", "anil": "ANIL",
                  "reptile": "Reptile", "multitask": "multi-task"}
 CHECKPOINT, HISTORY = "checkpoint.npz", "history.npz"
+EPISODE_POOL = 50   # tasks.episodes: steps per pool of fresh episodes (meta_batch of them a step)
 
 
 @dataclass
@@ -59,6 +61,8 @@ class Experiment:
     model: MLP
     learner: object
     weighting: object = None
+    standardizer: object = None
+    features: list | None = None
 
     @property
     def label(self) -> str:
@@ -100,11 +104,79 @@ def _task_sets(cfg):
         n = t.n_train
         train, test = both.subset(np.arange(n)), both.subset(np.arange(n, n + t.n_test))
         return train, test, t.n_features, 1, "mse" if t.family == "linear" else "logistic"
-    ts = _tasks.from_csv(t.path, task=t.task_column, target=t.target,
-                         features=t.features or None, n_support=t.k_support, dtype=dtype)
-    train, test = ts.split_tasks(test_fraction=t.test_fraction, seed=seed)
+    raise AssertionError(f"family {t.family!r} is built by _csv_task_sets")
+
+
+# What a message of the tabular loader starts with -> the config key it is about.
+_CSV_KEYS = {"task": "tasks.task_column", "target": "tasks.target", "features": "tasks.features",
+             "support": "tasks.support", "stratify": "tasks.stratify"}
+
+
+def _csv_error(t, exc):
+    """A loader error as a ConfigError naming the config key (``tasks.task_column``, ...)."""
+    text = str(exc)
+    first = text.split(":", 1)[0].split("=", 1)[0].split(" ", 1)[0]
+    if first in _CSV_KEYS:
+        return ConfigError(f"{_CSV_KEYS[first]}: {text}")
+    if text.startswith("task column"):
+        return ConfigError(f"tasks.task_column: {text}")
+    if f"column {t.target!r}" in text:
+        return ConfigError(f"tasks.target: {text}")
+    if "column " in text:
+        return ConfigError(f"tasks.features: {text}")
+    return ConfigError(f"tasks.path: {text}")
+
+
+def _csv_task_sets(cfg):
+    """The csv family: (train, test, n_features, n_outputs, loss, Standardizer or None, feature
+    column names). Support/query as ``support`` (else ``k_support``), ``shuffle``, ``stratify``;
+    ``test_fraction`` of the tasks held out; with ``standardize`` the features are scaled by the
+    training tasks' rows only (every row of them, support and query)."""
+    from ..data.tabular import Standardizer, read_csv
+    t, dtype, seed = cfg.tasks, np.dtype(cfg.dtype), cfg.seed
+    try:
+        header, _ = read_csv(t.path)
+        features = list(t.features) or [c for c in header if c not in (t.task_column, t.target)]
+        ts = _tasks.from_csv(t.path, task=t.task_column, target=t.target, features=features,
+                             n_support=None if t.support is not None else t.k_support,
+                             support=t.support, shuffle=t.shuffle, stratify=t.stratify,
+                             seed=seed, dtype=np.float64)
+        if t.loss != "mse":
+            ts.check_labels(t.loss, 1 if t.loss == "logistic" else int(ts.y.max()) + 1)
+        train, test = ts.split_tasks(test_fraction=t.test_fraction, seed=seed)
+    except FileNotFoundError:
+        raise ConfigError(f"tasks.path: no such file {t.path}") from None
+    except (ValueError, TypeError) as exc:
+        raise _csv_error(t, exc) from None
+    scaler = None
+    if t.standardize:
+        scaler = Standardizer().fit(train.X)
+
+        def scaled(part):
+            return TaskSet(scaler.transform(part.X), part.y, part.offsets, part.n_support,
+                           part.task_ids, dtype=dtype, names=list(part.names))
+        train, test = scaled(train), scaled(test)
+    else:
+        train, test = train.astype(dtype), test.astype(dtype)
     k = int(ts.y.max()) + 1 if t.loss == "cross_entropy" else 1
-    return train, test, ts.n_features, k, t.loss
+    return train, test, ts.n_features, k, t.loss, scaler, features
+
+
+def episode_sampler(exp):
+    """The per-step episode sampler over the training tasks (``tasks.episodes``): every task's
+    rows re-split into support (``tasks.support``, else ``k_support`` rows) and query rows,
+    stratified by class for classification. None when the config asks for fixed splits."""
+    t = exp.cfg.tasks
+    if not t.episodes or exp.learner is None:
+        return None
+    from ..sklearn.episodes import EpisodeSampler
+    tr = exp.train_tasks
+    groups = np.repeat(np.arange(tr.n_tasks), tr.task_sizes)
+    support = t.support if t.support is not None else t.k_support
+    try:
+        return EpisodeSampler(tr.X, tr.y, groups, support=support, stratify=t.loss != "mse")
+    except ValueError as exc:
+        raise ConfigError(f"tasks.episodes: {exc}") from None
 
 
 def _learner(cfg, model):
@@ -120,10 +192,14 @@ def _learner(cfg, model):
 
 def build(cfg: Config) -> Experiment:
     """Tasks, model and learner of a config."""
-    train_tasks, test_tasks, d, k, loss = _task_sets(cfg)
+    scaler = features = None
+    if cfg.tasks.family == "csv":
+        train_tasks, test_tasks, d, k, loss, scaler, features = _csv_task_sets(cfg)
+    else:
+        train_tasks, test_tasks, d, k, loss = _task_sets(cfg)
     model = MLP([d, *cfg.model.hidden, k], activation=cfg.model.activation, loss=loss)
     return Experiment(cfg, train_tasks, test_tasks, model, _learner(cfg, model),
-                      _weighting(cfg, train_tasks))
+                      _weighting(cfg, train_tasks), scaler, features)
 
 
 def _weighting(cfg, train_tasks):
@@ -194,6 +270,7 @@ def train(exp: Experiment, start=None, *, progress=True, on_checkpoint=None):
     state = start_theta(exp) if start is None else start
     step = 0 if start is None else start.step
     histories, result = [], None
+    sampler = episode_sampler(exp)
     bar = _Bar(total, step) if progress and step < total else None
     if bar is not None:
         kw["callbacks"] = (bar.callback,)
@@ -201,7 +278,19 @@ def train(exp: Experiment, start=None, *, progress=True, on_checkpoint=None):
         while step < total:
             stop = min(total, (step // every + 1) * every)
             try:
-                result = fit(target, state, steps=stop - step, progress=False, **kw)
+                if sampler is None:
+                    result = fit(target, state, steps=stop - step, progress=False, **kw)
+                else:   # a fresh pool of episodes every EPISODE_POOL steps, keyed on the step
+                    while step < stop:
+                        n = min(EPISODE_POOL, stop - step)
+                        pool = sampler.draw(cfg.train.meta_batch * n, cfg.seed, step)
+                        target = MetaObjective(exp.learner, pool.astype(exp.dtype),
+                                               meta_batch=cfg.train.meta_batch,
+                                               n_threads=cfg.threads)
+                        result = fit(target, state, steps=n, progress=False, **kw)
+                        state, step = result, result.step
+                        if step < stop:
+                            histories.append(result.history)
             except (KeyboardInterrupt, FloatingPointError) as exc:
                 partial = getattr(exc, "result", None)
                 if partial is not None:
@@ -389,15 +478,52 @@ def load_run_checkpoint(path, exp: Experiment):
     return ck
 
 
-def _save_run(out, cfg, result, histories, prior):
+def run_info(exp: Experiment) -> dict:
+    """What a checkpoint keeps besides θ: the config, the learner, the version, and for your own
+    data the feature columns, the training tasks' feature scaling (``standardize``) and the
+    names of the training and held-out tasks (what ``metacore predict`` needs)."""
+    cfg = exp.cfg
+    info = {"config": cfg.to_dict(), "learner": cfg.learner.kind, "metacore": __version__}
+    if exp.features is not None:
+        info["features"] = list(exp.features)
+    if exp.standardizer is not None:
+        info["standardize"] = exp.standardizer.to_dict()
+    info.update(task_names(exp))
+    return info
+
+
+def task_names(exp: Experiment) -> dict:
+    """{"train_tasks": [...], "test_tasks": [...]}: the names of the tasks trained on and held
+    out (the training side is left out when tasks are drawn fresh at every step)."""
+    out = {}
+    if hasattr(exp.train_tasks, "names"):
+        out["train_tasks"] = list(exp.train_tasks.names)
+    out["test_tasks"] = list(exp.test_tasks.names)
+    return out
+
+
+def per_task_scores(reports, tasks) -> dict:
+    """{method: {"steps": [...], "loss": {task name: [loss after each step count]},
+    "accuracy": {...} (classifiers)}} from the reports' per-task values."""
+    names = list(tasks.names)
+    out = {}
+    for name, r in reports.items():
+        entry = {"steps": [int(s) for s in r.steps],
+                 "loss": {n: r.losses[:, i].tolist() for i, n in enumerate(names)}}
+        if r.accuracies is not None:
+            entry["accuracy"] = {n: r.accuracies[:, i].tolist() for i, n in enumerate(names)}
+        out[name] = entry
+    return out
+
+
+def _save_run(out, exp, result, histories, prior):
     """history.npz, then checkpoint.npz (so the history never lags the checkpoint), each
     written atomically."""
     history = merge_histories([prior, *histories])
     if history is not None:
         arrays = history.to_arrays()
         write_atomic(os.path.join(out, HISTORY), lambda f: np.savez(f, **arrays))
-    save(os.path.join(out, CHECKPOINT), result,
-         info={"config": cfg.to_dict(), "learner": cfg.learner.kind, "metacore": __version__})
+    save(os.path.join(out, CHECKPOINT), result, info=run_info(exp))
     return history
 
 
@@ -460,7 +586,7 @@ def run_train(cfg: Config, quiet=False, resume=False):
         + (f", resumed at step {start.step}" if start is not None else ""))
 
     def checkpoint(result, histories):
-        _save_run(out, cfg, result, histories, prior)
+        _save_run(out, exp, result, histories, prior)
 
     t0 = time.perf_counter()
     try:
@@ -479,7 +605,10 @@ def run_train(cfg: Config, quiet=False, resume=False):
         say(f"trained {cfg.train.steps - (start.step if start else 0)} steps in "
             f"{train_time:.1f} s")
     reports = evaluate_all(exp, theta, progress=not quiet)
-    _write_results(out, reports, exp, {"train_seconds": train_time, "config": cfg.to_dict()}, say)
+    _write_results(out, reports, exp, {"train_seconds": train_time, "config": cfg.to_dict(),
+                                       **task_names(exp),
+                                       "per_task": per_task_scores(reports, exp.test_tasks)},
+                   say)
     say(f"outputs in {out}/")
     return reports
 
@@ -496,5 +625,7 @@ def run_evaluate(cfg: Config, checkpoint, quiet=False):
     os.makedirs(out, exist_ok=True)
     reports = evaluate_all(exp, ck.theta.astype(exp.dtype), progress=not quiet)
     _write_results(out, reports, exp, {"checkpoint": os.fspath(checkpoint), "step": ck.step,
-                                       "config": cfg.to_dict()}, say, prefix="evaluation")
+                                       "config": cfg.to_dict(), **task_names(exp),
+                                       "per_task": per_task_scores(reports, exp.test_tasks)},
+                   say, prefix="evaluation")
     return reports
