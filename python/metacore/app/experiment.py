@@ -629,3 +629,116 @@ def run_evaluate(cfg: Config, checkpoint, quiet=False):
                                        "per_task": per_task_scores(reports, exp.test_tasks)},
                    say, prefix="evaluation")
     return reports
+
+
+# --- predicting on new data ----------------------------------------------------------------------
+def _predict_rows(table, columns, source, scaler, dtype):
+    from ..data.tabular import float_columns
+    try:
+        X = float_columns(table, columns, source)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (the checkpoint's features: {', '.join(columns)})") from None
+    return (scaler.transform(X) if scaler is not None else X).astype(dtype)
+
+
+def _groups(table, column, n_rows):
+    """Each row's task name, or one task for every row when the file has no task column."""
+    if column in table:
+        return np.asarray(table[column], dtype=str)
+    return np.full(n_rows, "", dtype=object).astype(str)
+
+
+def run_predict(checkpoint, input_path, output_path, support_path=None, steps=None,
+                quiet=False):
+    """``metacore predict``: the outputs of a checkpoint's net on the rows of ``input_path`` (a
+    CSV file with the training file's feature columns), written to ``output_path`` (the input's
+    columns plus ``prediction``; classifiers also ``p_0..p_{k-1}``), atomically.
+
+    With ``support_path`` (labelled rows of the new task: the feature columns and the target) θ
+    is first adapted to them by the learner's inner loop (``steps``, default the learner's
+    ``inner_steps``; multitask: the largest of ``evaluate.steps``, at ``evaluate.lr`` or
+    ``learner.inner_lr``); when both files have the task column, each task of the input is
+    adapted on its own support rows. The features are scaled as in training (the stored
+    ``standardize``). Returns the predictions (n,) — classes for classifiers."""
+    import csv
+    import io
+
+    from ..adapt import adapt_predict
+    from ..data.tabular import Standardizer, read_csv
+    from .config import from_dict
+    say = (lambda *a: None) if quiet else print
+    if not os.path.exists(checkpoint):
+        raise FileNotFoundError(f"checkpoint {checkpoint}: no such file")
+    ck = load(checkpoint)
+    info = ck.info or {}
+    if "config" not in info or "features" not in info:
+        raise ValueError(f"checkpoint {checkpoint} was not written by metacore train on a CSV "
+                         f"file (tasks.family = 'csv'): its feature columns are unknown")
+    cfg = from_dict(info["config"])
+    features, t = info["features"], cfg.tasks
+    model = ck.model if ck.model is not None else MLP(
+        [len(features), *cfg.model.hidden, 1], activation=cfg.model.activation, loss=t.loss)
+    learner = _learner(cfg, model)
+    theta = ck.theta
+    scaler = Standardizer.from_dict(info["standardize"]) if "standardize" in info else None
+    header, table = read_csv(input_path)
+    X = _predict_rows(table, features, f"--input {input_path}", scaler, theta.dtype)
+    n = X.shape[0]
+    if learner is not None:
+        theta, lr, head_only = learner.adapt_rule(learner.check_params(theta))
+        default_steps = cfg.learner.inner_steps
+    else:
+        lr = cfg.evaluate.lr if cfg.evaluate.lr is not None else cfg.learner.inner_lr
+        head_only, default_steps = False, max(cfg.evaluate.steps)
+    steps = default_steps if steps is None else steps
+    width = model.n_outputs
+    out = np.empty((n, width), dtype=np.float64)
+    if support_path is None:
+        out[:] = model.predict(theta, X).reshape(n, width)
+    else:
+        _, stable = read_csv(support_path)
+        Xs = _predict_rows(stable, features, f"--support {support_path}", scaler, theta.dtype)
+        if t.target not in stable:
+            raise ValueError(f"--support {support_path} has no target column {t.target!r} (the "
+                             f"checkpoint's tasks.target): the support rows must be labelled")
+        from ..data.tabular import float_columns
+        ys = float_columns(stable, [t.target], f"--support {support_path}")[:, 0]
+        if t.loss != "mse":
+            bad = (ys != np.round(ys)) | (ys < 0) | (ys >= max(width, 2))
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise ValueError(f"--support {support_path}: column {t.target!r}, row {i} has "
+                                 f"{ys[i]}, not a class label of this model (0..{max(width, 2) - 1})")
+        ys = ys.astype(theta.dtype)
+        both = t.task_column in table and t.task_column in stable
+        gq = _groups(table, t.task_column if both else None, n)
+        gs = _groups(stable, t.task_column if both else None, Xs.shape[0])
+        for name in np.unique(gq):
+            rows, srows = np.flatnonzero(gq == name), np.flatnonzero(gs == name)
+            if srows.shape[0] == 0:
+                raise ValueError(f"--support {support_path} has no rows of task {name!r} "
+                                 f"({t.task_column!r} in --input {input_path})")
+            pred = adapt_predict(model, theta, Xs[srows], ys[srows], X[rows], steps=steps,
+                                 lr=lr, head_only=head_only)
+            out[rows] = np.asarray(pred, dtype=np.float64).reshape(rows.shape[0], width)
+    if t.loss == "mse":
+        labels, extra = out[:, 0], {}
+    elif t.loss == "logistic":
+        p1 = 1.0 / (1.0 + np.exp(-out[:, 0]))
+        labels, extra = (out[:, 0] > 0).astype(np.int64), {"p_0": 1.0 - p1, "p_1": p1}
+    else:
+        z = np.exp(out - out.max(axis=1, keepdims=True))
+        p = z / z.sum(axis=1, keepdims=True)
+        labels, extra = out.argmax(axis=1), {f"p_{j}": p[:, j] for j in range(width)}
+    columns = [c for c in header if c != "prediction" and c not in extra]
+    text = io.StringIO()
+    w = csv.writer(text, lineterminator="\n")
+    w.writerow(columns + ["prediction", *extra])
+    for i in range(n):
+        w.writerow([table[c][i] for c in columns] + [repr(float(labels[i])) if t.loss == "mse"
+                                                     else int(labels[i])]
+                   + [repr(float(v[i])) for v in extra.values()])
+    write_atomic(output_path, lambda f: f.write(text.getvalue().encode("utf-8")))
+    say(f"{n} predictions written to {output_path}"
+        + (f" (adapted on {support_path}, {steps} steps)" if support_path else ""))
+    return labels
