@@ -117,7 +117,8 @@ def _csv_error(t, exc):
     text = str(exc)
     first = text.split(":", 1)[0].split("=", 1)[0].split(" ", 1)[0]
     if first in _CSV_KEYS:
-        return ConfigError(f"{_CSV_KEYS[first]}: {text}")
+        rest = text[len(first) + 2:] if text.startswith(f"{first}: ") else text
+        return ConfigError(f"{_CSV_KEYS[first]}: {rest}")
     if text.startswith("task column"):
         return ConfigError(f"tasks.task_column: {text}")
     if f"column {t.target!r}" in text:
