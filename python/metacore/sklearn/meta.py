@@ -138,7 +138,7 @@ class _Meta(MLPBase):
         check_classification_targets(y)
         if self.n_way is not None:
             classes = np.unique(y)
-            if classes.shape[0] > self.n_way:
+            if classes.shape[0] > self.n_way and self.learner != "protonet":
                 raise ValueError(f"y_support has {classes.shape[0]} classes; this model was "
                                  f"meta-trained on {self.n_way}-way episodes")
         else:
