@@ -17,6 +17,10 @@ baselines, and write everything to the output folder:
 
 ``metacore evaluate`` writes ``evaluation.json``, ``evaluation_table.txt`` and
 ``evaluation_adaptation.png`` instead, so it never overwrites what ``train`` wrote.
+``metacore predict`` (:func:`run_predict`) writes only the file it is given.
+
+results.json also lists ``train_tasks`` and ``test_tasks`` (task names) and ``per_task``: each
+method's query loss (and accuracy) per held-out task after each number of adaptation steps.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ from ..train.result import History
 from .config import Config, ConfigError
 
 __all__ = ["Experiment", "build", "train", "evaluate_all", "run_train", "run_evaluate",
-           "load_run_checkpoint", "merge_histories"]
+           "load_run_checkpoint", "merge_histories", "run_predict", "episode_sampler",
+           "run_info", "task_names", "per_task_scores"]
 
 LEARNER_NAMES = {"maml": "MAML", "fomaml": "FOMAML", "metasgd": "Meta-SGD", "anil": "ANIL",
                  "reptile": "Reptile", "multitask": "multi-task"}
