@@ -237,8 +237,7 @@ def _backend_arg(value, problem, weighting, batch_tasks, batch_rows):
         raise TypeError(f"backend must be None, metacore.distributed.Local() or a RayBackend, "
                         f"got {type(value).__name__}")
     if isinstance(problem, MetaObjective):
-        raise ValueError("backend=RayBackend runs multi-task objectives only for now; "
-                         "meta-learning runs locally (backend=None)")
+        return value
     if batch_tasks is not None or batch_rows is not None:
         raise ValueError("backend=RayBackend runs full-batch steps only: batch_tasks and "
                          "batch_rows must be None")
