@@ -306,10 +306,10 @@ class RayBackend(Backend):
     def attach(self, obj, dtype, alpha):
         """Ships ``obj``'s tasks (once per problem and dtype) and, for a multi-task objective,
         the weights α. ``obj``: an Objective or a MetaObjective."""
-        ray = self.ray
-        dtype = np.dtype(dtype)
         meta = isinstance(obj, MetaObjective)
         cls = self._worker_class(meta)
+        ray = self.ray
+        dtype = np.dtype(dtype)
         key = (id(obj), dtype.str)
         if self._key != key:
             self.close()
