@@ -67,7 +67,9 @@ def test_connect_by_address_to_a_cluster_started_here(tmp_path):
         pytest.skip("the ray command is not installed")
     src = str(pathlib.Path(mc.__file__).resolve().parents[1])    # the metacore under test
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (src, os.environ.get("PYTHONPATH")) if p), RAY_USAGE_STATS_ENABLED="0")
+        p for p in (src, os.environ.get("PYTHONPATH")) if p), RAY_USAGE_STATS_ENABLED="0",
+        RAY_AUTH_MODE="disabled")    # head and driver agree (ray start turns token auth on
+                                     # when ~/.ray/auth_token exists; ray.init does not)
     env.pop("RAY_ADDRESS", None)
     port = free_port()
     temp = tempfile.mkdtemp(prefix="mcray", dir="/tmp")   # short: Ray's socket paths are long
