@@ -8,8 +8,9 @@ tasks' rows into *reduction blocks* (at most 128, of about equal rows, in task o
 blocks' partial sums in block order. :class:`RayBackend` plans those blocks on the driver and cuts
 the task list into ``n_workers`` shards of consecutive tasks at block boundaries, balanced by row
 count. Each Ray actor receives its shard once (from the object store; it copies the read-only
-arrays into its own :class:`~metacore.TaskSet`) and keeps it. Each step the driver puts θ in the
-object store; every actor returns the partial sums of its blocks and its tasks' losses; the driver
+arrays into its own :class:`~metacore.TaskSet`) and keeps it. Each step the driver sends θ (put
+once in the object store when it is larger than 64 KiB, inside the calls otherwise); every actor
+returns the partial sums of its blocks and its tasks' losses; the driver
 concatenates them in shard order, adds them in block order with the core's own reduction and
 applies the core's optimizer update to its train state. The sums and their order are the ones a
 single machine does, so θ is **bit-identical** to a local run, for any number of workers and
@@ -57,6 +58,7 @@ __all__ = ["Backend", "Local", "MetaWorker", "RayBackend", "RayNotInstalledError
 
 UNIT_ROWS = 1024        # the core's work-unit size (tasks.hpp kUnitRows)
 RESTART_TIMEOUT = 120.0 # seconds to wait for Ray to bring a dead actor back
+INLINE_BYTES = 64 << 10 # θ up to this size is sent inside each call, not put in the object store
 
 
 class RayNotInstalledError(ImportError):
@@ -365,7 +367,7 @@ class RayBackend(Backend):
         """(f(θ), ∇f(θ) or None, f_i (T,)) — bit-identical to the local objective's."""
         ray = self.ray
         theta = np.array(theta, dtype=self.dtype)
-        ref = ray.put(theta)
+        ref = self._share(theta)
         results = self._gather(lambda k: self._actors[k].partials.remote(ref, want_grad))
         parts = _fresh(np.concatenate([r[0] for r in results]), self.dtype) if want_grad else None
         task_loss = _fresh(np.concatenate([r[1] for r in results]), np.float64)
@@ -376,7 +378,7 @@ class RayBackend(Backend):
         """All blocks' partials (n_blocks, P) in block order and the meta-batch's query and
         support losses (meta_batch,) of step ``step`` at θ, from the actors."""
         theta = np.array(theta, dtype=self.dtype)
-        ref = self.ray.put(theta)                 # once per step, for every actor
+        ref = self._share(theta)
         results = self._gather(lambda k: self._actors[k].meta_partials.remote(
             ref, seed, step, *self.ranges[k]))
         return tuple(_fresh(np.concatenate([r[i] for r in results]), dt)
@@ -402,6 +404,12 @@ class RayBackend(Backend):
                                    n_threads):
                 break
         return out
+
+    def _share(self, theta):
+        """θ as the actors' calls take it: put once in the object store (every actor on a node
+        then reads the one copy) when it is large; a small θ travels inside each call instead,
+        which costs less than a put (Ray inlines arguments under 100 KiB anyway)."""
+        return self.ray.put(theta) if theta.nbytes > INLINE_BYTES else theta
 
     def _gather(self, send):
         """The answers of every actor to ``send(k)`` (a Ray call to actor k), in actor order. An
