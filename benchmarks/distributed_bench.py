@@ -6,12 +6,13 @@
 
 1. Per-step overhead of a multi-task step at T = 64 tasks (sinusoids, MLP 1-40-40-1, float32):
    Ray ms/step minus the compute the actors and the driver do in that step (the same calls timed
-   in this process), next to an empty actor round trip.
+   in this process, one thread each), next to an empty actor round trip.
 2. MAML on sinusoids, meta-batch 1,024 (MLP 1-40-40-1, one inner step): local vs 1 and 2 actors.
 3. A cost model of a meta-step on A actors, each on its own machine with one thread:
        t(A) = t_tail + o_0 + o_1·A + ⌈nb/A⌉·t_block + (A·θ bytes + nb·G·4 + 16·n bytes) / bw
    fed with the measured per-block compute t_block (one thread), the driver's step tail t_tail,
-   and the per-step overhead fitted on 1 and 2 actors here (o_0 + o_1·A), for the sinusoid MAML
+   and the per-step overhead measured here: o_1 = what an empty call to a second actor adds,
+   o_0 = the 1-actor overhead less o_1 (section 1), for the sinusoid MAML
    meta-step (meta-batch 25 and 1,024) and the Omniglot-minimal ProtoNet meta-step (784-256-128-64,
    20-way 1-shot, 5 queries; meta-batch 2 as in benchmarks/omniglot_minimal.py, and 64). bw is a
    10 Gbit/s network (1.25 GB/s). nb ≤ 64 blocks cap the useful actors.
@@ -51,10 +52,10 @@ def overhead_t64(steps):
     obj = mc.Objective(model, ts)
     theta = model.init(seed=0, dtype=np.float32)
     kw = dict(optimizer=mc.optim.Adam(lr=1e-3), progress=False, eval_every=10**9)
-    local = timed(lambda: mc.fit(obj, theta, steps=steps, n_threads=2, **kw), 3) / steps
-    rows = [("local, 2 threads", local, None)]
+    local = timed(lambda: mc.fit(obj, theta, steps=steps, n_threads=1, **kw), 3) / steps
+    rows = [("local, 1 thread", local, None)]
     fits = {}
-    for w, c in ((1, 2), (2, 1)):
+    for w, c in ((1, 1), (2, 1)):   # one thread each: the overhead, not OpenMP on a busy machine
         # what the step computes, in this process: each shard's partials, then the driver's tail
         task_rows, shards = plan_shards(ts, "all", obj.n_params, 4, w)
         workers = []
@@ -75,14 +76,13 @@ def overhead_t64(steps):
                      5, 50)
         with mc.distributed.RayBackend(w, c) as b:
             b.attach(obj, np.float32, obj.weights)
-            a = b._actors[0]
-            empty = timed(lambda: ray.get(a.ready.remote()), 5, 20)
+            empty = timed(lambda: ray.get([a.ready.remote() for a in b._actors]), 5, 20)
             per = timed(lambda: mc.fit(obj, theta, steps=steps, backend=b, **kw), 3) / steps
-        fits[w] = per - compute - tail
+        fits[w] = (per - compute - tail, empty)
         rows.append((f"Ray, {w} actor(s) × {c} thread(s)", per, (compute + tail, empty)))
     print(f"\n### 1. Per-step overhead, multi-task step at T = 64 (P = {model.n_params}, "
           f"{steps} steps per fit, median of 3 fits)\n")
-    print("| backend | ms/step | compute in the step | empty actor round trip | overhead |")
+    print("| backend | ms/step | compute in the step | empty calls to all actors | overhead |")
     print("|---|---:|---:|---:|---:|")
     for label, per, extra in rows:
         if extra is None:
@@ -159,10 +159,12 @@ def model_time(A, nb, P, n, t_block, t_tail, o0, o1):
 
 
 def cost_model(fits):
-    o1 = max(fits[2] - fits[1], 0.0)
-    o0 = max(fits[1] - o1, 0.0)
+    # per added actor: what an empty call to one more actor costs the driver (no compute to
+    # contend with); the rest of the 1-actor overhead is fixed
+    o1 = max(fits[2][1] - fits[1][1], 0.0)
+    o0 = max(fits[1][0] - o1, 0.0)
     print(f"\n### 3. Cost model: expected meta-steps/s on A actors (one machine and one thread "
-          f"each)\n\nFitted per-step overhead o_0 + o_1·A = {1e3 * o0:.2f} ms + "
+          f"each)\n\nPer-step overhead o_0 + o_1·A = {1e3 * o0:.2f} ms + "
           f"{1e3 * o1:.2f} ms·A (section 1), 10 Gbit/s network.\n")
     print("| meta-step | blocks | t_block (1 thread) | local, 1 thread | A = 1 | 8 | 32 | 128 "
           "| best A |")
