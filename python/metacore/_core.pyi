@@ -141,9 +141,18 @@ def meta_value_and_grad(
     offsets: _I64,
     n_support: _I64,
     n_threads: int | None = None,
+    per_step_rates: bool = False,
+    multi_step_loss: bool = False,
+    msl_anneal_steps: int = 1,
+    first_order_until: int = 0,
+    step: int = 0,
 ) -> tuple[float, NDArray[_F], NDArray[_F], float]:
     """(mean query loss after adaptation, meta-gradient, per-task query losses, mean support loss
-    before adaptation)"""
+    before adaptation); MAML++'s options and the global step `step` that sets its order and
+    multi-step-loss weights"""
+
+def msl_weights(inner_steps: int, msl_anneal_steps: int, step: int) -> NDArray[np.float64]:
+    """(inner_steps,) MAML++'s multi-step-loss weights at global step `step`."""
 
 def adapt(
     net: Net,
@@ -260,6 +269,10 @@ class MetaStep32(metaclass=_pybind11_type):
         first_order: bool,
         meta_batch: int,
         n_threads: int | None = None,
+        per_step_rates: bool = False,
+        multi_step_loss: bool = False,
+        msl_anneal_steps: int = 1,
+        first_order_until: int = 0,
     ) -> None: ...
     @property
     def n_params(self) -> int: ...
@@ -303,6 +316,10 @@ class MetaStep64(metaclass=_pybind11_type):
         first_order: bool,
         meta_batch: int,
         n_threads: int | None = None,
+        per_step_rates: bool = False,
+        multi_step_loss: bool = False,
+        msl_anneal_steps: int = 1,
+        first_order_until: int = 0,
     ) -> None: ...
     @property
     def n_params(self) -> int: ...

@@ -273,7 +273,7 @@ class MetaObjective:
         threads = self.n_threads if n_threads is None else n_threads
         try:    # the core's own refusal of a size names nothing: say which setting asked
             step = cls(self.learner.core_net(), *self.learner.core_spec(), self.meta_batch,
-                       threads)
+                       threads, **self.learner.core_options())
             if isinstance(self.tasks, TaskSet):
                 ts = self.learner.check_batch(self.tasks, dtype, "tasks")
                 step.sample_from(ts.X, ts.y, ts.offsets, ts.n_support)
