@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "arrays.hpp"
+#include "metacore/distributed_step.hpp"
 #include "metacore/meta_step.hpp"
 #include "metacore/multitask_step.hpp"
 #include "metacore/train.hpp"
@@ -25,6 +26,12 @@ MetaConfig meta_config(const NetSpec& net, const std::string& learner, double in
                        bool multi_step_loss, std::int64_t msl_anneal_steps,
                        std::int64_t first_order_until);
 MetaConfig with_imaml_options(MetaConfig cfg, double reg, std::int64_t cg_steps);
+
+// The Ray backend's share of a meta-step: blocks [b0, b1) (distributed_bindings.cpp).
+template <class T>
+py::tuple meta_block_partials(MetaStep<T>& step, const py::handle& theta, std::uint64_t seed,
+                              std::int64_t s, std::int64_t b0, std::int64_t b1,
+                              std::optional<int> n_threads);
 
 namespace {
 
@@ -225,6 +232,18 @@ void register_meta_step(py::module_& m, const char* name) {
              py::arg("msl_anneal_steps") = 1, py::arg("first_order_until") = 0,
              py::arg("reg") = 1.0, py::arg("cg_steps") = 5)
         .def_property_readonly("n_params", [](H& h) { return h.core().n_params(); })
+        .def_property_readonly("meta_batch", [](H& h) { return h.core().meta_batch(); })
+        .def_property_readonly("n_blocks", [](H& h) { return meta_step_blocks(h.core()); })
+        .def(
+            "block_partials",
+            [](H& h, const py::handle& theta, std::uint64_t seed, std::int64_t step,
+               std::int64_t b0, std::int64_t b1, std::optional<int> n_threads) {
+                return meta_block_partials<T>(h.core(), theta, seed, step, b0, b1, n_threads);
+            },
+            py::arg("theta"), py::arg("seed"), py::arg("step"), py::arg("b0"), py::arg("b1"),
+            py::arg("n_threads") = py::none(),
+            "Blocks [b0, b1) of step `step`'s meta-batch at theta: (partials (b1-b0, n_params), "
+            "query losses, support losses) of their tasks (float64).")
         .def("sample_from", &H::sample_from, py::arg("X"), py::arg("y"), py::arg("offsets"),
              py::arg("n_support"))
         .def("generate", [](H& h, std::int64_t ks, std::int64_t kq, std::pair<double, double> a,

@@ -328,6 +328,20 @@ class MetaStep32(metaclass=_pybind11_type):
     def episodes_from(
         self, X: _F32, class_offsets: _I64, n_way: int, k_shot: int, q_query: int
     ) -> None: ...
+    @property
+    def meta_batch(self) -> int: ...
+    @property
+    def n_blocks(self) -> int: ...
+    def block_partials(
+        self,
+        theta: _F32,
+        seed: int,
+        step: int,
+        b0: int,
+        b1: int,
+        n_threads: int | None = None,
+    ) -> tuple[_F32, _F64, _F64]:
+        """Blocks [b0, b1) of step `step`'s meta-batch at theta: (partials (b1-b0, n_params), query losses, support losses) of their tasks (float64)."""
 
 class MetaStep64(metaclass=_pybind11_type):
     """A meta-learner's step over tasks it samples (or generates), in float64."""
@@ -363,6 +377,20 @@ class MetaStep64(metaclass=_pybind11_type):
     def episodes_from(
         self, X: _F64, class_offsets: _I64, n_way: int, k_shot: int, q_query: int
     ) -> None: ...
+    @property
+    def meta_batch(self) -> int: ...
+    @property
+    def n_blocks(self) -> int: ...
+    def block_partials(
+        self,
+        theta: _F64,
+        seed: int,
+        step: int,
+        b0: int,
+        b1: int,
+        n_threads: int | None = None,
+    ) -> tuple[_F64, _F64, _F64]:
+        """Blocks [b0, b1) of step `step`'s meta-batch at theta: (partials (b1-b0, n_params), query losses, support losses) of their tasks (float64)."""
 
 # The train state's arrays are read-only views of its own buffers; m and v are None when the
 # optimizer keeps no such moment; the weighting state is float64 in both precisions.
@@ -583,6 +611,29 @@ def block_partials(
     n_threads: int | None = None,
 ) -> tuple[_F64 | None, _F64]: ...
 def assign_blocks(unit_rows: _I64, n_params: int, itemsize: int) -> _I64: ...
+@overload
+def take_meta_step(
+    state: TrainState32,
+    result: ChunkResult,
+    j: int,
+    config: OptimizerConfig,
+    parts: _F32,
+    task_losses: _F64,
+    support_losses: _F64,
+    n_threads: int | None = None,
+) -> bool: ...
+@overload
+def take_meta_step(
+    state: TrainState64,
+    result: ChunkResult,
+    j: int,
+    config: OptimizerConfig,
+    parts: _F64,
+    task_losses: _F64,
+    support_losses: _F64,
+    n_threads: int | None = None,
+) -> bool:
+    """Step j of `result` from a meta-step's block partials (n_blocks, n_params) in block order and its tasks' query and support losses, as the core's own loop finishes a meta-step; False when the chunk must stop."""
 def combine_partials(
     parts: NDArray[_F] | None,
     task_loss: _F64,
