@@ -8,14 +8,17 @@
 // atomic counter by the caller and by whichever workers arrive, and the caller waits only for
 // items that others already claimed. A worker that arrives after the last item was claimed claims
 // nothing and touches nothing but the loop's own counters (kept alive by a shared_ptr), so a late
-// or never-scheduled thread costs the caller nothing. OpenMP still gives the SIMD loops and the
-// default thread count (OMP_NUM_THREADS); its wait policy (OMP_WAIT_POLICY) sets how long idle
-// workers spin before they sleep. Properties kept from the OpenMP version: exceptions (and Ctrl-C,
-// interrupt.hpp) are carried to the caller; body(i, thread_index) gets thread_index < team, unique
-// among the pieces of one loop running at once (per-thread workspaces); calls from inside a loop's
-// items run serially; a forked child starts a fresh pool; a thread cap (RLIMIT_NPROC, pids.max)
-// only means fewer workers. Results never depend on which thread ran an item: callers write
-// per-item outputs and reduce in block order (reduction.hpp).
+// or never-scheduled thread costs the caller nothing. What a busy machine can still cost — the
+// caller descheduled when it wakes workers, or waiting for an item whose worker was descheduled
+// mid-item — the caller measures, and then runs loops alone for a while (BusyMachine).
+// OpenMP still gives the SIMD loops and the default thread count (OMP_NUM_THREADS, read, never
+// set); its wait policy (OMP_WAIT_POLICY) sets how long idle workers spin before they sleep.
+// Properties kept from the OpenMP version: exceptions (and Ctrl-C, interrupt.hpp) are carried to
+// the caller; body(i, thread_index) gets thread_index < team, unique among the pieces of one loop
+// running at once (per-thread workspaces); calls from inside a loop's items run serially. New:
+// a forked child starts a fresh pool (and uses threads); a thread cap (RLIMIT_NPROC, pids.max)
+// only means fewer workers, never the end of the process. Results never depend on which thread
+// ran an item: callers write per-item outputs and reduce in block order (reduction.hpp).
 #pragma once
 
 #include <algorithm>
@@ -42,6 +45,9 @@
 #if defined(__linux__)
 #include <sched.h>
 #include <sys/resource.h>
+#endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <time.h>
 #endif
 
 #ifdef _OPENMP
@@ -223,15 +229,27 @@ inline bool& inside_loop() {
     return inside;
 }
 
-// What the caller learns about the machine. A caller that waited long for an item a worker
-// claimed (longer than kHostageWait and than 4 of its own items) saw that worker descheduled
-// mid-item: the machine is busy. Loops then run on the caller alone for a while — 2 ms, doubling
-// (up to 256 ms) while such waits recur within a second of the last hold-off — and threads are
-// tried again after it. On an idle machine such waits do not happen and nothing changes; on a
-// busy one a preempted worker costs at most one wait per hold-off. Results do not depend on it.
+// CPU time of the calling thread in ns (-1 where the OS does not say).
+inline std::int64_t thread_cpu_ns() {
+#if defined(CLOCK_THREAD_CPUTIME_ID)
+    timespec t{};
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) == 0)
+        return std::int64_t(t.tv_sec) * 1000000000 + t.tv_nsec;
+#endif
+    return -1;
+}
+
+// What the caller learns about the machine. The machine is busy when, during a threaded loop,
+// the caller was descheduled (off the CPU, other than sleeping in its own wait, for longer than
+// kDescheduled: waking a worker on an oversubscribed machine costs the caller its time slice), or
+// waited long for an item a worker claimed (longer than kDescheduled and than 4 of its own items:
+// the worker was descheduled mid-item). Loops then run on the caller alone for a while — 2 ms,
+// doubling (up to 256 ms) while it recurs within a second of the last hold-off — and threads
+// are tried again after it. On an idle machine neither happens and nothing changes; on a busy
+// one the cost is bounded by one such loop per hold-off. Results do not depend on it.
 class BusyMachine {
    public:
-    static constexpr std::chrono::microseconds kHostageWait{300};
+    static constexpr std::chrono::microseconds kDescheduled{300};
     static constexpr int kMaxLevel = 8;
 
     static BusyMachine& instance() {
@@ -244,12 +262,14 @@ class BusyMachine {
         return now_ns() < serial_until_.load(std::memory_order_relaxed);
     }
 
-    // After a loop: the caller ran `mine` items in `working`, then waited `waiting` for others.
+    // After a loop: the caller ran `mine` items in `working`, then waited `waiting` for others;
+    // it was off the CPU for `descheduled` of the loop other than sleeping in its wait.
     void observe(std::chrono::nanoseconds working, std::int64_t mine,
-                 std::chrono::nanoseconds waiting) {
+                 std::chrono::nanoseconds waiting, std::chrono::nanoseconds descheduled) {
         const std::chrono::nanoseconds per_item =
             mine > 0 ? working / mine : std::chrono::nanoseconds(0);
-        if (waiting <= kHostageWait || waiting <= 4 * per_item) return;
+        const bool held = waiting > kDescheduled && waiting > 4 * per_item;
+        if (!held && descheduled <= kDescheduled) return;
         const std::int64_t now = now_ns();
         const std::int64_t last_end = serial_until_.load(std::memory_order_relaxed);
         int level = level_.load(std::memory_order_relaxed);
@@ -297,10 +317,13 @@ struct Loop {
     }
 
     // The caller, after its own claims ran out: waits for the items others claimed, spinning a
-    // moment, then sleeping; it keeps polling its Interrupt (Ctrl-C) while it sleeps.
-    void wait_for_claimed() {
+    // moment, then sleeping; it keeps polling its Interrupt (Ctrl-C) while it sleeps. Returns
+    // the time it slept.
+    std::chrono::nanoseconds wait_for_claimed() {
+        using clock = std::chrono::steady_clock;
         const auto all_done = [&] { return done.load(std::memory_order_acquire) >= n; };
-        if (spin_until(all_done)) return;
+        if (spin_until(all_done)) return std::chrono::nanoseconds(0);
+        const auto asleep = clock::now();
         std::unique_lock<std::mutex> lock(mutex);
         while (!all_done()) {
             finished.wait_for(lock, Interrupt::kPollInterval);
@@ -309,6 +332,7 @@ struct Loop {
             carrier.run([] { check_interrupt(); });  // sets the flag the workers' items read
             lock.lock();
         }
+        return clock::now() - asleep;
     }
 
     const std::int64_t n;
@@ -475,16 +499,23 @@ void parallel_for(std::int64_t n, int n_threads, Body&& body) {
                                                const_cast<void*>(static_cast<const void*>(&body)),
                                                current_interrupt());
     detail::Pool& pool = detail::Pool::instance();
-    pool.offer(loop, team - 1);
     using clock = std::chrono::steady_clock;
-    const auto start = clock::now();
+    const auto start = clock::now();  // waking workers may cost the caller its CPU: counted
+    const std::int64_t cpu_start = detail::thread_cpu_ns();
+    pool.offer(loop, team - 1);
     detail::inside_loop() = true;
     const std::int64_t mine = loop->work(0);
     detail::inside_loop() = false;
     const auto own_done = clock::now();
     pool.withdraw(loop.get());
-    loop->wait_for_claimed();
-    machine.observe(own_done - start, mine, clock::now() - own_done);
+    const std::chrono::nanoseconds slept = loop->wait_for_claimed();
+    const auto end = clock::now();
+    const std::int64_t cpu_end = detail::thread_cpu_ns();
+    const std::chrono::nanoseconds off_cpu =
+        cpu_start < 0 || cpu_end < 0
+            ? std::chrono::nanoseconds(0)
+            : (end - start) - std::chrono::nanoseconds(cpu_end - cpu_start) - slept;
+    machine.observe(own_done - start, mine, end - own_done, off_cpu);
     loop->carrier.rethrow();
 }
 
