@@ -21,7 +21,9 @@ namespace metacore::bindings {
 
 // Parsing of the meta-learner's name and settings lives with the meta bindings.
 MetaConfig meta_config(const NetSpec& net, const std::string& learner, double inner_lr,
-                       std::int64_t inner_steps, bool first_order);
+                       std::int64_t inner_steps, bool first_order, bool per_step_rates,
+                       bool multi_step_loss, std::int64_t msl_anneal_steps,
+                       std::int64_t first_order_until);
 MetaConfig with_imaml_options(MetaConfig cfg, double reg, std::int64_t cg_steps);
 
 namespace {
@@ -203,18 +205,24 @@ void register_meta_step(py::module_& m, const char* name) {
     py::class_<H>(m, name)
         .def(py::init([](const NetSpec& net, const std::string& learner, double inner_lr,
                          std::int64_t inner_steps, bool first_order, std::int64_t meta_batch,
-                         std::optional<int> n_threads, double reg, std::int64_t cg_steps) {
+                         std::optional<int> n_threads, bool per_step_rates, bool multi_step_loss,
+                         std::int64_t msl_anneal_steps, std::int64_t first_order_until,
+                         double reg, std::int64_t cg_steps) {
                  if (meta_batch < 1)
                      throw py::value_error("meta_batch must be >= 1, got " +
                                            std::to_string(meta_batch));
                  return new H(net,
-                              with_imaml_options(meta_config(net, learner, inner_lr, inner_steps,
-                                                             first_order),
-                                                 reg, cg_steps),
+                              with_imaml_options(
+                                  meta_config(net, learner, inner_lr, inner_steps, first_order,
+                                              per_step_rates, multi_step_loss, msl_anneal_steps,
+                                              first_order_until),
+                                  reg, cg_steps),
                               meta_batch, threads_arg(n_threads));
              }),
              py::arg("net"), py::arg("learner"), py::arg("inner_lr"), py::arg("inner_steps"),
              py::arg("first_order"), py::arg("meta_batch"), py::arg("n_threads") = py::none(),
+             py::arg("per_step_rates") = false, py::arg("multi_step_loss") = false,
+             py::arg("msl_anneal_steps") = 1, py::arg("first_order_until") = 0,
              py::arg("reg") = 1.0, py::arg("cg_steps") = 5)
         .def_property_readonly("n_params", [](H& h) { return h.core().n_params(); })
         .def("sample_from", &H::sample_from, py::arg("X"), py::arg("y"), py::arg("offsets"),

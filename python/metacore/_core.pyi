@@ -141,11 +141,20 @@ def meta_value_and_grad(
     offsets: _I64,
     n_support: _I64,
     n_threads: int | None = None,
+    per_step_rates: bool = False,
+    multi_step_loss: bool = False,
+    msl_anneal_steps: int = 1,
+    first_order_until: int = 0,
+    step: int = 0,
     reg: float = 1.0,
     cg_steps: int = 5,
 ) -> tuple[float, NDArray[_F], NDArray[_F], float]:
     """(mean query loss after adaptation, meta-gradient, per-task query losses, mean support loss
-    before adaptation); reg, cg_steps: iMAML's λ and conjugate-gradient steps"""
+    before adaptation); MAML++'s options and the global step `step` that sets its order and
+    multi-step-loss weights; reg, cg_steps: iMAML's λ and conjugate-gradient steps"""
+
+def msl_weights(inner_steps: int, msl_anneal_steps: int, step: int) -> NDArray[np.float64]:
+    """(inner_steps,) MAML++'s multi-step-loss weights at global step `step`."""
 
 def adapt(
     net: Net,
@@ -297,6 +306,10 @@ class MetaStep32(metaclass=_pybind11_type):
         first_order: bool,
         meta_batch: int,
         n_threads: int | None = None,
+        per_step_rates: bool = False,
+        multi_step_loss: bool = False,
+        msl_anneal_steps: int = 1,
+        first_order_until: int = 0,
         reg: float = 1.0,
         cg_steps: int = 5,
     ) -> None: ...
@@ -328,6 +341,10 @@ class MetaStep64(metaclass=_pybind11_type):
         first_order: bool,
         meta_batch: int,
         n_threads: int | None = None,
+        per_step_rates: bool = False,
+        multi_step_loss: bool = False,
+        msl_anneal_steps: int = 1,
+        first_order_until: int = 0,
         reg: float = 1.0,
         cg_steps: int = 5,
     ) -> None: ...

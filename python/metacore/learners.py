@@ -1,4 +1,5 @@
-r"""Meta-learners: MAML, first-order MAML, Reptile, Meta-SGD and ANIL, computed by the core.
+r"""Meta-learners: MAML (and MAML++), first-order MAML, Reptile, Meta-SGD and ANIL, computed by
+the core.
 
 Every learner adapts θ to task i by k SGD steps on its support rows (no L2 in the inner loop),
 
@@ -21,6 +22,8 @@ the outer optimizer, by default SGD with ε_s annealed linearly from ``outer_lr`
 Learners own no training loop: ``mc.fit(mc.MetaObjective(learner, tasks, meta_batch=25), θ₀, ...)``
 meta-trains any of them with the one θ-update loop of :mod:`metacore.train`. The meta-batch runs in
 parallel over tasks; results are bit-identical for any thread count.
+MAML++ (per-layer, per-step rates, the annealed multi-step loss, first order for the first steps:
+Antoniou et al. 2019) is a set of options of :class:`MAML`.
 Papers: Finn et al. 2017 (MAML), Nichol et al. 2018 (Reptile), Li et al. 2017 (Meta-SGD),
 Raghu et al. 2020 (ANIL), Snell et al. 2017 (ProtoNet: no inner loop, see :class:`ProtoNet`),
 Bertinetto et al. 2019 (R2D2's closed-form ridge head, :class:`RidgeHead`), Rajeswaran et al. 2019
@@ -123,8 +126,8 @@ class Learner:
         return self.kind, self.inner_lr, self.inner_steps, self.first_order
 
     def core_options(self) -> dict:
-        """Keyword settings of this learner for the core's meta-gradient (iMAML's ``reg`` and
-        ``cg_steps``); none for the others."""
+        """Keyword options of the compiled meta-step beyond ``core_spec`` (MAML++'s; iMAML's
+        ``reg`` and ``cg_steps``)."""
         return {}
 
     def core_net(self):
@@ -145,16 +148,18 @@ class Learner:
                            n_threads=n_threads)[1]
 
     # --- the meta-objective ------------------------------------------------------------------
-    def meta_value_and_grad(self, theta, batch):
+    def meta_value_and_grad(self, theta, batch, *, step=0):
         """(meta-loss, meta-gradient) over every task of ``batch`` (a TaskSet whose tasks all
         have support and query rows): the mean query loss after adaptation, and its gradient
-        with respect to the learner's parameters (θ's dtype)."""
-        loss, grad, _, _ = self._evaluate(theta, batch)
+        with respect to the learner's parameters (θ's dtype). ``step`` (int >= 0): the global
+        outer step, which sets MAML++'s order (``first_order_until``) and multi-step-loss
+        weights; other learners ignore it."""
+        loss, grad, _, _ = self._evaluate(theta, batch, step)
         return loss, grad
 
-    def meta_value(self, theta, batch) -> float:
+    def meta_value(self, theta, batch, *, step=0) -> float:
         """The meta-loss alone."""
-        return self._evaluate(theta, batch)[0]
+        return self._evaluate(theta, batch, step)[0]
 
     def query_losses(self, theta, batch, n_threads=None) -> np.ndarray:
         """(T,) float64: each task's query loss after this learner's inner loop on its support
@@ -164,20 +169,22 @@ class Learner:
         ts = self.check_batch(batch, params.dtype)
         kind, lr, steps, _ = self.core_spec()
         # The loss does not depend on the meta-gradient's order: first order skips the HVPs.
+        # MAML++'s multi-step loss is off here: the loss after the last step.
+        options = dict(self.core_options(), multi_step_loss=False)
         losses = _core.meta_value_and_grad(self.core_net(), kind, lr, steps, True, params,
                                            ts.X, ts.y, ts.offsets, ts.n_support,
                                            self.n_threads if n_threads is None
-                                           else _validation.n_threads(n_threads),
-                                           **self.core_options())[2]
+                                           else _validation.n_threads(n_threads), **options)[2]
         return np.asarray(losses, dtype=np.float64)
 
-    def _evaluate(self, theta, batch):
+    def _evaluate(self, theta, batch, step=0):
         from . import _core
         params = self.check_params(theta)
         ts = self.check_batch(batch, params.dtype)
+        step = _validation.integer("step", step, minimum=0)
         return _core.meta_value_and_grad(self.core_net(), *self.core_spec(), params, ts.X,
                                          ts.y, ts.offsets, ts.n_support, self.n_threads,
-                                         **self.core_options())
+                                         step=step, **self.core_options())
 
     # --- adapting to a new task --------------------------------------------------------------
     def adapt_rule(self, theta):
@@ -256,10 +263,128 @@ class Learner:
                 f"inner_steps={self.inner_steps}{fo})")
 
 
+PER_STEP_RATES = ("layer",)
+
+
 class MAML(Learner):
-    """Model-agnostic meta-learning (Finn et al., 2017): exact second-order meta-gradient through
-    all ``inner_steps`` steps, or first-order MAML with ``first_order=True``."""
+    r"""Model-agnostic meta-learning (Finn et al., 2017): exact second-order meta-gradient through
+    all ``inner_steps`` steps, or first-order MAML with ``first_order=True``.
+
+    MAML++ (Antoniou et al., 2019, "How to train your MAML", section 4), by keyword options:
+
+    - ``per_step_rates="layer"`` (LSLR): a learned inner rate per layer and per inner step,
+      step j moving layer l's weights and biases by r_{j,l}·∇L_s(φ_j). The learner's parameters
+      are packed ``[θ (P), r (inner_steps × n_layers, step-major)]``: ``init(theta)`` packs θ with
+      every rate = inner_lr, ``split(params)`` returns (θ, r of shape (inner_steps, n_layers)).
+      ∂L/∂r_{j,l} = −Σ_{p∈l} g_{j+1,p} ∇L_s(φ_j)_p. Adapting for more steps than
+      ``inner_steps`` repeats the last step's rates.
+    - ``multi_step_loss=True`` (MSL): the meta-loss is Σ_{j=1..k} w_j(s) L_q(φ_j), with weights
+      annealed over the global outer step s (``msl_weights``): all start at 1/k; over
+      ``msl_anneal_steps`` steps the first k − 1 decay linearly to 0.03/k and the last grows to
+      1 − 0.03(k − 1)/k (the paper's code anneals over its first 15 epochs of 500 iterations:
+      the default 7,500). The returned loss is that weighted sum; ``query_losses`` and
+      validation score L_q(φ_k).
+    - ``first_order_until=S`` (int >= 0): first-order meta-gradients for the global steps
+      s < S, exact second order from s = S on (the paper's derivative-order annealing).
+
+    Both schedules are functions of the global step (``mc.fit`` passes it; resume is
+    bit-identical); ``meta_value_and_grad(θ, batch, step=s)`` evaluates them at step s.
+    Raises TypeError/ValueError naming the argument for a bad option.
+    """
     kind = "maml"
+
+    def __init__(self, model, inner_lr=0.01, inner_steps=1, first_order=False, n_threads=None,
+                 *, per_step_rates=None, multi_step_loss=False, msl_anneal_steps=7500,
+                 first_order_until=0):
+        super().__init__(model, inner_lr=inner_lr, inner_steps=inner_steps,
+                         first_order=first_order, n_threads=n_threads)
+        if per_step_rates is not None:
+            per_step_rates = _validation.choice("per_step_rates", per_step_rates, PER_STEP_RATES)
+        self.per_step_rates = per_step_rates
+        if not isinstance(multi_step_loss, (bool, np.bool_)):
+            raise TypeError(f"multi_step_loss must be a bool, got "
+                            f"{type(multi_step_loss).__name__}")
+        self.multi_step_loss = bool(multi_step_loss)
+        self.msl_anneal_steps = _validation.integer("msl_anneal_steps", msl_anneal_steps,
+                                                    minimum=1)
+        self.first_order_until = _validation.integer("first_order_until", first_order_until,
+                                                     minimum=0)
+
+    @property
+    def n_params(self) -> int:
+        P = self.model.n_params
+        return P + self.inner_steps * self.model.n_layers if self.per_step_rates else P
+
+    def core_options(self):
+        return {"per_step_rates": self.per_step_rates is not None,
+                "multi_step_loss": self.multi_step_loss,
+                "msl_anneal_steps": self.msl_anneal_steps,
+                "first_order_until": self.first_order_until}
+
+    def msl_weights(self, step) -> np.ndarray:
+        """(inner_steps,) float64: the multi-step-loss weights at global step ``step``
+        (w[j−1] weighs L_q(φ_j)); all but the last are zero without ``multi_step_loss``."""
+        from . import _core
+        step = _validation.integer("step", step, minimum=0)
+        if not self.multi_step_loss:
+            w = np.zeros(self.inner_steps)
+            w[-1] = 1.0
+            return w
+        return np.asarray(_core.msl_weights(self.inner_steps, self.msl_anneal_steps, step))
+
+    def _need_rates(self, what):
+        if self.per_step_rates is None:
+            raise ValueError(f"{what}: this MAML has no learned rates (per_step_rates=None)")
+
+    def init(self, theta):
+        """θ packed with the learned rates (all inner_lr) when ``per_step_rates``, else θ."""
+        theta = _validation.theta("theta", theta, self.model.n_params)
+        if self.per_step_rates is None:
+            return theta.copy()
+        rates = np.full(self.inner_steps * self.model.n_layers, self.inner_lr, dtype=theta.dtype)
+        return np.concatenate([theta, rates])
+
+    def split(self, params):
+        """(θ, rates (inner_steps, n_layers)): views into packed parameters."""
+        self._need_rates("split")
+        params = self.check_params(params, "params")
+        P = self.model.n_params
+        return params[:P], params[P:].reshape(self.inner_steps, self.model.n_layers)
+
+    def _layer_ends(self):
+        ends = [w for w, _, _ in self.model.layers()][1:] + [self.model.n_params]
+        return np.diff([0] + ends)
+
+    def adapt_rule(self, params):
+        if self.per_step_rates is None:
+            return params, self.inner_lr, False
+        theta, rates = self.split(params)
+        # one row of per-parameter rates per step: layer l's parameters get r_{j,l}
+        return theta, np.repeat(rates, self._layer_ends(), axis=1), False
+
+    def inner_rates(self, params):
+        return None if self.per_step_rates is None else np.array(self.split(params)[1])
+
+    def to_dict(self):
+        d = super().to_dict()
+        if self.per_step_rates is not None:
+            d["per_step_rates"] = self.per_step_rates
+        if self.multi_step_loss:
+            d["multi_step_loss"] = True
+            d["msl_anneal_steps"] = self.msl_anneal_steps
+        if self.first_order_until:
+            d["first_order_until"] = self.first_order_until
+        return d
+
+    def __repr__(self):
+        text = super().__repr__()[:-1]
+        if self.per_step_rates is not None:
+            text += f", per_step_rates={self.per_step_rates!r}"
+        if self.multi_step_loss:
+            text += f", multi_step_loss=True, msl_anneal_steps={self.msl_anneal_steps}"
+        if self.first_order_until:
+            text += f", first_order_until={self.first_order_until}"
+        return text + ")"
 
 
 class FOMAML(MAML):
