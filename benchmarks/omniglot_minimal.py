@@ -2,8 +2,9 @@
 protocol and the baselines are described in ``metacore.app.omniglot``). Run from the repository root:
 
     PYTHONPATH=python python benchmarks/omniglot_minimal.py [DATA] [--steps N] [--train-way W]
-        [--q-query Q] [--meta-batch B] [--lr R] [--norm batch|layer|none] [--shots 1,5]
-        [--no-baselines] [--pretrain-steps N] [--threads K] [--json PATH]
+        [--q-query Q] [--meta-batch B] [--lr R] [--norm batch|layer|none] [--head-scale S]
+        [--shots 1,5] [--train-shot K]
+        [--no-baselines] [--no-protonet] [--pretrain-steps N] [--threads K] [--json PATH]
 
 DATA (default ../shared/data) holds omniglot/images_background_small{1,2}.zip. Prints Markdown.
 ``metacore demo omniglot --data DATA/omniglot`` runs the same table with its default settings.
@@ -28,18 +29,23 @@ def main(argv=None):
     ap.add_argument("--meta-batch", type=int, default=2, help="episodes per meta-step")
     ap.add_argument("--lr", type=float, default=1e-3, help="Adam's initial rate")
     ap.add_argument("--norm", default="batch", choices=["batch", "layer", "none"])
+    ap.add_argument("--head-scale", type=float, default=0.1,
+                    help="initial scale of the embedding's last layer (× He)")
     ap.add_argument("--shots", default="1,5", help="the shot counts to train and test")
+    ap.add_argument("--train-shot", type=int, default=None,
+                    help="train one ProtoNet on this shot count and test it at every shot count")
     ap.add_argument("--no-baselines", action="store_true", help="skip the fine-tuned baselines")
-    ap.add_argument("--pretrain-steps", type=int, default=2000)
+    ap.add_argument("--no-protonet", action="store_true", help="only the baselines")
+    ap.add_argument("--pretrain-steps", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None, help="also write the rows here")
     args = ap.parse_args(argv)
     rows = table(pathlib.Path(args.data) / "omniglot", steps=args.steps,
                  train_way=args.train_way, q_query=args.q_query, meta_batch=args.meta_batch,
                  lr=args.lr, norm=None if args.norm == "none" else args.norm,
-                 shots=tuple(int(k) for k in args.shots.split(",")),
-                 baselines=not args.no_baselines, pretrain_steps=args.pretrain_steps,
-                 threads=args.threads)
+                 shots=tuple(int(k) for k in args.shots.split(",")), train_shot=args.train_shot,
+                 protonet=not args.no_protonet, baselines=not args.no_baselines, pretrain_steps=args.pretrain_steps,
+                 head_scale=args.head_scale, threads=args.threads)
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(rows, indent=1))
     return rows

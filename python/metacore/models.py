@@ -21,8 +21,9 @@ Ioffe & Szegedy 2015, without running averages); layer normalisation over the un
 (Ba, Kiros & Hinton 2016). With batch statistics a row's output depends on the other rows passed
 with it: ``predict(θ, X)`` normalises over all of X; in meta-learning the inner loop's passes use the
 support rows' statistics and the query pass the query rows' (MAML); a ProtoNet episode (support and
-query rows) is one pass; in the multi-task objective a task's chosen rows (all, or the ``batch_rows``
-drawn in a step) are one pass, at most 1024 rows. One row alone normalises to 0 (h = β).
+query rows) is one pass; in the multi-task objective a task's chosen rows are one pass, and so are
+the ``batch_rows`` drawn from it in a step (at most 1024, else a ValueError). One row alone
+normalises to 0 (h = β).
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ class Objective {
         if (net_.loss() == Loss::cross_entropy)
             check_class_labels(data_.y.data, data_.y.rows, data_.y.cols, net_.n_outputs());
         plan_ = plan_work(data_, rows_, net_.n_params());
+        if (net_.rows_coupled()) plan_ = whole_tasks(plan_);
     }
 
     const NetSpec& net() const { return net_; }
@@ -179,17 +180,33 @@ class Objective {
     }
 
    private:
-    // Batch statistics make a task's chosen rows one forward pass: refuse a plan that splits a
-    // task into several units (more than kUnitRows rows).
+    // Batch statistics make a task's chosen rows one forward pass: its consecutive units merged
+    // into one (the activations of all its rows are then held at once).
+    WorkPlan whole_tasks(const WorkPlan& plan) const {
+        WorkPlan out;
+        out.task_rows = plan.task_rows;
+        out.total_rows = plan.total_rows;
+        for (const WorkUnit& w : plan.units) {
+            WorkUnit* last = out.units.empty() ? nullptr : &out.units.back();
+            if (last && last->task == w.task && last->end == w.begin && last->rows == w.rows)
+                last->end = w.end;
+            else
+                out.units.push_back(w);
+        }
+        assign_blocks(out, n_params(), static_cast<std::int64_t>(sizeof(T)));
+        return out;
+    }
+
+    // ... and refuse a sampled plan that splits a task (more than kUnitRows rows drawn).
     void check_whole_tasks(const WorkPlan& plan) const {
         if (!net_.rows_coupled()) return;
         for (const WorkUnit& w : plan.units)
             if (w.end - w.begin != plan.task_rows[w.task])
                 throw std::invalid_argument(
-                    "norm='batch' takes a task's chosen rows as one forward pass of at most " +
-                    std::to_string(kUnitRows) + " rows; task " + std::to_string(w.task) +
+                    "norm='batch' takes the rows drawn from a task as one forward pass of at "
+                    "most " + std::to_string(kUnitRows) + " rows; task " + std::to_string(w.task) +
                     " has " + std::to_string(plan.task_rows[w.task]) +
-                    " (sample fewer with batch_rows, or use norm='layer')");
+                    " in this batch (pass batch_rows <= " + std::to_string(kUnitRows) + ")");
     }
 
     std::int64_t head(std::int64_t task) const {
