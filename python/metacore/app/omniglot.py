@@ -140,6 +140,7 @@ def table(data, *, steps=3000, train_way=20, q_query=5, meta_batch=2, lr=1e-3, n
     meta-test set (:func:`validation_split`; the model trains on the rest): choose a recipe
     there, then run the test table once with it."""
     t_start = t0 = time.perf_counter()
+    cpu_start = time.process_time()
     train_set, test_set = mc.datasets.omniglot_minimal(pathlib.Path(data))
     if validate:
         train_set, test_set = validation_split(train_set)
@@ -149,16 +150,18 @@ def table(data, *, steps=3000, train_way=20, q_query=5, meta_batch=2, lr=1e-3, n
     if shift:
         pool = train_set.shifted([(d * i, d * (1 - i)) for d in range(-shift, shift + 1) if d
                                   for i in (0, 1)])
-        say(f"augmented meta-train pool: {pool.X.shape[0]} images ({pool.X.nbytes / 2**20:.0f} MiB)")
+        say(f"augmented meta-train pool: {pool.X.shape[0]} images "
+            f"({pool.X.nbytes / 2**20:.0f} MiB)")
     models = {}
     for k_shot in (() if not protonet else shots if train_shot is None else (train_shot,)):
+        c0 = time.process_time()
         learner, res, seconds = train(pool, k_shot, steps, threads, train_way, q_query, norm,
                                       lr, meta_batch, head_scale, seed, weight_decay, trunk,
                                       schedule)
         loss = res.history.objective
         say(f"trained {k_shot}-shot ProtoNet: {steps} steps ({meta_batch * steps} {train_way}-way "
-            f"episodes) in {seconds:.0f} s, episode loss {loss[:50].mean():.3f} -> "
-            f"{loss[-50:].mean():.3f}")
+            f"episodes) in {seconds:.0f} s ({time.process_time() - c0:.0f} s CPU), episode loss "
+            f"{loss[:50].mean():.3f} -> {loss[-50:].mean():.3f}")
         models[k_shot] = (learner, res.theta, seconds)
     if protonet and train_shot is not None:
         models = {k: models[train_shot] for k in shots}
@@ -204,5 +207,6 @@ def table(data, *, steps=3000, train_way=20, q_query=5, meta_batch=2, lr=1e-3, n
             line += f" **{100 * acc:.1f} ± {100 * ci:.1f}** | {seconds:.0f} s | {t_eval:.1f} s |"
         rows.append(row)
         say(line)
-    say(f"\ntotal wall time {time.perf_counter() - t_start:.0f} s")
+    say(f"\ntotal wall time {time.perf_counter() - t_start:.0f} s, CPU time "
+        f"{time.process_time() - cpu_start:.0f} s (all threads of this process)")
     return rows
