@@ -121,11 +121,14 @@ def test_missing_optional_dependency_exits_3(tmp_path):
 def test_demo_runs_small_and_writes_table_and_json(tmp_path):
     r = run("demo", "--steps", "40", "--test-tasks", "15", "--output", "demo", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    for name in ("MAML", "Meta-SGD", "joint"):
+    for name in ("MAML", "Meta-SGD", "MAML++", "joint"):
         assert name in r.stdout
     assert "published, one step, 10-shot" in r.stdout
     data = json.loads((tmp_path / "demo" / "results.json").read_text())
-    assert data["meta_steps"] == 40 and len(data["reports"]) == 3
+    assert data["meta_steps"] == 40 and len(data["reports"]) == 4
+    # Meta-SGD is scored at the one step its rates were learned for, not beyond
+    steps = {r["name"]: [row["steps"] for row in r["summary"]] for r in data["reports"]}
+    assert steps["Meta-SGD"] == [0, 1] and steps["MAML++"] == [0, 1, 5, 10]
     assert run("demo", "--steps", "0", cwd=tmp_path).returncode == 2
 
 

@@ -23,11 +23,13 @@ Learner parse_learner(const std::string& s) {
     return parse_choice<Learner>("learner", s,
                                  {{"maml", Learner::maml}, {"reptile", Learner::reptile},
                                   {"metasgd", Learner::metasgd}, {"anil", Learner::anil},
-                                  {"protonet", Learner::protonet}});
+                                  {"protonet", Learner::protonet}, {"ridge", Learner::ridge},
+                                  {"imaml", Learner::imaml}});
 }
 
-// The inner-loop rule of the adapt path: a scalar lr, or per-parameter rates (Meta-SGD); ANIL's
-// head_only freezes the trunk.
+// The inner-loop rule of the adapt path: a scalar lr, per-parameter rates (Meta-SGD), or one row
+// of per-parameter rates per step (MAML++; step j uses row min(j, rows − 1)); ANIL's head_only
+// freezes the trunk.
 template <class T>
 InnerRule<T> adapt_rule(const NetSpec& net, std::int64_t steps, double lr,
                         const std::optional<py::array_t<T>>& rates, bool head_only) {
@@ -37,6 +39,7 @@ InnerRule<T> adapt_rule(const NetSpec& net, std::int64_t steps, double lr,
     rule.steps = steps;
     if (rates) {
         rule.rates = rates->data();
+        rule.rate_rows = rates->ndim() == 2 ? rates->shape(0) : 1;
     } else {
         if (!std::isfinite(lr) || lr < 0.0)
             throw py::value_error("lr must be finite and >= 0, got " + std::to_string(lr));
@@ -49,7 +52,12 @@ InnerRule<T> adapt_rule(const NetSpec& net, std::int64_t steps, double lr,
 template <class T>
 std::optional<py::array_t<T>> checked_rates(const NetSpec& net, const py::object& obj) {
     if (obj.is_none()) return std::nullopt;
-    auto r = checked<T>(obj, "lr", {net.n_params()});
+    const bool per_step = py::isinstance<py::array>(obj) && py::array(obj.cast<py::array>()).ndim() == 2;
+    auto r = per_step ? checked<T>(obj, "lr", {-1, net.n_params()})
+                      : checked<T>(obj, "lr", {net.n_params()});
+    if (per_step && r.shape(0) < 1)
+        throw py::value_error("lr: per-step rates need at least one row, got shape " +
+                              shape_str(r));
     require_finite(r, "lr");
     return r;
 }
@@ -58,13 +66,12 @@ template <class T>
 py::tuple meta_typed(const NetSpec& net, const MetaConfig& cfg, const py::array& params_obj,
                      const py::object& X_obj, const py::object& y_obj,
                      const py::object& offsets_obj, const py::object& ns_obj,
-                     std::optional<int> n_threads) {
-    const std::int64_t G = meta_params(net, cfg.learner);
+                     std::optional<int> n_threads, std::int64_t step) {
+    const std::int64_t G = meta_params(net, cfg);
     auto params = checked<T>(params_obj, "theta", {G});
     require_finite(params, "theta");
     auto X = checked<T>(X_obj, "X", {-1, net.n_features()});
-    auto y = checked_meta_targets<T>(y_obj, "y", net, X.shape(0),
-                                     cfg.learner == Learner::protonet);
+    auto y = checked_meta_targets<T>(y_obj, "y", net, X.shape(0), episode_learner(cfg.learner));
     auto offsets = checked<std::int64_t>(offsets_obj, "offsets", {-1});
     auto ns = checked<std::int64_t>(ns_obj, "n_support", {offsets.shape(0) - 1});
     const TaskData<T> data = checked_tasks<T>(X, y, offsets, ns);
@@ -79,7 +86,7 @@ py::tuple meta_typed(const NetSpec& net, const MetaConfig& cfg, const py::array&
         std::vector<std::int64_t> tasks(n);
         for (std::int64_t i = 0; i < n; ++i) tasks[i] = i;
         MetaBatch<T> batch(net, cfg, threads);
-        loss = batch.value_and_grad(params.data(), data, tasks.data(), n, g, l, &before);
+        loss = batch.value_and_grad(params.data(), data, tasks.data(), n, g, l, &before, step);
     });
     return py::make_tuple(loss, grad, losses, before);
 }
@@ -232,7 +239,9 @@ py::tuple episodes_typed(const py::handle& X_obj, const py::handle& offsets_obj,
 }  // namespace
 
 MetaConfig meta_config(const NetSpec& net, const std::string& learner, double inner_lr,
-                       std::int64_t inner_steps, bool first_order) {
+                       std::int64_t inner_steps, bool first_order, bool per_step_rates,
+                       bool multi_step_loss, std::int64_t msl_anneal_steps,
+                       std::int64_t first_order_until) {
     check_meta_net(net);
     MetaConfig cfg;
     cfg.learner = parse_learner(learner);
@@ -243,6 +252,30 @@ MetaConfig meta_config(const NetSpec& net, const std::string& learner, double in
     cfg.inner_steps = inner_steps;
     cfg.inner_lr = inner_lr;
     cfg.first_order = first_order;
+    if ((per_step_rates || multi_step_loss) && cfg.learner != Learner::maml)
+        throw py::value_error("per_step_rates and multi_step_loss (MAML++) apply to learner "
+                              "'maml' only, got '" + learner + "'");
+    if (multi_step_loss && msl_anneal_steps < 1)
+        throw py::value_error("msl_anneal_steps must be >= 1, got " +
+                              std::to_string(msl_anneal_steps));
+    if (first_order_until < 0)
+        throw py::value_error("first_order_until must be >= 0, got " +
+                              std::to_string(first_order_until));
+    cfg.per_step_rates = per_step_rates;
+    cfg.multi_step_loss = multi_step_loss;
+    cfg.msl_anneal_steps = msl_anneal_steps;
+    cfg.first_order_until = first_order_until;
+    return cfg;
+}
+
+// iMAML's settings (the other learners ignore them): λ finite and > 0, cg_steps >= 1.
+MetaConfig with_imaml_options(MetaConfig cfg, double reg, std::int64_t cg_steps) {
+    if (!std::isfinite(reg) || !(reg > 0.0))
+        throw py::value_error("reg must be finite and > 0, got " + std::to_string(reg));
+    if (cg_steps < 1)
+        throw py::value_error("cg_steps must be >= 1, got " + std::to_string(cg_steps));
+    cfg.reg = reg;
+    cfg.cg_steps = cg_steps;
     return cfg;
 }
 
@@ -252,17 +285,44 @@ void register_meta(py::module_& m) {
         [](const NetSpec& net, const std::string& learner, double inner_lr,
            std::int64_t inner_steps, bool first_order, const py::array& params,
            const py::object& X, const py::object& y, const py::object& offsets,
-           const py::object& n_support, std::optional<int> n_threads) {
-            const MetaConfig cfg = meta_config(net, learner, inner_lr, inner_steps, first_order);
+           const py::object& n_support, std::optional<int> n_threads, bool per_step_rates,
+           bool multi_step_loss, std::int64_t msl_anneal_steps, std::int64_t first_order_until,
+           double reg, std::int64_t cg_steps, std::int64_t step) {
+            const MetaConfig cfg = with_imaml_options(
+                meta_config(net, learner, inner_lr, inner_steps, first_order, per_step_rates,
+                            multi_step_loss, msl_anneal_steps, first_order_until),
+                reg, cg_steps);
+            if (step < 0) throw py::value_error("step must be >= 0, got " + std::to_string(step));
             if (is_float32(params))
-                return meta_typed<float>(net, cfg, params, X, y, offsets, n_support, n_threads);
-            return meta_typed<double>(net, cfg, params, X, y, offsets, n_support, n_threads);
+                return meta_typed<float>(net, cfg, params, X, y, offsets, n_support, n_threads,
+                                         step);
+            return meta_typed<double>(net, cfg, params, X, y, offsets, n_support, n_threads, step);
         },
         py::arg("net"), py::arg("learner"), py::arg("inner_lr"), py::arg("inner_steps"),
         py::arg("first_order"), py::arg("theta"), py::arg("X"), py::arg("y"), py::arg("offsets"),
         py::arg("n_support"), py::arg("n_threads") = py::none(),
+        py::arg("per_step_rates") = false, py::arg("multi_step_loss") = false,
+        py::arg("msl_anneal_steps") = 1, py::arg("first_order_until") = 0, py::arg("reg") = 1.0,
+        py::arg("cg_steps") = 5, py::arg("step") = 0,
         "(mean query loss after adaptation, meta-gradient, per-task query losses, mean support "
-        "loss before adaptation)");
+        "loss before adaptation); MAML++'s options, iMAML's λ (reg) and conjugate-gradient steps, "
+        "and the global step `step` that sets MAML++'s order and multi-step-loss weights");
+    m.def(
+        "msl_weights",
+        [](std::int64_t inner_steps, std::int64_t anneal_steps, std::int64_t step) {
+            if (inner_steps < 1)
+                throw py::value_error("inner_steps must be >= 1, got " + std::to_string(inner_steps));
+            if (anneal_steps < 1)
+                throw py::value_error("msl_anneal_steps must be >= 1, got " +
+                                      std::to_string(anneal_steps));
+            if (step < 0) throw py::value_error("step must be >= 0, got " + std::to_string(step));
+            py::array_t<double> w(inner_steps);
+            msl_weights(inner_steps, anneal_steps, step, w.mutable_data());
+            return w;
+        },
+        py::arg("inner_steps"), py::arg("msl_anneal_steps"), py::arg("step"),
+        "(inner_steps,) MAML++'s multi-step-loss weights at global step `step` (Antoniou et al. "
+        "2019): w[j-1] weighs the query loss after inner step j.");
     m.def(
         "adapt",
         [](const NetSpec& net, const py::array& theta, const py::object& Xs, const py::object& ys,

@@ -2,7 +2,9 @@
 
     φ_0 = θ,   φ_{j+1} = φ_j − r ⊙ ∇L_s(φ_j)   (j = 0..steps−1),
 
-with ``lr`` a scalar r (MAML, Reptile) or one rate per parameter (Meta-SGD's learned rates), and
+with ``lr`` a scalar r (MAML, Reptile), one rate per parameter (Meta-SGD's learned rates) or one
+row of per-parameter rates per step (m, P) (MAML++'s per-step rates; step j uses row
+min(j, m − 1)), and
 ``head_only=True`` adapting the output layer only (ANIL). One call into the core, with the GIL
 released and no allocation but the outputs (each thread keeps its own scratch): safe and fast to
 call from many Python threads at once.
@@ -56,17 +58,20 @@ def _rule(model, lr, steps, dtype):
     steps = _validation.integer("steps", steps, minimum=0)
     if isinstance(lr, numbers.Real) and not isinstance(lr, (bool, np.bool_)):
         return steps, _validation.real("lr", lr, minimum=0.0), None
-    rates = _validation.float_array("lr", lr, ndim=1, dtype=dtype)
-    if rates.shape[0] != model.n_params:
-        raise ValueError(f"lr must be a scalar or one rate per parameter ({model.n_params}), "
-                         f"got shape {rates.shape}")
+    arr = np.asarray(lr)
+    rates = _validation.float_array("lr", lr, ndim=2 if arr.ndim == 2 else 1, dtype=dtype)
+    if rates.shape[-1] != model.n_params or rates.shape[0] == 0:
+        raise ValueError(f"lr must be a scalar or one rate per parameter ({model.n_params},) "
+                         f"or one row of rates per step (m, {model.n_params}), got shape "
+                         f"{rates.shape}")
     return steps, 0.0, rates
 
 
 def adapt(model, theta, X_support, y_support, *, steps=5, lr=0.01, head_only=False):
     """φ after ``steps`` SGD steps from θ on (X_support, y_support): (P,), θ's dtype.
 
-    ``lr``: a scalar >= 0, or an array (P,) of per-parameter rates (Meta-SGD).
+    ``lr``: a scalar >= 0, an array (P,) of per-parameter rates (Meta-SGD), or (m, P) rates per
+    step (MAML++: step j uses row min(j, m − 1)).
     ``head_only``: adapt the output layer only (ANIL).
     """
     net = _model(model)

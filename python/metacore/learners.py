@@ -1,4 +1,5 @@
-r"""Meta-learners: MAML, first-order MAML, Reptile, Meta-SGD and ANIL, computed by the core.
+r"""Meta-learners: MAML (and MAML++), first-order MAML, Reptile, Meta-SGD and ANIL, computed by
+the core.
 
 Every learner adapts θ to task i by k SGD steps on its support rows (no L2 in the inner loop),
 
@@ -21,8 +22,12 @@ the outer optimizer, by default SGD with ε_s annealed linearly from ``outer_lr`
 Learners own no training loop: ``mc.fit(mc.MetaObjective(learner, tasks, meta_batch=25), θ₀, ...)``
 meta-trains any of them with the one θ-update loop of :mod:`metacore.train`. The meta-batch runs in
 parallel over tasks; results are bit-identical for any thread count.
+MAML++ (per-layer, per-step rates, the annealed multi-step loss, first order for the first steps:
+Antoniou et al. 2019) is a set of options of :class:`MAML`.
 Papers: Finn et al. 2017 (MAML), Nichol et al. 2018 (Reptile), Li et al. 2017 (Meta-SGD),
-Raghu et al. 2020 (ANIL), Snell et al. 2017 (ProtoNet: no inner loop, see :class:`ProtoNet`).
+Raghu et al. 2020 (ANIL), Snell et al. 2017 (ProtoNet: no inner loop, see :class:`ProtoNet`),
+Bertinetto et al. 2019 (R2D2's closed-form ridge head, :class:`RidgeHead`), Rajeswaran et al. 2019
+(iMAML's implicit meta-gradient, :class:`IMAML`).
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ from .models import MLP
 from .data.tasks import EpisodeSource, SinusoidSource
 from .data.taskset import TaskSet
 
-__all__ = ["Learner", "MAML", "FOMAML", "Reptile", "MetaSGD", "ANIL", "ProtoNet", "from_dict"]
+__all__ = ["Learner", "MAML", "FOMAML", "Reptile", "MetaSGD", "ANIL", "ProtoNet", "from_dict",
+           "EpisodeLearner", "RidgeHead", "IMAML"]
 
 
 class Learner:
@@ -119,6 +125,11 @@ class Learner:
         """(kind, inner_lr, inner_steps, first_order) as the compiled core takes them."""
         return self.kind, self.inner_lr, self.inner_steps, self.first_order
 
+    def core_options(self) -> dict:
+        """Keyword options of the compiled meta-step beyond ``core_spec``: MAML++'s and iMAML's
+        (``reg``, ``cg_steps``); none for the others."""
+        return {}
+
     def core_net(self):
         """The compiled net the core's meta-gradient runs (the model's)."""
         return self.model.core_net()
@@ -137,16 +148,18 @@ class Learner:
                            n_threads=n_threads)[1]
 
     # --- the meta-objective ------------------------------------------------------------------
-    def meta_value_and_grad(self, theta, batch):
+    def meta_value_and_grad(self, theta, batch, *, step=0):
         """(meta-loss, meta-gradient) over every task of ``batch`` (a TaskSet whose tasks all
         have support and query rows): the mean query loss after adaptation, and its gradient
-        with respect to the learner's parameters (θ's dtype)."""
-        loss, grad, _, _ = self._evaluate(theta, batch)
+        with respect to the learner's parameters (θ's dtype). ``step`` (int >= 0): the global
+        outer step, which sets MAML++'s order (``first_order_until``) and multi-step-loss
+        weights; other learners ignore it."""
+        loss, grad, _, _ = self._evaluate(theta, batch, step)
         return loss, grad
 
-    def meta_value(self, theta, batch) -> float:
+    def meta_value(self, theta, batch, *, step=0) -> float:
         """The meta-loss alone."""
-        return self._evaluate(theta, batch)[0]
+        return self._evaluate(theta, batch, step)[0]
 
     def query_losses(self, theta, batch, n_threads=None) -> np.ndarray:
         """(T,) float64: each task's query loss after this learner's inner loop on its support
@@ -156,18 +169,22 @@ class Learner:
         ts = self.check_batch(batch, params.dtype)
         kind, lr, steps, _ = self.core_spec()
         # The loss does not depend on the meta-gradient's order: first order skips the HVPs.
+        # MAML++'s multi-step loss is off here: the loss after the last step.
+        options = dict(self.core_options(), multi_step_loss=False)
         losses = _core.meta_value_and_grad(self.core_net(), kind, lr, steps, True, params,
                                            ts.X, ts.y, ts.offsets, ts.n_support,
                                            self.n_threads if n_threads is None
-                                           else _validation.n_threads(n_threads))[2]
+                                           else _validation.n_threads(n_threads), **options)[2]
         return np.asarray(losses, dtype=np.float64)
 
-    def _evaluate(self, theta, batch):
+    def _evaluate(self, theta, batch, step=0):
         from . import _core
         params = self.check_params(theta)
         ts = self.check_batch(batch, params.dtype)
+        step = _validation.integer("step", step, minimum=0)
         return _core.meta_value_and_grad(self.core_net(), *self.core_spec(), params, ts.X,
-                                         ts.y, ts.offsets, ts.n_support, self.n_threads)
+                                         ts.y, ts.offsets, ts.n_support, self.n_threads,
+                                         step=step, **self.core_options())
 
     # --- adapting to a new task --------------------------------------------------------------
     def adapt_rule(self, theta):
@@ -246,10 +263,128 @@ class Learner:
                 f"inner_steps={self.inner_steps}{fo})")
 
 
+PER_STEP_RATES = ("layer",)
+
+
 class MAML(Learner):
-    """Model-agnostic meta-learning (Finn et al., 2017): exact second-order meta-gradient through
-    all ``inner_steps`` steps, or first-order MAML with ``first_order=True``."""
+    r"""Model-agnostic meta-learning (Finn et al., 2017): exact second-order meta-gradient through
+    all ``inner_steps`` steps, or first-order MAML with ``first_order=True``.
+
+    MAML++ (Antoniou et al., 2019, "How to train your MAML", section 4), by keyword options:
+
+    - ``per_step_rates="layer"`` (LSLR): a learned inner rate per layer and per inner step,
+      step j moving layer l's weights and biases by r_{j,l}·∇L_s(φ_j). The learner's parameters
+      are packed ``[θ (P), r (inner_steps × n_layers, step-major)]``: ``init(theta)`` packs θ with
+      every rate = inner_lr, ``split(params)`` returns (θ, r of shape (inner_steps, n_layers)).
+      ∂L/∂r_{j,l} = −Σ_{p∈l} g_{j+1,p} ∇L_s(φ_j)_p. Adapting for more steps than
+      ``inner_steps`` repeats the last step's rates.
+    - ``multi_step_loss=True`` (MSL): the meta-loss is Σ_{j=1..k} w_j(s) L_q(φ_j), with weights
+      annealed over the global outer step s (``msl_weights``): all start at 1/k; over
+      ``msl_anneal_steps`` steps the first k − 1 decay linearly to 0.03/k and the last grows to
+      1 − 0.03(k − 1)/k (the paper's code anneals over its first 15 epochs of 500 iterations:
+      the default 7,500). The returned loss is that weighted sum; ``query_losses`` and
+      validation score L_q(φ_k).
+    - ``first_order_until=S`` (int >= 0): first-order meta-gradients for the global steps
+      s < S, exact second order from s = S on (the paper's derivative-order annealing).
+
+    Both schedules are functions of the global step (``mc.fit`` passes it; resume is
+    bit-identical); ``meta_value_and_grad(θ, batch, step=s)`` evaluates them at step s.
+    Raises TypeError/ValueError naming the argument for a bad option.
+    """
     kind = "maml"
+
+    def __init__(self, model, inner_lr=0.01, inner_steps=1, first_order=False, n_threads=None,
+                 *, per_step_rates=None, multi_step_loss=False, msl_anneal_steps=7500,
+                 first_order_until=0):
+        super().__init__(model, inner_lr=inner_lr, inner_steps=inner_steps,
+                         first_order=first_order, n_threads=n_threads)
+        if per_step_rates is not None:
+            per_step_rates = _validation.choice("per_step_rates", per_step_rates, PER_STEP_RATES)
+        self.per_step_rates = per_step_rates
+        if not isinstance(multi_step_loss, (bool, np.bool_)):
+            raise TypeError(f"multi_step_loss must be a bool, got "
+                            f"{type(multi_step_loss).__name__}")
+        self.multi_step_loss = bool(multi_step_loss)
+        self.msl_anneal_steps = _validation.integer("msl_anneal_steps", msl_anneal_steps,
+                                                    minimum=1)
+        self.first_order_until = _validation.integer("first_order_until", first_order_until,
+                                                     minimum=0)
+
+    @property
+    def n_params(self) -> int:
+        P = self.model.n_params
+        return P + self.inner_steps * self.model.n_layers if self.per_step_rates else P
+
+    def core_options(self):
+        return {"per_step_rates": self.per_step_rates is not None,
+                "multi_step_loss": self.multi_step_loss,
+                "msl_anneal_steps": self.msl_anneal_steps,
+                "first_order_until": self.first_order_until}
+
+    def msl_weights(self, step) -> np.ndarray:
+        """(inner_steps,) float64: the multi-step-loss weights at global step ``step``
+        (w[j−1] weighs L_q(φ_j)); all but the last are zero without ``multi_step_loss``."""
+        from . import _core
+        step = _validation.integer("step", step, minimum=0)
+        if not self.multi_step_loss:
+            w = np.zeros(self.inner_steps)
+            w[-1] = 1.0
+            return w
+        return np.asarray(_core.msl_weights(self.inner_steps, self.msl_anneal_steps, step))
+
+    def _need_rates(self, what):
+        if self.per_step_rates is None:
+            raise ValueError(f"{what}: this MAML has no learned rates (per_step_rates=None)")
+
+    def init(self, theta):
+        """θ packed with the learned rates (all inner_lr) when ``per_step_rates``, else θ."""
+        theta = _validation.theta("theta", theta, self.model.n_params)
+        if self.per_step_rates is None:
+            return theta.copy()
+        rates = np.full(self.inner_steps * self.model.n_layers, self.inner_lr, dtype=theta.dtype)
+        return np.concatenate([theta, rates])
+
+    def split(self, params):
+        """(θ, rates (inner_steps, n_layers)): views into packed parameters."""
+        self._need_rates("split")
+        params = self.check_params(params, "params")
+        P = self.model.n_params
+        return params[:P], params[P:].reshape(self.inner_steps, self.model.n_layers)
+
+    def _layer_ends(self):
+        ends = [w for w, _, _ in self.model.layers()][1:] + [self.model.n_params]
+        return np.diff([0] + ends)
+
+    def adapt_rule(self, params):
+        if self.per_step_rates is None:
+            return params, self.inner_lr, False
+        theta, rates = self.split(params)
+        # one row of per-parameter rates per step: layer l's parameters get r_{j,l}
+        return theta, np.repeat(rates, self._layer_ends(), axis=1), False
+
+    def inner_rates(self, params):
+        return None if self.per_step_rates is None else np.array(self.split(params)[1])
+
+    def to_dict(self):
+        d = super().to_dict()
+        if self.per_step_rates is not None:
+            d["per_step_rates"] = self.per_step_rates
+        if self.multi_step_loss:
+            d["multi_step_loss"] = True
+            d["msl_anneal_steps"] = self.msl_anneal_steps
+        if self.first_order_until:
+            d["first_order_until"] = self.first_order_until
+        return d
+
+    def __repr__(self):
+        text = super().__repr__()[:-1]
+        if self.per_step_rates is not None:
+            text += f", per_step_rates={self.per_step_rates!r}"
+        if self.multi_step_loss:
+            text += f", multi_step_loss=True, msl_anneal_steps={self.msl_anneal_steps}"
+        if self.first_order_until:
+            text += f", first_order_until={self.first_order_until}"
+        return text + ")"
 
 
 class FOMAML(MAML):
@@ -339,7 +474,90 @@ class Reptile(Learner):
 DISTANCES = ("sqeuclidean",)
 
 
-class ProtoNet(Learner):
+class EpisodeLearner(Learner):
+    """What the learners that classify an episode by its own class labels share (:class:`ProtoNet`,
+    :class:`RidgeHead`): the net ``embedding_model`` embeds rows (any number of outputs D >= 1; its
+    loss head is never used); every task is an episode whose support rows carry each class
+    0..N−1 and whose query labels are among them; no inner gradient steps."""
+    _adapts_by = "a closed form"
+
+    def __init__(self, embedding_model, n_threads=None):
+        super().__init__(embedding_model, inner_lr=0.0, inner_steps=1, first_order=True,
+                         n_threads=n_threads)
+        # The core reads one label column per row: a net of the same layers whose head takes
+        # class labels (its loss is never evaluated).
+        m = embedding_model
+        self._labelled = MLP(list(m.layer_sizes), activation=m.activation,
+                             loss="cross_entropy" if m.n_outputs >= 2 else "logistic")
+
+    def core_net(self):
+        return self._labelled.core_net()
+
+    @property
+    def query_head(self) -> str:
+        return "cross_entropy"
+
+    def check_source(self, source, name="tasks"):
+        who = type(self).__name__
+        if not isinstance(source, EpisodeSource):
+            raise ValueError(f"{name}: {who} classifies; it needs classification episodes "
+                             f"(mc.tasks.EpisodeSource, ClassImages.source), got "
+                             f"{type(source).__name__}")
+        if source.n_features != self.model.n_features:
+            raise ValueError(f"{name}: episodes of {source.n_features} features need an "
+                             f"embedding model with {source.n_features} inputs, got "
+                             f"{self.model!r}")
+
+    def check_labels(self, batch, name="batch"):
+        """Episode labels: one integer class per row; in every task a support row of each class
+        0..N−1 and query labels below N (the model's loss head plays no part)."""
+        who = type(self).__name__
+        y = np.asarray(batch.y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:
+            raise ValueError(f"{name}: {who} needs one class label per row, got y of shape "
+                             f"{y.shape}")
+        if (y < 0).any() or (y != np.floor(y)).any():
+            r = int(np.argmax((y < 0) | (y != np.floor(y))))
+            raise ValueError(f"{name}: row {r} has class label {y[r]}, not an integer >= 0")
+        for i in range(batch.n_tasks):
+            a, b = int(batch.offsets[i]), int(batch.offsets[i + 1])
+            s = a + int(batch.n_support[i])
+            support = y[a:s].astype(np.int64)
+            n_classes = int(support.max()) + 1
+            if np.unique(support).size != n_classes:
+                raise ValueError(f"{name}: task {i}: {who} needs a support row of every class "
+                                 f"0..{n_classes - 1}, got support labels "
+                                 f"{sorted(set(support.tolist()))}")
+            if y[s:b].max() >= n_classes:
+                raise ValueError(f"{name}: task {i} has query label {int(y[s:b].max())} but its "
+                                 f"support rows only have classes 0..{n_classes - 1}")
+
+    def _embed(self, theta, X, n_threads=None):
+        E = self.model.predict(theta, X, n_threads=self.n_threads if n_threads is None
+                               else n_threads)
+        return E.reshape(E.shape[0], -1)
+
+    def _no_steps(self, steps):
+        if steps is not None and steps != 0:
+            raise ValueError(f"steps: {type(self).__name__} adapts by {self._adapts_by}, not by "
+                             f"gradient steps; pass steps=None or 0, got {steps!r}")
+
+    @staticmethod
+    def _stack_padded(blocks, dtype):
+        """Per-task logit blocks stacked task after task (n_query, N_max); tasks with fewer than
+        N_max classes get −inf in the missing columns."""
+        width = max(z.shape[1] for z in blocks)
+        out = np.full((sum(z.shape[0] for z in blocks), width), -np.inf, dtype=dtype)
+        r = 0
+        for z in blocks:
+            out[r:r + z.shape[0], :z.shape[1]] = z
+            r += z.shape[0]
+        return out
+
+
+class ProtoNet(EpisodeLearner):
     r"""Prototypical networks (Snell et al., 2017): few-shot classification by the nearest class
     mean in an embedding space learned by the net.
 
@@ -360,71 +578,13 @@ class ProtoNet(Learner):
     Only the squared Euclidean distance (the paper's choice) is offered.
     """
     kind = "protonet"
+    _adapts_by = "computing prototypes"
 
     def __init__(self, embedding_model, distance="sqeuclidean", n_threads=None):
-        super().__init__(embedding_model, inner_lr=0.0, inner_steps=1, first_order=True,
-                         n_threads=n_threads)
+        super().__init__(embedding_model, n_threads=n_threads)
         self.distance = _validation.choice("distance", distance, DISTANCES)
-        # The core reads one label column per row: a net of the same layers whose head takes
-        # class labels (its loss is never evaluated).
-        m = embedding_model
-        self._labelled = MLP(list(m.layer_sizes), activation=m.activation,
-                             loss="cross_entropy" if m.n_outputs >= 2 else "logistic")
-
-    def core_net(self):
-        return self._labelled.core_net()
-
-    @property
-    def query_head(self) -> str:
-        return "cross_entropy"
-
-    def check_source(self, source, name="tasks"):
-        if not isinstance(source, EpisodeSource):
-            raise ValueError(f"{name}: ProtoNet classifies; it needs classification episodes "
-                             f"(mc.tasks.EpisodeSource, ClassImages.source), got "
-                             f"{type(source).__name__}")
-        if source.n_features != self.model.n_features:
-            raise ValueError(f"{name}: episodes of {source.n_features} features need an "
-                             f"embedding model with {source.n_features} inputs, got "
-                             f"{self.model!r}")
-
-    def check_labels(self, batch, name="batch"):
-        """ProtoNet's labels: one integer class per row; in every task a support row of each class
-        0..N−1 and query labels below N (the model's loss head plays no part)."""
-        y = np.asarray(batch.y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.ndim != 1:
-            raise ValueError(f"{name}: ProtoNet needs one class label per row, got y of shape "
-                             f"{y.shape}")
-        if (y < 0).any() or (y != np.floor(y)).any():
-            r = int(np.argmax((y < 0) | (y != np.floor(y))))
-            raise ValueError(f"{name}: row {r} has class label {y[r]}, not an integer >= 0")
-        for i in range(batch.n_tasks):
-            a, b = int(batch.offsets[i]), int(batch.offsets[i + 1])
-            s = a + int(batch.n_support[i])
-            support = y[a:s].astype(np.int64)
-            n_classes = int(support.max()) + 1
-            if np.unique(support).size != n_classes:
-                raise ValueError(f"{name}: task {i}: ProtoNet needs a support row of every class "
-                                 f"0..{n_classes - 1}, got support labels "
-                                 f"{sorted(set(support.tolist()))}")
-            if y[s:b].max() >= n_classes:
-                raise ValueError(f"{name}: task {i} has query label {int(y[s:b].max())} but its "
-                                 f"support rows only have classes 0..{n_classes - 1}")
 
     # --- the prototype classifier ------------------------------------------------------------
-    def _embed(self, theta, X, n_threads=None):
-        E = self.model.predict(theta, X, n_threads=self.n_threads if n_threads is None
-                               else n_threads)
-        return E.reshape(E.shape[0], -1)
-
-    @staticmethod
-    def _no_steps(steps):
-        if steps is not None and steps != 0:
-            raise ValueError(f"steps: ProtoNet adapts by computing prototypes, not by gradient "
-                             f"steps; pass steps=None or 0, got {steps!r}")
-
     def adapt(self, theta, X_support, y_support, *, steps=None):
         """The prototypes (N, D): mean embedding of the support rows of each class 0..N−1."""
         from . import _core
@@ -453,13 +613,7 @@ class ProtoNet(Learner):
             a, b = int(ts.offsets[i]), int(ts.offsets[i + 1])
             s = a + int(ts.n_support[i])
             blocks.append(_core.prototype_logits(_core.prototypes(E[a:s], y[a:s]), E[s:b]))
-        width = max(z.shape[1] for z in blocks)
-        out = np.full((sum(z.shape[0] for z in blocks), width), -np.inf, dtype=theta.dtype)
-        r = 0
-        for z in blocks:
-            out[r:r + z.shape[0], :z.shape[1]] = z
-            r += z.shape[0]
-        return out
+        return self._stack_padded(blocks, theta.dtype)
 
     def to_dict(self):
         return {"kind": "ProtoNet", "model": self.model.spec(), "distance": self.distance}
@@ -468,7 +622,190 @@ class ProtoNet(Learner):
         return f"ProtoNet({self.model!r}, distance={self.distance!r})"
 
 
-_BY_NAME = {cls.__name__: cls for cls in (MAML, FOMAML, ANIL, MetaSGD, Reptile, ProtoNet)}
+class RidgeHead(EpisodeLearner):
+    r"""The closed-form ridge head of R2D2 (Bertinetto et al., 2019, "Meta-learning with
+    differentiable closed-form solvers", section 3.2): every episode fits a ridge regression from
+    the support embeddings to one-hot labels, in closed form; the net learns embeddings for which
+    that fit classifies the query rows.
+
+    ``embedding_model`` (an :class:`~metacore.MLP`, one shared output layer; its outputs, D >= 1,
+    are the embedding e = f_θ(x); its loss head is never used). For an episode with support
+    labels 0..N−1 (a support row of every class; query labels among them), X_s = [E_s, 1]
+    (n_s × (D+1), a bias column) and Y the one-hot support labels (n_s × N):
+
+        W = X_sᵀ (X_s X_sᵀ + λ I)⁻¹ Y            (Woodbury form: an n_s × n_s solve, Cholesky),
+        z_q = s · [f_θ(x_q), 1] W,     L = (1/n_q) Σ_q −log softmax(z_q)[y_q].
+
+    The learner's parameters are packed ``[θ (P), log λ, s]`` (length P + 2): the regulariser
+    λ > 0 (learned as log λ) and the logit scale s are meta-parameters. ``init(theta)`` packs θ
+    with λ = ``reg`` and s = ``scale``; ``split(params)`` returns (θ, λ, s). The meta-gradient
+    is exact through the solve, with respect to θ, log λ and s (computed in the core, in double
+    for the n_s × n_s system). R2D2 also learns an offset added to every logit; under the
+    softmax cross-entropy it cancels (its gradient is identically 0), so it is left out.
+
+    ``adapt`` returns the ridge weights W ((D+1) × N, last row the bias) of the support rows —
+    the solve is the adaptation —, ``adapt_predict`` the query logits z (n_q, N); ``steps``
+    must be None or 0. ``mc.evaluate(model, params, tasks, steps=(0,), learner=ridge)`` scores
+    the ridge classifier. Raises ValueError naming the argument for bad labels, a non-positive
+    ``reg`` or a non-finite ``scale``.
+    """
+    kind = "ridge"
+    _adapts_by = "solving the ridge regression"
+
+    def __init__(self, embedding_model, reg=1.0, scale=1.0, n_threads=None):
+        super().__init__(embedding_model, n_threads=n_threads)
+        self.reg = _validation.real("reg", reg, minimum=0.0, min_open=True)
+        self.scale = _validation.real("scale", scale)
+
+    @property
+    def n_params(self) -> int:
+        return self.model.n_params + 2
+
+    def init(self, theta):
+        """[θ, log reg, scale]: the packed parameters to start meta-training from."""
+        theta = _validation.theta("theta", theta, self.model.n_params)
+        return np.concatenate([theta, np.array([np.log(self.reg), self.scale], dtype=theta.dtype)])
+
+    def split(self, params):
+        """(θ (a view), λ, s) of packed parameters."""
+        params = self.check_params(params, "params")
+        P = self.model.n_params
+        return params[:P], float(np.exp(np.float64(params[P]))), float(params[P + 1])
+
+    def adapt_rule(self, params):
+        """(θ, [λ, s], False): evaluation hands the head's λ and s on as the "rates"."""
+        theta, lam, scale = self.split(params)
+        return theta, np.array([lam, scale]), False
+
+    def adapt(self, params, X_support, y_support, *, steps=None):
+        """The ridge weights W ((D+1), N) of the support rows (last row: the bias)."""
+        from . import _core
+        self._no_steps(steps)
+        theta, lam, _ = self.split(params)
+        y = _validation.float_array("y_support", y_support, ndim=1, dtype=theta.dtype)
+        return _core.ridge_head_weights(self._embed(theta, X_support), y, lam)
+
+    def adapt_predict(self, params, X_support, y_support, X_query, *, steps=None):
+        """The logits s · [f_θ(x_q), 1] W (n_q, N) of the query rows."""
+        from . import _core
+        W = self.adapt(params, X_support, y_support, steps=steps)
+        theta, _, scale = self.split(params)
+        return _core.ridge_head_logits(W, self._embed(theta, X_query), scale)
+
+    def query_outputs(self, params, ts, *, steps, lr=None, head_only=False, n_threads=None):
+        """Every task's query logits under its ridge head, task after task (n_query, N_max);
+        tasks with fewer than N_max classes get −inf in the missing columns. ``params``: the
+        packed [θ, log λ, s], or θ alone with ``lr`` = [λ, s] (what ``adapt_rule`` gives)."""
+        from . import _core
+        self._no_steps(steps)
+        if lr is None:
+            theta, lam, scale = self.split(params)
+        else:
+            head = np.asarray(lr, dtype=np.float64).reshape(-1)
+            if head.shape != (2,) or not np.isfinite(head).all() or head[0] <= 0:
+                raise ValueError(f"lr: RidgeHead adapts by its ridge solve and takes no rate; "
+                                 f"leave lr=None (got {lr!r})")
+            theta = _validation.theta("theta", params, self.model.n_params)
+            lam, scale = float(head[0]), float(head[1])
+        ts = self.check_batch(ts, theta.dtype, "test_tasks")
+        E = self._embed(theta, ts.X, n_threads)
+        y = ts.y.reshape(-1)
+        blocks = []
+        for i in range(ts.n_tasks):
+            a, b = int(ts.offsets[i]), int(ts.offsets[i + 1])
+            s = a + int(ts.n_support[i])
+            W = _core.ridge_head_weights(E[a:s], y[a:s], lam)
+            blocks.append(_core.ridge_head_logits(W, E[s:b], scale))
+        return self._stack_padded(blocks, theta.dtype)
+
+    def to_dict(self):
+        return {"kind": "RidgeHead", "model": self.model.spec(), "reg": self.reg,
+                "scale": self.scale}
+
+    def __repr__(self):
+        return f"RidgeHead({self.model!r}, reg={self.reg}, scale={self.scale})"
+
+
+class IMAML(Learner):
+    r"""Implicit MAML (Rajeswaran et al., 2019, "Meta-Learning with Implicit Gradients", eq. 3–7).
+
+    The inner loop approximately solves the proximal problem of task i,
+
+        φ_i*(θ) = argmin_φ L_s(φ) + (λ/2)‖φ − θ‖²,
+
+    by ``inner_steps`` gradient steps from θ, φ_{j+1} = φ_j − α (∇L_s(φ_j) + λ (φ_j − θ))
+    (α = ``inner_lr``, λ = ``reg``). At a stationary point dφ*/dθ = (I + H_s(φ*)/λ)⁻¹ (eq. 6), so
+    the meta-gradient of the query loss is
+
+        g_i = (I + H_s(φ_i)/λ)⁻¹ ∇L_q(φ_i),
+
+    solved by ``cg_steps`` steps of conjugate gradient from 0 on exact Hessian-vector products of
+    the support loss at φ_i (eq. 7). It needs no trail of inner iterates: memory is a few vectors
+    of P per task whatever ``inner_steps`` is. The meta-loss is the mean of L_q(φ_i) over the
+    meta-batch. CG assumes I + H_s/λ positive definite (λ larger than the most negative curvature
+    of L_s at φ); it stops early on non-positive curvature. The implicit gradient is exact only
+    when the inner loop has converged: use enough ``inner_steps`` (and ``inner_lr`` < 2/(λ + the
+    largest curvature)).
+
+    ``adapt`` / ``adapt_predict`` / ``mc.evaluate(..., learner=imaml)`` run the same proximal
+    inner loop (``steps`` defaults to ``inner_steps``). Raises ValueError naming the argument for
+    ``reg`` <= 0, ``inner_steps`` or ``cg_steps`` < 1, or a negative ``inner_lr``.
+    """
+    kind = "imaml"
+
+    def __init__(self, model, reg=1.0, inner_lr=0.01, inner_steps=5, cg_steps=5, n_threads=None):
+        super().__init__(model, inner_lr=inner_lr, inner_steps=inner_steps, first_order=False,
+                         n_threads=n_threads)
+        self.reg = _validation.real("reg", reg, minimum=0.0, min_open=True)
+        self.cg_steps = _validation.integer("cg_steps", cg_steps, minimum=1)
+
+    def core_options(self):
+        return {"reg": self.reg, "cg_steps": self.cg_steps}
+
+    def adapt(self, theta, X_support, y_support, *, steps=None):
+        """φ after the proximal inner loop (``steps`` defaults to inner_steps): (P,), θ's
+        dtype."""
+        from . import _core
+        theta = self.check_params(theta)
+        steps = self.inner_steps if steps is None else _validation.integer("steps", steps,
+                                                                           minimum=0)
+        X = _validation.float_array("X_support", X_support, ndim=2, dtype=theta.dtype)
+        y = _validation.float_array("y_support", y_support, ndim=(1, 2), dtype=theta.dtype)
+        return _core.imaml_adapt(self.model.core_net(), theta, X, y, steps, self.inner_lr,
+                                 self.reg)
+
+    def adapt_predict(self, theta, X_support, y_support, X_query, *, steps=None):
+        """The outputs on X_query of the net after the proximal inner loop."""
+        phi = self.adapt(theta, X_support, y_support, steps=steps)
+        return self.model.predict(phi, X_query, n_threads=self.n_threads)
+
+    def query_outputs(self, theta, ts, *, steps, lr, head_only=False, n_threads=None):
+        """Outputs on every task's query rows after ``steps`` proximal inner steps at rate
+        ``lr``, task after task, tasks in parallel."""
+        from . import _core
+        theta = self.check_params(theta)
+        steps = _validation.integer("steps", steps, minimum=0)
+        lr = _validation.real("lr", lr, minimum=0.0)
+        ts.check_labels(self.model.loss, self.model.n_outputs)
+        ts = ts.astype(theta.dtype)
+        preds = _core.imaml_adapt_batch(self.model.core_net(), theta, ts.X, ts.y, ts.offsets,
+                                        ts.n_support, steps, lr, self.reg,
+                                        self.n_threads if n_threads is None
+                                        else _validation.n_threads(n_threads))
+        return preds[:, 0] if preds.shape[1] == 1 else preds
+
+    def to_dict(self):
+        return {"kind": "IMAML", "model": self.model.spec(), "reg": self.reg,
+                "inner_lr": self.inner_lr, "inner_steps": self.inner_steps,
+                "cg_steps": self.cg_steps}
+
+    def __repr__(self):
+        return (f"IMAML({self.model!r}, reg={self.reg}, inner_lr={self.inner_lr}, "
+                f"inner_steps={self.inner_steps}, cg_steps={self.cg_steps})")
+
+
+_BY_NAME = {cls.__name__: cls for cls in (MAML, FOMAML, ANIL, MetaSGD, Reptile, ProtoNet,
+                                             RidgeHead, IMAML)}
 
 
 def from_dict(d) -> Learner:

@@ -213,7 +213,7 @@ class MetaObjective:
 
     Parameters
     ----------
-    learner : MAML, FOMAML, ANIL, MetaSGD, Reptile or ProtoNet
+    learner : MAML, FOMAML, ANIL, MetaSGD, Reptile, ProtoNet, RidgeHead or IMAML
         The inner loop and the meta-gradient (``learner.meta_value_and_grad``).
     tasks : TaskSet or task source
         A TaskSet whose tasks all have support and query rows (step t takes ``meta_batch``
@@ -233,7 +233,7 @@ class MetaObjective:
     def __init__(self, learner, tasks, meta_batch=25, n_threads=None):
         self.learner = _validation.instance("learner", learner, Learner,
                                             "a metacore learner (MAML, FOMAML, ANIL, MetaSGD, "
-                                            "Reptile, ProtoNet)")
+                                            "Reptile, ProtoNet, RidgeHead, IMAML)")
         if not isinstance(tasks, (TaskSet, SinusoidSource, EpisodeSource)):
             raise TypeError(f"tasks must be a TaskSet or a task source (mc.tasks.SinusoidSource, "
                             f"mc.tasks.EpisodeSource), got {type(tasks).__name__}")
@@ -273,7 +273,7 @@ class MetaObjective:
         threads = self.n_threads if n_threads is None else n_threads
         try:    # the core's own refusal of a size names nothing: say which setting asked
             step = cls(self.learner.core_net(), *self.learner.core_spec(), self.meta_batch,
-                       threads)
+                       threads, **self.learner.core_options())
             if isinstance(self.tasks, TaskSet):
                 ts = self.learner.check_batch(self.tasks, dtype, "tasks")
                 step.sample_from(ts.X, ts.y, ts.offsets, ts.n_support)

@@ -49,7 +49,7 @@ const T* adapt_rows(AdaptWorkspace<T>& ws, const InnerRule<T>& rule, const T* th
     for (std::int64_t j = 0; j < rule.steps; ++j) {
         check_interrupt();
         rows_value_grad(ws.pass, phi, data, begin, end, P, ws.grad.data());
-        inner_update(rule, phi, ws.grad.data(), P, bufs[j & 1]);
+        inner_update(rule, phi, ws.grad.data(), P, bufs[j & 1], j);
         phi = bufs[j & 1];
     }
     return phi;

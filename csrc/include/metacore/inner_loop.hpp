@@ -1,7 +1,10 @@
 // The inner loop every meta-learner shares: k SGD steps on one task's support rows,
 //   φ_{j+1} = φ_j − r ⊙ ∇L_s(φ_j),
 // where the rate vector r is a scalar lr (MAML, Reptile), learned per-parameter rates (Meta-SGD),
-// or lr on the output layer and 0 on the trunk (ANIL). No L2 in the inner loop.
+// lr on the output layer and 0 on the trunk (ANIL), or learned rates that differ by step
+// (MAML++'s per-layer, per-step rates, expanded to one row of P rates per step: step j uses row
+// min(j, rate_rows − 1), so a loop longer than the one trained repeats the last step's rates).
+// No L2 in the inner loop.
 #pragma once
 
 #include <cstdint>
@@ -19,18 +22,27 @@ template <class T>
 struct InnerRule {
     std::int64_t steps = 1;
     T lr = T(0);                 // the rate when `rates` is null
-    const T* rates = nullptr;    // per-parameter rates (P,), or null
+    const T* rates = nullptr;    // per-parameter rates (rate_rows × P), or null
+    std::int64_t rate_rows = 1;  // rows of `rates`: step j uses row min(j, rate_rows − 1)
     std::int64_t frozen = 0;     // θ[0:frozen] stays fixed in the inner loop (ANIL: the trunk)
+
+    // The rates of step j (null when the scalar lr applies).
+    const T* rates_at(std::int64_t j, std::int64_t P) const {
+        if (!rates) return nullptr;
+        return rates + (j < rate_rows ? j : rate_rows - 1) * P;
+    }
 };
 
-// φ_out[p] = φ[p] − r_p · g[p] for the adapted parameters, φ[p] for the frozen ones.
+// φ_out[p] = φ[p] − r_p · g[p] for the adapted parameters, φ[p] for the frozen ones; r the
+// rates of inner step j.
 template <class T>
 METACORE_INLINE void inner_update(const InnerRule<T>& rule, const T* __restrict phi,
-                                  const T* __restrict g, std::int64_t P, T* __restrict out) {
+                                  const T* __restrict g, std::int64_t P, T* __restrict out,
+                                  std::int64_t j = 0) {
     for (std::int64_t p = 0; p < rule.frozen; ++p) out[p] = phi[p];
-    if (rule.rates) {
+    if (const T* __restrict r = rule.rates_at(j, P)) {
 #pragma omp simd
-        for (std::int64_t p = rule.frozen; p < P; ++p) out[p] = phi[p] - rule.rates[p] * g[p];
+        for (std::int64_t p = rule.frozen; p < P; ++p) out[p] = phi[p] - r[p] * g[p];
     } else {
         const T lr = rule.lr;
 #pragma omp simd
@@ -38,15 +50,15 @@ METACORE_INLINE void inner_update(const InnerRule<T>& rule, const T* __restrict 
     }
 }
 
-// v = r ⊙ g on the adapted parameters, 0 on the frozen ones: the direction (∂φ_{j+1}/∂φ_j)ᵀ
-// needs the Hessian applied to.
+// v = r ⊙ g on the adapted parameters, 0 on the frozen ones (r the rates of inner step j): the
+// direction (∂φ_{j+1}/∂φ_j)ᵀ needs the Hessian applied to.
 template <class T>
 METACORE_INLINE void scale_by_rates(const InnerRule<T>& rule, const T* __restrict g,
-                                    std::int64_t P, T* __restrict v) {
+                                    std::int64_t P, T* __restrict v, std::int64_t j = 0) {
     for (std::int64_t p = 0; p < rule.frozen; ++p) v[p] = T(0);
-    if (rule.rates) {
+    if (const T* __restrict r = rule.rates_at(j, P)) {
 #pragma omp simd
-        for (std::int64_t p = rule.frozen; p < P; ++p) v[p] = rule.rates[p] * g[p];
+        for (std::int64_t p = rule.frozen; p < P; ++p) v[p] = r[p] * g[p];
     } else {
         const T lr = rule.lr;
 #pragma omp simd
@@ -95,7 +107,7 @@ double run_inner_loop(NetPass<T>& pass, const InnerRule<T>& rule, const T* theta
         T* g = grads ? grads + j * P : scratch;
         const double loss = rows_value_grad(pass, phi, data, begin, end, P, g, j == 0 && same_theta);
         if (j == 0) first = loss;
-        inner_update(rule, phi, g, P, trail + j * P);
+        inner_update(rule, phi, g, P, trail + j * P, j);
         phi = trail + j * P;
     }
     return first;

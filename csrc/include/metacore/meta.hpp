@@ -9,23 +9,35 @@
 // Meta-SGD's learned rates r get ∂/∂r = −Σ_j g_{j+1} ⊙ ∇L_s(φ_j). ANIL is r = lr on the
 // output layer and 0 on the trunk. Reptile's direction is θ − φ_k.
 //
+// MAML++ (Antoniou et al. 2019, "How to train your MAML", section 4) on top of MAML:
+// - per-layer, per-step rates (LSLR): step j moves layer l's parameters with a learned rate
+//   r_{j,l}; the k × L rates follow θ in the parameters, ∂/∂r_{j,l} = −Σ_{p∈l} g_{j+1,p} ∇L_s(φ_j)_p.
+// - the multi-step loss (MSL): the meta-loss Σ_{j=1..k} w_j(s) L_q(φ_j), whose reverse pass adds
+//   w_j ∇L_q(φ_j) to g_j: g_k = w_k ∇L_q(φ_k), g_j = g_{j+1} − H_s(φ_j)(r_j ⊙ g_{j+1}) + w_j ∇L_q(φ_j)
+//   (the last term for j ≥ 1). The weights w(s) anneal with the global step s (msl_weights).
+// - first order while s < first_order_until, exact second order from then on.
+// Both schedules are functions of the global step, so a resumed run is bit-identical.
+//
 // Tasks run in parallel; each fixed block of tasks sums into its own partial, and the partials
 // are added in block order (reduction.hpp): the result is bit-identical for any thread count.
 // ProtoNet has no inner loop: its episode loss and gradient come from prototypes.hpp.
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "metacore/imaml.hpp"
 #include "metacore/inner_loop.hpp"
 #include "metacore/interrupt.hpp"
 #include "metacore/net.hpp"
 #include "metacore/net_pass.hpp"
 #include "metacore/prototypes.hpp"
 #include "metacore/reduction.hpp"
+#include "metacore/ridge_head.hpp"
 #include "metacore/sizes.hpp"
 #include "metacore/tasks.hpp"
 #include "metacore/threading.hpp"
@@ -33,20 +45,72 @@
 
 namespace metacore {
 
-enum class Learner { maml, reptile, metasgd, anil, protonet };
+enum class Learner { maml, reptile, metasgd, anil, protonet, ridge, imaml };
+
+// Learners that classify an episode by its own labels 0..N−1 (any number of net outputs: the
+// net embeds), not through the model's loss head.
+inline bool episode_learner(Learner l) { return l == Learner::protonet || l == Learner::ridge; }
 
 struct MetaConfig {
     Learner learner = Learner::maml;
     std::int64_t inner_steps = 1;
     double inner_lr = 0.01;   // Meta-SGD: the rates live in the parameters instead
     bool first_order = false;
+    // MAML++ (Learner::maml only): learned rates per layer and per inner step after θ,
+    bool per_step_rates = false;
+    // the multi-step loss with weights annealed over msl_anneal_steps outer steps (>= 1),
+    bool multi_step_loss = false;
+    std::int64_t msl_anneal_steps = 1;
+    // and first order for the global steps s < first_order_until.
+    std::int64_t first_order_until = 0;
+
+    // Whether the meta-gradient of global step s is first order.
+    bool first_order_at(std::int64_t step) const {
+        return first_order || step < first_order_until;
+    }
+    double reg = 1.0;             // iMAML: proximal strength λ
+    std::int64_t cg_steps = 5;    // iMAML: conjugate-gradient iterations
 };
 
 // Parameters a learner optimises: θ, plus Meta-SGD's per-parameter rates packed after it.
 inline std::int64_t meta_params(const NetSpec& net, Learner learner) {
+    if (learner == Learner::ridge)  // the ridge head's log λ and scale
+        return checked_add(net.n_params(), 2, "layer_sizes");
     return learner == Learner::metasgd ? checked_mul(2, net.n_params(), "layer_sizes")
                                        : net.n_params();
 }
+
+// ... and MAML++'s per-step, per-layer rates (inner_steps × n_layers, step-major) after θ.
+inline std::int64_t meta_params(const NetSpec& net, const MetaConfig& cfg) {
+    if (!cfg.per_step_rates) return meta_params(net, cfg.learner);
+    return checked_add(net.n_params(), checked_mul(cfg.inner_steps, net.n_layers(), "inner_steps"),
+                       "inner_steps");
+}
+
+// θ's parameters of layer l: [layer_begin(l), layer_begin(l + 1)) (everything from its weights
+// to the next layer's weights).
+inline std::int64_t layer_begin(const NetSpec& net, int l) {
+    return l < net.n_layers() ? net.weight_offset(l, 0) : net.n_params();
+}
+
+// MAML++'s multi-step-loss weights at global step s (Antoniou et al. 2019, section 4, "multi-step
+// loss optimisation"; the schedule of their code's per-step loss importance vector, with the
+// epoch count replaced by t = s / anneal_steps): every step starts at 1/k; the first k − 1 decay
+// linearly to a floor of 0.03/k and the last grows to 1 − 0.03(k − 1)/k, reached at t = 0.97:
+//   w_j = max(1/k − t/k, 0.03/k) (j < k),   w_k = min(1/k + t(k − 1)/k, 1 − 0.03(k − 1)/k).
+// The weights sum to 1. w has k entries (w[j − 1] weighs L_q(φ_j)).
+inline void msl_weights(std::int64_t k, std::int64_t anneal_steps, std::int64_t step, double* w) {
+    const double K = static_cast<double>(k);
+    const double t = static_cast<double>(step) / static_cast<double>(anneal_steps);
+    for (std::int64_t j = 0; j + 1 < k; ++j) w[j] = std::max(1.0 / K - t / K, 0.03 / K);
+    w[k - 1] = std::min(1.0 / K + t * (K - 1.0) / K, 1.0 - 0.03 * (K - 1.0) / K);
+}
+
+// What a meta-step's global step decides: the order of the meta-gradient and the MSL weights.
+struct StepPlan {
+    bool first_order = false;
+    const double* weights = nullptr;   // k multi-step-loss weights, or null: L_q(φ_k) alone
+};
 
 inline void check_meta_net(const NetSpec& net) {
     if (net.n_heads() != 1)
@@ -60,21 +124,27 @@ template <class T>
 struct MetaWorkspace {
     // The trail (and Meta-SGD's inner gradients): inner_steps × P each, checked.
     static std::int64_t trail_size(const NetSpec& net, const MetaConfig& cfg) {
+        if (cfg.learner == Learner::imaml || cfg.learner == Learner::ridge) return 0;  // no trail
         return checked_mul(cfg.inner_steps, net.n_params(), "inner_steps");
     }
     // Elements of one workspace, checked.
     static std::int64_t elements(const NetSpec& net, const MetaConfig& cfg) {
         const std::int64_t trails =
-            checked_mul(cfg.learner == Learner::metasgd ? 2 : 1, trail_size(net, cfg), "inner_steps");
+            checked_mul(keeps_grads(cfg) ? 2 : 1, trail_size(net, cfg), "inner_steps");
         return checked_add(checked_add(trails, checked_mul(3, net.n_params(), "layer_sizes"),
                                        "inner_steps"),
                            NetPass<T>::elements(net, true), "inner_steps");
     }
 
+    // Learned rates need the inner gradients ∇L_s(φ_j) in the reverse pass.
+    static bool keeps_grads(const MetaConfig& cfg) {
+        return cfg.learner == Learner::metasgd || cfg.per_step_rates;
+    }
+
     MetaWorkspace(const NetSpec& net, const MetaConfig& cfg)
         : pass(net, true),
           trail(trail_size(net, cfg)),
-          grads(cfg.learner == Learner::metasgd ? trail_size(net, cfg) : 0),
+          grads(keeps_grads(cfg) ? trail_size(net, cfg) : 0),
           g(net.n_params()),
           v(net.n_params()),
           hv(net.n_params()) {}
@@ -82,31 +152,62 @@ struct MetaWorkspace {
     ScratchBuffer<T> trail, grads;  // written before read: left uninitialised
     std::vector<T> g, v, hv;
     ProtoScratch<T> proto;
+    RidgeScratch<T> ridge;
+    ImamlScratch<T> imaml;
 };
 
+// expanded: MAML++'s per-step rates expanded to one rate per parameter (inner_steps × P).
 template <class T>
-InnerRule<T> inner_rule(const NetSpec& net, const MetaConfig& cfg, const T* params) {
+InnerRule<T> inner_rule(const NetSpec& net, const MetaConfig& cfg, const T* params,
+                        const T* expanded = nullptr) {
     InnerRule<T> rule;
     rule.steps = cfg.inner_steps;
     rule.lr = static_cast<T>(cfg.inner_lr);
     if (cfg.learner == Learner::metasgd) rule.rates = params + net.n_params();
+    if (cfg.per_step_rates) {
+        rule.rates = expanded;
+        rule.rate_rows = cfg.inner_steps;
+    }
     if (cfg.learner == Learner::anil) rule.frozen = net.weight_offset(net.n_layers() - 1, 0);
     return rule;
 }
 
+// MAML++'s rates r (k × L, step-major) expanded to out (k × P): layer l's parameters get r_{j,l}.
+template <class T>
+void expand_layer_rates(const NetSpec& net, std::int64_t k, const T* r, T* out) {
+    const std::int64_t P = net.n_params();
+    const int L = net.n_layers();
+    for (std::int64_t j = 0; j < k; ++j)
+        for (int l = 0; l < L; ++l)
+            std::fill(out + j * P + layer_begin(net, l), out + j * P + layer_begin(net, l + 1),
+                      r[j * L + l]);
+}
+
 // One task's query loss after adaptation; out (meta_params) += scale · its meta-gradient.
 // Also returns the support loss before adaptation in *support_loss.
+// With MAML++'s multi-step loss the returned loss is Σ_j w_j L_q(φ_j), the value the gradient
+// belongs to. plan: the order and MSL weights of this global step; expanded: MAML++'s rates, one
+// per parameter and step (or null).
 template <class T>
 double task_meta_grad(MetaWorkspace<T>& ws, const NetSpec& net, const MetaConfig& cfg,
                       const T* params, const TaskData<T>& data, std::int64_t task, T scale,
-                      T* out, double* support_loss) {
+                      T* out, double* support_loss, const StepPlan& plan,
+                      const T* expanded = nullptr) {
     if (cfg.learner == Learner::protonet)
         return protonet_task_grad(ws.pass, ws.proto, net, params, data, task, scale, out,
                                   support_loss);
+    if (cfg.learner == Learner::ridge)
+        return ridge_task_grad(ws.pass, ws.ridge, net, params, data, task, scale, out,
+                               support_loss);
+    if (cfg.learner == Learner::imaml)
+        return imaml_task_grad(ws.pass, ws.imaml, net,
+                               ImamlRule{cfg.inner_steps, cfg.inner_lr, cfg.reg, cfg.cg_steps},
+                               params, data, task, scale, out, support_loss, ws.g.data(),
+                               ws.hv.data());
     const std::int64_t P = net.n_params();
     const std::int64_t s0 = data.offsets[task], s1 = s0 + data.n_support[task];
     const std::int64_t q1 = data.offsets[task + 1];
-    const InnerRule<T> rule = inner_rule(net, cfg, params);
+    const InnerRule<T> rule = inner_rule(net, cfg, params, expanded);
     const std::int64_t k = rule.steps;
     T* trail = ws.trail.data();
     T* grads = ws.grads.empty() ? nullptr : ws.grads.data();
@@ -120,22 +221,46 @@ double task_meta_grad(MetaWorkspace<T>& ws, const NetSpec& net, const MetaConfig
         for (std::int64_t p = 0; p < P; ++p) out[p] += scale * (params[p] - phi_k[p]);
         return loss;
     }
-    const double loss = rows_value_grad(ws.pass, phi_k, data, s1, q1, P, g);
+    double loss = rows_value_grad(ws.pass, phi_k, data, s1, q1, P, g);
+    const double* w = plan.weights;
+    if (w) {
+        loss *= w[k - 1];
+        const T wk = static_cast<T>(w[k - 1]);
+#pragma omp simd
+        for (std::int64_t p = 0; p < P; ++p) g[p] *= wk;
+    }
+    const int L = net.n_layers();
     for (std::int64_t j = k - 1; j >= 0; --j) {
         check_interrupt();
-        if (grads) {  // ∂L/∂r += −g_{j+1} ⊙ ∇L_s(φ_j)
+        if (grads && cfg.per_step_rates) {  // ∂L/∂r_{j,l} = −Σ_{p∈l} g_{j+1,p} ∇L_s(φ_j)_p
+            const T* gs = grads + j * P;
+            for (int l = 0; l < L; ++l) {
+                T acc = T(0);
+                for (std::int64_t p = layer_begin(net, l); p < layer_begin(net, l + 1); ++p)
+                    acc += g[p] * gs[p];
+                out[P + j * L + l] -= scale * acc;
+            }
+        } else if (grads) {  // ∂L/∂r += −g_{j+1} ⊙ ∇L_s(φ_j)
             const T* gs = grads + j * P;
             T* out_r = out + P;
 #pragma omp simd
             for (std::int64_t p = 0; p < P; ++p) out_r[p] -= scale * g[p] * gs[p];
         }
-        if (cfg.first_order) continue;
         const T* phi_j = j == 0 ? params : trail + (j - 1) * P;
-        scale_by_rates(rule, g, P, ws.v.data());
-        rows_hvp(ws.pass, phi_j, ws.v.data(), data, s0, s1, P, ws.hv.data(), j == 0);
-        const T* hv = ws.hv.data();
+        if (!plan.first_order) {
+            scale_by_rates(rule, g, P, ws.v.data(), j);
+            rows_hvp(ws.pass, phi_j, ws.v.data(), data, s0, s1, P, ws.hv.data(), j == 0);
+            const T* hv = ws.hv.data();
 #pragma omp simd
-        for (std::int64_t p = 0; p < P; ++p) g[p] -= hv[p];
+            for (std::int64_t p = 0; p < P; ++p) g[p] -= hv[p];
+        }
+        if (w && j >= 1) {  // the multi-step loss's term w_j L_q(φ_j)
+            T* gq = ws.hv.data();
+            loss += w[j - 1] * rows_value_grad(ws.pass, phi_j, data, s1, q1, P, gq);
+            const T wj = static_cast<T>(w[j - 1]);
+#pragma omp simd
+            for (std::int64_t p = 0; p < P; ++p) g[p] += wj * gq[p];
+        }
     }
 #pragma omp simd
     for (std::int64_t p = 0; p < P; ++p) out[p] += scale * g[p];
@@ -162,7 +287,25 @@ class MetaBatch {
         if (cfg_.inner_steps < 1)
             throw std::invalid_argument("inner_steps must be >= 1, got " +
                                         std::to_string(cfg_.inner_steps));
-        meta_params(net_, cfg_.learner);
+        if (cfg_.learner == Learner::imaml && !(cfg_.reg > 0.0 && std::isfinite(cfg_.reg)))
+            throw std::invalid_argument("reg must be finite and > 0, got " +
+                                        std::to_string(cfg_.reg));
+        if (cfg_.learner == Learner::imaml && cfg_.cg_steps < 1)
+            throw std::invalid_argument("cg_steps must be >= 1, got " +
+                                        std::to_string(cfg_.cg_steps));
+        if ((cfg_.per_step_rates || cfg_.multi_step_loss) && cfg_.learner != Learner::maml)
+            throw std::invalid_argument(
+                "per_step_rates and multi_step_loss (MAML++) apply to MAML only");
+        if (cfg_.multi_step_loss && cfg_.msl_anneal_steps < 1)
+            throw std::invalid_argument("msl_anneal_steps must be >= 1, got " +
+                                        std::to_string(cfg_.msl_anneal_steps));
+        if (cfg_.first_order_until < 0)
+            throw std::invalid_argument("first_order_until must be >= 0, got " +
+                                        std::to_string(cfg_.first_order_until));
+        meta_params(net_, cfg_);
+        if (cfg_.per_step_rates)
+            expanded_.resize(checked_mul(cfg_.inner_steps, net_.n_params(), "inner_steps"));
+        if (cfg_.multi_step_loss) weights_.resize(cfg_.inner_steps);
         ensure_workspaces(1);
     }
     MetaBatch(const MetaBatch&) = delete;  // the workspaces point at net_
@@ -170,14 +313,15 @@ class MetaBatch {
 
     const NetSpec& net() const { return net_; }
     const MetaConfig& config() const { return cfg_; }
-    std::int64_t n_meta_params() const { return meta_params(net_, cfg_.learner); }
+    std::int64_t n_meta_params() const { return meta_params(net_, cfg_); }
 
     // Mean over the chosen tasks of the query loss after adaptation; grad (meta_params) = the
     // mean meta-gradient (Reptile: mean of θ − φ_k). tasks (n) index data's tasks; each needs
-    // support and query rows. task_losses (n, optional) gets each task's query loss.
+    // support and query rows. task_losses (n, optional) gets each task's query loss. step: the
+    // global step, which sets MAML++'s order and multi-step-loss weights.
     double value_and_grad(const T* params, const TaskData<T>& data, const std::int64_t* tasks,
                           std::int64_t n, T* grad, T* task_losses = nullptr,
-                          double* support_loss = nullptr) {
+                          double* support_loss = nullptr, std::int64_t step = 0) {
         const std::int64_t G = n_meta_params();
         for (std::int64_t i = 0; i < n; ++i) {
             const std::int64_t t = tasks[i];
@@ -187,12 +331,35 @@ class MetaBatch {
                     std::to_string(data.n_support[t]) + " support and " +
                     std::to_string(data.offsets[t + 1] - data.offsets[t] - data.n_support[t]) +
                     " query rows; meta-learning needs at least one of each");
-            if (cfg_.learner == Learner::protonet)
-                episode_classes(data.y.data + data.offsets[t] * data.y.cols, data.y.cols,
-                                data.n_support[t], data.offsets[t + 1] - data.offsets[t],
-                                "batch: task " + std::to_string(t));
+            if (episode_learner(cfg_.learner)) {
+                const std::int64_t rows = data.offsets[t + 1] - data.offsets[t];
+                const std::int64_t N = episode_classes(
+                    data.y.data + data.offsets[t] * data.y.cols, data.y.cols, data.n_support[t],
+                    rows, "batch: task " + std::to_string(t),
+                    cfg_.learner == Learner::ridge ? "RidgeHead" : "ProtoNet");
+                if (cfg_.learner == Learner::ridge)
+                    require_elements("batch", ridge_elements(data.n_support[t],
+                                                             rows - data.n_support[t],
+                                                             net_.n_outputs(), N, "batch"),
+                                     sizeof(double), "for a ridge head's support-row solve");
+            }
         }
         for (auto& ws : workspaces_) ws.pass.forget();  // params may have changed in place
+        StepPlan plan;
+        plan.first_order = cfg_.first_order_at(step);
+        if (cfg_.multi_step_loss) {
+            msl_weights(cfg_.inner_steps, cfg_.msl_anneal_steps, step, weights_.data());
+            plan.weights = weights_.data();
+        }
+        const T* expanded = nullptr;
+        if (cfg_.per_step_rates) {
+            const T* r = params + net_.n_params();
+            for (std::int64_t i = 0; i < cfg_.inner_steps * net_.n_layers(); ++i)
+                if (!std::isfinite(r[i]))
+                    throw std::invalid_argument("theta: MAML++'s inner rates must be finite");
+            expand_layer_rates(net_, cfg_.inner_steps, r, expanded_.data());
+            expanded = expanded_.data();
+        }
         const std::int64_t nb = meta_blocks(n, G, sizeof(T));
         losses_.assign(n, 0.0);
         before_.assign(n, 0.0);
@@ -203,7 +370,7 @@ class MetaBatch {
             const std::int64_t lo = b * n / nb, hi = (b + 1) * n / nb;
             for (std::int64_t i = lo; i < hi; ++i)
                 losses_[i] = task_meta_grad(workspaces_[tid], net_, cfg_, params, data, tasks[i],
-                                            scale, row, &before_[i]);
+                                            scale, row, &before_[i], plan, expanded);
         });
         double loss = 0.0, before = 0.0;
         for (std::int64_t i = 0; i < n; ++i) {
@@ -249,6 +416,8 @@ class MetaBatch {
     std::vector<MetaWorkspace<T>> workspaces_;
     std::vector<T> parts_;
     std::vector<double> losses_, before_;
+    std::vector<T> expanded_;      // MAML++'s rates, one per parameter and step
+    std::vector<double> weights_;  // MAML++'s multi-step-loss weights of the current step
 };
 
 }  // namespace metacore

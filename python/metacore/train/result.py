@@ -85,8 +85,8 @@ class History:
     ``eval_step`` (E,), ``train_loss`` (E,) (multi-task: the full objective; meta-learning: the
     mean meta-loss since the previous evaluation), ``task_losses`` (E, T), ``weights`` (E, T) α,
     ``val_loss`` (E,) (NaN without validation), ``val_task_losses`` (E, T_val) or None,
-    ``inner_rates`` (E, P) Meta-SGD's learned inner rates or None, ``elapsed`` (E,) seconds since
-    the call started.
+    ``inner_rates`` (E, P) Meta-SGD's learned inner rates, (E, inner_steps, n_layers) MAML++'s,
+    or None, ``elapsed`` (E,) seconds since the call started.
     """
 
     step: np.ndarray
