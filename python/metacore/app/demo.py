@@ -87,6 +87,7 @@ def run_demo(args):
     import metacore as mc
     from ..evaluation import baselines
     from ..evaluation import report
+    from ..train.checkpoint import write_atomic
 
     say = (lambda *a, **k: None) if args.quiet else print
     out = args.output if args.output is not None else "runs/demo"
@@ -155,8 +156,7 @@ def run_demo(args):
     extra = {"k_shot": K, "meta_steps": args.steps, "meta_batch": args.meta_batch,
              "seconds": times, "total_seconds": total, "published_one_step": paper}
     report.save_json(reports, os.path.join(out, "results.json"), extra=extra)
-    with open(os.path.join(out, "table.txt"), "w") as fh:
-        fh.write(table + "\n")
+    write_atomic(os.path.join(out, "table.txt"), lambda f: f.write((table + "\n").encode()))
     plot = report.plot(reports, os.path.join(out, "adaptation.png"),
                        title=f"sinusoids, {K}-shot, {args.test_tasks} new tasks")
     say(f"wrote {out}/results.json, {out}/table.txt"
