@@ -197,8 +197,7 @@ class MetaWorker:
     def meta_partials(self, theta, seed, step, b0, b1):
         """Blocks [b0, b1) of step ``step``: (partials (b1 − b0, P), query losses, support
         losses) of their tasks."""
-        return self.step.block_partials(_fresh(theta, self.dtype), seed, step, b0, b1,
-                                        self.n_threads)
+        return self.step.block_partials(_fresh(theta, self.dtype), seed, step, b0, b1)
 
 
 def plan_meta_blocks(n_blocks, n_workers):
