@@ -272,6 +272,7 @@ class RayBackend(Backend):
         self._refs = []
         self.retries = 0          # steps sent again after an actor died or stalled
         self.meta = False         # the attached problem is a MetaObjective
+        self._owns_ray = False    # this backend called ray.init (close() shuts Ray down)
 
     def __repr__(self):
         return (f"RayBackend(n_workers={self.n_workers}, cpus_per_worker={self.cpus_per_worker}, "
@@ -288,13 +289,21 @@ class RayBackend(Backend):
         return [int(p) for p in self.ray.get([a.ready.remote() for a in self._actors])]
 
     def close(self):
-        """Kills the actors (their processes end; Ray does not restart them)."""
+        """Kills the actors (their processes end; Ray does not restart them) and, when this
+        backend connected Ray (``ray.init`` was not called before), disconnects — which also
+        stops the local cluster it started: no process is left behind."""
+        self._stop_actors()
+        if self._owns_ray and self.ray.is_initialized():   # the local cluster it started
+            self.ray.shutdown()
+        self._owns_ray = False
+
+    # --- set-up ------------------------------------------------------------------------------
+    def _stop_actors(self):
         for a in self._actors:
             self.ray.kill(a, no_restart=True)
         self._actors, self._refs, self._key = [], [], None
         self._obj = None
 
-    # --- set-up ------------------------------------------------------------------------------
     def _worker_class(self, meta):
         want = MetaWorker if meta else ShardWorker
         cls = self.worker_class or want
@@ -313,9 +322,10 @@ class RayBackend(Backend):
         dtype = np.dtype(dtype)
         key = (id(obj), dtype.str)
         if self._key != key:
-            self.close()
+            self._stop_actors()
             if not ray.is_initialized():
                 ray.init(address=self.address)
+                self._owns_ray = True
             self._start_meta(obj, dtype, cls) if meta else self._start(obj, dtype, cls)
             self._key, self._obj = key, obj      # keep obj alive: its id keys the actors
         self.meta = meta
