@@ -21,7 +21,7 @@ _I64 = NDArray[np.int64]
 _Activation = Literal["relu", "tanh"]
 _Loss = Literal["mse", "logistic", "cross_entropy"]
 _Rows = Literal["all", "support", "query"]
-_Learner = Literal["maml", "reptile", "metasgd", "anil", "protonet"]
+_Learner = Literal["maml", "reptile", "metasgd", "anil", "protonet", "ridge", "imaml"]
 _OptimizerKind = Literal["sgd", "adam", "adamw"]
 _Schedule = Literal["constant", "step", "cosine", "linear"]
 _WeightingKind = Literal[
@@ -145,11 +145,13 @@ def meta_value_and_grad(
     multi_step_loss: bool = False,
     msl_anneal_steps: int = 1,
     first_order_until: int = 0,
+    reg: float = 1.0,
+    cg_steps: int = 5,
     step: int = 0,
 ) -> tuple[float, NDArray[_F], NDArray[_F], float]:
     """(mean query loss after adaptation, meta-gradient, per-task query losses, mean support loss
-    before adaptation); MAML++'s options and the global step `step` that sets its order and
-    multi-step-loss weights"""
+    before adaptation); MAML++'s options, iMAML's λ (reg) and conjugate-gradient steps, and the
+    global step `step` that sets MAML++'s order and multi-step-loss weights"""
 
 def msl_weights(inner_steps: int, msl_anneal_steps: int, step: int) -> NDArray[np.float64]:
     """(inner_steps,) MAML++'s multi-step-loss weights at global step `step`."""
@@ -223,6 +225,41 @@ def prototypes(embeddings: NDArray[_F], y_support: NDArray[_F]) -> NDArray[_F]:
 def prototype_logits(prototypes: NDArray[_F], embeddings: NDArray[_F]) -> NDArray[_F]:
     """(n, N) logits -||e_r - c_k||^2 of embedded rows against the prototypes"""
 
+# --- the ridge head and iMAML's adaptation (heads_bindings.cpp) ----------------------------------
+
+def ridge_head_weights(embeddings: NDArray[_F], y_support: NDArray[_F], reg: float) -> NDArray[_F]:
+    """(D + 1, N) ridge weights X_s^T (X_s X_s^T + reg I)^-1 Y of support embeddings (n, D) with a
+    bias column and one-hot labels 0..N-1; the last row is the bias."""
+
+def ridge_head_logits(weights: NDArray[_F], embeddings: NDArray[_F], scale: float) -> NDArray[_F]:
+    """(n, N) logits scale * [E, 1] W of embedded rows under ridge weights W (D + 1, N)."""
+
+def imaml_adapt(
+    net: Net,
+    theta: NDArray[_F],
+    X_support: NDArray[_F],
+    y_support: NDArray[_F],
+    steps: int,
+    lr: float,
+    reg: float,
+) -> NDArray[_F]:
+    """phi after `steps` steps phi <- phi - lr (grad L_s(phi) + reg (phi - theta)) from theta."""
+
+def imaml_adapt_batch(
+    net: Net,
+    theta: NDArray[_F],
+    X: NDArray[_F],
+    y: NDArray[_F],
+    offsets: _I64,
+    n_support: _I64,
+    steps: int,
+    lr: float,
+    reg: float,
+    n_threads: int | None = None,
+) -> NDArray[_F]:
+    """Every task's query outputs after iMAML's proximal inner loop on its support rows, task after
+    task (query rows, k)."""
+
 # --- the training loop (train_bindings.cpp) ---------------------------------------------------
 
 class ChunkResult(metaclass=_pybind11_type):
@@ -273,6 +310,8 @@ class MetaStep32(metaclass=_pybind11_type):
         multi_step_loss: bool = False,
         msl_anneal_steps: int = 1,
         first_order_until: int = 0,
+        reg: float = 1.0,
+        cg_steps: int = 5,
     ) -> None: ...
     @property
     def n_params(self) -> int: ...
@@ -319,6 +358,8 @@ class MetaStep64(metaclass=_pybind11_type):
         multi_step_loss: bool = False,
         msl_anneal_steps: int = 1,
         first_order_until: int = 0,
+        reg: float = 1.0,
+        cg_steps: int = 5,
     ) -> None: ...
     @property
     def n_params(self) -> int: ...
