@@ -36,7 +36,8 @@ def episodes(n_classes=8, per=6, d=2):
 
 
 def problems(dtype):
-    """(name, MetaObjective): every learner, each task supply."""
+    """(name, MetaObjective): every learner (MAML and its MAML++ options, FOMAML, ANIL,
+    Meta-SGD, Reptile, ProtoNet, RidgeHead, iMAML), each task supply."""
     reg = mc.MLP([2, 6, 1], activation="tanh")
     sine = mc.MLP([1, 5, 1], activation="tanh")
     clf = mc.MLP([2, 5, 3], activation="relu", loss="cross_entropy")
@@ -62,6 +63,9 @@ def problems(dtype):
                                            per_step_rates="layer", multi_step_loss=True,
                                            msl_anneal_steps=2, first_order_until=1),
                                     ts, meta_batch=10)),
+        ("ridge_episodes", mc.MetaObjective(mc.RidgeHead(emb), episodes(), meta_batch=6)),
+        ("imaml", mc.MetaObjective(mc.IMAML(reg, reg=1.0, inner_lr=0.05, inner_steps=3,
+                                            cg_steps=3), ts, meta_batch=9)),
     ]
 
 
@@ -98,7 +102,7 @@ def local_run(problem, theta, dtype, steps, seed=4, threads=1):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("index", range(10))
+@pytest.mark.parametrize("index", range(12))
 def test_a_split_meta_step_is_the_local_one_bit_for_bit(index, dtype):
     name, problem = problems(dtype)[index]
     theta = start(problem, dtype)

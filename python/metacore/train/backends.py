@@ -27,7 +27,7 @@ step's counter-based keys (seed, t) — the tasks a local step draws, generated 
 blocks — and returns its blocks' partial sums of the meta-gradient and its tasks' query and
 support losses. The driver adds the partials in block order and the losses in task order and
 finishes the step with the core's one step tail: θ is bit-identical to a local run for every
-learner and any number of actors. Partials are never pre-added on the actors (a tree): the
+learner and any number of actors (the blocks run the loop a local step runs). Partials are never pre-added on the actors (a tree): the
 block-order sum is a left fold, and any other grouping changes the last bits; the traffic is
 bounded anyway, at most 64 · P numbers per step.
 
