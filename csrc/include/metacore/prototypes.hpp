@@ -148,7 +148,7 @@ double prototype_loss_grad(const T* protos, std::int64_t N, std::int64_t D, cons
 // the same prototypes. Labels must have passed episode_classes. Cloned per instruction set like
 // the other kernels, so the net passes inlined here run the wide vector code.
 template <class T>
-METACORE_CLONES double protonet_task_grad(NetPass<T>& pass, ProtoScratch<T>& s, const NetSpec& net,
+METACORE_INLINE double protonet_task_grad_body(NetPass<T>& pass, ProtoScratch<T>& s, const NetSpec& net,
                           const T* theta, const TaskData<T>& data, std::int64_t task, T scale,
                           T* out, double* support_loss) {
     constexpr std::int64_t B = NetPass<T>::kBlock;
@@ -196,5 +196,8 @@ METACORE_CLONES double protonet_task_grad(NetPass<T>& pass, ProtoScratch<T>& s, 
     pass.release();
     return loss / static_cast<double>(nq);
 }
+METACORE_KERNEL(double, protonet_task_grad,
+                (NetPass<T>& pass, ProtoScratch<T>& s, const NetSpec& net, const T* theta, const TaskData<T>& data, std::int64_t task, T scale, T* out, double* support_loss),
+                (pass, s, net, theta, data, task, scale, out, support_loss))
 
 }  // namespace metacore
