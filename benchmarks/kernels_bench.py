@@ -53,12 +53,15 @@ def cpu_name():
     return platform.processor() or "unknown"
 
 
+CLOCK = time.perf_counter
+
+
 def round_time(fn, calls):
     ts = []
     for _ in range(calls):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         fn()
-        ts.append(time.perf_counter() - t0)
+        ts.append(CLOCK() - t0)
     return statistics.median(ts)
 
 
@@ -222,7 +225,13 @@ def main():
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--only", nargs="*", default=["W1", "W1-h", "W3", "W2"])
     ap.add_argument("--no-jax", action="store_true")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="cpu: the process's CPU time per call (time.process_time), which leaves "
+                         "out the time other processes hold the CPU on a busy machine; it sums "
+                         "all threads, so it is meaningful for the one-thread contenders only")
     args = ap.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     jax = None
     if not args.no_jax:
         try:
@@ -231,7 +240,7 @@ def main():
         except ImportError:
             pass
     info = mc.build_info()
-    print(f"CPU: {cpu_name()} · {len(os.sched_getaffinity(0))} usable CPU(s) · load average "
+    print(f"clock: {args.clock} · CPU: {cpu_name()} · {len(os.sched_getaffinity(0))} usable CPU(s) · load average "
           f"{os.getloadavg()[0]:.1f} · metacore SIMD {info['simd_active']} (CPU best "
           f"{info.get('simd_cpu', '?')}) · JAX {getattr(jax, '__version__', 'absent')}")
     rows = []
