@@ -47,6 +47,7 @@ class _BuildInfo(TypedDict):
     openmp_version: int
     simd_targets: str
     simd_active: str
+    simd_cpu: str
     default_threads: int
     max_threads: int
     usable_processors: int
