@@ -1,43 +1,199 @@
-"""Ray backend against the core here: per-step overhead on a small objective, and the scaling of a
-large one (T = 16,384 tasks) from 1 to 2 actors. Run: PYTHONPATH=python python benchmarks/distributed_bench.py
-(prints a Markdown table; needs ray)."""
+"""The Ray backend against the core here, and a cost model for many machines. Run:
 
+    PYTHONPATH=python python benchmarks/distributed_bench.py [--quick]
+
+(needs ray; prints Markdown). Three parts:
+
+1. Per-step overhead of a multi-task step at T = 64 tasks (sinusoids, MLP 1-40-40-1, float32):
+   Ray ms/step minus the compute the actors and the driver do in that step (the same calls timed
+   in this process, one thread each), next to an empty actor round trip.
+2. MAML on sinusoids, meta-batch 1,024 (MLP 1-40-40-1, one inner step): local vs 1 and 2 actors.
+3. A cost model of a meta-step on A actors, each on its own machine with one thread:
+       t(A) = t_tail + o_0 + o_1·A + ⌈nb/A⌉·t_block + (A·θ bytes + nb·G·4 + 16·n bytes) / bw
+   fed with the measured per-block compute t_block (one thread), the driver's step tail t_tail,
+   and the per-step overhead measured here: o_1 = what an empty call to a second actor adds,
+   o_0 = the 1-actor overhead less o_1 (section 1), for the sinusoid MAML
+   meta-step (meta-batch 25 and 1,024) and the Omniglot-minimal ProtoNet meta-step (784-256-128-64,
+   20-way 1-shot, 5 queries; meta-batch 2 as in benchmarks/omniglot_minimal.py, and 64). bw is a
+   10 Gbit/s network (1.25 GB/s). nb ≤ 64 blocks cap the useful actors.
+"""
+
+import argparse
 import os
+import statistics
 import time
 
 import numpy as np
 import ray
 
 import metacore as mc
+from metacore import _core
+from metacore.train.backends import MetaWorker, ShardWorker, plan_meta_blocks, plan_shards
+
+BANDWIDTH = 1.25e9      # bytes/s: a 10 Gbit/s network
 
 
-def per_step(fn, steps):
-    fn(2)                                  # warm-up (actor start-up, first shipping of the shard)
-    t0 = time.perf_counter()
-    fn(steps)
-    return (time.perf_counter() - t0) / steps
+def timed(fn, repeats, inner=1):
+    """Median seconds per call of fn over `repeats` timings of `inner` calls (after a warm-up)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        times.append((time.perf_counter() - t0) / inner)
+    return statistics.median(times)
 
 
-def case(name, n_tasks, k, steps):
-    ts = mc.tasks.sinusoid(n_tasks, k_support=k, k_query=k, seed=0)
+# --- 1. per-step overhead at T = 64 -------------------------------------------------------------
+def overhead_t64(steps):
+    ts = mc.tasks.sinusoid(64, k_support=10, k_query=10, seed=0)
     model = mc.MLP([1, 40, 40, 1])
     obj = mc.Objective(model, ts)
     theta = model.init(seed=0, dtype=np.float32)
     kw = dict(optimizer=mc.optim.Adam(lr=1e-3), progress=False, eval_every=10**9)
-    rows = [("local, 2 threads", per_step(lambda n: mc.fit(obj, theta, steps=n, n_threads=2, **kw), steps))]
+    local = timed(lambda: mc.fit(obj, theta, steps=steps, n_threads=1, **kw), 3) / steps
+    rows = [("local, 1 thread", local, None)]
+    fits = {}
+    for w, c in ((1, 1), (2, 1)):   # one thread each: the overhead, not OpenMP on a busy machine
+        # what the step computes, in this process: each shard's partials, then the driver's tail
+        task_rows, shards = plan_shards(ts, "all", obj.n_params, 4, w)
+        workers = []
+        for s in shards:
+            lo, hi = s["task_lo"], s["task_hi"]
+            r0, r1 = ts.offsets[lo], ts.offsets[hi]
+            wk = ShardWorker(model.spec(), ts.X[r0:r1], ts.y[r0:r1], ts.offsets[lo:hi + 1] - r0,
+                             ts.n_support[lo:hi], ts.task_ids[lo:hi], "all", "<f4",
+                             s["block_start"], c)
+            wk.set_weights(obj.weights[lo:hi].astype(np.float32))
+            workers.append(wk)
+        compute = max(timed(lambda wk=wk: wk.partials(theta, True), 5, 20) for wk in workers)
+        res = [wk.partials(theta, True) for wk in workers]
+        parts = np.concatenate([r[0] for r in res])
+        losses = np.concatenate([r[1] for r in res])
+        alpha = obj.weights.astype(np.float32)
+        tail = timed(lambda: _core.combine_partials(parts, losses, task_rows, alpha, theta, 0.0),
+                     5, 50)
+        with mc.distributed.RayBackend(w, c) as b:
+            b.attach(obj, np.float32, obj.weights)
+            empty = timed(lambda: ray.get([a.ready.remote() for a in b._actors]), 5, 20)
+            per = timed(lambda: mc.fit(obj, theta, steps=steps, backend=b, **kw), 3) / steps
+        fits[w] = (per - compute - tail, empty)
+        rows.append((f"Ray, {w} actor(s) × {c} thread(s)", per, (compute + tail, empty)))
+    print(f"\n### 1. Per-step overhead, multi-task step at T = 64 (P = {model.n_params}, "
+          f"{steps} steps per fit, median of 3 fits)\n")
+    print("| backend | ms/step | compute in the step | empty calls to all actors | overhead |")
+    print("|---|---:|---:|---:|---:|")
+    for label, per, extra in rows:
+        if extra is None:
+            print(f"| {label} | {1e3 * per:.2f} | {1e3 * per:.2f} | – | – |")
+        else:
+            c, e = extra
+            print(f"| {label} | {1e3 * per:.2f} | {1e3 * c:.2f} | {1e3 * e:.2f} | "
+                  f"**{1e3 * (per - c):.2f}** |")
+    return fits
+
+
+# --- 2. MAML meta-batch 1,024 -------------------------------------------------------------------
+def maml_1024(steps):
+    model = mc.MLP([1, 40, 40, 1])
+    problem = mc.MetaObjective(mc.MAML(model, inner_lr=0.01), mc.tasks.SinusoidSource(),
+                               meta_batch=1024)
+    theta = model.init(seed=0, dtype=np.float32)
+    kw = dict(optimizer=mc.optim.Adam(lr=1e-3), progress=False, eval_every=10**9)
+    rows = [("local, 2 threads",
+             timed(lambda: mc.fit(problem, theta, steps=steps, n_threads=2, **kw), 3) / steps)]
+    rows.append(("local, 1 thread",
+                 timed(lambda: mc.fit(problem, theta, steps=steps, n_threads=1, **kw), 3) / steps))
     for w, c in ((1, 2), (2, 1)):
         with mc.distributed.RayBackend(w, c) as b:
-            rows.append((f"Ray, {w} actor(s) x {c} thread(s)",
-                         per_step(lambda n: mc.fit(obj, theta, steps=n, backend=b, **kw), steps)))
-    print(f"\n{name}: T={n_tasks}, {2 * k} rows/task, P={model.n_params}, {steps} steps")
-    print("| backend | ms/step | vs local |\n|---|---:|---:|")
+            rows.append((f"Ray, {w} actor(s) × {c} thread(s)",
+                         timed(lambda: mc.fit(problem, theta, steps=steps, backend=b, **kw), 3)
+                         / steps))
+    print(f"\n### 2. MAML, sinusoids, meta-batch 1,024 (P = {model.n_params}, one inner step, "
+          f"{steps} steps per fit, median of 3 fits)\n")
+    print("| backend | ms/step | steps/s | vs local 2 threads |\n|---|---:|---:|---:|")
     for label, s in rows:
-        print(f"| {label} | {1e3 * s:.2f} | {s / rows[0][1]:.2f}x |")
+        print(f"| {label} | {1e3 * s:.1f} | {1 / s:.1f} | {rows[0][1] / s:.2f}× |")
+
+
+# --- 3. the cost model ------------------------------------------------------------------------
+def omniglot_like(meta_batch):
+    """The Omniglot-minimal meta-step's shapes (544 classes of 20 images, 784 pixels); only the
+    compute time matters here, so the pixels are random."""
+    rng = np.random.default_rng(0)
+    X = rng.random((544 * 20, 784), dtype=np.float32)
+    src = mc.tasks.EpisodeSource(X, np.arange(0, 544 * 20 + 1, 20), n_way=20, k_shot=1,
+                                 q_query=5)
+    model = mc.MLP([784, 256, 128, 64], activation="relu")
+    return mc.MetaObjective(mc.ProtoNet(model), src, meta_batch=meta_batch), model
+
+
+def sinusoid_maml(meta_batch):
+    model = mc.MLP([1, 40, 40, 1])
+    return mc.MetaObjective(mc.MAML(model, inner_lr=0.01), mc.tasks.SinusoidSource(),
+                            meta_batch=meta_batch), model
+
+
+def measure_meta(problem, model):
+    """(n_blocks, P, t_block: one block's compute on one thread, t_tail: the driver's step)."""
+    theta = model.init(seed=0, dtype=np.float32)
+    w = MetaWorker(problem, "<f4", 1)
+    nb = w.step.n_blocks
+    inner = max(1, int(0.2 / max(timed(lambda: w.meta_partials(theta, 0, 0, 0, nb), 1), 1e-6)))
+    t_all = timed(lambda: w.meta_partials(theta, 0, 0, 0, nb), 3, inner)
+    parts, losses, support = w.meta_partials(theta, 0, 0, 0, nb)
+    opt = mc.optim.Adam(lr=1e-3).core_config()
+    state = _core.TrainState32(theta, opt, np.empty(0, np.float32), 0, 0)
+
+    def tail():
+        out = _core.ChunkResult(1, 0, False)
+        _core.take_meta_step(state, out, 0, opt, parts, losses, support)
+    return nb, theta.size, t_all / nb, timed(tail, 5, 20)
+
+
+def model_time(A, nb, P, n, t_block, t_tail, o0, o1):
+    A = min(A, nb)
+    bytes_ = A * 4 * P + nb * 4 * P + 16 * n
+    return t_tail + o0 + o1 * A + -(-nb // A) * t_block + bytes_ / BANDWIDTH
+
+
+def cost_model(fits):
+    # per added actor: what an empty call to one more actor costs the driver (no compute to
+    # contend with); the rest of the 1-actor overhead is fixed
+    o1 = max(fits[2][1] - fits[1][1], 0.0)
+    o0 = max(fits[1][0] - o1, 0.0)
+    print(f"\n### 3. Cost model: expected meta-steps/s on A actors (one machine and one thread "
+          f"each)\n\nPer-step overhead o_0 + o_1·A = {1e3 * o0:.2f} ms + "
+          f"{1e3 * o1:.2f} ms·A (section 1), 10 Gbit/s network.\n")
+    print("| meta-step | blocks | t_block (1 thread) | local, 1 thread | A = 1 | 8 | 32 | 128 "
+          "| best A |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, (problem, model) in (
+            ("sinusoid MAML, meta-batch 25", sinusoid_maml(25)),
+            ("sinusoid MAML, meta-batch 1,024", sinusoid_maml(1024)),
+            ("Omniglot-minimal ProtoNet, meta-batch 2", omniglot_like(2)),
+            ("Omniglot-minimal ProtoNet, meta-batch 64", omniglot_like(64))):
+        nb, P, t_block, t_tail = measure_meta(problem, model)
+        n = problem.meta_batch
+        rate = {A: 1 / model_time(A, nb, P, n, t_block, t_tail, o0, o1)
+                for A in (1, 8, 32, 128)}
+        best = max(range(1, nb + 1),
+                   key=lambda A: 1 / model_time(A, nb, P, n, t_block, t_tail, o0, o1))
+        local = 1 / (nb * t_block + t_tail)
+        print(f"| {name} | {nb} | {1e3 * t_block:.2f} ms | {local:.0f} | "
+              + " | ".join(f"{rate[A]:.0f}" for A in (1, 8, 32, 128)) + f" | {best} |")
 
 
 if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer steps (a smoke run)")
+    args = ap.parse_args()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
-    case("small (per-step overhead)", 64, 10, 200)
-    case("large", 16384, 10, 30)
+    print(f"CPU: {open('/proc/cpuinfo').read().split('model name')[1].split(':')[1].split(chr(10))[0].strip()}, "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    fits = overhead_t64(20 if args.quick else 100)
+    maml_1024(2 if args.quick else 5)
+    cost_model(fits)
     ray.shutdown()

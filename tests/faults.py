@@ -1,16 +1,16 @@
-"""Fault injection for the Ray backend's tests: shard workers that die or stall on cue, as a
-crashed or hung machine would. It lives with the tests, never in the package; RayBackend(worker_class=...) takes
-it. The actors import this module, so the test cluster puts tests/ on their PYTHONPATH."""
+"""Fault injection for the Ray backend's tests: workers that die or stall on cue, as a crashed or
+hung machine would. It lives with the tests, never in the package; RayBackend(worker_class=...)
+takes it. The actors import this module, so the test cluster puts tests/ on their PYTHONPATH."""
 
 import os
 import signal
 
-from metacore.train.backends import ShardWorker
+from metacore.train.backends import MetaWorker, ShardWorker
 
 
-class DyingWorker(ShardWorker):
-    """Exits abruptly at the call number written in the marker file (the first actor to reach it
-    removes the file, so exactly one actor dies once)."""
+class _Fault:
+    """Fails at the call number written in the marker file (the first actor to reach it removes
+    the file, so exactly one actor fails once)."""
 
     marker = None   # set on a subclass made per test: the path of the marker file
 
@@ -21,7 +21,7 @@ class DyingWorker(ShardWorker):
     def fail(self):
         os._exit(1)
 
-    def partials(self, theta, want_grad):
+    def maybe_fail(self):
         self.calls += 1
         try:
             with open(self.marker) as f:
@@ -35,24 +35,48 @@ class DyingWorker(ShardWorker):
                 pass
             else:
                 self.fail()
-        return super().partials(theta, want_grad)
 
 
-class StallingWorker(DyingWorker):
-    """Stops itself (SIGSTOP: alive, holding its resources, never answering) where a DyingWorker
-    would exit."""
-
+class _Stall:
     def fail(self):
+        """Stops itself (SIGSTOP: alive, holding its resources, never answering)."""
         os.kill(os.getpid(), signal.SIGSTOP)
 
 
-def dying_worker(marker):
-    """A DyingWorker class bound to this marker file."""
-    return type("DyingWorkerAt", (DyingWorker,), {"marker": os.fspath(marker),
-                                                 "__module__": __name__})
+class DyingWorker(_Fault, ShardWorker):
+    """A multi-task shard worker that exits abruptly on cue."""
+
+    def partials(self, theta, want_grad):
+        self.maybe_fail()
+        return super().partials(theta, want_grad)
 
 
-def stalling_worker(marker):
-    """A StallingWorker class bound to this marker file."""
-    return type("StallingWorkerAt", (StallingWorker,), {"marker": os.fspath(marker),
-                                                       "__module__": __name__})
+class StallingWorker(_Stall, DyingWorker):
+    """A multi-task shard worker that stops (SIGSTOP) on cue."""
+
+
+class DyingMetaWorker(_Fault, MetaWorker):
+    """A meta-learning worker that exits abruptly on cue."""
+
+    def meta_partials(self, theta, seed, step, b0, b1):
+        self.maybe_fail()
+        return super().meta_partials(theta, seed, step, b0, b1)
+
+
+class StallingMetaWorker(_Stall, DyingMetaWorker):
+    """A meta-learning worker that stops (SIGSTOP) on cue."""
+
+
+def _bound(base, marker):
+    return type(base.__name__ + "At", (base,), {"marker": os.fspath(marker),
+                                                "__module__": __name__})
+
+
+def dying_worker(marker, meta=False):
+    """A worker class (multi-task, or meta-learning with meta=True) that exits on cue."""
+    return _bound(DyingMetaWorker if meta else DyingWorker, marker)
+
+
+def stalling_worker(marker, meta=False):
+    """A worker class (multi-task, or meta-learning with meta=True) that stops on cue."""
+    return _bound(StallingMetaWorker if meta else StallingWorker, marker)

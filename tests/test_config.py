@@ -22,7 +22,8 @@ CHANGED = {
     ("tasks", "n_features"): 6, ("tasks", "relatedness_noise"): 0.5, ("tasks", "noise"): 0.2,
     ("tasks", "path"): "a b.csv", ("tasks", "task_column"): "g", ("tasks", "target"): "t",
     ("tasks", "loss"): "logistic", ("tasks", "features"): ["u", "v"],
-    ("tasks", "test_fraction"): 0.5,
+    ("tasks", "test_fraction"): 0.5, ("tasks", "support"): 0.25, ("tasks", "shuffle"): True,
+    ("tasks", "stratify"): True, ("tasks", "standardize"): True, ("tasks", "episodes"): True,
     ("model", "hidden"): [8, 4], ("model", "activation"): "tanh",
     ("learner", "kind"): "anil", ("learner", "inner_lr"): 0.2, ("learner", "inner_steps"): 3,
     ("learner", "outer_lr"): 0.5, ("learner", "first_order"): True,
@@ -50,6 +51,11 @@ BAD = [  # (section, key, value, words the message must contain)
     ("tasks", "n_way", 1, ["tasks.n_way"]), ("tasks", "rotations", "yes", ["tasks.rotations"]),
     ("tasks", "test_fraction", 0.0, ["tasks.test_fraction", "> 0"]),
     ("tasks", "loss", "hinge", ["tasks.loss", "'mse'"]),
+    ("tasks", "support", 1.0, ["tasks.support", "fraction"]),
+    ("tasks", "support", 0, ["tasks.support", ">= 1"]),
+    ("tasks", "support", "half", ["tasks.support", "number"]),
+    ("tasks", "standardize", 1, ["tasks.standardize", "true or false"]),
+    ("tasks", "shuffle", True, ["tasks.shuffle", "'csv'"]),
     ("model", "hidden", [8, 0], ["model.hidden[1]", ">= 1"]),
     ("model", "activation", "gelu", ["model.activation", "'relu'", "'tanh'"]),
     ("learner", "kind", "protonet", ["learner.kind", "'maml'", "'reptile'", "'multitask'"]),
@@ -94,6 +100,9 @@ def test_every_key_round_trips(section, key):
     _set(data, section, key, CHANGED[(section, key)])
     needs = {("tasks", "family"): [("tasks", "n_train", 30)],       # keys that need partners
              ("weighting", "kind"): [("weighting", "alpha", [1.0])],
+             **{("tasks", k): [("tasks", "family", "csv"), ("tasks", "path", "x.csv")]
+                + ([("tasks", "loss", "logistic")] if k == "stratify" else [])
+                for k in ("support", "shuffle", "stratify", "standardize", "episodes")},
              ("weighting", "settings"): [("weighting", "kind", "dwa")],
              ("optimizer", "momentum"): [("optimizer", "kind", "sgd")],  # SGD's settings
              ("optimizer", "nesterov"): [("optimizer", "kind", "sgd"),
@@ -176,3 +185,30 @@ def test_there_is_an_example_for_every_weighting_strategy():
     cfgs = [config.load(p) for p in EXAMPLES]
     kinds = {c.weighting.kind for c in cfgs if c.learner.kind == "multitask"}
     assert kinds == set(config.WEIGHTINGS)
+
+
+def test_paths_in_a_file_are_resolved_against_its_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    path = folder / "e.toml"
+    path.write_text('output = "out"\n[tasks]\nfamily = "csv"\npath = "data/t.csv"\n'
+                    '[learner]\nkind = "multitask"\n')
+    monkeypatch.chdir(tmp_path)
+    cfg = config.load("exp/e.toml")
+    assert cfg.tasks.path == str(folder / "data" / "t.csv")
+    assert cfg.output == str(folder / "out")
+    # --set values are typed in the current folder: left as given; absolute paths stay
+    cfg = config.load(path, overrides=["tasks.path=mine.csv", f"output={tmp_path / 'o'}"])
+    assert (cfg.tasks.path, cfg.output) == ("mine.csv", str(tmp_path / "o"))
+    # text without a file: relative to the current directory, as written
+    assert config.loads('[tasks]\nfamily = "csv"\npath = "t.csv"\n').tasks.path == "t.csv"
+
+
+def test_csv_keys_across_sections():
+    with pytest.raises(ConfigError, match="tasks.stratify needs class labels"):
+        config.from_dict({"tasks": {"family": "csv", "path": "x.csv", "stratify": True}})
+    with pytest.raises(ConfigError, match="tasks.episodes applies to the meta-learners"):
+        config.from_dict({"tasks": {"family": "csv", "path": "x.csv", "episodes": True},
+                          "learner": {"kind": "multitask"}})
+    cfg = config.from_dict({"tasks": {"family": "csv", "path": "x.csv", "support": 5}})
+    assert cfg.tasks.support == 5 and isinstance(cfg.tasks.support, int)

@@ -76,6 +76,21 @@ def test_ray_backend_without_ray_says_how_to_install_it(monkeypatch):
         mc.distributed.RayBackend(2, 1)
 
 
+def test_a_worker_class_for_the_other_kind_of_problem_is_a_clear_error():
+    from metacore.train.backends import MetaWorker
+
+    class Fake(mc.distributed.RayBackend):
+        def __init__(self, cls):   # no Ray needed: attach refuses before using it
+            self.worker_class = cls
+
+    obj, theta = make_objective()
+    with pytest.raises(TypeError, match="does not run an Objective"):
+        Fake(MetaWorker).attach(obj, theta.dtype, obj.weights)
+    meta = mc.MetaObjective(mc.MAML(mc.MLP([1, 4, 1])), mc.tasks.SinusoidSource(), meta_batch=4)
+    with pytest.raises(TypeError, match="does not run a MetaObjective"):
+        Fake(ShardWorker).attach(meta, np.float32, None)
+
+
 def test_batches_and_adaptive_weighting_are_refused_with_ray_backend():
     obj, theta = make_objective()
 
@@ -219,3 +234,79 @@ def test_a_driver_resumes_from_its_checkpoint(two_actors, tmp_path):
     assert first.step == 5
     rest = mc.fit(obj, mc.load(path), steps=7, eval_every=5, progress=False, backend=two_actors)
     np.testing.assert_array_equal(rest.theta, whole.theta)
+
+
+# --- meta-learning on Ray -------------------------------------------------------------------------
+def meta_problem(kind="maml"):
+    if kind == "maml":      # a TaskSet's sampled meta-batches
+        rng = np.random.default_rng(2)
+        Xs = [rng.normal(size=(8, 2)) for _ in range(40)]
+        ys = [np.tanh(x @ rng.normal(size=2)) for x in Xs]
+        ts = mc.TaskSet.from_arrays(Xs, ys, n_support=4, dtype=np.float32)
+        model = mc.MLP([2, 16, 1], activation="tanh")
+        return mc.MetaObjective(mc.MAML(model, inner_lr=0.05, inner_steps=2), ts,
+                                meta_batch=24), model.init(seed=1, dtype=np.float32)
+    if kind == "metasgd":   # generated sinusoids
+        model = mc.MLP([1, 16, 1], activation="tanh")
+        learner = mc.MetaSGD(model, inner_lr=0.01)
+        return (mc.MetaObjective(learner, mc.tasks.SinusoidSource(k_support=5, k_query=5),
+                                 meta_batch=20),
+                learner.init(model.init(seed=1, dtype=np.float64)))
+    rng = np.random.default_rng(5)      # ProtoNet on generated N-way K-shot episodes
+    X = rng.normal(size=(60, 3)) + np.repeat(np.arange(10), 6)[:, None]
+    src = mc.tasks.EpisodeSource(X, np.arange(0, 61, 6), n_way=3, k_shot=2, q_query=2)
+    model = mc.MLP([3, 8, 4], activation="relu")
+    return mc.MetaObjective(mc.ProtoNet(model), src, meta_batch=10), model.init(seed=1)
+
+
+def meta_kwargs(**kw):
+    return dict(optimizer=mc.optim.Adam(lr=0.01), steps=8, eval_every=4, progress=False, **kw)
+
+
+@needs_ray
+@pytest.mark.parametrize("kind", ["maml", "metasgd", "protonet"])
+def test_meta_fit_on_two_actors_gives_the_local_trajectory(two_actors, kind):
+    """Every learner is bit-identical split or not (test_distributed_meta.py, in process); here
+    the transport: a TaskSet shipped once, sources generating only the actor's blocks."""
+    problem, theta = meta_problem(kind)
+    local = mc.fit(problem, theta, **meta_kwargs())
+    dist = mc.fit(problem, theta, **meta_kwargs(backend=two_actors))
+    assert len(two_actors.ranges) == 2
+    np.testing.assert_array_equal(dist.theta, local.theta)
+    np.testing.assert_array_equal(dist.history.objective, local.history.objective)
+    np.testing.assert_array_equal(dist.history.support_loss, local.history.support_loss)
+
+
+@needs_ray
+def test_meta_validation_checkpoint_and_resume_on_ray_are_as_local(two_actors, tmp_path):
+    problem, theta = meta_problem("maml")
+    val = problem.tasks.subset(range(10))
+    whole = mc.fit(problem, theta, validation=val, **meta_kwargs())
+    path = tmp_path / "meta.npz"
+    first = mc.fit(problem, theta, optimizer=mc.optim.Adam(lr=0.01), steps=4, eval_every=4,
+                   validation=val, progress=False, checkpoint=path, backend=two_actors)
+    rest = mc.fit(problem, mc.load(path), steps=4, eval_every=4, validation=val, progress=False,
+                  backend=two_actors)
+    assert first.step == 4 and rest.step == 8
+    np.testing.assert_array_equal(rest.theta, whole.theta)
+    np.testing.assert_array_equal(np.concatenate([first.history.val_loss,
+                                                  rest.history.val_loss[1:]]),
+                                  whole.history.val_loss)
+
+
+@needs_ray
+@pytest.mark.parametrize("fault", ["dies", "stalls"])
+def test_a_meta_actor_that_dies_or_stalls_mid_run_does_not_change_theta(two_actors, tmp_path,
+                                                                        fault):
+    two_actors.close()           # the cluster has 2 CPUs; the next fit restarts its actors
+    problem, theta = meta_problem("maml")
+    clean = mc.fit(problem, theta, **meta_kwargs())
+    marker = tmp_path / fault
+    marker.write_text("5")       # the first actor to serve its 5th call fails
+    make = dying_worker if fault == "dies" else stalling_worker
+    with mc.distributed.RayBackend(2, 1, worker_class=make(marker, meta=True),
+                                   step_timeout_s=3) as backend:
+        res = mc.fit(problem, theta, **meta_kwargs(backend=backend))
+        assert not marker.exists() and backend.retries >= 1
+    np.testing.assert_array_equal(res.theta, clean.theta)
+    np.testing.assert_array_equal(res.history.objective, clean.history.objective)

@@ -159,6 +159,40 @@ def test_n_way_k_shot_adapts_to_classes_never_seen_in_fit():
     assert adapted.score(X[query], y[query]) > 0.6          # chance: 1/3
 
 
+def test_protonet_classifies_new_classes_by_the_nearest_prototype():
+    from sklearn.datasets import load_digits
+    X, y = load_digits(return_X_y=True)
+    X = X / 16.0
+    train = y < 5
+    est = MetaMLPClassifier(hidden_layer_sizes=(16,), learner="protonet", n_way=3, k_shot=4,
+                            q_query=5, meta_batch=4, max_iter=60, learning_rate_init=0.01,
+                            n_threads=1, random_state=0).fit(X[train], y[train])
+    assert est.layer_sizes_ == (64, 16) and np.isfinite(est.loss_curve_).all()
+    rng = np.random.default_rng(2)
+    new_classes = [9, 5, 7]
+    support = np.concatenate([rng.choice(np.flatnonzero(y == c), 4, replace=False)
+                              for c in new_classes])
+    query = np.setdiff1d(np.flatnonzero(np.isin(y, new_classes)), support)
+    # oracle: the net's outputs as embeddings, class means, −squared distances, in NumPy float64
+    model = mc.MLP(list(est.layer_sizes_), activation="relu")
+    emb_s = model.predict(est.theta_, X[support].astype(np.float32)).astype(np.float64)
+    emb_q = model.predict(est.theta_, X[query].astype(np.float32)).astype(np.float64)
+    classes = np.array(sorted(new_classes))
+    protos = np.stack([emb_s[y[support] == c].mean(axis=0) for c in classes])
+    logits = -((emb_q[:, None, :] - protos[None]) ** 2).sum(axis=2)
+    want = np.exp(logits - logits.max(axis=1, keepdims=True))
+    want /= want.sum(axis=1, keepdims=True)
+    adapted = est.adapt(X[support], y[support])
+    assert adapted.classes_.tolist() == classes.tolist()
+    np.testing.assert_allclose(adapted.predict_proba(X[query]), want, atol=2e-4)
+    assert adapted.predict(X[query]).tolist() == classes[want.argmax(axis=1)].tolist()
+    assert est.adapt_predict(X[support], y[support], X[query]).tolist() == \
+        adapted.predict(X[query]).tolist()
+    assert adapted.score(X[query], y[query]) > 0.6          # chance: 1/3
+    with pytest.raises(ValueError, match="n_way and k_shot"):
+        MetaMLPClassifier(learner="protonet", max_iter=2).fit(X[:40], y[:40])
+
+
 def test_meta_training_does_not_memorise_a_few_fixed_splits():
     """Fresh episodes every step: the held-out tasks' few-shot score is close to the training
     tasks' (the issue: 0.51 held out while training tasks reached 1.000)."""

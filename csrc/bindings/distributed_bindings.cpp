@@ -11,6 +11,7 @@
 #include <string>
 
 #include "arrays.hpp"
+#include "metacore/distributed_step.hpp"
 #include "metacore/objective.hpp"
 #include "metacore/tasks.hpp"
 #include "objective_handle.hpp"
@@ -18,7 +19,70 @@
 
 namespace metacore::bindings {
 
+// A worker's share of a meta-step (bound as MetaStep32/64.block_partials in train_bindings.cpp).
+template <class T>
+py::tuple meta_block_partials(MetaStep<T>& step, const py::handle& theta_obj, std::uint64_t seed,
+                              std::int64_t s, std::int64_t b0, std::int64_t b1,
+                              std::optional<int> n_threads) {
+    auto theta = checked<T>(theta_obj, "theta", {step.n_params()});
+    if (s < 0) throw py::value_error("step must be >= 0, got " + std::to_string(s));
+    const std::int64_t nb = meta_step_blocks(step), n = step.meta_batch();
+    if (b0 < 0 || b1 <= b0 || b1 > nb)
+        throw py::value_error("blocks must satisfy 0 <= b0 < b1 <= n_blocks (" +
+                              std::to_string(nb) + "), got b0=" + std::to_string(b0) +
+                              ", b1=" + std::to_string(b1));
+    const int threads = threads_arg(n_threads);
+    const py::ssize_t m = static_cast<py::ssize_t>(b1 * n / nb - b0 * n / nb);
+    auto parts = output<T>("block_partials", {static_cast<py::ssize_t>(b1 - b0),
+                                              static_cast<py::ssize_t>(step.n_params())});
+    py::array_t<double> losses(m), support(m);
+    T* p = parts.mutable_data();
+    double* l = losses.mutable_data();
+    double* sl = support.mutable_data();
+    std::fill(p, p + parts.size(), T(0));
+    without_gil([&] {
+        meta_block_partials(step, theta.data(), seed, s, b0, b1, p, l, sl,
+                            resolve_threads(threads));
+    });
+    return py::make_tuple(parts, losses, support);
+}
+
+template py::tuple meta_block_partials<float>(MetaStep<float>&, const py::handle&, std::uint64_t,
+                                              std::int64_t, std::int64_t, std::int64_t,
+                                              std::optional<int>);
+template py::tuple meta_block_partials<double>(MetaStep<double>&, const py::handle&,
+                                               std::uint64_t, std::int64_t, std::int64_t,
+                                               std::int64_t, std::optional<int>);
+
 namespace {
+
+// Step j of a meta-learning chunk from all blocks' partials (nb × G, in block order) and the
+// meta-batch's per-task losses: the one step tail (train.hpp) after the sums a local step adds.
+template <class T>
+bool take_meta_step(TrainState<T>& state, ChunkResult& out, std::int64_t j,
+                    const OptimizerConfig& config, const py::handle& parts_obj,
+                    const py::handle& losses_obj, const py::handle& support_obj,
+                    std::optional<int> n_threads) {
+    if (j < 0 || j >= out.n_steps)
+        throw py::value_error("j must be in [0, " + std::to_string(out.n_steps) + ")");
+    if (config.uses_m() == state.optimizer.m.empty() ||
+        config.uses_v() == state.optimizer.v.empty())
+        throw py::value_error("the optimizer does not match the train state's moment buffers");
+    const auto G = static_cast<py::ssize_t>(state.theta.size());
+    auto parts = checked<T>(parts_obj, "parts", {-1, G});
+    auto losses = checked<double>(losses_obj, "task_losses", {-1});
+    auto support = checked<double>(support_obj, "support_losses", {losses.shape(0)});
+    if (parts.shape(0) < 1 || losses.shape(0) < 1)
+        throw py::value_error("parts and task_losses must not be empty");
+    const int threads = resolve_threads(threads_arg(n_threads));
+    py::gil_scoped_release release;
+    std::vector<T> grad(state.theta.size());
+    const StepValues<T> v = combine_meta_partials(parts.data(), parts.shape(0), G, losses.data(),
+                                                  support.data(), losses.shape(0), grad.data(),
+                                                  threads);
+    UpdateBackup<T> backup;
+    return finish_step(out, j, config, state, v, grad.data(), threads, backup);
+}
 
 // The objective's own plan of units regrouped into the given blocks (unit indices, 0 .. n_units).
 template <class T>
@@ -138,6 +202,16 @@ void register_distributed(py::module_& m) {
             return out;
         },
         py::arg("unit_rows"), py::arg("n_params"), py::arg("itemsize"));
+
+    m.def("take_meta_step", &take_meta_step<float>, py::arg("state"), py::arg("result"),
+          py::arg("j"), py::arg("config"), py::arg("parts"), py::arg("task_losses"),
+          py::arg("support_losses"), py::arg("n_threads") = py::none());
+    m.def("take_meta_step", &take_meta_step<double>, py::arg("state"), py::arg("result"),
+          py::arg("j"), py::arg("config"), py::arg("parts"), py::arg("task_losses"),
+          py::arg("support_losses"), py::arg("n_threads") = py::none(),
+          "Step j of `result` from a meta-step's block partials (n_blocks, n_params) in block "
+          "order and its tasks' query and support losses, as the core's own loop finishes a "
+          "meta-step; False when the chunk must stop.");
 
     m.def(
         "combine_partials",

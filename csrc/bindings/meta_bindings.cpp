@@ -23,7 +23,8 @@ Learner parse_learner(const std::string& s) {
     return parse_choice<Learner>("learner", s,
                                  {{"maml", Learner::maml}, {"reptile", Learner::reptile},
                                   {"metasgd", Learner::metasgd}, {"anil", Learner::anil},
-                                  {"protonet", Learner::protonet}});
+                                  {"protonet", Learner::protonet}, {"ridge", Learner::ridge},
+                                  {"imaml", Learner::imaml}});
 }
 
 // The inner-loop rule of the adapt path: a scalar lr, per-parameter rates (Meta-SGD), or one row
@@ -70,8 +71,7 @@ py::tuple meta_typed(const NetSpec& net, const MetaConfig& cfg, const py::array&
     auto params = checked<T>(params_obj, "theta", {G});
     require_finite(params, "theta");
     auto X = checked<T>(X_obj, "X", {-1, net.n_features()});
-    auto y = checked_meta_targets<T>(y_obj, "y", net, X.shape(0),
-                                     cfg.learner == Learner::protonet);
+    auto y = checked_meta_targets<T>(y_obj, "y", net, X.shape(0), episode_learner(cfg.learner));
     auto offsets = checked<std::int64_t>(offsets_obj, "offsets", {-1});
     auto ns = checked<std::int64_t>(ns_obj, "n_support", {offsets.shape(0) - 1});
     const TaskData<T> data = checked_tasks<T>(X, y, offsets, ns);
@@ -268,6 +268,17 @@ MetaConfig meta_config(const NetSpec& net, const std::string& learner, double in
     return cfg;
 }
 
+// iMAML's settings (the other learners ignore them): λ finite and > 0, cg_steps >= 1.
+MetaConfig with_imaml_options(MetaConfig cfg, double reg, std::int64_t cg_steps) {
+    if (!std::isfinite(reg) || !(reg > 0.0))
+        throw py::value_error("reg must be finite and > 0, got " + std::to_string(reg));
+    if (cg_steps < 1)
+        throw py::value_error("cg_steps must be >= 1, got " + std::to_string(cg_steps));
+    cfg.reg = reg;
+    cfg.cg_steps = cg_steps;
+    return cfg;
+}
+
 void register_meta(py::module_& m) {
     m.def(
         "meta_value_and_grad",
@@ -276,10 +287,11 @@ void register_meta(py::module_& m) {
            const py::object& X, const py::object& y, const py::object& offsets,
            const py::object& n_support, std::optional<int> n_threads, bool per_step_rates,
            bool multi_step_loss, std::int64_t msl_anneal_steps, std::int64_t first_order_until,
-           std::int64_t step) {
-            const MetaConfig cfg = meta_config(net, learner, inner_lr, inner_steps, first_order,
-                                               per_step_rates, multi_step_loss, msl_anneal_steps,
-                                               first_order_until);
+           double reg, std::int64_t cg_steps, std::int64_t step) {
+            const MetaConfig cfg = with_imaml_options(
+                meta_config(net, learner, inner_lr, inner_steps, first_order, per_step_rates,
+                            multi_step_loss, msl_anneal_steps, first_order_until),
+                reg, cg_steps);
             if (step < 0) throw py::value_error("step must be >= 0, got " + std::to_string(step));
             if (is_float32(params))
                 return meta_typed<float>(net, cfg, params, X, y, offsets, n_support, n_threads,
@@ -290,10 +302,11 @@ void register_meta(py::module_& m) {
         py::arg("first_order"), py::arg("theta"), py::arg("X"), py::arg("y"), py::arg("offsets"),
         py::arg("n_support"), py::arg("n_threads") = py::none(),
         py::arg("per_step_rates") = false, py::arg("multi_step_loss") = false,
-        py::arg("msl_anneal_steps") = 1, py::arg("first_order_until") = 0, py::arg("step") = 0,
+        py::arg("msl_anneal_steps") = 1, py::arg("first_order_until") = 0, py::arg("reg") = 1.0,
+        py::arg("cg_steps") = 5, py::arg("step") = 0,
         "(mean query loss after adaptation, meta-gradient, per-task query losses, mean support "
-        "loss before adaptation); MAML++'s options and the global step `step` that sets its "
-        "order and multi-step-loss weights");
+        "loss before adaptation); MAML++'s options, iMAML's λ (reg) and conjugate-gradient steps, "
+        "and the global step `step` that sets MAML++'s order and multi-step-loss weights");
     m.def(
         "msl_weights",
         [](std::int64_t inner_steps, std::int64_t anneal_steps, std::int64_t step) {

@@ -12,6 +12,7 @@ namespace metacore::bindings {
 void register_net(py::module_& m);
 void register_objective(py::module_& m);
 void register_meta(py::module_& m);
+void register_heads(py::module_& m);
 void register_train(py::module_& m);
 void register_optim(py::module_& m);
 void register_distributed(py::module_& m);
@@ -54,6 +55,7 @@ PYBIND11_MODULE(_core, m) {
     metacore::bindings::register_net(m);
     metacore::bindings::register_objective(m);
     metacore::bindings::register_meta(m);
+    metacore::bindings::register_heads(m);
     metacore::bindings::register_train(m);
     metacore::bindings::register_optim(m);
     metacore::bindings::register_distributed(m);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "arrays.hpp"
+#include "metacore/distributed_step.hpp"
 #include "metacore/meta_step.hpp"
 #include "metacore/multitask_step.hpp"
 #include "metacore/train.hpp"
@@ -24,6 +25,13 @@ MetaConfig meta_config(const NetSpec& net, const std::string& learner, double in
                        std::int64_t inner_steps, bool first_order, bool per_step_rates,
                        bool multi_step_loss, std::int64_t msl_anneal_steps,
                        std::int64_t first_order_until);
+MetaConfig with_imaml_options(MetaConfig cfg, double reg, std::int64_t cg_steps);
+
+// The Ray backend's share of a meta-step: blocks [b0, b1) (distributed_bindings.cpp).
+template <class T>
+py::tuple meta_block_partials(MetaStep<T>& step, const py::handle& theta, std::uint64_t seed,
+                              std::int64_t s, std::int64_t b0, std::int64_t b1,
+                              std::optional<int> n_threads);
 
 namespace {
 
@@ -69,7 +77,7 @@ class MetaStepHandle {
    public:
     MetaStepHandle(const NetSpec& net, const MetaConfig& cfg, std::int64_t meta_batch,
                    int threads)
-        : net_(net), protonet_(cfg.learner == Learner::protonet),
+        : net_(net), protonet_(episode_learner(cfg.learner)),
           core_(net_, cfg, meta_batch, threads) {}
 
     void sample_from(py::handle X, py::handle y, py::handle offsets, py::handle n_support) {
@@ -91,7 +99,7 @@ class MetaStepHandle {
     // N-way K-shot episodes from a pool of rows grouped by class (class_offsets (C + 1,)).
     void episodes_from(py::handle X, py::handle class_offsets, std::int64_t n_way,
                        std::int64_t k_shot, std::int64_t q_query) {
-        // ProtoNet's net embeds: any number of outputs, labels only name the prototypes.
+        // ProtoNet's and the ridge head's net embeds: any number of outputs, labels name classes.
         if (!protonet_ && (net_.loss() != Loss::cross_entropy || net_.n_outputs() != n_way))
             throw py::value_error("tasks: N-way episodes need a cross-entropy model with n_way = " +
                                   std::to_string(n_way) + " outputs");
@@ -205,21 +213,37 @@ void register_meta_step(py::module_& m, const char* name) {
         .def(py::init([](const NetSpec& net, const std::string& learner, double inner_lr,
                          std::int64_t inner_steps, bool first_order, std::int64_t meta_batch,
                          std::optional<int> n_threads, bool per_step_rates, bool multi_step_loss,
-                         std::int64_t msl_anneal_steps, std::int64_t first_order_until) {
+                         std::int64_t msl_anneal_steps, std::int64_t first_order_until, double reg,
+                         std::int64_t cg_steps) {
                  if (meta_batch < 1)
                      throw py::value_error("meta_batch must be >= 1, got " +
                                            std::to_string(meta_batch));
                  return new H(net,
-                              meta_config(net, learner, inner_lr, inner_steps, first_order,
-                                          per_step_rates, multi_step_loss, msl_anneal_steps,
-                                          first_order_until),
+                              with_imaml_options(
+                                  meta_config(net, learner, inner_lr, inner_steps, first_order,
+                                              per_step_rates, multi_step_loss, msl_anneal_steps,
+                                              first_order_until),
+                                  reg, cg_steps),
                               meta_batch, threads_arg(n_threads));
              }),
              py::arg("net"), py::arg("learner"), py::arg("inner_lr"), py::arg("inner_steps"),
              py::arg("first_order"), py::arg("meta_batch"), py::arg("n_threads") = py::none(),
              py::arg("per_step_rates") = false, py::arg("multi_step_loss") = false,
-             py::arg("msl_anneal_steps") = 1, py::arg("first_order_until") = 0)
+             py::arg("msl_anneal_steps") = 1, py::arg("first_order_until") = 0,
+             py::arg("reg") = 1.0, py::arg("cg_steps") = 5)
         .def_property_readonly("n_params", [](H& h) { return h.core().n_params(); })
+        .def_property_readonly("meta_batch", [](H& h) { return h.core().meta_batch(); })
+        .def_property_readonly("n_blocks", [](H& h) { return meta_step_blocks(h.core()); })
+        .def(
+            "block_partials",
+            [](H& h, const py::handle& theta, std::uint64_t seed, std::int64_t step,
+               std::int64_t b0, std::int64_t b1, std::optional<int> n_threads) {
+                return meta_block_partials<T>(h.core(), theta, seed, step, b0, b1, n_threads);
+            },
+            py::arg("theta"), py::arg("seed"), py::arg("step"), py::arg("b0"), py::arg("b1"),
+            py::arg("n_threads") = py::none(),
+            "Blocks [b0, b1) of step `step`'s meta-batch at theta: (partials (b1-b0, n_params), "
+            "query losses, support losses) of their tasks (float64).")
         .def("sample_from", &H::sample_from, py::arg("X"), py::arg("y"), py::arg("offsets"),
              py::arg("n_support"))
         .def("generate", [](H& h, std::int64_t ks, std::int64_t kq, std::pair<double, double> a,

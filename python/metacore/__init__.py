@@ -13,6 +13,7 @@ from .evaluation import baselines, report
 from .evaluation.protocol import EvalReport, evaluate
 from .evaluation.statistics import mean_ci
 from .learners import ANIL, FOMAML, MAML, MetaSGD, ProtoNet, Reptile
+from .learners import IMAML, RidgeHead
 from .models import MLP, Linear, Logistic, Softmax
 from .problems import MetaObjective, Objective
 from .train import backends as distributed
@@ -36,7 +37,7 @@ def build_info() -> dict:
 __all__ = [
     "MLP", "Linear", "Logistic", "Softmax", "Objective", "TaskSet",
     "build_info", "reference", "tasks", "datasets", "__version__",
-    "MAML", "FOMAML", "Reptile", "MetaSGD", "ANIL", "ProtoNet", "MetaObjective", "adapt", "adapt_predict",
+    "MAML", "FOMAML", "Reptile", "MetaSGD", "ANIL", "ProtoNet", "RidgeHead", "IMAML", "MetaObjective", "adapt", "adapt_predict",
     "adapt_batch", "optim", "weighting", "fit", "FitResult", "History", "FitEvent",
     "FitDivergedError", "EarlyStopping",
     "Checkpoint", "save", "load", "distributed",

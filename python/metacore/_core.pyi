@@ -21,7 +21,7 @@ _I64 = NDArray[np.int64]
 _Activation = Literal["relu", "tanh"]
 _Loss = Literal["mse", "logistic", "cross_entropy"]
 _Rows = Literal["all", "support", "query"]
-_Learner = Literal["maml", "reptile", "metasgd", "anil", "protonet"]
+_Learner = Literal["maml", "reptile", "metasgd", "anil", "protonet", "ridge", "imaml"]
 _OptimizerKind = Literal["sgd", "adam", "adamw"]
 _Schedule = Literal["constant", "step", "cosine", "linear"]
 _WeightingKind = Literal[
@@ -145,11 +145,13 @@ def meta_value_and_grad(
     multi_step_loss: bool = False,
     msl_anneal_steps: int = 1,
     first_order_until: int = 0,
+    reg: float = 1.0,
+    cg_steps: int = 5,
     step: int = 0,
 ) -> tuple[float, NDArray[_F], NDArray[_F], float]:
     """(mean query loss after adaptation, meta-gradient, per-task query losses, mean support loss
-    before adaptation); MAML++'s options and the global step `step` that sets its order and
-    multi-step-loss weights"""
+    before adaptation); MAML++'s options, iMAML's λ (reg) and conjugate-gradient steps, and the
+    global step `step` that sets MAML++'s order and multi-step-loss weights"""
 
 def msl_weights(inner_steps: int, msl_anneal_steps: int, step: int) -> NDArray[np.float64]:
     """(inner_steps,) MAML++'s multi-step-loss weights at global step `step`."""
@@ -223,6 +225,41 @@ def prototypes(embeddings: NDArray[_F], y_support: NDArray[_F]) -> NDArray[_F]:
 def prototype_logits(prototypes: NDArray[_F], embeddings: NDArray[_F]) -> NDArray[_F]:
     """(n, N) logits -||e_r - c_k||^2 of embedded rows against the prototypes"""
 
+# --- the ridge head and iMAML's adaptation (heads_bindings.cpp) ----------------------------------
+
+def ridge_head_weights(embeddings: NDArray[_F], y_support: NDArray[_F], reg: float) -> NDArray[_F]:
+    """(D + 1, N) ridge weights X_s^T (X_s X_s^T + reg I)^-1 Y of support embeddings (n, D) with a
+    bias column and one-hot labels 0..N-1; the last row is the bias."""
+
+def ridge_head_logits(weights: NDArray[_F], embeddings: NDArray[_F], scale: float) -> NDArray[_F]:
+    """(n, N) logits scale * [E, 1] W of embedded rows under ridge weights W (D + 1, N)."""
+
+def imaml_adapt(
+    net: Net,
+    theta: NDArray[_F],
+    X_support: NDArray[_F],
+    y_support: NDArray[_F],
+    steps: int,
+    lr: float,
+    reg: float,
+) -> NDArray[_F]:
+    """phi after `steps` steps phi <- phi - lr (grad L_s(phi) + reg (phi - theta)) from theta."""
+
+def imaml_adapt_batch(
+    net: Net,
+    theta: NDArray[_F],
+    X: NDArray[_F],
+    y: NDArray[_F],
+    offsets: _I64,
+    n_support: _I64,
+    steps: int,
+    lr: float,
+    reg: float,
+    n_threads: int | None = None,
+) -> NDArray[_F]:
+    """Every task's query outputs after iMAML's proximal inner loop on its support rows, task after
+    task (query rows, k)."""
+
 # --- the training loop (train_bindings.cpp) ---------------------------------------------------
 
 class ChunkResult(metaclass=_pybind11_type):
@@ -273,6 +310,8 @@ class MetaStep32(metaclass=_pybind11_type):
         multi_step_loss: bool = False,
         msl_anneal_steps: int = 1,
         first_order_until: int = 0,
+        reg: float = 1.0,
+        cg_steps: int = 5,
     ) -> None: ...
     @property
     def n_params(self) -> int: ...
@@ -289,6 +328,20 @@ class MetaStep32(metaclass=_pybind11_type):
     def episodes_from(
         self, X: _F32, class_offsets: _I64, n_way: int, k_shot: int, q_query: int
     ) -> None: ...
+    @property
+    def meta_batch(self) -> int: ...
+    @property
+    def n_blocks(self) -> int: ...
+    def block_partials(
+        self,
+        theta: _F32,
+        seed: int,
+        step: int,
+        b0: int,
+        b1: int,
+        n_threads: int | None = None,
+    ) -> tuple[_F32, _F64, _F64]:
+        """Blocks [b0, b1) of step `step`'s meta-batch at theta: (partials (b1-b0, n_params), query losses, support losses) of their tasks (float64)."""
 
 class MetaStep64(metaclass=_pybind11_type):
     """A meta-learner's step over tasks it samples (or generates), in float64."""
@@ -306,6 +359,8 @@ class MetaStep64(metaclass=_pybind11_type):
         multi_step_loss: bool = False,
         msl_anneal_steps: int = 1,
         first_order_until: int = 0,
+        reg: float = 1.0,
+        cg_steps: int = 5,
     ) -> None: ...
     @property
     def n_params(self) -> int: ...
@@ -322,6 +377,20 @@ class MetaStep64(metaclass=_pybind11_type):
     def episodes_from(
         self, X: _F64, class_offsets: _I64, n_way: int, k_shot: int, q_query: int
     ) -> None: ...
+    @property
+    def meta_batch(self) -> int: ...
+    @property
+    def n_blocks(self) -> int: ...
+    def block_partials(
+        self,
+        theta: _F64,
+        seed: int,
+        step: int,
+        b0: int,
+        b1: int,
+        n_threads: int | None = None,
+    ) -> tuple[_F64, _F64, _F64]:
+        """Blocks [b0, b1) of step `step`'s meta-batch at theta: (partials (b1-b0, n_params), query losses, support losses) of their tasks (float64)."""
 
 # The train state's arrays are read-only views of its own buffers; m and v are None when the
 # optimizer keeps no such moment; the weighting state is float64 in both precisions.
@@ -542,6 +611,29 @@ def block_partials(
     n_threads: int | None = None,
 ) -> tuple[_F64 | None, _F64]: ...
 def assign_blocks(unit_rows: _I64, n_params: int, itemsize: int) -> _I64: ...
+@overload
+def take_meta_step(
+    state: TrainState32,
+    result: ChunkResult,
+    j: int,
+    config: OptimizerConfig,
+    parts: _F32,
+    task_losses: _F64,
+    support_losses: _F64,
+    n_threads: int | None = None,
+) -> bool: ...
+@overload
+def take_meta_step(
+    state: TrainState64,
+    result: ChunkResult,
+    j: int,
+    config: OptimizerConfig,
+    parts: _F64,
+    task_losses: _F64,
+    support_losses: _F64,
+    n_threads: int | None = None,
+) -> bool:
+    """Step j of `result` from a meta-step's block partials (n_blocks, n_params) in block order and its tasks' query and support losses, as the core's own loop finishes a meta-step; False when the chunk must stop."""
 def combine_partials(
     parts: NDArray[_F] | None,
     task_loss: _F64,

@@ -25,7 +25,9 @@ parallel over tasks; results are bit-identical for any thread count.
 MAML++ (per-layer, per-step rates, the annealed multi-step loss, first order for the first steps:
 Antoniou et al. 2019) is a set of options of :class:`MAML`.
 Papers: Finn et al. 2017 (MAML), Nichol et al. 2018 (Reptile), Li et al. 2017 (Meta-SGD),
-Raghu et al. 2020 (ANIL), Snell et al. 2017 (ProtoNet: no inner loop, see :class:`ProtoNet`).
+Raghu et al. 2020 (ANIL), Snell et al. 2017 (ProtoNet: no inner loop, see :class:`ProtoNet`),
+Bertinetto et al. 2019 (R2D2's closed-form ridge head, :class:`RidgeHead`), Rajeswaran et al. 2019
+(iMAML's implicit meta-gradient, :class:`IMAML`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from .models import MLP
 from .data.tasks import EpisodeSource, SinusoidSource
 from .data.taskset import TaskSet
 
-__all__ = ["Learner", "MAML", "FOMAML", "Reptile", "MetaSGD", "ANIL", "ProtoNet", "from_dict"]
+__all__ = ["Learner", "MAML", "FOMAML", "Reptile", "MetaSGD", "ANIL", "ProtoNet", "from_dict",
+           "EpisodeLearner", "RidgeHead", "IMAML"]
 
 
 class Learner:
@@ -123,7 +126,8 @@ class Learner:
         return self.kind, self.inner_lr, self.inner_steps, self.first_order
 
     def core_options(self) -> dict:
-        """Keyword options of the compiled meta-step beyond ``core_spec`` (MAML++'s)."""
+        """Keyword options of the compiled meta-step beyond ``core_spec``: MAML++'s and iMAML's
+        (``reg``, ``cg_steps``); none for the others."""
         return {}
 
     def core_net(self):
@@ -470,7 +474,90 @@ class Reptile(Learner):
 DISTANCES = ("sqeuclidean",)
 
 
-class ProtoNet(Learner):
+class EpisodeLearner(Learner):
+    """What the learners that classify an episode by its own class labels share (:class:`ProtoNet`,
+    :class:`RidgeHead`): the net ``embedding_model`` embeds rows (any number of outputs D >= 1; its
+    loss head is never used); every task is an episode whose support rows carry each class
+    0..N−1 and whose query labels are among them; no inner gradient steps."""
+    _adapts_by = "a closed form"
+
+    def __init__(self, embedding_model, n_threads=None):
+        super().__init__(embedding_model, inner_lr=0.0, inner_steps=1, first_order=True,
+                         n_threads=n_threads)
+        # The core reads one label column per row: a net of the same layers whose head takes
+        # class labels (its loss is never evaluated).
+        m = embedding_model
+        self._labelled = MLP(list(m.layer_sizes), activation=m.activation,
+                             loss="cross_entropy" if m.n_outputs >= 2 else "logistic")
+
+    def core_net(self):
+        return self._labelled.core_net()
+
+    @property
+    def query_head(self) -> str:
+        return "cross_entropy"
+
+    def check_source(self, source, name="tasks"):
+        who = type(self).__name__
+        if not isinstance(source, EpisodeSource):
+            raise ValueError(f"{name}: {who} classifies; it needs classification episodes "
+                             f"(mc.tasks.EpisodeSource, ClassImages.source), got "
+                             f"{type(source).__name__}")
+        if source.n_features != self.model.n_features:
+            raise ValueError(f"{name}: episodes of {source.n_features} features need an "
+                             f"embedding model with {source.n_features} inputs, got "
+                             f"{self.model!r}")
+
+    def check_labels(self, batch, name="batch"):
+        """Episode labels: one integer class per row; in every task a support row of each class
+        0..N−1 and query labels below N (the model's loss head plays no part)."""
+        who = type(self).__name__
+        y = np.asarray(batch.y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:
+            raise ValueError(f"{name}: {who} needs one class label per row, got y of shape "
+                             f"{y.shape}")
+        if (y < 0).any() or (y != np.floor(y)).any():
+            r = int(np.argmax((y < 0) | (y != np.floor(y))))
+            raise ValueError(f"{name}: row {r} has class label {y[r]}, not an integer >= 0")
+        for i in range(batch.n_tasks):
+            a, b = int(batch.offsets[i]), int(batch.offsets[i + 1])
+            s = a + int(batch.n_support[i])
+            support = y[a:s].astype(np.int64)
+            n_classes = int(support.max()) + 1
+            if np.unique(support).size != n_classes:
+                raise ValueError(f"{name}: task {i}: {who} needs a support row of every class "
+                                 f"0..{n_classes - 1}, got support labels "
+                                 f"{sorted(set(support.tolist()))}")
+            if y[s:b].max() >= n_classes:
+                raise ValueError(f"{name}: task {i} has query label {int(y[s:b].max())} but its "
+                                 f"support rows only have classes 0..{n_classes - 1}")
+
+    def _embed(self, theta, X, n_threads=None):
+        E = self.model.predict(theta, X, n_threads=self.n_threads if n_threads is None
+                               else n_threads)
+        return E.reshape(E.shape[0], -1)
+
+    def _no_steps(self, steps):
+        if steps is not None and steps != 0:
+            raise ValueError(f"steps: {type(self).__name__} adapts by {self._adapts_by}, not by "
+                             f"gradient steps; pass steps=None or 0, got {steps!r}")
+
+    @staticmethod
+    def _stack_padded(blocks, dtype):
+        """Per-task logit blocks stacked task after task (n_query, N_max); tasks with fewer than
+        N_max classes get −inf in the missing columns."""
+        width = max(z.shape[1] for z in blocks)
+        out = np.full((sum(z.shape[0] for z in blocks), width), -np.inf, dtype=dtype)
+        r = 0
+        for z in blocks:
+            out[r:r + z.shape[0], :z.shape[1]] = z
+            r += z.shape[0]
+        return out
+
+
+class ProtoNet(EpisodeLearner):
     r"""Prototypical networks (Snell et al., 2017): few-shot classification by the nearest class
     mean in an embedding space learned by the net.
 
@@ -491,71 +578,13 @@ class ProtoNet(Learner):
     Only the squared Euclidean distance (the paper's choice) is offered.
     """
     kind = "protonet"
+    _adapts_by = "computing prototypes"
 
     def __init__(self, embedding_model, distance="sqeuclidean", n_threads=None):
-        super().__init__(embedding_model, inner_lr=0.0, inner_steps=1, first_order=True,
-                         n_threads=n_threads)
+        super().__init__(embedding_model, n_threads=n_threads)
         self.distance = _validation.choice("distance", distance, DISTANCES)
-        # The core reads one label column per row: a net of the same layers whose head takes
-        # class labels (its loss is never evaluated).
-        m = embedding_model
-        self._labelled = MLP(list(m.layer_sizes), activation=m.activation,
-                             loss="cross_entropy" if m.n_outputs >= 2 else "logistic")
-
-    def core_net(self):
-        return self._labelled.core_net()
-
-    @property
-    def query_head(self) -> str:
-        return "cross_entropy"
-
-    def check_source(self, source, name="tasks"):
-        if not isinstance(source, EpisodeSource):
-            raise ValueError(f"{name}: ProtoNet classifies; it needs classification episodes "
-                             f"(mc.tasks.EpisodeSource, ClassImages.source), got "
-                             f"{type(source).__name__}")
-        if source.n_features != self.model.n_features:
-            raise ValueError(f"{name}: episodes of {source.n_features} features need an "
-                             f"embedding model with {source.n_features} inputs, got "
-                             f"{self.model!r}")
-
-    def check_labels(self, batch, name="batch"):
-        """ProtoNet's labels: one integer class per row; in every task a support row of each class
-        0..N−1 and query labels below N (the model's loss head plays no part)."""
-        y = np.asarray(batch.y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.ndim != 1:
-            raise ValueError(f"{name}: ProtoNet needs one class label per row, got y of shape "
-                             f"{y.shape}")
-        if (y < 0).any() or (y != np.floor(y)).any():
-            r = int(np.argmax((y < 0) | (y != np.floor(y))))
-            raise ValueError(f"{name}: row {r} has class label {y[r]}, not an integer >= 0")
-        for i in range(batch.n_tasks):
-            a, b = int(batch.offsets[i]), int(batch.offsets[i + 1])
-            s = a + int(batch.n_support[i])
-            support = y[a:s].astype(np.int64)
-            n_classes = int(support.max()) + 1
-            if np.unique(support).size != n_classes:
-                raise ValueError(f"{name}: task {i}: ProtoNet needs a support row of every class "
-                                 f"0..{n_classes - 1}, got support labels "
-                                 f"{sorted(set(support.tolist()))}")
-            if y[s:b].max() >= n_classes:
-                raise ValueError(f"{name}: task {i} has query label {int(y[s:b].max())} but its "
-                                 f"support rows only have classes 0..{n_classes - 1}")
 
     # --- the prototype classifier ------------------------------------------------------------
-    def _embed(self, theta, X, n_threads=None):
-        E = self.model.predict(theta, X, n_threads=self.n_threads if n_threads is None
-                               else n_threads)
-        return E.reshape(E.shape[0], -1)
-
-    @staticmethod
-    def _no_steps(steps):
-        if steps is not None and steps != 0:
-            raise ValueError(f"steps: ProtoNet adapts by computing prototypes, not by gradient "
-                             f"steps; pass steps=None or 0, got {steps!r}")
-
     def adapt(self, theta, X_support, y_support, *, steps=None):
         """The prototypes (N, D): mean embedding of the support rows of each class 0..N−1."""
         from . import _core
@@ -584,13 +613,7 @@ class ProtoNet(Learner):
             a, b = int(ts.offsets[i]), int(ts.offsets[i + 1])
             s = a + int(ts.n_support[i])
             blocks.append(_core.prototype_logits(_core.prototypes(E[a:s], y[a:s]), E[s:b]))
-        width = max(z.shape[1] for z in blocks)
-        out = np.full((sum(z.shape[0] for z in blocks), width), -np.inf, dtype=theta.dtype)
-        r = 0
-        for z in blocks:
-            out[r:r + z.shape[0], :z.shape[1]] = z
-            r += z.shape[0]
-        return out
+        return self._stack_padded(blocks, theta.dtype)
 
     def to_dict(self):
         return {"kind": "ProtoNet", "model": self.model.spec(), "distance": self.distance}
@@ -599,7 +622,190 @@ class ProtoNet(Learner):
         return f"ProtoNet({self.model!r}, distance={self.distance!r})"
 
 
-_BY_NAME = {cls.__name__: cls for cls in (MAML, FOMAML, ANIL, MetaSGD, Reptile, ProtoNet)}
+class RidgeHead(EpisodeLearner):
+    r"""The closed-form ridge head of R2D2 (Bertinetto et al., 2019, "Meta-learning with
+    differentiable closed-form solvers", section 3.2): every episode fits a ridge regression from
+    the support embeddings to one-hot labels, in closed form; the net learns embeddings for which
+    that fit classifies the query rows.
+
+    ``embedding_model`` (an :class:`~metacore.MLP`, one shared output layer; its outputs, D >= 1,
+    are the embedding e = f_θ(x); its loss head is never used). For an episode with support
+    labels 0..N−1 (a support row of every class; query labels among them), X_s = [E_s, 1]
+    (n_s × (D+1), a bias column) and Y the one-hot support labels (n_s × N):
+
+        W = X_sᵀ (X_s X_sᵀ + λ I)⁻¹ Y            (Woodbury form: an n_s × n_s solve, Cholesky),
+        z_q = s · [f_θ(x_q), 1] W,     L = (1/n_q) Σ_q −log softmax(z_q)[y_q].
+
+    The learner's parameters are packed ``[θ (P), log λ, s]`` (length P + 2): the regulariser
+    λ > 0 (learned as log λ) and the logit scale s are meta-parameters. ``init(theta)`` packs θ
+    with λ = ``reg`` and s = ``scale``; ``split(params)`` returns (θ, λ, s). The meta-gradient
+    is exact through the solve, with respect to θ, log λ and s (computed in the core, in double
+    for the n_s × n_s system). R2D2 also learns an offset added to every logit; under the
+    softmax cross-entropy it cancels (its gradient is identically 0), so it is left out.
+
+    ``adapt`` returns the ridge weights W ((D+1) × N, last row the bias) of the support rows —
+    the solve is the adaptation —, ``adapt_predict`` the query logits z (n_q, N); ``steps``
+    must be None or 0. ``mc.evaluate(model, params, tasks, steps=(0,), learner=ridge)`` scores
+    the ridge classifier. Raises ValueError naming the argument for bad labels, a non-positive
+    ``reg`` or a non-finite ``scale``.
+    """
+    kind = "ridge"
+    _adapts_by = "solving the ridge regression"
+
+    def __init__(self, embedding_model, reg=1.0, scale=1.0, n_threads=None):
+        super().__init__(embedding_model, n_threads=n_threads)
+        self.reg = _validation.real("reg", reg, minimum=0.0, min_open=True)
+        self.scale = _validation.real("scale", scale)
+
+    @property
+    def n_params(self) -> int:
+        return self.model.n_params + 2
+
+    def init(self, theta):
+        """[θ, log reg, scale]: the packed parameters to start meta-training from."""
+        theta = _validation.theta("theta", theta, self.model.n_params)
+        return np.concatenate([theta, np.array([np.log(self.reg), self.scale], dtype=theta.dtype)])
+
+    def split(self, params):
+        """(θ (a view), λ, s) of packed parameters."""
+        params = self.check_params(params, "params")
+        P = self.model.n_params
+        return params[:P], float(np.exp(np.float64(params[P]))), float(params[P + 1])
+
+    def adapt_rule(self, params):
+        """(θ, [λ, s], False): evaluation hands the head's λ and s on as the "rates"."""
+        theta, lam, scale = self.split(params)
+        return theta, np.array([lam, scale]), False
+
+    def adapt(self, params, X_support, y_support, *, steps=None):
+        """The ridge weights W ((D+1), N) of the support rows (last row: the bias)."""
+        from . import _core
+        self._no_steps(steps)
+        theta, lam, _ = self.split(params)
+        y = _validation.float_array("y_support", y_support, ndim=1, dtype=theta.dtype)
+        return _core.ridge_head_weights(self._embed(theta, X_support), y, lam)
+
+    def adapt_predict(self, params, X_support, y_support, X_query, *, steps=None):
+        """The logits s · [f_θ(x_q), 1] W (n_q, N) of the query rows."""
+        from . import _core
+        W = self.adapt(params, X_support, y_support, steps=steps)
+        theta, _, scale = self.split(params)
+        return _core.ridge_head_logits(W, self._embed(theta, X_query), scale)
+
+    def query_outputs(self, params, ts, *, steps, lr=None, head_only=False, n_threads=None):
+        """Every task's query logits under its ridge head, task after task (n_query, N_max);
+        tasks with fewer than N_max classes get −inf in the missing columns. ``params``: the
+        packed [θ, log λ, s], or θ alone with ``lr`` = [λ, s] (what ``adapt_rule`` gives)."""
+        from . import _core
+        self._no_steps(steps)
+        if lr is None:
+            theta, lam, scale = self.split(params)
+        else:
+            head = np.asarray(lr, dtype=np.float64).reshape(-1)
+            if head.shape != (2,) or not np.isfinite(head).all() or head[0] <= 0:
+                raise ValueError(f"lr: RidgeHead adapts by its ridge solve and takes no rate; "
+                                 f"leave lr=None (got {lr!r})")
+            theta = _validation.theta("theta", params, self.model.n_params)
+            lam, scale = float(head[0]), float(head[1])
+        ts = self.check_batch(ts, theta.dtype, "test_tasks")
+        E = self._embed(theta, ts.X, n_threads)
+        y = ts.y.reshape(-1)
+        blocks = []
+        for i in range(ts.n_tasks):
+            a, b = int(ts.offsets[i]), int(ts.offsets[i + 1])
+            s = a + int(ts.n_support[i])
+            W = _core.ridge_head_weights(E[a:s], y[a:s], lam)
+            blocks.append(_core.ridge_head_logits(W, E[s:b], scale))
+        return self._stack_padded(blocks, theta.dtype)
+
+    def to_dict(self):
+        return {"kind": "RidgeHead", "model": self.model.spec(), "reg": self.reg,
+                "scale": self.scale}
+
+    def __repr__(self):
+        return f"RidgeHead({self.model!r}, reg={self.reg}, scale={self.scale})"
+
+
+class IMAML(Learner):
+    r"""Implicit MAML (Rajeswaran et al., 2019, "Meta-Learning with Implicit Gradients", eq. 3–7).
+
+    The inner loop approximately solves the proximal problem of task i,
+
+        φ_i*(θ) = argmin_φ L_s(φ) + (λ/2)‖φ − θ‖²,
+
+    by ``inner_steps`` gradient steps from θ, φ_{j+1} = φ_j − α (∇L_s(φ_j) + λ (φ_j − θ))
+    (α = ``inner_lr``, λ = ``reg``). At a stationary point dφ*/dθ = (I + H_s(φ*)/λ)⁻¹ (eq. 6), so
+    the meta-gradient of the query loss is
+
+        g_i = (I + H_s(φ_i)/λ)⁻¹ ∇L_q(φ_i),
+
+    solved by ``cg_steps`` steps of conjugate gradient from 0 on exact Hessian-vector products of
+    the support loss at φ_i (eq. 7). It needs no trail of inner iterates: memory is a few vectors
+    of P per task whatever ``inner_steps`` is. The meta-loss is the mean of L_q(φ_i) over the
+    meta-batch. CG assumes I + H_s/λ positive definite (λ larger than the most negative curvature
+    of L_s at φ); it stops early on non-positive curvature. The implicit gradient is exact only
+    when the inner loop has converged: use enough ``inner_steps`` (and ``inner_lr`` < 2/(λ + the
+    largest curvature)).
+
+    ``adapt`` / ``adapt_predict`` / ``mc.evaluate(..., learner=imaml)`` run the same proximal
+    inner loop (``steps`` defaults to ``inner_steps``). Raises ValueError naming the argument for
+    ``reg`` <= 0, ``inner_steps`` or ``cg_steps`` < 1, or a negative ``inner_lr``.
+    """
+    kind = "imaml"
+
+    def __init__(self, model, reg=1.0, inner_lr=0.01, inner_steps=5, cg_steps=5, n_threads=None):
+        super().__init__(model, inner_lr=inner_lr, inner_steps=inner_steps, first_order=False,
+                         n_threads=n_threads)
+        self.reg = _validation.real("reg", reg, minimum=0.0, min_open=True)
+        self.cg_steps = _validation.integer("cg_steps", cg_steps, minimum=1)
+
+    def core_options(self):
+        return {"reg": self.reg, "cg_steps": self.cg_steps}
+
+    def adapt(self, theta, X_support, y_support, *, steps=None):
+        """φ after the proximal inner loop (``steps`` defaults to inner_steps): (P,), θ's
+        dtype."""
+        from . import _core
+        theta = self.check_params(theta)
+        steps = self.inner_steps if steps is None else _validation.integer("steps", steps,
+                                                                           minimum=0)
+        X = _validation.float_array("X_support", X_support, ndim=2, dtype=theta.dtype)
+        y = _validation.float_array("y_support", y_support, ndim=(1, 2), dtype=theta.dtype)
+        return _core.imaml_adapt(self.model.core_net(), theta, X, y, steps, self.inner_lr,
+                                 self.reg)
+
+    def adapt_predict(self, theta, X_support, y_support, X_query, *, steps=None):
+        """The outputs on X_query of the net after the proximal inner loop."""
+        phi = self.adapt(theta, X_support, y_support, steps=steps)
+        return self.model.predict(phi, X_query, n_threads=self.n_threads)
+
+    def query_outputs(self, theta, ts, *, steps, lr, head_only=False, n_threads=None):
+        """Outputs on every task's query rows after ``steps`` proximal inner steps at rate
+        ``lr``, task after task, tasks in parallel."""
+        from . import _core
+        theta = self.check_params(theta)
+        steps = _validation.integer("steps", steps, minimum=0)
+        lr = _validation.real("lr", lr, minimum=0.0)
+        ts.check_labels(self.model.loss, self.model.n_outputs)
+        ts = ts.astype(theta.dtype)
+        preds = _core.imaml_adapt_batch(self.model.core_net(), theta, ts.X, ts.y, ts.offsets,
+                                        ts.n_support, steps, lr, self.reg,
+                                        self.n_threads if n_threads is None
+                                        else _validation.n_threads(n_threads))
+        return preds[:, 0] if preds.shape[1] == 1 else preds
+
+    def to_dict(self):
+        return {"kind": "IMAML", "model": self.model.spec(), "reg": self.reg,
+                "inner_lr": self.inner_lr, "inner_steps": self.inner_steps,
+                "cg_steps": self.cg_steps}
+
+    def __repr__(self):
+        return (f"IMAML({self.model!r}, reg={self.reg}, inner_lr={self.inner_lr}, "
+                f"inner_steps={self.inner_steps}, cg_steps={self.cg_steps})")
+
+
+_BY_NAME = {cls.__name__: cls for cls in (MAML, FOMAML, ANIL, MetaSGD, Reptile, ProtoNet,
+                                             RidgeHead, IMAML)}
 
 
 def from_dict(d) -> Learner:

@@ -213,7 +213,7 @@ class MetaObjective:
 
     Parameters
     ----------
-    learner : MAML, FOMAML, ANIL, MetaSGD, Reptile or ProtoNet
+    learner : MAML, FOMAML, ANIL, MetaSGD, Reptile, ProtoNet, RidgeHead or IMAML
         The inner loop and the meta-gradient (``learner.meta_value_and_grad``).
     tasks : TaskSet or task source
         A TaskSet whose tasks all have support and query rows (step t takes ``meta_batch``
@@ -233,7 +233,7 @@ class MetaObjective:
     def __init__(self, learner, tasks, meta_batch=25, n_threads=None):
         self.learner = _validation.instance("learner", learner, Learner,
                                             "a metacore learner (MAML, FOMAML, ANIL, MetaSGD, "
-                                            "Reptile, ProtoNet)")
+                                            "Reptile, ProtoNet, RidgeHead, IMAML)")
         if not isinstance(tasks, (TaskSet, SinusoidSource, EpisodeSource)):
             raise TypeError(f"tasks must be a TaskSet or a task source (mc.tasks.SinusoidSource, "
                             f"mc.tasks.EpisodeSource), got {type(tasks).__name__}")

@@ -135,6 +135,44 @@ inline std::vector<double> solve(std::vector<double> A, std::vector<double> b, s
     return x;
 }
 
+// Cholesky factor of a symmetric positive definite n × n matrix, in place: the lower triangle of
+// A becomes L with A = L Lᵀ (the strict upper triangle is left as it was). False when a pivot is
+// not positive and finite (A not numerically positive definite); A is then partly overwritten.
+inline bool cholesky(double* A, std::int64_t n) {
+    for (std::int64_t j = 0; j < n; ++j) {
+        double d = A[j * n + j];
+        for (std::int64_t k = 0; k < j; ++k) d -= A[j * n + k] * A[j * n + k];
+        if (!(d > 0.0) || !std::isfinite(d)) return false;
+        const double ljj = std::sqrt(d);
+        A[j * n + j] = ljj;
+        for (std::int64_t i = j + 1; i < n; ++i) {
+            double s = A[i * n + j];
+            for (std::int64_t k = 0; k < j; ++k) s -= A[i * n + k] * A[j * n + k];
+            A[i * n + j] = s / ljj;
+        }
+    }
+    return true;
+}
+
+// B (n × m, row-major) ← A⁻¹ B for A = L Lᵀ, L from cholesky(): forward then back substitution,
+// every column of B at once.
+inline void cholesky_solve(const double* L, std::int64_t n, double* B, std::int64_t m) {
+    for (std::int64_t i = 0; i < n; ++i) {
+        for (std::int64_t k = 0; k < i; ++k) {
+            const double l = L[i * n + k];
+            for (std::int64_t c = 0; c < m; ++c) B[i * m + c] -= l * B[k * m + c];
+        }
+        for (std::int64_t c = 0; c < m; ++c) B[i * m + c] /= L[i * n + i];
+    }
+    for (std::int64_t i = n - 1; i >= 0; --i) {
+        for (std::int64_t k = i + 1; k < n; ++k) {
+            const double l = L[k * n + i];
+            for (std::int64_t c = 0; c < m; ++c) B[i * m + c] -= l * B[k * m + c];
+        }
+        for (std::int64_t c = 0; c < m; ++c) B[i * m + c] /= L[i * n + i];
+    }
+}
+
 // Eigen-decomposition of a symmetric n × n matrix by cyclic Jacobi rotations: A = V diag(w) Vᵀ,
 // V's columns the eigenvectors (V row-major: V[i*n+k] = component i of eigenvector k).
 inline void symmetric_eigen(std::vector<double> A, std::int64_t n, std::vector<double>& w,

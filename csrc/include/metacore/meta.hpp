@@ -30,12 +30,14 @@
 #include <string>
 #include <vector>
 
+#include "metacore/imaml.hpp"
 #include "metacore/inner_loop.hpp"
 #include "metacore/interrupt.hpp"
 #include "metacore/net.hpp"
 #include "metacore/net_pass.hpp"
 #include "metacore/prototypes.hpp"
 #include "metacore/reduction.hpp"
+#include "metacore/ridge_head.hpp"
 #include "metacore/sizes.hpp"
 #include "metacore/tasks.hpp"
 #include "metacore/threading.hpp"
@@ -43,7 +45,11 @@
 
 namespace metacore {
 
-enum class Learner { maml, reptile, metasgd, anil, protonet };
+enum class Learner { maml, reptile, metasgd, anil, protonet, ridge, imaml };
+
+// Learners that classify an episode by its own labels 0..N−1 (any number of net outputs: the
+// net embeds), not through the model's loss head.
+inline bool episode_learner(Learner l) { return l == Learner::protonet || l == Learner::ridge; }
 
 struct MetaConfig {
     Learner learner = Learner::maml;
@@ -62,10 +68,14 @@ struct MetaConfig {
     bool first_order_at(std::int64_t step) const {
         return first_order || step < first_order_until;
     }
+    double reg = 1.0;             // iMAML: proximal strength λ
+    std::int64_t cg_steps = 5;    // iMAML: conjugate-gradient iterations
 };
 
 // Parameters a learner optimises: θ, plus Meta-SGD's per-parameter rates packed after it.
 inline std::int64_t meta_params(const NetSpec& net, Learner learner) {
+    if (learner == Learner::ridge)  // the ridge head's log λ and scale
+        return checked_add(net.n_params(), 2, "layer_sizes");
     return learner == Learner::metasgd ? checked_mul(2, net.n_params(), "layer_sizes")
                                        : net.n_params();
 }
@@ -114,6 +124,7 @@ template <class T>
 struct MetaWorkspace {
     // The trail (and Meta-SGD's inner gradients): inner_steps × P each, checked.
     static std::int64_t trail_size(const NetSpec& net, const MetaConfig& cfg) {
+        if (cfg.learner == Learner::imaml || cfg.learner == Learner::ridge) return 0;  // no trail
         return checked_mul(cfg.inner_steps, net.n_params(), "inner_steps");
     }
     // Elements of one workspace, checked.
@@ -141,6 +152,8 @@ struct MetaWorkspace {
     ScratchBuffer<T> trail, grads;  // written before read: left uninitialised
     std::vector<T> g, v, hv;
     ProtoScratch<T> proto;
+    RidgeScratch<T> ridge;
+    ImamlScratch<T> imaml;
 };
 
 // expanded: MAML++'s per-step rates expanded to one rate per parameter (inner_steps × P).
@@ -183,6 +196,14 @@ double task_meta_grad(MetaWorkspace<T>& ws, const NetSpec& net, const MetaConfig
     if (cfg.learner == Learner::protonet)
         return protonet_task_grad(ws.pass, ws.proto, net, params, data, task, scale, out,
                                   support_loss);
+    if (cfg.learner == Learner::ridge)
+        return ridge_task_grad(ws.pass, ws.ridge, net, params, data, task, scale, out,
+                               support_loss);
+    if (cfg.learner == Learner::imaml)
+        return imaml_task_grad(ws.pass, ws.imaml, net,
+                               ImamlRule{cfg.inner_steps, cfg.inner_lr, cfg.reg, cfg.cg_steps},
+                               params, data, task, scale, out, support_loss, ws.g.data(),
+                               ws.hv.data());
     const std::int64_t P = net.n_params();
     const std::int64_t s0 = data.offsets[task], s1 = s0 + data.n_support[task];
     const std::int64_t q1 = data.offsets[task + 1];
@@ -266,6 +287,12 @@ class MetaBatch {
         if (cfg_.inner_steps < 1)
             throw std::invalid_argument("inner_steps must be >= 1, got " +
                                         std::to_string(cfg_.inner_steps));
+        if (cfg_.learner == Learner::imaml && !(cfg_.reg > 0.0 && std::isfinite(cfg_.reg)))
+            throw std::invalid_argument("reg must be finite and > 0, got " +
+                                        std::to_string(cfg_.reg));
+        if (cfg_.learner == Learner::imaml && cfg_.cg_steps < 1)
+            throw std::invalid_argument("cg_steps must be >= 1, got " +
+                                        std::to_string(cfg_.cg_steps));
         if ((cfg_.per_step_rates || cfg_.multi_step_loss) && cfg_.learner != Learner::maml)
             throw std::invalid_argument(
                 "per_step_rates and multi_step_loss (MAML++) apply to MAML only");
@@ -304,10 +331,18 @@ class MetaBatch {
                     std::to_string(data.n_support[t]) + " support and " +
                     std::to_string(data.offsets[t + 1] - data.offsets[t] - data.n_support[t]) +
                     " query rows; meta-learning needs at least one of each");
-            if (cfg_.learner == Learner::protonet)
-                episode_classes(data.y.data + data.offsets[t] * data.y.cols, data.y.cols,
-                                data.n_support[t], data.offsets[t + 1] - data.offsets[t],
-                                "batch: task " + std::to_string(t));
+            if (episode_learner(cfg_.learner)) {
+                const std::int64_t rows = data.offsets[t + 1] - data.offsets[t];
+                const std::int64_t N = episode_classes(
+                    data.y.data + data.offsets[t] * data.y.cols, data.y.cols, data.n_support[t],
+                    rows, "batch: task " + std::to_string(t),
+                    cfg_.learner == Learner::ridge ? "RidgeHead" : "ProtoNet");
+                if (cfg_.learner == Learner::ridge)
+                    require_elements("batch", ridge_elements(data.n_support[t],
+                                                             rows - data.n_support[t],
+                                                             net_.n_outputs(), N, "batch"),
+                                     sizeof(double), "for a ridge head's support-row solve");
+            }
         }
         for (auto& ws : workspaces_) ws.pass.forget();  // params may have changed in place
         StepPlan plan;

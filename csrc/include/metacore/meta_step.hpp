@@ -7,6 +7,7 @@
 // outer optimizer (SGD with a linear-decay schedule), not a rule of its own.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
@@ -54,21 +55,28 @@ class MetaStep {
         mode_ = Mode::episodes;
     }
 
-    StepValues<T> value_and_grad(TrainState<T>& state, T* grad, int) {
-        const std::int64_t s = state.step;
-        TaskData<T> data;
-        if (mode_ != Mode::sampled) {
-            data = mode_ == Mode::sinusoid
-                       ? buffers_.fill(source_, 1, source_.k_support, state.seed, s, meta_batch_)
-                       : buffers_.fill(pool_, pool_.X.cols, pool_.n_way * pool_.k_shot,
-                                       state.seed, s, meta_batch_);
-            tasks_.resize(meta_batch_);
-            for (std::int64_t t = 0; t < meta_batch_; ++t) tasks_[t] = t;
-        } else {
-            data = data_;
-            tasks_ = CounterRng(state.seed, static_cast<std::uint64_t>(s))
-                         .choose(data.n_tasks, meta_batch_);
+    // Tasks [lo, hi) of step s's meta-batch: the data they are in and, in `tasks`, their
+    // indices there (a generated batch holds only these tasks). A task source generates task i
+    // from (seed, s, i) alone, so any range draws what the whole batch would.
+    TaskData<T> draw(std::uint64_t seed, std::int64_t s, std::int64_t lo, std::int64_t hi,
+                     std::vector<std::int64_t>& tasks) {
+        tasks.resize(hi - lo);
+        if (mode_ == Mode::sampled) {
+            const std::vector<std::int64_t> all =
+                CounterRng(seed, static_cast<std::uint64_t>(s)).choose(data_.n_tasks, meta_batch_);
+            std::copy(all.begin() + lo, all.begin() + hi, tasks.begin());
+            return data_;
         }
+        for (std::int64_t t = 0; t < hi - lo; ++t) tasks[t] = t;
+        return mode_ == Mode::sinusoid
+                   ? buffers_.fill(source_, 1, source_.k_support, seed, s, hi - lo, lo)
+                   : buffers_.fill(pool_, pool_.X.cols, pool_.n_way * pool_.k_shot, seed, s,
+                                   hi - lo, lo);
+    }
+    const MetaBatch<T>& batch() const { return batch_; }
+
+    StepValues<T> value_and_grad(TrainState<T>& state, T* grad, int) {
+        const TaskData<T> data = draw(state.seed, state.step, 0, meta_batch_, tasks_);
         StepValues<T> v;
         double support = 0.0;
         v.value = batch_.value_and_grad(state.theta.data(), data, tasks_.data(), meta_batch_, grad,

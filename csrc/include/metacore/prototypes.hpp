@@ -35,7 +35,8 @@ struct ProtoScratch {
 // label is an integer, every class 0..N−1 has a support row and every query label is below N.
 template <class T>
 std::int64_t episode_classes(const T* y, std::int64_t stride, std::int64_t n_support,
-                             std::int64_t n_rows, const std::string& where) {
+                             std::int64_t n_rows, const std::string& where,
+                             const char* who = "ProtoNet") {
     std::vector<std::int64_t> seen(n_support, 0);
     std::int64_t N = 0;
     for (std::int64_t r = 0; r < n_rows; ++r) {
@@ -46,7 +47,7 @@ std::int64_t episode_classes(const T* y, std::int64_t stride, std::int64_t n_sup
             static_cast<T>(static_cast<std::int64_t>(v)) != v)
             throw std::invalid_argument(
                 where + ": row " + std::to_string(r) + " has class label " +
-                std::to_string(static_cast<double>(v)) + "; ProtoNet needs integer labels in [0, " +
+                std::to_string(static_cast<double>(v)) + "; " + who + " needs integer labels in [0, " +
                 std::to_string(top) + ")" +
                 (r < n_support ? " (each class needs a support row)"
                                : " (the classes of the support rows)"));
@@ -59,7 +60,7 @@ std::int64_t episode_classes(const T* y, std::int64_t stride, std::int64_t n_sup
             for (std::int64_t k = 0; k < N; ++k)
                 if (!seen[k])
                     throw std::invalid_argument(where + ": class " + std::to_string(k) +
-                                                " has no support row; ProtoNet needs one per "
+                                                " has no support row; " + who + " needs one per "
                                                 "class 0.." + std::to_string(N - 1));
     }
     return N;

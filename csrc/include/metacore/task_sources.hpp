@@ -96,9 +96,10 @@ struct GeneratedTasks {
 
     // A meta-batch of n_tasks tasks of a source (SinusoidSource, EpisodePool) for (seed, step):
     // each task has rows_per_task() rows of d features, the first n_support of them support rows.
+    // Task i of the buffers is the source's task first + i.
     template <class Source>
     TaskData<T> fill(const Source& src, std::int64_t d, std::int64_t support, std::uint64_t seed,
-                     std::int64_t step, std::int64_t n_tasks) {
+                     std::int64_t step, std::int64_t n_tasks, std::int64_t first = 0) {
         const std::int64_t n = src.rows_per_task();
         const std::int64_t rows = checked_mul(n_tasks, n, "meta_batch");
         require_elements("meta_batch", checked_mul(rows, checked_add(d, 1, "meta_batch"),
@@ -111,7 +112,7 @@ struct GeneratedTasks {
         for (std::int64_t i = 0; i <= n_tasks; ++i) offsets[i] = i * n;
         for (std::int64_t i = 0; i < n_tasks; ++i) {
             if (i % 1024 == 0) check_interrupt();
-            src.task(seed, step, i, X.data() + i * n * d, y.data() + i * n);
+            src.task(seed, step, first + i, X.data() + i * n * d, y.data() + i * n);
         }
         TaskData<T> data;
         data.X = {X.data(), rows, d};

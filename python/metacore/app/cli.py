@@ -6,6 +6,9 @@
     metacore evaluate [CONFIG.toml] --checkpoint PATH
                                                     evaluate a saved θ on the config's test tasks
                                                     (default: the config stored in the checkpoint)
+    metacore predict CHECKPOINT --input new.csv [--support support.csv] --output pred.csv
+                                                    predict new rows of your own data, after
+                                                    adapting to a new task's labelled rows
     metacore bench                                  the core against the NumPy reference
     metacore --version
 
@@ -55,6 +58,13 @@ def evaluate(args) -> int:
         from ..train.checkpoint import load
         stored = load(args.checkpoint).info.get("config")
     run_evaluate(_config(args, stored), args.checkpoint, quiet=args.quiet)
+    return EXIT_OK
+
+
+def predict(args) -> int:
+    from .experiment import run_predict
+    run_predict(args.checkpoint, args.input, args.output, support_path=args.support,
+                steps=args.steps, quiet=args.quiet)
     return EXIT_OK
 
 
@@ -121,6 +131,23 @@ def parser() -> argparse.ArgumentParser:
     _overrides(p)
     p.set_defaults(run=evaluate)
 
+    p = sub.add_parser("predict", help="predict the rows of a CSV file with a checkpoint "
+                                       "trained on your own data (adapting to --support first)")
+    p.add_argument("checkpoint", help="a checkpoint written by metacore train (tasks.family "
+                                      "'csv')")
+    p.add_argument("--input", required=True, help="CSV file of the rows to predict (the "
+                                                  "training file's feature columns)")
+    p.add_argument("--support", default=None,
+                   help="CSV file of the new task's labelled rows (features and target): θ is "
+                        "adapted to them first; with the task column in both files, per task")
+    p.add_argument("--output", required=True, help="CSV file to write: the input's columns "
+                                                   "and prediction (written atomically)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="adaptation steps (default: the learner's inner_steps)")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(run=predict)
+
     p = sub.add_parser("bench", help="speed of the core against the NumPy reference")
     p.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
@@ -142,6 +169,9 @@ def main(argv=None) -> int:
     if args.threads is not None and (args.threads == 0 or args.threads < -1):
         print(f"metacore: error: --threads must be -1 or >= 1, got {args.threads}",
               file=sys.stderr)
+        return EXIT_USAGE
+    if getattr(args, "steps", None) is not None and args.steps < 0:
+        print(f"metacore: error: --steps must be >= 0, got {args.steps}", file=sys.stderr)
         return EXIT_USAGE
     try:
         return args.run(args)

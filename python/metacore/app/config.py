@@ -122,8 +122,15 @@ class TasksConfig:
     every meta-step (sinusoid only); ``test_k_query`` (default k_query) sets the query rows of the
     test tasks. Keys a family does not use are ignored: sinusoid ``amplitude``, ``phase``,
     ``x_range``; digits ``n_way``, ``rotations``; linear/logistic ``n_features``,
-    ``relatedness_noise``, ``noise``; csv ``path``, ``task_column``, ``target``, ``loss``,
-    ``features`` (default: every other column), ``test_fraction``."""
+    ``relatedness_noise``, ``noise``; csv ``path`` (relative to the TOML file's folder),
+    ``task_column``, ``target``, ``loss``, ``features`` (default: every other column),
+    ``test_fraction`` (tasks held out), ``support`` (support rows per task: a fraction in (0, 1)
+    or a count; replaces ``k_support``), ``shuffle`` (shuffle each task's rows before the split),
+    ``stratify`` (shuffle within classes: support and query keep each task's class proportions),
+    ``standardize`` (scale the features by the training tasks' mean and standard deviation,
+    stored in the checkpoint and applied to the test tasks and by ``metacore predict``) and
+    ``episodes`` (meta-learners: re-draw every training task's support/query split at every
+    meta-step instead of the fixed one)."""
     family: str = "sinusoid"
     k_support: int = 10
     k_query: int = 10
@@ -144,6 +151,11 @@ class TasksConfig:
     loss: str = "mse"
     features: list = field(default_factory=list)
     test_fraction: float = 0.2
+    support: float | int | None = None
+    shuffle: bool = False
+    stratify: bool = False
+    standardize: bool = False
+    episodes: bool = False
 
     def validate(self, s="tasks"):
         self.family = _str(f"{s}.family", self.family, FAMILIES)
@@ -167,6 +179,25 @@ class TasksConfig:
         self.features = _list(f"{s}.features", self.features, _str)
         self.test_fraction = _float(f"{s}.test_fraction", self.test_fraction, 0.0, 1.0,
                                     open_lo=True)
+        if self.support is not None:
+            if isinstance(self.support, int) and not isinstance(self.support, bool):
+                self.support = _int(f"{s}.support", self.support, 1)
+            else:
+                self.support = _float(f"{s}.support", self.support, 0.0, 1.0, open_lo=True)
+                if self.support == 1.0:
+                    raise ConfigError(f"{s}.support must be a fraction in (0, 1) or a row count "
+                                      f">= 1, got 1.0 (no query rows would be left)")
+        for key in ("shuffle", "stratify", "standardize", "episodes"):
+            setattr(self, key, _bool(f"{s}.{key}", getattr(self, key)))
+        if self.stratify and self.loss == "mse":
+            raise ConfigError(f"{s}.stratify needs class labels ({s}.loss 'logistic' or "
+                              f"'cross_entropy'), got {s}.loss 'mse'")
+        if self.family != "csv":
+            given = [k for k in ("support", "shuffle", "stratify", "standardize", "episodes")
+                     if getattr(self, k) not in (None, False)]
+            if given:
+                raise ConfigError(f"{s}.{given[0]} applies to {s}.family 'csv' (your own data), "
+                                  f"got {s}.family {self.family!r}")
         if self.family == "csv" and not self.path:
             raise ConfigError(f"{s}.path must name a CSV file when {s}.family is 'csv'")
         if self.n_train == 0 and self.family not in ("sinusoid", "csv"):
@@ -417,6 +448,9 @@ class Config:
                 and self.tasks.family == "sinusoid":
             raise ConfigError("tasks.n_train must be >= 1 for learner.kind 'multitask' (it "
                               "trains on a fixed set of tasks)")
+        if self.tasks.episodes and self.learner.kind == "multitask":
+            raise ConfigError("tasks.episodes applies to the meta-learners (support/query "
+                              "episodes); learner.kind 'multitask' trains on every row")
         if self.tasks.n_train and self.train.meta_batch > self.tasks.n_train:
             raise ConfigError(f"train.meta_batch must be <= tasks.n_train "
                               f"({self.tasks.n_train}), got {self.train.meta_batch}")
@@ -537,15 +571,33 @@ def _drop_strategy_settings(data, before, given):
         del w["alpha"]
 
 
-def loads(text, overrides=()) -> Config:
+_PATHS = ((None, "output"), ("tasks", "path"))   # keys holding file paths
+
+
+def _resolve_paths(data, base):
+    """Relative paths of the file (``output``, ``tasks.path``) made relative to ``base``, the
+    file's folder, so a run does not depend on the current directory (--set values stay relative
+    to it: they are typed there)."""
+    for section, key in _PATHS:
+        table = data if section is None else data.get(section)
+        if isinstance(table, dict) and isinstance(table.get(key), str) and table[key] \
+                and not os.path.isabs(os.path.expanduser(table[key])):
+            table[key] = os.path.normpath(os.path.join(base, table[key]))
+
+
+def loads(text, overrides=(), base_dir=None) -> Config:
     """A validated Config from TOML text, with ``section.key=value`` overrides applied
     (``weighting.settings.NAME=VALUE`` sets one setting of the strategy; changing
-    ``weighting.kind`` drops the file's settings of the previous strategy)."""
+    ``weighting.kind`` drops the file's settings of the previous strategy). ``base_dir``: the
+    folder relative paths in the text (``output``, ``tasks.path``) are resolved against (None:
+    left as written, i.e. relative to the current directory)."""
     toml = _toml()
     try:
         data = toml.loads(text)
     except toml.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}") from None
+    if base_dir is not None:
+        _resolve_paths(data, os.fspath(base_dir))
     before = data.get("weighting", {}).get("kind", "uniform") \
         if isinstance(data.get("weighting"), dict) else None
     given = {_override(data, item) for item in overrides}
@@ -555,10 +607,11 @@ def loads(text, overrides=()) -> Config:
 
 
 def load(path, overrides=()) -> Config:
-    """A validated Config from a TOML file (``overrides`` as in :func:`loads`)."""
+    """A validated Config from a TOML file (``overrides`` as in :func:`loads`); relative paths in
+    the file are resolved against the file's folder."""
     with open(path, "rb") as fh:
         text = fh.read().decode("utf-8")
     try:
-        return loads(text, overrides)
+        return loads(text, overrides, base_dir=os.path.dirname(os.path.abspath(path)))
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None

@@ -17,6 +17,10 @@ baselines, and write everything to the output folder:
 
 ``metacore evaluate`` writes ``evaluation.json``, ``evaluation_table.txt`` and
 ``evaluation_adaptation.png`` instead, so it never overwrites what ``train`` wrote.
+``metacore predict`` (:func:`run_predict`) writes only the file it is given.
+
+results.json also lists ``train_tasks`` and ``test_tasks`` (task names) and ``per_task``: each
+method's query loss (and accuracy) per held-out task after each number of adaptation steps.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np
 
 from .. import __version__
 from ..data import tasks as _tasks
+from ..data.taskset import TaskSet
 from ..evaluation import baselines, report
 from ..evaluation.protocol import evaluate
 from ..learners import ANIL, MAML, MetaSGD, Reptile
@@ -41,11 +46,13 @@ from ..train.result import History
 from .config import Config, ConfigError
 
 __all__ = ["Experiment", "build", "train", "evaluate_all", "run_train", "run_evaluate",
-           "load_run_checkpoint", "merge_histories"]
+           "load_run_checkpoint", "merge_histories", "run_predict", "episode_sampler",
+           "run_info", "task_names", "per_task_scores"]
 
 LEARNER_NAMES = {"maml": "MAML", "fomaml": "FOMAML", "metasgd": "Meta-SGD", "anil": "ANIL",
                  "reptile": "Reptile", "multitask": "multi-task"}
 CHECKPOINT, HISTORY = "checkpoint.npz", "history.npz"
+EPISODE_POOL = 50   # tasks.episodes: steps per pool of fresh episodes (meta_batch of them a step)
 
 
 @dataclass
@@ -59,6 +66,8 @@ class Experiment:
     model: MLP
     learner: object
     weighting: object = None
+    standardizer: object = None
+    features: list | None = None
 
     @property
     def label(self) -> str:
@@ -100,11 +109,80 @@ def _task_sets(cfg):
         n = t.n_train
         train, test = both.subset(np.arange(n)), both.subset(np.arange(n, n + t.n_test))
         return train, test, t.n_features, 1, "mse" if t.family == "linear" else "logistic"
-    ts = _tasks.from_csv(t.path, task=t.task_column, target=t.target,
-                         features=t.features or None, n_support=t.k_support, dtype=dtype)
-    train, test = ts.split_tasks(test_fraction=t.test_fraction, seed=seed)
+    raise AssertionError(f"family {t.family!r} is built by _csv_task_sets")
+
+
+# What a message of the tabular loader starts with -> the config key it is about.
+_CSV_KEYS = {"task": "tasks.task_column", "target": "tasks.target", "features": "tasks.features",
+             "support": "tasks.support", "stratify": "tasks.stratify"}
+
+
+def _csv_error(t, exc):
+    """A loader error as a ConfigError naming the config key (``tasks.task_column``, ...)."""
+    text = str(exc)
+    first = text.split(":", 1)[0].split("=", 1)[0].split(" ", 1)[0]
+    if first in _CSV_KEYS:
+        rest = text[len(first) + 2:] if text.startswith(f"{first}: ") else text
+        return ConfigError(f"{_CSV_KEYS[first]}: {rest}")
+    if text.startswith("task column"):
+        return ConfigError(f"tasks.task_column: {text}")
+    if f"column {t.target!r}" in text:
+        return ConfigError(f"tasks.target: {text}")
+    if "column " in text:
+        return ConfigError(f"tasks.features: {text}")
+    return ConfigError(f"tasks.path: {text}")
+
+
+def _csv_task_sets(cfg):
+    """The csv family: (train, test, n_features, n_outputs, loss, Standardizer or None, feature
+    column names). Support/query as ``support`` (else ``k_support``), ``shuffle``, ``stratify``;
+    ``test_fraction`` of the tasks held out; with ``standardize`` the features are scaled by the
+    training tasks' rows only (every row of them, support and query)."""
+    from ..data.tabular import Standardizer, read_csv
+    t, dtype, seed = cfg.tasks, np.dtype(cfg.dtype), cfg.seed
+    try:
+        header, _ = read_csv(t.path)
+        features = list(t.features) or [c for c in header if c not in (t.task_column, t.target)]
+        ts = _tasks.from_csv(t.path, task=t.task_column, target=t.target, features=features,
+                             n_support=None if t.support is not None else t.k_support,
+                             support=t.support, shuffle=t.shuffle, stratify=t.stratify,
+                             seed=seed, dtype=np.float64)
+        if t.loss != "mse":
+            ts.check_labels(t.loss, 1 if t.loss == "logistic" else int(ts.y.max()) + 1)
+        train, test = ts.split_tasks(test_fraction=t.test_fraction, seed=seed)
+    except FileNotFoundError:
+        raise ConfigError(f"tasks.path: no such file {t.path}") from None
+    except (ValueError, TypeError) as exc:
+        raise _csv_error(t, exc) from None
+    scaler = None
+    if t.standardize:
+        scaler = Standardizer().fit(train.X)
+
+        def scaled(part):
+            return TaskSet(scaler.transform(part.X), part.y, part.offsets, part.n_support,
+                           part.task_ids, dtype=dtype, names=list(part.names))
+        train, test = scaled(train), scaled(test)
+    else:
+        train, test = train.astype(dtype), test.astype(dtype)
     k = int(ts.y.max()) + 1 if t.loss == "cross_entropy" else 1
-    return train, test, ts.n_features, k, t.loss
+    return train, test, ts.n_features, k, t.loss, scaler, features
+
+
+def episode_sampler(exp):
+    """The per-step episode sampler over the training tasks (``tasks.episodes``): every task's
+    rows re-split into support (``tasks.support``, else ``k_support`` rows) and query rows,
+    stratified by class for classification. None when the config asks for fixed splits."""
+    t = exp.cfg.tasks
+    if not t.episodes or exp.learner is None:
+        return None
+    from ..sklearn.episodes import EpisodeSampler
+    tr = exp.train_tasks
+    groups = np.repeat(np.arange(tr.n_tasks), tr.task_sizes)
+    support = t.support if t.support is not None else t.k_support
+    try:
+        return EpisodeSampler(tr.X, tr.y, groups, support=support, stratify=t.loss != "mse")
+    except ValueError as exc:
+        raise ConfigError(f"tasks.episodes: {exc}") from None
 
 
 def _learner(cfg, model):
@@ -120,10 +198,14 @@ def _learner(cfg, model):
 
 def build(cfg: Config) -> Experiment:
     """Tasks, model and learner of a config."""
-    train_tasks, test_tasks, d, k, loss = _task_sets(cfg)
+    scaler = features = None
+    if cfg.tasks.family == "csv":
+        train_tasks, test_tasks, d, k, loss, scaler, features = _csv_task_sets(cfg)
+    else:
+        train_tasks, test_tasks, d, k, loss = _task_sets(cfg)
     model = MLP([d, *cfg.model.hidden, k], activation=cfg.model.activation, loss=loss)
     return Experiment(cfg, train_tasks, test_tasks, model, _learner(cfg, model),
-                      _weighting(cfg, train_tasks))
+                      _weighting(cfg, train_tasks), scaler, features)
 
 
 def _weighting(cfg, train_tasks):
@@ -194,6 +276,7 @@ def train(exp: Experiment, start=None, *, progress=True, on_checkpoint=None):
     state = start_theta(exp) if start is None else start
     step = 0 if start is None else start.step
     histories, result = [], None
+    sampler = episode_sampler(exp)
     bar = _Bar(total, step) if progress and step < total else None
     if bar is not None:
         kw["callbacks"] = (bar.callback,)
@@ -201,7 +284,19 @@ def train(exp: Experiment, start=None, *, progress=True, on_checkpoint=None):
         while step < total:
             stop = min(total, (step // every + 1) * every)
             try:
-                result = fit(target, state, steps=stop - step, progress=False, **kw)
+                if sampler is None:
+                    result = fit(target, state, steps=stop - step, progress=False, **kw)
+                else:   # a fresh pool of episodes every EPISODE_POOL steps, keyed on the step
+                    while step < stop:
+                        n = min(EPISODE_POOL, stop - step)
+                        pool = sampler.draw(cfg.train.meta_batch * n, cfg.seed, step)
+                        target = MetaObjective(exp.learner, pool.astype(exp.dtype),
+                                               meta_batch=cfg.train.meta_batch,
+                                               n_threads=cfg.threads)
+                        result = fit(target, state, steps=n, progress=False, **kw)
+                        state, step = result, result.step
+                        if step < stop:
+                            histories.append(result.history)
             except (KeyboardInterrupt, FloatingPointError) as exc:
                 partial = getattr(exc, "result", None)
                 if partial is not None:
@@ -389,15 +484,52 @@ def load_run_checkpoint(path, exp: Experiment):
     return ck
 
 
-def _save_run(out, cfg, result, histories, prior):
+def run_info(exp: Experiment) -> dict:
+    """What a checkpoint keeps besides θ: the config, the learner, the version, and for your own
+    data the feature columns, the training tasks' feature scaling (``standardize``) and the
+    names of the training and held-out tasks (what ``metacore predict`` needs)."""
+    cfg = exp.cfg
+    info = {"config": cfg.to_dict(), "learner": cfg.learner.kind, "metacore": __version__}
+    if exp.features is not None:
+        info["features"] = list(exp.features)
+    if exp.standardizer is not None:
+        info["standardize"] = exp.standardizer.to_dict()
+    info.update(task_names(exp))
+    return info
+
+
+def task_names(exp: Experiment) -> dict:
+    """{"train_tasks": [...], "test_tasks": [...]}: the names of the tasks trained on and held
+    out (the training side is left out when tasks are drawn fresh at every step)."""
+    out = {}
+    if hasattr(exp.train_tasks, "names"):
+        out["train_tasks"] = list(exp.train_tasks.names)
+    out["test_tasks"] = list(exp.test_tasks.names)
+    return out
+
+
+def per_task_scores(reports, tasks) -> dict:
+    """{method: {"steps": [...], "loss": {task name: [loss after each step count]},
+    "accuracy": {...} (classifiers)}} from the reports' per-task values."""
+    names = list(tasks.names)
+    out = {}
+    for name, r in reports.items():
+        entry = {"steps": [int(s) for s in r.steps],
+                 "loss": {n: r.losses[:, i].tolist() for i, n in enumerate(names)}}
+        if r.accuracies is not None:
+            entry["accuracy"] = {n: r.accuracies[:, i].tolist() for i, n in enumerate(names)}
+        out[name] = entry
+    return out
+
+
+def _save_run(out, exp, result, histories, prior):
     """history.npz, then checkpoint.npz (so the history never lags the checkpoint), each
     written atomically."""
     history = merge_histories([prior, *histories])
     if history is not None:
         arrays = history.to_arrays()
         write_atomic(os.path.join(out, HISTORY), lambda f: np.savez(f, **arrays))
-    save(os.path.join(out, CHECKPOINT), result,
-         info={"config": cfg.to_dict(), "learner": cfg.learner.kind, "metacore": __version__})
+    save(os.path.join(out, CHECKPOINT), result, info=run_info(exp))
     return history
 
 
@@ -460,7 +592,7 @@ def run_train(cfg: Config, quiet=False, resume=False):
         + (f", resumed at step {start.step}" if start is not None else ""))
 
     def checkpoint(result, histories):
-        _save_run(out, cfg, result, histories, prior)
+        _save_run(out, exp, result, histories, prior)
 
     t0 = time.perf_counter()
     try:
@@ -479,7 +611,10 @@ def run_train(cfg: Config, quiet=False, resume=False):
         say(f"trained {cfg.train.steps - (start.step if start else 0)} steps in "
             f"{train_time:.1f} s")
     reports = evaluate_all(exp, theta, progress=not quiet)
-    _write_results(out, reports, exp, {"train_seconds": train_time, "config": cfg.to_dict()}, say)
+    _write_results(out, reports, exp, {"train_seconds": train_time, "config": cfg.to_dict(),
+                                       **task_names(exp),
+                                       "per_task": per_task_scores(reports, exp.test_tasks)},
+                   say)
     say(f"outputs in {out}/")
     return reports
 
@@ -496,5 +631,120 @@ def run_evaluate(cfg: Config, checkpoint, quiet=False):
     os.makedirs(out, exist_ok=True)
     reports = evaluate_all(exp, ck.theta.astype(exp.dtype), progress=not quiet)
     _write_results(out, reports, exp, {"checkpoint": os.fspath(checkpoint), "step": ck.step,
-                                       "config": cfg.to_dict()}, say, prefix="evaluation")
+                                       "config": cfg.to_dict(), **task_names(exp),
+                                       "per_task": per_task_scores(reports, exp.test_tasks)},
+                   say, prefix="evaluation")
     return reports
+
+
+# --- predicting on new data ----------------------------------------------------------------------
+def _predict_rows(table, columns, source, scaler, dtype):
+    from ..data.tabular import float_columns
+    try:
+        X = float_columns(table, columns, source)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (the checkpoint's features: {', '.join(columns)})") from None
+    return (scaler.transform(X) if scaler is not None else X).astype(dtype)
+
+
+def _groups(table, column, n_rows):
+    """Each row's task name, or one task for every row when the file has no task column."""
+    if column in table:
+        return np.asarray(table[column], dtype=str)
+    return np.full(n_rows, "", dtype=object).astype(str)
+
+
+def run_predict(checkpoint, input_path, output_path, support_path=None, steps=None,
+                quiet=False):
+    """``metacore predict``: the outputs of a checkpoint's net on the rows of ``input_path`` (a
+    CSV file with the training file's feature columns), written to ``output_path`` (the input's
+    columns plus ``prediction``; classifiers also ``p_0..p_{k-1}``), atomically.
+
+    With ``support_path`` (labelled rows of the new task: the feature columns and the target) θ
+    is first adapted to them by the learner's inner loop (``steps``, default the learner's
+    ``inner_steps``; multitask: the largest of ``evaluate.steps``, at ``evaluate.lr`` or
+    ``learner.inner_lr``); when both files have the task column, each task of the input is
+    adapted on its own support rows. The features are scaled as in training (the stored
+    ``standardize``). Returns the predictions (n,) — classes for classifiers."""
+    import csv
+    import io
+
+    from ..adapt import adapt_predict
+    from ..data.tabular import Standardizer, read_csv
+    from .config import from_dict
+    say = (lambda *a: None) if quiet else print
+    if not os.path.exists(checkpoint):
+        raise FileNotFoundError(f"checkpoint {checkpoint}: no such file")
+    ck = load(checkpoint)
+    info = ck.info or {}
+    if "config" not in info or "features" not in info:
+        raise ValueError(f"checkpoint {checkpoint} was not written by metacore train on a CSV "
+                         f"file (tasks.family = 'csv'): its feature columns are unknown")
+    cfg = from_dict(info["config"])
+    features, t = info["features"], cfg.tasks
+    model = ck.model if ck.model is not None else MLP(
+        [len(features), *cfg.model.hidden, 1], activation=cfg.model.activation, loss=t.loss)
+    learner = _learner(cfg, model)
+    theta = ck.theta
+    scaler = Standardizer.from_dict(info["standardize"]) if "standardize" in info else None
+    header, table = read_csv(input_path)
+    X = _predict_rows(table, features, f"--input {input_path}", scaler, theta.dtype)
+    n = X.shape[0]
+    if learner is not None:
+        theta, lr, head_only = learner.adapt_rule(learner.check_params(theta))
+        default_steps = cfg.learner.inner_steps
+    else:
+        lr = cfg.evaluate.lr if cfg.evaluate.lr is not None else cfg.learner.inner_lr
+        head_only, default_steps = False, max(cfg.evaluate.steps)
+    steps = default_steps if steps is None else steps
+    width = model.n_outputs
+    out = np.empty((n, width), dtype=np.float64)
+    if support_path is None:
+        out[:] = model.predict(theta, X).reshape(n, width)
+    else:
+        _, stable = read_csv(support_path)
+        Xs = _predict_rows(stable, features, f"--support {support_path}", scaler, theta.dtype)
+        if t.target not in stable:
+            raise ValueError(f"--support {support_path} has no target column {t.target!r} (the "
+                             f"checkpoint's tasks.target): the support rows must be labelled")
+        from ..data.tabular import float_columns
+        ys = float_columns(stable, [t.target], f"--support {support_path}")[:, 0]
+        if t.loss != "mse":
+            bad = (ys != np.round(ys)) | (ys < 0) | (ys >= max(width, 2))
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise ValueError(f"--support {support_path}: column {t.target!r}, row {i} has "
+                                 f"{ys[i]}, not a class label of this model (0..{max(width, 2) - 1})")
+        ys = ys.astype(theta.dtype)
+        both = t.task_column in table and t.task_column in stable
+        gq = _groups(table, t.task_column if both else None, n)
+        gs = _groups(stable, t.task_column if both else None, Xs.shape[0])
+        for name in np.unique(gq):
+            rows, srows = np.flatnonzero(gq == name), np.flatnonzero(gs == name)
+            if srows.shape[0] == 0:
+                raise ValueError(f"--support {support_path} has no rows of task {name!r} "
+                                 f"({t.task_column!r} in --input {input_path})")
+            pred = adapt_predict(model, theta, Xs[srows], ys[srows], X[rows], steps=steps,
+                                 lr=lr, head_only=head_only)
+            out[rows] = np.asarray(pred, dtype=np.float64).reshape(rows.shape[0], width)
+    if t.loss == "mse":
+        labels, extra = out[:, 0], {}
+    elif t.loss == "logistic":
+        p1 = 1.0 / (1.0 + np.exp(-out[:, 0]))
+        labels, extra = (out[:, 0] > 0).astype(np.int64), {"p_0": 1.0 - p1, "p_1": p1}
+    else:
+        z = np.exp(out - out.max(axis=1, keepdims=True))
+        p = z / z.sum(axis=1, keepdims=True)
+        labels, extra = out.argmax(axis=1), {f"p_{j}": p[:, j] for j in range(width)}
+    columns = [c for c in header if c != "prediction" and c not in extra]
+    text = io.StringIO()
+    w = csv.writer(text, lineterminator="\n")
+    w.writerow(columns + ["prediction", *extra])
+    for i in range(n):
+        w.writerow([table[c][i] for c in columns] + [repr(float(labels[i])) if t.loss == "mse"
+                                                     else int(labels[i])]
+                   + [repr(float(v[i])) for v in extra.values()])
+    write_atomic(output_path, lambda f: f.write(text.getvalue().encode("utf-8")))
+    say(f"{n} predictions written to {output_path}"
+        + (f" (adapted on {support_path}, {steps} steps)" if support_path else ""))
+    return labels

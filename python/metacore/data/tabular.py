@@ -28,7 +28,8 @@ import numpy as np
 from .. import _validation
 from .taskset import TaskSet
 
-__all__ = ["from_csv", "from_dataframe", "Standardizer", "stratified_order"]
+__all__ = ["from_csv", "from_dataframe", "Standardizer", "stratified_order", "read_csv",
+           "float_columns"]
 
 
 class Standardizer:
@@ -302,6 +303,18 @@ def from_csv(path, *, task, target, features=None, n_support=None, support=None,
     """A TaskSet from a CSV file with a header row (arguments as :func:`from_dataframe`). The
     file is read as UTF-8 (a byte-order mark is dropped); every value is text, so task ids are
     kept exactly as written."""
+    header, table = read_csv(path, delimiter=delimiter)
+    return _build(header, lambda c: table[c], task=task, target=target, features=features,
+                  n_support=n_support, support=support, shuffle=shuffle, stratify=stratify,
+                  standardize=standardize, fit_tasks=fit_tasks, seed=seed, dtype=dtype,
+                  source=os.fspath(path))
+
+
+def read_csv(path, delimiter=","):
+    """``(header, table)`` of a CSV file with a header row: the column names (stripped) and
+    ``{name: [text of each row]}``. Read as UTF-8 (a byte-order mark is dropped); an empty file,
+    a file with no rows, a duplicated column name or a row with another field count is a
+    ValueError naming the file (and the line)."""
     path = os.fspath(path)
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh, delimiter=delimiter)
@@ -317,8 +330,15 @@ def from_csv(path, *, task, target, features=None, n_support=None, support=None,
     if bad is not None:
         raise ValueError(f"{path}: line {bad + 2} has {len(rows[bad])} fields, the header "
                          f"{len(header)}")
-    table = {h: [r[j].strip() for r in rows] for j, h in enumerate(header)}
-    return _build(header, lambda c: table[c], task=task, target=target, features=features,
-                  n_support=n_support, support=support, shuffle=shuffle, stratify=stratify,
-                  standardize=standardize, fit_tasks=fit_tasks, seed=seed, dtype=dtype,
-                  source=path)
+    return header, {h: [r[j].strip() for r in rows] for j, h in enumerate(header)}
+
+
+def float_columns(table, columns, source):
+    """The named columns of ``table`` (a dict of columns, as :func:`read_csv` gives) as one float64
+    array (n_rows, len(columns)); a missing column, or a non-numeric, complex or non-finite value,
+    is a ValueError naming the column (and the row) and ``source``."""
+    missing = [c for c in columns if c not in table]
+    if missing:
+        raise ValueError(f"column {missing[0]!r} is not in {source} (columns: "
+                         f"{', '.join(map(repr, table))})")
+    return np.column_stack([_floats(c, table[c], source) for c in columns])

@@ -13,7 +13,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
 from .. import _validation
-from ..learners import ANIL, FOMAML, MAML, MetaSGD, Reptile
+from ..learners import ANIL, FOMAML, MAML, MetaSGD, ProtoNet, Reptile
 from ..optim import Adam
 from ..problems import MetaObjective
 from ..train.fit import fit as _engine_fit
@@ -22,7 +22,8 @@ from .episodes import EpisodeSampler, stratified_order, support_size
 
 __all__ = ["MetaMLPRegressor", "MetaMLPClassifier"]
 
-LEARNERS = {"maml": MAML, "fomaml": FOMAML, "anil": ANIL, "metasgd": MetaSGD, "reptile": Reptile}
+LEARNERS = {"maml": MAML, "fomaml": FOMAML, "anil": ANIL, "metasgd": MetaSGD, "reptile": Reptile,
+            "protonet": ProtoNet}
 
 
 class _Meta(MLPBase):
@@ -35,6 +36,9 @@ class _Meta(MLPBase):
         cache = self.__dict__.setdefault("_cache", {})
         if "learner" not in cache:
             cls = LEARNERS[self.learner]
+            if cls is ProtoNet:
+                cache["learner"] = ProtoNet(self._model(), n_threads=self.n_threads)
+                return cache["learner"]
             kw = {"inner_lr": self.inner_lr, "inner_steps": self.inner_steps,
                   "n_threads": self.n_threads}
             if cls is Reptile:
@@ -58,6 +62,15 @@ class _Meta(MLPBase):
             _validation.integer("n_way", self.n_way, minimum=2)
             _validation.integer("k_shot", self.k_shot, minimum=1)
         _validation.optional_integer("q_query", self.q_query, minimum=1)
+        if self.learner == "protonet":
+            if not self._is_classifier or self.n_way is None:
+                raise ValueError("learner='protonet' (prototypical networks) classifies by the "
+                                 "nearest class mean of N-way K-shot episodes: use "
+                                 "MetaMLPClassifier with n_way and k_shot")
+            if not self._check_common():
+                raise ValueError("learner='protonet' embeds rows with the net's last layer: "
+                                 "hidden_layer_sizes must name at least one layer (its last "
+                                 "width is the embedding's)")
 
     def fit(self, X, y, groups=None):
         """Meta-train on episodes drawn from the tasks ``groups`` (see
@@ -70,6 +83,8 @@ class _Meta(MLPBase):
         self.tasks_, codes = np.unique(g, return_inverse=True)
         self.n_tasks_ = int(self.tasks_.shape[0])
         n_out = self.n_way if self.n_way is not None else self._n_outputs_for(y)
+        if self.learner == "protonet":   # the last width is the embedding (a linear layer)
+            hidden, n_out = hidden[:-1], hidden[-1]
         model = self._new_model(hidden, n_out)
         learner = self._learner()
         sampler = EpisodeSampler(X, y, codes, support=self.support, query=self.query,
@@ -123,7 +138,7 @@ class _Meta(MLPBase):
         check_classification_targets(y)
         if self.n_way is not None:
             classes = np.unique(y)
-            if classes.shape[0] > self.n_way:
+            if classes.shape[0] > self.n_way and self.learner != "protonet":
                 raise ValueError(f"y_support has {classes.shape[0]} classes; this model was "
                                  f"meta-trained on {self.n_way}-way episodes")
         else:
@@ -141,9 +156,12 @@ class _Meta(MLPBase):
         check_is_fitted(self, "params_")
         Xs = self._validate_X(X_support)
         ys, classes = self._support_targets(y_support, Xs.shape[0])
-        theta = self._learner().adapt(self.params_, Xs, ys, steps=steps)
         new = copy.copy(self)
-        new.theta_ = theta
+        if self.learner == "protonet":    # θ stays; the support rows give the prototypes
+            self._learner().adapt(self.params_, Xs, ys, steps=steps)   # checks the episode
+            new.support_ = (Xs, ys)
+        else:
+            new.theta_ = self._learner().adapt(self.params_, Xs, ys, steps=steps)
         new.adapted_ = True
         if classes is not None:
             new.classes_ = classes
@@ -165,12 +183,20 @@ class _Meta(MLPBase):
                              "drawn afresh for every task: adapt(X_support, y_support) to a "
                              "task first, then predict with the estimator it returns")
 
+    def _current(self, X):
+        """Outputs of the current model for rows X: the net of θ, or (ProtoNet) the logits
+        −‖f_θ(x) − c_k‖² against the prototypes of the adapted support rows."""
+        if self.learner == "protonet" and hasattr(self, "support_"):
+            raw = self._learner().adapt_predict(self.params_, *self.support_, X)
+            return np.asarray(raw).reshape(X.shape[0], -1)
+        return self._raw(self.theta_, X)
+
     def predict(self, X):
         """Predictions of the current θ: the adapted one after :meth:`adapt`, else the
         meta-learned initialisation (no adaptation)."""
         X = self._validate_X(X)
         self._check_ready()
-        return self._to_prediction(self._raw(self.theta_, X))
+        return self._to_prediction(self._current(X))
 
     def few_shot_score(self, X, y, groups=None, sample_weight=None):
         """R² (regressors) or accuracy (classifiers) of ``predict(X)``; with ``groups``, the
@@ -213,8 +239,12 @@ _DOC_PARAMS = r"""
     ----------
     hidden_layer_sizes : tuple of int, default (64,)
     activation : {"relu", "tanh"}
-    learner : {"maml", "fomaml", "anil", "metasgd", "reptile"}, default "maml"
-        The meta-learner (:mod:`metacore.learners`).
+    learner : {"maml", "fomaml", "anil", "metasgd", "reptile", "protonet"}, default "maml"
+        The meta-learner (:mod:`metacore.learners`). "protonet" (prototypical networks, Snell et
+        al. 2017; classifiers with ``n_way``/``k_shot`` only): the net's last layer, of width
+        ``hidden_layer_sizes[-1]`` and linear, is the embedding; a new task's classes are the
+        nearest means of its support rows' embeddings (no gradient steps: inner_lr,
+        inner_steps and ``steps`` are unused).
     inner_lr, inner_steps : float, int
         The inner loop: ``inner_steps`` SGD steps of rate ``inner_lr`` on the support rows.
     outer_lr : float, default 0.1
@@ -311,7 +341,7 @@ class MetaMLPClassifier(ClassifierMixin, _Meta):
         """Class probabilities (n, n_classes) of the current θ, in the order of ``classes_``."""
         X = self._validate_X(X)
         self._check_ready()
-        return self._to_proba(self._raw(self.theta_, X))
+        return self._to_proba(self._current(X))
 
 
 MetaMLPRegressor.__doc__ = (

@@ -8,8 +8,9 @@ tasks' rows into *reduction blocks* (at most 128, of about equal rows, in task o
 blocks' partial sums in block order. :class:`RayBackend` plans those blocks on the driver and cuts
 the task list into ``n_workers`` shards of consecutive tasks at block boundaries, balanced by row
 count. Each Ray actor receives its shard once (from the object store; it copies the read-only
-arrays into its own :class:`~metacore.TaskSet`) and keeps it. Each step the driver puts θ in the
-object store; every actor returns the partial sums of its blocks and its tasks' losses; the driver
+arrays into its own :class:`~metacore.TaskSet`) and keeps it. Each step the driver sends θ (put
+once in the object store when it is larger than 64 KiB, inside the calls otherwise); every actor
+returns the partial sums of its blocks and its tasks' losses; the driver
 concatenates them in shard order, adds them in block order with the core's own reduction and
 applies the core's optimizer update to its train state. The sums and their order are the ones a
 single machine does, so θ is **bit-identical** to a local run, for any number of workers and
@@ -17,6 +18,18 @@ threads.
 
 The traffic per step is θ to every actor and (blocks × P) partial sums back: at most 128 · P
 numbers in all, whatever the number of tasks.
+
+Meta-learning works the same way. The core cuts each meta-batch of n tasks into its fixed
+reduction blocks (at most 64; block b holds tasks [b·n/nb, (b+1)·n/nb)); the driver gives each
+actor a run of consecutive blocks. Every actor holds the problem's tasks (a TaskSet, once, from
+the object store) or its task source, and at step t draws the tasks of its blocks from the
+step's counter-based keys (seed, t) — the tasks a local step draws, generated only for its
+blocks — and returns its blocks' partial sums of the meta-gradient and its tasks' query and
+support losses. The driver adds the partials in block order and the losses in task order and
+finishes the step with the core's one step tail: θ is bit-identical to a local run for every
+learner and any number of actors. Partials are never pre-added on the actors (a tree): the
+block-order sum is a left fold, and any other grouping changes the last bits; the traffic is
+bounded anyway, at most 64 · P numbers per step.
 
 Faults: actors are created with ``max_restarts``; a restarted actor rebuilds its shard from the
 object store (the driver keeps the references). A step whose actor died is sent again with the
@@ -38,12 +51,14 @@ import numpy as np
 from .. import _core, _validation
 from ..data.taskset import TaskSet
 from ..models import MLP
-from ..problems import Objective
+from ..problems import MetaObjective, Objective
 
-__all__ = ["Backend", "Local", "RayBackend", "RayNotInstalledError"]
+__all__ = ["Backend", "Local", "MetaWorker", "RayBackend", "RayNotInstalledError",
+           "ShardWorker"]
 
 UNIT_ROWS = 1024        # the core's work-unit size (tasks.hpp kUnitRows)
 RESTART_TIMEOUT = 120.0 # seconds to wait for Ray to bring a dead actor back
+INLINE_BYTES = 64 << 10 # θ up to this size is sent inside each call, not put in the object store
 
 
 class RayNotInstalledError(ImportError):
@@ -165,6 +180,35 @@ class ShardWorker:
                                     self.weights, want_grad, self.n_threads)
 
 
+class MetaWorker:
+    """The meta-learning problem's tasks and its share of every meta-step's blocks (run as a Ray
+    actor; plain class for tests). ``problem`` is the :class:`~metacore.MetaObjective` itself
+    (it pickles as plain data); the actor builds the same compiled meta-step a local fit does,
+    so every learner the core knows runs here unchanged."""
+
+    def __init__(self, problem, dtype, n_threads):
+        self.dtype = np.dtype(dtype)
+        self.n_threads = n_threads
+        self.step = problem.core_step(self.dtype, n_threads)
+
+    def ready(self):
+        return os.getpid()
+
+    def meta_partials(self, theta, seed, step, b0, b1):
+        """Blocks [b0, b1) of step ``step``: (partials (b1 − b0, P), query losses, support
+        losses) of their tasks."""
+        return self.step.block_partials(_fresh(theta, self.dtype), seed, step, b0, b1,
+                                        self.n_threads)
+
+
+def plan_meta_blocks(n_blocks, n_workers):
+    """Runs of consecutive blocks [b0, b1), one per actor: ``min(n_workers, n_blocks)`` runs of
+    nearly equal length (a meta-batch's blocks hold nearly equal numbers of tasks)."""
+    k = min(n_workers, n_blocks)
+    cuts = [(i * n_blocks) // k for i in range(k + 1)]
+    return [(cuts[i], cuts[i + 1]) for i in range(k)]
+
+
 # --- the driver side -----------------------------------------------------------------------------
 class RayBackend(Backend):
     """Compute f and ∇f on ``n_workers`` Ray actors, each holding one shard of the tasks.
@@ -180,17 +224,27 @@ class RayBackend(Backend):
         How often Ray restarts a dead actor (it then reloads its shard).
     max_retries : int >= 0
         How often the driver sends a step again to a shard whose actor died.
-    address : str or None
-        Passed to ``ray.init`` when Ray is not initialised yet (None: a local cluster).
+    address : None, "auto" or "ray://host:port" (or "host:port")
+        The cluster to join when Ray is not initialised yet in this process: None starts a local
+        one; "auto" joins the cluster started on this machine by ``ray start --head``; a
+        ``ray://`` address joins a remote cluster through Ray Client; "host:port" joins the
+        head node's GCS. When Ray is already initialised, the existing connection is used.
     worker_class : type
-        The actor class: :class:`ShardWorker` or a subclass of it (to instrument the actors).
+        The actor class: :class:`ShardWorker` (multi-task) or :class:`MetaWorker`
+        (meta-learning), or a subclass of one (to instrument the actors); None: the one the
+        problem needs.
     step_timeout_s : float > 0 or None
         How long the driver waits for one actor's part of a step (default 60 s). Past it the actor
         is treated as lost: killed, restarted by Ray (counts against ``max_restarts``), and sent
         the step again (counts against ``max_retries``). None waits for ever.
 
-    Use it as ``mc.fit(obj, theta0, backend=RayBackend(2, 1))``; the actors stay up for more fits
-    on the same objective until :meth:`close` (or the end of a ``with`` block).
+    Use it as ``mc.fit(obj, theta0, backend=RayBackend(2, 1))`` for a multi-task
+    :class:`~metacore.Objective` or ``mc.fit(mc.MetaObjective(...), theta0,
+    backend=RayBackend(2, 1))`` for meta-learning; the actors stay up for more fits on the same
+    problem until :meth:`close` (or the end of a ``with`` block), which kills them.
+
+    Raises ValueError/TypeError naming the argument for a bad setting, and RuntimeError when an
+    actor stays dead or stalled past ``max_retries`` tries of one step.
     """
 
     def __init__(self, n_workers=2, cpus_per_worker=1, *, max_restarts=3, max_retries=3,
@@ -200,18 +254,25 @@ class RayBackend(Backend):
         self.cpus_per_worker = _validation.integer("cpus_per_worker", cpus_per_worker, minimum=1)
         self.max_restarts = _validation.integer("max_restarts", max_restarts, minimum=0)
         self.max_retries = _validation.integer("max_retries", max_retries, minimum=0)
+        if address is not None and not isinstance(address, str):
+            raise TypeError(f"address must be None, 'auto' or 'ray://host:port', got "
+                            f"{type(address).__name__}")
+        if isinstance(address, str) and not address.strip():
+            raise ValueError("address must be None, 'auto' or 'ray://host:port', got ''")
         self.address = address
         self.step_timeout_s = None if step_timeout_s is None else _validation.real(
             "step_timeout_s", step_timeout_s, minimum=0.0, min_open=True)
-        worker_class = ShardWorker if worker_class is None else worker_class
-        if not (isinstance(worker_class, type) and issubclass(worker_class, ShardWorker)):
-            raise TypeError(f"worker_class must be ShardWorker or a subclass of it, got "
-                            f"{worker_class!r}")
+        if worker_class is not None and not (
+                isinstance(worker_class, type) and issubclass(worker_class,
+                                                              (ShardWorker, MetaWorker))):
+            raise TypeError(f"worker_class must be None, ShardWorker, MetaWorker or a subclass "
+                            f"of one, got {worker_class!r}")
         self.worker_class = worker_class
         self._key = None
         self._actors = []
         self._refs = []
         self.retries = 0          # steps sent again after an actor died or stalled
+        self.meta = False         # the attached problem is a MetaObjective
 
     def __repr__(self):
         return (f"RayBackend(n_workers={self.n_workers}, cpus_per_worker={self.cpus_per_worker}, "
@@ -223,15 +284,32 @@ class RayBackend(Backend):
     def __exit__(self, *exc):
         self.close()
 
+    def actor_pids(self):
+        """The process ids of the actors now up (one per shard or block run), in actor order."""
+        return [int(p) for p in self.ray.get([a.ready.remote() for a in self._actors])]
+
     def close(self):
-        """Stops the actors."""
+        """Kills the actors (their processes end; Ray does not restart them)."""
         for a in self._actors:
-            self.ray.kill(a)
+            self.ray.kill(a, no_restart=True)
         self._actors, self._refs, self._key = [], [], None
+        self._obj = None
 
     # --- set-up ------------------------------------------------------------------------------
+    def _worker_class(self, meta):
+        want = MetaWorker if meta else ShardWorker
+        cls = self.worker_class or want
+        if not issubclass(cls, want):
+            raise TypeError(f"worker_class {cls.__name__} does not run "
+                            f"{'a MetaObjective' if meta else 'an Objective'}: it must be "
+                            f"{want.__name__} or a subclass of it")
+        return cls
+
     def attach(self, obj, dtype, alpha):
-        """Ships ``obj``'s tasks (once per objective and dtype) and the weights α."""
+        """Ships ``obj``'s tasks (once per problem and dtype) and, for a multi-task objective,
+        the weights α. ``obj``: an Objective or a MetaObjective."""
+        meta = isinstance(obj, MetaObjective)
+        cls = self._worker_class(meta)
         ray = self.ray
         dtype = np.dtype(dtype)
         key = (id(obj), dtype.str)
@@ -239,21 +317,39 @@ class RayBackend(Backend):
             self.close()
             if not ray.is_initialized():
                 ray.init(address=self.address)
-            self._start(obj, dtype)
+            self._start_meta(obj, dtype, cls) if meta else self._start(obj, dtype, cls)
             self._key, self._obj = key, obj      # keep obj alive: its id keys the actors
+        self.meta = meta
+        if meta:
+            return
         alpha = np.ascontiguousarray(alpha, dtype=dtype)
         ray.get([a.set_weights.remote(alpha[s["task_lo"]:s["task_hi"]])
                  for a, s in zip(self._actors, self.shards)])
         self.alpha = alpha
 
-    def _start(self, obj, dtype):
+    def _options(self, cls):
+        return self.ray.remote(cls).options(num_cpus=self.cpus_per_worker,
+                                            max_restarts=self.max_restarts, max_task_retries=0)
+
+    def _start_meta(self, problem, dtype, cls):
+        ray = self.ray
+        self.dtype, self.n_params = dtype, problem.n_params
+        self.n_blocks = problem.core_step(dtype, 1).n_blocks
+        self.ranges = plan_meta_blocks(self.n_blocks, self.n_workers)
+        # The reference stays with the driver, so a restarted actor can rebuild its tasks.
+        self._refs = [ray.put(problem)]
+        actor = self._options(cls)
+        self._actors = [actor.remote(self._refs[0], dtype.str, self.cpus_per_worker)
+                        for _ in self.ranges]
+        ray.get([a.ready.remote() for a in self._actors])
+
+    def _start(self, obj, dtype, cls):
         ray = self.ray
         ts = obj.ts.astype(dtype)
         self.dtype, self.n_params, self.l2 = dtype, obj.n_params, obj.l2
         self.task_rows, self.shards = plan_shards(ts, obj.rows, obj.n_params, dtype.itemsize,
                                                   self.n_workers)
-        cls = ray.remote(self.worker_class).options(
-            num_cpus=self.cpus_per_worker, max_restarts=self.max_restarts, max_task_retries=0)
+        cls = self._options(cls)
         self._actors, self._refs = [], []
         for s in self.shards:
             lo, hi = s["task_lo"], s["task_hi"]
@@ -271,18 +367,35 @@ class RayBackend(Backend):
         """(f(θ), ∇f(θ) or None, f_i (T,)) — bit-identical to the local objective's."""
         ray = self.ray
         theta = np.array(theta, dtype=self.dtype)
-        ref = ray.put(theta)
-        futures = [a.partials.remote(ref, want_grad) for a in self._actors]
-        results = [self._get(k, f, ref, want_grad) for k, f in enumerate(futures)]
+        ref = self._share(theta)
+        results = self._gather(lambda k: self._actors[k].partials.remote(ref, want_grad))
         parts = _fresh(np.concatenate([r[0] for r in results]), self.dtype) if want_grad else None
         task_loss = _fresh(np.concatenate([r[1] for r in results]), np.float64)
         return _core.combine_partials(parts, task_loss, self.task_rows, self.alpha, theta,
                                       self.l2, n_threads)
 
+    def meta_partials(self, theta, seed, step):
+        """All blocks' partials (n_blocks, P) in block order and the meta-batch's query and
+        support losses (meta_batch,) of step ``step`` at θ, from the actors."""
+        theta = np.array(theta, dtype=self.dtype)
+        ref = self._share(theta)
+        results = self._gather(lambda k: self._actors[k].meta_partials.remote(
+            ref, seed, step, *self.ranges[k]))
+        return tuple(_fresh(np.concatenate([r[i] for r in results]), dt)
+                     for i, dt in enumerate((self.dtype, np.float64, np.float64)))
+
     def run_chunk(self, state, config, n, n_threads=None, record=False):
-        """n full-batch steps of ``state`` (a core train state) with f and ∇f from the actors and
-        each step finished by the core's own step tail: the same typed ``ChunkResult`` as a
-        local chunk."""
+        """n steps of ``state`` (a core train state) with the actors' partials and each step
+        finished by the core's own step tail: the same typed ``ChunkResult`` as a local chunk.
+        Multi-task: full-batch f and ∇f; meta-learning: the step's meta-gradient."""
+        if self.meta:
+            out = _core.ChunkResult(n, 0, False)
+            for j in range(n):
+                parts, losses, support = self.meta_partials(state.theta, state.seed, state.step)
+                if not _core.take_meta_step(state, out, j, config, parts, losses, support,
+                                            n_threads):
+                    break
+            return out
         out = _core.ChunkResult(n, self.task_rows.shape[0], record)
         for j in range(n):
             value, grad, losses = self.value_and_grad(state.theta, True, n_threads)
@@ -292,11 +405,35 @@ class RayBackend(Backend):
                 break
         return out
 
-    def _get(self, k, future, ref, want_grad):
+    def _share(self, theta):
+        """θ as the actors' calls take it: put once in the object store (every actor on a node
+        then reads the one copy) when it is large; a small θ travels inside each call instead,
+        which costs less than a put (Ray inlines arguments under 100 KiB anyway)."""
+        return self.ray.put(theta) if theta.nbytes > INLINE_BYTES else theta
+
+    def _gather(self, send):
+        """The answers of every actor to ``send(k)`` (a Ray call to actor k), in actor order. An
+        actor that died, or did not answer within step_timeout_s, is restarted and sent the same
+        call again (the calls are pure functions of their arguments and the actor's tasks)."""
+        ray = self.ray
+        futures = [send(k) for k in range(len(self._actors))]
+        try:                          # the common case: one wait for all
+            return ray.get(futures, timeout=self.step_timeout_s)
+        except ray.exceptions.GetTimeoutError:    # who has not answered is stalled
+            done, _ = ray.wait(futures, num_returns=len(futures), timeout=0)
+            late = {k for k, f in enumerate(futures) if f not in done}
+        except _actor_errors(ray):
+            late = set()
+        return [self._get(k, f, send, k in late) for k, f in enumerate(futures)]
+
+    def _get(self, k, future, send, stalled_already=False):
         ray = self.ray
         errors = _actor_errors(ray)
         for attempt in range(self.max_retries + 1):
             try:
+                if stalled_already:
+                    stalled_already = False
+                    raise ray.exceptions.GetTimeoutError(f"actor {k} timed out")
                 return ray.get(future, timeout=self.step_timeout_s)
             except errors + (ray.exceptions.GetTimeoutError,) as e:
                 stalled = isinstance(e, ray.exceptions.GetTimeoutError)
@@ -310,7 +447,15 @@ class RayBackend(Backend):
                 if stalled:     # lost: kill it so Ray starts a fresh one that reloads the shard
                     ray.kill(self._actors[k], no_restart=False)
                 self._wait_restarted(k, e)
-                future = self._actors[k].partials.remote(ref, want_grad)   # same θ, same shard
+                future = send(k)          # same θ, same shard
+
+    def _resync(self, k):
+        """A call that answers once actor k is back: a restarted actor has its tasks again (its
+        constructor reran), not yet its α."""
+        if self.meta:
+            return self._actors[k].ready.remote()
+        s = self.shards[k]
+        return self._actors[k].set_weights.remote(self.alpha[s["task_lo"]:s["task_hi"]])
 
     def _wait_restarted(self, k, error, timeout=RESTART_TIMEOUT):
         """Blocks until shard k's actor answers again (Ray restarts it and it reloads its shard)."""
@@ -318,10 +463,8 @@ class RayBackend(Backend):
         deadline = time.monotonic() + timeout
         while True:
             try:
-                s = self.shards[k]    # a restarted actor has its shard again, not yet its α
-                return self.ray.get(self._actors[k].set_weights.remote(
-                    self.alpha[s["task_lo"]:s["task_hi"]]),
-                    timeout=max(deadline - time.monotonic(), 0.0))
+                return self.ray.get(self._resync(k),
+                                    timeout=max(deadline - time.monotonic(), 0.0))
             except errors:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"shard {k}'s actor did not come back within {timeout} s "

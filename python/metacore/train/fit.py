@@ -237,8 +237,7 @@ def _backend_arg(value, problem, weighting, batch_tasks, batch_rows):
         raise TypeError(f"backend must be None, metacore.distributed.Local() or a RayBackend, "
                         f"got {type(value).__name__}")
     if isinstance(problem, MetaObjective):
-        raise ValueError("backend=RayBackend runs multi-task objectives only for now; "
-                         "meta-learning runs locally (backend=None)")
+        return value
     if batch_tasks is not None or batch_rows is not None:
         raise ValueError("backend=RayBackend runs full-batch steps only: batch_tasks and "
                          "batch_rows must be None")
@@ -309,8 +308,10 @@ def fit(problem, start=None, *, optimizer=None, steps=1000, weighting=None, batc
     record_task_losses : bool
         Multi-task: keep every step's per-task losses and α in the history.
     backend : None, metacore.distributed.Local or metacore.distributed.RayBackend
-        Where a multi-task objective's f and ∇f are computed: here, or on Ray actors that each
-        hold a shard of the tasks, giving the same θ bit for bit (full-batch steps, fixed α).
+        Where the steps' gradients are computed: here, or on Ray actors, giving the same θ bit
+        for bit. Multi-task: each actor holds a shard of the tasks (full-batch steps, fixed α).
+        Meta-learning (every learner): each actor computes a run of the meta-batch's reduction
+        blocks, drawing or generating those tasks from the step's keys.
     theta0 :
         Deprecated name of ``start`` (warns DeprecationWarning); removed in the next release.
 
