@@ -267,6 +267,32 @@ double task_meta_grad(MetaWorkspace<T>& ws, const NetSpec& net, const MetaConfig
     return loss;
 }
 
+// The plan of global step s (its order and multi-step-loss weights, into w) and MAML++'s rates
+// expanded to one per parameter and step (into expanded; returned, or null without them): what
+// every task of step s's meta-batch shares. The buffers are resized as needed.
+template <class T>
+StepPlan step_plan(const NetSpec& net, const MetaConfig& cfg, const T* params, std::int64_t step,
+                   std::vector<double>& w, std::vector<T>& expanded, const T** rates) {
+    StepPlan plan;
+    plan.first_order = cfg.first_order_at(step);
+    if (cfg.multi_step_loss) {
+        w.resize(cfg.inner_steps);
+        msl_weights(cfg.inner_steps, cfg.msl_anneal_steps, step, w.data());
+        plan.weights = w.data();
+    }
+    *rates = nullptr;
+    if (cfg.per_step_rates) {
+        const T* r = params + net.n_params();
+        for (std::int64_t i = 0; i < cfg.inner_steps * net.n_layers(); ++i)
+            if (!std::isfinite(r[i]))
+                throw std::invalid_argument("theta: MAML++'s inner rates must be finite");
+        expanded.resize(checked_mul(cfg.inner_steps, net.n_params(), "inner_steps"));
+        expand_layer_rates(net, cfg.inner_steps, r, expanded.data());
+        *rates = expanded.data();
+    }
+    return plan;
+}
+
 // Tasks a meta-batch is split into, fixed by the batch size alone (never the thread count).
 inline std::int64_t meta_blocks(std::int64_t n_tasks, std::int64_t n_params, std::size_t elem) {
     constexpr std::int64_t kMaxMetaBlocks = 64;
@@ -303,9 +329,6 @@ class MetaBatch {
             throw std::invalid_argument("first_order_until must be >= 0, got " +
                                         std::to_string(cfg_.first_order_until));
         meta_params(net_, cfg_);
-        if (cfg_.per_step_rates)
-            expanded_.resize(checked_mul(cfg_.inner_steps, net_.n_params(), "inner_steps"));
-        if (cfg_.multi_step_loss) weights_.resize(cfg_.inner_steps);
         ensure_workspaces(1);
     }
     MetaBatch(const MetaBatch&) = delete;  // the workspaces point at net_
@@ -345,21 +368,8 @@ class MetaBatch {
             }
         }
         for (auto& ws : workspaces_) ws.pass.forget();  // params may have changed in place
-        StepPlan plan;
-        plan.first_order = cfg_.first_order_at(step);
-        if (cfg_.multi_step_loss) {
-            msl_weights(cfg_.inner_steps, cfg_.msl_anneal_steps, step, weights_.data());
-            plan.weights = weights_.data();
-        }
         const T* expanded = nullptr;
-        if (cfg_.per_step_rates) {
-            const T* r = params + net_.n_params();
-            for (std::int64_t i = 0; i < cfg_.inner_steps * net_.n_layers(); ++i)
-                if (!std::isfinite(r[i]))
-                    throw std::invalid_argument("theta: MAML++'s inner rates must be finite");
-            expand_layer_rates(net_, cfg_.inner_steps, r, expanded_.data());
-            expanded = expanded_.data();
-        }
+        const StepPlan plan = step_plan(net_, cfg_, params, step, weights_, expanded_, &expanded);
         const std::int64_t nb = meta_blocks(n, G, sizeof(T));
         losses_.assign(n, 0.0);
         before_.assign(n, 0.0);
