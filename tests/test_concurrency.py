@@ -4,9 +4,9 @@
    inputs, get exactly (bit for bit) the results of serial calls.
 2. The long calls release the GIL: while one runs in a thread, another thread keeps running
    Python code (its progress shows no gap as long as the call).
-3. After the parent ran multi-threaded (OpenMP) calls, forked children compute the same results
-   and do not hang (GNU libgomp's pool does not survive fork; the core runs serially in such a
-   child); forkserver and spawn workers give the same results too.
+3. After the parent ran multi-threaded calls, forked children compute the same results and do
+   not hang (the parent's worker threads do not survive fork; a child starts a pool of its own);
+   forkserver and spawn workers give the same results too.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ FORK_SCRIPT = textwrap.dedent("""
 
     if __name__ == "__main__":
         method = sys.argv[1]
-        # the parent computes first, with an OpenMP team of 2 (this starts libgomp's pool)
+        # the parent computes first, with a team of 2 (this starts the worker pool)
         jobs = [(k, name) for k in (2, 1, None) for name in LONG_CALLS]
         expected = [work(j) for j in jobs]
         ctx = mp.get_context(method)

@@ -53,6 +53,15 @@ class _BuildInfo(TypedDict):
     sanitize: str
 
 def build_info() -> _BuildInfo: ...
+def parallel_for_probe(
+    n: int,
+    n_threads: int | None,
+    work_us: float = 0.0,
+    hold_us: float = 0.0,
+    fail_at: int = -1,
+) -> tuple[_I64, _I64, int, int, bool]:
+    """Test probe of the one parallel-for: (thread index per item, runs per item, overlaps,
+    OS threads used, whether a thread other than the caller ran an item)."""
 
 # --- the net (net_bindings.cpp) ---------------------------------------------------------------
 

@@ -58,16 +58,14 @@ void meta_block_partials(MetaStep<T>& step, const T* params, std::uint64_t seed,
     std::vector<MetaWorkspace<T>> ws;
     ws.reserve(team);
     for (int k = 0; k < team; ++k) ws.emplace_back(net, cfg);
+    StepSchedule<T> schedule;
+    const StepPlan plan = schedule.set(net, cfg, params, s);
     const T scale = T(1) / static_cast<T>(n);
-    std::vector<double> weights;   // MAML++'s schedules at step s
-    std::vector<T> expanded;
-    const T* rates = nullptr;
-    const StepPlan plan = step_plan(net, cfg, params, s, weights, expanded, &rates);
     accumulate_blocks(b1 - b0, G, parts, team, [&](std::int64_t k, int tid, T* row) {
         const std::int64_t b = b0 + k;
         for (std::int64_t i = b * n / nb; i < (b + 1) * n / nb; ++i)
             losses[i - lo] = task_meta_grad(ws[tid], net, cfg, params, data, tasks[i - lo], scale,
-                                            row, &support[i - lo], plan, rates);
+                                            row, &support[i - lo], plan, schedule.rates());
     });
 }
 

@@ -183,6 +183,42 @@ void expand_layer_rates(const NetSpec& net, std::int64_t k, const T* r, T* out) 
                       r[j * L + l]);
 }
 
+// What a global step asks of the meta-gradient: its order, MAML++'s multi-step-loss weights and
+// its per-layer, per-step rates expanded to one per parameter (checked finite). One place, so the
+// local meta-batch and the distributed block partials of a step use the same plan.
+template <class T>
+class StepSchedule {
+   public:
+    void reserve(const NetSpec& net, const MetaConfig& cfg) {
+        if (cfg.per_step_rates)
+            expanded_.resize(checked_mul(cfg.inner_steps, net.n_params(), "inner_steps"));
+        if (cfg.multi_step_loss) weights_.resize(cfg.inner_steps);
+    }
+    StepPlan set(const NetSpec& net, const MetaConfig& cfg, const T* params, std::int64_t step) {
+        reserve(net, cfg);
+        StepPlan plan;
+        plan.first_order = cfg.first_order_at(step);
+        if (cfg.multi_step_loss) {
+            msl_weights(cfg.inner_steps, cfg.msl_anneal_steps, step, weights_.data());
+            plan.weights = weights_.data();
+        }
+        if (cfg.per_step_rates) {
+            const T* r = params + net.n_params();
+            for (std::int64_t i = 0; i < cfg.inner_steps * net.n_layers(); ++i)
+                if (!std::isfinite(r[i]))
+                    throw std::invalid_argument("theta: MAML++'s inner rates must be finite");
+            expand_layer_rates(net, cfg.inner_steps, r, expanded_.data());
+        }
+        return plan;
+    }
+    // The expanded rates of the last set(), or null without per-step rates.
+    const T* rates() const { return expanded_.empty() ? nullptr : expanded_.data(); }
+
+   private:
+    std::vector<T> expanded_;      // one rate per parameter and step
+    std::vector<double> weights_;  // the multi-step-loss weights of the step
+};
+
 // One task's query loss after adaptation; out (meta_params) += scale · its meta-gradient.
 // Also returns the support loss before adaptation in *support_loss.
 // With MAML++'s multi-step loss the returned loss is Σ_j w_j L_q(φ_j), the value the gradient
@@ -267,32 +303,6 @@ double task_meta_grad(MetaWorkspace<T>& ws, const NetSpec& net, const MetaConfig
     return loss;
 }
 
-// The plan of global step s (its order and multi-step-loss weights, into w) and MAML++'s rates
-// expanded to one per parameter and step (into expanded; returned, or null without them): what
-// every task of step s's meta-batch shares. The buffers are resized as needed.
-template <class T>
-StepPlan step_plan(const NetSpec& net, const MetaConfig& cfg, const T* params, std::int64_t step,
-                   std::vector<double>& w, std::vector<T>& expanded, const T** rates) {
-    StepPlan plan;
-    plan.first_order = cfg.first_order_at(step);
-    if (cfg.multi_step_loss) {
-        w.resize(cfg.inner_steps);
-        msl_weights(cfg.inner_steps, cfg.msl_anneal_steps, step, w.data());
-        plan.weights = w.data();
-    }
-    *rates = nullptr;
-    if (cfg.per_step_rates) {
-        const T* r = params + net.n_params();
-        for (std::int64_t i = 0; i < cfg.inner_steps * net.n_layers(); ++i)
-            if (!std::isfinite(r[i]))
-                throw std::invalid_argument("theta: MAML++'s inner rates must be finite");
-        expanded.resize(checked_mul(cfg.inner_steps, net.n_params(), "inner_steps"));
-        expand_layer_rates(net, cfg.inner_steps, r, expanded.data());
-        *rates = expanded.data();
-    }
-    return plan;
-}
-
 // Tasks a meta-batch is split into, fixed by the batch size alone (never the thread count).
 inline std::int64_t meta_blocks(std::int64_t n_tasks, std::int64_t n_params, std::size_t elem) {
     constexpr std::int64_t kMaxMetaBlocks = 64;
@@ -329,6 +339,7 @@ class MetaBatch {
             throw std::invalid_argument("first_order_until must be >= 0, got " +
                                         std::to_string(cfg_.first_order_until));
         meta_params(net_, cfg_);
+        schedule_.reserve(net_, cfg_);
         ensure_workspaces(1);
     }
     MetaBatch(const MetaBatch&) = delete;  // the workspaces point at net_
@@ -368,8 +379,8 @@ class MetaBatch {
             }
         }
         for (auto& ws : workspaces_) ws.pass.forget();  // params may have changed in place
-        const T* expanded = nullptr;
-        const StepPlan plan = step_plan(net_, cfg_, params, step, weights_, expanded_, &expanded);
+        const StepPlan plan = schedule_.set(net_, cfg_, params, step);
+        const T* expanded = schedule_.rates();
         const std::int64_t nb = meta_blocks(n, G, sizeof(T));
         losses_.assign(n, 0.0);
         before_.assign(n, 0.0);
@@ -426,8 +437,7 @@ class MetaBatch {
     std::vector<MetaWorkspace<T>> workspaces_;
     std::vector<T> parts_;
     std::vector<double> losses_, before_;
-    std::vector<T> expanded_;      // MAML++'s rates, one per parameter and step
-    std::vector<double> weights_;  // MAML++'s multi-step-loss weights of the current step
+    StepSchedule<T> schedule_;  // MAML++'s plan of the current step
 };
 
 }  // namespace metacore

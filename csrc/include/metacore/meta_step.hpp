@@ -80,7 +80,7 @@ class MetaStep {
         StepValues<T> v;
         double support = 0.0;
         v.value = batch_.value_and_grad(state.theta.data(), data, tasks_.data(), meta_batch_, grad,
-                                        nullptr, &support, state.step);  // MAML++'s schedules
+                                        nullptr, &support, state.step);  // the step sets MAML++'s plan
         v.support_loss = support;
         return v;
     }

@@ -1,6 +1,24 @@
-// The one parallel-for: explicit thread count, dynamic schedule, exceptions carried out of the
-// OpenMP region and rethrown on the calling thread; and the one rule for how many threads a loop
-// gets (team_for).
+// The one parallel-for and the one rule for how many threads a loop gets (team_for).
+//
+// Design. parallel_for runs on a small persistent pool of std::thread workers, not in an OpenMP
+// parallel region. An OpenMP region ends with a join barrier that waits for every member of the
+// team: on a busy machine (one CPU-bound process per core beside us) a worker the OS has not
+// scheduled holds the caller there for a whole time slice, and small loops became 30-120x slower
+// than one thread. Here the caller does the work itself: items are claimed one at a time from an
+// atomic counter by the caller and by whichever workers arrive, and the caller waits only for
+// items that others already claimed. A worker that arrives after the last item was claimed claims
+// nothing and touches nothing but the loop's own counters (kept alive by a shared_ptr), so a late
+// or never-scheduled thread costs the caller nothing. What a busy machine can still cost — the
+// caller descheduled when it wakes workers, or waiting for an item whose worker was descheduled
+// mid-item — the caller measures, and then runs loops alone for a while (BusyMachine).
+// OpenMP still gives the SIMD loops and the default thread count (OMP_NUM_THREADS, read, never
+// set); its wait policy (OMP_WAIT_POLICY) sets how long idle workers spin before they sleep.
+// Properties kept from the OpenMP version: exceptions (and Ctrl-C, interrupt.hpp) are carried to
+// the caller; body(i, thread_index) gets thread_index < team, unique among the pieces of one loop
+// running at once (per-thread workspaces); calls from inside a loop's items run serially. New:
+// a forked child starts a fresh pool (and uses threads); a thread cap (RLIMIT_NPROC, pids.max)
+// only means fewer workers, never the end of the process. Results never depend on which thread
+// ran an item: callers write per-item outputs and reduce in block order (reduction.hpp).
 #pragma once
 
 #include <algorithm>
@@ -9,13 +27,17 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <cctype>
 #include <exception>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
 #include <system_error>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "metacore/interrupt.hpp"
@@ -24,13 +46,16 @@
 #include <sched.h>
 #include <sys/resource.h>
 #endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <time.h>
+#endif
 
 #ifdef _OPENMP
 #include <omp.h>
+#endif
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
 #define METACORE_FORK_GUARD 1
-#endif
 #endif
 
 namespace metacore {
@@ -118,8 +143,7 @@ inline int resolve_threads(int requested) {
 
 // The one rule for "too small to thread". Work is counted in scalar multiply-adds (an element-wise
 // update such as an optimizer's counts one per element). Every thread must get at least this much:
-// on a busy machine a team whose threads are not all scheduled waits at each barrier, and below
-// this a wake-up costs more than the thread's share of the work saves.
+// below it, waking a worker costs more than its share of the work saves.
 constexpr std::int64_t kMinWorkPerThread = 1 << 15;
 
 // The team for a loop of `work` multiply-adds over `items` independent items: at most the
@@ -130,37 +154,6 @@ inline int team_for(std::int64_t work, int requested,
     const std::int64_t team =
         std::min({static_cast<std::int64_t>(resolve_threads(requested)), by_work, items});
     return static_cast<int>(std::max<std::int64_t>(team, 1));
-}
-
-// GNU libgomp keeps its worker pool across fork() but the workers do not exist in the child, so
-// the child's next parallel region waits for them forever. A child forked after this process ran
-// a team therefore runs every loop serially: results are identical for any thread count, and the
-// hang is gone (PyTorch does the same). A child forked before any team may still use threads.
-struct ForkState {
-    std::atomic<bool> team_started{false};
-    std::atomic<bool> serial_only{false};
-};
-
-inline ForkState& fork_state() {
-    static ForkState state;
-    return state;
-}
-
-// True in a process forked after a parallel region ran in its parent: loops then run serially.
-inline bool forked_after_team() { return fork_state().serial_only.load(std::memory_order_relaxed); }
-
-inline void note_team_start() {
-#ifdef METACORE_FORK_GUARD
-    static const bool registered = [] {
-        return pthread_atfork(nullptr, nullptr, [] {
-                   ForkState& s = fork_state();
-                   if (s.team_started.load(std::memory_order_relaxed))
-                       s.serial_only.store(true, std::memory_order_relaxed);
-               }) == 0;
-    }();
-    (void)registered;
-#endif
-    fork_state().team_started.store(true, std::memory_order_relaxed);
 }
 
 // Captures the first exception thrown by any worker; later workers skip their work.
@@ -187,100 +180,343 @@ class ExceptionCarrier {
     std::atomic<bool> failed_{false};
 };
 
-// The size of the last team this thread ran: libgomp keeps that many threads (less itself) in
-// the thread's pool and makes new threads only for a larger team.
-inline int& pool_team() {
-    thread_local int team = 1;
-    return team;
+namespace threading_detail {
+
+// How long an idle worker, or a caller waiting for items others claimed, spins before it sleeps:
+// OMP_WAIT_POLICY=passive none, =active 1 ms, unset 50 µs (long enough to catch the next loop of
+// a step or of a Python loop of calls; short enough that an idle pool costs nothing).
+inline std::chrono::nanoseconds spin_time() {
+    static const std::chrono::nanoseconds spin = [] {
+        std::string policy;
+        if (const char* v = std::getenv("OMP_WAIT_POLICY"))
+            for (const char* c = v; *c; ++c)
+                policy += static_cast<char>(std::tolower(static_cast<unsigned char>(*c)));
+        if (policy == "passive") return std::chrono::nanoseconds(0);
+        if (policy == "active") return std::chrono::nanoseconds(std::chrono::milliseconds(1));
+        return std::chrono::nanoseconds(std::chrono::microseconds(50));
+    }();
+    return spin;
 }
 
-// Whether the OS caps this user's threads (RLIMIT_NPROC) or this cgroup's (pids.max).
-inline bool thread_count_capped() {
-#if defined(__linux__)
-    rlimit r{};
-    if (getrlimit(RLIMIT_NPROC, &r) == 0 && r.rlim_cur != RLIM_INFINITY) return true;
-    if (std::FILE* f = std::fopen("/sys/fs/cgroup/pids.max", "r")) {
-        char buf[32] = {0};
-        const bool capped = std::fscanf(f, "%31s", buf) == 1 && std::string(buf) != "max";
-        std::fclose(f);
-        return capped;
-    }
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#else
+    std::this_thread::yield();
 #endif
-    return false;
 }
 
-// How many of `wanted` new threads the OS gives now: they are made and held together, then let go.
-inline int threads_available(int wanted) {
-    std::mutex m;
-    std::condition_variable cv;
-    bool go = false;
-    std::vector<std::thread> held;
-    held.reserve(wanted);
-    for (int i = 0; i < wanted; ++i) {
-        try {
-            held.emplace_back([&] {
-                std::unique_lock<std::mutex> lock(m);
-                cv.wait(lock, [&] { return go; });
+// Spins until ready() or spin_time() has passed; returns ready().
+template <class Ready>
+bool spin_until(Ready&& ready) {
+    if (ready()) return true;
+    const auto spin = spin_time();
+    if (spin.count() == 0) return false;
+    const auto until = std::chrono::steady_clock::now() + spin;
+    for (int k = 1;; ++k) {
+        cpu_relax();
+        if (ready()) return true;
+        if (k % 64 == 0 && std::chrono::steady_clock::now() >= until) return ready();
+    }
+}
+
+// True on pool workers, and on a caller while it works on its own loop: a parallel_for called
+// from inside a loop's items runs serially (as a nested OpenMP region did).
+inline bool& inside_loop() {
+    thread_local bool inside = false;
+    return inside;
+}
+
+// CPU time of the calling thread in ns (-1 where the OS does not say).
+inline std::int64_t thread_cpu_ns() {
+#if defined(CLOCK_THREAD_CPUTIME_ID)
+    timespec t{};
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) == 0)
+        return std::int64_t(t.tv_sec) * 1000000000 + t.tv_nsec;
+#endif
+    return -1;
+}
+
+// What the caller learns about the machine. The machine is busy when, during a threaded loop,
+// the caller was descheduled (off the CPU, other than sleeping in its own wait, for longer than
+// kDescheduled: waking a worker on an oversubscribed machine costs the caller its time slice), or
+// waited long for an item a worker claimed (longer than kDescheduled and than 4 of its own items:
+// the worker was descheduled mid-item). Loops then run on the caller alone for a while — 2 ms,
+// doubling (up to 256 ms) while it recurs within a second of the last hold-off — and threads
+// are tried again after it. On an idle machine neither happens and nothing changes; on a busy
+// one the cost is bounded by one such loop per hold-off. Results do not depend on it.
+class BusyMachine {
+   public:
+    static constexpr std::chrono::microseconds kDescheduled{300};
+    static constexpr int kMaxLevel = 8;
+
+    static BusyMachine& instance() {
+        static BusyMachine state;
+        return state;
+    }
+
+    // True while loops should run on the caller alone.
+    bool holding_off() const {
+        return now_ns() < serial_until_.load(std::memory_order_relaxed);
+    }
+
+    // After a loop: the caller ran `mine` items in `working`, then waited `waiting` for others;
+    // it was off the CPU for `descheduled` of the loop other than sleeping in its wait.
+    void observe(std::chrono::nanoseconds working, std::int64_t mine,
+                 std::chrono::nanoseconds waiting, std::chrono::nanoseconds descheduled) {
+        const std::chrono::nanoseconds per_item =
+            mine > 0 ? working / mine : std::chrono::nanoseconds(0);
+        const bool held = waiting > kDescheduled && waiting > 4 * per_item;
+        if (!held && descheduled <= kDescheduled) return;
+        const std::int64_t now = now_ns();
+        const std::int64_t last_end = serial_until_.load(std::memory_order_relaxed);
+        int level = level_.load(std::memory_order_relaxed);
+        level = now - last_end > std::int64_t(1000000000) ? 1 : std::min(level + 1, kMaxLevel);
+        level_.store(level, std::memory_order_relaxed);
+        serial_until_.store(now + (std::int64_t(1000000) << level), std::memory_order_relaxed);
+    }
+
+   private:
+    static std::int64_t now_ns() {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(
+                   std::chrono::steady_clock::now().time_since_epoch())
+            .count();
+    }
+    std::atomic<std::int64_t> serial_until_{0};
+    std::atomic<int> level_{0};
+};
+
+// One parallel_for call. The caller owns slot 0; workers that join take slots 1 .. team-1.
+// Items are claimed from `next`; `done` counts finished (or, after a failure, skipped) items.
+// Shared by the caller and the workers that joined (shared_ptr): a worker may still read the
+// counters after the caller returned, but calls the body only for an item it claimed, and the
+// caller waits for every claimed item.
+struct Loop {
+    using Call = void (*)(void* body, std::int64_t i, int slot);
+
+    Loop(std::int64_t n_, int team_, Call call_, void* body_, Interrupt* stop_)
+        : n(n_), team(team_), call(call_), body(body_), stop(stop_) {}
+
+    // Claims and runs items until none is left; returns how many it ran.
+    std::int64_t work(int slot) {
+        const InterruptScope scope(stop);
+        for (std::int64_t ran = 0;; ++ran) {
+            const std::int64_t i = next.fetch_add(1, std::memory_order_relaxed);
+            if (i >= n) return ran;
+            carrier.run([&] {
+                check_interrupt();
+                call(body, i, slot);
             });
-        } catch (const std::system_error&) {
-            break;
+            if (done.fetch_add(1, std::memory_order_acq_rel) + 1 == n) {
+                std::lock_guard<std::mutex> lock(mutex);
+                finished.notify_all();
+            }
         }
     }
-    {
-        std::lock_guard<std::mutex> lock(m);
-        go = true;
+
+    // The caller, after its own claims ran out: waits for the items others claimed, spinning a
+    // moment, then sleeping; it keeps polling its Interrupt (Ctrl-C) while it sleeps. Returns
+    // the time it slept.
+    std::chrono::nanoseconds wait_for_claimed() {
+        using clock = std::chrono::steady_clock;
+        const auto all_done = [&] { return done.load(std::memory_order_acquire) >= n; };
+        if (spin_until(all_done)) return std::chrono::nanoseconds(0);
+        const auto asleep = clock::now();
+        std::unique_lock<std::mutex> lock(mutex);
+        while (!all_done()) {
+            finished.wait_for(lock, Interrupt::kPollInterval);
+            if (all_done()) break;
+            lock.unlock();
+            carrier.run([] { check_interrupt(); });  // sets the flag the workers' items read
+            lock.lock();
+        }
+        return clock::now() - asleep;
     }
-    cv.notify_all();
-    for (auto& t : held) t.join();
-    return static_cast<int>(held.size());
+
+    const std::int64_t n;
+    const int team;
+    const Call call;
+    void* const body;
+    Interrupt* const stop;
+    std::atomic<std::int64_t> next{0};
+    std::atomic<std::int64_t> done{0};
+    int joined = 1;       // slots handed out (under the pool's mutex)
+    bool offered = false; // still in the pool's list (under the pool's mutex)
+    ExceptionCarrier carrier;
+    std::mutex mutex;
+    std::condition_variable finished;
+};
+
+// The workers: made when a loop first needs them (at most usable_processors() - 1; fewer when
+// the OS refuses a thread), detached, kept for the life of the process. A forked child does not
+// have its parent's workers: the child handler drops the pool and the child's first loop makes a
+// new one.
+class Pool {
+   public:
+    static Pool& instance() {
+        std::atomic<Pool*>& slot = current();
+        Pool* pool = slot.load(std::memory_order_acquire);
+        if (pool) return *pool;
+        register_fork_handler();
+        Pool* fresh = new Pool();
+        if (slot.compare_exchange_strong(pool, fresh, std::memory_order_acq_rel)) return *fresh;
+        delete fresh;  // another thread made it first; this one has no threads yet
+        return *pool;
+    }
+
+    // Offers `loop` to up to `helpers` workers.
+    void offer(const std::shared_ptr<Loop>& loop, int helpers) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        grow(helpers);
+        if (workers_ == 0) return;  // no thread to be had: the caller does it all
+        loop->offered = true;
+        offered_.push_back(loop);
+        n_offered_.store(static_cast<int>(offered_.size()), std::memory_order_release);
+        if (helpers >= workers_) {
+            wake_.notify_all();
+        } else {
+            for (int k = 0; k < helpers; ++k) wake_.notify_one();
+        }
+    }
+
+    // No worker joins `loop` any more (its items are all claimed).
+    void withdraw(Loop* loop) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (loop->offered) remove(loop);
+    }
+
+   private:
+    Pool() = default;
+
+    static std::atomic<Pool*>& current() {
+        static std::atomic<Pool*> pool{nullptr};
+        return pool;
+    }
+
+    static void register_fork_handler() {
+#ifdef METACORE_FORK_GUARD
+        static const bool registered = [] {
+            // The old pool (its mutex perhaps held by a thread that does not exist in the child)
+            // is left alone, not destroyed.
+            return pthread_atfork(nullptr, nullptr, [] {
+                       current().store(nullptr, std::memory_order_relaxed);
+                   }) == 0;
+        }();
+        (void)registered;
+#endif
+    }
+
+    // At least `helpers` workers if the processors and the OS allow (mutex_ held). A refused
+    // thread is retried after a second, not on every loop.
+    void grow(int helpers) {
+        const int wanted = std::min(helpers, usable_processors() - 1);
+        if (workers_ >= wanted) return;
+        const auto now = std::chrono::steady_clock::now();
+        if (now < retry_) return;
+        while (workers_ < wanted) {
+            try {
+                std::thread([this] { serve(); }).detach();
+                ++workers_;
+            } catch (const std::exception&) {
+                retry_ = now + std::chrono::seconds(1);
+                return;
+            }
+        }
+    }
+
+    void remove(Loop* loop) {
+        loop->offered = false;
+        const auto is_it = [&](const std::shared_ptr<Loop>& l) { return l.get() == loop; };
+        offered_.erase(std::find_if(offered_.begin(), offered_.end(), is_it));
+        n_offered_.store(static_cast<int>(offered_.size()), std::memory_order_release);
+    }
+
+    // A worker: spins a moment for the next loop, then sleeps until one is offered; joins the
+    // oldest loop with a free slot and items left.
+    void serve() {
+        inside_loop() = true;
+        for (;;) {
+            spin_until([&] { return n_offered_.load(std::memory_order_acquire) > 0; });
+            std::shared_ptr<Loop> loop;
+            int slot = 0;
+            {
+                std::unique_lock<std::mutex> lock(mutex_);
+                while (!loop) {
+                    wake_.wait(lock, [&] { return !offered_.empty(); });
+                    loop = offered_.front();
+                    // a loop whose items are all claimed needs nobody (its caller withdraws it)
+                    if (loop->next.load(std::memory_order_relaxed) >= loop->n) {
+                        remove(loop.get());
+                        loop.reset();
+                    }
+                }
+                slot = loop->joined++;
+                if (loop->joined >= loop->team) remove(loop.get());
+            }
+            loop->work(slot);
+        }
+    }
+
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    std::vector<std::shared_ptr<Loop>> offered_;
+    std::atomic<int> n_offered_{0};
+    int workers_ = 0;
+    std::chrono::steady_clock::time_point retry_{};
+};
+
+template <class Body>
+void call_body(void* body, std::int64_t i, int slot) {
+    (*static_cast<Body*>(body))(i, slot);
 }
 
-// The largest team up to `team` that the OS can give this thread: libgomp ends the process when it
-// cannot make a thread, so a team larger than the pool is first checked by making its new threads
-// here. Under a thread cap the kernel frees an exited thread's slot just after join returns: a
-// short wait lets it.
-inline int creatable_team(int team) {
-    int& pool = pool_team();
-    if (team <= pool) return team;
-    const int got = threads_available(team - pool);
-    if (thread_count_capped()) std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    return pool + got;
-}
+}  // namespace threading_detail
 
-// Calls body(i, thread_index) for i in [0, n) on n_threads threads (serially when 1). Between
-// items it checks the current Interrupt (interrupt.hpp), which its workers share.
+// Calls body(i, thread_index) for i in [0, n) on up to n_threads threads, the caller among them
+// (serially when 1, inside another loop's items, and while BusyMachine holds off).
+// thread_index < min(n_threads, n) and no two items running at once share one. Items are claimed
+// one at a time; the caller returns once every item ran, waiting only for items other threads
+// claimed. Between items it checks the current Interrupt (interrupt.hpp), which the workers
+// share; the first exception thrown by any item is rethrown here after all claimed items finished.
 // Results must never depend on which thread ran an item: callers write per-item outputs.
 template <class Body>
 void parallel_for(std::int64_t n, int n_threads, Body&& body) {
+    namespace detail = threading_detail;
     if (n <= 0) return;
-    int team = static_cast<int>(std::min<std::int64_t>(std::max(n_threads, 1), n));
-#ifdef _OPENMP
-    if (team > 1 && !forked_after_team()) team = creatable_team(team);
-#endif
-    if (team <= 1 || forked_after_team()) {
+    const int team = static_cast<int>(std::min<std::int64_t>(std::max(n_threads, 1), n));
+    detail::BusyMachine& machine = detail::BusyMachine::instance();
+    if (team <= 1 || detail::inside_loop() || machine.holding_off()) {
         for (std::int64_t i = 0; i < n; ++i) {
             check_interrupt();
             body(i, 0);
         }
         return;
     }
-    ExceptionCarrier carrier;
-    Interrupt* const stop = current_interrupt();
-#ifdef _OPENMP
-    note_team_start();
-    pool_team() = team;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(team)
-    for (std::int64_t i = 0; i < n; ++i) {
-        carrier.run([&] {
-            const InterruptScope scope(stop);
-            check_interrupt();
-            body(i, omp_get_thread_num());
-        });
-    }
-#else
-    for (std::int64_t i = 0; i < n; ++i) carrier.run([&] { check_interrupt(); body(i, 0); });
-#endif
-    carrier.rethrow();
+    using B = std::remove_reference_t<Body>;
+    auto loop = std::make_shared<detail::Loop>(n, team, &detail::call_body<B>,
+                                               const_cast<void*>(static_cast<const void*>(&body)),
+                                               current_interrupt());
+    detail::Pool& pool = detail::Pool::instance();
+    using clock = std::chrono::steady_clock;
+    const auto start = clock::now();  // waking workers may cost the caller its CPU: counted
+    const std::int64_t cpu_start = detail::thread_cpu_ns();
+    pool.offer(loop, team - 1);
+    detail::inside_loop() = true;
+    const std::int64_t mine = loop->work(0);
+    detail::inside_loop() = false;
+    const auto own_done = clock::now();
+    pool.withdraw(loop.get());
+    const std::chrono::nanoseconds slept = loop->wait_for_claimed();
+    const auto end = clock::now();
+    const std::int64_t cpu_end = detail::thread_cpu_ns();
+    const std::chrono::nanoseconds off_cpu =
+        cpu_start < 0 || cpu_end < 0
+            ? std::chrono::nanoseconds(0)
+            : (end - start) - std::chrono::nanoseconds(cpu_end - cpu_start) - slept;
+    machine.observe(own_done - start, mine, end - own_done, off_cpu);
+    loop->carrier.rethrow();
 }
 
 }  // namespace metacore
