@@ -508,7 +508,8 @@ class TaskSet:
             return str(lo) if lo == hi else f"{lo}..{hi}"
         names = ""
         if self._names is not None:   # the first few names: which tasks this set holds
-            shown = ", ".join(self._names[:3]) + (", ..." if len(self._names) > 3 else "")
+            short = [n if len(n) <= 16 else n[:15] + "…" for n in self._names[:3]]
+            shown = ", ".join(short) + (", ..." if len(self._names) > 3 else "")
             names = f", names=[{shown}]"
         return (f"TaskSet(n_tasks={self.n_tasks}, n_rows={self.n_rows}, "
                 f"n_features={self.n_features}, n_outputs={self.n_outputs}, dtype={self.dtype}, "

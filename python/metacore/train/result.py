@@ -137,10 +137,11 @@ class History:
         return getattr(self, self._LEGACY[key])
 
     def __repr__(self):
-        present = [f.name for f in fields(self) if getattr(self, f.name) is not None]
+        extra = [f.name for f in fields(self)    # the optional series this run recorded
+                 if f.default is None and getattr(self, f.name) is not None]
         return (f"History({self.step.shape[0]} steps, {self.eval_step.shape[0]} evaluations, "
-                f"{self.task_losses.shape[1] if self.task_losses.ndim == 2 else 0} tasks; "
-                f"series: {', '.join(present)})")
+                f"{self.task_losses.shape[1] if self.task_losses.ndim == 2 else 0} tasks"
+                + (f"; with {', '.join(extra)})" if extra else ")"))
 
     def to_dataframe(self, kind="step", task_names=None):
         """A pandas DataFrame of the history (pandas imported here; ImportError naming ``pip
