@@ -243,3 +243,25 @@ def test_to_dataframe_without_pandas_names_the_install(two_thetas, monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(ImportError, match="pip install pandas"):
         a.to_dataframe()
+
+
+def test_plot_accuracy_leaves_out_regression_reports(two_thetas):
+    pytest.importorskip("matplotlib")
+    a, _ = two_thetas
+    cls = _report("clf", np.ones((2, 6)), np.full((2, 6), 0.5))
+    ax = mc.report.plot({"reg": a, "clf": cls}, metric="accuracy").axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["clf"]
+    with pytest.raises(ValueError, match="accuracies"):
+        mc.report.plot([a], metric="accuracy")
+
+
+def test_a_wide_band_alone_keeps_a_linear_axis():
+    pytest.importorskip("matplotlib")
+    # mean 1, values 1 ± d (sd d): the band reaches down to 1e-4 > 0, four orders of magnitude
+    # below its top, while the means span none
+    d = (1 - 1e-4) / (scipy_stats.t.ppf(0.975, 4) / math.sqrt(5))
+    wide = _report("wide", [[1 + d, 1 - d, 1 + d, 1 - d, 1.0]] * 2)
+    ax = mc.report.plot([wide]).axes[0]
+    ys = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert ys.min() == pytest.approx(1e-4, rel=1e-6) and ys.max() / ys.min() > LOG_SCALE_RATIO
+    assert ax.get_yscale() == "linear"

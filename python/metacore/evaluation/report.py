@@ -105,7 +105,7 @@ def load_json(path) -> dict:
         return json.load(fh)
 
 
-# Above this ratio of the largest to the smallest positive loss plotted, ``yscale="auto"`` draws
+# Above this ratio of the largest to the smallest positive mean loss plotted, ``yscale="auto"`` draws
 # the loss on a log axis: one curve that blows up (a learner whose loss grows by orders of
 # magnitude) would otherwise flatten every other curve onto the x axis.
 LOG_SCALE_RATIO = 1e3
@@ -125,9 +125,9 @@ def plot(reports, path=None, metric="loss", title=None, *, ax=None, yscale="auto
     [0, 1], loss ≥ 0); a report with too few tasks for an interval (fewer than
     ``MIN_TASKS_FOR_CI``) has no band and says so in the legend ("no CI: 3 tasks"); diverged
     points (an infinite mean) are left out and the legend says from which step. ``yscale``:
-    "linear", "log", or "auto" — log for the loss when the largest positive value plotted (means
-    and band ends) exceeds the smallest by more than ``LOG_SCALE_RATIO`` (10³), else linear;
-    accuracy stays linear.
+    "linear", "log", or "auto" — log for the loss when the largest positive mean plotted exceeds
+    the smallest by more than ``LOG_SCALE_RATIO`` (10³), else linear (a wide band alone does not
+    switch); accuracy stays linear. Reports without accuracies are left out of an accuracy plot.
 
     ax: a matplotlib Axes to draw on (the caller's figure, any backend); None creates a
     :class:`matplotlib.figure.Figure` without pyplot, so no backend is selected or switched and
@@ -149,11 +149,16 @@ def plot(reports, path=None, metric="loss", title=None, *, ax=None, yscale="auto
                           "(or pip install matplotlib)") from None
     if ax is not None and not isinstance(ax, Axes):
         raise TypeError(f"ax must be a matplotlib Axes or None, got {type(ax).__name__}")
-    if ax is None:
+    own = ax is None
+    if own:
         fig = Figure(figsize=(5.5, 3.8))
         ax = fig.add_subplot()
     else:
         fig = ax.figure
+    pairs = [(label, r) for label, r in pairs if metric == "loss" or r.accuracies is not None]
+    if not pairs:
+        raise ValueError(f"metric={metric!r}: none of the reports has accuracies (regression "
+                         "tasks have a loss only)")
     plotted, any_band = [], False
     for label, r in pairs:
         rows = [row for row in r.summary() if metric in row]
@@ -176,7 +181,6 @@ def plot(reports, path=None, metric="loss", title=None, *, ax=None, yscale="auto
             bx = [x[i] for i, _ in band]
             lo, hi = [b[0] for _, b in band], [b[1] for _, b in band]
             ax.fill_between(bx, lo, hi, alpha=0.2, color=line.get_color(), linewidth=0)
-            plotted += lo + hi
     log = yscale == "log" or (yscale == "auto" and metric == "loss" and _auto_log(plotted))
     if log:
         ax.set_yscale("log", nonpositive="clip")
@@ -189,10 +193,13 @@ def plot(reports, path=None, metric="loss", title=None, *, ax=None, yscale="auto
     ax.legend()
     ax.grid(alpha=0.3)
     if path is None:
+        if own:
+            fig.tight_layout()
         return fig
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fmt = os.path.splitext(path)[1][1:].lower() or "png"
-    fig.tight_layout()
+    if own:    # the caller's figure keeps its own layout
+        fig.tight_layout()
     write_atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=120))
     return path
