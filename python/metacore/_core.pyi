@@ -69,7 +69,12 @@ class Net(metaclass=_pybind11_type):
     """An MLP's shape: layer sizes, activation, loss and number of output heads."""
 
     def __init__(
-        self, layer_sizes: Sequence[int], activation: _Activation, loss: _Loss, n_heads: int
+        self,
+        layer_sizes: Sequence[int],
+        activation: _Activation,
+        loss: _Loss,
+        n_heads: int,
+        norm: Literal["batch", "layer"] | None = None,
     ) -> None: ...
     @property
     def n_params(self) -> int: ...

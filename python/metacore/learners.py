@@ -488,7 +488,8 @@ class EpisodeLearner(Learner):
         # class labels (its loss is never evaluated).
         m = embedding_model
         self._labelled = MLP(list(m.layer_sizes), activation=m.activation,
-                             loss="cross_entropy" if m.n_outputs >= 2 else "logistic")
+                             loss="cross_entropy" if m.n_outputs >= 2 else "logistic",
+                             norm=m.norm)
 
     def core_net(self):
         return self._labelled.core_net()
@@ -594,10 +595,22 @@ class ProtoNet(EpisodeLearner):
         return _core.prototypes(self._embed(theta, X_support), y)
 
     def adapt_predict(self, theta, X_support, y_support, X_query, *, steps=None):
-        """The logits −‖f_θ(x_q) − c_k‖² (n_q, N) of the query rows against the prototypes."""
+        """The logits −‖f_θ(x_q) − c_k‖² (n_q, N) of the query rows against the prototypes.
+        Support and query rows are embedded in one forward pass, as in training (with
+        ``norm="batch"`` they share the episode's statistics; ``adapt`` alone uses the support
+        rows')."""
         from . import _core
-        protos = self.adapt(theta, X_support, y_support, steps=steps)
-        return _core.prototype_logits(protos, self._embed(self.check_params(theta), X_query))
+        self._no_steps(steps)
+        theta = self.check_params(theta)
+        y = _validation.float_array("y_support", y_support, ndim=1, dtype=theta.dtype)
+        Xs = _validation.float_array("X_support", X_support, ndim=2, dtype=theta.dtype)
+        Xq = _validation.float_array("X_query", X_query, ndim=2, dtype=theta.dtype)
+        if Xq.shape[1] != Xs.shape[1]:
+            raise ValueError(f"X_query must have {Xs.shape[1]} columns like X_support, got "
+                             f"shape {Xq.shape}")
+        E = self._embed(theta, np.vstack([Xs, Xq]))
+        n_s = Xs.shape[0]
+        return _core.prototype_logits(_core.prototypes(E[:n_s], y), E[n_s:])
 
     def query_outputs(self, theta, ts, *, steps, lr=None, head_only=False, n_threads=None):
         """Every task's query logits against its prototypes, task after task (n_query, N_max);
@@ -606,13 +619,16 @@ class ProtoNet(EpisodeLearner):
         self._no_steps(steps)
         theta = self.check_params(theta)
         ts = self.check_batch(ts, theta.dtype, "test_tasks")
-        E = self._embed(theta, ts.X, n_threads)
+        # with batch statistics each episode is its own forward pass, as in training
+        per_task = self.model.norm == "batch"
+        E = None if per_task else self._embed(theta, ts.X, n_threads)
         y = ts.y.reshape(-1)
         blocks = []
         for i in range(ts.n_tasks):
             a, b = int(ts.offsets[i]), int(ts.offsets[i + 1])
             s = a + int(ts.n_support[i])
-            blocks.append(_core.prototype_logits(_core.prototypes(E[a:s], y[a:s]), E[s:b]))
+            Ei = self._embed(theta, ts.X[a:b], n_threads) if per_task else E[a:b]
+            blocks.append(_core.prototype_logits(_core.prototypes(Ei[:s - a], y[a:s]), Ei[s - a:]))
         return self._stack_padded(blocks, theta.dtype)
 
     def to_dict(self):
@@ -654,6 +670,9 @@ class RidgeHead(EpisodeLearner):
 
     def __init__(self, embedding_model, reg=1.0, scale=1.0, n_threads=None):
         super().__init__(embedding_model, n_threads=n_threads)
+        if embedding_model.norm == "batch":   # its episode passes are not yet one block each
+            raise ValueError("embedding_model: RidgeHead does not support norm='batch' yet (use "
+                             "norm='layer' or None, or ProtoNet)")
         self.reg = _validation.real("reg", reg, minimum=0.0, min_open=True)
         self.scale = _validation.real("scale", scale)
 

@@ -24,7 +24,7 @@ METACORE_INLINE std::int64_t rows_ahead(const TaskData<T>& data, std::int64_t ne
 template <class T>
 METACORE_CLONES double unit_value_grad(NetPass<T>& pass, const T* theta, const TaskData<T>& data,
                                        const WorkUnit& unit, std::int64_t head, T scale, T* grad) {
-    constexpr std::int64_t B = NetPass<T>::kBlock;
+    const std::int64_t B = pass.block_rows(unit.end - unit.begin);
     double loss = 0.0;
     for (std::int64_t r = unit.begin; r < unit.end; r += B) {
         const std::int64_t b = unit.end - r < B ? unit.end - r : B;
@@ -53,8 +53,12 @@ METACORE_CLONES double unit_value_grad_gathered(NetPass<T>& pass, const T* theta
                                                 const TaskData<T>& data, const WorkUnit& unit,
                                                 const WorkUnit* next, std::int64_t head, T scale,
                                                 T* grad, RowGather<T>& buf) {
-    constexpr std::int64_t B = NetPass<T>::kBlock;
+    const std::int64_t B = pass.block_rows(unit.end - unit.begin);
     const std::int64_t d = data.X.cols, k = data.y.cols;
+    if (static_cast<std::int64_t>(buf.X.size()) < B * d) {  // batch statistics: one block
+        buf.X.resize(B * d);
+        buf.y.resize(B * k);
+    }
     const std::int64_t row_bytes = d * static_cast<std::int64_t>(sizeof(T));
     double loss = 0.0;
     for (std::int64_t r = unit.begin; r < unit.end; r += B) {
@@ -84,7 +88,7 @@ template <class T>
 METACORE_CLONES void unit_hvp(NetPass<T>& pass, const T* theta, const T* v,
                               const TaskData<T>& data, const WorkUnit& unit, std::int64_t head,
                               T scale, T* hv) {
-    constexpr std::int64_t B = NetPass<T>::kBlock;
+    const std::int64_t B = pass.block_rows(unit.end - unit.begin);
     for (std::int64_t r = unit.begin; r < unit.end; r += B) {
         const std::int64_t b = unit.end - r < B ? unit.end - r : B;
         const T* X = data.X.row(r);

@@ -97,7 +97,8 @@ def save_json(reports, path, extra=None):
     if extra:
         data.update(extra)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    return write_atomic(path, lambda fh: fh.write(json.dumps(data, indent=2).encode("utf-8")))
+    text = json.dumps(data, indent=2)    # fails (non-serialisable extra) before any file is touched
+    return write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def load_json(path) -> dict:
