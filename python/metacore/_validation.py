@@ -230,3 +230,13 @@ def theta(name, value, n_params, dtype=None):
         raise ValueError(f"{name} must have length {n_params} (the model's n_params), "
                          f"got {arr.shape[0]}")
     return float_array(name, arr, ndim=1, dtype=dtype)
+
+
+def pandas(what):
+    """The pandas module, imported on first use by ``what`` (e.g. ``"EvalReport.to_dataframe"``);
+    ImportError naming ``pip install pandas`` when it is not installed (pandas is optional)."""
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ImportError(f"{what} needs pandas, which is optional: pip install pandas") from None
+    return pd
