@@ -1,95 +1,54 @@
-"""ProtoNet on the "Omniglot minimal" protocol, next to the nearest class mean on raw pixels.
-Run from the repository root:
+"""ProtoNet on the "Omniglot minimal" protocol, next to the baselines a sceptic would run (the
+protocol and the baselines are described in ``metacore.app.omniglot``). Run from the repository root:
 
     PYTHONPATH=python python benchmarks/omniglot_minimal.py [DATA] [--steps N] [--train-way W]
-        [--shots 1,5] [--threads K] [--json PATH]
+        [--q-query Q] [--meta-batch B] [--lr R] [--norm batch|layer|none] [--head-scale S]
+        [--shots 1,5] [--train-shot K]
+        [--no-baselines] [--no-protonet] [--pretrain-steps N] [--threads K] [--json PATH]
 
-DATA (default ../shared/data) holds omniglot/images_background_small{1,2}.zip. Meta-train on the
-544 classes of small1 (136 characters × 4 rotations), meta-test on the 106 characters of the three
-small2-only alphabets. One ProtoNet per shot count (1 and 5): embedding MLP 784-256-128-64 relu
-(no batch norm), trained with ``mc.fit`` on fresh W-way episodes (default 20) with 5 queries per class drawn in
-the core at every step (meta-batch 2, Adam 1e-3 halved every third of the run), then scored at 5-way
-and 20-way on the same 600 test episodes per setting as ``datasets_baselines.py`` (15 queries per
-class, seed 0): accuracy, mean ± 95 % CI over episodes. Prints Markdown.
+DATA (default ../shared/data) holds omniglot/images_background_small{1,2}.zip. Prints Markdown.
+``metacore demo omniglot --data DATA/omniglot`` runs the same table with its default settings.
 """
 
 import argparse
 import json
 import pathlib
-import time
+import sys
 
-import numpy as np
+sys.stdout.reconfigure(line_buffering=True)
 
-import metacore as mc
-
-SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
+from metacore.app.omniglot import table  # noqa: E402
 
 
-def pixel_class_mean(ts, n_way, k_shot):
-    """Accuracy per episode of the nearest support-class mean of raw pixels (the prototype
-    classifier with the identity as embedding)."""
-    accs = []
-    for i in range(ts.n_tasks):
-        (Xs, ys), (Xq, yq) = ts.support(i), ts.query(i)
-        means = np.stack([Xs[ys == k].mean(axis=0) for k in range(n_way)]).astype(np.float64)
-        d = ((Xq[:, None, :].astype(np.float64) - means[None]) ** 2).sum(axis=2)
-        accs.append(np.mean(d.argmin(axis=1) == yq))
-    return np.array(accs)
-
-
-def train(train_set, k_shot, steps, threads, n_way=20, seed=0):
-    model = mc.MLP([784, 256, 128, 64], activation="relu", loss="mse")   # the head is unused
-    learner = mc.ProtoNet(model)
-    source = train_set.source(n_way=n_way, k_shot=k_shot, q_query=5)
-    problem = mc.MetaObjective(learner, source, meta_batch=2, n_threads=threads)
-    optimizer = mc.optim.Adam(lr=1e-3, schedule=mc.optim.step(every=max(1, steps // 3),
-                                                               gamma=0.5))
-    t0 = time.perf_counter()
-    res = mc.fit(problem, model.init(seed=seed, dtype=np.float32), optimizer=optimizer,
-                 steps=steps, seed=seed, progress=False, chunk_size=100)
-    return learner, res, time.perf_counter() - t0
-
-
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("data", nargs="?", default="../shared/data")
-    ap.add_argument("--steps", type=int, default=1500, help="meta-steps per model (2 episodes each)")
+    ap.add_argument("--steps", type=int, default=3000, help="meta-steps per model")
     ap.add_argument("--train-way", type=int, default=20, help="classes per training episode")
+    ap.add_argument("--q-query", type=int, default=5, help="queries per class in training")
+    ap.add_argument("--meta-batch", type=int, default=2, help="episodes per meta-step")
+    ap.add_argument("--lr", type=float, default=1e-3, help="Adam's initial rate")
+    ap.add_argument("--norm", default="batch", choices=["batch", "layer", "none"])
+    ap.add_argument("--head-scale", type=float, default=0.1,
+                    help="initial scale of the embedding's last layer (× He)")
     ap.add_argument("--shots", default="1,5", help="the shot counts to train and test")
+    ap.add_argument("--train-shot", type=int, default=None,
+                    help="train one ProtoNet on this shot count and test it at every shot count")
+    ap.add_argument("--no-baselines", action="store_true", help="skip the fine-tuned baselines")
+    ap.add_argument("--no-protonet", action="store_true", help="only the baselines")
+    ap.add_argument("--pretrain-steps", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None, help="also write the rows here")
-    args = ap.parse_args()
-
-    t0 = time.perf_counter()
-    train_set, test_set = mc.datasets.omniglot_minimal(pathlib.Path(args.data) / "omniglot")
-    print(f"read in {time.perf_counter() - t0:.1f} s: meta-train {train_set.n_classes} classes, "
-          f"meta-test {test_set.n_classes} classes\n")
-    models = {}
-    shots = [int(k) for k in args.shots.split(",")]
-    for k_shot in shots:
-        learner, res, seconds = train(train_set, k_shot, args.steps, args.threads, args.train_way)
-        loss = res.history.objective
-        print(f"trained {k_shot}-shot: {args.steps} steps ({2 * args.steps} episodes) in "
-              f"{seconds:.0f} s, episode loss {loss[:50].mean():.3f} -> {loss[-50:].mean():.3f}")
-        models[k_shot] = (learner, res.theta, seconds)
-
-    rows = []
-    print("\n| episodes | pixel class mean | ProtoNet | training | evaluation |\n|---|---|---|---|---|")
-    for n_way, k_shot in [s for s in SETTINGS if s[1] in shots]:
-        episodes = test_set.episodes(600, n_way=n_way, k_shot=k_shot, q_query=15, seed=0)
-        base, base_ci = mc.mean_ci(pixel_class_mean(episodes, n_way, k_shot))
-        learner, theta, seconds = models[k_shot]
-        t0 = time.perf_counter()
-        report = mc.evaluate(learner.model, theta, episodes, steps=(0,), learner=learner)
-        acc, ci = report.at(0, "accuracy")
-        t_eval = time.perf_counter() - t0
-        rows.append({"n_way": n_way, "k_shot": k_shot, "pixel": [base, base_ci],
-                     "protonet": [acc, ci], "train_s": seconds, "eval_s": t_eval,
-                     "steps": args.steps, "train_way": args.train_way})
-        print(f"| {n_way}-way {k_shot}-shot | {100 * base:.1f} ± {100 * base_ci:.1f} % | "
-              f"**{100 * acc:.1f} ± {100 * ci:.1f} %** | {seconds:.0f} s | {t_eval:.1f} s |")
+    args = ap.parse_args(argv)
+    rows = table(pathlib.Path(args.data) / "omniglot", steps=args.steps,
+                 train_way=args.train_way, q_query=args.q_query, meta_batch=args.meta_batch,
+                 lr=args.lr, norm=None if args.norm == "none" else args.norm,
+                 shots=tuple(int(k) for k in args.shots.split(",")), train_shot=args.train_shot,
+                 protonet=not args.no_protonet, baselines=not args.no_baselines, pretrain_steps=args.pretrain_steps,
+                 head_scale=args.head_scale, threads=args.threads)
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(rows, indent=1))
+    return rows
 
 
 if __name__ == "__main__":

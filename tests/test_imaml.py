@@ -241,3 +241,45 @@ def test_bad_arguments_are_named():
         _core.imaml_adapt(model.core_net(), theta, np.zeros((3, 1)), np.zeros(3), 2, 0.1, -1.0)
     with pytest.raises(ValueError, match="X_support"):
         _core.imaml_adapt(model.core_net(), theta, np.zeros((3, 2)), np.zeros(3), 2, 0.1, 1.0)
+
+
+# --- Ctrl-C ------------------------------------------------------------------------------------
+INTERRUPT_CHILD = """
+import os, signal, sys, threading, time
+sys.path.insert(0, {path!r})
+import numpy as np, metacore as mc
+model = mc.MLP([2, 16, 1], activation="tanh")
+rng = np.random.default_rng(0)
+ts = mc.TaskSet.from_arrays([rng.normal(size=(10, 2)) for _ in range(2)],
+                            [rng.normal(size=10) for _ in range(2)], n_support=5)
+theta = model.init()
+def fire():
+    time.sleep(0.5)
+    global t_sig
+    t_sig = time.perf_counter()
+    os.kill(os.getpid(), signal.SIGINT)
+threading.Thread(target=fire, daemon=True).start()
+try:
+    {call}
+    print("finished")
+except KeyboardInterrupt:
+    print("interrupted", time.perf_counter() - t_sig)
+"""
+
+
+@pytest.mark.parametrize("call", [
+    "mc.IMAML(model, inner_steps=10**9).meta_value_and_grad(theta, ts)",
+    "mc.fit(mc.MetaObjective(mc.IMAML(model, inner_steps=100), ts, meta_batch=2), theta, "
+    "steps=10**7, progress=False)",
+    "mc.IMAML(model).adapt(theta, *ts.support(0), steps=10**9)",
+])
+def test_ctrl_c_interrupts_the_inner_loop_and_cg(call):
+    import os
+    import subprocess
+    import sys
+    path = os.path.dirname(os.path.dirname(mc.__file__))
+    r = subprocess.run([sys.executable, "-c", INTERRUPT_CHILD.format(path=path, call=call)],
+                       capture_output=True, text=True, timeout=120)
+    words = r.stdout.split()
+    assert words and words[0] == "interrupted", r.stdout + r.stderr
+    assert float(words[1]) < 1.0   # seconds after SIGINT, on a busy 2-core machine

@@ -26,6 +26,11 @@ Loss parse_loss(const std::string& s) {
                                {"cross_entropy", Loss::cross_entropy}});
 }
 
+Norm parse_norm(const std::optional<std::string>& s) {
+    if (!s) return Norm::none;
+    return parse_choice<Norm>("norm", *s, {{"batch", Norm::batch}, {"layer", Norm::layer}});
+}
+
 template <class T>
 py::array_t<T> predict_typed(const NetSpec& net, const py::array& theta_obj,
                              const py::array& X_obj, std::int64_t head,
@@ -50,11 +55,13 @@ py::array_t<T> predict_typed(const NetSpec& net, const py::array& theta_obj,
 void register_net(py::module_& m) {
     py::class_<NetSpec>(m, "Net")
         .def(py::init([](std::vector<std::int64_t> sizes, const std::string& activation,
-                         const std::string& loss, std::int64_t n_heads) {
+                         const std::string& loss, std::int64_t n_heads,
+                         const std::optional<std::string>& norm) {
                  return NetSpec(std::move(sizes), parse_activation(activation), parse_loss(loss),
-                                n_heads);
+                                n_heads, parse_norm(norm));
              }),
-             py::arg("layer_sizes"), py::arg("activation"), py::arg("loss"), py::arg("n_heads"))
+             py::arg("layer_sizes"), py::arg("activation"), py::arg("loss"), py::arg("n_heads"),
+             py::arg("norm") = py::none())
         .def_property_readonly("n_params", &NetSpec::n_params)
         .def_property_readonly("layer_sizes", &NetSpec::sizes)
         .def(

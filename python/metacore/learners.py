@@ -33,6 +33,7 @@ Bertinetto et al. 2019 (R2D2's closed-form ridge head, :class:`RidgeHead`), Raje
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import numpy as np
 
@@ -44,6 +45,17 @@ from .data.taskset import TaskSet
 
 __all__ = ["Learner", "MAML", "FOMAML", "Reptile", "MetaSGD", "ANIL", "ProtoNet", "from_dict",
            "EpisodeLearner", "RidgeHead", "IMAML"]
+
+
+class _LastBatch:
+    """The last batch a learner checked (weak references); copies and pickles start empty."""
+    __slots__ = ("entry",)
+
+    def __init__(self):
+        self.entry = None
+
+    def __reduce__(self):
+        return (_LastBatch, ())
 
 
 class Learner:
@@ -101,6 +113,22 @@ class Learner:
                                  f"support rows to adapt on and query rows to score")
         self.check_labels(batch, name)
         return batch.astype(dtype)
+
+    def _checked_batch(self, batch, dtype):
+        """check_batch for the meta-gradient calls, remembered for the last batch: a TaskSet is
+        immutable (its arrays are read-only), so the same batch object at the same dtype, for the
+        same model, passes the same checks again. Weak references: the cache keeps nothing alive."""
+        memo = self.__dict__.get("_batch_memo")
+        if memo is None:
+            memo = self.__dict__.setdefault("_batch_memo", _LastBatch())
+        hit = memo.entry
+        if hit is not None and hit[0]() is batch and hit[1] == dtype and hit[2] is self.model:
+            ts = hit[3]()
+            if ts is not None:
+                return ts
+        ts = self.check_batch(batch, dtype)
+        memo.entry = (weakref.ref(batch), dtype, self.model, weakref.ref(ts))
+        return ts
 
     def check_labels(self, batch, name="batch"):
         """The batch's labels checked for this learner: those the model's loss head takes."""
@@ -166,7 +194,7 @@ class Learner:
         rows — the meta-loss per task. ``n_threads`` None: the learner's setting."""
         from . import _core
         params = self.check_params(theta)
-        ts = self.check_batch(batch, params.dtype)
+        ts = self._checked_batch(batch, params.dtype)
         kind, lr, steps, _ = self.core_spec()
         # The loss does not depend on the meta-gradient's order: first order skips the HVPs.
         # MAML++'s multi-step loss is off here: the loss after the last step.
@@ -180,8 +208,9 @@ class Learner:
     def _evaluate(self, theta, batch, step=0):
         from . import _core
         params = self.check_params(theta)
-        ts = self.check_batch(batch, params.dtype)
-        step = _validation.integer("step", step, minimum=0)
+        ts = self._checked_batch(batch, params.dtype)
+        if type(step) is not int or not 0 <= step <= _validation.INT64_MAX:
+            step = _validation.integer("step", step, minimum=0)
         return _core.meta_value_and_grad(self.core_net(), *self.core_spec(), params, ts.X,
                                          ts.y, ts.offsets, ts.n_support, self.n_threads,
                                          step=step, **self.core_options())
@@ -488,7 +517,8 @@ class EpisodeLearner(Learner):
         # class labels (its loss is never evaluated).
         m = embedding_model
         self._labelled = MLP(list(m.layer_sizes), activation=m.activation,
-                             loss="cross_entropy" if m.n_outputs >= 2 else "logistic")
+                             loss="cross_entropy" if m.n_outputs >= 2 else "logistic",
+                             norm=m.norm)
 
     def core_net(self):
         return self._labelled.core_net()
@@ -594,10 +624,22 @@ class ProtoNet(EpisodeLearner):
         return _core.prototypes(self._embed(theta, X_support), y)
 
     def adapt_predict(self, theta, X_support, y_support, X_query, *, steps=None):
-        """The logits −‖f_θ(x_q) − c_k‖² (n_q, N) of the query rows against the prototypes."""
+        """The logits −‖f_θ(x_q) − c_k‖² (n_q, N) of the query rows against the prototypes.
+        Support and query rows are embedded in one forward pass, as in training (with
+        ``norm="batch"`` they share the episode's statistics; ``adapt`` alone uses the support
+        rows')."""
         from . import _core
-        protos = self.adapt(theta, X_support, y_support, steps=steps)
-        return _core.prototype_logits(protos, self._embed(self.check_params(theta), X_query))
+        self._no_steps(steps)
+        theta = self.check_params(theta)
+        y = _validation.float_array("y_support", y_support, ndim=1, dtype=theta.dtype)
+        Xs = _validation.float_array("X_support", X_support, ndim=2, dtype=theta.dtype)
+        Xq = _validation.float_array("X_query", X_query, ndim=2, dtype=theta.dtype)
+        if Xq.shape[1] != Xs.shape[1]:
+            raise ValueError(f"X_query must have {Xs.shape[1]} columns like X_support, got "
+                             f"shape {Xq.shape}")
+        E = self._embed(theta, np.vstack([Xs, Xq]))
+        n_s = Xs.shape[0]
+        return _core.prototype_logits(_core.prototypes(E[:n_s], y), E[n_s:])
 
     def query_outputs(self, theta, ts, *, steps, lr=None, head_only=False, n_threads=None):
         """Every task's query logits against its prototypes, task after task (n_query, N_max);
@@ -606,13 +648,16 @@ class ProtoNet(EpisodeLearner):
         self._no_steps(steps)
         theta = self.check_params(theta)
         ts = self.check_batch(ts, theta.dtype, "test_tasks")
-        E = self._embed(theta, ts.X, n_threads)
+        # with batch statistics each episode is its own forward pass, as in training
+        per_task = self.model.norm == "batch"
+        E = None if per_task else self._embed(theta, ts.X, n_threads)
         y = ts.y.reshape(-1)
         blocks = []
         for i in range(ts.n_tasks):
             a, b = int(ts.offsets[i]), int(ts.offsets[i + 1])
             s = a + int(ts.n_support[i])
-            blocks.append(_core.prototype_logits(_core.prototypes(E[a:s], y[a:s]), E[s:b]))
+            Ei = self._embed(theta, ts.X[a:b], n_threads) if per_task else E[a:b]
+            blocks.append(_core.prototype_logits(_core.prototypes(Ei[:s - a], y[a:s]), Ei[s - a:]))
         return self._stack_padded(blocks, theta.dtype)
 
     def to_dict(self):
@@ -654,6 +699,9 @@ class RidgeHead(EpisodeLearner):
 
     def __init__(self, embedding_model, reg=1.0, scale=1.0, n_threads=None):
         super().__init__(embedding_model, n_threads=n_threads)
+        if embedding_model.norm == "batch":   # its episode passes are not yet one block each
+            raise ValueError("embedding_model: RidgeHead does not support norm='batch' yet (use "
+                             "norm='layer' or None, or ProtoNet)")
         self.reg = _validation.real("reg", reg, minimum=0.0, min_open=True)
         self.scale = _validation.real("scale", scale)
 

@@ -9,8 +9,21 @@ activation between layers (relu or tanh) and a loss head on the k outputs:
 - ``"cross_entropy"``: k logits, integer labels 0..k−1, row loss ``−log softmax(z)[y]``.
 
 θ layout (flat, stable): for each layer in order, W of shape (fan_out, fan_in) row-major, then b of
-shape (fan_out,). With ``task_heads=T`` the hidden (trunk) layers come first, then task 0's output
+shape (fan_out,); with ``norm`` set, every hidden layer's b is followed by its scale γ and shift β
+(fan_out each). With ``task_heads=T`` the hidden (trunk) layers come first, then task 0's output
 layer (W, b), task 1's, ...: hard parameter sharing, task i uses the trunk and head i.
+
+Normalised nets (``norm="batch"`` or ``"layer"``): each hidden layer is Linear → Norm → activation,
+``h = γ ⊙ (z − μ) / √(σ² + ε) + β`` with ε = 1e-5 and no normalisation on the output layer.
+Batch normalisation takes μ, σ² of each unit over the rows of the current forward pass (transductive
+batch statistics, as the MAML paper's non-convolutional Omniglot net and learn2learn's OmniglotFC;
+Ioffe & Szegedy 2015, without running averages); layer normalisation over the units of each row
+(Ba, Kiros & Hinton 2016). With batch statistics a row's output depends on the other rows passed
+with it: ``predict(θ, X)`` normalises over all of X; in meta-learning the inner loop's passes use the
+support rows' statistics and the query pass the query rows' (MAML); a ProtoNet episode (support and
+query rows) is one pass; in the multi-task objective a task's chosen rows are one pass, and so are
+the ``batch_rows`` drawn from it in a step (at most 1024, else a ValueError). One row alone
+normalises to 0 (h = β).
 """
 
 from __future__ import annotations
@@ -20,6 +33,7 @@ import numpy as np
 from . import _validation
 
 ACTIVATIONS = ("relu", "tanh")
+NORMS = ("batch", "layer")
 from .data.taskset import LOSSES
 
 
@@ -36,9 +50,17 @@ class MLP:
         The loss head. "logistic" needs one output, "cross_entropy" at least two.
     task_heads : int or None
         If set to T, one output layer per task (tasks 0..T−1) after a shared trunk.
+    norm : {"batch", "layer"} or None
+        Normalise every hidden layer before its activation, with a learned scale γ and shift β per
+        unit (see the module docstring for the statistics each pass uses). Default: none.
+
+    Raises
+    ------
+    ValueError
+        For sizes, an activation, loss or norm outside the choices above.
     """
 
-    def __init__(self, layer_sizes, activation="relu", loss="mse", task_heads=None):
+    def __init__(self, layer_sizes, activation="relu", loss="mse", task_heads=None, norm=None):
         sizes = _validation.int_sequence("layer_sizes", layer_sizes, min_len=2, minimum=1)
         self.layer_sizes = tuple(sizes)
         self.activation = _validation.choice("activation", activation, ACTIVATIONS)
@@ -50,6 +72,7 @@ class MLP:
                 f"loss='cross_entropy' needs at least 2 outputs, got layer_sizes[-1]={sizes[-1]}")
         self.task_heads = None if task_heads is None else _validation.integer(
             "task_heads", task_heads, minimum=1)
+        self.norm = None if norm is None else _validation.choice("norm", norm, NORMS)
         if self.n_params >= 2**63:  # θ is indexed with int64 in the core
             raise ValueError(f"layer_sizes {list(sizes)} (task_heads={task_heads}) give "
                              f"{self.n_params} parameters, more than 2^63 - 1")
@@ -69,9 +92,10 @@ class MLP:
 
     @property
     def n_trunk_params(self) -> int:
-        """Parameters of the hidden (shared) layers."""
+        """Parameters of the hidden (shared) layers, their γ and β included."""
         s = self.layer_sizes
-        return sum(s[l + 1] * s[l] + s[l + 1] for l in range(len(s) - 2))
+        extra = 2 if self.norm else 0
+        return sum(s[l + 1] * s[l] + (1 + extra) * s[l + 1] for l in range(len(s) - 2))
 
     @property
     def n_head_params(self) -> int:
@@ -89,10 +113,20 @@ class MLP:
         out, off = [], 0
         for l in range(len(s) - 2):
             out.append((off, (s[l + 1], s[l]), off + s[l + 1] * s[l]))
-            off += s[l + 1] * s[l] + s[l + 1]
+            off += s[l + 1] * s[l] + (3 if self.norm else 1) * s[l + 1]
         off += self.n_head_params * (task if self.task_heads else 0)
         out.append((off, (s[-1], s[-2]), off + s[-1] * s[-2]))
         return out
+
+    def norm_layers(self):
+        """[(γ offset, β offset, width), ...] of the normalised hidden layers ([] without norm)."""
+        if not self.norm:
+            return []
+        return [(b + o, b + 2 * o, o) for _, (o, _), b in self.layers()[:-1]]
+
+    def unpack_norms(self, theta):
+        """Views [(γ, β), ...] into θ for the normalised hidden layers ([] without norm)."""
+        return [(theta[g:g + o], theta[b:b + o]) for g, b, o in self.norm_layers()]
 
     def unpack(self, theta, task=0):
         """Views [(W, b), ...] into θ for the layers task ``task`` uses."""
@@ -102,7 +136,7 @@ class MLP:
     # --- parameters and prediction ----------------------------------------------------------
     def init(self, seed=0, dtype=np.float64):
         """A fresh θ: He-normal weights for relu (std √(2/fan_in)), Glorot-uniform for tanh
-        (±√(6/(fan_in+fan_out))), zero biases; every head drawn independently."""
+        (±√(6/(fan_in+fan_out))), zero biases, γ = 1 and β = 0; every head drawn independently."""
         dtype = _validation.float_dtype("dtype", dtype)
         rng = np.random.default_rng(_validation.seed("seed", seed))
         _validation.fits_in_memory(f"θ of {self.n_params} parameters (layer_sizes "
@@ -120,11 +154,14 @@ class MLP:
                 else:
                     r = np.sqrt(6.0 / (i + o))
                     theta[w:w + o * i] = rng.uniform(-r, r, size=o * i)
+        for g, _, o in self.norm_layers():
+            theta[g:g + o] = 1.0
         return theta.astype(dtype)
 
     def predict(self, theta, X, task=0, n_threads=None):
         """Outputs for rows X: (n,) for one output, (n, k) otherwise. Raw values for mse,
-        logits for logistic and cross_entropy. ``task`` picks the head with per-task heads."""
+        logits for logistic and cross_entropy. ``task`` picks the head with per-task heads.
+        With ``norm="batch"`` X is one forward pass: its rows share batch statistics."""
         theta = _validation.theta("theta", theta, self.n_params)
         X = _validation.float_array("X", X, ndim=2, dtype=theta.dtype)
         if X.shape[1] != self.n_features:
@@ -141,7 +178,7 @@ class MLP:
         if net is None:
             from . import _core
             net = _core.Net(list(self.layer_sizes), self.activation, self.loss,
-                            self.task_heads or 1)
+                            self.task_heads or 1, self.norm)
             net = self.__dict__.setdefault("_compiled", net)   # racing threads share one
         return net
 
@@ -152,21 +189,25 @@ class MLP:
         return state
 
     def spec(self) -> dict:
-        return {"layer_sizes": list(self.layer_sizes), "activation": self.activation,
-                "loss": self.loss, "task_heads": self.task_heads}
+        out = {"layer_sizes": list(self.layer_sizes), "activation": self.activation,
+               "loss": self.loss, "task_heads": self.task_heads}
+        if self.norm:   # absent for plain nets: specs saved before norm existed stay identical
+            out["norm"] = self.norm
+        return out
 
     @classmethod
     def from_spec(cls, spec: dict) -> "MLP":
         return cls(spec["layer_sizes"], activation=spec["activation"], loss=spec["loss"],
-                   task_heads=spec.get("task_heads"))
+                   task_heads=spec.get("task_heads"), norm=spec.get("norm"))
 
     def __eq__(self, other):
         return isinstance(other, MLP) and self.spec() == other.spec()
 
     def __repr__(self):
         heads = f", task_heads={self.task_heads}" if self.task_heads else ""
+        norm = f", norm={self.norm!r}" if self.norm else ""
         return (f"MLP({list(self.layer_sizes)}, activation={self.activation!r}, "
-                f"loss={self.loss!r}{heads})")
+                f"loss={self.loss!r}{heads}{norm})")
 
 
 def Linear(d, k=1, task_heads=None):

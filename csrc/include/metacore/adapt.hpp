@@ -19,7 +19,7 @@ namespace metacore {
 
 inline bool same_net(const NetSpec& a, const NetSpec& b) {
     return a.sizes() == b.sizes() && a.activation() == b.activation() && a.loss() == b.loss() &&
-           a.n_heads() == b.n_heads();
+           a.n_heads() == b.n_heads() && a.norm() == b.norm();
 }
 
 template <class T>
@@ -57,7 +57,7 @@ const T* adapt_rows(AdaptWorkspace<T>& ws, const InnerRule<T>& rule, const T* th
 
 template <class T>
 void predict_rows(AdaptWorkspace<T>& ws, const T* phi, MatrixView<const T> X, T* out) {
-    constexpr std::int64_t B = NetPass<T>::kBlock;
+    const std::int64_t B = ws.pass.block_rows(X.rows);  // batch statistics: the query rows'
     const std::int64_t k = ws.net.n_outputs();
     ws.pass.prepare(phi);
     for (std::int64_t r = 0; r < X.rows; r += B) {

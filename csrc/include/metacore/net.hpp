@@ -1,6 +1,8 @@
-// The one net kind: dense layers over a flat θ, an activation between layers, a loss head.
-// θ layout: per layer W (fan_out × fan_in, row-major) then b (fan_out); with per-task heads the
-// hidden (trunk) layers come first, then one output layer per head.
+// The one net kind: dense layers over a flat θ, an activation between layers, a loss head, and
+// optionally a normalisation of every hidden layer (Linear → Norm → activation; never on the
+// output layer). θ layout: per layer W (fan_out × fan_in, row-major) then b (fan_out), and for a
+// normalised hidden layer then γ (fan_out) and β (fan_out); with per-task heads the hidden (trunk)
+// layers come first, then one output layer per head.
 #pragma once
 
 #include <cstdint>
@@ -15,12 +17,16 @@ namespace metacore {
 
 enum class Activation { relu, tanh };
 enum class Loss { mse, logistic, cross_entropy };
+// batch: statistics over the rows of one forward pass (per unit); layer: over the units of a row.
+enum class Norm { none, batch, layer };
+constexpr double kNormEps = 1e-5;  // added to the variance (PyTorch's default)
 
 class NetSpec {
    public:
     NetSpec(std::vector<std::int64_t> sizes, Activation activation, Loss loss,
-            std::int64_t n_heads)
-        : sizes_(std::move(sizes)), activation_(activation), loss_(loss), n_heads_(n_heads) {
+            std::int64_t n_heads, Norm norm = Norm::none)
+        : sizes_(std::move(sizes)), activation_(activation), loss_(loss), n_heads_(n_heads),
+          norm_(norm) {
         if (sizes_.size() < 2) throw std::invalid_argument("layer_sizes needs at least 2 entries");
         for (auto s : sizes_)
             if (s < 1) throw std::invalid_argument("layer_sizes entries must be >= 1");
@@ -57,6 +63,11 @@ class NetSpec {
     }
     Activation activation() const { return activation_; }
     Loss loss() const { return loss_; }
+    Norm norm() const { return norm_; }
+    // Whether layer l's outputs are normalised (hidden layers only) and a row's outputs depend on
+    // the other rows of its forward pass (batch statistics).
+    bool normalised(int l) const { return norm_ != Norm::none && l + 1 < n_layers(); }
+    bool rows_coupled() const { return norm_ == Norm::batch && n_layers() > 1; }
     const std::vector<std::int64_t>& sizes() const { return sizes_; }
 
     // Offset of layer l's W in θ for a task using output head `head`; b follows W.
@@ -67,16 +78,23 @@ class NetSpec {
     std::int64_t bias_offset(int l, std::int64_t head) const {
         return weight_offset(l, head) + fan_out(l) * fan_in(l);
     }
+    // γ and β of a normalised hidden layer l (fan_out each) follow its b.
+    std::int64_t gamma_offset(int l) const { return bias_offset(l, 0) + fan_out(l); }
+    std::int64_t beta_offset(int l) const { return gamma_offset(l) + fan_out(l); }
 
    private:
     std::int64_t layer_params(int l) const {
-        return checked_add(checked_mul(fan_out(l), fan_in(l), "layer_sizes"), fan_out(l), "layer_sizes");
+        const std::int64_t wb =
+            checked_add(checked_mul(fan_out(l), fan_in(l), "layer_sizes"), fan_out(l), "layer_sizes");
+        return normalised(l) ? checked_add(wb, checked_mul(2, fan_out(l), "layer_sizes"), "layer_sizes")
+                             : wb;
     }
 
     std::vector<std::int64_t> sizes_;
     Activation activation_;
     Loss loss_;
     std::int64_t n_heads_;
+    Norm norm_;
     std::vector<std::int64_t> layer_offset_;
     std::int64_t trunk_params_ = 0;
     std::int64_t head_params_ = 0;

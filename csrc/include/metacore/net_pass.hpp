@@ -1,6 +1,17 @@
 // Forward, backward and forward-over-reverse (R-operator) passes of the net over a block of at
 // most kBlock rows. One NetPass per thread holds the block's activations, so a block's rows and
 // everything computed from them stay in cache between the forward and the backward pass.
+//
+// Normalised hidden layers (NetSpec::norm): z = a Wᵀ + b, x̂ = (z − μ)·s with s = 1/√(σ² + ε),
+// h = γ ⊙ x̂ + β, a' = σ(h); μ, σ² are means over the group — a unit's column over the block's
+// rows (batch) or a row's units (layer). With batch statistics every forward pass must take all
+// the rows that share statistics in one block: callers size blocks with block_rows(n), and the
+// buffers grow to fit. With P(u) = u − mean(u) − x̂·mean(x̂ u) (means per group):
+//   backward  ∂z = s·P(γ ⊙ g),  ∂γ = Σ g ⊙ x̂,  ∂β = Σ g            (g = ∂L/∂h)
+//   tangents  x̂' = s·P(ż),  ḣ = γ̇ ⊙ x̂ + γ ⊙ x̂' + β̇,  ṡ = −s²·mean(x̂ ż)
+//             (∂z)' = ṡ·P(γg) + s·(ġx − mean(ġx) − x̂'·mean(x̂ γg) − x̂·mean(x̂' γg + x̂ ġx)),
+//             ġx = γ̇ ⊙ g + γ ⊙ ġ,  (∂γ)' = Σ ġ ⊙ x̂ + g ⊙ x̂',  (∂β)' = Σ ġ.
+// A group of one element (batch norm of one row, layer norm of width 1) has x̂ = 0: h = β.
 #pragma once
 
 #include <algorithm>
@@ -43,30 +54,31 @@ class NetPass {
         for (int t = 0; t < threads; ++t) passes.emplace_back(net, with_tangents);
     }
 
-    NetPass(const NetSpec& net, bool with_tangents) : net_(net) {
+    NetPass(const NetSpec& net, bool with_tangents) : net_(net), tangents_(with_tangents) {
         require_elements("hidden (layer widths)", elements(net, with_tangents), sizeof(T),
                          "for one thread's activation buffers");
         const int L = net.n_layers();
         z_.resize(L);
         a_.resize(L);
-        for (int l = 0; l < L; ++l) {
-            z_[l].assign(kBlock * net.fan_out(l), T(0));
-            if (l > 0) a_[l].assign(kBlock * net.fan_in(l), T(0));
-        }
-        delta_.assign(kBlock * net.max_width(), T(0));
-        delta_prev_.assign(kBlock * net.max_width(), T(0));
+        xh_.resize(L);
+        xt_.resize(L);
+        ht_.resize(L);
+        s_.resize(L);
+        mt_.resize(L);
         wt_.resize(L);
         vt_.resize(L);
-        if (with_tangents) {
-            zt_ = z_;
-            at_ = a_;
-            dt_ = delta_;
-            dt_prev_ = delta_;
-            u_.assign(net.max_width(), T(0));
-        }
+        if (with_tangents) u_.assign(net.max_width(), T(0));
+        grow(kBlock);
     }
 
     const T* outputs() const { return z_.back().data(); }
+    const NetSpec& net() const { return net_; }
+
+    // Rows one forward pass must take at once out of a run of n rows that share statistics: all
+    // of them under batch normalisation (at least one), else any block of kBlock.
+    std::int64_t block_rows(std::int64_t n) const {
+        return net_.rows_coupled() ? std::max<std::int64_t>(n, 1) : kBlock;
+    }
 
     // Keeps transposed copies of θ's (and v's) weights so that the forward passes over the next
     // blocks at this θ (and v) run the register-blocked kernels; the copy pays for itself after a
@@ -96,6 +108,7 @@ class NetPass {
     // it reads, so the memory system works ahead without a burst of requests.
     METACORE_INLINE void forward(const T* theta, const T* X, std::int64_t b, std::int64_t head,
                                  const T* next = nullptr, std::int64_t next_rows = 0) {
+        if (b > rows_) grow(b);
         const int L = net_.n_layers();
         for (int l = 0; l < L; ++l) {
             const std::int64_t in = net_.fan_in(l), out = net_.fan_out(l);
@@ -107,7 +120,12 @@ class NetPass {
                 rows_times_t<T>(A, wt_[l].data(), nullptr, nullptr, bias, b, in, out, Z);
             else
                 affine(A, W, bias, b, in, out, Z, l == 0 ? next : nullptr, next_rows);
-            if (l + 1 < L) activate(Z, a_[l + 1].data(), b * out);
+            if (l + 1 < L && net_.normalised(l)) {
+                normalise(l, theta, b);  // a_{l+1} = γ x̂ + β, activated in place
+                activate(a_[l + 1].data(), a_[l + 1].data(), b * out);
+            } else if (l + 1 < L) {
+                activate(Z, a_[l + 1].data(), b * out);
+            }
         }
     }
 
@@ -137,6 +155,7 @@ class NetPass {
                 back_through(theta + net_.weight_offset(l, head), b, in, out, delta_.data(),
                              delta_prev_.data());
                 scale_by_derivative(a_[l].data(), delta_prev_.data(), b * in);
+                if (net_.normalised(l - 1)) norm_backward(l - 1, theta, b, delta_prev_.data(), grad);
                 delta_.swap(delta_prev_);
             }
         }
@@ -174,7 +193,12 @@ class NetPass {
             if (l + 1 < L) {
                 const T* Anext = a_[l + 1].data();
                 T* At = at_[l + 1].data();
-                for (std::int64_t i = 0; i < b * out; ++i) At[i] = derivative(Anext[i]) * Zt[i];
+                const T* Ht = Zt;  // the activation's input tangent: ż, or ḣ when normalised
+                if (net_.normalised(l)) {
+                    norm_tangent(l, theta, v, b);
+                    Ht = ht_[l].data();
+                }
+                for (std::int64_t i = 0; i < b * out; ++i) At[i] = derivative(Anext[i]) * Ht[i];
             }
         }
     }
@@ -202,7 +226,7 @@ class NetPass {
             const T* W = theta + net_.weight_offset(l, head);
             const T* V = v + net_.weight_offset(l, head);
             const T* Ain = a_[l].data();
-            const T* Zt = zt_[l - 1].data();
+            const T* Zt = net_.normalised(l - 1) ? ht_[l - 1].data() : zt_[l - 1].data();
             // u = δ W, u̇ = δ̇ W + δ V; δ_prev = u⊙σ', δ̇_prev = u̇⊙σ' + u⊙σ''⊙ż
             back_through(W, b, in, out, delta_.data(), delta_prev_.data());
             back_through(W, b, in, out, dt_.data(), dt_prev_.data());
@@ -212,12 +236,195 @@ class NetPass {
                 dt_prev_[i] = dt_prev_[i] * derivative(a) + u * second_derivative(a) * Zt[i];
                 delta_prev_[i] = u * derivative(a);
             }
+            if (net_.normalised(l - 1))
+                norm_backward_tangent(l - 1, theta, v, b, delta_prev_.data(), dt_prev_.data(), hv);
             delta_.swap(delta_prev_);
             dt_.swap(dt_prev_);
         }
     }
 
    private:
+    // Per-row buffers for b rows (b > the current capacity), memory checked first.
+    void grow(std::int64_t b) {
+        const int L = net_.n_layers();
+        const char* what = "rows of one forward pass";
+        std::int64_t width = checked_mul(4, net_.max_width(), what);
+        for (int l = 0; l < L; ++l) width = checked_add(width, checked_mul(5, net_.fan_out(l), what), what);
+        require_elements(what, checked_mul(checked_mul(b, width, what), tangents_ ? 2 : 1, what),
+                         sizeof(T), "for the activations of a forward pass over all its rows");
+        rows_ = b;
+        for (int l = 0; l < L; ++l) {
+            const std::int64_t out = net_.fan_out(l);
+            z_[l].assign(b * out, T(0));
+            if (l > 0) a_[l].assign(b * net_.fan_in(l), T(0));
+            if (net_.normalised(l)) {
+                xh_[l].assign(b * out, T(0));
+                s_[l].assign(std::max(b, out), 0.0);
+                if (tangents_) {
+                    xt_[l].assign(b * out, T(0));
+                    ht_[l].assign(b * out, T(0));
+                    mt_[l].assign(std::max(b, out), 0.0);
+                }
+            }
+        }
+        delta_.assign(b * net_.max_width(), T(0));
+        delta_prev_.assign(b * net_.max_width(), T(0));
+        gm_.assign(4 * std::max(b, net_.max_width()), 0.0);
+        if (tangents_) {
+            zt_ = z_;
+            at_ = a_;
+            dt_ = delta_;
+            dt_prev_ = delta_;
+        }
+    }
+
+    // out[g] = the mean of f(r, j) over normalisation group g of a b × m block: per unit j over
+    // the rows (batch), per row r over the units (layer). Summed in double, in a fixed order.
+    template <class F>
+    METACORE_INLINE void group_means(std::int64_t b, std::int64_t m, F&& f, double* out) const {
+        if (net_.norm() == Norm::batch) {
+            for (std::int64_t j = 0; j < m; ++j) out[j] = 0.0;
+            for (std::int64_t r = 0; r < b; ++r)
+                for (std::int64_t j = 0; j < m; ++j) out[j] += f(r, j);
+            for (std::int64_t j = 0; j < m; ++j) out[j] /= static_cast<double>(b);
+        } else {
+            for (std::int64_t r = 0; r < b; ++r) {
+                double sum = 0.0;
+                for (std::int64_t j = 0; j < m; ++j) sum += f(r, j);
+                out[r] = sum / static_cast<double>(m);
+            }
+        }
+    }
+    METACORE_INLINE std::int64_t group(std::int64_t r, std::int64_t j) const {
+        return net_.norm() == Norm::batch ? j : r;
+    }
+    METACORE_INLINE std::int64_t n_groups(std::int64_t b, std::int64_t m) const {
+        return net_.norm() == Norm::batch ? m : b;
+    }
+
+    // x̂ and s of layer l from z_l; a_{l+1} = γ x̂ + β (not yet activated).
+    void normalise(int l, const T* theta, std::int64_t b) {
+        const std::int64_t m = net_.fan_out(l);
+        const T* Z = z_[l].data();
+        T* Xh = xh_[l].data();
+        double* s = s_[l].data();
+        double* mu = gm_.data();
+        group_means(b, m, [&](std::int64_t r, std::int64_t j) { return static_cast<double>(Z[r * m + j]); }, mu);
+        group_means(b, m, [&](std::int64_t r, std::int64_t j) {
+            const double c = Z[r * m + j] - mu[group(r, j)];
+            return c * c;
+        }, s);
+        for (std::int64_t g = 0; g < n_groups(b, m); ++g) s[g] = 1.0 / std::sqrt(s[g] + kNormEps);
+        const T* gamma = theta + net_.gamma_offset(l);
+        const T* beta = theta + net_.beta_offset(l);
+        T* H = a_[l + 1].data();
+        for (std::int64_t r = 0; r < b; ++r)
+            for (std::int64_t j = 0; j < m; ++j) {
+                const std::int64_t g = group(r, j), i = r * m + j;
+                Xh[i] = static_cast<T>((Z[i] - mu[g]) * s[g]);
+                H[i] = gamma[j] * Xh[i] + beta[j];
+            }
+    }
+
+    // D: g = ∂L/∂h of layer l in, ∂L/∂z out; grad's γ, β of layer l += Σ g x̂, Σ g.
+    void norm_backward(int l, const T* theta, std::int64_t b, T* D, T* grad) {
+        const std::int64_t m = net_.fan_out(l);
+        const T* Xh = xh_[l].data();
+        const double* s = s_[l].data();
+        const T* gamma = theta + net_.gamma_offset(l);
+        T* g_gamma = grad + net_.gamma_offset(l);
+        T* g_beta = grad + net_.beta_offset(l);
+        for (std::int64_t r = 0; r < b; ++r)
+            for (std::int64_t j = 0; j < m; ++j) {
+                const std::int64_t i = r * m + j;
+                g_gamma[j] += D[i] * Xh[i];
+                g_beta[j] += D[i];
+                D[i] *= gamma[j];  // now γ g
+            }
+        double* mg = gm_.data();
+        double* mgx = mg + std::max(b, m);
+        group_means(b, m, [&](std::int64_t r, std::int64_t j) { return static_cast<double>(D[r * m + j]); }, mg);
+        group_means(b, m, [&](std::int64_t r, std::int64_t j) {
+            return static_cast<double>(D[r * m + j]) * Xh[r * m + j];
+        }, mgx);
+        for (std::int64_t r = 0; r < b; ++r)
+            for (std::int64_t j = 0; j < m; ++j) {
+                const std::int64_t g = group(r, j), i = r * m + j;
+                D[i] = static_cast<T>(s[g] * (D[i] - mg[g] - Xh[i] * mgx[g]));
+            }
+    }
+
+    // After forward_tangent's ż_l: x̂', ḣ and mean(x̂ ż) of layer l.
+    void norm_tangent(int l, const T* theta, const T* v, std::int64_t b) {
+        const std::int64_t m = net_.fan_out(l);
+        const T* Zt = zt_[l].data();
+        const T* Xh = xh_[l].data();
+        const double* s = s_[l].data();
+        double* mz = gm_.data();
+        double* mt = mt_[l].data();
+        group_means(b, m, [&](std::int64_t r, std::int64_t j) { return static_cast<double>(Zt[r * m + j]); }, mz);
+        group_means(b, m, [&](std::int64_t r, std::int64_t j) {
+            return static_cast<double>(Xh[r * m + j]) * Zt[r * m + j];
+        }, mt);
+        const T* gamma = theta + net_.gamma_offset(l);
+        const T* gdot = v + net_.gamma_offset(l);
+        const T* bdot = v + net_.beta_offset(l);
+        T* Xt = xt_[l].data();
+        T* Ht = ht_[l].data();
+        for (std::int64_t r = 0; r < b; ++r)
+            for (std::int64_t j = 0; j < m; ++j) {
+                const std::int64_t g = group(r, j), i = r * m + j;
+                Xt[i] = static_cast<T>(s[g] * (Zt[i] - mz[g] - Xh[i] * mt[g]));
+                Ht[i] = gdot[j] * Xh[i] + gamma[j] * Xt[i] + bdot[j];
+            }
+    }
+
+    // The tangent of norm_backward: D = g, Dt = ġ of layer l in; ∂z and (∂z)' out; hv's γ, β
+    // of layer l += Σ ġ x̂ + g x̂', Σ ġ.
+    void norm_backward_tangent(int l, const T* theta, const T* v, std::int64_t b, T* D, T* Dt,
+                               T* hv) {
+        const std::int64_t m = net_.fan_out(l);
+        const T* Xh = xh_[l].data();
+        const T* Xt = xt_[l].data();
+        const double* s = s_[l].data();
+        const double* mt = mt_[l].data();
+        const T* gamma = theta + net_.gamma_offset(l);
+        const T* gdot = v + net_.gamma_offset(l);
+        T* h_gamma = hv + net_.gamma_offset(l);
+        T* h_beta = hv + net_.beta_offset(l);
+        for (std::int64_t r = 0; r < b; ++r)
+            for (std::int64_t j = 0; j < m; ++j) {
+                const std::int64_t i = r * m + j;
+                h_gamma[j] += Dt[i] * Xh[i] + D[i] * Xt[i];
+                h_beta[j] += Dt[i];
+                Dt[i] = gdot[j] * D[i] + gamma[j] * Dt[i];  // ġx
+                D[i] *= gamma[j];                           // gx
+            }
+        const std::int64_t G = std::max(b, m);
+        double* mg = gm_.data();
+        double* mgx = mg + G;
+        double* mdot = mgx + G;
+        double* mx = mdot + G;
+        group_means(b, m, [&](std::int64_t r, std::int64_t j) { return static_cast<double>(D[r * m + j]); }, mg);
+        group_means(b, m, [&](std::int64_t r, std::int64_t j) {
+            return static_cast<double>(D[r * m + j]) * Xh[r * m + j];
+        }, mgx);
+        group_means(b, m, [&](std::int64_t r, std::int64_t j) { return static_cast<double>(Dt[r * m + j]); }, mdot);
+        group_means(b, m, [&](std::int64_t r, std::int64_t j) {
+            const std::int64_t i = r * m + j;
+            return static_cast<double>(Xt[i]) * D[i] + static_cast<double>(Xh[i]) * Dt[i];
+        }, mx);
+        for (std::int64_t r = 0; r < b; ++r)
+            for (std::int64_t j = 0; j < m; ++j) {
+                const std::int64_t g = group(r, j), i = r * m + j;
+                const double p = D[i] - mg[g] - Xh[i] * mgx[g];
+                const double sdot = -s[g] * s[g] * mt[g];
+                Dt[i] = static_cast<T>(sdot * p +
+                                       s[g] * (Dt[i] - mdot[g] - Xt[i] * mgx[g] - Xh[i] * mx[g]));
+                D[i] = static_cast<T>(s[g] * p);
+            }
+    }
+
     // The logistic head over a whole block in one vectorised loop: softplus(z) − y z and
     // σ(z) − y from one e = exp(−|z|) per row (same formulas as loss_value_grad). One output
     // and one label column, so Z, y and δ are contiguous.
@@ -326,13 +533,8 @@ class NetPass {
     METACORE_INLINE static void outer_accumulate(const T* D, const T* A, std::int64_t b,
                                                  std::int64_t in, std::int64_t out, T* gW,
                                                  T* gb) {
-        if (blocked_width<T>(in)) {  // gW += Dᵀ A as a register-blocked product
-            const Operands<T> op{D, 1, out, A};
-            small_gemm(&op, 1, out, b, static_cast<const T*>(nullptr), true, in, gW);
-            for (std::int64_t r = 0; r < b; ++r)
-                for (std::int64_t o = 0; o < out; ++o) gb[o] += D[r * out + o];
-            return;
-        }
+        // gW += Dᵀ A as a register-blocked product (small_gemm.hpp) when the widths allow
+        if (outer_product_accumulate(D, A, b, in, out, gW, gb)) return;
         for (std::int64_t o = 0; o < out; ++o) {
             T* g = gW + o * in;
             std::int64_t r = 0;
@@ -376,7 +578,12 @@ class NetPass {
     }
 
     const NetSpec& net_;
+    bool tangents_ = false;
+    std::int64_t rows_ = 0;  // rows the per-row buffers hold
     std::vector<std::vector<T>> z_, a_, zt_, at_, wt_, vt_;
+    std::vector<std::vector<T>> xh_, xt_, ht_;   // x̂, x̂', ḣ of normalised layers
+    std::vector<std::vector<double>> s_, mt_;    // s and mean(x̂ ż) per group
+    std::vector<double> gm_;                     // group means scratch (4 × groups)
     const T* prepared_ = nullptr;
     const T* prepared_v_ = nullptr;
     const T* transposed_ = nullptr;  // whose weights wt_ holds

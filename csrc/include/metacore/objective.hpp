@@ -44,6 +44,7 @@ class Objective {
         if (net_.loss() == Loss::cross_entropy)
             check_class_labels(data_.y.data, data_.y.rows, data_.y.cols, net_.n_outputs());
         plan_ = plan_work(data_, rows_, net_.n_params());
+        if (net_.rows_coupled()) plan_ = whole_tasks(plan_);
     }
 
     const NetSpec& net() const { return net_; }
@@ -78,6 +79,7 @@ class Objective {
     // it on each machine's consecutive blocks and combines them all as one machine would.
     std::vector<double> block_partials(const WorkPlan& plan, const T* theta, const T* weights,
                                        T* parts, int n_threads) const {
+        check_whole_tasks(plan);
         const std::int64_t P = n_params(), nb = plan.n_blocks();
         const int threads = team_size(plan, n_threads);
         std::vector<double> unit_loss(plan.units.size());
@@ -122,6 +124,7 @@ class Objective {
 
     // out (T × P) row i = ∇f_i (no weight, no L2); losses (optional) = f_i.
     void task_grads(const T* theta, T* out, T* losses, int n_threads) const {
+        check_whole_tasks(plan_);
         const std::int64_t P = n_params(), T_ = n_tasks();
         const std::int64_t n_units = static_cast<std::int64_t>(plan_.units.size());
         const int threads = team_size(plan_, n_threads);
@@ -158,6 +161,7 @@ class Objective {
 
     // out = Σ_i α_i ∇²f_i(θ) v + λ v.
     void hvp(const T* theta, const T* v, const T* weights, T l2, T* out, int n_threads) const {
+        check_whole_tasks(plan_);
         const std::int64_t P = n_params(), nb = plan_.n_blocks();
         const int threads = team_size(plan_, n_threads);
         std::vector<NetPass<T>> passes;
@@ -176,6 +180,35 @@ class Objective {
     }
 
    private:
+    // Batch statistics make a task's chosen rows one forward pass: its consecutive units merged
+    // into one (the activations of all its rows are then held at once).
+    WorkPlan whole_tasks(const WorkPlan& plan) const {
+        WorkPlan out;
+        out.task_rows = plan.task_rows;
+        out.total_rows = plan.total_rows;
+        for (const WorkUnit& w : plan.units) {
+            WorkUnit* last = out.units.empty() ? nullptr : &out.units.back();
+            if (last && last->task == w.task && last->end == w.begin && last->rows == w.rows)
+                last->end = w.end;
+            else
+                out.units.push_back(w);
+        }
+        assign_blocks(out, n_params(), static_cast<std::int64_t>(sizeof(T)));
+        return out;
+    }
+
+    // ... and refuse a sampled plan that splits a task (more than kUnitRows rows drawn).
+    void check_whole_tasks(const WorkPlan& plan) const {
+        if (!net_.rows_coupled()) return;
+        for (const WorkUnit& w : plan.units)
+            if (w.end - w.begin != plan.task_rows[w.task])
+                throw std::invalid_argument(
+                    "norm='batch' takes the rows drawn from a task as one forward pass of at "
+                    "most " + std::to_string(kUnitRows) + " rows; task " + std::to_string(w.task) +
+                    " has " + std::to_string(plan.task_rows[w.task]) +
+                    " in this batch (pass batch_rows <= " + std::to_string(kUnitRows) + ")");
+    }
+
     std::int64_t head(std::int64_t task) const {
         return net_.n_heads() > 1 ? data_.heads[task] : 0;
     }

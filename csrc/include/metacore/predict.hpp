@@ -14,17 +14,22 @@
 namespace metacore {
 
 template <class T>
-METACORE_CLONES void predict_block(NetPass<T>& pass, const NetSpec& net, const T* theta,
+METACORE_INLINE void predict_block_body(NetPass<T>& pass, const NetSpec& net, const T* theta,
                                    const T* X, std::int64_t b, std::int64_t head, T* out) {
     pass.forward(theta, X, b, head);
     std::copy(pass.outputs(), pass.outputs() + b * net.n_outputs(), out);
 }
+METACORE_KERNEL(void, predict_block,
+                (NetPass<T>& pass, const NetSpec& net, const T* theta, const T* X, std::int64_t b, std::int64_t head, T* out),
+                (pass, net, theta, X, b, head, out))
 
-// out (n × k) = net(θ, X) using output head `head`.
+// out (n × k) = net(θ, X) using output head `head`. With batch statistics all n rows are one
+// forward pass (one block, one thread): each row's output depends on all the rows of X.
 template <class T>
 void predict(const NetSpec& net, const T* theta, MatrixView<const T> X, std::int64_t head, T* out,
              int n_threads) {
-    constexpr std::int64_t B = NetPass<T>::kBlock;
+    const std::int64_t B =
+        net.rows_coupled() ? std::max<std::int64_t>(X.rows, 1) : NetPass<T>::kBlock;
     const std::int64_t n_blocks = (X.rows + B - 1) / B;
     const std::int64_t k = net.n_outputs();
     const int threads = team_for(saturating_mul(X.rows, net.n_params()), n_threads, n_blocks);

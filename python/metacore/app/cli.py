@@ -1,6 +1,7 @@
 """The `metacore` command line (also `python -m metacore`).
 
     metacore demo                                   MAML and Meta-SGD on sinusoids, table + plot
+    metacore demo omniglot --data PATH              ProtoNet and baselines, "Omniglot minimal"
     metacore train CONFIG.toml [--set KEY=VALUE]    any experiment described by a TOML file
     metacore train CONFIG.toml --resume             continue it from <output>/checkpoint.npz
     metacore evaluate [CONFIG.toml] --checkpoint PATH
@@ -69,6 +70,10 @@ def predict(args) -> int:
 
 
 def demo(args) -> int:
+    if args.which == "omniglot":
+        from .demo import run_omniglot_demo
+        run_omniglot_demo(args)
+        return EXIT_OK
     from .demo import run_demo
     run_demo(args)
     return EXIT_OK
@@ -104,7 +109,12 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="meta-train MAML and Meta-SGD on sinusoids, evaluate on new "
-                                    "tasks, print the table and save a plot")
+                                    "tasks, print the table and save a plot; `demo omniglot "
+                                    "--data PATH`: the Omniglot-minimal table")
+    p.add_argument("which", nargs="?", default="sinusoid", choices=["sinusoid", "omniglot"],
+                   help="the demo (default sinusoid)")
+    p.add_argument("--data", default=None,
+                   help="omniglot: the folder of images_background_small{1,2}.zip")
     _common(p)
     p.add_argument("--steps", type=int, default=70_000, help="meta-steps (default 70000)")
     p.add_argument("--k-shot", type=int, default=10, help="support points per task (default 10)")

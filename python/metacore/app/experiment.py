@@ -556,8 +556,7 @@ def _write_results(out, reports, exp, extra, say, prefix=""):
         tables.append(report.format_table(reports, metric="accuracy"))
     text = "\n\n".join(tables)
     say(text)
-    with open(os.path.join(out, names["table"]), "w") as fh:
-        fh.write(text + "\n")
+    write_atomic(os.path.join(out, names["table"]), lambda f: f.write((text + "\n").encode()))
     report.save_json(reports, os.path.join(out, names["json"]), extra=extra)
     if exp.cfg.evaluate.plot:
         metric = "accuracy" if exp.model.loss != "mse" else "loss"
@@ -586,8 +585,8 @@ def run_train(cfg: Config, quiet=False, resume=False):
             print(f"metacore: warning: no readable {os.path.join(out, HISTORY)}; the new one "
                   f"covers the steps from {start.step} on", file=sys.stderr)
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "config.toml"), "w") as fh:
-        fh.write(cfg.to_toml())
+    toml = cfg.to_toml()
+    write_atomic(os.path.join(out, "config.toml"), lambda f: f.write(toml.encode()))
     say(f"{cfg.name}: {exp.label} on {cfg.tasks.family} tasks, model {exp.model!r}"
         + (f", resumed at step {start.step}" if start is not None else ""))
 

@@ -7,6 +7,7 @@ import json
 import math
 import os
 
+from ..train.checkpoint import write_atomic
 from .protocol import EvalReport
 from .statistics import MIN_TASKS_FOR_CI
 
@@ -78,9 +79,8 @@ def save_json(reports, path, extra=None):
     if extra:
         data.update(extra)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as fh:
-        json.dump(data, fh, indent=2)
-    return path
+    text = json.dumps(data, indent=2)    # fails (non-serialisable extra) before any file is touched
+    return write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def load_json(path) -> dict:
@@ -114,6 +114,9 @@ def plot(reports, path, metric="loss", title=None):
     ax.grid(alpha=0.3)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fmt = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
+    try:
+        write_atomic(path, lambda f: fig.savefig(f, dpi=120, format=fmt))
+    finally:
+        plt.close(fig)
     return path

@@ -131,9 +131,10 @@ def objective_value_and_grad_vectorized(model, ts, theta, *, weights=None, l2=0.
     """The same (f(θ), ∇f(θ)) in one NumPy pass over all chosen rows: the vectorised baseline.
 
     Row r of task i carries weight α_i / n_i, so Σ_r w_r ℓ_r = Σ_i α_i f_i. This needs one
-    output layer for every row, so models with per-task heads fall back to the task loop.
+    output layer for every row, so models with per-task heads fall back to the task loop; so do
+    batch-normalised nets, whose statistics are per task (each task's rows one forward pass).
     """
-    if model.task_heads:
+    if model.task_heads or model.norm == "batch":
         return objective_value_and_grad(model, ts, theta, weights=weights, l2=l2, rows=rows)
     theta = _theta(model, theta)
     alpha, lam = _task_weights(ts, weights), _l2(l2)

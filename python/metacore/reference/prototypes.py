@@ -47,7 +47,9 @@ def protonet_episode(model, theta, X_support, y_support, X_query, y_query):
     """(episode loss L, ∂L/∂θ (P,)) of one episode."""
     ys = np.asarray(y_support).astype(np.int64)
     yq = np.asarray(y_query).astype(np.int64)
-    Es, Eq = _embed(model, theta, X_support), _embed(model, theta, X_query)
+    X = np.vstack([np.asarray(X_support, dtype=np.float64), np.asarray(X_query, dtype=np.float64)])
+    E = _embed(model, theta, X)   # one forward pass: with batch norm, the episode's statistics
+    Es, Eq = E[:ys.shape[0]], E[ys.shape[0]:]
     C = prototypes(Es, ys)
     D = Eq[:, None, :] - C[None, :, :]                    # (n_q, N, dim)
     z = -(D ** 2).sum(axis=2)
@@ -62,7 +64,6 @@ def protonet_episode(model, theta, X_support, y_support, X_query, y_query):
     dC = 2.0 * np.einsum("qk,qkd->kd", G, D)
     counts = np.bincount(ys, minlength=C.shape[0]).astype(np.float64)
     dEs = dC[ys] / counts[ys][:, None]
-    X = np.vstack([np.asarray(X_support, dtype=np.float64), np.asarray(X_query, dtype=np.float64)])
     return loss, output_vjp(model, theta, X, np.vstack([dEs, dEq]))
 
 
@@ -81,6 +82,9 @@ def protonet_value_and_grad(model, theta, batch):
 
 
 def protonet_adapt_predict(model, theta, X_support, y_support, X_query):
-    """The query logits (n_q, N) against the support rows' prototypes."""
-    C = prototypes(_embed(model, theta, X_support), y_support)
-    return prototype_logits(C, _embed(model, theta, X_query))
+    """The query logits (n_q, N) against the support rows' prototypes; support and query rows are
+    embedded in one forward pass (with batch norm, the episode's statistics)."""
+    n_s = np.asarray(X_support).shape[0]
+    E = _embed(model, theta, np.vstack([np.asarray(X_support, dtype=np.float64),
+                                        np.asarray(X_query, dtype=np.float64)]))
+    return prototype_logits(prototypes(E[:n_s], y_support), E[n_s:])
