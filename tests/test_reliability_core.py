@@ -120,6 +120,27 @@ def test_chunk_records_past_memory_name_n_steps(log_steps, n_tasks, record):
     assert state.step == 0
 
 
+@FAST
+@given(n_tasks=st.integers(1, 2**24), log_rows=st.integers(36, 63), ranged=st.booleans(),
+       family=st.sampled_from(["linear_family", "logistic_family"]))
+def test_task_family_row_counts_past_memory_or_int64_name_them(n_tasks, log_rows, ranged, family):
+    """n_tasks × n_rows summed in int64 wrapped to a negative size ("negative dimensions are
+    not allowed"); the count is now checked before the sum."""
+    n_rows = min(2**log_rows, 2**63 - 1)
+    arg = (n_rows // 2, n_rows) if ranged else n_rows
+    with pytest.raises((ValueError, MemoryError), match="n_rows"):
+        getattr(mc.tasks, family)(n_tasks, n_features=1, n_rows=arg)
+
+
+@FAST
+@given(n_tasks=st.integers(2**26, 2**63 - 1), n_way=st.integers(2, 5), k_shot=st.integers(1, 3),
+       q_query=st.integers(0, 15))
+def test_digits_episodes_past_memory_name_n_tasks(n_tasks, n_way, k_shot, q_query):
+    """NumPy's own "Unable to allocate" / "array is too big" named nothing."""
+    with pytest.raises(MemoryError, match="n_tasks"):
+        mc.tasks.digits(n_tasks, n_way=n_way, k_shot=k_shot, q_query=q_query)
+
+
 def test_block_counts_never_divide_by_a_wrapped_size():
     out = _core.assign_blocks(np.array([5, 5, 5], np.int64), 2**62, 8)
     assert out[0] == 0 and out[-1] == 3

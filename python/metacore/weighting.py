@@ -266,9 +266,11 @@ class GradNorm(_Adaptive):
 class MGDA(_Adaptive):
     r"""MGDA-UB (Sener & Koltun, "Multi-Task Learning as Multi-Objective Optimization", NeurIPS
     2018). Gradients scaled by 1/c_i — c_i = 1 (``"none"``), ‖g_i‖ (``"l2"``), f_i (``"loss"``) or
-    f_i‖g_i‖ (``"loss+l2"``) — then γ = argmin_{γ ∈ Δ} ‖Σ_i γ_i g_i / c_i‖² by pairwise Frank–Wolfe
-    with exact line search from γ = 1/T (at most ``max_iter`` iterations; stops at a duality gap
-    below 1e-12·max_i ‖g_i/c_i‖²). β_i = γ_i / c_i; a task with c_i = 0 (a loss or gradient at
+    f_i‖g_i‖ (``"loss+l2"``) — then γ = argmin_{γ ∈ Δ} ‖Σ_i γ_i g_i / c_i‖², exactly, by Wolfe's
+    minimum-norm-point algorithm (Wolfe, Math. Programming 11, 1976) on the Gram matrix (at most
+    ``max_iter`` major cycles, then pairwise Frank–Wolfe steps for what rounding leaves; optimal to
+    1e-12·max_i ‖g_i/c_i‖², on duplicate, collinear, zero and differently scaled tasks too; cut
+    short by ``max_iter``, the best γ met). β_i = γ_i / c_i; a task with c_i = 0 (a loss or gradient at
     exactly 0) is left out with β_i = 0. With ``"none"`` Σβ = 1 and d is the min-norm
     point of the convex hull of the task gradients. Defaults: ``normalization="none"``,
     ``max_iter=1000``."""
@@ -298,8 +300,8 @@ class CAGrad(_Adaptive):
     (1 + c²) — the official rescaling. β_i = (1/T + c‖g_0‖ w_i/‖g_w‖)/(1 + c²) (β = 1/(T(1 + c²))
     when g_0 = 0 or g_w = 0). The inner problem is solved to convergence, not for a fixed number
     of iterations: it equals min over t > 0 of g_wᵀg_0 + c‖g_0‖(‖g_w‖²/t + t)/2, whose problem for
-    fixed t is the min-norm point of the points g_i + t g_0/(c‖g_0‖) (pairwise Frank–Wolfe as in
-    :class:`MGDA`, at most ``max_iter`` iterations each), and t = ‖g_w‖ is found by bisection.
+    fixed t is the min-norm point of the points g_i + t g_0/(c‖g_0‖) (Wolfe's algorithm as in
+    :class:`MGDA`, at most ``max_iter`` cycles each), and t = ‖g_w‖ is found by bisection.
     Defaults: ``c=0.5``, ``max_iter=250``."""
 
     _kind = "cagrad"

@@ -33,33 +33,196 @@ std::vector<double> gram(const T* G, std::int64_t n, std::int64_t P, std::int64_
     return K;
 }
 
-// min over the simplex of γᵀ K γ (K the Gram matrix of vectors g_i: the min-norm point of their
-// convex hull, MGDA's direction) by pairwise Frank–Wolfe
-// (mass moves from the worst support vertex to the best vertex, exact line search; linear
-// convergence on the simplex) from γ = 1/T; stops when the duality gap falls below tol·max diag.
+// min over the simplex of γᵀ K γ (K the Gram matrix of points p_i: the minimum-norm point x of
+// their convex hull, MGDA's direction), exactly, by Wolfe's minimum-norm-point algorithm
+// (P. Wolfe, "Finding the nearest point in a polytope", Math. Programming 11, 1976) written on the
+// Gram matrix. K is first divided by its largest diagonal entry (the answer does not change), so
+// every tolerance is relative to max_i ‖p_i‖². A corral S (affinely independent points, x their
+// affine minimiser with positive weights) grows by the point p_j minimising p_j·x while
+// x·x − p_j·x > tol (the optimality condition (Kγ)_j ≥ γᵀKγ for all j, with equality on S, is then
+// met to tol); the affine minimiser of S solves the normal equations of the differences p_a − p_o
+// from a base point o of S, through a Cholesky factor extended by one row per added point; when
+// it leaves the simplex the weights move toward it until one reaches 0 and that point leaves S
+// (the minor cycle, at most |S| times). Degenerate
+// points — duplicates, collinear, zero, or tiny and huge next to the others — meet the optimality
+// condition to rounding and are never added. At most max_iter major cycles; each lowers x·x, and
+// a step that raises it by more than rounding, a point that is affinely dependent on S to rounding
+// (a pivot ≤ 0), or the iteration bound ends the solve with the best γ met (always on the
+// simplex; also after T major cycles in a row that do not lower x·x), which at most
+// min(max_iter, 100 + 10T) pairwise Frank–Wolfe steps then polish. All-zero K: uniform γ;
+// a non-finite K: NaN (the caller reports it). Serial and deterministic. O(T·|S|) per major
+// cycle plus O(|S|³) per dropped point.
 inline std::vector<double> min_norm_simplex(const std::vector<double>& K, std::int64_t T,
                                             std::int64_t max_iter, double tol = 1e-12) {
-    std::vector<double> g(T, 1.0 / T), Kg(T, 0.0);
+    constexpr double eps = std::numeric_limits<double>::epsilon();
+    std::vector<double> gamma(T, T > 0 ? 1.0 / static_cast<double>(T) : 0.0);
+    if (T <= 1) return gamma;
     double scale = 0.0;
+    for (std::int64_t i = 0; i < T * T; ++i)
+        if (!std::isfinite(K[i]))
+            return std::vector<double>(T, std::numeric_limits<double>::quiet_NaN());
     for (std::int64_t i = 0; i < T; ++i) scale = std::max(scale, K[i * T + i]);
-    for (std::int64_t i = 0; i < T; ++i)
-        for (std::int64_t j = 0; j < T; ++j) Kg[i] += K[i * T + j] * g[j];
-    for (std::int64_t it = 0; it < max_iter; ++it) {
-        std::int64_t s = 0, v = -1;
-        for (std::int64_t i = 0; i < T; ++i) {
-            if (Kg[i] < Kg[s]) s = i;
-            if (g[i] > 0.0 && (v < 0 || Kg[i] > Kg[v])) v = i;
+    if (!(scale > 0.0)) return gamma;  // every point is 0: any γ gives x = 0
+    std::vector<double> A(T * T);
+    for (std::int64_t i = 0; i < T * T; ++i) A[i] = K[i] / scale;
+    const double gap_tol = std::max(tol, 8.0 * static_cast<double>(T) * eps);
+    const double noise = 4.0 * static_cast<double>(T) * eps;  // the rounding of γᵀAγ
+
+    std::vector<std::int64_t> S;  // the corral; S[0] is the base point o
+    std::vector<double> lam;      // its weights (positive, Σ = 1)
+    // L: Cholesky factor of M over S[1..], M_ab = (p_a − p_o)·(p_b − p_o) — differences, whose
+    // rounding follows the points' own norms — row-major with stride T
+    std::vector<double> L(T * T, 0.0);
+    auto M = [&](std::int64_t a, std::int64_t b) {
+        const std::int64_t o = S[0];
+        return A[a * T + b] - A[a * T + o] - A[o * T + b] + A[o * T + o];
+    };
+    auto refactor = [&]() {       // L from scratch for the current S; false if not positive
+        const auto n = static_cast<std::int64_t>(S.size()) - 1;
+        for (std::int64_t i = 0; i < n; ++i)
+            for (std::int64_t j = 0; j <= i; ++j) {
+                double s = M(S[i + 1], S[j + 1]);
+                for (std::int64_t k = 0; k < j; ++k) s -= L[i * T + k] * L[j * T + k];
+                if (i == j) {
+                    if (!(s > 0.0)) return false;
+                    L[i * T + i] = std::sqrt(s);
+                } else {
+                    L[i * T + j] = s / L[j * T + j];
+                }
+            }
+        return true;
+    };
+    // The affine minimiser of S: p_o + Σ c_a (p_a − p_o) with M c = −((p_a − p_o)·p_o)_a, so
+    // μ_o = 1 − Σ c, μ_a = c_a.
+    auto affine_minimiser = [&](std::vector<double>& mu) {
+        const auto n = static_cast<std::int64_t>(S.size()) - 1;
+        const std::int64_t o = S[0];
+        std::vector<double> c(n);
+        for (std::int64_t i = 0; i < n; ++i) {
+            c[i] = A[o * T + o] - A[S[i + 1] * T + o];
+            for (std::int64_t k = 0; k < i; ++k) c[i] -= L[i * T + k] * c[k];
+            c[i] /= L[i * T + i];
         }
-        double gKg = 0.0;
-        for (std::int64_t i = 0; i < T; ++i) gKg += g[i] * Kg[i];
-        if (gKg - Kg[s] <= tol * scale || s == v) break;
-        const double denom = K[s * T + s] + K[v * T + v] - 2.0 * K[s * T + v];
-        const double eta = denom > 0.0 ? std::min(g[v], (Kg[v] - Kg[s]) / denom) : g[v];
-        g[s] += eta;
-        g[v] -= eta;
-        for (std::int64_t i = 0; i < T; ++i) Kg[i] += eta * (K[i * T + s] - K[i * T + v]);
+        for (std::int64_t i = n - 1; i >= 0; --i) {
+            for (std::int64_t k = i + 1; k < n; ++k) c[i] -= L[k * T + i] * c[k];
+            c[i] /= L[i * T + i];
+        }
+        mu.assign(n + 1, 0.0);
+        double s = 0.0;
+        for (std::int64_t i = 0; i < n; ++i) s += (mu[i + 1] = c[i]);
+        mu[0] = 1.0 - s;
+    };
+
+    std::int64_t j0 = 0;  // start at the shortest point
+    for (std::int64_t i = 1; i < T; ++i)
+        if (A[i * T + i] < A[j0 * T + j0]) j0 = i;
+    S.push_back(j0);
+    lam.push_back(1.0);
+    std::vector<double> v(T), mu, best_lam(lam);
+    std::vector<std::int64_t> best_S(S);
+    double best_xx = std::numeric_limits<double>::infinity();
+    std::int64_t stalls = 0;  // major cycles in a row that did not lower x·x
+    for (std::int64_t it = 0; it <= max_iter; ++it) {
+        std::fill(v.begin(), v.end(), 0.0);  // v = A γ, x·x = γᵀ v
+        for (std::size_t k = 0; k < S.size(); ++k)
+            for (std::int64_t i = 0; i < T; ++i) v[i] += lam[k] * A[i * T + S[k]];
+        double xx = 0.0;
+        for (std::size_t k = 0; k < S.size(); ++k) xx += lam[k] * v[S[k]];
+        if (!(xx <= best_xx + noise)) break;  // worse than the best met (rounding): keep that
+        stalls = xx < best_xx ? 0 : stalls + 1;
+        best_xx = std::min(best_xx, xx);
+        best_S = S;
+        best_lam = lam;
+        if (it == max_iter || stalls > T) break;  // the iteration bound; no cycling in rounding
+        std::int64_t j = 0;
+        for (std::int64_t i = 1; i < T; ++i)
+            if (v[i] < v[j]) j = i;
+        if (xx - v[j] <= gap_tol) break;  // optimal
+        if (std::find(S.begin(), S.end(), j) != S.end()) break;
+        // add p_j: one more row of the Cholesky factor
+        const auto n = static_cast<std::int64_t>(S.size()) - 1;
+        double d = M(j, j);
+        for (std::int64_t i = 0; i < n; ++i) {
+            double s = M(S[i + 1], j);
+            for (std::int64_t k = 0; k < i; ++k) s -= L[i * T + k] * L[n * T + k];
+            L[n * T + i] = s / L[i * T + i];
+            d -= L[n * T + i] * L[n * T + i];
+        }
+        if (!(d > 0.0)) break;  // p_j affinely dependent on S to rounding
+        L[n * T + n] = std::sqrt(d);
+        S.push_back(j);
+        lam.push_back(0.0);
+        bool stuck = false;
+        for (std::size_t minor = 0; minor <= S.size() + 1; ++minor) {
+            affine_minimiser(mu);
+            bool inside = true, finite = true;
+            for (double u : mu) inside = inside && u > 0.0, finite = finite && std::isfinite(u);
+            if (!finite) {
+                stuck = true;
+                break;
+            }
+            if (inside) {
+                lam = mu;
+                break;
+            }
+            double theta = std::numeric_limits<double>::infinity();  // the largest step toward μ
+            // that keeps every weight ≥ 0 (≤ 1, as λ ≥ 0 ≥ μ_k)
+            std::size_t hit = 0;
+            for (std::size_t k = 0; k < S.size(); ++k)
+                if (mu[k] <= 0.0) {
+                    const double den = lam[k] - mu[k];
+                    const double r = den > 0.0 ? lam[k] / den : 0.0;
+                    if (r < theta) theta = r, hit = k;
+                }
+            if (theta <= 0.0 && S[hit] == j) {  // p_j would leave at once: no progress
+                stuck = true;
+                break;
+            }
+            for (std::size_t k = 0; k < S.size(); ++k) lam[k] += theta * (mu[k] - lam[k]);
+            lam[hit] = 0.0;
+            std::vector<std::int64_t> S2;
+            std::vector<double> lam2;
+            double sum = 0.0;
+            for (std::size_t k = 0; k < S.size(); ++k)
+                if (lam[k] > 0.0) S2.push_back(S[k]), lam2.push_back(lam[k]), sum += lam[k];
+            for (double& l : lam2) l /= sum;
+            S.swap(S2);
+            lam.swap(lam2);
+            if (!refactor()) {
+                stuck = true;
+                break;
+            }
+        }
+        if (stuck) break;
     }
-    return g;
+    std::fill(gamma.begin(), gamma.end(), 0.0);
+    for (std::size_t k = 0; k < best_S.size(); ++k) gamma[best_S[k]] = best_lam[k];
+    // Polish: where the corral stopped on a point that the Gram matrix cannot tell from its affine
+    // hull (squared distances resolve only √ε of a length; the gap p_j·x resolves ε), pairwise
+    // Frank–Wolfe steps (mass from the support point with the largest p·x to the point with the
+    // smallest, exact line search) close the gap; each lowers x·x. At most min(max_iter, 100 + 10T).
+    std::fill(v.begin(), v.end(), 0.0);
+    for (std::int64_t k = 0; k < T; ++k)
+        if (gamma[k] > 0.0)
+            for (std::int64_t i = 0; i < T; ++i) v[i] += gamma[k] * A[i * T + k];
+    const std::int64_t polish = std::min<std::int64_t>(max_iter, 100 + 10 * T);
+    for (std::int64_t it = 0; it < polish; ++it) {
+        std::int64_t s = 0, w = -1;
+        double xx = 0.0;
+        for (std::int64_t i = 0; i < T; ++i) {
+            if (v[i] < v[s]) s = i;
+            if (gamma[i] > 0.0 && (w < 0 || v[i] > v[w])) w = i;
+            xx += gamma[i] * v[i];
+        }
+        if (xx - v[s] <= gap_tol || s == w) break;
+        const double den = A[s * T + s] + A[w * T + w] - 2.0 * A[s * T + w];
+        const double eta = den > 0.0 ? std::min(gamma[w], (v[w] - v[s]) / den) : gamma[w];
+        if (!(eta > 0.0)) break;
+        gamma[s] += eta;
+        gamma[w] = eta == gamma[w] ? 0.0 : gamma[w] - eta;
+        for (std::int64_t i = 0; i < T; ++i) v[i] += eta * (A[i * T + s] - A[i * T + w]);
+    }
+    return gamma;
 }
 
 // Eigen-decomposition of a symmetric n × n matrix (defined below).

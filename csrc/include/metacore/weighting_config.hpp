@@ -26,7 +26,7 @@ struct WeightingConfig {
     double beta = 0.01;         // GradVac EMA rate; EvalDriven EMA rate of κ̄
     double gamma = 2.0;         // EvalDriven DTP focusing γ; FAMO: weight decay of its logits
     bool dtp = false;           // EvalDriven: the dynamic-task-prioritisation rule
-    std::int64_t max_iter = 250;  // MGDA, CAGrad (Frank–Wolfe), Nash-MTL (Newton)
+    std::int64_t max_iter = 250;  // MGDA, CAGrad (Wolfe min-norm), Nash-MTL (Newton)
 
     bool uses_grads() const { return kind >= WeightingKind::gradnorm; }
     bool needs_gram() const { return uses_grads() && kind != WeightingKind::gradnorm; }

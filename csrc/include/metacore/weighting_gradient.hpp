@@ -140,7 +140,10 @@ inline std::vector<double> surgery(const std::vector<double>& K, std::int64_t T,
 inline std::vector<double> cagrad_flat(const std::vector<double>& K, const std::vector<double>& b,
                                        std::int64_t T, double c, std::int64_t max_iter) {
     std::vector<double> mu(T, 0.0), Kmu(T, 0.0);
-    for (std::int64_t sweep = 0; sweep < 40 * max_iter; ++sweep) {
+    const std::int64_t sweeps =  // 40·max_iter without overflowing (max_iter comes from the user)
+        max_iter > std::numeric_limits<std::int64_t>::max() / 40
+            ? std::numeric_limits<std::int64_t>::max() : 40 * max_iter;
+    for (std::int64_t sweep = 0; sweep < sweeps; ++sweep) {
         double moved = 0.0, scale = 0.0;
         for (std::int64_t i = 0; i < T; ++i) {
             if (!(K[i * T + i] > 0.0)) continue;

@@ -277,15 +277,14 @@ def train(exp: Experiment, start=None, *, progress=True, on_checkpoint=None):
     step = 0 if start is None else start.step
     histories, result = [], None
     sampler = episode_sampler(exp)
-    bar = _Bar(total, step) if progress and step < total else None
-    if bar is not None:
-        kw["callbacks"] = (bar.callback,)
+    bar = _bar(total, step) if progress and step < total else None
+    kw["progress"] = bar if bar is not None else False
     try:
         while step < total:
             stop = min(total, (step // every + 1) * every)
             try:
                 if sampler is None:
-                    result = fit(target, state, steps=stop - step, progress=False, **kw)
+                    result = fit(target, state, steps=stop - step, **kw)
                 else:   # a fresh pool of episodes every EPISODE_POOL steps, keyed on the step
                     while step < stop:
                         n = min(EPISODE_POOL, stop - step)
@@ -293,7 +292,7 @@ def train(exp: Experiment, start=None, *, progress=True, on_checkpoint=None):
                         target = MetaObjective(exp.learner, pool.astype(exp.dtype),
                                                meta_batch=cfg.train.meta_batch,
                                                n_threads=cfg.threads)
-                        result = fit(target, state, steps=n, progress=False, **kw)
+                        result = fit(target, state, steps=n, **kw)
                         state, step = result, result.step
                         if step < stop:
                             histories.append(result.history)
@@ -315,24 +314,13 @@ def train(exp: Experiment, start=None, *, progress=True, on_checkpoint=None):
     return result, histories
 
 
-class _Bar:
-    """One progress bar over the whole run (tqdm when installed), moved after each evaluation."""
-
-    def __init__(self, total, done):
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            self.bar = None
-            return
-        self.bar = tqdm(total=total, initial=done, desc="train", unit="step")
-
-    def callback(self, event):
-        if self.bar is not None:
-            self.bar.update(event.step - self.bar.n)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
+def _bar(total, done):
+    """One tqdm bar over the whole run, advanced by every fit call's chunks (None without tqdm)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=done, desc="train", unit="step")
 
 
 def merge_histories(parts):
@@ -556,8 +544,7 @@ def _write_results(out, reports, exp, extra, say, prefix=""):
         tables.append(report.format_table(reports, metric="accuracy"))
     text = "\n\n".join(tables)
     say(text)
-    with open(os.path.join(out, names["table"]), "w") as fh:
-        fh.write(text + "\n")
+    write_atomic(os.path.join(out, names["table"]), lambda f: f.write((text + "\n").encode()))
     report.save_json(reports, os.path.join(out, names["json"]), extra=extra)
     if exp.cfg.evaluate.plot:
         metric = "accuracy" if exp.model.loss != "mse" else "loss"
@@ -586,8 +573,8 @@ def run_train(cfg: Config, quiet=False, resume=False):
             print(f"metacore: warning: no readable {os.path.join(out, HISTORY)}; the new one "
                   f"covers the steps from {start.step} on", file=sys.stderr)
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "config.toml"), "w") as fh:
-        fh.write(cfg.to_toml())
+    toml = cfg.to_toml()
+    write_atomic(os.path.join(out, "config.toml"), lambda f: f.write(toml.encode()))
     say(f"{cfg.name}: {exp.label} on {cfg.tasks.family} tasks, model {exp.model!r}"
         + (f", resumed at step {start.step}" if start is not None else ""))
 

@@ -108,8 +108,12 @@ def digits(n_tasks, *, n_way=5, k_shot=1, q_query=15, classes="train", rotations
         raise ValueError(f"n_way must be <= the number of classes to draw from ({len(pool)}), "
                          f"got {n_way}")
 
-    images, labels = digit_images()
     per_class = k_shot + q_query
+    # the episodes' images (and the draws that pick them), before anything is allocated
+    _validation.fits_in_memory(f"n_tasks={n_tasks} episodes of n_way={n_way} classes × "
+                               f"(k_shot + q_query = {per_class}) images",
+                               n_tasks * (n_way * per_class * 64 * 8 * 4 + len(pool) * 16))
+    images, labels = digit_images()
     by_digit = [np.flatnonzero(labels == d) for d in range(10)]
     smallest = min(len(by_digit[c // 4 if rotations else c]) for c in pool)
     if per_class > smallest:

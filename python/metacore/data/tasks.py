@@ -234,9 +234,12 @@ def _family(n_tasks, n_features, n_rows, relatedness_noise, seed):
                                n_tasks * n_features * 8 * 2)
     _, thetas = _family_params(rng, n_tasks, n_features, relatedness_noise)
     sizes = _task_sizes(rng, n_tasks, n_rows)
+    total = float(sizes.sum(dtype=np.float64))      # the row count, before an int64 sum can wrap
+    what = f"n_tasks={n_tasks} tasks of n_rows={n_rows} rows × n_features={n_features}"
+    _validation.fits_in_memory(what, total * n_features * 8 * 3)
+    if total * n_features > 2.0**62:
+        raise ValueError(f"n_rows: {what} is past the largest size (2^63 − 1)")
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    _validation.fits_in_memory(f"n_tasks={n_tasks} tasks of n_rows={n_rows} rows × "
-                               f"n_features={n_features}", int(offsets[-1]) * n_features * 8 * 3)
     X = rng.normal(size=(int(offsets[-1]), n_features))
     # z_r = x_r · θ_task(r): each row against its own task's parameters.
     z = np.einsum("nd,nd->n", X, np.repeat(thetas, sizes, axis=0))

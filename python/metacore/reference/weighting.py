@@ -144,23 +144,134 @@ def evaluate(settings, state, losses, scores):
 
 # --- gradient-based ------------------------------------------------------------------------------
 def min_norm_simplex(K, max_iter=1000, tol=1e-12):
-    """argmin over the simplex of γᵀKγ by pairwise Frank–Wolfe with exact line search from 1/T,
-    until the duality gap is at most tol·max diag K."""
+    """argmin over the simplex of γᵀKγ (the min-norm point of the convex hull of the points whose
+    Gram matrix is K) by Wolfe's minimum-norm-point algorithm (Wolfe 1976), as the core's
+    ``linalg::min_norm_simplex``: K scaled to a largest diagonal of 1; the corral S grows by the
+    point j minimising (Kγ)_j while γᵀKγ − (Kγ)_j > max(tol, 8Tε); the affine minimiser of S solves
+    the normal equations of the differences p_a − p_o from a base point o ∈ S (a Cholesky factor
+    grown by one row per point); minor cycles
+    step toward it and drop the point whose weight reaches 0. Ends, keeping the best γ met, when a
+    major cycle raises γᵀKγ by more than rounding, a point is affinely dependent on S to rounding
+    (a pivot ≤ 0), after ``max_iter`` major cycles or T in a row that do not lower γᵀKγ; then at
+    most min(max_iter, 100 + 10T) pairwise Frank–Wolfe steps close a gap left by points K cannot
+    tell from S's affine hull. All-zero K:
+    uniform; non-finite K: NaN."""
+    K = np.asarray(K, np.float64)
     T = K.shape[0]
-    g = np.full(T, 1.0 / T)
+    eps = np.finfo(np.float64).eps
+    if T <= 1:
+        return np.ones(T)
+    if not np.isfinite(K).all():
+        return np.full(T, np.nan)
     scale = np.max(np.diag(K))
-    for _ in range(max_iter):
-        Kg = K @ g
-        s = int(np.argmin(Kg))
-        support = np.flatnonzero(g > 0)
-        v = int(support[np.argmax(Kg[support])])
-        if g @ Kg - Kg[s] <= tol * scale or s == v:
+    if not scale > 0:
+        return np.full(T, 1.0 / T)
+    A = K / scale
+    gap_tol = max(tol, 8.0 * T * eps)
+    noise = 4.0 * T * eps               # the rounding of γᵀAγ
+
+    def M(S, a, b):           # (p_a − p_o)·(p_b − p_o), o = S[0] the base point
+        o = S[0]
+        return A[a, b] - A[a, o] - A[o, b] + A[o, o]
+
+    def cholesky(S):          # of M over S[1:], or None when not positive to rounding
+        n = len(S) - 1
+        L = np.zeros((n, n))
+        for i in range(n):
+            for j in range(i + 1):
+                s = M(S, S[i + 1], S[j + 1]) - L[i, :j] @ L[j, :j]
+                if i == j:
+                    if not s > 0:
+                        return None
+                    L[i, i] = math.sqrt(s)
+                else:
+                    L[i, j] = s / L[j, j]
+        return L
+
+    def affine_minimiser(S, L):   # p_o + Σ c_a (p_a − p_o), M c = −((p_a − p_o)·p_o)_a
+        n, o = len(S) - 1, S[0]
+        c = A[o, o] - A[S[1:], o]
+        for i in range(n):
+            c[i] = (c[i] - L[i, :i] @ c[:i]) / L[i, i]
+        for i in range(n - 1, -1, -1):
+            c[i] = (c[i] - L[i + 1:, i] @ c[i + 1:]) / L[i, i]
+        return np.concatenate([[1.0 - c.sum()], c])
+
+    S = [int(np.argmin(np.diag(A)))]
+    lam = np.ones(1)
+    L = np.zeros((0, 0))
+    best = (math.inf, list(S), lam.copy())
+    stalls = 0
+    for it in range(max_iter + 1):
+        v = A[:, S] @ lam
+        xx = lam @ v[S]
+        if not xx <= best[0] + noise:
+            break                         # worse than the best met (rounding): keep that one
+        stalls = 0 if xx < best[0] else stalls + 1
+        best = (min(xx, best[0]), list(S), lam.copy())
+        if it == max_iter or stalls > T:
             break
-        denom = K[s, s] + K[v, v] - 2 * K[s, v]
-        eta = min(g[v], (Kg[v] - Kg[s]) / denom) if denom > 0 else g[v]
-        g[s] += eta
-        g[v] -= eta
-    return g
+        j = int(np.argmin(v))
+        if xx - v[j] <= gap_tol or j in S:
+            break                         # optimal (or rounding)
+        n = len(S) - 1
+        row = np.zeros(n + 1)
+        for i in range(n):
+            row[i] = (M(S, S[i + 1], j) - L[i, :i] @ row[:i]) / L[i, i]
+        d = M(S, j, j) - row[:n] @ row[:n]
+        if not d > 0:
+            break                         # p_j affinely dependent on S to rounding
+        row[n] = math.sqrt(d)
+        L = np.block([[L, np.zeros((n, 1))], [row[None, :]]])
+        S.append(j)
+        lam = np.append(lam, 0.0)
+        stuck = False
+        for _ in range(len(S) + 2):
+            mu = affine_minimiser(S, L)
+            if not np.isfinite(mu).all():
+                stuck = True
+                break
+            if (mu > 0).all():
+                lam = mu
+                break
+            theta, hit = math.inf, 0      # the largest step toward μ keeping weights ≥ 0
+            for k in range(len(S)):
+                if mu[k] <= 0:
+                    den = lam[k] - mu[k]
+                    r = lam[k] / den if den > 0 else 0.0
+                    if r < theta:
+                        theta, hit = r, k
+            if theta <= 0 and S[hit] == j:
+                stuck = True              # p_j would leave at once: no progress
+                break
+            lam = lam + theta * (mu - lam)
+            lam[hit] = 0.0
+            keep = lam > 0
+            S = [s for s, k in zip(S, keep) if k]
+            lam = lam[keep] / lam[keep].sum()
+            L = cholesky(S)
+            if L is None:
+                stuck = True
+                break
+        if stuck:
+            break
+    gamma = np.zeros(T)
+    gamma[best[1]] = best[2]
+    v = A @ gamma
+    for _ in range(min(max_iter, 100 + 10 * T)):   # pairwise Frank–Wolfe polish
+        s = int(np.argmin(v))
+        support = np.flatnonzero(gamma > 0)
+        w = int(support[np.argmax(v[support])])
+        if gamma @ v - v[s] <= gap_tol or s == w:
+            break
+        den = A[s, s] + A[w, w] - 2.0 * A[s, w]
+        eta = min(gamma[w], (v[w] - v[s]) / den) if den > 0 else gamma[w]
+        if not eta > 0:
+            break
+        gamma[s] += eta
+        gamma[w] = 0.0 if eta == gamma[w] else gamma[w] - eta
+        v += eta * (A[:, s] - A[:, w])
+    return gamma
 
 
 def _surgery(K, vaccine, beta, target, seed, step):
