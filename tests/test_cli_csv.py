@@ -264,3 +264,21 @@ def test_episodes_redraw_stratified_disjoint_splits_of_the_training_tasks(tmp_pa
     result, histories = experiment.train(exp, progress=False)
     assert result.step == cfg.train.steps
     assert sum(len(h.objective) for h in histories) == cfg.train.steps
+
+
+@pytest.mark.parametrize("split", [17, 50, 63])
+def test_episodes_resume_bit_identically_from_any_step(tmp_path, split):
+    """A run stopped at any step (on a pool boundary or inside a pool) and resumed draws the
+    pools of the run that never stopped, so θ ends bit-identical."""
+    make_data(tmp_path, classes=True, n_rows=20)
+    cfg = config.load(experiment_file(tmp_path, loss="logistic",
+                                      extra="stratify = true\nepisodes = true"))
+    cfg.train.steps, cfg.train.checkpoint_every = 80, 1000
+    whole, _ = experiment.train(experiment.build(cfg), progress=False)
+    cfg.train.steps = split
+    exp = experiment.build(cfg)
+    part, _ = experiment.train(exp, progress=False)
+    cfg.train.steps = 80
+    resumed, _ = experiment.train(experiment.build(cfg), start=part, progress=False)
+    assert resumed.step == whole.step == 80
+    np.testing.assert_array_equal(resumed.theta, whole.theta)

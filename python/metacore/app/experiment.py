@@ -287,8 +287,11 @@ def train(exp: Experiment, start=None, *, progress=True, on_checkpoint=None):
                     result = fit(target, state, steps=stop - step, **kw)
                 else:   # a fresh pool of episodes every EPISODE_POOL steps, keyed on the step
                     while step < stop:
-                        n = min(EPISODE_POOL, stop - step)
-                        pool = sampler.draw(cfg.train.meta_batch * n, cfg.seed, step)
+                        # Pools start on multiples of EPISODE_POOL, whatever step a run (or a
+                        # resume) starts at, so a split run draws exactly the pools of a whole one.
+                        first = step - step % EPISODE_POOL
+                        n = min(first + EPISODE_POOL, stop) - step
+                        pool = sampler.draw(cfg.train.meta_batch * EPISODE_POOL, cfg.seed, first)
                         target = MetaObjective(exp.learner, pool.astype(exp.dtype),
                                                meta_batch=cfg.train.meta_batch,
                                                n_threads=cfg.threads)
