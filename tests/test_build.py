@@ -128,3 +128,15 @@ def test_explicit_thread_counts_leave_the_global_openmp_setting_alone():
         mc.Objective(model, ts, n_threads=n).value_and_grad(theta)
         model.predict(theta, ts.X, n_threads=n)
         assert mc.build_info()["default_threads"] == before
+
+
+@pytest.mark.parametrize("name", ["AVX2", " avx2", "sse"])
+def test_an_unknown_isa_name_is_reported_not_silently_ignored(name):
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(mc.__file__))
+    env = dict(os.environ, METACORE_ISA=name, PYTHONPATH=root)
+    r = subprocess.run([sys.executable, "-c", "import metacore"], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "METACORE_ISA" in r.stderr and repr(name) in r.stderr

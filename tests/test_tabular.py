@@ -136,3 +136,16 @@ def test_standardize_is_fitted_on_training_tasks_and_applied_to_others(tmp_path)
     np.testing.assert_allclose(only_a.mean_, [1.0])
     with pytest.raises(ValueError, match="fit_tasks: task 'z'"):
         from_csv(train, task="task", target="y", standardize=Standardizer(), fit_tasks=["z"])
+
+
+@given(exponent=st.integers(-300, 307), seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=40, deadline=None)
+def test_standardizer_is_exact_for_finite_columns_of_any_magnitude(exponent, seed):
+    """Columns of huge or tiny finite values are scaled like their moderate twins (the
+    squares in a plain variance overflow or underflow), never silently zeroed."""
+    base = np.random.default_rng(seed).normal(size=(7, 3))
+    X = base * 10.0 ** exponent
+    s = Standardizer().fit(X)
+    want = Standardizer().fit(base)
+    np.testing.assert_allclose(s.transform(X), want.transform(base), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(s.scale_ / 10.0 ** exponent, base.std(axis=0), rtol=1e-9)

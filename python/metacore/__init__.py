@@ -3,6 +3,8 @@
 The compiled core (``metacore._core``) computes; this package decides what to compute.
 """
 
+import os as _os
+import warnings as _warnings
 from importlib.metadata import PackageNotFoundError, version as _dist_version
 
 from . import _core, optim, reference, weighting
@@ -26,6 +28,14 @@ try:
     __version__ = _dist_version("metacore")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = _core.__version__
+
+
+# The core reads METACORE_ISA once when it loads and ignores a name it does not know: say so.
+_ISA_NAMES = ("avx512", "x86-64-v4", "avx2", "x86-64-v3", "baseline", "x86-64", "sse2")
+if _os.environ.get("METACORE_ISA") and _os.environ["METACORE_ISA"] not in _ISA_NAMES:
+    _warnings.warn(f"METACORE_ISA={_os.environ['METACORE_ISA']!r} is not one of "
+                   f"{', '.join(_ISA_NAMES)} (lower case): ignored, the core runs "
+                   f"{_core.build_info()['simd_active']}", RuntimeWarning, stacklevel=2)
 
 
 def build_info() -> dict:

@@ -48,8 +48,18 @@ class Standardizer:
 
     def fit(self, X):
         X = np.asarray(X, dtype=np.float64)
-        self.mean_ = X.mean(axis=0)
-        scale = X.std(axis=0)
+        # Moments of X / max|x| per column, scaled back: squares of values near 1e154 and above
+        # would overflow and turn a finite column into zeros.
+        big = np.abs(X).max(axis=0) if X.shape[0] else np.ones(X.shape[1:])
+        big = np.where(big > 0, big, 1.0)
+        with np.errstate(over="ignore"):
+            mean = (X / big).mean(axis=0) * big
+            scale = (X / big).std(axis=0) * big
+        bad = np.flatnonzero(~np.isfinite(mean) | ~np.isfinite(scale))
+        if bad.size:
+            raise ValueError(f"feature column {int(bad[0])} cannot be standardized: its spread "
+                             "exceeds the float64 range")
+        self.mean_ = mean
         self.scale_ = np.where(scale > 0, scale, 1.0)
         return self
 
