@@ -276,3 +276,46 @@ def test_the_core_checks_its_arguments_too():
         _core.ridge_head_logits(np.ones((4, 2)), np.ones((3, 2)), 1.0)
     with pytest.raises(ValueError, match="scale"):
         _core.ridge_head_logits(np.ones((4, 2)), np.ones((3, 3)), np.nan)
+
+
+# --- Ctrl-C inside one large episode -----------------------------------------------------------
+RIDGE_INTERRUPT_CHILD = """
+import os, signal, sys, threading, time
+sys.path.insert(0, {path!r})
+import numpy as np, metacore as mc
+model = mc.MLP([5, 16])
+ridge = mc.RidgeHead(model)
+params = ridge.init(model.init())
+n = 3000                        # one 5-way episode of 2,995 support rows per class: an O(n_s³)
+X = np.random.default_rng(0).normal(size=(5 * n, 5))   # solve of minutes without checks
+source = mc.tasks.EpisodeSource(X, np.arange(0, 5 * n + 1, n), n_way=5, k_shot=n - 5,
+                                q_query=5)
+batch = source.sample(1, seed=0)
+def fire():
+    time.sleep(0.5)
+    global t_sig
+    t_sig = time.perf_counter()
+    os.kill(os.getpid(), signal.SIGINT)
+threading.Thread(target=fire, daemon=True).start()
+try:
+    {call}
+    print("finished")
+except KeyboardInterrupt:
+    print("interrupted", time.perf_counter() - t_sig)
+"""
+
+
+@pytest.mark.parametrize("call", [
+    "ridge.meta_value_and_grad(params, batch)",
+    "ridge.adapt(params, *batch.support(0))",
+])
+def test_ctrl_c_interrupts_one_large_episode_solve(call):
+    import os
+    import subprocess
+    import sys
+    path = os.path.dirname(os.path.dirname(mc.__file__))
+    r = subprocess.run([sys.executable, "-c", RIDGE_INTERRUPT_CHILD.format(path=path, call=call)],
+                       capture_output=True, text=True, timeout=300)
+    words = r.stdout.split()
+    assert words and words[0] == "interrupted", r.stdout + r.stderr
+    assert float(words[1]) < 1.0   # seconds after SIGINT, on a busy 2-core machine

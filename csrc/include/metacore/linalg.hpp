@@ -303,6 +303,7 @@ inline std::vector<double> solve(std::vector<double> A, std::vector<double> b, s
 // not positive and finite (A not numerically positive definite); A is then partly overwritten.
 inline bool cholesky(double* A, std::int64_t n) {
     for (std::int64_t j = 0; j < n; ++j) {
+        check_interrupt();  // O(n³) in all: Ctrl-C between columns
         double d = A[j * n + j];
         for (std::int64_t k = 0; k < j; ++k) d -= A[j * n + k] * A[j * n + k];
         if (!(d > 0.0) || !std::isfinite(d)) return false;
@@ -321,6 +322,7 @@ inline bool cholesky(double* A, std::int64_t n) {
 // every column of B at once.
 inline void cholesky_solve(const double* L, std::int64_t n, double* B, std::int64_t m) {
     for (std::int64_t i = 0; i < n; ++i) {
+        check_interrupt();
         for (std::int64_t k = 0; k < i; ++k) {
             const double l = L[i * n + k];
             for (std::int64_t c = 0; c < m; ++c) B[i * m + c] -= l * B[k * m + c];

@@ -59,13 +59,15 @@ double ridge_episode(RidgeScratch<T>& s, const E* Es, std::int64_t ns, const E* 
                      double weight, double* support_loss, E* dEs, E* dEq, double* d_reg,
                      double* d_scale) {
     s.K.assign(ns * ns, 0.0);
-    for (std::int64_t i = 0; i < ns; ++i)
+    for (std::int64_t i = 0; i < ns; ++i) {
+        check_interrupt();  // each O(n_s·D) row: Ctrl-C stays prompt on large episodes
         for (std::int64_t j = 0; j <= i; ++j) {
             double v = 1.0;  // the bias column
             for (std::int64_t d = 0; d < D; ++d)
                 v += static_cast<double>(Es[i * D + d]) * static_cast<double>(Es[j * D + d]);
             s.K[i * ns + j] = s.K[j * ns + i] = v;
         }
+    }
     for (std::int64_t i = 0; i < ns; ++i) s.K[i * ns + i] += lam;
     if (!linalg::cholesky(s.K.data(), ns)) return std::numeric_limits<double>::quiet_NaN();
     s.A.assign(ns * N, 0.0);
@@ -88,13 +90,15 @@ double ridge_episode(RidgeScratch<T>& s, const E* Es, std::int64_t ns, const E* 
         *support_loss = total / static_cast<double>(ns);
     }
     s.Q.resize(nq * ns);
-    for (std::int64_t q = 0; q < nq; ++q)
+    for (std::int64_t q = 0; q < nq; ++q) {
+        check_interrupt();
         for (std::int64_t i = 0; i < ns; ++i) {
             double v = 1.0;
             for (std::int64_t d = 0; d < D; ++d)
                 v += static_cast<double>(Eq[q * D + d]) * static_cast<double>(Es[i * D + d]);
             s.Q[q * ns + i] = v;
         }
+    }
     s.M.assign(nq * N, 0.0);  // M = Q A, Z = s M
     for (std::int64_t q = 0; q < nq; ++q)
         for (std::int64_t i = 0; i < ns; ++i) {
@@ -149,14 +153,17 @@ double ridge_episode(RidgeScratch<T>& s, const E* Es, std::int64_t ns, const E* 
     }
     std::vector<double>& S = s.Q;
     S.resize(ns * ns);
-    for (std::int64_t i = 0; i < ns; ++i)
+    for (std::int64_t i = 0; i < ns; ++i) {
+        check_interrupt();
         for (std::int64_t j = 0; j <= i; ++j) {
             double v = 0.0;
             for (std::int64_t k = 0; k < N; ++k)
                 v -= B[i * N + k] * A[j * N + k] + A[i * N + k] * B[j * N + k];
             S[i * ns + j] = S[j * ns + i] = v;
         }
+    }
     for (std::int64_t i = 0; i < ns; ++i) {
+        check_interrupt();
         std::fill(acc.begin(), acc.end(), 0.0);
         for (std::int64_t q = 0; q < nq; ++q) {
             const double c = s.dQ[q * ns + i];
@@ -230,13 +237,15 @@ template <class T>
 bool ridge_weights(const T* Es, std::int64_t ns, std::int64_t D, const T* y, std::int64_t N,
                    double lam, T* W) {
     std::vector<double> K(ns * ns), A(ns * N, 0.0);
-    for (std::int64_t i = 0; i < ns; ++i)
+    for (std::int64_t i = 0; i < ns; ++i) {
+        check_interrupt();
         for (std::int64_t j = 0; j <= i; ++j) {
             double v = 1.0;
             for (std::int64_t d = 0; d < D; ++d)
                 v += static_cast<double>(Es[i * D + d]) * static_cast<double>(Es[j * D + d]);
             K[i * ns + j] = K[j * ns + i] = v + (i == j ? lam : 0.0);
         }
+    }
     if (!linalg::cholesky(K.data(), ns)) return false;
     for (std::int64_t i = 0; i < ns; ++i) A[i * N + static_cast<std::int64_t>(y[i])] = 1.0;
     linalg::cholesky_solve(K.data(), ns, A.data(), N);
