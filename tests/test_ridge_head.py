@@ -286,8 +286,8 @@ import numpy as np, metacore as mc
 model = mc.MLP([5, 16])
 ridge = mc.RidgeHead(model)
 params = ridge.init(model.init())
-n = 3000                        # one 5-way episode of 2,995 support rows per class: an O(n_s³)
-X = np.random.default_rng(0).normal(size=(5 * n, 5))   # solve of minutes without checks
+n = 1000                        # one 5-way episode of 995 support rows per class: an O(n_s³)
+X = np.random.default_rng(0).normal(size=(5 * n, 5))   # solve of ~10 s or more, unchecked
 source = mc.tasks.EpisodeSource(X, np.arange(0, 5 * n + 1, n), n_way=5, k_shot=n - 5,
                                 q_query=5)
 batch = source.sample(1, seed=0)
