@@ -60,3 +60,18 @@ def test_demo_omniglot_names_the_missing_archive(tmp_path):
     out = subprocess.run([sys.executable, "-m", "metacore", "demo", "omniglot"], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "--data" in out.stderr, out
+
+
+def test_demo_omniglot_takes_the_archives_folder_or_the_folder_above_it(tmp_path):
+    """--data may name the folder of the archives or its parent (as the benchmark script takes):
+    both get past the check for the archives (here onto unreadable stand-ins, refused later)."""
+    (tmp_path / "omniglot").mkdir()
+    for name in ("images_background_small1.zip", "images_background_small2.zip"):
+        (tmp_path / "omniglot" / name).write_bytes(b"not a zip")
+    env = dict(os.environ, PYTHONPATH=PACKAGE_ROOT)
+    for data in (tmp_path, tmp_path / "omniglot"):
+        out = subprocess.run([sys.executable, "-m", "metacore", "demo", "omniglot", "--data",
+                              str(data), "--quiet"], env=env, capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode != 0 and "is missing" not in out.stderr, out
+        assert "small1" in out.stderr or "zip" in out.stderr.lower(), out

@@ -182,6 +182,12 @@ def run_omniglot_demo(args):
         raise ValueError("demo omniglot needs --data PATH, the folder that holds "
                          "images_background_small1.zip and images_background_small2.zip")
     root = pathlib.Path(args.data)
+    def present(folder, name):
+        return (folder / name).exists() or (folder / name[:-4]).is_dir()
+
+    if not present(root, "images_background_small1.zip") and \
+            present(root / "omniglot", "images_background_small1.zip"):
+        root = root / "omniglot"   # the data folder above it, as benchmarks/omniglot_minimal.py takes
     for name in ("images_background_small1.zip", "images_background_small2.zip"):
         if not (root / name).exists() and not (root / name[:-4]).is_dir():
             raise ValueError(f"--data: {root / name} is missing (the Omniglot archives are not "
