@@ -283,3 +283,13 @@ def test_ctrl_c_interrupts_the_inner_loop_and_cg(call):
     words = r.stdout.split()
     assert words and words[0] == "interrupted", r.stdout + r.stderr
     assert float(words[1]) < 1.0   # seconds after SIGINT, on a busy 2-core machine
+
+
+def test_query_outputs_checks_its_tasks_like_every_learner():
+    model = mc.MLP([1, 8, 1])
+    learner, theta = mc.IMAML(model), model.init()
+    with pytest.raises(TypeError, match="test_tasks must be a TaskSet"):
+        learner.query_outputs(theta, "x", steps=1, lr=0.1)
+    wide = mc.TaskSet.from_arrays([np.zeros((4, 3))], [np.zeros(4)], n_support=2)
+    with pytest.raises(ValueError, match="test_tasks has 3 features but the model expects 1"):
+        learner.query_outputs(theta, wide, steps=1, lr=0.1)

@@ -834,8 +834,7 @@ class IMAML(Learner):
         theta = self.check_params(theta)
         steps = _validation.integer("steps", steps, minimum=0)
         lr = _validation.real("lr", lr, minimum=0.0)
-        ts.check_labels(self.model.loss, self.model.n_outputs)
-        ts = ts.astype(theta.dtype)
+        ts = self.check_batch(ts, theta.dtype, "test_tasks")
         preds = _core.imaml_adapt_batch(self.model.core_net(), theta, ts.X, ts.y, ts.offsets,
                                         ts.n_support, steps, lr, self.reg,
                                         self.n_threads if n_threads is None
