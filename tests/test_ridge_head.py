@@ -319,3 +319,20 @@ def test_ctrl_c_interrupts_one_large_episode_solve(call):
     words = r.stdout.split()
     assert words and words[0] == "interrupted", r.stdout + r.stderr
     assert float(words[1]) < 1.0   # seconds after SIGINT, on a busy 2-core machine
+
+
+@pytest.mark.parametrize("log_reg", [800.0, -800.0, np.inf])
+def test_a_log_reg_outside_float64_is_refused_the_same_way_everywhere(log_reg):
+    model = mc.MLP([3, 4])
+    ridge = mc.RidgeHead(model)
+    params = ridge.init(model.init(dtype=np.float64))
+    params[-2] = log_reg
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    batch = mc.tasks.EpisodeSource(X, np.arange(0, 21, 10), n_way=2, k_shot=3,
+                                   q_query=2).sample(1, seed=0)
+    calls = [lambda: ridge.meta_value_and_grad(params, batch),
+             lambda: ridge.adapt(params, *batch.support(0)),
+             lambda: ridge.adapt_predict(params, *batch.support(0), batch.query(0)[0])]
+    for call in calls:
+        with pytest.raises(ValueError, match="log λ" if np.isfinite(log_reg) else "finite"):
+            call()

@@ -714,6 +714,19 @@ class RidgeHead(EpisodeLearner):
         theta = _validation.theta("theta", theta, self.model.n_params)
         return np.concatenate([theta, np.array([np.log(self.reg), self.scale], dtype=theta.dtype)])
 
+    # log λ beyond this makes λ = exp(log λ) overflow or vanish in float64: the solve is undefined.
+    MAX_ABS_LOG_REG = 700.0
+
+    def check_params(self, params, name="theta"):
+        """The packed [θ, log λ, s], checked; log λ must keep λ finite and > 0 (|log λ| ≤ 700)."""
+        params = super().check_params(params, name)
+        log_reg = float(params[self.model.n_params])
+        if not abs(log_reg) <= self.MAX_ABS_LOG_REG:
+            raise ValueError(f"{name}: log λ (entry {self.model.n_params}) must be within "
+                             f"±{self.MAX_ABS_LOG_REG:g} so that λ = exp(log λ) is finite and > 0 "
+                             f"in float64, got {log_reg:g}")
+        return params
+
     def split(self, params):
         """(θ (a view), λ, s) of packed parameters."""
         params = self.check_params(params, "params")
