@@ -336,3 +336,21 @@ def test_a_log_reg_outside_float64_is_refused_the_same_way_everywhere(log_reg):
     for call in calls:
         with pytest.raises(ValueError, match="log λ" if np.isfinite(log_reg) else "finite"):
             call()
+
+
+@pytest.mark.parametrize("learner", ["ridge", "protonet", "imaml"])
+def test_errors_name_the_argument_the_caller_passed(learner):
+    model = mc.MLP([3, 4]) if learner != "imaml" else mc.MLP([3, 4, 1])
+    obj = {"ridge": mc.RidgeHead, "protonet": mc.ProtoNet, "imaml": mc.IMAML}[learner](model)
+    theta = model.init(dtype=np.float64)
+    params = obj.init(theta) if learner == "ridge" else theta
+    Xs, ys, Xq = np.zeros((4, 3)), np.array([0.0, 1.0, 0.0, 1.0]), np.zeros((2, 3))
+    with pytest.raises(ValueError, match="X_query must have 3 columns"):
+        obj.adapt_predict(params, Xs, ys, np.zeros((2, 5)))
+    bad = Xq.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="X_query"):
+        obj.adapt_predict(params, Xs, ys, bad)
+    if learner != "imaml":
+        with pytest.raises(ValueError, match="X_support must have 3 columns"):
+            obj.adapt(params, np.zeros((4, 2)), ys)

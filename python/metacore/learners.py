@@ -564,7 +564,12 @@ class EpisodeLearner(Learner):
                 raise ValueError(f"{name}: task {i} has query label {int(y[s:b].max())} but its "
                                  f"support rows only have classes 0..{n_classes - 1}")
 
-    def _embed(self, theta, X, n_threads=None):
+    def _embed(self, theta, X, n_threads=None, name="X"):
+        """Embeddings (n, D) of rows X, errors naming X as the caller's argument ``name``."""
+        X = _validation.float_array(name, X, ndim=2, dtype=theta.dtype)
+        if X.shape[1] != self.model.n_features:
+            raise ValueError(f"{name} must have {self.model.n_features} columns (the model's "
+                             f"inputs), got shape {X.shape}")
         E = self.model.predict(theta, X, n_threads=self.n_threads if n_threads is None
                                else n_threads)
         return E.reshape(E.shape[0], -1)
@@ -621,7 +626,7 @@ class ProtoNet(EpisodeLearner):
         self._no_steps(steps)
         theta = self.check_params(theta)
         y = _validation.float_array("y_support", y_support, ndim=1, dtype=theta.dtype)
-        return _core.prototypes(self._embed(theta, X_support), y)
+        return _core.prototypes(self._embed(theta, X_support, name="X_support"), y)
 
     def adapt_predict(self, theta, X_support, y_support, X_query, *, steps=None):
         """The logits −‖f_θ(x_q) − c_k‖² (n_q, N) of the query rows against the prototypes.
@@ -634,9 +639,10 @@ class ProtoNet(EpisodeLearner):
         y = _validation.float_array("y_support", y_support, ndim=1, dtype=theta.dtype)
         Xs = _validation.float_array("X_support", X_support, ndim=2, dtype=theta.dtype)
         Xq = _validation.float_array("X_query", X_query, ndim=2, dtype=theta.dtype)
-        if Xq.shape[1] != Xs.shape[1]:
-            raise ValueError(f"X_query must have {Xs.shape[1]} columns like X_support, got "
-                             f"shape {Xq.shape}")
+        for X, what in ((Xs, "X_support"), (Xq, "X_query")):
+            if X.shape[1] != self.model.n_features:
+                raise ValueError(f"{what} must have {self.model.n_features} columns (the "
+                                 f"model's inputs), got shape {X.shape}")
         E = self._embed(theta, np.vstack([Xs, Xq]))
         n_s = Xs.shape[0]
         return _core.prototype_logits(_core.prototypes(E[:n_s], y), E[n_s:])
@@ -744,14 +750,14 @@ class RidgeHead(EpisodeLearner):
         self._no_steps(steps)
         theta, lam, _ = self.split(params)
         y = _validation.float_array("y_support", y_support, ndim=1, dtype=theta.dtype)
-        return _core.ridge_head_weights(self._embed(theta, X_support), y, lam)
+        return _core.ridge_head_weights(self._embed(theta, X_support, name="X_support"), y, lam)
 
     def adapt_predict(self, params, X_support, y_support, X_query, *, steps=None):
         """The logits s · [f_θ(x_q), 1] W (n_q, N) of the query rows."""
         from . import _core
         W = self.adapt(params, X_support, y_support, steps=steps)
         theta, _, scale = self.split(params)
-        return _core.ridge_head_logits(W, self._embed(theta, X_query), scale)
+        return _core.ridge_head_logits(W, self._embed(theta, X_query, name="X_query"), scale)
 
     def query_outputs(self, params, ts, *, steps, lr=None, head_only=False, n_threads=None):
         """Every task's query logits under its ridge head, task after task (n_query, N_max);
@@ -838,6 +844,10 @@ class IMAML(Learner):
     def adapt_predict(self, theta, X_support, y_support, X_query, *, steps=None):
         """The outputs on X_query of the net after the proximal inner loop."""
         phi = self.adapt(theta, X_support, y_support, steps=steps)
+        X_query = _validation.float_array("X_query", X_query, ndim=2, dtype=phi.dtype)
+        if X_query.shape[1] != self.model.n_features:
+            raise ValueError(f"X_query must have {self.model.n_features} columns (the model's "
+                             f"inputs), got shape {X_query.shape}")
         return self.model.predict(phi, X_query, n_threads=self.n_threads)
 
     def query_outputs(self, theta, ts, *, steps, lr, head_only=False, n_threads=None):
