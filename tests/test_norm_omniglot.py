@@ -75,3 +75,15 @@ def test_demo_omniglot_takes_the_archives_folder_or_the_folder_above_it(tmp_path
                              timeout=120)
         assert out.returncode != 0 and "is missing" not in out.stderr, out
         assert "small1" in out.stderr or "zip" in out.stderr.lower(), out
+
+
+@pytest.mark.parametrize("which, option, value", [("omniglot", "--k-shot", "1"),
+                                                  ("omniglot", "--meta-batch", "3"),
+                                                  ("omniglot", "--test-tasks", "9"),
+                                                  ("sinusoid", "--data", "somewhere")])
+def test_demo_refuses_an_option_of_the_other_demo(tmp_path, which, option, value):
+    env = dict(os.environ, PYTHONPATH=PACKAGE_ROOT)
+    out = subprocess.run([sys.executable, "-m", "metacore", "demo", which, option, value,
+                          "--data", str(tmp_path)][: 7 if which == "sinusoid" else 9], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and option in out.stderr and "applies to" in out.stderr, out

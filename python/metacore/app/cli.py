@@ -69,11 +69,23 @@ def predict(args) -> int:
     return EXIT_OK
 
 
+SINUSOID_DEMO = {"steps": 70_000, "k_shot": 10, "meta_batch": 25, "test_tasks": 600, "seed": 0}
+
+
 def demo(args) -> int:
+    # Each demo takes the options that apply to it; one given to the other is refused, not ignored.
     if args.which == "omniglot":
+        for name in ("k_shot", "meta_batch", "test_tasks"):
+            if getattr(args, name) is not None:
+                raise ValueError(f"--{name.replace('_', '-')} applies to the sinusoid demo only")
         from .demo import run_omniglot_demo
         run_omniglot_demo(args)
         return EXIT_OK
+    if args.data is not None:
+        raise ValueError("--data applies to `metacore demo omniglot` only")
+    for name, default in SINUSOID_DEMO.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     from .demo import run_demo
     run_demo(args)
     return EXIT_OK
@@ -116,11 +128,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None,
                    help="omniglot: the folder of images_background_small{1,2}.zip")
     _common(p)
-    p.add_argument("--steps", type=int, default=70_000, help="meta-steps (default 70000)")
-    p.add_argument("--k-shot", type=int, default=10, help="support points per task (default 10)")
-    p.add_argument("--meta-batch", type=int, default=25)
-    p.add_argument("--test-tasks", type=int, default=600)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=None,
+                   help="meta-steps (default: sinusoid 70000, omniglot its recipe's)")
+    p.add_argument("--k-shot", type=int, default=None,
+                   help="sinusoid: support points per task (default 10)")
+    p.add_argument("--meta-batch", type=int, default=None, help="sinusoid (default 25)")
+    p.add_argument("--test-tasks", type=int, default=None, help="sinusoid (default 600)")
+    p.add_argument("--seed", type=int, default=None, help="default 0")
     p.set_defaults(run=demo, output_default="runs/demo")
 
     p = sub.add_parser("train", help="run the experiment a TOML file describes")

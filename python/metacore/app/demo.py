@@ -195,7 +195,16 @@ def run_omniglot_demo(args):
     say = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, flush=True, **k))
     say("Omniglot minimal: ProtoNet (MLP 784-256-128-64, 40-way training on shifted images) "
         "against the baselines")
-    table(root, threads=args.threads, say=say, **OMNIGLOT_DEMO)
+    recipe = dict(OMNIGLOT_DEMO)
+    if args.steps is not None:
+        if args.steps < 1:
+            raise ValueError(f"--steps must be >= 1, got {args.steps}")
+        recipe["steps"] = args.steps
+    if args.seed is not None:
+        if args.seed < 0:
+            raise ValueError(f"--seed must be >= 0, got {args.seed}")
+        recipe["seed"] = args.seed
+    table(root, threads=args.threads, say=say, **recipe)
 
 
 # The demo's Omniglot settings: one plain ProtoNet trained on 40-way 1-shot episodes drawn from a
