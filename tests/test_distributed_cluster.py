@@ -38,6 +38,8 @@ DRIVER = textwrap.dedent("""
         m = mc.fit(meta, theta, backend=backend, **kw).theta
         o = mc.fit(obj, theta, backend=backend, **kw).theta
         pids = backend.actor_pids()
+    import ray
+    assert not ray.is_initialized()     # close() disconnected what the backend connected
     np.savez(out, meta=m, obj=o, meta_local=mc.fit(meta, theta, **kw).theta,
              obj_local=mc.fit(obj, theta, **kw).theta, pids=np.array(pids))
 """)

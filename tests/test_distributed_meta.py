@@ -36,7 +36,8 @@ def episodes(n_classes=8, per=6, d=2):
 
 
 def problems(dtype):
-    """(name, MetaObjective): every learner, each task supply."""
+    """(name, MetaObjective): every learner (MAML and its MAML++ options, FOMAML, ANIL,
+    Meta-SGD, Reptile, ProtoNet, RidgeHead, iMAML), each task supply."""
     reg = mc.MLP([2, 6, 1], activation="tanh")
     sine = mc.MLP([1, 5, 1], activation="tanh")
     clf = mc.MLP([2, 5, 3], activation="relu", loss="cross_entropy")
@@ -57,12 +58,20 @@ def problems(dtype):
         ("protonet_episodes", mc.MetaObjective(mc.ProtoNet(emb), episodes(), meta_batch=6)),
         ("protonet_taskset", mc.MetaObjective(mc.ProtoNet(emb), taskset(dtype, n_way=3),
                                               meta_batch=8)),
+        # MAML++: per-layer per-step rates, the annealed multi-step loss, first order for step 0
+        ("maml++", mc.MetaObjective(mc.MAML(reg, inner_lr=0.05, inner_steps=3,
+                                           per_step_rates="layer", multi_step_loss=True,
+                                           msl_anneal_steps=2, first_order_until=1),
+                                    ts, meta_batch=10)),
+        ("ridge_episodes", mc.MetaObjective(mc.RidgeHead(emb), episodes(), meta_batch=6)),
+        ("imaml", mc.MetaObjective(mc.IMAML(reg, reg=1.0, inner_lr=0.05, inner_steps=3,
+                                            cg_steps=3), ts, meta_batch=9)),
     ]
 
 
 def start(problem, dtype):
     theta = problem.model.init(seed=2, dtype=dtype)
-    if isinstance(problem.learner, mc.MetaSGD):
+    if problem.n_params != theta.size:     # Meta-SGD's, MAML++'s rates after θ
         theta = problem.learner.init(theta)
     return theta
 
@@ -93,7 +102,7 @@ def local_run(problem, theta, dtype, steps, seed=4, threads=1):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("index", range(9))
+@pytest.mark.parametrize("index", range(12))
 def test_a_split_meta_step_is_the_local_one_bit_for_bit(index, dtype):
     name, problem = problems(dtype)[index]
     theta = start(problem, dtype)

@@ -265,6 +265,38 @@ def test_progress_bar_is_optional():
     assert res.steps_run == 5
 
 
+class RecordingBar:
+    """Stands in for an open tqdm bar: records what a run shows on it."""
+
+    def __init__(self):
+        self.n, self.postfix, self.closed = 0, [], False
+
+    def update(self, k):
+        self.n += k
+
+    def set_postfix(self, refresh=True, **kw):
+        self.postfix.append(kw)
+
+    def close(self):
+        self.closed = True
+
+
+def test_a_caller_bar_is_advanced_by_every_chunk_with_the_loss_and_left_open():
+    ts, _ = linear_tasks(T=3)
+    obj = mc.Objective(mc.Linear(5), ts)
+    bar = RecordingBar()
+    first = mc.fit(obj, np.zeros(6), optimizer=SGD(lr=0.01), steps=7, progress=bar,
+                   chunk_size=2)
+    second = mc.fit(obj, first, steps=5, progress=bar, chunk_size=2)
+    assert bar.n == 12 and not bar.closed          # one bar over both runs
+    assert len(bar.postfix) == 4 + 3               # every chunk shows its last loss
+    assert float(bar.postfix[3]["loss"]) == pytest.approx(first.history.objective[-1], rel=1e-3)
+    assert float(bar.postfix[-1]["loss"]) == pytest.approx(second.history.objective[-1],
+                                                           rel=1e-3)
+    with pytest.raises(TypeError, match="progress"):
+        mc.fit(obj, np.zeros(6), steps=1, progress="yes")
+
+
 # --- divergence --------------------------------------------------------------------------------
 def test_divergence_names_the_step_and_keeps_the_last_finite_state():
     ts, _ = linear_tasks(T=4)

@@ -22,8 +22,7 @@ namespace metacore::bindings {
 // A worker's share of a meta-step (bound as MetaStep32/64.block_partials in train_bindings.cpp).
 template <class T>
 py::tuple meta_block_partials(MetaStep<T>& step, const py::handle& theta_obj, std::uint64_t seed,
-                              std::int64_t s, std::int64_t b0, std::int64_t b1,
-                              std::optional<int> n_threads) {
+                              std::int64_t s, std::int64_t b0, std::int64_t b1) {
     auto theta = checked<T>(theta_obj, "theta", {step.n_params()});
     if (s < 0) throw py::value_error("step must be >= 0, got " + std::to_string(s));
     const std::int64_t nb = meta_step_blocks(step), n = step.meta_batch();
@@ -31,7 +30,6 @@ py::tuple meta_block_partials(MetaStep<T>& step, const py::handle& theta_obj, st
         throw py::value_error("blocks must satisfy 0 <= b0 < b1 <= n_blocks (" +
                               std::to_string(nb) + "), got b0=" + std::to_string(b0) +
                               ", b1=" + std::to_string(b1));
-    const int threads = threads_arg(n_threads);
     const py::ssize_t m = static_cast<py::ssize_t>(b1 * n / nb - b0 * n / nb);
     auto parts = output<T>("block_partials", {static_cast<py::ssize_t>(b1 - b0),
                                               static_cast<py::ssize_t>(step.n_params())});
@@ -41,18 +39,16 @@ py::tuple meta_block_partials(MetaStep<T>& step, const py::handle& theta_obj, st
     double* sl = support.mutable_data();
     std::fill(p, p + parts.size(), T(0));
     without_gil([&] {
-        meta_block_partials(step, theta.data(), seed, s, b0, b1, p, l, sl,
-                            resolve_threads(threads));
+        meta_block_partials(step, theta.data(), seed, s, b0, b1, p, l, sl);
     });
     return py::make_tuple(parts, losses, support);
 }
 
 template py::tuple meta_block_partials<float>(MetaStep<float>&, const py::handle&, std::uint64_t,
-                                              std::int64_t, std::int64_t, std::int64_t,
-                                              std::optional<int>);
+                                              std::int64_t, std::int64_t, std::int64_t);
 template py::tuple meta_block_partials<double>(MetaStep<double>&, const py::handle&,
                                                std::uint64_t, std::int64_t, std::int64_t,
-                                               std::int64_t, std::optional<int>);
+                                               std::int64_t);
 
 namespace {
 

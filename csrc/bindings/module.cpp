@@ -122,6 +122,7 @@ PYBIND11_MODULE(_core, m) {
         info["openmp_version"] = metacore::openmp_version();
         info["simd_targets"] = metacore::simd_targets();
         info["simd_active"] = metacore::simd_active();
+        info["simd_cpu"] = metacore::simd_cpu();
         info["default_threads"] = metacore::resolve_threads(0);
         info["max_threads"] = metacore::resolve_threads(-1);
         info["usable_processors"] = metacore::usable_processors();

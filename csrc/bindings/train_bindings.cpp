@@ -30,8 +30,7 @@ MetaConfig with_imaml_options(MetaConfig cfg, double reg, std::int64_t cg_steps)
 // The Ray backend's share of a meta-step: blocks [b0, b1) (distributed_bindings.cpp).
 template <class T>
 py::tuple meta_block_partials(MetaStep<T>& step, const py::handle& theta, std::uint64_t seed,
-                              std::int64_t s, std::int64_t b0, std::int64_t b1,
-                              std::optional<int> n_threads);
+                              std::int64_t s, std::int64_t b0, std::int64_t b1);
 
 namespace {
 
@@ -237,13 +236,13 @@ void register_meta_step(py::module_& m, const char* name) {
         .def(
             "block_partials",
             [](H& h, const py::handle& theta, std::uint64_t seed, std::int64_t step,
-               std::int64_t b0, std::int64_t b1, std::optional<int> n_threads) {
-                return meta_block_partials<T>(h.core(), theta, seed, step, b0, b1, n_threads);
+               std::int64_t b0, std::int64_t b1) {
+                return meta_block_partials<T>(h.core(), theta, seed, step, b0, b1);
             },
             py::arg("theta"), py::arg("seed"), py::arg("step"), py::arg("b0"), py::arg("b1"),
-            py::arg("n_threads") = py::none(),
-            "Blocks [b0, b1) of step `step`'s meta-batch at theta: (partials (b1-b0, n_params), "
-            "query losses, support losses) of their tasks (float64).")
+            "Blocks [b0, b1) of step `step`'s meta-batch at theta, on the step's own threads: "
+            "(partials (b1-b0, n_params), query losses, support losses) of their tasks "
+            "(float64).")
         .def("sample_from", &H::sample_from, py::arg("X"), py::arg("y"), py::arg("offsets"),
              py::arg("n_support"))
         .def("generate", [](H& h, std::int64_t ks, std::int64_t kq, std::pair<double, double> a,

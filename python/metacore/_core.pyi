@@ -47,6 +47,7 @@ class _BuildInfo(TypedDict):
     openmp_version: int
     simd_targets: str
     simd_active: str
+    simd_cpu: str
     default_threads: int
     max_threads: int
     usable_processors: int
@@ -353,9 +354,8 @@ class MetaStep32(metaclass=_pybind11_type):
         step: int,
         b0: int,
         b1: int,
-        n_threads: int | None = None,
     ) -> tuple[_F32, _F64, _F64]:
-        """Blocks [b0, b1) of step `step`'s meta-batch at theta: (partials (b1-b0, n_params), query losses, support losses) of their tasks (float64)."""
+        """Blocks [b0, b1) of step `step`'s meta-batch at theta, on the step's own threads: (partials (b1-b0, n_params), query losses, support losses) of their tasks (float64)."""
 
 class MetaStep64(metaclass=_pybind11_type):
     """A meta-learner's step over tasks it samples (or generates), in float64."""
@@ -402,9 +402,8 @@ class MetaStep64(metaclass=_pybind11_type):
         step: int,
         b0: int,
         b1: int,
-        n_threads: int | None = None,
     ) -> tuple[_F64, _F64, _F64]:
-        """Blocks [b0, b1) of step `step`'s meta-batch at theta: (partials (b1-b0, n_params), query losses, support losses) of their tasks (float64)."""
+        """Blocks [b0, b1) of step `step`'s meta-batch at theta, on the step's own threads: (partials (b1-b0, n_params), query losses, support losses) of their tasks (float64)."""
 
 # The train state's arrays are read-only views of its own buffers; m and v are None when the
 # optimizer keeps no such moment; the weighting state is float64 in both precisions.

@@ -12,6 +12,7 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 INT64_MIN, INT64_MAX = -2**63, 2**63 - 1    # what the core's int64 counts and sizes hold
 UINT64_MAX = 2**64 - 1
 NUMERIC_KINDS = "biuf"                      # bool, ints, floats: what numeric arguments may hold
+_FAST_DTYPES = FLOAT_DTYPES                 # native float32/float64: float_array's fast path
 
 
 def _show(value):
@@ -182,6 +183,14 @@ def float_array(name, value, ndim=None, dtype=None, finite=True):
     ``dtype`` None keeps float32/float64 input and turns anything else into float64.
     ``ndim`` is an int or a tuple of allowed ranks.
     """
+    if (type(value) is np.ndarray and value.dtype in _FAST_DTYPES and value.flags.c_contiguous
+            and (ndim is None or value.ndim == ndim
+                 or (not isinstance(ndim, int) and value.ndim in ndim))
+            and (dtype is None or value.dtype == dtype)):
+        # Fast path (the latency calls): already what the core takes; a non-finite entry falls
+        # through to the checks below, which name it.
+        if not finite or np.isfinite(value).all():
+            return value
     arr = as_array(name, value)
     # by kind, not issubdtype(np.number): timedelta64 counts as a number there
     if arr.dtype.kind not in NUMERIC_KINDS:
@@ -221,3 +230,13 @@ def theta(name, value, n_params, dtype=None):
         raise ValueError(f"{name} must have length {n_params} (the model's n_params), "
                          f"got {arr.shape[0]}")
     return float_array(name, arr, ndim=1, dtype=dtype)
+
+
+def pandas(what):
+    """The pandas module, imported on first use by ``what`` (e.g. ``"EvalReport.to_dataframe"``);
+    ImportError naming ``pip install pandas`` when it is not installed (pandas is optional)."""
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ImportError(f"{what} needs pandas, which is optional: pip install pandas") from None
+    return pd

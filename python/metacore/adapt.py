@@ -12,11 +12,12 @@ call from many Python threads at once.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
 
-from . import _validation
+from . import _core, _validation
 from .models import MLP
 from .data.taskset import TaskSet
 
@@ -55,6 +56,9 @@ def _targets(name, y, dtype):
 
 def _rule(model, lr, steps, dtype):
     """(steps, scalar lr, per-parameter rates or None)."""
+    if type(steps) is int and 0 <= steps <= _validation.INT64_MAX and type(lr) is float \
+            and 0.0 <= lr < math.inf:
+        return steps, lr, None  # the common call: plain Python numbers already in range
     steps = _validation.integer("steps", steps, minimum=0)
     if isinstance(lr, numbers.Real) and not isinstance(lr, (bool, np.bool_)):
         return steps, _validation.real("lr", lr, minimum=0.0), None
@@ -79,8 +83,7 @@ def adapt(model, theta, X_support, y_support, *, steps=5, lr=0.01, head_only=Fal
     X = _rows("X_support", X_support, theta.dtype)
     y = _targets("y_support", y_support, theta.dtype)
     steps, lr, rates = _rule(model, lr, steps, theta.dtype)
-    from ._core import adapt as core_adapt
-    return core_adapt(net, theta, X, y, steps, lr, rates, bool(head_only))
+    return _core.adapt(net, theta, X, y, steps, lr, rates, bool(head_only))
 
 
 def adapt_predict(model, theta, X_support, y_support, X_query, *, steps=5, lr=0.01,
@@ -93,8 +96,7 @@ def adapt_predict(model, theta, X_support, y_support, X_query, *, steps=5, lr=0.
     y = _targets("y_support", y_support, theta.dtype)
     Xq = _rows("X_query", X_query, theta.dtype)
     steps, lr, rates = _rule(model, lr, steps, theta.dtype)
-    from ._core import adapt_predict as core_adapt_predict
-    out = core_adapt_predict(net, theta, X, y, Xq, steps, lr, rates, bool(head_only))
+    out = _core.adapt_predict(net, theta, X, y, Xq, steps, lr, rates, bool(head_only))
     return out[:, 0] if out.shape[1] == 1 else out
 
 

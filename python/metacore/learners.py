@@ -33,6 +33,7 @@ Bertinetto et al. 2019 (R2D2's closed-form ridge head, :class:`RidgeHead`), Raje
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import numpy as np
 
@@ -44,6 +45,17 @@ from .data.taskset import TaskSet
 
 __all__ = ["Learner", "MAML", "FOMAML", "Reptile", "MetaSGD", "ANIL", "ProtoNet", "from_dict",
            "EpisodeLearner", "RidgeHead", "IMAML"]
+
+
+class _LastBatch:
+    """The last batch a learner checked (weak references); copies and pickles start empty."""
+    __slots__ = ("entry",)
+
+    def __init__(self):
+        self.entry = None
+
+    def __reduce__(self):
+        return (_LastBatch, ())
 
 
 class Learner:
@@ -101,6 +113,22 @@ class Learner:
                                  f"support rows to adapt on and query rows to score")
         self.check_labels(batch, name)
         return batch.astype(dtype)
+
+    def _checked_batch(self, batch, dtype):
+        """check_batch for the meta-gradient calls, remembered for the last batch: a TaskSet is
+        immutable (its arrays are read-only), so the same batch object at the same dtype, for the
+        same model, passes the same checks again. Weak references: the cache keeps nothing alive."""
+        memo = self.__dict__.get("_batch_memo")
+        if memo is None:
+            memo = self.__dict__.setdefault("_batch_memo", _LastBatch())
+        hit = memo.entry
+        if hit is not None and hit[0]() is batch and hit[1] == dtype and hit[2] is self.model:
+            ts = hit[3]()
+            if ts is not None:
+                return ts
+        ts = self.check_batch(batch, dtype)
+        memo.entry = (weakref.ref(batch), dtype, self.model, weakref.ref(ts))
+        return ts
 
     def check_labels(self, batch, name="batch"):
         """The batch's labels checked for this learner: those the model's loss head takes."""
@@ -166,7 +194,7 @@ class Learner:
         rows — the meta-loss per task. ``n_threads`` None: the learner's setting."""
         from . import _core
         params = self.check_params(theta)
-        ts = self.check_batch(batch, params.dtype)
+        ts = self._checked_batch(batch, params.dtype)
         kind, lr, steps, _ = self.core_spec()
         # The loss does not depend on the meta-gradient's order: first order skips the HVPs.
         # MAML++'s multi-step loss is off here: the loss after the last step.
@@ -180,8 +208,9 @@ class Learner:
     def _evaluate(self, theta, batch, step=0):
         from . import _core
         params = self.check_params(theta)
-        ts = self.check_batch(batch, params.dtype)
-        step = _validation.integer("step", step, minimum=0)
+        ts = self._checked_batch(batch, params.dtype)
+        if type(step) is not int or not 0 <= step <= _validation.INT64_MAX:
+            step = _validation.integer("step", step, minimum=0)
         return _core.meta_value_and_grad(self.core_net(), *self.core_spec(), params, ts.X,
                                          ts.y, ts.offsets, ts.n_support, self.n_threads,
                                          step=step, **self.core_options())

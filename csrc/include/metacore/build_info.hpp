@@ -31,7 +31,7 @@ inline int openmp_version() {
 // The instruction sets the hot loops were compiled for.
 inline std::string simd_targets() {
 #if METACORE_MULTIVERSION
-    return "x86-64-v4 (AVX-512), x86-64-v3 (AVX2+FMA), x86-64 baseline; picked at load time";
+    return "avx512 (x86-64-v4), avx2 (x86-64-v3, AVX2+FMA), baseline (x86-64); picked at load time";
 #elif defined(METACORE_NATIVE)
     return "native (-march=native)";
 #elif defined(__AVX2__)
@@ -45,13 +45,23 @@ inline std::string simd_targets() {
 #endif
 }
 
-// Which of the clones the loader would pick on this CPU.
+inline const char* isa_name(int level) {
+    return level >= 2 ? "avx512" : level == 1 ? "avx2" : "baseline";
+}
+
+// Which of the kernel compilations runs (the CPU's best, or the lower level METACORE_ISA names).
 inline std::string simd_active() {
 #if METACORE_MULTIVERSION
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4";
-    if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3";
-    return "x86-64";
+    return isa_name(isa_level());
+#else
+    return simd_targets();
+#endif
+}
+
+// The best level this CPU supports (what runs without METACORE_ISA).
+inline std::string simd_cpu() {
+#if METACORE_MULTIVERSION
+    return isa_name(cpu_isa_level());
 #else
     return simd_targets();
 #endif

@@ -378,21 +378,13 @@ class MetaBatch {
                                      sizeof(double), "for a ridge head's support-row solve");
             }
         }
-        for (auto& ws : workspaces_) ws.pass.forget();  // params may have changed in place
-        const StepPlan plan = schedule_.set(net_, cfg_, params, step);
-        const T* expanded = schedule_.rates();
         const std::int64_t nb = meta_blocks(n, G, sizeof(T));
         losses_.assign(n, 0.0);
         before_.assign(n, 0.0);
-        const T scale = T(1) / static_cast<T>(n);
-        const int team = team_for(work(data, tasks, n), threads_, nb);
-        ensure_workspaces(team);
-        ordered_reduce(nb, G, team, parts_, grad, [&](std::int64_t b, int tid, T* row) {
-            const std::int64_t lo = b * n / nb, hi = (b + 1) * n / nb;
-            for (std::int64_t i = lo; i < hi; ++i)
-                losses_[i] = task_meta_grad(workspaces_[tid], net_, cfg_, params, data, tasks[i],
-                                            scale, row, &before_[i], plan, expanded);
-        });
+        parts_.assign(nb * G, T(0));
+        block_partials(params, data, tasks, n, 0, nb, parts_.data(), losses_.data(),
+                       before_.data(), step);
+        sum_partials(parts_.data(), nb, G, grad, threads_);
         double loss = 0.0, before = 0.0;
         for (std::int64_t i = 0; i < n; ++i) {
             loss += losses_[i];
@@ -401,6 +393,37 @@ class MetaBatch {
         }
         if (support_loss) *support_loss = before / static_cast<double>(n);
         return loss / static_cast<double>(n);
+    }
+
+    // Blocks [b0, b1) of the nb = meta_blocks(n, G) fixed blocks of a meta-batch of n tasks
+    // (block b: tasks [b·n/nb, (b+1)·n/nb)) — all of value_and_grad's work, or one machine's share
+    // of it (distributed_step.hpp). parts ((b1 − b0) × G, zeroed): row k += Σ over block b0 + k's
+    // tasks of (1/n)·their meta-gradient, in task order. tasks, losses and support are indexed
+    // from the range's first task b0·n/nb: its tasks in data, their query losses after
+    // adaptation and support losses before it. The tasks are the caller's to check.
+    void block_partials(const T* params, const TaskData<T>& data, const std::int64_t* tasks,
+                        std::int64_t n, std::int64_t b0, std::int64_t b1, T* parts,
+                        double* losses, double* support, std::int64_t step) {
+        const std::int64_t G = n_meta_params();
+        const std::int64_t nb = meta_blocks(n, G, sizeof(T));
+        if (b0 < 0 || b1 <= b0 || b1 > nb)
+            throw std::invalid_argument("blocks must satisfy 0 <= b0 < b1 <= " +
+                                        std::to_string(nb) + ", got [" + std::to_string(b0) +
+                                        ", " + std::to_string(b1) + ")");
+        const std::int64_t lo = b0 * n / nb;
+        for (auto& ws : workspaces_) ws.pass.forget();  // params may have changed in place
+        const StepPlan plan = schedule_.set(net_, cfg_, params, step);
+        const T* expanded = schedule_.rates();
+        const T scale = T(1) / static_cast<T>(n);
+        const int team = team_for(work(data, tasks, b1 * n / nb - lo), threads_, b1 - b0);
+        ensure_workspaces(team);
+        accumulate_blocks(b1 - b0, G, parts, team, [&](std::int64_t k, int tid, T* row) {
+            const std::int64_t b = b0 + k;
+            for (std::int64_t i = b * n / nb; i < (b + 1) * n / nb; ++i)
+                losses[i - lo] = task_meta_grad(workspaces_[tid], net_, cfg_, params, data,
+                                                tasks[i - lo], scale, row, &support[i - lo],
+                                                plan, expanded);
+        });
     }
 
    private:

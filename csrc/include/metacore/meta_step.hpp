@@ -73,10 +73,11 @@ class MetaStep {
                    : buffers_.fill(pool_, pool_.X.cols, pool_.n_way * pool_.k_shot, seed, s,
                                    hi - lo, lo);
     }
-    const MetaBatch<T>& batch() const { return batch_; }
+    MetaBatch<T>& batch() { return batch_; }
 
     StepValues<T> value_and_grad(TrainState<T>& state, T* grad, int) {
-        const TaskData<T> data = draw(state.seed, state.step, 0, meta_batch_, tasks_);
+        const std::int64_t s = state.step;
+        const TaskData<T> data = draw(state.seed, s, 0, meta_batch_, tasks_);
         StepValues<T> v;
         double support = 0.0;
         v.value = batch_.value_and_grad(state.theta.data(), data, tasks_.data(), meta_batch_, grad,

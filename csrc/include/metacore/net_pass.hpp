@@ -72,6 +72,7 @@ class NetPass {
     }
 
     const T* outputs() const { return z_.back().data(); }
+    const NetSpec& net() const { return net_; }
 
     // Rows one forward pass must take at once out of a run of n rows that share statistics: all
     // of them under batch normalisation (at least one), else any block of kBlock.
@@ -532,13 +533,8 @@ class NetPass {
     METACORE_INLINE static void outer_accumulate(const T* D, const T* A, std::int64_t b,
                                                  std::int64_t in, std::int64_t out, T* gW,
                                                  T* gb) {
-        if (blocked_width<T>(in)) {  // gW += Dᵀ A as a register-blocked product
-            const Operands<T> op{D, 1, out, A};
-            small_gemm(&op, 1, out, b, static_cast<const T*>(nullptr), true, in, gW);
-            for (std::int64_t r = 0; r < b; ++r)
-                for (std::int64_t o = 0; o < out; ++o) gb[o] += D[r * out + o];
-            return;
-        }
+        // gW += Dᵀ A as a register-blocked product (small_gemm.hpp) when the widths allow
+        if (outer_product_accumulate(D, A, b, in, out, gW, gb)) return;
         for (std::int64_t o = 0; o < out; ++o) {
             T* g = gW + o * in;
             std::int64_t r = 0;

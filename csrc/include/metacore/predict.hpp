@@ -14,11 +14,14 @@
 namespace metacore {
 
 template <class T>
-METACORE_CLONES void predict_block(NetPass<T>& pass, const NetSpec& net, const T* theta,
+METACORE_INLINE void predict_block_body(NetPass<T>& pass, const NetSpec& net, const T* theta,
                                    const T* X, std::int64_t b, std::int64_t head, T* out) {
     pass.forward(theta, X, b, head);
     std::copy(pass.outputs(), pass.outputs() + b * net.n_outputs(), out);
 }
+METACORE_KERNEL(void, predict_block,
+                (NetPass<T>& pass, const NetSpec& net, const T* theta, const T* X, std::int64_t b, std::int64_t head, T* out),
+                (pass, net, theta, X, b, head, out))
 
 // out (n × k) = net(θ, X) using output head `head`. With batch statistics all n rows are one
 // forward pass (one block, one thread): each row's output depends on all the rows of X.

@@ -149,7 +149,7 @@ double prototype_loss_grad(const T* protos, std::int64_t N, std::int64_t D, cons
 // the same prototypes. Labels must have passed episode_classes. Cloned per instruction set like
 // the other kernels, so the net passes inlined here run the wide vector code.
 template <class T>
-METACORE_CLONES double protonet_task_grad(NetPass<T>& pass, ProtoScratch<T>& s, const NetSpec& net,
+METACORE_INLINE double protonet_task_grad_body(NetPass<T>& pass, ProtoScratch<T>& s, const NetSpec& net,
                           const T* theta, const TaskData<T>& data, std::int64_t task, T scale,
                           T* out, double* support_loss) {
     const std::int64_t s0 = data.offsets[task], s1 = s0 + data.n_support[task];
@@ -197,5 +197,8 @@ METACORE_CLONES double protonet_task_grad(NetPass<T>& pass, ProtoScratch<T>& s, 
     pass.release();
     return loss / static_cast<double>(nq);
 }
+METACORE_KERNEL(double, protonet_task_grad,
+                (NetPass<T>& pass, ProtoScratch<T>& s, const NetSpec& net, const T* theta, const TaskData<T>& data, std::int64_t task, T scale, T* out, double* support_loss),
+                (pass, s, net, theta, data, task, scale, out, support_loss))
 
 }  // namespace metacore

@@ -15,7 +15,7 @@ namespace metacore {
 
 // out[begin, end) = Σ_b parts[b][begin, end), b in order (parts: n_blocks rows of n entries).
 template <class T>
-METACORE_CLONES void sum_blocks(const T* parts, std::int64_t n_blocks, std::int64_t n,
+METACORE_INLINE void sum_blocks_body(const T* parts, std::int64_t n_blocks, std::int64_t n,
                                 std::int64_t begin, std::int64_t end, T* out) {
     for (std::int64_t j = begin; j < end; ++j) out[j] = T(0);
     for (std::int64_t b = 0; b < n_blocks; ++b) {
@@ -24,6 +24,9 @@ METACORE_CLONES void sum_blocks(const T* parts, std::int64_t n_blocks, std::int6
         for (std::int64_t j = begin; j < end; ++j) out[j] += p[j];
     }
 }
+METACORE_KERNEL(void, sum_blocks,
+                (const T* parts, std::int64_t n_blocks, std::int64_t n, std::int64_t begin, std::int64_t end, T* out),
+                (parts, n_blocks, n, begin, end, out))
 
 // The parallel half: body(b, thread, row) adds block b's share into row = parts + b·n (parts:
 // n_blocks × n, zeroed by the caller; null when only the body's side outputs are wanted, and then

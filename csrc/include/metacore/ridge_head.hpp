@@ -176,10 +176,10 @@ double ridge_episode(RidgeScratch<T>& s, const E* Es, std::int64_t ns, const E* 
 // *support_loss = the support rows' own fit loss. params = [θ (P), log λ, s]. Labels must have
 // passed episode_classes.
 template <class T>
-METACORE_CLONES double ridge_task_grad(NetPass<T>& pass, RidgeScratch<T>& s, const NetSpec& net,
-                                       const T* params, const TaskData<T>& data,
-                                       std::int64_t task, T scale, T* out,
-                                       double* support_loss) {
+METACORE_INLINE double ridge_task_grad_body(NetPass<T>& pass, RidgeScratch<T>& s,
+                                            const NetSpec& net, const T* params,
+                                            const TaskData<T>& data, std::int64_t task, T scale,
+                                            T* out, double* support_loss) {
     constexpr std::int64_t B = NetPass<T>::kBlock;
     const std::int64_t P = net.n_params();
     const std::int64_t s0 = data.offsets[task], s1 = s0 + data.n_support[task];
@@ -218,6 +218,10 @@ METACORE_CLONES double ridge_task_grad(NetPass<T>& pass, RidgeScratch<T>& s, con
     pass.release();
     return loss;
 }
+
+METACORE_KERNEL(double, ridge_task_grad,
+                (NetPass<T>& pass, RidgeScratch<T>& s, const NetSpec& net, const T* params, const TaskData<T>& data, std::int64_t task, T scale, T* out, double* support_loss),
+                (pass, s, net, params, data, task, scale, out, support_loss))
 
 // The adapted head of one episode: W ((D+1) × N) = X_sᵀ (X_s X_sᵀ + λI)⁻¹ Y from embeddings Es
 // (ns × D) with class labels y (classes 0..N−1); the last row of W is the bias. False (W

@@ -1,11 +1,16 @@
-// Vector kernels shared by every pass, and the attributes that let the hot loops run with the
-// widest SIMD the CPU has without -march=native: the top-level kernels are compiled several times
-// (AVX-512, AVX2+FMA, baseline) and the loader picks one at start-up (GCC/Clang function
-// multi-versioning). Small helpers are force-inlined so they take the caller's instruction set.
-// A cloned function must not throw: GCC's clone dispatch does not unwind (std::terminate).
+// Vector kernels shared by every pass, and the machinery that lets the hot loops run with the
+// widest SIMD the CPU has without -march=native. Each top-level kernel is written once as an
+// always-inlined body and compiled three times (METACORE_KERNEL): for x86-64-v4 (AVX-512F/BW/DQ/VL),
+// x86-64-v3 (AVX2+FMA) and the x86-64 baseline (SSE2), each with `flatten` so that everything it
+// calls is inlined and compiled for that instruction set. isa_level() picks one when the module
+// loads: the best the CPU supports, or a lower one named by the environment variable
+// METACORE_ISA=avx512|avx2|baseline (for tests and comparisons; a level above the CPU's is ignored).
+// Small helpers are force-inlined so they take the caller's instruction set.
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #if defined(__GNUC__)
 #define METACORE_INLINE inline __attribute__((always_inline))
@@ -13,14 +18,81 @@
 #define METACORE_INLINE inline
 #endif
 
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && \
-    !defined(METACORE_NATIVE)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(METACORE_NATIVE)
 #define METACORE_MULTIVERSION 1
-#define METACORE_CLONES \
-    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default"), flatten))
+// noinline: a kernel called from inside another one stays one call (flatten would otherwise
+// inline all three compilations of it into the caller).
+#define METACORE_TARGET_V4 __attribute__((target("arch=x86-64-v4"), flatten, noinline))
+#define METACORE_TARGET_V3 __attribute__((target("arch=x86-64-v3"), flatten, noinline))
+#define METACORE_TARGET_V1 __attribute__((flatten, noinline))
 #else
 #define METACORE_MULTIVERSION 0
+#endif
+// Kept for kernels not yet moved to METACORE_KERNEL: compiled for the build's default target.
 #define METACORE_CLONES
+
+namespace metacore {
+
+// Instruction-set levels of the kernels: 0 baseline (SSE2), 1 AVX2+FMA, 2 AVX-512.
+inline int cpu_isa_level() {
+#if METACORE_MULTIVERSION
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return 2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("movbe"))
+        return 1;
+    return 0;
+#else
+    return 0;
+#endif
+}
+
+// The level asked for by METACORE_ISA (-1: none, or not understood).
+inline int requested_isa_level() {
+    const char* s = std::getenv("METACORE_ISA");
+    if (!s || !*s) return -1;
+    if (!std::strcmp(s, "avx512") || !std::strcmp(s, "x86-64-v4")) return 2;
+    if (!std::strcmp(s, "avx2") || !std::strcmp(s, "x86-64-v3")) return 1;
+    if (!std::strcmp(s, "baseline") || !std::strcmp(s, "x86-64") || !std::strcmp(s, "sse2")) return 0;
+    return -1;
+}
+
+inline int choose_isa_level() {
+    const int cpu = cpu_isa_level(), asked = requested_isa_level();
+    return asked >= 0 && asked < cpu ? asked : cpu;
+}
+
+// The level every kernel runs at, fixed when the module loads.
+inline const int g_isa_level = choose_isa_level();
+METACORE_INLINE int isa_level() { return g_isa_level; }
+
+}  // namespace metacore
+
+// Declares `name` (template <class T>, returning `ret`, taking `params`) as a dispatcher over
+// three compilations of the always-inlined body `name##_body` (passing `args`).
+#if METACORE_MULTIVERSION
+#define METACORE_KERNEL(ret, name, params, args)                                  \
+    template <class T>                                                            \
+    METACORE_TARGET_V4 ret name##_v4 params { return name##_body<T> args; }       \
+    template <class T>                                                            \
+    METACORE_TARGET_V3 ret name##_v3 params { return name##_body<T> args; }       \
+    template <class T>                                                            \
+    METACORE_TARGET_V1 ret name##_v1 params { return name##_body<T> args; }       \
+    template <class T>                                                            \
+    inline ret name params {                                                      \
+        switch (::metacore::isa_level()) {                                        \
+            case 2: return name##_v4<T> args;                                     \
+            case 1: return name##_v3<T> args;                                     \
+            default: return name##_v1<T> args;                                    \
+        }                                                                         \
+    }
+#else
+#define METACORE_KERNEL(ret, name, params, args) \
+    template <class T>                           \
+    inline ret name params { return name##_body<T> args; }
 #endif
 
 namespace metacore {

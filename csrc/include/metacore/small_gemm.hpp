@@ -1,8 +1,12 @@
 // Register-blocked products of a block of rows with a transposed weight matrix, for the narrow
-// layers (tens of units) meta-learning nets have: there a dot product per output spends more
-// on its horizontal reduction than on its multiply-adds. Z tiles of up to 4 rows × 2 vectors stay
-// in registers while the inner dimension streams through; vectors are 32 bytes (GCC/Clang vector
-// extensions), which every clone of METACORE_CLONES lowers to its own instruction set.
+// layers (tens to hundreds of units) meta-learning nets have: there a dot product per output
+// spends more on its horizontal reduction than on its multiply-adds. Z tiles stay in registers
+// while the inner dimension streams through: at the AVX-512 level 6 rows × up to 4 vectors of
+// 64 bytes (24 of the 32 zmm registers), then a 32-byte vector and scalar columns for the tail;
+// below it 4 rows × 2 vectors of 32 bytes. The vectors are GCC/Clang vector extensions, which
+// each compilation of METACORE_KERNEL lowers to its own instruction set. Every entry of Z is
+// one sequential sum over (term, k) in the same order in every tile shape, so the result does
+// not depend on where a column or row falls in the tiling.
 #pragma once
 
 #include <cstdint>
@@ -15,32 +19,34 @@ namespace metacore {
 #if defined(__GNUC__)
 #define METACORE_SMALL_GEMM 1
 
-template <class T>
-struct Vec32 {
-    static constexpr std::int64_t lanes = 32 / sizeof(T);
-    typedef T type __attribute__((vector_size(32)));
+template <class T, int Bytes>
+struct VecN {
+    static constexpr std::int64_t lanes = Bytes / static_cast<int>(sizeof(T));
+    typedef T type __attribute__((vector_size(Bytes)));
 };
-
 template <class T>
-METACORE_INLINE typename Vec32<T>::type vload(const T* p) {
-    typename Vec32<T>::type v;
+using Vec32 = VecN<T, 32>;
+
+template <class T, int Bytes = 32>
+METACORE_INLINE typename VecN<T, Bytes>::type vload(const T* p) {
+    typename VecN<T, Bytes>::type v;
     std::memcpy(&v, p, sizeof v);
     return v;
 }
 
-template <class T>
-METACORE_INLINE void vstore(T* p, typename Vec32<T>::type v) {
+template <class T, int Bytes = 32>
+METACORE_INLINE void vstore(T* p, typename VecN<T, Bytes>::type v) {
     std::memcpy(p, &v, sizeof v);
 }
 
-// The layers whose outputs fill whole vectors use the blocked kernels.
+// The layers wide enough for the blocked kernels (a tail narrower than a vector runs scalar).
 template <class T>
 constexpr bool blocked_width(std::int64_t out) {
-    return out % Vec32<T>::lanes == 0;
+    return out >= Vec32<T>::lanes;
 }
 
-// One product operand: element (row, k) of A is A[row · rs + k · ks] (a row-major matrix, or
-// the transpose of one), and B is row-major with k as its row index.
+// One product operand: element (row, k) of A is A[row · rs + k · ks] (a row-major matrix, the
+// transpose of one, or with rs = ks = 0 a constant), and B is row-major with k as its row index.
 template <class T>
 struct Operands {
     const T* A;
@@ -48,26 +54,26 @@ struct Operands {
     const T* B;
 };
 
-// R rows × C vectors of Z (ldz columns) at (r0, o0): Z = [Z if accumulate | bias | 0]
-// + Σ_k A(row, k) B[k, :] over `terms` operand pairs, each with K inner steps.
-template <class T, int R, int C>
+// R rows × C vectors (of Bytes) of Z (ldz columns) at (r0, o0): Z = [Z if accumulate | bias | 0]
+// + Σ_t Σ_k A_t(row, k) B_t[k, :] over `terms` operand pairs, each with K inner steps.
+template <class T, int Bytes, int R, int C>
 METACORE_INLINE void tile(const Operands<T>* ops, int terms, std::int64_t K, const T* bias,
                           bool accumulate, std::int64_t ldz, std::int64_t r0, std::int64_t o0,
                           T* __restrict Z) {
-    using V = typename Vec32<T>::type;
-    constexpr std::int64_t L = Vec32<T>::lanes;
+    using V = typename VecN<T, Bytes>::type;
+    constexpr std::int64_t L = VecN<T, Bytes>::lanes;
     V acc[R][C];
     for (int r = 0; r < R; ++r)
         for (int c = 0; c < C; ++c)
-            acc[r][c] = accumulate ? vload(Z + (r0 + r) * ldz + o0 + c * L)
-                                   : (bias ? vload(bias + o0 + c * L) : V{});
+            acc[r][c] = accumulate ? vload<T, Bytes>(Z + (r0 + r) * ldz + o0 + c * L)
+                                   : (bias ? vload<T, Bytes>(bias + o0 + c * L) : V{});
     for (int t = 0; t < terms; ++t) {
         const T* __restrict A = ops[t].A + r0 * ops[t].rs;
         const T* __restrict B = ops[t].B + o0;
         const std::int64_t rs = ops[t].rs, ks = ops[t].ks;
         for (std::int64_t k = 0; k < K; ++k) {
             V w[C];
-            for (int c = 0; c < C; ++c) w[c] = vload(B + k * ldz + c * L);
+            for (int c = 0; c < C; ++c) w[c] = vload<T, Bytes>(B + k * ldz + c * L);
             for (int r = 0; r < R; ++r) {
                 const T a = A[r * rs + k * ks];
                 for (int c = 0; c < C; ++c) acc[r][c] += a * w[c];
@@ -75,34 +81,109 @@ METACORE_INLINE void tile(const Operands<T>* ops, int terms, std::int64_t K, con
         }
     }
     for (int r = 0; r < R; ++r)
-        for (int c = 0; c < C; ++c) vstore(Z + (r0 + r) * ldz + o0 + c * L, acc[r][c]);
+        for (int c = 0; c < C; ++c) vstore<T, Bytes>(Z + (r0 + r) * ldz + o0 + c * L, acc[r][c]);
 }
 
-template <class T, int C>
+// Columns [o0, o0 + C·lanes) of every row, MR rows at a time.
+template <class T, int Bytes, int MR, int C>
 METACORE_INLINE void tile_rows(const Operands<T>* ops, int terms, std::int64_t rows,
                                std::int64_t K, const T* bias, bool accumulate, std::int64_t ldz,
                                std::int64_t o0, T* Z) {
     std::int64_t r = 0;
-    for (; r + 4 <= rows; r += 4) tile<T, 4, C>(ops, terms, K, bias, accumulate, ldz, r, o0, Z);
+    for (; r + MR <= rows; r += MR) tile<T, Bytes, MR, C>(ops, terms, K, bias, accumulate, ldz, r, o0, Z);
     switch (rows - r) {
-        case 3: tile<T, 3, C>(ops, terms, K, bias, accumulate, ldz, r, o0, Z); break;
-        case 2: tile<T, 2, C>(ops, terms, K, bias, accumulate, ldz, r, o0, Z); break;
-        case 1: tile<T, 1, C>(ops, terms, K, bias, accumulate, ldz, r, o0, Z); break;
+        case 5: if constexpr (MR > 5) tile<T, Bytes, 5, C>(ops, terms, K, bias, accumulate, ldz, r, o0, Z); break;
+        case 4: if constexpr (MR > 4) tile<T, Bytes, 4, C>(ops, terms, K, bias, accumulate, ldz, r, o0, Z); break;
+        case 3: tile<T, Bytes, 3, C>(ops, terms, K, bias, accumulate, ldz, r, o0, Z); break;
+        case 2: tile<T, Bytes, 2, C>(ops, terms, K, bias, accumulate, ldz, r, o0, Z); break;
+        case 1: tile<T, Bytes, 1, C>(ops, terms, K, bias, accumulate, ldz, r, o0, Z); break;
         default: break;
     }
 }
 
+// Columns [o0, ldz) narrower than a vector: one scalar sum per entry, in the tiles' order.
+template <class T>
+METACORE_INLINE void tail_columns(const Operands<T>* ops, int terms, std::int64_t rows,
+                                  std::int64_t K, const T* bias, bool accumulate,
+                                  std::int64_t ldz, std::int64_t o0, T* __restrict Z) {
+    for (std::int64_t r = 0; r < rows; ++r)
+        for (std::int64_t o = o0; o < ldz; ++o) {
+            T s = accumulate ? Z[r * ldz + o] : (bias ? bias[o] : T(0));
+            for (int t = 0; t < terms; ++t) {
+                const T* A = ops[t].A + r * ops[t].rs;
+                const T* B = ops[t].B + o;
+                const std::int64_t ks = ops[t].ks;
+                for (std::int64_t k = 0; k < K; ++k) s += A[k * ks] * B[k * ldz];
+            }
+            Z[r * ldz + o] = s;
+        }
+}
+
+// Z (rows × ldz) = [Z | bias | 0] + Σ_t A_t · B_t, each A_t (rows × K) and B_t (K × ldz), with
+// 512-bit tiles when Wide.
+template <class T, bool Wide>
+METACORE_INLINE void small_gemm_tiles(const Operands<T>* ops, int terms, std::int64_t rows,
+                                      std::int64_t K, const T* bias, bool accumulate,
+                                      std::int64_t ldz, T* Z) {
+    constexpr std::int64_t L = Vec32<T>::lanes;
+    std::int64_t o = 0;
+    if constexpr (Wide) {
+        constexpr std::int64_t W = VecN<T, 64>::lanes;
+        for (; o + 4 * W <= ldz; o += 4 * W)
+            tile_rows<T, 64, 6, 4>(ops, terms, rows, K, bias, accumulate, ldz, o, Z);
+        switch ((ldz - o) / W) {
+            case 3: tile_rows<T, 64, 6, 3>(ops, terms, rows, K, bias, accumulate, ldz, o, Z); o += 3 * W; break;
+            case 2: tile_rows<T, 64, 6, 2>(ops, terms, rows, K, bias, accumulate, ldz, o, Z); o += 2 * W; break;
+            case 1: tile_rows<T, 64, 6, 1>(ops, terms, rows, K, bias, accumulate, ldz, o, Z); o += W; break;
+            default: break;
+        }
+    } else {
+        for (; o + 2 * L <= ldz; o += 2 * L)
+            tile_rows<T, 32, 4, 2>(ops, terms, rows, K, bias, accumulate, ldz, o, Z);
+    }
+    if (o + L <= ldz) {
+        tile_rows<T, 32, 4, 1>(ops, terms, rows, K, bias, accumulate, ldz, o, Z);
+        o += L;
+    }
+    if (o < ldz) tail_columns(ops, terms, rows, K, bias, accumulate, ldz, o, Z);
+}
+
+// The product compiled once per instruction-set level (not inlined into the kernels that call
+// it: one copy per level, not one per call site).
+#if METACORE_MULTIVERSION
+template <class T>
+__attribute__((target("arch=x86-64-v4"), noinline)) void small_gemm_v4(
+    const Operands<T>* ops, int terms, std::int64_t rows, std::int64_t K, const T* bias,
+    bool accumulate, std::int64_t ldz, T* Z) {
+    small_gemm_tiles<T, true>(ops, terms, rows, K, bias, accumulate, ldz, Z);
+}
+template <class T>
+__attribute__((target("arch=x86-64-v3"), noinline)) void small_gemm_v3(
+    const Operands<T>* ops, int terms, std::int64_t rows, std::int64_t K, const T* bias,
+    bool accumulate, std::int64_t ldz, T* Z) {
+    small_gemm_tiles<T, false>(ops, terms, rows, K, bias, accumulate, ldz, Z);
+}
+#endif
+template <class T>
+__attribute__((noinline)) void small_gemm_v1(const Operands<T>* ops, int terms, std::int64_t rows,
+                                             std::int64_t K, const T* bias, bool accumulate,
+                                             std::int64_t ldz, T* Z) {
+    small_gemm_tiles<T, false>(ops, terms, rows, K, bias, accumulate, ldz, Z);
+}
+
 // Z (rows × ldz) = [Z | bias | 0] + Σ_t A_t · B_t, each A_t (rows × K) and B_t (K × ldz).
-// ldz must be a multiple of Vec32<T>::lanes.
 template <class T>
 METACORE_INLINE void small_gemm(const Operands<T>* ops, int terms, std::int64_t rows,
                                 std::int64_t K, const T* bias, bool accumulate, std::int64_t ldz,
                                 T* Z) {
-    constexpr std::int64_t L = Vec32<T>::lanes;
-    std::int64_t o = 0;
-    for (; o + 2 * L <= ldz; o += 2 * L)
-        tile_rows<T, 2>(ops, terms, rows, K, bias, accumulate, ldz, o, Z);
-    if (o < ldz) tile_rows<T, 1>(ops, terms, rows, K, bias, accumulate, ldz, o, Z);
+#if METACORE_MULTIVERSION
+    switch (isa_level()) {
+        case 2: small_gemm_v4<T>(ops, terms, rows, K, bias, accumulate, ldz, Z); return;
+        case 1: small_gemm_v3<T>(ops, terms, rows, K, bias, accumulate, ldz, Z); return;
+        default: break;
+    }
+#endif
+    small_gemm_v1<T>(ops, terms, rows, K, bias, accumulate, ldz, Z);
 }
 
 // Z (b × out) = bias + A (b × in) · Bt (in × out) [+ A2 (b × in) · B2t (in × out) when A2].
@@ -112,6 +193,33 @@ METACORE_INLINE void rows_times_t(const T* A, const T* Bt, const T* A2, const T*
                                   std::int64_t out, T* Z) {
     const Operands<T> ops[2] = {{A, in, 1, Bt}, {A2, in, 1, B2t}};
     small_gemm(ops, A2 ? 2 : 1, b, in, bias, false, out, Z);
+}
+
+// gW (out × in) += Dᵀ A and gb (out) += Σ_r D[r, :] for D (b × out), A (b × in), when a blocked
+// product fits: rows of A wide enough (gW += Dᵀ A with in as the vector dimension), or one input
+// (gW is then a column, laid out like a row: gW += Aᵀ D with out as the vector dimension).
+// The bias sum is the product of a row of ones with D. Returns false when neither fits.
+template <class T>
+METACORE_INLINE bool outer_product_accumulate(const T* D, const T* A, std::int64_t b,
+                                              std::int64_t in, std::int64_t out, T* gW, T* gb) {
+    static const T one = T(1);
+    const bool wide_in = blocked_width<T>(in), wide_out = blocked_width<T>(out);
+    if (!wide_in && !(in == 1 && wide_out)) return false;
+    if (wide_in) {
+        const Operands<T> op{D, 1, out, A};
+        small_gemm(&op, 1, out, b, static_cast<const T*>(nullptr), true, in, gW);
+    } else {
+        const Operands<T> op{A, 1, 1, D};
+        small_gemm(&op, 1, 1, b, static_cast<const T*>(nullptr), true, out, gW);
+    }
+    if (wide_out) {
+        const Operands<T> ones{&one, 0, 0, D};
+        small_gemm(&ones, 1, 1, b, static_cast<const T*>(nullptr), true, out, gb);
+    } else {
+        for (std::int64_t r = 0; r < b; ++r)
+            for (std::int64_t o = 0; o < out; ++o) gb[o] += D[r * out + o];
+    }
+    return true;
 }
 
 #else
@@ -133,13 +241,28 @@ inline void small_gemm(const Operands<T>*, int, std::int64_t, std::int64_t, cons
 template <class T>
 inline void rows_times_t(const T*, const T*, const T*, const T*, const T*, std::int64_t,
                          std::int64_t, std::int64_t, T*) {}
+template <class T>
+inline bool outer_product_accumulate(const T*, const T*, std::int64_t, std::int64_t,
+                                     std::int64_t, T*, T*) {
+    return false;
+}
 #endif
 
-// Wt (in × out) = Wᵀ for W (out × in).
+// Wt (in × out) = Wᵀ for W (out × in), in 8 × 8 blocks (both sides stay in a few cache lines).
 template <class T>
-METACORE_INLINE void transpose(const T* W, std::int64_t out, std::int64_t in, T* Wt) {
-    for (std::int64_t o = 0; o < out; ++o)
-        for (std::int64_t i = 0; i < in; ++i) Wt[i * out + o] = W[o * in + i];
+METACORE_INLINE void transpose_body(const T* __restrict W, std::int64_t out, std::int64_t in,
+                                    T* __restrict Wt) {
+    constexpr std::int64_t S = 8;
+    for (std::int64_t o0 = 0; o0 < out; o0 += S) {
+        const std::int64_t o1 = o0 + S < out ? o0 + S : out;
+        for (std::int64_t i0 = 0; i0 < in; i0 += S) {
+            const std::int64_t i1 = i0 + S < in ? i0 + S : in;
+            for (std::int64_t i = i0; i < i1; ++i)
+                for (std::int64_t o = o0; o < o1; ++o) Wt[i * out + o] = W[o * in + i];
+        }
+    }
 }
+METACORE_KERNEL(void, transpose, (const T* W, std::int64_t out, std::int64_t in, T* Wt),
+                (W, out, in, Wt))
 
 }  // namespace metacore

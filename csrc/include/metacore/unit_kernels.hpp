@@ -1,5 +1,5 @@
 // The hot loops: one work unit (a run of one task's rows) pushed through the net block by block.
-// These are the functions compiled once per instruction set (METACORE_CLONES).
+// These are the functions compiled once per instruction set (METACORE_KERNEL, simd.hpp).
 #pragma once
 
 #include <algorithm>
@@ -8,7 +8,9 @@
 
 #include "metacore/net_pass.hpp"
 #include "metacore/simd.hpp"
+#include "metacore/small_gemm.hpp"
 #include "metacore/tasks.hpp"
+#include "metacore/vector_math.hpp"
 
 namespace metacore {
 
@@ -20,11 +22,105 @@ METACORE_INLINE std::int64_t rows_ahead(const TaskData<T>& data, std::int64_t ne
     return next + B < data.X.rows ? B : (next < data.X.rows ? data.X.rows - next : 0);
 }
 
+#if METACORE_SMALL_GEMM
+// R rows of the one-layer logistic model in one pass over their features: z_r = b + w·x_r with
+// one vector accumulator per row (summed across lanes at the end, in lane order), the loss
+// softplus(z) − y z and δ_r = scale (σ(z_r) − y_r) from one exp per row (same formulas as the
+// general head), then gW += Σ_r δ_r x_r and gb += Σ_r δ_r while the rows are still in L1.
+template <class T, int Bytes, int R>
+METACORE_INLINE double logistic_rows(const T* __restrict w, T bias, const T* __restrict X,
+                                     const T* __restrict y, std::int64_t d, T scale,
+                                     T* __restrict gW, T* __restrict gb) {
+    using V = typename VecN<T, Bytes>::type;
+    constexpr std::int64_t L = VecN<T, Bytes>::lanes;
+    const std::int64_t dv = d - d % L;
+    V acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = V{};
+    for (std::int64_t j = 0; j < dv; j += L) {
+        const V wj = vload<T, Bytes>(w + j);
+        for (int r = 0; r < R; ++r) acc[r] += vload<T, Bytes>(X + r * d + j) * wj;
+    }
+    T z[R], delta[R];
+    for (int r = 0; r < R; ++r) {
+        T s = bias;
+        for (std::int64_t l = 0; l < L; ++l) s += acc[r][l];
+        for (std::int64_t j = dv; j < d; ++j) s += X[r * d + j] * w[j];
+        z[r] = s;
+    }
+    double loss = 0.0;
+    const double c = static_cast<double>(scale);
+    for (int r = 0; r < R; ++r) {
+        const double m = z[r], label = y[r];
+        const double e = exp_nonpositive(-(m < 0.0 ? -m : m));
+        const double sigma = (m >= 0.0 ? 1.0 : e) / (1.0 + e);
+        delta[r] = static_cast<T>(c * (sigma - label));
+        loss += (m > 0.0 ? m : 0.0) - label * m + log1p_unit(e);
+    }
+    if (gW) {
+        for (std::int64_t j = 0; j < dv; j += L) {
+            V g = vload<T, Bytes>(gW + j);
+            for (int r = 0; r < R; ++r) g += delta[r] * vload<T, Bytes>(X + r * d + j);
+            vstore<T, Bytes>(gW + j, g);
+        }
+        for (std::int64_t j = dv; j < d; ++j) {
+            T g = gW[j];
+            for (int r = 0; r < R; ++r) g += delta[r] * X[r * d + j];
+            gW[j] = g;
+        }
+        T sb = *gb;
+        for (int r = 0; r < R; ++r) sb += delta[r];
+        *gb = sb;
+    }
+    return loss;
+}
+
+// The one-layer logistic model (logistic regression) over rows [begin, end): Σ of the row
+// losses; grad (when not null) += scale · Σ ∇θ ℓ_row. Eight rows at a time, then the rest.
+template <class T, int Bytes>
+METACORE_INLINE double logistic_unit(const T* w, T bias, const TaskData<T>& data,
+                                     std::int64_t begin, std::int64_t end, T scale, T* gW,
+                                     T* gb) {
+    constexpr int R = 8;
+    const std::int64_t d = data.X.cols, row_bytes = d * static_cast<std::int64_t>(sizeof(T));
+    const std::int64_t y_cols = data.y.cols;
+    double loss = 0.0;
+    std::int64_t r = begin;
+    T yb[R];
+    for (; r + R <= end; r += R) {
+        // the group after next: contiguous rows, but far enough ahead to hide L3/DRAM latency
+        if (r + 3 * R <= data.X.rows) prefetch(data.X.row(r + 2 * R), R * row_bytes);
+        for (int i = 0; i < R; ++i) yb[i] = data.y.row(r + i)[0];
+        loss += logistic_rows<T, Bytes, R>(w, bias, data.X.row(r), y_cols == 1 ? data.y.row(r) : yb,
+                                           d, scale, gW, gb);
+    }
+    for (; r < end; ++r)
+        loss += logistic_rows<T, Bytes, 1>(w, bias, data.X.row(r), data.y.row(r), d, scale, gW, gb);
+    return loss;
+}
+#endif
+
+// True when the net is one dense layer with one output and the logistic head.
+inline bool is_logistic_regression(const NetSpec& net) {
+    return net.n_layers() == 1 && net.loss() == Loss::logistic && net.n_outputs() == 1;
+}
+
 // Σ of the unit's row losses; grad (when not null) += scale · Σ ∇θ ℓ_row.
 template <class T>
-METACORE_CLONES double unit_value_grad(NetPass<T>& pass, const T* theta, const TaskData<T>& data,
+METACORE_INLINE double unit_value_grad_body(NetPass<T>& pass, const T* theta, const TaskData<T>& data,
                                        const WorkUnit& unit, std::int64_t head, T scale, T* grad) {
     const std::int64_t B = pass.block_rows(unit.end - unit.begin);
+#if METACORE_SMALL_GEMM
+    if (is_logistic_regression(pass.net())) {
+        const NetSpec& net = pass.net();
+        const T* w = theta + net.weight_offset(0, head);
+        const T bias = theta[net.bias_offset(0, head)];
+        T* gW = grad ? grad + net.weight_offset(0, head) : nullptr;
+        T* gb = grad ? grad + net.bias_offset(0, head) : nullptr;
+        return isa_level() >= 2
+                   ? logistic_unit<T, 64>(w, bias, data, unit.begin, unit.end, scale, gW, gb)
+                   : logistic_unit<T, 32>(w, bias, data, unit.begin, unit.end, scale, gW, gb);
+    }
+#endif
     double loss = 0.0;
     for (std::int64_t r = unit.begin; r < unit.end; r += B) {
         const std::int64_t b = unit.end - r < B ? unit.end - r : B;
@@ -36,6 +132,9 @@ METACORE_CLONES double unit_value_grad(NetPass<T>& pass, const T* theta, const T
     }
     return loss;
 }
+METACORE_KERNEL(double, unit_value_grad,
+                (NetPass<T>& pass, const T* theta, const TaskData<T>& data, const WorkUnit& unit, std::int64_t head, T scale, T* grad),
+                (pass, theta, data, unit, head, scale, grad))
 
 // A thread's copy of one block of sampled rows: sampled rows are scattered in X, and the passes
 // want a block's rows contiguous.
@@ -49,7 +148,7 @@ struct RowGather {
 // unit_value_grad for a unit of sampled rows (unit.rows set): each block is gathered first.
 // `next` (may be null) is the unit that comes after, whose first rows the last block prefetches.
 template <class T>
-METACORE_CLONES double unit_value_grad_gathered(NetPass<T>& pass, const T* theta,
+METACORE_INLINE double unit_value_grad_gathered_body(NetPass<T>& pass, const T* theta,
                                                 const TaskData<T>& data, const WorkUnit& unit,
                                                 const WorkUnit* next, std::int64_t head, T scale,
                                                 T* grad, RowGather<T>& buf) {
@@ -82,10 +181,13 @@ METACORE_CLONES double unit_value_grad_gathered(NetPass<T>& pass, const T* theta
     }
     return loss;
 }
+METACORE_KERNEL(double, unit_value_grad_gathered,
+                (NetPass<T>& pass, const T* theta, const TaskData<T>& data, const WorkUnit& unit, const WorkUnit* next, std::int64_t head, T scale, T* grad, RowGather<T>& buf),
+                (pass, theta, data, unit, next, head, scale, grad, buf))
 
 // hv += scale · Σ H_row v over the unit's rows (forward-over-reverse).
 template <class T>
-METACORE_CLONES void unit_hvp(NetPass<T>& pass, const T* theta, const T* v,
+METACORE_INLINE void unit_hvp_body(NetPass<T>& pass, const T* theta, const T* v,
                               const TaskData<T>& data, const WorkUnit& unit, std::int64_t head,
                               T scale, T* hv) {
     const std::int64_t B = pass.block_rows(unit.end - unit.begin);
@@ -99,5 +201,8 @@ METACORE_CLONES void unit_hvp(NetPass<T>& pass, const T* theta, const T* v,
         pass.backward_tangent(theta, v, X, b, head, hv);
     }
 }
+METACORE_KERNEL(void, unit_hvp,
+                (NetPass<T>& pass, const T* theta, const T* v, const TaskData<T>& data, const WorkUnit& unit, std::int64_t head, T scale, T* hv),
+                (pass, theta, v, data, unit, head, scale, hv))
 
 }  // namespace metacore

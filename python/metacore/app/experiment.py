@@ -277,15 +277,14 @@ def train(exp: Experiment, start=None, *, progress=True, on_checkpoint=None):
     step = 0 if start is None else start.step
     histories, result = [], None
     sampler = episode_sampler(exp)
-    bar = _Bar(total, step) if progress and step < total else None
-    if bar is not None:
-        kw["callbacks"] = (bar.callback,)
+    bar = _bar(total, step) if progress and step < total else None
+    kw["progress"] = bar if bar is not None else False
     try:
         while step < total:
             stop = min(total, (step // every + 1) * every)
             try:
                 if sampler is None:
-                    result = fit(target, state, steps=stop - step, progress=False, **kw)
+                    result = fit(target, state, steps=stop - step, **kw)
                 else:   # a fresh pool of episodes every EPISODE_POOL steps, keyed on the step
                     while step < stop:
                         n = min(EPISODE_POOL, stop - step)
@@ -293,7 +292,7 @@ def train(exp: Experiment, start=None, *, progress=True, on_checkpoint=None):
                         target = MetaObjective(exp.learner, pool.astype(exp.dtype),
                                                meta_batch=cfg.train.meta_batch,
                                                n_threads=cfg.threads)
-                        result = fit(target, state, steps=n, progress=False, **kw)
+                        result = fit(target, state, steps=n, **kw)
                         state, step = result, result.step
                         if step < stop:
                             histories.append(result.history)
@@ -315,24 +314,13 @@ def train(exp: Experiment, start=None, *, progress=True, on_checkpoint=None):
     return result, histories
 
 
-class _Bar:
-    """One progress bar over the whole run (tqdm when installed), moved after each evaluation."""
-
-    def __init__(self, total, done):
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            self.bar = None
-            return
-        self.bar = tqdm(total=total, initial=done, desc="train", unit="step")
-
-    def callback(self, event):
-        if self.bar is not None:
-            self.bar.update(event.step - self.bar.n)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
+def _bar(total, done):
+    """One tqdm bar over the whole run, advanced by every fit call's chunks (None without tqdm)."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=done, desc="train", unit="step")
 
 
 def merge_histories(parts):

@@ -51,12 +51,19 @@ def pixel_class_mean(ts, n_way, k_shot):
 
 
 def train(train_set, k_shot, steps, threads, n_way=20, q_query=5, norm="batch", lr=1e-3,
-          meta_batch=2, head_scale=0.1, seed=0):
-    model = mc.MLP(TRUNK, activation="relu", loss="mse", norm=norm)   # the loss head is unused
+          meta_batch=2, head_scale=0.1, seed=0, weight_decay=0.0, trunk=None, schedule="step"):
+    """One ProtoNet meta-trained on fresh ``n_way``-way ``k_shot``-shot episodes of
+    ``train_set``: (learner, fit result, seconds). Adam (AdamW with ``weight_decay`` > 0) at
+    ``lr``, halved every third of the run (``schedule="step"``) or cosine-annealed to 0
+    (``"cosine"``)."""
+    model = mc.MLP(list(trunk or TRUNK), activation="relu", loss="mse", norm=norm)  # head unused
     learner = mc.ProtoNet(model)
     source = train_set.source(n_way=n_way, k_shot=k_shot, q_query=q_query)
     problem = mc.MetaObjective(learner, source, meta_batch=meta_batch, n_threads=threads)
-    optimizer = mc.optim.Adam(lr=lr, schedule=mc.optim.step(every=max(1, steps // 3), gamma=0.5))
+    sched = (mc.optim.cosine(steps) if schedule == "cosine"
+             else mc.optim.step(every=max(1, steps // 3), gamma=0.5))
+    optimizer = (mc.optim.AdamW(lr=lr, weight_decay=weight_decay, schedule=sched)
+                 if weight_decay > 0 else mc.optim.Adam(lr=lr, schedule=sched))
     t0 = time.perf_counter()
     theta = model.init(seed=seed, dtype=np.float32)
     # The embedding's last layer starts at head_scale × its He scale: over normalised features
@@ -65,6 +72,18 @@ def train(train_set, k_shot, steps, threads, n_way=20, q_query=5, norm="batch", 
     res = mc.fit(problem, theta, optimizer=optimizer,
                  steps=steps, seed=seed, progress=False, chunk_size=100)
     return learner, res, time.perf_counter() - t0
+
+
+def validation_split(train_set, every=5):
+    """(train, validation) ClassImages from the meta-train set: every ``every``-th character
+    (counted per alphabet, all rotations of it) is held out for choosing a recipe, so that model
+    selection never looks at the meta-test alphabets."""
+    chars = [name.split("@")[0] for name in train_set.class_names]
+    order = list(dict.fromkeys(chars))
+    held = {ch for i, ch in enumerate(order) if i % every == every // 2}
+    val = np.array([c for c, ch in enumerate(chars) if ch in held])
+    rest = np.array([c for c, ch in enumerate(chars) if ch not in held])
+    return train_set.take(rest), train_set.take(val)
 
 
 def classifier(n_way, norm):
@@ -108,23 +127,41 @@ def fine_tuned(model, theta, val, episodes, threads):
 
 def table(data, *, steps=3000, train_way=20, q_query=5, meta_batch=2, lr=1e-3, norm="batch",
           shots=(1, 5), train_shot=None, protonet=True, baselines=True, pretrain_steps=1000,
-          n_test=600, head_scale=0.1, threads=None, say=print):
+          n_test=600, head_scale=0.1, threads=None, say=print, weight_decay=0.0, trunk=None,
+          schedule="step", shift=0, validate=False, seed=0):
     """Train the ProtoNets (and the baselines), score them on the same test episodes, print the
     Markdown table through ``say``; returns one dict per setting (accuracies as [mean, ci]).
     One ProtoNet per test shot count, or with ``train_shot`` one ProtoNet trained on
-    ``train_shot``-shot episodes scored at every shot count."""
+    ``train_shot``-shot episodes scored at every shot count.
+
+    ``shift`` > 0 augments the meta-train pool with copies of each image moved by up to
+    ``shift`` pixels up, down, left and right (:meth:`ClassImages.shifted`, kept in its class).
+    ``validate=True`` scores on a validation split of the meta-train characters instead of the
+    meta-test set (:func:`validation_split`; the model trains on the rest): choose a recipe
+    there, then run the test table once with it."""
     t_start = t0 = time.perf_counter()
+    cpu_start = time.process_time()
     train_set, test_set = mc.datasets.omniglot_minimal(pathlib.Path(data))
+    if validate:
+        train_set, test_set = validation_split(train_set)
     say(f"read in {time.perf_counter() - t0:.1f} s: meta-train {train_set.n_classes} classes, "
-        f"meta-test {test_set.n_classes} classes\n")
+        f"{'validation' if validate else 'meta-test'} {test_set.n_classes} classes\n")
+    pool = train_set
+    if shift:
+        pool = train_set.shifted([(d * i, d * (1 - i)) for d in range(-shift, shift + 1) if d
+                                  for i in (0, 1)])
+        say(f"augmented meta-train pool: {pool.X.shape[0]} images "
+            f"({pool.X.nbytes / 2**20:.0f} MiB)")
     models = {}
     for k_shot in (() if not protonet else shots if train_shot is None else (train_shot,)):
-        learner, res, seconds = train(train_set, k_shot, steps, threads, train_way, q_query, norm,
-                                      lr, meta_batch, head_scale)
+        c0 = time.process_time()
+        learner, res, seconds = train(pool, k_shot, steps, threads, train_way, q_query, norm,
+                                      lr, meta_batch, head_scale, seed, weight_decay, trunk,
+                                      schedule)
         loss = res.history.objective
         say(f"trained {k_shot}-shot ProtoNet: {steps} steps ({meta_batch * steps} {train_way}-way "
-            f"episodes) in {seconds:.0f} s, episode loss {loss[:50].mean():.3f} -> "
-            f"{loss[-50:].mean():.3f}")
+            f"episodes) in {seconds:.0f} s ({time.process_time() - c0:.0f} s CPU), episode loss "
+            f"{loss[:50].mean():.3f} -> {loss[-50:].mean():.3f}")
         models[k_shot] = (learner, res.theta, seconds)
     if protonet and train_shot is not None:
         models = {k: models[train_shot] for k in shots}
@@ -145,7 +182,9 @@ def table(data, *, steps=3000, train_way=20, q_query=5, meta_batch=2, lr=1e-3, n
         base, base_ci = mc.mean_ci(pixel_class_mean(episodes, n_way, k_shot))
         row = {"n_way": n_way, "k_shot": k_shot, "pixel": [base, base_ci], "steps": steps,
                "train_way": train_way, "norm": norm, "lr": lr, "q_query": q_query,
-               "head_scale": head_scale, "train_shot": train_shot or k_shot}
+               "head_scale": head_scale, "train_shot": train_shot or k_shot,
+               "weight_decay": weight_decay, "trunk": list(trunk or TRUNK), "schedule": schedule,
+               "shift": shift, "validate": validate, "meta_batch": meta_batch}
         line = f"| {n_way}-way {k_shot}-shot | {100 * base:.1f} ± {100 * base_ci:.1f} |"
         if baselines:
             val = train_set.episodes(N_VAL, n_way=n_way, k_shot=k_shot, q_query=15, seed=1)
@@ -168,5 +207,6 @@ def table(data, *, steps=3000, train_way=20, q_query=5, meta_batch=2, lr=1e-3, n
             line += f" **{100 * acc:.1f} ± {100 * ci:.1f}** | {seconds:.0f} s | {t_eval:.1f} s |"
         rows.append(row)
         say(line)
-    say(f"\ntotal wall time {time.perf_counter() - t_start:.0f} s")
+    say(f"\ntotal wall time {time.perf_counter() - t_start:.0f} s, CPU time "
+        f"{time.process_time() - cpu_start:.0f} s (all threads of this process)")
     return rows

@@ -116,6 +116,51 @@ class ClassImages:
         return ClassImages(self._X[rows], labels, [self.class_names[c] for c in keep],
                            [self.class_alphabets[c] for c in keep])
 
+    def take(self, classes):
+        """The classes of the indices ``classes`` (in that order, relabelled 0..len−1), each with
+        all its images. Splitting a set by character — e.g. holding out every rotation of some
+        characters as a validation split — takes the indices of those characters' classes."""
+        idx = _validation.as_array("classes", classes)
+        if idx.dtype.kind not in "iu" or idx.ndim != 1 or idx.size == 0:
+            raise ValueError(f"classes must be a non-empty 1-D array of class indices, got dtype "
+                             f"{idx.dtype} and shape {idx.shape}")
+        if idx.min() < 0 or idx.max() >= self.n_classes or np.unique(idx).size != idx.size:
+            raise ValueError(f"classes must be distinct indices in 0..{self.n_classes - 1}")
+        rows = np.concatenate([np.arange(self._starts[c], self._starts[c + 1]) for c in idx])
+        labels = np.repeat(np.arange(idx.size), self.class_sizes[idx])
+        return ClassImages(self._X[rows], labels, [self.class_names[c] for c in idx],
+                           [self.class_alphabets[c] for c in idx])
+
+    def shifted(self, shifts=((0, 1), (0, -1), (1, 0), (-1, 0))):
+        """Data augmentation: every class keeps its images and gains, for each ``(dy, dx)`` of
+        ``shifts``, a copy of each of them translated by dy rows (down) and dx columns (right),
+        the pixels moved in from the border set to 0 (no ink). Class ``c`` of the result holds
+        ``(1 + len(shifts)) · n_c`` images: the originals first, then one block per shift in
+        the order given. Names and alphabets are kept. Memory: ``(1 + len(shifts))`` times X.
+
+        Meant for a meta-train pool (an episode may then draw an image and its shifted copy);
+        never for the classes episodes are scored on.
+        """
+        pairs = [tuple(int(v) for v in _validation.as_array("shifts", d).reshape(-1))
+                 for d in shifts]
+        s = self.image_size
+        if any(len(d) != 2 or abs(d[0]) >= s or abs(d[1]) >= s for d in pairs):
+            raise ValueError(f"shifts must be (dy, dx) integer pairs with |dy|, |dx| < {s}, "
+                             f"got {pairs}")
+        blocks = []
+        for c in range(self.n_classes):
+            imgs = self.images(c)
+            out = [imgs]
+            for dy, dx in pairs:
+                moved = np.zeros_like(imgs)
+                src = imgs[:, max(0, -dy):s - max(0, dy), max(0, -dx):s - max(0, dx)]
+                moved[:, max(0, dy):max(0, dy) + src.shape[1],
+                      max(0, dx):max(0, dx) + src.shape[2]] = src
+                out.append(moved)
+            blocks.append(np.concatenate(out).reshape(-1, s * s))
+        labels = np.repeat(np.arange(self.n_classes), self.class_sizes * (1 + len(pairs)))
+        return ClassImages(np.concatenate(blocks), labels, self.class_names, self.class_alphabets)
+
     # --- episodes ---------------------------------------------------------------------------------
     def episodes(self, n, *, n_way, k_shot, q_query=15, seed=0, dtype=np.float32):
         """``n`` N-way K-shot classification episodes as a TaskSet.

@@ -506,9 +506,47 @@ class TaskSet:
         def span(a):
             lo, hi = int(a.min()), int(a.max())
             return str(lo) if lo == hi else f"{lo}..{hi}"
+        names = ""
+        if self._names is not None:   # the first few names: which tasks this set holds
+            short = [n if len(n) <= 16 else n[:15] + "…" for n in self._names[:3]]
+            shown = ", ".join(short) + (", ..." if len(self._names) > 3 else "")
+            names = f", names=[{shown}]"
         return (f"TaskSet(n_tasks={self.n_tasks}, n_rows={self.n_rows}, "
                 f"n_features={self.n_features}, n_outputs={self.n_outputs}, dtype={self.dtype}, "
-                f"task_sizes={span(self._sizes)}, n_support={span(self._n_support)})")
+                f"task_sizes={span(self._sizes)}, n_support={span(self._n_support)}{names})")
+
+
+    def to_dataframe(self, rows=False):
+        """A pandas DataFrame (pandas imported here; ImportError naming ``pip install pandas``
+        without it).
+
+        rows=False: one row per task — ``task`` (its name, :attr:`names`), ``task_id``,
+        ``n_rows``, ``n_support``, ``n_query``. rows=True: one row per example, task after task
+        — ``task`` (the name), ``split`` ("support" or "query"), the features ``x0 … x{d−1}`` and
+        the target ``y`` (``y0 … y{k−1}`` for 2-D targets), in the working dtype.
+        """
+        rows = _validation.boolean("rows", rows)
+        pd = _validation.pandas("TaskSet.to_dataframe")
+        names = np.array(self.names, dtype=object)
+        if not rows:
+            return pd.DataFrame({"task": names, "task_id": np.array(self._task_ids),
+                                 "n_rows": np.array(self._sizes),
+                                 "n_support": np.array(self._n_support),
+                                 "n_query": np.array(self._n_query)})
+        sizes = self._sizes
+        position = np.arange(self.n_rows) - np.repeat(self._offsets[:-1], sizes)
+        support = position < np.repeat(self._n_support, sizes)
+        frame = {"task": np.repeat(names, sizes),
+                 "split": np.where(support, "support", "query").astype(object)}
+        X = np.array(self._X)
+        for j in range(X.shape[1]):
+            frame[f"x{j}"] = X[:, j]
+        if self._y.ndim == 1:
+            frame["y"] = np.array(self._y)
+        else:
+            for j in range(self._y.shape[1]):
+                frame[f"y{j}"] = np.array(self._y[:, j])
+        return pd.DataFrame(frame)
 
 
 def _rebuild(X, y, offsets, n_support, task_ids, names=None):

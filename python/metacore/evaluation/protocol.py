@@ -34,7 +34,7 @@ __all__ = ["evaluate", "EvalReport"]
 
 
 # --- the report ----------------------------------------------------------------------------------
-@dataclass
+@dataclass(repr=False)
 class EvalReport:
     """Per-task query losses (S, T) after each of ``steps`` adaptation steps (and accuracies for
     classifiers, else None); ``summary()`` gives mean ± 95% CI per step."""
@@ -74,6 +74,39 @@ class EvalReport:
         """(mean, 95% half-width) of ``metric`` ("loss" or "accuracy") after ``steps`` steps."""
         row = self.summary()[list(self.steps).index(steps)]
         return row[metric], row[metric + "_ci"]
+
+    def __repr__(self):
+        metrics = "loss, accuracy" if self.accuracies is not None else "loss"
+        rows = self.summary()
+        last = rows[-1] if rows else None
+        tail = ""
+        if last is not None:
+            key = "accuracy" if self.accuracies is not None else "loss"
+            tail = f", {key} after {last['steps']} = {last[key]:.4g}"
+            if not math.isnan(last[key + "_ci"]):
+                tail += f" ± {last[key + '_ci']:.2g}"
+        return (f"EvalReport({self.name!r}, n_tasks={self.n_tasks}, "
+                f"steps={tuple(int(s) for s in self.steps)}, metrics=({metrics}){tail})")
+
+    def to_dataframe(self, confidence=0.95, min_tasks=MIN_TASKS_FOR_CI):
+        """A pandas DataFrame, one row per step count of :meth:`summary`: ``method`` (the
+        report's name), ``steps``, ``n_tasks``, ``loss`` (the mean over tasks), ``loss_ci`` (the
+        half-width), ``loss_low``/``loss_high`` (the interval's ends clipped to [0, ∞); NaN with
+        too few tasks), ``loss_clipped``, the same five ``accuracy*`` columns for classifiers, and
+        ``too_few_tasks``. Concatenate several with ``pandas.concat``. ImportError without pandas
+        (``pip install pandas``)."""
+        pd = _validation.pandas("EvalReport.to_dataframe")
+        metrics = ["loss"] + (["accuracy"] if self.accuracies is not None else [])
+        records = []
+        for row in self.summary(confidence, min_tasks):
+            rec = {"method": self.name, "steps": row["steps"], "n_tasks": self.n_tasks}
+            for m in metrics:
+                low, high = row[m + "_interval"] or (math.nan, math.nan)
+                rec.update({m: row[m], m + "_ci": row[m + "_ci"], m + "_low": low,
+                            m + "_high": high, m + "_clipped": row[m + "_clipped"]})
+            rec["too_few_tasks"] = row["too_few_tasks"]
+            records.append(rec)
+        return pd.DataFrame.from_records(records, columns=list(records[0]) if records else None)
 
     def to_dict(self) -> dict:
         """Plain data: name, steps, n_tasks, lr, info and the summary rows."""

@@ -7,18 +7,30 @@ import json
 import math
 import os
 
+from .. import _validation
 from ..train.checkpoint import write_atomic
 from .protocol import EvalReport
 from .statistics import MIN_TASKS_FOR_CI
 
-__all__ = ["format_table", "save_json", "load_json", "plot"]
+__all__ = ["format_table", "save_json", "load_json", "plot", "LOG_SCALE_RATIO"]
 
 
-def _reports(reports):
-    items = list(reports.values()) if isinstance(reports, dict) else list(reports)
-    if not items or not all(isinstance(r, EvalReport) for r in items):
-        raise TypeError("reports must be a non-empty sequence of EvalReport")
-    return items
+def _named(reports):
+    """[(label, report)]: a dict's keys label its reports, else each report's ``name``."""
+    if isinstance(reports, EvalReport):
+        reports = [reports]
+    if isinstance(reports, dict):
+        pairs = [(str(k), r) for k, r in reports.items()]
+    else:
+        try:
+            pairs = [(getattr(r, "name", None), r) for r in reports]
+        except TypeError:
+            raise TypeError("reports must be a dict {label: EvalReport} or a non-empty sequence "
+                            f"of EvalReport, got {type(reports).__name__}") from None
+    if not pairs or not all(isinstance(r, EvalReport) for _, r in pairs):
+        raise TypeError("reports must be a dict {label: EvalReport} or a non-empty sequence of "
+                        "EvalReport")
+    return pairs
 
 
 def _cell(row, metric, scale=1.0, digits=3):
@@ -38,17 +50,20 @@ def _cell(row, metric, scale=1.0, digits=3):
 
 def format_table(reports, metric="loss", title=None) -> str:
     """One row per report, one column per number of adaptation steps: mean ± 95% CI of the query
-    ``metric`` ("loss", or "accuracy" shown in percent). An interval the metric's range cuts is
+    ``metric`` ("loss", or "accuracy" shown in percent). ``reports``: a dict {label: EvalReport}
+    (the keys label the rows) or a sequence of EvalReport (labelled by their ``name``). An interval the metric's range cuts is
     shown as its clipped ends with a ``*``; a report with too few tasks for an interval gets means
     only, and a note says so."""
-    items = _reports(reports)
+    pairs = _named(reports)
+    metric = _validation.choice("metric", metric, ("loss", "accuracy"))
+    items = [r for _, r in pairs]
     steps = sorted({s for r in items for s in r.steps})
     scale, digits = (100.0, 1) if metric == "accuracy" else (1.0, 3)
     head = ["method"] + [f"{s} step{'s' if s != 1 else ''}" for s in steps]
     body = []
-    for r in items:
+    for label, r in pairs:
         rows = {row["steps"]: row for row in r.summary()}
-        cells = [r.name]
+        cells = [label]
         for s in steps:
             row = rows.get(s)
             cells.append("" if row is None or metric not in row else
@@ -57,15 +72,17 @@ def format_table(reports, metric="loss", title=None) -> str:
     widths = [max(len(line[c]) for line in [head] + body) for c in range(len(head))]
     fmt = lambda cells: "  ".join(  # noqa: E731
         c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-    n = items[0].n_tasks
+    counts = sorted({r.n_tasks for r in items})
+    n = str(counts[0]) if len(counts) == 1 else "/".join(str(c) for c in counts)
     what = "accuracy (%)" if metric == "accuracy" else "query loss"
     lines = [title or f"{what} after adaptation, mean ± 95% CI over {n} tasks",
              fmt(head), fmt(["-" * w for w in widths])]
     notes = []
-    few = [r for r in items if any(row.get("too_few_tasks") for row in r.summary())]
+    few = [(label, r) for label, r in pairs
+           if any(row.get("too_few_tasks") for row in r.summary())]
     if few:
         notes.append("too few tasks for a 95% CI (" + ", ".join(
-            f"{r.name}: {r.n_tasks}" for r in few) + f"; at least {MIN_TASKS_FOR_CI} needed): "
+            f"{label}: {r.n_tasks}" for label, r in few) + f"; at least {MIN_TASKS_FOR_CI} needed): "
             "means only")
     if any(c.endswith("]*") for b in body for c in b):
         hi = "100" if metric == "accuracy" else "∞"
@@ -74,8 +91,9 @@ def format_table(reports, metric="loss", title=None) -> str:
 
 
 def save_json(reports, path, extra=None):
-    """Write the reports' summaries (and ``extra``, a JSON-serialisable dict) to ``path``."""
-    data = {"reports": [r.to_dict() for r in _reports(reports)]}
+    """Write the reports' summaries (and ``extra``, a JSON-serialisable dict) to ``path``; a
+    dict's keys replace the reports' names, as in :func:`format_table`."""
+    data = {"reports": [dict(r.to_dict(), name=label) for label, r in _named(reports)]}
     if extra:
         data.update(extra)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -88,35 +106,104 @@ def load_json(path) -> dict:
         return json.load(fh)
 
 
-def plot(reports, path, metric="loss", title=None):
-    """Adaptation curves (mean with the 95% band against steps) saved to ``path`` (PNG, SVG, …).
-    Returns the path, or None when matplotlib is not installed."""
-    items = _reports(reports)
+# Above this ratio of the largest to the smallest positive mean loss plotted, ``yscale="auto"`` draws
+# the loss on a log axis: one curve that blows up (a learner whose loss grows by orders of
+# magnitude) would otherwise flatten every other curve onto the x axis. A well-behaved adaptation
+# curve spans about one order of magnitude (the README's sinusoid MAML: 2.749 at 0 steps to 0.101
+# at 10, 27×), so 50 keeps it linear; a 20-step demo whose MAML++ loss jumps from 3 to 220 after
+# 1 step while Meta-SGD stays at 3 (77×) goes log.
+LOG_SCALE_RATIO = 50.0
+
+
+def _auto_log(values):
+    positive = [v for v in values if math.isfinite(v) and v > 0]
+    return bool(positive) and max(positive) / min(positive) > LOG_SCALE_RATIO
+
+
+def plot(reports, path=None, metric="loss", title=None, *, ax=None, yscale="auto"):
+    """Adaptation curves: the mean query ``metric`` ("loss" or "accuracy") against the number of
+    adaptation steps, one curve per report (a dict's keys label them, as in
+    :func:`format_table`), with its 95% CI as a band.
+
+    Honest by construction: the band is the interval clipped to the metric's range (accuracy in
+    [0, 1], loss ≥ 0); a report with too few tasks for an interval (fewer than
+    ``MIN_TASKS_FOR_CI``) has no band and says so in the legend ("no CI: 3 tasks"); diverged
+    points (an infinite mean) are left out and the legend says from which step. ``yscale``:
+    "linear", "log", or "auto" — log for the loss when the largest positive mean plotted exceeds
+    the smallest by more than ``LOG_SCALE_RATIO`` (50×), else linear (a wide band alone does not
+    switch); accuracy stays linear. Reports without accuracies are left out of an accuracy plot.
+
+    ax: a matplotlib Axes to draw on (the caller's figure, any backend); None creates a
+    :class:`matplotlib.figure.Figure` without pyplot, so no backend is selected or switched and
+    no global figure is left open. path: where to save the figure (PNG, SVG, PDF, … by its
+    extension), written atomically. Returns ``path`` when given, else the Figure drawn on. Without
+    matplotlib: None when ``path`` is given (a run's optional plot), else ImportError naming
+    ``pip install 'metacore[plot]'``.
+    """
+    pairs = _named(reports)
+    metric = _validation.choice("metric", metric, ("loss", "accuracy"))
+    yscale = _validation.choice("yscale", yscale, ("auto", "linear", "log"))
     try:
-        import matplotlib
-        matplotlib.use("Agg")  # files only: never open a window
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
+        from matplotlib.axes import Axes
     except ImportError:
-        return None
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for r in items:
+        if path is not None:
+            return None
+        raise ImportError("metacore.report.plot needs matplotlib: pip install 'metacore[plot]' "
+                          "(or pip install matplotlib)") from None
+    if ax is not None and not isinstance(ax, Axes):
+        raise TypeError(f"ax must be a matplotlib Axes or None, got {type(ax).__name__}")
+    own = ax is None
+    if own:
+        fig = Figure(figsize=(5.5, 3.8))
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    pairs = [(label, r) for label, r in pairs if metric == "loss" or r.accuracies is not None]
+    if not pairs:
+        raise ValueError(f"metric={metric!r}: none of the reports has accuracies (regression "
+                         "tasks have a loss only)")
+    plotted, any_band = [], False
+    for label, r in pairs:
         rows = [row for row in r.summary() if metric in row]
-        rows = [row for row in rows if math.isfinite(row[metric])]   # diverged points left out
-        x = [row["steps"] for row in rows]
-        m = [row[metric] for row in rows]
-        band = [row[metric + "_interval"] or [row[metric]] * 2 for row in rows]   # clipped ends
-        ax.plot(x, m, marker="o", label=r.name)
-        ax.fill_between(x, [b[0] for b in band], [b[1] for b in band], alpha=0.2)
+        finite = [row for row in rows if math.isfinite(row[metric])]   # diverged points left out
+        x = [row["steps"] for row in finite]
+        m = [row[metric] for row in finite]
+        notes = []
+        if any(row["too_few_tasks"] for row in rows):
+            notes.append(f"no CI: {r.n_tasks} task{'s' if r.n_tasks != 1 else ''}")
+        gone = [row["steps"] for row in rows if not math.isfinite(row[metric])]
+        if gone:
+            notes.append(f"diverged from {min(gone)} step{'s' if min(gone) != 1 else ''}")
+        line, = ax.plot(x, m, marker="o",
+                        label=label + (f" ({'; '.join(notes)})" if notes else ""))
+        plotted += m
+        band = [(i, row[metric + "_interval"]) for i, row in enumerate(finite)
+                if row[metric + "_interval"] is not None]
+        if band:   # the interval's clipped ends, only where there is one
+            any_band = True
+            bx = [x[i] for i, _ in band]
+            lo, hi = [b[0] for _, b in band], [b[1] for _, b in band]
+            ax.fill_between(bx, lo, hi, alpha=0.2, color=line.get_color(), linewidth=0)
+    log = yscale == "log" or (yscale == "auto" and metric == "loss" and _auto_log(plotted))
+    if log:
+        ax.set_yscale("log", nonpositive="clip")
     ax.set_xlabel("adaptation steps")
-    ax.set_ylabel(f"query {metric}")
-    ax.set_title(title or f"few-shot adaptation ({items[0].n_tasks} tasks, 95% CI)")
+    ax.set_ylabel(f"query {metric}" + (" (log scale)" if log else ""))
+    counts = sorted({r.n_tasks for _, r in pairs})
+    tasks = f"{counts[0]} tasks" if len(counts) == 1 else \
+        f"{'/'.join(str(c) for c in counts)} tasks"
+    ax.set_title(title or f"few-shot adaptation ({tasks}{', 95% CI' if any_band else ''})")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    if path is None:
+        if own:
+            fig.tight_layout()
+        return fig
+    path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fmt = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
-    try:
-        write_atomic(path, lambda f: fig.savefig(f, dpi=120, format=fmt))
-    finally:
-        plt.close(fig)
+    fmt = os.path.splitext(path)[1][1:].lower() or "png"
+    if own:    # the caller's figure keeps its own layout
+        fig.tight_layout()
+    write_atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=120))
     return path

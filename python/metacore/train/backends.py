@@ -27,7 +27,7 @@ step's counter-based keys (seed, t) — the tasks a local step draws, generated 
 blocks — and returns its blocks' partial sums of the meta-gradient and its tasks' query and
 support losses. The driver adds the partials in block order and the losses in task order and
 finishes the step with the core's one step tail: θ is bit-identical to a local run for every
-learner and any number of actors. Partials are never pre-added on the actors (a tree): the
+learner and any number of actors (the blocks run the loop a local step runs). Partials are never pre-added on the actors (a tree): the
 block-order sum is a left fold, and any other grouping changes the last bits; the traffic is
 bounded anyway, at most 64 · P numbers per step.
 
@@ -197,8 +197,7 @@ class MetaWorker:
     def meta_partials(self, theta, seed, step, b0, b1):
         """Blocks [b0, b1) of step ``step``: (partials (b1 − b0, P), query losses, support
         losses) of their tasks."""
-        return self.step.block_partials(_fresh(theta, self.dtype), seed, step, b0, b1,
-                                        self.n_threads)
+        return self.step.block_partials(_fresh(theta, self.dtype), seed, step, b0, b1)
 
 
 def plan_meta_blocks(n_blocks, n_workers):
@@ -273,6 +272,7 @@ class RayBackend(Backend):
         self._refs = []
         self.retries = 0          # steps sent again after an actor died or stalled
         self.meta = False         # the attached problem is a MetaObjective
+        self._owns_ray = False    # this backend called ray.init (close() shuts Ray down)
 
     def __repr__(self):
         return (f"RayBackend(n_workers={self.n_workers}, cpus_per_worker={self.cpus_per_worker}, "
@@ -289,13 +289,21 @@ class RayBackend(Backend):
         return [int(p) for p in self.ray.get([a.ready.remote() for a in self._actors])]
 
     def close(self):
-        """Kills the actors (their processes end; Ray does not restart them)."""
+        """Kills the actors (their processes end; Ray does not restart them) and, when this
+        backend connected Ray (``ray.init`` was not called before), disconnects — which also
+        stops the local cluster it started: no process is left behind."""
+        self._stop_actors()
+        if self._owns_ray and self.ray.is_initialized():   # the local cluster it started
+            self.ray.shutdown()
+        self._owns_ray = False
+
+    # --- set-up ------------------------------------------------------------------------------
+    def _stop_actors(self):
         for a in self._actors:
             self.ray.kill(a, no_restart=True)
         self._actors, self._refs, self._key = [], [], None
         self._obj = None
 
-    # --- set-up ------------------------------------------------------------------------------
     def _worker_class(self, meta):
         want = MetaWorker if meta else ShardWorker
         cls = self.worker_class or want
@@ -314,9 +322,10 @@ class RayBackend(Backend):
         dtype = np.dtype(dtype)
         key = (id(obj), dtype.str)
         if self._key != key:
-            self.close()
+            self._stop_actors()
             if not ray.is_initialized():
                 ray.init(address=self.address)
+                self._owns_ray = True
             self._start_meta(obj, dtype, cls) if meta else self._start(obj, dtype, cls)
             self._key, self._obj = key, obj      # keep obj alive: its id keys the actors
         self.meta = meta

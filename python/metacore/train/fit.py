@@ -297,8 +297,11 @@ def fit(problem, start=None, *, optimizer=None, steps=1000, weighting=None, batc
     checkpoint_every : int >= 1 or None
         Steps between checkpoints; None: ``eval_every``. Without ``checkpoint`` nothing is
         written.
-    progress : bool
-        Show a tqdm progress bar when tqdm is installed (silently none otherwise).
+    progress : bool or a tqdm bar
+        Show a tqdm progress bar (step, loss, steps/s, refreshed at least every second) when
+        tqdm is installed (silently none otherwise); or advance the caller's open bar (any
+        object with tqdm's ``update`` and ``set_postfix``), which the run leaves open — one bar
+        over several fits, as the CLI keeps.
     seed : int >= 0 or None
         Seeds every draw (None: 0, or the checkpoint's when resuming).
     n_threads : int or None
@@ -371,7 +374,9 @@ def fit(problem, start=None, *, optimizer=None, steps=1000, weighting=None, batc
     eval_every = _validation.integer("eval_every", eval_every, minimum=1)
     stopper = _early_stopping_arg(early_stopping)
     callbacks = _callbacks_arg(callbacks)
-    progress = _validation.boolean("progress", progress)
+    if isinstance(progress, bool) or not (hasattr(progress, "update")
+                                          and hasattr(progress, "set_postfix")):
+        progress = _validation.boolean("progress", progress)
     threads = _validation.n_threads(n_threads) if n_threads is not None else problem.n_threads
     chunk_size = _validation.optional_integer("chunk_size", chunk_size, minimum=1)
     if checkpoint is not None:

@@ -100,6 +100,10 @@ def _stack(items):
 
 
 def progress_bar(enabled, total, first_step):
+    """The run's bar: None, a new tqdm bar (closed by the run), or the caller's open bar
+    (advanced, never closed: one bar over several fits)."""
+    if not isinstance(enabled, bool):
+        return enabled
     if not enabled:
         return None
     try:
@@ -239,7 +243,7 @@ class Run:
                     self.save_checkpoint()
             return "steps", None
         finally:
-            if bar is not None:
+            if bar is not None and bar is not s.progress:
                 bar.close()
 
     def run_chunk(self, n):

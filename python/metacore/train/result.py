@@ -65,7 +65,22 @@ _EVAL = {"eval_step": np.int64, "train_loss": np.float64, "val_loss": np.float64
          "elapsed": np.float64}
 
 
-@dataclass
+def _task_labels(task_names, n):
+    """n column labels for per-task series: the given names, else 0..n−1."""
+    if task_names is None:
+        return [str(i) for i in range(n)]
+    names = [str(t) for t in task_names]
+    if len(names) != n:
+        raise ValueError(f"task_names must hold one name per task ({n}), got {len(names)}")
+    return names
+
+
+def _columns(frame, prefix, values, labels):
+    for j, label in enumerate(labels):
+        frame[f"{prefix}[{label}]"] = values[:, j]
+
+
+@dataclass(repr=False)
 class History:
     """The record of one :func:`metacore.fit` call (a resumed run records its own steps and
     evaluations; its first evaluation is at the step it resumed from).
@@ -121,6 +136,51 @@ class History:
             return [(int(t), float(v)) for t, v in zip(self.eval_step, self.val_loss) if t > 0]
         return getattr(self, self._LEGACY[key])
 
+    def __repr__(self):
+        extra = [f.name for f in fields(self)    # the optional series this run recorded
+                 if f.default is None and getattr(self, f.name) is not None]
+        return (f"History({self.step.shape[0]} steps, {self.eval_step.shape[0]} evaluations, "
+                f"{self.task_losses.shape[1] if self.task_losses.ndim == 2 else 0} tasks"
+                + (f"; with {', '.join(extra)})" if extra else ")"))
+
+    def to_dataframe(self, kind="step", task_names=None):
+        """A pandas DataFrame of the history (pandas imported here; ImportError naming ``pip
+        install pandas`` without it).
+
+        kind="step": one row per step — ``step``, ``objective``, ``grad_norm``, ``lr``,
+        ``support_loss`` (meta-learning), and with ``record_task_losses`` the columns
+        ``task_loss[<task>]`` and ``weight[<task>]`` (NaN where a step did not draw the task).
+        kind="eval": one row per evaluation — ``step`` (the updates done), ``train_loss``,
+        ``val_loss``, ``elapsed`` (s), then ``task_loss[<task>]`` and ``weight[<task>]`` (α)
+        for multi-task problems and ``val_task_loss[<j>]`` with validation tasks. The learned
+        inner rates (``inner_rates``) stay arrays. ``task_names``: one label per task (e.g. the
+        TaskSet's ``names``), else 0..T−1.
+        """
+        kind = _validation.choice("kind", kind, ("step", "eval"))
+        pd = _validation.pandas("History.to_dataframe")
+        frame = {}
+        if kind == "step":
+            frame["step"] = np.array(self.step)
+            for k in ("objective", "grad_norm", "lr", "support_loss"):
+                if getattr(self, k) is not None:
+                    frame[k] = np.array(getattr(self, k))
+            for prefix, k in (("task_loss", "step_task_losses"), ("weight", "step_weights")):
+                a = getattr(self, k)
+                if a is not None and a.ndim == 2 and a.shape[1]:
+                    _columns(frame, prefix, a, _task_labels(task_names, a.shape[1]))
+        else:
+            frame["step"] = np.array(self.eval_step)
+            for k in ("train_loss", "val_loss", "elapsed"):
+                frame[k] = np.array(getattr(self, k))
+            for prefix, k in (("task_loss", "task_losses"), ("weight", "weights")):
+                a = getattr(self, k)
+                if a is not None and a.ndim == 2 and a.shape[1]:
+                    _columns(frame, prefix, a, _task_labels(task_names, a.shape[1]))
+            v = self.val_task_losses
+            if v is not None and v.ndim == 2 and v.shape[1]:
+                _columns(frame, "val_task_loss", v, [str(j) for j in range(v.shape[1])])
+        return pd.DataFrame(frame)
+
     def to_arrays(self) -> dict:
         """{name: array} of every series present (None ones left out): what the CLI's
         ``history.npz`` stores."""
@@ -152,7 +212,7 @@ class History:
         return h
 
 
-@dataclass
+@dataclass(repr=False)
 class FitResult:
     """What :func:`metacore.fit` returns, for every problem.
 
@@ -188,6 +248,28 @@ class FitResult:
     weighting_state: np.ndarray | None = field(repr=False, default=None)
     bad_evals: int = 0
     best_record: dict | None = field(repr=False, default=None)   # what a resume continues
+
+    def __repr__(self):
+        h = self.history
+        kind = self.problem.get("kind", "?") if isinstance(self.problem, dict) else "?"
+        seen = np.asarray(h.train_loss)[~np.isnan(h.train_loss)]   # meta: none before step 1
+        loss = ""
+        if seen.shape[0]:
+            loss = (f", train loss {seen[0]:.4g} -> {seen[-1]:.4g}" if seen.shape[0] > 1
+                    else f", train loss {seen[-1]:.4g}")
+        if h.val_loss.shape[0] and not np.isnan(h.val_loss[-1]):
+            loss += f", val loss {h.val_loss[-1]:.4g}"
+        best = f", best {self.best_score:.4g} at step {self.best_step}" \
+            if self.best_step is not None and self.best_score is not None else ""
+        tasks = f", {len(self.weights)} tasks" if len(self.weights) else ""
+        return (f"FitResult({kind}{tasks}, {np.asarray(self.theta).shape[0]} params, "
+                f"{self.steps_run} steps to step {self.step}, stop_reason={self.stop_reason!r},"
+                f"\n          {self.wall_time:.3g} s, {self.steps_per_sec:.4g} steps/s{loss}{best})")
+
+    def to_dataframe(self, kind="step", task_names=None):
+        """The history as a pandas DataFrame: :meth:`History.to_dataframe` (``kind="step"``, one
+        row per step; ``kind="eval"``, one row per evaluation with per-task losses and α)."""
+        return self.history.to_dataframe(kind=kind, task_names=task_names)
 
     @property
     def overhead(self) -> float:
