@@ -164,9 +164,15 @@ inline std::vector<double> cagrad_flat(const std::vector<double>& K, const std::
 
 // CAGrad: w* = argmin over the simplex of F(w) = wᵀb + φ‖G w‖ (b = K1/T, φ = c‖g0‖), solved
 // exactly: F = min over t > 0 of wᵀb + φ(‖Gw‖²/t + t)/2, whose inner problem for fixed t is the
-// min-norm point of the points g_i + (t/φ) g0 (min_norm_simplex), and the optimal t = ‖G w(t)‖ is
-// found by bisection (‖G w(t)‖ − t changes sign once). d = (g0 + φ/‖g_w‖ · g_w) / (1 + c²);
-// cagrad_flat when t* = 0 (below 1e-13 max‖g_i‖).
+// min-norm point x(t) of the points g_i + (t/φ) g0 (min_norm_simplex), and the optimal t = ‖G w(t)‖
+// is found by bisection (‖G w(t)‖ − t changes sign once). At t*, d = (g0 + φ/t* · g_w) / (1 + c²)
+// (= φ x(t*)/t*, unscaled; t* the bracket's upper end, where ‖g_w‖ ≤ t*, so d stays in the ball).
+// Resolution floor: ‖g_w‖ is known only through K, and Wolfe's stopping rule (gap 8Tε relative to
+// max‖p_i‖², p_i = g_i + (t/φ) g0, ≈ max‖g_i‖² for small t) leaves ‖x‖² up to 2·8Tε·max‖g_i‖²
+// above its minimum, over the ε-relative rounding of K itself: ‖g_w‖ — and with it t* — cannot be
+// told from 0 below t_min = √(16Tε)·max‖g_i‖ (1.2e-7·max‖g_i‖ for T = 3). The bisection stops
+// there: a bracket below t_min means t* = 0 (0 in the tasks' hull and c ≥ 1), and cagrad_flat
+// gives d; dividing φ by a t* at rounding level instead scaled noise (β ~ 1e7).
 inline std::vector<double> cagrad(const std::vector<double>& K, std::int64_t T, double c,
                                   std::int64_t max_iter) {
     std::vector<double> b(T, 0.0), w(T, 1.0 / T), Kt(T * T);
@@ -195,16 +201,16 @@ inline std::vector<double> cagrad(const std::vector<double>& K, std::int64_t T, 
     if (phi > 0.0) {  // else F = 0 on the simplex (g0 = 0) and d = 0
         double lo = 0.0;
         hi = std::sqrt(hi);  // ‖G w‖ ≤ max ‖g_i‖
-        for (int it = 0; it < 200 && hi - lo > 1e-13 * hi; ++it) {
+        const double t_min =
+            std::sqrt(16.0 * static_cast<double>(T) * std::numeric_limits<double>::epsilon()) * hi;
+        for (int it = 0; it < 200 && hi - lo > 1e-13 * hi && hi > t_min; ++it) {
             const double t = 0.5 * (lo + hi);
             (norm_w(solve_at(t)) > t ? lo : hi) = t;
         }
-        if (lo > 0.0) {
-            w = solve_at(hi);
-            nw = norm_w(w);
-        } else {  // g_w* = 0: d = the point nearest g0 with g_i·d ≥ 0 for all i, g0 + Σ μ_i g_i
-            return cagrad_flat(K, b, T, c, max_iter);
-        }
+        if (hi <= t_min)  // g_w* = 0 to resolution: d = the point nearest g0 with G d ≥ 0,
+            return cagrad_flat(K, b, T, c, max_iter);  // g0 + Σ μ_i g_i
+        w = solve_at(hi);
+        nw = hi;  // ‖G w(t*)‖ = t*, not the Gram's rounded ‖g_w‖
     }
     const double lambda = nw > 0.0 ? phi / nw : 0.0;
     std::vector<double> beta(T);

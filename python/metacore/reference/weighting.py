@@ -325,33 +325,34 @@ def _nnls_mu(K, b, max_iter):
 
 def _cagrad(K, c, max_iter):
     """w* = argmin_Δ wᵀb + φ‖Gw‖ as min over t of the min-norm point of g_i + (t/φ) g0, t by
-    bisection on ‖G w(t)‖ = t."""
+    bisection on ‖G w(t)‖ = t down to the resolution floor t_min = √(16Tε)·max‖g_i‖ (below it,
+    t* = 0: the flat solution); at t* = ‖g_w*‖, d = g0 + φ g_w/t*. As the core's ``cagrad``."""
     T = K.shape[0]
     b = K.mean(axis=1)
     g0sq = max(b.mean(), 0.0)
     phi = c * math.sqrt(g0sq)
     w = np.full(T, 1.0 / T)
     norm = lambda x: math.sqrt(max(x @ K @ x, 0.0))    # noqa: E731
-    nw = 0.0
+    lam = 0.0
     if phi > 0:
         def solve_at(t):
             s = t / phi
             return min_norm_simplex(K + s * (b[:, None] + b[None, :]) + s * s * g0sq,
                                     max_iter, 1e-15)
         lo, hi = 0.0, math.sqrt(np.max(np.diag(K)))
+        t_min = math.sqrt(16.0 * T * np.finfo(np.float64).eps) * hi
         for _ in range(200):
-            if hi - lo <= 1e-13 * hi:
+            if hi - lo <= 1e-13 * hi or hi <= t_min:
                 break
             t = 0.5 * (lo + hi)
             if norm(solve_at(t)) > t:
                 lo = t
             else:
                 hi = t
-        if lo == 0:                   # g_w* = 0: the d nearest g0 with G d ≥ 0
+        if hi <= t_min:               # g_w* = 0 to resolution: the d nearest g0 with G d ≥ 0
             return (1.0 / T + _nnls_mu(K, b, max_iter)) / (1 + c * c)
         w = solve_at(hi)
-        nw = norm(w)
-    lam = phi / nw if nw > 0 else 0.0
+        lam = phi / hi
     return (1.0 / T + lam * w) / (1 + c * c)
 
 
