@@ -1,0 +1,40 @@
+"""Ctrl-C in a child process: the one helper the learners' interrupt tests share. The child runs
+``setup``, then ``call`` while a thread sends SIGINT to the process after ``delay`` seconds."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import metacore as mc
+
+_CHILD = """
+import os, signal, sys, threading, time
+sys.path.insert(0, {path!r})
+import numpy as np, metacore as mc
+{setup}
+def fire():
+    time.sleep({delay})
+    global t_sig
+    t_sig = time.perf_counter()
+    os.kill(os.getpid(), signal.SIGINT)
+threading.Thread(target=fire, daemon=True).start()
+try:
+    {call}
+    print("finished")
+except KeyboardInterrupt:
+    print("interrupted", time.perf_counter() - t_sig)
+"""
+
+
+def interrupt_lag(setup, call, *, delay=0.5, timeout=300):
+    """Seconds from SIGINT to the KeyboardInterrupt of ``call``; AssertionError (with the child's
+    output) when the call finished or the child failed instead. The child imports the metacore
+    under test, not the source tree."""
+    path = os.path.dirname(os.path.dirname(mc.__file__))
+    code = _CHILD.format(path=path, setup=textwrap.dedent(setup).strip(), call=call, delay=delay)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=timeout)
+    words = r.stdout.split()
+    assert words and words[0] == "interrupted", r.stdout + r.stderr
+    return float(words[1])
