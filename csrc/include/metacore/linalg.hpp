@@ -52,6 +52,21 @@ std::vector<double> gram(const T* G, std::int64_t n, std::int64_t P, std::int64_
 // min(max_iter, 100 + 10T) pairwise Frank–Wolfe steps then polish. All-zero K: uniform γ;
 // a non-finite K: NaN (the caller reports it). Serial and deterministic. O(T·|S|) per major
 // cycle plus O(|S|³) per dropped point.
+// The lowest index i with in(i) whose sign·v[i] is within tol of the largest such value: values
+// equal in exact arithmetic (duplicate or opposite points) are told apart by rounding, which
+// depends on the order of summation; taking the first of them makes the choice independent of
+// the kernel (ISA, tile) that formed the Gram matrix, and the reference makes the same one.
+template <class In>
+inline std::int64_t first_within(const std::vector<double>& v, double tol, In in, double sign) {
+    double top = -std::numeric_limits<double>::infinity();
+    const auto T = static_cast<std::int64_t>(v.size());
+    for (std::int64_t i = 0; i < T; ++i)
+        if (in(i)) top = std::max(top, sign * v[i]);
+    for (std::int64_t i = 0; i < T; ++i)
+        if (in(i) && sign * v[i] >= top - tol) return i;
+    return -1;
+}
+
 inline std::vector<double> min_norm_simplex(const std::vector<double>& K, std::int64_t T,
                                             std::int64_t max_iter, double tol = 1e-12) {
     constexpr double eps = std::numeric_limits<double>::epsilon();
@@ -134,9 +149,7 @@ inline std::vector<double> min_norm_simplex(const std::vector<double>& K, std::i
         best_S = S;
         best_lam = lam;
         if (it == max_iter || stalls > T) break;  // the iteration bound; no cycling in rounding
-        std::int64_t j = 0;
-        for (std::int64_t i = 1; i < T; ++i)
-            if (v[i] < v[j]) j = i;
+        const std::int64_t j = first_within(v, noise, [](std::int64_t) { return true; }, -1.0);
         if (xx - v[j] <= gap_tol) break;  // optimal
         if (std::find(S.begin(), S.end(), j) != S.end()) break;
         // add p_j: one more row of the Cholesky factor
@@ -207,13 +220,11 @@ inline std::vector<double> min_norm_simplex(const std::vector<double>& K, std::i
             for (std::int64_t i = 0; i < T; ++i) v[i] += gamma[k] * A[i * T + k];
     const std::int64_t polish = std::min<std::int64_t>(max_iter, 100 + 10 * T);
     for (std::int64_t it = 0; it < polish; ++it) {
-        std::int64_t s = 0, w = -1;
+        const std::int64_t s = first_within(v, noise, [](std::int64_t) { return true; }, -1.0);
+        const std::int64_t w =
+            first_within(v, noise, [&](std::int64_t i) { return gamma[i] > 0.0; }, 1.0);
         double xx = 0.0;
-        for (std::int64_t i = 0; i < T; ++i) {
-            if (v[i] < v[s]) s = i;
-            if (gamma[i] > 0.0 && (w < 0 || v[i] > v[w])) w = i;
-            xx += gamma[i] * v[i];
-        }
+        for (std::int64_t i = 0; i < T; ++i) xx += gamma[i] * v[i];
         if (xx - v[s] <= gap_tol || s == w) break;
         const double den = A[s * T + s] + A[w * T + w] - 2.0 * A[s * T + w];
         const double eta = den > 0.0 ? std::min(gamma[w], (v[w] - v[s]) / den) : gamma[w];

@@ -143,11 +143,17 @@ def evaluate(settings, state, losses, scores):
 
 
 # --- gradient-based ------------------------------------------------------------------------------
+def _first_within(u, tol):
+    """The first index whose u is within tol of max(u): ties in exact arithmetic go to the lowest
+    index whatever the rounding, as the core's ``linalg::first_within``."""
+    return int(np.flatnonzero(u >= u.max() - tol)[0])
+
+
 def min_norm_simplex(K, max_iter=1000, tol=1e-12):
     """argmin over the simplex of γᵀKγ (the min-norm point of the convex hull of the points whose
     Gram matrix is K) by Wolfe's minimum-norm-point algorithm (Wolfe 1976), as the core's
     ``linalg::min_norm_simplex``: K scaled to a largest diagonal of 1; the corral S grows by the
-    point j minimising (Kγ)_j while γᵀKγ − (Kγ)_j > max(tol, 8Tε); the affine minimiser of S solves
+    point j minimising (Kγ)_j (ties within rounding to the lowest index) while γᵀKγ − (Kγ)_j > max(tol, 8Tε); the affine minimiser of S solves
     the normal equations of the differences p_a − p_o from a base point o ∈ S (a Cholesky factor
     grown by one row per point); minor cycles
     step toward it and drop the point whose weight reaches 0. Ends, keeping the best γ met, when a
@@ -211,7 +217,7 @@ def min_norm_simplex(K, max_iter=1000, tol=1e-12):
         best = (min(xx, best[0]), list(S), lam.copy())
         if it == max_iter or stalls > T:
             break
-        j = int(np.argmin(v))
+        j = _first_within(-v, noise)
         if xx - v[j] <= gap_tol or j in S:
             break                         # optimal (or rounding)
         n = len(S) - 1
@@ -259,9 +265,9 @@ def min_norm_simplex(K, max_iter=1000, tol=1e-12):
     gamma[best[1]] = best[2]
     v = A @ gamma
     for _ in range(min(max_iter, 100 + 10 * T)):   # pairwise Frank–Wolfe polish
-        s = int(np.argmin(v))
+        s = _first_within(-v, noise)
         support = np.flatnonzero(gamma > 0)
-        w = int(support[np.argmax(v[support])])
+        w = int(support[_first_within(v[support], noise)])
         if gamma @ v - v[s] <= gap_tol or s == w:
             break
         den = A[s, s] + A[w, w] - 2.0 * A[s, w]
