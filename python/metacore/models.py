@@ -57,7 +57,8 @@ class MLP:
     Raises
     ------
     ValueError
-        For sizes, an activation, loss or norm outside the choices above.
+        For sizes, an activation, loss or norm outside the choices above, or a norm on a net
+        without hidden layers (nothing to normalise).
     """
 
     def __init__(self, layer_sizes, activation="relu", loss="mse", task_heads=None, norm=None):
@@ -73,6 +74,10 @@ class MLP:
         self.task_heads = None if task_heads is None else _validation.integer(
             "task_heads", task_heads, minimum=1)
         self.norm = None if norm is None else _validation.choice("norm", norm, NORMS)
+        if self.norm and len(sizes) < 3:   # the output layer is never normalised
+            raise ValueError(f"norm={self.norm!r} normalises the hidden layers, but layer_sizes "
+                             f"{list(sizes)} has none: add one (e.g. [{sizes[0]}, 40, "
+                             f"{sizes[-1]}]) or leave norm=None")
         if self.n_params >= 2**63:  # θ is indexed with int64 in the core
             raise ValueError(f"layer_sizes {list(sizes)} (task_heads={task_heads}) give "
                              f"{self.n_params} parameters, more than 2^63 - 1")
