@@ -152,7 +152,8 @@ def run_demo(args):
                                  steps={"Meta-SGD": EVAL_STEPS_METASGD,
                                         "MAML++": EVAL_STEPS_MAMLPP}.get(name, EVAL_STEPS),
                                  lr=lr_joint if name == "joint" else None,   # learners: own rule
-                                 learner=learners.get(name), name=name, n_threads=args.threads)
+                                 learner=learners.get(name), name=name, n_threads=args.threads,
+                                 progress=progress)
                for name, theta in thetas.items()}
     reports["joint"].name = f"joint (lr {lr_joint:g})"
     total = time.perf_counter() - start
