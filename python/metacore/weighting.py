@@ -20,7 +20,10 @@ matrix K = G_s G_sᵀ over the shared parameters and at most O(T³) for the solv
 The combining strategies (all gradient-based ones but GradNorm) produce coefficients β with
 d = Σ_i β_i ∇_s f_i on the shared parameters s (the trunk with per-task heads, else all of θ); the
 step's gradient is d there, the plain mean (1/T) Σ_i ∇f_i on the head parameters, plus λθ. β is
-what α (and the history) shows. Every adaptive strategy needs every task and row at each step
+what α (and the history) shows. The Gram matrix and the gradient norms are formed on rows
+scaled by exact powers of two where their squares would overflow or underflow, so gradients of any
+finite size work: a common scale 2^k of every task gradient leaves β unchanged, bit for bit (it
+divides β by 2^k for Nash-MTL and for MGDA's ``"l2"`` and ``"loss+l2"``). Every adaptive strategy needs every task and row at each step
 (``batch_tasks`` and ``batch_rows`` None); EvalDriven works with batches.
 
 ``fit(weighting=None)`` uses the objective's own ``weights``.
@@ -205,7 +208,8 @@ class Uncertainty(_Adaptive):
     - regression form: Σ_i [ f_i / (2σ_i²) + log σ_i ] = Σ_i [ ½ e^{−s_i} f_i + ½ s_i ], α_i = ½ e^{−s_i};
     - classification form (``classification=True``): Σ_i [ f_i / σ_i² + log σ_i ], α_i = e^{−s_i}.
 
-    After each θ step, s takes an Adam step (lr ``lr``, β = (0.9, 0.999)) on ∂/∂s_i = ½ − α_i f_i.
+    After each θ step, s takes an Adam step (lr ``lr``, β = (0.9, 0.999)) on ∂/∂s_i = ½ − α_i f_i
+    (bounded below by −1e100 so that Adam's second moment stays finite for any finite loss).
     The regression form's optimum is σ_i² = f_i (classification: σ_i² = 2 f_i); s is kept in
     [−30, 30] so that α stays finite when a loss is exactly 0. α is not normalised. State: s, Adam's m and v (3T). Defaults: ``lr=0.01``."""
 
@@ -244,9 +248,14 @@ class GradNorm(_Adaptive):
     r"""GradNorm (Chen et al., ICML 2018) on the shared parameters. Loss weights w (1 at the start)
     give α = w. With n_i = ‖∇_s f_i‖, G_i = w_i n_i, Ḡ = mean G, r_i = (f_i/f_i(0)) / mean_j (f_j/f_j(0)),
     L_grad = Σ_i |G_i − Ḡ r_i^a| with the target held constant (r_i = 1 for a task with
-    f_i(0) = 0, and every r_i = 1 when all losses are 0); after each step w takes an Adam
-    step (lr ``lr``) on ∂L_grad/∂w_i = sign(G_i − Ḡ r_i^a) n_i, is clipped at 0 and renormalised to
-    Σ w = T. α sums to T. State: w, f(0), m, v (4T). Defaults: ``alpha=1.5`` (a), ``lr=0.025``."""
+    f_i(0) = 0, and every r_i = 1 when all losses are 0 or a ratio overflows); after each step w
+    takes an Adam step (lr ``lr``) on ∂L_grad/∂w_i / max_j n_j = sign(G_i − Ḡ r_i^a) n_i / max_j n_j,
+    is clipped at 0 and renormalised to Σ w = T. Dividing by the largest norm makes the rule
+    depend only on the ratios of the gradient norms (as the paper's L_grad does up to scale):
+    Adam's ε would otherwise stall it for norms ≲ 1e-8 and its second moment overflow for norms
+    ≳ 1e154; norms are summed with each row scaled by a power of two where its square would
+    overflow or underflow. α sums to T. State: w, f(0), m, v (4T). Defaults: ``alpha=1.5`` (a),
+    ``lr=0.025``."""
 
     _kind = "gradnorm"
     _core_args = {"alpha": "asymmetry"}
@@ -271,7 +280,10 @@ class MGDA(_Adaptive):
     ``max_iter`` major cycles, then pairwise Frank–Wolfe steps for what rounding leaves; optimal to
     1e-12·max_i ‖g_i/c_i‖², on duplicate, collinear, zero and differently scaled tasks too; cut
     short by ``max_iter``, the best γ met). β_i = γ_i / c_i; a task with c_i = 0 (a loss or gradient at
-    exactly 0) is left out with β_i = 0. With ``"none"`` Σβ = 1 and d is the min-norm
+    exactly 0) is left out with β_i = 0. The Gram matrix is formed on rows scaled by powers of two
+    where their squares would leave the exponent range, and c_i is applied as mantissa and
+    exponent, so any finite gradients and losses work (β finite while γ_i / c_i is): with
+    ``"l2"`` d depends only on the tasks' directions, bit for bit. With ``"none"`` Σβ = 1 and d is the min-norm
     point of the convex hull of the task gradients. Defaults: ``normalization="none"``,
     ``max_iter=1000``."""
 

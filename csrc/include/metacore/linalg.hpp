@@ -14,22 +14,72 @@
 
 namespace metacore::linalg {
 
-// K = G_s G_sᵀ over the first Ps columns of G (n × P); rows in parallel, each entry summed in
-// column order.
+// K = G_s G_sᵀ over the first Ps columns of G (n × P), as K_ij = 2^(e_i + e_j) K'_ij: K' is
+// returned and e (n) set. Rows of ordinary scale (K_ii in [2^-960, 2^960]) and zero rows keep e_i = 0,
+// so K' is K itself, bit for bit; a row whose K_ii overflows (entries ≳ 1e154) or underflows
+// (≲ 1e-146, where products lose bits or vanish) is scaled by 2^(−e_i), an exact power of two
+// bringing its largest |entry| into [0.5, 1), and K' is summed again with those scales. A row
+// with a non-finite entry keeps e_i = 0 (K' is then non-finite and the caller reports it).
+// Rows in parallel, each entry summed in column order.
 template <class T>
-std::vector<double> gram(const T* G, std::int64_t n, std::int64_t P, std::int64_t Ps, int threads) {
-    std::vector<double> K(n * n);
-    parallel_for(n, team_for(n * (n + 1) / 2 * Ps, threads, n), [&](std::int64_t i, int) {
-        const T* gi = G + i * P;
-        for (std::int64_t j = 0; j <= i; ++j) {
-            const T* gj = G + j * P;
-            double s = 0.0;
-            for (std::int64_t k = 0; k < Ps; ++k) s += static_cast<double>(gi[k]) * gj[k];
-            K[i * n + j] = s;
-        }
-    });
+std::vector<double> gram(const T* G, std::int64_t n, std::int64_t P, std::int64_t Ps, int threads,
+                         std::vector<int>& e) {
+    std::vector<double> K(n * n), r(n, 1.0);
+    e.assign(n, 0);
+    auto fill = [&](bool scaled) {
+        parallel_for(n, team_for(n * (n + 1) / 2 * Ps, threads, n), [&](std::int64_t i, int) {
+            const T* gi = G + i * P;
+            for (std::int64_t j = 0; j <= i; ++j) {
+                const T* gj = G + j * P;
+                double s = 0.0;
+                if (!scaled) {
+                    for (std::int64_t k = 0; k < Ps; ++k) s += static_cast<double>(gi[k]) * gj[k];
+                } else {
+                    const double ri = r[i], rj = r[j];
+                    for (std::int64_t k = 0; k < Ps; ++k)
+                        s += (static_cast<double>(gi[k]) * ri) * (static_cast<double>(gj[k]) * rj);
+                }
+                K[i * n + j] = s;
+            }
+        });
+    };
+    fill(false);
+    bool rescale = false;
+    for (std::int64_t i = 0; i < n; ++i) {
+        const double d = K[i * n + i];
+        if (d >= 0x1p-960 && d <= 0x1p960) continue;
+        double mx = 0.0;  // a row out of range, zero or non-finite: its largest |entry|
+        for (std::int64_t k = 0; k < Ps; ++k) mx = std::max(mx, std::abs(static_cast<double>(G[i * P + k])));
+        if (!(mx > 0.0) || !std::isfinite(mx)) continue;
+        std::frexp(mx, &e[i]);
+        r[i] = std::ldexp(1.0, -e[i]);
+        rescale = true;
+    }
+    if (rescale) fill(true);
     for (std::int64_t i = 0; i < n; ++i)
         for (std::int64_t j = i + 1; j < n; ++j) K[i * n + j] = K[j * n + i];
+    return K;
+}
+
+// The largest e_i over rows with K'_ii > 0 (0 when there is none): K / 2^(2E) is the Gram
+// matrix on a common scale that neither overflows nor loses the largest rows.
+inline int gram_exponent(const std::vector<double>& Kp, const std::vector<int>& e) {
+    const auto n = static_cast<std::int64_t>(e.size());
+    int E = std::numeric_limits<int>::min();
+    for (std::int64_t i = 0; i < n; ++i)
+        if (Kp[i * n + i] > 0.0) E = std::max(E, e[i]);
+    return E == std::numeric_limits<int>::min() ? 0 : E;
+}
+
+// K / 2^(2E) from K' and e: K'_ij · 2^(e_i + e_j − 2E) (entries of rows far below the largest
+// underflow to what they are relative to it: 0).
+inline std::vector<double> common_scale(const std::vector<double>& Kp, const std::vector<int>& e,
+                                        int E) {
+    const auto n = static_cast<std::int64_t>(e.size());
+    std::vector<double> K(Kp);
+    for (std::int64_t i = 0; i < n; ++i)
+        for (std::int64_t j = 0; j < n; ++j)
+            if (e[i] + e[j] != 2 * E) K[i * n + j] = std::ldexp(Kp[i * n + j], e[i] + e[j] - 2 * E);
     return K;
 }
 

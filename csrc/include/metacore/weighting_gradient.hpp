@@ -35,6 +35,10 @@ inline std::vector<std::int64_t> others_order(std::uint64_t seed, std::int64_t s
 
 // GradNorm: β = the current loss weights w; then w takes an Adam step on Σ_i |w_i‖g_i‖ − target_i|,
 // target_i = mean_j w_j‖g_j‖ · (r_i / mean r)^α, r_i = L_i / L_i(0), and is renormalised to Σ w = n.
+// Only the ratios n_i = ‖g_i‖ / max_j ‖g_j‖ enter (the sign of each term is scale-free, and the
+// step's gradient sign·n_i is taken relative to the largest norm so Adam's ε neither stalls it
+// for tiny gradients nor its second moment overflows for huge ones); each norm is summed with
+// its row scaled by a power of two (exact) when its square leaves [2^-960, 2^960].
 template <class T>
 std::vector<double> gradnorm(const WeightingConfig& c, const T* G, std::int64_t n, std::int64_t P,
                              std::int64_t Ps, const std::vector<double>& L, double* state,
@@ -42,18 +46,40 @@ std::vector<double> gradnorm(const WeightingConfig& c, const T* G, std::int64_t 
     double* w = state;
     double* L0 = state + n;
     std::vector<double> beta(w, w + n), gn(n), g(n);
+    std::vector<int> e(n, 0);
     if (step == 0)
         for (std::int64_t i = 0; i < n; ++i) L0[i] = L[i];
     parallel_for(n, team_for(n * Ps, threads, n), [&](std::int64_t i, int) {
+        const T* gi = G + i * P;
         double s = 0.0;
-        for (std::int64_t k = 0; k < Ps; ++k) s += static_cast<double>(G[i * P + k]) * G[i * P + k];
+        for (std::int64_t k = 0; k < Ps; ++k) s += static_cast<double>(gi[k]) * gi[k];
+        if (!(s >= 0x1p-960 && s <= 0x1p960)) {  // out of range or zero: scale the row
+            double mx = 0.0;
+            for (std::int64_t k = 0; k < Ps; ++k) mx = std::max(mx, std::abs(static_cast<double>(gi[k])));
+            if (mx > 0.0 && std::isfinite(mx)) {
+                std::frexp(mx, &e[i]);
+                const double r = std::ldexp(1.0, -e[i]);
+                s = 0.0;
+                for (std::int64_t k = 0; k < Ps; ++k) {
+                    const double x = static_cast<double>(gi[k]) * r;
+                    s += x * x;
+                }
+            }
+        }
         gn[i] = std::sqrt(s);
     });
+    int E = std::numeric_limits<int>::min();
+    for (std::int64_t i = 0; i < n; ++i)
+        if (gn[i] > 0.0) E = std::max(E, e[i]);
+    double top = 0.0;
+    for (std::int64_t i = 0; i < n; ++i)
+        top = std::max(top, gn[i] = gn[i] > 0.0 ? std::ldexp(gn[i], e[i] - E) : gn[i]);
+    for (std::int64_t i = 0; i < n; ++i) gn[i] = top > 0.0 ? gn[i] / top : gn[i];
     double mean_gw = 0.0, mean_r = 0.0;
     std::vector<double> r(n);
     for (std::int64_t i = 0; i < n; ++i) {
         mean_gw += w[i] * gn[i] / n;
-        r[i] = L0[i] > 0.0 ? L[i] / std::max(L0[i], 1e-300) : 1.0;  // no progress to measure
+        r[i] = L0[i] > 0.0 ? L[i] / L0[i] : 1.0;  // 1: no progress to measure; +∞: see `ratios`
         mean_r += r[i] / n;
     }
     const bool ratios = mean_r > 0.0 && std::isfinite(mean_r);  // else every task is on target
@@ -70,29 +96,48 @@ std::vector<double> gradnorm(const WeightingConfig& c, const T* G, std::int64_t 
 }
 
 // ---- the combining rules on K (T × T, double) --------------------------------------------------
-inline std::vector<double> mgda(const std::vector<double>& K, const double* L, std::int64_t T,
-                                MgdaNorm norm, std::int64_t max_iter) {
-    std::vector<double> s(T, 1.0);
-    for (std::int64_t i = 0; i < T; ++i) {
-        const double gn = std::sqrt(K[i * T + i]);
-        const double d = norm == MgdaNorm::l2 ? gn
-                         : norm == MgdaNorm::loss ? L[i]
-                         : norm == MgdaNorm::loss_l2 ? L[i] * gn : 1.0;
-        s[i] = d > 0.0 ? 1.0 / d : 0.0;
-    }
+// MGDA on K' and e (K_ij = 2^(e_i + e_j) K'_ij, linalg::gram): the points p_i = g_i / c_i are
+// written m_i 2^(f_i) g'_i (g'_i = 2^(−e_i) g_i; c_i = 1, ‖g_i‖, L_i or L_i‖g_i‖, with L_i's
+// mantissa and exponent taken apart), so their Gram matrix on a common scale, m_i m_j K'_ij
+// 2^(f_i + f_j − 2F), and β_i = γ_i / c_i = γ_i m_i 2^(f_i − e_i) neither overflow nor underflow
+// whatever the scales of the gradients and losses (s_i s_j K_ij did for norms ≲ 1e-160 or ≳ 1e160).
+inline std::vector<double> mgda(const std::vector<double>& Kp, const std::vector<int>& e,
+                                const double* L, std::int64_t T, MgdaNorm norm,
+                                std::int64_t max_iter) {
+    const bool by_norm = norm == MgdaNorm::l2 || norm == MgdaNorm::loss_l2;
+    const bool by_loss = norm == MgdaNorm::loss || norm == MgdaNorm::loss_l2;
     // A task whose normaliser is 0 (a loss or gradient at exactly 0) is left out, not made a
     // zero vector of the hull (which would be its min-norm point and stop every task).
     std::vector<std::int64_t> on;
-    for (std::int64_t i = 0; i < T; ++i)
-        if (s[i] > 0.0) on.push_back(i);
-    const auto m = static_cast<std::int64_t>(on.size());
-    std::vector<double> Ks(m * m), beta(T, 0.0);
-    for (std::int64_t i = 0; i < m; ++i)
-        for (std::int64_t j = 0; j < m; ++j)
-            Ks[i * m + j] = s[on[i]] * s[on[j]] * K[on[i] * T + on[j]];
-    if (m == 0) return beta;
-    std::vector<double> g = linalg::min_norm_simplex(Ks, m, max_iter);
-    for (std::int64_t i = 0; i < m; ++i) beta[on[i]] = g[i] * s[on[i]];
+    std::vector<double> m(T, 1.0);
+    std::vector<int> f(T, 0);
+    int F = std::numeric_limits<int>::min();
+    for (std::int64_t i = 0; i < T; ++i) {
+        const double nk = std::sqrt(Kp[i * T + i]);
+        if ((by_norm && !(nk > 0.0)) || (by_loss && !(L[i] > 0.0))) continue;
+        int h = 0;
+        const double l = by_loss ? std::frexp(L[i], &h) : 1.0;
+        m[i] = 1.0 / ((by_norm ? nk : 1.0) * l);
+        f[i] = (by_norm ? 0 : e[i]) - h;
+        on.push_back(i);
+        if (Kp[i * T + i] > 0.0) F = std::max(F, f[i]);
+    }
+    if (F == std::numeric_limits<int>::min()) F = 0;
+    const auto n = static_cast<std::int64_t>(on.size());
+    std::vector<double> Ks(n * n), beta(T, 0.0);
+    for (std::int64_t i = 0; i < n; ++i)
+        for (std::int64_t j = 0; j < n; ++j) {
+            const std::int64_t a = on[i], b = on[j];
+            const double x = m[a] * m[b] * Kp[a * T + b];
+            Ks[i * n + j] = f[a] + f[b] == 2 * F ? x : std::ldexp(x, f[a] + f[b] - 2 * F);
+        }
+    if (n == 0) return beta;
+    std::vector<double> g = linalg::min_norm_simplex(Ks, n, max_iter);
+    for (std::int64_t i = 0; i < n; ++i) {
+        const std::int64_t a = on[i];
+        const double b = g[i] * m[a];
+        beta[a] = f[a] == e[a] ? b : std::ldexp(b, f[a] - e[a]);
+    }
     return beta;
 }
 
@@ -338,14 +383,24 @@ std::vector<double> combine(const WeightingConfig& c, const T* G, std::int64_t n
     std::vector<double> L(n);
     for (std::int64_t i = 0; i < n; ++i) L[i] = static_cast<double>(losses[i]);
     if (c.kind == WeightingKind::gradnorm) return gradnorm(c, G, n, P, Ps, L, state, step, threads);
-    const std::vector<double> K = linalg::gram(G, n, P, Ps, threads);
+    // The Gram matrix K / 2^(2E), on a common scale: every rule but MGDA's normalisations (which
+    // take K' itself) and Nash-MTL (α ∝ 1/scale) is unchanged by a common scale of the gradients.
+    std::vector<int> e;
+    const std::vector<double> Kp = linalg::gram(G, n, P, Ps, threads, e);
+    if (c.kind == WeightingKind::mgda) return mgda(Kp, e, L.data(), n, c.norm, c.max_iter);
+    const int E = linalg::gram_exponent(Kp, e);
+    const std::vector<double> K = linalg::common_scale(Kp, e, E);
     switch (c.kind) {
-        case WeightingKind::mgda: return mgda(K, L.data(), n, c.norm, c.max_iter);
         case WeightingKind::pcgrad: return surgery(K, n, false, 0.0, nullptr, seed, step);
         case WeightingKind::gradvac: return surgery(K, n, true, c.beta, state, seed, step);
         case WeightingKind::cagrad: return cagrad(K, n, c.c, c.max_iter);
         case WeightingKind::imtlg: return imtlg(K, n);
-        case WeightingKind::nashmtl: return nashmtl(K, n, c.max_iter);
+        case WeightingKind::nashmtl: {
+            std::vector<double> a = nashmtl(K, n, c.max_iter);
+            if (E != 0)
+                for (double& x : a) x = std::ldexp(x, -E);
+            return a;
+        }
         case WeightingKind::aligned_mtl: return aligned_mtl(K, n);
         default: throw std::invalid_argument("not a gradient-based weighting");
     }

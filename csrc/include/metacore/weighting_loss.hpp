@@ -20,6 +20,10 @@ namespace weighting_detail {
 constexpr std::uint64_t kRlwStream = 0x524C5700000000ull;  // apart from the batch draws
 constexpr double kLossEps = 1e-8;                          // FAMO: losses are logged
 constexpr double kMaxLogVar = 30.0;  // Uncertainty: |s_i| bound, so α stays finite at f_i = 0
+// Uncertainty: ∂/∂s_i = ½ − α_i f_i is bounded below by −1e100 (a loss ≳ 1e141 at s_i = 30
+// makes it −∞ or its square +∞, and Adam's moments with it); Adam's step depends on g through
+// m/√v only, so the bound keeps its sign and changes no step of a loss below 1e86.
+constexpr double kMaxGrad = 1e100;
 
 // out = softmax(z), shifted by max z so no exp overflows; entries at +∞ share all the weight.
 inline void softmax(const double* z, std::int64_t n, double* out) {
@@ -133,8 +137,8 @@ void after_step(const WeightingConfig& c, double* state, std::int64_t n, std::in
     } else if (c.kind == WeightingKind::uncertainty) {
         const double k = c.classification ? 1.0 : 0.5;
         std::vector<double> g(n);
-        for (std::int64_t i = 0; i < n; ++i)
-            g[i] = 0.5 - k * std::exp(-state[i]) * static_cast<double>(losses[i]);
+        for (std::int64_t i = 0; i < n; ++i)  // bounded so Adam's g² stays finite (see kMaxGrad)
+            g[i] = std::max(0.5 - k * std::exp(-state[i]) * static_cast<double>(losses[i]), -kMaxGrad);
         strategy_adam(state, g.data(), state + n, state + 2 * n, n, c.lr, step + 1);
         for (std::int64_t i = 0; i < n; ++i) state[i] = std::clamp(state[i], -kMaxLogVar, kMaxLogVar);
     }

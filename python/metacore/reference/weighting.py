@@ -23,6 +23,7 @@ ORDER_STREAM = 0x4F52445200000000
 ADAM = (0.9, 0.999, 1e-8)
 LOSS_EPS = 1e-8
 MAX_LOG_VAR = 30.0      # Uncertainty: |s_i| bound, so α stays finite at f_i = 0
+MAX_GRAD = 1e100        # Uncertainty: ∂/∂s_i ≥ −1e100, so Adam's g² stays finite
 
 
 def _mix64(x):
@@ -124,7 +125,9 @@ def after_step(settings, state, step, losses):
     elif name == "Uncertainty":
         k = 1.0 if settings["classification"] else 0.5
         s = state[:T]
-        _adam(s, 0.5 - k * np.exp(-s) * L, state[T:2 * T], state[2 * T:], settings["lr"], step + 1)
+        with np.errstate(over="ignore"):    # bounded so that Adam's g² stays finite
+            g = np.maximum(0.5 - k * np.exp(-s) * L, -MAX_GRAD)
+        _adam(s, g, state[T:2 * T], state[2 * T:], settings["lr"], step + 1)
         np.clip(s, -MAX_LOG_VAR, MAX_LOG_VAR, out=s)
 
 
@@ -430,6 +433,83 @@ def _aligned_mtl(K):
     return B.sum(axis=0) / T
 
 
+# --- gradient scales ------------------------------------------------------------------------------
+_LO, _HI = 2.0 ** -960, 2.0 ** 960      # squared norms summed without scaling
+
+
+def _row_exponents(Gs, sq):
+    """e_i with max_k |2^(−e_i) g_ik| in [0.5, 1) for the rows whose squared norm ``sq`` leaves
+    [2^-960, 2^960] (overflows, underflows or is 0), else 0, as the core's ``linalg::gram``."""
+    e = np.zeros(Gs.shape[0], dtype=np.int64)
+    for i in np.flatnonzero(~((sq >= _LO) & (sq <= _HI))):
+        mx = np.abs(Gs[i]).max() if Gs.shape[1] else 0.0
+        if mx > 0 and np.isfinite(mx):
+            e[i] = math.frexp(mx)[1]
+    return e
+
+
+def _gram(Gs):
+    """(K', e) with K = G_s G_sᵀ = 2^(e_i + e_j) K'_ij: rows of ordinary scale unscaled, the others
+    scaled by a power of two (exact) to a largest |entry| in [0.5, 1) before the products."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        K = Gs @ Gs.T
+        e = _row_exponents(Gs, np.diag(K))
+        if e.any():
+            Gp = np.ldexp(Gs, -e[:, None])
+            K = Gp @ Gp.T
+    return K, e
+
+
+def _gram_exponent(Kp, e):
+    """The largest e_i over rows with K'_ii > 0 (0 when none)."""
+    on = np.diag(Kp) > 0
+    return int(e[on].max()) if on.any() else 0
+
+
+def _relative_norms(Gs):
+    """‖g_i‖ / max_j ‖g_j‖, each norm summed on its row scaled as in :func:`_gram`."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        sq = np.einsum("ij,ij->i", Gs, Gs)
+        e = _row_exponents(Gs, sq)
+        if e.any():
+            Gp = np.ldexp(Gs, -e[:, None])
+            sq = np.where(e != 0, np.einsum("ij,ij->i", Gp, Gp), sq)
+    n = np.sqrt(sq)
+    on = n > 0
+    if on.any():
+        n = np.where(on, np.ldexp(n, e - int(e[on].max())), n)
+        n = n / n.max()
+    return n
+
+
+def _mgda(Kp, e, L, normalization, max_iter):
+    """MGDA on K' and e: points p_i = g_i / c_i written m_i 2^(f_i) g'_i, their Gram matrix on a
+    common scale, β_i = γ_i m_i 2^(f_i − e_i), as the core's ``mgda``."""
+    T = Kp.shape[0]
+    by_norm = normalization in ("l2", "loss+l2")
+    by_loss = normalization in ("loss", "loss+l2")
+    nk = np.sqrt(np.maximum(np.diag(Kp), 0.0))
+    on = np.ones(T, bool)
+    if by_norm:
+        on &= nk > 0
+    if by_loss:
+        on &= L > 0              # a task with a normaliser of 0 is left out
+    l, h = np.frexp(np.where(L > 0, L, 1.0)) if by_loss else (np.ones(T), np.zeros(T, int))
+    with np.errstate(divide="ignore"):
+        m = 1.0 / ((nk if by_norm else 1.0) * l)
+    f = (0 if by_norm else e) - h
+    idx = np.flatnonzero(on)
+    beta = np.zeros(T)
+    if idx.size == 0:
+        return beta
+    pos = idx[np.diag(Kp)[idx] > 0]
+    F = int(f[pos].max()) if pos.size else 0
+    mi, fi = m[idx], f[idx]
+    Ks = np.ldexp(np.outer(mi, mi) * Kp[np.ix_(idx, idx)], fi[:, None] + fi[None, :] - 2 * F)
+    beta[idx] = np.ldexp(min_norm_simplex(Ks, max_iter) * mi, fi - e[idx])
+    return beta
+
+
 def combine(settings, grads, losses, state, seed, step, n_shared=None):
     """β from the per-task gradients (T, P) (first ``n_shared`` columns shared) and losses."""
     name = settings["name"]
@@ -442,25 +522,20 @@ def combine(settings, grads, losses, state, seed, step, n_shared=None):
         beta = w.copy()
         if step == 0:
             L0[:] = L
-        gn = np.linalg.norm(Gs, axis=1)
-        r = np.where(L0 > 0, L / np.maximum(L0, 1e-300), 1.0)
+        gn = _relative_norms(Gs)
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            r = np.where(L0 > 0, L / np.where(L0 > 0, L0, 1.0), 1.0)
         ratio = r / r.mean() if 0 < r.mean() < np.inf else np.ones(T)
         target = np.mean(w * gn) * ratio ** settings["alpha"]
         _adam(w, np.sign(w * gn - target) * gn, m, v, settings["lr"], step + 1)
         w[:] = np.maximum(w, 0)
         w[:] = w * T / w.sum() if w.sum() > 0 else 1.0
         return beta
-    K = Gs @ Gs.T
+    Kp, e = _gram(Gs)
     if name == "MGDA":
-        gn = np.sqrt(np.diag(K))
-        c = {"none": np.ones(T), "l2": gn, "loss": L, "loss+l2": L * gn}[settings["normalization"]]
-        s = np.where(c > 0, 1 / np.where(c > 0, c, 1), 0.0)
-        on = np.flatnonzero(s > 0)        # a task with a normaliser of 0 is left out
-        beta = np.zeros(T)
-        if on.size:
-            Ks = K[np.ix_(on, on)] * np.outer(s[on], s[on])
-            beta[on] = min_norm_simplex(Ks, settings["max_iter"]) * s[on]
-        return beta
+        return _mgda(Kp, e, L, settings["normalization"], settings["max_iter"])
+    E = _gram_exponent(Kp, e)
+    K = np.ldexp(Kp, e[:, None] + e[None, :] - 2 * E)           # K / 2^(2E)
     if name == "PCGrad":
         return _surgery(K, False, 0.0, None, seed, step)
     if name == "GradVac":
@@ -470,7 +545,7 @@ def combine(settings, grads, losses, state, seed, step, n_shared=None):
     if name == "IMTLG":
         return _imtlg(K)
     if name == "NashMTL":
-        return _nashmtl(K, settings["max_iter"])
+        return np.ldexp(_nashmtl(K, settings["max_iter"]), -E)      # α ∝ 1/scale
     if name == "AlignedMTL":
         return _aligned_mtl(K)
     raise ValueError(f"{name} is not a gradient-based strategy")
