@@ -44,13 +44,20 @@ std::int64_t episode_classes(const T* y, std::int64_t stride, std::int64_t n_sup
         const std::int64_t top = r < n_support ? n_support : N;
         // Range first: converting NaN or a huge value to an integer is undefined behaviour.
         if (!(v >= T(0)) || !(v < static_cast<T>(top)) ||
-            static_cast<T>(static_cast<std::int64_t>(v)) != v)
+            static_cast<T>(static_cast<std::int64_t>(v)) != v) {
+            const std::string label = where + ": row " + std::to_string(r) + " has class label " +
+                                      std::to_string(static_cast<double>(v)) + "; " + who;
+            if (!(v >= T(0)) || std::floor(v) != v)
+                throw std::invalid_argument(label + " needs integer class labels >= 0");
+            // classes 0..N−1 each need a support row: n support rows hold at most n classes
             throw std::invalid_argument(
-                where + ": row " + std::to_string(r) + " has class label " +
-                std::to_string(static_cast<double>(v)) + "; " + who + " needs integer labels in [0, " +
-                std::to_string(top) + ")" +
-                (r < n_support ? " (each class needs a support row)"
-                               : " (the classes of the support rows)"));
+                r < n_support
+                    ? label + " needs classes 0..N-1 with a support row each, and the " +
+                          std::to_string(n_support) + " support rows can hold classes 0.." +
+                          std::to_string(n_support - 1) + " at most"
+                    : label + " needs query labels among the support rows' classes 0.." +
+                          std::to_string(N - 1));
+        }
         const auto c = static_cast<std::int64_t>(v);
         if (r < n_support) {
             seen[c] = 1;
