@@ -20,7 +20,9 @@ Run one recipe (prints one line of JSON):
     PYTHONPATH=python python benchmarks/digits_table.py protonet --shot 1 --steps 3000 \
         --hidden 64 64 --norm layer [--search]
 
-Learners: protonet, ridge, maml, fomaml, mamlpp, imaml, reptile, metasgd, anil; see ``--help``.
+Learners: protonet, ridge, maml, fomaml, mamlpp, imaml, reptile, metasgd, anil; baselines:
+scratch, joint (fine-tuned nets) and pixels (nearest class mean and 1-NN on raw pixels); see
+``--help``.
 """
 
 from __future__ import annotations
@@ -83,7 +85,15 @@ def build(args, n_out):
     else:
         raise SystemExit(f"unknown learner {args.learner!r}")
     theta = model.init(seed=args.seed, dtype=np.float32)
-    if episode:   # the embedding's last layer starts small: large first distances saturate
+    if episode and args.identity_init:
+        # a linear embedding started at the identity: the prototype classifier of the raw
+        # pixels (the class-mean baseline), which meta-training then turns into a learned metric
+        (w, shape, b), = model.layers()
+        if shape[0] != shape[1]:
+            raise SystemExit("--identity-init needs --hidden 64 (a square linear embedding)")
+        theta[:] = 0
+        theta[w:w + shape[0] * shape[1]] = np.eye(shape[0], dtype=np.float32).reshape(-1)
+    elif episode:   # the embedding's last layer starts small: large first distances saturate
         theta[model.layers()[-1][0]:] *= args.head_scale
     return model, learner, learner.init(theta) if hasattr(learner, "init") else theta
 
@@ -117,6 +127,21 @@ def baseline(args, images, val, test):
         scores[lr] = max(rep.at(s, "accuracy")[0] for s in args.eval_steps)
     best = max(RATES, key=lambda r: scores[r])
     return model, theta, best, scores, train_s
+
+
+def pixel_baselines(tasks, n_way):
+    """Per-episode query accuracy of two classifiers on the raw pixels of the support rows:
+    the nearest class mean (the prototype classifier with the identity as embedding) and the
+    nearest neighbour (1-NN, squared Euclidean distance, ties to the first support row)."""
+    means, nn = [], []
+    for i in range(tasks.n_tasks):
+        (Xs, ys), (Xq, yq) = tasks.support(i), tasks.query(i)
+        Xs, Xq = Xs.astype(np.float64), Xq.astype(np.float64)
+        c = np.stack([Xs[ys == k].mean(axis=0) for k in range(n_way)])
+        means.append(np.mean(((Xq[:, None] - c[None]) ** 2).sum(2).argmin(1) == yq))
+        d = ((Xq[:, None] - Xs[None]) ** 2).sum(2)
+        nn.append(np.mean(ys[d.argmin(1)] == yq))
+    return {"class_mean": np.array(means), "1nn": np.array(nn)}
 
 
 def optimizer(args, learner):
@@ -153,6 +178,8 @@ def main(argv=None):
     p.add_argument("--scale", type=float, default=1.0, help="ridge logit scale")
     p.add_argument("--cg-steps", type=int, default=5)
     p.add_argument("--head-scale", type=float, default=0.1)
+    p.add_argument("--identity-init", action="store_true",
+                   help="protonet/ridge with --hidden 64: a linear embedding from the identity")
     p.add_argument("--opt", default="adam", choices=["adam", "adamw", "none"])
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--wd", type=float, default=0.0)
@@ -177,6 +204,14 @@ def main(argv=None):
     else:
         tasks = mc.tasks.digits(600, n_way=5, k_shot=args.shot, q_query=15, classes="test",
                                 rotations=True, seed=TEST_SEED)
+    if args.learner == "pixels":
+        acc = pixel_baselines(tasks, 5)
+        ci = {k: mc.evaluation.statistics.mean_ci(v) for k, v in acc.items()}
+        print(json.dumps({"learner": "pixels", "shot": args.shot,
+                          "split": "search" if args.search else "test",
+                          "acc": {k: [round(100 * m, 1), round(100 * h, 1)]
+                                  for k, (m, h) in ci.items()}}))
+        return
     if args.learner in ("scratch", "joint"):
         val = class_images((6, 9)).episodes(300, n_way=5, k_shot=args.shot, q_query=15, seed=1)
         model, theta, lr, scores, train_s = baseline(args, images, val, tasks)
