@@ -99,3 +99,30 @@ def test_maml_plus_plus_packs_rates_per_layer_and_step():
     assert isinstance(learner, mc.MAML) and learner.per_step_rates == "layer"
     assert theta0.shape == (model.n_params + 3 * model.n_layers,)
     np.testing.assert_allclose(theta0[model.n_params:], 0.1)
+
+
+@settings(max_examples=15, deadline=None)
+@given(k_shot=st.integers(1, 4), seed=st.integers(0, 2**31 - 1))
+def test_pixel_baselines_against_a_direct_computation(k_shot, seed):
+    tasks = mc.tasks.digits(3, n_way=5, k_shot=k_shot, q_query=4, classes="test", seed=seed)
+    got = bench.pixel_baselines(tasks, 5)
+    for i in range(tasks.n_tasks):
+        (Xs, ys), (Xq, yq) = tasks.support(i), tasks.query(i)
+        mean_hits = nn_hits = 0
+        for x, label in zip(Xq.astype(np.float64), yq):
+            dist = {k: float(np.sum((x - Xs[ys == k].astype(np.float64).mean(axis=0)) ** 2))
+                    for k in range(5)}
+            mean_hits += min(dist, key=dist.get) == label          # first class on ties
+            d_rows = [float(np.sum((x - s.astype(np.float64)) ** 2)) for s in Xs]
+            nn_hits += ys[int(np.argmin(d_rows))] == label
+        assert got["class_mean"][i] == pytest.approx(mean_hits / len(yq))
+        assert got["1nn"][i] == pytest.approx(nn_hits / len(yq))
+
+
+def test_identity_init_protonet_is_the_pixel_class_mean(capsys):
+    # before any meta-training step the linear embedding is the identity: the same accuracy as
+    # the nearest class mean of the raw pixels on the same episodes
+    out = run(capsys, ["protonet", "--hidden", "64", "--identity-init", "--steps", "1",
+                       "--lr", "1e-12", "--search"])
+    pix = run(capsys, ["pixels", "--search"])
+    assert out["acc"]["0"][0] == pytest.approx(pix["acc"]["class_mean"][0], abs=0.051)
