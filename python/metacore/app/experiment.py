@@ -415,10 +415,10 @@ def evaluate_all(exp: Experiment, theta, progress=False, baselines_=None):
     if exp.learner is not None:
         reports[exp.label] = evaluate(exp.model, theta, exp.test_tasks, steps=ev.steps,
                                       lr=ev.lr, learner=exp.learner, name=exp.label,
-                                      n_threads=cfg.threads)
+                                      n_threads=cfg.threads, progress=progress)
     else:
         reports[exp.label] = evaluate(exp.model, theta, exp.test_tasks, steps=ev.steps, lr=lr,
-                                      name=exp.label, n_threads=cfg.threads)
+                                      name=exp.label, n_threads=cfg.threads, progress=progress)
     names = ev.baselines if baselines_ is None else baselines_
     val = _validation_tasks(exp) if names and ev.lr is None else None
     for b in names:
@@ -430,7 +430,7 @@ def evaluate_all(exp: Experiment, theta, progress=False, baselines_=None):
             n_threads=cfg.threads)
         name = b if lr_b == lr else f"{b} (lr {lr_b:g})"
         reports[name] = evaluate(exp.model, start, exp.test_tasks, steps=ev.steps, lr=lr_b,
-                                 name=name, n_threads=cfg.threads)
+                                 name=name, n_threads=cfg.threads, progress=progress)
     return reports
 
 

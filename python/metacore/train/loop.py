@@ -99,9 +99,10 @@ def _stack(items):
     return np.stack(items) if items and items[0] is not None else None
 
 
-def progress_bar(enabled, total, first_step):
-    """The run's bar: None, a new tqdm bar (closed by the run), or the caller's open bar
-    (advanced, never closed: one bar over several fits)."""
+def progress_bar(enabled, total, desc, unit="step", delay=0.0):
+    """The run's bar: None, a new tqdm bar (closed by the run; shown once the run has lasted
+    ``delay`` seconds), or the caller's open bar (advanced, never closed: one bar over several
+    fits or evaluations)."""
     if not isinstance(enabled, bool):
         return enabled
     if not enabled:
@@ -110,7 +111,7 @@ def progress_bar(enabled, total, first_step):
         from tqdm.auto import tqdm
     except ImportError:  # tqdm is an optional dependency: no bar without it
         return None
-    return tqdm(total=total, unit="step", desc=f"fit from step {first_step}")
+    return tqdm(total=total, unit=unit, desc=desc, delay=delay)
 
 
 class InterruptFlag:
@@ -199,7 +200,7 @@ class Run:
         """Runs the steps; returns (stop reason, the failing chunk's result or None)."""
         s, state = self.s, self.state
         end = self.first_step + s.steps
-        bar = progress_bar(s.progress, s.steps, self.first_step)
+        bar = progress_bar(s.progress, s.steps, f"fit from step {self.first_step}")
         per_step = None
         try:
             self.last_eval = self.evaluate()
