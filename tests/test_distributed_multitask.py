@@ -204,16 +204,20 @@ def test_workers_cover_each_drawn_batch_s_blocks_once_in_order():
     for w in workers:
         w.set_weights(alpha)
     answers = [w.partials(theta, 0, 3, True) for w in workers]
-    parts = np.concatenate([a[0] for a in answers])
-    unit_loss = np.concatenate([a[1] for a in answers])
     config = mc.optim.Adam(lr=0.05).core_config()
     state = _core.TrainState32(theta, config, alpha, 0, 0)
     state.restore(theta, np.zeros_like(theta), np.zeros_like(theta), alpha, np.zeros(0), 3)
     driver = _core.MultiTaskDriver32(obj.core_handle(np.float32), 5, 1500, obj.l2, None,
                                      obj.n_params)
     assert driver.begin(state) == "partials"
-    assert parts.shape == (driver.n_blocks, obj.n_params) and driver.n_blocks > K
-    assert all(a[0].shape[0] >= 1 for a in answers)
+    nb = driver.n_blocks
+    # worker 0 sends its blocks added in order (one row); the others one row per block
+    assert nb > K and answers[0][0].shape == (1, obj.n_params)
+    assert [a[0].shape[0] for a in answers[1:]] == [(k + 1) * nb // K - k * nb // K
+                                                   for k in range(1, K)]
+    parts = backends._concat([a[0] for a in answers], np.float32, nb // K)
+    unit_loss = np.concatenate([a[1] for a in answers])
+    assert parts.shape == (nb, obj.n_params)
     out = _core.ChunkResult(1, obj.n_tasks, True)
     assert driver.finish_partials(state, out, 0, config, parts, unit_loss, True)
 
