@@ -333,12 +333,18 @@ def plan_meta_blocks(n_blocks, n_workers):
 
 # --- the driver side -----------------------------------------------------------------------------
 class RayBackend(Backend):
-    """Compute f and ∇f on ``n_workers`` Ray actors, each holding one shard of the tasks.
+    """Compute each step's gradient on ``n_workers`` Ray actors; θ is bit-identical to a local fit.
+
+    Multi-task, full batch (any weighting strategy): each actor holds one shard of consecutive
+    tasks. Multi-task with ``batch_tasks``/``batch_rows``: each actor holds all tasks and computes
+    a run of each drawn batch's reduction blocks. Meta-learning: each actor computes a run of each
+    meta-batch's blocks. The module docstring describes the protocol.
 
     Parameters
     ----------
     n_workers : int >= 1
-        Actors, one shard of consecutive tasks each (balanced by row count).
+        Actors: one shard of consecutive tasks each (balanced by row count), or one run of
+        each step's blocks.
     cpus_per_worker : int >= 1
         ``num_cpus`` reserved for each actor, and the core's thread count inside it (Ray would
         otherwise leave its workers at OMP_NUM_THREADS=1).
