@@ -76,6 +76,7 @@ class Net(metaclass=_pybind11_type):
         loss: _Loss,
         n_heads: int,
         norm: Literal["batch", "layer"] | None = None,
+        head: Literal["full", "bias"] = "full",
     ) -> None: ...
     @property
     def n_params(self) -> int: ...

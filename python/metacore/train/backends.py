@@ -375,7 +375,8 @@ class RayBackend(Backend):
     Use it as ``mc.fit(obj, theta0, backend=RayBackend(2, 1))`` for a multi-task
     :class:`~metacore.Objective` or ``mc.fit(mc.MetaObjective(...), theta0,
     backend=RayBackend(2, 1))`` for meta-learning; the actors stay up for more fits on the same
-    problem until :meth:`close` (or the end of a ``with`` block), which kills them.
+    problem until :meth:`close` (or the end of a ``with`` block), which kills them; a fit with
+    a closed backend raises ValueError.
 
     Raises ValueError/TypeError naming the argument for a bad setting, and RuntimeError when an
     actor stays dead or stalled past ``max_retries`` tries of one step.
@@ -411,6 +412,7 @@ class RayBackend(Backend):
         self.meta = False         # the attached problem is a MetaObjective
         self.batched = False      # multi-task with batch_tasks/batch_rows (BatchWorker actors)
         self._owns_ray = False    # this backend called ray.init (close() shuts Ray down)
+        self._closed = False      # close() ran (the end of a with block): no more fits
 
     def __repr__(self):
         return (f"RayBackend(n_workers={self.n_workers}, cpus_per_worker={self.cpus_per_worker}, "
@@ -434,6 +436,7 @@ class RayBackend(Backend):
         if self._owns_ray and self.ray.is_initialized():   # the local cluster it started
             self.ray.shutdown()
         self._owns_ray = False
+        self._closed = True
 
     # --- set-up ------------------------------------------------------------------------------
     def _stop_actors(self):
@@ -459,6 +462,9 @@ class RayBackend(Backend):
         ``batch_rows``, ``weighting`` (a :mod:`metacore.weighting` strategy or None) and
         ``optimizer``: fit's. With the optimizer known and one actor, a call runs a whole chunk
         of steps on the actor."""
+        if self._closed:   # else a fit after the with block would start a new local Ray
+            raise ValueError("backend: this RayBackend was closed (its with block ended or "
+                             "close() ran) and its actors are gone; create a new RayBackend")
         meta = isinstance(obj, MetaObjective)
         batched = not meta and (batch_tasks is not None or batch_rows is not None)
         batch = (batch_tasks or 0, batch_rows or 0) if batched else None

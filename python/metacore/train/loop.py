@@ -172,7 +172,7 @@ class Run:
         if not self.meta:
             model = prob.model
             self.handle = prob.core_handle(self.dtype)
-            self.n_shared = model.n_trunk_params if model.task_heads else prob.n_params
+            self.n_shared = model.n_shared_params if model.task_heads else prob.n_params
         else:
             self.meta_step = prob.core_step(self.dtype, s.n_threads)
         if s.backend is not None:
