@@ -308,3 +308,18 @@ def test_a_chunk_result_pickles_with_every_field():
         np.testing.assert_array_equal(getattr(back, name), getattr(out, name), err_msg=name)
     with pytest.raises(ValueError, match="not a pickled ChunkResult"):
         _core.ChunkResult.__new__(_core.ChunkResult).__setstate__((1, 2))
+
+
+def test_a_closed_backend_refuses_a_fit_and_stopped_actors_restart(in_process):
+    obj, theta = objective()
+    kw = dict(optimizer=mc.optim.Adam(lr=0.05), steps=3, progress=False)
+    local = mc.fit(obj, theta, **kw)
+    backend = mc.distributed.RayBackend(2, 1)
+    first = mc.fit(obj, theta, **kw, backend=backend)
+    backend.stop_actors()              # the next fit starts new actors
+    again = mc.fit(obj, theta, **kw, backend=backend)
+    np.testing.assert_array_equal(first.theta, local.theta)
+    np.testing.assert_array_equal(again.theta, local.theta)
+    backend.close()
+    with pytest.raises(ValueError, match="was closed"):
+        mc.fit(obj, theta, **kw, backend=backend)

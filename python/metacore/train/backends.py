@@ -438,6 +438,11 @@ class RayBackend(Backend):
         self._owns_ray = False
         self._closed = True
 
+    def stop_actors(self):
+        """Kills the actors and frees their CPUs, keeping the backend usable: the next fit
+        starts new ones (close() also disconnects Ray and ends the backend)."""
+        self._stop_actors()
+
     # --- set-up ------------------------------------------------------------------------------
     def _stop_actors(self):
         for a in self._actors:
