@@ -81,7 +81,7 @@ def test_a_worker_class_for_the_other_kind_of_problem_is_a_clear_error():
 
     class Fake(mc.distributed.RayBackend):
         def __init__(self, cls):   # no Ray needed: attach refuses before using it
-            self.worker_class = cls
+            self.worker_class, self._closed = cls, False
 
     obj, theta = make_objective()
     with pytest.raises(TypeError, match="does not run a full-batch Objective"):
