@@ -1,6 +1,6 @@
 """The Ray backend against the core here, and a cost model for many machines. Run:
 
-    PYTHONPATH=python python benchmarks/distributed_bench.py [--quick]
+    PYTHONPATH=python python benchmarks/distributed_bench.py [--quick] [--overhead-only]
 
 (needs ray; prints Markdown). Three parts:
 
@@ -195,12 +195,14 @@ def cost_model(fits):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer steps (a smoke run)")
+    ap.add_argument("--overhead-only", action="store_true", help="only section 1")
     args = ap.parse_args()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
     print(f"CPU: {open('/proc/cpuinfo').read().split('model name')[1].split(':')[1].split(chr(10))[0].strip()}, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     fits = overhead_t64(20 if args.quick else 100)
-    maml_1024(2 if args.quick else 5)
-    cost_model(fits)
+    if not args.overhead_only:
+        maml_1024(2 if args.quick else 5)
+        cost_model(fits)
     ray.shutdown()

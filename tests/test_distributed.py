@@ -81,7 +81,7 @@ def test_a_worker_class_for_the_other_kind_of_problem_is_a_clear_error():
 
     class Fake(mc.distributed.RayBackend):
         def __init__(self, cls):   # no Ray needed: attach refuses before using it
-            self.worker_class = cls
+            self.worker_class, self._closed = cls, False
 
     obj, theta = make_objective()
     with pytest.raises(TypeError, match="does not run a full-batch Objective"):
@@ -156,7 +156,7 @@ def test_recorded_task_losses_and_weights_equal_the_local_ones(two_actors):
 def test_one_and_two_actors_give_the_same_trajectory(ray_cluster, two_actors):
     obj, theta = make_objective(np.float64)
     two = mc.fit(obj, theta, **fit_kwargs(backend=two_actors))
-    two_actors.close()           # the cluster has 2 CPUs; the next fit restarts its actors
+    two_actors.stop_actors()           # the cluster has 2 CPUs; the next fit restarts its actors
     with mc.distributed.RayBackend(1, 2) as one:
         single = mc.fit(obj, theta, **fit_kwargs(backend=one))
     np.testing.assert_array_equal(single.theta, two.theta)
@@ -165,7 +165,7 @@ def test_one_and_two_actors_give_the_same_trajectory(ray_cluster, two_actors):
 
 @needs_ray
 def test_an_actor_that_dies_mid_run_does_not_change_the_result(two_actors, tmp_path):
-    two_actors.close()           # the cluster has 2 CPUs; the next fit restarts its actors
+    two_actors.stop_actors()           # the cluster has 2 CPUs; the next fit restarts its actors
     obj, theta = make_objective()
     clean = mc.fit(obj, theta, **fit_kwargs())
     marker = tmp_path / "die"
@@ -179,7 +179,7 @@ def test_an_actor_that_dies_mid_run_does_not_change_the_result(two_actors, tmp_p
 @needs_ray
 def test_an_actor_that_stalls_mid_run_is_replaced_and_does_not_change_the_result(two_actors,
                                                                                   tmp_path):
-    two_actors.close()           # the cluster has 2 CPUs; the next fit restarts its actors
+    two_actors.stop_actors()           # the cluster has 2 CPUs; the next fit restarts its actors
     obj, theta = make_objective()
     clean = mc.fit(obj, theta, **fit_kwargs())
     marker = tmp_path / "stall"
@@ -194,7 +194,7 @@ def test_an_actor_that_stalls_mid_run_is_replaced_and_does_not_change_the_result
 
 @needs_ray
 def test_an_actor_that_always_stalls_is_given_up_on_with_a_clear_error(two_actors, tmp_path):
-    two_actors.close()
+    two_actors.stop_actors()
     obj, theta = make_objective()
     marker = tmp_path / "stall"
     marker.write_text("1")
@@ -239,7 +239,7 @@ def test_batched_and_weighted_fits_on_two_actors_give_the_local_run(two_actors, 
 def test_a_multitask_actor_that_dies_or_stalls_mid_run_does_not_change_theta(two_actors,
                                                                              tmp_path, case,
                                                                              fault):
-    two_actors.close()           # the cluster has 2 CPUs; the next fit restarts its actors
+    two_actors.stop_actors()           # the cluster has 2 CPUs; the next fit restarts its actors
     obj, theta = make_objective(n_tasks=24)
     clean = mc.fit(obj, theta, **multitask_kwargs(case))
     marker = tmp_path / fault
@@ -336,7 +336,7 @@ def test_meta_validation_checkpoint_and_resume_on_ray_are_as_local(two_actors, t
 @pytest.mark.parametrize("fault", ["dies", "stalls"])
 def test_a_meta_actor_that_dies_or_stalls_mid_run_does_not_change_theta(two_actors, tmp_path,
                                                                         fault):
-    two_actors.close()           # the cluster has 2 CPUs; the next fit restarts its actors
+    two_actors.stop_actors()           # the cluster has 2 CPUs; the next fit restarts its actors
     problem, theta = meta_problem("maml")
     clean = mc.fit(problem, theta, **meta_kwargs())
     marker = tmp_path / fault

@@ -145,9 +145,13 @@ def test_the_blocks_partials_add_up_to_the_reference_meta_gradient():
     parts, losses, support = w.meta_partials(theta, 0, 0, 0, nb)
     ref_loss, ref_grad = mc.reference.maml_value_and_grad(model, theta, ts, inner_lr=0.05,
                                                           inner_steps=2)
+    # blocks from the first on come added in block order, as one row (the driver's sum goes on
+    # from it); a later run of blocks comes row by row
     np.testing.assert_allclose(parts.sum(axis=0), ref_grad, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(losses.mean(), ref_loss, rtol=1e-12)
-    assert parts.shape == (nb, model.n_params) and losses.shape == support.shape == (6,)
+    assert parts.shape == (1, model.n_params) and losses.shape == support.shape == (6,)
+    later, _, _ = w.meta_partials(theta, 0, 0, 1, nb)
+    assert nb > 2 and later.shape == (nb - 1, model.n_params)
 
 
 def test_block_ranges_cover_the_blocks_in_order():

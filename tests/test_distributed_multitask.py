@@ -204,16 +204,20 @@ def test_workers_cover_each_drawn_batch_s_blocks_once_in_order():
     for w in workers:
         w.set_weights(alpha)
     answers = [w.partials(theta, 0, 3, True) for w in workers]
-    parts = np.concatenate([a[0] for a in answers])
-    unit_loss = np.concatenate([a[1] for a in answers])
     config = mc.optim.Adam(lr=0.05).core_config()
     state = _core.TrainState32(theta, config, alpha, 0, 0)
     state.restore(theta, np.zeros_like(theta), np.zeros_like(theta), alpha, np.zeros(0), 3)
     driver = _core.MultiTaskDriver32(obj.core_handle(np.float32), 5, 1500, obj.l2, None,
                                      obj.n_params)
     assert driver.begin(state) == "partials"
-    assert parts.shape == (driver.n_blocks, obj.n_params) and driver.n_blocks > K
-    assert all(a[0].shape[0] >= 1 for a in answers)
+    nb = driver.n_blocks
+    # worker 0 sends its blocks added in order (one row); the others one row per block
+    assert nb > K and answers[0][0].shape == (1, obj.n_params)
+    assert [a[0].shape[0] for a in answers[1:]] == [(k + 1) * nb // K - k * nb // K
+                                                   for k in range(1, K)]
+    parts = backends._concat([a[0] for a in answers], np.float32, nb // K)
+    unit_loss = np.concatenate([a[1] for a in answers])
+    assert parts.shape == (nb, obj.n_params)
     out = _core.ChunkResult(1, obj.n_tasks, True)
     assert driver.finish_partials(state, out, 0, config, parts, unit_loss, True)
 
@@ -304,3 +308,18 @@ def test_a_chunk_result_pickles_with_every_field():
         np.testing.assert_array_equal(getattr(back, name), getattr(out, name), err_msg=name)
     with pytest.raises(ValueError, match="not a pickled ChunkResult"):
         _core.ChunkResult.__new__(_core.ChunkResult).__setstate__((1, 2))
+
+
+def test_a_closed_backend_refuses_a_fit_and_stopped_actors_restart(in_process):
+    obj, theta = objective()
+    kw = dict(optimizer=mc.optim.Adam(lr=0.05), steps=3, progress=False)
+    local = mc.fit(obj, theta, **kw)
+    backend = mc.distributed.RayBackend(2, 1)
+    first = mc.fit(obj, theta, **kw, backend=backend)
+    backend.stop_actors()              # the next fit starts new actors
+    again = mc.fit(obj, theta, **kw, backend=backend)
+    np.testing.assert_array_equal(first.theta, local.theta)
+    np.testing.assert_array_equal(again.theta, local.theta)
+    backend.close()
+    with pytest.raises(ValueError, match="was closed"):
+        mc.fit(obj, theta, **kw, backend=backend)

@@ -164,6 +164,19 @@ def _fresh(a, dtype):
     return out
 
 
+def _fold(parts, theta, n_threads):
+    """A run of blocks' partials (nb, P) added in block order by the core's one reduction, as
+    one row (1, P). The actor whose blocks come first sends this instead of its nb rows: the
+    driver's block-order sum starts from +0 and 0 + s = s (an accumulator that starts at +0
+    is never −0), so summing [s, 0, …, 0, later blocks] gives the same bits."""
+    if parts is None or parts.shape[0] < 2:
+        return parts
+    one = np.ones(1, dtype=np.int64)
+    _, g, _ = _core.combine_partials(parts, np.zeros(1), one, np.zeros(1, dtype=parts.dtype),
+                                     theta, 0.0, n_threads)
+    return g[None, :]
+
+
 def _state_arrays(state):
     """A core train state as plain data (what a chunk run by an actor starts from and returns)."""
     return {"theta": np.array(state.theta), "alpha": np.array(state.alpha),
@@ -214,13 +227,16 @@ class ShardWorker:
     def set_weights(self, weights):
         self.weights = _fresh(weights, self.dtype)
 
-    def partials(self, theta, want_grad, weights=None):
+    def partials(self, theta, want_grad, weights=None, fold=False):
         """(partial sums of this shard's blocks (nb, P) or None, f_i of its tasks (float64)),
-        with the shard's α (``weights``, kept for later calls, or the last ones set)."""
+        with the shard's α (``weights``, kept for later calls, or the last ones set). ``fold``
+        (the first shard): the blocks added in order, one row (see _fold)."""
         if weights is not None:
             self.set_weights(weights)
-        return _core.block_partials(self.handle, self.plan, _fresh(theta, self.dtype),
-                                    self.weights, want_grad, self.n_threads)
+        theta = _fresh(theta, self.dtype)
+        parts, losses = _core.block_partials(self.handle, self.plan, theta, self.weights,
+                                             want_grad, self.n_threads)
+        return (_fold(parts, theta, self.n_threads) if fold else parts), losses
 
     def task_grads(self, theta):
         """(∇f_i (tasks, P), f_i (tasks,)) of this shard's tasks: rows of the per-task gradient
@@ -261,9 +277,14 @@ class BatchWorker:
 
     def partials(self, theta, seed, step, want_grad):
         """(partials of this worker's blocks of step ``step``'s batch (nb_k, P) or None, the
-        summed loss of each of their units (float64), in unit order)."""
-        return self.blocks.partials(_fresh(theta, self.dtype), self.weights, seed, step,
-                                    self.worker, self.n_workers, want_grad, self.n_threads)
+        summed loss of each of their units (float64), in unit order). Worker 0's blocks come
+        first: it sends them added in order, one row (see _fold)."""
+        theta = _fresh(theta, self.dtype)
+        parts, unit_loss = self.blocks.partials(theta, self.weights, seed, step, self.worker,
+                                                self.n_workers, want_grad, self.n_threads)
+        if self.worker == 0:
+            parts = _fold(parts, theta, self.n_threads)
+        return parts, unit_loss
 
     def run_chunk(self, st, optimizer, weighting, n, record, l2, n_shared):
         """n steps of drawn batches by the core's own loop (RayBackend with one actor)."""
@@ -289,8 +310,12 @@ class MetaWorker:
 
     def meta_partials(self, theta, seed, step, b0, b1):
         """Blocks [b0, b1) of step ``step``: (partials (b1 − b0, P), query losses, support
-        losses) of their tasks."""
-        return self.step.block_partials(_fresh(theta, self.dtype), seed, step, b0, b1)
+        losses) of their tasks; from block 0, the partials added in order, one row (_fold)."""
+        theta = _fresh(theta, self.dtype)
+        parts, losses, support = self.step.block_partials(theta, seed, step, b0, b1)
+        if b0 == 0:
+            parts = _fold(parts, theta, self.n_threads)
+        return parts, losses, support
 
     def run_chunk(self, st, optimizer, weighting, n, record, l2, n_shared):
         """n meta-steps by the core's own loop (RayBackend with one actor)."""
@@ -308,12 +333,18 @@ def plan_meta_blocks(n_blocks, n_workers):
 
 # --- the driver side -----------------------------------------------------------------------------
 class RayBackend(Backend):
-    """Compute f and ∇f on ``n_workers`` Ray actors, each holding one shard of the tasks.
+    """Compute each step's gradient on ``n_workers`` Ray actors; θ is bit-identical to a local fit.
+
+    Multi-task, full batch (any weighting strategy): each actor holds one shard of consecutive
+    tasks. Multi-task with ``batch_tasks``/``batch_rows``: each actor holds all tasks and computes
+    a run of each drawn batch's reduction blocks. Meta-learning: each actor computes a run of each
+    meta-batch's blocks. The module docstring describes the protocol.
 
     Parameters
     ----------
     n_workers : int >= 1
-        Actors, one shard of consecutive tasks each (balanced by row count).
+        Actors: one shard of consecutive tasks each (balanced by row count), or one run of
+        each step's blocks.
     cpus_per_worker : int >= 1
         ``num_cpus`` reserved for each actor, and the core's thread count inside it (Ray would
         otherwise leave its workers at OMP_NUM_THREADS=1).
@@ -406,6 +437,11 @@ class RayBackend(Backend):
             self.ray.shutdown()
         self._owns_ray = False
         self._closed = True
+
+    def stop_actors(self):
+        """Kills the actors and frees their CPUs, keeping the backend usable: the next fit
+        starts new ones (close() also disconnects Ray and ends the backend)."""
+        self._stop_actors()
 
     # --- set-up ------------------------------------------------------------------------------
     def _stop_actors(self):
@@ -550,19 +586,18 @@ class RayBackend(Backend):
         """Every shard's block partials (nb, P) in block order (None without want_grad) and f_i
         (T,) in task order; α sent along when given."""
         ref = self._share(theta)
-        if alpha is None:
-            results = self._gather(lambda k: self._actors[k].partials.remote(ref, want_grad))
-        else:
-            results = self._gather(lambda k: self._actors[k].partials.remote(
-                ref, want_grad, self._alpha_of(k, alpha)))
-        parts = _concat([r[0] for r in results], self.dtype) if want_grad else None
+        results = self._gather(lambda k: self._actors[k].partials.remote(
+            ref, want_grad, None if alpha is None else self._alpha_of(k, alpha), k == 0))
+        first = len(self.shards[0]["block_start"]) - 1
+        parts = _concat([r[0] for r in results], self.dtype, first) if want_grad else None
         return parts, _concat([r[1] for r in results], np.float64)
 
-    def _batch_partials(self, theta, seed, step):
+    def _batch_partials(self, theta, seed, step, n_blocks):
         """All blocks' partials of step ``step``'s drawn batch (nb, P) and every unit's loss."""
         ref = self._share(theta)
         results = self._gather(lambda k: self._actors[k].partials.remote(ref, seed, step, True))
-        return (_concat([r[0] for r in results], self.dtype),
+        first = n_blocks // len(self._actors)      # worker 0's blocks
+        return (_concat([r[0] for r in results], self.dtype, first),
                 _concat([r[1] for r in results], np.float64))
 
     def _task_grads(self, theta, alpha):
@@ -640,7 +675,8 @@ class RayBackend(Backend):
                 G, losses = self._task_grads(theta, None)
                 return driver.finish_task_grads(state, out, j, config, G, losses, n_threads)
             if self.batched:
-                parts, unit_loss = self._batch_partials(theta, state.seed, state.step)
+                parts, unit_loss = self._batch_partials(theta, state.seed, state.step,
+                                                        driver.n_blocks)
                 return driver.finish_partials(state, out, j, config, parts, unit_loss, True,
                                               n_threads)
             alpha = np.array(state.alpha) if self.alpha_per_step else None
@@ -721,11 +757,27 @@ class RayBackend(Backend):
                 time.sleep(0.2)
 
 
-def _concat(arrays, dtype):
+def _concat(arrays, dtype, first_rows=None):
     """One C-contiguous array of the canonical dtype from the actors' answers in actor order
-    (one copy; an actor with no blocks answers None or an empty array)."""
+    (one copy; an actor with no blocks answers None or an empty array). ``first_rows``: the
+    first actor's block count, when it may have sent its blocks folded into one row (_fold):
+    the row is then followed by zero rows, so the array has every block's row."""
     arrays = [a for a in arrays if a is not None]
-    return _fresh(np.concatenate(arrays) if len(arrays) > 1 else arrays[0], dtype)
+    pad = 0
+    if first_rows is not None and arrays and 0 < arrays[0].shape[0] < first_rows:
+        pad = first_rows - arrays[0].shape[0]
+    if len(arrays) == 1 and not pad:
+        return _fresh(arrays[0], dtype)
+    n = sum(a.shape[0] for a in arrays) + pad
+    out = np.empty((n,) + arrays[0].shape[1:], dtype=np.dtype(dtype).type)
+    at = 0
+    for i, a in enumerate(arrays):
+        out[at:at + a.shape[0]] = a
+        at += a.shape[0]
+        if i == 0 and pad:
+            out[at:at + pad] = 0
+            at += pad
+    return out
 
 
 def _actor_errors(ray):
