@@ -66,8 +66,8 @@ class MLP:
     Raises
     ------
     ValueError
-        For sizes, an activation, loss, norm or head outside the choices above, or
-        ``head="bias"`` without ``task_heads``.
+        For sizes, an activation, loss, norm or head outside the choices above, a norm on a net
+        without hidden layers (nothing to normalise), or ``head="bias"`` without ``task_heads``.
     """
 
     def __init__(self, layer_sizes, activation="relu", loss="mse", task_heads=None, norm=None,
@@ -84,6 +84,10 @@ class MLP:
         self.task_heads = None if task_heads is None else _validation.integer(
             "task_heads", task_heads, minimum=1)
         self.norm = None if norm is None else _validation.choice("norm", norm, NORMS)
+        if self.norm and len(sizes) < 3:   # the output layer is never normalised
+            raise ValueError(f"norm={self.norm!r} normalises the hidden layers, but layer_sizes "
+                             f"{list(sizes)} has none: add one (e.g. [{sizes[0]}, 40, "
+                             f"{sizes[-1]}]) or leave norm=None")
         self.head = _validation.choice("head", head, HEADS)
         if self.head == "bias" and self.task_heads is None:
             raise ValueError("head='bias' (bias-only per-task heads) needs task_heads=T, got "
