@@ -29,6 +29,11 @@ Rows:
   validation (Adam 5e-3, up to 1,500 steps, scored every 100: early stopping at the best
   validation score): linear (``mc.Linear(27, task_heads=139, head="bias")``, the metacore twin
   of ridge + intercepts) and a 27-H-1 relu net (H = ``--bias-hidden``, 16).
+- linear, bias-only heads then a full head per school: every school's linear head (own slopes
+  and intercept) started from the fitted bias-head model, then SGD 0.03 on the pooled objective
+  for a number of steps (up to 600, scored every 50) chosen on validation — early stopping as a
+  shrinkage of each school's slopes towards the shared ones (the mean-regularised multi-task
+  model of Evgeniou & Pontil 2004, reached by stopping instead of by its penalty).
 - Reptile init adapted per school: ``mc.fit(mc.MetaObjective(mc.Reptile(...), schools))`` from
   the pooled net, then per school ``mc.adapt_predict`` on its training rows with per-parameter
   rates that adapt only the output layer (bias rate and weight rate, steps chosen on validation).
@@ -168,21 +173,41 @@ def multitask(fit, val, hidden, steps, seed, weighting, theta_pooled_fit, chosen
     return best
 
 
-def bias_heads(hidden, fit, val, l2, seed, steps=None, every=100, max_steps=1500):
-    """Shared model + one learned intercept per school (bias-only heads), one ``mc.fit``.
-    Validation (``steps`` None): (best pooled validation score, its step count), scored every
-    ``every`` steps; refit (``steps`` given): predictions on ``val``'s rows."""
-    model = mc.MLP([fit.n_features, *hidden, 1], task_heads=fit.n_tasks, head="bias")
-    obj = pooled_objective(model, fit, l2)
+def stopped_fit(model, obj, start, optimizer, val, seed, steps, every, max_steps):
+    """``mc.fit`` from ``start``. Validation (``steps`` None): (best pooled validation score,
+    its step count), scored every ``every`` steps up to ``max_steps``; refit (``steps`` given):
+    (predictions on ``val``'s rows, θ)."""
     seen = []
 
     def score(event):
         seen.append((val_score(val, predict_heads(model, event.theta, val)), event.step))
 
-    res = mc.fit(obj, model.init(seed=seed, dtype=np.float64), optimizer=mc.optim.Adam(lr=5e-3),
-                 steps=max_steps if steps is None else steps, eval_every=every,
-                 callbacks=() if steps is not None else (score,), progress=False, seed=seed)
-    return max(seen) if steps is None else predict_heads(model, res.theta, val)
+    res = mc.fit(obj, start, optimizer=optimizer, steps=max_steps if steps is None else steps,
+                 eval_every=every, callbacks=() if steps is not None else (score,),
+                 progress=False, seed=seed)
+    return max(seen) if steps is None else (predict_heads(model, res.theta, val), res.theta)
+
+
+def bias_heads(hidden, fit, val, l2, seed, steps=None, every=100, max_steps=1500):
+    """Shared model + one learned intercept per school (bias-only heads), one ``mc.fit``
+    (Adam 5e-3); returns as :func:`stopped_fit`."""
+    model = mc.MLP([fit.n_features, *hidden, 1], task_heads=fit.n_tasks, head="bias")
+    return stopped_fit(model, pooled_objective(model, fit, l2),
+                       model.init(seed=seed, dtype=np.float64), mc.optim.Adam(lr=5e-3), val,
+                       seed, steps, every, max_steps)
+
+
+def slopes_from_bias_heads(fit, val, theta_bias, l2, seed, steps=None):
+    """A full linear head per school (own slopes and intercept), every head started from the
+    fitted bias-head model (shared W, the school's intercept), then plain gradient steps (SGD
+    0.03) on the pooled objective: the number of steps, chosen on validation, sets how far each
+    school's slopes move from the shared ones (early stopping as shrinkage towards the shared
+    model). Returns as :func:`stopped_fit`."""
+    T, d = fit.n_tasks, fit.n_features
+    model = mc.Linear(d, task_heads=T)
+    start = np.concatenate([np.append(theta_bias[:d], theta_bias[d + t]) for t in range(T)])
+    return stopped_fit(model, pooled_objective(model, fit, l2), start, mc.optim.SGD(lr=0.03),
+                       val, seed, steps, every=50, max_steps=600)
 
 
 def adapt_rates(model, bias_rate, weight_rate):
@@ -264,7 +289,16 @@ def intercepts(fit, val, s, H, rep, record, chosen):
         _, k, l2 = max(bias_heads(hidden, fit, val, l2, rep) + (l2,) for l2 in L2S)
         label = f"metacore {name} + school intercepts (bias-only heads)"
         chosen[label] = f"L2={l2}, steps={k}"
-        record(label, bias_heads(hidden, s.train, s.test, l2, rep, steps=k))
+        pred, theta = bias_heads(hidden, s.train, s.test, l2, rep, steps=k)
+        record(label, pred)
+        if hidden:
+            continue
+        # then a full head per school, started from the bias-head model: steps on validation
+        _, theta_fit = bias_heads(hidden, fit, val, l2, rep, steps=k)
+        _, k2 = slopes_from_bias_heads(fit, val, theta_fit, l2, rep)
+        label = "metacore linear, bias-only heads, then a full head per school from them"
+        chosen[label] = f"L2={l2}, {k} + {k2} steps"
+        record(label, slopes_from_bias_heads(s.train, s.test, theta, l2, rep, steps=k2)[0])
 
 
 def adapted(fit, val, s, pooled, th_fit, th_all, rep, args, record, chosen):
