@@ -172,11 +172,12 @@ class Run:
         if not self.meta:
             model = prob.model
             self.handle = prob.core_handle(self.dtype)
-            self.n_shared = model.n_trunk_params if model.task_heads else prob.n_params
+            self.n_shared = model.n_shared_params if model.task_heads else prob.n_params
         else:
             self.meta_step = prob.core_step(self.dtype, s.n_threads)
         if s.backend is not None:
-            s.backend.attach(prob, self.dtype, np.array(self.state.alpha))
+            s.backend.attach(prob, self.dtype, np.array(self.state.alpha), s.batch_tasks,
+                             s.batch_rows, s.weighting, s.optimizer)
         self.monitored = s.stopper is not None or s.validation is not None
         self.first_step = self.state.step
         self.rec = Recorder(T, self.meta, s.record_task_losses)
@@ -305,7 +306,8 @@ class Run:
             value, _, losses = self.handle.value_and_grad(th, self.state.alpha, s.problem.l2,
                                                           False, s.n_threads)
         else:
-            value, _, losses = s.backend.value_and_grad(th, False, s.n_threads)
+            value, _, losses = s.backend.value_and_grad(th, False, s.n_threads,
+                                                        alpha=self.state.alpha)
         val_loss, val_losses = math.nan, None
         if s.validation is not None:
             val_loss, val_losses = s.validation(th)
