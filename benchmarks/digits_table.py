@@ -1,5 +1,6 @@
-"""The README's "Digits" table for the learners the command line does not build (ProtoNet, the
-ridge head of R2D2, iMAML, MAML++ and normalised nets), and the recipe search behind every row.
+"""The README's "Digits" table: every learner (also those the command line does not build yet:
+ProtoNet, the ridge head of R2D2, iMAML, MAML++, normalised nets) and the baselines on the same
+test episodes, and the recipe search behind every row.
 
 Protocol (the same as ``metacore train examples/digits_*.toml``): 5-way 1- or 5-shot episodes of
 scikit-learn's 8×8 digits with the four rotations of a digit as four classes; meta-test on the
@@ -13,7 +14,8 @@ Recipe selection never looks at the meta-test digits: ``--search`` meta-trains o
 classes; 6 and 9 are rotations of each other, so they stay together); the chosen recipe is then
 meta-trained on all six meta-train digits (24 classes) and scored once on the meta-test episodes.
 Meta-training draws fresh episodes in the core at every step (``ClassImages.source``), 5 query
-images per class.
+images per class; ``--mirror`` adds the mirror image of every meta-train class as a further class
+(meta-train images only), ``--shift`` one-pixel shifts of the images (``ClassImages.shifted``).
 
 Run one recipe (prints one line of JSON):
 
