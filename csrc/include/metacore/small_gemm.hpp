@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "metacore/simd.hpp"
 
@@ -248,19 +249,58 @@ inline bool outer_product_accumulate(const T*, const T*, std::int64_t, std::int6
 }
 #endif
 
-// Wt (in × out) = Wᵀ for W (out × in), in 8 × 8 blocks (both sides stay in a few cache lines).
+#if METACORE_SMALL_GEMM
+// An 8 × 8 block: rows v[0..7] in, columns out, by the three interleaving stages of the usual
+// AVX sequence (unpack, 64-bit shuffle, 128-bit permute) written as generic shuffles, which each
+// instruction-set level lowers to its own instructions. Pure data movement: no rounding.
+template <class T>
+METACORE_INLINE void transpose8(typename VecN<T, 8 * sizeof(T)>::type* v) {
+    using V = typename VecN<T, 8 * sizeof(T)>::type;
+    using I = typename std::conditional<sizeof(T) == 4, std::int32_t, std::int64_t>::type;
+    typedef I M __attribute__((vector_size(8 * sizeof(T))));
+    const M lo = {0, 8, 1, 9, 4, 12, 5, 13}, hi = {2, 10, 3, 11, 6, 14, 7, 15};
+    const M s44 = {0, 1, 8, 9, 4, 5, 12, 13}, sEE = {2, 3, 10, 11, 6, 7, 14, 15};
+    const M p20 = {0, 1, 2, 3, 8, 9, 10, 11}, p31 = {4, 5, 6, 7, 12, 13, 14, 15};
+    V t[8], u[8];
+    for (int i = 0; i < 4; ++i) {
+        t[2 * i] = __builtin_shuffle(v[2 * i], v[2 * i + 1], lo);
+        t[2 * i + 1] = __builtin_shuffle(v[2 * i], v[2 * i + 1], hi);
+    }
+    for (int h = 0; h < 2; ++h)  // rows 0-3 (h = 0) and 4-7 (h = 1)
+        for (int i = 0; i < 2; ++i) {
+            u[4 * h + 2 * i] = __builtin_shuffle(t[4 * h + i], t[4 * h + i + 2], s44);
+            u[4 * h + 2 * i + 1] = __builtin_shuffle(t[4 * h + i], t[4 * h + i + 2], sEE);
+        }
+    for (int c = 0; c < 4; ++c) {
+        v[c] = __builtin_shuffle(u[c], u[c + 4], p20);
+        v[c + 4] = __builtin_shuffle(u[c], u[c + 4], p31);
+    }
+}
+#endif
+
+// Wt (in × out) = Wᵀ for W (out × in): full 8 × 8 blocks in registers, the edges one by one.
 template <class T>
 METACORE_INLINE void transpose_body(const T* __restrict W, std::int64_t out, std::int64_t in,
                                     T* __restrict Wt) {
     constexpr std::int64_t S = 8;
-    for (std::int64_t o0 = 0; o0 < out; o0 += S) {
-        const std::int64_t o1 = o0 + S < out ? o0 + S : out;
-        for (std::int64_t i0 = 0; i0 < in; i0 += S) {
-            const std::int64_t i1 = i0 + S < in ? i0 + S : in;
-            for (std::int64_t i = i0; i < i1; ++i)
-                for (std::int64_t o = o0; o < o1; ++o) Wt[i * out + o] = W[o * in + i];
+    std::int64_t o8 = 0, i8 = 0;
+#if METACORE_SMALL_GEMM
+    using V = typename VecN<T, 8 * sizeof(T)>::type;
+    o8 = out - out % S;
+    i8 = in - in % S;
+    for (std::int64_t o0 = 0; o0 < o8; o0 += S)
+        for (std::int64_t i0 = 0; i0 < i8; i0 += S) {
+            V v[S];
+            for (int r = 0; r < S; ++r) std::memcpy(&v[r], W + (o0 + r) * in + i0, sizeof(V));
+            transpose8<T>(v);
+            for (int c = 0; c < S; ++c) std::memcpy(Wt + (i0 + c) * out + o0, &v[c], sizeof(V));
         }
-    }
+#endif
+    // the edges: columns i >= i8 of every row, and rows o >= o8 of the first i8 columns
+    for (std::int64_t i = i8; i < in; ++i)
+        for (std::int64_t o = 0; o < out; ++o) Wt[i * out + o] = W[o * in + i];
+    for (std::int64_t i = 0; i < i8; ++i)
+        for (std::int64_t o = o8; o < out; ++o) Wt[i * out + o] = W[o * in + i];
 }
 METACORE_KERNEL(void, transpose, (const T* W, std::int64_t out, std::int64_t in, T* Wt),
                 (W, out, in, Wt))
