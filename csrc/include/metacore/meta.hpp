@@ -133,7 +133,9 @@ struct MetaWorkspace {
             checked_mul(keeps_grads(cfg) ? 2 : 1, trail_size(net, cfg), "inner_steps");
         return checked_add(checked_add(trails, checked_mul(3, net.n_params(), "layer_sizes"),
                                        "inner_steps"),
-                           NetPass<T>::elements(net, true), "inner_steps");
+                           checked_add(NetPass<T>::elements(net, true),
+                                       NetPass<T>::elements(net, false), "inner_steps"),
+                           "inner_steps");
     }
 
     // Learned rates need the inner gradients ∇L_s(φ_j) in the reverse pass.
@@ -143,12 +145,15 @@ struct MetaWorkspace {
 
     MetaWorkspace(const NetSpec& net, const MetaConfig& cfg)
         : pass(net, true),
+          qpass(net, false),
           trail(trail_size(net, cfg)),
           grads(keeps_grads(cfg) ? trail_size(net, cfg) : 0),
           g(net.n_params()),
           v(net.n_params()),
           hv(net.n_params()) {}
-    NetPass<T> pass;
+    // The support rows' pass, and the query rows' own, so that the support pass still holds the
+    // last inner step's forward pass (and θ's transposes) when the reverse pass needs them.
+    NetPass<T> pass, qpass;
     ScratchBuffer<T> trail, grads;  // written before read: left uninitialised
     std::vector<T> g, v, hv;
     ProtoScratch<T> proto;
@@ -252,12 +257,14 @@ double task_meta_grad(MetaWorkspace<T>& ws, const NetSpec& net, const MetaConfig
     const T* phi_k = trail + (k - 1) * P;
     T* g = ws.g.data();
     if (cfg.learner == Learner::reptile) {
-        const double loss = rows_value_grad<T>(ws.pass, phi_k, data, s1, q1, P, nullptr);
+        const double loss = rows_value_grad<T>(ws.qpass, phi_k, data, s1, q1, P, nullptr);
 #pragma omp simd
         for (std::int64_t p = 0; p < P; ++p) out[p] += scale * (params[p] - phi_k[p]);
         return loss;
     }
-    double loss = rows_value_grad(ws.pass, phi_k, data, s1, q1, P, g);
+    double loss = rows_value_grad(ws.qpass, phi_k, data, s1, q1, P, g);
+    // The support pass still holds φ_{k−1}'s forward pass: the first HVP below starts from it.
+    const bool kept = keeps_forward(ws.pass, s1 - s0);
     const double* w = plan.weights;
     if (w) {
         loss *= w[k - 1];
@@ -285,14 +292,15 @@ double task_meta_grad(MetaWorkspace<T>& ws, const NetSpec& net, const MetaConfig
         const T* phi_j = j == 0 ? params : trail + (j - 1) * P;
         if (!plan.first_order) {
             scale_by_rates(rule, g, P, ws.v.data(), j);
-            rows_hvp(ws.pass, phi_j, ws.v.data(), data, s0, s1, P, ws.hv.data(), j == 0);
+            rows_hvp(ws.pass, phi_j, ws.v.data(), data, s0, s1, P, ws.hv.data(), j == 0,
+                     kept && j == k - 1);
             const T* hv = ws.hv.data();
 #pragma omp simd
             for (std::int64_t p = 0; p < P; ++p) g[p] -= hv[p];
         }
         if (w && j >= 1) {  // the multi-step loss's term w_j L_q(φ_j)
             T* gq = ws.hv.data();
-            loss += w[j - 1] * rows_value_grad(ws.pass, phi_j, data, s1, q1, P, gq);
+            loss += w[j - 1] * rows_value_grad(ws.qpass, phi_j, data, s1, q1, P, gq);
             const T wj = static_cast<T>(w[j - 1]);
 #pragma omp simd
             for (std::int64_t p = 0; p < P; ++p) g[p] += wj * gq[p];
@@ -411,7 +419,10 @@ class MetaBatch {
                                         std::to_string(nb) + ", got [" + std::to_string(b0) +
                                         ", " + std::to_string(b1) + ")");
         const std::int64_t lo = b0 * n / nb;
-        for (auto& ws : workspaces_) ws.pass.forget();  // params may have changed in place
+        for (auto& ws : workspaces_) {  // params may have changed in place
+            ws.pass.forget();
+            ws.qpass.forget();
+        }
         const StepPlan plan = schedule_.set(net_, cfg_, params, step);
         const T* expanded = schedule_.rates();
         const T scale = T(1) / static_cast<T>(n);
