@@ -2,8 +2,9 @@
 // layers (tens to hundreds of units) meta-learning nets have: there a dot product per output
 // spends more on its horizontal reduction than on its multiply-adds. Z tiles stay in registers
 // while the inner dimension streams through: at the AVX-512 level 6 rows × up to 4 vectors of
-// 64 bytes (24 of the 32 zmm registers), then a 32-byte vector and scalar columns for the tail;
-// below it 4 rows × 2 vectors of 32 bytes. The vectors are GCC/Clang vector extensions, which
+// 64 bytes (24 of the 32 zmm registers), the columns past the last whole group of four in one
+// tile whose last vector is masked; below it 4 rows × 2 vectors of 32 bytes, then one vector,
+// then scalar columns. The vectors are GCC/Clang vector extensions, which
 // each compilation of METACORE_KERNEL lowers to its own instruction set. Every entry of Z is
 // one sequential sum over (term, k) in the same order in every tile shape, so the result does
 // not depend on where a column or row falls in the tiling.
@@ -14,6 +15,10 @@
 #include <type_traits>
 
 #include "metacore/simd.hpp"
+
+#if METACORE_MULTIVERSION
+#include <immintrin.h>
+#endif
 
 namespace metacore {
 
@@ -120,34 +125,122 @@ METACORE_INLINE void tail_columns(const Operands<T>* ops, int terms, std::int64_
         }
 }
 
-// Z (rows × ldz) = [Z | bias | 0] + Σ_t A_t · B_t, each A_t (rows × K) and B_t (K × ldz), with
-// 512-bit tiles when Wide.
-template <class T, bool Wide>
+// Z (rows × ldz) = [Z | bias | 0] + Σ_t A_t · B_t, each A_t (rows × K) and B_t (K × ldz), in
+// 256-bit tiles (the AVX2 and baseline levels).
+template <class T>
 METACORE_INLINE void small_gemm_tiles(const Operands<T>* ops, int terms, std::int64_t rows,
                                       std::int64_t K, const T* bias, bool accumulate,
                                       std::int64_t ldz, T* Z) {
     constexpr std::int64_t L = Vec32<T>::lanes;
     std::int64_t o = 0;
-    if constexpr (Wide) {
-        constexpr std::int64_t W = VecN<T, 64>::lanes;
-        for (; o + 4 * W <= ldz; o += 4 * W)
-            tile_rows<T, 64, 6, 4>(ops, terms, rows, K, bias, accumulate, ldz, o, Z);
-        switch ((ldz - o) / W) {
-            case 3: tile_rows<T, 64, 6, 3>(ops, terms, rows, K, bias, accumulate, ldz, o, Z); o += 3 * W; break;
-            case 2: tile_rows<T, 64, 6, 2>(ops, terms, rows, K, bias, accumulate, ldz, o, Z); o += 2 * W; break;
-            case 1: tile_rows<T, 64, 6, 1>(ops, terms, rows, K, bias, accumulate, ldz, o, Z); o += W; break;
-            default: break;
-        }
-    } else {
-        for (; o + 2 * L <= ldz; o += 2 * L)
-            tile_rows<T, 32, 4, 2>(ops, terms, rows, K, bias, accumulate, ldz, o, Z);
-    }
+    for (; o + 2 * L <= ldz; o += 2 * L)
+        tile_rows<T, 32, 4, 2>(ops, terms, rows, K, bias, accumulate, ldz, o, Z);
     if (o + L <= ldz) {
         tile_rows<T, 32, 4, 1>(ops, terms, rows, K, bias, accumulate, ldz, o, Z);
         o += L;
     }
     if (o < ldz) tail_columns(ops, terms, rows, K, bias, accumulate, ldz, o, Z);
 }
+
+#if METACORE_MULTIVERSION
+#define METACORE_V4_INLINE __attribute__((target("arch=x86-64-v4"), always_inline)) inline
+
+// The first n lanes of a 64-byte vector at p (the others zero), and their store: AVX-512's masked
+// moves, which touch no memory past the n elements.
+template <class T>
+METACORE_V4_INLINE typename VecN<T, 64>::type masked_load(const T* p, std::int64_t n) {
+    using V = typename VecN<T, 64>::type;
+    if constexpr (sizeof(T) == 4)
+        return (V)_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1u), p);
+    else
+        return (V)_mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << n) - 1u), p);
+}
+template <class T>
+METACORE_V4_INLINE void masked_store(T* p, std::int64_t n, typename VecN<T, 64>::type v) {
+    if constexpr (sizeof(T) == 4)
+        _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), (__m512)v);
+    else
+        _mm512_mask_storeu_pd(p, static_cast<__mmask8>((1u << n) - 1u), (__m512d)v);
+}
+
+// tile() for the last C vectors of the columns, the last of them holding only n < lanes columns
+// (masked): the columns past a whole number of 512-bit vectors in one tile, the same sums in the
+// same order as every other tile.
+template <class T, int R, int C>
+METACORE_V4_INLINE void masked_tile(const Operands<T>* ops, int terms, std::int64_t K,
+                                    const T* bias, bool accumulate, std::int64_t ldz,
+                                    std::int64_t r0, std::int64_t o0, std::int64_t n,
+                                    T* __restrict Z) {
+    using V = typename VecN<T, 64>::type;
+    constexpr std::int64_t L = VecN<T, 64>::lanes;
+    constexpr int F = C - 1;  // full vectors before the masked one
+    V acc[R][C];
+    for (int r = 0; r < R; ++r) {
+        T* z = Z + (r0 + r) * ldz + o0;
+        for (int c = 0; c < F; ++c)
+            acc[r][c] = accumulate ? vload<T, 64>(z + c * L) : (bias ? vload<T, 64>(bias + o0 + c * L) : V{});
+        acc[r][F] = accumulate ? masked_load(z + F * L, n)
+                               : (bias ? masked_load(bias + o0 + F * L, n) : V{});
+    }
+    for (int t = 0; t < terms; ++t) {
+        const T* __restrict A = ops[t].A + r0 * ops[t].rs;
+        const T* __restrict B = ops[t].B + o0;
+        const std::int64_t rs = ops[t].rs, ks = ops[t].ks;
+        for (std::int64_t k = 0; k < K; ++k) {
+            V w[C];
+            for (int c = 0; c < F; ++c) w[c] = vload<T, 64>(B + k * ldz + c * L);
+            w[F] = masked_load(B + k * ldz + F * L, n);
+            for (int r = 0; r < R; ++r) {
+                const T a = A[r * rs + k * ks];
+                for (int c = 0; c < C; ++c) acc[r][c] += a * w[c];
+            }
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        T* z = Z + (r0 + r) * ldz + o0;
+        for (int c = 0; c < F; ++c) vstore<T, 64>(z + c * L, acc[r][c]);
+        masked_store(z + F * L, n, acc[r][F]);
+    }
+}
+
+template <class T, int C>
+METACORE_V4_INLINE void masked_tile_rows(const Operands<T>* ops, int terms, std::int64_t rows,
+                                         std::int64_t K, const T* bias, bool accumulate,
+                                         std::int64_t ldz, std::int64_t o0, std::int64_t n,
+                                         T* Z) {
+    std::int64_t r = 0;
+    for (; r + 6 <= rows; r += 6) masked_tile<T, 6, C>(ops, terms, K, bias, accumulate, ldz, r, o0, n, Z);
+    switch (rows - r) {
+        case 5: masked_tile<T, 5, C>(ops, terms, K, bias, accumulate, ldz, r, o0, n, Z); break;
+        case 4: masked_tile<T, 4, C>(ops, terms, K, bias, accumulate, ldz, r, o0, n, Z); break;
+        case 3: masked_tile<T, 3, C>(ops, terms, K, bias, accumulate, ldz, r, o0, n, Z); break;
+        case 2: masked_tile<T, 2, C>(ops, terms, K, bias, accumulate, ldz, r, o0, n, Z); break;
+        case 1: masked_tile<T, 1, C>(ops, terms, K, bias, accumulate, ldz, r, o0, n, Z); break;
+        default: break;
+    }
+}
+
+// The AVX-512 level: 6 rows × 4 vectors of 64 bytes, then the remaining columns (fewer than four
+// vectors) in one tile of 6 rows whose last vector is masked — no 256-bit or scalar tail.
+template <class T>
+METACORE_V4_INLINE void small_gemm_tiles_wide(const Operands<T>* ops, int terms,
+                                              std::int64_t rows, std::int64_t K, const T* bias,
+                                              bool accumulate, std::int64_t ldz, T* Z) {
+    constexpr std::int64_t W = VecN<T, 64>::lanes;
+    std::int64_t o = 0;
+    for (; o + 4 * W <= ldz; o += 4 * W)
+        tile_rows<T, 64, 6, 4>(ops, terms, rows, K, bias, accumulate, ldz, o, Z);
+    const std::int64_t rest = ldz - o;
+    if (rest == 0) return;
+    const std::int64_t n = rest - (rest - 1) / W * W;  // columns of the last (masked) vector
+    switch ((rest + W - 1) / W) {
+        case 4: masked_tile_rows<T, 4>(ops, terms, rows, K, bias, accumulate, ldz, o, n, Z); break;
+        case 3: masked_tile_rows<T, 3>(ops, terms, rows, K, bias, accumulate, ldz, o, n, Z); break;
+        case 2: masked_tile_rows<T, 2>(ops, terms, rows, K, bias, accumulate, ldz, o, n, Z); break;
+        default: masked_tile_rows<T, 1>(ops, terms, rows, K, bias, accumulate, ldz, o, n, Z); break;
+    }
+}
+#endif
 
 // The product compiled once per instruction-set level (not inlined into the kernels that call
 // it: one copy per level, not one per call site).
@@ -156,20 +249,20 @@ template <class T>
 __attribute__((target("arch=x86-64-v4"), noinline)) void small_gemm_v4(
     const Operands<T>* ops, int terms, std::int64_t rows, std::int64_t K, const T* bias,
     bool accumulate, std::int64_t ldz, T* Z) {
-    small_gemm_tiles<T, true>(ops, terms, rows, K, bias, accumulate, ldz, Z);
+    small_gemm_tiles_wide<T>(ops, terms, rows, K, bias, accumulate, ldz, Z);
 }
 template <class T>
 __attribute__((target("arch=x86-64-v3"), noinline)) void small_gemm_v3(
     const Operands<T>* ops, int terms, std::int64_t rows, std::int64_t K, const T* bias,
     bool accumulate, std::int64_t ldz, T* Z) {
-    small_gemm_tiles<T, false>(ops, terms, rows, K, bias, accumulate, ldz, Z);
+    small_gemm_tiles<T>(ops, terms, rows, K, bias, accumulate, ldz, Z);
 }
 #endif
 template <class T>
 __attribute__((noinline)) void small_gemm_v1(const Operands<T>* ops, int terms, std::int64_t rows,
                                              std::int64_t K, const T* bias, bool accumulate,
                                              std::int64_t ldz, T* Z) {
-    small_gemm_tiles<T, false>(ops, terms, rows, K, bias, accumulate, ldz, Z);
+    small_gemm_tiles<T>(ops, terms, rows, K, bias, accumulate, ldz, Z);
 }
 
 // Z (rows × ldz) = [Z | bias | 0] + Σ_t A_t · B_t, each A_t (rows × K) and B_t (K × ldz).
