@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -355,6 +356,7 @@ class MetaBatch {
 
     const NetSpec& net() const { return net_; }
     const MetaConfig& config() const { return cfg_; }
+    int threads() const { return threads_; }
     std::int64_t n_meta_params() const { return meta_params(net_, cfg_); }
 
     // Mean over the chosen tasks of the query loss after adaptation; grad (meta_params) = the
@@ -420,7 +422,9 @@ class MetaBatch {
                                         ", " + std::to_string(b1) + ")");
         const std::int64_t lo = b0 * n / nb;
         for (auto& ws : workspaces_) {  // params may have changed in place
+            ws.pass.release();
             ws.pass.forget();
+            ws.qpass.release();
             ws.qpass.forget();
         }
         const StepPlan plan = schedule_.set(net_, cfg_, params, step);
@@ -473,5 +477,41 @@ class MetaBatch {
     std::vector<double> losses_, before_;
     StepSchedule<T> schedule_;  // MAML++'s plan of the current step
 };
+
+inline bool same_config(const MetaConfig& a, const MetaConfig& b) {
+    return a.learner == b.learner && a.inner_steps == b.inner_steps && a.inner_lr == b.inner_lr &&
+           a.first_order == b.first_order && a.per_step_rates == b.per_step_rates &&
+           a.multi_step_loss == b.multi_step_loss && a.msl_anneal_steps == b.msl_anneal_steps &&
+           a.first_order_until == b.first_order_until && a.reg == b.reg &&
+           a.cg_steps == b.cg_steps;
+}
+
+template <class T>
+bool reusable(const MetaBatch<T>& batch, const NetSpec& net, const MetaConfig& cfg, int n_threads) {
+    return same_net(batch.net(), net) && same_config(batch.config(), cfg) &&
+           batch.threads() == resolve_threads(n_threads);
+}
+
+// A MetaBatch for (net, cfg, n_threads) that the calling thread keeps between calls, so that a
+// meta-step called again and again (from Python, one step per call) does not rebuild its
+// workspaces. Only a small one is kept (kKeepBytes); otherwise `own` gets a fresh one, freed
+// with it. The batch resets what it remembers of θ at every call (block_partials).
+template <class T>
+MetaBatch<T>& reusable_meta_batch(const NetSpec& net, const MetaConfig& cfg, int n_threads,
+                                  std::unique_ptr<MetaBatch<T>>& own) {
+    constexpr std::int64_t kKeepBytes = 4ll << 20;
+    const std::int64_t bytes = saturating_mul(MetaWorkspace<T>::elements(net, cfg),
+                                              static_cast<std::int64_t>(sizeof(T)));
+    if (bytes > kKeepBytes) {
+        own = std::make_unique<MetaBatch<T>>(net, cfg, n_threads);
+        return *own;
+    }
+    thread_local std::unique_ptr<MetaBatch<T>> kept;
+    if (!kept || !reusable(*kept, net, cfg, n_threads)) {
+        kept.reset();
+        kept = std::make_unique<MetaBatch<T>>(net, cfg, n_threads);
+    }
+    return *kept;
+}
 
 }  // namespace metacore
