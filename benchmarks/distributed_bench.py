@@ -6,7 +6,9 @@
 
 1. Per-step overhead of a multi-task step at T = 64 tasks (sinusoids, MLP 1-40-40-1, float32):
    Ray ms/step minus the compute the actors and the driver do in that step (the same calls timed
-   in this process, one thread each), next to an empty actor round trip.
+   in this process, one thread each), next to an empty actor round trip. One actor runs whole
+   chunks of steps (remote_chunks, the default; its compute is the local step) or, with
+   remote_chunks=False, step by step as several actors do.
 2. MAML on sinusoids, meta-batch 1,024 (MLP 1-40-40-1, one inner step): local vs 1 and 2 actors.
 3. A cost model of a meta-step on A actors, each on its own machine with one thread:
        t(A) = t_tail + o_0 + o_1·A + ⌈nb/A⌉·t_block + (A·θ bytes + nb·G·4 + 16·n bytes) / bw
@@ -55,7 +57,8 @@ def overhead_t64(steps):
     local = timed(lambda: mc.fit(obj, theta, steps=steps, n_threads=1, **kw), 3) / steps
     rows = [("local, 1 thread", local, None)]
     fits = {}
-    for w, c in ((1, 1), (2, 1)):   # one thread each: the overhead, not OpenMP on a busy machine
+    for w, c, chunks in ((1, 1, True), (1, 1, False), (2, 1, False)):
+        # one thread each: the overhead, not OpenMP on a busy machine
         # what the step computes, in this process: each shard's partials, then the driver's tail
         task_rows, shards = plan_shards(ts, "all", obj.n_params, 4, w)
         workers = []
@@ -74,12 +77,16 @@ def overhead_t64(steps):
         alpha = obj.weights.astype(np.float32)
         tail = timed(lambda: _core.combine_partials(parts, losses, task_rows, alpha, theta, 0.0),
                      5, 50)
-        with mc.distributed.RayBackend(w, c) as b:
+        if chunks:      # the actor runs the local loop
+            compute, tail = local, 0.0
+        with mc.distributed.RayBackend(w, c, remote_chunks=chunks) as b:
             b.attach(obj, np.float32, obj.weights)
             empty = timed(lambda: ray.get([a.ready.remote() for a in b._actors]), 5, 20)
             per = timed(lambda: mc.fit(obj, theta, steps=steps, backend=b, **kw), 3) / steps
-        fits[w] = (per - compute - tail, empty)
-        rows.append((f"Ray, {w} actor(s) × {c} thread(s)", per, (compute + tail, empty)))
+        if not chunks:
+            fits[w] = (per - compute - tail, empty)
+        how = "whole chunks" if chunks else "step by step"
+        rows.append((f"Ray, {w} actor(s) × {c} thread(s), {how}", per, (compute + tail, empty)))
     print(f"\n### 1. Per-step overhead, multi-task step at T = 64 (P = {model.n_params}, "
           f"{steps} steps per fit, median of 3 fits)\n")
     print("| backend | ms/step | compute in the step | empty calls to all actors | overhead |")

@@ -2,7 +2,7 @@
 model on the same splits. Run from the repository root:
 
     PYTHONPATH=python python benchmarks/school.py [DATA] [--repetitions 10] [--steps 400]
-        [--hidden 32] [--json PATH]
+        [--hidden 32] [--rows ridge,pooled,heads,intercepts,reptile] [--json PATH]
 
 DATA (default ../shared/data) holds school/school.mat. Protocol of the multi-task literature
 (``mc.datasets.school_splits``, seed 0): per school a random 75 %/25 % train/test split of its
@@ -23,9 +23,12 @@ Rows:
   school, ``mc.fit(mc.Objective(...))``; every head starts from the pooled net's output layer (so
   the number of steps is a shrinkage of the heads towards the pooled net, chosen on validation);
   weighting uniform, or the adaptive strategy best on validation (DWA, Uncertainty, FAMO).
-- pooled net + per-school intercepts: the shared net (no heads) and one intercept per school
-  learned together by alternating ``mc.fit`` of the net on y − b_school with the ridge-shrunk
-  mean residual of each school, b_t = Σ r / (n_t + κ) (backfitting; κ chosen on validation).
+- shared model + per-school intercepts, one ``mc.fit`` of bias-only heads
+  (``mc.MLP(..., task_heads=139, head="bias")``: one shared net, one learned output bias per
+  school), pooled weights n_i/N, L2 λ on all of θ and the number of Adam steps chosen on
+  validation (Adam 5e-3, up to 1,500 steps, scored every 100: early stopping at the best
+  validation score): linear (``mc.Linear(27, task_heads=139, head="bias")``, the metacore twin
+  of ridge + intercepts) and a 27-H-1 relu net (H = ``--bias-hidden``, 16).
 - Reptile init adapted per school: ``mc.fit(mc.MetaObjective(mc.Reptile(...), schools))`` from
   the pooled net, then per school ``mc.adapt_predict`` on its training rows with per-parameter
   rates that adapt only the output layer (bias rate and weight rate, steps chosen on validation).
@@ -45,6 +48,8 @@ import metacore as mc
 from metacore.evaluation.statistics import explained_variance, task_explained_variance
 
 ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
+L2S = (1e-4, 3e-4, 1e-3)   # λ of the bias-head models (mean squared error in sd² units)
+ROWS = ("ridge", "pooled", "heads", "intercepts", "reptile")
 
 
 # --- metrics ----------------------------------------------------------------------------------
@@ -163,19 +168,21 @@ def multitask(fit, val, hidden, steps, seed, weighting, theta_pooled_fit, chosen
     return best
 
 
-def backfit(model, fit, val, steps, seed, kappa, rounds=4, l2=1e-3):
-    """Shared net + per-school intercepts by alternating: net on y − b, b = shrunk mean
-    residual. Returns predictions on ``val``'s rows (its schools are fit's)."""
-    o = fit.offsets
-    b = np.zeros(fit.n_tasks)
-    theta = None
-    for _ in range(rounds):
-        shifted = mc.TaskSet(fit.X, fit.y - b[school_of_rows(fit)], o, task_ids=fit.task_ids)
-        theta = train_pooled(model, shifted, steps if theta is None else steps // 2, seed, l2,
-                             start=theta)
-        r = fit.y - model.predict(theta, fit.X)
-        b = np.add.reduceat(r, o[:-1]) / (np.diff(o) + kappa)
-    return model.predict(theta, val.X) + b[school_of_rows(val)]
+def bias_heads(hidden, fit, val, l2, seed, steps=None, every=100, max_steps=1500):
+    """Shared model + one learned intercept per school (bias-only heads), one ``mc.fit``.
+    Validation (``steps`` None): (best pooled validation score, its step count), scored every
+    ``every`` steps; refit (``steps`` given): predictions on ``val``'s rows."""
+    model = mc.MLP([fit.n_features, *hidden, 1], task_heads=fit.n_tasks, head="bias")
+    obj = pooled_objective(model, fit, l2)
+    seen = []
+
+    def score(event):
+        seen.append((val_score(val, predict_heads(model, event.theta, val)), event.step))
+
+    res = mc.fit(obj, model.init(seed=seed, dtype=np.float64), optimizer=mc.optim.Adam(lr=5e-3),
+                 steps=max_steps if steps is None else steps, eval_every=every,
+                 callbacks=() if steps is not None else (score,), progress=False, seed=seed)
+    return max(seen) if steps is None else predict_heads(model, res.theta, val)
 
 
 def adapt_rates(model, bias_rate, weight_rate):
@@ -208,19 +215,32 @@ def repetition(train, test, rep, args):
     def record(name, pred):
         out[name] = scores(s.y_test, s.back(pred), s.offsets_test)
 
+    rows = args.rows
     for name, f in (("ridge, pooled", ridge_pooled), ("ridge, one per school", ridge_per_school),
                     ("ridge, pooled + school intercepts", ridge_intercepts)):
+        if "ridge" not in rows:
+            break
         a = f(fit, val)
         chosen[name] = f"alpha={a}"
         record(name, f(s.train, s.test, a))
 
     H, steps = args.hidden, args.steps
     pooled = mc.MLP([s.train.n_features, H, H, 1])
-    th_fit = train_pooled(pooled, fit, steps, rep)
-    th_all = train_pooled(pooled, s.train, steps, rep)
-    record("metacore pooled net", pooled.predict(th_all, s.test.X))
+    if {"pooled", "heads", "reptile"} & rows:
+        th_fit = train_pooled(pooled, fit, steps, rep)
+        th_all = train_pooled(pooled, s.train, steps, rep)
+        record("metacore pooled net", pooled.predict(th_all, s.test.X))
+    if "heads" in rows:
+        heads(fit, val, s, H, steps, rep, th_fit, th_all, record, chosen)
+    if "intercepts" in rows:
+        intercepts(fit, val, s, args.bias_hidden, rep, record, chosen)
+    if "reptile" in rows:
+        adapted(fit, val, s, pooled, th_fit, th_all, rep, args, record, chosen)
+    return out, chosen
 
-    # multi-task heads: uniform and the adaptive weighting best on validation
+
+def heads(fit, val, s, H, steps, rep, th_fit, th_all, record, chosen):
+    """Multi-task heads: uniform and the adaptive weighting best on validation."""
     candidates = {"uniform": mc.weighting.Uniform(), "DWA": mc.weighting.DWA(),
                   "Uncertainty": mc.weighting.Uncertainty(), "FAMO": mc.weighting.FAMO()}
     val_results = {k: multitask(fit, val, H, steps, rep, w, th_fit)
@@ -235,14 +255,20 @@ def repetition(train, test, rep, args):
     record("metacore multi-task heads, best adaptive",
            multitask(s.train, s.test, H, steps, rep, candidates[best], th_all, chosen=k))
 
-    # shared net + per-school intercepts (backfitting)
-    kappas = (1.0, 5.0, 20.0)
-    kappa = max(kappas, key=lambda c: val_score(val, backfit(pooled, fit, val, steps, rep, c)))
-    chosen["metacore shared net + school intercepts"] = f"kappa={kappa}"
-    record("metacore shared net + school intercepts",
-           backfit(pooled, s.train, s.test, steps, rep, kappa))
 
-    # Reptile init, adapted per school (output layer only)
+
+def intercepts(fit, val, s, H, rep, record, chosen):
+    """Shared model + one intercept per school (bias-only heads), linear and a 27-H-1 net; λ
+    and the number of steps chosen on validation."""
+    for name, hidden in (("linear", ()), (f"27-{H}-1 net", (H,))):
+        _, k, l2 = max(bias_heads(hidden, fit, val, l2, rep) + (l2,) for l2 in L2S)
+        label = f"metacore {name} + school intercepts (bias-only heads)"
+        chosen[label] = f"L2={l2}, steps={k}"
+        record(label, bias_heads(hidden, s.train, s.test, l2, rep, steps=k))
+
+
+def adapted(fit, val, s, pooled, th_fit, th_all, rep, args, record, chosen):
+    """Reptile init, adapted per school (output layer only)."""
     m_fit = reptile(pooled, fit, th_fit, args.meta_steps, rep)
     m_all = reptile(pooled, s.train, th_all, args.meta_steps, rep)
     grid = [(br, wr, k) for br in (0.05, 0.2) for wr in (0.0, 0.002) for k in (5, 20)]
@@ -251,7 +277,6 @@ def repetition(train, test, rep, args):
     chosen["metacore Reptile init, adapted per school"] = f"bias lr={br}, W lr={wr}, steps={k}"
     record("metacore Reptile init, adapted per school",
            adapt_all(pooled, m_all, s.train, s.test, adapt_rates(pooled, br, wr), k))
-    return out, chosen
 
 
 def main(argv=None):
@@ -261,8 +286,15 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=400, help="Adam steps of the pooled net")
     p.add_argument("--meta-steps", type=int, default=300, help="Reptile meta-steps")
     p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--bias-hidden", type=int, default=16,
+                   help="hidden width of the net with bias-only heads")
+    p.add_argument("--rows", default=",".join(ROWS),
+                   help=f"comma-separated groups of rows to run, from {','.join(ROWS)}")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
+    args.rows = set(args.rows.split(","))
+    if not args.rows <= set(ROWS):
+        p.error(f"--rows: unknown group(s) {sorted(args.rows - set(ROWS))}; choose from {ROWS}")
     path = pathlib.Path(args.data) / "school" / "school.mat"
     ts = mc.datasets.school(path)
     t0 = time.perf_counter()

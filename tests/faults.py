@@ -5,7 +5,7 @@ takes it. The actors import this module, so the test cluster puts tests/ on thei
 import os
 import signal
 
-from metacore.train.backends import MetaWorker, ShardWorker
+from metacore.train.backends import BatchWorker, MetaWorker, ShardWorker
 
 
 class _Fault:
@@ -46,13 +46,29 @@ class _Stall:
 class DyingWorker(_Fault, ShardWorker):
     """A multi-task shard worker that exits abruptly on cue."""
 
-    def partials(self, theta, want_grad):
+    def partials(self, *args):
         self.maybe_fail()
-        return super().partials(theta, want_grad)
+        return super().partials(*args)
+
+    def task_grads(self, theta):
+        self.maybe_fail()
+        return super().task_grads(theta)
 
 
 class StallingWorker(_Stall, DyingWorker):
     """A multi-task shard worker that stops (SIGSTOP) on cue."""
+
+
+class DyingBatchWorker(_Fault, BatchWorker):
+    """A drawn-batch multi-task worker that exits abruptly on cue."""
+
+    def partials(self, *args):
+        self.maybe_fail()
+        return super().partials(*args)
+
+
+class StallingBatchWorker(_Stall, DyingBatchWorker):
+    """A drawn-batch multi-task worker that stops (SIGSTOP) on cue."""
 
 
 class DyingMetaWorker(_Fault, MetaWorker):
@@ -72,11 +88,15 @@ def _bound(base, marker):
                                                 "__module__": __name__})
 
 
-def dying_worker(marker, meta=False):
-    """A worker class (multi-task, or meta-learning with meta=True) that exits on cue."""
-    return _bound(DyingMetaWorker if meta else DyingWorker, marker)
+def dying_worker(marker, meta=False, batched=False):
+    """A worker class (multi-task shards, drawn batches with batched=True, or meta-learning with
+    meta=True) that exits on cue."""
+    return _bound(DyingMetaWorker if meta else DyingBatchWorker if batched else DyingWorker,
+                  marker)
 
 
-def stalling_worker(marker, meta=False):
-    """A worker class (multi-task, or meta-learning with meta=True) that stops on cue."""
-    return _bound(StallingMetaWorker if meta else StallingWorker, marker)
+def stalling_worker(marker, meta=False, batched=False):
+    """A worker class (multi-task shards, drawn batches with batched=True, or meta-learning with
+    meta=True) that stops on cue."""
+    return _bound(StallingMetaWorker if meta else StallingBatchWorker if batched
+                  else StallingWorker, marker)

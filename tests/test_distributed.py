@@ -84,24 +84,13 @@ def test_a_worker_class_for_the_other_kind_of_problem_is_a_clear_error():
             self.worker_class = cls
 
     obj, theta = make_objective()
-    with pytest.raises(TypeError, match="does not run an Objective"):
+    with pytest.raises(TypeError, match="does not run a full-batch Objective"):
         Fake(MetaWorker).attach(obj, theta.dtype, obj.weights)
+    with pytest.raises(TypeError, match="does not run an Objective with batch_tasks"):
+        Fake(ShardWorker).attach(obj, theta.dtype, obj.weights, batch_tasks=3)
     meta = mc.MetaObjective(mc.MAML(mc.MLP([1, 4, 1])), mc.tasks.SinusoidSource(), meta_batch=4)
     with pytest.raises(TypeError, match="does not run a MetaObjective"):
         Fake(ShardWorker).attach(meta, np.float32, None)
-
-
-def test_batches_and_adaptive_weighting_are_refused_with_ray_backend():
-    obj, theta = make_objective()
-
-    class Fake(mc.distributed.RayBackend):
-        def __init__(self):   # no Ray needed: fit refuses before using it
-            pass
-
-    with pytest.raises(ValueError, match="full-batch"):
-        mc.fit(obj, theta, steps=2, batch_tasks=4, progress=False, backend=Fake())
-    with pytest.raises(ValueError, match="fixed α only"):
-        mc.fit(obj, theta, steps=2, weighting=mc.weighting.DWA(), progress=False, backend=Fake())
 
 
 # --- on Ray ---------------------------------------------------------------------------------------
@@ -214,6 +203,55 @@ def test_an_actor_that_always_stalls_is_given_up_on_with_a_clear_error(two_actor
                                    max_retries=0) as backend:
         with pytest.raises(RuntimeError, match=r"did not answer within step_timeout_s=2\.0 s"):
             mc.fit(obj, theta, **fit_kwargs(backend=backend))
+
+
+MULTITASK_CASES = {    # fit settings: a drawn batch, a loss-based, a losses-first and a Gram rule
+    "batch": dict(batch_tasks=20, batch_rows=700),
+    "dwa": dict(weighting=mc.weighting.DWA),
+    "famo": dict(weighting=mc.weighting.FAMO),
+    "mgda": dict(weighting=mc.weighting.MGDA),
+}
+
+
+def multitask_kwargs(case, **kw):
+    settings = dict(MULTITASK_CASES[case])
+    if "weighting" in settings:
+        settings["weighting"] = settings["weighting"]()
+    return fit_kwargs(record_task_losses=True, **settings, **kw)
+
+
+@needs_ray
+@pytest.mark.parametrize("case", sorted(MULTITASK_CASES))
+def test_batched_and_weighted_fits_on_two_actors_give_the_local_run(two_actors, case):
+    """The transport of the paths tests/test_distributed_multitask.py checks in-process."""
+    obj, theta = make_objective(n_tasks=24)
+    local = mc.fit(obj, theta, **multitask_kwargs(case))
+    dist = mc.fit(obj, theta, **multitask_kwargs(case, backend=two_actors))
+    np.testing.assert_array_equal(dist.theta, local.theta)
+    np.testing.assert_array_equal(dist.history.objective, local.history.objective)
+    np.testing.assert_array_equal(dist.history.step_weights, local.history.step_weights)
+    np.testing.assert_array_equal(dist.history.task_losses, local.history.task_losses)
+
+
+@needs_ray
+@pytest.mark.parametrize("case,fault", [("batch", "die"), ("famo", "stall"), ("mgda", "die"),
+                                        ("batch", "stall")])
+def test_a_multitask_actor_that_dies_or_stalls_mid_run_does_not_change_theta(two_actors,
+                                                                             tmp_path, case,
+                                                                             fault):
+    two_actors.close()           # the cluster has 2 CPUs; the next fit restarts its actors
+    obj, theta = make_objective(n_tasks=24)
+    clean = mc.fit(obj, theta, **multitask_kwargs(case))
+    marker = tmp_path / fault
+    marker.write_text("5")      # the first actor to serve its 5th call exits or stops
+    make = dying_worker if fault == "die" else stalling_worker
+    with mc.distributed.RayBackend(2, 1, worker_class=make(marker, batched=case == "batch"),
+                                   step_timeout_s=3) as backend:
+        res = mc.fit(obj, theta, **multitask_kwargs(case, backend=backend))
+        assert not marker.exists() and backend.retries >= 1
+    np.testing.assert_array_equal(res.theta, clean.theta)
+    np.testing.assert_array_equal(res.history.objective, clean.history.objective)
+    np.testing.assert_array_equal(res.history.step_weights, clean.history.step_weights)
 
 
 def test_step_timeout_is_checked():

@@ -7,8 +7,10 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "arrays.hpp"
 #include "metacore/distributed_step.hpp"
@@ -162,6 +164,177 @@ py::tuple combine_partials(const py::object& parts_obj, const py::handle& task_l
     return py::make_tuple(value, grad_obj, losses);
 }
 
+// The driver's multi-task step (MultiTaskStep over the driver's own objective, which draws the
+// batch and keeps the weighting), fed with what the workers computed at θ.
+template <class T>
+class MultiTaskDriver {
+   public:
+    MultiTaskDriver(py::object objective, std::int64_t batch_tasks, std::int64_t batch_rows,
+                    double l2, const std::optional<WeightingConfig>& weighting,
+                    std::int64_t n_shared)
+        : objective_(std::move(objective)),
+          obj_(objective_.cast<const ObjectiveHandle<T>&>().core()),
+          wcfg_(weighting ? *weighting : WeightingConfig()) {
+        if (batch_tasks < 0 || batch_tasks > obj_.n_tasks())
+            throw py::value_error("batch_tasks must be in [0, n_tasks], got " +
+                                  std::to_string(batch_tasks));
+        if (batch_rows < 0) throw py::value_error("batch_rows must be >= 0");
+        if (n_shared > obj_.n_params()) throw py::value_error("n_shared must be <= n_params");
+        step_ = std::make_unique<MultiTaskStep<T>>(obj_, BatchSpec{batch_tasks, batch_rows},
+                                                   static_cast<T>(l2), wcfg_, n_shared);
+    }
+
+    std::string begin(TrainState<T>& state) {
+        if (static_cast<std::int64_t>(state.theta.size()) != obj_.n_params() ||
+            static_cast<std::int64_t>(state.alpha.size()) != obj_.n_tasks() ||
+            static_cast<std::int64_t>(state.weighting.size()) != wcfg_.state_size(obj_.n_tasks()))
+            throw py::value_error("the train state does not fit this objective and weighting");
+        switch (step_->begin(state)) {
+            case MultiTaskStep<T>::Need::task_grads: return "task_grads";
+            case MultiTaskStep<T>::Need::losses_first: return "losses_first";
+            default: return "partials";
+        }
+    }
+
+    void losses_first(TrainState<T>& state, const py::handle& task_loss_obj) {
+        auto tl = checked<double>(task_loss_obj, "task_loss", {obj_.n_tasks()});
+        T* l = step_->task_losses();
+        for (std::int64_t i = 0; i < obj_.n_tasks(); ++i) l[i] = static_cast<T>(tl.data()[i]);
+        step_->losses_first(state);
+    }
+
+    // parts (nb, P) in block order; losses: the mean loss per task (T,) or, by_unit, every
+    // unit's summed loss in unit order (a drawn batch's blocks split across workers).
+    bool finish_partials(TrainState<T>& state, ChunkResult& out, std::int64_t j,
+                         const OptimizerConfig& config, const py::handle& parts_obj,
+                         const py::handle& losses_obj, bool by_unit,
+                         std::optional<int> n_threads) {
+        check(state, out, j, config);
+        const WorkPlan& plan = step_->plan();
+        const auto P = static_cast<py::ssize_t>(obj_.n_params());
+        auto parts = checked<T>(parts_obj, "parts", {static_cast<py::ssize_t>(plan.n_blocks()), P});
+        const auto n_loss = static_cast<py::ssize_t>(by_unit ? plan.units.size()
+                                                             : static_cast<std::size_t>(obj_.n_tasks()));
+        auto losses = checked<double>(losses_obj, "task_losses", {n_loss});
+        const int threads = threads_arg(n_threads);
+        py::gil_scoped_release release;
+        std::vector<double> task_loss(losses.data(), losses.data() + n_loss);
+        if (by_unit) task_loss = Objective<T>::task_means(plan, task_loss);
+        std::vector<T> grad(obj_.n_params());
+        const StepValues<T> v = step_->from_partials(state, parts.data(), plan.n_blocks(),
+                                                     task_loss.data(), grad.data(),
+                                                     resolve_threads(threads));
+        return finish_multitask_step(*step_, out, j, config, state, v, grad.data(), threads);
+    }
+
+    bool finish_task_grads(TrainState<T>& state, ChunkResult& out, std::int64_t j,
+                           const OptimizerConfig& config, const py::handle& G_obj,
+                           const py::handle& losses_obj, std::optional<int> n_threads) {
+        check(state, out, j, config);
+        const auto n = static_cast<py::ssize_t>(obj_.n_tasks());
+        auto G = checked<T>(G_obj, "task_grads", {n, static_cast<py::ssize_t>(obj_.n_params())});
+        auto losses = checked<T>(losses_obj, "task_losses", {n});
+        const int threads = threads_arg(n_threads);
+        py::gil_scoped_release release;
+        std::copy(losses.data(), losses.data() + n, step_->task_losses());
+        std::vector<T> grad(obj_.n_params());
+        const StepValues<T> v = step_->from_task_grads(state, G.data(), grad.data(), threads);
+        return finish_multitask_step(*step_, out, j, config, state, v, grad.data(), threads);
+    }
+
+    void undo(TrainState<T>& state) { step_->undo(state); }
+    std::int64_t n_blocks() const { return step_->plan().n_blocks(); }
+
+   private:
+    void check(const TrainState<T>& state, const ChunkResult& out, std::int64_t j,
+               const OptimizerConfig& config) const {
+        if (j < 0 || j >= out.n_steps)
+            throw py::value_error("j must be in [0, " + std::to_string(out.n_steps) + ")");
+        if (out.n_tasks != obj_.n_tasks())
+            throw py::value_error("the chunk result was made for another number of tasks");
+        if (config.uses_m() == state.optimizer.m.empty() ||
+            config.uses_v() == state.optimizer.v.empty())
+            throw py::value_error("the optimizer does not match the train state's moment buffers");
+    }
+
+    py::object objective_;     // keeps the objective (and its task arrays) alive
+    const Objective<T>& obj_;
+    WeightingConfig wcfg_;
+    std::unique_ptr<MultiTaskStep<T>> step_;
+};
+
+// A worker's share of a drawn batch's blocks (MultiTaskBlocks over the worker's objective).
+template <class T>
+class MultiTaskBlocksHandle {
+   public:
+    MultiTaskBlocksHandle(py::object objective, std::int64_t batch_tasks, std::int64_t batch_rows)
+        : objective_(std::move(objective)),
+          obj_(objective_.cast<const ObjectiveHandle<T>&>().core()),
+          blocks_(obj_, BatchSpec{batch_tasks, batch_rows}) {
+        if (batch_tasks < 0 || batch_tasks > obj_.n_tasks() || batch_rows < 0)
+            throw py::value_error("batch_tasks must be in [0, n_tasks] and batch_rows >= 0");
+    }
+
+    py::tuple partials(const py::handle& theta_obj, const py::handle& alpha_obj,
+                       std::uint64_t seed, std::int64_t step, std::int64_t worker,
+                       std::int64_t n_workers, bool want_grad, std::optional<int> n_threads) {
+        auto theta = checked<T>(theta_obj, "theta", {obj_.n_params()});
+        auto alpha = checked<T>(alpha_obj, "alpha", {obj_.n_tasks()});
+        if (step < 0) throw py::value_error("step must be >= 0, got " + std::to_string(step));
+        if (n_workers < 1 || worker < 0 || worker >= n_workers)
+            throw py::value_error("worker must be in [0, n_workers)");
+        const int threads = threads_arg(n_threads);
+        std::vector<T> parts;
+        std::vector<double> unit_loss;
+        without_gil([&] {
+            unit_loss = blocks_.partials(theta.data(), alpha.data(), seed, step, worker,
+                                         n_workers, want_grad, parts, threads);
+        });
+        const auto P = static_cast<py::ssize_t>(obj_.n_params());
+        py::object parts_out = py::none();
+        if (want_grad) {
+            py::array_t<T> a({static_cast<py::ssize_t>(parts.size()) / P, P});
+            std::copy(parts.begin(), parts.end(), a.mutable_data());
+            parts_out = a;
+        }
+        py::array_t<double> l(static_cast<py::ssize_t>(unit_loss.size()));
+        std::copy(unit_loss.begin(), unit_loss.end(), l.mutable_data());
+        return py::make_tuple(parts_out, l);
+    }
+
+   private:
+    py::object objective_;
+    const Objective<T>& obj_;
+    MultiTaskBlocks<T> blocks_;
+};
+
+template <class T>
+void register_multitask(py::module_& m, const std::string& suffix) {
+    using D = MultiTaskDriver<T>;
+    py::class_<D>(m, ("MultiTaskDriver" + suffix).c_str())
+        .def(py::init<py::object, std::int64_t, std::int64_t, double,
+                      const std::optional<WeightingConfig>&, std::int64_t>(),
+             py::arg("objective"), py::arg("batch_tasks"), py::arg("batch_rows"), py::arg("l2"),
+             py::arg("weighting"), py::arg("n_shared"))
+        .def("begin", &D::begin, py::arg("state"))
+        .def("losses_first", &D::losses_first, py::arg("state"), py::arg("task_loss"))
+        .def("finish_partials", &D::finish_partials, py::arg("state"), py::arg("result"),
+             py::arg("j"), py::arg("config"), py::arg("parts"), py::arg("losses"),
+             py::arg("by_unit"), py::arg("n_threads") = py::none())
+        .def("finish_task_grads", &D::finish_task_grads, py::arg("state"), py::arg("result"),
+             py::arg("j"), py::arg("config"), py::arg("task_grads"), py::arg("task_losses"),
+             py::arg("n_threads") = py::none())
+        .def("undo", &D::undo, py::arg("state"))
+        .def_property_readonly("n_blocks", &D::n_blocks);
+    using B = MultiTaskBlocksHandle<T>;
+    py::class_<B>(m, ("MultiTaskBlocks" + suffix).c_str())
+        .def(py::init<py::object, std::int64_t, std::int64_t>(), py::arg("objective"),
+             py::arg("batch_tasks"), py::arg("batch_rows"))
+        .def("partials", &B::partials, py::arg("theta"), py::arg("alpha"), py::arg("seed"),
+             py::arg("step"), py::arg("worker"), py::arg("n_workers"), py::arg("want_grad"),
+             py::arg("n_threads") = py::none());
+}
+
 template <class T>
 void register_typed(py::module_& m) {
     m.def("block_plan", &block_plan<T>, py::arg("objective"), py::arg("block_start"));
@@ -179,6 +352,8 @@ void register_distributed(py::module_& m) {
                                [](const WorkPlan& p) { return p.units.size(); });
     register_typed<float>(m);
     register_typed<double>(m);
+    register_multitask<float>(m, "32");
+    register_multitask<double>(m, "64");
 
     m.def(
         "assign_blocks",

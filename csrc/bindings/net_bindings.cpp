@@ -31,6 +31,10 @@ Norm parse_norm(const std::optional<std::string>& s) {
     return parse_choice<Norm>("norm", *s, {{"batch", Norm::batch}, {"layer", Norm::layer}});
 }
 
+Head parse_head(const std::string& s) {
+    return parse_choice<Head>("head", s, {{"full", Head::full}, {"bias", Head::bias}});
+}
+
 template <class T>
 py::array_t<T> predict_typed(const NetSpec& net, const py::array& theta_obj,
                              const py::array& X_obj, std::int64_t head,
@@ -56,12 +60,12 @@ void register_net(py::module_& m) {
     py::class_<NetSpec>(m, "Net")
         .def(py::init([](std::vector<std::int64_t> sizes, const std::string& activation,
                          const std::string& loss, std::int64_t n_heads,
-                         const std::optional<std::string>& norm) {
+                         const std::optional<std::string>& norm, const std::string& head) {
                  return NetSpec(std::move(sizes), parse_activation(activation), parse_loss(loss),
-                                n_heads, parse_norm(norm));
+                                n_heads, parse_norm(norm), parse_head(head));
              }),
              py::arg("layer_sizes"), py::arg("activation"), py::arg("loss"), py::arg("n_heads"),
-             py::arg("norm") = py::none())
+             py::arg("norm") = py::none(), py::arg("head") = "full")
         .def_property_readonly("n_params", &NetSpec::n_params)
         .def_property_readonly("layer_sizes", &NetSpec::sizes)
         .def(

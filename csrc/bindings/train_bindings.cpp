@@ -374,7 +374,36 @@ void register_train(py::module_& m) {
         .def_property_readonly("alpha", [](py::object self) -> py::object {
             ChunkResult& r = self.cast<ChunkResult&>();
             return r.record ? view_of(r.alpha, self, r.n_steps) : py::object(py::none());
-        });
+        })
+        // A chunk run by a Ray actor comes back to the driver pickled (backends.py).
+        .def(py::pickle(
+            [](const ChunkResult& r) {
+                return py::make_tuple(r.n_steps, r.n_tasks, r.record, r.steps_done,
+                                      static_cast<int>(r.status), r.bad_task, r.n_bad_tasks,
+                                      r.objective, r.grad_norm, r.lr, r.support_loss,
+                                      r.task_losses, r.alpha);
+            },
+            [](const py::tuple& t) {
+                if (t.size() != 13) throw py::value_error("not a pickled ChunkResult");
+                ChunkResult r(t[0].cast<std::int64_t>(), t[1].cast<std::int64_t>(),
+                              t[2].cast<bool>());
+                r.steps_done = t[3].cast<std::int64_t>();
+                const int status = t[4].cast<int>();
+                if (status < 0 || status > static_cast<int>(StepStatus::weighting_failed))
+                    throw py::value_error("not a pickled ChunkResult");
+                r.status = static_cast<StepStatus>(status);
+                r.bad_task = t[5].cast<std::int64_t>();
+                r.n_bad_tasks = t[6].cast<std::int64_t>();
+                std::vector<double>* series[] = {&r.objective, &r.grad_norm, &r.lr,
+                                                 &r.support_loss, &r.task_losses, &r.alpha};
+                for (int k = 0; k < 6; ++k) {
+                    auto v = t[7 + k].cast<std::vector<double>>();
+                    if (v.size() != series[k]->size())
+                        throw py::value_error("not a pickled ChunkResult");
+                    *series[k] = std::move(v);
+                }
+                return r;
+            }));
     register_meta_step<float>(m, "MetaStep32");
     register_meta_step<double>(m, "MetaStep64");
     register_state<float>(m, "TrainState32");

@@ -76,6 +76,7 @@ class Net(metaclass=_pybind11_type):
         loss: _Loss,
         n_heads: int,
         norm: Literal["batch", "layer"] | None = None,
+        head: Literal["full", "bias"] = "full",
     ) -> None: ...
     @property
     def n_params(self) -> int: ...
@@ -657,6 +658,112 @@ def combine_partials(
     n_threads: int | None = None,
 ) -> tuple[float, NDArray[_F] | None, NDArray[_F]]:
     """(value, gradient or None when parts is None, task losses)"""
+
+
+# The driver's multi-task step fed with the workers' answers, and a worker's share of a drawn
+# batch's blocks (distributed_bindings.cpp).
+class MultiTaskDriver32(metaclass=_pybind11_type):
+    def __init__(
+        self,
+        objective: Objective32,
+        batch_tasks: int,
+        batch_rows: int,
+        l2: float,
+        weighting: WeightingConfig | None,
+        n_shared: int,
+    ) -> None: ...
+    def begin(self, state: TrainState32) -> str:
+        """Draws the step's batch, backs up α and the weighting state, sets α unless the step's losses are needed first; 'partials', 'losses_first' or 'task_grads'."""
+    def losses_first(self, state: TrainState32, task_loss: _F64) -> None: ...
+    def finish_partials(
+        self,
+        state: TrainState32,
+        result: ChunkResult,
+        j: int,
+        config: OptimizerConfig,
+        parts: _F32,
+        losses: _F64,
+        by_unit: bool,
+        n_threads: int | None = None,
+    ) -> bool: ...
+    def finish_task_grads(
+        self,
+        state: TrainState32,
+        result: ChunkResult,
+        j: int,
+        config: OptimizerConfig,
+        task_grads: _F32,
+        task_losses: _F32,
+        n_threads: int | None = None,
+    ) -> bool: ...
+    def undo(self, state: TrainState32) -> None: ...
+    @property
+    def n_blocks(self) -> int: ...
+
+class MultiTaskDriver64(metaclass=_pybind11_type):
+    def __init__(
+        self,
+        objective: Objective64,
+        batch_tasks: int,
+        batch_rows: int,
+        l2: float,
+        weighting: WeightingConfig | None,
+        n_shared: int,
+    ) -> None: ...
+    def begin(self, state: TrainState64) -> str: ...
+    def losses_first(self, state: TrainState64, task_loss: _F64) -> None: ...
+    def finish_partials(
+        self,
+        state: TrainState64,
+        result: ChunkResult,
+        j: int,
+        config: OptimizerConfig,
+        parts: _F64,
+        losses: _F64,
+        by_unit: bool,
+        n_threads: int | None = None,
+    ) -> bool: ...
+    def finish_task_grads(
+        self,
+        state: TrainState64,
+        result: ChunkResult,
+        j: int,
+        config: OptimizerConfig,
+        task_grads: _F64,
+        task_losses: _F64,
+        n_threads: int | None = None,
+    ) -> bool: ...
+    def undo(self, state: TrainState64) -> None: ...
+    @property
+    def n_blocks(self) -> int: ...
+
+class MultiTaskBlocks32(metaclass=_pybind11_type):
+    def __init__(self, objective: Objective32, batch_tasks: int, batch_rows: int) -> None: ...
+    def partials(
+        self,
+        theta: _F32,
+        alpha: _F32,
+        seed: int,
+        step: int,
+        worker: int,
+        n_workers: int,
+        want_grad: bool,
+        n_threads: int | None = None,
+    ) -> tuple[_F32 | None, _F64]: ...
+
+class MultiTaskBlocks64(metaclass=_pybind11_type):
+    def __init__(self, objective: Objective64, batch_tasks: int, batch_rows: int) -> None: ...
+    def partials(
+        self,
+        theta: _F64,
+        alpha: _F64,
+        seed: int,
+        step: int,
+        worker: int,
+        n_workers: int,
+        want_grad: bool,
+        n_threads: int | None = None,
+    ) -> tuple[_F64 | None, _F64]: ...
 
 # --- task weighting (weighting_bindings.cpp) --------------------------------------------------
 # The state arrays (float64, config.state_size(n_tasks) entries) are updated in place.

@@ -11,7 +11,11 @@ activation between layers (relu or tanh) and a loss head on the k outputs:
 θ layout (flat, stable): for each layer in order, W of shape (fan_out, fan_in) row-major, then b of
 shape (fan_out,); with ``norm`` set, every hidden layer's b is followed by its scale γ and shift β
 (fan_out each). With ``task_heads=T`` the hidden (trunk) layers come first, then task 0's output
-layer (W, b), task 1's, ...: hard parameter sharing, task i uses the trunk and head i.
+layer (W, b), task 1's, ...: hard parameter sharing, task i uses the trunk and head i. With
+``task_heads=T, head="bias"`` (bias-only heads) the output W is shared too and a head is only its
+output bias: the trunk, the output W (k, h), then b_0 (k,), b_1, ..., b_{T−1} — one learned level
+per task on a shared net, the per-group intercepts of a random-intercept (mixed) model (Laird &
+Ware 1982) on a non-linear predictor. With one head both layouts are the same.
 
 Normalised nets (``norm="batch"`` or ``"layer"``): each hidden layer is Linear → Norm → activation,
 ``h = γ ⊙ (z − μ) / √(σ² + ε) + β`` with ε = 1e-5 and no normalisation on the output layer.
@@ -34,6 +38,7 @@ from . import _validation
 
 ACTIVATIONS = ("relu", "tanh")
 NORMS = ("batch", "layer")
+HEADS = ("full", "bias")
 from .data.taskset import LOSSES
 
 
@@ -50,6 +55,10 @@ class MLP:
         The loss head. "logistic" needs one output, "cross_entropy" at least two.
     task_heads : int or None
         If set to T, one output layer per task (tasks 0..T−1) after a shared trunk.
+    head : {"full", "bias"}
+        What a per-task head owns: ``"full"`` (default) a whole output layer (W, b); ``"bias"``
+        only the output bias b, the output W being shared (one level per task; see the module
+        docstring for the θ layout). ``"bias"`` needs ``task_heads``.
     norm : {"batch", "layer"} or None
         Normalise every hidden layer before its activation, with a learned scale γ and shift β per
         unit (see the module docstring for the statistics each pass uses). Default: none.
@@ -57,10 +66,12 @@ class MLP:
     Raises
     ------
     ValueError
-        For sizes, an activation, loss or norm outside the choices above.
+        For sizes, an activation, loss, norm or head outside the choices above, a norm on a net
+        without hidden layers (nothing to normalise), or ``head="bias"`` without ``task_heads``.
     """
 
-    def __init__(self, layer_sizes, activation="relu", loss="mse", task_heads=None, norm=None):
+    def __init__(self, layer_sizes, activation="relu", loss="mse", task_heads=None, norm=None,
+                 head="full"):
         sizes = _validation.int_sequence("layer_sizes", layer_sizes, min_len=2, minimum=1)
         self.layer_sizes = tuple(sizes)
         self.activation = _validation.choice("activation", activation, ACTIVATIONS)
@@ -73,6 +84,14 @@ class MLP:
         self.task_heads = None if task_heads is None else _validation.integer(
             "task_heads", task_heads, minimum=1)
         self.norm = None if norm is None else _validation.choice("norm", norm, NORMS)
+        if self.norm and len(sizes) < 3:   # the output layer is never normalised
+            raise ValueError(f"norm={self.norm!r} normalises the hidden layers, but layer_sizes "
+                             f"{list(sizes)} has none: add one (e.g. [{sizes[0]}, 40, "
+                             f"{sizes[-1]}]) or leave norm=None")
+        self.head = _validation.choice("head", head, HEADS)
+        if self.head == "bias" and self.task_heads is None:
+            raise ValueError("head='bias' (bias-only per-task heads) needs task_heads=T, got "
+                             "task_heads=None")
         if self.n_params >= 2**63:  # θ is indexed with int64 in the core
             raise ValueError(f"layer_sizes {list(sizes)} (task_heads={task_heads}) give "
                              f"{self.n_params} parameters, more than 2^63 - 1")
@@ -99,13 +118,20 @@ class MLP:
 
     @property
     def n_head_params(self) -> int:
-        """Parameters of one output layer."""
+        """Parameters of one head: an output layer (W, b), or its k biases with head="bias"."""
         s = self.layer_sizes
-        return s[-1] * s[-2] + s[-1]
+        return s[-1] if self.head == "bias" else s[-1] * s[-2] + s[-1]
+
+    @property
+    def n_shared_params(self) -> int:
+        """The leading entries of θ every task uses: the trunk, and the output W with
+        head="bias"."""
+        s = self.layer_sizes
+        return self.n_trunk_params + (s[-1] * s[-2] if self.head == "bias" else 0)
 
     @property
     def n_params(self) -> int:
-        return self.n_trunk_params + self.n_head_params * (self.task_heads or 1)
+        return self.n_shared_params + self.n_head_params * (self.task_heads or 1)
 
     def layers(self, task=0):
         """[(W offset, (fan_out, fan_in), b offset), ...] of the layers task ``task`` uses."""
@@ -114,6 +140,10 @@ class MLP:
         for l in range(len(s) - 2):
             out.append((off, (s[l + 1], s[l]), off + s[l + 1] * s[l]))
             off += s[l + 1] * s[l] + (3 if self.norm else 1) * s[l + 1]
+        if self.head == "bias":
+            bias = self.n_shared_params + self.n_head_params * task
+            out.append((off, (s[-1], s[-2]), bias))
+            return out
         off += self.n_head_params * (task if self.task_heads else 0)
         out.append((off, (s[-1], s[-2]), off + s[-1] * s[-2]))
         return out
@@ -178,7 +208,7 @@ class MLP:
         if net is None:
             from . import _core
             net = _core.Net(list(self.layer_sizes), self.activation, self.loss,
-                            self.task_heads or 1, self.norm)
+                            self.task_heads or 1, self.norm, self.head)
             net = self.__dict__.setdefault("_compiled", net)   # racing threads share one
         return net
 
@@ -193,12 +223,15 @@ class MLP:
                "loss": self.loss, "task_heads": self.task_heads}
         if self.norm:   # absent for plain nets: specs saved before norm existed stay identical
             out["norm"] = self.norm
+        if self.head != "full":   # likewise for specs saved before bias-only heads
+            out["head"] = self.head
         return out
 
     @classmethod
     def from_spec(cls, spec: dict) -> "MLP":
         return cls(spec["layer_sizes"], activation=spec["activation"], loss=spec["loss"],
-                   task_heads=spec.get("task_heads"), norm=spec.get("norm"))
+                   task_heads=spec.get("task_heads"), norm=spec.get("norm"),
+                   head=spec.get("head", "full"))
 
     def __eq__(self, other):
         return isinstance(other, MLP) and self.spec() == other.spec()
@@ -206,13 +239,15 @@ class MLP:
     def __repr__(self):
         heads = f", task_heads={self.task_heads}" if self.task_heads else ""
         norm = f", norm={self.norm!r}" if self.norm else ""
+        head = f", head={self.head!r}" if self.head != "full" else ""
         return (f"MLP({list(self.layer_sizes)}, activation={self.activation!r}, "
-                f"loss={self.loss!r}{heads}{norm})")
+                f"loss={self.loss!r}{heads}{norm}{head})")
 
 
-def Linear(d, k=1, task_heads=None):
-    """Linear regression (mse) on d features with k outputs: a net with no hidden layer."""
-    return MLP([d, k], loss="mse", task_heads=task_heads)
+def Linear(d, k=1, task_heads=None, head="full"):
+    """Linear regression (mse) on d features with k outputs: a net with no hidden layer.
+    ``task_heads=T, head="bias"``: one shared W and an intercept per task."""
+    return MLP([d, k], loss="mse", task_heads=task_heads, head=head)
 
 
 def Logistic(d, task_heads=None):

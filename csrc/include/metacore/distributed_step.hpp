@@ -12,8 +12,11 @@
 #include <string>
 #include <vector>
 
+#include "metacore/batch.hpp"
 #include "metacore/meta.hpp"
 #include "metacore/meta_step.hpp"
+#include "metacore/multitask_step.hpp"
+#include "metacore/objective.hpp"
 #include "metacore/reduction.hpp"
 #include "metacore/train.hpp"
 
@@ -60,6 +63,57 @@ StepValues<T> combine_meta_partials(const T* parts, std::int64_t nb, std::int64_
     v.value = loss / static_cast<double>(n);
     v.support_loss = before / static_cast<double>(n);
     return v;
+}
+
+// ---- multi-task steps ----------------------------------------------------------------------
+// The driver runs the step of a local run (MultiTaskStep: batch draw, weighting, combination) and
+// takes what the workers computed at θ in place of its own objective's passes: block partials and
+// task losses (a shard of whole tasks per worker, or block ranges of a drawn batch) or per-task
+// gradients, concatenated in worker order = block (task) order. The tail is the local loop's.
+
+// A worker's share of a multi-task step over a drawn batch: it holds every task, draws step s's
+// batch as the driver does (BatchSampler, counter-based keys) and computes worker k of K's blocks
+// [k·nb/K, (k+1)·nb/K): parts ((b1 − b0) × P, or none) and the summed loss of each of their units.
+template <class T>
+class MultiTaskBlocks {
+   public:
+    MultiTaskBlocks(const Objective<T>& obj, BatchSpec batch)
+        : obj_(obj), sampler_(obj.data(), obj.rows(), obj.n_params(), batch) {}
+
+    std::vector<double> partials(const T* theta, const T* alpha, std::uint64_t seed,
+                                 std::int64_t s, std::int64_t k, std::int64_t K, bool want_grad,
+                                 std::vector<T>& parts, int n_threads) {
+        if (K < 1 || k < 0 || k >= K)
+            throw std::invalid_argument("worker must satisfy 0 <= worker < n_workers, got " +
+                                        std::to_string(k) + " of " + std::to_string(K));
+        sampler_.draw(seed, s, alpha);
+        const WorkPlan& plan = sampler_.plan();
+        const std::int64_t nb = plan.n_blocks(), b0 = k * nb / K, b1 = (k + 1) * nb / K;
+        parts.assign(want_grad ? static_cast<std::size_t>((b1 - b0) * obj_.n_params()) : 0, T(0));
+        if (b1 == b0) return {};
+        return obj_.unit_partials(plan, b0, b1, theta, sampler_.weights(),
+                                  want_grad ? parts.data() : nullptr, n_threads);
+    }
+
+   private:
+    const Objective<T>& obj_;
+    BatchSampler<T> sampler_;
+};
+
+// The run_steps tail of one step whose values came from the workers: finish_step, then the
+// strategy learns from the applied step, or the step is undone.
+template <class T>
+bool finish_multitask_step(MultiTaskStep<T>& problem, ChunkResult& out, std::int64_t j,
+                           const OptimizerConfig& config, TrainState<T>& state,
+                           const StepValues<T>& v, const T* grad, int n_threads) {
+    const std::int64_t t = state.step;
+    UpdateBackup<T> backup;
+    if (!finish_step(out, j, config, state, v, grad, n_threads, backup)) {
+        problem.undo(state);
+        return false;
+    }
+    problem.after_step(state, t);
+    return true;
 }
 
 }  // namespace metacore

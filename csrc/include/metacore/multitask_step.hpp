@@ -38,53 +38,94 @@ class MultiTaskStep {
             throw std::invalid_argument("adaptive weighting needs every task and row at each step");
     }
 
+    // What a step needs computed at θ once begin() has run: the per-task gradients (a
+    // gradient-combining strategy), the task losses first and then the gradient (FAMO), or the
+    // gradient's block partials and the task losses.
+    enum class Need { partials, losses_first, task_grads };
+
     StepValues<T> value_and_grad(TrainState<T>& state, T* grad, int n_threads) {
-        const std::int64_t P = obj_.n_params(), n = obj_.n_tasks(), t = state.step;
-        // A step that is not applied leaves the strategy's state and α as they were (undo).
-        weighting_backup_.assign(state.weighting.begin(), state.weighting.end());
-        std::copy(state.alpha.begin(), state.alpha.end(), alpha_backup_.begin());
-        const WorkPlan* plan = &obj_.plan();
-        const T* weights = state.alpha.data();
-        if (!batch_.full()) {
-            sampler_.draw(state.seed, t, state.alpha.data());
-            plan = &sampler_.plan();
-            weights = sampler_.weights();
+        const Need need = begin(state);
+        const T* theta = state.theta.data();
+        if (need == Need::task_grads) {
+            obj_.task_grads(theta, G_.data(), losses_.data(), n_threads);
+            return from_task_grads(state, G_.data(), grad, n_threads);
         }
-        T* losses = losses_.data();
-        double* ws = state.weighting.data();
-        StepValues<T> v;
-        v.task_losses = losses;
-        v.counted = plan->task_rows.data();
-        if (wcfg_.uses_grads()) {
-            obj_.task_grads(state.theta.data(), G_.data(), losses, n_threads);
-            v.value = std::numeric_limits<double>::quiet_NaN();
-            if (!all_finite(losses, n)) return v;
-            const std::vector<double> beta = combine(wcfg_, G_.data(), n, P, n_shared_, losses,
-                                                     ws, state.seed, t, n_threads);
-            combine_grads(G_.data(), n, P, n_shared_, beta, wcfg_.weights_heads(), grad, n_threads);
-            double value = 0.0, sq = 0.0;
-            for (std::int64_t i = 0; i < n; ++i) {
-                state.alpha[i] = static_cast<T>(beta[i]);
-                value += beta[i] * static_cast<double>(losses[i]);
-            }
-            for (std::int64_t k = 0; k < P; ++k) {
-                sq += static_cast<double>(state.theta[k]) * state.theta[k];
-                if (l2_ != T(0)) grad[k] += l2_ * state.theta[k];
-            }
-            v.value = value + 0.5 * static_cast<double>(l2_) * sq;
-            return v;
+        if (need == Need::losses_first) {
+            obj_.value_and_grad(plan(), theta, weights(state), l2_, nullptr, losses_.data(),
+                                n_threads);
+            losses_first(state);
         }
-        if (wcfg_.needs_losses_first()) {
-            obj_.value_and_grad(*plan, state.theta.data(), weights, l2_, nullptr, losses, n_threads);
-            if (all_finite(losses, n))
-                before_step(wcfg_, ws, n, state.seed, t, losses, state.alpha.data());
-        } else {
-            before_step(wcfg_, ws, n, state.seed, t, losses, state.alpha.data());
-        }
-        v.value = obj_.value_and_grad(*plan, state.theta.data(), weights, l2_, grad, losses,
+        StepValues<T> v = values();
+        v.value = obj_.value_and_grad(plan(), theta, weights(state), l2_, grad, losses_.data(),
                                       n_threads);
         return v;
     }
+
+    // The phases of value_and_grad, for a driver whose workers compute at θ (distributed_step.hpp):
+    // begin → [losses_first] → from_partials or from_task_grads, with the same arithmetic.
+
+    // Saves what a step that is not applied must restore, draws the step's batch and, for a
+    // strategy that needs no losses of this step, sets α.
+    Need begin(TrainState<T>& state) {
+        // A step that is not applied leaves the strategy's state and α as they were (undo).
+        weighting_backup_.assign(state.weighting.begin(), state.weighting.end());
+        std::copy(state.alpha.begin(), state.alpha.end(), alpha_backup_.begin());
+        if (!batch_.full()) sampler_.draw(state.seed, state.step, state.alpha.data());
+        if (wcfg_.uses_grads()) return Need::task_grads;
+        if (wcfg_.needs_losses_first()) return Need::losses_first;
+        before_step(wcfg_, state.weighting.data(), obj_.n_tasks(), state.seed, state.step,
+                    losses_.data(), state.alpha.data());
+        return Need::partials;
+    }
+
+    // FAMO: α from the step's task losses, held in task_losses() (f_i at θ).
+    void losses_first(TrainState<T>& state) {
+        if (all_finite(losses_.data(), obj_.n_tasks()))
+            before_step(wcfg_, state.weighting.data(), obj_.n_tasks(), state.seed, state.step,
+                        losses_.data(), state.alpha.data());
+    }
+
+    // f and ∇f from all blocks' partials (nb × P, in block order) and the mean loss per task.
+    StepValues<T> from_partials(TrainState<T>& state, const T* parts, std::int64_t nb,
+                                const double* task_loss, T* grad, int threads) {
+        StepValues<T> v = values();
+        v.value = Objective<T>::combine(parts, nb, obj_.n_params(), task_loss,
+                                        plan().task_rows.data(), weights(state), obj_.n_tasks(),
+                                        state.theta.data(), l2_, grad, losses_.data(), threads);
+        return v;
+    }
+
+    // A gradient-combining strategy's step from the per-task gradients G (T × P; their losses in
+    // task_losses()): β, the combined direction and Σ β_i f_i + (λ/2)‖θ‖².
+    StepValues<T> from_task_grads(TrainState<T>& state, const T* G, T* grad, int n_threads) {
+        const std::int64_t P = obj_.n_params(), n = obj_.n_tasks(), t = state.step;
+        const T* losses = losses_.data();
+        StepValues<T> v = values();
+        v.value = std::numeric_limits<double>::quiet_NaN();
+        if (!all_finite(losses, n)) return v;
+        const std::vector<double> beta = combine(wcfg_, G, n, P, n_shared_, losses,
+                                                 state.weighting.data(), state.seed, t, n_threads);
+        combine_grads(G, n, P, n_shared_, beta, wcfg_.weights_heads(), grad, n_threads);
+        double value = 0.0, sq = 0.0;
+        for (std::int64_t i = 0; i < n; ++i) {
+            state.alpha[i] = static_cast<T>(beta[i]);
+            value += beta[i] * static_cast<double>(losses[i]);
+        }
+        for (std::int64_t k = 0; k < P; ++k) {
+            sq += static_cast<double>(state.theta[k]) * state.theta[k];
+            if (l2_ != T(0)) grad[k] += l2_ * state.theta[k];
+        }
+        v.value = value + 0.5 * static_cast<double>(l2_) * sq;
+        return v;
+    }
+
+    // The step's plan of tasks and rows (drawn by begin), its task weights and f_i (T,).
+    const WorkPlan& plan() const { return batch_.full() ? obj_.plan() : sampler_.plan(); }
+    const T* weights(const TrainState<T>& state) const {
+        return batch_.full() ? state.alpha.data() : sampler_.weights();
+    }
+    T* task_losses() { return losses_.data(); }
+    std::int64_t n_shared() const { return n_shared_; }
 
     void undo(TrainState<T>& state) {
         std::copy(weighting_backup_.begin(), weighting_backup_.end(), state.weighting.begin());
@@ -96,6 +137,13 @@ class MultiTaskStep {
     }
 
    private:
+    StepValues<T> values() {
+        StepValues<T> v;
+        v.task_losses = losses_.data();
+        v.counted = plan().task_rows.data();
+        return v;
+    }
+
     // T × P per-task gradients for a gradient-combining strategy, checked against memory.
     static std::size_t task_grads_size(const Objective<T>& obj, const WeightingConfig& wcfg) {
         if (!wcfg.uses_grads()) return 0;

@@ -79,28 +79,54 @@ class Objective {
     // it on each machine's consecutive blocks and combines them all as one machine would.
     std::vector<double> block_partials(const WorkPlan& plan, const T* theta, const T* weights,
                                        T* parts, int n_threads) const {
+        return task_means(plan,
+                          unit_partials(plan, 0, plan.n_blocks(), theta, weights, parts, n_threads));
+    }
+
+    // Blocks [b0, b1) of the plan only (a worker's share of a drawn batch, distributed_step.hpp):
+    // parts ((b1 − b0) × P, zeroed by the caller; null for no gradient) and the summed row loss
+    // of each unit of those blocks, in unit order.
+    std::vector<double> unit_partials(const WorkPlan& plan, std::int64_t b0, std::int64_t b1,
+                                      const T* theta, const T* weights, T* parts,
+                                      int n_threads) const {
         check_whole_tasks(plan);
-        const std::int64_t P = n_params(), nb = plan.n_blocks();
+        const std::int64_t P = n_params(), u0 = plan.block_start[b0];
         const int threads = team_size(plan, n_threads);
-        std::vector<double> unit_loss(plan.units.size());
+        std::vector<double> unit_loss(plan.block_start[b1] - u0);
         std::vector<NetPass<T>> passes;
         std::vector<RowGather<T>> gathers;
         NetPass<T>::make(passes, net_, false, threads);
         for (int t = 0; t < threads; ++t) gathers.emplace_back(data_.X.cols, data_.y.cols);
         for (auto& pass : passes) pass.prepare(theta);  // θ is fixed for this call
-        accumulate_blocks(nb, P, parts, threads, [&](std::int64_t b, int tid, T* g) {
+        accumulate_blocks(b1 - b0, P, parts, threads, [&](std::int64_t k, int tid, T* g) {
+            const std::int64_t b = b0 + k;
             for (std::int64_t u = plan.block_start[b]; u < plan.block_start[b + 1]; ++u) {
                 check_interrupt();
                 const WorkUnit& w = plan.units[u];
                 const T scale = weights[w.task] / static_cast<T>(plan.task_rows[w.task]);
                 const WorkUnit* next = u + 1 < plan.block_start[b + 1] ? &w + 1 : nullptr;
-                unit_loss[u] =
+                unit_loss[u - u0] =
                     w.rows ? unit_value_grad_gathered(passes[tid], theta, data_, w, next,
                                                       head(w.task), scale, g, gathers[tid])
                            : unit_value_grad(passes[tid], theta, data_, w, head(w.task), scale, g);
             }
         });
-        return per_task_means(plan, unit_loss);
+        return unit_loss;
+    }
+
+    // Mean row loss per task from every unit's summed loss (added in unit order); NaN for tasks
+    // with no rows in the plan.
+    static std::vector<double> task_means(const WorkPlan& plan,
+                                          const std::vector<double>& unit_loss) {
+        const auto n = static_cast<std::int64_t>(plan.task_rows.size());
+        std::vector<double> task_loss(n, 0.0);
+        for (std::size_t u = 0; u < unit_loss.size(); ++u)
+            task_loss[plan.units[u].task] += unit_loss[u];
+        for (std::int64_t i = 0; i < n; ++i)
+            task_loss[i] = plan.task_rows[i] > 0
+                               ? task_loss[i] / static_cast<double>(plan.task_rows[i])
+                               : std::numeric_limits<double>::quiet_NaN();
+        return task_loss;
     }
 
     // The serial half: f = Σ_i α_i f_i (tasks with rows, in task order) + (λ/2)‖θ‖² and, when
@@ -154,7 +180,7 @@ class Objective {
             });
         }
         if (losses) {
-            std::vector<double> task_loss = per_task_means(plan_, unit_loss);
+            std::vector<double> task_loss = task_means(plan_, unit_loss);
             for (std::int64_t i = 0; i < T_; ++i) losses[i] = static_cast<T>(task_loss[i]);
         }
     }
@@ -219,18 +245,6 @@ class Objective {
                                        ? plan.n_blocks()
                                        : static_cast<std::int64_t>(plan.units.size());
         return team_for(saturating_mul(plan.total_rows, n_params()), requested, items);
-    }
-
-    // Mean row loss per task; NaN for tasks with no rows in the plan.
-    std::vector<double> per_task_means(const WorkPlan& plan,
-                                       const std::vector<double>& unit_loss) const {
-        std::vector<double> task_loss(n_tasks(), 0.0);
-        for (std::size_t u = 0; u < unit_loss.size(); ++u) task_loss[plan.units[u].task] += unit_loss[u];
-        for (std::int64_t i = 0; i < n_tasks(); ++i)
-            task_loss[i] = plan.task_rows[i] > 0
-                               ? task_loss[i] / static_cast<double>(plan.task_rows[i])
-                               : std::numeric_limits<double>::quiet_NaN();
-        return task_loss;
     }
 
     static double squared_norm(const T* x, std::int64_t n) {

@@ -183,10 +183,13 @@ class TasksConfig:
             if isinstance(self.support, int) and not isinstance(self.support, bool):
                 self.support = _int(f"{s}.support", self.support, 1)
             else:
-                self.support = _float(f"{s}.support", self.support, 0.0, 1.0, open_lo=True)
-                if self.support == 1.0:
-                    raise ConfigError(f"{s}.support must be a fraction in (0, 1) or a row count "
-                                      f">= 1, got 1.0 (no query rows would be left)")
+                self.support = _float(f"{s}.support", self.support)
+                if not 0.0 < self.support < 1.0:
+                    more = (" (no query rows would be left)" if self.support == 1.0 else
+                            f" (a count is written without a decimal point: {int(self.support)})"
+                            if self.support > 1.0 and self.support.is_integer() else "")
+                    raise ConfigError(f"{s}.support must be a fraction in (0, 1) or a whole row "
+                                      f"count >= 1, got {self.support!r}{more}")
         for key in ("shuffle", "stratify", "standardize", "episodes"):
             setattr(self, key, _bool(f"{s}.{key}", getattr(self, key)))
         if self.stratify and self.loss == "mse":

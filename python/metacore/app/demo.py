@@ -132,7 +132,6 @@ def run_demo(args):
                                   per_step_rates="layer", multi_step_loss=True,
                                   msl_anneal_steps=max(1, _steps("MAML++", args) * 15 // 100),
                                   n_threads=per)}
-    # mc.IMAML (implicit gradients) joins here when the library has it.
     thetas, times = _meta_train(mc, learners, model, source, args, progress)
     t0 = time.perf_counter()
     pool = source.sample(1000, seed=args.seed + 1)
@@ -152,7 +151,8 @@ def run_demo(args):
                                  steps={"Meta-SGD": EVAL_STEPS_METASGD,
                                         "MAML++": EVAL_STEPS_MAMLPP}.get(name, EVAL_STEPS),
                                  lr=lr_joint if name == "joint" else None,   # learners: own rule
-                                 learner=learners.get(name), name=name, n_threads=args.threads)
+                                 learner=learners.get(name), name=name, n_threads=args.threads,
+                                 progress=progress)
                for name, theta in thetas.items()}
     reports["joint"].name = f"joint (lr {lr_joint:g})"
     total = time.perf_counter() - start

@@ -114,16 +114,21 @@ def _task_sets(cfg):
 
 # What a message of the tabular loader starts with -> the config key it is about.
 _CSV_KEYS = {"task": "tasks.task_column", "target": "tasks.target", "features": "tasks.features",
-             "support": "tasks.support", "stratify": "tasks.stratify"}
+             "support": "tasks.support", "n_support": "tasks.k_support",
+             "stratify": "tasks.stratify"}
 
 
 def _csv_error(t, exc):
-    """A loader error as a ConfigError naming the config key (``tasks.task_column``, ...)."""
+    """A loader error as a ConfigError naming the config key (``tasks.task_column``, ...); what
+    names no column or setting is about the file (``tasks.path``)."""
     text = str(exc)
     first = text.split(":", 1)[0].split("=", 1)[0].split(" ", 1)[0]
     if first in _CSV_KEYS:
+        key = _CSV_KEYS[first]
+        if first == "n_support" and t.support is None:
+            key = "tasks.k_support (or tasks.support)"
         rest = text[len(first) + 2:] if text.startswith(f"{first}: ") else text
-        return ConfigError(f"{_CSV_KEYS[first]}: {rest}")
+        return ConfigError(f"{key}: {rest}")
     if text.startswith("task column"):
         return ConfigError(f"tasks.task_column: {text}")
     if f"column {t.target!r}" in text:
@@ -147,13 +152,24 @@ def _csv_task_sets(cfg):
                              n_support=None if t.support is not None else t.k_support,
                              support=t.support, shuffle=t.shuffle, stratify=t.stratify,
                              seed=seed, dtype=np.float64)
-        if t.loss != "mse":
-            ts.check_labels(t.loss, 1 if t.loss == "logistic" else int(ts.y.max()) + 1)
-        train, test = ts.split_tasks(test_fraction=t.test_fraction, seed=seed)
     except FileNotFoundError:
         raise ConfigError(f"tasks.path: no such file {t.path}") from None
     except (ValueError, TypeError) as exc:
         raise _csv_error(t, exc) from None
+    try:      # the labels of column tasks.target against the head tasks.loss asks for
+        if t.loss != "mse":
+            ts.check_labels(t.loss, 1 if t.loss == "logistic" else int(ts.y.max()) + 1)
+    except ValueError as exc:
+        raise ConfigError(f"tasks.target / tasks.loss: column {t.target!r} does not fit "
+                          f"tasks.loss = {t.loss!r}: {exc}") from None
+    try:
+        train, test = ts.split_tasks(test_fraction=t.test_fraction, seed=seed)
+    except ValueError as exc:
+        if ts.n_tasks < 2:
+            raise ConfigError(f"tasks.path: {t.path} has {ts.n_tasks} task (column "
+                              f"{t.task_column!r}); holding out tasks.test_fraction of them needs "
+                              f"at least 2") from None
+        raise ConfigError(f"tasks.test_fraction: {exc}") from None
     scaler = None
     if t.standardize:
         scaler = Standardizer().fit(train.X)
@@ -181,8 +197,9 @@ def episode_sampler(exp):
     support = t.support if t.support is not None else t.k_support
     try:
         return EpisodeSampler(tr.X, tr.y, groups, support=support, stratify=t.loss != "mse")
-    except ValueError as exc:
-        raise ConfigError(f"tasks.episodes: {exc}") from None
+    except ValueError as exc:   # too few rows or classes for the split the config asks for
+        key = "tasks.support" if t.support is not None else "tasks.k_support"
+        raise ConfigError(f"{key} (with tasks.episodes): {exc}") from None
 
 
 def _learner(cfg, model):
@@ -415,10 +432,10 @@ def evaluate_all(exp: Experiment, theta, progress=False, baselines_=None):
     if exp.learner is not None:
         reports[exp.label] = evaluate(exp.model, theta, exp.test_tasks, steps=ev.steps,
                                       lr=ev.lr, learner=exp.learner, name=exp.label,
-                                      n_threads=cfg.threads)
+                                      n_threads=cfg.threads, progress=progress)
     else:
         reports[exp.label] = evaluate(exp.model, theta, exp.test_tasks, steps=ev.steps, lr=lr,
-                                      name=exp.label, n_threads=cfg.threads)
+                                      name=exp.label, n_threads=cfg.threads, progress=progress)
     names = ev.baselines if baselines_ is None else baselines_
     val = _validation_tasks(exp) if names and ev.lr is None else None
     for b in names:
@@ -430,7 +447,7 @@ def evaluate_all(exp: Experiment, theta, progress=False, baselines_=None):
             n_threads=cfg.threads)
         name = b if lr_b == lr else f"{b} (lr {lr_b:g})"
         reports[name] = evaluate(exp.model, start, exp.test_tasks, steps=ev.steps, lr=lr_b,
-                                 name=name, n_threads=cfg.threads)
+                                 name=name, n_threads=cfg.threads, progress=progress)
     return reports
 
 

@@ -113,7 +113,7 @@ def with_head(trunk, n_way, norm):
 def best_rate(model, theta, val, threads):
     """The rate of RATES with the best query accuracy after FT_STEPS steps on ``val``."""
     accs = [mc.evaluate(model, theta, val, steps=(FT_STEPS,), lr=lr,
-                        n_threads=threads).at(FT_STEPS, "accuracy")[0] for lr in RATES]
+                        n_threads=threads, progress=False).at(FT_STEPS, "accuracy")[0] for lr in RATES]
     return RATES[int(np.argmax(accs))]
 
 
@@ -121,7 +121,7 @@ def fine_tuned(model, theta, val, episodes, threads):
     """(accuracy, ci, steps, rate) of θ fine-tuned on each test episode at its best rate."""
     lr = best_rate(model, theta, val, threads)
     acc, ci = mc.evaluate(model, theta, episodes, steps=(FT_STEPS,), lr=lr,
-                          n_threads=threads).at(FT_STEPS, "accuracy")
+                          n_threads=threads, progress=False).at(FT_STEPS, "accuracy")
     return acc, ci, FT_STEPS, lr
 
 
@@ -201,7 +201,7 @@ def table(data, *, steps=3000, train_way=20, q_query=5, meta_batch=2, lr=1e-3, n
             learner, theta, seconds = models[k_shot]
             t0 = time.perf_counter()
             acc, ci = mc.evaluate(learner.model, theta, episodes, steps=(0,), learner=learner,
-                                  n_threads=threads).at(0, "accuracy")
+                                  n_threads=threads, progress=False).at(0, "accuracy")
             t_eval = time.perf_counter() - t0
             row.update(protonet=[acc, ci], train_s=seconds, eval_s=t_eval)
             line += f" **{100 * acc:.1f} ± {100 * ci:.1f}** | {seconds:.0f} s | {t_eval:.1f} s |"

@@ -270,8 +270,11 @@ def _support_counts(support, sizes):
         if n > sizes.min():
             raise ValueError(f"support={n} rows, but a task has only {int(sizes.min())} rows")
         return np.full(sizes.shape, n, dtype=np.int64)
-    f = _validation.real("support", support, minimum=0.0, maximum=1.0, min_open=True,
-                         max_open=True)
+    f = _validation.real("support", support)
+    if not 0.0 < f < 1.0:
+        whole = f" (as a count: the integer {int(f)})" if f > 1.0 and float(f).is_integer() else ""
+        raise ValueError(f"support must be a fraction in (0, 1) or an integer row count, got "
+                         f"{support!r}{whole}")
     counts = np.round(f * sizes).astype(np.int64)
     return np.where(sizes >= 2, np.clip(counts, 1, sizes - 1), sizes)
 

@@ -51,5 +51,5 @@ def best_lr(model, theta, val_tasks, lrs, *, steps=10, n_threads=None):
     if not lrs:
         raise ValueError("lrs must list at least one rate")
     scores = [evaluate(model, theta, val_tasks, steps=(steps,), lr=lr,
-                       n_threads=n_threads).losses[0].mean() for lr in lrs]
+                       n_threads=n_threads, progress=False).losses[0].mean() for lr in lrs]
     return lrs[int(np.argmin(scores))]

@@ -20,6 +20,7 @@ summary over it is not finite and a table shows "diverged".
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +28,7 @@ import numpy as np
 from .. import _validation
 from ..adapt import adapt_batch
 from ..models import MLP
+from ..train.loop import progress_bar
 from .statistics import MIN_TASKS_FOR_CI, interval
 from ..data.taskset import TaskSet
 
@@ -152,7 +154,7 @@ def _rule(model, theta, lr, learner):
 
 
 def evaluate(model, theta, test_tasks, *, steps=(0, 1, 5, 10), lr=None, learner=None,
-             name=None, n_threads=None) -> EvalReport:
+             name=None, n_threads=None, progress=True) -> EvalReport:
     """Few-shot evaluation of θ on held-out tasks.
 
     For every task of ``test_tasks`` (a TaskSet whose tasks all have support and query rows) and
@@ -162,6 +164,11 @@ def evaluate(model, theta, test_tasks, *, steps=(0, 1, 5, 10), lr=None, learner=
     or Meta-SGD's learned rates), else 0.01. learner: apply its adaptation rule (Meta-SGD:
     ``theta`` holds θ and the rates packed; ANIL: only the output layer adapts; ProtoNet: no
     steps, ``steps=(0,)``, its query rows scored by the prototype classifier's logits).
+    progress: a tqdm bar (tasks adapted and scored, mean query loss so far, tasks/s), shown once
+    the evaluation has lasted a second and updated at least every second; False for none; or the
+    caller's open bar (any object with tqdm's ``update`` and ``set_postfix``), advanced and left
+    open. With a bar the tasks go to the core in chunks sized to take ~0.25 s each; each task is
+    adapted on its own, so the report is bit-identical to one call over all tasks.
     Returns an :class:`EvalReport` (per-task losses, and accuracies for classifiers).
     """
     if not isinstance(model, MLP):
@@ -183,25 +190,69 @@ def evaluate(model, theta, test_tasks, *, steps=(0, 1, 5, 10), lr=None, learner=
     losses = np.empty((len(steps), ts.n_tasks))
     head = model.loss if learner is None else learner.query_head
     accs = None if head == "mse" else np.empty((len(steps), ts.n_tasks))
-    for j, s in enumerate(steps):
+    if not (hasattr(progress, "update") and hasattr(progress, "set_postfix")):
+        progress = _validation.boolean("progress", progress)
+    bar = progress_bar(progress, len(steps) * ts.n_tasks,
+                       f"evaluate {name or (type(learner).__name__ if learner else 'theta')}",
+                       unit="task", delay=1.0)
+
+    def outputs(part, s):  # query outputs of the tasks ``part`` after s steps
         if learner is None:
-            _, pred = adapt_batch(model, theta, ts, steps=s, lr=lr, head_only=head_only,
-                                  n_threads=n_threads)
-        else:
-            pred = learner.query_outputs(theta, ts, steps=s, lr=lr, head_only=head_only,
-                                         n_threads=n_threads)
-        with np.errstate(over="ignore", invalid="ignore"):   # a diverged task scores inf
-            row_loss, correct = _row_losses(head, pred, y_query)
-            losses[j] = np.add.reduceat(row_loss, bounds) / ts.n_query
-        # NaN or +inf outputs mean divergence; a −inf logit is a class the task lacks (ProtoNet
-        # pads episodes of fewer classes) and the loss already tells if every class is −inf.
-        out = np.asarray(pred, dtype=np.float64).reshape(rows.shape[0], -1)
-        bad_rows = np.isnan(out) | (out == np.inf)
-        diverged = ~np.isfinite(losses[j]) | (np.add.reduceat(bad_rows.any(axis=1), bounds) > 0)
-        losses[j][diverged] = np.inf
-        if accs is not None:
-            accs[j] = np.add.reduceat(correct.astype(np.float64), bounds) / ts.n_query
-            accs[j][diverged] = np.nan      # not the chance level of an argmax over NaN
+            return adapt_batch(model, theta, part, steps=s, lr=lr, head_only=head_only,
+                               n_threads=n_threads)[1]
+        return learner.query_outputs(theta, part, steps=s, lr=lr, head_only=head_only,
+                                     n_threads=n_threads)
+
+    try:
+        for j, s in enumerate(steps):
+            pred = outputs(ts, s) if bar is None else _in_chunks(outputs, ts, s, bar)
+            _score(j, pred, head, y_query, bounds, rows, losses, accs, ts.n_query)
+            if bar is not None:
+                bar.set_postfix(steps=s, loss=f"{np.mean(losses[j]):.4g}")
+    finally:
+        if bar is not None and isinstance(progress, bool):
+            bar.close()
     if name is None:
         name = type(learner).__name__ if learner is not None else "theta"
     return EvalReport(name=name, steps=steps, losses=losses, accuracies=accs, lr=lr_shown)
+
+
+_CHUNK_SECONDS = 0.25   # a bar's update interval: well under tqdm's one second
+
+
+def _in_chunks(outputs, ts, s, bar):
+    """``outputs(ts, s)`` computed over consecutive chunks of tasks, the chunk size adapted so
+    each core call takes about _CHUNK_SECONDS, advancing ``bar`` by the tasks done."""
+    parts, start, size = [], 0, min(ts.n_tasks, 32)
+    while start < ts.n_tasks:
+        stop = min(ts.n_tasks, start + size)
+        t0 = time.perf_counter()
+        part = ts if (start, stop) == (0, ts.n_tasks) else ts.subset(slice(start, stop))
+        parts.append(np.asarray(outputs(part, s)))
+        elapsed = time.perf_counter() - t0
+        bar.update(stop - start)
+        size = max(1, min(4 * size, int(size * _CHUNK_SECONDS / max(elapsed, 1e-6))))
+        start = stop
+    if len(parts) == 1:
+        return parts[0]
+    if parts[0].ndim == 2:  # class logits padded per call to its own N_max with −inf
+        width = max(p.shape[1] for p in parts)
+        parts = [np.pad(p, ((0, 0), (0, width - p.shape[1])), constant_values=-np.inf)
+                 for p in parts]
+    return np.concatenate(parts)
+
+
+def _score(j, pred, head, y_query, bounds, rows, losses, accs, n_query):
+    """Row j of losses (and accs) from the query outputs ``pred`` of every task."""
+    with np.errstate(over="ignore", invalid="ignore"):   # a diverged task scores inf
+        row_loss, correct = _row_losses(head, pred, y_query)
+        losses[j] = np.add.reduceat(row_loss, bounds) / n_query
+    # NaN or +inf outputs mean divergence; a −inf logit is a class the task lacks (ProtoNet
+    # pads episodes of fewer classes) and the loss already tells if every class is −inf.
+    out = np.asarray(pred, dtype=np.float64).reshape(rows.shape[0], -1)
+    bad_rows = np.isnan(out) | (out == np.inf)
+    diverged = ~np.isfinite(losses[j]) | (np.add.reduceat(bad_rows.any(axis=1), bounds) > 0)
+    losses[j][diverged] = np.inf
+    if accs is not None:
+        accs[j] = np.add.reduceat(correct.astype(np.float64), bounds) / n_query
+        accs[j][diverged] = np.nan      # not the chance level of an argmax over NaN

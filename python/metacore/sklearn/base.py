@@ -119,19 +119,24 @@ class MLPBase(BaseEstimator):
         self.layer_sizes_ = tuple([int(self.n_features_in_)] + hidden + [int(n_outputs)])
         self.n_outputs_ = int(n_outputs)
         model = MLP(list(self.layer_sizes_), activation=self.activation, loss=self._loss,
-                    task_heads=task_heads)
+                    task_heads=task_heads, head=self._head_kind())
         self.__dict__["_cache"] = {"model": model}   # predict then leaves __dict__ unchanged
         return model
 
     def _task_heads(self):
         return None
 
+    def _head_kind(self):
+        """What a per-task head owns (metacore.MLP's ``head``): "full" unless a subclass says."""
+        return "full"
+
     def _model(self):
         """The fitted net (rebuilt after unpickling: compiled nets are not pickled)."""
         cache = self.__dict__.setdefault("_cache", {})
         if "model" not in cache:
             cache["model"] = MLP(list(self.layer_sizes_), activation=self.activation,
-                                 loss=self._loss, task_heads=self._task_heads())
+                                 loss=self._loss, task_heads=self._task_heads(),
+                                 head=self._head_kind())
         return cache["model"]
 
     def __getstate__(self):

@@ -13,7 +13,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d
 
 from .. import _validation
-from ..learners import ANIL, FOMAML, MAML, MetaSGD, ProtoNet, Reptile
+from ..learners import ANIL, FOMAML, IMAML, MAML, MetaSGD, ProtoNet, Reptile, RidgeHead
 from ..optim import Adam
 from ..problems import MetaObjective
 from ..train.fit import fit as _engine_fit
@@ -23,7 +23,9 @@ from .episodes import EpisodeSampler, stratified_order, support_size
 __all__ = ["MetaMLPRegressor", "MetaMLPClassifier"]
 
 LEARNERS = {"maml": MAML, "fomaml": FOMAML, "anil": ANIL, "metasgd": MetaSGD, "reptile": Reptile,
-            "protonet": ProtoNet}
+            "mamlpp": MAML, "imaml": IMAML, "protonet": ProtoNet, "ridgehead": RidgeHead}
+# learners that classify a new task from its support embeddings, with no gradient steps
+EPISODE_HEADS = ("protonet", "ridgehead")
 
 
 class _Meta(MLPBase):
@@ -39,10 +41,19 @@ class _Meta(MLPBase):
             if cls is ProtoNet:
                 cache["learner"] = ProtoNet(self._model(), n_threads=self.n_threads)
                 return cache["learner"]
+            if cls is RidgeHead:
+                cache["learner"] = RidgeHead(self._model(), reg=self.reg, n_threads=self.n_threads)
+                return cache["learner"]
             kw = {"inner_lr": self.inner_lr, "inner_steps": self.inner_steps,
                   "n_threads": self.n_threads}
             if cls is Reptile:
                 kw["outer_lr"] = self.outer_lr
+            if cls is IMAML:
+                kw["reg"] = self.reg
+            if self.learner == "mamlpp":   # the paper's schedules scaled to max_iter meta-steps
+                kw.update(per_step_rates="layer", multi_step_loss=True,
+                          msl_anneal_steps=max(1, self.max_iter // 10),
+                          first_order_until=self.max_iter // 3)
             cache["learner"] = cls(self._model(), **kw)
         return cache["learner"]
 
@@ -51,6 +62,7 @@ class _Meta(MLPBase):
         _validation.real("inner_lr", self.inner_lr, minimum=0.0)
         _validation.integer("inner_steps", self.inner_steps, minimum=1)
         _validation.real("outer_lr", self.outer_lr, minimum=0.0, min_open=True)
+        _validation.real("reg", self.reg, minimum=0.0, min_open=True)
         _validation.integer("meta_batch", self.meta_batch, minimum=1)
         _validation.integer("resample_every", self.resample_every, minimum=1)
         support_size(self.support, 2)
@@ -62,15 +74,16 @@ class _Meta(MLPBase):
             _validation.integer("n_way", self.n_way, minimum=2)
             _validation.integer("k_shot", self.k_shot, minimum=1)
         _validation.optional_integer("q_query", self.q_query, minimum=1)
-        if self.learner == "protonet":
+        if self.learner in EPISODE_HEADS:
+            what = {"protonet": "the nearest class mean", "ridgehead": "a ridge head fitted on "
+                    "the support embeddings"}[self.learner]
             if not self._is_classifier or self.n_way is None:
-                raise ValueError("learner='protonet' (prototypical networks) classifies by the "
-                                 "nearest class mean of N-way K-shot episodes: use "
-                                 "MetaMLPClassifier with n_way and k_shot")
+                raise ValueError(f"learner={self.learner!r} classifies N-way K-shot episodes by "
+                                 f"{what}: use MetaMLPClassifier with n_way and k_shot")
             if not self._check_common():
-                raise ValueError("learner='protonet' embeds rows with the net's last layer: "
-                                 "hidden_layer_sizes must name at least one layer (its last "
-                                 "width is the embedding's)")
+                raise ValueError(f"learner={self.learner!r} embeds rows with the net's last "
+                                 f"layer: hidden_layer_sizes must name at least one layer (its "
+                                 f"last width is the embedding's)")
 
     def fit(self, X, y, groups=None):
         """Meta-train on episodes drawn from the tasks ``groups`` (see
@@ -83,7 +96,7 @@ class _Meta(MLPBase):
         self.tasks_, codes = np.unique(g, return_inverse=True)
         self.n_tasks_ = int(self.tasks_.shape[0])
         n_out = self.n_way if self.n_way is not None else self._n_outputs_for(y)
-        if self.learner == "protonet":   # the last width is the embedding (a linear layer)
+        if self.learner in EPISODE_HEADS:   # the last width is the embedding (a linear layer)
             hidden, n_out = hidden[:-1], hidden[-1]
         model = self._new_model(hidden, n_out)
         learner = self._learner()
@@ -92,7 +105,7 @@ class _Meta(MLPBase):
                                  k_shot=self.k_shot, q_query=self.q_query)
         init_seed, seed = self._seeds()
         start = model.init(seed=init_seed, dtype=X.dtype)
-        if isinstance(learner, MetaSGD):
+        if isinstance(learner, (MAML, MetaSGD, RidgeHead)):   # θ packed with learned rates or λ
             start = learner.init(start)
         optimizer = (learner.default_optimizer(self.max_iter) if isinstance(learner, Reptile)
                      else Adam(lr=self.learning_rate_init))
@@ -138,7 +151,7 @@ class _Meta(MLPBase):
         check_classification_targets(y)
         if self.n_way is not None:
             classes = np.unique(y)
-            if classes.shape[0] > self.n_way and self.learner != "protonet":
+            if classes.shape[0] > self.n_way and self.learner not in EPISODE_HEADS:
                 raise ValueError(f"y_support has {classes.shape[0]} classes; this model was "
                                  f"meta-trained on {self.n_way}-way episodes")
         else:
@@ -157,7 +170,7 @@ class _Meta(MLPBase):
         Xs = self._validate_X(X_support)
         ys, classes = self._support_targets(y_support, Xs.shape[0])
         new = copy.copy(self)
-        if self.learner == "protonet":    # θ stays; the support rows give the prototypes
+        if self.learner in EPISODE_HEADS:  # θ stays; the support rows give the head
             self._learner().adapt(self.params_, Xs, ys, steps=steps)   # checks the episode
             new.support_ = (Xs, ys)
         else:
@@ -184,9 +197,9 @@ class _Meta(MLPBase):
                              "task first, then predict with the estimator it returns")
 
     def _current(self, X):
-        """Outputs of the current model for rows X: the net of θ, or (ProtoNet) the logits
-        −‖f_θ(x) − c_k‖² against the prototypes of the adapted support rows."""
-        if self.learner == "protonet" and hasattr(self, "support_"):
+        """Outputs of the current model for rows X: the net of θ, or (ProtoNet, RidgeHead) the
+        logits of the head built on the adapted support rows."""
+        if self.learner in EPISODE_HEADS and hasattr(self, "support_"):
             raw = self._learner().adapt_predict(self.params_, *self.support_, X)
             return np.asarray(raw).reshape(X.shape[0], -1)
         return self._raw(self.theta_, X)
@@ -239,16 +252,24 @@ _DOC_PARAMS = r"""
     ----------
     hidden_layer_sizes : tuple of int, default (64,)
     activation : {"relu", "tanh"}
-    learner : {"maml", "fomaml", "anil", "metasgd", "reptile", "protonet"}, default "maml"
-        The meta-learner (:mod:`metacore.learners`). "protonet" (prototypical networks, Snell et
-        al. 2017; classifiers with ``n_way``/``k_shot`` only): the net's last layer, of width
-        ``hidden_layer_sizes[-1]`` and linear, is the embedding; a new task's classes are the
-        nearest means of its support rows' embeddings (no gradient steps: inner_lr,
-        inner_steps and ``steps`` are unused).
+    learner : str, default "maml"
+        The meta-learner (:mod:`metacore.learners`): "maml", "fomaml", "anil", "metasgd",
+        "reptile", "mamlpp", "imaml", "protonet" or "ridgehead". "mamlpp": MAML++ (Antoniou et al. 2019) —
+        learned per-layer, per-step inner rates, the multi-step loss annealed over the first
+        ``max_iter // 10`` meta-steps and first-order meta-gradients for the first third.
+        "imaml": implicit MAML (Rajeswaran et al. 2019) with proximal weight ``reg``.
+        "protonet" (prototypical networks, Snell et al. 2017) and "ridgehead" (R2D2's
+        closed-form ridge head, Bertinetto et al. 2019, initial λ = ``reg``; classifiers with
+        ``n_way``/``k_shot`` only): the net's last layer, of width ``hidden_layer_sizes[-1]``
+        and linear, is the embedding; a new task's classes are the nearest means of its support
+        rows' embeddings, or a ridge regression from them to the one-hot labels (no gradient
+        steps: inner_lr, inner_steps and ``steps`` are unused).
     inner_lr, inner_steps : float, int
         The inner loop: ``inner_steps`` SGD steps of rate ``inner_lr`` on the support rows.
     outer_lr : float, default 0.1
         Reptile's outer step ε (annealed linearly to 0); other learners use Adam.
+    reg : float > 0, default 1.0
+        iMAML's proximal regulariser λ; RidgeHead's initial ridge λ (then learned).
     meta_batch : int, default 8
         Episodes per meta-step.
     support : float in (0, 1) or int, default 0.5
@@ -268,7 +289,8 @@ _DOC_PARAMS = r"""
     Attributes
     ----------
     params_ : ndarray
-        The meta-learned parameters (Meta-SGD: θ and its per-parameter rates).
+        The meta-learned parameters (Meta-SGD: θ and its per-parameter rates; MAML++: θ and its
+        per-step, per-layer rates; RidgeHead: θ, log λ and the logit scale).
     theta_ : ndarray (P,)
         The net's θ predictions use (after :meth:`adapt`, the adapted θ).
     tasks_, n_tasks_, loss_curve_ (the meta-loss per step), layer_sizes_, n_outputs_,
@@ -283,7 +305,7 @@ class MetaMLPRegressor(RegressorMixin, _Meta):
     score.__doc__ = _Meta.few_shot_score.__doc__
 
     def __init__(self, hidden_layer_sizes=(64,), *, activation="relu", learner="maml",
-                 inner_lr=0.01, inner_steps=1, outer_lr=0.1, meta_batch=8, support=0.5,
+                 inner_lr=0.01, inner_steps=1, outer_lr=0.1, reg=1.0, meta_batch=8, support=0.5,
                  query=None, learning_rate_init=1e-3, max_iter=500, resample_every=50,
                  dtype="float32", random_state=None, n_threads=None, verbose=0):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -292,6 +314,7 @@ class MetaMLPRegressor(RegressorMixin, _Meta):
         self.inner_lr = inner_lr
         self.inner_steps = inner_steps
         self.outer_lr = outer_lr
+        self.reg = reg
         self.meta_batch = meta_batch
         self.support = support
         self.query = query
@@ -313,7 +336,7 @@ class MetaMLPClassifier(ClassifierMixin, _Meta):
     score.__doc__ = _Meta.few_shot_score.__doc__
 
     def __init__(self, hidden_layer_sizes=(64,), *, activation="relu", learner="maml",
-                 inner_lr=0.1, inner_steps=1, outer_lr=0.1, meta_batch=8, support=0.5,
+                 inner_lr=0.1, inner_steps=1, outer_lr=0.1, reg=1.0, meta_batch=8, support=0.5,
                  query=None, n_way=None, k_shot=None, q_query=None, learning_rate_init=1e-3,
                  max_iter=500, resample_every=50, dtype="float32", random_state=None,
                  n_threads=None, verbose=0):
@@ -323,6 +346,7 @@ class MetaMLPClassifier(ClassifierMixin, _Meta):
         self.inner_lr = inner_lr
         self.inner_steps = inner_steps
         self.outer_lr = outer_lr
+        self.reg = reg
         self.meta_batch = meta_batch
         self.support = support
         self.query = query

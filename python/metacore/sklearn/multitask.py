@@ -40,12 +40,13 @@ def weighting_by_name(value, classifier):
 
 class _MultiTask(MLPBase):
     def __init__(self, hidden_layer_sizes=(64,), *, activation="relu", task_heads=False,
-                 weighting=None, alpha=0.0, learning_rate_init=0.01, max_iter=200,
+                 head="full", weighting=None, alpha=0.0, learning_rate_init=0.01, max_iter=200,
                  batch_tasks=None, batch_rows=None, validation_fraction=0.2, warm_start=False,
                  dtype="float32", random_state=None, n_threads=None, verbose=0):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.task_heads = task_heads
+        self.head = head
         self.weighting = weighting
         self.alpha = alpha
         self.learning_rate_init = learning_rate_init
@@ -62,6 +63,9 @@ class _MultiTask(MLPBase):
     def _task_heads(self):
         return self.n_tasks_ if self.task_heads else None
 
+    def _head_kind(self):
+        return self.head if self.task_heads else "full"
+
     def fit(self, X, y, groups=None):
         """Train on the rows of every task at once.
 
@@ -70,6 +74,9 @@ class _MultiTask(MLPBase):
         """
         hidden = self._check_common()
         _validation.boolean("task_heads", self.task_heads)
+        _validation.choice("head", self.head, ("full", "bias"))
+        if self.head == "bias" and not self.task_heads:
+            raise ValueError("head='bias' (one output bias per task) needs task_heads=True")
         _validation.real("alpha", self.alpha, minimum=0.0)
         fraction = _validation.real("validation_fraction", self.validation_fraction, minimum=0.0,
                                     maximum=1.0, max_open=True)
@@ -163,12 +170,18 @@ class MultiTaskMLPRegressor(RegressorMixin, _MultiTask):
         One output layer per task after the shared trunk (hard parameter sharing). Prediction
         then needs ``groups`` and refuses tasks unseen in fit; False: one head for every task,
         which predicts any task.
+    head : {"full", "bias"}, default "full"
+        With ``task_heads=True``, what each task's head owns: a whole output layer ("full"), or
+        only its output bias ("bias": one shared net and one learned level per task, the
+        per-group intercepts of a random-intercept model on a non-linear predictor; the alpha
+        penalty shrinks every level towards 0, as ridge does with one-hot group columns). See
+        ``metacore.MLP``'s ``head``.
     weighting : None, str or metacore.weighting object
         How α is set: None/"uniform" (1/T), or a strategy by name ("dwa", "uncertainty", "rlw",
         "famo", "gradnorm", "mgda", "pcgrad", "cagrad", "imtlg", "nashmtl", "alignedmtl",
         "gradvac", "evaldriven") or object (``metacore.weighting.EvalDriven(...)``).
     alpha : float, default 0
-        L2 penalty λ on all of θ.
+        L2 penalty λ on all of θ (heads included).
     learning_rate_init : float, default 0.01
         Adam's learning rate.
     max_iter : int, default 200

@@ -19,6 +19,19 @@ threads.
 The traffic per step is θ to every actor and (blocks × P) partial sums back: at most 128 · P
 numbers in all, whatever the number of tasks.
 
+The driver's half is the local step itself (the core's MultiTaskStep, bound as
+``_core.MultiTaskDriver32/64``): it draws the batch, lets the weighting strategy set α, and takes
+the actors' answers where a local step calls its own objective. A loss-based strategy needs only
+the task losses (α is sent with θ at each step; FAMO, which sets α from the step's own losses,
+makes a loss-only call first). A gradient-based strategy gets every shard's rows of the per-task
+gradient matrix G (T × P), and the driver forms the Gram matrix and Σ_i β_i g_i as a local step
+does; that sum is a left fold over the tasks, so a Gram-only reply (T × T) would need a second
+call for Σ β_i g_i and change its last bits. With ``batch_tasks``/``batch_rows`` the actors are
+:class:`BatchWorker` s: each holds all tasks, draws the step's batch from (seed, t) as the driver
+does, and computes worker k of K's run of the batch's reduction blocks; it returns their partials
+and every work unit's summed loss, which the driver adds in unit order (a task's units may fall in
+two actors' runs).
+
 Meta-learning works the same way. The core cuts each meta-batch of n tasks into its fixed
 reduction blocks (at most 64; block b holds tasks [b·n/nb, (b+1)·n/nb)); the driver gives each
 actor a run of consecutive blocks. Every actor holds the problem's tasks (a TaskSet, once, from
@@ -53,8 +66,8 @@ from ..data.taskset import TaskSet
 from ..models import MLP
 from ..problems import MetaObjective, Objective
 
-__all__ = ["Backend", "Local", "MetaWorker", "RayBackend", "RayNotInstalledError",
-           "ShardWorker"]
+__all__ = ["Backend", "BatchWorker", "Local", "MetaWorker", "RayBackend",
+           "RayNotInstalledError", "ShardWorker"]
 
 UNIT_ROWS = 1024        # the core's work-unit size (tasks.hpp kUnitRows)
 RESTART_TIMEOUT = 120.0 # seconds to wait for Ray to bring a dead actor back
@@ -151,6 +164,33 @@ def _fresh(a, dtype):
     return out
 
 
+def _state_arrays(state):
+    """A core train state as plain data (what a chunk run by an actor starts from and returns)."""
+    return {"theta": np.array(state.theta), "alpha": np.array(state.alpha),
+            "weighting": np.array(state.weighting), "step": int(state.step),
+            "seed": int(state.seed),
+            "m": None if state.m is None else np.array(state.m),
+            "v": None if state.v is None else np.array(state.v)}
+
+
+def _restore(state, st, dtype):
+    state.restore(_fresh(st["theta"], dtype), None if st["m"] is None else _fresh(st["m"], dtype),
+                  None if st["v"] is None else _fresh(st["v"], dtype), _fresh(st["alpha"], dtype),
+                  _fresh(st["weighting"], np.float64), st["step"])
+
+
+def _chunk_here(dtype, st, optimizer, run):
+    """Runs a chunk of steps of the shipped train state ``st`` in this process with the core's
+    own loop (``run(state, config)``): (the state after it, the ChunkResult)."""
+    config = optimizer.core_config()
+    cls = _core.TrainState32 if dtype == np.float32 else _core.TrainState64
+    theta, alpha = _fresh(st["theta"], dtype), _fresh(st["alpha"], dtype)
+    state = cls(theta, config, alpha, st["weighting"].shape[0], st["seed"])
+    _restore(state, st, dtype)
+    out = run(state, config)
+    return _state_arrays(state), out
+
+
 # --- the actor -----------------------------------------------------------------------------------
 class ShardWorker:
     """One shard of tasks and its part of every step (run as a Ray actor; plain class for tests)."""
@@ -174,10 +214,63 @@ class ShardWorker:
     def set_weights(self, weights):
         self.weights = _fresh(weights, self.dtype)
 
-    def partials(self, theta, want_grad):
-        """(partial sums of this shard's blocks (nb, P) or None, f_i of its tasks (float64))."""
+    def partials(self, theta, want_grad, weights=None):
+        """(partial sums of this shard's blocks (nb, P) or None, f_i of its tasks (float64)),
+        with the shard's α (``weights``, kept for later calls, or the last ones set)."""
+        if weights is not None:
+            self.set_weights(weights)
         return _core.block_partials(self.handle, self.plan, _fresh(theta, self.dtype),
                                     self.weights, want_grad, self.n_threads)
+
+    def task_grads(self, theta):
+        """(∇f_i (tasks, P), f_i (tasks,)) of this shard's tasks: rows of the per-task gradient
+        matrix a gradient-combining weighting needs."""
+        return self.handle.task_grads(_fresh(theta, self.dtype), self.n_threads)
+
+    def run_chunk(self, st, optimizer, weighting, n, record, l2, n_shared):
+        """n steps of the shipped train state, full batch, by the core's own loop — when this one
+        shard holds every task (RayBackend with one actor): one call per chunk of steps."""
+        wcfg = weighting.core_config() if weighting is not None else None
+        return _chunk_here(self.dtype, st, optimizer, lambda state, config: state.run_objective(
+            self.handle, config, 0, 0, l2, n, self.n_threads, record, wcfg, n_shared))
+
+
+class BatchWorker:
+    """All tasks and worker ``worker`` of ``n_workers``' share of every drawn batch (run as a Ray
+    actor; plain class for tests): at step t it draws the batch a local step draws (the
+    counter-based keys (seed, t)) and computes blocks [k·nb/K, (k+1)·nb/K) of its plan."""
+
+    def __init__(self, model, X, y, offsets, n_support, task_ids, rows, dtype, batch_tasks,
+                 batch_rows, worker, n_workers, n_threads):
+        model = MLP.from_spec(model)
+        ts = TaskSet(np.array(X), np.array(y), np.array(offsets), n_support=np.array(n_support),
+                     task_ids=np.array(task_ids), dtype=np.dtype(dtype))
+        self.dtype = np.dtype(dtype)
+        self.obj = Objective(model, ts, rows=rows, n_threads=n_threads)
+        cls = _core.MultiTaskBlocks32 if self.dtype == np.float32 else _core.MultiTaskBlocks64
+        self.blocks = cls(self.obj.core_handle(self.dtype), batch_tasks, batch_rows)
+        self.worker, self.n_workers, self.n_threads = worker, n_workers, n_threads
+        self.batch = (batch_tasks, batch_rows)
+        self.weights = None
+
+    def ready(self):
+        return os.getpid()
+
+    def set_weights(self, weights):
+        self.weights = _fresh(weights, self.dtype)
+
+    def partials(self, theta, seed, step, want_grad):
+        """(partials of this worker's blocks of step ``step``'s batch (nb_k, P) or None, the
+        summed loss of each of their units (float64), in unit order)."""
+        return self.blocks.partials(_fresh(theta, self.dtype), self.weights, seed, step,
+                                    self.worker, self.n_workers, want_grad, self.n_threads)
+
+    def run_chunk(self, st, optimizer, weighting, n, record, l2, n_shared):
+        """n steps of drawn batches by the core's own loop (RayBackend with one actor)."""
+        wcfg = weighting.core_config() if weighting is not None else None
+        handle = self.obj.core_handle(self.dtype)
+        return _chunk_here(self.dtype, st, optimizer, lambda state, config: state.run_objective(
+            handle, config, *self.batch, l2, n, self.n_threads, record, wcfg, n_shared))
 
 
 class MetaWorker:
@@ -198,6 +291,11 @@ class MetaWorker:
         """Blocks [b0, b1) of step ``step``: (partials (b1 − b0, P), query losses, support
         losses) of their tasks."""
         return self.step.block_partials(_fresh(theta, self.dtype), seed, step, b0, b1)
+
+    def run_chunk(self, st, optimizer, weighting, n, record, l2, n_shared):
+        """n meta-steps by the core's own loop (RayBackend with one actor)."""
+        return _chunk_here(self.dtype, st, optimizer, lambda state, config: state.run_meta(
+            self.step, config, n, self.n_threads))
 
 
 def plan_meta_blocks(n_blocks, n_workers):
@@ -235,19 +333,26 @@ class RayBackend(Backend):
     step_timeout_s : float > 0 or None
         How long the driver waits for one actor's part of a step (default 60 s). Past it the actor
         is treated as lost: killed, restarted by Ray (counts against ``max_restarts``), and sent
-        the step again (counts against ``max_retries``). None waits for ever.
+        the step again (counts against ``max_retries``). None waits for ever. With
+        ``remote_chunks`` and one actor, a call is a chunk of steps (fit sizes chunks to about
+        0.25 s), waited for as long.
+    remote_chunks : bool
+        With one actor (it then holds the whole problem), let it run whole chunks of steps with
+        the core's own loop from a copy of the train state: one round trip per chunk instead of
+        one per step, the same θ. False: step by step, as with several actors.
 
     Use it as ``mc.fit(obj, theta0, backend=RayBackend(2, 1))`` for a multi-task
     :class:`~metacore.Objective` or ``mc.fit(mc.MetaObjective(...), theta0,
     backend=RayBackend(2, 1))`` for meta-learning; the actors stay up for more fits on the same
-    problem until :meth:`close` (or the end of a ``with`` block), which kills them.
+    problem until :meth:`close` (or the end of a ``with`` block), which kills them; a fit with
+    a closed backend raises ValueError.
 
     Raises ValueError/TypeError naming the argument for a bad setting, and RuntimeError when an
     actor stays dead or stalled past ``max_retries`` tries of one step.
     """
 
     def __init__(self, n_workers=2, cpus_per_worker=1, *, max_restarts=3, max_retries=3,
-                 address=None, worker_class=None, step_timeout_s=60.0):
+                 address=None, worker_class=None, step_timeout_s=60.0, remote_chunks=True):
         self.ray = _import_ray()
         self.n_workers = _validation.integer("n_workers", n_workers, minimum=1)
         self.cpus_per_worker = _validation.integer("cpus_per_worker", cpus_per_worker, minimum=1)
@@ -263,16 +368,20 @@ class RayBackend(Backend):
             "step_timeout_s", step_timeout_s, minimum=0.0, min_open=True)
         if worker_class is not None and not (
                 isinstance(worker_class, type) and issubclass(worker_class,
-                                                              (ShardWorker, MetaWorker))):
-            raise TypeError(f"worker_class must be None, ShardWorker, MetaWorker or a subclass "
-                            f"of one, got {worker_class!r}")
+                                                              (ShardWorker, MetaWorker,
+                                                               BatchWorker))):
+            raise TypeError(f"worker_class must be None, ShardWorker, BatchWorker, MetaWorker "
+                            f"or a subclass of one, got {worker_class!r}")
         self.worker_class = worker_class
+        self.remote_chunks = _validation.boolean("remote_chunks", remote_chunks)
         self._key = None
         self._actors = []
         self._refs = []
         self.retries = 0          # steps sent again after an actor died or stalled
         self.meta = False         # the attached problem is a MetaObjective
+        self.batched = False      # multi-task with batch_tasks/batch_rows (BatchWorker actors)
         self._owns_ray = False    # this backend called ray.init (close() shuts Ray down)
+        self._closed = False      # close() ran (the end of a with block): no more fits
 
     def __repr__(self):
         return (f"RayBackend(n_workers={self.n_workers}, cpus_per_worker={self.cpus_per_worker}, "
@@ -296,6 +405,7 @@ class RayBackend(Backend):
         if self._owns_ray and self.ray.is_initialized():   # the local cluster it started
             self.ray.shutdown()
         self._owns_ray = False
+        self._closed = True
 
     # --- set-up ------------------------------------------------------------------------------
     def _stop_actors(self):
@@ -304,37 +414,74 @@ class RayBackend(Backend):
         self._actors, self._refs, self._key = [], [], None
         self._obj = None
 
-    def _worker_class(self, meta):
-        want = MetaWorker if meta else ShardWorker
+    def _worker_class(self, meta, batched):
+        want = MetaWorker if meta else BatchWorker if batched else ShardWorker
         cls = self.worker_class or want
         if not issubclass(cls, want):
-            raise TypeError(f"worker_class {cls.__name__} does not run "
-                            f"{'a MetaObjective' if meta else 'an Objective'}: it must be "
+            what = ("a MetaObjective" if meta else "an Objective with batch_tasks/batch_rows"
+                    if batched else "a full-batch Objective")
+            raise TypeError(f"worker_class {cls.__name__} does not run {what}: it must be "
                             f"{want.__name__} or a subclass of it")
         return cls
 
-    def attach(self, obj, dtype, alpha):
-        """Ships ``obj``'s tasks (once per problem and dtype) and, for a multi-task objective,
-        the weights α. ``obj``: an Objective or a MetaObjective."""
+    def attach(self, obj, dtype, alpha, batch_tasks=None, batch_rows=None, weighting=None,
+               optimizer=None):
+        """Ships ``obj``'s tasks (once per problem, dtype and batch setting) and, for a multi-task
+        objective, the weights α. ``obj``: an Objective or a MetaObjective; ``batch_tasks``,
+        ``batch_rows``, ``weighting`` (a :mod:`metacore.weighting` strategy or None) and
+        ``optimizer``: fit's. With the optimizer known and one actor, a call runs a whole chunk
+        of steps on the actor."""
+        if self._closed:   # else a fit after the with block would start a new local Ray
+            raise ValueError("backend: this RayBackend was closed (its with block ended or "
+                             "close() ran) and its actors are gone; create a new RayBackend")
         meta = isinstance(obj, MetaObjective)
-        cls = self._worker_class(meta)
+        batched = not meta and (batch_tasks is not None or batch_rows is not None)
+        batch = (batch_tasks or 0, batch_rows or 0) if batched else None
+        cls = self._worker_class(meta, batched)
         ray = self.ray
         dtype = np.dtype(dtype)
-        key = (id(obj), dtype.str)
+        key = (id(obj), dtype.str, batch)
         if self._key != key:
             self._stop_actors()
             if not ray.is_initialized():
                 ray.init(address=self.address)
                 self._owns_ray = True
-            self._start_meta(obj, dtype, cls) if meta else self._start(obj, dtype, cls)
+            if meta:
+                self._start_meta(obj, dtype, cls)
+            elif batched:
+                self._start_batch(obj, dtype, cls, batch)
+            else:
+                self._start(obj, dtype, cls)
             self._key, self._obj = key, obj      # keep obj alive: its id keys the actors
-        self.meta = meta
+        self.meta, self.batched = meta, batched
+        self.optimizer, self.weighting_obj = optimizer, weighting
         if meta:
             return
-        alpha = np.ascontiguousarray(alpha, dtype=dtype)
-        ray.get([a.set_weights.remote(alpha[s["task_lo"]:s["task_hi"]])
-                 for a, s in zip(self._actors, self.shards)])
+        self.batch = batch or (0, 0)
+        self.weighting = weighting.core_config() if weighting is not None else None
+        # α may change at every step under a strategy: sent with each step's calls then (a
+        # drawn batch's workers hold α for a chunk: strategies that change it per step need
+        # every task and row)
+        self.alpha_per_step = self.weighting is not None and not batched
+        model = obj.model
+        self.n_shared = model.n_trunk_params if model.task_heads else obj.n_params
+        self.alpha = None
+        self._set_alpha(alpha)
+
+    def _set_alpha(self, alpha):
+        """Sends α to the actors when it differs from what they hold."""
+        alpha = np.array(alpha, dtype=self.dtype)
+        if self.alpha is not None and np.array_equal(alpha, self.alpha):
+            return
+        self.ray.get([self._actors[k].set_weights.remote(self._alpha_of(k, alpha))
+                      for k in range(len(self._actors))])
         self.alpha = alpha
+
+    def _alpha_of(self, k, alpha):
+        if self.batched:
+            return alpha
+        s = self.shards[k]
+        return alpha[s["task_lo"]:s["task_hi"]]
 
     def _options(self, cls):
         return self.ray.remote(cls).options(num_cpus=self.cpus_per_worker,
@@ -352,10 +499,24 @@ class RayBackend(Backend):
                         for _ in self.ranges]
         ray.get([a.ready.remote() for a in self._actors])
 
+    def _start_batch(self, obj, dtype, cls, batch):
+        ray = self.ray
+        ts = obj.ts.astype(dtype)
+        self.dtype, self.n_params, self.l2 = dtype, obj.n_params, obj.l2
+        self._handle = obj.core_handle(dtype)     # the driver's: draws and evaluates
+        # Every actor holds all tasks (a drawn batch's blocks span them); one copy in the store.
+        self._refs = [ray.put(a) for a in (ts.X, ts.y, ts.offsets, ts.n_support, ts.task_ids)]
+        cls = self._options(cls)
+        K = self.n_workers
+        self._actors = [cls.remote(obj.model.spec(), *self._refs, obj.rows, dtype.str, *batch,
+                                   k, K, self.cpus_per_worker) for k in range(K)]
+        ray.get([a.ready.remote() for a in self._actors])
+
     def _start(self, obj, dtype, cls):
         ray = self.ray
         ts = obj.ts.astype(dtype)
         self.dtype, self.n_params, self.l2 = dtype, obj.n_params, obj.l2
+        self._handle = obj.core_handle(dtype)
         self.task_rows, self.shards = plan_shards(ts, obj.rows, obj.n_params, dtype.itemsize,
                                                   self.n_workers)
         cls = self._options(cls)
@@ -372,16 +533,43 @@ class RayBackend(Backend):
         ray.get([a.ready.remote() for a in self._actors])
 
     # --- one evaluation of f (and ∇f) --------------------------------------------------------
-    def value_and_grad(self, theta, want_grad=True, n_threads=None):
-        """(f(θ), ∇f(θ) or None, f_i (T,)) — bit-identical to the local objective's."""
-        ray = self.ray
+    def value_and_grad(self, theta, want_grad=True, n_threads=None, alpha=None):
+        """(f(θ), ∇f(θ) or None, f_i (T,)) over all tasks and rows, with α (default: the last
+        sent) — bit-identical to the local objective's. With batch_tasks/batch_rows the driver
+        computes it itself (an evaluation, not a step)."""
         theta = np.array(theta, dtype=self.dtype)
-        ref = self._share(theta)
-        results = self._gather(lambda k: self._actors[k].partials.remote(ref, want_grad))
-        parts = _fresh(np.concatenate([r[0] for r in results]), self.dtype) if want_grad else None
-        task_loss = _fresh(np.concatenate([r[1] for r in results]), np.float64)
+        if alpha is not None:
+            self._set_alpha(alpha)
+        if self.batched:
+            return self._handle.value_and_grad(theta, self.alpha, self.l2, want_grad, n_threads)
+        parts, task_loss = self._shard_partials(theta, want_grad, None)
         return _core.combine_partials(parts, task_loss, self.task_rows, self.alpha, theta,
                                       self.l2, n_threads)
+
+    def _shard_partials(self, theta, want_grad, alpha):
+        """Every shard's block partials (nb, P) in block order (None without want_grad) and f_i
+        (T,) in task order; α sent along when given."""
+        ref = self._share(theta)
+        if alpha is None:
+            results = self._gather(lambda k: self._actors[k].partials.remote(ref, want_grad))
+        else:
+            results = self._gather(lambda k: self._actors[k].partials.remote(
+                ref, want_grad, self._alpha_of(k, alpha)))
+        parts = _concat([r[0] for r in results], self.dtype) if want_grad else None
+        return parts, _concat([r[1] for r in results], np.float64)
+
+    def _batch_partials(self, theta, seed, step):
+        """All blocks' partials of step ``step``'s drawn batch (nb, P) and every unit's loss."""
+        ref = self._share(theta)
+        results = self._gather(lambda k: self._actors[k].partials.remote(ref, seed, step, True))
+        return (_concat([r[0] for r in results], self.dtype),
+                _concat([r[1] for r in results], np.float64))
+
+    def _task_grads(self, theta, alpha):
+        ref = self._share(theta)
+        results = self._gather(lambda k: self._actors[k].task_grads.remote(ref))
+        return (_concat([r[0] for r in results], self.dtype),
+                _concat([r[1] for r in results], self.dtype))
 
     def meta_partials(self, theta, seed, step):
         """All blocks' partials (n_blocks, P) in block order and the meta-batch's query and
@@ -396,23 +584,76 @@ class RayBackend(Backend):
     def run_chunk(self, state, config, n, n_threads=None, record=False):
         """n steps of ``state`` (a core train state) with the actors' partials and each step
         finished by the core's own step tail: the same typed ``ChunkResult`` as a local chunk.
-        Multi-task: full-batch f and ∇f; meta-learning: the step's meta-gradient."""
+        Multi-task: full-batch f and ∇f; meta-learning: the step's meta-gradient. With one actor
+        (it holds the whole problem) the actor runs the chunk with the core's own loop: one
+        round trip per chunk instead of per step."""
+        if self.remote_chunks and self.optimizer is not None and len(self._actors) == 1:
+            return self._remote_chunk(state, n, record)
         if self.meta:
             out = _core.ChunkResult(n, 0, False)
-            for j in range(n):
-                parts, losses, support = self.meta_partials(state.theta, state.seed, state.step)
-                if not _core.take_meta_step(state, out, j, config, parts, losses, support,
-                                            n_threads):
-                    break
+            try:
+                for j in range(n):
+                    parts, losses, support = self.meta_partials(state.theta, state.seed,
+                                                                state.step)
+                    if not _core.take_meta_step(state, out, j, config, parts, losses, support,
+                                                n_threads):
+                        break
+            except KeyboardInterrupt as e:     # the state is at its last finished step
+                e.chunk = out
+                raise
             return out
-        out = _core.ChunkResult(n, self.task_rows.shape[0], record)
-        for j in range(n):
-            value, grad, losses = self.value_and_grad(state.theta, True, n_threads)
-            losses = np.ascontiguousarray(losses, dtype=self.dtype)
-            if not state.take_step(out, j, config, value, grad, losses, self.task_rows,
-                                   n_threads):
-                break
+        self._set_alpha(state.alpha)      # EvalDriven may have changed α between chunks
+        cls = _core.MultiTaskDriver32 if self.dtype == np.float32 else _core.MultiTaskDriver64
+        driver = cls(self._handle, *self.batch, self.l2, self.weighting, self.n_shared)
+        out = _core.ChunkResult(n, self.alpha.shape[0], record)
+        try:
+            for j in range(n):
+                if not self._multitask_step(driver, state, out, j, config, n_threads):
+                    break
+        except KeyboardInterrupt as e:
+            e.chunk = out
+            raise
+        finally:
+            self.alpha = None if self.alpha_per_step else self.alpha
         return out
+
+    def _remote_chunk(self, state, n, record):
+        """The chunk run by the one actor from a copy of the train state; the state it ends in
+        is restored here (the same bits: the core's loop, any thread count)."""
+        st = _state_arrays(state)
+        model_l2 = 0.0 if self.meta else self.l2
+        n_shared = 0 if self.meta else self.n_shared
+        new, out = self._gather(lambda k: self._actors[k].run_chunk.remote(
+            st, self.optimizer, self.weighting_obj, n, record, model_l2, n_shared))[0]
+        _restore(state, new, self.dtype)
+        if not self.meta and not self.batched:
+            self.alpha = None        # α moved with the state; sent again when needed
+        return out
+
+    def _multitask_step(self, driver, state, out, j, config, n_threads):
+        """Step j: the driver's MultiTaskStep (batch draw, weighting, combination, update) with
+        what the actors computed at θ in place of its own objective's passes."""
+        need = driver.begin(state)        # draws the batch; sets α unless it needs this step's
+        try:
+            theta = np.array(state.theta)
+            if need == "task_grads":      # gradient-combining strategies: the rows of G
+                G, losses = self._task_grads(theta, None)
+                return driver.finish_task_grads(state, out, j, config, G, losses, n_threads)
+            if self.batched:
+                parts, unit_loss = self._batch_partials(theta, state.seed, state.step)
+                return driver.finish_partials(state, out, j, config, parts, unit_loss, True,
+                                              n_threads)
+            alpha = np.array(state.alpha) if self.alpha_per_step else None
+            if need == "losses_first":    # FAMO: α from this step's losses, then the gradient
+                _, task_loss = self._shard_partials(theta, False, alpha)
+                driver.losses_first(state, task_loss)
+                alpha = np.array(state.alpha)
+            parts, task_loss = self._shard_partials(theta, True, alpha)
+            return driver.finish_partials(state, out, j, config, parts, task_loss, False,
+                                          n_threads)
+        except BaseException:
+            driver.undo(state)            # the step was not applied: α and the strategy's state
+            raise
 
     def _share(self, theta):
         """θ as the actors' calls take it: put once in the object store (every actor on a node
@@ -461,10 +702,9 @@ class RayBackend(Backend):
     def _resync(self, k):
         """A call that answers once actor k is back: a restarted actor has its tasks again (its
         constructor reran), not yet its α."""
-        if self.meta:
+        if self.meta or self.alpha is None:      # α then travels with every call
             return self._actors[k].ready.remote()
-        s = self.shards[k]
-        return self._actors[k].set_weights.remote(self.alpha[s["task_lo"]:s["task_hi"]])
+        return self._actors[k].set_weights.remote(self._alpha_of(k, self.alpha))
 
     def _wait_restarted(self, k, error, timeout=RESTART_TIMEOUT):
         """Blocks until shard k's actor answers again (Ray restarts it and it reloads its shard)."""
@@ -479,6 +719,13 @@ class RayBackend(Backend):
                     raise RuntimeError(f"shard {k}'s actor did not come back within {timeout} s "
                                        f"(max_restarts={self.max_restarts})") from error
                 time.sleep(0.2)
+
+
+def _concat(arrays, dtype):
+    """One C-contiguous array of the canonical dtype from the actors' answers in actor order
+    (one copy; an actor with no blocks answers None or an empty array)."""
+    arrays = [a for a in arrays if a is not None]
+    return _fresh(np.concatenate(arrays) if len(arrays) > 1 else arrays[0], dtype)
 
 
 def _actor_errors(ray):

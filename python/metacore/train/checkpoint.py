@@ -91,8 +91,13 @@ def write_atomic(path, write):
     error, Ctrl-C included. Returns ``path``."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
+                                   suffix=".tmp")
+    except OSError as exc:   # name the folder asked for, not the temporary file's name
+        what = ("no such folder" if isinstance(exc, (FileNotFoundError, NotADirectoryError))
+                else exc.strerror or type(exc).__name__)
+        raise type(exc)(exc.errno, f"cannot write {path}: {what} {folder}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             if hasattr(os, "fchmod"):   # mkstemp makes 0600 files; a saved file is 0666 & ~umask

@@ -230,20 +230,12 @@ def _multitask_args(obj, weighting, batch_tasks, batch_rows):
     return batch_tasks, batch_rows
 
 
-def _backend_arg(value, problem, weighting, batch_tasks, batch_rows):
+def _backend_arg(value):
     if value is None or isinstance(value, Local):
         return None
     if not isinstance(value, RayBackend):
         raise TypeError(f"backend must be None, metacore.distributed.Local() or a RayBackend, "
                         f"got {type(value).__name__}")
-    if isinstance(problem, MetaObjective):
-        return value
-    if batch_tasks is not None or batch_rows is not None:
-        raise ValueError("backend=RayBackend runs full-batch steps only: batch_tasks and "
-                         "batch_rows must be None")
-    if weighting is not None and weighting.core_config() is not None:
-        raise ValueError(f"backend=RayBackend supports a fixed α only (weighting None, Uniform or "
-                         f"Fixed), got {weighting!r}")
     return value
 
 
@@ -312,7 +304,9 @@ def fit(problem, start=None, *, optimizer=None, steps=1000, weighting=None, batc
         Multi-task: keep every step's per-task losses and α in the history.
     backend : None, metacore.distributed.Local or metacore.distributed.RayBackend
         Where the steps' gradients are computed: here, or on Ray actors, giving the same θ bit
-        for bit. Multi-task: each actor holds a shard of the tasks (full-batch steps, fixed α).
+        for bit. Multi-task: each actor holds a shard of the tasks (full-batch steps, any
+        weighting) or, with batch_tasks/batch_rows, all tasks and a run of each drawn batch's
+        reduction blocks.
         Meta-learning (every learner): each actor computes a run of the meta-batch's reduction
         blocks, drawing or generating those tasks from the step's keys.
     theta0 :
@@ -389,7 +383,7 @@ def fit(problem, start=None, *, optimizer=None, steps=1000, weighting=None, batc
     checkpoint_every = _validation.optional_integer("checkpoint_every", checkpoint_every,
                                                     minimum=1)
     record_task_losses = _validation.boolean("record_task_losses", record_task_losses)
-    backend = _backend_arg(backend, problem, weighting, batch_tasks, batch_rows)
+    backend = _backend_arg(backend)
     settings = Settings(
         problem=problem, optimizer=optimizer, weighting=weighting, steps=steps,
         batch_tasks=batch_tasks, batch_rows=batch_rows,

@@ -99,9 +99,10 @@ def _stack(items):
     return np.stack(items) if items and items[0] is not None else None
 
 
-def progress_bar(enabled, total, first_step):
-    """The run's bar: None, a new tqdm bar (closed by the run), or the caller's open bar
-    (advanced, never closed: one bar over several fits)."""
+def progress_bar(enabled, total, desc, unit="step", delay=0.0):
+    """The run's bar: None, a new tqdm bar (closed by the run; shown once the run has lasted
+    ``delay`` seconds), or the caller's open bar (advanced, never closed: one bar over several
+    fits or evaluations)."""
     if not isinstance(enabled, bool):
         return enabled
     if not enabled:
@@ -110,7 +111,7 @@ def progress_bar(enabled, total, first_step):
         from tqdm.auto import tqdm
     except ImportError:  # tqdm is an optional dependency: no bar without it
         return None
-    return tqdm(total=total, unit="step", desc=f"fit from step {first_step}")
+    return tqdm(total=total, unit=unit, desc=desc, delay=delay)
 
 
 class InterruptFlag:
@@ -171,11 +172,12 @@ class Run:
         if not self.meta:
             model = prob.model
             self.handle = prob.core_handle(self.dtype)
-            self.n_shared = model.n_trunk_params if model.task_heads else prob.n_params
+            self.n_shared = model.n_shared_params if model.task_heads else prob.n_params
         else:
             self.meta_step = prob.core_step(self.dtype, s.n_threads)
         if s.backend is not None:
-            s.backend.attach(prob, self.dtype, np.array(self.state.alpha))
+            s.backend.attach(prob, self.dtype, np.array(self.state.alpha), s.batch_tasks,
+                             s.batch_rows, s.weighting, s.optimizer)
         self.monitored = s.stopper is not None or s.validation is not None
         self.first_step = self.state.step
         self.rec = Recorder(T, self.meta, s.record_task_losses)
@@ -199,7 +201,7 @@ class Run:
         """Runs the steps; returns (stop reason, the failing chunk's result or None)."""
         s, state = self.s, self.state
         end = self.first_step + s.steps
-        bar = progress_bar(s.progress, s.steps, self.first_step)
+        bar = progress_bar(s.progress, s.steps, f"fit from step {self.first_step}")
         per_step = None
         try:
             self.last_eval = self.evaluate()
@@ -304,7 +306,8 @@ class Run:
             value, _, losses = self.handle.value_and_grad(th, self.state.alpha, s.problem.l2,
                                                           False, s.n_threads)
         else:
-            value, _, losses = s.backend.value_and_grad(th, False, s.n_threads)
+            value, _, losses = s.backend.value_and_grad(th, False, s.n_threads,
+                                                        alpha=self.state.alpha)
         val_loss, val_losses = math.nan, None
         if s.validation is not None:
             val_loss, val_losses = s.validation(th)

@@ -1,0 +1,306 @@
+"""Multi-task training on the Ray backend is the local run bit for bit — with batch_tasks and
+batch_rows (every worker holds all tasks and computes a run of each drawn batch's reduction
+blocks) and with every weighting strategy of metacore.weighting (loss-based ones from the
+shards' task losses, gradient-based ones from the shards' rows of the per-task gradient matrix),
+for any number of workers. The driver runs the local step (MultiTaskStep: draw, weighting,
+combination, update) on what the workers return.
+
+These run RayBackend with its actors in this process (Ray's calls replaced by direct ones), so
+they check the arithmetic in seconds and need no Ray; test_distributed.py runs the same paths on
+real Ray actors, with an actor killed or stalled mid-run."""
+
+import numpy as np
+import pytest
+
+import metacore as mc
+from metacore import _core
+from metacore.train import backends
+from metacore.train.backends import BatchWorker
+
+
+# --- Ray's calls, in this process ---------------------------------------------------------------
+class _Done:
+    def __init__(self, value):
+        self.value = value
+
+
+class _Method:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def remote(self, *args, **kwargs):
+        return _Done(self.fn(*args, **kwargs))
+
+
+class _ActorHandle:
+    def __init__(self, instance):
+        self._instance = instance
+
+    def __getattr__(self, name):
+        return _Method(getattr(self._instance, name))
+
+
+class _ActorClass:
+    def __init__(self, cls):
+        self.cls = cls
+
+    def options(self, **kwargs):
+        return self
+
+    def remote(self, *args, **kwargs):
+        return _ActorHandle(self.cls(*args, **kwargs))
+
+
+class InProcessRay:
+    """What RayBackend calls of Ray, run here: actors are plain objects, calls return at once."""
+
+    class exceptions:
+        GetTimeoutError = type("GetTimeoutError", (Exception,), {})
+        RayActorError = type("RayActorError", (Exception,), {})
+
+    calls = 0
+
+    def is_initialized(self):
+        return True
+
+    def put(self, x):
+        return x
+
+    def get(self, x, timeout=None):
+        InProcessRay.calls += 1
+        return [f.value for f in x] if isinstance(x, list) else x.value
+
+    def remote(self, cls):
+        return _ActorClass(cls)
+
+    def kill(self, actor, no_restart=True):
+        pass
+
+
+@pytest.fixture
+def in_process(monkeypatch):
+    monkeypatch.setattr(backends, "_import_ray", InProcessRay)
+
+
+# --- problems -----------------------------------------------------------------------------------
+def objective(n_tasks=6, heads=False, max_rows=60, dtype=np.float32, seed=3):
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(3, max_rows, size=n_tasks)
+    Xs = [rng.normal(size=(n, 3)) for n in sizes]
+    ys = [np.sin(x.sum(axis=1) + i) for i, x in enumerate(Xs)]
+    ts = mc.TaskSet.from_arrays(Xs, ys, n_support=2, dtype=dtype)
+    model = mc.MLP([3, 6, 1], activation="tanh", task_heads=n_tasks if heads else None)
+    return mc.Objective(model, ts, l2=0.01), model.init(seed=1, dtype=dtype)
+
+
+def strategy(name, n_tasks):
+    cls = mc.weighting.BY_NAME[name]
+    if name == "Fixed":
+        a = np.linspace(1.0, 2.0, n_tasks)
+        return cls(a / a.sum())
+    if name == "EvalDriven":
+        return cls(eval_every=2)
+    return cls()
+
+
+def fit_kwargs(**kw):
+    return {**dict(optimizer=mc.optim.Adam(lr=0.05), steps=7, eval_every=3, progress=False,
+                   record_task_losses=True), **kw}
+
+
+def assert_same_run(dist, local):
+    np.testing.assert_array_equal(dist.theta, local.theta)
+    h, g = dist.history, local.history
+    for name in ("objective", "grad_norm", "task_losses", "weights", "train_loss",
+                 "step_task_losses", "step_weights"):
+        np.testing.assert_array_equal(getattr(h, name), getattr(g, name), err_msg=name)
+    np.testing.assert_array_equal(dist.weighting_state, local.weighting_state)
+    assert dist.step == local.step
+
+
+# --- every weighting strategy, full batch ------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(mc.weighting.BY_NAME))
+@pytest.mark.parametrize("n_workers,heads,chunks", [(1, False, True), (1, False, False),
+                                                    (3, False, True), (2, True, True)])
+def test_every_weighting_on_workers_gives_the_local_run(in_process, name, n_workers, heads,
+                                                        chunks):
+    """Several workers: step by step. One worker: by default it runs whole chunks with the
+    core's loop (remote_chunks), else step by step."""
+    obj, theta = objective(heads=heads)
+    local = mc.fit(obj, theta, **fit_kwargs(weighting=strategy(name, obj.n_tasks)))
+    with mc.distributed.RayBackend(n_workers, 1, remote_chunks=chunks) as backend:
+        dist = mc.fit(obj, theta, **fit_kwargs(weighting=strategy(name, obj.n_tasks),
+                                               backend=backend))
+    assert_same_run(dist, local)
+    assert dist.steps_run == 7 and np.isfinite(dist.theta).all()
+    assert not np.array_equal(dist.theta, theta)      # the run trained
+
+
+def test_adaptive_strategies_really_move_the_weights(in_process):
+    """The runs above compare α over time: here α is seen to change from step to step, so the
+    comparison is about a live weighting (loss-based and gradient-based)."""
+    obj, theta = objective()
+    for name in ("DWA", "Uncertainty", "RLW", "FAMO", "GradNorm", "MGDA", "CAGrad"):
+        with mc.distributed.RayBackend(2, 1) as backend:
+            res = mc.fit(obj, theta, **fit_kwargs(weighting=strategy(name, obj.n_tasks),
+                                                  backend=backend))
+        w = res.history.step_weights
+        assert np.isfinite(w).all(), name
+        assert np.ptp(w, axis=0).max() > 0.0, name
+
+
+def test_float64_and_a_resumed_run_with_a_gradient_strategy(in_process, tmp_path):
+    obj, theta = objective(dtype=np.float64, heads=True)
+    kw = fit_kwargs(weighting=mc.weighting.GradVac())
+    whole = mc.fit(obj, theta, **kw)
+    with mc.distributed.RayBackend(2, 1) as backend:
+        first = mc.fit(obj, theta, **{**kw, "steps": 4, "backend": backend})
+        path = tmp_path / "ck"
+        mc.save(path, first)
+        rest = mc.fit(obj, mc.load(path), **{**kw, "steps": 3, "weighting": None,
+                                             "backend": backend})
+    np.testing.assert_array_equal(rest.theta, whole.theta)
+    np.testing.assert_array_equal(rest.weighting_state, whole.weighting_state)
+
+
+# --- drawn batches ------------------------------------------------------------------------------
+@pytest.mark.parametrize("batch_tasks,batch_rows", [(4, None), (None, 1500), (5, 1100), (1, 7)])
+@pytest.mark.parametrize("n_workers,chunks", [(1, True), (1, False), (2, True), (5, True)])
+def test_drawn_batches_on_workers_give_the_local_run(in_process, batch_tasks, batch_rows,
+                                                     n_workers, chunks):
+    # tasks of up to 3,000 rows: a task's rows span several work units, and a drawn batch's
+    # units of one task can fall in two workers' blocks (the units' losses are added on the
+    # driver in unit order); batch (1, 7) has fewer blocks than 5 workers (idle workers)
+    obj, theta = objective(n_tasks=9, max_rows=3000)
+    kw = fit_kwargs(batch_tasks=batch_tasks, batch_rows=batch_rows)
+    local = mc.fit(obj, theta, **kw)
+    with mc.distributed.RayBackend(n_workers, 1, remote_chunks=chunks) as backend:
+        dist = mc.fit(obj, theta, **{**kw, "backend": backend})
+    assert_same_run(dist, local)
+    assert not np.array_equal(dist.theta, theta)
+
+
+def test_drawn_batches_with_evaluation_driven_weights(in_process):
+    obj, theta = objective(n_tasks=8, max_rows=400)
+    kw = fit_kwargs(batch_tasks=3, batch_rows=50)
+    local = mc.fit(obj, theta, **kw, weighting=strategy("EvalDriven", obj.n_tasks))
+    with mc.distributed.RayBackend(3, 1) as backend:
+        dist = mc.fit(obj, theta, **kw, weighting=strategy("EvalDriven", obj.n_tasks),
+                      backend=backend)
+    assert_same_run(dist, local)
+    assert np.ptp(dist.history.weights, axis=0).max() > 0.0     # α was set from evaluations
+
+
+def test_workers_cover_each_drawn_batch_s_blocks_once_in_order():
+    """Worker k of K computes blocks [k·nb/K, (k+1)·nb/K) of the step's batch: together every
+    block once, and the units' losses cover the batch's units. The driver's step adds them to
+    the local numbers: the update equals a local one-step chunk's."""
+    obj, theta = objective(n_tasks=9, max_rows=3000)
+    ts = obj.ts
+    alpha = obj.weights.astype(np.float32)
+    K = 4
+    workers = [BatchWorker(obj.model.spec(), ts.X, ts.y, ts.offsets, ts.n_support, ts.task_ids,
+                           "all", "<f4", 5, 1500, k, K, 1) for k in range(K)]
+    for w in workers:
+        w.set_weights(alpha)
+    answers = [w.partials(theta, 0, 3, True) for w in workers]
+    parts = np.concatenate([a[0] for a in answers])
+    unit_loss = np.concatenate([a[1] for a in answers])
+    config = mc.optim.Adam(lr=0.05).core_config()
+    state = _core.TrainState32(theta, config, alpha, 0, 0)
+    state.restore(theta, np.zeros_like(theta), np.zeros_like(theta), alpha, np.zeros(0), 3)
+    driver = _core.MultiTaskDriver32(obj.core_handle(np.float32), 5, 1500, obj.l2, None,
+                                     obj.n_params)
+    assert driver.begin(state) == "partials"
+    assert parts.shape == (driver.n_blocks, obj.n_params) and driver.n_blocks > K
+    assert all(a[0].shape[0] >= 1 for a in answers)
+    out = _core.ChunkResult(1, obj.n_tasks, True)
+    assert driver.finish_partials(state, out, 0, config, parts, unit_loss, True)
+
+    ref = _core.TrainState32(theta, config, alpha, 0, 0)
+    ref.restore(theta, np.zeros_like(theta), np.zeros_like(theta), alpha, np.zeros(0), 3)
+    ref_out = ref.run_objective(obj.core_handle(np.float32), config, 5, 1500, obj.l2, 1, None,
+                                True, None, obj.n_params)
+    np.testing.assert_array_equal(np.array(state.theta), np.array(ref.theta))
+    np.testing.assert_array_equal(out.objective, ref_out.objective)
+    np.testing.assert_array_equal(out.task_losses, ref_out.task_losses)
+    # a wrong number of unit losses is refused, naming the argument
+    state.restore(theta, np.zeros_like(theta), np.zeros_like(theta), alpha, np.zeros(0), 3)
+    driver.begin(state)
+    with pytest.raises(ValueError, match="task_losses"):
+        driver.finish_partials(state, out, 0, config, parts, unit_loss[:-1], True)
+
+
+def test_the_drawn_batch_objective_matches_the_reference_on_its_rows(in_process):
+    """An independent check of the step's value: the first step's objective on the workers is
+    Σ_i α_i·T/k·f_i over the drawn tasks' rows (+ λ/2‖θ‖²), f_i computed by metacore.reference
+    on all rows of the drawn tasks (batch_rows None keeps every row of a drawn task)."""
+    obj, theta = objective(n_tasks=8, max_rows=200, dtype=np.float64)
+    with mc.distributed.RayBackend(3, 1) as backend:
+        res = mc.fit(obj, theta, **fit_kwargs(batch_tasks=3, steps=1))
+    drawn = np.flatnonzero(np.isfinite(res.history.step_task_losses[0]))
+    assert drawn.size == 3
+    sub = obj.ts.subset(drawn)
+    w = np.full(3, 1.0 / 8 * 8 / 3)
+    value, _ = mc.reference.objective_value_and_grad(obj.model, sub, theta, weights=w,
+                                                     l2=obj.l2)
+    np.testing.assert_allclose(res.history.objective[0], value, rtol=1e-12)
+
+
+# --- one actor: a chunk of steps per call ---------------------------------------------------------
+def test_one_worker_runs_chunks_in_fewer_calls_than_steps(in_process):
+    obj, theta = objective()
+    kw = dict(optimizer=mc.optim.Adam(lr=0.05), steps=40, eval_every=20, progress=False,
+              chunk_size=10, weighting=mc.weighting.DWA())
+    local = mc.fit(obj, theta, **kw)
+    for chunks in (True, False):
+        with mc.distributed.RayBackend(1, 1, remote_chunks=chunks) as backend:
+            InProcessRay.calls = 0
+            dist = mc.fit(obj, theta, **kw, backend=backend)
+        np.testing.assert_array_equal(dist.theta, local.theta)
+        if chunks:      # 4 chunks + 3 evaluations and α updates, not 40 steps
+            assert InProcessRay.calls < 15
+        else:
+            assert InProcessRay.calls >= 40
+
+
+def test_a_diverging_chunk_on_one_worker_stops_as_locally(in_process):
+    obj, theta = objective(dtype=np.float64)
+    kw = dict(optimizer=mc.optim.SGD(lr=1e200), steps=6, progress=False)
+    with pytest.raises(mc.FitDivergedError) as local:
+        mc.fit(obj, theta, **kw)
+    with mc.distributed.RayBackend(1, 1) as backend:
+        with pytest.raises(mc.FitDivergedError) as dist:
+            mc.fit(obj, theta, **kw, backend=backend)
+    assert str(dist.value) == str(local.value)
+    np.testing.assert_array_equal(dist.value.result.theta, local.value.result.theta)
+
+
+@pytest.mark.parametrize("n_workers", [1, 2])
+def test_meta_learning_on_one_worker_runs_chunks_with_the_local_theta(in_process, n_workers):
+    model = mc.MLP([1, 5, 1], activation="tanh")
+    meta = mc.MetaObjective(mc.MAML(model, inner_lr=0.01),
+                            mc.tasks.SinusoidSource(k_support=3, k_query=4), meta_batch=9)
+    theta = model.init(seed=2)
+    kw = dict(optimizer=mc.optim.Adam(lr=0.01), steps=8, eval_every=4, progress=False)
+    local = mc.fit(meta, theta, **kw)
+    with mc.distributed.RayBackend(n_workers, 1) as backend:
+        dist = mc.fit(meta, theta, **kw, backend=backend)
+    np.testing.assert_array_equal(dist.theta, local.theta)
+    np.testing.assert_array_equal(dist.history.support_loss, local.history.support_loss)
+
+
+def test_a_chunk_result_pickles_with_every_field():
+    """A chunk run by an actor comes back pickled."""
+    import pickle
+    obj, theta = objective()
+    config = mc.optim.Adam(lr=0.05).core_config()
+    state = _core.TrainState32(theta, config, obj.weights.astype(np.float32), 0, 0)
+    out = state.run_objective(obj.core_handle(np.float32), config, 2, 0, 0.0, 3, None, True,
+                              None, obj.n_params)
+    back = pickle.loads(pickle.dumps(out))
+    assert (back.n_steps, back.n_tasks, back.steps_done, back.status) == (3, 6, 3, "ok")
+    for name in ("objective", "grad_norm", "lr", "support_loss", "task_losses", "alpha"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(out, name), err_msg=name)
+    with pytest.raises(ValueError, match="not a pickled ChunkResult"):
+        _core.ChunkResult.__new__(_core.ChunkResult).__setstate__((1, 2))

@@ -1,0 +1,120 @@
+"""The meta-learning estimators with the learners added after the first wave: MAML++
+("mamlpp"), iMAML ("imaml") and the R2D2 ridge head ("ridgehead") — each wired to the learner it
+names (checked through the packed parameters and against a direct NumPy computation), cloned,
+and refused where it cannot apply."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+from sklearn.base import clone  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+
+import metacore as mc  # noqa: E402
+from metacore.sklearn import MetaMLPClassifier, MetaMLPRegressor  # noqa: E402
+
+
+def _digits():
+    X, y = load_digits(return_X_y=True)
+    return X / 16.0, y
+
+
+def _episode(y, classes, k, seed):
+    rng = np.random.default_rng(seed)
+    support = np.concatenate([rng.choice(np.flatnonzero(y == c), k, replace=False)
+                              for c in classes])
+    query = np.setdiff1d(np.flatnonzero(np.isin(y, classes)), support)
+    return support, query
+
+
+def test_ridgehead_estimator_matches_a_direct_ridge_solve():
+    X, y = _digits()
+    train = y < 5
+    est = MetaMLPClassifier(hidden_layer_sizes=(16,), learner="ridgehead", reg=0.5, n_way=3,
+                            k_shot=4, q_query=5, meta_batch=4, max_iter=60,
+                            learning_rate_init=0.01, n_threads=1, random_state=0)
+    est.fit(X[train], y[train])
+    P = mc.MLP([64, 16]).n_params
+    assert est.params_.shape == (P + 2,) and np.isfinite(est.loss_curve_).all()
+    log_reg, scale = est.params_[P], est.params_[P + 1]
+    assert log_reg != np.float32(np.log(0.5))                # λ is learned from reg = 0.5
+    new_classes = [9, 5, 7]
+    support, query = _episode(y, new_classes, 4, seed=2)
+    # oracle: W = [E,1]ᵀ([E,1][E,1]ᵀ + λI)⁻¹ Y in float64, logits s·[E_q,1]W, softmax
+    model = mc.MLP([64, 16])
+    emb = lambda rows: np.hstack([model.predict(est.theta_, X[rows].astype(np.float32))  # noqa
+                                  .astype(np.float64), np.ones((rows.size, 1))])
+    Es, Eq = emb(support), emb(query)
+    classes = np.array(sorted(new_classes))
+    Y = (y[support][:, None] == classes[None]).astype(np.float64)
+    lam = np.exp(np.float64(log_reg))
+    W = Es.T @ np.linalg.solve(Es @ Es.T + lam * np.eye(len(support)), Y)
+    logits = float(scale) * Eq @ W
+    want = np.exp(logits - logits.max(axis=1, keepdims=True))
+    want /= want.sum(axis=1, keepdims=True)
+    adapted = est.adapt(X[support], y[support])
+    assert adapted.classes_.tolist() == classes.tolist()
+    np.testing.assert_allclose(adapted.predict_proba(X[query]), want, atol=2e-4)
+    assert est.adapt_predict(X[support], y[support], X[query]).tolist() == \
+        adapted.predict(X[query]).tolist()
+    assert adapted.score(X[query], y[query]) > 0.6          # chance: 1/3
+
+
+def test_mamlpp_estimator_learns_per_step_per_layer_rates():
+    X, y = _digits()
+    train = y < 5
+    est = MetaMLPClassifier(hidden_layer_sizes=(16,), learner="mamlpp", inner_steps=3,
+                            inner_lr=0.3, n_way=3, k_shot=4, q_query=5, meta_batch=4,
+                            max_iter=30, learning_rate_init=0.01, n_threads=1, random_state=0)
+    est.fit(X[train], y[train])
+    learner = est._learner()
+    assert isinstance(learner, mc.MAML) and learner.per_step_rates == "layer"
+    assert learner.multi_step_loss and learner.msl_anneal_steps == 3
+    assert learner.first_order_until == 10
+    model = mc.MLP([64, 16, 3], loss="cross_entropy")
+    rates = est.params_[model.n_params:].reshape(3, model.n_layers)
+    assert rates.shape == (3, 2) and not np.allclose(rates, 0.3)   # learned away from 0.3
+    support, query = _episode(y, [9, 5, 7], 4, seed=3)
+    adapted = est.adapt(X[support], y[support])
+    # direct: three SGD steps in float64 (the reference's loss gradient), step j moving layer l
+    # by rates[j, l] times its gradient
+    from metacore.reference.net import loss_and_grad
+    theta = est.params_[:model.n_params].astype(np.float64)
+    sizes = [64 * 16 + 16, 16 * 3 + 3]                     # layer 0, layer 1 (W and b)
+    Xs = X[support].astype(np.float64)
+    ys = np.searchsorted(np.array([5, 7, 9]), y[support]).astype(np.float64)
+    for j in range(3):
+        theta = theta - np.repeat(rates[j].astype(np.float64), sizes) * \
+            loss_and_grad(model, theta, Xs, ys)[1]
+    np.testing.assert_allclose(adapted.theta_, theta, rtol=0, atol=5e-4)
+
+
+def test_imaml_regressor_adapts_with_the_proximal_inner_loop():
+    rng = np.random.default_rng(0)
+    g = np.repeat(np.arange(12), 30)
+    X = rng.uniform(-3, 3, size=(g.size, 1))
+    y = np.sin(X[:, 0] + rng.uniform(0, np.pi, 12)[g]) * rng.uniform(0.5, 2, 12)[g]
+    est = MetaMLPRegressor(hidden_layer_sizes=(16,), learner="imaml", reg=2.0, inner_steps=3,
+                           inner_lr=0.05, max_iter=40, learning_rate_init=0.01, n_threads=1,
+                           random_state=0).fit(X, y, groups=g)
+    learner = est._learner()
+    assert isinstance(learner, mc.IMAML) and learner.reg == 2.0
+    Xs, ys = X[:10], y[:10]
+    want = learner.adapt(est.params_, Xs.astype(np.float32), ys.astype(np.float32))
+    np.testing.assert_array_equal(est.adapt(Xs, ys).theta_, want)
+    assert np.isfinite(est.loss_curve_).all()
+
+
+@pytest.mark.parametrize("learner", ["mamlpp", "imaml", "ridgehead"])
+def test_new_learners_clone_and_name_their_errors(learner):
+    est = MetaMLPClassifier(learner=learner, reg=0.3)
+    assert clone(est).get_params()["reg"] == 0.3 and clone(est).learner == learner
+    X, y = _digits()
+    with pytest.raises(ValueError, match="reg"):
+        MetaMLPClassifier(learner=learner, reg=0.0, n_way=2, k_shot=2,
+                          max_iter=2).fit(X[:60], y[:60])
+    if learner == "ridgehead":
+        with pytest.raises(ValueError, match="n_way and k_shot"):
+            MetaMLPClassifier(learner=learner, max_iter=2).fit(X[:40], y[:40])
