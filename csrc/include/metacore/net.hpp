@@ -113,7 +113,7 @@ class NetSpec {
 // Whether two specs describe the same net (sizes, activation, loss head, heads, normalisation).
 inline bool same_net(const NetSpec& a, const NetSpec& b) {
     return a.sizes() == b.sizes() && a.activation() == b.activation() && a.loss() == b.loss() &&
-           a.n_heads() == b.n_heads() && a.norm() == b.norm();
+           a.n_heads() == b.n_heads() && a.norm() == b.norm() && a.head() == b.head();
 }
 
 }  // namespace metacore
