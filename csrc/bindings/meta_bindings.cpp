@@ -85,7 +85,8 @@ py::tuple meta_typed(const NetSpec& net, const MetaConfig& cfg, const py::array&
     without_gil([&] {
         std::vector<std::int64_t> tasks(n);
         for (std::int64_t i = 0; i < n; ++i) tasks[i] = i;
-        MetaBatch<T> batch(net, cfg, threads);
+        std::unique_ptr<MetaBatch<T>> own;  // a large batch's (a small one is kept per thread)
+        MetaBatch<T>& batch = reusable_meta_batch<T>(net, cfg, threads, own);
         loss = batch.value_and_grad(params.data(), data, tasks.data(), n, g, l, &before, step);
     });
     return py::make_tuple(loss, grad, losses, before);

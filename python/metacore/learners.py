@@ -43,6 +43,8 @@ from .models import MLP
 from .data.tasks import EpisodeSource, SinusoidSource
 from .data.taskset import TaskSet
 
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
 __all__ = ["Learner", "MAML", "FOMAML", "Reptile", "MetaSGD", "ANIL", "ProtoNet", "from_dict",
            "EpisodeLearner", "RidgeHead", "IMAML"]
 
@@ -207,7 +209,12 @@ class Learner:
 
     def _evaluate(self, theta, batch, step=0):
         from . import _core
-        params = self.check_params(theta)
+        if (type(theta) is np.ndarray and theta.dtype in _FLOAT_DTYPES and theta.ndim == 1
+                and theta.flags.c_contiguous and theta.shape[0] == self.n_params
+                and type(self).check_params is Learner.check_params):
+            params = theta  # the meta-step's common call; finiteness is checked by the core
+        else:
+            params = self.check_params(theta)
         ts = self._checked_batch(batch, params.dtype)
         if type(step) is not int or not 0 <= step <= _validation.INT64_MAX:
             step = _validation.integer("step", step, minimum=0)

@@ -17,11 +17,6 @@
 
 namespace metacore {
 
-inline bool same_net(const NetSpec& a, const NetSpec& b) {
-    return a.sizes() == b.sizes() && a.activation() == b.activation() && a.loss() == b.loss() &&
-           a.n_heads() == b.n_heads() && a.norm() == b.norm();
-}
-
 template <class T>
 struct AdaptWorkspace {
     explicit AdaptWorkspace(const NetSpec& spec)

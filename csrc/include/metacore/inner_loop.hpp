@@ -81,15 +81,48 @@ METACORE_INLINE double rows_value_grad(NetPass<T>& pass, const T* theta, const T
     return loss / static_cast<double>(n);
 }
 
-// hv = ∇²L(θ) v of the mean loss over rows [begin, end).
+// One block's H·v after its forward pass at θ: the tangent pass, the loss head and its tangent,
+// the backward tangent — unit_hvp without its forward pass, for a pass that still holds it.
+template <class T>
+METACORE_INLINE void block_hvp_kept_body(NetPass<T>& pass, const T* theta, const T* v,
+                                         const TaskData<T>& data, std::int64_t begin,
+                                         std::int64_t end, T scale, T* hv) {
+    const std::int64_t b = end - begin;
+    const T* X = data.X.row(begin);
+    pass.forward_tangent(theta, v, X, b, 0);
+    pass.loss_grad(data.y.row(begin), data.y.cols, b, scale);
+    pass.loss_tangent(b, scale);
+    pass.backward_tangent(theta, v, X, b, 0, hv);
+}
+METACORE_KERNEL(void, block_hvp_kept,
+                (NetPass<T>& pass, const T* theta, const T* v, const TaskData<T>& data, std::int64_t begin, std::int64_t end, T scale, T* hv),
+                (pass, theta, v, data, begin, end, scale, hv))
+
+// Whether rows_value_grad over `rows` rows leaves the pass holding their whole forward pass (one
+// block through the general path, not the one-layer logistic kernel), so that an HVP at the same
+// θ on the same rows can start from it (rows_hvp's forward_kept).
+template <class T>
+bool keeps_forward(const NetPass<T>& pass, std::int64_t rows) {
+    return rows <= pass.block_rows(rows) && !is_logistic_regression(pass.net());
+}
+
+// hv = ∇²L(θ) v of the mean loss over rows [begin, end). forward_kept: the pass's last forward
+// pass was rows_value_grad's at this θ over these rows, and keeps_forward holds: it is reused
+// (the same values the HVP's own forward pass would compute), as are θ's transposes.
 template <class T>
 METACORE_INLINE void rows_hvp(NetPass<T>& pass, const T* theta, const T* v,
                               const TaskData<T>& data, std::int64_t begin, std::int64_t end,
-                              std::int64_t P, T* hv, bool same_theta = false) {
+                              std::int64_t P, T* hv, bool same_theta = false,
+                              bool forward_kept = false) {
     for (std::int64_t p = 0; p < P; ++p) hv[p] = T(0);
-    const WorkUnit unit{0, begin, end};
-    pass.prepare(theta, v, same_theta);
-    unit_hvp(pass, theta, v, data, unit, 0, T(1) / static_cast<T>(end - begin), hv);
+    const T scale = T(1) / static_cast<T>(end - begin);
+    pass.prepare(theta, v, same_theta || forward_kept);
+    if (forward_kept) {
+        block_hvp_kept(pass, theta, v, data, begin, end, scale, hv);
+    } else {
+        const WorkUnit unit{0, begin, end};
+        unit_hvp(pass, theta, v, data, unit, 0, scale, hv);
+    }
     pass.release();
 }
 

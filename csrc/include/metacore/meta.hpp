@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -133,7 +134,9 @@ struct MetaWorkspace {
             checked_mul(keeps_grads(cfg) ? 2 : 1, trail_size(net, cfg), "inner_steps");
         return checked_add(checked_add(trails, checked_mul(3, net.n_params(), "layer_sizes"),
                                        "inner_steps"),
-                           NetPass<T>::elements(net, true), "inner_steps");
+                           checked_add(NetPass<T>::elements(net, true),
+                                       NetPass<T>::elements(net, false), "inner_steps"),
+                           "inner_steps");
     }
 
     // Learned rates need the inner gradients ∇L_s(φ_j) in the reverse pass.
@@ -143,12 +146,15 @@ struct MetaWorkspace {
 
     MetaWorkspace(const NetSpec& net, const MetaConfig& cfg)
         : pass(net, true),
+          qpass(net, false),
           trail(trail_size(net, cfg)),
           grads(keeps_grads(cfg) ? trail_size(net, cfg) : 0),
           g(net.n_params()),
           v(net.n_params()),
           hv(net.n_params()) {}
-    NetPass<T> pass;
+    // The support rows' pass, and the query rows' own, so that the support pass still holds the
+    // last inner step's forward pass (and θ's transposes) when the reverse pass needs them.
+    NetPass<T> pass, qpass;
     ScratchBuffer<T> trail, grads;  // written before read: left uninitialised
     std::vector<T> g, v, hv;
     ProtoScratch<T> proto;
@@ -252,12 +258,14 @@ double task_meta_grad(MetaWorkspace<T>& ws, const NetSpec& net, const MetaConfig
     const T* phi_k = trail + (k - 1) * P;
     T* g = ws.g.data();
     if (cfg.learner == Learner::reptile) {
-        const double loss = rows_value_grad<T>(ws.pass, phi_k, data, s1, q1, P, nullptr);
+        const double loss = rows_value_grad<T>(ws.qpass, phi_k, data, s1, q1, P, nullptr);
 #pragma omp simd
         for (std::int64_t p = 0; p < P; ++p) out[p] += scale * (params[p] - phi_k[p]);
         return loss;
     }
-    double loss = rows_value_grad(ws.pass, phi_k, data, s1, q1, P, g);
+    double loss = rows_value_grad(ws.qpass, phi_k, data, s1, q1, P, g);
+    // The support pass still holds φ_{k−1}'s forward pass: the first HVP below starts from it.
+    const bool kept = keeps_forward(ws.pass, s1 - s0);
     const double* w = plan.weights;
     if (w) {
         loss *= w[k - 1];
@@ -285,14 +293,15 @@ double task_meta_grad(MetaWorkspace<T>& ws, const NetSpec& net, const MetaConfig
         const T* phi_j = j == 0 ? params : trail + (j - 1) * P;
         if (!plan.first_order) {
             scale_by_rates(rule, g, P, ws.v.data(), j);
-            rows_hvp(ws.pass, phi_j, ws.v.data(), data, s0, s1, P, ws.hv.data(), j == 0);
+            rows_hvp(ws.pass, phi_j, ws.v.data(), data, s0, s1, P, ws.hv.data(), j == 0,
+                     kept && j == k - 1);
             const T* hv = ws.hv.data();
 #pragma omp simd
             for (std::int64_t p = 0; p < P; ++p) g[p] -= hv[p];
         }
         if (w && j >= 1) {  // the multi-step loss's term w_j L_q(φ_j)
             T* gq = ws.hv.data();
-            loss += w[j - 1] * rows_value_grad(ws.pass, phi_j, data, s1, q1, P, gq);
+            loss += w[j - 1] * rows_value_grad(ws.qpass, phi_j, data, s1, q1, P, gq);
             const T wj = static_cast<T>(w[j - 1]);
 #pragma omp simd
             for (std::int64_t p = 0; p < P; ++p) g[p] += wj * gq[p];
@@ -347,6 +356,7 @@ class MetaBatch {
 
     const NetSpec& net() const { return net_; }
     const MetaConfig& config() const { return cfg_; }
+    int threads() const { return threads_; }
     std::int64_t n_meta_params() const { return meta_params(net_, cfg_); }
 
     // Mean over the chosen tasks of the query loss after adaptation; grad (meta_params) = the
@@ -411,7 +421,12 @@ class MetaBatch {
                                         std::to_string(nb) + ", got [" + std::to_string(b0) +
                                         ", " + std::to_string(b1) + ")");
         const std::int64_t lo = b0 * n / nb;
-        for (auto& ws : workspaces_) ws.pass.forget();  // params may have changed in place
+        for (auto& ws : workspaces_) {  // params may have changed in place
+            ws.pass.release();
+            ws.pass.forget();
+            ws.qpass.release();
+            ws.qpass.forget();
+        }
         const StepPlan plan = schedule_.set(net_, cfg_, params, step);
         const T* expanded = schedule_.rates();
         const T scale = T(1) / static_cast<T>(n);
@@ -462,5 +477,41 @@ class MetaBatch {
     std::vector<double> losses_, before_;
     StepSchedule<T> schedule_;  // MAML++'s plan of the current step
 };
+
+inline bool same_config(const MetaConfig& a, const MetaConfig& b) {
+    return a.learner == b.learner && a.inner_steps == b.inner_steps && a.inner_lr == b.inner_lr &&
+           a.first_order == b.first_order && a.per_step_rates == b.per_step_rates &&
+           a.multi_step_loss == b.multi_step_loss && a.msl_anneal_steps == b.msl_anneal_steps &&
+           a.first_order_until == b.first_order_until && a.reg == b.reg &&
+           a.cg_steps == b.cg_steps;
+}
+
+template <class T>
+bool reusable(const MetaBatch<T>& batch, const NetSpec& net, const MetaConfig& cfg, int n_threads) {
+    return same_net(batch.net(), net) && same_config(batch.config(), cfg) &&
+           batch.threads() == resolve_threads(n_threads);
+}
+
+// A MetaBatch for (net, cfg, n_threads) that the calling thread keeps between calls, so that a
+// meta-step called again and again (from Python, one step per call) does not rebuild its
+// workspaces. Only a small one is kept (kKeepBytes); otherwise `own` gets a fresh one, freed
+// with it. The batch resets what it remembers of θ at every call (block_partials).
+template <class T>
+MetaBatch<T>& reusable_meta_batch(const NetSpec& net, const MetaConfig& cfg, int n_threads,
+                                  std::unique_ptr<MetaBatch<T>>& own) {
+    constexpr std::int64_t kKeepBytes = 4ll << 20;
+    const std::int64_t bytes = saturating_mul(MetaWorkspace<T>::elements(net, cfg),
+                                              static_cast<std::int64_t>(sizeof(T)));
+    if (bytes > kKeepBytes) {
+        own = std::make_unique<MetaBatch<T>>(net, cfg, n_threads);
+        return *own;
+    }
+    thread_local std::unique_ptr<MetaBatch<T>> kept;
+    if (!kept || !reusable(*kept, net, cfg, n_threads)) {
+        kept.reset();
+        kept = std::make_unique<MetaBatch<T>>(net, cfg, n_threads);
+    }
+    return *kept;
+}
 
 }  // namespace metacore

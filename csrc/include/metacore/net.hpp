@@ -110,4 +110,10 @@ class NetSpec {
     std::int64_t max_width_ = 0;
 };
 
+// Whether two specs describe the same net (sizes, activation, loss head, heads, normalisation).
+inline bool same_net(const NetSpec& a, const NetSpec& b) {
+    return a.sizes() == b.sizes() && a.activation() == b.activation() && a.loss() == b.loss() &&
+           a.n_heads() == b.n_heads() && a.norm() == b.norm() && a.head() == b.head();
+}
+
 }  // namespace metacore

@@ -2,8 +2,9 @@
 // layers (tens to hundreds of units) meta-learning nets have: there a dot product per output
 // spends more on its horizontal reduction than on its multiply-adds. Z tiles stay in registers
 // while the inner dimension streams through: at the AVX-512 level 6 rows × up to 4 vectors of
-// 64 bytes (24 of the 32 zmm registers), then a 32-byte vector and scalar columns for the tail;
-// below it 4 rows × 2 vectors of 32 bytes. The vectors are GCC/Clang vector extensions, which
+// 64 bytes (24 of the 32 zmm registers), the columns past the last whole group of four in one
+// tile whose last vector is masked; below it 4 rows × 2 vectors of 32 bytes, then one vector,
+// then scalar columns. The vectors are GCC/Clang vector extensions, which
 // each compilation of METACORE_KERNEL lowers to its own instruction set. Every entry of Z is
 // one sequential sum over (term, k) in the same order in every tile shape, so the result does
 // not depend on where a column or row falls in the tiling.
@@ -11,8 +12,13 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "metacore/simd.hpp"
+
+#if METACORE_MULTIVERSION
+#include <immintrin.h>
+#endif
 
 namespace metacore {
 
@@ -119,34 +125,122 @@ METACORE_INLINE void tail_columns(const Operands<T>* ops, int terms, std::int64_
         }
 }
 
-// Z (rows × ldz) = [Z | bias | 0] + Σ_t A_t · B_t, each A_t (rows × K) and B_t (K × ldz), with
-// 512-bit tiles when Wide.
-template <class T, bool Wide>
+// Z (rows × ldz) = [Z | bias | 0] + Σ_t A_t · B_t, each A_t (rows × K) and B_t (K × ldz), in
+// 256-bit tiles (the AVX2 and baseline levels).
+template <class T>
 METACORE_INLINE void small_gemm_tiles(const Operands<T>* ops, int terms, std::int64_t rows,
                                       std::int64_t K, const T* bias, bool accumulate,
                                       std::int64_t ldz, T* Z) {
     constexpr std::int64_t L = Vec32<T>::lanes;
     std::int64_t o = 0;
-    if constexpr (Wide) {
-        constexpr std::int64_t W = VecN<T, 64>::lanes;
-        for (; o + 4 * W <= ldz; o += 4 * W)
-            tile_rows<T, 64, 6, 4>(ops, terms, rows, K, bias, accumulate, ldz, o, Z);
-        switch ((ldz - o) / W) {
-            case 3: tile_rows<T, 64, 6, 3>(ops, terms, rows, K, bias, accumulate, ldz, o, Z); o += 3 * W; break;
-            case 2: tile_rows<T, 64, 6, 2>(ops, terms, rows, K, bias, accumulate, ldz, o, Z); o += 2 * W; break;
-            case 1: tile_rows<T, 64, 6, 1>(ops, terms, rows, K, bias, accumulate, ldz, o, Z); o += W; break;
-            default: break;
-        }
-    } else {
-        for (; o + 2 * L <= ldz; o += 2 * L)
-            tile_rows<T, 32, 4, 2>(ops, terms, rows, K, bias, accumulate, ldz, o, Z);
-    }
+    for (; o + 2 * L <= ldz; o += 2 * L)
+        tile_rows<T, 32, 4, 2>(ops, terms, rows, K, bias, accumulate, ldz, o, Z);
     if (o + L <= ldz) {
         tile_rows<T, 32, 4, 1>(ops, terms, rows, K, bias, accumulate, ldz, o, Z);
         o += L;
     }
     if (o < ldz) tail_columns(ops, terms, rows, K, bias, accumulate, ldz, o, Z);
 }
+
+#if METACORE_MULTIVERSION
+#define METACORE_V4_INLINE __attribute__((target("arch=x86-64-v4"), always_inline)) inline
+
+// The first n lanes of a 64-byte vector at p (the others zero), and their store: AVX-512's masked
+// moves, which touch no memory past the n elements.
+template <class T>
+METACORE_V4_INLINE typename VecN<T, 64>::type masked_load(const T* p, std::int64_t n) {
+    using V = typename VecN<T, 64>::type;
+    if constexpr (sizeof(T) == 4)
+        return (V)_mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1u), p);
+    else
+        return (V)_mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << n) - 1u), p);
+}
+template <class T>
+METACORE_V4_INLINE void masked_store(T* p, std::int64_t n, typename VecN<T, 64>::type v) {
+    if constexpr (sizeof(T) == 4)
+        _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1u), (__m512)v);
+    else
+        _mm512_mask_storeu_pd(p, static_cast<__mmask8>((1u << n) - 1u), (__m512d)v);
+}
+
+// tile() for the last C vectors of the columns, the last of them holding only n < lanes columns
+// (masked): the columns past a whole number of 512-bit vectors in one tile, the same sums in the
+// same order as every other tile.
+template <class T, int R, int C>
+METACORE_V4_INLINE void masked_tile(const Operands<T>* ops, int terms, std::int64_t K,
+                                    const T* bias, bool accumulate, std::int64_t ldz,
+                                    std::int64_t r0, std::int64_t o0, std::int64_t n,
+                                    T* __restrict Z) {
+    using V = typename VecN<T, 64>::type;
+    constexpr std::int64_t L = VecN<T, 64>::lanes;
+    constexpr int F = C - 1;  // full vectors before the masked one
+    V acc[R][C];
+    for (int r = 0; r < R; ++r) {
+        T* z = Z + (r0 + r) * ldz + o0;
+        for (int c = 0; c < F; ++c)
+            acc[r][c] = accumulate ? vload<T, 64>(z + c * L) : (bias ? vload<T, 64>(bias + o0 + c * L) : V{});
+        acc[r][F] = accumulate ? masked_load(z + F * L, n)
+                               : (bias ? masked_load(bias + o0 + F * L, n) : V{});
+    }
+    for (int t = 0; t < terms; ++t) {
+        const T* __restrict A = ops[t].A + r0 * ops[t].rs;
+        const T* __restrict B = ops[t].B + o0;
+        const std::int64_t rs = ops[t].rs, ks = ops[t].ks;
+        for (std::int64_t k = 0; k < K; ++k) {
+            V w[C];
+            for (int c = 0; c < F; ++c) w[c] = vload<T, 64>(B + k * ldz + c * L);
+            w[F] = masked_load(B + k * ldz + F * L, n);
+            for (int r = 0; r < R; ++r) {
+                const T a = A[r * rs + k * ks];
+                for (int c = 0; c < C; ++c) acc[r][c] += a * w[c];
+            }
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        T* z = Z + (r0 + r) * ldz + o0;
+        for (int c = 0; c < F; ++c) vstore<T, 64>(z + c * L, acc[r][c]);
+        masked_store(z + F * L, n, acc[r][F]);
+    }
+}
+
+template <class T, int C>
+METACORE_V4_INLINE void masked_tile_rows(const Operands<T>* ops, int terms, std::int64_t rows,
+                                         std::int64_t K, const T* bias, bool accumulate,
+                                         std::int64_t ldz, std::int64_t o0, std::int64_t n,
+                                         T* Z) {
+    std::int64_t r = 0;
+    for (; r + 6 <= rows; r += 6) masked_tile<T, 6, C>(ops, terms, K, bias, accumulate, ldz, r, o0, n, Z);
+    switch (rows - r) {
+        case 5: masked_tile<T, 5, C>(ops, terms, K, bias, accumulate, ldz, r, o0, n, Z); break;
+        case 4: masked_tile<T, 4, C>(ops, terms, K, bias, accumulate, ldz, r, o0, n, Z); break;
+        case 3: masked_tile<T, 3, C>(ops, terms, K, bias, accumulate, ldz, r, o0, n, Z); break;
+        case 2: masked_tile<T, 2, C>(ops, terms, K, bias, accumulate, ldz, r, o0, n, Z); break;
+        case 1: masked_tile<T, 1, C>(ops, terms, K, bias, accumulate, ldz, r, o0, n, Z); break;
+        default: break;
+    }
+}
+
+// The AVX-512 level: 6 rows × 4 vectors of 64 bytes, then the remaining columns (fewer than four
+// vectors) in one tile of 6 rows whose last vector is masked — no 256-bit or scalar tail.
+template <class T>
+METACORE_V4_INLINE void small_gemm_tiles_wide(const Operands<T>* ops, int terms,
+                                              std::int64_t rows, std::int64_t K, const T* bias,
+                                              bool accumulate, std::int64_t ldz, T* Z) {
+    constexpr std::int64_t W = VecN<T, 64>::lanes;
+    std::int64_t o = 0;
+    for (; o + 4 * W <= ldz; o += 4 * W)
+        tile_rows<T, 64, 6, 4>(ops, terms, rows, K, bias, accumulate, ldz, o, Z);
+    const std::int64_t rest = ldz - o;
+    if (rest == 0) return;
+    const std::int64_t n = rest - (rest - 1) / W * W;  // columns of the last (masked) vector
+    switch ((rest + W - 1) / W) {
+        case 4: masked_tile_rows<T, 4>(ops, terms, rows, K, bias, accumulate, ldz, o, n, Z); break;
+        case 3: masked_tile_rows<T, 3>(ops, terms, rows, K, bias, accumulate, ldz, o, n, Z); break;
+        case 2: masked_tile_rows<T, 2>(ops, terms, rows, K, bias, accumulate, ldz, o, n, Z); break;
+        default: masked_tile_rows<T, 1>(ops, terms, rows, K, bias, accumulate, ldz, o, n, Z); break;
+    }
+}
+#endif
 
 // The product compiled once per instruction-set level (not inlined into the kernels that call
 // it: one copy per level, not one per call site).
@@ -155,20 +249,20 @@ template <class T>
 __attribute__((target("arch=x86-64-v4"), noinline)) void small_gemm_v4(
     const Operands<T>* ops, int terms, std::int64_t rows, std::int64_t K, const T* bias,
     bool accumulate, std::int64_t ldz, T* Z) {
-    small_gemm_tiles<T, true>(ops, terms, rows, K, bias, accumulate, ldz, Z);
+    small_gemm_tiles_wide<T>(ops, terms, rows, K, bias, accumulate, ldz, Z);
 }
 template <class T>
 __attribute__((target("arch=x86-64-v3"), noinline)) void small_gemm_v3(
     const Operands<T>* ops, int terms, std::int64_t rows, std::int64_t K, const T* bias,
     bool accumulate, std::int64_t ldz, T* Z) {
-    small_gemm_tiles<T, false>(ops, terms, rows, K, bias, accumulate, ldz, Z);
+    small_gemm_tiles<T>(ops, terms, rows, K, bias, accumulate, ldz, Z);
 }
 #endif
 template <class T>
 __attribute__((noinline)) void small_gemm_v1(const Operands<T>* ops, int terms, std::int64_t rows,
                                              std::int64_t K, const T* bias, bool accumulate,
                                              std::int64_t ldz, T* Z) {
-    small_gemm_tiles<T, false>(ops, terms, rows, K, bias, accumulate, ldz, Z);
+    small_gemm_tiles<T>(ops, terms, rows, K, bias, accumulate, ldz, Z);
 }
 
 // Z (rows × ldz) = [Z | bias | 0] + Σ_t A_t · B_t, each A_t (rows × K) and B_t (K × ldz).
@@ -248,19 +342,58 @@ inline bool outer_product_accumulate(const T*, const T*, std::int64_t, std::int6
 }
 #endif
 
-// Wt (in × out) = Wᵀ for W (out × in), in 8 × 8 blocks (both sides stay in a few cache lines).
+#if METACORE_SMALL_GEMM
+// An 8 × 8 block: rows v[0..7] in, columns out, by the three interleaving stages of the usual
+// AVX sequence (unpack, 64-bit shuffle, 128-bit permute) written as generic shuffles, which each
+// instruction-set level lowers to its own instructions. Pure data movement: no rounding.
+template <class T>
+METACORE_INLINE void transpose8(typename VecN<T, 8 * sizeof(T)>::type* v) {
+    using V = typename VecN<T, 8 * sizeof(T)>::type;
+    using I = typename std::conditional<sizeof(T) == 4, std::int32_t, std::int64_t>::type;
+    typedef I M __attribute__((vector_size(8 * sizeof(T))));
+    const M lo = {0, 8, 1, 9, 4, 12, 5, 13}, hi = {2, 10, 3, 11, 6, 14, 7, 15};
+    const M s44 = {0, 1, 8, 9, 4, 5, 12, 13}, sEE = {2, 3, 10, 11, 6, 7, 14, 15};
+    const M p20 = {0, 1, 2, 3, 8, 9, 10, 11}, p31 = {4, 5, 6, 7, 12, 13, 14, 15};
+    V t[8], u[8];
+    for (int i = 0; i < 4; ++i) {
+        t[2 * i] = __builtin_shuffle(v[2 * i], v[2 * i + 1], lo);
+        t[2 * i + 1] = __builtin_shuffle(v[2 * i], v[2 * i + 1], hi);
+    }
+    for (int h = 0; h < 2; ++h)  // rows 0-3 (h = 0) and 4-7 (h = 1)
+        for (int i = 0; i < 2; ++i) {
+            u[4 * h + 2 * i] = __builtin_shuffle(t[4 * h + i], t[4 * h + i + 2], s44);
+            u[4 * h + 2 * i + 1] = __builtin_shuffle(t[4 * h + i], t[4 * h + i + 2], sEE);
+        }
+    for (int c = 0; c < 4; ++c) {
+        v[c] = __builtin_shuffle(u[c], u[c + 4], p20);
+        v[c + 4] = __builtin_shuffle(u[c], u[c + 4], p31);
+    }
+}
+#endif
+
+// Wt (in × out) = Wᵀ for W (out × in): full 8 × 8 blocks in registers, the edges one by one.
 template <class T>
 METACORE_INLINE void transpose_body(const T* __restrict W, std::int64_t out, std::int64_t in,
                                     T* __restrict Wt) {
     constexpr std::int64_t S = 8;
-    for (std::int64_t o0 = 0; o0 < out; o0 += S) {
-        const std::int64_t o1 = o0 + S < out ? o0 + S : out;
-        for (std::int64_t i0 = 0; i0 < in; i0 += S) {
-            const std::int64_t i1 = i0 + S < in ? i0 + S : in;
-            for (std::int64_t i = i0; i < i1; ++i)
-                for (std::int64_t o = o0; o < o1; ++o) Wt[i * out + o] = W[o * in + i];
+    std::int64_t o8 = 0, i8 = 0;
+#if METACORE_SMALL_GEMM
+    using V = typename VecN<T, 8 * sizeof(T)>::type;
+    o8 = out - out % S;
+    i8 = in - in % S;
+    for (std::int64_t o0 = 0; o0 < o8; o0 += S)
+        for (std::int64_t i0 = 0; i0 < i8; i0 += S) {
+            V v[S];
+            for (int r = 0; r < S; ++r) std::memcpy(&v[r], W + (o0 + r) * in + i0, sizeof(V));
+            transpose8<T>(v);
+            for (int c = 0; c < S; ++c) std::memcpy(Wt + (i0 + c) * out + o0, &v[c], sizeof(V));
         }
-    }
+#endif
+    // the edges: columns i >= i8 of every row, and rows o >= o8 of the first i8 columns
+    for (std::int64_t i = i8; i < in; ++i)
+        for (std::int64_t o = 0; o < out; ++o) Wt[i * out + o] = W[o * in + i];
+    for (std::int64_t i = 0; i < i8; ++i)
+        for (std::int64_t o = o8; o < out; ++o) Wt[i * out + o] = W[o * in + i];
 }
 METACORE_KERNEL(void, transpose, (const T* W, std::int64_t out, std::int64_t in, T* Wt),
                 (W, out, in, Wt))
