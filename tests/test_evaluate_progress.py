@@ -71,3 +71,19 @@ def test_progress_must_be_a_bool_or_a_bar():
     model = mc.MLP([6, 2], loss="cross_entropy")
     with pytest.raises((TypeError, ValueError), match="progress"):
         mc.evaluate(model, model.init(seed=0), ts, steps=(0,), progress="yes")
+
+
+def test_a_short_evaluation_draws_no_bar(capsys):
+    """The bar waits a second (tqdm's delay): nothing reaches stderr for a quick evaluation,
+    also after the postfix is set (a refreshing set_postfix would draw it at once)."""
+    ts = _classification_tasks(20, 0, ways=(3,))
+    model = mc.MLP([6, 8, 3], loss="cross_entropy")
+    mc.evaluate(model, model.init(seed=1), ts, steps=(0, 1, 5), lr=0.1)
+    assert capsys.readouterr().err == ""
+
+
+def test_subsets_of_unnamed_tasks_keep_names_from_task_ids():
+    ts = _classification_tasks(6, 0, ways=(2,))
+    part = ts.subset([4, 1, 4])
+    assert part.names == ("4", "1", "4") and part.task_ids.tolist() == [4, 1, 4]
+    assert part.subset([2]).names == ("4",)

@@ -118,3 +118,19 @@ def test_new_learners_clone_and_name_their_errors(learner):
     if learner == "ridgehead":
         with pytest.raises(ValueError, match="n_way and k_shot"):
             MetaMLPClassifier(learner=learner, max_iter=2).fit(X[:40], y[:40])
+
+
+def test_task_labels_match_by_value_across_numeric_dtypes():
+    """Groups fitted as floats name the same tasks as ints at predict (and the reverse); labels
+    of another kind are refused naming both dtypes."""
+    from metacore.sklearn import MultiTaskMLPRegressor
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    y = X @ np.array([1.0, -2.0, 0.5]) + np.repeat([0.0, 5.0], 20)
+    for fit_g, pred_g in (([0.0, 1.0], [0, 1]), ([0, 1], [0.0, 1.0])):
+        est = MultiTaskMLPRegressor((4,), task_heads=True, head="bias", max_iter=5,
+                                    random_state=0).fit(X, y, groups=np.repeat(fit_g, 20))
+        np.testing.assert_array_equal(est.predict(X[:2], groups=pred_g),
+                                      est.predict(X[:2], groups=fit_g))
+    with pytest.raises(ValueError, match="dtype"):
+        est.predict(X[:2], groups=["a", "b"])

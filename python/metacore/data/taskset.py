@@ -409,7 +409,11 @@ class TaskSet:
         # Row r of the new set comes from row r − offsets[j] + old_offsets[idx[j]] of this one.
         rows = np.arange(offsets[-1]) + np.repeat(self._offsets[idx] - offsets[:-1], sizes)
         return TaskSet.from_checked(self._X[rows], self._y[rows], offsets, self._n_support[idx],
-                                    self._task_ids[idx], [self.names[i] for i in idx.tolist()])
+                                    self._task_ids[idx],
+                                    # unnamed tasks stay unnamed (names come from task_ids): one
+                                    # lookup per task, not a rebuilt tuple of all T names each
+                                    None if self._names is None
+                                    else [self._names[i] for i in idx.tolist()])
 
     def split_tasks(self, test_fraction=0.2, seed=0):
         """Hold out ``round(test_fraction · T)`` random tasks (at least 1, at most T − 1).

@@ -164,7 +164,8 @@ def evaluate(model, theta, test_tasks, *, steps=(0, 1, 5, 10), lr=None, learner=
     or Meta-SGD's learned rates), else 0.01. learner: apply its adaptation rule (Meta-SGD:
     ``theta`` holds θ and the rates packed; ANIL: only the output layer adapts; ProtoNet: no
     steps, ``steps=(0,)``, its query rows scored by the prototype classifier's logits).
-    progress: a tqdm bar (tasks adapted and scored, mean query loss so far, tasks/s), shown once
+    progress: a tqdm bar (task evaluations done — tasks × step counts —, mean query loss so far,
+    evaluations/s), shown once
     the evaluation has lasted a second and updated at least every second; False for none; or the
     caller's open bar (any object with tqdm's ``update`` and ``set_postfix``), advanced and left
     open. With a bar the tasks go to the core in chunks sized to take ~0.25 s each; each task is
@@ -208,7 +209,8 @@ def evaluate(model, theta, test_tasks, *, steps=(0, 1, 5, 10), lr=None, learner=
             pred = outputs(ts, s) if bar is None else _in_chunks(outputs, ts, s, bar)
             _score(j, pred, head, y_query, bounds, rows, losses, accs, ts.n_query)
             if bar is not None:
-                bar.set_postfix(steps=s, loss=f"{np.mean(losses[j]):.4g}")
+                # refresh=False: a refresh would draw the bar before tqdm's delay has passed
+                bar.set_postfix(steps=s, loss=f"{np.mean(losses[j]):.4g}", refresh=False)
     finally:
         if bar is not None and isinstance(progress, bool):
             bar.close()

@@ -134,11 +134,13 @@ class _MultiTask(MLPBase):
             raise ValueError(f"groups is needed: this model has one output head per task "
                              f"({self.n_tasks_} tasks)")
         g = check_groups(groups, X.shape[0])
-        if g.dtype.kind != self.tasks_.dtype.kind and not (
-                g.dtype.kind in "iub" and self.tasks_.dtype.kind in "iub"):
-            unseen = np.unique(g)
-        else:
-            unseen = np.setdiff1d(np.unique(g), self.tasks_)
+        numeric = "biuf"       # numbers match by value whatever their dtype (0 == 0.0)
+        if (g.dtype.kind in numeric) != (self.tasks_.dtype.kind in numeric):
+            shown = ", ".join(repr(v) for v in np.unique(g)[:5].tolist())
+            raise ValueError(f"groups: task(s) {shown} were not seen in fit: its task labels "
+                             f"have dtype {self.tasks_.dtype}, these {g.dtype} (numbers and "
+                             f"strings never name the same task)")
+        unseen = np.setdiff1d(np.unique(g), self.tasks_)
         if unseen.shape[0]:
             shown = ", ".join(repr(v) for v in unseen[:5].tolist())
             raise ValueError(f"groups: task(s) {shown} were not seen in fit; a model with "
