@@ -258,6 +258,28 @@ def test_cagrad_is_optimal_when_zero_is_in_or_near_the_tasks_hull(problem):
         assert np.abs(beta).max() <= 1e3
 
 
+@pytest.mark.parametrize("c", [1.0, 1.5])
+@pytest.mark.parametrize("seed", range(40))
+def test_cagrad_picks_the_flat_direction_where_the_dual_is_flat(seed, c):
+    """Two tasks opposite up to δ = 1e-9 (g2 = −a·g1 + δ·z): the optimum d* is O(δ) (the ball
+    ‖d − g0‖ ≤ c‖g0‖ touches the wedge G d ≥ 0 only near 0). At c = 1 the dual g_w·g0 + ‖g0‖‖g_w‖
+    is 0 (to δ²) for every g_w antiparallel to g0, so the bisection on t stops at a t set by
+    rounding and φ/t multiplied δ into d (|d| = 1e-4 drawn by CI); the flat direction wins that
+    tie. Oracle: |d| = O(δ) and min_i g_i·d ≥ −1e-12, core = reference."""
+    rng = np.random.default_rng(seed)
+    P = 2 + seed % 4
+    G = rng.normal(size=(2, P))
+    G[1] = -rng.uniform(0.2, 1.0) * G[0] + 1e-9 * rng.normal(size=P)
+    G /= np.sqrt(np.max(np.sum(G * G, axis=1)))
+    w = W.CAGrad(c=c, max_iter=1000)
+    beta, _ = combined(w, G, np.ones(2))
+    beta_ref = ref.weighting.combine(w.to_dict(), G, np.ones(2), w.initial_state(2), 7, 0)
+    d, d_ref = (1 + c * c) * beta @ G, (1 + c * c) * beta_ref @ G
+    assert np.linalg.norm(d) <= 1e-7 and np.linalg.norm(d_ref) <= 1e-7
+    assert (G @ d).min() >= -1e-12
+    np.testing.assert_allclose(d, d_ref, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("c", [0.5, 1.0, 2.0])
 def test_cagrad_with_zero_in_the_hull_is_bit_identical_for_any_thread_count(c):
     rng = np.random.default_rng(4)

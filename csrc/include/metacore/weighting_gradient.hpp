@@ -207,6 +207,38 @@ inline std::vector<double> cagrad_flat(const std::vector<double>& K, const std::
     return beta;
 }
 
+// β = (1/T + λ w) / (1 + c²): d = Σ β_i g_i is (g0 + λ g_w) / (1 + c²), the official rescaling.
+inline std::vector<double> cagrad_beta(const std::vector<double>& w, double lambda, double c) {
+    std::vector<double> beta(w.size());
+    for (std::size_t i = 0; i < w.size(); ++i)
+        beta[i] = (1.0 / static_cast<double>(w.size()) + lambda * w[i]) / (1.0 + c * c);
+    return beta;
+}
+
+// Whether the flat direction's primal value min_i g_i·d is at least the bisection's, to the
+// rounding of (Kβ)_i. For c ≥ 1 the dual can be flat in t (c = 1 and g_w antiparallel to g0 over a
+// range of w, e.g. two opposite tasks): the bisection's sign tests are then rounding, it stops at
+// any t in the range, and φ/t multiplies whatever ‖g_w(t)‖ deviates from antiparallel (1e-9 became
+// 1e-4 in d). The flat direction divides by nothing, so it wins the tie.
+inline bool cagrad_flat_ties(const std::vector<double>& K, std::int64_t T,
+                             const std::vector<double>& flat, const std::vector<double>& beta) {
+    double kmax = 0.0, mass = 0.0, v_flat = 0.0, v_beta = 0.0;
+    for (std::int64_t i = 0; i < T; ++i) {
+        kmax = std::max(kmax, K[i * T + i]);
+        mass += std::abs(flat[i]) + std::abs(beta[i]);
+        double f = 0.0, g = 0.0;
+        for (std::int64_t j = 0; j < T; ++j) {
+            f += K[i * T + j] * flat[j];
+            g += K[i * T + j] * beta[j];
+        }
+        v_flat = i == 0 ? f : std::min(v_flat, f);
+        v_beta = i == 0 ? g : std::min(v_beta, g);
+    }
+    const double tol =
+        16.0 * static_cast<double>(T) * std::numeric_limits<double>::epsilon() * kmax * mass;
+    return v_flat >= v_beta - tol;
+}
+
 // CAGrad: w* = argmin over the simplex of F(w) = wᵀb + φ‖G w‖ (b = K1/T, φ = c‖g0‖), solved
 // exactly: F = min over t > 0 of wᵀb + φ(‖Gw‖²/t + t)/2, whose inner problem for fixed t is the
 // min-norm point x(t) of the points g_i + (t/φ) g0 (min_norm_simplex), and the optimal t = ‖G w(t)‖
@@ -217,7 +249,9 @@ inline std::vector<double> cagrad_flat(const std::vector<double>& K, const std::
 // above its minimum, over the ε-relative rounding of K itself: ‖g_w‖ — and with it t* — cannot be
 // told from 0 below t_min = √(16Tε)·max‖g_i‖ (1.2e-7·max‖g_i‖ for T = 3). The bisection stops
 // there: a bracket below t_min means t* = 0 (0 in the tasks' hull and c ≥ 1), and cagrad_flat
-// gives d; dividing φ by a t* at rounding level instead scaled noise (β ~ 1e7).
+// gives d; dividing φ by a t* at rounding level instead scaled noise (β ~ 1e7). For c ≥ 1 the flat
+// direction is always feasible, and it is also taken whenever its primal value ties the
+// bisection's to rounding (cagrad_flat_ties).
 inline std::vector<double> cagrad(const std::vector<double>& K, std::int64_t T, double c,
                                   std::int64_t max_iter) {
     std::vector<double> b(T, 0.0), w(T, 1.0 / T), Kt(T * T);
@@ -256,11 +290,14 @@ inline std::vector<double> cagrad(const std::vector<double>& K, std::int64_t T, 
             return cagrad_flat(K, b, T, c, max_iter);  // g0 + Σ μ_i g_i
         w = solve_at(hi);
         nw = hi;  // ‖G w(t*)‖ = t*, not the Gram's rounded ‖g_w‖
+        std::vector<double> beta = cagrad_beta(w, phi / nw, c);
+        if (c >= 1.0) {  // the flat d is feasible (‖d − g0‖ ≤ ‖g0‖): it wins a tie
+            std::vector<double> flat = cagrad_flat(K, b, T, c, max_iter);
+            if (cagrad_flat_ties(K, T, flat, beta)) return flat;
+        }
+        return beta;
     }
-    const double lambda = nw > 0.0 ? phi / nw : 0.0;
-    std::vector<double> beta(T);
-    for (std::int64_t i = 0; i < T; ++i) beta[i] = (1.0 / T + lambda * w[i]) / (1.0 + c * c);
-    return beta;
+    return cagrad_beta(w, 0.0, c);
 }
 
 // IMTL-G: α with Σα = 1 such that d = Σ α_i g_i has equal projections on every unit u_i = g_i/‖g_i‖:

@@ -335,7 +335,8 @@ def _nnls_mu(K, b, max_iter):
 def _cagrad(K, c, max_iter):
     """w* = argmin_Δ wᵀb + φ‖Gw‖ as min over t of the min-norm point of g_i + (t/φ) g0, t by
     bisection on ‖G w(t)‖ = t down to the resolution floor t_min = √(16Tε)·max‖g_i‖ (below it,
-    t* = 0: the flat solution); at t* = ‖g_w*‖, d = g0 + φ g_w/t*. As the core's ``cagrad``."""
+    t* = 0: the flat solution); at t* = ‖g_w*‖, d = g0 + φ g_w/t*. For c ≥ 1 the flat solution
+    (always feasible there) also wins a tie in min_i g_i·d to rounding. As the core's ``cagrad``."""
     T = K.shape[0]
     b = K.mean(axis=1)
     g0sq = max(b.mean(), 0.0)
@@ -358,10 +359,18 @@ def _cagrad(K, c, max_iter):
                 lo = t
             else:
                 hi = t
+        flat = (1.0 / T + _nnls_mu(K, b, max_iter)) / (1 + c * c)
         if hi <= t_min:               # g_w* = 0 to resolution: the d nearest g0 with G d ≥ 0
-            return (1.0 / T + _nnls_mu(K, b, max_iter)) / (1 + c * c)
+            return flat
         w = solve_at(hi)
         lam = phi / hi
+        beta = (1.0 / T + lam * w) / (1 + c * c)
+        if c >= 1:                    # flat is feasible: a tie in min_i g_i·d to rounding is its
+            tol = 16.0 * T * np.finfo(np.float64).eps * np.max(np.diag(K)) * (
+                np.abs(beta).sum() + np.abs(flat).sum())
+            if (K @ flat).min() >= (K @ beta).min() - tol:
+                return flat
+        return beta
     return (1.0 / T + lam * w) / (1 + c * c)
 
 
