@@ -122,9 +122,11 @@ def _pair(key, v):
 class TasksConfig:
     """Where tasks come from. ``k_support``/``k_query`` are rows per task (digits: per class;
     csv: ``k_support`` support rows per task, the rest query). ``n_train`` 0 means fresh tasks at
-    every meta-step (sinusoid only); ``test_k_query`` (default k_query) sets the query rows of the
+    every meta-step (sinusoid; digits: fresh episodes of the meta-train classes drawn in the
+    core, as ``benchmarks/digits_table.py`` trains); ``test_k_query`` (default k_query) sets the query rows of the
     test tasks. Keys a family does not use are ignored: sinusoid ``amplitude``, ``phase``,
-    ``x_range``; digits ``n_way``, ``rotations``; linear/logistic ``n_features``,
+    ``x_range``; digits ``n_way``, ``rotations``, ``mirror`` (with ``n_train = 0``: the mirror
+    image of every meta-train class as a further class, meta-train images only); linear/logistic ``n_features``,
     ``relatedness_noise``, ``noise``; csv ``path`` (relative to the TOML file's folder),
     ``task_column``, ``target``, ``loss``, ``features`` (default: every other column),
     ``test_fraction`` (tasks held out), ``support`` (support rows per task: a fraction in (0, 1)
@@ -145,6 +147,7 @@ class TasksConfig:
     x_range: list = field(default_factory=lambda: [-5.0, 5.0])
     n_way: int = 5
     rotations: bool = True
+    mirror: bool = False
     n_features: int = 10
     relatedness_noise: float = 0.1
     noise: float = 0.1
@@ -172,6 +175,11 @@ class TasksConfig:
         self.x_range = _pair(f"{s}.x_range", self.x_range)
         self.n_way = _int(f"{s}.n_way", self.n_way, 2)
         self.rotations = _bool(f"{s}.rotations", self.rotations)
+        self.mirror = _bool(f"{s}.mirror", self.mirror)
+        if self.mirror and (self.family != "digits" or self.n_train != 0):
+            raise ConfigError(f"{s}.mirror applies to {s}.family 'digits' with {s}.n_train = 0 "
+                              f"(fresh episodes of the mirrored meta-train classes), got "
+                              f"{s}.family {self.family!r} with {s}.n_train = {self.n_train}")
         self.n_features = _int(f"{s}.n_features", self.n_features, 1)
         self.relatedness_noise = _float(f"{s}.relatedness_noise", self.relatedness_noise, 0.0)
         self.noise = _float(f"{s}.noise", self.noise, 0.0)
@@ -206,9 +214,10 @@ class TasksConfig:
                                   f"got {s}.family {self.family!r}")
         if self.family == "csv" and not self.path:
             raise ConfigError(f"{s}.path must name a CSV file when {s}.family is 'csv'")
-        if self.n_train == 0 and self.family not in ("sinusoid", "csv"):
+        if self.n_train == 0 and self.family not in ("sinusoid", "digits", "csv"):
             raise ConfigError(f"{s}.n_train must be >= 1 for family {self.family!r} (only "
-                              f"'sinusoid' draws fresh tasks every step with n_train = 0)")
+                              f"'sinusoid' and 'digits' draw fresh tasks every step with "
+                              f"n_train = 0)")
         self._check_sizes(s)
 
     def _check_sizes(self, s):
@@ -532,7 +541,7 @@ class Config:
             raise ConfigError(f"optimizer.kind 'none' is only for learner.kind 'reptile' (its "
                               f"own outer step), got learner.kind {self.learner.kind!r}")
         if self.learner.kind == "multitask" and self.tasks.n_train == 0 \
-                and self.tasks.family == "sinusoid":
+                and self.tasks.family in ("sinusoid", "digits"):
             raise ConfigError("tasks.n_train must be >= 1 for learner.kind 'multitask' (it "
                               "trains on a fixed set of tasks)")
         if self.tasks.episodes and self.learner.kind == "multitask":

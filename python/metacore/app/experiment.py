@@ -47,7 +47,7 @@ from .config import Config, ConfigError
 
 __all__ = ["Experiment", "build", "train", "evaluate_all", "run_train", "run_evaluate",
            "load_run_checkpoint", "merge_histories", "run_predict", "episode_sampler",
-           "run_info", "task_names", "per_task_scores"]
+           "run_info", "task_names", "per_task_scores", "digit_class_images"]
 
 LEARNER_NAMES = {"maml": "MAML", "fomaml": "FOMAML", "metasgd": "Meta-SGD", "anil": "ANIL",
                  "reptile": "Reptile", "multitask": "multi-task", "protonet": "ProtoNet",
@@ -108,7 +108,12 @@ def _task_sets(cfg):
         return train, test, 1, 1, "mse"
     if t.family == "digits":
         kw = dict(n_way=t.n_way, k_shot=t.k_support, rotations=t.rotations, dtype=dtype)
-        train = _tasks.digits(t.n_train, q_query=t.k_query, classes="train", seed=seed, **kw)
+        if t.n_train == 0:    # fresh episodes at every step, drawn in the core
+            train = digit_class_images(t.rotations, t.mirror).source(
+                n_way=t.n_way, k_shot=t.k_support, q_query=t.k_query)
+        else:
+            train = _tasks.digits(t.n_train, q_query=t.k_query, classes="train", seed=seed,
+                                  **kw)
         test = _tasks.digits(t.n_test, q_query=q_test, classes="test", seed=cfg.evaluate.seed,
                              **kw)
         return train, test, 64, t.n_way, "cross_entropy"
@@ -437,19 +442,38 @@ def joint_theta(exp: Experiment, progress=False):
                            progress=progress, n_threads=cfg.threads)
 
 
+def digit_class_images(rotations=True, mirror=False):
+    """The meta-train classes of the digits family as :class:`~metacore.datasets.ClassImages`:
+    each meta-train digit (``mc.tasks.TRAIN_DIGITS``) at its four rotations (class 4·i + r;
+    without ``rotations`` one class per digit), and with ``mirror`` also the mirror images of
+    those, four further classes per digit (digit after digit: plain rotations, then mirrored).
+    The pool of ``tasks.n_train = 0`` and of the joint baseline's pre-training; the class order
+    of ``benchmarks/digits_table.py``'s ``class_images``."""
+    from ..data.class_images import ClassImages
+    from ..data.digits import TRAIN_DIGITS, digit_images
+    images, labels = digit_images()
+    X, lab, names = [], [], []
+    for d in TRAIN_DIGITS:
+        for flip in ((False, True) if mirror else (False,)):
+            for r in (range(4) if rotations else (0,)):
+                imgs = np.rot90(images[labels == d], k=r, axes=(1, 2))
+                imgs = (imgs[:, :, ::-1] if flip else imgs).reshape(-1, 64)
+                X.append(imgs)
+                lab.append(np.full(len(imgs), len(names)))
+                names.append(f"{d}{'m' if flip else ''}@{90 * r}")
+    return ClassImages(np.concatenate(X).astype(np.float32), np.concatenate(lab), names,
+                       [n.split("@")[0] for n in names])
+
+
 def _pretrained_digits(exp, progress):
-    from ..data.digits import digit_images, digits_classes
+    """The joint baseline on digits: pre-trained as one classifier over every meta-train class
+    (those ``tasks.n_train = 0`` draws from: with ``tasks.mirror`` the mirrored ones too)."""
     from ..data.taskset import TaskSet
     cfg = exp.cfg
-    classes = digits_classes("train", rotations=cfg.tasks.rotations)
-    images, labels = digit_images()
-    Xs, ys = [], []
-    for j, c in enumerate(classes):
-        digit, rot = (c // 4, c % 4) if cfg.tasks.rotations else (c, 0)
-        imgs = np.rot90(images[labels == digit], k=rot, axes=(1, 2)).reshape(-1, 64)
-        Xs.append(imgs)
-        ys.append(np.full(imgs.shape[0], float(j)))
-    pool = TaskSet.from_arrays([np.concatenate(Xs)], [np.concatenate(ys)], dtype=exp.dtype)
+    pool_images = digit_class_images(cfg.tasks.rotations, cfg.tasks.mirror)
+    classes = pool_images.class_names
+    pool = TaskSet.from_arrays([pool_images.X], [pool_images.labels.astype(np.float64)],
+                               dtype=exp.dtype)
     model = exp.classifier
     sizes = model.layer_sizes
     wide = MLP([*sizes[:-1], len(classes)], activation=model.activation,
