@@ -84,7 +84,9 @@ def test_multitask_and_reptile_configs_train(tiny, tmp_path):
 
 @pytest.mark.parametrize("args, code, words", [
     (["train", "missing.toml"], 2, ["missing.toml"]),
-    (["train", "{cfg}", "--set", "learner.kind=protonet"], 2, ["learner.kind", "'maml'"]),
+    (["train", "{cfg}", "--set", "learner.kind=protonets"], 2, ["learner.kind", "'maml'"]),
+    (["train", "{cfg}", "--set", "learner.kind=protonet"], 2, ["learner.kind 'protonet'",
+                                                              "tasks.family 'sinusoid'"]),
     (["train", "{cfg}", "--set", "train.stepz=3"], 2, ["unknown key train.stepz"]),
     (["train", "{cfg}", "--threads", "0"], 2, ["--threads"]),
     (["evaluate", "{cfg}", "--checkpoint", "nope.npz"], 2, ["nope.npz"]),

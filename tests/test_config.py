@@ -24,7 +24,13 @@ CHANGED = {
     ("tasks", "loss"): "logistic", ("tasks", "features"): ["u", "v"],
     ("tasks", "test_fraction"): 0.5, ("tasks", "support"): 0.25, ("tasks", "shuffle"): True,
     ("tasks", "stratify"): True, ("tasks", "standardize"): True, ("tasks", "episodes"): True,
-    ("model", "hidden"): [8, 4], ("model", "activation"): "tanh",
+    ("tasks", "mirror"): True,
+    ("model", "hidden"): [8, 4], ("model", "activation"): "tanh", ("model", "norm"): "layer",
+    ("model", "last_layer_scale"): 0.5,
+    ("learner", "distance"): "sqeuclidean", ("learner", "reg"): 0.5, ("learner", "scale"): 10.0,
+    ("learner", "cg_steps"): 3, ("learner", "per_step_rates"): "layer",
+    ("learner", "multi_step_loss"): False, ("learner", "msl_anneal_steps"): 100,
+    ("learner", "first_order_until"): 7,
     ("learner", "kind"): "anil", ("learner", "inner_lr"): 0.2, ("learner", "inner_steps"): 3,
     ("learner", "outer_lr"): 0.5, ("learner", "first_order"): True,
     ("optimizer", "kind"): "sgd", ("optimizer", "lr"): 0.05, ("optimizer", "momentum"): 0.9,
@@ -58,7 +64,11 @@ BAD = [  # (section, key, value, words the message must contain)
     ("tasks", "shuffle", True, ["tasks.shuffle", "'csv'"]),
     ("model", "hidden", [8, 0], ["model.hidden[1]", ">= 1"]),
     ("model", "activation", "gelu", ["model.activation", "'relu'", "'tanh'"]),
-    ("learner", "kind", "protonet", ["learner.kind", "'maml'", "'reptile'", "'multitask'"]),
+    ("learner", "kind", "protonets", ["learner.kind", "'maml'", "'protonet'", "'ridgehead'",
+                                      "'imaml'", "'mamlpp'", "'multitask'"]),
+    ("model", "norm", "group", ["model.norm", "'batch'", "'layer'"]),
+    ("model", "last_layer_scale", "small", ["model.last_layer_scale", "number"]),
+    ("tasks", "mirror", "yes", ["tasks.mirror", "true or false"]),
     ("learner", "inner_lr", -0.1, ["learner.inner_lr", ">= 0"]),
     ("learner", "first_order", 1, ["learner.first_order", "true or false"]),
     ("optimizer", "kind", "rmsprop", ["optimizer.kind", "'adam'", "'none'"]),
@@ -104,6 +114,15 @@ def test_every_key_round_trips(section, key):
                 + ([("tasks", "loss", "logistic")] if k == "stratify" else [])
                 for k in ("support", "shuffle", "stratify", "standardize", "episodes")},
              ("weighting", "settings"): [("weighting", "kind", "dwa")],
+             ("tasks", "mirror"): [("tasks", "family", "digits")],
+             ("learner", "distance"): [("learner", "kind", "protonet"),
+                                       ("tasks", "family", "digits")],
+             ("learner", "scale"): [("learner", "kind", "ridgehead"),
+                                    ("tasks", "family", "digits")],
+             **{("learner", k): [("learner", "kind", "imaml")] for k in ("reg", "cg_steps")},
+             **{("learner", k): [("learner", "kind", "mamlpp")]
+                for k in ("per_step_rates", "multi_step_loss", "msl_anneal_steps",
+                          "first_order_until")},
              ("optimizer", "momentum"): [("optimizer", "kind", "sgd")],  # SGD's settings
              ("optimizer", "nesterov"): [("optimizer", "kind", "sgd"),
                                          ("optimizer", "momentum", 0.9)]}
@@ -136,8 +155,15 @@ def test_unknown_keys_and_sections_list_what_is_allowed():
 
 
 def test_rules_across_sections():
-    with pytest.raises(ConfigError, match="tasks.n_train must be >= 1 for family 'digits'"):
-        config.from_dict({"tasks": {"family": "digits"}})
+    with pytest.raises(ConfigError, match="tasks.n_train must be >= 1 for family 'linear'"):
+        config.from_dict({"tasks": {"family": "linear"}})
+    with pytest.raises(ConfigError, match="tasks.n_train must be >= 1 for learner.kind "
+                                          "'multitask'"):
+        config.from_dict({"tasks": {"family": "digits"}, "learner": {"kind": "multitask"}})
+    assert config.from_dict({"tasks": {"family": "digits"}}).tasks.n_train == 0   # fresh
+    with pytest.raises(ConfigError, match="tasks.mirror applies to tasks.family 'digits' "
+                                          "with tasks.n_train = 0"):
+        config.from_dict({"tasks": {"family": "digits", "n_train": 100, "mirror": True}})
     with pytest.raises(ConfigError, match="optimizer.kind 'none' is only for"):
         config.from_dict({"optimizer": {"kind": "none"}})
     with pytest.raises(ConfigError, match="meta_batch must be <= tasks.n_train"):

@@ -32,3 +32,13 @@ def test_readme_snippet_runs_as_written(index, tmp_path):
     run = subprocess.run([sys.executable, "-c", source], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, f"README snippet {index} failed:\n{source}\n{run.stderr[-3000:]}"
+
+
+TOML_BLOCKS = re.findall(r"```toml\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+
+
+@pytest.mark.parametrize("index", range(len(TOML_BLOCKS)))
+def test_readme_toml_snippet_is_a_valid_experiment(index):
+    """Every ```toml block of the README is an experiment file `metacore train` accepts."""
+    from metacore.app import config
+    assert config.loads(TOML_BLOCKS[index]).to_dict()

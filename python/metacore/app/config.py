@@ -33,7 +33,10 @@ __all__ = ["Config", "TasksConfig", "ModelConfig", "LearnerConfig", "OptimizerCo
            "from_dict", "loads"]
 
 FAMILIES = ("sinusoid", "digits", "linear", "logistic", "csv")
-LEARNERS = ("maml", "fomaml", "metasgd", "anil", "reptile", "multitask")
+LEARNERS = ("maml", "fomaml", "metasgd", "anil", "reptile", "multitask", "protonet", "ridgehead",
+            "imaml", "mamlpp")
+EPISODE_LEARNERS = ("protonet", "ridgehead")   # embedding nets, closed-form adaptation
+NORMS = ("batch", "layer")
 OPTIMIZERS = ("adam", "adamw", "sgd", "none")
 WEIGHTINGS = ("uniform", "fixed", "evaldriven", "dwa", "uncertainty", "rlw", "famo", "gradnorm",
               "mgda", "pcgrad", "cagrad", "imtlg", "nashmtl", "alignedmtl", "gradvac")
@@ -119,9 +122,11 @@ def _pair(key, v):
 class TasksConfig:
     """Where tasks come from. ``k_support``/``k_query`` are rows per task (digits: per class;
     csv: ``k_support`` support rows per task, the rest query). ``n_train`` 0 means fresh tasks at
-    every meta-step (sinusoid only); ``test_k_query`` (default k_query) sets the query rows of the
+    every meta-step (sinusoid; digits: fresh episodes of the meta-train classes drawn in the
+    core, as ``benchmarks/digits_table.py`` trains); ``test_k_query`` (default k_query) sets the query rows of the
     test tasks. Keys a family does not use are ignored: sinusoid ``amplitude``, ``phase``,
-    ``x_range``; digits ``n_way``, ``rotations``; linear/logistic ``n_features``,
+    ``x_range``; digits ``n_way``, ``rotations``, ``mirror`` (with ``n_train = 0``: the mirror
+    image of every meta-train class as a further class, meta-train images only); linear/logistic ``n_features``,
     ``relatedness_noise``, ``noise``; csv ``path`` (relative to the TOML file's folder),
     ``task_column``, ``target``, ``loss``, ``features`` (default: every other column),
     ``test_fraction`` (tasks held out), ``support`` (support rows per task: a fraction in (0, 1)
@@ -142,6 +147,7 @@ class TasksConfig:
     x_range: list = field(default_factory=lambda: [-5.0, 5.0])
     n_way: int = 5
     rotations: bool = True
+    mirror: bool = False
     n_features: int = 10
     relatedness_noise: float = 0.1
     noise: float = 0.1
@@ -169,6 +175,11 @@ class TasksConfig:
         self.x_range = _pair(f"{s}.x_range", self.x_range)
         self.n_way = _int(f"{s}.n_way", self.n_way, 2)
         self.rotations = _bool(f"{s}.rotations", self.rotations)
+        self.mirror = _bool(f"{s}.mirror", self.mirror)
+        if self.mirror and (self.family != "digits" or self.n_train != 0):
+            raise ConfigError(f"{s}.mirror applies to {s}.family 'digits' with {s}.n_train = 0 "
+                              f"(fresh episodes of the mirrored meta-train classes), got "
+                              f"{s}.family {self.family!r} with {s}.n_train = {self.n_train}")
         self.n_features = _int(f"{s}.n_features", self.n_features, 1)
         self.relatedness_noise = _float(f"{s}.relatedness_noise", self.relatedness_noise, 0.0)
         self.noise = _float(f"{s}.noise", self.noise, 0.0)
@@ -203,9 +214,10 @@ class TasksConfig:
                                   f"got {s}.family {self.family!r}")
         if self.family == "csv" and not self.path:
             raise ConfigError(f"{s}.path must name a CSV file when {s}.family is 'csv'")
-        if self.n_train == 0 and self.family not in ("sinusoid", "csv"):
+        if self.n_train == 0 and self.family not in ("sinusoid", "digits", "csv"):
             raise ConfigError(f"{s}.n_train must be >= 1 for family {self.family!r} (only "
-                              f"'sinusoid' draws fresh tasks every step with n_train = 0)")
+                              f"'sinusoid' and 'digits' draw fresh tasks every step with "
+                              f"n_train = 0)")
         self._check_sizes(s)
 
     def _check_sizes(self, s):
@@ -228,23 +240,68 @@ class TasksConfig:
 
 @dataclass
 class ModelConfig:
-    """The net: hidden layer widths and activation (input and output sizes follow the tasks)."""
+    """The net: hidden layer widths and activation (input and output sizes follow the tasks;
+    ``learner.kind`` "protonet" and "ridgehead" embed with ``[inputs, *hidden]``, no output
+    layer), ``norm`` ("batch" or "layer": every hidden layer normalised, :class:`metacore.MLP`'s
+    ``norm``; left out: none) and ``last_layer_scale`` (the last layer's initial weights and
+    biases multiplied by it: a small first embedding for ProtoNet/RidgeHead,
+    ``benchmarks/digits_table.py --head-scale``)."""
     hidden: list = field(default_factory=lambda: [40, 40])
     activation: str = "relu"
+    norm: str | None = None
+    last_layer_scale: float = 1.0
 
     def validate(self, s="model"):
         self.hidden = _list(f"{s}.hidden", self.hidden, lambda k, x: _int(k, x, 1))
         self.activation = _str(f"{s}.activation", self.activation, ("relu", "tanh"))
+        if self.norm == "none":
+            self.norm = None
+        if self.norm is not None:
+            self.norm = _str(f"{s}.norm", self.norm, NORMS)
+        self.last_layer_scale = _float(f"{s}.last_layer_scale", self.last_layer_scale)
 
 
 @dataclass
 class LearnerConfig:
-    """How θ is learned: a meta-learner, or ``multitask`` (the weighted objective with mc.fit)."""
+    """How θ is learned: a meta-learner, or ``multitask`` (the weighted objective with mc.fit).
+
+    Every kind reads ``inner_lr`` and ``inner_steps`` but ``protonet`` and ``ridgehead`` (they
+    adapt in closed form); ``first_order`` is for maml, metasgd, anil and mamlpp; ``outer_lr``
+    for reptile. The keys of one kind, named as its Python constructor's arguments, are refused
+    for the others (a key left out takes the constructor's default):
+
+    - ``protonet`` (:class:`metacore.ProtoNet`): ``distance`` ("sqeuclidean").
+    - ``ridgehead`` (:class:`metacore.RidgeHead`, R2D2): ``reg`` (λ > 0, default 1) and
+      ``scale`` (the logit scale, default 1), the starting values of the learned λ and s.
+    - ``imaml`` (:class:`metacore.IMAML`): ``reg`` (λ > 0, default 1), ``cg_steps`` (>= 1,
+      default 5).
+    - ``mamlpp`` (:class:`metacore.MAML` with the MAML++ options): ``per_step_rates`` ("layer"),
+      ``multi_step_loss`` (default true), ``msl_anneal_steps`` (>= 1, default 7500),
+      ``first_order_until`` (>= 0, default 0).
+    """
     kind: str = "maml"
     inner_lr: float = 0.01
     inner_steps: int = 1
     outer_lr: float = 0.1
     first_order: bool = False
+    distance: str | None = None
+    reg: float | None = None
+    scale: float | None = None
+    cg_steps: int | None = None
+    per_step_rates: str | None = None
+    multi_step_loss: bool | None = None
+    msl_anneal_steps: int | None = None
+    first_order_until: int | None = None
+
+    # key -> (the kinds that take it, its default there)
+    _KEYS = {"distance": (("protonet",), "sqeuclidean"),
+             "reg": (("ridgehead", "imaml"), 1.0),
+             "scale": (("ridgehead",), 1.0),
+             "cg_steps": (("imaml",), 5),
+             "per_step_rates": (("mamlpp",), "layer"),
+             "multi_step_loss": (("mamlpp",), True),
+             "msl_anneal_steps": (("mamlpp",), 7500),
+             "first_order_until": (("mamlpp",), 0)}
 
     def validate(self, s="learner"):
         self.kind = _str(f"{s}.kind", self.kind, LEARNERS)
@@ -252,6 +309,41 @@ class LearnerConfig:
         self.inner_steps = _int(f"{s}.inner_steps", self.inner_steps, 1)
         self.outer_lr = _float(f"{s}.outer_lr", self.outer_lr, 0.0, open_lo=True)
         self.first_order = _bool(f"{s}.first_order", self.first_order)
+        if self.first_order and self.kind not in ("maml", "fomaml", "metasgd", "anil", "mamlpp"):
+            raise ConfigError(f"{s}.first_order applies to learner.kind 'maml', 'metasgd', "
+                              f"'anil' or 'mamlpp', got learner.kind {self.kind!r}")
+        for key, (kinds, default) in self._KEYS.items():
+            value = getattr(self, key)
+            if value is None:
+                setattr(self, key, default if self.kind in kinds else None)
+            elif self.kind not in kinds:
+                raise ConfigError(f"{s}.{key} applies to learner.kind "
+                                  f"{' or '.join(map(repr, kinds))}, got learner.kind "
+                                  f"{self.kind!r}")
+        if self.distance is not None:
+            from ..learners import DISTANCES
+            self.distance = _str(f"{s}.distance", self.distance, DISTANCES)
+        if self.reg is not None:
+            self.reg = _float(f"{s}.reg", self.reg, 0.0, open_lo=True)
+        if self.scale is not None:
+            self.scale = _float(f"{s}.scale", self.scale)
+        if self.cg_steps is not None:
+            self.cg_steps = _int(f"{s}.cg_steps", self.cg_steps, 1)
+        if self.per_step_rates is not None:
+            from ..learners import PER_STEP_RATES
+            self.per_step_rates = _str(f"{s}.per_step_rates", self.per_step_rates,
+                                       PER_STEP_RATES)
+        if self.multi_step_loss is not None:
+            self.multi_step_loss = _bool(f"{s}.multi_step_loss", self.multi_step_loss)
+        if self.msl_anneal_steps is not None:
+            self.msl_anneal_steps = _int(f"{s}.msl_anneal_steps", self.msl_anneal_steps, 1)
+        if self.first_order_until is not None:
+            self.first_order_until = _int(f"{s}.first_order_until", self.first_order_until, 0)
+
+    @property
+    def episodic(self) -> bool:
+        """True for the learners that embed and adapt in closed form (protonet, ridgehead)."""
+        return self.kind in EPISODE_LEARNERS
 
 
 @dataclass
@@ -444,11 +536,12 @@ class Config:
         self.dtype = _str("dtype", self.dtype, ("float32", "float64"))
         for key in _SECTIONS:
             getattr(self, key).validate(key)
+        self._check_model()
         if self.optimizer.kind == "none" and self.learner.kind != "reptile":
             raise ConfigError(f"optimizer.kind 'none' is only for learner.kind 'reptile' (its "
                               f"own outer step), got learner.kind {self.learner.kind!r}")
         if self.learner.kind == "multitask" and self.tasks.n_train == 0 \
-                and self.tasks.family == "sinusoid":
+                and self.tasks.family in ("sinusoid", "digits"):
             raise ConfigError("tasks.n_train must be >= 1 for learner.kind 'multitask' (it "
                               "trains on a fixed set of tasks)")
         if self.tasks.episodes and self.learner.kind == "multitask":
@@ -458,6 +551,34 @@ class Config:
             raise ConfigError(f"train.meta_batch must be <= tasks.n_train "
                               f"({self.tasks.n_train}), got {self.train.meta_batch}")
         return self
+
+    def _check_model(self):
+        """What the net of ``model`` must be for ``learner.kind`` (as :class:`metacore.MLP`,
+        :class:`metacore.ProtoNet` and :class:`metacore.RidgeHead` refuse it)."""
+        m, kind = self.model, self.learner.kind
+        if self.learner.episodic:
+            what = "ProtoNet" if kind == "protonet" else "RidgeHead"
+            if not (self.tasks.family == "digits" or (self.tasks.family == "csv"
+                                                       and self.tasks.loss == "cross_entropy")):
+                raise ConfigError(f"learner.kind {kind!r} ({what}) classifies episodes: it needs "
+                                  f"tasks.family 'digits', or 'csv' with tasks.loss "
+                                  f"'cross_entropy', got tasks.family {self.tasks.family!r}"
+                                  + (f" with tasks.loss {self.tasks.loss!r}"
+                                     if self.tasks.family == "csv" else ""))
+            if not m.hidden:
+                raise ConfigError(f"model.hidden must have at least one entry for learner.kind "
+                                  f"{kind!r}: the net [inputs, *hidden] is the embedding, the "
+                                  f"last width its dimension")
+        n_hidden = len(m.hidden) - (1 if self.learner.episodic else 0)
+        if m.norm is not None and n_hidden < 1:
+            raise ConfigError(f"model.norm {m.norm!r} normalises the hidden layers, but "
+                              f"model.hidden {m.hidden} leaves none"
+                              + (f" (learner.kind {kind!r}: the last entry is the embedding's "
+                                 f"output)" if self.learner.episodic else ""))
+        if m.norm == "batch" and kind == "ridgehead":
+            raise ConfigError("model.norm 'batch' is not supported by learner.kind 'ridgehead' "
+                              "(RidgeHead) yet: use 'layer', leave it out, or learner.kind "
+                              "'protonet'")
 
     @property
     def output_dir(self) -> str:

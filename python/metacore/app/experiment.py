@@ -37,7 +37,7 @@ from ..data import tasks as _tasks
 from ..data.taskset import TaskSet
 from ..evaluation import baselines, report
 from ..evaluation.protocol import evaluate
-from ..learners import ANIL, MAML, MetaSGD, Reptile
+from ..learners import ANIL, IMAML, MAML, Learner, MetaSGD, ProtoNet, Reptile, RidgeHead
 from ..models import MLP
 from ..problems import MetaObjective, Objective
 from ..train.checkpoint import load, save, write_atomic
@@ -47,10 +47,11 @@ from .config import Config, ConfigError
 
 __all__ = ["Experiment", "build", "train", "evaluate_all", "run_train", "run_evaluate",
            "load_run_checkpoint", "merge_histories", "run_predict", "episode_sampler",
-           "run_info", "task_names", "per_task_scores"]
+           "run_info", "task_names", "per_task_scores", "digit_class_images"]
 
 LEARNER_NAMES = {"maml": "MAML", "fomaml": "FOMAML", "metasgd": "Meta-SGD", "anil": "ANIL",
-                 "reptile": "Reptile", "multitask": "multi-task"}
+                 "reptile": "Reptile", "multitask": "multi-task", "protonet": "ProtoNet",
+                 "ridgehead": "RidgeHead", "imaml": "iMAML", "mamlpp": "MAML++"}
 CHECKPOINT, HISTORY = "checkpoint.npz", "history.npz"
 EPISODE_POOL = 50   # tasks.episodes: steps per pool of fresh episodes (meta_batch of them a step)
 
@@ -58,8 +59,8 @@ EPISODE_POOL = 50   # tasks.episodes: steps per pool of fresh episodes (meta_bat
 @dataclass
 class Experiment:
     """The built pieces of a config: tasks to train on (a TaskSet or a task source), held-out test
-    tasks, the model, the learner (None for multitask) and the weighting strategy (None for the
-    meta-learners)."""
+    tasks, the model (ProtoNet, RidgeHead: the embedding net, no output layer), the learner (None
+    for multitask) and the weighting strategy (None for the meta-learners)."""
     cfg: Config
     train_tasks: object
     test_tasks: object
@@ -68,6 +69,8 @@ class Experiment:
     weighting: object = None
     standardizer: object = None
     features: list | None = None
+    n_outputs: int = 1          # the tasks' outputs (classes) and loss: the classifier's head
+    loss: str = "mse"
 
     @property
     def label(self) -> str:
@@ -77,6 +80,16 @@ class Experiment:
     @property
     def dtype(self):
         return np.dtype(self.cfg.dtype)
+
+    @property
+    def classifier(self) -> MLP:
+        """The net the baselines fine-tune: the model, or for an embedding (ProtoNet,
+        RidgeHead) the same layers with an output layer of the tasks' classes."""
+        if not self.cfg.learner.episodic:
+            return self.model
+        m = self.model
+        return MLP([*m.layer_sizes, self.n_outputs], activation=m.activation, loss=self.loss,
+                   norm=m.norm)
 
 
 # --- building ------------------------------------------------------------------------------------
@@ -95,7 +108,12 @@ def _task_sets(cfg):
         return train, test, 1, 1, "mse"
     if t.family == "digits":
         kw = dict(n_way=t.n_way, k_shot=t.k_support, rotations=t.rotations, dtype=dtype)
-        train = _tasks.digits(t.n_train, q_query=t.k_query, classes="train", seed=seed, **kw)
+        if t.n_train == 0:    # fresh episodes at every step, drawn in the core
+            train = digit_class_images(t.rotations, t.mirror).source(
+                n_way=t.n_way, k_shot=t.k_support, q_query=t.k_query)
+        else:
+            train = _tasks.digits(t.n_train, q_query=t.k_query, classes="train", seed=seed,
+                                  **kw)
         test = _tasks.digits(t.n_test, q_query=q_test, classes="test", seed=cfg.evaluate.seed,
                              **kw)
         return train, test, 64, t.n_way, "cross_entropy"
@@ -203,14 +221,35 @@ def episode_sampler(exp):
 
 
 def _learner(cfg, model):
+    """The learner of ``learner.kind`` over ``model``, its keys passed by their constructor
+    names (None for multitask)."""
     lc, kw = cfg.learner, dict(inner_lr=cfg.learner.inner_lr, inner_steps=cfg.learner.inner_steps,
                                n_threads=cfg.threads)
     if lc.kind == "multitask":
         return None
     if lc.kind == "reptile":
         return Reptile(model, outer_lr=lc.outer_lr, **kw)
+    if lc.kind == "protonet":
+        return ProtoNet(model, distance=lc.distance, n_threads=cfg.threads)
+    if lc.kind == "ridgehead":
+        return RidgeHead(model, reg=lc.reg, scale=lc.scale, n_threads=cfg.threads)
+    if lc.kind == "imaml":
+        return IMAML(model, reg=lc.reg, cg_steps=lc.cg_steps, **kw)
+    if lc.kind == "mamlpp":
+        return MAML(model, first_order=lc.first_order, per_step_rates=lc.per_step_rates,
+                    multi_step_loss=lc.multi_step_loss, msl_anneal_steps=lc.msl_anneal_steps,
+                    first_order_until=lc.first_order_until, **kw)
     cls = {"maml": MAML, "fomaml": MAML, "metasgd": MetaSGD, "anil": ANIL}[lc.kind]
     return cls(model, first_order=lc.first_order or lc.kind == "fomaml", **kw)
+
+
+def _model(cfg, d, k, loss):
+    """The net of ``model``: [d, *hidden, k] with the tasks' loss, or for ProtoNet/RidgeHead
+    the embedding [d, *hidden] (its loss head is never used)."""
+    mc = cfg.model
+    if cfg.learner.episodic:
+        return MLP([d, *mc.hidden], activation=mc.activation, loss="mse", norm=mc.norm)
+    return MLP([d, *mc.hidden, k], activation=mc.activation, loss=loss, norm=mc.norm)
 
 
 def build(cfg: Config) -> Experiment:
@@ -220,9 +259,9 @@ def build(cfg: Config) -> Experiment:
         train_tasks, test_tasks, d, k, loss, scaler, features = _csv_task_sets(cfg)
     else:
         train_tasks, test_tasks, d, k, loss = _task_sets(cfg)
-    model = MLP([d, *cfg.model.hidden, k], activation=cfg.model.activation, loss=loss)
+    model = _model(cfg, d, k, loss)
     return Experiment(cfg, train_tasks, test_tasks, model, _learner(cfg, model),
-                      _weighting(cfg, train_tasks), scaler, features)
+                      _weighting(cfg, train_tasks), scaler, features, n_outputs=k, loss=loss)
 
 
 def _weighting(cfg, train_tasks):
@@ -251,9 +290,14 @@ def problem(exp: Experiment):
 
 
 def start_theta(exp: Experiment):
-    """θ₀ (Meta-SGD: θ₀ and its inner rates packed)."""
+    """θ₀ from ``model.init(seed)``, its last layer's weights and biases times
+    ``model.last_layer_scale``, packed with what the learner also learns (Meta-SGD's and MAML++'s
+    inner rates, RidgeHead's log λ and scale)."""
     theta0 = exp.model.init(seed=exp.cfg.seed, dtype=exp.dtype)
-    return exp.learner.init(theta0) if isinstance(exp.learner, MetaSGD) else theta0
+    if exp.cfg.model.last_layer_scale != 1.0:
+        theta0[exp.model.layers()[-1][0]:] *= exp.dtype.type(exp.cfg.model.last_layer_scale)
+    init = getattr(exp.learner, "init", None)
+    return init(theta0) if init is not None else theta0
 
 
 def fit_settings(exp: Experiment) -> dict:
@@ -386,67 +430,93 @@ def joint_theta(exp: Experiment, progress=False):
     baseline instead: a classifier over every training class at once, whose output layer is then
     reset to zero for the new n-way tasks."""
     cfg, ev = exp.cfg, exp.cfg.evaluate
-    theta0 = exp.model.init(seed=cfg.seed + 1, dtype=exp.dtype)
+    model = exp.classifier
+    theta0 = model.init(seed=cfg.seed + 1, dtype=exp.dtype)
     if cfg.tasks.family == "digits":
         return _pretrained_digits(exp, progress)
     pool = exp.train_tasks
     if not hasattr(pool, "n_tasks"):      # a task source: draw a finite pool from it
         pool = pool.sample(ev.joint_tasks, seed=cfg.seed + 1, dtype=exp.dtype)
-    return baselines.joint(exp.model, pool, theta0, steps=ev.joint_steps, lr=ev.joint_lr,
+    return baselines.joint(model, pool, theta0, steps=ev.joint_steps, lr=ev.joint_lr,
                            batch_tasks=min(cfg.train.meta_batch, pool.n_tasks), seed=cfg.seed,
                            progress=progress, n_threads=cfg.threads)
 
 
+def digit_class_images(rotations=True, mirror=False):
+    """The meta-train classes of the digits family as :class:`~metacore.datasets.ClassImages`:
+    each meta-train digit (``mc.tasks.TRAIN_DIGITS``) at its four rotations (class 4·i + r;
+    without ``rotations`` one class per digit), and with ``mirror`` also the mirror images of
+    those, four further classes per digit (digit after digit: plain rotations, then mirrored).
+    The pool of ``tasks.n_train = 0`` and of the joint baseline's pre-training; the class order
+    of ``benchmarks/digits_table.py``'s ``class_images``."""
+    from ..data.class_images import ClassImages
+    from ..data.digits import TRAIN_DIGITS, digit_images
+    images, labels = digit_images()
+    X, lab, names = [], [], []
+    for d in TRAIN_DIGITS:
+        for flip in ((False, True) if mirror else (False,)):
+            for r in (range(4) if rotations else (0,)):
+                imgs = np.rot90(images[labels == d], k=r, axes=(1, 2))
+                imgs = (imgs[:, :, ::-1] if flip else imgs).reshape(-1, 64)
+                X.append(imgs)
+                lab.append(np.full(len(imgs), len(names)))
+                names.append(f"{d}{'m' if flip else ''}@{90 * r}")
+    return ClassImages(np.concatenate(X).astype(np.float32), np.concatenate(lab), names,
+                       [n.split("@")[0] for n in names])
+
+
 def _pretrained_digits(exp, progress):
-    from ..data.digits import digit_images, digits_classes
+    """The joint baseline on digits: pre-trained as one classifier over every meta-train class
+    (those ``tasks.n_train = 0`` draws from: with ``tasks.mirror`` the mirrored ones too)."""
     from ..data.taskset import TaskSet
     cfg = exp.cfg
-    classes = digits_classes("train", rotations=cfg.tasks.rotations)
-    images, labels = digit_images()
-    Xs, ys = [], []
-    for j, c in enumerate(classes):
-        digit, rot = (c // 4, c % 4) if cfg.tasks.rotations else (c, 0)
-        imgs = np.rot90(images[labels == digit], k=rot, axes=(1, 2)).reshape(-1, 64)
-        Xs.append(imgs)
-        ys.append(np.full(imgs.shape[0], float(j)))
-    pool = TaskSet.from_arrays([np.concatenate(Xs)], [np.concatenate(ys)], dtype=exp.dtype)
-    sizes = exp.model.layer_sizes
-    wide = MLP([*sizes[:-1], len(classes)], activation=exp.model.activation,
-               loss="cross_entropy")
+    pool_images = digit_class_images(cfg.tasks.rotations, cfg.tasks.mirror)
+    classes = pool_images.class_names
+    pool = TaskSet.from_arrays([pool_images.X], [pool_images.labels.astype(np.float64)],
+                               dtype=exp.dtype)
+    model = exp.classifier
+    sizes = model.layer_sizes
+    wide = MLP([*sizes[:-1], len(classes)], activation=model.activation,
+               loss="cross_entropy", norm=model.norm)
     ev = cfg.evaluate
     theta_wide = baselines.joint(wide, pool, wide.init(seed=cfg.seed + 1, dtype=exp.dtype),
                                  steps=ev.joint_steps, lr=ev.joint_lr, seed=cfg.seed,
                                  progress=progress, n_threads=cfg.threads)
-    theta = np.zeros(exp.model.n_params, dtype=exp.dtype)
-    n_trunk = exp.model.n_params - sizes[-1] * (sizes[-2] + 1)
+    theta = np.zeros(model.n_params, dtype=exp.dtype)
+    n_trunk = model.layers()[-1][0]          # the output layer's first parameter
     theta[:n_trunk] = theta_wide[:n_trunk]   # trunk kept, output layer zero
     return theta
 
 
 # --- evaluation ----------------------------------------------------------------------------------
 def evaluate_all(exp: Experiment, theta, progress=False, baselines_=None):
-    """{name: EvalReport} for the learned θ and the config's baselines on the test tasks."""
+    """{name: EvalReport} for the learned θ and the config's baselines on the test tasks.
+    ProtoNet and RidgeHead adapt in closed form: they are scored at 0 steps only (the baselines
+    at ``evaluate.steps``)."""
     cfg, ev = exp.cfg, exp.cfg.evaluate
     lr = ev.lr if ev.lr is not None else cfg.learner.inner_lr
     reports = {}
     if exp.learner is not None:
-        reports[exp.label] = evaluate(exp.model, theta, exp.test_tasks, steps=ev.steps,
-                                      lr=ev.lr, learner=exp.learner, name=exp.label,
-                                      n_threads=cfg.threads, progress=progress)
+        episodic = cfg.learner.episodic
+        reports[exp.label] = evaluate(exp.model, theta, exp.test_tasks,
+                                      steps=(0,) if episodic else ev.steps,
+                                      lr=None if episodic else ev.lr, learner=exp.learner,
+                                      name=exp.label, n_threads=cfg.threads, progress=progress)
     else:
         reports[exp.label] = evaluate(exp.model, theta, exp.test_tasks, steps=ev.steps, lr=lr,
                                       name=exp.label, n_threads=cfg.threads, progress=progress)
     names = ev.baselines if baselines_ is None else baselines_
     val = _validation_tasks(exp) if names and ev.lr is None else None
+    model = exp.classifier
     for b in names:
-        start = (baselines.scratch(exp.model, seed=cfg.seed + 2, dtype=exp.dtype)
+        start = (baselines.scratch(model, seed=cfg.seed + 2, dtype=exp.dtype)
                  if b == "scratch" else joint_theta(exp, progress))
         # a baseline fine-tunes at its best of lr, lr/3, lr/10 on training-side tasks
         lr_b = lr if val is None else baselines.best_lr(
-            exp.model, start, val, (lr, lr / 3, lr / 10), steps=max(ev.steps),
+            model, start, val, (lr, lr / 3, lr / 10), steps=max(ev.steps),
             n_threads=cfg.threads)
         name = b if lr_b == lr else f"{b} (lr {lr_b:g})"
-        reports[name] = evaluate(exp.model, start, exp.test_tasks, steps=ev.steps, lr=lr_b,
+        reports[name] = evaluate(model, start, exp.test_tasks, steps=ev.steps, lr=lr_b,
                                  name=name, n_threads=cfg.threads, progress=progress)
     return reports
 
@@ -567,7 +637,7 @@ def _write_results(out, reports, exp, extra, say, prefix=""):
     write_atomic(os.path.join(out, names["table"]), lambda f: f.write((text + "\n").encode()))
     report.save_json(reports, os.path.join(out, names["json"]), extra=extra)
     if exp.cfg.evaluate.plot:
-        metric = "accuracy" if exp.model.loss != "mse" else "loss"
+        metric = "accuracy" if exp.loss != "mse" else "loss"
         path = report.plot(reports, os.path.join(out, names["plot"]), metric=metric)
         say(f"plot: {path}" if path else "plot: skipped (pip install 'metacore[plot]')")
 
@@ -689,25 +759,28 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
                          f"file (tasks.family = 'csv'): its feature columns are unknown")
     cfg = from_dict(info["config"])
     features, t = info["features"], cfg.tasks
-    model = ck.model if ck.model is not None else MLP(
-        [len(features), *cfg.model.hidden, 1], activation=cfg.model.activation, loss=t.loss)
+    model = ck.model if ck.model is not None else _model(cfg, len(features), 1, t.loss)
     learner = _learner(cfg, model)
-    theta = ck.theta
+    params = theta = ck.theta
+    episodic = cfg.learner.episodic
+    if episodic and support_path is None:
+        raise ValueError(f"checkpoint {checkpoint} holds a {LEARNER_NAMES[cfg.learner.kind]} "
+                         f"embedding, which classifies by the classes of labelled support rows: "
+                         f"give them with --support")
     scaler = Standardizer.from_dict(info["standardize"]) if "standardize" in info else None
     header, table = read_csv(input_path)
     X = _predict_rows(table, features, f"--input {input_path}", scaler, theta.dtype)
     n = X.shape[0]
     if learner is not None:
         theta, lr, head_only = learner.adapt_rule(learner.check_params(theta))
-        default_steps = cfg.learner.inner_steps
+        default_steps = None if episodic else cfg.learner.inner_steps
     else:
         lr = cfg.evaluate.lr if cfg.evaluate.lr is not None else cfg.learner.inner_lr
         head_only, default_steps = False, max(cfg.evaluate.steps)
     steps = default_steps if steps is None else steps
     width = model.n_outputs
-    out = np.empty((n, width), dtype=np.float64)
     if support_path is None:
-        out[:] = model.predict(theta, X).reshape(n, width)
+        out = np.asarray(model.predict(theta, X), dtype=np.float64).reshape(n, width)
     else:
         _, stable = read_csv(support_path)
         Xs = _predict_rows(stable, features, f"--support {support_path}", scaler, theta.dtype)
@@ -717,23 +790,39 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
         from ..data.tabular import float_columns
         ys = float_columns(stable, [t.target], f"--support {support_path}")[:, 0]
         if t.loss != "mse":
-            bad = (ys != np.round(ys)) | (ys < 0) | (ys >= max(width, 2))
+            top = np.inf if episodic else max(width, 2)   # an embedding has no class count
+            bad = (ys != np.round(ys)) | (ys < 0) | (ys >= top)
             if bad.any():
                 i = int(np.argmax(bad))
                 raise ValueError(f"--support {support_path}: column {t.target!r}, row {i} has "
-                                 f"{ys[i]}, not a class label of this model (0..{max(width, 2) - 1})")
+                                 f"{ys[i]}, not a class label of this model"
+                                 + ("" if episodic else f" (0..{max(width, 2) - 1})"))
         ys = ys.astype(theta.dtype)
         both = t.task_column in table and t.task_column in stable
         gq = _groups(table, t.task_column if both else None, n)
         gs = _groups(stable, t.task_column if both else None, Xs.shape[0])
+        if episodic:     # one logit per class of the support rows (classes 0..N-1 of each task)
+            width = int(ys.max()) + 1
+        out = np.full((n, width), -np.inf)
         for name in np.unique(gq):
             rows, srows = np.flatnonzero(gq == name), np.flatnonzero(gs == name)
             if srows.shape[0] == 0:
                 raise ValueError(f"--support {support_path} has no rows of task {name!r} "
                                  f"({t.task_column!r} in --input {input_path})")
-            pred = adapt_predict(model, theta, Xs[srows], ys[srows], X[rows], steps=steps,
-                                 lr=lr, head_only=head_only)
-            out[rows] = np.asarray(pred, dtype=np.float64).reshape(rows.shape[0], width)
+            if learner is not None and type(learner).adapt_predict is not Learner.adapt_predict:
+                # the learner's own adaptation: a closed form (ProtoNet, RidgeHead) or iMAML's
+                # proximal inner loop, from its packed parameters
+                try:
+                    pred = np.asarray(learner.adapt_predict(params, Xs[srows], ys[srows],
+                                                            X[rows], steps=steps))
+                except ValueError as exc:
+                    raise ValueError(f"--support {support_path}"
+                                     f"{f' (task {name!r})' if both else ''}: {exc}") from None
+            else:
+                pred = adapt_predict(model, theta, Xs[srows], ys[srows], X[rows], steps=steps,
+                                     lr=lr, head_only=head_only)
+            pred = np.asarray(pred, dtype=np.float64).reshape(rows.shape[0], -1)
+            out[np.ix_(rows, np.arange(pred.shape[1]))] = pred
     if t.loss == "mse":
         labels, extra = out[:, 0], {}
     elif t.loss == "logistic":
