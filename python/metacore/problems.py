@@ -112,6 +112,7 @@ class Objective:
         """The compiled objective over the tasks converted to ``dtype`` (built once per dtype;
         keyed by the canonical dtype, and stored only once built)."""
         dtype = _validation.float_dtype("dtype", dtype)
+        _validation.in_dtype_range("l2", self.l2, dtype)   # the core computes λθ in dtype
         handle = self._handles.get(dtype)
         if handle is None:
             from . import _core
@@ -269,6 +270,7 @@ class MetaObjective:
         keeps mutable workspaces, so one must never serve two runs at once (nor be pickled)."""
         from . import _core
         dtype = _validation.float_dtype("dtype", dtype)
+        self.learner.check_dtype(dtype)   # hyper-parameters that the working dtype cannot hold
         cls = _core.MetaStep32 if dtype == np.float32 else _core.MetaStep64
         threads = self.n_threads if n_threads is None else n_threads
         try:    # the core's own refusal of a size names nothing: say which setting asked

@@ -149,7 +149,7 @@ class TasksConfig:
     task_column: str = "task"
     target: str = "y"
     loss: str = "mse"
-    features: list = field(default_factory=list)
+    features: list | None = None       # None (absent): every column but the task and target
     test_fraction: float = 0.2
     support: float | int | None = None
     shuffle: bool = False
@@ -176,7 +176,8 @@ class TasksConfig:
         self.task_column = _str(f"{s}.task_column", self.task_column)
         self.target = _str(f"{s}.target", self.target)
         self.loss = _str(f"{s}.loss", self.loss, ("mse", "logistic", "cross_entropy"))
-        self.features = _list(f"{s}.features", self.features, _str)
+        if self.features is not None:    # [] would silently mean "every column": refused
+            self.features = _list(f"{s}.features", self.features, _str, min_len=1)
         self.test_fraction = _float(f"{s}.test_fraction", self.test_fraction, 0.0, 1.0,
                                     open_lo=True)
         if self.support is not None:
