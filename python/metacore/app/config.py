@@ -177,7 +177,10 @@ class TasksConfig:
         self.target = _str(f"{s}.target", self.target)
         self.loss = _str(f"{s}.loss", self.loss, ("mse", "logistic", "cross_entropy"))
         if self.features is not None:    # [] would silently mean "every column": refused
-            self.features = _list(f"{s}.features", self.features, _str, min_len=1)
+            self.features = _list(f"{s}.features", self.features, _str)
+            if not self.features:
+                raise ConfigError(f"{s}.features must name at least one column, got []; leave "
+                                  f"the key out for every column but the task and target")
         self.test_fraction = _float(f"{s}.test_fraction", self.test_fraction, 0.0, 1.0,
                                     open_lo=True)
         if self.support is not None:
