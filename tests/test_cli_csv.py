@@ -316,7 +316,7 @@ def test_training_data_errors_cite_the_files_line_and_name_a_binary_file(tmp_pat
     data.write_bytes(b"shop,size,price,promo,sales\n\x89PNG\r\n\x1a\n\x00\xff")
     with pytest.raises(ConfigError) as err:
         experiment.build(cfg)
-    assert str(err.value).startswith(f"tasks.path: {data} is not UTF-8 text")
+    assert str(err.value).startswith(f"tasks.path: line 2 of {data} is not UTF-8 text")
 
 
 def test_predict_errors_cite_the_files_line(tmp_path):
@@ -339,6 +339,6 @@ def test_predict_errors_cite_the_files_line(tmp_path):
         experiment.run_predict(ck, str(tmp_path / "q.csv"), str(tmp_path / "p.csv"),
                                support_path=str(s), quiet=True)
     (tmp_path / "b.csv").write_bytes(bytes(range(256)))
-    with pytest.raises(ValueError, match="b.csv is not UTF-8 text"):
+    with pytest.raises(ValueError, match=r"^line 2 of \S*b\.csv is not UTF-8 text: byte 128 "):
         experiment.run_predict(ck, str(tmp_path / "b.csv"), str(tmp_path / "p.csv"), quiet=True)
     assert not (tmp_path / "p.csv").exists()

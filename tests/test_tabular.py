@@ -128,14 +128,18 @@ def test_a_file_that_is_not_utf8_is_named(tmp_path, head, tail, bad):
     path.write_bytes(b"task,x,y\n" + head + bad + tail)
     with pytest.raises(ValueError) as err:
         from_csv(path, task="task", target="y")
-    assert f"{path} is not UTF-8 text" in str(err.value)
+    msg = str(err.value)
+    line = int(msg.split(" ", 2)[1])       # the first undecodable byte is in head or is bad
+    assert msg == f"line {line} of {path} is not UTF-8 text" + msg[msg.index(": byte "):]
+    assert 2 <= line <= (b"task,x,y\n" + head).count(b"\n") + 1
 
 
 def test_a_latin1_file_is_named_not_utf8(tmp_path):
-    path = write(tmp_path, "task,x,y\ncafé,1,0\n", encoding="latin-1")
-    with pytest.raises(ValueError, match="is not UTF-8 text") as err:
+    path = write(tmp_path, "task,x,y\na,1,0\n\ncafé,1,0\n", encoding="latin-1")
+    with pytest.raises(ValueError) as err:
         from_csv(path, task="task", target="y")
-    assert str(path) in str(err.value)
+    assert str(err.value).startswith(f"line 4 of {path} is not UTF-8 text: byte 19 of the file, "
+                                     f"b'\\xe9', cannot be decoded")
 
 
 @pytest.mark.parametrize("empty", [[], ()])

@@ -617,7 +617,13 @@ def load(path, overrides=()) -> Config:
     """A validated Config from a TOML file (``overrides`` as in :func:`loads`); relative paths in
     the file are resolved against the file's folder."""
     with open(path, "rb") as fh:
-        text = fh.read().decode("utf-8")
+        raw = fh.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {raw[exc.start:exc.start + 1]!r} at "
+                          f"offset {exc.start} cannot be decoded: {exc.reason}); a TOML config "
+                          f"is UTF-8 text") from None
     try:
         return loads(text, overrides, base_dir=os.path.dirname(os.path.abspath(path)))
     except ConfigError as exc:

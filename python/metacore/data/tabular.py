@@ -384,10 +384,8 @@ def read_csv(path, delimiter=","):
                     rows.append(r)
                     lines.append(done + 1)
                 done = reader.line_num
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"{path} is not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} "
-                             f"cannot be decoded: {exc.reason}); is it a binary file? Save the "
-                             f"table as a UTF-8 CSV file") from None
+        except UnicodeDecodeError:
+            raise ValueError(_not_utf8(path)) from None
         except csv.Error as exc:
             raise ValueError(f"line {reader.line_num} of {path} is not valid CSV: {exc}") from None
     if not rows:
@@ -399,6 +397,21 @@ def read_csv(path, delimiter=","):
                          f"{len(header)}")
     return header, CsvTable({h: [r[j].strip() for r in rows] for j, h in enumerate(header)},
                             np.asarray(lines, dtype=np.int64), path)
+
+
+def _not_utf8(path):
+    """The message for a file that does not decode as UTF-8, with the first bad byte's line and
+    offset (the decoder reads in chunks, so its own offset is not the file's: read again)."""
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        return (f"line {line} of {path} is not UTF-8 text: byte {exc.start} of the file, "
+                f"{raw[exc.start:exc.start + 1]!r}, cannot be decoded ({exc.reason}); is it a "
+                f"binary file? Save the table as a UTF-8 CSV file")
+    return f"{path} is not UTF-8 text"      # changed while being read
 
 
 def float_columns(table, columns, source):
