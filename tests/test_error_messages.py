@@ -249,8 +249,9 @@ def test_an_inner_lr_that_float32_cannot_hold_is_named(kind, via, data):
 @settings(max_examples=40, deadline=None)
 @given(data=st.data())
 def test_scale_and_l2_beyond_float32_are_named(data):
-    """RidgeHead's scale is packed in θ's dtype and an Objective's l2 multiplies θ in it: beyond
-    float32's range they are refused naming the argument and the range, not turned into inf."""
+    """RidgeHead's scale is packed in θ's dtype, an Objective's l2 and task weights are used in
+    it: beyond float32's range they are refused naming the argument and the range, not turned
+    into inf."""
     value = _magnitude(data, -5, 308) * data.draw(st.sampled_from([1.0, -1.0]))
     dtype = np.dtype(data.draw(st.sampled_from([np.float32, np.float64])))
     refused = abs(value) > float(np.finfo(dtype).max)
@@ -258,10 +259,13 @@ def test_scale_and_l2_beyond_float32_are_named(data):
     ridge = mc.RidgeHead(emb, scale=value)
     ts = mc.tasks.linear_family(3, n_features=2, n_rows=6, seed=0, dtype=dtype)
     obj = mc.Objective(mc.Linear(2), ts, l2=abs(value))
-    for name, call in (("scale", lambda: ridge.init(emb.init(seed=0, dtype=dtype))),
-                       ("l2", lambda: obj.value(mc.Linear(2).init(seed=0, dtype=dtype)))):
+    weighted = mc.Objective(mc.Linear(2), ts, weights=[1.0, abs(value), 1.0])
+    theta = mc.Linear(2).init(seed=0, dtype=dtype)
+    for name, shown, call in (("scale", value, lambda: ridge.init(emb.init(seed=0, dtype=dtype))),
+                              ("l2", abs(value), lambda: obj.value(theta)),
+                              ("weights[1]", abs(value), lambda: weighted.value(theta))):
         if refused:
-            with pytest.raises(ValueError, match=rf"^{name}={re.escape(repr(abs(value) if name == 'l2' else value))}"
+            with pytest.raises(ValueError, match=rf"^{re.escape(name)}={re.escape(repr(shown))}"
                                                  rf" exceeds float32's range \(±3\.4e38\)"):
                 call()
         else:

@@ -138,8 +138,7 @@ class Objective:
                 w = weights.astype(dtype)
             if not np.isfinite(w).all():
                 i = int(np.argmin(np.isfinite(w)))
-                raise ValueError(f"weights[{i}]={weights[i]} overflows {dtype}, the "
-                                 f"working dtype of theta")
+                _validation.in_dtype_range(f"weights[{i}]", float(weights[i]), dtype)
             w.setflags(write=False)
             w = cache.setdefault(dtype, w)
         return w
