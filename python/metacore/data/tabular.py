@@ -7,7 +7,8 @@ rows carry a task column.
 - Columns are named by their labels as the table has them (strings, or integers for a DataFrame
   with integer column labels); a duplicated column name, a UTF-8 byte-order mark (stripped), a
   complex, non-numeric or non-finite value are refused or handled explicitly, and every error
-  names the column (and the row).
+  names the column and where the value is: "line N of PATH" in a CSV file (1-based, the header
+  is line 1, as editors count), "row i of the table" in a DataFrame (0-based, as it indexes).
 - Within a task, rows keep their file order unless ``shuffle`` (or ``stratify``, which shuffles
   within classes); the first ``support`` rows of each task are its support rows.
 - ``standardize``: a :class:`Standardizer`, fitted on the tasks of the first file it is given
@@ -324,8 +325,10 @@ def from_dataframe(df, *, task, target, features=None, n_support=None, support=N
     """A TaskSet from a pandas DataFrame (or a dict of equal-length columns).
 
     task: the column naming each row's task (ids kept as written; ``TaskSet.names``);
-    target: the column (or list of columns) to predict; features: the input columns (default:
-    every other column); column names are the table's labels (strings or integers).
+    target: the column (or list of columns) to predict; features: the input columns (None, the
+    default: every other column; an empty list is a ValueError naming ``features``); column
+    names are the table's labels (strings or integers). Errors about a value name its column
+    and "row i of the table" (0-based); :func:`from_csv`'s name "line N of PATH" (1-based).
     support: support rows per task, a fraction in (0, 1) or a count (or n_support: None, an int,
     or one int per task in task order); shuffle: shuffle each task's rows first (seeded by
     ``seed``); stratify: shuffle within classes so that support and query rows keep each task's
