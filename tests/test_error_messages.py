@@ -340,3 +340,24 @@ def test_a_multitask_divergence_keeps_the_learning_rate_advice():
     with pytest.raises(mc.FitDivergedError, match=r"Try a lower learning rate or clip_norm\.$"):
         mc.fit(mc.Objective(mc.Linear(3), ts), mc.Linear(3).init(seed=0),
                optimizer=mc.optim.SGD(lr=1e200), steps=5, progress=False)
+
+
+@settings(max_examples=30, deadline=None)
+@given(exponent=st.integers(0, 62), data=st.data())
+def test_mamlpp_rates_that_cannot_fit_in_memory_name_inner_steps(exponent, data):
+    """MAML++ packs inner_steps × n_layers learned rates after θ: a count whose float64 vector
+    exceeds the machine's memory is a MemoryError naming inner_steps at construction (never
+    numpy's 'Unable to allocate' or 'Maximum allowed dimension exceeded' at init)."""
+    from metacore import _validation
+    inner_steps = 2 ** exponent + data.draw(st.integers(0, 3))
+    model = mc.MLP([1, 4, 1])
+    need = 8 * (inner_steps * model.n_layers + model.n_params)
+    memory = _validation._physical_memory()
+    if memory and need > memory:
+        with pytest.raises(MemoryError, match=rf"^inner_steps={inner_steps} with "
+                                              rf"per_step_rates='layer' \({inner_steps * 2} "
+                                              rf"learned rates"):
+            mc.MAML(model, inner_steps=inner_steps, per_step_rates="layer")
+    else:
+        learner = mc.MAML(model, inner_steps=inner_steps, per_step_rates="layer")
+        assert learner.n_params == model.n_params + 2 * inner_steps

@@ -346,6 +346,11 @@ class MAML(Learner):
                          first_order=first_order, n_threads=n_threads)
         if per_step_rates is not None:
             per_step_rates = _validation.choice("per_step_rates", per_step_rates, PER_STEP_RATES)
+            n_rates = self.inner_steps * model.n_layers     # packed after θ, in float64 at most
+            _validation.fits_in_memory(
+                f"inner_steps={self.inner_steps} with per_step_rates={per_step_rates!r} "
+                f"({n_rates} learned rates, one per inner step and layer)",
+                8 * (n_rates + model.n_params))
         self.per_step_rates = per_step_rates
         if not isinstance(multi_step_loss, (bool, np.bool_)):
             raise TypeError(f"multi_step_loss must be a bool, got "
