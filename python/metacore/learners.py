@@ -44,6 +44,8 @@ from .data.tasks import EpisodeSource, SinusoidSource
 from .data.taskset import TaskSet
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# a number in this range is normal and finite in float32, hence in float64 too
+_F32_NORMAL = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))
 
 __all__ = ["Learner", "MAML", "FOMAML", "Reptile", "MetaSGD", "ANIL", "ProtoNet", "from_dict",
            "EpisodeLearner", "RidgeHead", "IMAML"]
@@ -105,8 +107,9 @@ class Learner:
         """The hyper-parameters checked against the working dtype (θ's): a non-zero ``inner_lr``
         must stay a normal, finite number in it (1e-50 is 0 in float32 and would silently
         freeze the inner loop). ValueError naming the argument otherwise."""
-        if self.inner_lr != 0.0:
-            _validation.step_size("inner_lr", self.inner_lr, dtype)
+        lr = self.inner_lr
+        if lr != 0.0 and not _F32_NORMAL[0] <= lr <= _F32_NORMAL[1]:   # else fine in both dtypes
+            _validation.step_size("inner_lr", lr, dtype)
 
     def check_batch(self, batch, dtype, name="batch"):
         """``batch`` checked for meta-learning (support and query rows in every task, labels that
@@ -866,6 +869,8 @@ class IMAML(Learner):
         Hessian-vector products by 1/λ; beyond that interval these products of moderate
         vectors overflow or vanish. ValueError naming ``reg`` otherwise."""
         super().check_dtype(dtype)
+        if 1.1e-19 <= self.reg <= 1.8e19:     # inside [√tiny, √max] of float32 and float64
+            return
         dt = _validation.work_dtype(dtype)
         info = np.finfo(dt)
         lo, hi = float(np.sqrt(info.tiny)), float(np.sqrt(info.max))
