@@ -177,3 +177,25 @@ def test_a_hyper_parameter_the_learner_ignores_warns_at_fit(learner, name, value
     if name == "reg":
         with pytest.raises(ValueError, match=r"^reg must be > 0"):
             MetaMLPClassifier(**kw, reg=-1.0).fit(X, y, groups=g)
+
+
+@pytest.mark.parametrize("episodes", [True, False])
+def test_query_and_q_query_are_named_when_the_episode_kind_ignores_them(episodes):
+    """query sizes the episodes without n_way/k_shot, q_query those with them: the other one,
+    when set, warns at fit naming it."""
+    import warnings
+    X, y = _digits()
+    X, y = X[y < 4][:80], y[y < 4][:80]
+    g = np.arange(80) % 4
+    kw = dict(hidden_layer_sizes=(8,), max_iter=1, meta_batch=2, resample_every=1,
+              random_state=0, query=3, q_query=2)
+    if episodes:
+        kw.update(n_way=2, k_shot=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        MetaMLPClassifier(**kw).fit(X, y, groups=g)
+    got = [str(w.message) for w in caught if "query" in str(w.message)]
+    assert got == (["query=3 is ignored with n_way/k_shot episodes: q_query sets their query "
+                    "rows (per class)"] if episodes else
+                   ["q_query=2 is ignored without n_way and k_shot: query sets the query rows "
+                    "of an episode"])

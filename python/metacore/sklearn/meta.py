@@ -104,6 +104,12 @@ class _Meta(MLPBase):
                 warnings.warn(f"{name}={value!r} is ignored by learner={self.learner!r}: only "
                               f"{', '.join(map(repr, users))} use {name}", UserWarning,
                               stacklevel=4)
+        if self.n_way is not None and self.query is not None:
+            warnings.warn(f"query={self.query!r} is ignored with n_way/k_shot episodes: q_query "
+                          f"sets their query rows (per class)", UserWarning, stacklevel=4)
+        if self.n_way is None and self.q_query is not None:
+            warnings.warn(f"q_query={self.q_query!r} is ignored without n_way and k_shot: query "
+                          f"sets the query rows of an episode", UserWarning, stacklevel=4)
 
     def fit(self, X, y, groups=None):
         """Meta-train on episodes drawn from the tasks ``groups`` (see
@@ -293,8 +299,8 @@ _DOC_PARAMS = r"""
 
     A hyper-parameter the chosen learner does not use (``reg`` but for "imaml" and
     "ridgehead", ``outer_lr`` but for "reptile", ``inner_lr`` and ``inner_steps`` for
-    "protonet" and "ridgehead") is still validated, and ``fit`` warns (UserWarning, naming it)
-    when it is set away from its default.
+    "protonet" and "ridgehead"; ``query`` with ``n_way``, ``q_query`` without) is still
+    validated, and ``fit`` warns (UserWarning, naming it) when it is set away from its default.
     meta_batch : int, default 8
         Episodes per meta-step.
     support : float in (0, 1) or int, default 0.5
