@@ -133,15 +133,14 @@ def _check_columns(columns, source):
                          f"duplicate columns (which one to use is ambiguous)")
 
 
-# --- where a value is ------------------------------------------------------------------------------
+# --- where a value is ---------------------------------------------------------------------------
 class CsvTable(dict):
     """What :func:`read_csv` returns as ``table``: ``{name: [text of each row]}`` that also knows
     each data row's 1-based line number in the file (``lines``), so errors cite the file's line."""
 
-    def __init__(self, columns, lines, path):
+    def __init__(self, columns, lines):
         super().__init__(columns)
         self.lines = lines
-        self.path = path
 
 
 def _at(values, source):
@@ -359,10 +358,10 @@ def from_csv(path, *, task, target, features=None, n_support=None, support=None,
     file is read as UTF-8 (a byte-order mark is dropped); every value is text, so task ids are
     kept exactly as written."""
     header, table = read_csv(path, delimiter=delimiter)
-    return _build(header, lambda c: _column(table, c), task=task, target=target, features=features,
-                  n_support=n_support, support=support, shuffle=shuffle, stratify=stratify,
-                  standardize=standardize, fit_tasks=fit_tasks, seed=seed, dtype=dtype,
-                  source=os.fspath(path))
+    return _build(header, lambda c: _column(table, c), task=task, target=target,
+                  features=features, n_support=n_support, support=support, shuffle=shuffle,
+                  stratify=stratify, standardize=standardize, fit_tasks=fit_tasks, seed=seed,
+                  dtype=dtype, source=os.fspath(path))
 
 
 def read_csv(path, delimiter=","):
@@ -399,7 +398,7 @@ def read_csv(path, delimiter=","):
         raise ValueError(f"line {lines[bad]} of {path} has {len(rows[bad])} fields, the header "
                          f"{len(header)}")
     return header, CsvTable({h: [r[j].strip() for r in rows] for j, h in enumerate(header)},
-                            np.asarray(lines, dtype=np.int64), path)
+                            np.asarray(lines, dtype=np.int64))
 
 
 def _not_utf8(path):
