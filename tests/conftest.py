@@ -3,19 +3,50 @@
 - ``--run-slow``: also run the tests marked ``slow`` (skipped by default), e.g. the 100,000-call
   memory soak of every public operation.
 - The number of generated bad-input cases (tests/test_bad_input.py) is printed at the end.
+- Hypothesis draws its examples *derandomized* (the same examples on every run of the same test
+  code, as Hypothesis's own "ci" profile does), so a CI verdict is reproducible and a red run can be
+  replayed exactly. ``--soak N`` draws fresh random examples instead, N times as many per test
+  (database off; ``--hypothesis-seed S`` replays one soak): the way to look for new failing inputs,
+  e.g. ``python -m pytest --soak 5 -k "weighting or bad_input"``.
 """
 
 import sys
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("metacore", derandomize=True, database=None, print_blob=True)
+settings.load_profile("metacore")     # before the test modules build their settings objects
 
 
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", default=False,
                      help="run the tests marked slow")
+    parser.addoption("--soak", type=int, default=0, metavar="N",
+                     help="fresh random Hypothesis examples, N times each test's count")
+
+
+def pytest_configure(config):
+    if config.getoption("--soak") < 0:
+        raise pytest.UsageError("--soak must be a positive number of times")
+
+
+def _soak(items, times):
+    """Every @given test: random examples (not derandomized), ``times`` × its max_examples."""
+    done = set()                       # parametrized items share one test function
+    for item in items:
+        test = getattr(item, "obj", None)
+        own = getattr(test, "_hypothesis_internal_use_settings", None)
+        if own is None or not hasattr(test, "hypothesis") or id(test) in done:
+            continue
+        done.add(id(test))
+        test._hypothesis_internal_use_settings = settings(
+            own, derandomize=False, database=None, max_examples=own.max_examples * times)
 
 
 def pytest_collection_modifyitems(config, items):
+    if config.getoption("--soak"):
+        _soak(items, config.getoption("--soak"))
     if config.getoption("--run-slow"):
         return
     skip = pytest.mark.skip(reason="slow: run with --run-slow")

@@ -121,14 +121,24 @@ def test_missing_optional_dependency_exits_3(tmp_path):
 def test_demo_runs_small_and_writes_table_and_json(tmp_path):
     r = run("demo", "--steps", "40", "--test-tasks", "15", "--output", "demo", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    for name in ("MAML", "Meta-SGD", "MAML++", "joint"):
+    for name in ("MAML", "Meta-SGD", "MAML++", "iMAML", "joint"):
         assert name in r.stdout
     assert "published, one step, 10-shot" in r.stdout
+    assert "iMAML 200 inner steps (proximal, λ 50, 5 CG steps) at 0.0005, 40 meta-steps" \
+        in r.stdout
     data = json.loads((tmp_path / "demo" / "results.json").read_text())
-    assert data["meta_steps"] == 40 and len(data["reports"]) == 4
-    # Meta-SGD is scored at the one step its rates were learned for, not beyond
+    assert data["meta_steps"] == 40 and len(data["reports"]) == 5
+    assert data["recipes"]["MAML++"] == {"inner_steps": 5, "inner_lr": 0.01, "meta_steps": 40}
+    # every learner at its trained step count and more; Meta-SGD at the one step its rates
+    # were learned for, not beyond
     steps = {r["name"]: [row["steps"] for row in r["summary"]] for r in data["reports"]}
-    assert steps["Meta-SGD"] == [0, 1] and steps["MAML++"] == [0, 1, 5]
+    assert steps["Meta-SGD"] == [0, 1] and steps["MAML++"] == [0, 1, 5, 10]
+    assert steps["iMAML"] == [0, 1, 10, 200, 400] and steps["MAML"] == [0, 1, 5, 10]
+    # past their trained counts MAML++ (smallest positive learned rates) and iMAML (a converged
+    # proximal loop) stay finite even after 40 meta-steps (MAML's fixed rate 0.01 need not)
+    for rep in data["reports"]:
+        if rep["name"] in ("MAML++", "iMAML"):
+            assert all(np.isfinite(row["loss"]) for row in rep["summary"]), rep["name"]
     assert run("demo", "--steps", "0", cwd=tmp_path).returncode == 2
 
 

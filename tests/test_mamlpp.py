@@ -207,26 +207,76 @@ def test_resume_across_the_switch_is_bit_identical(tmp_path):
 
 
 # --- adapting with the learned rates -------------------------------------------------------------
-def test_adapt_uses_each_steps_rates_and_repeats_the_last():
-    model = mc.MLP([2, 6, 3], activation="tanh", loss="cross_entropy")
-    batch = make_batch(model, n_tasks=1)
-    learner, params = learner_and_params(model, 2)
-    theta, r = learner.split(params)
-    Xs, ys = batch.support(0)
-    Xq, _ = batch.query(0)
-    rows = np.empty((2, model.n_params))
+def per_parameter(model, rows):
+    """(m, P): layer l's weights and biases get rows[:, l]."""
+    out = np.empty((rows.shape[0], model.n_params))
     for l, (w0, _, _) in enumerate(model.layers()):
         end = model.layers()[l + 1][0] if l + 1 < model.n_layers else model.n_params
-        rows[:, w0:end] = r[:, l:l + 1]
-    for steps in (0, 1, 2, 5):
-        expect = ref.adapt(model, theta, Xs, ys, steps=steps, lr=rows)
+        out[:, w0:end] = rows[:, l:l + 1]
+    return out
+
+
+def sgd_by_hand(model, theta, X, y, rates_of_step, steps):
+    """φ_{j+1} = φ_j − r_j ⊙ ∇L_s(φ_j) written out in NumPy on the reference's gradient."""
+    phi = np.array(theta, dtype=np.float64)
+    for j in range(steps):
+        phi = phi - rates_of_step(j) * ref.loss_and_grad(model, phi, X, y)[1]
+    return phi
+
+
+def test_adapt_uses_each_steps_rates_then_the_smallest_positive_one():
+    """Steps j < k take the learned rates of step j; every step past k takes, on each layer, the
+    smallest positive learned rate (0 if none): here negative rates (layer 0 at step 1, layer 1
+    throughout) and a large last rate (layer 2) that the old rule (repeat the last step) kept."""
+    model = mc.MLP([2, 5, 4, 3], activation="tanh", loss="cross_entropy")
+    batch = make_batch(model, n_tasks=1)
+    learner, params = learner_and_params(model, 3)
+    P = model.n_params
+    r = np.array([[0.2, -0.05, 0.05], [-0.1, 0.0, 0.3], [0.15, -0.2, 2.0]])
+    params[P:] = r.reshape(-1)
+    theta = params[:P]
+    np.testing.assert_array_equal(learner.extra_step_rates(params), [0.15, 0.0, 0.05])
+    trained = per_parameter(model, r)
+    extra = per_parameter(model, np.array([[0.15, 0.0, 0.05]]))[0]
+    rate = lambda j: trained[j] if j < 3 else extra   # noqa: E731
+    Xs, ys = batch.support(0)
+    Xq, _ = batch.query(0)
+    for steps in (0, 1, 3, 4, 6, 9):
+        expect = sgd_by_hand(model, theta, Xs, ys, rate, steps)
         np.testing.assert_allclose(learner.adapt(params, Xs, ys, steps=steps), expect,
                                    rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(learner.adapt_predict(params, Xs, ys, Xq, steps=5),
-                               ref.predict(model, ref.adapt(model, theta, Xs, ys, 5, rows), Xq),
+    np.testing.assert_allclose(learner.adapt_predict(params, Xs, ys, Xq, steps=6),
+                               ref.predict(model, sgd_by_hand(model, theta, Xs, ys, rate, 6), Xq),
                                rtol=1e-12, atol=1e-14)
-    report = mc.evaluate(model, params, batch, steps=(0, 2, 5), learner=learner)
-    assert np.isfinite(report.summary()[-1]["loss"])
+    report = mc.evaluate(model, params, batch, steps=(0, 3, 6), learner=learner)
+    phi6 = sgd_by_hand(model, theta, Xs, ys, rate, 6)
+    assert report.at(6)[0] == pytest.approx(ref.loss_and_grad(model, phi6, *batch.query(0))[0],
+                                            rel=1e-10)
+
+
+def test_extra_steps_need_learned_rates():
+    model = mc.MLP([2, 4, 1], activation="tanh", loss="mse")
+    with pytest.raises(ValueError, match="extra_step_rates"):
+        mc.MAML(model).extra_step_rates(model.init(seed=0))
+
+
+def test_loss_after_twice_the_trained_steps_is_finite_and_not_above_the_trained_steps_loss():
+    """A small MAML++ meta-trained on sinusoids: its query loss on new tasks after 2k steps is
+    finite and no higher than after its k trained steps."""
+    model = mc.MLP([1, 20, 20, 1], activation="relu", loss="mse")
+    k = 3
+    learner = mc.MAML(model, inner_lr=0.01, inner_steps=k, per_step_rates="layer",
+                      multi_step_loss=True, msl_anneal_steps=150, n_threads=1)
+    res = mc.fit(mc.MetaObjective(learner, mc.tasks.SinusoidSource(), meta_batch=10),
+                 learner.init(model.init(seed=0)), steps=1000,
+                 optimizer=mc.optim.Adam(lr=1e-3, clip_norm=10.0), progress=False, seed=0)
+    val = mc.tasks.sinusoid(100, k_support=10, k_query=50, seed=3)
+    report = mc.evaluate(model, res.theta, val, steps=(k, 2 * k, 4 * k), learner=learner,
+                         progress=False)
+    at_k, at_2k, at_4k = (report.at(s)[0] for s in (k, 2 * k, 4 * k))
+    assert np.isfinite(at_2k) and at_2k <= at_k and at_4k <= at_k
+    # the steps past k do move the net (some layer has a positive learned rate)
+    assert learner.extra_step_rates(res.theta).max() > 0 and at_2k < at_k
 
 
 # --- plain data and bad input --------------------------------------------------------------------

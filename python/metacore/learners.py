@@ -325,8 +325,15 @@ class MAML(Learner):
       step j moving layer l's weights and biases by r_{j,l}·∇L_s(φ_j). The learner's parameters
       are packed ``[θ (P), r (inner_steps × n_layers, step-major)]``: ``init(theta)`` packs θ with
       every rate = inner_lr, ``split(params)`` returns (θ, r of shape (inner_steps, n_layers)).
-      ∂L/∂r_{j,l} = −Σ_{p∈l} g_{j+1,p} ∇L_s(φ_j)_p. Adapting for more steps than
-      ``inner_steps`` repeats the last step's rates.
+      ∂L/∂r_{j,l} = −Σ_{p∈l} g_{j+1,p} ∇L_s(φ_j)_p. Adapting for more steps than the k =
+      ``inner_steps`` trained ones (``adapt``, ``adapt_predict``, ``mc.evaluate``) takes every
+      step j >= k with the rates ``extra_step_rates(params)``: on each layer the smallest
+      positive rate of its k learned ones, r_{k,l} = min{r_{j,l} : r_{j,l} > 0}, or 0 (the layer
+      stays put) where none is positive. The paper defines no rate past step k; a fixed k-step
+      loop may learn a large last step (trained as an end point) or a negative one (an ascent
+      step), and repeating either can diverge (the sinusoid demo's MAML++ did after 10 steps),
+      while the smallest descent step a layer was trained to take continues descent on the
+      support loss.
     - ``multi_step_loss=True`` (MSL): the meta-loss is Σ_{j=1..k} w_j(s) L_q(φ_j), with weights
       annealed over the global outer step s (``msl_weights``): all start at 1/k; over
       ``msl_anneal_steps`` steps the first k − 1 decay linearly to 0.03/k and the last grows to
@@ -410,12 +417,28 @@ class MAML(Learner):
         ends = [w for w, _, _ in self.model.layers()][1:] + [self.model.n_params]
         return np.diff([0] + ends)
 
+    def extra_step_rates(self, params) -> np.ndarray:
+        """(n_layers,) the rates of the adaptation steps past the k = ``inner_steps`` trained ones,
+        params' dtype: per layer l the smallest positive learned rate min{r_{j,l} : r_{j,l} > 0},
+        0 where none is positive (see the class docstring). ValueError without learned rates."""
+        self._need_rates("extra_step_rates")
+        return self._extra_rates(self.split(params)[1])
+
+    @staticmethod
+    def _extra_rates(rates):
+        """Per column of rates (k, n_layers): the smallest positive entry, 0 if none."""
+        positive = rates > 0
+        smallest = np.where(positive, rates, np.inf).min(axis=0)
+        return np.where(positive.any(axis=0), smallest, 0).astype(rates.dtype)
+
     def adapt_rule(self, params):
         if self.per_step_rates is None:
             return params, self.inner_lr, False
         theta, rates = self.split(params)
-        # one row of per-parameter rates per step: layer l's parameters get r_{j,l}
-        return theta, np.repeat(rates, self._layer_ends(), axis=1), False
+        # one row of per-parameter rates per step, layer l's parameters getting r_{j,l}, and a
+        # last row for every step past the trained ones (the core takes row min(j, k))
+        rows = np.vstack([rates, self._extra_rates(rates)[None]])
+        return theta, np.repeat(rows, self._layer_ends(), axis=1), False
 
     def inner_rates(self, params):
         return None if self.per_step_rates is None else np.array(self.split(params)[1])

@@ -1,23 +1,28 @@
 """`metacore demo`: the MAML paper's sinusoid experiment, end to end.
 
-MAML, Meta-SGD and MAML++ meta-train a 1-40-40-1 relu net on fresh sinusoid tasks
+MAML, Meta-SGD, MAML++ and iMAML meta-train a 1-40-40-1 relu net on fresh sinusoid tasks
 y = A sin(x − φ), A ~ U[0.1, 5], φ ~ U[0, π], x ~ U[−5, 5] (Finn et al. 2017): meta-batch 25,
 K = 10 support and 10 query points, Adam 1e-3, 70,000 meta-steps (MAML++: 10,000, as its
-5 second-order inner steps cost about 5× MAML's step). MAML and Meta-SGD take one
+5 second-order inner steps cost about 5× MAML's step; iMAML: 3,000, as its 200 proximal inner
+steps and 5 CG steps cost about 45× MAML's). MAML and Meta-SGD take one
 inner SGD step with rate 0.01 (Meta-SGD learns one rate per parameter, for that one step);
 MAML++ (Antoniou et al. 2019) takes 5 inner steps with learned rates per layer and step (from
 0.01), the multi-step loss annealed over the first 15 % of the meta-steps (the paper's 15 of
 100 epochs), exact second-order meta-gradients throughout (the net is small; a first-order start
 let the learned rates grow until an inner loop diverged at step 13,505 of 70,000) and the
-meta-gradient clipped to norm 10 (Adam's clip_norm) as a guard. A jointly trained net (the mean
+meta-gradient clipped to norm 10 (Adam's clip_norm) as a guard; iMAML (Rajeswaran et al. 2019)
+takes 200 proximal steps of rate 0.0005 with λ = 50 (the proximal problem contracts by
+1 − 0.0005·50 per step, to 0.6 % of its start after 200: converged, as the implicit gradient
+assumes, so steps past 200 change little) and 5 CG steps — chosen on the 100 validation tasks
+(IMAML_CHOICE). A jointly trained net (the mean
 squared error over a pool of 1,000 tasks, the paper's "pretrained" baseline) fine-tunes by SGD at
 the best of the rates 0.01, 0.003, 0.001 on 100 validation tasks. All adapt on the K support
-points of 600 new tasks and are scored on 100 query points each: every learner after the step
-counts it was meta-trained for and more — except Meta-SGD, whose per-parameter rates are learned
-for exactly one step (repeating that step diverges), scored after 0 and 1 steps only; MAML++,
-whose multi-step loss trains each of its 5 steps as an end point, after 0, 1 and 5 steps (beyond
-5 it repeats its last step's rates, which diverged at 10 steps; a 10-step MAML++ from rates 0.01
-diverged in its inner loop at meta-step 3 — a longer recipe is open).
+points of 600 new tasks and are scored on 100 query points each, every learner after the step
+counts it was meta-trained for and more: MAML and the joint net after 0, 1, 5 and 10 steps;
+MAML++ after 0, 1, 5 (trained) and 10 (steps past its 5 take each layer's smallest positive
+learned rate: ``mc.MAML``'s rule); iMAML after 0, 1, 10, 200 (trained) and 400 steps of its
+proximal loop; Meta-SGD, whose per-parameter rates are learned for exactly one step (repeating
+that step diverges), after 0 and 1 steps only — MAML++ is the per-step-rate variant for more.
 """
 
 
@@ -33,10 +38,23 @@ import numpy as np
 MAMLPP_STEPS = 5
 MAMLPP_CLIP = 10.0
 MAMLPP_MAX_STEPS = 10_000   # MAML++ meta-steps in the demo (the 10,000-step table in the README)
-# Steps each learner is scored after; Meta-SGD's rates are learned for one step.
+# iMAML's recipe and its meta-steps in the demo, chosen on the demo's 100 validation tasks
+# (seed 54321; query MSE after the trained steps / twice as many, about the same CPU time; each
+# line: benchmarks/sinusoid_imaml.py --validation --steps N --inner-steps S --reg L [--clip 10]):
+IMAML = {"reg": 50.0, "inner_lr": 0.0005, "inner_steps": 200, "cg_steps": 5}
+IMAML_MAX_STEPS = 3_000
+IMAML_CHOICE = """\
+λ 50, rate 0.0005, 200 steps, 3,000 meta-steps: 0.388 after 200 steps, 0.388 after 400 (chosen)
+λ 50, rate 0.0005, 100 steps (benchmarks/sinusoid_imaml.py), 6,000 meta-steps: 0.406 after
+    100 steps, 0.428 after 200 — the loop, 8 % from converged at 100 steps, got worse past it
+λ 100, rate 0.0005, 50 steps / 100 steps with the meta-gradient clipped to norm 10: the
+    meta-loss became NaN at meta-step 3,424 / 3,105"""
+# Steps each learner is scored after: the count it was meta-trained for and more; Meta-SGD's
+# rates are learned for one step.
 EVAL_STEPS = (0, 1, 5, 10)
 EVAL_STEPS_METASGD = (0, 1)
-EVAL_STEPS_MAMLPP = (0, 1, 5)
+EVAL_STEPS_IMAML = (0, 1, 10, IMAML["inner_steps"], 2 * IMAML["inner_steps"])
+MAX_STEPS = {"MAML++": MAMLPP_MAX_STEPS, "iMAML": IMAML_MAX_STEPS}
 
 # Li et al. 2017, table 1: MSE after one step on 600 test tasks (mean, 95% CI where quoted here).
 PUBLISHED = {5: {"MAML": (1.13, 0.18), "Meta-SGD": (0.90, 0.16)},
@@ -46,8 +64,9 @@ PUBLISHED = {5: {"MAML": (1.13, 0.18), "Meta-SGD": (0.90, 0.16)},
 
 def _steps(name, args):
     """Meta-steps of a learner: MAML++ (5 second-order inner steps, ≈ 5× MAML's cost per step)
-    stops at MAMLPP_MAX_STEPS, which keeps the whole demo near a minute on two cores."""
-    return min(args.steps, MAMLPP_MAX_STEPS) if name == "MAML++" else args.steps
+    stops at MAMLPP_MAX_STEPS and iMAML (≈ 45×) at IMAML_MAX_STEPS, which keeps the whole demo
+    within a few minutes on two cores."""
+    return min(args.steps, MAX_STEPS[name]) if name in MAX_STEPS else args.steps
 
 
 def _meta_train(mc, learners, model, source, args, progress):
@@ -95,7 +114,22 @@ def _bar(total):
         from tqdm.auto import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, desc="meta-train MAML, Meta-SGD, MAML++", unit="step")
+    return tqdm(total=total, desc="meta-train MAML, Meta-SGD, MAML++, iMAML", unit="step")
+
+
+def _recipes(args):
+    """Each learner's inner loop and meta-steps as trained: {name: {inner_steps, inner_lr,
+    meta_steps, text}} (``inner_lr`` the starting rate of learned rates)."""
+    def one(name, inner_steps, inner_lr, how):
+        steps = _steps(name, args)
+        return {"inner_steps": inner_steps, "inner_lr": inner_lr, "meta_steps": steps,
+                "text": f"{inner_steps} inner step{'s' if inner_steps > 1 else ''} {how} "
+                        f"{inner_lr:g}, {steps:,} meta-steps"}
+    return {"MAML": one("MAML", 1, 0.01, "at"),
+            "Meta-SGD": one("Meta-SGD", 1, 0.01, "at learned per-parameter rates from"),
+            "MAML++": one("MAML++", MAMLPP_STEPS, 0.01, "at learned per-layer rates from"),
+            "iMAML": one("iMAML", IMAML["inner_steps"], IMAML["inner_lr"],
+                         f"(proximal, λ {IMAML['reg']:g}, {IMAML['cg_steps']} CG steps) at")}
 
 
 def run_demo(args):
@@ -120,18 +154,20 @@ def run_demo(args):
     say(f"metacore {mc.__version__} · SIMD {info['simd_active']} · "
         f"{args.threads or info['default_threads']} threads")
     say(f"sinusoids, {K}-shot: meta-batch {args.meta_batch}, 1 inner step (lr 0.01; MAML++ "
-        f"{MAMLPP_STEPS} steps, learned rates), Adam 1e-3, {args.steps:,} meta-steps (MAML++ "
-        f"{_steps('MAML++', args):,}); evaluated "
+        f"{MAMLPP_STEPS} steps, learned rates; iMAML {IMAML['inner_steps']} proximal steps, lr "
+        f"{IMAML['inner_lr']:g}, λ {IMAML['reg']:g}), Adam 1e-3, {args.steps:,} meta-steps "
+        f"(MAML++ {_steps('MAML++', args):,}, iMAML {_steps('iMAML', args):,}); evaluated "
         f"on {args.test_tasks} new tasks")
 
     start = time.perf_counter()
-    per = args.threads // 3 if args.threads is not None and args.threads >= 6 else 1
+    per = args.threads // 4 if args.threads is not None and args.threads >= 8 else 1
     learners = {"MAML": mc.MAML(model, inner_lr=0.01, inner_steps=1, n_threads=per),
                 "Meta-SGD": mc.MetaSGD(model, inner_lr=0.01, inner_steps=1, n_threads=per),
                 "MAML++": mc.MAML(model, inner_lr=0.01, inner_steps=MAMLPP_STEPS,
                                   per_step_rates="layer", multi_step_loss=True,
                                   msl_anneal_steps=max(1, _steps("MAML++", args) * 15 // 100),
-                                  n_threads=per)}
+                                  n_threads=per),
+                "iMAML": mc.IMAML(model, **IMAML, n_threads=per)}
     thetas, times = _meta_train(mc, learners, model, source, args, progress)
     t0 = time.perf_counter()
     pool = source.sample(1000, seed=args.seed + 1)
@@ -149,7 +185,7 @@ def run_demo(args):
                                  n_threads=args.threads)
     reports = {name: mc.evaluate(model, theta, test,
                                  steps={"Meta-SGD": EVAL_STEPS_METASGD,
-                                        "MAML++": EVAL_STEPS_MAMLPP}.get(name, EVAL_STEPS),
+                                        "iMAML": EVAL_STEPS_IMAML}.get(name, EVAL_STEPS),
                                  lr=lr_joint if name == "joint" else None,   # learners: own rule
                                  learner=learners.get(name), name=name, n_threads=args.threads,
                                  progress=progress)
@@ -161,16 +197,20 @@ def run_demo(args):
                                                f"new tasks after k steps on {K} support points "
                                                f"(mean ± 95% CI)")
     say("\n" + table)
+    recipes = _recipes(args)
+    say("\ntrained with: " + "; ".join(f"{n} {r['text']}" for n, r in recipes.items()))
     paper = PUBLISHED.get(K)
     if paper:
         say(f"\npublished, one step, {K}-shot (Li et al. 2017): " + ", ".join(
             f"{n} {m:.2f}" + (f" ± {h:.2f}" if h else "") for n, (m, h) in paper.items()))
-    say(f"\ntime: MAML {times['MAML']:.1f} s, Meta-SGD {times['Meta-SGD']:.1f} s and MAML++ "
-        f"{times['MAML++']:.1f} s (side by side), joint {times['joint']:.1f} s; total "
-        f"{total:.1f} s")
+    say(f"\ntime: MAML {times['MAML']:.1f} s, Meta-SGD {times['Meta-SGD']:.1f} s, MAML++ "
+        f"{times['MAML++']:.1f} s and iMAML {times['iMAML']:.1f} s (side by side), joint "
+        f"{times['joint']:.1f} s; total {total:.1f} s")
 
     os.makedirs(out, exist_ok=True)
     extra = {"k_shot": K, "meta_steps": args.steps, "meta_batch": args.meta_batch,
+             "recipes": {n: {k: v for k, v in r.items() if k != "text"}
+                         for n, r in recipes.items()},
              "seconds": times, "total_seconds": total, "published_one_step": paper}
     report.save_json(reports, os.path.join(out, "results.json"), extra=extra)
     write_atomic(os.path.join(out, "table.txt"), lambda f: f.write((table + "\n").encode()))
