@@ -282,3 +282,63 @@ def test_episodes_resume_bit_identically_from_any_step(tmp_path, split):
     resumed, _ = experiment.train(experiment.build(cfg), start=part, progress=False)
     assert resumed.step == whole.step == 80
     np.testing.assert_array_equal(resumed.theta, whole.theta)
+
+
+def test_an_empty_features_list_is_refused_naming_the_key(tmp_path):
+    """tasks.features = [] is not "every other column" (leaving the key out is): a ConfigError
+    naming tasks.features, from the TOML text as from a dict."""
+    make_data(tmp_path)
+    with pytest.raises(ConfigError, match=r"shops\.toml: tasks\.features must name at least one "
+                                          r"column, got \[\]"):
+        config.load(experiment_file(tmp_path, extra="features = []"))
+    with pytest.raises(ConfigError, match=r"^tasks\.features must name at least one column"):
+        config.from_dict({"tasks": {"family": "csv", "path": "x.csv", "features": []}})
+    cfg = config.load(experiment_file(tmp_path))
+    assert cfg.tasks.features is None and "features" not in cfg.to_dict()["tasks"]
+    assert experiment.build(cfg).train_tasks.n_features == len(FEATURES)
+    cfg = config.load(experiment_file(tmp_path, extra='features = ["price"]'))
+    assert config.loads(cfg.to_toml()) == cfg
+    assert experiment.build(cfg).train_tasks.n_features == 1
+
+
+def test_training_data_errors_cite_the_files_line_and_name_a_binary_file(tmp_path):
+    """A bad value in the training CSV: "line N of PATH" (1-based, the header is line 1) under
+    the config key of its column; a file that is not UTF-8: tasks.path, naming the file."""
+    data = make_data(tmp_path)
+    lines = data.read_text().splitlines()
+    lines[6] = lines[6].replace(lines[6].split(",")[2], "n/a", 1)     # price of file line 7
+    data.write_text("\n".join(lines) + "\n")
+    cfg = config.load(experiment_file(tmp_path))
+    with pytest.raises(ConfigError) as err:
+        experiment.build(cfg)
+    assert str(err.value).startswith("tasks.features: column 'price' must be numeric: line 7 of ")
+    assert str(data) in str(err.value)
+    data.write_bytes(b"shop,size,price,promo,sales\n\x89PNG\r\n\x1a\n\x00\xff")
+    with pytest.raises(ConfigError) as err:
+        experiment.build(cfg)
+    assert str(err.value).startswith(f"tasks.path: line 2 of {data} is not UTF-8 text")
+
+
+def test_predict_errors_cite_the_files_line(tmp_path):
+    """metacore predict: a bad feature in --input and a label that is not a class in --support
+    are named by their file and 1-based line; a binary --input is named as not UTF-8."""
+    make_data(tmp_path, classes=True)
+    cfg = config.load(experiment_file(tmp_path, kind="maml", loss="cross_entropy"),
+                      overrides=["train.steps=2"])
+    cfg.output = str(tmp_path / "out")
+    experiment.run_train(cfg, quiet=True)
+    ck = str(tmp_path / "out" / "checkpoint.npz")
+    write_csv(tmp_path / "q.csv", [["a", 1.0, 2.0, 3.0], ["a", 1.0, "x", 3.0]], ["shop", *FEATURES])
+    with pytest.raises(ValueError, match=r"column 'price' must be numeric: line 3 of --input "):
+        experiment.run_predict(ck, str(tmp_path / "q.csv"), str(tmp_path / "p.csv"), quiet=True)
+    write_csv(tmp_path / "q.csv", [["a", 1.0, 2.0, 3.0]], ["shop", *FEATURES])
+    s = tmp_path / "s.csv"
+    s.write_text("shop,size,price,promo,sales\na,1,2,3,0\n\na,1,2,3,7\n")   # label 7 on line 4
+    with pytest.raises(ValueError, match=f"--support {s}: column 'sales', line 4 has 7.0, not a "
+                                         f"class label"):
+        experiment.run_predict(ck, str(tmp_path / "q.csv"), str(tmp_path / "p.csv"),
+                               support_path=str(s), quiet=True)
+    (tmp_path / "b.csv").write_bytes(bytes(range(256)))
+    with pytest.raises(ValueError, match=r"^line 2 of \S*b\.csv is not UTF-8 text: byte 128 "):
+        experiment.run_predict(ck, str(tmp_path / "b.csv"), str(tmp_path / "p.csv"), quiet=True)
+    assert not (tmp_path / "p.csv").exists()

@@ -238,3 +238,13 @@ def test_csv_keys_across_sections():
                           "learner": {"kind": "multitask"}})
     cfg = config.from_dict({"tasks": {"family": "csv", "path": "x.csv", "support": 5}})
     assert cfg.tasks.support == 5 and isinstance(cfg.tasks.support, int)
+
+
+def test_a_config_that_is_not_utf8_is_named(tmp_path):
+    """A binary or Latin-1 file given as the config: a ConfigError naming the file, the offset
+    of the first bad byte and that a config is UTF-8 text (never a bare decode error)."""
+    path = tmp_path / "e.toml"
+    path.write_bytes('name = "café"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    assert str(err.value).startswith(f"{path} is not UTF-8 text (byte b'\\xe9' at offset 11 ")

@@ -322,3 +322,25 @@ def test_the_facade_does_not_import_the_estimators():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split()[0] == "False"
     assert mc.fit is not None
+
+
+@pytest.mark.parametrize("weighting", [None, "dwa", "mgda", "evaldriven"])
+@pytest.mark.parametrize("fraction", [0.2, 0.5, 0.0])
+def test_validation_fraction_without_evaldriven_warns_at_fit(weighting, fraction):
+    """validation_fraction only holds rows out for EvalDriven: set away from its default with
+    another weighting it would be ignored without a word, so fit warns naming it."""
+    import warnings
+    from metacore.sklearn import MultiTaskMLPRegressor
+    rng = np.random.default_rng(0)
+    X, y, g = rng.normal(size=(40, 3)), rng.normal(size=40), np.repeat([0, 1], 20)
+    est = MultiTaskMLPRegressor(hidden_layer_sizes=(4,), weighting=weighting, max_iter=2,
+                                validation_fraction=fraction, random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est.fit(X, y, groups=g)
+    mine = [str(w.message) for w in caught if str(w.message).startswith("validation_fraction")]
+    if weighting == "evaldriven" or fraction == 0.2:
+        assert mine == []
+    else:
+        assert mine == [f"validation_fraction={fraction!r} is ignored by weighting="
+                        f"{weighting!r}: only EvalDriven holds rows out"]

@@ -134,3 +134,68 @@ def test_task_labels_match_by_value_across_numeric_dtypes():
                                       est.predict(X[:2], groups=fit_g))
     with pytest.raises(ValueError, match="dtype"):
         est.predict(X[:2], groups=["a", "b"])
+
+
+UNUSED = {"reg": ("imaml", "ridgehead"), "outer_lr": ("reptile",),
+          "inner_lr": ("maml", "fomaml", "anil", "metasgd", "reptile", "mamlpp", "imaml"),
+          "inner_steps": ("maml", "fomaml", "anil", "metasgd", "reptile", "mamlpp", "imaml")}
+ALL_LEARNERS = ("maml", "fomaml", "anil", "metasgd", "reptile", "mamlpp", "imaml", "protonet",
+                "ridgehead")
+
+
+@pytest.mark.parametrize("learner", ALL_LEARNERS)
+@pytest.mark.parametrize("name, value", [("reg", 0.37), ("outer_lr", 0.05), ("inner_lr", 0.02),
+                                         ("inner_steps", 2)])
+def test_a_hyper_parameter_the_learner_ignores_warns_at_fit(learner, name, value):
+    """scikit-learn's convention: __init__ stores, fit validates. A hyper-parameter set away from
+    its default that the chosen learner does not use gives a UserWarning at fit naming it and
+    the learner (as LogisticRegression does for l1_ratio without elasticnet), so a grid over
+    learner × reg still runs; a used one, or the default, gives none. Its value is still
+    validated (reg <= 0 is a ValueError naming reg for every learner)."""
+    import warnings
+    X, y = _digits()
+    X, y = X[y < 4][:80], y[y < 4][:80]
+    g = np.arange(80) % 4
+    kw = dict(hidden_layer_sizes=(8,), learner=learner, max_iter=1, meta_batch=2,
+              resample_every=1, random_state=0)
+    if learner in ("protonet", "ridgehead"):
+        kw.update(n_way=2, k_shot=2, q_query=2)
+    used = learner in UNUSED[name]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        MetaMLPClassifier(**kw, **{name: value}).fit(X, y, groups=g)
+        MetaMLPClassifier(**kw).fit(X, y, groups=g)                   # defaults: silent
+    mine = [w for w in caught if issubclass(w.category, UserWarning)
+            and str(w.message).startswith(f"{name}=")]
+    if used:
+        assert mine == []
+    else:
+        assert len(mine) == 1 and str(mine[0].message) == (
+            f"{name}={value!r} is ignored by learner={learner!r}: only "
+            f"{', '.join(map(repr, UNUSED[name]))} use {name}")
+        assert mine[0].filename == __file__        # points at the caller's fit
+    if name == "reg":
+        with pytest.raises(ValueError, match=r"^reg must be > 0"):
+            MetaMLPClassifier(**kw, reg=-1.0).fit(X, y, groups=g)
+
+
+@pytest.mark.parametrize("episodes", [True, False])
+def test_query_and_q_query_are_named_when_the_episode_kind_ignores_them(episodes):
+    """query sizes the episodes without n_way/k_shot, q_query those with them: the other one,
+    when set, warns at fit naming it."""
+    import warnings
+    X, y = _digits()
+    X, y = X[y < 4][:80], y[y < 4][:80]
+    g = np.arange(80) % 4
+    kw = dict(hidden_layer_sizes=(8,), max_iter=1, meta_batch=2, resample_every=1,
+              random_state=0, query=3, q_query=2)
+    if episodes:
+        kw.update(n_way=2, k_shot=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        MetaMLPClassifier(**kw).fit(X, y, groups=g)
+    got = [str(w.message) for w in caught if "query" in str(w.message)]
+    assert got == (["query=3 is ignored with n_way/k_shot episodes: q_query sets their query "
+                    "rows (per class)"] if episodes else
+                   ["q_query=2 is ignored without n_way and k_shot: query sets the query rows "
+                    "of an episode"])

@@ -55,22 +55,24 @@ def test_a_utf8_bom_does_not_hide_the_first_column(tmp_path):
 
 
 @pytest.mark.parametrize("text, match", [
-    ("task,x,y\n,1,0\na,2,1\n", r"task column 'task'.*row 0 has no task id"),
-    ("task,x,x,y\na,1,2,0\n", r"column name 'x' more than once"),
-    ("task,x,y\na,1+2j,0\n", r"column 'x'.*row 0.*complex"),
-    ("task,x,y\na,abc,0\n", r"column 'x'.*must be numeric: row 0"),
-    ("task,x,y\na,nan,0\n", r"column 'x'.*must be finite"),
+    ("task,x,y\n,1,0\na,2,1\n", "task column 'task': line 2 of {path} has no task id"),
+    ("task,x,x,y\na,1,2,0\n", "column name 'x' more than once"),
+    ("task,x,y\na,1+2j,0\n", "column 'x': line 2 of {path} has '1+2j', a complex number"),
+    ("task,x,y\na,abc,0\n", "column 'x' must be numeric: line 2 of {path} has 'abc'"),
+    ("task,x,y\na,1,0\na,nan,0\n", "column 'x' must be finite: line 3 of {path} has nan"),
 ])
 def test_csv_refuses_what_is_ambiguous_naming_the_column(tmp_path, text, match):
-    with pytest.raises(ValueError, match=match):
-        from_csv(write(tmp_path, text), task="task", target="y")
+    path = write(tmp_path, text)
+    with pytest.raises(ValueError) as err:
+        from_csv(path, task="task", target="y")
+    assert match.format(path=path) in str(err.value)
 
 
 def test_dataframe_refusals_name_the_column():
     base = {"task": ["a", "b"], "x": [1.0, 2.0], "y": [0.0, 1.0]}
-    with pytest.raises(ValueError, match=r"task column 'task'.*row 1 has no task id"):
+    with pytest.raises(ValueError, match=r"task column 'task': row 1 of the table has no task id"):
         from_dataframe(pd.DataFrame(dict(base, task=["a", None])), task="task", target="y")
-    with pytest.raises(ValueError, match=r"task column 'task'.*row 0 has no task id"):
+    with pytest.raises(ValueError, match=r"task column 'task': row 0 of the table has no task id"):
         from_dataframe(pd.DataFrame(dict(base, task=[np.nan, 1.0])), task="task", target="y")
     with pytest.raises(ValueError, match=r"column 'x'.*complex"):
         from_dataframe(pd.DataFrame(dict(base, x=[1 + 2j, 2.0])), task="task", target="y")
@@ -79,6 +81,77 @@ def test_dataframe_refusals_name_the_column():
     dup = pd.DataFrame([[1, 2.0, 3.0, 0.0]], columns=["task", "x", "x", "y"])
     with pytest.raises(ValueError, match="'x' more than once"):
         from_dataframe(dup, task="task", target="y")
+
+
+# --- where an error is: the file's 1-based line, counted independently -------------------------
+BAD_VALUES = {  # kind -> (the bad row's fields for columns task,x,y; what the message says)
+    "numeric": (["a", "abc", "0"], "column 'x' must be numeric: {at} has 'abc'"),
+    "complex": (["a", "1+2j", "0"], "column 'x': {at} has '1+2j', a complex number"),
+    "finite": (["a", "inf", "0"], "column 'x' must be finite: {at} has inf"),
+    "target": (["a", "1", "zz"], "column 'y' must be numeric: {at} has 'zz'"),
+    "task id": (["", "1", "0"], "task column 'task': {at} has no task id"),
+    "fields": (["a", "1"], "{at} has 2 fields, the header 3"),
+}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(sorted(BAD_VALUES)), n_rows=st.integers(1, 12), data=st.data())
+def test_every_csv_error_cites_the_files_line(tmp_path, kind, n_rows, data):
+    """Good rows around one bad row at a random place, blank lines and quoted fields that span
+    two lines among them: the message names "line N of PATH" with N the bad row's first line in
+    the file (counted here from the text written, 1-based)."""
+    bad_at = data.draw(st.integers(0, n_rows - 1))
+    text = "task,x,y\n"
+    for i in range(n_rows):
+        if data.draw(st.booleans()):
+            text += "\n"                                           # a blank line (skipped)
+        if i == bad_at:
+            line = text.count("\n") + 1
+            text += ",".join(BAD_VALUES[kind][0]) + "\n"
+        elif data.draw(st.booleans()):
+            text += f'"t{i % 3}\nx",{i}.5,1\n'                      # a task id over two lines
+        else:
+            text += f"t{i % 3},{i}.5,1\n"
+    path = write(tmp_path, text)
+    with pytest.raises(ValueError) as err:
+        from_csv(path, task="task", target="y")
+    assert BAD_VALUES[kind][1].format(at=f"line {line} of {path}") in str(err.value)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(head=st.binary(max_size=200), tail=st.binary(max_size=200),
+       bad=st.sampled_from([b"\xff", b"\xfe", b"\xc3\x28", b"\x80", b"\xed\xa0\x80"]))
+def test_a_file_that_is_not_utf8_is_named(tmp_path, head, tail, bad):
+    """Bytes that are not UTF-8 anywhere in the file (a binary file, or Latin-1 text): a
+    ValueError naming the file and saying it is not UTF-8 text, never a bare decode error."""
+    path = tmp_path / "data.csv"
+    path.write_bytes(b"task,x,y\n" + head + bad + tail)
+    with pytest.raises(ValueError) as err:
+        from_csv(path, task="task", target="y")
+    msg = str(err.value)
+    line = int(msg.split(" ", 2)[1])       # the first undecodable byte is in head or is bad
+    assert msg == f"line {line} of {path} is not UTF-8 text" + msg[msg.index(": byte "):]
+    assert 2 <= line <= (b"task,x,y\n" + head).count(b"\n") + 1
+
+
+def test_a_latin1_file_is_named_not_utf8(tmp_path):
+    path = write(tmp_path, "task,x,y\na,1,0\n\ncafé,1,0\n", encoding="latin-1")
+    with pytest.raises(ValueError) as err:
+        from_csv(path, task="task", target="y")
+    assert str(err.value).startswith(f"line 4 of {path} is not UTF-8 text: byte 19 of the file, "
+                                     f"b'\\xe9', cannot be decoded")
+
+
+@pytest.mark.parametrize("empty", [[], ()])
+def test_an_empty_feature_list_is_refused_naming_features(tmp_path, empty):
+    """features=[] is not "every other column" (that is None): refused, naming the argument."""
+    path = write(tmp_path, "task,x,z,y\na,1,2,0\nb,2,3,1\n")
+    for load in (lambda f: from_csv(path, task="task", target="y", features=f),
+                 lambda f: from_dataframe(pd.read_csv(path), task="task", target="y",
+                                          features=f)):
+        with pytest.raises(ValueError, match=r"^features must name at least one column"):
+            load(empty)
+        assert load(None).n_features == 2 and load(["z"]).n_features == 1
 
 
 def test_integer_column_labels_work():

@@ -159,7 +159,8 @@ def test_astype_converts_once_and_caches(ragged):
 
 def test_astype_to_float32_rejects_values_that_overflow():
     ts = TaskSet([[1e300]], [0.0], [0, 1])
-    with pytest.raises(ValueError, match="X must be finite"):
+    with pytest.raises(ValueError, match=r"^X has 1e\+300 at index \(0, 0\), which exceeds "
+                                         r"float32's range \(±3\.4e38\)"):
         ts.astype(np.float32)
 
 
@@ -415,8 +416,11 @@ def test_non_finite_values_are_refused(bad):
 
 
 def test_float64_values_that_overflow_float32_are_refused():
-    with pytest.raises(ValueError, match="X must be finite"):
+    with pytest.raises(ValueError, match=r"^X has 1e\+39 at index \(0, 0\), which exceeds "
+                                         r"float32's range \(±3\.4e38\)"):
         TaskSet([[1e39]], [0.0], [0, 1], dtype=np.float32)
+    with pytest.raises(ValueError, match=r"^y has -1e\+39 at index \(0,\), which exceeds "):
+        TaskSet([[1.0]], [-1e39], [0, 1], dtype=np.float32)
 
 
 def test_wrong_dimensionality_is_refused():

@@ -124,8 +124,8 @@ def step_size(name, value, dtype):
         raise ValueError(f"{name}={value!r} is zero or subnormal in {dt} (the working dtype of "
                          f"θ): it must be >= {float(info.tiny):.3g}")
     if not value <= float(info.max):
-        raise ValueError(f"{name}={value!r} overflows {dt} (the working dtype of θ): it must be "
-                         f"<= {float(info.max):.3g}")
+        raise ValueError(f"{name}={value!r} exceeds {dt}'s range ({_range(dt)}), the working "
+                         f"dtype of θ")
     return value
 
 
@@ -208,12 +208,42 @@ def float_array(name, value, ndim=None, dtype=None, finite=True):
     if not (arr.flags.c_contiguous and arr.dtype == dtype):  # a copy is needed
         fits_in_memory(f"{name} (shape {arr.shape}) as contiguous {dtype}",
                        arr.size * dtype.itemsize)
-    arr = np.ascontiguousarray(arr, dtype=dtype)
+    source = arr
+    with np.errstate(over="ignore"):      # a finite value beyond the dtype's range: named below
+        arr = np.ascontiguousarray(arr, dtype=dtype)
     if finite and arr.size and not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr))[0]
         where = tuple(int(i) for i in bad)
+        _beyond_range(name, source, dtype, where)
         raise ValueError(f"{name} must be finite, found {arr[where]} at index {where}")
     return arr
+
+
+def _beyond_range(name, source, dtype, where):
+    """ValueError when ``source[where]`` is finite but became ±inf in ``dtype`` (a float64 value
+    above float32's largest, ±3.4e38): out of range, not infinite, and the message says so."""
+    value = source[where]
+    if source.dtype.kind == "f" and not np.isfinite(value):
+        return
+    if dtype.kind != "f":
+        return
+    raise ValueError(f"{name} has {float(value)!r} at index {where}, which exceeds {dtype}'s range "
+                     f"({_range(dtype)}), the dtype requested: rescale the data, or use float64")
+
+
+def _range(dtype):
+    """"±3.4e38" for float32: the largest finite magnitude of a float dtype, as people write it."""
+    return "±" + f"{float(np.finfo(dtype).max):.2g}".replace("e+", "e")
+
+
+def in_dtype_range(name, value, dtype):
+    """A finite real ``value`` that stays finite in ``dtype`` (a float64 number above float32's
+    largest, ±3.4e38, becomes inf there): ValueError naming ``name`` and the range otherwise."""
+    dt = work_dtype(dtype)
+    if not abs(value) <= float(np.finfo(dt).max):
+        raise ValueError(f"{name}={value!r} exceeds {dt}'s range ({_range(dt)}), the working "
+                         f"dtype of θ")
+    return value
 
 
 def theta(name, value, n_params, dtype=None):

@@ -54,14 +54,21 @@ def _targets(name, y, dtype):
     return _validation.float_array(name, y, ndim=(1, 2), dtype=dtype)
 
 
+# a rate in this range is a normal, finite number in float32 and float64 alike
+_NORMAL_IN_BOTH = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))
+
+
 def _rule(model, lr, steps, dtype):
     """(steps, scalar lr, per-parameter rates or None)."""
     if type(steps) is int and 0 <= steps <= _validation.INT64_MAX and type(lr) is float \
-            and 0.0 <= lr < math.inf:
+            and (lr == 0.0 or _NORMAL_IN_BOTH[0] <= lr <= _NORMAL_IN_BOTH[1]):
         return steps, lr, None  # the common call: plain Python numbers already in range
     steps = _validation.integer("steps", steps, minimum=0)
     if isinstance(lr, numbers.Real) and not isinstance(lr, (bool, np.bool_)):
-        return steps, _validation.real("lr", lr, minimum=0.0), None
+        lr = _validation.real("lr", lr, minimum=0.0)
+        if lr != 0.0:       # 1e-50 is 0 in float32 (no adaptation), 1e39 inf: named instead
+            _validation.step_size("lr", lr, dtype)
+        return steps, lr, None
     arr = np.asarray(lr)
     rates = _validation.float_array("lr", lr, ndim=2 if arr.ndim == 2 else 1, dtype=dtype)
     if rates.shape[-1] != model.n_params or rates.shape[0] == 0:

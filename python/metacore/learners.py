@@ -44,6 +44,8 @@ from .data.tasks import EpisodeSource, SinusoidSource
 from .data.taskset import TaskSet
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# a number in this range is normal and finite in float32, hence in float64 too
+_F32_NORMAL = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))
 
 __all__ = ["Learner", "MAML", "FOMAML", "Reptile", "MetaSGD", "ANIL", "ProtoNet", "from_dict",
            "EpisodeLearner", "RidgeHead", "IMAML"]
@@ -97,7 +99,17 @@ class Learner:
         if arr.ndim != 1 or arr.shape[0] != P:
             raise ValueError(f"{name} must have shape ({P},) for {type(self).__name__} on this "
                              f"model, got {arr.shape}")
-        return _validation.float_array(name, arr, ndim=1, dtype=_validation.work_dtype(arr.dtype))
+        dtype = _validation.work_dtype(arr.dtype)
+        self.check_dtype(dtype)
+        return _validation.float_array(name, arr, ndim=1, dtype=dtype)
+
+    def check_dtype(self, dtype):
+        """The hyper-parameters checked against the working dtype (θ's): a non-zero ``inner_lr``
+        must stay a normal, finite number in it (1e-50 is 0 in float32 and would silently
+        freeze the inner loop). ValueError naming the argument otherwise."""
+        lr = self.inner_lr
+        if lr != 0.0 and not _F32_NORMAL[0] <= lr <= _F32_NORMAL[1]:   # else fine in both dtypes
+            _validation.step_size("inner_lr", lr, dtype)
 
     def check_batch(self, batch, dtype, name="batch"):
         """``batch`` checked for meta-learning (support and query rows in every task, labels that
@@ -120,6 +132,7 @@ class Learner:
         """check_batch for the meta-gradient calls, remembered for the last batch: a TaskSet is
         immutable (its arrays are read-only), so the same batch object at the same dtype, for the
         same model, passes the same checks again. Weak references: the cache keeps nothing alive."""
+        self.check_dtype(dtype)      # the fast path of _evaluate skips check_params
         memo = self.__dict__.get("_batch_memo")
         if memo is None:
             memo = self.__dict__.setdefault("_batch_memo", _LastBatch())
@@ -343,6 +356,11 @@ class MAML(Learner):
                          first_order=first_order, n_threads=n_threads)
         if per_step_rates is not None:
             per_step_rates = _validation.choice("per_step_rates", per_step_rates, PER_STEP_RATES)
+            n_rates = self.inner_steps * model.n_layers     # packed after θ, in float64 at most
+            _validation.fits_in_memory(
+                f"inner_steps={self.inner_steps} with per_step_rates={per_step_rates!r} "
+                f"({n_rates} learned rates, one per inner step and layer)",
+                8 * (n_rates + model.n_params))
         self.per_step_rates = per_step_rates
         if not isinstance(multi_step_loss, (bool, np.bool_)):
             raise TypeError(f"multi_step_loss must be a bool, got "
@@ -382,6 +400,7 @@ class MAML(Learner):
     def init(self, theta):
         """θ packed with the learned rates (all inner_lr) when ``per_step_rates``, else θ."""
         theta = _validation.theta("theta", theta, self.model.n_params)
+        self.check_dtype(theta.dtype)      # the rates are packed in θ's dtype
         if self.per_step_rates is None:
             return theta.copy()
         rates = np.full(self.inner_steps * self.model.n_layers, self.inner_lr, dtype=theta.dtype)
@@ -485,6 +504,7 @@ class MetaSGD(Learner):
     def init(self, theta):
         """[θ, inner_lr · 1]: the packed parameters to start meta-training from."""
         theta = _validation.theta("theta", theta, self.model.n_params)
+        self.check_dtype(theta.dtype)      # the rates are packed in θ's dtype
         return np.concatenate([theta, np.full_like(theta, self.inner_lr)])
 
     def split(self, params):
@@ -748,7 +768,13 @@ class RidgeHead(EpisodeLearner):
     def init(self, theta):
         """[θ, log reg, scale]: the packed parameters to start meta-training from."""
         theta = _validation.theta("theta", theta, self.model.n_params)
+        self.check_dtype(theta.dtype)      # λ and s are packed in θ's dtype
         return np.concatenate([theta, np.array([np.log(self.reg), self.scale], dtype=theta.dtype)])
+
+    def check_dtype(self, dtype):
+        """``scale`` must stay finite in the working dtype, where it is packed (log ``reg`` is
+        within ±745 and always is)."""
+        _validation.in_dtype_range("scale", self.scale, dtype)
 
     # log λ beyond this makes λ = exp(log λ) overflow or vanish in float64: the solve is undefined.
     MAX_ABS_LOG_REG = 700.0
@@ -846,7 +872,9 @@ class IMAML(Learner):
 
     ``adapt`` / ``adapt_predict`` / ``mc.evaluate(..., learner=imaml)`` run the same proximal
     inner loop (``steps`` defaults to ``inner_steps``). Raises ValueError naming the argument for
-    ``reg`` <= 0, ``inner_steps`` or ``cg_steps`` < 1, or a negative ``inner_lr``.
+    ``reg`` outside [√tiny, √max] of the working dtype (float64: 1.5e-154 to 1.3e154; float32:
+    1.1e-19 to 1.8e19), ``inner_lr``·``reg`` >= 2 (the proximal step would not contract),
+    ``inner_steps`` or ``cg_steps`` < 1, or a negative ``inner_lr``.
     """
     kind = "imaml"
 
@@ -855,6 +883,35 @@ class IMAML(Learner):
                          n_threads=n_threads)
         self.reg = _validation.real("reg", reg, minimum=0.0, min_open=True)
         self.cg_steps = _validation.integer("cg_steps", cg_steps, minimum=1)
+        self.check_dtype(np.float64)
+        self.check_contracting("inner_lr", self.inner_lr)
+
+    def check_dtype(self, dtype):
+        """``reg`` within [√tiny, √max] of the working dtype (float64: 1.5e-154 to 1.3e154,
+        float32: 1.1e-19 to 1.8e19): the inner loop multiplies φ − θ by λ and CG multiplies
+        Hessian-vector products by 1/λ; beyond that interval these products of moderate
+        vectors overflow or vanish. ValueError naming ``reg`` otherwise."""
+        super().check_dtype(dtype)
+        if 1.1e-19 <= self.reg <= 1.8e19:     # inside [√tiny, √max] of float32 and float64
+            return
+        dt = _validation.work_dtype(dtype)
+        info = np.finfo(dt)
+        lo, hi = float(np.sqrt(info.tiny)), float(np.sqrt(info.max))
+        if not lo <= self.reg <= hi:
+            raise ValueError(f"reg={self.reg!r} is outside [{lo:.2g}, {hi:.2g}], the range for "
+                             f"{dt} (the working dtype): iMAML's inner loop multiplies φ − θ by "
+                             f"reg and its CG multiplies Hessian-vector products by 1/reg, which "
+                             f"overflow or vanish beyond it")
+
+    def check_contracting(self, lr_name, lr):
+        """ValueError naming ``reg`` and ``lr_name`` unless lr·reg < 2: the proximal step
+        φ ← φ − lr (∇L_s(φ) + reg (φ − θ)) multiplies φ − θ by 1 − lr·reg, which grows
+        (|1 − lr·reg| >= 1) from lr·reg = 2 on and the inner loop diverges whatever L_s is."""
+        if not lr * self.reg < 2.0:
+            raise ValueError(f"reg={self.reg!r} with {lr_name}={lr!r}: {lr_name}·reg = "
+                             f"{lr * self.reg:.3g} must be < 2, else the proximal inner step "
+                             f"multiplies φ − θ by 1 − {lr_name}·reg (|·| >= 1) and diverges; "
+                             f"lower reg or {lr_name}")
 
     def core_options(self):
         return {"reg": self.reg, "cg_steps": self.cg_steps}
@@ -887,6 +944,7 @@ class IMAML(Learner):
         theta = self.check_params(theta)
         steps = _validation.integer("steps", steps, minimum=0)
         lr = _validation.real("lr", lr, minimum=0.0)
+        self.check_contracting("lr", lr)
         ts = self.check_batch(ts, theta.dtype, "test_tasks")
         preds = _core.imaml_adapt_batch(self.model.core_net(), theta, ts.X, ts.y, ts.offsets,
                                         ts.n_support, steps, lr, self.reg,

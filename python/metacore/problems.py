@@ -112,6 +112,7 @@ class Objective:
         """The compiled objective over the tasks converted to ``dtype`` (built once per dtype;
         keyed by the canonical dtype, and stored only once built)."""
         dtype = _validation.float_dtype("dtype", dtype)
+        _validation.in_dtype_range("l2", self.l2, dtype)   # the core computes λθ in dtype
         handle = self._handles.get(dtype)
         if handle is None:
             from . import _core
@@ -137,8 +138,7 @@ class Objective:
                 w = weights.astype(dtype)
             if not np.isfinite(w).all():
                 i = int(np.argmin(np.isfinite(w)))
-                raise ValueError(f"weights[{i}]={weights[i]} overflows {dtype}, the "
-                                 f"working dtype of theta")
+                _validation.in_dtype_range(f"weights[{i}]", float(weights[i]), dtype)
             w.setflags(write=False)
             w = cache.setdefault(dtype, w)
         return w
@@ -269,6 +269,7 @@ class MetaObjective:
         keeps mutable workspaces, so one must never serve two runs at once (nor be pickled)."""
         from . import _core
         dtype = _validation.float_dtype("dtype", dtype)
+        self.learner.check_dtype(dtype)   # hyper-parameters that the working dtype cannot hold
         cls = _core.MetaStep32 if dtype == np.float32 else _core.MetaStep64
         threads = self.n_threads if n_threads is None else n_threads
         try:    # the core's own refusal of a size names nothing: say which setting asked

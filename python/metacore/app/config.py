@@ -155,7 +155,7 @@ class TasksConfig:
     task_column: str = "task"
     target: str = "y"
     loss: str = "mse"
-    features: list = field(default_factory=list)
+    features: list | None = None       # None (absent): every column but the task and target
     test_fraction: float = 0.2
     support: float | int | None = None
     shuffle: bool = False
@@ -187,7 +187,11 @@ class TasksConfig:
         self.task_column = _str(f"{s}.task_column", self.task_column)
         self.target = _str(f"{s}.target", self.target)
         self.loss = _str(f"{s}.loss", self.loss, ("mse", "logistic", "cross_entropy"))
-        self.features = _list(f"{s}.features", self.features, _str)
+        if self.features is not None:    # [] would silently mean "every column": refused
+            self.features = _list(f"{s}.features", self.features, _str)
+            if not self.features:
+                raise ConfigError(f"{s}.features must name at least one column, got []; leave "
+                                  f"the key out for every column but the task and target")
         self.test_fraction = _float(f"{s}.test_fraction", self.test_fraction, 0.0, 1.0,
                                     open_lo=True)
         if self.support is not None:
@@ -734,7 +738,13 @@ def load(path, overrides=()) -> Config:
     """A validated Config from a TOML file (``overrides`` as in :func:`loads`); relative paths in
     the file are resolved against the file's folder."""
     with open(path, "rb") as fh:
-        text = fh.read().decode("utf-8")
+        raw = fh.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {raw[exc.start:exc.start + 1]!r} at "
+                          f"offset {exc.start} cannot be decoded: {exc.reason}); a TOML config "
+                          f"is UTF-8 text") from None
     try:
         return loads(text, overrides, base_dir=os.path.dirname(os.path.abspath(path)))
     except ConfigError as exc:

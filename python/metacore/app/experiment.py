@@ -165,7 +165,8 @@ def _csv_task_sets(cfg):
     t, dtype, seed = cfg.tasks, np.dtype(cfg.dtype), cfg.seed
     try:
         header, _ = read_csv(t.path)
-        features = list(t.features) or [c for c in header if c not in (t.task_column, t.target)]
+        features = (list(t.features) if t.features is not None    # absent: every other column
+                    else [c for c in header if c not in (t.task_column, t.target)])
         ts = _tasks.from_csv(t.path, task=t.task_column, target=t.target, features=features,
                              n_support=None if t.support is not None else t.k_support,
                              support=t.support, shuffle=t.shuffle, stratify=t.stratify,
@@ -757,7 +758,12 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
     if "config" not in info or "features" not in info:
         raise ValueError(f"checkpoint {checkpoint} was not written by metacore train on a CSV "
                          f"file (tasks.family = 'csv'): its feature columns are unknown")
-    cfg = from_dict(info["config"])
+    stored = dict(info["config"])
+    if isinstance(stored.get("tasks"), dict) and stored["tasks"].get("features") == []:
+        # written before an empty tasks.features was refused (it meant every other column):
+        # the columns it resolved to are stored
+        stored["tasks"] = dict(stored["tasks"], features=list(info["features"]))
+    cfg = from_dict(stored)
     features, t = info["features"], cfg.tasks
     model = ck.model if ck.model is not None else _model(cfg, len(features), 1, t.loss)
     learner = _learner(cfg, model)
@@ -794,8 +800,8 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
             bad = (ys != np.round(ys)) | (ys < 0) | (ys >= top)
             if bad.any():
                 i = int(np.argmax(bad))
-                raise ValueError(f"--support {support_path}: column {t.target!r}, row {i} has "
-                                 f"{ys[i]}, not a class label of this model"
+                raise ValueError(f"--support {support_path}: column {t.target!r}, line "
+                                 f"{stable.lines[i]} has {ys[i]}, not a class label of this model"
                                  + ("" if episodic else f" (0..{max(width, 2) - 1})"))
         ys = ys.astype(theta.dtype)
         both = t.task_column in table and t.task_column in stable

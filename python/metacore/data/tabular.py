@@ -7,7 +7,8 @@ rows carry a task column.
 - Columns are named by their labels as the table has them (strings, or integers for a DataFrame
   with integer column labels); a duplicated column name, a UTF-8 byte-order mark (stripped), a
   complex, non-numeric or non-finite value are refused or handled explicitly, and every error
-  names the column (and the row).
+  names the column and where the value is: "line N of PATH" in a CSV file (1-based, the header
+  is line 1, as editors count), "row i of the table" in a DataFrame (0-based, as it indexes).
 - Within a task, rows keep their file order unless ``shuffle`` (or ``stratify``, which shuffles
   within classes); the first ``support`` rows of each task are its support rows.
 - ``standardize``: a :class:`Standardizer`, fitted on the tasks of the first file it is given
@@ -110,6 +111,9 @@ def _label_ok(value):
 
 
 def _names(name, value):
+    if isinstance(value, (list, tuple)) and not value:
+        raise ValueError(f"{name} must name at least one column, got an empty list (leave it "
+                         f"None for every other column)")
     if _label_ok(value):
         return [value]
     if isinstance(value, (list, tuple)) and value and all(_label_ok(v) for v in value):
@@ -129,8 +133,42 @@ def _check_columns(columns, source):
                          f"duplicate columns (which one to use is ambiguous)")
 
 
+# --- where a value is ---------------------------------------------------------------------------
+class CsvTable(dict):
+    """What :func:`read_csv` returns as ``table``: ``{name: [text of each row]}`` that also knows
+    each data row's 1-based line number in the file (``lines``), so errors cite the file's line."""
+
+    def __init__(self, columns, lines):
+        super().__init__(columns)
+        self.lines = lines
+
+
+def _at(values, source):
+    """i -> where data row i is, in words: "line N of PATH" (the file's 1-based line, as editors
+    number them) for a column read from a CSV file, else "row i of SOURCE" (0-based, as in the
+    table)."""
+    lines = getattr(values, "lines", None)
+    if lines is not None:
+        return lambda i: f"line {lines[i]} of {source}"
+    return lambda i: f"row {i} of {source}"
+
+
+class _Column(list):
+    """A CSV column's texts with the file lines of its rows (see :class:`CsvTable`)."""
+
+    def __init__(self, values, lines):
+        super().__init__(values)
+        self.lines = lines
+
+
+def _column(table, name):
+    lines = getattr(table, "lines", None)
+    return table[name] if lines is None else _Column(table[name], lines)
+
+
 # --- values --------------------------------------------------------------------------------------
 def _floats(col, values, source):
+    at = _at(values, source)
     arr = np.asarray(values)
     if arr.dtype.kind == "c":
         raise ValueError(f"column {col!r} of {source} holds complex numbers; features and targets "
@@ -140,12 +178,12 @@ def _floats(col, values, source):
         for i, v in enumerate(arr.tolist()):
             if isinstance(v, complex) or (isinstance(v, str) and "j" in v.lower()
                                           and v.strip().lower() not in ("inf", "-inf")):
-                raise ValueError(f"column {col!r} of {source}, row {i}: {v!r} is complex; "
+                raise ValueError(f"column {col!r}: {at(i)} has {v!r}, a complex number; "
                                  f"features and targets must be real")
             try:
                 out[i] = float(v)
             except (TypeError, ValueError):
-                raise ValueError(f"column {col!r} of {source} must be numeric: row {i} has "
+                raise ValueError(f"column {col!r} must be numeric: {at(i)} has "
                                  f"{v!r}") from None
         arr = out
     elif arr.dtype.kind not in "biuf":
@@ -154,18 +192,19 @@ def _floats(col, values, source):
     bad = ~np.isfinite(arr)
     if bad.any():
         i = int(np.argmax(bad))
-        raise ValueError(f"column {col!r} of {source} must be finite: row {i} has {arr[i]}")
+        raise ValueError(f"column {col!r} must be finite: {at(i)} has {arr[i]}")
     return arr
 
 
 def _task_ids(col, values, source):
     """Task ids as strings exactly as written (a number stays as its text in a CSV; a DataFrame's
     integers and strings as str(v)), plus the order key (numeric when every id is an integer)."""
+    at = _at(values, source)
     raw = list(values)
     for i, v in enumerate(raw):
         if v is None or (isinstance(v, str) and v.strip() == "") or (
                 not isinstance(v, str) and _is_na(v)):
-            raise ValueError(f"task column {col!r} of {source}: row {i} has no task id "
+            raise ValueError(f"task column {col!r}: {at(i)} has no task id "
                              f"({v!r}); every row needs one")
     if len({isinstance(v, str) for v in raw}) > 1:
         raise ValueError(f"task column {col!r} of {source} mixes text and numbers; the ids "
@@ -174,7 +213,7 @@ def _task_ids(col, values, source):
     for i, v in enumerate(raw):
         if isinstance(v, (float, np.floating)):
             if float(v) != int(v):
-                raise ValueError(f"task column {col!r} of {source}: row {i} has the non-integer "
+                raise ValueError(f"task column {col!r}: {at(i)} has the non-integer "
                                  f"task id {v!r}")
             v = int(v)
         out.append(v if isinstance(v, str) else str(v))
@@ -285,8 +324,10 @@ def from_dataframe(df, *, task, target, features=None, n_support=None, support=N
     """A TaskSet from a pandas DataFrame (or a dict of equal-length columns).
 
     task: the column naming each row's task (ids kept as written; ``TaskSet.names``);
-    target: the column (or list of columns) to predict; features: the input columns (default:
-    every other column); column names are the table's labels (strings or integers).
+    target: the column (or list of columns) to predict; features: the input columns (None, the
+    default: every other column; an empty list is a ValueError naming ``features``); column
+    names are the table's labels (strings or integers). Errors about a value name its column
+    and "row i of the table" (0-based); :func:`from_csv`'s name "line N of PATH" (1-based).
     support: support rows per task, a fraction in (0, 1) or a count (or n_support: None, an int,
     or one int per task in task order); shuffle: shuffle each task's rows first (seeded by
     ``seed``); stratify: shuffle within classes so that support and query rows keep each task's
@@ -317,33 +358,62 @@ def from_csv(path, *, task, target, features=None, n_support=None, support=None,
     file is read as UTF-8 (a byte-order mark is dropped); every value is text, so task ids are
     kept exactly as written."""
     header, table = read_csv(path, delimiter=delimiter)
-    return _build(header, lambda c: table[c], task=task, target=target, features=features,
-                  n_support=n_support, support=support, shuffle=shuffle, stratify=stratify,
-                  standardize=standardize, fit_tasks=fit_tasks, seed=seed, dtype=dtype,
-                  source=os.fspath(path))
+    return _build(header, lambda c: _column(table, c), task=task, target=target,
+                  features=features, n_support=n_support, support=support, shuffle=shuffle,
+                  stratify=stratify, standardize=standardize, fit_tasks=fit_tasks, seed=seed,
+                  dtype=dtype, source=os.fspath(path))
 
 
 def read_csv(path, delimiter=","):
     """``(header, table)`` of a CSV file with a header row: the column names (stripped) and
-    ``{name: [text of each row]}``. Read as UTF-8 (a byte-order mark is dropped); an empty file,
-    a file with no rows, a duplicated column name or a row with another field count is a
-    ValueError naming the file (and the line)."""
+    ``{name: [text of each row]}`` (a :class:`CsvTable`, whose ``lines`` give each row's 1-based
+    line in the file; blank lines are skipped). Read as UTF-8 (a byte-order mark is dropped); an
+    empty file, a file with no rows, a duplicated column name, a row with another field count,
+    text that is not UTF-8 or a malformed line is a ValueError naming the file (and the line:
+    "line N of PATH", counted from 1 as editors do)."""
     path = os.fspath(path)
+    rows, lines = [], []
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh, delimiter=delimiter)
         try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise ValueError(f"{path} is empty (a header row is needed)") from None
-        rows = [r for r in reader if r]
+            try:
+                header = [h.strip() for h in next(reader)]
+            except StopIteration:
+                raise ValueError(f"{path} is empty (a header row is needed)") from None
+            done = reader.line_num
+            for r in reader:
+                if r:                             # a record starts on the line after the last
+                    rows.append(r)
+                    lines.append(done + 1)
+                done = reader.line_num
+        except UnicodeDecodeError:
+            raise ValueError(_not_utf8(path)) from None
+        except csv.Error as exc:
+            raise ValueError(f"line {reader.line_num} of {path} is not valid CSV: {exc}") from None
     if not rows:
         raise ValueError(f"{path} has a header but no rows")
     _check_columns(header, path)
     bad = next((i for i, r in enumerate(rows) if len(r) != len(header)), None)
     if bad is not None:
-        raise ValueError(f"{path}: line {bad + 2} has {len(rows[bad])} fields, the header "
+        raise ValueError(f"line {lines[bad]} of {path} has {len(rows[bad])} fields, the header "
                          f"{len(header)}")
-    return header, {h: [r[j].strip() for r in rows] for j, h in enumerate(header)}
+    return header, CsvTable({h: [r[j].strip() for r in rows] for j, h in enumerate(header)},
+                            np.asarray(lines, dtype=np.int64))
+
+
+def _not_utf8(path):
+    """The message for a file that does not decode as UTF-8, with the first bad byte's line and
+    offset (the decoder reads in chunks, so its own offset is not the file's: read again)."""
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        return (f"line {line} of {path} is not UTF-8 text: byte {exc.start} of the file, "
+                f"{raw[exc.start:exc.start + 1]!r}, cannot be decoded ({exc.reason}); is it a "
+                f"binary file? Save the table as a UTF-8 CSV file")
+    return f"{path} is not UTF-8 text"      # changed while being read
 
 
 def float_columns(table, columns, source):
@@ -354,4 +424,4 @@ def float_columns(table, columns, source):
     if missing:
         raise ValueError(f"column {missing[0]!r} is not in {source} (columns: "
                          f"{', '.join(map(repr, table))})")
-    return np.column_stack([_floats(c, table[c], source) for c in columns])
+    return np.column_stack([_floats(c, _column(table, c), source) for c in columns])

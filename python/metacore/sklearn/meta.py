@@ -5,6 +5,8 @@ gradient steps."""
 from __future__ import annotations
 
 import copy
+import inspect
+import warnings
 
 import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
@@ -26,6 +28,10 @@ LEARNERS = {"maml": MAML, "fomaml": FOMAML, "anil": ANIL, "metasgd": MetaSGD, "r
             "mamlpp": MAML, "imaml": IMAML, "protonet": ProtoNet, "ridgehead": RidgeHead}
 # learners that classify a new task from its support embeddings, with no gradient steps
 EPISODE_HEADS = ("protonet", "ridgehead")
+# the hyper-parameters only some learners use: name -> those learners
+USED_BY = {"reg": ("imaml", "ridgehead"), "outer_lr": ("reptile",),
+           "inner_lr": tuple(k for k in LEARNERS if k not in EPISODE_HEADS),
+           "inner_steps": tuple(k for k in LEARNERS if k not in EPISODE_HEADS)}
 
 
 class _Meta(MLPBase):
@@ -84,6 +90,26 @@ class _Meta(MLPBase):
                 raise ValueError(f"learner={self.learner!r} embeds rows with the net's last "
                                  f"layer: hidden_layer_sizes must name at least one layer (its "
                                  f"last width is the embedding's)")
+        self._warn_unused()
+
+    def _warn_unused(self):
+        """UserWarning naming each hyper-parameter set away from its default that this learner
+        does not use (``reg`` with learner='maml', ...): set, it would otherwise be ignored
+        without a word. A warning, not an error, as scikit-learn does for ``l1_ratio`` without
+        ``penalty='elasticnet'``: a grid over learner × reg still runs."""
+        defaults = inspect.signature(type(self).__init__).parameters
+        for name, users in USED_BY.items():
+            value = getattr(self, name)
+            if self.learner not in users and value != defaults[name].default:
+                warnings.warn(f"{name}={value!r} is ignored by learner={self.learner!r}: only "
+                              f"{', '.join(map(repr, users))} use {name}", UserWarning,
+                              stacklevel=4)
+        if self.n_way is not None and self.query is not None:
+            warnings.warn(f"query={self.query!r} is ignored with n_way/k_shot episodes: q_query "
+                          f"sets their query rows (per class)", UserWarning, stacklevel=4)
+        if self.n_way is None and self.q_query is not None:
+            warnings.warn(f"q_query={self.q_query!r} is ignored without n_way and k_shot: query "
+                          f"sets the query rows of an episode", UserWarning, stacklevel=4)
 
     def fit(self, X, y, groups=None):
         """Meta-train on episodes drawn from the tasks ``groups`` (see
@@ -270,6 +296,11 @@ _DOC_PARAMS = r"""
         Reptile's outer step ε (annealed linearly to 0); other learners use Adam.
     reg : float > 0, default 1.0
         iMAML's proximal regulariser λ; RidgeHead's initial ridge λ (then learned).
+
+    A hyper-parameter the chosen learner does not use (``reg`` but for "imaml" and
+    "ridgehead", ``outer_lr`` but for "reptile", ``inner_lr`` and ``inner_steps`` for
+    "protonet" and "ridgehead"; ``query`` with ``n_way``, ``q_query`` without) is still
+    validated, and ``fit`` warns (UserWarning, naming it) when it is set away from its default.
     meta_batch : int, default 8
         Episodes per meta-step.
     support : float in (0, 1) or int, default 0.5

@@ -3,6 +3,8 @@ r"""Multi-task estimators: one net trained on every task at once, minimising
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.metrics import accuracy_score, r2_score
@@ -87,6 +89,11 @@ class _MultiTask(MLPBase):
         self.tasks_, codes = np.unique(g, return_inverse=True)
         self.n_tasks_ = int(self.tasks_.shape[0])
         strategy = weighting_by_name(self.weighting, self._is_classifier)
+        default = type(self).__init__.__kwdefaults__["validation_fraction"]
+        if not isinstance(strategy, _weighting.EvalDriven) and fraction != default:
+            warnings.warn(f"validation_fraction={self.validation_fraction!r} is ignored by "
+                          f"weighting={self.weighting!r}: only EvalDriven holds rows out",
+                          UserWarning, stacklevel=2)
         init_seed, seed = self._seeds()
         # EvalDriven adjusts α from held-out rows: a validation_fraction of each task's rows,
         # drawn at random, become its query rows (a task of one row keeps it for training).

@@ -356,6 +356,8 @@ def fit(problem, start=None, *, optimizer=None, steps=1000, weighting=None, batc
     theta, optimizer, weighting, seed, ck = _start_arg(problem, start, optimizer, weighting, seed,
                                                        steps)
     optimizer.check_dtype(theta.dtype)
+    if meta:
+        problem.learner.check_dtype(theta.dtype)
     _refuse_a_dead_schedule(optimizer, ck.step if ck is not None else 0, steps)
     if meta:
         if batch_tasks is not None or batch_rows is not None:
@@ -394,6 +396,7 @@ def fit(problem, start=None, *, optimizer=None, steps=1000, weighting=None, batc
         checkpoint_every=checkpoint_every or eval_every, record_task_losses=record_task_losses,
         backend=backend)
     run = Run(settings, theta, ck)
+    start_step = ck.step if ck is not None else 0
     with InterruptFlag() as interrupt:
         try:
             reason, failure = run.run(interrupt)
@@ -406,7 +409,8 @@ def fit(problem, start=None, *, optimizer=None, steps=1000, weighting=None, batc
         if checkpoint:
             save(checkpoint, result)     # on divergence too: the kept state is finite
     if failure is not None:
-        raise _diverged(failure, run.state.step, result, weighting)
+        raise _diverged(failure, run.state.step, result, weighting,
+                        _advice(problem, failure.status, run.state.step == start_step))
     if reason == "interrupted":
         err = KeyboardInterrupt(f"training interrupted after step {result.step}"
                                 + (f"; checkpoint written to {checkpoint}" if checkpoint else "")
@@ -416,7 +420,30 @@ def fit(problem, start=None, *, optimizer=None, steps=1000, weighting=None, batc
     return result
 
 
-def _diverged(out, step, res, weighting=None):
+def _advice(problem, status, first):
+    """What to try after a divergence, naming the hyper-parameter that can be responsible: for
+    a meta-learner whose loss or gradient is non-finite at a finite θ, its inner loop (at the
+    run's first step the outer learning rate has not acted yet)."""
+    outer = "Try a lower learning rate or clip_norm."
+    learner = getattr(problem, "learner", None)
+    if learner is None or learner.inner_lr == 0.0 or status == "nonfinite_update":
+        return outer
+    settings = f"inner_lr={learner.inner_lr:g}, inner_steps={learner.inner_steps}"
+    reg = getattr(learner, "reg", None)
+    if learner.kind == "imaml":
+        settings += f", reg={reg:g}"
+    learned = (" (the learned inner rates started at inner_lr)"
+               if learner.n_params != learner.model.n_params and learner.kind != "imaml" else "")
+    inner = (f"the learner's inner loop ({settings}) diverged from a finite θ: try a lower "
+             f"inner_lr{learned}")
+    if learner.kind == "imaml":
+        inner += " (inner_lr·(reg + the support loss's largest curvature) must stay below 2)"
+    if first:
+        return f"At the run's first step the outer learning rate has not acted yet: {inner}."
+    return f"{inner[0].upper()}{inner[1:]}, or a lower (outer) learning rate or clip_norm."
+
+
+def _diverged(out, step, res, weighting=None, advice="Try a lower learning rate or clip_norm."):
     done = out.steps_done
     value = out.objective[done]
     if out.status == "weighting_failed":
@@ -438,5 +465,5 @@ def _diverged(out, step, res, weighting=None):
             what += f" (and {out.n_bad_tasks - 1} other task(s))"
     return FitDivergedError(
         f"{what}. Training stopped; the state kept is the last finite one, after {step} steps "
-        f"(FitDivergedError.result). Try a lower learning rate or clip_norm.",
+        f"(FitDivergedError.result). {advice}",
         step, task, res)
