@@ -399,6 +399,94 @@ inline void cholesky_solve(const double* L, std::int64_t n, double* B, std::int6
     }
 }
 
+// μ = argmin_{μ ≥ 0} ½ μᵀKμ + bᵀμ for a positive semidefinite Gram matrix K = G Gᵀ (T × T) and
+// b = G a: the non-negative least-squares problem min_{μ ≥ 0} ‖a + Σ μ_i g_i‖², solved exactly by
+// Lawson and Hanson's active-set algorithm (Solving Least Squares Problems, 1974, ch. 23, NNLS) on
+// the Gram matrix. The passive set P grows by the task whose gradient (Kμ + b)_j is most negative
+// (ties within rounding to the lowest index, as first_within); μ_P solves K_PP μ_P = −b_P
+// (Cholesky), stepping back to the boundary and dropping tasks whose μ would turn ≤ 0. A task
+// whose column is dependent on P's to rounding (no Cholesky pivot) is kept out until μ next
+// changes. Stops when no gradient is below −tol (tol: the rounding of g_j·(a + Σ μ_i g_i),
+// 16Tε·max K_ii·(1 + Σμ)) or after max(max_iter, 3T) additions. Serial and deterministic; O(T⁴) at most.
+inline std::vector<double> nnls_gram(const std::vector<double>& K, const std::vector<double>& b,
+                                     std::int64_t T, std::int64_t max_iter) {
+    constexpr double eps = std::numeric_limits<double>::epsilon();
+    std::vector<double> mu(T, 0.0), grad(T), z(T), L;
+    std::vector<char> passive(T, 0), blocked(T, 0);
+    double kmax = 0.0;
+    for (std::int64_t i = 0; i < T; ++i) kmax = std::max(kmax, K[i * T + i]);
+    if (!(kmax > 0.0)) return mu;
+    auto solve_passive = [&](std::vector<std::int64_t>& P) {  // z_P = −K_PP⁻¹ b_P; false if singular
+        const auto n = static_cast<std::int64_t>(P.size());
+        L.assign(n * n, 0.0);
+        std::vector<double> rhs(n);
+        for (std::int64_t r = 0; r < n; ++r) {
+            rhs[r] = -b[P[r]];
+            for (std::int64_t c = 0; c < n; ++c) L[r * n + c] = K[P[r] * T + P[c]];
+        }
+        if (!cholesky(L.data(), n)) return false;
+        for (std::int64_t r = 0; r < n; ++r)  // a pivot at rounding level is a dependent column
+            if (!(L[r * n + r] * L[r * n + r] > 1e-13 * K[P[r] * T + P[r]])) return false;
+        cholesky_solve(L.data(), n, rhs.data(), 1);
+        for (std::int64_t r = 0; r < n; ++r) z[P[r]] = rhs[r];
+        return true;
+    };
+    const std::int64_t additions = std::max<std::int64_t>(max_iter, 3 * T);
+    for (std::int64_t it = 0; it < additions; ++it) {
+        check_interrupt();
+        double mass = 0.0;
+        for (std::int64_t i = 0; i < T; ++i) {
+            double g = b[i];
+            for (std::int64_t k = 0; k < T; ++k) g += K[i * T + k] * mu[k];
+            grad[i] = g;
+            mass += mu[i];
+        }
+        const double tol = 16.0 * static_cast<double>(T) * eps * kmax * (1.0 + mass);
+        auto open = [&](std::int64_t i) { return !passive[i] && !blocked[i] && grad[i] < -tol; };
+        const std::int64_t j = first_within(grad, tol, open, -1.0);
+        if (j < 0) break;
+        passive[j] = 1;
+        bool moved = false;
+        for (std::int64_t inner = 0; inner <= T; ++inner) {
+            std::vector<std::int64_t> P;
+            for (std::int64_t i = 0; i < T; ++i)
+                if (passive[i]) P.push_back(i);
+            if (P.empty()) break;
+            if (!solve_passive(P)) {  // j's column is dependent on P's: keep it out for now
+                passive[j] = 0;
+                blocked[j] = 1;
+                break;
+            }
+            double alpha = 1.0;  // the longest step from μ toward z that keeps μ ≥ 0
+            std::int64_t hit = -1;
+            for (std::int64_t i : P) {
+                if (z[i] > 0.0) continue;
+                const double den = mu[i] - z[i];
+                const double a = den > 0.0 ? mu[i] / den : 0.0;
+                if (a < alpha || hit < 0) {
+                    alpha = std::min(alpha, a);
+                    hit = i;
+                }
+            }
+            for (std::int64_t i : P) mu[i] += alpha * (z[i] - mu[i]);
+            moved = moved || alpha > 0.0;
+            if (hit < 0) break;  // every z_i > 0: μ_P = z_P
+            mu[hit] = 0.0;       // the task that reached the boundary (exactly, not by rounding)
+            for (std::int64_t i : P)
+                if (mu[i] <= 0.0) {
+                    mu[i] = 0.0;
+                    passive[i] = 0;
+                }
+        }
+        if (moved) std::fill(blocked.begin(), blocked.end(), 0);
+        else if (!blocked[j]) {  // j entered and left at once (z_j ≤ 0 by rounding): keep it out
+            passive[j] = 0;
+            blocked[j] = 1;
+        }
+    }
+    return mu;
+}
+
 // Eigen-decomposition of a symmetric n × n matrix by cyclic Jacobi rotations: A = V diag(w) Vᵀ,
 // V's columns the eigenvectors (V row-major: V[i*n+k] = component i of eigenvector k).
 inline void symmetric_eigen(std::vector<double> A, std::int64_t n, std::vector<double>& w,

@@ -312,23 +312,67 @@ def _surgery(K, vaccine, beta, target, seed, step):
 
 
 def _nnls_mu(K, b, max_iter):
-    """argmin_{μ ≥ 0} ‖g0 + Σ μ_i g_i‖² by cyclic coordinate descent (K = G Gᵀ, b = G g0)."""
+    """argmin_{μ ≥ 0} ‖g0 + Σ μ_i g_i‖² (K = G Gᵀ, b = G g0) exactly, by Lawson and Hanson's NNLS
+    active-set algorithm (1974, ch. 23) on the Gram matrix, as the core's ``linalg::nnls_gram``:
+    the passive set grows by the most negative gradient (Kμ + b)_j (ties within rounding to the
+    lowest index), μ_P solves K_PP μ_P = −b_P, steps back to the boundary drop tasks; a column
+    dependent on the passive ones (no Cholesky pivot above 1e-13·K_jj) waits until μ moves."""
     T = K.shape[0]
-    mu, Kmu = np.zeros(T), np.zeros(T)
-    scale = math.sqrt(max(np.max(np.diag(K)), 0.0))
-    for _ in range(40 * max_iter):
-        moved = 0.0
-        for i in range(T):
-            if not K[i, i] > 0:
-                continue
-            step = max(0.0, mu[i] - (b[i] + Kmu[i]) / K[i, i]) - mu[i]
-            if step == 0:
-                continue
-            mu[i] += step
-            Kmu += step * K[:, i]
-            moved = max(moved, abs(step) * math.sqrt(K[i, i]))
-        if moved <= 1e-15 * scale:
+    eps = np.finfo(np.float64).eps
+    mu = np.zeros(T)
+    kmax = np.max(np.diag(K))
+    if not kmax > 0:
+        return mu
+    passive, blocked = np.zeros(T, bool), np.zeros(T, bool)
+
+    def solve(P):
+        A = K[np.ix_(P, P)]
+        try:
+            L = np.linalg.cholesky(A)
+        except np.linalg.LinAlgError:
+            return None
+        if not (np.diag(L) ** 2 > 1e-13 * np.diag(A)).all():
+            return None
+        return np.linalg.solve(A, -b[P])
+
+    for _ in range(max(max_iter, 3 * T)):
+        grad = K @ mu + b
+        tol = 16.0 * T * eps * kmax * (1.0 + mu.sum())
+        open_ = ~passive & ~blocked & (grad < -tol)
+        if not open_.any():
             break
+        j = _first_within(np.where(open_, -grad, -np.inf), tol)
+        passive[j] = True
+        moved = False
+        for _ in range(T + 1):
+            P = np.flatnonzero(passive)
+            if P.size == 0:
+                break
+            zP = solve(P)
+            if zP is None:                    # j dependent on the passive columns: out for now
+                passive[j], blocked[j] = False, True
+                break
+            z = np.zeros(T)
+            z[P] = zP
+            alpha, hit = 1.0, -1
+            for i in P:
+                if z[i] > 0:
+                    continue
+                den = mu[i] - z[i]
+                a = mu[i] / den if den > 0 else 0.0
+                if a < alpha or hit < 0:
+                    alpha, hit = min(alpha, a), i
+            mu[P] += alpha * (z[P] - mu[P])
+            moved = moved or alpha > 0
+            if hit < 0:
+                break
+            mu[hit] = 0.0
+            drop = P[mu[P] <= 0]
+            mu[drop], passive[drop] = 0.0, False
+        if moved:
+            blocked[:] = False
+        elif not blocked[j]:
+            passive[j], blocked[j] = False, True
     return mu
 
 
