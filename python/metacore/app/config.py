@@ -298,14 +298,16 @@ class LearnerConfig:
     first_order_until: int | None = None
 
     # key -> (the kinds that take it, its default there)
-    _KEYS = {"distance": (("protonet",), "sqeuclidean"),
-             "reg": (("ridgehead", "imaml"), 1.0),
-             "scale": (("ridgehead",), 1.0),
-             "cg_steps": (("imaml",), 5),
-             "per_step_rates": (("mamlpp",), "layer"),
-             "multi_step_loss": (("mamlpp",), True),
-             "msl_anneal_steps": (("mamlpp",), 7500),
-             "first_order_until": (("mamlpp",), 0)}
+    KIND_KEYS = {"distance": (("protonet",), "sqeuclidean"),
+                 "reg": (("ridgehead", "imaml"), 1.0),
+                 "scale": (("ridgehead",), 1.0),
+                 "cg_steps": (("imaml",), 5),
+                 "per_step_rates": (("mamlpp",), "layer"),
+                 "multi_step_loss": (("mamlpp",), True),
+                 "msl_anneal_steps": (("mamlpp",), 7500),
+                 "first_order_until": (("mamlpp",), 0)}
+    # the kinds that take first_order
+    FIRST_ORDER_KINDS = ("maml", "fomaml", "metasgd", "anil", "mamlpp")
 
     def validate(self, s="learner"):
         self.kind = _str(f"{s}.kind", self.kind, LEARNERS)
@@ -313,10 +315,10 @@ class LearnerConfig:
         self.inner_steps = _int(f"{s}.inner_steps", self.inner_steps, 1)
         self.outer_lr = _float(f"{s}.outer_lr", self.outer_lr, 0.0, open_lo=True)
         self.first_order = _bool(f"{s}.first_order", self.first_order)
-        if self.first_order and self.kind not in ("maml", "fomaml", "metasgd", "anil", "mamlpp"):
+        if self.first_order and self.kind not in self.FIRST_ORDER_KINDS:
             raise ConfigError(f"{s}.first_order applies to learner.kind 'maml', 'metasgd', "
                               f"'anil' or 'mamlpp', got learner.kind {self.kind!r}")
-        for key, (kinds, default) in self._KEYS.items():
+        for key, (kinds, default) in self.KIND_KEYS.items():
             value = getattr(self, key)
             if value is None:
                 setattr(self, key, default if self.kind in kinds else None)
@@ -699,6 +701,22 @@ def _drop_strategy_settings(data, before, given):
         del w["alpha"]
 
 
+def _drop_learner_keys(data, before, given):
+    """After ``--set learner.kind=...`` changed the kind, drop the file's keys of the old kind
+    that the new one does not take (``distance``, ``reg``, ..., ``first_order``: a config.toml
+    written by ``train`` lists them all, resolved); those given with --set stay (and are refused
+    by name if the new kind does not take them)."""
+    learner = data.get("learner")
+    if not isinstance(learner, dict) or learner.get("kind", "maml") == before:
+        return
+    kind = learner.get("kind")
+    takes = {key: kinds for key, (kinds, _) in LearnerConfig.KIND_KEYS.items()}
+    takes["first_order"] = LearnerConfig.FIRST_ORDER_KINDS
+    for key, kinds in takes.items():
+        if key in learner and kind not in kinds and ("learner", key) not in given:
+            del learner[key]
+
+
 _PATHS = ((None, "output"), ("tasks", "path"))   # keys holding file paths
 
 
@@ -716,9 +734,10 @@ def _resolve_paths(data, base):
 def loads(text, overrides=(), base_dir=None) -> Config:
     """A validated Config from TOML text, with ``section.key=value`` overrides applied
     (``weighting.settings.NAME=VALUE`` sets one setting of the strategy; changing
-    ``weighting.kind`` drops the file's settings of the previous strategy). ``base_dir``: the
-    folder relative paths in the text (``output``, ``tasks.path``) are resolved against (None:
-    left as written, i.e. relative to the current directory)."""
+    ``weighting.kind`` drops the file's settings of the previous strategy, changing
+    ``learner.kind`` the file's keys of the previous kind the new one does not take).
+    ``base_dir``: the folder relative paths in the text (``output``, ``tasks.path``) are resolved
+    against (None: left as written, i.e. relative to the current directory)."""
     toml = _toml()
     try:
         data = toml.loads(text)
@@ -728,9 +747,13 @@ def loads(text, overrides=(), base_dir=None) -> Config:
         _resolve_paths(data, os.fspath(base_dir))
     before = data.get("weighting", {}).get("kind", "uniform") \
         if isinstance(data.get("weighting"), dict) else None
+    learner_before = data.get("learner", {}).get("kind", "maml") \
+        if isinstance(data.get("learner"), dict) else None
     given = {_override(data, item) for item in overrides}
     if ("weighting", "kind") in given and before is not None:
         _drop_strategy_settings(data, before, given)
+    if ("learner", "kind") in given and learner_before is not None:
+        _drop_learner_keys(data, learner_before, given)
     return from_dict(data)
 
 

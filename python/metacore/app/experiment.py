@@ -170,7 +170,9 @@ def _csv_task_sets(cfg):
         ts = _tasks.from_csv(t.path, task=t.task_column, target=t.target, features=features,
                              n_support=None if t.support is not None else t.k_support,
                              support=t.support, shuffle=t.shuffle, stratify=t.stratify,
-                             seed=seed, dtype=np.float64)
+                             # read in the working dtype (a value beyond float32's range is
+                             # named by line); scaled in float64 first with tasks.standardize
+                             seed=seed, dtype=np.float64 if t.standardize else dtype)
     except FileNotFoundError:
         raise ConfigError(f"tasks.path: no such file {t.path}") from None
     except (ValueError, TypeError) as exc:
@@ -555,6 +557,11 @@ def load_run_checkpoint(path, exp: Experiment):
                          f"{exp.model!r}")
     name, kind = _stored_learner(ck), exp.cfg.learner.kind
     want = exp.learner.n_params if exp.learner is not None else exp.model.n_params
+    if name is not None and _SAME.get(name, name) != _SAME.get(kind, kind) \
+            and ck.theta.shape[0] == want:
+        raise ValueError(f"--checkpoint {path} was saved by learner {name!r}; the config's "
+                         f"learner is {kind!r} (a checkpoint is evaluated with the learner it "
+                         f"was trained with: set learner.kind = {name!r})")
     if (name is not None and _SAME.get(name, name) != _SAME.get(kind, kind)) \
             or ck.theta.shape[0] != want:
         raise ValueError(f"--checkpoint {path} was saved by learner {name!r} with "
@@ -722,7 +729,26 @@ def _predict_rows(table, columns, source, scaler, dtype):
         X = float_columns(table, columns, source)
     except ValueError as exc:
         raise ValueError(f"{exc} (the checkpoint's features: {', '.join(columns)})") from None
-    return (scaler.transform(X) if scaler is not None else X).astype(dtype)
+    scaled = scaler.transform(X) if scaler is not None else None
+    _check_range(X, scaled, columns, table, source, dtype)
+    return (X if scaled is None else scaled).astype(dtype)
+
+
+def _check_range(raw, scaled, columns, table, source, dtype):
+    """ValueError naming the column and the file's line for a value of ``scaled`` (n,
+    len(columns): ``raw`` as θ takes it, None when unscaled) that exceeds the range of θ's dtype
+    (float32: ±3.4e38; it would become inf there)."""
+    values = raw if scaled is None else scaled
+    big = ~(np.abs(values) <= float(np.finfo(dtype).max))
+    if big.any():
+        i, j = (int(k) for k in np.argwhere(big)[0])
+        lines = getattr(table, "lines", None)
+        where = f"line {lines[i]}" if lines is not None else f"row {i}"
+        note = "" if scaled is None else f" ({float(scaled[i, j])!r} standardized)"
+        limit = f"±{float(np.finfo(dtype).max):.2g}".replace("e+", "e")
+        raise ValueError(f"column {columns[j]!r}: {where} of {source} has {float(raw[i, j])!r}"
+                         f"{note}, which exceeds {np.dtype(dtype)}'s range ({limit}), the "
+                         f"checkpoint's dtype: rescale the column")
 
 
 def _groups(table, column, n_rows):
@@ -783,6 +809,10 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
     else:
         lr = cfg.evaluate.lr if cfg.evaluate.lr is not None else cfg.learner.inner_lr
         head_only, default_steps = False, max(cfg.evaluate.steps)
+    if episodic and steps:
+        raise ValueError(f"--steps {steps}: checkpoint {checkpoint} holds a "
+                         f"{LEARNER_NAMES[cfg.learner.kind]} embedding, which adapts in closed "
+                         f"form, not by gradient steps: leave --steps out")
     steps = default_steps if steps is None else steps
     width = model.n_outputs
     if support_path is None:
@@ -803,6 +833,8 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
                 raise ValueError(f"--support {support_path}: column {t.target!r}, line "
                                  f"{stable.lines[i]} has {ys[i]}, not a class label of this model"
                                  + ("" if episodic else f" (0..{max(width, 2) - 1})"))
+        _check_range(ys[:, None], None, [t.target], stable, f"--support {support_path}",
+                     theta.dtype)
         ys = ys.astype(theta.dtype)
         both = t.task_column in table and t.task_column in stable
         gq = _groups(table, t.task_column if both else None, n)
@@ -813,7 +845,7 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
         for name in np.unique(gq):
             rows, srows = np.flatnonzero(gq == name), np.flatnonzero(gs == name)
             if srows.shape[0] == 0:
-                raise ValueError(f"--support {support_path} has no rows of task {name!r} "
+                raise ValueError(f"--support {support_path} has no rows of task {str(name)!r} "
                                  f"({t.task_column!r} in --input {input_path})")
             if learner is not None and type(learner).adapt_predict is not Learner.adapt_predict:
                 # the learner's own adaptation: a closed form (ProtoNet, RidgeHead) or iMAML's
@@ -823,7 +855,7 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
                                                             X[rows], steps=steps))
                 except ValueError as exc:
                     raise ValueError(f"--support {support_path}"
-                                     f"{f' (task {name!r})' if both else ''}: {exc}") from None
+                                     f"{f' (task {str(name)!r})' if both else ''}: {exc}") from None
             else:
                 pred = adapt_predict(model, theta, Xs[srows], ys[srows], X[rows], steps=steps,
                                      lr=lr, head_only=head_only)
@@ -848,5 +880,7 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
                    + [repr(float(v[i])) for v in extra.values()])
     write_atomic(output_path, lambda f: f.write(text.getvalue().encode("utf-8")))
     say(f"{n} predictions written to {output_path}"
-        + (f" (adapted on {support_path}, {steps} steps)" if support_path else ""))
+        + ((f" (adapted on {support_path}, in closed form)" if episodic else
+            f" (adapted on {support_path}, {steps} step{'' if steps == 1 else 's'})")
+           if support_path else ""))
     return labels

@@ -262,6 +262,7 @@ def _build(columns, get, *, task, target, features, n_support, support, shuffle,
     ys = [_floats(c, get(c), source) for c in targets]
     y = ys[0] if len(ys) == 1 else np.column_stack(ys)
     names, key = _task_ids(task, get(task), source)
+    raw = X
     if standardize is not None and standardize is not False:
         if not isinstance(standardize, Standardizer):
             raise TypeError(f"standardize must be a metacore Standardizer (fitted on the training "
@@ -277,6 +278,7 @@ def _build(columns, get, *, task, target, features, n_support, support, shuffle,
                 rows = np.isin(names, wanted)
             standardize.fit(X[rows])
         X = standardize.transform(X)
+    _check_range(X, raw, y, features, targets, get, source, dtype)
     if n_support is not None and support is not None:
         raise ValueError("give support (a fraction or a count per task) or n_support, not both")
     rng = np.random.default_rng(_validation.seed("seed", seed))
@@ -297,6 +299,27 @@ def _build(columns, get, *, task, target, features, n_support, support, shuffle,
     first = np.unique(key, return_index=True)[1]
     return TaskSet.from_checked(ts.X, ts.y, ts.offsets, ts.n_support, ts.task_ids,
                                 names=names[first].tolist())
+
+
+def _check_range(X, raw, y, features, targets, get, source, dtype):
+    """ValueError naming the column and "line N of PATH" for a finite value that exceeds
+    float32's range (±3.4e38) when the TaskSet is asked for float32 (it would become inf there;
+    the TaskSet's own message can only give an index into X or y)."""
+    try:
+        if dtype is None or np.dtype(dtype) != np.float32:
+            return
+    except TypeError:
+        return   # refused, by name, by the TaskSet
+    limit = float(np.finfo(np.float32).max)
+    for cols, arr, before in ((features, X, raw), (targets, y.reshape(y.shape[0], -1), None)):
+        big = ~(np.abs(arr) <= limit)
+        if big.any():
+            i, j = (int(k) for k in np.argwhere(big)[0])
+            value = arr[i, j] if before is None else before[i, j]
+            scaled = "" if before is None or before is arr else f" ({arr[i, j]!r} standardized)"
+            raise ValueError(f"column {cols[j]!r}: {_at(get(cols[j]), source)(i)} has "
+                             f"{float(value)!r}{scaled}, which exceeds float32's range (±3.4e38), "
+                             f"the dtype requested: rescale the column, or use float64")
 
 
 def _support_counts(support, sizes):

@@ -1,0 +1,203 @@
+"""Faults a review found in the CLI's learner kinds and CSV paths: each test drives the input that
+broke and asserts what the user sees now (the message, naming the file's line, the key, the task).
+"""
+
+import csv
+
+import numpy as np
+import pytest
+
+import metacore as mc
+from metacore.app import config, experiment
+
+STORES = """
+name = "stores"
+dtype = "{dtype}"
+[tasks]
+family = "csv"
+path = "stores.csv"
+task_column = "store"
+target = "sales"
+loss = "mse"
+k_support = 3
+standardize = {standardize}
+[model]
+hidden = [4]
+[learner]
+kind = "{kind}"
+{learner}
+[train]
+steps = 2
+meta_batch = 2
+[evaluate]
+steps = [0, 1]
+baselines = []
+plot = false
+"""
+
+
+def write_stores(folder, big=None):
+    """6 stores of 6 rows (price, promo, sales); ``big`` = (data row, column, text) replaced."""
+    rng = np.random.default_rng(1)
+    rows = [[f"s{t}", repr(float(p)), repr(float(q)), repr(float(2 * p - q))]
+            for t in range(6) for p, q in rng.normal(size=(6, 2))]
+    if big is not None:
+        i, j, text = big
+        rows[i][j] = text
+    with open(folder / "stores.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["store", "price", "promo", "sales"], *rows])
+
+
+def write_config(folder, kind="maml", learner="inner_lr = 0.1", dtype="float32",
+                 standardize="false"):
+    path = folder / "stores.toml"
+    path.write_text(STORES.format(kind=kind, learner=learner, dtype=dtype,
+                                  standardize=standardize))
+    return path
+
+
+# --- a value beyond float32's range: named by column and line, in train and in predict ----------
+@pytest.mark.parametrize("column, name", [(1, "price"), (3, "sales")])
+def test_train_names_the_line_of_a_value_beyond_float32(tmp_path, column, name):
+    # data row 4 is line 6 of the file (the header is line 1)
+    write_stores(tmp_path, big=(4, column, "-1e39"))
+    cfg = config.load(write_config(tmp_path))
+    with pytest.raises(config.ConfigError) as err:
+        experiment.build(cfg)
+    text = str(err.value)
+    assert f"column {name!r}: line 6 of " in text and "stores.csv has -1e+39" in text, text
+    assert "float32's range (±3.4e38)" in text, text
+    # float64 takes it; so does float32 with the column standardized (scaled into range)
+    cfg = config.load(write_config(tmp_path, dtype="float64"))
+    assert experiment.build(cfg).train_tasks.X.dtype == np.float64
+    if name == "price":
+        cfg = config.load(write_config(tmp_path, standardize="true"))
+        assert np.isfinite(experiment.build(cfg).train_tasks.X).all()
+
+
+def test_from_csv_and_from_dataframe_name_a_value_beyond_float32(tmp_path):
+    write_stores(tmp_path, big=(7, 2, "5e38"))
+    with pytest.raises(ValueError, match=r"column 'promo': line 9 of .*stores.csv has 5e\+38, "
+                                         r"which exceeds float32's range"):
+        mc.tasks.from_csv(tmp_path / "stores.csv", task="store", target="sales", n_support=2,
+                          dtype=np.float32)
+    table = {"store": ["a", "a", "b", "b"], "x": [1.0, 2.0, 3.0, -4e38], "y": [0.0] * 4}
+    with pytest.raises(ValueError, match=r"column 'x': row 3 of the table has -4e\+38"):
+        mc.tasks.from_dataframe(table, task="store", target="y", n_support=1, dtype="float32")
+    # in range, and in float64, nothing changes
+    ts = mc.tasks.from_dataframe(table, task="store", target="y", n_support=1, dtype="float64")
+    assert ts.X[3, 0] == -4e38
+
+
+@pytest.fixture
+def trained(tmp_path):
+    """A float32 MAML checkpoint of the stores, and its folder."""
+    write_stores(tmp_path)
+    experiment.run_train(config.load(write_config(tmp_path), [f"output={tmp_path / 'out'}"]),
+                         quiet=True)
+    return tmp_path, str(tmp_path / "out" / "checkpoint.npz")
+
+
+def test_predict_names_the_line_of_a_value_beyond_float32(trained, monkeypatch):
+    folder, ck = trained
+    monkeypatch.chdir(folder)
+    (folder / "q.csv").write_text("store,price,promo\nnew,1,0\nnew,0.5,4e38\n")
+    (folder / "s.csv").write_text("store,price,promo,sales\nnew,1,0,2\nnew,0,1,1e39\n")
+    (folder / "ok.csv").write_text("store,price,promo,sales\nnew,1,0,2\nnew,0,1,-1\n")
+    with pytest.raises(ValueError) as err:
+        experiment.run_predict(ck, "q.csv", "p.csv", quiet=True)
+    assert str(err.value) == ("column 'promo': line 3 of --input q.csv has 4e+38, which exceeds "
+                              "float32's range (±3.4e38), the checkpoint's dtype: rescale the "
+                              "column")
+    with pytest.raises(ValueError, match=r"column 'sales': line 3 of --support s.csv has "
+                                         r"1e\+39, which exceeds float32"):
+        experiment.run_predict(ck, "ok.csv", "p.csv", support_path="s.csv", quiet=True)
+    assert not (folder / "p.csv").exists()
+
+
+def test_predict_messages_name_the_task_and_the_steps(trained, monkeypatch, capsys):
+    folder, ck = trained
+    monkeypatch.chdir(folder)
+    (folder / "q.csv").write_text("store,price,promo\nnew,1,0\n")
+    (folder / "s.csv").write_text("store,price,promo,sales\nold,1,0,2\n")
+    with pytest.raises(ValueError) as err:
+        experiment.run_predict(ck, "q.csv", "p.csv", support_path="s.csv", quiet=True)
+    # the task's name as written, not numpy's repr np.str_('new')
+    assert "has no rows of task 'new' ('store' in --input q.csv)" in str(err.value)
+    (folder / "s.csv").write_text("store,price,promo,sales\nnew,1,0,2\n")
+    for steps, words in ((None, "1 step)"), (3, "3 steps)")):
+        experiment.run_predict(ck, "q.csv", "p.csv", support_path="s.csv", steps=steps)
+        assert capsys.readouterr().out.strip().endswith(f"(adapted on s.csv, {words}")
+
+
+def test_predict_of_an_embedding_says_closed_form_and_refuses_steps(tmp_path, monkeypatch,
+                                                                     capsys):
+    rng = np.random.default_rng(0)
+    rows = [[f"s{t}", repr(float(x)), str(c)] for t in range(6) for c in range(2)
+            for x in rng.normal(size=3) + 3 * c]
+    with open(tmp_path / "cls.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["shop", "a", "label"], *rows])
+    text = STORES.format(kind="protonet", learner="", dtype="float64", standardize="false")
+    text = (text.replace('"stores.csv"', '"cls.csv"').replace('"store"', '"shop"')
+            .replace('"sales"', '"label"').replace('"mse"', '"cross_entropy"')
+            .replace("k_support = 3", "support = 0.5\nstratify = true")
+            .replace("steps = [0, 1]", "steps = [0]"))
+    (tmp_path / "cls.toml").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    experiment.run_train(config.load("cls.toml", [f"output={tmp_path / 'out'}"]), quiet=True)
+    (tmp_path / "q.csv").write_text("shop,a\nnew,0.1\nnew,3.2\n")
+    (tmp_path / "s.csv").write_text("shop,a,label\nnew,0,0\nnew,3,1\n")
+    with pytest.raises(ValueError, match=r"--steps 5: .* ProtoNet embedding, which adapts in "
+                                         r"closed form, not by gradient steps: leave --steps"):
+        experiment.run_predict("out/checkpoint.npz", "q.csv", "p.csv", support_path="s.csv",
+                               steps=5)
+    experiment.run_predict("out/checkpoint.npz", "q.csv", "p.csv", support_path="s.csv")
+    assert capsys.readouterr().out.strip() == ("2 predictions written to p.csv (adapted on "
+                                               "s.csv, in closed form)")
+    (tmp_path / "s.csv").write_text("shop,a,label\nnew,0,0\nnew,3,2\nnew,1,0\n")
+    with pytest.raises(ValueError, match=r"--support s.csv \(task 'new'\): y_support: class 1 "
+                                         r"has no support row"):
+        experiment.run_predict("out/checkpoint.npz", "q.csv", "p.csv", support_path="s.csv")
+
+
+# --- evaluating a checkpoint with another learner of the same size -------------------------------
+def test_evaluate_names_the_learner_when_the_sizes_agree(tmp_path):
+    write_stores(tmp_path)
+    cfg = config.load(write_config(tmp_path, kind="imaml", learner="inner_lr = 0.1\nreg = 2.0"),
+                      [f"output={tmp_path / 'out'}"])
+    experiment.run_train(cfg, quiet=True)
+    other = config.load(write_config(tmp_path), [f"output={tmp_path / 'out'}"])
+    with pytest.raises(ValueError) as err:
+        experiment.run_evaluate(other, str(tmp_path / "out" / "checkpoint.npz"), quiet=True)
+    assert "was saved by learner 'imaml'; the config's learner is 'maml'" in str(err.value)
+    assert "set learner.kind = 'imaml'" in str(err.value)
+
+
+# --- --set learner.kind on a run's resolved config.toml ------------------------------------------
+@pytest.mark.parametrize("old, new", [("protonet", "ridgehead"), ("mamlpp", "imaml"),
+                                      ("ridgehead", "protonet"), ("imaml", "maml"),
+                                      ("mamlpp", "reptile")])
+def test_set_learner_kind_drops_the_old_kinds_keys(old, new):
+    text = (f'[tasks]\nfamily = "digits"\nn_train = 0\n[model]\nhidden = [8]\n'
+            f'[learner]\nkind = "{old}"\n')
+    resolved = config.loads(text).to_toml()   # as train writes config.toml: every key resolved
+    cfg = config.loads(resolved, [f"learner.kind={new}"])
+    want = config.loads(text.replace(old, new))
+    assert cfg.learner == want.learner
+    # a key of the old kind given with --set is still refused, by name
+    if old == "protonet":
+        with pytest.raises(config.ConfigError, match="learner.distance applies to"):
+            config.loads(resolved, [f"learner.kind={new}", "learner.distance=sqeuclidean"])
+    # a kind that is not changed keeps its keys
+    assert config.loads(resolved, [f"learner.kind={old}"]).learner == config.loads(text).learner
+
+
+def test_set_learner_kind_keeps_the_keys_the_new_kind_takes():
+    text = ('[tasks]\nfamily = "digits"\nn_train = 0\n[model]\nhidden = [8]\n'
+            '[learner]\nkind = "ridgehead"\nreg = 3.0\nscale = 2.0\n')
+    cfg = config.loads(text, ["learner.kind=imaml"])
+    assert cfg.learner.reg == 3.0 and cfg.learner.scale is None and cfg.learner.cg_steps == 5
+    cfg = config.loads(text.replace("ridgehead", "maml") .replace("reg = 3.0\nscale = 2.0",
+                                                                  "first_order = true"),
+                       ["learner.kind=reptile"])
+    assert cfg.learner.first_order is False
