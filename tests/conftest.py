@@ -36,6 +36,7 @@ def _soak(items, times):
     done = set()                       # parametrized items share one test function
     for item in items:
         test = getattr(item, "obj", None)
+        test = getattr(test, "__func__", test)   # a test method: its function holds the settings
         own = getattr(test, "_hypothesis_internal_use_settings", None)
         if own is None or not hasattr(test, "hypothesis") or id(test) in done:
             continue

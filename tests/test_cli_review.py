@@ -201,3 +201,34 @@ def test_set_learner_kind_keeps_the_keys_the_new_kind_takes():
                                                                   "first_order = true"),
                        ["learner.kind=reptile"])
     assert cfg.learner.first_order is False
+
+
+# --- model.last_layer_scale beyond the working dtype; iMAML's reg range named for float32 -------
+def test_last_layer_scale_beyond_float32_is_a_config_error_naming_the_key(tmp_path):
+    text = ('dtype = "{dt}"\n[tasks]\nfamily = "digits"\nn_train = 0\nn_test = 5\n'
+            '[model]\nhidden = [8]\nlast_layer_scale = {s}\n[learner]\nkind = "protonet"\n')
+    exp = experiment.build(config.loads(text.format(dt="float32", s="1e39")))
+    with pytest.raises(config.ConfigError, match=r"model.last_layer_scale = 1e\+39 takes the "
+                                                 r"last layer's initial weights .* beyond "
+                                                 r"float32's range \(±3.4e38\)"):
+        experiment.start_theta(exp)
+    # float64 holds it; a scale in range multiplies in θ's dtype, exactly as before
+    exp = experiment.build(config.loads(text.format(dt="float64", s="1e39")))
+    assert np.isfinite(experiment.start_theta(exp)).all()
+    exp = experiment.build(config.loads(text.format(dt="float32", s="0.1")))
+    theta0 = exp.model.init(seed=exp.cfg.seed, dtype=np.float32)
+    last = exp.model.layers()[-1][0]
+    want = np.concatenate([theta0[:last], theta0[last:] * np.float32(0.1)])
+    np.testing.assert_array_equal(experiment.start_theta(exp), want)
+
+
+def test_imaml_reg_out_of_every_range_says_which_range():
+    model = mc.MLP([2, 3, 1])
+    with pytest.raises(ValueError) as err:
+        mc.IMAML(model, reg=1e-300)
+    assert ("outside [1.5e-154, 1.3e+154], the range for float64 (the widest dtype; float32's "
+            "is [1.1e-19, 1.8e19])") in str(err.value)
+    learner = mc.IMAML(model, reg=1e-25)     # within float64's range, not float32's
+    with pytest.raises(ValueError, match=r"reg=1e-25 is outside \[1.1e-19, 1.8e\+19\], the range "
+                                         r"for float32 \(the working dtype\)"):
+        learner.adapt(model.init(seed=0, dtype=np.float32), np.zeros((2, 2)), np.zeros(2))

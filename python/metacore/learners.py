@@ -883,14 +883,15 @@ class IMAML(Learner):
                          n_threads=n_threads)
         self.reg = _validation.real("reg", reg, minimum=0.0, min_open=True)
         self.cg_steps = _validation.integer("cg_steps", cg_steps, minimum=1)
-        self.check_dtype(np.float64)
+        self.check_dtype(np.float64, "the widest dtype; float32's is [1.1e-19, 1.8e19]")
         self.check_contracting("inner_lr", self.inner_lr)
 
-    def check_dtype(self, dtype):
+    def check_dtype(self, dtype, which="the working dtype"):
         """``reg`` within [√tiny, √max] of the working dtype (float64: 1.5e-154 to 1.3e154,
         float32: 1.1e-19 to 1.8e19): the inner loop multiplies φ − θ by λ and CG multiplies
         Hessian-vector products by 1/λ; beyond that interval these products of moderate
-        vectors overflow or vanish. ValueError naming ``reg`` otherwise."""
+        vectors overflow or vanish. ValueError naming ``reg`` otherwise (``which``: what the
+        message calls ``dtype``'s range; the constructor checks float64's before θ is known)."""
         super().check_dtype(dtype)
         if 1.1e-19 <= self.reg <= 1.8e19:     # inside [√tiny, √max] of float32 and float64
             return
@@ -899,7 +900,7 @@ class IMAML(Learner):
         lo, hi = float(np.sqrt(info.tiny)), float(np.sqrt(info.max))
         if not lo <= self.reg <= hi:
             raise ValueError(f"reg={self.reg!r} is outside [{lo:.2g}, {hi:.2g}], the range for "
-                             f"{dt} (the working dtype): iMAML's inner loop multiplies φ − θ by "
+                             f"{dt} ({which}): iMAML's inner loop multiplies φ − θ by "
                              f"reg and its CG multiplies Hessian-vector products by 1/reg, which "
                              f"overflow or vanish beyond it")
 

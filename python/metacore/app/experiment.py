@@ -297,8 +297,17 @@ def start_theta(exp: Experiment):
     ``model.last_layer_scale``, packed with what the learner also learns (Meta-SGD's and MAML++'s
     inner rates, RidgeHead's log λ and scale)."""
     theta0 = exp.model.init(seed=exp.cfg.seed, dtype=exp.dtype)
-    if exp.cfg.model.last_layer_scale != 1.0:
-        theta0[exp.model.layers()[-1][0]:] *= exp.dtype.type(exp.cfg.model.last_layer_scale)
+    scale = exp.cfg.model.last_layer_scale
+    if scale != 1.0:
+        last = theta0[exp.model.layers()[-1][0]:]
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = last * exp.dtype.type(scale)     # in θ's dtype, as digits_table.py scales
+        if not np.isfinite(scaled).all():
+            limit = f"±{float(np.finfo(exp.dtype).max):.2g}".replace("e+", "e")
+            raise ConfigError(f"model.last_layer_scale = {scale!r} takes the last layer's initial "
+                              f"weights (up to {float(np.abs(last).max()):.3g}) beyond "
+                              f"{exp.dtype}'s range ({limit}), the working dtype")
+        last[:] = scaled
     init = getattr(exp.learner, "init", None)
     return init(theta0) if init is not None else theta0
 
