@@ -232,3 +232,14 @@ def test_imaml_reg_out_of_every_range_says_which_range():
     with pytest.raises(ValueError, match=r"reg=1e-25 is outside \[1.1e-19, 1.8e\+19\], the range "
                                          r"for float32 \(the working dtype\)"):
         learner.adapt(model.init(seed=0, dtype=np.float32), np.zeros((2, 2)), np.zeros(2))
+
+
+def test_a_toml_file_with_a_byte_order_mark_loads(tmp_path):
+    """Notepad saves UTF-8 with a byte-order mark; tomllib refused it as 'Invalid statement (at
+    line 1, column 1)'. The CSV reader drops one; so does config.load."""
+    text = 'name = "bom"\n[train]\nsteps = 3\n'
+    (tmp_path / "bom.toml").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert config.load(tmp_path / "bom.toml") == config.loads(text)
+    (tmp_path / "bad.toml").write_bytes(b"\xef\xbb\xbf\xef\xbb\xbf" + text.encode())
+    with pytest.raises(config.ConfigError, match="not valid TOML"):   # only one mark is dropped
+        config.load(tmp_path / "bad.toml")

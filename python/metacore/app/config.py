@@ -768,6 +768,7 @@ def load(path, overrides=()) -> Config:
         raise ConfigError(f"{path} is not UTF-8 text (byte {raw[exc.start:exc.start + 1]!r} at "
                           f"offset {exc.start} cannot be decoded: {exc.reason}); a TOML config "
                           f"is UTF-8 text") from None
+    text = text.removeprefix("\ufeff")   # a byte-order mark (Notepad writes one), as CSV reading
     try:
         return loads(text, overrides, base_dir=os.path.dirname(os.path.abspath(path)))
     except ConfigError as exc:
