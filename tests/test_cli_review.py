@@ -243,3 +243,22 @@ def test_a_toml_file_with_a_byte_order_mark_loads(tmp_path):
     (tmp_path / "bad.toml").write_bytes(b"\xef\xbb\xbf\xef\xbb\xbf" + text.encode())
     with pytest.raises(config.ConfigError, match="not valid TOML"):   # only one mark is dropped
         config.load(tmp_path / "bad.toml")
+
+
+@pytest.mark.parametrize("name", ["MetaMLPRegressor", "MultiTaskMLPRegressor"])
+def test_sklearn_regressor_names_a_target_beyond_float32(name):
+    """sklearn's check_X_y passes y in float64; the cast to float32 turned -1e39 into -inf, which
+    MetaMLPRegressor then trained on without a word (and MultiTaskMLPRegressor called
+    'y must be finite, found -inf')."""
+    import metacore.sklearn as sk
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 3))
+    y = X[:, 0].copy()
+    y[7] = -1e39
+    groups = np.repeat(np.arange(3), 20)
+    est = getattr(sk, name)(hidden_layer_sizes=(4,), max_iter=2, dtype="float32")
+    with pytest.raises(ValueError, match=r"y has -1e\+39 at index \(7,\), which exceeds "
+                                         r"float32's range"):
+        est.fit(X, y, groups)
+    est = getattr(sk, name)(hidden_layer_sizes=(4,), max_iter=2, dtype="float64")
+    assert np.isfinite(est.fit(X, y / 1e30, groups).predict(X[:2])).all()

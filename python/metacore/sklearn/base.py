@@ -99,7 +99,8 @@ class MLPBase(BaseEstimator):
                                  f"needs at least 2 classes")
             return X, encoder.transform(y).astype(dt)
         X, y = validate_data(self, X, y, dtype=dt, multi_output=True, y_numeric=True)
-        y = np.asarray(y, dtype=dt)
+        # a value beyond float32's range is named, not cast to inf (sklearn checked float64)
+        y = _validation.float_array("y", y, dtype=dt)
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
         self._single_output = y.ndim == 1
