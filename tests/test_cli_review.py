@@ -262,3 +262,29 @@ def test_sklearn_regressor_names_a_target_beyond_float32(name):
         est.fit(X, y, groups)
     est = getattr(sk, name)(hidden_layer_sizes=(4,), max_iter=2, dtype="float64")
     assert np.isfinite(est.fit(X, y / 1e30, groups).predict(X[:2])).all()
+
+
+def test_predict_refuses_to_write_outputs_that_are_not_finite(trained):
+    """float32 support targets of 1e30 make the inner step overflow: the predictions were written
+    as 'inf' with exit code 0; now exit code 1, the input's line named, nothing written."""
+    import os
+    import subprocess
+    import sys
+    folder, ck = trained
+    (folder / "q.csv").write_text("store,price,promo\nnew,1,0\nnew,0.5,1\n")
+    (folder / "s.csv").write_text("store,price,promo,sales\nnew,1,0,3e38\nnew,0,1,-3e38\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(mc.__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    r = subprocess.run([sys.executable, "-m", "metacore", "predict", ck, "--input", "q.csv",
+                        "--support", "s.csv", "--output", "p.csv"], cwd=folder, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.startswith("metacore: predict failed: the net adapted on --support s.csv "
+                               "(task 'new') by 1 step gives "), r.stderr
+    assert "on line 2 of --input q.csv: its adaptation diverged" in r.stderr, r.stderr
+    assert not (folder / "p.csv").exists()
+    # the same rows at the training data's scale are predicted
+    (folder / "s.csv").write_text("store,price,promo,sales\nnew,1,0,3\nnew,0,1,-3\n")
+    labels = experiment.run_predict(ck, str(folder / "q.csv"), str(folder / "p.csv"),
+                                    support_path=str(folder / "s.csv"), quiet=True)
+    assert np.isfinite(labels).all() and (folder / "p.csv").exists()

@@ -205,7 +205,8 @@ def main(argv=None) -> int:
     except ImportError as exc:
         return _fail("error", exc, EXIT_MISSING)
     except FloatingPointError as exc:
-        return _fail("training failed", exc, EXIT_FAILED)
+        return _fail("predict failed" if args.run is predict else "training failed", exc,
+                     EXIT_FAILED)
     # ConfigError is a ValueError; MemoryError: sizes asked for beyond this machine's memory;
     # Overflow/RecursionError: numbers or nesting in an input file beyond what can be read.
     except (ValueError, TypeError, OSError, MemoryError, OverflowError, RecursionError) as exc:

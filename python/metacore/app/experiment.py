@@ -760,6 +760,21 @@ def _check_range(raw, scaled, columns, table, source, dtype):
                          f"checkpoint's dtype: rescale the column")
 
 
+def _check_outputs(outputs, lines, input_path, how):
+    """FloatingPointError (exit code 1, nothing written) when the net's outputs on the --input
+    rows (at file ``lines``) are not finite: an inner loop that diverged on the support rows, or
+    inputs whose scale overflows the net in θ's dtype; written out, inf or nan would pass for
+    predictions."""
+    bad = ~np.isfinite(outputs)
+    if bad.any():
+        i = int(np.argwhere(bad)[0][0])
+        raise FloatingPointError(f"the net {how} gives {outputs[i][bad[i]][0]} on line "
+                                 f"{lines[i]} of --input {input_path}: its adaptation diverged "
+                                 f"or the inputs overflow it (try fewer --steps, or rows of the "
+                                 f"training data's scale; tasks.standardize scales the "
+                                 f"features); nothing written")
+
+
 def _groups(table, column, n_rows):
     """Each row's task name, or one task for every row when the file has no task column."""
     if column in table:
@@ -812,6 +827,7 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
     header, table = read_csv(input_path)
     X = _predict_rows(table, features, f"--input {input_path}", scaler, theta.dtype)
     n = X.shape[0]
+    lines = getattr(table, "lines", np.arange(2, n + 2))    # each input row's line in the file
     if learner is not None:
         theta, lr, head_only = learner.adapt_rule(learner.check_params(theta))
         default_steps = None if episodic else cfg.learner.inner_steps
@@ -826,6 +842,7 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
     width = model.n_outputs
     if support_path is None:
         out = np.asarray(model.predict(theta, X), dtype=np.float64).reshape(n, width)
+        _check_outputs(out, lines, input_path, "as trained (no --support)")
     else:
         _, stable = read_csv(support_path)
         Xs = _predict_rows(stable, features, f"--support {support_path}", scaler, theta.dtype)
@@ -869,6 +886,10 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
                 pred = adapt_predict(model, theta, Xs[srows], ys[srows], X[rows], steps=steps,
                                      lr=lr, head_only=head_only)
             pred = np.asarray(pred, dtype=np.float64).reshape(rows.shape[0], -1)
+            _check_outputs(pred, [lines[r] for r in rows], input_path,
+                           f"adapted on --support {support_path}"
+                           f"{f' (task {str(name)!r})' if both else ''}"
+                           + ("" if episodic else f" by {steps} step{'' if steps == 1 else 's'}"))
             out[np.ix_(rows, np.arange(pred.shape[1]))] = pred
     if t.loss == "mse":
         labels, extra = out[:, 0], {}
