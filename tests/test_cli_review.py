@@ -288,3 +288,27 @@ def test_predict_refuses_to_write_outputs_that_are_not_finite(trained):
     labels = experiment.run_predict(ck, str(folder / "q.csv"), str(folder / "p.csv"),
                                     support_path=str(folder / "s.csv"), quiet=True)
     assert np.isfinite(labels).all() and (folder / "p.csv").exists()
+
+
+@pytest.mark.parametrize("learner, extra, words", [
+    ("imaml", ["evaluate.lr=100"], "reg=1.0 with evaluate.lr=100.0: evaluate.lr·reg = 100 must "
+                                   "be < 2"),
+    ("maml", ["evaluate.lr=1e-50"], "evaluate.lr=1e-50 is zero or subnormal in float32"),
+    ("protonet", ["learner.inner_lr=1e-50", 'evaluate.baselines=["scratch"]'],
+     "learner.inner_lr=1e-50 is zero or subnormal in float32")])
+def test_the_evaluation_rate_is_checked_before_training(learner, extra, words):
+    """A bad evaluate.lr (or the baselines' learner.inner_lr) was found after the whole run had
+    trained: build() now refuses it, naming the key."""
+    text = ('[tasks]\nfamily = "digits"\nn_train = 0\nn_test = 5\n[model]\nhidden = [8]\n'
+            f'[learner]\nkind = "{learner}"\n[train]\nsteps = 2\n')
+    cfg = config.loads(text, extra)
+    with pytest.raises(config.ConfigError) as err:
+        experiment.build(cfg)
+    assert words in str(err.value), str(err.value)
+    # float64 holds the small rate; ProtoNet without baselines never uses inner_lr
+    if "1e-50" in words:
+        assert experiment.build(config.loads(text, extra + ["dtype=float64"])).learner \
+            is not None
+    if learner == "protonet":
+        assert experiment.build(config.loads(text, extra[:1] + ["evaluate.baselines=[]"])) \
+            .learner is not None

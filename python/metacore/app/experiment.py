@@ -263,8 +263,31 @@ def build(cfg: Config) -> Experiment:
     else:
         train_tasks, test_tasks, d, k, loss = _task_sets(cfg)
     model = _model(cfg, d, k, loss)
-    return Experiment(cfg, train_tasks, test_tasks, model, _learner(cfg, model),
+    learner = _learner(cfg, model)
+    _check_evaluate_lr(cfg, learner)
+    return Experiment(cfg, train_tasks, test_tasks, model, learner,
                       _weighting(cfg, train_tasks), scaler, features, n_outputs=k, loss=loss)
+
+
+def _check_evaluate_lr(cfg, learner):
+    """The evaluation's inner rate against the working dtype (and iMAML's contraction), before
+    training: ``evaluate.lr`` when given, else ``learner.inner_lr`` where the baselines take it
+    (a bad one was found only after the whole run trained)."""
+    from .. import _validation
+    ev = cfg.evaluate
+    if ev.lr is not None:
+        key, lr = "evaluate.lr", ev.lr
+    elif ev.baselines or learner is None:
+        key, lr = "learner.inner_lr", cfg.learner.inner_lr
+    else:
+        return
+    try:
+        if lr > 0:
+            _validation.step_size(key, lr, np.dtype(cfg.dtype))
+        if isinstance(learner, IMAML) and ev.lr is not None:
+            learner.check_contracting(key, lr)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _weighting(cfg, train_tasks):
