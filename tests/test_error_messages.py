@@ -361,3 +361,27 @@ def test_mamlpp_rates_that_cannot_fit_in_memory_name_inner_steps(exponent, data)
     else:
         learner = mc.MAML(model, inner_steps=inner_steps, per_step_rates="layer")
         assert learner.n_params == model.n_params + 2 * inner_steps
+
+
+# --- numbers in the core's messages read back exactly ---------------------------------------------
+@settings(max_examples=40, deadline=None)
+@given(mantissa=st.floats(1.0, 9.999), exponent=st.integers(-320, 300))
+def test_numbers_in_core_messages_read_back_exactly(mantissa, exponent):
+    """A finite double in a message of the core or the bindings is its shortest round-trip text
+    (``metacore::number_text``), not std::to_string's six decimals, which printed −1e-30 as
+    "-0.000000" and made "lr must be >= 0, got -0.000000" contradict itself."""
+    from metacore import _core
+    v = -mantissa * 10.0 ** exponent          # down to subnormals (10^-320)
+    if v == 0.0:
+        return
+    model = mc.MLP([2, 3, 1])
+    theta = model.init(seed=0)
+    X, y = np.zeros((4, 2)), np.zeros((4, 1))
+    calls = [("reg", lambda: _core.ridge_head_weights(np.eye(2, 3), np.array([0.0, 1.0]), v)),
+             ("lr", lambda: _core.imaml_adapt(model.core_net(), theta, X, y, 1, v, 1.0)),
+             ("reg", lambda: _core.imaml_adapt(model.core_net(), theta, X, y, 1, 0.1, v))]
+    for name, call in calls:
+        with pytest.raises(ValueError, match=rf"{name} must be finite") as err:
+            call()
+        shown = re.search(r"got (\S+)$", str(err.value)).group(1)
+        assert float(shown) == v, (name, shown, v)

@@ -15,6 +15,7 @@
 #include "metacore/ridge_head.hpp"
 #include "signals.hpp"
 #include "task_arrays.hpp"
+#include "metacore/format.hpp"
 
 namespace metacore::bindings {
 
@@ -23,7 +24,7 @@ namespace {
 double checked_positive(double v, const char* name) {
     if (!std::isfinite(v) || !(v > 0.0))
         throw py::value_error(std::string(name) + " must be finite and > 0, got " +
-                              std::to_string(v));
+                              metacore::number_text(v));
     return v;
 }
 
@@ -45,14 +46,14 @@ py::array_t<T> ridge_weights_typed(const py::array& E_obj, const py::object& y_o
     bool ok = true;
     without_gil([&] { ok = ridge_weights(E.data(), n, D, y.data(), N, reg, o); });
     if (!ok)
-        throw py::value_error("reg=" + std::to_string(reg) + " is too small for these embeddings: "
+        throw py::value_error("reg=" + metacore::number_text(reg) + " is too small for these embeddings: "
                               "X Xᵀ + reg·I is not numerically positive definite");
     return out;
 }
 
 template <class T>
 py::array_t<T> ridge_logits_typed(const py::array& W_obj, const py::object& E_obj, double scale) {
-    if (!std::isfinite(scale)) throw py::value_error("scale must be finite, got " + std::to_string(scale));
+    if (!std::isfinite(scale)) throw py::value_error("scale must be finite, got " + metacore::number_text(scale));
     auto W = checked<T>(W_obj, "weights", {-1, -1});
     require_finite(W, "weights");
     if (W.shape(0) < 2 || W.shape(1) < 1)
@@ -71,7 +72,7 @@ py::array_t<T> ridge_logits_typed(const py::array& W_obj, const py::object& E_ob
 ImamlRule imaml_rule(std::int64_t steps, double lr, double reg) {
     if (steps < 0) throw py::value_error("steps must be >= 0, got " + std::to_string(steps));
     if (!std::isfinite(lr) || lr < 0.0)
-        throw py::value_error("lr must be finite and >= 0, got " + std::to_string(lr));
+        throw py::value_error("lr must be finite and >= 0, got " + metacore::number_text(lr));
     ImamlRule rule;
     rule.steps = steps;
     rule.lr = lr;

@@ -14,6 +14,7 @@
 #include "metacore/prototypes.hpp"
 #include "signals.hpp"
 #include "task_arrays.hpp"
+#include "metacore/format.hpp"
 
 namespace metacore::bindings {
 
@@ -42,7 +43,7 @@ InnerRule<T> adapt_rule(const NetSpec& net, std::int64_t steps, double lr,
         rule.rate_rows = rates->ndim() == 2 ? rates->shape(0) : 1;
     } else {
         if (!std::isfinite(lr) || lr < 0.0)
-            throw py::value_error("lr must be finite and >= 0, got " + std::to_string(lr));
+            throw py::value_error("lr must be finite and >= 0, got " + metacore::number_text(lr));
         rule.lr = static_cast<T>(lr);
     }
     if (head_only) rule.frozen = net.weight_offset(net.n_layers() - 1, 0);
@@ -272,7 +273,7 @@ MetaConfig meta_config(const NetSpec& net, const std::string& learner, double in
 // iMAML's settings (the other learners ignore them): λ finite and > 0, cg_steps >= 1.
 MetaConfig with_imaml_options(MetaConfig cfg, double reg, std::int64_t cg_steps) {
     if (!std::isfinite(reg) || !(reg > 0.0))
-        throw py::value_error("reg must be finite and > 0, got " + std::to_string(reg));
+        throw py::value_error("reg must be finite and > 0, got " + metacore::number_text(reg));
     if (cg_steps < 1)
         throw py::value_error("cg_steps must be >= 1, got " + std::to_string(cg_steps));
     cfg.reg = reg;

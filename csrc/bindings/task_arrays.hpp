@@ -11,6 +11,7 @@
 #include "metacore/net.hpp"
 #include "metacore/task_sources.hpp"
 #include "metacore/tasks.hpp"
+#include "metacore/format.hpp"
 
 namespace metacore::bindings {
 
@@ -29,7 +30,7 @@ void require_finite(const py::array_t<T>& a, const char* name) {
         for (std::int64_t i = 0; i < n; ++i)
             if (!std::isfinite(p[i]))
                 throw py::value_error(std::string(name) + " must be finite, found " +
-                                      std::to_string(static_cast<double>(p[i])) + " at flat index " +
+                                      metacore::number_text(static_cast<double>(p[i])) + " at flat index " +
                                       std::to_string(i));
 }
 

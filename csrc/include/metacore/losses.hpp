@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "metacore/format.hpp"
 #include "metacore/net.hpp"
 
 namespace metacore {
@@ -35,7 +36,7 @@ inline void check_class_labels(const T* y, std::int64_t n, std::int64_t stride, 
         if (!(v >= T(0)) || !(v < static_cast<T>(k)) ||
             static_cast<T>(static_cast<std::int64_t>(v)) != v)
             throw std::invalid_argument("y: row " + std::to_string(r) + " has class label " +
-                                        std::to_string(static_cast<double>(v)) +
+                                        number_text(static_cast<double>(v)) +
                                         ", not an integer in [0, " + std::to_string(k) + ")");
     }
 }
