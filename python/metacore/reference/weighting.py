@@ -403,13 +403,16 @@ def _cagrad(K, c, max_iter):
                 lo = t
             else:
                 hi = t
-        flat = (1.0 / T + _nnls_mu(K, b, max_iter)) / (1 + c * c)
+
+        def flat_solution():     # computed only where it is used
+            return (1.0 / T + _nnls_mu(K, b, max_iter)) / (1 + c * c)
         if hi <= t_min:               # g_w* = 0 to resolution: the d nearest g0 with G d ≥ 0
-            return flat
+            return flat_solution()
         w = solve_at(hi)
         lam = phi / hi
         beta = (1.0 / T + lam * w) / (1 + c * c)
         if c >= 1:                    # flat is feasible: a tie in min_i g_i·d to rounding is its
+            flat = flat_solution()
             tol = 16.0 * T * np.finfo(np.float64).eps * np.max(np.diag(K)) * (
                 np.abs(beta).sum() + np.abs(flat).sum())
             if (K @ flat).min() >= (K @ beta).min() - tol:
