@@ -250,7 +250,7 @@ MetaConfig meta_config(const NetSpec& net, const std::string& learner, double in
     if (inner_steps < 1)
         throw py::value_error("inner_steps must be >= 1, got " + std::to_string(inner_steps));
     if (!std::isfinite(inner_lr) || inner_lr < 0.0)
-        throw py::value_error("inner_lr must be finite and >= 0, got " + std::to_string(inner_lr));
+        throw py::value_error("inner_lr must be finite and >= 0, got " + metacore::number_text(inner_lr));
     cfg.inner_steps = inner_steps;
     cfg.inner_lr = inner_lr;
     cfg.first_order = first_order;

@@ -20,6 +20,7 @@
 #include "metacore/threading.hpp"
 #include "arrays.hpp"
 #include "signals.hpp"
+#include "metacore/format.hpp"
 
 namespace py = pybind11;
 
@@ -35,9 +36,9 @@ py::tuple parallel_for_probe(std::int64_t n, std::optional<int> n_threads, doubl
                              double hold_us, std::int64_t fail_at) {
     if (n < 0) throw py::value_error("n must be >= 0, got " + std::to_string(n));
     if (!(work_us >= 0) || work_us > 1e7)
-        throw py::value_error("work_us must be in [0, 1e7], got " + std::to_string(work_us));
+        throw py::value_error("work_us must be in [0, 1e7], got " + metacore::number_text(work_us));
     if (!(hold_us >= 0) || hold_us > 1e8)
-        throw py::value_error("hold_us must be in [0, 1e8], got " + std::to_string(hold_us));
+        throw py::value_error("hold_us must be in [0, 1e8], got " + metacore::number_text(hold_us));
     const int team = resolve_threads(threads_arg(n_threads));
     py::array_t<std::int64_t> slots(n), runs(n);
     std::int64_t* slot_of = slots.mutable_data();

@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "metacore/format.hpp"
 #include "metacore/imaml.hpp"
 #include "metacore/inner_loop.hpp"
 #include "metacore/interrupt.hpp"
@@ -334,7 +335,7 @@ class MetaBatch {
                                         std::to_string(cfg_.inner_steps));
         if (cfg_.learner == Learner::imaml && !(cfg_.reg > 0.0 && std::isfinite(cfg_.reg)))
             throw std::invalid_argument("reg must be finite and > 0, got " +
-                                        std::to_string(cfg_.reg));
+                                        number_text(cfg_.reg));
         if (cfg_.learner == Learner::imaml && cfg_.cg_steps < 1)
             throw std::invalid_argument("cg_steps must be >= 1, got " +
                                         std::to_string(cfg_.cg_steps));

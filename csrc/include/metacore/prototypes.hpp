@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "metacore/format.hpp"
 #include "metacore/net.hpp"
 #include "metacore/net_pass.hpp"
 #include "metacore/tasks.hpp"
@@ -46,7 +47,7 @@ std::int64_t episode_classes(const T* y, std::int64_t stride, std::int64_t n_sup
         if (!(v >= T(0)) || !(v < static_cast<T>(top)) ||
             static_cast<T>(static_cast<std::int64_t>(v)) != v) {
             const std::string label = where + ": row " + std::to_string(r) + " has class label " +
-                                      std::to_string(static_cast<double>(v)) + "; " + who;
+                                      number_text(static_cast<double>(v)) + "; " + who;
             if (!(v >= T(0)) || std::floor(v) != v)
                 throw std::invalid_argument(label + " needs integer class labels >= 0");
             // classes 0..N−1 each need a support row: n support rows hold at most n classes
