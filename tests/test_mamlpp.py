@@ -26,7 +26,8 @@ def learner_and_params(model, k, *, per_step=True, msl=True, anneal=10, fo_until
                        dtype=np.float64):
     learner = mc.MAML(model, inner_lr=0.1, inner_steps=k, n_threads=1,
                       per_step_rates="layer" if per_step else None, multi_step_loss=msl,
-                      msl_anneal_steps=anneal, first_order_until=fo_until)
+                      first_order_until=fo_until,      # annealing only with the loss it anneals
+                      **({"msl_anneal_steps": anneal} if msl else {}))
     params = learner.init(theta_for(model, seed))
     if per_step:   # rates that differ by layer and step
         rng = np.random.default_rng(seed + 3)

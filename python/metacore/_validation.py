@@ -129,6 +129,32 @@ def step_size(name, value, dtype):
     return value
 
 
+def rates(name, value, dtype, ndim=None, offset=0):
+    """Per-parameter learning rates (Meta-SGD's, MAML++'s per-step ones, an ``lr`` array) as a
+    C-contiguous array of the working ``dtype``: finite and in its range (as float_array), and
+    every non-zero entry a normal number in it — an entry that is zero or subnormal there but not
+    in what was given (1e-50 in float32) or a subnormal one (flushed to 0 by the core's arithmetic)
+    would silently freeze its parameters, as a scalar rate would (step_size). Exact zeros are
+    kept: a rate of 0 freezes a parameter on purpose. Negative rates are allowed (Meta-SGD's
+    learned rates are not constrained). ``offset``: added to the index named in the message
+    (the rates' position in a packed vector)."""
+    arr = float_array(name, value, ndim=ndim, dtype=dtype)
+    tiny = np.finfo(arr.dtype).tiny
+    small = np.abs(arr) < tiny
+    if small.any():
+        source = as_array(name, value)
+        bad = small & (source != 0) if source.shape == arr.shape else small & (arr != 0)
+        if bad.any():
+            at = tuple(int(i) for i in np.argwhere(bad)[0])
+            given = source[at] if source.shape == arr.shape else arr[at]
+            where = (at[0] + offset,) + at[1:] if at else at
+            raise ValueError(f"{name} has the rate {float(given)!r} at index {where}, which is "
+                             f"zero or subnormal in {arr.dtype} (the working dtype of θ): a "
+                             f"non-zero rate must have magnitude >= {float(tiny):.3g} (or be "
+                             f"exactly 0 to freeze its parameter)")
+    return arr
+
+
 def n_threads(value):
     """None = the OpenMP default (respects OMP_NUM_THREADS), -1 = all cores, k >= 1 = k threads."""
     if value is None:

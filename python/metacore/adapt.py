@@ -70,7 +70,7 @@ def _rule(model, lr, steps, dtype):
             _validation.step_size("lr", lr, dtype)
         return steps, lr, None
     arr = np.asarray(lr)
-    rates = _validation.float_array("lr", lr, ndim=2 if arr.ndim == 2 else 1, dtype=dtype)
+    rates = _validation.rates("lr", lr, dtype, ndim=2 if arr.ndim == 2 else 1)
     if rates.shape[-1] != model.n_params or rates.shape[0] == 0:
         raise ValueError(f"lr must be a scalar or one rate per parameter ({model.n_params},) "
                          f"or one row of rates per step (m, {model.n_params}), got shape "

@@ -313,6 +313,7 @@ class Learner:
 
 
 PER_STEP_RATES = ("layer",)
+MSL_ANNEAL_STEPS = 7500      # the multi-step loss's default annealing length (Antoniou et al.)
 
 
 class MAML(Learner):
@@ -343,6 +344,9 @@ class MAML(Learner):
     - ``first_order_until=S`` (int >= 0): first-order meta-gradients for the global steps
       s < S, exact second order from s = S on (the paper's derivative-order annealing).
 
+    ``msl_anneal_steps`` set without ``multi_step_loss=True``, or ``first_order_until`` > 0 with
+    ``first_order=True``, would do nothing: the constructor warns (UserWarning naming it).
+
     Both schedules are functions of the global step (``mc.fit`` passes it; resume is
     bit-identical); ``meta_value_and_grad(θ, batch, step=s)`` evaluates them at step s.
     Raises TypeError/ValueError naming the argument for a bad option.
@@ -350,8 +354,8 @@ class MAML(Learner):
     kind = "maml"
 
     def __init__(self, model, inner_lr=0.01, inner_steps=1, first_order=False, n_threads=None,
-                 *, per_step_rates=None, multi_step_loss=False, msl_anneal_steps=7500,
-                 first_order_until=0):
+                 *, per_step_rates=None, multi_step_loss=False,
+                 msl_anneal_steps=MSL_ANNEAL_STEPS, first_order_until=0):
         super().__init__(model, inner_lr=inner_lr, inner_steps=inner_steps,
                          first_order=first_order, n_threads=n_threads)
         if per_step_rates is not None:
@@ -370,6 +374,17 @@ class MAML(Learner):
                                                     minimum=1)
         self.first_order_until = _validation.integer("first_order_until", first_order_until,
                                                      minimum=0)
+        # Options set away from their default that the others make inert: a warning naming
+        # each (as scikit-learn warns at fit for an ignored hyper-parameter), not an error, so a
+        # grid over the options still runs. The CLI refuses the same keys (app.config).
+        if not self.multi_step_loss and self.msl_anneal_steps != MSL_ANNEAL_STEPS:
+            warnings.warn(f"msl_anneal_steps={self.msl_anneal_steps} is ignored without "
+                          f"multi_step_loss=True (it anneals the multi-step loss's weights)",
+                          UserWarning, stacklevel=2)
+        if self.first_order and self.first_order_until:
+            warnings.warn(f"first_order_until={self.first_order_until} is ignored with "
+                          f"first_order=True (every meta-gradient is first order)",
+                          UserWarning, stacklevel=2)
 
     @property
     def n_params(self) -> int:
@@ -435,6 +450,8 @@ class MAML(Learner):
         if self.per_step_rates is None:
             return params, self.inner_lr, False
         theta, rates = self.split(params)
+        # a rate that is subnormal in θ's dtype would silently freeze its layer
+        _validation.rates("theta", rates.reshape(-1), rates.dtype, offset=theta.shape[0])
         # one row of per-parameter rates per step, layer l's parameters getting r_{j,l}, and a
         # last row for every step past the trained ones (the core takes row min(j, k))
         rows = np.vstack([rates, self._extra_rates(rates)[None]])
@@ -515,7 +532,8 @@ class MetaSGD(Learner):
 
     def adapt_rule(self, params):
         theta, rates = self.split(params)
-        return theta, rates, False
+        # a rate that is subnormal in θ's dtype would silently freeze its parameter
+        return theta, _validation.rates("theta", rates, rates.dtype, offset=theta.shape[0]), False
 
     def inner_rates(self, params):
         return np.array(self.split(params)[1])

@@ -281,7 +281,9 @@ class LearnerConfig:
       default 5).
     - ``mamlpp`` (:class:`metacore.MAML` with the MAML++ options): ``per_step_rates`` ("layer"),
       ``multi_step_loss`` (default true), ``msl_anneal_steps`` (>= 1, default 7500),
-      ``first_order_until`` (>= 0, default 0).
+      ``first_order_until`` (>= 0, default 0); ``msl_anneal_steps`` with ``multi_step_loss =
+      false``, or ``first_order_until`` > 0 with ``first_order = true``, would do nothing and is
+      refused.
     """
     kind: str = "maml"
     inner_lr: float = 0.01
@@ -345,6 +347,21 @@ class LearnerConfig:
             self.msl_anneal_steps = _int(f"{s}.msl_anneal_steps", self.msl_anneal_steps, 1)
         if self.first_order_until is not None:
             self.first_order_until = _int(f"{s}.first_order_until", self.first_order_until, 0)
+        self._refuse_inert_keys(s)
+
+    def _refuse_inert_keys(self, s):
+        """mamlpp keys that the file's other keys make inert (given, away from their default):
+        refused naming both, as a key of another kind is (mc.MAML warns for the same options).
+        Runs after the keys are checked and the left-out ones take their defaults."""
+        if self.kind != "mamlpp":
+            return
+        if (not self.multi_step_loss
+                and self.msl_anneal_steps != self.KIND_KEYS["msl_anneal_steps"][1]):
+            raise ConfigError(f"{s}.msl_anneal_steps = {self.msl_anneal_steps!r} does nothing with "
+                              f"{s}.multi_step_loss = false: remove one of them")
+        if self.first_order and self.first_order_until:
+            raise ConfigError(f"{s}.first_order_until = {self.first_order_until!r} does nothing "
+                              f"with {s}.first_order = true: remove one of them")
 
     @property
     def episodic(self) -> bool:

@@ -255,6 +255,26 @@ def _model(cfg, d, k, loss):
     return MLP([d, *mc.hidden, k], activation=mc.activation, loss=loss, norm=mc.norm)
 
 
+# The learners' constructor arguments are the [learner] keys of the same names.
+LEARNER_KEYS = {name: f"learner.{name}" for name in (
+    "inner_lr", "inner_steps", "outer_lr", "first_order", "reg", "scale", "distance", "cg_steps",
+    "per_step_rates", "multi_step_loss", "msl_anneal_steps", "first_order_until")}
+_ENGLISH = ("scale", "distance")    # renamed only as 'name=' or 'name must'
+
+
+def keyed_error(exc, keys):
+    """``exc`` (a library's ValueError/TypeError about the arguments a config's values were
+    passed as) as a ConfigError naming the config keys instead: each argument name of ``keys``
+    (argument -> key) standing as a word in the message is replaced by its key ('reg=1.0 with
+    inner_lr=3' -> 'learner.reg=1.0 with learner.inner_lr=3')."""
+    import re
+    text = str(exc)
+    for name, key in keys.items():
+        tail = r"(?=\s*=|\s+must\b)" if name in _ENGLISH else r"(?![\w.])"
+        text = re.sub(rf"(?<![\w.]){re.escape(name)}{tail}", key, text)
+    return ConfigError(text)
+
+
 def build(cfg: Config) -> Experiment:
     """Tasks, model and learner of a config."""
     scaler = features = None
@@ -263,7 +283,10 @@ def build(cfg: Config) -> Experiment:
     else:
         train_tasks, test_tasks, d, k, loss = _task_sets(cfg)
     model = _model(cfg, d, k, loss)
-    learner = _learner(cfg, model)
+    try:
+        learner = _learner(cfg, model)
+    except (ValueError, TypeError) as exc:
+        raise keyed_error(exc, LEARNER_KEYS) from None
     _check_evaluate_lr(cfg, learner)
     return Experiment(cfg, train_tasks, test_tasks, model, learner,
                       _weighting(cfg, train_tasks), scaler, features, n_outputs=k, loss=loss)
@@ -287,7 +310,7 @@ def _check_evaluate_lr(cfg, learner):
         if isinstance(learner, IMAML) and ev.lr is not None:
             learner.check_contracting(key, lr)
     except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        raise keyed_error(exc, {"reg": "learner.reg"}) from None
 
 
 def _weighting(cfg, train_tasks):
@@ -599,7 +622,19 @@ def load_run_checkpoint(path, exp: Experiment):
         raise ValueError(f"--checkpoint {path} was saved by learner {name!r} with "
                          f"{ck.theta.shape[0]} parameters; the config's learner {kind!r} needs "
                          f"{want}")
+    if exp.learner is not None:
+        adapt_rule(exp.learner, ck.theta.astype(exp.dtype), f"--checkpoint {path}")
     return ck
+
+
+def adapt_rule(learner, params, source):
+    """``learner.adapt_rule`` of checked ``params`` read from ``source`` (a checkpoint, named in
+    the message of a ValueError/TypeError): a hand-edited file's non-finite θ or learned rate
+    that the working dtype cannot hold is refused before any adaptation."""
+    try:
+        return learner.adapt_rule(learner.check_params(params))
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(f"{source}: {exc}") from None
 
 
 def run_info(exp: Experiment) -> dict:
@@ -839,7 +874,11 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
     cfg = from_dict(stored)
     features, t = info["features"], cfg.tasks
     model = ck.model if ck.model is not None else _model(cfg, len(features), 1, t.loss)
-    learner = _learner(cfg, model)
+    try:
+        learner = _learner(cfg, model)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"checkpoint {checkpoint}: its config's "
+                         f"{keyed_error(exc, LEARNER_KEYS)}") from None
     params = theta = ck.theta
     episodic = cfg.learner.episodic
     if episodic and support_path is None:
@@ -852,7 +891,7 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
     n = X.shape[0]
     lines = getattr(table, "lines", np.arange(2, n + 2))    # each input row's line in the file
     if learner is not None:
-        theta, lr, head_only = learner.adapt_rule(learner.check_params(theta))
+        theta, lr, head_only = adapt_rule(learner, theta, f"checkpoint {checkpoint}")
         default_steps = None if episodic else cfg.learner.inner_steps
     else:
         lr = cfg.evaluate.lr if cfg.evaluate.lr is not None else cfg.learner.inner_lr
