@@ -291,8 +291,8 @@ def test_predict_refuses_to_write_outputs_that_are_not_finite(trained):
 
 
 @pytest.mark.parametrize("learner, extra, words", [
-    ("imaml", ["evaluate.lr=100"], "reg=1.0 with evaluate.lr=100.0: evaluate.lr·reg = 100 must "
-                                   "be < 2"),
+    ("imaml", ["evaluate.lr=100"], "learner.reg=1.0 with evaluate.lr=100.0: "
+                                   "evaluate.lr·learner.reg = 100 must be < 2"),
     ("maml", ["evaluate.lr=1e-50"], "evaluate.lr=1e-50 is zero or subnormal in float32"),
     ("protonet", ["learner.inner_lr=1e-50", 'evaluate.baselines=["scratch"]'],
      "learner.inner_lr=1e-50 is zero or subnormal in float32")])

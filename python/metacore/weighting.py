@@ -180,7 +180,8 @@ class EvalDriven(_Adaptive):
         metric = c.choice("metric", metric, ("loss", "accuracy"))
         eval_every = c.integer("eval_every", eval_every, minimum=1)
         super().__init__(rule=rule, metric=metric, eval_every=eval_every,
-                         temperature=float(temperature), gamma=float(gamma), beta=float(beta))
+                         temperature=c.real("temperature", temperature),
+                         gamma=c.real("gamma", gamma), beta=c.real("beta", beta))
 
     def _extra_core_args(self):
         return {"dtp": self._settings["rule"] == "dtp"}
@@ -198,7 +199,8 @@ class DWA(_Adaptive):
     _kind = "dwa"
 
     def __init__(self, *, temperature=2.0, window=1):
-        super().__init__(temperature=float(temperature), window=int(window))
+        super().__init__(temperature=_validation.real("temperature", temperature),
+                         window=_validation.integer("window", window))
 
 
 class Uncertainty(_Adaptive):
@@ -216,7 +218,8 @@ class Uncertainty(_Adaptive):
     _kind = "uncertainty"
 
     def __init__(self, *, classification=False, lr=0.01):
-        super().__init__(classification=bool(classification), lr=float(lr))
+        super().__init__(classification=_validation.boolean("classification", classification),
+                         lr=_validation.real("lr", lr))
 
 
 class RLW(_Adaptive):
@@ -241,7 +244,7 @@ class FAMO(_Adaptive):
     _kind = "famo"
 
     def __init__(self, *, lr=0.025, gamma=0.001):
-        super().__init__(lr=float(lr), gamma=float(gamma))
+        super().__init__(lr=_validation.real("lr", lr), gamma=_validation.real("gamma", gamma))
 
 
 class GradNorm(_Adaptive):
@@ -261,7 +264,7 @@ class GradNorm(_Adaptive):
     _core_args = {"alpha": "asymmetry"}
 
     def __init__(self, *, alpha=1.5, lr=0.025):
-        super().__init__(alpha=float(alpha), lr=float(lr))
+        super().__init__(alpha=_validation.real("alpha", alpha), lr=_validation.real("lr", lr))
 
     def initial_alpha(self, n_tasks):
         return np.ones(n_tasks)
@@ -290,7 +293,9 @@ class MGDA(_Adaptive):
     _kind = "mgda"
 
     def __init__(self, *, normalization="none", max_iter=1000):
-        super().__init__(normalization=str(normalization), max_iter=int(max_iter))
+        super().__init__(normalization=_validation.instance("normalization", normalization, str,
+                                                            "a string"),
+                         max_iter=_validation.integer("max_iter", max_iter))
 
 
 class PCGrad(_Adaptive):
@@ -319,7 +324,8 @@ class CAGrad(_Adaptive):
     _kind = "cagrad"
 
     def __init__(self, *, c=0.5, max_iter=250):
-        super().__init__(c=float(c), max_iter=int(max_iter))
+        super().__init__(c=_validation.real("c", c),
+                         max_iter=_validation.integer("max_iter", max_iter))
 
 
 class IMTLG(_Adaptive):
@@ -347,7 +353,7 @@ class NashMTL(_Adaptive):
     _kind = "nashmtl"
 
     def __init__(self, *, max_iter=50):
-        super().__init__(max_iter=int(max_iter))
+        super().__init__(max_iter=_validation.integer("max_iter", max_iter))
 
 
 class AlignedMTL(_Adaptive):
@@ -372,7 +378,7 @@ class GradVac(_Adaptive):
     _kind = "gradvac"
 
     def __init__(self, *, beta=0.01):
-        super().__init__(beta=float(beta))
+        super().__init__(beta=_validation.real("beta", beta))
 
 
 # For the library's own use (from_dict, the app's config): each strategy's class by its name.

@@ -47,6 +47,20 @@ class ConfigError(ValueError):
     """A bad experiment file: the message names the key (``section.key``)."""
 
 
+def keyed_error(exc, keys, strict=()):
+    """``exc`` (a library's ValueError/TypeError about the arguments a config's values were
+    passed as) as a ConfigError naming the config keys instead: each argument name of ``keys``
+    (argument -> key) standing as a word in the message is replaced by its key ('reg=1.0 with
+    inner_lr=3' -> 'learner.reg=1.0 with learner.inner_lr=3'); names in ``strict`` (ordinary
+    words: 'scale', 'c') only where they read 'name=' or 'name must'."""
+    import re
+    text = str(exc)
+    for name, key in keys.items():
+        tail = r"(?=\s*=|\s+must\b)" if name in strict else r"(?![\w.])"
+        text = re.sub(rf"(?<![\w.]){re.escape(name)}{tail}", key, text)
+    return ConfigError(text)
+
+
 # --- one checker per kind of value ---------------------------------------------------------------
 INT64_MAX = 2**63 - 1     # TOML integers are 64-bit; larger ones never reach the core
 
@@ -476,7 +490,8 @@ class WeightingConfig:
         try:
             return cls(**self.settings)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"weighting.settings: {exc}") from None
+            raise keyed_error(exc, {k: f"weighting.settings.{k}" for k in allowed},
+                              strict=allowed) from None
 
 
 @dataclass

@@ -43,7 +43,7 @@ from ..problems import MetaObjective, Objective
 from ..train.checkpoint import load, save, write_atomic
 from ..train.fit import fit
 from ..train.result import History
-from .config import Config, ConfigError
+from .config import Config, ConfigError, keyed_error
 
 __all__ = ["Experiment", "build", "train", "evaluate_all", "run_train", "run_evaluate",
            "load_run_checkpoint", "merge_histories", "run_predict", "episode_sampler",
@@ -259,20 +259,6 @@ def _model(cfg, d, k, loss):
 LEARNER_KEYS = {name: f"learner.{name}" for name in (
     "inner_lr", "inner_steps", "outer_lr", "first_order", "reg", "scale", "distance", "cg_steps",
     "per_step_rates", "multi_step_loss", "msl_anneal_steps", "first_order_until")}
-_ENGLISH = ("scale", "distance")    # renamed only as 'name=' or 'name must'
-
-
-def keyed_error(exc, keys):
-    """``exc`` (a library's ValueError/TypeError about the arguments a config's values were
-    passed as) as a ConfigError naming the config keys instead: each argument name of ``keys``
-    (argument -> key) standing as a word in the message is replaced by its key ('reg=1.0 with
-    inner_lr=3' -> 'learner.reg=1.0 with learner.inner_lr=3')."""
-    import re
-    text = str(exc)
-    for name, key in keys.items():
-        tail = r"(?=\s*=|\s+must\b)" if name in _ENGLISH else r"(?![\w.])"
-        text = re.sub(rf"(?<![\w.]){re.escape(name)}{tail}", key, text)
-    return ConfigError(text)
 
 
 def build(cfg: Config) -> Experiment:
@@ -285,8 +271,10 @@ def build(cfg: Config) -> Experiment:
     model = _model(cfg, d, k, loss)
     try:
         learner = _learner(cfg, model)
+        if learner is not None:     # what the working dtype must hold, before training
+            learner.check_dtype(np.dtype(cfg.dtype))
     except (ValueError, TypeError) as exc:
-        raise keyed_error(exc, LEARNER_KEYS) from None
+        raise keyed_error(exc, LEARNER_KEYS, strict=("scale", "distance")) from None
     _check_evaluate_lr(cfg, learner)
     return Experiment(cfg, train_tasks, test_tasks, model, learner,
                       _weighting(cfg, train_tasks), scaler, features, n_outputs=k, loss=loss)
@@ -878,7 +866,7 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
         learner = _learner(cfg, model)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"checkpoint {checkpoint}: its config's "
-                         f"{keyed_error(exc, LEARNER_KEYS)}") from None
+                         f"{keyed_error(exc, LEARNER_KEYS, strict=('scale', 'distance'))}") from None
     params = theta = ck.theta
     episodic = cfg.learner.episodic
     if episodic and support_path is None:
