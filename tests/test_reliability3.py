@@ -330,3 +330,59 @@ def test_the_cli_names_a_weighting_setting_by_its_key():
                              "DWA: weighting.settings.window must be >= 1")):
         with pytest.raises(config.ConfigError, match=re.escape(words)):
             config.loads(text, [override])
+
+
+# --- predict never writes over what it reads; CSV numbers beyond float64 are named -------------
+@pytest.fixture(scope="module")
+def stores_run(tmp_path_factory):
+    """A checkpoint of MAML trained for 2 steps on 6 stores (CSV): (folder, checkpoint path)."""
+    from metacore.app import cli
+    folder = tmp_path_factory.mktemp("stores")
+    rng = np.random.default_rng(1)
+    rows = [f"s{t},{p!r},{q!r},{2 * p - q!r}" for t in range(6)
+            for p, q in rng.normal(size=(6, 2)).tolist()]
+    (folder / "stores.csv").write_text("store,price,promo,sales\n" + "\n".join(rows) + "\n")
+    (folder / "stores.toml").write_text(
+        'name = "stores"\n[tasks]\nfamily = "csv"\npath = "stores.csv"\ntask_column = "store"\n'
+        'target = "sales"\nk_support = 3\n[model]\nhidden = [4]\n[learner]\nkind = "maml"\n'
+        '[train]\nsteps = 2\nmeta_batch = 2\n[evaluate]\nsteps = [0, 1]\nbaselines = []\n'
+        'plot = false\n')
+    assert cli.main(["train", str(folder / "stores.toml"), "--quiet", "--set",
+                     f"output='{folder / 'run'}'"]) == 0
+    return folder, folder / "run" / "checkpoint.npz"
+
+
+@pytest.mark.parametrize("target", ["checkpoint", "input", "support", "folder"])
+def test_predict_refuses_an_output_that_is_one_of_its_inputs(stores_run, target, capsys):
+    """--output naming the checkpoint replaced it with a CSV table (the run was lost); naming the
+    input or support file replaced the user's data; a folder gave an error about a temporary
+    file's name. Each is refused, exit code 2, and every file stays as it was."""
+    from metacore.app import cli
+    folder, ck = stores_run
+    (folder / "in.csv").write_text("store,price,promo\nnew,1,0\n")
+    (folder / "sup.csv").write_text("store,price,promo,sales\nnew,1,0,3\nnew,0,1,-3\n")
+    out = {"checkpoint": ck, "input": folder / "in.csv", "support": folder / "sup.csv",
+           "folder": folder}[target]
+    before = {p: p.read_bytes() for p in (ck, folder / "in.csv", folder / "sup.csv")}
+    capsys.readouterr()
+    rc = cli.main(["predict", str(ck), "--input", str(folder / "in.csv"), "--support",
+                   str(folder / "sup.csv"), "--output", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    words = {"checkpoint": "is the checkpoint", "input": "is --input", "support": "is --support",
+             "folder": "is a folder"}[target]
+    assert err.startswith(f"metacore: error: --output {out} {words}"), err
+    assert all(p.read_bytes() == b for p, b in before.items())
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+@settings(max_examples=30, deadline=None)
+@given(text=st.one_of(st.sampled_from(["1e309", "-1e400", "1" * 400, "+2E+999"]),
+                      st.integers(309, 10000).map(lambda e: f"9.5e{e}")))
+def test_a_csv_number_beyond_float64_is_named_as_out_of_range(tmp_path_factory, text):
+    """'1e309' was reported as 'has inf', as if the file held an infinity."""
+    path = tmp_path_factory.mktemp("csv") / "t.csv"
+    path.write_text(f"task,x,y\na,{text},1\na,1,2\nb,1,1\nb,2,2\n")
+    with pytest.raises(ValueError, match=r"column 'x': line 2 of .*t.csv has '.*', which exceeds "
+                                         r"float64's range \(±1.8e308\)"):
+        mc.tasks.from_csv(path, task="task", target="y")

@@ -828,6 +828,21 @@ def _groups(table, column, n_rows):
     return np.full(n_rows, "", dtype=object).astype(str)
 
 
+def _check_output(output_path, inputs):
+    """ValueError when ``output_path`` is one of the files the command reads (``inputs``: what
+    the message calls it -> its path): writing it would replace, e.g., the checkpoint with a CSV
+    table, or a folder."""
+    if os.path.isdir(output_path):
+        raise ValueError(f"--output {output_path} is a folder: give the name of the CSV file "
+                         f"to write")
+    if not os.path.exists(output_path):
+        return
+    for what, path in inputs.items():
+        if path is not None and os.path.exists(path) and os.path.samefile(output_path, path):
+            raise ValueError(f"--output {output_path} is {what} ({path}): writing the "
+                             f"predictions there would replace it; give another file")
+
+
 def run_predict(checkpoint, input_path, output_path, support_path=None, steps=None,
                 quiet=False):
     """``metacore predict``: the outputs of a checkpoint's net on the rows of ``input_path`` (a
@@ -849,6 +864,8 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
     say = (lambda *a: None) if quiet else print
     if not os.path.exists(checkpoint):
         raise FileNotFoundError(f"checkpoint {checkpoint}: no such file")
+    _check_output(output_path, {"the checkpoint": checkpoint, "--input": input_path,
+                                "--support": support_path})
     ck = load(checkpoint)
     info = ck.info or {}
     if "config" not in info or "features" not in info:

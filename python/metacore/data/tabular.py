@@ -21,6 +21,7 @@ pandas is optional: CSV files are read with the standard library's csv module.
 from __future__ import annotations
 
 import csv
+import math
 import numbers
 import os
 
@@ -185,6 +186,12 @@ def _floats(col, values, source):
             except (TypeError, ValueError):
                 raise ValueError(f"column {col!r} must be numeric: {at(i)} has "
                                  f"{v!r}") from None
+            if math.isinf(out[i]) and isinstance(v, str) \
+                    and v.strip().lstrip("+-").lower() not in ("inf", "infinity"):
+                # '1e309' or 400 digits: finite as written, beyond float64 once read
+                text = v.strip() if len(v.strip()) <= 40 else v.strip()[:37] + "..."
+                raise ValueError(f"column {col!r}: {at(i)} has {text!r}, which exceeds "
+                                 f"float64's range (±1.8e308): rescale the column")
         arr = out
     elif arr.dtype.kind not in "biuf":
         raise ValueError(f"column {col!r} of {source} must be numeric, got dtype {arr.dtype}")

@@ -91,6 +91,8 @@ def write_atomic(path, write):
     error, Ctrl-C included. Returns ``path``."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):     # os.replace's message would name the temporary file
+        raise IsADirectoryError(f"cannot write {path}: it is a folder, not a file")
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
                                    suffix=".tmp")
