@@ -386,3 +386,14 @@ def test_a_csv_number_beyond_float64_is_named_as_out_of_range(tmp_path_factory, 
     with pytest.raises(ValueError, match=r"column 'x': line 2 of .*t.csv has '.*', which exceeds "
                                          r"float64's range \(±1.8e308\)"):
         mc.tasks.from_csv(path, task="task", target="y")
+
+
+def test_fit_refuses_a_checkpoint_path_that_is_a_folder_before_training(tmp_path):
+    """It trained, then failed at the first save with an OSError about a temporary file."""
+    m = mc.MLP([2, 1])
+    ts = mc.TaskSet.from_arrays([np.ones((3, 2)), np.zeros((3, 2))], [np.ones(3), np.zeros(3)])
+    calls = []
+    with pytest.raises(ValueError, match=r"^checkpoint='.*' is a folder: give the name of the file"):
+        mc.fit(mc.Objective(m, ts), m.init(seed=0), steps=2, checkpoint=tmp_path, progress=False,
+               callbacks=(calls.append,))
+    assert calls == []

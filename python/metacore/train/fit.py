@@ -382,6 +382,10 @@ def fit(problem, start=None, *, optimizer=None, steps=1000, weighting=None, batc
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             raise ValueError(f"checkpoint: the folder {folder!r} does not exist or is not "
                              f"writable; training would end unable to save")
+        if os.path.isdir(checkpoint):
+            raise ValueError(f"checkpoint={os.fspath(checkpoint)!r} is a folder: give the name of "
+                             f"the file to write (e.g. inside it, 'run.npz'); training would end "
+                             f"unable to save")
     checkpoint_every = _validation.optional_integer("checkpoint_every", checkpoint_every,
                                                     minimum=1)
     record_task_losses = _validation.boolean("record_task_losses", record_task_losses)
