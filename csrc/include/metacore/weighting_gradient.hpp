@@ -319,54 +319,37 @@ inline std::vector<double> imtlg(const std::vector<double>& K, std::int64_t T) {
     return alpha;
 }
 
-// Nash-MTL: α > 0 with (Kα)_i = 1/α_i, the minimiser of ½αᵀKα − Σ log α_i (strictly convex with
-// a ridge of 1e-8·mean diag), by Newton's method with a backtracking line search.
+// Nash-MTL: α > 0 with (Kα)_i = 1/α_i, the minimiser of the self-concordant ½αᵀKα − Σ log α_i
+// (strictly convex with a ridge of 1e-8·mean diag), by damped Newton: step 1/(1+λ) while the
+// Newton decrement λ = √(−g·d) ≥ 1/4, else the full step, stopping once λ < 1e-7. Decisions are
+// on g and d only: near the optimum a difference of objective values is below their rounding.
 inline std::vector<double> nashmtl(std::vector<double> K, std::int64_t T, std::int64_t max_iter) {
     double tr = 0.0;
     for (std::int64_t i = 0; i < T; ++i) tr += K[i * T + i];
     if (!(tr > 0.0)) return std::vector<double>(T, 1.0 / T);
     for (std::int64_t i = 0; i < T; ++i) K[i * T + i] += 1e-8 * tr / T;
-    auto phi = [&](const std::vector<double>& a) {
-        double q = 0.0, lg = 0.0;
-        for (std::int64_t i = 0; i < T; ++i) {
-            double r = 0.0;
-            for (std::int64_t j = 0; j < T; ++j) r += K[i * T + j] * a[j];
-            q += a[i] * r;
-            lg += std::log(a[i]);
-        }
-        return 0.5 * q - lg;
-    };
-    std::vector<double> a(T), g(T), H(T * T), trial(T);
+    std::vector<double> a(T), g(T), H(T * T), neg(T);
     for (std::int64_t i = 0; i < T; ++i) a[i] = 1.0 / std::sqrt(K[i * T + i]);
-    double f = phi(a);
     for (std::int64_t it = 0; it < max_iter; ++it) {
         double gnorm = 0.0;
         for (std::int64_t i = 0; i < T; ++i) {
             double r = 0.0;
             for (std::int64_t j = 0; j < T; ++j) r += K[i * T + j] * a[j];
             g[i] = r - 1.0 / a[i];
+            neg[i] = -g[i];
             gnorm = std::max(gnorm, std::abs(g[i] * a[i]));
             for (std::int64_t j = 0; j < T; ++j) H[i * T + j] = K[i * T + j];
             H[i * T + i] += 1.0 / (a[i] * a[i]);
         }
         if (gnorm < 1e-12) break;
-        std::vector<double> neg(T);
-        for (std::int64_t i = 0; i < T; ++i) neg[i] = -g[i];
-        std::vector<double> d = linalg::solve(H, neg, T);
-        double slope = 0.0, t = 1.0;
-        for (std::int64_t i = 0; i < T; ++i) slope += g[i] * d[i];
-        for (std::int64_t i = 0; i < T; ++i)  // stay inside α > 0
-            if (d[i] < 0.0) t = std::min(t, -0.99 * a[i] / d[i]);
-        bool moved = false;
-        for (int ls = 0; ls < 60; ++ls, t *= 0.5) {
-            for (std::int64_t i = 0; i < T; ++i) trial[i] = a[i] + t * d[i];
-            const double ft = phi(trial);
-            if (ft <= f + 1e-4 * t * slope) {
-                a.swap(trial), f = ft, moved = true;
-                break;
-            }
-        }
-        if (!moved) break;
+        const std::vector<double> d = linalg::solve(H, neg, T);
+        double lam2 = 0.0;
+        for (std::int64_t i = 0; i < T; ++i) lam2 -= g[i] * d[i];
+        if (!(lam2 > 0.0)) break;  // no descent left at rounding
+        const double lam = std::sqrt(lam2);
+        // |d_i|/α_i ≤ λ: the full step (λ < 1/4) and the damped one stay inside α > 0
+        for (std::int64_t i = 0; i < T; ++i) a[i] += lam < 0.25 ? d[i] : d[i] / (1.0 + lam);
+        if (lam < 1e-7) break;
     }
     return a;
 }
