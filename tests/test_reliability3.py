@@ -397,3 +397,33 @@ def test_fit_refuses_a_checkpoint_path_that_is_a_folder_before_training(tmp_path
         mc.fit(mc.Objective(m, ts), m.init(seed=0), steps=2, checkpoint=tmp_path, progress=False,
                callbacks=(calls.append,))
     assert calls == []
+
+
+OPT_BARE = re.compile(r"(?<![\w.])(lr|eps|weight_decay|clip_norm|l2|outer_lr)(?=\s*=|\s+must\b)")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(key=st.sampled_from(["optimizer.lr", "optimizer.eps", "optimizer.weight_decay",
+                            "optimizer.clip_norm", "train.l2", "learner.outer_lr"]),
+       value=st.sampled_from(["1e-50", "1e-40", "1e39", "1e300", "0.5"]),
+       dtype=st.sampled_from(["float32", "float64"]),
+       setup=st.sampled_from([("multitask", "adam"), ("multitask", "adamw"), ("maml", "sgd"),
+                              ("reptile", "none")]))
+def test_optimizer_and_l2_keys_are_checked_against_the_dtype_before_training(key, value, dtype,
+                                                                              setup):
+    """optimizer.lr = 1e-50 in float32 trained nothing and failed in fit as 'lr=1e-50 is zero
+    or subnormal'; train.l2 = 1e39 as 'l2=1e+39 exceeds'. build() refuses them naming the key
+    (learner.outer_lr for Reptile's own step); what it takes trains."""
+    kind, opt = setup
+    text = ('[tasks]\nfamily = "linear"\nn_train = 4\nn_test = 2\nk_support = 3\nk_query = 3\n'
+            f'[model]\nhidden = [3]\n[learner]\nkind = "{kind}"\n[optimizer]\nkind = "{opt}"\n'
+            '[train]\nsteps = 1\nmeta_batch = 2\n[evaluate]\nplot = false\n')
+    try:
+        exp = experiment.build(config.loads(text, [f"{key}={value}", f"dtype={dtype}"]))
+    except config.ConfigError as exc:
+        assert not OPT_BARE.search(str(exc)), str(exc)
+        return
+    try:
+        experiment.train(exp, progress=False)
+    except mc.FitDivergedError:
+        pass             # a finite but absurd setting (weight decay 1e300) may diverge: said so

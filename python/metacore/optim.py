@@ -191,9 +191,14 @@ class Optimizer:
     def check_dtype(self, dtype):
         """ValueError naming ``lr`` (or ``eps``) when it is zero or subnormal — or overflows — in
         the working dtype of θ (``lr=1e-50`` is 0 in float32): the update would silently freeze
-        θ or divide by zero. :func:`metacore.fit` and :meth:`update` call it."""
+        θ or divide by zero; naming ``weight_decay`` or ``clip_norm`` when it overflows there.
+        :func:`metacore.fit` and :meth:`update` call it."""
         for name, value in self._step_sizes():
             _validation.step_size(name, value, dtype)
+        # factors of θ and g in the working dtype: beyond its range they are inf there
+        _validation.in_dtype_range("weight_decay", self.weight_decay, dtype)
+        if self.clip_norm is not None:
+            _validation.in_dtype_range("clip_norm", self.clip_norm, dtype)
 
     def _step_sizes(self):
         return (("lr", self.lr),)

@@ -276,6 +276,7 @@ def build(cfg: Config) -> Experiment:
     except (ValueError, TypeError) as exc:
         raise keyed_error(exc, LEARNER_KEYS, strict=("scale", "distance")) from None
     _check_evaluate_lr(cfg, learner)
+    _check_training_dtype(cfg, learner)
     return Experiment(cfg, train_tasks, test_tasks, model, learner,
                       _weighting(cfg, train_tasks), scaler, features, n_outputs=k, loss=loss)
 
@@ -299,6 +300,25 @@ def _check_evaluate_lr(cfg, learner):
             learner.check_contracting(key, lr)
     except ValueError as exc:
         raise keyed_error(exc, {"reg": "learner.reg"}) from None
+
+
+def _check_training_dtype(cfg, learner):
+    """The optimizer's settings and ``train.l2`` against the working dtype, before training
+    (``fit`` checks the same, naming ``lr``, ``eps``, ``l2``: here they are named by their keys)."""
+    from .. import _validation
+    dtype = np.dtype(cfg.dtype)
+    try:
+        cfg.optimizer.build(learner, cfg.train.steps).check_dtype(dtype)
+    except (ValueError, TypeError) as exc:
+        keys = {k: f"optimizer.{k}" for k in ("lr", "eps", "weight_decay", "clip_norm")}
+        if cfg.optimizer.kind == "none":      # the learner's own step: Reptile's outer_lr
+            keys["lr"] = "learner.outer_lr"
+        raise keyed_error(exc, keys) from None
+    if learner is None:
+        try:
+            _validation.in_dtype_range("train.l2", cfg.train.l2, dtype)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def _weighting(cfg, train_tasks):
