@@ -427,3 +427,24 @@ def test_optimizer_and_l2_keys_are_checked_against_the_dtype_before_training(key
         experiment.train(exp, progress=False)
     except mc.FitDivergedError:
         pass             # a finite but absurd setting (weight decay 1e300) may diverge: said so
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ridge_head_says_when_its_solve_fails_instead_of_a_nan_loss(dtype):
+    """10 support rows on 4-wide embeddings: X Xᵀ is singular, and λ = 1e-30 cannot make it
+    positive definite to rounding. adapt said so; meta_value_and_grad and query_losses returned
+    a NaN loss (beside a finite gradient that left those episodes out)."""
+    emb = mc.MLP([64, 4])
+    ts = mc.tasks.digits(4, n_way=5, k_shot=2, q_query=3)
+    for reg, fails in ((1e-30, True), (1.0, False)):
+        learner = mc.RidgeHead(emb, reg=reg)
+        p = learner.init(emb.init(seed=0, dtype=dtype))
+        calls = (lambda: learner.meta_value_and_grad(p, ts), lambda: learner.query_losses(p, ts),
+                 lambda: learner.adapt(p, *ts.support(0)))
+        for call in calls:
+            if fails:
+                with pytest.raises(ValueError, match=r"too small for these embeddings"):
+                    call()
+            else:
+                assert all(np.isfinite(np.asarray(r)).all()
+                           for r in (call() if isinstance(call(), tuple) else (call(),)))

@@ -818,6 +818,29 @@ class RidgeHead(EpisodeLearner):
         theta, lam, scale = self.split(params)
         return theta, np.array([lam, scale]), False
 
+    def _evaluate(self, theta, batch, step=0):
+        out = super()._evaluate(theta, batch, step)
+        self._check_solved(theta, out[0])
+        return out
+
+    def query_losses(self, theta, batch, n_threads=None) -> np.ndarray:
+        losses = super().query_losses(theta, batch, n_threads)
+        self._check_solved(theta, losses.sum())
+        return losses
+
+    def _check_solved(self, theta, loss):
+        """The core's episode solve gives NaN when X Xᵀ + λI is not positive definite to
+        rounding (λ too small for the embeddings): a ValueError saying so, as ``adapt`` does,
+        instead of a NaN loss beside a gradient that leaves those episodes out."""
+        if np.isfinite(loss):
+            return
+        params = self.check_params(theta)
+        P = self.model.n_params
+        lam = float(np.exp(np.float64(params[P])))
+        raise ValueError(f"theta: the ridge head's λ = exp(theta[{P}]) = {lam:.3g} is too small "
+                         f"for these embeddings: X Xᵀ + λ·I is not numerically positive definite "
+                         f"in an episode of the batch (start from a larger reg)")
+
     def adapt(self, params, X_support, y_support, *, steps=None):
         """The ridge weights W ((D+1), N) of the support rows (last row: the bias)."""
         from . import _core
