@@ -847,7 +847,21 @@ class RidgeHead(EpisodeLearner):
         self._no_steps(steps)
         theta, lam, _ = self.split(params)
         y = _validation.float_array("y_support", y_support, ndim=1, dtype=theta.dtype)
-        return _core.ridge_head_weights(self._embed(theta, X_support, name="X_support"), y, lam)
+        return self._ridge_weights(self._embed(theta, X_support, name="X_support"), y, lam)
+
+    def _ridge_weights(self, E, y, lam):
+        """The core's ridge solve; its 'reg=... is too small' (the binding's argument) said of
+        the head's λ, which training may have moved far from the ``reg`` it started at."""
+        from . import _core
+        try:
+            return _core.ridge_head_weights(E, y, lam)
+        except ValueError as exc:
+            if "too small for these embeddings" not in str(exc):
+                raise
+            raise ValueError(f"theta: the ridge head's λ = exp(theta[{self.model.n_params}]) = "
+                             f"{lam:.3g} is too small for these embeddings: X Xᵀ + λ·I is not "
+                             f"numerically positive definite (started from reg={self.reg!r})"
+                             ) from None
 
     def adapt_predict(self, params, X_support, y_support, X_query, *, steps=None):
         """The logits s · [f_θ(x_q), 1] W (n_q, N) of the query rows."""
@@ -878,7 +892,7 @@ class RidgeHead(EpisodeLearner):
         for i in range(ts.n_tasks):
             a, b = int(ts.offsets[i]), int(ts.offsets[i + 1])
             s = a + int(ts.n_support[i])
-            W = _core.ridge_head_weights(E[a:s], y[a:s], lam)
+            W = self._ridge_weights(E[a:s], y[a:s], lam)
             blocks.append(_core.ridge_head_logits(W, E[s:b], scale))
         return self._stack_padded(blocks, theta.dtype)
 
