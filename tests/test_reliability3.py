@@ -449,3 +449,25 @@ def test_ridge_head_says_when_its_solve_fails_instead_of_a_nan_loss(dtype):
             else:
                 assert all(np.isfinite(np.asarray(r)).all()
                            for r in (call() if isinstance(call(), tuple) else (call(),)))
+
+
+TASK_BARE = re.compile(r"(?<![\w.])(n_way|k_shot|q_query|k_support|k_query|n_features)(?![\w.])")
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(family=st.sampled_from(["sinusoid", "digits", "linear", "logistic"]),
+       key=st.sampled_from(["n_way", "k_support", "k_query", "n_features", "noise",
+                            "relatedness_noise", "n_test"]),
+       value=st.sampled_from(["0", "1", "100", "1e39", "1e300", "-1"]),
+       dtype=st.sampled_from(["float32", "float64"]))
+def test_task_family_errors_name_the_tasks_keys(family, key, value, dtype):
+    """tasks.n_way = 100 on digits said 'fewer than n_way = 100' (a ValueError, not a config
+    error); tasks.noise = 1e39 on a float32 linear family said 'y has 5.3e38 at index (4,)'."""
+    text = (f'[tasks]\nfamily = "{family}"\nn_train = {0 if family in ("sinusoid", "digits") else 4}'
+            '\nn_test = 3\n[model]\nhidden = [3]\n[learner]\nkind = "maml"\n[train]\nsteps = 1\n'
+            'meta_batch = 2\n[evaluate]\nplot = false\n')
+    try:
+        experiment.build(config.loads(text, [f"tasks.{key}={value}", f"dtype={dtype}"]))
+    except config.ConfigError as exc:
+        assert not TASK_BARE.search(str(exc)), str(exc)
+        assert "tasks" in str(exc), str(exc)

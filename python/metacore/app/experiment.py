@@ -267,7 +267,10 @@ def build(cfg: Config) -> Experiment:
     if cfg.tasks.family == "csv":
         train_tasks, test_tasks, d, k, loss, scaler, features = _csv_task_sets(cfg)
     else:
-        train_tasks, test_tasks, d, k, loss = _task_sets(cfg)
+        try:
+            train_tasks, test_tasks, d, k, loss = _task_sets(cfg)
+        except (ValueError, TypeError) as exc:
+            raise _task_error(cfg, exc) from None
     model = _model(cfg, d, k, loss)
     try:
         learner = _learner(cfg, model)
@@ -279,6 +282,24 @@ def build(cfg: Config) -> Experiment:
     _check_training_dtype(cfg, learner)
     return Experiment(cfg, train_tasks, test_tasks, model, learner,
                       _weighting(cfg, train_tasks), scaler, features, n_outputs=k, loss=loss)
+
+
+# The task families' arguments are the [tasks] keys of these names.
+TASK_KEYS = {"n_way": "tasks.n_way", "k_shot": "tasks.k_support", "q_query": "tasks.k_query",
+             "k_support": "tasks.k_support", "k_query": "tasks.k_query",
+             "n_features": "tasks.n_features", "noise": "tasks.noise",
+             "relatedness_noise": "tasks.relatedness_noise", "amplitude": "tasks.amplitude",
+             "phase": "tasks.phase", "x_range": "tasks.x_range"}
+
+
+def _task_error(cfg, exc):
+    """A task family's error as a ConfigError naming the [tasks] keys; one about the data it
+    drew (a value beyond the dtype's range) says which family and settings drew it."""
+    err = keyed_error(exc, TASK_KEYS, strict=("noise", "amplitude", "phase"))
+    if "tasks." in str(err):
+        return err
+    return ConfigError(f"tasks (family {cfg.tasks.family!r}, dtype {cfg.dtype}): the tasks these "
+                       f"settings draw: {exc}")
 
 
 def _check_evaluate_lr(cfg, learner):
