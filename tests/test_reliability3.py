@@ -471,3 +471,15 @@ def test_task_family_errors_name_the_tasks_keys(family, key, value, dtype):
     except config.ConfigError as exc:
         assert not TASK_BARE.search(str(exc)), str(exc)
         assert "tasks" in str(exc), str(exc)
+
+
+def test_fit_of_a_ridge_head_whose_solve_fails_names_reg():
+    """reg = 1e-30 on 4-wide embeddings of 10 support rows: fit said 'the loss became nan ...
+    Try a lower learning rate or clip_norm' (no learning rate had acted yet)."""
+    emb = mc.MLP([64, 4])
+    ts = mc.tasks.digits(6, n_way=5, k_shot=2, q_query=3)
+    learner = mc.RidgeHead(emb, reg=1e-30)
+    with pytest.raises(mc.FitDivergedError, match=r"at step 0.*The ridge head's solve fails when "
+                                                  r"its λ \(started at reg=1e-30\) is too small"):
+        mc.fit(mc.MetaObjective(learner, ts, meta_batch=2), learner.init(emb.init(seed=0)),
+               steps=2, progress=False)

@@ -430,6 +430,11 @@ def _advice(problem, status, first):
     run's first step the outer learning rate has not acted yet)."""
     outer = "Try a lower learning rate or clip_norm."
     learner = getattr(problem, "learner", None)
+    if getattr(learner, "kind", None) == "ridge" and status != "nonfinite_update":
+        # its episode solve gives NaN when X Xᵀ + λI is not positive definite to rounding
+        return (f"The ridge head's solve fails when its λ (started at reg={learner.reg:g}) is too "
+                f"small for the embeddings (X Xᵀ + λI not numerically positive definite): try a "
+                f"larger reg" + ("." if first else ", or a lower learning rate or clip_norm."))
     if learner is None or learner.inner_lr == 0.0 or status == "nonfinite_update":
         return outer
     settings = f"inner_lr={learner.inner_lr:g}, inner_steps={learner.inner_steps}"
