@@ -483,3 +483,19 @@ def test_fit_of_a_ridge_head_whose_solve_fails_names_reg():
                                                   r"its λ \(started at reg=1e-30\) is too small"):
         mc.fit(mc.MetaObjective(learner, ts, meta_batch=2), learner.init(emb.init(seed=0)),
                steps=2, progress=False)
+
+
+@pytest.mark.parametrize("learner", ["metasgd", "mamlpp"])
+def test_fit_refuses_a_start_whose_learned_rate_the_dtype_cannot_hold(learner):
+    model = mc.MLP([2, 3, 1])
+    lrn = (mc.MetaSGD(model, inner_lr=0.1) if learner == "metasgd"
+           else mc.MAML(model, inner_lr=0.1, inner_steps=2, per_step_rates="layer"))
+    start = lrn.init(model.init(seed=0, dtype=np.float32))
+    start[model.n_params + 1] = np.float32(1e-40)
+    ts = mc.TaskSet.from_arrays([np.ones((4, 2)), np.zeros((4, 2))], [np.ones(4), np.zeros(4)],
+                                n_support=2)
+    with pytest.raises(ValueError, match=rf"^start: theta has the rate .* at index "
+                                         rf"\({model.n_params + 1},\), which is zero or subnormal"):
+        mc.fit(mc.MetaObjective(lrn, ts, meta_batch=2), start, steps=1, progress=False)
+    start[model.n_params + 1] = 0.0          # exactly zero: a frozen parameter, trained
+    mc.fit(mc.MetaObjective(lrn, ts, meta_batch=2), start, steps=1, progress=False)

@@ -358,6 +358,11 @@ def fit(problem, start=None, *, optimizer=None, steps=1000, weighting=None, batc
     optimizer.check_dtype(theta.dtype)
     if meta:
         problem.learner.check_dtype(theta.dtype)
+        if ck is None:    # a fresh θ₀: learned rates the dtype cannot hold are refused, as adapt does
+            try:
+                problem.learner.adapt_rule(theta)
+            except (ValueError, TypeError) as exc:
+                raise type(exc)(f"start: {exc}") from None
     _refuse_a_dead_schedule(optimizer, ck.step if ck is not None else 0, steps)
     if meta:
         if batch_tasks is not None or batch_rows is not None:
