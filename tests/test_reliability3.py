@@ -500,3 +500,17 @@ def test_fit_refuses_a_start_whose_learned_rate_the_dtype_cannot_hold(learner):
         mc.fit(mc.MetaObjective(lrn, ts, meta_batch=2), start, steps=1, progress=False)
     start[model.n_params + 1] = 0.0          # exactly zero: a frozen parameter, trained
     mc.fit(mc.MetaObjective(lrn, ts, meta_batch=2), start, steps=1, progress=False)
+
+
+def test_a_float64_checkpoint_rate_that_vanishes_in_a_float32_run_is_refused():
+    """A float64 checkpoint evaluated by a float32 config: its θ is cast; a learned rate of
+    1e-50 became an exact 0 (a frozen parameter) without a word."""
+    model = mc.MLP([1, 4, 1])
+    learner = mc.MetaSGD(model)
+    params = learner.init(model.init(seed=0, dtype=np.float64))
+    params[model.n_params + 2] = 1e-50
+    experiment.adapt_rule(learner, params, "--checkpoint c.npz", np.dtype(np.float64))
+    with pytest.raises(ValueError, match=rf"^--checkpoint c.npz: theta has the rate 1e-50 at index "
+                                         rf"\({model.n_params + 2},\), which is zero or subnormal "
+                                         rf"in float32"):
+        experiment.adapt_rule(learner, params, "--checkpoint c.npz", np.dtype(np.float32))

@@ -652,15 +652,22 @@ def load_run_checkpoint(path, exp: Experiment):
                          f"{ck.theta.shape[0]} parameters; the config's learner {kind!r} needs "
                          f"{want}")
     if exp.learner is not None:
-        adapt_rule(exp.learner, ck.theta.astype(exp.dtype), f"--checkpoint {path}")
+        adapt_rule(exp.learner, ck.theta, f"--checkpoint {path}", exp.dtype)
     return ck
 
 
-def adapt_rule(learner, params, source):
+def adapt_rule(learner, params, source, dtype=None):
     """``learner.adapt_rule`` of checked ``params`` read from ``source`` (a checkpoint, named in
-    the message of a ValueError/TypeError): a hand-edited file's non-finite θ or learned rate
-    that the working dtype cannot hold is refused before any adaptation."""
+    the message of a ValueError/TypeError), in ``dtype`` (None: theirs): a hand-edited file's
+    non-finite θ, or a learned rate that the working dtype cannot hold — as stored, or once a
+    float64 file is cast to a float32 run — is refused before any adaptation."""
+    from .. import _validation
     try:
+        if dtype is not None and np.dtype(dtype) != params.dtype:
+            rates = learner.inner_rates(params)
+            if rates is not None:
+                _validation.rates("theta", np.ravel(rates), dtype, offset=learner.model.n_params)
+            params = params.astype(dtype)
         return learner.adapt_rule(learner.check_params(params))
     except (ValueError, TypeError) as exc:
         raise type(exc)(f"{source}: {exc}") from None
