@@ -30,7 +30,8 @@ import ray
 
 import metacore as mc
 from metacore import _core
-from metacore.train.backends import MetaWorker, ShardWorker, plan_meta_blocks, plan_shards
+from metacore.train.backends import (RAY_SYSTEM_CONFIG, MetaWorker, ShardWorker,
+                                     plan_meta_blocks, plan_shards)
 
 BANDWIDTH = 1.25e9      # bytes/s: a 10 Gbit/s network
 
@@ -197,8 +198,9 @@ if __name__ == "__main__":
     ap.add_argument("--quick", action="store_true", help="fewer steps (a smoke run)")
     ap.add_argument("--overhead-only", action="store_true", help="only section 1")
     args = ap.parse_args()
+    # the local cluster RayBackend starts: replies up to 16 MiB inside the call's reply
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
+             _system_config=RAY_SYSTEM_CONFIG, runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
     print(f"CPU: {open('/proc/cpuinfo').read().split('model name')[1].split(':')[1].split(chr(10))[0].strip()}, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     fits = overhead_t64(20 if args.quick else 100)

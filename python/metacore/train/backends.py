@@ -72,6 +72,11 @@ __all__ = ["Backend", "BatchWorker", "Local", "MetaWorker", "RayBackend",
 UNIT_ROWS = 1024        # the core's work-unit size (tasks.hpp kUnitRows)
 RESTART_TIMEOUT = 120.0 # seconds to wait for Ray to bring a dead actor back
 INLINE_BYTES = 64 << 10 # θ up to this size is sent inside each call, not put in the object store
+# The local cluster a RayBackend starts (address=None): replies up to 16 MiB travel inside the
+# call's reply (Ray's default is 100 KiB; above it a reply is put in the object store and
+# fetched, ≈ 2 ms more a step for 32 blocks of partials at P = 1,761). Pass the same to your own
+# ``ray.init(_system_config=RAY_SYSTEM_CONFIG)`` when you start the cluster yourself.
+RAY_SYSTEM_CONFIG = {"max_direct_call_object_size": 16 << 20}
 
 
 class RayNotInstalledError(ImportError):
@@ -164,6 +169,42 @@ def _fresh(a, dtype):
     return out
 
 
+def _pack(values):
+    """An actor's answer (a tuple of arrays or None) as one message: (header, one bytes buffer)
+    — a single contiguous buffer instead of one pickled array each, which Ray sends inside the
+    call's reply when it is under ``max_direct_call_object_size`` (see :func:`local_cluster`)."""
+    header, chunks = [], []
+    for a in values:
+        if a is None:
+            header.append(None)
+            continue
+        a = np.ascontiguousarray(a)
+        header.append((a.dtype.str, a.shape))
+        chunks.append(a.tobytes())
+    return tuple(header), b"".join(chunks)
+
+
+def _raw(a):
+    """An array of the actors' dtype as the raw bytes :meth:`_Worker.packed` takes."""
+    return np.ascontiguousarray(a).tobytes()
+
+
+def _unpack(message):
+    """The arrays of a :func:`_pack` ed answer: read-only views of its buffer, copied by the
+    caller (_concat, _fresh)."""
+    header, buf = message
+    out, at = [], 0
+    for h in header:
+        if h is None:
+            out.append(None)
+            continue
+        dtype, shape = np.dtype(h[0]), h[1]
+        n = int(np.prod(shape, dtype=np.int64))
+        out.append(np.frombuffer(buf, dtype=dtype, count=n, offset=at).reshape(shape))
+        at += n * dtype.itemsize
+    return tuple(out)
+
+
 def _fold(parts, theta, n_threads):
     """A run of blocks' partials (nb, P) added in block order by the core's one reduction, as
     one row (1, P). The actor whose blocks come first sends this instead of its nb rows: the
@@ -205,7 +246,21 @@ def _chunk_here(dtype, st, optimizer, run):
 
 
 # --- the actor -----------------------------------------------------------------------------------
-class ShardWorker:
+class _Worker:
+    """What every actor class answers besides its own methods."""
+
+    def ready(self):
+        return os.getpid()
+
+    def packed(self, method, *args):
+        """``method(*args)``'s answer as one message (:func:`_pack`): how the driver calls a
+        step's methods. An argument sent as ``bytes`` (θ, α: see RayBackend._share) is an
+        array of the actor's dtype: raw bytes cost Ray less to send than a pickled array."""
+        args = [np.frombuffer(a, dtype=self.dtype) if isinstance(a, bytes) else a for a in args]
+        return _pack(getattr(self, method)(*args))
+
+
+class ShardWorker(_Worker):
     """One shard of tasks and its part of every step (run as a Ray actor; plain class for tests)."""
 
     def __init__(self, model, X, y, offsets, n_support, task_ids, rows, dtype, block_start,
@@ -220,9 +275,6 @@ class ShardWorker:
         self.plan = _core.block_plan(self.handle, _fresh(block_start, np.int64))
         self.n_threads = n_threads
         self.weights = None
-
-    def ready(self):
-        return os.getpid()
 
     def set_weights(self, weights):
         self.weights = _fresh(weights, self.dtype)
@@ -251,7 +303,7 @@ class ShardWorker:
             self.handle, config, 0, 0, l2, n, self.n_threads, record, wcfg, n_shared))
 
 
-class BatchWorker:
+class BatchWorker(_Worker):
     """All tasks and worker ``worker`` of ``n_workers``' share of every drawn batch (run as a Ray
     actor; plain class for tests): at step t it draws the batch a local step draws (the
     counter-based keys (seed, t)) and computes blocks [k·nb/K, (k+1)·nb/K) of its plan."""
@@ -268,9 +320,6 @@ class BatchWorker:
         self.worker, self.n_workers, self.n_threads = worker, n_workers, n_threads
         self.batch = (batch_tasks, batch_rows)
         self.weights = None
-
-    def ready(self):
-        return os.getpid()
 
     def set_weights(self, weights):
         self.weights = _fresh(weights, self.dtype)
@@ -294,7 +343,7 @@ class BatchWorker:
             handle, config, *self.batch, l2, n, self.n_threads, record, wcfg, n_shared))
 
 
-class MetaWorker:
+class MetaWorker(_Worker):
     """The meta-learning problem's tasks and its share of every meta-step's blocks (run as a Ray
     actor; plain class for tests). ``problem`` is the :class:`~metacore.MetaObjective` itself
     (it pickles as plain data); the actor builds the same compiled meta-step a local fit does,
@@ -304,9 +353,6 @@ class MetaWorker:
         self.dtype = np.dtype(dtype)
         self.n_threads = n_threads
         self.step = problem.core_step(self.dtype, n_threads)
-
-    def ready(self):
-        return os.getpid()
 
     def meta_partials(self, theta, seed, step, b0, b1):
         """Blocks [b0, b1) of step ``step``: (partials (b1 − b0, P), query losses, support
@@ -480,7 +526,10 @@ class RayBackend(Backend):
         if self._key != key:
             self._stop_actors()
             if not ray.is_initialized():
-                ray.init(address=self.address)
+                if self.address is None and not os.environ.get("RAY_ADDRESS"):
+                    ray.init(address="local", _system_config=RAY_SYSTEM_CONFIG)   # a new one
+                else:
+                    ray.init(address=self.address)
                 self._owns_ray = True
             if meta:
                 self._start_meta(obj, dtype, cls)
@@ -586,8 +635,8 @@ class RayBackend(Backend):
         """Every shard's block partials (nb, P) in block order (None without want_grad) and f_i
         (T,) in task order; α sent along when given."""
         ref = self._share(theta)
-        results = self._gather(lambda k: self._actors[k].partials.remote(
-            ref, want_grad, None if alpha is None else self._alpha_of(k, alpha), k == 0))
+        results = self._call("partials", lambda k: (
+            ref, want_grad, None if alpha is None else _raw(self._alpha_of(k, alpha)), k == 0))
         first = len(self.shards[0]["block_start"]) - 1
         parts = _concat([r[0] for r in results], self.dtype, first) if want_grad else None
         return parts, _concat([r[1] for r in results], np.float64)
@@ -595,14 +644,14 @@ class RayBackend(Backend):
     def _batch_partials(self, theta, seed, step, n_blocks):
         """All blocks' partials of step ``step``'s drawn batch (nb, P) and every unit's loss."""
         ref = self._share(theta)
-        results = self._gather(lambda k: self._actors[k].partials.remote(ref, seed, step, True))
+        results = self._call("partials", lambda k: (ref, seed, step, True))
         first = n_blocks // len(self._actors)      # worker 0's blocks
         return (_concat([r[0] for r in results], self.dtype, first),
                 _concat([r[1] for r in results], np.float64))
 
     def _task_grads(self, theta, alpha):
         ref = self._share(theta)
-        results = self._gather(lambda k: self._actors[k].task_grads.remote(ref))
+        results = self._call("task_grads", lambda k: (ref,))
         return (_concat([r[0] for r in results], self.dtype),
                 _concat([r[1] for r in results], self.dtype))
 
@@ -611,8 +660,7 @@ class RayBackend(Backend):
         support losses (meta_batch,) of step ``step`` at θ, from the actors."""
         theta = np.array(theta, dtype=self.dtype)
         ref = self._share(theta)
-        results = self._gather(lambda k: self._actors[k].meta_partials.remote(
-            ref, seed, step, *self.ranges[k]))
+        results = self._call("meta_partials", lambda k: (ref, seed, step, *self.ranges[k]))
         return tuple(_fresh(np.concatenate([r[i] for r in results]), dt)
                      for i, dt in enumerate((self.dtype, np.float64, np.float64)))
 
@@ -693,9 +741,15 @@ class RayBackend(Backend):
 
     def _share(self, theta):
         """θ as the actors' calls take it: put once in the object store (every actor on a node
-        then reads the one copy) when it is large; a small θ travels inside each call instead,
-        which costs less than a put (Ray inlines arguments under 100 KiB anyway)."""
-        return self.ray.put(theta) if theta.nbytes > INLINE_BYTES else theta
+        then reads the one copy) when it is large; a small θ travels inside each call instead, as
+        raw bytes, which costs less than a put (Ray inlines arguments under 100 KiB anyway)."""
+        return self.ray.put(theta) if theta.nbytes > INLINE_BYTES else _raw(theta)
+
+    def _call(self, method, args_of):
+        """Every actor's answer to ``method(*args_of(k))`` in actor order, as arrays: one call per
+        actor and step, its answer one packed message (:func:`_pack`)."""
+        return [_unpack(m) for m in self._gather(
+            lambda k: self._actors[k].packed.remote(method, *args_of(k)))]
 
     def _gather(self, send):
         """The answers of every actor to ``send(k)`` (a Ray call to actor k), in actor order. An
