@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import metacore as mc
-from faults import dying_worker, stalling_worker
+from faults import dying_worker, refusing_worker, stalling_worker
 from metacore.train.backends import RayNotInstalledError, ShardWorker, plan_shards
 
 try:
@@ -348,3 +348,40 @@ def test_a_meta_actor_that_dies_or_stalls_mid_run_does_not_change_theta(two_acto
         assert not marker.exists() and backend.retries >= 1
     np.testing.assert_array_equal(res.theta, clean.theta)
     np.testing.assert_array_equal(res.history.objective, clean.history.objective)
+
+
+def cannot_draw():
+    """What the library raises for a source that cannot draw its episodes (3 classes, 5-way)."""
+    mc.tasks.EpisodeSource(np.zeros((12, 2)), [0, 4, 8, 12], n_way=5, k_shot=1, q_query=1)
+
+
+def bad_offsets():
+    """What the library raises for class offsets that are not integers."""
+    mc.tasks.EpisodeSource(np.zeros((12, 2)), [0.0, 4.0, 8.0, 12.0], n_way=2, k_shot=1,
+                           q_query=1)
+
+
+@needs_ray
+@pytest.mark.parametrize("meta", [False, True])
+@pytest.mark.parametrize("refusal, kind", [(cannot_draw, ValueError), (bad_offsets, TypeError)])
+def test_a_refused_batch_on_an_actor_is_the_plain_error_a_local_run_raises(two_actors, tmp_path,
+                                                                           meta, refusal, kind):
+    """Not Ray's RayTaskError wrapper: the same type and message, at once (no retry), and the
+    backend keeps working with the same actors."""
+    two_actors.stop_actors()           # the cluster has 2 CPUs; the next fit starts its actors
+    with pytest.raises(kind) as local:
+        refusal()
+    problem, theta = meta_problem("maml") if meta else make_objective()
+    kw = meta_kwargs if meta else fit_kwargs
+    marker = tmp_path / "refuse"
+    marker.write_text("3")          # the first actor to serve its 3rd call raises
+    with mc.distributed.RayBackend(2, 1, worker_class=refusing_worker(marker, refusal, meta),
+                                   step_timeout_s=30) as backend:
+        with pytest.raises(kind) as dist:
+            mc.fit(problem, theta, **kw(backend=backend))
+        assert type(dist.value) is kind and str(dist.value) == str(local.value)
+        assert not marker.exists() and backend.retries == 0
+        pids = backend.actor_pids()
+        again = mc.fit(problem, theta, **kw(backend=backend))   # the same actors, unharmed
+        assert backend.actor_pids() == pids and backend.retries == 0
+    np.testing.assert_array_equal(again.theta, mc.fit(problem, theta, **kw()).theta)

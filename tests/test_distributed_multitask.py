@@ -11,6 +11,8 @@ real Ray actors, with an actor killed or stalled mid-run."""
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import metacore as mc
 from metacore import _core
@@ -323,3 +325,41 @@ def test_a_closed_backend_refuses_a_fit_and_stopped_actors_restart(in_process):
     backend.close()
     with pytest.raises(ValueError, match="was closed"):
         mc.fit(obj, theta, **kw, backend=backend)
+
+
+@given(st.lists(st.one_of(st.none(), st.tuples(st.sampled_from(["<f4", "<f8", "<i8"]),
+                                               st.lists(st.integers(0, 5), max_size=3))),
+                max_size=4))
+@settings(max_examples=40, deadline=None)
+def test_an_answer_packed_into_one_buffer_unpacks_to_the_same_arrays(spec):
+    """The wire format of an actor's answer (backends._pack/_unpack): every array back with its
+    dtype, shape and bits, None where None was, however many and whatever their sizes."""
+    rng = np.random.default_rng(len(spec))
+    values = tuple(None if s is None else
+                   (rng.normal(size=s[1]) * 1e3).astype(s[0]) for s in spec)
+    header, buf = backends._pack(values)
+    assert isinstance(buf, bytes)
+    assert len(buf) == sum(v.nbytes for v in values if v is not None)
+    back = backends._unpack((header, buf))
+    assert len(back) == len(values)
+    for a, b in zip(values, back):
+        if a is None:
+            assert b is None
+        else:
+            assert b.dtype == a.dtype and b.shape == a.shape
+            assert a.tobytes() == b.tobytes()
+
+
+def test_theta_sent_as_raw_bytes_is_read_as_the_actor_s_array():
+    """The driver sends θ and α as raw bytes (RayBackend._share); the actor's ``packed`` reads
+    them in its dtype, so its answer is the one of the array itself."""
+    obj, theta = objective(n_tasks=4)
+    task_rows, shards = backends.plan_shards(obj.ts, "all", obj.n_params, 4, 1)
+    ts = obj.ts
+    w = backends.ShardWorker(obj.model.spec(), ts.X, ts.y, ts.offsets, ts.n_support,
+                             ts.task_ids, "all", "<f4", shards[0]["block_start"], 1)
+    w.set_weights(obj.weights.astype(np.float32))
+    direct = w.partials(theta, True)
+    packed = backends._unpack(w.packed("partials", backends._raw(theta), True))
+    for a, b in zip(direct, packed):
+        assert a.tobytes() == b.tobytes() and a.dtype == b.dtype

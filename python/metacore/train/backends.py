@@ -178,9 +178,9 @@ def _pack(values):
         if a is None:
             header.append(None)
             continue
-        a = np.ascontiguousarray(a)
+        a = np.asarray(a)
         header.append((a.dtype.str, a.shape))
-        chunks.append(a.tobytes())
+        chunks.append(a.tobytes())      # C order, whatever the array's layout
     return tuple(header), b"".join(chunks)
 
 
@@ -759,6 +759,8 @@ class RayBackend(Backend):
         futures = [send(k) for k in range(len(self._actors))]
         try:                          # the common case: one wait for all
             return ray.get(futures, timeout=self.step_timeout_s)
+        except ray.exceptions.RayTaskError as e:  # the call raised: no retry, the user's error
+            raise _own_error(ray, e) from None
         except ray.exceptions.GetTimeoutError:    # who has not answered is stalled
             done, _ = ray.wait(futures, num_returns=len(futures), timeout=0)
             late = {k for k, f in enumerate(futures) if f not in done}
@@ -775,6 +777,8 @@ class RayBackend(Backend):
                     stalled_already = False
                     raise ray.exceptions.GetTimeoutError(f"actor {k} timed out")
                 return ray.get(future, timeout=self.step_timeout_s)
+            except ray.exceptions.RayTaskError as e:
+                raise _own_error(ray, e) from None
             except errors + (ray.exceptions.GetTimeoutError,) as e:
                 stalled = isinstance(e, ray.exceptions.GetTimeoutError)
                 if attempt == self.max_retries:
@@ -832,6 +836,19 @@ def _concat(arrays, dtype, first_rows=None):
             out[at:at + pad] = 0
             at += pad
     return out
+
+
+def _own_error(ray, error):
+    """The exception an actor's method raised (a bad drawn batch's ValueError, a TypeError…),
+    itself: the type and message a local fit raises, not Ray's RayTaskError wrapper. The actor's
+    traceback is kept as a note. An error Ray could not rebuild stays wrapped."""
+    cause = getattr(error, "cause", None)
+    if not isinstance(cause, Exception) or isinstance(cause, ray.exceptions.RayError):
+        return error
+    tb = getattr(error, "traceback_str", "")
+    if hasattr(cause, "add_note") and tb:
+        cause.add_note(f"raised on a Ray actor:\n{tb.rstrip()}")
+    return cause
 
 
 def _actor_errors(ray):
