@@ -385,3 +385,22 @@ def test_a_refused_batch_on_an_actor_is_the_plain_error_a_local_run_raises(two_a
         again = mc.fit(problem, theta, **kw(backend=backend))   # the same actors, unharmed
         assert backend.actor_pids() == pids and backend.retries == 0
     np.testing.assert_array_equal(again.theta, mc.fit(problem, theta, **kw()).theta)
+
+
+@needs_ray
+@pytest.mark.parametrize("head", ["full", "bias"])
+def test_a_gradient_strategy_with_task_heads_on_two_actors_gives_the_local_run(two_actors,
+                                                                              head):
+    """The shards send each task's shared columns and its own head only (S + H of P numbers);
+    the driver rebuilds the per-task gradients: the same run as locally."""
+    rng = np.random.default_rng(6)
+    Xs = [rng.normal(size=(int(n), 3)) for n in rng.integers(5, 60, size=12)]
+    t0 = mc.TaskSet.from_arrays(Xs, [np.sin(x.sum(axis=1)) for x in Xs], n_support=1)
+    ts = mc.TaskSet(t0.X, t0.y, t0.offsets, n_support=t0.n_support, dtype=np.float32,
+                    task_ids=np.array([5, 2, 7, 0, 1, 1, 3, 4, 6, 8, 9, 10]))
+    model = mc.MLP([3, 8, 1], activation="tanh", task_heads=11, head=head)
+    obj, theta = mc.Objective(model, ts, l2=0.01), model.init(seed=1, dtype=np.float32)
+    local = mc.fit(obj, theta, **fit_kwargs(weighting=mc.weighting.MGDA()))
+    dist = mc.fit(obj, theta, **fit_kwargs(weighting=mc.weighting.MGDA(), backend=two_actors))
+    np.testing.assert_array_equal(dist.theta, local.theta)
+    np.testing.assert_array_equal(dist.history.step_weights, local.history.step_weights)

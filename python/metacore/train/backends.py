@@ -275,6 +275,9 @@ class ShardWorker(_Worker):
         self.plan = _core.block_plan(self.handle, _fresh(block_start, np.int64))
         self.n_threads = n_threads
         self.weights = None
+        # per-task heads: θ = [shared (S)] + one block of H per head; task i uses ts.task_ids[i]
+        self.heads = ((model.n_shared_params, model.n_head_params, ts.task_ids.copy())
+                      if model.task_heads else None)
 
     def set_weights(self, weights):
         self.weights = _fresh(weights, self.dtype)
@@ -294,6 +297,25 @@ class ShardWorker(_Worker):
         """(∇f_i (tasks, P), f_i (tasks,)) of this shard's tasks: rows of the per-task gradient
         matrix a gradient-combining weighting needs."""
         return self.handle.task_grads(_fresh(theta, self.dtype), self.n_threads)
+
+    def shared_task_grads(self, theta):
+        """(rows, f_i, heads): this shard's per-task gradients, as few numbers as give them
+        exactly. With per-task heads, row i holds the shared parameters and task i's own head
+        only (S + H of P columns): its entries on the other heads are +0 (task i's loss does
+        not use them), which the driver puts back (:func:`_expand_task_grads`); ``heads`` is
+        then the head of each row. Without heads — or were an entry there not +0 — the full
+        rows, and ``heads`` None."""
+        G, losses = self.task_grads(theta)
+        if self.heads is None:
+            return G, losses, None
+        S, H, ids = self.heads
+        cols = S + ids[:, None] * H + np.arange(H)                 # (tasks, H): own heads
+        rest = G[:, S:].copy()
+        np.put_along_axis(rest, cols - S, 0, axis=1)
+        if rest.view(np.uint8).any():            # not all +0 bits: send everything
+            return G, losses, None
+        return np.concatenate([G[:, :S], np.take_along_axis(G, cols, axis=1)], axis=1), \
+            losses, ids
 
     def run_chunk(self, st, optimizer, weighting, n, record, l2, n_shared):
         """n steps of the shipped train state, full batch, by the core's own loop — when this one
@@ -549,7 +571,8 @@ class RayBackend(Backend):
         # every task and row)
         self.alpha_per_step = self.weighting is not None and not batched
         model = obj.model
-        self.n_shared = model.n_trunk_params if model.task_heads else obj.n_params
+        self.n_shared = model.n_shared_params if model.task_heads else obj.n_params
+        self.head_layout = (model.n_shared_params, model.n_head_params)
         self.alpha = None
         self._set_alpha(alpha)
 
@@ -651,8 +674,11 @@ class RayBackend(Backend):
 
     def _task_grads(self, theta, alpha):
         ref = self._share(theta)
-        results = self._call("task_grads", lambda k: (ref,))
-        return (_concat([r[0] for r in results], self.dtype),
+        results = self._call("shared_task_grads", lambda k: (ref,))
+        S, H = self.head_layout
+        rows = [_expand_task_grads(r[0], r[2], S, H, self.n_params, self.dtype)
+                for r in results]
+        return (_concat(rows, self.dtype),
                 _concat([r[1] for r in results], self.dtype))
 
     def meta_partials(self, theta, seed, step):
@@ -835,6 +861,20 @@ def _concat(arrays, dtype, first_rows=None):
         if i == 0 and pad:
             out[at:at + pad] = 0
             at += pad
+    return out
+
+
+def _expand_task_grads(rows, heads, S, H, n_params, dtype):
+    """A shard's per-task gradients (tasks, P) from :meth:`ShardWorker.shared_task_grads`'
+    answer: ``rows`` as sent when ``heads`` is None; else the S shared columns and each task's
+    own head (H columns, head ``heads[i]``) put in place and +0 elsewhere — the bits the actor
+    computed."""
+    if heads is None:
+        return rows
+    out = np.zeros((rows.shape[0], n_params), dtype=np.dtype(dtype).type)
+    out[:, :S] = rows[:, :S]
+    np.put_along_axis(out, S + np.asarray(heads)[:, None] * H + np.arange(H), rows[:, S:],
+                      axis=1)
     return out
 
 
