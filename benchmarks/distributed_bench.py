@@ -13,8 +13,9 @@
 3. A cost model of a meta-step on A actors, each on its own machine with one thread:
        t(A) = t_tail + o_0 + o_1·A + ⌈nb/A⌉·t_block + (A·θ bytes + nb·G·4 + 16·n bytes) / bw
    fed with the measured per-block compute t_block (one thread), the driver's step tail t_tail,
-   and the per-step overhead measured here: o_1 = what an empty call to a second actor adds,
-   o_0 = the 1-actor overhead less o_1 (section 1), for the sinusoid MAML
+   and the per-step overhead measured here: o_1 = the driver's own CPU time per actor call
+   (submitting it and taking its reply, measured on no-op calls to 2 actors), o_0 = the 1-actor
+   step-by-step overhead less o_1 (section 1), for the sinusoid MAML
    meta-step (meta-batch 25 and 1,024) and the Omniglot-minimal ProtoNet meta-step (784-256-128-64,
    20-way 1-shot, 5 queries; meta-batch 2 as in benchmarks/omniglot_minimal.py, and 64). bw is a
    10 Gbit/s network (1.25 GB/s). nb ≤ 64 blocks cap the useful actors.
@@ -46,6 +47,15 @@ def timed(fn, repeats, inner=1):
             fn()
         times.append((time.perf_counter() - t0) / inner)
     return statistics.median(times)
+
+
+def timed_cpu(fn, n):
+    """This process's CPU seconds (all its threads) per call of fn, over n calls."""
+    fn()
+    t0 = time.process_time()
+    for _ in range(n):
+        fn()
+    return (time.process_time() - t0) / n
 
 
 # --- 1. per-step overhead at T = 64 -------------------------------------------------------------
@@ -83,9 +93,13 @@ def overhead_t64(steps):
         with mc.distributed.RayBackend(w, c, remote_chunks=chunks) as b:
             b.attach(obj, np.float32, obj.weights)
             empty = timed(lambda: ray.get([a.ready.remote() for a in b._actors]), 5, 20)
+            # the driver's own CPU per call (submitting it, taking its reply: every thread of
+            # this process), which grows with the actors; waiting for them is not counted
+            cpu_call = timed_cpu(lambda: ray.get([a.ready.remote() for a in b._actors]),
+                                 200) / w
             per = timed(lambda: mc.fit(obj, theta, steps=steps, backend=b, **kw), 3) / steps
         if not chunks:
-            fits[w] = (per - compute - tail, empty)
+            fits[w] = (per - compute - tail, empty, cpu_call)
         how = "whole chunks" if chunks else "step by step"
         rows.append((f"Ray, {w} actor(s) × {c} thread(s), {how}", per, (compute + tail, empty)))
     print(f"\n### 1. Per-step overhead, multi-task step at T = 64 (P = {model.n_params}, "
@@ -217,9 +231,9 @@ def model_time(A, nb, P, n, t_block, t_tail, o0, o1):
 
 
 def cost_model(fits):
-    # per added actor: what an empty call to one more actor costs the driver (no compute to
-    # contend with); the rest of the 1-actor overhead is fixed
-    o1 = max(fits[2][1] - fits[1][1], 0.0)
+    # per added actor: the driver's own CPU per call (it submits the calls and takes the
+    # replies one after the other); the rest of the 1-actor step-by-step overhead is fixed
+    o1 = fits[2][2]
     o0 = max(fits[1][0] - o1, 0.0)
     print(f"\n### 3. Cost model: expected meta-steps/s on A actors (one machine and one thread "
           f"each)\n\nPer-step overhead o_0 + o_1·A = {1e3 * o0:.2f} ms + "

@@ -17,7 +17,13 @@ single machine does, so θ is **bit-identical** to a local run, for any number o
 threads.
 
 The traffic per step is θ to every actor and (blocks × P) partial sums back: at most 128 · P
-numbers in all, whatever the number of tasks.
+numbers in all, whatever the number of tasks. One call per actor and step: θ (and α, when it
+changes per step) travel as raw bytes, and the answer is one packed message (a small header
+and one bytes buffer, :func:`_pack`) — cheaper for Ray than pickled arrays. The local cluster
+a RayBackend starts raises Ray's inline limit for replies from 100 KiB to 16 MiB
+(:data:`RAY_SYSTEM_CONFIG`), so partials come back inside the reply, not through the object
+store. An error an actor's method raises (a refused batch's ValueError or TypeError) reaches
+the caller as itself, the type and message of a local run, not as Ray's RayTaskError.
 
 The driver's half is the local step itself (the core's MultiTaskStep, bound as
 ``_core.MultiTaskDriver32/64``): it draws the batch, lets the weighting strategy set α, and takes
@@ -25,8 +31,13 @@ the actors' answers where a local step calls its own objective. A loss-based str
 the task losses (α is sent with θ at each step; FAMO, which sets α from the step's own losses,
 makes a loss-only call first). A gradient-based strategy gets every shard's rows of the per-task
 gradient matrix G (T × P), and the driver forms the Gram matrix and Σ_i β_i g_i as a local step
-does; that sum is a left fold over the tasks, so a Gram-only reply (T × T) would need a second
-call for Σ β_i g_i and change its last bits. With ``batch_tasks``/``batch_rows`` the actors are
+does. With per-task heads a row is sent as its shared columns and its task's own head (S + H of
+P numbers; the other heads' entries are +0 and are put back on the driver). The Gram matrix
+(T × T) is not sent instead, although it is smaller when 2T < S + H: a shard cannot form the
+products g_i·g_j with other shards' tasks, and Σ β_i g_i is a left fold over all tasks' rows
+in task order, which shards cannot split among themselves without changing its last bits (with
+one actor, the default ``remote_chunks`` runs the whole step there and sends nothing per step).
+With ``batch_tasks``/``batch_rows`` the actors are
 :class:`BatchWorker` s: each holds all tasks, draws the step's batch from (seed, t) as the driver
 does, and computes worker k of K's run of the batch's reduction blocks; it returns their partials
 and every work unit's summed loss, which the driver adds in unit order (a task's units may fall in
