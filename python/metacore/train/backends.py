@@ -77,7 +77,7 @@ from ..data.taskset import TaskSet
 from ..models import MLP
 from ..problems import MetaObjective, Objective
 
-__all__ = ["Backend", "BatchWorker", "Local", "MetaWorker", "RayBackend",
+__all__ = ["Backend", "BatchWorker", "Local", "MetaWorker", "RAY_SYSTEM_CONFIG", "RayBackend",
            "RayNotInstalledError", "ShardWorker"]
 
 UNIT_ROWS = 1024        # the core's work-unit size (tasks.hpp kUnitRows)
