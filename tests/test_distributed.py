@@ -102,7 +102,8 @@ def ray_cluster():
     tests = str(pathlib.Path(__file__).resolve().parent)        # and the fault injection
     path = os.pathsep.join(p for p in (src, tests, os.environ.get("PYTHONPATH")) if p)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _system_config=mc.distributed.RAY_SYSTEM_CONFIG, runtime_env={"env_vars": {"PYTHONPATH": path}})
+             _system_config=mc.distributed.RAY_SYSTEM_CONFIG,
+             runtime_env={"env_vars": {"PYTHONPATH": path}})
     yield ray
     ray.shutdown()
 
