@@ -30,6 +30,7 @@ import numpy as np
 import ray
 
 import metacore as mc
+from machine import cpu_name, usable_cores
 from metacore import _core
 from metacore.train.backends import (RAY_SYSTEM_CONFIG, MetaWorker, ShardWorker,
                                      plan_meta_blocks, plan_shards)
@@ -267,8 +268,7 @@ if __name__ == "__main__":
     # the local cluster RayBackend starts: replies up to 16 MiB inside the call's reply
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              _system_config=RAY_SYSTEM_CONFIG, runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
-    print(f"CPU: {open('/proc/cpuinfo').read().split('model name')[1].split(':')[1].split(chr(10))[0].strip()}, "
-          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    print(f"CPU: {cpu_name()}, {usable_cores()} cores, load average {os.getloadavg()[0]:.1f}")
     fits = overhead_t64(20 if args.quick else 100)
     if args.compiled_graph:
         compiled_graph(3 if args.quick else 7)
