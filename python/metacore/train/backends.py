@@ -85,8 +85,10 @@ RESTART_TIMEOUT = 120.0 # seconds to wait for Ray to bring a dead actor back
 INLINE_BYTES = 64 << 10 # θ up to this size is sent inside each call, not put in the object store
 # The local cluster a RayBackend starts (address=None): replies up to 16 MiB travel inside the
 # call's reply (Ray's default is 100 KiB; above it a reply is put in the object store and
-# fetched, ≈ 2 ms more a step for 32 blocks of partials at P = 1,761). Pass the same to your own
-# ``ray.init(_system_config=RAY_SYSTEM_CONFIG)`` when you start the cluster yourself.
+# fetched — the second of two actors' 32 block rows at P = 1,761 are 225 KB; with the packed
+# answers this took the 2-actor step's overhead at T = 64 from 4.2–4.3 to 2.5–2.8 ms,
+# benchmarks/README.md). Pass the same to your own ``ray.init(_system_config=RAY_SYSTEM_CONFIG)``
+# when you start the cluster yourself.
 RAY_SYSTEM_CONFIG = {"max_direct_call_object_size": 16 << 20}
 
 
@@ -183,7 +185,7 @@ def _fresh(a, dtype):
 def _pack(values):
     """An actor's answer (a tuple of arrays or None) as one message: (header, one bytes buffer)
     — a single contiguous buffer instead of one pickled array each, which Ray sends inside the
-    call's reply when it is under ``max_direct_call_object_size`` (see :func:`local_cluster`)."""
+    call's reply when it is under ``max_direct_call_object_size`` (:data:`RAY_SYSTEM_CONFIG`)."""
     header, chunks = [], []
     for a in values:
         if a is None:
