@@ -86,7 +86,7 @@ INLINE_BYTES = 64 << 10 # θ up to this size is sent inside each call, not put i
 # The local cluster a RayBackend starts (address=None): replies up to 16 MiB travel inside the
 # call's reply (Ray's default is 100 KiB; above it a reply is put in the object store and
 # fetched — the second of two actors' 32 block rows at P = 1,761 are 225 KB; with the packed
-# answers this took the 2-actor step's overhead at T = 64 from 4.2–4.3 to 2.5–2.8 ms,
+# answers this took the 2-actor step's overhead at T = 64 from 4.2–5.1 to 2.5–3.6 ms,
 # benchmarks/README.md). Pass the same to your own ``ray.init(_system_config=RAY_SYSTEM_CONFIG)``
 # when you start the cluster yourself.
 RAY_SYSTEM_CONFIG = {"max_direct_call_object_size": 16 << 20}
