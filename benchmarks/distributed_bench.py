@@ -13,8 +13,9 @@
 3. A cost model of a meta-step on A actors, each on its own machine with one thread:
        t(A) = t_tail + o_0 + o_1·A + ⌈nb/A⌉·t_block + (A·θ bytes + nb·G·4 + 16·n bytes) / bw
    fed with the measured per-block compute t_block (one thread), the driver's step tail t_tail,
-   and the per-step overhead measured here: o_1 = what an empty call to a second actor adds,
-   o_0 = the 1-actor overhead less o_1 (section 1), for the sinusoid MAML
+   and the per-step overhead measured here: o_1 = the driver's own CPU time per actor call
+   (submitting it and taking its reply, measured on no-op calls to 2 actors), o_0 = the 1-actor
+   step-by-step overhead less o_1 (section 1), for the sinusoid MAML
    meta-step (meta-batch 25 and 1,024) and the Omniglot-minimal ProtoNet meta-step (784-256-128-64,
    20-way 1-shot, 5 queries; meta-batch 2 as in benchmarks/omniglot_minimal.py, and 64). bw is a
    10 Gbit/s network (1.25 GB/s). nb ≤ 64 blocks cap the useful actors.
@@ -29,8 +30,10 @@ import numpy as np
 import ray
 
 import metacore as mc
+from machine import cpu_name, usable_cores
 from metacore import _core
-from metacore.train.backends import MetaWorker, ShardWorker, plan_meta_blocks, plan_shards
+from metacore.train.backends import (RAY_SYSTEM_CONFIG, MetaWorker, ShardWorker,
+                                     plan_meta_blocks, plan_shards)
 
 BANDWIDTH = 1.25e9      # bytes/s: a 10 Gbit/s network
 
@@ -45,6 +48,15 @@ def timed(fn, repeats, inner=1):
             fn()
         times.append((time.perf_counter() - t0) / inner)
     return statistics.median(times)
+
+
+def timed_cpu(fn, n):
+    """This process's CPU seconds (all its threads) per call of fn, over n calls."""
+    fn()
+    t0 = time.process_time()
+    for _ in range(n):
+        fn()
+    return (time.process_time() - t0) / n
 
 
 # --- 1. per-step overhead at T = 64 -------------------------------------------------------------
@@ -82,9 +94,13 @@ def overhead_t64(steps):
         with mc.distributed.RayBackend(w, c, remote_chunks=chunks) as b:
             b.attach(obj, np.float32, obj.weights)
             empty = timed(lambda: ray.get([a.ready.remote() for a in b._actors]), 5, 20)
+            # the driver's own CPU per call (submitting it, taking its reply: every thread of
+            # this process), which grows with the actors; waiting for them is not counted
+            cpu_call = timed_cpu(lambda: ray.get([a.ready.remote() for a in b._actors]),
+                                 200) / w
             per = timed(lambda: mc.fit(obj, theta, steps=steps, backend=b, **kw), 3) / steps
         if not chunks:
-            fits[w] = (per - compute - tail, empty)
+            fits[w] = (per - compute - tail, empty, cpu_call)
         how = "whole chunks" if chunks else "step by step"
         rows.append((f"Ray, {w} actor(s) × {c} thread(s), {how}", per, (compute + tail, empty)))
     print(f"\n### 1. Per-step overhead, multi-task step at T = 64 (P = {model.n_params}, "
@@ -99,6 +115,56 @@ def overhead_t64(steps):
             print(f"| {label} | {1e3 * per:.2f} | {1e3 * c:.2f} | {1e3 * e:.2f} | "
                   f"**{1e3 * (per - c):.2f}** |")
     return fits
+
+
+# --- 1b. Ray Compiled Graphs, measured against the normal calls ---------------------------------
+def compiled_graph(rounds=7, inner=40):
+    """The step's calls at T = 64 (each actor's partials, one packed reply) as normal Ray calls
+    and through a Ray Compiled Graph (ray.dag, experimental_compile), in alternating rounds; and
+    the CPU the actors burn while the compiled graph waits for its next input."""
+    from ray.dag import InputNode, MultiOutputNode
+    from metacore.train.backends import _raw, _unpack
+    ts = mc.tasks.sinusoid(64, k_support=10, k_query=10, seed=0)
+    model = mc.MLP([1, 40, 40, 1])
+    obj = mc.Objective(model, ts)
+    theta = model.init(seed=0, dtype=np.float32)
+
+    def cpu_s(pid):
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+    print("\n### 1b. Normal Ray calls vs a Ray Compiled Graph for the step's partials (T = 64)\n")
+    print("| actors | normal calls, ms | compiled graph, ms | compile, s | actors' CPU while "
+          "the graph idles, s/s | load |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for w in (1, 2):
+        with mc.distributed.RayBackend(w, 1, remote_chunks=False) as b:
+            b.attach(obj, np.float32, obj.weights)
+            pids = b.actor_pids()
+            t0 = time.perf_counter()
+            with InputNode() as inp:
+                dag = MultiOutputNode([a.packed.bind("partials", inp, True, None, k == 0)
+                                       for k, a in enumerate(b._actors)])
+            graph = dag.experimental_compile()
+            compile_s = time.perf_counter() - t0
+            calls = {"normal": lambda: b._shard_partials(theta, True, None),
+                     "graph": lambda: [_unpack(m) for m in ray.get(graph.execute(_raw(theta)))]}
+            for f in calls.values():
+                f()
+            times = {k: [] for k in calls}
+            for _ in range(rounds):
+                for k, f in calls.items():
+                    t0 = time.perf_counter()
+                    for _ in range(inner):
+                        f()
+                    times[k].append((time.perf_counter() - t0) / inner)
+            c0 = [cpu_s(p) for p in pids]
+            time.sleep(2.0)
+            idle = max(cpu_s(p) - c for p, c in zip(pids, c0)) / 2.0
+            graph.teardown()
+        print(f"| {w} | {1e3 * statistics.median(times['normal']):.2f} | "
+              f"{1e3 * statistics.median(times['graph']):.2f} | {compile_s:.2f} | {idle:.2f} | "
+              f"{os.getloadavg()[0]:.1f} |")
 
 
 # --- 2. MAML meta-batch 1,024 -------------------------------------------------------------------
@@ -166,9 +232,9 @@ def model_time(A, nb, P, n, t_block, t_tail, o0, o1):
 
 
 def cost_model(fits):
-    # per added actor: what an empty call to one more actor costs the driver (no compute to
-    # contend with); the rest of the 1-actor overhead is fixed
-    o1 = max(fits[2][1] - fits[1][1], 0.0)
+    # per added actor: the driver's own CPU per call (it submits the calls and takes the
+    # replies one after the other); the rest of the 1-actor step-by-step overhead is fixed
+    o1 = fits[2][2]
     o0 = max(fits[1][0] - o1, 0.0)
     print(f"\n### 3. Cost model: expected meta-steps/s on A actors (one machine and one thread "
           f"each)\n\nPer-step overhead o_0 + o_1·A = {1e3 * o0:.2f} ms + "
@@ -196,12 +262,16 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer steps (a smoke run)")
     ap.add_argument("--overhead-only", action="store_true", help="only section 1")
+    ap.add_argument("--compiled-graph", action="store_true",
+                    help="also section 1b: Ray Compiled Graphs against normal calls")
     args = ap.parse_args()
+    # the local cluster RayBackend starts: replies up to 16 MiB inside the call's reply
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
-    print(f"CPU: {open('/proc/cpuinfo').read().split('model name')[1].split(':')[1].split(chr(10))[0].strip()}, "
-          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+             _system_config=RAY_SYSTEM_CONFIG, runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
+    print(f"CPU: {cpu_name()}, {usable_cores()} cores, load average {os.getloadavg()[0]:.1f}")
     fits = overhead_t64(20 if args.quick else 100)
+    if args.compiled_graph:
+        compiled_graph(3 if args.quick else 7)
     if not args.overhead_only:
         maml_1024(2 if args.quick else 5)
         cost_model(fits)

@@ -83,9 +83,26 @@ class StallingMetaWorker(_Stall, DyingMetaWorker):
     """A meta-learning worker that stops (SIGSTOP) on cue."""
 
 
-def _bound(base, marker):
+class _Refuse:
+    refusal = None   # set on a subclass made per test: a call that raises the library's refusal
+
+    def fail(self):
+        """Raises what the library raises for input it refuses (a source that cannot draw the
+        step's episodes, bad labels), here on the actor, mid-run."""
+        self.refusal()
+
+
+class RefusingWorker(_Refuse, DyingWorker):
+    """A multi-task shard worker whose step raises the library's ValueError/TypeError on cue."""
+
+
+class RefusingMetaWorker(_Refuse, DyingMetaWorker):
+    """A meta-learning worker whose step raises the library's ValueError/TypeError on cue."""
+
+
+def _bound(base, marker, **extra):
     return type(base.__name__ + "At", (base,), {"marker": os.fspath(marker),
-                                                "__module__": __name__})
+                                                "__module__": __name__, **extra})
 
 
 def dying_worker(marker, meta=False, batched=False):
@@ -100,3 +117,10 @@ def stalling_worker(marker, meta=False, batched=False):
     meta=True) that stops on cue."""
     return _bound(StallingMetaWorker if meta else StallingBatchWorker if batched
                   else StallingWorker, marker)
+
+
+def refusing_worker(marker, refusal, meta=False):
+    """A worker class (multi-task shards, or meta-learning with meta=True) whose call on cue
+    runs ``refusal()`` (picklable; it raises the library's own error) instead of answering."""
+    return _bound(RefusingMetaWorker if meta else RefusingWorker, marker,
+                  refusal=staticmethod(refusal))

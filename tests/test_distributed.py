@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import metacore as mc
-from faults import dying_worker, stalling_worker
+from faults import dying_worker, refusing_worker, stalling_worker
 from metacore.train.backends import RayNotInstalledError, ShardWorker, plan_shards
 
 try:
@@ -102,6 +102,7 @@ def ray_cluster():
     tests = str(pathlib.Path(__file__).resolve().parent)        # and the fault injection
     path = os.pathsep.join(p for p in (src, tests, os.environ.get("PYTHONPATH")) if p)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             _system_config=mc.distributed.RAY_SYSTEM_CONFIG,
              runtime_env={"env_vars": {"PYTHONPATH": path}})
     yield ray
     ray.shutdown()
@@ -348,3 +349,59 @@ def test_a_meta_actor_that_dies_or_stalls_mid_run_does_not_change_theta(two_acto
         assert not marker.exists() and backend.retries >= 1
     np.testing.assert_array_equal(res.theta, clean.theta)
     np.testing.assert_array_equal(res.history.objective, clean.history.objective)
+
+
+def cannot_draw():
+    """What the library raises for a source that cannot draw its episodes (3 classes, 5-way)."""
+    mc.tasks.EpisodeSource(np.zeros((12, 2)), [0, 4, 8, 12], n_way=5, k_shot=1, q_query=1)
+
+
+def bad_offsets():
+    """What the library raises for class offsets that are not integers."""
+    mc.tasks.EpisodeSource(np.zeros((12, 2)), [0.0, 4.0, 8.0, 12.0], n_way=2, k_shot=1,
+                           q_query=1)
+
+
+@needs_ray
+@pytest.mark.parametrize("meta", [False, True])
+@pytest.mark.parametrize("refusal, kind", [(cannot_draw, ValueError), (bad_offsets, TypeError)])
+def test_a_refused_batch_on_an_actor_is_the_plain_error_a_local_run_raises(two_actors, tmp_path,
+                                                                           meta, refusal, kind):
+    """Not Ray's RayTaskError wrapper: the same type and message, at once (no retry), and the
+    backend keeps working with the same actors."""
+    two_actors.stop_actors()           # the cluster has 2 CPUs; the next fit starts its actors
+    with pytest.raises(kind) as local:
+        refusal()
+    problem, theta = meta_problem("maml") if meta else make_objective()
+    kw = meta_kwargs if meta else fit_kwargs
+    marker = tmp_path / "refuse"
+    marker.write_text("3")          # the first actor to serve its 3rd call raises
+    with mc.distributed.RayBackend(2, 1, worker_class=refusing_worker(marker, refusal, meta),
+                                   step_timeout_s=30) as backend:
+        with pytest.raises(kind) as dist:
+            mc.fit(problem, theta, **kw(backend=backend))
+        assert type(dist.value) is kind and str(dist.value) == str(local.value)
+        assert not marker.exists() and backend.retries == 0
+        pids = backend.actor_pids()
+        again = mc.fit(problem, theta, **kw(backend=backend))   # the same actors, unharmed
+        assert backend.actor_pids() == pids and backend.retries == 0
+    np.testing.assert_array_equal(again.theta, mc.fit(problem, theta, **kw()).theta)
+
+
+@needs_ray
+@pytest.mark.parametrize("head", ["full", "bias"])
+def test_a_gradient_strategy_with_task_heads_on_two_actors_gives_the_local_run(two_actors,
+                                                                              head):
+    """The shards send each task's shared columns and its own head only (S + H of P numbers);
+    the driver rebuilds the per-task gradients: the same run as locally."""
+    rng = np.random.default_rng(6)
+    Xs = [rng.normal(size=(int(n), 3)) for n in rng.integers(5, 60, size=12)]
+    t0 = mc.TaskSet.from_arrays(Xs, [np.sin(x.sum(axis=1)) for x in Xs], n_support=1)
+    ts = mc.TaskSet(t0.X, t0.y, t0.offsets, n_support=t0.n_support, dtype=np.float32,
+                    task_ids=np.array([5, 2, 7, 0, 1, 1, 3, 4, 6, 8, 9, 10]))
+    model = mc.MLP([3, 8, 1], activation="tanh", task_heads=11, head=head)
+    obj, theta = mc.Objective(model, ts, l2=0.01), model.init(seed=1, dtype=np.float32)
+    local = mc.fit(obj, theta, **fit_kwargs(weighting=mc.weighting.MGDA()))
+    dist = mc.fit(obj, theta, **fit_kwargs(weighting=mc.weighting.MGDA(), backend=two_actors))
+    np.testing.assert_array_equal(dist.theta, local.theta)
+    np.testing.assert_array_equal(dist.history.step_weights, local.history.step_weights)

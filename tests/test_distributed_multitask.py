@@ -11,6 +11,8 @@ real Ray actors, with an actor killed or stalled mid-run."""
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import metacore as mc
 from metacore import _core
@@ -323,3 +325,126 @@ def test_a_closed_backend_refuses_a_fit_and_stopped_actors_restart(in_process):
     backend.close()
     with pytest.raises(ValueError, match="was closed"):
         mc.fit(obj, theta, **kw, backend=backend)
+
+
+@given(st.lists(st.one_of(st.none(), st.tuples(st.sampled_from(["<f4", "<f8", "<i8"]),
+                                               st.lists(st.integers(0, 5), max_size=3))),
+                max_size=4))
+@settings(max_examples=40, deadline=None)
+def test_an_answer_packed_into_one_buffer_unpacks_to_the_same_arrays(spec):
+    """The wire format of an actor's answer (backends._pack/_unpack): every array back with its
+    dtype, shape and bits, None where None was, however many and whatever their sizes."""
+    rng = np.random.default_rng(len(spec))
+    values = tuple(None if s is None else
+                   (rng.normal(size=s[1]) * 1e3).astype(s[0]) for s in spec)
+    header, buf = backends._pack(values)
+    assert isinstance(buf, bytes)
+    assert len(buf) == sum(v.nbytes for v in values if v is not None)
+    back = backends._unpack((header, buf))
+    assert len(back) == len(values)
+    for a, b in zip(values, back):
+        if a is None:
+            assert b is None
+        else:
+            assert b.dtype == a.dtype and b.shape == a.shape
+            assert a.tobytes() == b.tobytes()
+
+
+def test_theta_sent_as_raw_bytes_is_read_as_the_actor_s_array():
+    """The driver sends θ and α as raw bytes (RayBackend._share); the actor's ``packed`` reads
+    them in its dtype, so its answer is the one of the array itself."""
+    obj, theta = objective(n_tasks=4)
+    task_rows, shards = backends.plan_shards(obj.ts, "all", obj.n_params, 4, 1)
+    ts = obj.ts
+    w = backends.ShardWorker(obj.model.spec(), ts.X, ts.y, ts.offsets, ts.n_support,
+                             ts.task_ids, "all", "<f4", shards[0]["block_start"], 1)
+    w.set_weights(obj.weights.astype(np.float32))
+    direct = w.partials(theta, True)
+    packed = backends._unpack(w.packed("partials", backends._raw(theta), True))
+    for a, b in zip(direct, packed):
+        assert a.tobytes() == b.tobytes() and a.dtype == b.dtype
+
+
+# --- gradient-based strategies: what the shards send -------------------------------------------
+GRADIENT_BASED = ["AlignedMTL", "CAGrad", "GradNorm", "GradVac", "IMTLG", "MGDA", "NashMTL",
+                  "PCGrad"]
+
+
+def headed_objective(head, n_tasks=7, seed=4):
+    """Per-task heads used out of order and shared by two tasks (task_ids 3,0,5,1,1,4,2)."""
+    rng = np.random.default_rng(seed)
+    Xs = [rng.normal(size=(int(n), 3)) for n in rng.integers(4, 40, size=n_tasks)]
+    ys = [np.tanh(x @ rng.normal(size=3)) for x in Xs]
+    t0 = mc.TaskSet.from_arrays(Xs, ys, n_support=2)
+    ids = np.array([3, 0, 5, 1, 1, 4, 2])[:n_tasks]
+    ts = mc.TaskSet(t0.X, t0.y, t0.offsets, n_support=t0.n_support, task_ids=ids,
+                    dtype=np.float32)
+    model = mc.MLP([3, 6, 5, 1], activation="tanh", task_heads=6, head=head)
+    return mc.Objective(model, ts, l2=0.01), model.init(seed=1, dtype=np.float32)
+
+
+def shard_workers(obj, n_workers, cls=backends.ShardWorker):
+    ts = obj.ts
+    _, shards = backends.plan_shards(ts, "all", obj.n_params, 4, n_workers)
+    out = []
+    for s in shards:
+        lo, hi = s["task_lo"], s["task_hi"]
+        r0, r1 = ts.offsets[lo], ts.offsets[hi]
+        out.append(cls(obj.model.spec(), ts.X[r0:r1], ts.y[r0:r1], ts.offsets[lo:hi + 1] - r0,
+                       ts.n_support[lo:hi], ts.task_ids[lo:hi], "all", "<f4",
+                       s["block_start"], 1))
+    return out
+
+
+@pytest.mark.parametrize("head", ["full", "bias"])
+def test_with_task_heads_a_shard_sends_the_shared_columns_and_each_task_s_own_head(head):
+    """S + H numbers a task instead of P, and the driver's rebuilt rows are the core's per-task
+    gradients of the whole objective, bit for bit (the other heads' entries are +0: a task's
+    loss does not use them — checked against the core's rows themselves)."""
+    obj, theta = headed_objective(head)
+    m = obj.model
+    S, H, P = m.n_shared_params, m.n_head_params, obj.n_params
+    G_local, L_local = obj.core_handle(np.float32).task_grads(theta, 1)
+    rows, losses = [], []
+    for w in shard_workers(obj, 3):
+        sent, li, heads = w.shared_task_grads(theta)
+        assert sent.shape[1] == S + H < P
+        rows.append(backends._expand_task_grads(sent, heads, S, H, P, np.float32))
+        losses.append(li)
+    G = np.concatenate(rows)
+    assert G.tobytes() == G_local.tobytes()
+    assert np.concatenate(losses).tobytes() == L_local.tobytes()
+    for i, h in enumerate(obj.ts.task_ids):     # the oracle's zero pattern, independently
+        other = np.ones(P, bool)
+        other[:S] = False
+        other[S + h * H:S + (h + 1) * H] = False
+        assert not np.any(G_local[i, other]) and np.any(G_local[i, S + h * H:S + (h + 1) * H])
+
+
+@pytest.mark.parametrize("value", [1.0, -0.0])
+def test_a_shard_whose_other_head_entries_are_not_zero_sends_full_rows(value):
+    """The compact answer is used only where it rebuilds the same bits: an entry of another
+    head that is not +0 (even −0) makes the shard send its full rows."""
+    class Odd(backends.ShardWorker):
+        def task_grads(self, theta):
+            G, L = super().task_grads(theta)
+            S, H, ids = self.heads
+            G[0, S + (ids[0] + 1) % 6 * H] = value       # a head task 0 does not use
+            return G, L
+    obj, theta = headed_objective("full")
+    for w in shard_workers(obj, 2, Odd):
+        sent, _, heads = w.shared_task_grads(theta)
+        assert heads is None and sent.tobytes() == w.task_grads(theta)[0].tobytes()
+
+
+@pytest.mark.parametrize("name", GRADIENT_BASED)
+@pytest.mark.parametrize("head,n_workers", [("full", 3), ("bias", 2)])
+def test_gradient_strategies_with_heads_used_out_of_order_give_the_local_run(in_process, name,
+                                                                             head, n_workers):
+    obj, theta = headed_objective(head)
+    local = mc.fit(obj, theta, **fit_kwargs(weighting=strategy(name, obj.n_tasks)))
+    with mc.distributed.RayBackend(n_workers, 1) as backend:
+        dist = mc.fit(obj, theta, **fit_kwargs(weighting=strategy(name, obj.n_tasks),
+                                               backend=backend))
+    assert_same_run(dist, local)
+    assert not np.array_equal(dist.theta, theta)

@@ -17,7 +17,13 @@ single machine does, so θ is **bit-identical** to a local run, for any number o
 threads.
 
 The traffic per step is θ to every actor and (blocks × P) partial sums back: at most 128 · P
-numbers in all, whatever the number of tasks.
+numbers in all, whatever the number of tasks. One call per actor and step: θ (and α, when it
+changes per step) travel as raw bytes, and the answer is one packed message (a small header
+and one bytes buffer, :func:`_pack`) — cheaper for Ray than pickled arrays. The local cluster
+a RayBackend starts raises Ray's inline limit for replies from 100 KiB to 16 MiB
+(:data:`RAY_SYSTEM_CONFIG`), so partials come back inside the reply, not through the object
+store. An error an actor's method raises (a refused batch's ValueError or TypeError) reaches
+the caller as itself, the type and message of a local run, not as Ray's RayTaskError.
 
 The driver's half is the local step itself (the core's MultiTaskStep, bound as
 ``_core.MultiTaskDriver32/64``): it draws the batch, lets the weighting strategy set α, and takes
@@ -25,8 +31,13 @@ the actors' answers where a local step calls its own objective. A loss-based str
 the task losses (α is sent with θ at each step; FAMO, which sets α from the step's own losses,
 makes a loss-only call first). A gradient-based strategy gets every shard's rows of the per-task
 gradient matrix G (T × P), and the driver forms the Gram matrix and Σ_i β_i g_i as a local step
-does; that sum is a left fold over the tasks, so a Gram-only reply (T × T) would need a second
-call for Σ β_i g_i and change its last bits. With ``batch_tasks``/``batch_rows`` the actors are
+does. With per-task heads a row is sent as its shared columns and its task's own head (S + H of
+P numbers; the other heads' entries are +0 and are put back on the driver). The Gram matrix
+(T × T) is not sent instead, although it is smaller when 2T < S + H: a shard cannot form the
+products g_i·g_j with other shards' tasks, and Σ β_i g_i is a left fold over all tasks' rows
+in task order, which shards cannot split among themselves without changing its last bits (with
+one actor, the default ``remote_chunks`` runs the whole step there and sends nothing per step).
+With ``batch_tasks``/``batch_rows`` the actors are
 :class:`BatchWorker` s: each holds all tasks, draws the step's batch from (seed, t) as the driver
 does, and computes worker k of K's run of the batch's reduction blocks; it returns their partials
 and every work unit's summed loss, which the driver adds in unit order (a task's units may fall in
@@ -66,12 +77,19 @@ from ..data.taskset import TaskSet
 from ..models import MLP
 from ..problems import MetaObjective, Objective
 
-__all__ = ["Backend", "BatchWorker", "Local", "MetaWorker", "RayBackend",
+__all__ = ["Backend", "BatchWorker", "Local", "MetaWorker", "RAY_SYSTEM_CONFIG", "RayBackend",
            "RayNotInstalledError", "ShardWorker"]
 
 UNIT_ROWS = 1024        # the core's work-unit size (tasks.hpp kUnitRows)
 RESTART_TIMEOUT = 120.0 # seconds to wait for Ray to bring a dead actor back
 INLINE_BYTES = 64 << 10 # θ up to this size is sent inside each call, not put in the object store
+# The local cluster a RayBackend starts (address=None): replies up to 16 MiB travel inside the
+# call's reply (Ray's default is 100 KiB; above it a reply is put in the object store and
+# fetched — the second of two actors' 32 block rows at P = 1,761 are 225 KB; with the packed
+# answers this took the 2-actor step's overhead at T = 64 from 4.2–5.1 to 2.5–3.6 ms,
+# benchmarks/README.md). Pass the same to your own ``ray.init(_system_config=RAY_SYSTEM_CONFIG)``
+# when you start the cluster yourself.
+RAY_SYSTEM_CONFIG = {"max_direct_call_object_size": 16 << 20}
 
 
 class RayNotInstalledError(ImportError):
@@ -164,6 +182,42 @@ def _fresh(a, dtype):
     return out
 
 
+def _pack(values):
+    """An actor's answer (a tuple of arrays or None) as one message: (header, one bytes buffer)
+    — a single contiguous buffer instead of one pickled array each, which Ray sends inside the
+    call's reply when it is under ``max_direct_call_object_size`` (:data:`RAY_SYSTEM_CONFIG`)."""
+    header, chunks = [], []
+    for a in values:
+        if a is None:
+            header.append(None)
+            continue
+        a = np.asarray(a)
+        header.append((a.dtype.str, a.shape))
+        chunks.append(a.tobytes())      # C order, whatever the array's layout
+    return tuple(header), b"".join(chunks)
+
+
+def _raw(a):
+    """An array of the actors' dtype as the raw bytes :meth:`_Worker.packed` takes."""
+    return np.ascontiguousarray(a).tobytes()
+
+
+def _unpack(message):
+    """The arrays of a :func:`_pack` ed answer: read-only views of its buffer, copied by the
+    caller (_concat, _fresh)."""
+    header, buf = message
+    out, at = [], 0
+    for h in header:
+        if h is None:
+            out.append(None)
+            continue
+        dtype, shape = np.dtype(h[0]), h[1]
+        n = int(np.prod(shape, dtype=np.int64))
+        out.append(np.frombuffer(buf, dtype=dtype, count=n, offset=at).reshape(shape))
+        at += n * dtype.itemsize
+    return tuple(out)
+
+
 def _fold(parts, theta, n_threads):
     """A run of blocks' partials (nb, P) added in block order by the core's one reduction, as
     one row (1, P). The actor whose blocks come first sends this instead of its nb rows: the
@@ -205,7 +259,21 @@ def _chunk_here(dtype, st, optimizer, run):
 
 
 # --- the actor -----------------------------------------------------------------------------------
-class ShardWorker:
+class _Worker:
+    """What every actor class answers besides its own methods."""
+
+    def ready(self):
+        return os.getpid()
+
+    def packed(self, method, *args):
+        """``method(*args)``'s answer as one message (:func:`_pack`): how the driver calls a
+        step's methods. An argument sent as ``bytes`` (θ, α: see RayBackend._share) is an
+        array of the actor's dtype: raw bytes cost Ray less to send than a pickled array."""
+        args = [np.frombuffer(a, dtype=self.dtype) if isinstance(a, bytes) else a for a in args]
+        return _pack(getattr(self, method)(*args))
+
+
+class ShardWorker(_Worker):
     """One shard of tasks and its part of every step (run as a Ray actor; plain class for tests)."""
 
     def __init__(self, model, X, y, offsets, n_support, task_ids, rows, dtype, block_start,
@@ -220,9 +288,9 @@ class ShardWorker:
         self.plan = _core.block_plan(self.handle, _fresh(block_start, np.int64))
         self.n_threads = n_threads
         self.weights = None
-
-    def ready(self):
-        return os.getpid()
+        # per-task heads: θ = [shared (S)] + one block of H per head; task i uses ts.task_ids[i]
+        self.heads = ((model.n_shared_params, model.n_head_params, ts.task_ids.copy())
+                      if model.task_heads else None)
 
     def set_weights(self, weights):
         self.weights = _fresh(weights, self.dtype)
@@ -243,6 +311,25 @@ class ShardWorker:
         matrix a gradient-combining weighting needs."""
         return self.handle.task_grads(_fresh(theta, self.dtype), self.n_threads)
 
+    def shared_task_grads(self, theta):
+        """(rows, f_i, heads): this shard's per-task gradients, as few numbers as give them
+        exactly. With per-task heads, row i holds the shared parameters and task i's own head
+        only (S + H of P columns): its entries on the other heads are +0 (task i's loss does
+        not use them), which the driver puts back (:func:`_expand_task_grads`); ``heads`` is
+        then the head of each row. Without heads — or were an entry there not +0 — the full
+        rows, and ``heads`` None."""
+        G, losses = self.task_grads(theta)
+        if self.heads is None:
+            return G, losses, None
+        S, H, ids = self.heads
+        cols = S + ids[:, None] * H + np.arange(H)                 # (tasks, H): own heads
+        rest = G[:, S:].copy()
+        np.put_along_axis(rest, cols - S, 0, axis=1)
+        if rest.view(np.uint8).any():            # not all +0 bits: send everything
+            return G, losses, None
+        return np.concatenate([G[:, :S], np.take_along_axis(G, cols, axis=1)], axis=1), \
+            losses, ids
+
     def run_chunk(self, st, optimizer, weighting, n, record, l2, n_shared):
         """n steps of the shipped train state, full batch, by the core's own loop — when this one
         shard holds every task (RayBackend with one actor): one call per chunk of steps."""
@@ -251,7 +338,7 @@ class ShardWorker:
             self.handle, config, 0, 0, l2, n, self.n_threads, record, wcfg, n_shared))
 
 
-class BatchWorker:
+class BatchWorker(_Worker):
     """All tasks and worker ``worker`` of ``n_workers``' share of every drawn batch (run as a Ray
     actor; plain class for tests): at step t it draws the batch a local step draws (the
     counter-based keys (seed, t)) and computes blocks [k·nb/K, (k+1)·nb/K) of its plan."""
@@ -268,9 +355,6 @@ class BatchWorker:
         self.worker, self.n_workers, self.n_threads = worker, n_workers, n_threads
         self.batch = (batch_tasks, batch_rows)
         self.weights = None
-
-    def ready(self):
-        return os.getpid()
 
     def set_weights(self, weights):
         self.weights = _fresh(weights, self.dtype)
@@ -294,7 +378,7 @@ class BatchWorker:
             handle, config, *self.batch, l2, n, self.n_threads, record, wcfg, n_shared))
 
 
-class MetaWorker:
+class MetaWorker(_Worker):
     """The meta-learning problem's tasks and its share of every meta-step's blocks (run as a Ray
     actor; plain class for tests). ``problem`` is the :class:`~metacore.MetaObjective` itself
     (it pickles as plain data); the actor builds the same compiled meta-step a local fit does,
@@ -304,9 +388,6 @@ class MetaWorker:
         self.dtype = np.dtype(dtype)
         self.n_threads = n_threads
         self.step = problem.core_step(self.dtype, n_threads)
-
-    def ready(self):
-        return os.getpid()
 
     def meta_partials(self, theta, seed, step, b0, b1):
         """Blocks [b0, b1) of step ``step``: (partials (b1 − b0, P), query losses, support
@@ -480,7 +561,10 @@ class RayBackend(Backend):
         if self._key != key:
             self._stop_actors()
             if not ray.is_initialized():
-                ray.init(address=self.address)
+                if self.address is None and not os.environ.get("RAY_ADDRESS"):
+                    ray.init(address="local", _system_config=RAY_SYSTEM_CONFIG)   # a new one
+                else:
+                    ray.init(address=self.address)
                 self._owns_ray = True
             if meta:
                 self._start_meta(obj, dtype, cls)
@@ -500,7 +584,8 @@ class RayBackend(Backend):
         # every task and row)
         self.alpha_per_step = self.weighting is not None and not batched
         model = obj.model
-        self.n_shared = model.n_trunk_params if model.task_heads else obj.n_params
+        self.n_shared = model.n_shared_params if model.task_heads else obj.n_params
+        self.head_layout = (model.n_shared_params, model.n_head_params)
         self.alpha = None
         self._set_alpha(alpha)
 
@@ -586,8 +671,8 @@ class RayBackend(Backend):
         """Every shard's block partials (nb, P) in block order (None without want_grad) and f_i
         (T,) in task order; α sent along when given."""
         ref = self._share(theta)
-        results = self._gather(lambda k: self._actors[k].partials.remote(
-            ref, want_grad, None if alpha is None else self._alpha_of(k, alpha), k == 0))
+        results = self._call("partials", lambda k: (
+            ref, want_grad, None if alpha is None else _raw(self._alpha_of(k, alpha)), k == 0))
         first = len(self.shards[0]["block_start"]) - 1
         parts = _concat([r[0] for r in results], self.dtype, first) if want_grad else None
         return parts, _concat([r[1] for r in results], np.float64)
@@ -595,15 +680,18 @@ class RayBackend(Backend):
     def _batch_partials(self, theta, seed, step, n_blocks):
         """All blocks' partials of step ``step``'s drawn batch (nb, P) and every unit's loss."""
         ref = self._share(theta)
-        results = self._gather(lambda k: self._actors[k].partials.remote(ref, seed, step, True))
+        results = self._call("partials", lambda k: (ref, seed, step, True))
         first = n_blocks // len(self._actors)      # worker 0's blocks
         return (_concat([r[0] for r in results], self.dtype, first),
                 _concat([r[1] for r in results], np.float64))
 
     def _task_grads(self, theta, alpha):
         ref = self._share(theta)
-        results = self._gather(lambda k: self._actors[k].task_grads.remote(ref))
-        return (_concat([r[0] for r in results], self.dtype),
+        results = self._call("shared_task_grads", lambda k: (ref,))
+        S, H = self.head_layout
+        rows = [_expand_task_grads(r[0], r[2], S, H, self.n_params, self.dtype)
+                for r in results]
+        return (_concat(rows, self.dtype),
                 _concat([r[1] for r in results], self.dtype))
 
     def meta_partials(self, theta, seed, step):
@@ -611,8 +699,7 @@ class RayBackend(Backend):
         support losses (meta_batch,) of step ``step`` at θ, from the actors."""
         theta = np.array(theta, dtype=self.dtype)
         ref = self._share(theta)
-        results = self._gather(lambda k: self._actors[k].meta_partials.remote(
-            ref, seed, step, *self.ranges[k]))
+        results = self._call("meta_partials", lambda k: (ref, seed, step, *self.ranges[k]))
         return tuple(_fresh(np.concatenate([r[i] for r in results]), dt)
                      for i, dt in enumerate((self.dtype, np.float64, np.float64)))
 
@@ -693,9 +780,15 @@ class RayBackend(Backend):
 
     def _share(self, theta):
         """θ as the actors' calls take it: put once in the object store (every actor on a node
-        then reads the one copy) when it is large; a small θ travels inside each call instead,
-        which costs less than a put (Ray inlines arguments under 100 KiB anyway)."""
-        return self.ray.put(theta) if theta.nbytes > INLINE_BYTES else theta
+        then reads the one copy) when it is large; a small θ travels inside each call instead, as
+        raw bytes, which costs less than a put (Ray inlines arguments under 100 KiB anyway)."""
+        return self.ray.put(theta) if theta.nbytes > INLINE_BYTES else _raw(theta)
+
+    def _call(self, method, args_of):
+        """Every actor's answer to ``method(*args_of(k))`` in actor order, as arrays: one call per
+        actor and step, its answer one packed message (:func:`_pack`)."""
+        return [_unpack(m) for m in self._gather(
+            lambda k: self._actors[k].packed.remote(method, *args_of(k)))]
 
     def _gather(self, send):
         """The answers of every actor to ``send(k)`` (a Ray call to actor k), in actor order. An
@@ -705,6 +798,8 @@ class RayBackend(Backend):
         futures = [send(k) for k in range(len(self._actors))]
         try:                          # the common case: one wait for all
             return ray.get(futures, timeout=self.step_timeout_s)
+        except ray.exceptions.RayTaskError as e:  # the call raised: no retry, the user's error
+            raise _own_error(ray, e) from None
         except ray.exceptions.GetTimeoutError:    # who has not answered is stalled
             done, _ = ray.wait(futures, num_returns=len(futures), timeout=0)
             late = {k for k, f in enumerate(futures) if f not in done}
@@ -721,6 +816,8 @@ class RayBackend(Backend):
                     stalled_already = False
                     raise ray.exceptions.GetTimeoutError(f"actor {k} timed out")
                 return ray.get(future, timeout=self.step_timeout_s)
+            except ray.exceptions.RayTaskError as e:
+                raise _own_error(ray, e) from None
             except errors + (ray.exceptions.GetTimeoutError,) as e:
                 stalled = isinstance(e, ray.exceptions.GetTimeoutError)
                 if attempt == self.max_retries:
@@ -778,6 +875,33 @@ def _concat(arrays, dtype, first_rows=None):
             out[at:at + pad] = 0
             at += pad
     return out
+
+
+def _expand_task_grads(rows, heads, S, H, n_params, dtype):
+    """A shard's per-task gradients (tasks, P) from :meth:`ShardWorker.shared_task_grads`'
+    answer: ``rows`` as sent when ``heads`` is None; else the S shared columns and each task's
+    own head (H columns, head ``heads[i]``) put in place and +0 elsewhere — the bits the actor
+    computed."""
+    if heads is None:
+        return rows
+    out = np.zeros((rows.shape[0], n_params), dtype=np.dtype(dtype).type)
+    out[:, :S] = rows[:, :S]
+    np.put_along_axis(out, S + np.asarray(heads)[:, None] * H + np.arange(H), rows[:, S:],
+                      axis=1)
+    return out
+
+
+def _own_error(ray, error):
+    """The exception an actor's method raised (a bad drawn batch's ValueError, a TypeError…),
+    itself: the type and message a local fit raises, not Ray's RayTaskError wrapper. The actor's
+    traceback is kept as a note. An error Ray could not rebuild stays wrapped."""
+    cause = getattr(error, "cause", None)
+    if not isinstance(cause, Exception) or isinstance(cause, ray.exceptions.RayError):
+        return error
+    tb = getattr(error, "traceback_str", "")
+    if hasattr(cause, "add_note") and tb:
+        cause.add_note(f"raised on a Ray actor:\n{tb.rstrip()}")
+    return cause
 
 
 def _actor_errors(ray):
