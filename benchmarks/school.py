@@ -60,7 +60,7 @@ ROWS = ("ridge", "pooled", "heads", "intercepts", "prox", "imaml", "reptile")
 # and ethnic group (11), then the school's gender (3) and denomination (3).
 YEAR, SCHOOL_YEAR, STUDENT, SCHOOL = [0, 1, 2], [3, 4], list(range(5, 21)), list(range(21, 27))
 ADAPTED = YEAR + STUDENT      # the columns whose slopes each school owns in the prox/iMAML rows
-PROX_GRID = [(lb, ly, lx) for lb in (10.0, 30.0, 100.0) for ly in (100.0, 300.0, 1000.0)
+PROX_GRID = [(lb, ly, lx) for lb in (10.0, 30.0, 100.0, 300.0) for ly in (100.0, 300.0, 1000.0)
              for lx in (100.0, 300.0, 1000.0)]
 
 
@@ -438,20 +438,27 @@ def prox(fit, val, s, lin, record, chosen):
     return lb, ly, lx
 
 
-IMAML_STEPS = (0, 100, 300)
+IMAML_GRID = [(lb, m) for lb in (10.0, 30.0, 100.0, 300.0) for m in (0, 300)]
 
 
 def imaml(fit, val, s, lin, penalties, rep, record, chosen):
-    """iMAML-meta-learned initialisation adapted per school by the proximal inner loop; the
-    penalties are the prox row's (chosen on validation), the number of meta-steps is chosen
-    on validation from IMAML_STEPS."""
+    """iMAML-meta-learned initialisation adapted per school by the proximal inner loop: the
+    slope penalties (ly, lx) are the prox row's (chosen on validation); the intercept penalty lb
+    and the number of meta-steps (0: the bias-head model with one global intercept) are chosen
+    on validation from IMAML_GRID."""
     _, _, _, theta_fit, theta = lin
-    k = max(IMAML_STEPS, key=lambda m: val_score(val, imaml_adapted(
-        fit, val, imaml_init(fit, theta_fit, *penalties, m, rep), *penalties)))
+    _, ly, lx = penalties
+
+    def score(g):
+        lb, m = g
+        return val_score(val, imaml_adapted(fit, val, imaml_init(fit, theta_fit, lb, ly, lx, m,
+                                                                 rep), lb, ly, lx))
+
+    lb, k = max(IMAML_GRID, key=score)
     label = "metacore iMAML init (meta-trained), proximal adaptation per school"
-    chosen[label] = "lb={}, ly={}, lx={}; meta-steps={}".format(*penalties, k)
-    record(label, imaml_adapted(s.train, s.test, imaml_init(s.train, theta, *penalties, k, rep),
-                                *penalties))
+    chosen[label] = f"lb={lb}, ly={ly}, lx={lx}; meta-steps={k}"
+    record(label, imaml_adapted(s.train, s.test, imaml_init(s.train, theta, lb, ly, lx, k, rep),
+                                lb, ly, lx))
 
 
 def adapted(fit, val, s, pooled, th_fit, th_all, rep, args, record, chosen):
