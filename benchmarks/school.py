@@ -2,7 +2,7 @@
 model on the same splits. Run from the repository root:
 
     PYTHONPATH=python python benchmarks/school.py [DATA] [--repetitions 10] [--steps 400]
-        [--hidden 32] [--rows ridge,pooled,heads,intercepts,reptile] [--json PATH]
+        [--hidden 32] [--rows ridge,pooled,heads,intercepts,prox,imaml,reptile] [--json PATH]
 
 DATA (default ../shared/data) holds school/school.mat. Protocol of the multi-task literature
 (``mc.datasets.school_splits``, seed 0): per school a random 75 %/25 % train/test split of its
@@ -34,6 +34,20 @@ Rows:
   for a number of steps (up to 600, scored every 50) chosen on validation — early stopping as a
   shrinkage of each school's slopes towards the shared ones (the mean-regularised multi-task
   model of Evgeniou & Pontil 2004, reached by stopping instead of by its penalty).
+- linear, bias-only heads, then proximal adaptation per school (``prox``): the mean-regularised
+  multi-task model of Evgeniou & Pontil (2004) with its explicit penalty, w_i = w_0 + v_i, w_0
+  the fitted linear bias-head model, and per school v_i = argmin SSE_i + lb v_b² + ly‖v_year‖² +
+  lx‖v_student‖² (its own intercept, school × year effects and student slopes, each group with
+  its own shrinkage; the school-level columns keep w_0's slopes). Each v_i is ``mc.IMAML``'s
+  proximal inner loop (Rajeswaran et al. 2019, eq. 3) run to convergence from 0 on the school's
+  residuals, with λ = 2·lb/n_i and the columns scaled by √(lb/l_group) (a slope on a column
+  scaled by s has the penalty lb/s²). (lb, ly, lx) chosen on validation from PROX_GRID.
+- iMAML init (``imaml``): ``mc.fit(mc.MetaObjective(mc.IMAML(mc.Linear(27), ...), schools))``
+  (support/query = halves of each school's shuffled training rows, Adam 1e-3, meta-batch 20)
+  from the bias-head model with one global intercept, on the columns scaled as above (the
+  school-level ones by 0.05: their slopes stay shared), then each school adapted from θ by
+  the same proximal inner loop on all its training rows. ly, lx from the prox row; lb and the
+  number of meta-steps (0 or 300) chosen on validation.
 - Reptile init adapted per school: ``mc.fit(mc.MetaObjective(mc.Reptile(...), schools))`` from
   the pooled net, then per school ``mc.adapt_predict`` on its training rows with per-parameter
   rates that adapt only the output layer (bias rate and weight rate, steps chosen on validation).
@@ -60,8 +74,8 @@ ROWS = ("ridge", "pooled", "heads", "intercepts", "prox", "imaml", "reptile")
 # and ethnic group (11), then the school's gender (3) and denomination (3).
 YEAR, SCHOOL_YEAR, STUDENT, SCHOOL = [0, 1, 2], [3, 4], list(range(5, 21)), list(range(21, 27))
 ADAPTED = YEAR + STUDENT      # the columns whose slopes each school owns in the prox/iMAML rows
-PROX_GRID = [(lb, ly, lx) for lb in (10.0, 30.0, 100.0, 300.0) for ly in (100.0, 300.0, 1000.0)
-             for lx in (100.0, 300.0, 1000.0)]
+PROX_GRID = [(lb, ly, lx) for lb in (10.0, 30.0, 100.0, 300.0, 1000.0)
+             for ly in (100.0, 300.0, 1000.0) for lx in (100.0, 300.0, 1000.0)]
 
 
 # --- metrics ----------------------------------------------------------------------------------
@@ -438,7 +452,7 @@ def prox(fit, val, s, lin, record, chosen):
     return lb, ly, lx
 
 
-IMAML_GRID = [(lb, m) for lb in (10.0, 30.0, 100.0, 300.0) for m in (0, 300)]
+IMAML_GRID = [(lb, m) for lb in (3.0, 10.0, 30.0, 100.0) for m in (0, 300)]
 
 
 def imaml(fit, val, s, lin, penalties, rep, record, chosen):
