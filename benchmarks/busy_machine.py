@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -35,6 +34,7 @@ import time
 import numpy as np
 
 import metacore as mc
+from machine import cpu_name, usable_cores
 
 BURN = """
 import signal, sys, time
@@ -45,23 +45,6 @@ while time.monotonic() < end:
     for _ in range(10000):
         x += 1
 """
-
-
-def usable_cores():
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 class Burners:

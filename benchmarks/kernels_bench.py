@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 
@@ -38,19 +37,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import numpy as np  # noqa: E402
 
 import metacore as mc  # noqa: E402
+from machine import cpu_name, usable_cores  # noqa: E402
 
 INNER_LR = 0.01
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 CLOCK = time.perf_counter
@@ -240,7 +229,7 @@ def main():
         except ImportError:
             pass
     info = mc.build_info()
-    print(f"clock: {args.clock} · CPU: {cpu_name()} · {len(os.sched_getaffinity(0))} usable CPU(s) · load average "
+    print(f"clock: {args.clock} · CPU: {cpu_name()} · {usable_cores()} usable CPU(s) · load average "
           f"{os.getloadavg()[0]:.1f} · metacore SIMD {info['simd_active']} (CPU best "
           f"{info.get('simd_cpu', '?')}) · JAX {getattr(jax, '__version__', 'absent')}")
     rows = []

@@ -26,19 +26,9 @@ import time
 import numpy as np
 
 import metacore as mc
+from machine import cpu_name
 
 THREADS = (1, 2, 4, 8, 16)
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def w1(meta_batch):

@@ -23,3 +23,29 @@ def central_diff(f, theta, h):
         e[j] = h
         cols.append((np.asarray(f(theta + e)) - np.asarray(f(theta - e))) / (2 * h))
     return np.stack(cols, axis=-1)
+
+
+def rel_err(actual, expected):
+    """‖actual − expected‖₂ / ‖expected‖₂ in float64 (the absolute error when expected is 0);
+    the shapes must match."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    assert a.shape == e.shape, (a.shape, e.shape)
+    denom = np.linalg.norm(e)
+    return float(np.linalg.norm(a - e) / (denom if denom > 0 else 1.0))
+
+
+def random_episodes(n_features, n_tasks=3, n_way=3, k_shot=2, q_query=2, seed=0,
+                    dtype=np.float64):
+    """A TaskSet of random N-way K-shot episodes: N·K support rows (class after class, K each),
+    then N·Q query rows of random classes; features standard normal."""
+    import metacore as mc
+
+    rng = np.random.default_rng(seed)
+    Xs, ys = [], []
+    for _ in range(n_tasks):
+        y = np.concatenate([np.repeat(np.arange(n_way), k_shot),
+                            rng.integers(0, n_way, size=n_way * q_query)])
+        Xs.append(rng.normal(size=(y.size, n_features)))
+        ys.append(y.astype(float))
+    return mc.TaskSet.from_arrays(Xs, ys, n_support=n_way * k_shot, dtype=dtype)

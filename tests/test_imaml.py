@@ -16,7 +16,7 @@ import pytest
 import metacore as mc
 from interrupts import interrupt_lag
 from metacore import reference as ref
-from numerics import central_diff, random_targets
+from numerics import central_diff, random_targets, rel_err
 
 NETS = [
     ([2, 4, 1], "tanh", "mse"),
@@ -37,10 +37,6 @@ def tasks_for(model, n_tasks=3, n_support=5, n_query=4, seed=0, dtype=np.float64
 def theta_for(model, seed=0):
     rng = np.random.default_rng(seed + 5)
     return model.init(seed=seed) + 0.2 * rng.normal(size=model.n_params)
-
-
-def rel_err(a, b):
-    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12)
 
 
 def dense_implicit_grad(model, theta, Xs, ys, Xq, yq, reg, lr, steps):

@@ -9,7 +9,7 @@ import pytest
 
 import metacore as mc
 from metacore import reference as ref
-from numerics import central_diff
+from numerics import central_diff, rel_err
 
 NETS = [  # (layer sizes, activation, loss)
     ([2, 5, 1], "tanh", "mse"),
@@ -41,10 +41,6 @@ def make_batch(model, n_tasks=3, n_support=5, n_query=4, seed=0, ragged=False):
 def theta_for(model, seed=0):
     rng = np.random.default_rng(seed + 7)
     return model.init(seed=seed) + 0.2 * rng.normal(size=model.n_params)
-
-
-def rel_err(a, b):
-    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12)
 
 
 # --- meta-gradients are the gradients of the meta-loss ----------------------------------------

@@ -15,6 +15,7 @@ import pytest
 
 import metacore as mc
 from metacore import reference as ref
+from numerics import rel_err
 
 RTOL = {np.float64: 1e-12, np.float32: 1e-4}
 DTYPES = [np.float64, np.float32]
@@ -42,13 +43,6 @@ NETS = {
 def random_theta(model, *, dtype=np.float64, seed=0):
     rng = np.random.default_rng(seed + 1000)
     return (model.init(seed=seed) + 0.3 * rng.normal(size=model.n_params)).astype(dtype)
-
-
-def rel_err(actual, expected):
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    assert a.shape == e.shape, (a.shape, e.shape)
-    return float(np.linalg.norm(a - e) / np.linalg.norm(e))
 
 
 # --- predict -----------------------------------------------------------------------------------

@@ -12,16 +12,11 @@ from hypothesis import given, settings, strategies as st
 
 import metacore as mc
 from metacore import reference as ref
-from numerics import central_diff, random_targets
+from numerics import central_diff, random_targets, random_episodes, rel_err
 
 NORMS = ("batch", "layer")
 LOSSES = ("mse", "logistic", "cross_entropy")
 EPS = 1e-5
-
-
-def rel_err(a, b):
-    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)) /
-                 max(np.linalg.norm(np.asarray(b)), 1e-12))
 
 
 def make_model(width, act, loss, norm, depth=2, d=4):
@@ -299,24 +294,13 @@ def test_second_order_maml_meta_gradient_is_exact(norm, steps):
         ref.adapt_predict(model, theta, Xs, ys, Xq, steps=steps, lr=0.3), rtol=1e-10, atol=1e-12)
 
 
-def proto_episodes(n_features, n_tasks=3, n_way=3, k_shot=2, q_query=2, seed=0):
-    rng = np.random.default_rng(seed)
-    Xs, ys = [], []
-    for _ in range(n_tasks):
-        y = np.concatenate([np.repeat(np.arange(n_way), k_shot),
-                            rng.integers(0, n_way, size=n_way * q_query)])
-        Xs.append(rng.normal(size=(y.size, n_features)))
-        ys.append(y.astype(float))
-    return mc.TaskSet.from_arrays(Xs, ys, n_support=n_way * k_shot)
-
-
 @pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize("act", ["relu", "tanh"])
 def test_protonet_with_a_normalised_embedding(norm, act):
     """An episode's support and query rows are one forward pass: loss and gradient match the
     reference and central differences; the prototype classifier sees the same statistics."""
     model = mc.MLP([4, 7, 5], activation=act, norm=norm)
-    batch = proto_episodes(4, k_shot=2, q_query=3, seed=1)
+    batch = random_episodes(4, k_shot=2, q_query=3, seed=1)
     theta = perturbed(model, 6)
     learner = mc.ProtoNet(model, n_threads=1)
     value, g = learner.meta_value_and_grad(theta, batch)
@@ -338,7 +322,7 @@ def test_protonet_with_a_normalised_embedding(norm, act):
 def test_normalised_learner_checkpoints_round_trip(tmp_path):
     model = mc.MLP([4, 6, 3], norm="batch")
     learner = mc.ProtoNet(model)
-    batch = proto_episodes(4)
+    batch = random_episodes(4)
     res = mc.fit(mc.MetaObjective(learner, batch, meta_batch=2), model.init(seed=0), steps=3,
                  progress=False)
     mc.save(tmp_path / "ck", res)

@@ -21,7 +21,7 @@ import pytest
 import metacore as mc
 from metacore import _core
 from metacore import reference as ref
-from numerics import central_diff, random_targets
+from numerics import central_diff, random_targets, rel_err
 
 # Relative L2 error allowed between the core and the float64 reference, per working dtype.
 # The reference is always fed the very same (float32 or float64) inputs as the core.
@@ -47,15 +47,6 @@ def random_theta(model, *, dtype=np.float64, seed=0, scale=0.3):
 
 def random_vector(n, *, dtype=np.float64, seed=0):
     return np.random.default_rng(seed + 2000).normal(size=n).astype(dtype)
-
-
-def rel_err(actual, expected):
-    """‖actual − expected‖₂ / ‖expected‖₂ in float64 (absolute when expected is 0)."""
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    assert a.shape == e.shape, (a.shape, e.shape)
-    denom = np.linalg.norm(e)
-    return float(np.linalg.norm(a - e) / (denom if denom > 0 else 1.0))
 
 
 def plan(obj, dtype):

@@ -10,7 +10,7 @@ import pytest
 
 import metacore as mc
 from metacore import reference as ref
-from numerics import central_diff
+from numerics import central_diff, random_episodes, rel_err
 
 NETS = [  # (layer sizes, activation, loss head — unused by ProtoNet)
     ([3, 5, 2], "tanh", "mse"),
@@ -20,25 +20,9 @@ NETS = [  # (layer sizes, activation, loss head — unused by ProtoNet)
 ]
 
 
-def episodes(n_features, n_tasks=3, n_way=3, k_shot=2, q_query=2, seed=0, dtype=np.float64):
-    """Random episodes: N·K support rows (class after class), then N·Q query rows."""
-    rng = np.random.default_rng(seed)
-    Xs, ys = [], []
-    for _ in range(n_tasks):
-        y = np.concatenate([np.repeat(np.arange(n_way), k_shot),
-                            rng.integers(0, n_way, size=n_way * q_query)])
-        Xs.append(rng.normal(size=(y.size, n_features)))
-        ys.append(y.astype(float))
-    return mc.TaskSet.from_arrays(Xs, ys, n_support=n_way * k_shot, dtype=dtype)
-
-
 def theta_for(model, seed=0):
     rng = np.random.default_rng(seed + 11)
     return model.init(seed=seed) + 0.3 * rng.normal(size=model.n_params)
-
-
-def rel_err(a, b):
-    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12)
 
 
 # --- the loss and its gradient ---------------------------------------------------------------
@@ -46,7 +30,7 @@ def rel_err(a, b):
 @pytest.mark.parametrize("n_way,k_shot,q_query", [(3, 1, 2), (2, 3, 1), (4, 2, 3)])
 def test_loss_and_gradient_match_the_reference(sizes, act, loss, n_way, k_shot, q_query):
     model = mc.MLP(sizes, activation=act, loss=loss)
-    batch = episodes(model.n_features, n_way=n_way, k_shot=k_shot, q_query=q_query)
+    batch = random_episodes(model.n_features, n_way=n_way, k_shot=k_shot, q_query=q_query)
     theta = theta_for(model)
     value, g = mc.ProtoNet(model, n_threads=1).meta_value_and_grad(theta, batch)
     want_value, want_g = ref.protonet_value_and_grad(model, theta, batch)
@@ -57,7 +41,7 @@ def test_loss_and_gradient_match_the_reference(sizes, act, loss, n_way, k_shot, 
 @pytest.mark.parametrize("sizes,act,loss", [n for n in NETS if n[1] == "tanh"])
 def test_gradient_matches_finite_differences(sizes, act, loss):
     model = mc.MLP(sizes, activation=act, loss=loss)
-    batch = episodes(model.n_features, n_way=3, k_shot=2, q_query=2, seed=3)
+    batch = random_episodes(model.n_features, n_way=3, k_shot=2, q_query=2, seed=3)
     learner = mc.ProtoNet(model, n_threads=1)
     theta = theta_for(model, seed=1)
     _, g = learner.meta_value_and_grad(theta, batch)
@@ -69,7 +53,7 @@ def test_gradient_matches_finite_differences(sizes, act, loss):
 
 def test_float32_matches_the_reference():
     model = mc.MLP([6, 16, 8, 4], activation="relu", loss="mse")
-    batch = episodes(6, n_tasks=5, n_way=5, k_shot=1, q_query=3, dtype=np.float32)
+    batch = random_episodes(6, n_tasks=5, n_way=5, k_shot=1, q_query=3, dtype=np.float32)
     theta = theta_for(model).astype(np.float32)
     value, g = mc.ProtoNet(model).meta_value_and_grad(theta, batch)
     assert g.dtype == np.float32
@@ -81,7 +65,7 @@ def test_float32_matches_the_reference():
 def test_larger_than_one_block_of_rows():
     """20-way 2-shot, 2 queries: 80 rows per episode, more than one 32-row block of the net."""
     model = mc.MLP([5, 9, 3], activation="tanh")
-    batch = episodes(5, n_tasks=2, n_way=20, k_shot=2, q_query=2, seed=4)
+    batch = random_episodes(5, n_tasks=2, n_way=20, k_shot=2, q_query=2, seed=4)
     theta = theta_for(model)
     value, g = mc.ProtoNet(model).meta_value_and_grad(theta, batch)
     want_value, want_g = ref.protonet_value_and_grad(model, theta, batch)
@@ -91,7 +75,7 @@ def test_larger_than_one_block_of_rows():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bit_identical_for_any_thread_count(dtype):
     model = mc.MLP([6, 12, 12, 4], activation="relu")
-    batch = episodes(6, n_tasks=37, n_way=5, k_shot=2, q_query=3, dtype=dtype)
+    batch = random_episodes(6, n_tasks=37, n_way=5, k_shot=2, q_query=3, dtype=dtype)
     theta = theta_for(model).astype(dtype)
     results = [mc.ProtoNet(model, n_threads=k).meta_value_and_grad(theta, batch)
                for k in (1, 2, 3, 8)]
@@ -102,7 +86,7 @@ def test_bit_identical_for_any_thread_count(dtype):
 
 def test_query_losses_are_the_per_episode_losses():
     model = mc.MLP([4, 6, 3], activation="tanh")
-    batch = episodes(4, n_tasks=4)
+    batch = random_episodes(4, n_tasks=4)
     theta = theta_for(model)
     losses = mc.ProtoNet(model).query_losses(theta, batch)
     for i in range(batch.n_tasks):
@@ -115,7 +99,7 @@ def test_query_losses_are_the_per_episode_losses():
 def test_adapt_gives_prototypes_and_adapt_predict_their_logits():
     model = mc.MLP([4, 7, 3], activation="tanh")
     learner = mc.ProtoNet(model)
-    batch = episodes(4, n_tasks=1, n_way=3, k_shot=2, q_query=4)
+    batch = random_episodes(4, n_tasks=1, n_way=3, k_shot=2, q_query=4)
     Xs, ys = batch.support(0)
     Xq, _ = batch.query(0)
     theta = theta_for(model)
@@ -131,7 +115,7 @@ def test_adapt_gives_prototypes_and_adapt_predict_their_logits():
 def test_evaluate_scores_the_prototype_classifier():
     model = mc.MLP([4, 7, 3], activation="tanh", loss="mse")
     learner = mc.ProtoNet(model)
-    batch = episodes(4, n_tasks=6, n_way=3, k_shot=2, q_query=4, seed=5)
+    batch = random_episodes(4, n_tasks=6, n_way=3, k_shot=2, q_query=4, seed=5)
     theta = theta_for(model)
     report = mc.evaluate(model, theta, batch, steps=(0,), learner=learner)
     accs, losses = [], []
@@ -148,8 +132,8 @@ def test_evaluate_scores_the_prototype_classifier():
 
 def test_evaluate_pads_episodes_with_fewer_classes():
     model = mc.MLP([3, 5, 2], activation="tanh")
-    a = episodes(3, n_tasks=2, n_way=4, k_shot=1, q_query=2, seed=1)
-    b = episodes(3, n_tasks=2, n_way=2, k_shot=1, q_query=2, seed=2)
+    a = random_episodes(3, n_tasks=2, n_way=4, k_shot=1, q_query=2, seed=1)
+    b = random_episodes(3, n_tasks=2, n_way=2, k_shot=1, q_query=2, seed=2)
     both = mc.TaskSet.from_arrays([a[0][0], b[0][0]], [a[0][1], b[0][1]], n_support=[4, 2])
     learner = mc.ProtoNet(model)
     report = mc.evaluate(model, theta_for(model), both, steps=(0,), learner=learner)

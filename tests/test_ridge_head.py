@@ -16,7 +16,7 @@ from hypothesis import given, settings, strategies as st
 import metacore as mc
 from interrupts import interrupt_lag
 from metacore import reference as ref
-from numerics import central_diff
+from numerics import central_diff, random_episodes, rel_err
 
 NETS = [  # (layer sizes, activation, loss head — unused by the ridge head)
     ([3, 5, 2], "tanh", "mse"),
@@ -26,27 +26,11 @@ NETS = [  # (layer sizes, activation, loss head — unused by the ridge head)
 ]
 
 
-def episodes(n_features, n_tasks=3, n_way=3, k_shot=2, q_query=2, seed=0, dtype=np.float64):
-    """Random episodes: N·K support rows (class after class), then N·Q query rows."""
-    rng = np.random.default_rng(seed)
-    Xs, ys = [], []
-    for _ in range(n_tasks):
-        y = np.concatenate([np.repeat(np.arange(n_way), k_shot),
-                            rng.integers(0, n_way, size=n_way * q_query)])
-        Xs.append(rng.normal(size=(y.size, n_features)))
-        ys.append(y.astype(float))
-    return mc.TaskSet.from_arrays(Xs, ys, n_support=n_way * k_shot, dtype=dtype)
-
-
 def packed(learner, seed=0, reg=0.7, scale=3.0):
     rng = np.random.default_rng(seed + 11)
     model = learner.model
     theta = model.init(seed=seed) + 0.3 * rng.normal(size=model.n_params)
     return np.concatenate([theta, [np.log(reg), scale]])
-
-
-def rel_err(a, b):
-    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12)
 
 
 def primal_logits(E_s, y_s, E_q, lam, scale):
@@ -79,7 +63,7 @@ def primal_loss(learner, params, batch):
 def test_loss_matches_the_primal_solution_and_gradient_the_reference(sizes, act, loss, n_way,
                                                                      k_shot, q_query):
     learner = mc.RidgeHead(mc.MLP(sizes, activation=act, loss=loss), n_threads=1)
-    batch = episodes(learner.model.n_features, n_way=n_way, k_shot=k_shot, q_query=q_query)
+    batch = random_episodes(learner.model.n_features, n_way=n_way, k_shot=k_shot, q_query=q_query)
     params = packed(learner)
     value, g = learner.meta_value_and_grad(params, batch)
     assert value == pytest.approx(primal_loss(learner, params, batch), rel=1e-10)
@@ -94,7 +78,7 @@ def test_loss_matches_the_primal_solution_and_gradient_the_reference(sizes, act,
 def test_gradient_matches_finite_differences(sizes, act, loss, reg, scale):
     """Through the solve: θ, log λ and the scale s all against central differences."""
     learner = mc.RidgeHead(mc.MLP(sizes, activation=act, loss=loss), n_threads=1)
-    batch = episodes(learner.model.n_features, n_way=3, k_shot=2, q_query=2, seed=3)
+    batch = random_episodes(learner.model.n_features, n_way=3, k_shot=2, q_query=2, seed=3)
     params = packed(learner, seed=1, reg=reg, scale=scale)
     _, g = learner.meta_value_and_grad(params, batch)
     fd = central_diff(lambda p: learner.meta_value(p, batch), params, 1e-6)
@@ -110,7 +94,7 @@ def test_gradient_matches_finite_differences(sizes, act, loss, reg, scale):
 
 def test_float32_matches_the_reference():
     learner = mc.RidgeHead(mc.MLP([6, 16, 8, 4], activation="relu", loss="mse"))
-    batch = episodes(6, n_tasks=5, n_way=5, k_shot=1, q_query=3, dtype=np.float32)
+    batch = random_episodes(6, n_tasks=5, n_way=5, k_shot=1, q_query=3, dtype=np.float32)
     params = packed(learner).astype(np.float32)
     value, g = learner.meta_value_and_grad(params, batch)
     assert g.dtype == np.float32
@@ -122,7 +106,7 @@ def test_float32_matches_the_reference():
 def test_more_than_one_block_of_rows():
     """20-way 3-shot, 2 queries: 100 rows per episode, past one 32-row block of the net."""
     learner = mc.RidgeHead(mc.MLP([5, 9, 3], activation="tanh"))
-    batch = episodes(5, n_tasks=2, n_way=20, k_shot=3, q_query=2, seed=4)
+    batch = random_episodes(5, n_tasks=2, n_way=20, k_shot=3, q_query=2, seed=4)
     params = packed(learner)
     value, g = learner.meta_value_and_grad(params, batch)
     want_value, want_g = ref.ridge_head_value_and_grad(learner.model, params, batch)
@@ -132,7 +116,7 @@ def test_more_than_one_block_of_rows():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bit_identical_for_any_thread_count(dtype):
     learner = mc.RidgeHead(mc.MLP([6, 12, 12, 4], activation="relu"))
-    batch = episodes(6, n_tasks=37, n_way=5, k_shot=2, q_query=3, dtype=dtype)
+    batch = random_episodes(6, n_tasks=37, n_way=5, k_shot=2, q_query=3, dtype=dtype)
     params = packed(learner).astype(dtype)
     results = [mc.RidgeHead(learner.model, n_threads=k).meta_value_and_grad(params, batch)
                for k in (1, 2, 3, 8)]
@@ -143,7 +127,7 @@ def test_bit_identical_for_any_thread_count(dtype):
 
 def test_query_losses_are_the_per_episode_losses():
     learner = mc.RidgeHead(mc.MLP([4, 6, 3], activation="tanh"))
-    batch = episodes(4, n_tasks=4)
+    batch = random_episodes(4, n_tasks=4)
     params = packed(learner)
     losses = learner.query_losses(params, batch)
     for i in range(batch.n_tasks):
@@ -175,7 +159,7 @@ def test_adapt_is_the_primal_ridge_solution(n_way, k_shot, dim, log_reg, scale, 
 def test_evaluate_scores_the_ridge_classifier():
     model = mc.MLP([4, 7, 3], activation="tanh", loss="mse")
     learner = mc.RidgeHead(model)
-    batch = episodes(4, n_tasks=6, n_way=3, k_shot=2, q_query=4, seed=5)
+    batch = random_episodes(4, n_tasks=6, n_way=3, k_shot=2, q_query=4, seed=5)
     params = packed(learner)
     report = mc.evaluate(model, params, batch, steps=(0,), learner=learner)
     accs = []
@@ -245,7 +229,7 @@ def test_bad_arguments_are_named():
     learner = mc.RidgeHead(model)
     params = packed(learner)
     with pytest.raises(ValueError, match=r"shape \(24,\)"):
-        learner.meta_value_and_grad(params[:-2], episodes(2, n_tasks=1))
+        learner.meta_value_and_grad(params[:-2], random_episodes(2, n_tasks=1))
     X = np.zeros((5, 2))
     no_class_1 = mc.TaskSet.from_arrays([X], [np.array([0., 2., 2., 0., 1.])], n_support=3)
     with pytest.raises(ValueError, match="RidgeHead needs a support row of every class 0..2"):
@@ -258,7 +242,7 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="steps"):
         learner.adapt(params, X[:3], np.array([0., 1., 0.]), steps=2)
     with pytest.raises(ValueError, match="lr"):
-        learner.query_outputs(params[:-2], episodes(2, n_tasks=1), steps=0, lr=0.1)
+        learner.query_outputs(params[:-2], random_episodes(2, n_tasks=1), steps=0, lr=0.1)
 
 
 def test_the_core_checks_its_arguments_too():
