@@ -150,3 +150,33 @@ def test_bench_quick_prints_speedups(tmp_path):
     rows = json.loads((tmp_path / "b" / "bench.json").read_text())["rows"]
     assert len(rows) == 5 and all(row["speedup"] > 0 for row in rows)
     assert "speed-up" in r.stdout
+
+
+def test_demo_keeps_the_other_learners_when_one_diverges(tmp_path, monkeypatch, capsys):
+    """A learner whose meta-training diverges (MAML++ at K = 20, seed 0, did at meta-step 557)
+    is scored at its last finite θ and named under the table; the other learners' runs are kept
+    and the demo completes (it used to end in a traceback, losing every row)."""
+    import metacore as mc
+    from metacore.app import cli
+
+    real_fit = mc.fit
+
+    def fit(problem, theta0, **kw):
+        learner = problem.learner
+        if isinstance(learner, mc.MAML) and learner.inner_steps == 5:   # the demo's MAML++
+            res = real_fit(problem, theta0, **{**kw, "steps": 7})
+            raise mc.FitDivergedError("the loss became inf at step 7", 7, None, res)
+        return real_fit(problem, theta0, **kw)
+
+    monkeypatch.setattr(mc, "fit", fit)
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--steps", "20", "--test-tasks", "10", "--output", str(out),
+                     "--quiet"]) == 0
+    data = json.loads((out / "results.json").read_text())
+    assert data["diverged_at_meta_step"] == {"MAML++": 7}
+    assert [r["name"] for r in data["reports"]] == ["MAML", "Meta-SGD", "MAML++", "iMAML",
+                                                     "joint"]
+    assert len(data["reports"]) == 5
+    cli.main(["demo", "--steps", "20", "--test-tasks", "10", "--output", str(out)])
+    printed = capsys.readouterr().out
+    assert "MAML++: its meta-training diverged at meta-step 7" in printed

@@ -77,6 +77,7 @@ def _meta_train(mc, learners, model, source, args, progress):
     bar = _bar(sum(_steps(name, args) for name in learners)) if progress else None
     chunk = 1000
     lock = threading.Lock()
+    stopped = {}   # learner -> the meta-step at which its meta-training diverged
 
     def train(item):
         name, learner = item
@@ -94,9 +95,18 @@ def _meta_train(mc, learners, model, source, args, progress):
 
         problem = mc.MetaObjective(learner, source, meta_batch=args.meta_batch)
         opt = mc.optim.Adam(lr=1e-3, clip_norm=MAMLPP_CLIP if name == "MAML++" else None)
-        res = mc.fit(problem, theta0, steps=_steps(name, args), optimizer=opt,
-                     eval_every=chunk, chunk_size=chunk, callbacks=(tick,), progress=False,
-                     seed=args.seed)
+        try:
+            res = mc.fit(problem, theta0, steps=_steps(name, args), optimizer=opt,
+                         eval_every=chunk, chunk_size=chunk, callbacks=(tick,), progress=False,
+                         seed=args.seed)
+        except mc.FitDivergedError as e:
+            # One learner's divergence must not discard the others' runs: its last finite θ is
+            # scored and the table says where it stopped.
+            stopped[name] = e.step
+            if bar is not None:
+                with lock:
+                    bar.update(_steps(name, args) - done[0])
+            return name, e.result.theta, time.perf_counter() - t0
         return name, res.theta, time.perf_counter() - t0
 
     workers = len(learners) if args.threads in (None, -1) or args.threads >= 2 else 1
@@ -106,7 +116,7 @@ def _meta_train(mc, learners, model, source, args, progress):
     finally:
         if bar is not None:
             bar.close()
-    return {n: th for n, th, _ in done}, {n: t for n, _, t in done}
+    return {n: th for n, th, _ in done}, {n: t for n, _, t in done}, stopped
 
 
 def _bar(total):
@@ -168,7 +178,7 @@ def run_demo(args):
                                   msl_anneal_steps=max(1, _steps("MAML++", args) * 15 // 100),
                                   n_threads=per),
                 "iMAML": mc.IMAML(model, **IMAML, n_threads=per)}
-    thetas, times = _meta_train(mc, learners, model, source, args, progress)
+    thetas, times, stopped = _meta_train(mc, learners, model, source, args, progress)
     t0 = time.perf_counter()
     pool = source.sample(1000, seed=args.seed + 1)
     thetas["joint"] = baselines.joint(model, pool, model.init(seed=args.seed + 1,
@@ -199,6 +209,10 @@ def run_demo(args):
     say("\n" + table)
     recipes = _recipes(args)
     say("\ntrained with: " + "; ".join(f"{n} {r['text']}" for n, r in recipes.items()))
+    for name, step in stopped.items():
+        say(f"{name}: its meta-training diverged at meta-step {step:,} (FitDivergedError: a "
+            f"meta-batch's inner loop blew up); its row scores the last finite θ, after "
+            f"{step:,} meta-steps")
     paper = PUBLISHED.get(K)
     if paper:
         say(f"\npublished, one step, {K}-shot (Li et al. 2017): " + ", ".join(
@@ -211,7 +225,8 @@ def run_demo(args):
     extra = {"k_shot": K, "meta_steps": args.steps, "meta_batch": args.meta_batch,
              "recipes": {n: {k: v for k, v in r.items() if k != "text"}
                          for n, r in recipes.items()},
-             "seconds": times, "total_seconds": total, "published_one_step": paper}
+             "seconds": times, "total_seconds": total, "published_one_step": paper,
+             "diverged_at_meta_step": stopped}
     report.save_json(reports, os.path.join(out, "results.json"), extra=extra)
     write_atomic(os.path.join(out, "table.txt"), lambda f: f.write((table + "\n").encode()))
     plot = report.plot(reports, os.path.join(out, "adaptation.png"),
