@@ -2,7 +2,7 @@
 model on the same splits. Run from the repository root:
 
     PYTHONPATH=python python benchmarks/school.py [DATA] [--repetitions 10] [--steps 400]
-        [--hidden 32] [--rows ridge,pooled,heads,intercepts,reptile] [--json PATH]
+        [--hidden 32] [--rows ridge,pooled,heads,intercepts,prox,imaml,reptile] [--json PATH]
 
 DATA (default ../shared/data) holds school/school.mat. Protocol of the multi-task literature
 (``mc.datasets.school_splits``, seed 0): per school a random 75 %/25 % train/test split of its
@@ -34,6 +34,20 @@ Rows:
   for a number of steps (up to 600, scored every 50) chosen on validation — early stopping as a
   shrinkage of each school's slopes towards the shared ones (the mean-regularised multi-task
   model of Evgeniou & Pontil 2004, reached by stopping instead of by its penalty).
+- linear, bias-only heads, then proximal adaptation per school (``prox``): the mean-regularised
+  multi-task model of Evgeniou & Pontil (2004) with its explicit penalty, w_i = w_0 + v_i, w_0
+  the fitted linear bias-head model, and per school v_i = argmin SSE_i + lb v_b² + ly‖v_year‖² +
+  lx‖v_student‖² (its own intercept, school × year effects and student slopes, each group with
+  its own shrinkage; the school-level columns keep w_0's slopes). Each v_i is ``mc.IMAML``'s
+  proximal inner loop (Rajeswaran et al. 2019, eq. 3) run to convergence from 0 on the school's
+  residuals, with λ = 2·lb/n_i and the columns scaled by √(lb/l_group) (a slope on a column
+  scaled by s has the penalty lb/s²). (lb, ly, lx) chosen on validation from PROX_GRID.
+- iMAML init (``imaml``): ``mc.fit(mc.MetaObjective(mc.IMAML(mc.Linear(27), ...), schools))``
+  (support/query = halves of each school's shuffled training rows, Adam 1e-3, meta-batch 20)
+  from the bias-head model with one global intercept, on the columns scaled as above (the
+  school-level ones by 0.05: their slopes stay shared), then each school adapted from θ by
+  the same proximal inner loop on all its training rows. ly, lx from the prox row; lb and the
+  number of meta-steps (0 or 300) chosen on validation.
 - Reptile init adapted per school: ``mc.fit(mc.MetaObjective(mc.Reptile(...), schools))`` from
   the pooled net, then per school ``mc.adapt_predict`` on its training rows with per-parameter
   rates that adapt only the output layer (bias rate and weight rate, steps chosen on validation).
@@ -42,7 +56,6 @@ Rows:
 import argparse
 import json
 import pathlib
-import platform
 import sys
 import time
 
@@ -54,7 +67,14 @@ from metacore.evaluation.statistics import explained_variance, task_explained_va
 
 ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
 L2S = (1e-4, 3e-4, 1e-3)   # λ of the bias-head models (mean squared error in sd² units)
-ROWS = ("ridge", "pooled", "heads", "intercepts", "reptile")
+ROWS = ("ridge", "pooled", "heads", "intercepts", "prox", "imaml", "reptile")
+# Columns of the school data (after the constant is dropped): exam year (3 dummies), the school's
+# % free school meals and % VR band 1 in that year, then the student's gender (2), VR band (3)
+# and ethnic group (11), then the school's gender (3) and denomination (3).
+YEAR, SCHOOL_YEAR, STUDENT, SCHOOL = [0, 1, 2], [3, 4], list(range(5, 21)), list(range(21, 27))
+ADAPTED = YEAR + STUDENT      # the columns whose slopes each school owns in the prox/iMAML rows
+PROX_GRID = [(lb, ly, lx) for lb in (10.0, 30.0, 100.0, 300.0, 1000.0)
+             for ly in (100.0, 300.0, 1000.0) for lx in (100.0, 300.0, 1000.0)]
 
 
 # --- metrics ----------------------------------------------------------------------------------
@@ -210,6 +230,109 @@ def slopes_from_bias_heads(fit, val, theta_bias, l2, seed, steps=None):
                        val, seed, steps, every=50, max_steps=600)
 
 
+def prox_learner(model, Z, lb, steps):
+    """``mc.IMAML`` whose inner loop (``adapt``) solves one school's proximal problem
+
+        φ* = argmin_φ (1/n) Σ (ŷ(φ) − y)² + (λ/2)‖φ − θ‖²,   λ = 2·lb/n,
+
+    on its n rows Z, i.e. SSE + lb‖φ − θ‖²: the prior of a school's deviation from θ is the same
+    whatever its size, so small schools are shrunk harder (Evgeniou & Pontil 2004's penalty per
+    task). Step 1/(L + λ), L = 2‖[Z 1]‖²/n the largest curvature of the mean squared error, so
+    the inner loop contracts; ``steps`` steps."""
+    n = Z.shape[0]
+    reg = 2.0 * lb / n
+    curvature = 2.0 * np.linalg.norm(np.hstack([Z, np.ones((n, 1))]), 2) ** 2 / n
+    return mc.IMAML(model, reg=reg, inner_lr=1.0 / (curvature + reg), inner_steps=steps,
+                    cg_steps=1, n_threads=1)
+
+
+def slope_scales(lb, ly, lx):
+    """Column scales of the adapted columns (years, then student features): a slope on a
+    column scaled by s has the proximal penalty lb/s² in the original units, so s =
+    √(lb/ly) for the year columns and √(lb/lx) for the student columns give the intercept,
+    the school × year effects and the student slopes their own shrinkage."""
+    return np.array([np.sqrt(lb / ly)] * len(YEAR) + [np.sqrt(lb / lx)] * len(STUDENT))
+
+
+def prox_heads(fit, val, theta_bias, lb, ly, lx, steps=300):
+    """Evgeniou & Pontil's mean-regularised model, per school w_i = w_0 + v_i with the penalty
+    lb v_b² + ly‖v_year‖² + lx‖v_student‖² (SSE units; v_b the school's intercept), w_0 the
+    fitted bias-head model (shared slopes, the school's intercept): each school's v_i is the
+    proximal adaptation of a linear model (``mc.IMAML``'s inner loop, from 0) on the residuals
+    of w_0, on the year and student columns scaled by :func:`slope_scales`. The school-level
+    columns keep w_0's slopes (they are constant within a school: its intercept covers them).
+    Predictions on ``val``'s rows."""
+    T = fit.n_tasks
+    base = mc.Linear(fit.n_features, task_heads=T, head="bias")
+    model = mc.Linear(len(ADAPTED))
+    scale = slope_scales(lb, ly, lx)
+    start = np.zeros(model.n_params)
+    out = []
+    for i in range(T):
+        (Xf, yf), (Xv, _) = fit[i], val[i]
+        Zf, Zv = Xf[:, ADAPTED] * scale, Xv[:, ADAPTED] * scale
+        resid = yf - base.predict(theta_bias, Xf, task=i)
+        learner = prox_learner(model, Zf, lb, steps)
+        out.append(base.predict(theta_bias, Xv, task=i)
+                   + learner.adapt_predict(start, Zf, resid, Zv))
+    return np.concatenate(out)
+
+
+# iMAML: every column scaled so that the proximal penalty of its slope is set by the column's
+# group; the school-level columns (constant within a school, or within a school and year) get
+# the scale 0.05, a penalty 400·lb: adapting them would only duplicate the intercept.
+FROZEN_SCALE = 0.05
+
+
+def imaml_scales(lb, ly, lx):
+    s = np.full(len(YEAR) + len(SCHOOL_YEAR) + len(STUDENT) + len(SCHOOL), FROZEN_SCALE)
+    s[ADAPTED] = slope_scales(lb, ly, lx)
+    return s
+
+
+def imaml_init(fit, theta_bias, lb, ly, lx, meta_steps, seed):
+    """Meta-learned initialisation θ of ``mc.Linear(27)`` on the scaled columns: ``mc.fit`` of
+    ``mc.MetaObjective(mc.IMAML(...))`` over the schools (each school's rows shuffled once,
+    support = first half, query = second half; meta-batch 20, Adam 1e-3), started from the
+    bias-head model (shared slopes, intercept = the students' mean of the school intercepts).
+    The inner loop is the proximal problem of :func:`prox_learner` at the median support
+    size's λ; the outer loop is the implicit meta-gradient (Rajeswaran et al. 2019)."""
+    T, d = fit.n_tasks, fit.n_features
+    scale = imaml_scales(lb, ly, lx)
+    n = fit.task_sizes
+    start = np.append(theta_bias[:d] / scale, np.average(theta_bias[d:], weights=n))
+    if meta_steps == 0:
+        return start
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([a + rng.permutation(b - a)
+                            for a, b in zip(fit.offsets[:-1], fit.offsets[1:])])
+    meta = mc.TaskSet(fit.X[order] * scale, fit.y[order], fit.offsets, n_support=n // 2,
+                      task_ids=fit.task_ids)
+    model = mc.Linear(d)
+    support = [meta.support(i)[0] for i in range(T)]
+    reg = 2.0 * lb / float(np.median(n // 2))
+    curvature = max(2.0 * np.linalg.norm(np.hstack([Z, np.ones((len(Z), 1))]), 2) ** 2 / len(Z)
+                    for Z in support)
+    learner = mc.IMAML(model, reg=reg, inner_lr=1.0 / (curvature + reg), inner_steps=100,
+                       cg_steps=5, n_threads=1)
+    return mc.fit(mc.MetaObjective(learner, meta, meta_batch=20), start,
+                  optimizer=mc.optim.Adam(lr=1e-3), steps=meta_steps, progress=False,
+                  seed=seed).theta
+
+
+def imaml_adapted(fit, val, theta, lb, ly, lx, steps=300):
+    """Each school adapted from the meta-learned θ by the proximal inner loop on its rows
+    (:func:`prox_learner`, λ = 2·lb/n_i); predictions on ``val``'s rows."""
+    scale = imaml_scales(lb, ly, lx)
+    model = mc.Linear(fit.n_features)
+    out = []
+    for i in range(fit.n_tasks):
+        (Xf, yf), (Xv, _) = fit[i], val[i]
+        learner = prox_learner(model, Xf * scale, lb, steps)
+        out.append(learner.adapt_predict(theta, Xf * scale, yf, Xv * scale))
+    return np.concatenate(out)
+
+
 def adapt_rates(model, bias_rate, weight_rate):
     P, H = model.n_params, model.layer_sizes[-2]
     rates = np.zeros(P)
@@ -257,8 +380,14 @@ def repetition(train, test, rep, args):
         record("metacore pooled net", pooled.predict(th_all, s.test.X))
     if "heads" in rows:
         heads(fit, val, s, H, steps, rep, th_fit, th_all, record, chosen)
+    if {"intercepts", "prox", "imaml"} & rows:
+        lin = linear_bias_heads(fit, val, s, rep)
     if "intercepts" in rows:
-        intercepts(fit, val, s, args.bias_hidden, rep, record, chosen)
+        intercepts(fit, val, s, args.bias_hidden, rep, lin, record, chosen)
+    if {"prox", "imaml"} & rows:
+        penalties = prox(fit, val, s, lin, record, chosen)
+    if "imaml" in rows:
+        imaml(fit, val, s, lin, penalties, rep, record, chosen)
     if "reptile" in rows:
         adapted(fit, val, s, pooled, th_fit, th_all, rep, args, record, chosen)
     return out, chosen
@@ -282,23 +411,67 @@ def heads(fit, val, s, H, steps, rep, th_fit, th_all, record, chosen):
 
 
 
-def intercepts(fit, val, s, H, rep, record, chosen):
-    """Shared model + one intercept per school (bias-only heads), linear and a 27-H-1 net; λ
-    and the number of steps chosen on validation."""
-    for name, hidden in (("linear", ()), (f"27-{H}-1 net", (H,))):
-        _, k, l2 = max(bias_heads(hidden, fit, val, l2, rep) + (l2,) for l2 in L2S)
-        label = f"metacore {name} + school intercepts (bias-only heads)"
-        chosen[label] = f"L2={l2}, steps={k}"
-        pred, theta = bias_heads(hidden, s.train, s.test, l2, rep, steps=k)
-        record(label, pred)
-        if hidden:
-            continue
-        # then a full head per school, started from the bias-head model: steps on validation
-        _, theta_fit = bias_heads(hidden, fit, val, l2, rep, steps=k)
-        _, k2 = slopes_from_bias_heads(fit, val, theta_fit, l2, rep)
-        label = "metacore linear, bias-only heads, then a full head per school from them"
-        chosen[label] = f"L2={l2}, {k} + {k2} steps"
-        record(label, slopes_from_bias_heads(s.train, s.test, theta, l2, rep, steps=k2)[0])
+def linear_bias_heads(fit, val, s, rep):
+    """The linear bias-head model (shared slopes + one intercept per school): λ and the number
+    of steps chosen on validation; returns (λ, steps, test predictions, θ fitted on the
+    inner-fit rows, θ fitted on all training rows)."""
+    _, k, l2 = max(bias_heads((), fit, val, l2, rep) + (l2,) for l2 in L2S)
+    pred, theta_all = bias_heads((), s.train, s.test, l2, rep, steps=k)
+    _, theta_fit = bias_heads((), fit, val, l2, rep, steps=k)
+    return l2, k, pred, theta_fit, theta_all
+
+
+def intercepts(fit, val, s, H, rep, lin, record, chosen):
+    """Shared model + one intercept per school (bias-only heads), linear (``lin``, from
+    :func:`linear_bias_heads`) and a 27-H-1 net; λ and the number of steps chosen on
+    validation."""
+    l2, k, pred, theta_fit, theta = lin
+    label = "metacore linear + school intercepts (bias-only heads)"
+    chosen[label] = f"L2={l2}, steps={k}"
+    record(label, pred)
+    # then a full head per school, started from the bias-head model: steps on validation
+    _, k2 = slopes_from_bias_heads(fit, val, theta_fit, l2, rep)
+    label = "metacore linear, bias-only heads, then a full head per school from them"
+    chosen[label] = f"L2={l2}, {k} + {k2} steps"
+    record(label, slopes_from_bias_heads(s.train, s.test, theta, l2, rep, steps=k2)[0])
+    _, k, l2 = max(bias_heads((H,), fit, val, l2, rep) + (l2,) for l2 in L2S)
+    label = f"metacore 27-{H}-1 net + school intercepts (bias-only heads)"
+    chosen[label] = f"L2={l2}, steps={k}"
+    record(label, bias_heads((H,), s.train, s.test, l2, rep, steps=k)[0])
+
+
+def prox(fit, val, s, lin, record, chosen):
+    """Evgeniou & Pontil's mean-regularised model by per-school proximal adaptation from the
+    linear bias-head model; (lb, ly, lx) chosen on validation. Returns the choice."""
+    _, _, _, theta_fit, theta = lin
+    lb, ly, lx = max(PROX_GRID, key=lambda g: val_score(val, prox_heads(fit, val, theta_fit, *g)))
+    label = "metacore linear, bias-only heads, then proximal adaptation per school"
+    chosen[label] = f"lb={lb}, ly={ly}, lx={lx}"
+    record(label, prox_heads(s.train, s.test, theta, lb, ly, lx))
+    return lb, ly, lx
+
+
+IMAML_GRID = [(lb, m) for lb in (3.0, 10.0, 30.0, 100.0) for m in (0, 300)]
+
+
+def imaml(fit, val, s, lin, penalties, rep, record, chosen):
+    """iMAML-meta-learned initialisation adapted per school by the proximal inner loop: the
+    slope penalties (ly, lx) are the prox row's (chosen on validation); the intercept penalty lb
+    and the number of meta-steps (0: the bias-head model with one global intercept) are chosen
+    on validation from IMAML_GRID."""
+    _, _, _, theta_fit, theta = lin
+    _, ly, lx = penalties
+
+    def score(g):
+        lb, m = g
+        return val_score(val, imaml_adapted(fit, val, imaml_init(fit, theta_fit, lb, ly, lx, m,
+                                                                 rep), lb, ly, lx))
+
+    lb, k = max(IMAML_GRID, key=score)
+    label = "metacore iMAML init (meta-trained), proximal adaptation per school"
+    chosen[label] = f"lb={lb}, ly={ly}, lx={lx}; meta-steps={k}"
+    record(label, imaml_adapted(s.train, s.test, imaml_init(s.train, theta, lb, ly, lx, k, rep),
+                                lb, ly, lx))
 
 
 def adapted(fit, val, s, pooled, th_fit, th_all, rep, args, record, chosen):
@@ -341,9 +514,10 @@ def main(argv=None):
             results.setdefault(k, []).append(v)
         print(f"repetition {rep}: " + ", ".join(f"{k} {100 * v[0]:.1f}" for k, v in out.items()),
               file=sys.stderr, flush=True)
+        print(f"  chosen: {chosen}", file=sys.stderr, flush=True)
     wall = time.perf_counter() - t0
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-                if ln.startswith("model name")), platform.processor())
+    from machine import cpu_name   # benchmarks/ is on sys.path when run as a script
+    cpu = cpu_name()
     print(f"School, {args.repetitions} repetitions, {wall:.0f} s wall on {cpu}\n")
     print("| model | explained variance, pooled test rows (%) | mean over schools (%) |")
     print("|---|---|---|")
