@@ -88,11 +88,21 @@ def write_atomic(path, write):
     temporary file in the same folder (so concurrent writers, threads or processes, never share
     one), flushed to disk, given the permissions a plain ``open`` would, then renamed over
     ``path``. Readers see the old file or the whole new one; the temporary file is removed on any
-    error, Ctrl-C included. Returns ``path``."""
+    error, Ctrl-C included. Returns ``path``. An empty ``path`` is a ValueError; a folder, or a
+    path ending in a separator, an IsADirectoryError naming it; a missing folder a
+    FileNotFoundError naming the folder."""
     path = os.fspath(path)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not path:    # abspath('') is the current folder: the temporary file went into its parent
+        raise ValueError("cannot write a file at an empty path: give a file name")
     folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):     # os.replace's message would name the temporary file
+    if os.path.isdir(path):
         raise IsADirectoryError(f"cannot write {path}: it is a folder, not a file")
+    # a trailing separator names a folder, present or not (the temporary file went beside it)
+    if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
+        raise IsADirectoryError(f"cannot write {path}: it ends in {path[-1]!r}, so it names a "
+                                f"folder, not a file")
     try:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
                                    suffix=".tmp")
