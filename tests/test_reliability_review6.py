@@ -47,3 +47,36 @@ def test_a_path_ending_in_a_separator_is_named_as_a_folder(tmp_path, name, exist
     assert os.listdir(folder) == ([name] if exists else [])
     if exists:
         assert target.read_bytes() == b"keep"
+
+
+# --- mc.adapt's lr: a 0-d array is a scalar, booleans are no rates ------------------------------
+MODEL = mc.MLP([1, 4, 1])
+X_S = np.linspace(-1.0, 1.0, 5)[:, None]
+Y_S = np.sin(X_S[:, 0])
+
+
+@SETTINGS
+@given(lr=st.floats(1e-4, 0.5), dtype=st.sampled_from([np.float32, np.float64]),
+       as_dtype=st.sampled_from([np.float32, np.float64]))
+def test_a_0d_array_lr_is_the_scalar_rate(lr, dtype, as_dtype):
+    """np.array(0.01) was refused as 'lr must be 1-D, got shape ()' although lr may be a scalar:
+    it adapts exactly as the same number does (as the reference's plain gradient steps do)."""
+    theta = MODEL.init(seed=0, dtype=dtype)
+    rate = as_dtype(lr)
+    got = mc.adapt(MODEL, theta, X_S, Y_S, steps=2, lr=np.array(rate))
+    np.testing.assert_array_equal(got, mc.adapt(MODEL, theta, X_S, Y_S, steps=2, lr=float(rate)))
+    want = theta.astype(np.float64)
+    ts = mc.TaskSet.from_arrays([X_S], [Y_S], n_support=5, dtype=np.float64)
+    for _ in range(2):
+        want = want - float(rate) * mc.reference.objective_value_and_grad(MODEL, ts, want)[1]
+    np.testing.assert_allclose(got, want, rtol=1e-4 if dtype is np.float32 else 1e-10,
+                               atol=1e-5 if dtype is np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("lr", [True, np.True_, np.ones(MODEL.n_params, dtype=bool),
+                                [True] * MODEL.n_params, np.ones((2, MODEL.n_params), dtype=bool)])
+def test_boolean_rates_are_refused_naming_lr(lr):
+    """A boolean array ran as rates of 1.0 and True was refused as 'lr must be 1-D': booleans
+    are a TypeError naming lr, as for every other setting."""
+    with pytest.raises(TypeError, match="^lr must"):
+        mc.adapt(MODEL, MODEL.init(seed=0), X_S, Y_S, steps=1, lr=lr)

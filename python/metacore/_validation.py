@@ -137,7 +137,9 @@ def rates(name, value, dtype, ndim=None, offset=0):
     would silently freeze its parameters, as a scalar rate would (step_size). Exact zeros are
     kept: a rate of 0 freezes a parameter on purpose. Negative rates are allowed (Meta-SGD's
     learned rates are not constrained). ``offset``: added to the index named in the message
-    (the rates' position in a packed vector)."""
+    (the rates' position in a packed vector). Booleans are a TypeError (True is no rate)."""
+    if as_array(name, value).dtype.kind == "b":
+        raise TypeError(f"{name} must hold real rates, got booleans ({_show(value)})")
     arr = float_array(name, value, ndim=ndim, dtype=dtype)
     tiny = np.finfo(arr.dtype).tiny
     small = np.abs(arr) < tiny
