@@ -10,6 +10,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import metacore as mc
 
+from test_reliability3 import nash_alpha, nash_oracle
+
 SETTINGS = settings(max_examples=20, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -80,3 +82,28 @@ def test_boolean_rates_are_refused_naming_lr(lr):
     are a TypeError naming lr, as for every other setting."""
     with pytest.raises(TypeError, match="^lr must"):
         mc.adapt(MODEL, MODEL.init(seed=0), X_S, Y_S, steps=1, lr=lr)
+
+
+# --- Nash-MTL on rank-deficient Gram matrices (more tasks than gradient directions) -------------
+@st.composite
+def rank_deficient(draw):
+    """T tasks whose gradients span only r < T directions (T > the shared parameters, or
+    linearly dependent tasks): α must grow to about 1/√ridge along the null space of K."""
+    T = draw(st.integers(8, 40))
+    r = draw(st.integers(1, max(1, T // 3)))
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    G = rng.normal(size=(T, r)) @ rng.normal(size=(r, 60))
+    return G * rng.choice([-1.0, 1.0], size=(T, 1)) if r == 1 else G
+
+
+@settings(max_examples=10, deadline=None)
+@given(G=rank_deficient())
+def test_nash_mtl_reaches_the_solution_on_rank_deficient_tasks_within_the_default_max_iter(G):
+    """With the damped step 1/(1+λ) alone, α grew by only about 1 + 1/√T per iteration where it
+    must grow by 1e4: at the default max_iter = 50, 20 tasks of rank 5 were 65 % and 50 tasks of
+    rank 10 98 % from the solution (some tasks then had g_i·d < 0; 40 linear-regression tasks
+    after 300 steps of mc.fit: 96 %). Core and reference now agree with the SciPy oracle."""
+    want = nash_oracle(G @ G.T)
+    core, reference = nash_alpha(G)
+    np.testing.assert_allclose(core, want, rtol=1e-6)
+    np.testing.assert_allclose(reference, want, rtol=1e-6)

@@ -347,8 +347,11 @@ class NashMTL(_Adaptive):
     (Kα)_i = 1/α_i, K = G Gᵀ — the Nash bargaining solution, d = Σ α_i g_i, so that g_i·d = 1/α_i.
     Solved exactly (not by the paper's sequence of convex programs) as the minimiser of the
     strictly convex, self-concordant ½αᵀKα − Σ log α_i (K plus a ridge of 1e-8·mean diag K) by
-    damped Newton (Nesterov, "Introductory Lectures on Convex Optimization", §4.1.5): the step
-    1/(1+λ) while the Newton decrement λ = √(−g·d) is >= 1/4, the full step below, until λ < 1e-7
+    damped Newton (Nesterov, "Introductory Lectures on Convex Optimization", §4.1.5): while the
+    Newton decrement λ = √(−g·d) is >= 1/4, the longest of the steps 1, 1/2, 1/4, ... above
+    1/(1+λ) that keeps α > 0 with a non-positive slope of the objective along d there (φ is
+    convex on the line, so it falls at least as much as with the damped step 1/(1+λ), which is
+    taken if none is), the full step below, until λ < 1e-7
     (the next would be below 1e-14), at most ``max_iter`` iterations. Every decision reads the
     gradient and the Newton step, never a difference of objective values, which near the optimum
     is below their rounding. Σ_i α_i (Kα)_i = T, so ‖d‖² = T. Defaults: ``max_iter=50``."""

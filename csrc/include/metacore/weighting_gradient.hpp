@@ -319,9 +319,31 @@ inline std::vector<double> imtlg(const std::vector<double>& K, std::int64_t T) {
     return alpha;
 }
 
+// The longest of t = 1, 1/2, 1/4, ... above the damped step whose end α + t d is inside α > 0
+// with slope d·∇φ(α + t d) <= 0, else the damped step: φ is convex on the line, so it falls all
+// the way to t (at least the damped step's decrease), decided on a gradient. The damped step
+// alone grows α by only about 1 + 1/√T a step where it must grow (rank-deficient K).
+inline double nash_step(const std::vector<double>& K, std::int64_t T, const std::vector<double>& a,
+                        const std::vector<double>& d, double damped, std::vector<double>& b) {
+    for (double t = 1.0; t > damped; t *= 0.5) {
+        bool inside = true;
+        for (std::int64_t i = 0; i < T; ++i) inside = inside && (b[i] = a[i] + t * d[i]) > 0.0;
+        if (!inside) continue;
+        double slope = 0.0;
+        for (std::int64_t i = 0; i < T; ++i) {
+            double r = 0.0;
+            for (std::int64_t j = 0; j < T; ++j) r += K[i * T + j] * b[j];
+            slope += (r - 1.0 / b[i]) * d[i];
+        }
+        if (slope <= 0.0) return t;
+    }
+    return damped;
+}
+
 // Nash-MTL: α > 0 with (Kα)_i = 1/α_i, the minimiser of the self-concordant ½αᵀKα − Σ log α_i
-// (strictly convex with a ridge of 1e-8·mean diag), by damped Newton: step 1/(1+λ) while the
-// Newton decrement λ = √(−g·d) ≥ 1/4, else the full step, stopping once λ < 1e-7. Decisions are
+// (strictly convex with a ridge of 1e-8·mean diag), by damped Newton: while the Newton decrement
+// λ = √(−g·d) ≥ 1/4 the step nash_step picks (at least 1/(1+λ)), else the full step, stopping
+// once λ < 1e-7. Decisions are
 // on g and d only: near the optimum a difference of objective values is below their rounding.
 inline std::vector<double> nashmtl(std::vector<double> K, std::int64_t T, std::int64_t max_iter) {
     double tr = 0.0;
@@ -348,7 +370,8 @@ inline std::vector<double> nashmtl(std::vector<double> K, std::int64_t T, std::i
         if (!(lam2 > 0.0)) break;  // no descent left at rounding
         const double lam = std::sqrt(lam2);
         // |d_i|/α_i ≤ λ: the full step (λ < 1/4) and the damped one stay inside α > 0
-        for (std::int64_t i = 0; i < T; ++i) a[i] += lam < 0.25 ? d[i] : d[i] / (1.0 + lam);
+        const double t = lam < 0.25 ? 1.0 : nash_step(K, T, a, d, 1.0 / (1.0 + lam), neg);
+        for (std::int64_t i = 0; i < T; ++i) a[i] += t * d[i];
         if (lam < 1e-7) break;
     }
     return a;

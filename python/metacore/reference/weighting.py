@@ -473,10 +473,26 @@ def _nashmtl(K, max_iter):
             break
         lam = math.sqrt(lam2)
         # |d_i|/α_i ≤ λ: the full step (λ < 1/4) and the damped one stay inside α > 0
-        a = a + (d if lam < 0.25 else d / (1 + lam))
+        t = 1.0 if lam < 0.25 else _nash_step(K, a, d, 1 / (1 + lam))
+        a = a + t * d
         if lam < 1e-7:
             break
     return a
+
+
+def _nash_step(K, a, d, damped):
+    """The longest of t = 1, 1/2, 1/4, ... above the damped step whose end α + t d is inside
+    α > 0 with slope d·∇φ(α + t d) <= 0, else the damped step. φ is convex on the line, so a
+    non-positive slope at t means φ falls all the way to t: at least the damped step's decrease
+    (the guarantee kept), decided on a gradient, never on a difference of values. The damped
+    step alone multiplies α by only about 1 + 1/√T a step where α must grow (rank-deficient K)."""
+    t = 1.0
+    while t > damped:
+        b = a + t * d
+        if (b > 0).all() and (K @ b - 1 / b) @ d <= 0:
+            return t
+        t *= 0.5
+    return damped
 
 
 def _aligned_mtl(K):
