@@ -80,3 +80,35 @@ def test_boolean_rates_are_refused_naming_lr(lr):
     are a TypeError naming lr, as for every other setting."""
     with pytest.raises(TypeError, match="^lr must"):
         mc.adapt(MODEL, MODEL.init(seed=0), X_S, Y_S, steps=1, lr=lr)
+
+
+@pytest.mark.parametrize("output", ["", "newdir" + os.sep, "in.csv" + os.sep])
+def test_predict_refuses_an_output_naming_no_file_before_any_work(tmp_path, output, capsys,
+                                                                    monkeypatch):
+    """`metacore predict --output ''` (or 'newdir/') ran the whole prediction, then failed in the
+    write naming a temporary file: refused first, naming --output, exit code 2. (The checkpoint
+    is not even read: a placeholder file stands for it.)"""
+    from metacore.app import cli
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ck.npz").write_bytes(b"not read")
+    (tmp_path / "in.csv").write_text("store,price\nnew,1\n")
+    capsys.readouterr()
+    rc = cli.main(["predict", "ck.npz", "--input", "in.csv", "--output", output, "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    want = "--output is empty" if not output else f"--output {output} is a folder"
+    assert err.startswith(f"metacore: error: {want}"), err
+    assert sorted(os.listdir(tmp_path)) == ["ck.npz", "in.csv"]
+
+
+@pytest.mark.parametrize("with_run", [True, False])
+def test_loading_a_folder_says_it_is_a_folder(tmp_path, with_run):
+    """mc.load('runs/x') (also `metacore predict runs/x`, `evaluate --checkpoint runs/x`) said
+    only "[Errno 21] Is a directory: 'runs/x'": it now says so and names the run's checkpoint."""
+    if with_run:
+        mc.save(tmp_path / "checkpoint.npz", np.zeros(3))
+    with pytest.raises(IsADirectoryError) as err:
+        mc.load(tmp_path)
+    msg = str(err.value)
+    assert msg.startswith(f"{str(tmp_path)!r} is a folder, not a checkpoint file"), msg
+    assert ("checkpoint.npz" in msg) == with_run, msg
