@@ -112,3 +112,17 @@ def test_loading_a_folder_says_it_is_a_folder(tmp_path, with_run):
     msg = str(err.value)
     assert msg.startswith(f"{str(tmp_path)!r} is a folder, not a checkpoint file"), msg
     assert ("checkpoint.npz" in msg) == with_run, msg
+
+
+@pytest.mark.parametrize("checkpoint", ["", "newdir" + os.sep, "run.npz" + os.sep])
+def test_fit_refuses_a_checkpoint_naming_no_file_before_training(tmp_path, monkeypatch,
+                                                                 checkpoint):
+    """fit(checkpoint='') or 'newdir/' trained, then failed at the first save: refused first."""
+    monkeypatch.chdir(tmp_path)
+    m = mc.MLP([2, 1])
+    ts = mc.TaskSet.from_arrays([np.ones((3, 2)), np.zeros((3, 2))], [np.ones(3), np.zeros(3)])
+    calls = []
+    with pytest.raises(ValueError, match="^checkpoint(=| is an empty path)") as err:
+        mc.fit(mc.Objective(m, ts), m.init(seed=0), steps=2, checkpoint=checkpoint,
+               progress=False, callbacks=(calls.append,))
+    assert calls == [] and os.listdir(tmp_path) == [], str(err.value)
