@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import metacore as mc
+from metacore.app import experiment
 
 SETTINGS = settings(max_examples=20, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -93,11 +94,18 @@ def test_predict_refuses_an_output_naming_no_file_before_any_work(tmp_path, outp
     (tmp_path / "ck.npz").write_bytes(b"not read")
     (tmp_path / "in.csv").write_text("store,price\nnew,1\n")
     capsys.readouterr()
-    rc = cli.main(["predict", "ck.npz", "--input", "in.csv", "--output", output, "--quiet"])
+    try:
+        rc = cli.main(["predict", "ck.npz", "--input", "in.csv", "--output", output, "--quiet"])
+    except SystemExit as exc:       # argparse refuses '' itself, naming the option
+        rc = exc.code
     err = capsys.readouterr().err
     assert rc == 2, err
-    want = "--output is empty" if not output else f"--output {output} is a folder"
-    assert err.startswith(f"metacore: error: {want}"), err
+    if output:
+        assert err.startswith(f"metacore: error: --output {output} is a folder"), err
+    else:
+        assert "argument --output: must not be empty" in err, err
+        with pytest.raises(ValueError, match="^--output is empty"):     # the library call
+            experiment.run_predict("ck.npz", "in.csv", "", quiet=True)
     assert sorted(os.listdir(tmp_path)) == ["ck.npz", "in.csv"]
 
 
