@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import metacore as mc
+from metacore.app import experiment
 
 from test_reliability3 import nash_alpha, nash_oracle
 
@@ -107,3 +108,56 @@ def test_nash_mtl_reaches_the_solution_on_rank_deficient_tasks_within_the_defaul
     core, reference = nash_alpha(G)
     np.testing.assert_allclose(core, want, rtol=1e-6)
     np.testing.assert_allclose(reference, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("output", ["", "newdir" + os.sep, "in.csv" + os.sep])
+def test_predict_refuses_an_output_naming_no_file_before_any_work(tmp_path, output, capsys,
+                                                                    monkeypatch):
+    """`metacore predict --output ''` (or 'newdir/') ran the whole prediction, then failed in the
+    write naming a temporary file: refused first, naming --output, exit code 2. (The checkpoint
+    is not even read: a placeholder file stands for it.)"""
+    from metacore.app import cli
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ck.npz").write_bytes(b"not read")
+    (tmp_path / "in.csv").write_text("store,price\nnew,1\n")
+    capsys.readouterr()
+    try:
+        rc = cli.main(["predict", "ck.npz", "--input", "in.csv", "--output", output, "--quiet"])
+    except SystemExit as exc:       # argparse refuses '' itself, naming the option
+        rc = exc.code
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    if output:
+        assert err.startswith(f"metacore: error: --output {output} is a folder"), err
+    else:
+        assert "argument --output: must not be empty" in err, err
+        with pytest.raises(ValueError, match="^--output is empty"):     # the library call
+            experiment.run_predict("ck.npz", "in.csv", "", quiet=True)
+    assert sorted(os.listdir(tmp_path)) == ["ck.npz", "in.csv"]
+
+
+@pytest.mark.parametrize("with_run", [True, False])
+def test_loading_a_folder_says_it_is_a_folder(tmp_path, with_run):
+    """mc.load('runs/x') (also `metacore predict runs/x`, `evaluate --checkpoint runs/x`) said
+    only "[Errno 21] Is a directory: 'runs/x'": it now says so and names the run's checkpoint."""
+    if with_run:
+        mc.save(tmp_path / "checkpoint.npz", np.zeros(3))
+    with pytest.raises(IsADirectoryError) as err:
+        mc.load(tmp_path)
+    msg = str(err.value)
+    assert msg.startswith(f"{str(tmp_path)!r} is a folder, not a checkpoint file"), msg
+    assert ("checkpoint.npz" in msg) == with_run, msg
+
+
+@pytest.mark.parametrize("checkpoint", ["", "newdir" + os.sep, "run.npz" + os.sep])
+def test_fit_refuses_a_checkpoint_naming_no_file_before_training(tmp_path, monkeypatch,
+                                                                 checkpoint):
+    """fit(checkpoint='') or 'newdir/' trained, then failed at the first save: refused first."""
+    monkeypatch.chdir(tmp_path)
+    m = mc.MLP([2, 1])
+    ts = mc.TaskSet.from_arrays([np.ones((3, 2)), np.zeros((3, 2))], [np.ones(3), np.zeros(3)])
+    calls = []
+    with pytest.raises(ValueError, match="^checkpoint(=| is an empty path)") as err:
+        mc.fit(mc.Objective(m, ts), m.init(seed=0), steps=2, checkpoint=checkpoint,
+               progress=False, callbacks=(calls.append,))
+    assert calls == [] and os.listdir(tmp_path) == [], str(err.value)

@@ -97,9 +97,17 @@ def bench(args) -> int:
     return EXIT_OK
 
 
+def _path(text):
+    """A path argument: '' is refused by argparse, naming the option (an empty --output was
+    "[Errno 2] No such file or directory: ''" from train, after the run for predict)."""
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty: give a path")
+    return text
+
+
 def _common(p):
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    p.add_argument("--output", default=None, help="output folder (default: the config's)")
+    p.add_argument("--output", type=_path, default=None, help="output folder (default: the config's)")
     p.add_argument("--threads", type=int, default=None,
                    help="worker threads (-1: all cores; default: OpenMP's default)")
 
@@ -164,7 +172,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--support", default=None,
                    help="CSV file of the new task's labelled rows (features and target): θ is "
                         "adapted to them first; with the task column in both files, per task")
-    p.add_argument("--output", required=True, help="CSV file to write: the input's columns "
+    p.add_argument("--output", type=_path, required=True, help="CSV file to write: the input's columns "
                                                    "and prediction (written atomically)")
     p.add_argument("--steps", type=int, default=None,
                    help="adaptation steps (default: the learner's inner_steps)")
@@ -175,7 +183,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="speed of the core against the NumPy reference")
     p.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    p.add_argument("--output", default=None, help="also write the table as JSON here")
+    p.add_argument("--output", type=_path, default=None, help="also write the table as JSON here")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(run=bench)
     return top

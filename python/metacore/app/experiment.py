@@ -880,7 +880,10 @@ def _check_output(output_path, inputs):
     """ValueError when ``output_path`` is one of the files the command reads (``inputs``: what
     the message calls it -> its path): writing it would replace, e.g., the checkpoint with a CSV
     table, or a folder."""
-    if os.path.isdir(output_path):
+    if not output_path:
+        raise ValueError("--output is empty: give the name of the CSV file to write")
+    if os.path.isdir(output_path) or output_path.endswith(os.sep) or (
+            os.altsep and output_path.endswith(os.altsep)):
         raise ValueError(f"--output {output_path} is a folder: give the name of the CSV file "
                          f"to write")
     if not os.path.exists(output_path):

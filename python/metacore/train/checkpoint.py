@@ -157,10 +157,16 @@ def load(path) -> Checkpoint:
     """Read a file written by :func:`save` (no pickle). Only the entries the description names are
     read, each after its stored shape and dtype were checked against the description. A file that
     is not a checkpoint, is truncated or corrupt, or whose arrays do not match its description
-    raises ValueError saying what is wrong; a missing file FileNotFoundError."""
+    raises ValueError saying what is wrong; a missing file FileNotFoundError; a folder
+    IsADirectoryError (naming the checkpoint.npz a run wrote in it, if any)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint at {path!r}")
+    if os.path.isdir(path):     # open() said only "[Errno 21] Is a directory: 'run'"
+        inside = os.path.join(path, "checkpoint.npz")
+        hint = f" (the one a run writes there is {inside!r})" if os.path.isfile(inside) else ""
+        raise IsADirectoryError(f"{path!r} is a folder, not a checkpoint file (.npz): give the "
+                                f"file{hint}")
     with open(path, "rb") as f:
         try:
             z = np.load(f, allow_pickle=False)

@@ -383,11 +383,15 @@ def fit(problem, start=None, *, optimizer=None, steps=1000, weighting=None, batc
     if checkpoint is not None:
         if not isinstance(checkpoint, (str, os.PathLike)):
             raise TypeError(f"checkpoint must be a path or None, got {type(checkpoint).__name__}")
+        name = os.fsdecode(os.fspath(checkpoint))
+        if not name:     # abspath('') is the current folder: it trained, then failed to save
+            raise ValueError("checkpoint is an empty path: give the name of the file to write")
         folder = os.path.dirname(os.path.abspath(checkpoint))
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             raise ValueError(f"checkpoint: the folder {folder!r} does not exist or is not "
                              f"writable; training would end unable to save")
-        if os.path.isdir(checkpoint):
+        if os.path.isdir(checkpoint) or name.endswith(os.sep) or (
+                os.altsep and name.endswith(os.altsep)):
             raise ValueError(f"checkpoint={os.fspath(checkpoint)!r} is a folder: give the name of "
                              f"the file to write (e.g. inside it, 'run.npz'); training would end "
                              f"unable to save")
