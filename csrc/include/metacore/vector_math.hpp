@@ -41,17 +41,19 @@ METACORE_INLINE double expm1_series(double x) {
 }
 
 // exp(x) for x <= 0: x = n·ln2 + r with |r| <= ln2/2, exp(r) = 1 + expm1_series(r), scaled by
-// 2^n. Below -708 it returns 0 (exp is subnormal there).
+// 2^n. Below -708 it returns 0 (exp is subnormal there); NaN gives NaN.
 METACORE_INLINE double exp_nonpositive(double x) {
     constexpr double kLog2e = 1.4426950408889634;
     constexpr double kLn2Hi = 6.93147180369123816490e-01;
     constexpr double kLn2Lo = 1.90821492927058770002e-10;
     constexpr double kRound = 6755399441055744.0;  // 1.5·2^52: adding it rounds to an integer
-    const double xc = x < -708.0 ? -708.0 : x;
+    // NaN fails both comparisons and is clamped too: converting a NaN n to an integer below is
+    // undefined behaviour (UBSan's float-cast-overflow found it on a diverged adaptation).
+    const double xc = x >= -708.0 ? (x <= 0.0 ? x : 0.0) : -708.0;
     const double n = (xc * kLog2e + kRound) - kRound;
     const double r = (xc - n * kLn2Hi) - n * kLn2Lo;
     const double e = (1.0 + expm1_series(r)) * pow2_int(static_cast<std::int64_t>(n));
-    return x < -708.0 ? 0.0 : e;
+    return x >= -708.0 ? e : (x < -708.0 ? 0.0 : x);
 }
 
 // exp(x) − 1 for x <= 0 without cancellation near 0: the series where |x| <= ln2/2, and
