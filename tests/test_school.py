@@ -67,14 +67,21 @@ def test_scaling_is_undone_by_back():
     assert np.allclose(s.back(s.train.y), train.y)
 
 
-def test_short_multitask_run_beats_one_ridge_per_school_on_20_schools():
-    # the benchmark's own procedure: head steps chosen on an inner split of the training rows
+def twenty_schools():
+    """The first 20 real schools, the protocol's first split, scaled, and the inner fit/validation
+    split of its training rows (skips naming the file when the data is absent)."""
     if not SCHOOL.is_file():
         pytest.skip(f"{SCHOOL} is missing (the real school data is not on this machine)")
     ts = mc.datasets.school(SCHOOL).subset(np.arange(20))
     train, test = next(mc.datasets.school_splits(ts, repetitions=1, seed=0))
     s = bench.Scaled(train, test)
     fit, val = bench.inner_split(s.train, seed=1000)
+    return s, fit, val
+
+
+def test_short_multitask_run_beats_one_ridge_per_school_on_20_schools():
+    # the benchmark's own procedure: head steps chosen on an inner split of the training rows
+    s, fit, val = twenty_schools()
     alpha = bench.ridge_per_school(fit, val)
     ridge = bench.scores(s.y_test, s.back(bench.ridge_per_school(s.train, s.test, alpha)),
                          s.offsets_test)[0]
@@ -189,12 +196,7 @@ def test_imaml_init_starts_at_the_bias_head_model_and_takes_an_adam_step():
 
 def test_proximal_rows_beat_pooled_ridge_and_one_ridge_per_school_on_20_schools():
     # the benchmark's own procedure (every choice on the inner split of the training rows)
-    if not SCHOOL.is_file():
-        pytest.skip(f"{SCHOOL} is missing (the real school data is not on this machine)")
-    ts = mc.datasets.school(SCHOOL).subset(np.arange(20))
-    train, test = next(mc.datasets.school_splits(ts, repetitions=1, seed=0))
-    s = bench.Scaled(train, test)
-    fit, val = bench.inner_split(s.train, seed=1000)
+    s, fit, val = twenty_schools()
     out, chosen = {}, {}
 
     def record(name, pred):
