@@ -317,6 +317,24 @@ def test_meta_fit_on_two_actors_gives_the_local_trajectory(two_actors, kind):
 
 
 @needs_ray
+def test_parameter_groups_on_one_and_two_actors_give_the_local_trajectory(ray_cluster,
+                                                                          two_actors):
+    """The optimizer's groups reach the update wherever it runs: on the driver (two actors) and
+    in the one actor that runs whole chunks."""
+    problem, theta = meta_problem("metasgd")
+    kw = dict(meta_kwargs(), optimizer=mc.optim.Adam(0.01, groups={"rates": {"lr": 1e-4}}))
+    local = mc.fit(problem, theta, **kw)
+    plain = mc.fit(problem, theta, **meta_kwargs())
+    assert not np.array_equal(local.theta, plain.theta)
+    np.testing.assert_array_equal(mc.fit(problem, theta, backend=two_actors, **kw).theta,
+                                  local.theta)
+    two_actors.stop_actors()           # the cluster has 2 CPUs; the next fit restarts its actors
+    with mc.distributed.RayBackend(1, 2) as one:
+        np.testing.assert_array_equal(mc.fit(problem, theta, backend=one, **kw).theta,
+                                      local.theta)
+
+
+@needs_ray
 def test_meta_validation_checkpoint_and_resume_on_ray_are_as_local(two_actors, tmp_path):
     problem, theta = meta_problem("maml")
     val = problem.tasks.subset(range(10))

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "arrays.hpp"
@@ -21,7 +22,9 @@ OptimizerConfig make_config(const std::string& kind, double lr, double momentum,
                             double beta1, double beta2, double eps, double weight_decay,
                             double clip_norm, const std::string& schedule, std::int64_t every,
                             double gamma, std::int64_t period, double min_factor,
-                            std::int64_t warmup, double warmup_start) {
+                            std::int64_t warmup, double warmup_start,
+                            const std::vector<std::tuple<std::int64_t, std::int64_t, double, double>>&
+                                groups) {
     OptimizerConfig c;
     c.kind = parse_optimizer_kind(kind);
     c.schedule.kind = parse_schedule_kind(schedule);
@@ -39,6 +42,7 @@ OptimizerConfig make_config(const std::string& kind, double lr, double momentum,
     c.schedule.min_factor = min_factor;
     c.schedule.warmup = warmup;
     c.schedule.warmup_start = warmup_start;
+    for (const auto& [begin, end, lr_g, wd_g] : groups) c.groups.push_back({begin, end, lr_g, wd_g});
     c.validate();
     return c;
 }
@@ -88,7 +92,9 @@ void register_optim(py::module_& m) {
              py::arg("beta2") = 0.999, py::arg("eps") = 1e-8, py::arg("weight_decay") = 0.0,
              py::arg("clip_norm") = 0.0, py::arg("schedule") = "constant", py::arg("every") = 1,
              py::arg("gamma") = 0.1, py::arg("period") = 1, py::arg("min_factor") = 0.0,
-             py::arg("warmup") = 0, py::arg("warmup_start") = 0.0)
+             py::arg("warmup") = 0, py::arg("warmup_start") = 0.0,
+             py::arg("groups") =
+                 std::vector<std::tuple<std::int64_t, std::int64_t, double, double>>{})
         .def_property_readonly("uses_m", &OptimizerConfig::uses_m)
         .def_property_readonly("uses_v", &OptimizerConfig::uses_v)
         .def("lr_at", [](const OptimizerConfig& c, std::int64_t t) {

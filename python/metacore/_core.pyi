@@ -575,6 +575,7 @@ class OptimizerConfig(metaclass=_pybind11_type):
         min_factor: float = 0.0,
         warmup: int = 0,
         warmup_start: float = 0.0,
+        groups: Sequence[tuple[int, int, float, float]] = [],
     ) -> None: ...
     @property
     def uses_m(self) -> bool: ...

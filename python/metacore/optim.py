@@ -9,6 +9,16 @@ Every optimizer turns the gradient g_t of step t (0-based) into an update of θ 
 3. **The rule** of :class:`SGD`, :class:`Adam` or :class:`AdamW` — exactly the updates of
    ``torch.optim.SGD``, ``Adam`` and ``AdamW`` (no dampening, no AMSGrad).
 
+**Parameter groups** (``groups=``, as the ``param_groups`` of ``torch.optim``): named ranges of θ
+with their own base learning rate and weight decay, e.g. ``Adam(1e-3, groups={"rates": {"lr":
+1e-4}})`` trains MAML++'s or Meta-SGD's learned inner rates ten times slower than the weights —
+Adam moves every entry by about its learning rate per step whatever its scale, and an inner rate
+of 0.01 moved by 1e-3 a step changes by 10 % a step. The problem names its groups
+(``learner.param_groups()``: ``"model"`` for the net's θ, ``"rates"`` for learned inner rates,
+``"head"`` for RidgeHead's log λ and scale; a multi-task objective with per-task heads:
+``"shared"`` and ``"heads"``); :func:`metacore.fit` resolves the names (:meth:`Optimizer.bind`).
+The schedule's factor multiplies every group's rate, and clipping uses the norm over all of θ.
+
 The state (moment buffers m, v) starts at zero; an optimizer object only carries hyper-parameters,
 so one object can drive many runs. ``opt.update(theta, grad, state, step)`` applies one step to your
 own arrays (in place), for loops written outside :func:`metacore.fit`.
@@ -16,6 +26,7 @@ own arrays (in place), for loops written outside :func:`metacore.fit`.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -145,6 +156,37 @@ def warmup(steps, then=None, start_factor=0.0) -> Schedule:
     return Schedule.from_dict(d)
 
 
+GROUP_KEYS = ("lr", "weight_decay")
+
+
+def _groups_arg(groups):
+    """``{name: {"lr": > 0, "weight_decay": >= 0}}`` checked (either key optional), as a new
+    dict of plain floats; None gives {}."""
+    if groups is None:
+        return {}
+    groups = _validation.instance("groups", groups, dict,
+                                  "a dict {group name: {'lr': ..., 'weight_decay': ...}} or None")
+    out = {}
+    for name, settings in groups.items():
+        if not isinstance(name, str):
+            raise TypeError(f"groups: a group name must be a str, got {type(name).__name__}")
+        where = f"groups[{name!r}]"
+        settings = _validation.instance(where, settings, dict,
+                                        "a dict with 'lr' and/or 'weight_decay'")
+        _refuse_unknown(where, settings, GROUP_KEYS)
+        g = {}
+        if "lr" in settings:
+            g["lr"] = _validation.real(f"{where}['lr']", settings["lr"], minimum=0.0,
+                                       min_open=True)
+        if "weight_decay" in settings:
+            g["weight_decay"] = _validation.real(f"{where}['weight_decay']",
+                                                 settings["weight_decay"], minimum=0.0)
+        if not g:
+            raise ValueError(f"{where} sets nothing: give 'lr' and/or 'weight_decay'")
+        out[name] = g
+    return out
+
+
 def _schedule_arg(schedule):
     if schedule is None:
         return constant()
@@ -159,12 +201,38 @@ class Optimizer:
 
     kind = None
 
-    def __init__(self, lr, weight_decay, clip_norm, schedule):
+    def __init__(self, lr, weight_decay, clip_norm, schedule, groups=None):
         self.lr = _validation.real("lr", lr, minimum=0.0, min_open=True)
         self.weight_decay = _validation.real("weight_decay", weight_decay, minimum=0.0)
         self.clip_norm = None if clip_norm is None else _validation.real(
             "clip_norm", clip_norm, minimum=0.0, min_open=True)
         self.schedule = _schedule_arg(schedule)
+        self.groups = _groups_arg(groups)
+        self._ranges = None      # [(begin, end, lr, weight_decay)] once bound to a layout
+
+    def bind(self, layout) -> "Optimizer":
+        """A copy with the parameter groups resolved to ranges of θ. ``layout``: the problem's
+        named ranges, ``{name: (begin, end)}`` (``learner.param_groups()``,
+        ``objective.param_groups()``). ValueError naming the group for a name the layout lacks
+        or two chosen groups that overlap. :func:`metacore.fit` calls it; call it yourself before
+        :meth:`update` in a loop of your own."""
+        layout = _validation.instance("layout", layout, dict, "a dict {name: (begin, end)}")
+        ranges = []
+        for name, settings in self.groups.items():
+            if name not in layout:
+                raise ValueError(f"groups: no parameter group {name!r} in this problem; its groups "
+                                 f"are {', '.join(map(repr, layout)) or 'none'}")
+            begin, end = (int(x) for x in layout[name])
+            ranges.append((begin, end, settings.get("lr", self.lr),
+                           settings.get("weight_decay", self.weight_decay), name))
+        ranges.sort()
+        for a, b in zip(ranges, ranges[1:]):
+            if b[0] < a[1]:
+                raise ValueError(f"groups: {a[4]!r} and {b[4]!r} overlap (entries {a[0]}..{a[1]} "
+                                 f"and {b[0]}..{b[1]} of θ): choose disjoint groups")
+        bound = copy.copy(self)
+        bound._ranges = [r[:4] for r in ranges if r[1] > r[0]]
+        return bound
 
     # the settings, as the core and the checkpoint files see them
     def _settings(self) -> dict:
@@ -178,7 +246,16 @@ class Optimizer:
             kind=self.kind, lr=self.lr, weight_decay=self.weight_decay,
             clip_norm=self.clip_norm or 0.0, schedule=s.kind, every=s.every, gamma=s.gamma,
             period=s.steps, min_factor=s.min_factor, warmup=s.warmup,
-            warmup_start=s.warmup_start, **self._core_settings())
+            warmup_start=s.warmup_start, groups=self._bound_ranges(), **self._core_settings())
+
+    def _bound_ranges(self):
+        if not self.groups:
+            return []
+        if self._ranges is None:
+            raise ValueError(f"groups {list(self.groups)} name parameter groups of a problem: "
+                             f"bind the optimizer first (opt.bind(learner.param_groups())); "
+                             f"metacore.fit does it")
+        return self._ranges
 
     def _core_settings(self) -> dict:
         raise NotImplementedError
@@ -193,15 +270,23 @@ class Optimizer:
         the working dtype of θ (``lr=1e-50`` is 0 in float32): the update would silently freeze
         θ or divide by zero; naming ``weight_decay`` or ``clip_norm`` when it overflows there.
         :func:`metacore.fit` and :meth:`update` call it."""
-        for name, value in self._step_sizes():
+        for name, value in self._step_sizes() + self._group_step_sizes():
             _validation.step_size(name, value, dtype)
         # factors of θ and g in the working dtype: beyond its range they are inf there
         _validation.in_dtype_range("weight_decay", self.weight_decay, dtype)
+        for name, g in self.groups.items():
+            if "weight_decay" in g:
+                _validation.in_dtype_range(f"groups[{name!r}]['weight_decay']",
+                                           g["weight_decay"], dtype)
         if self.clip_norm is not None:
             _validation.in_dtype_range("clip_norm", self.clip_norm, dtype)
 
     def _step_sizes(self):
         return (("lr", self.lr),)
+
+    def _group_step_sizes(self):
+        return tuple((f"groups[{name!r}]['lr']", g["lr"]) for name, g in self.groups.items()
+                     if "lr" in g)
 
     def lr_at(self, step) -> float:
         """The learning rate η_t = lr · s(t) used by the update of step ``step``."""
@@ -241,6 +326,8 @@ class Optimizer:
         d = {"kind": self.kind, "lr": self.lr, "weight_decay": self.weight_decay,
              "clip_norm": self.clip_norm, "schedule": self.schedule.to_dict()}
         d.update(self._settings())
+        if self.groups:
+            d["groups"] = {name: dict(g) for name, g in self.groups.items()}
         return d
 
     def __eq__(self, other):
@@ -266,14 +353,16 @@ class SGD(Optimizer):
 
     Parameters: ``lr`` > 0 (required), ``momentum`` μ in [0, 1) (default 0), ``nesterov`` (default
     False; needs μ > 0), ``weight_decay`` >= 0 (default 0), ``clip_norm`` > 0 or None,
-    ``schedule`` (default constant). State: ``m`` = b when μ > 0.
+    ``schedule`` (default constant), ``groups`` (parameter groups, see the module docstring:
+    ``{name: {"lr": ..., "weight_decay": ...}}``, either key optional). State: ``m`` = b when
+    μ > 0.
     """
 
     kind = "sgd"
 
     def __init__(self, lr, *, momentum=0.0, nesterov=False, weight_decay=0.0, clip_norm=None,
-                 schedule=None):
-        super().__init__(lr, weight_decay, clip_norm, schedule)
+                 schedule=None, groups=None):
+        super().__init__(lr, weight_decay, clip_norm, schedule, groups)
         self.momentum = _validation.real("momentum", momentum, minimum=0.0, maximum=1.0, max_open=True)
         self.nesterov = _validation.boolean("nesterov", nesterov)
         if self.nesterov and self.momentum == 0.0:
@@ -300,14 +389,16 @@ class Adam(Optimizer):
         θ_{t+1} = θ_t − (η_t / (1 − β₁^k)) · m_t / (√v_t / √(1 − β₂^k) + ε)
 
     Defaults: ``lr=1e-3``, ``betas=(0.9, 0.999)`` (each in [0, 1)), ``eps=1e-8`` (> 0),
-    ``weight_decay=0``, ``clip_norm=None``, ``schedule`` constant. State: ``m``, ``v``.
+    ``weight_decay=0``, ``clip_norm=None``, ``schedule`` constant, ``groups=None`` (parameter
+    groups with their own ``lr`` / ``weight_decay``; see the module docstring). State: ``m``,
+    ``v``.
     """
 
     kind = "adam"
 
     def __init__(self, lr=1e-3, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 clip_norm=None, schedule=None):
-        super().__init__(lr, weight_decay, clip_norm, schedule)
+                 clip_norm=None, schedule=None, groups=None):
+        super().__init__(lr, weight_decay, clip_norm, schedule, groups)
         try:
             b = list(betas)
         except TypeError:
@@ -346,14 +437,15 @@ class AdamW(Adam):
     kind = "adamw"
 
     def __init__(self, lr=1e-3, *, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 clip_norm=None, schedule=None):
+                 clip_norm=None, schedule=None, groups=None):
         super().__init__(lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         clip_norm=clip_norm, schedule=schedule)
+                         clip_norm=clip_norm, schedule=schedule, groups=groups)
 
 
 _BY_KIND = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
-_KEYS = {"sgd": ("kind", "lr", "momentum", "nesterov", "weight_decay", "clip_norm", "schedule"),
-         "adam": ("kind", "lr", "betas", "eps", "weight_decay", "clip_norm", "schedule")}
+_KEYS = {"sgd": ("kind", "lr", "momentum", "nesterov", "weight_decay", "clip_norm", "schedule",
+                 "groups"),
+         "adam": ("kind", "lr", "betas", "eps", "weight_decay", "clip_norm", "schedule", "groups")}
 _KEYS["adamw"] = _KEYS["adam"]
 
 

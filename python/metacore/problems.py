@@ -89,6 +89,16 @@ class Objective:
     def n_params(self) -> int:
         return self.model.n_params
 
+    def param_groups(self) -> dict:
+        """Named ranges ``{name: (begin, end)}`` of θ for optimizer parameter groups
+        (``metacore.optim``, ``groups=``): ``"model"`` (all of θ); with per-task heads also
+        ``"shared"`` (the entries every task uses) and ``"heads"`` (the per-task output layers)."""
+        P, groups = self.n_params, {"model": (0, self.n_params)}
+        if self.model.task_heads:
+            S = self.model.n_shared_params
+            groups.update(shared=(0, S), heads=(S, P))
+        return groups
+
     @property
     def n_tasks(self) -> int:
         return self.ts.n_tasks
@@ -262,6 +272,10 @@ class MetaObjective:
     def n_params(self) -> int:
         """Length of the parameters trained (Meta-SGD: θ and its rates, 2P)."""
         return self.learner.n_params
+
+    def param_groups(self) -> dict:
+        """The learner's named ranges of the trained parameters (``Learner.param_groups``)."""
+        return self.learner.param_groups()
 
     def core_step(self, dtype, n_threads=None):
         """A new compiled meta-step over these tasks for ``dtype``, running the meta-batch on

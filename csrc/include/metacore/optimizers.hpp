@@ -1,6 +1,7 @@
 // First-order optimizers on a flat θ: SGD (momentum, Nesterov), Adam, AdamW, with optional
-// global gradient-norm clipping and a learning-rate schedule (constant, step, cosine, linear
-// decay to 0, each after an optional linear warm-up). The update equations are PyTorch's
+// global gradient-norm clipping, a learning-rate schedule (constant, step, cosine, linear
+// decay to 0, each after an optional linear warm-up) and parameter groups (ranges of θ with
+// their own learning rate and weight decay, as torch.optim's param_groups). The update equations are PyTorch's
 // (torch.optim.SGD/Adam/AdamW);
 // python/metacore/optim.py documents them. Element-wise work is split into fixed chunks, so the
 // gradient norm and the update are bit-identical for any thread count.
@@ -55,6 +56,14 @@ struct Schedule {
     }
 };
 
+// A range [begin, end) of θ updated with its own base learning rate and weight decay (the
+// schedule's factor and the global clipping apply to it as to the rest).
+struct ParamGroup {
+    std::int64_t begin = 0, end = 0;
+    double lr = 0.01;
+    double weight_decay = 0.0;
+};
+
 struct OptimizerConfig {
     OptimizerKind kind = OptimizerKind::sgd;
     double lr = 0.01;
@@ -66,6 +75,7 @@ struct OptimizerConfig {
     double weight_decay = 0.0;  // SGD, Adam: added to the gradient; AdamW: decoupled
     double clip_norm = 0.0;     // 0: no clipping
     Schedule schedule;
+    std::vector<ParamGroup> groups;  // sorted, disjoint; entries outside any use lr, weight_decay
 
     // The moment buffers the state needs: m (momentum / first moment), v (second moment).
     bool uses_m() const { return kind != OptimizerKind::sgd || momentum != 0.0; }
@@ -93,6 +103,33 @@ struct OptimizerConfig {
         require(s.warmup >= 0, "warmup steps must be >= 0");
         require(s.warmup_start >= 0.0 && s.warmup_start <= 1.0,
                 "warmup start_factor must be in [0, 1]");
+        std::int64_t previous_end = 0;
+        for (const ParamGroup& g : groups) {
+            require(g.begin >= previous_end && g.end > g.begin,
+                    "parameter groups must be non-empty, sorted and disjoint ranges of theta");
+            require(std::isfinite(g.lr) && g.lr > 0.0, "a parameter group's lr must be > 0");
+            require(std::isfinite(g.weight_decay) && g.weight_decay >= 0.0,
+                    "a parameter group's weight_decay must be >= 0");
+            previous_end = g.end;
+        }
+    }
+
+    // [begin, end, lr, weight_decay] runs covering [0, P): the groups, and the base settings
+    // between them. Throws when a group reaches past θ's P entries.
+    std::vector<ParamGroup> runs(std::int64_t P) const {
+        std::vector<ParamGroup> out;
+        std::int64_t at = 0;
+        for (const ParamGroup& g : groups) {
+            if (g.end > P)
+                throw std::invalid_argument("a parameter group ends at entry " +
+                                            std::to_string(g.end) + " of theta, which has " +
+                                            std::to_string(P));
+            if (g.begin > at) out.push_back({at, g.begin, lr, weight_decay});
+            out.push_back(g);
+            at = g.end;
+        }
+        if (at < P || out.empty()) out.push_back({at, P, lr, weight_decay});
+        return out;
     }
 };
 
@@ -110,7 +147,9 @@ struct OptimizerState {
 
     OptimizerState() = default;
     OptimizerState(const OptimizerConfig& c, std::int64_t P)
-        : m(c.uses_m() ? P : 0, T(0)), v(c.uses_v() ? P : 0, T(0)) {}
+        : m(c.uses_m() ? P : 0, T(0)), v(c.uses_v() ? P : 0, T(0)) {
+        c.runs(P);  // a parameter group beyond θ is refused before training starts
+    }
 
     OptimizerMoments<T> view() {
         return {m.empty() ? nullptr : m.data(), v.empty() ? nullptr : v.data()};
@@ -179,6 +218,20 @@ bool for_chunks(std::int64_t P, int threads, Body&& body) {
     return std::all_of(ok.begin(), ok.end(), [](char x) { return x != 0; });
 }
 
+// for_chunks, with each chunk cut where the runs of settings change: body(run, begin, end).
+template <class Body>
+bool for_runs(const std::vector<ParamGroup>& runs, int threads, Body&& body) {
+    const std::int64_t P = runs.back().end;
+    return for_chunks(P, threads, [&](std::int64_t b, std::int64_t e) {
+        double check = 0.0;
+        for (const ParamGroup& run : runs) {
+            const std::int64_t rb = std::max(b, run.begin), re = std::min(e, run.end);
+            if (rb < re) check += body(run, rb, re);
+        }
+        return check;
+    });
+}
+
 }  // namespace optim_detail
 
 // One update of θ in place from the gradient g at step t (0-based): clip, schedule, then the
@@ -198,13 +251,17 @@ StepReport step(const OptimizerConfig& c, std::int64_t t, T* theta, const T* g,
     const T clip = static_cast<T>(c.clip_norm > 0.0 && r.grad_norm > c.clip_norm
                                       ? c.clip_norm / r.grad_norm
                                       : 1.0);
-    const T lr = static_cast<T>(r.lr), wd = static_cast<T>(c.weight_decay);
+    // One rule per run of θ with the same settings; without groups that is all of θ.
+    const double factor = c.schedule.factor(t);
+    const std::vector<ParamGroup> runs = c.runs(P);
     T* m = state.m;
     T* v = state.v;
     if (c.kind == OptimizerKind::sgd) {
         const T mu = static_cast<T>(c.momentum);
         const bool nesterov = c.nesterov;
-        r.finite = for_chunks(P, threads, [&](std::int64_t b, std::int64_t e) {
+        r.finite = for_runs(runs, threads, [&](const ParamGroup& run, std::int64_t b,
+                                               std::int64_t e) {
+            const T lr = static_cast<T>(run.lr * factor), wd = static_cast<T>(run.weight_decay);
             double check = 0.0;
             for (std::int64_t j = b; j < e; ++j) {
                 T d = clip * g[j] + wd * theta[j];
@@ -221,10 +278,13 @@ StepReport step(const OptimizerConfig& c, std::int64_t t, T* theta, const T* g,
         return r;
     }
     // Adam / AdamW with bias correction (adam_update); AdamW shrinks θ before the update.
-    const AdamCoefficients<T> adam(r.lr, c.beta1, c.beta2, c.eps, t + 1);
     const bool decoupled = c.kind == OptimizerKind::adamw;
-    const T shrink = T(1) - lr * wd;
-    r.finite = for_chunks(P, threads, [&](std::int64_t b, std::int64_t e) {
+    r.finite = for_runs(runs, threads, [&](const ParamGroup& run, std::int64_t b,
+                                           std::int64_t e) {
+        const double lr_t = run.lr * factor;
+        const AdamCoefficients<T> adam(lr_t, c.beta1, c.beta2, c.eps, t + 1);
+        const T wd = static_cast<T>(run.weight_decay);
+        const T shrink = T(1) - static_cast<T>(lr_t) * wd;
         double check = 0.0;
         for (std::int64_t j = b; j < e; ++j) {
             T d = clip * g[j];

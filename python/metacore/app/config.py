@@ -388,8 +388,10 @@ class OptimizerConfig:
     """The outer optimizer, as :func:`metacore.optim.from_dict` takes it: ``kind`` (``sgd``,
     ``adam``, ``adamw``, or ``none`` for the learner's own step, i.e. Reptile's annealed one),
     ``lr`` and any of the kind's settings (``momentum``, ``nesterov``, ``betas``, ``eps``,
-    ``weight_decay``, ``clip_norm``) and a ``[optimizer.schedule]`` table (``kind = "cosine"``,
-    ``steps = ...``). Keys left out take the optimizer's defaults; a key the kind does not take
+    ``weight_decay``, ``clip_norm``), a ``[optimizer.schedule]`` table (``kind = "cosine"``,
+    ``steps = ...``) and parameter groups, one table each (``[optimizer.groups.rates]`` with
+    ``lr = 1e-4`` and/or ``weight_decay``: the learner's groups, ``model``, ``rates``, ``head``).
+    Keys left out take the optimizer's defaults; a key the kind does not take
     (e.g. ``momentum`` for ``adam``) is refused."""
     kind: str = "adam"
     lr: float = 1e-3
@@ -400,8 +402,9 @@ class OptimizerConfig:
     weight_decay: float | None = None
     clip_norm: float | None = None
     schedule: dict = field(default_factory=dict)
+    groups: dict | None = None
 
-    _SETTINGS = ("momentum", "nesterov", "betas", "eps", "weight_decay", "clip_norm")
+    _SETTINGS = ("momentum", "nesterov", "betas", "eps", "weight_decay", "clip_norm", "groups")
 
     def validate(self, s="optimizer"):
         self.kind = _str(f"{s}.kind", self.kind, OPTIMIZERS)

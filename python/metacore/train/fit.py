@@ -356,6 +356,7 @@ def fit(problem, start=None, *, optimizer=None, steps=1000, weighting=None, batc
     theta, optimizer, weighting, seed, ck = _start_arg(problem, start, optimizer, weighting, seed,
                                                        steps)
     optimizer.check_dtype(theta.dtype)
+    optimizer = optimizer.bind(problem.param_groups())     # names of parameter groups → ranges
     if meta:
         problem.learner.check_dtype(theta.dtype)
         if ck is None:    # a fresh θ₀: learned rates the dtype cannot hold are refused, as adapt does
