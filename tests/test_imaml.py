@@ -268,3 +268,64 @@ def test_query_outputs_checks_its_tasks_like_every_learner():
     wide = mc.TaskSet.from_arrays([np.zeros((4, 3))], [np.zeros(4)], n_support=2)
     with pytest.raises(ValueError, match="test_tasks has 3 features but the model expects 1"):
         learner.query_outputs(theta, wide, steps=1, lr=0.1)
+
+
+# --- the monotone inner loop: a step past the stability limit is undone ---------------------------
+def proximal_objective(model, phi, theta, X, y, reg):
+    return ref.loss_and_grad(model, phi, X, y)[0] + 0.5 * reg * float(np.sum((phi - theta) ** 2))
+
+
+def test_a_rate_past_the_stability_limit_still_converges_to_the_proximal_minimiser():
+    """A linear model's support loss is quadratic, ½φᵀHφ − bᵀφ + c, so the proximal minimiser is
+    (H + λI)⁻¹(b + λθ) (H and b by central differences: an oracle apart from the loop). At
+    α (σ_max(H) + λ) ≈ 10 > 2 plain gradient descent diverges; the monotone loop halves its
+    rate until it descends and converges."""
+    model = mc.MLP([3, 1])
+    rng = np.random.default_rng(2)
+    X, y = 4.0 * rng.normal(size=(8, 3)), rng.normal(size=(8, 1))
+    theta, reg, lr = rng.normal(size=model.n_params), 1.0, 0.1
+    H = central_diff(lambda p: ref.loss_and_grad(model, p, X, y)[1], theta, 1e-3)
+    H = 0.5 * (H + H.T)
+    assert lr * (np.linalg.eigvalsh(H).max() + reg) > 4
+    b = H @ theta - ref.loss_and_grad(model, theta, X, y)[1]
+    want = np.linalg.solve(H + reg * np.eye(model.n_params), b + reg * theta)
+
+    plain = theta.copy()                       # the loop without the safeguard: diverges
+    for _ in range(50):
+        plain = plain - lr * (ref.loss_and_grad(model, plain, X, y)[1] + reg * (plain - theta))
+    assert not np.all(np.abs(plain) < 1e6)
+
+    learner = mc.IMAML(model, reg=reg, inner_lr=lr, inner_steps=400)
+    phi = learner.adapt(theta, X, y)
+    np.testing.assert_allclose(phi, want, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(phi, ref.imaml_adapt(model, theta, X, y, 400, lr, reg),
+                               rtol=1e-12, atol=1e-13)
+    batch = mc.TaskSet.from_arrays([np.vstack([X, X])], [np.vstack([y, y])], n_support=8)
+    value, grad = learner.meta_value_and_grad(theta, batch)
+    want_value, want_grad = ref.imaml_value_and_grad(model, theta, batch, reg=reg, inner_lr=lr,
+                                                     inner_steps=400, cg_steps=5)
+    assert np.isfinite(value) and value == pytest.approx(want_value, rel=1e-10)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("seed", range(6))
+def test_the_inner_loop_never_raises_the_proximal_objective(seed, dtype):
+    """Generated sharp tasks (feature scales 1–30, rates up to the contraction limit of λ): every
+    adapted φ is finite, its proximal objective is at most θ's, and it is the reference's."""
+    rng = np.random.default_rng(seed)
+    sizes, act, loss = NETS[seed % len(NETS)]
+    model = mc.MLP(sizes, activation=act, loss=loss)
+    X = rng.normal(size=(6, model.n_features)) * 10 ** rng.uniform(0, 1.5)
+    y = random_targets(rng, model, 6)
+    reg = float(10 ** rng.uniform(-1, 1))
+    lr = float(rng.uniform(0.1, 1.9) / reg)
+    theta = theta_for(model, seed)
+    learner = mc.IMAML(model, reg=reg, inner_lr=lr, inner_steps=30)
+    phi = learner.adapt(theta.astype(dtype), X.astype(dtype), y.astype(dtype))
+    assert np.isfinite(phi).all()
+    f0 = proximal_objective(model, theta, theta, X, y, reg)
+    assert proximal_objective(model, phi.astype(np.float64), theta, X, y, reg) <= f0 * (1 + 1e-5)
+    want = ref.imaml_adapt(model, theta, X, y, 30, lr, reg)
+    if dtype == np.float64:
+        np.testing.assert_allclose(phi, want, rtol=1e-9, atol=1e-11)

@@ -88,6 +88,19 @@ class Learner:
         """Length of the parameter vector this learner optimises."""
         return self.model.n_params
 
+    def param_groups(self) -> dict:
+        """Named ranges ``{name: (begin, end)}`` of the parameters this learner trains, for
+        optimizer parameter groups (``metacore.optim``, ``groups=``): ``"model"``, the net's θ
+        (entries 0..P); learners that pack meta-parameters after θ add them — ``"rates"`` (MAML
+        with ``per_step_rates``, Meta-SGD) and ``"head"`` (RidgeHead's log λ and scale)."""
+        P = self.model.n_params
+        groups = {"model": (0, P)}
+        if self.n_params > P:
+            groups[self._packed_group] = (P, self.n_params)
+        return groups
+
+    _packed_group = "rates"     # the name of what a learner packs after θ
+
     # --- arguments ---------------------------------------------------------------------------
     def check_params(self, theta, name="theta"):
         """θ (or Meta-SGD's packed parameters) checked: a float32/float64 array of shape
@@ -770,6 +783,7 @@ class RidgeHead(EpisodeLearner):
     """
     kind = "ridge"
     _adapts_by = "solving the ridge regression"
+    _packed_group = "head"
 
     def __init__(self, embedding_model, reg=1.0, scale=1.0, n_threads=None):
         super().__init__(embedding_model, n_threads=n_threads)
@@ -924,6 +938,15 @@ class IMAML(Learner):
     of L_s at φ); it stops early on non-positive curvature. The implicit gradient is exact only
     when the inner loop has converged: use enough ``inner_steps`` (and ``inner_lr`` < 2/(λ + the
     largest curvature)).
+
+    The inner loop is monotone: a step that increases the proximal objective F(φ) = L_s(φ) +
+    (λ/2)‖φ − θ‖² by more than rounding (16 ε of the working dtype, relative), or gives a
+    non-finite loss, is undone and the rate halved for the rest of that task's loop (step
+    halving, the simplest safeguard of a descent method; Nocedal & Wright, "Numerical
+    Optimization", ch. 3). A fixed rate diverges once the curvature passes 2/α − λ, and
+    meta-training sharpens L_s until it does (the K = 20 sinusoid: NaN at meta-step 845 before).
+    Each of the k steps costs one gradient, rejected ones included; one more loss evaluation
+    checks the last step.
 
     ``adapt`` / ``adapt_predict`` / ``mc.evaluate(..., learner=imaml)`` run the same proximal
     inner loop (``steps`` defaults to ``inner_steps``). Raises ValueError naming the argument for

@@ -25,6 +25,12 @@ struct AdaptWorkspace {
     NetSpec net;  // declared before pass, which keeps a reference to it
     NetPass<T> pass;
     std::vector<T> phi, next, grad;
+    std::vector<T> extra_;  // one more vector for the loops that need it (iMAML's), on first use
+
+    T* extra(std::int64_t P) {
+        extra_.resize(static_cast<std::size_t>(P));
+        return extra_.data();
+    }
 };
 
 template <class T>

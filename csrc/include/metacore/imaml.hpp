@@ -11,7 +11,9 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "metacore/adapt.hpp"
@@ -34,26 +36,50 @@ struct ImamlRule {
 // Per-thread vectors of one task's meta-gradient (P each).
 template <class T>
 struct ImamlScratch {
-    std::vector<T> phi, x, r, p;
+    std::vector<T> phi, x, r, p, kept, dir;
 };
 
-// φ (P) = the proximal inner loop from θ on rows [begin, end); g (P) scratch. Returns L_s(θ)
-// (0 when rule.steps is 0).
+// φ (P) = the proximal inner loop from θ on rows [begin, end); g, kept, dir (P each) scratch.
+// Returns L_s(θ) (0 when rule.steps is 0). Each step must not increase the proximal objective
+// F(φ) = L_s(φ) + (λ/2)‖φ − θ‖² (beyond rounding): a step that does, or whose loss is not finite,
+// is undone and the rate halved for the rest of the loop. Gradient descent with a fixed rate α
+// diverges once α > 2/(σ_max(H_s) + λ), and meta-training sharpens H_s until it does (the K = 20
+// sinusoid); the implicit gradient assumes φ near the minimiser, which a monotone loop keeps.
+// Every one of the k steps costs one gradient; one more loss checks the last step.
 template <class T>
 double imaml_inner(NetPass<T>& pass, const ImamlRule& rule, const T* theta,
                    const TaskData<T>& data, std::int64_t begin, std::int64_t end, std::int64_t P,
-                   T* phi, T* g) {
+                   T* phi, T* g, T* kept, T* dir) {
     std::copy(theta, theta + P, phi);
-    const T lr = static_cast<T>(rule.lr), reg = static_cast<T>(rule.reg);
-    double first = 0.0;
-    for (std::int64_t j = 0; j < rule.steps; ++j) {
+    if (rule.steps == 0) return 0.0;
+    const T reg = static_cast<T>(rule.reg);
+    const double slack = 16.0 * static_cast<double>(std::numeric_limits<T>::epsilon());
+    double rate = rule.lr, first = 0.0, f_kept = 0.0;
+    for (std::int64_t j = 0;; ++j) {
         check_interrupt();
-        const double loss = rows_value_grad(pass, phi, data, begin, end, P, g);
+        const bool last = j == rule.steps;       // the check of the last step: no gradient
+        const double loss = rows_value_grad(pass, phi, data, begin, end, P, last ? nullptr : g);
+        double dist = 0.0;
+        for (std::int64_t p = 0; p < P; ++p) {
+            const double d = static_cast<double>(phi[p]) - static_cast<double>(theta[p]);
+            dist += d * d;
+        }
+        const double f = loss + 0.5 * rule.reg * dist;
         if (j == 0) first = loss;
+        if (j > 0 && !(f <= f_kept + slack * std::abs(f_kept))) {
+            std::copy(kept, kept + P, phi);      // undo: back to the kept point, half the rate
+            rate *= 0.5;
+        } else if (!last) {
+            f_kept = f;
+            std::copy(phi, phi + P, kept);
 #pragma omp simd
-        for (std::int64_t p = 0; p < P; ++p) phi[p] -= lr * (g[p] + reg * (phi[p] - theta[p]));
+            for (std::int64_t p = 0; p < P; ++p) dir[p] = g[p] + reg * (phi[p] - theta[p]);
+        }
+        if (last) return first;
+        const T a = static_cast<T>(rate);
+#pragma omp simd
+        for (std::int64_t p = 0; p < P; ++p) phi[p] = kept[p] - a * dir[p];
     }
-    return first;
 }
 
 template <class T>
@@ -108,8 +134,11 @@ double imaml_task_grad(NetPass<T>& pass, ImamlScratch<T>& s, const NetSpec& net,
     s.x.resize(P);
     s.r.resize(P);
     s.p.resize(P);
+    s.kept.resize(P);
+    s.dir.resize(P);
     T* phi = s.phi.data();
-    *support_loss = imaml_inner(pass, rule, theta, data, s0, s1, P, phi, hv);
+    *support_loss = imaml_inner(pass, rule, theta, data, s0, s1, P, phi, hv, s.kept.data(),
+                                s.dir.data());
     const double loss = rows_value_grad(pass, phi, data, s1, q1, P, v);
     if (!out) return loss;
     imaml_cg(pass, rule, phi, data, s0, s1, P, v, s.x.data(), s.r.data(), s.p.data(), hv);
@@ -127,7 +156,7 @@ void imaml_adapt(const NetSpec& net, const ImamlRule& rule, const T* theta, Matr
                  MatrixView<const T> ys, T* out) {
     AdaptWorkspace<T>& ws = adapt_workspace<T>(net);
     imaml_inner(ws.pass, rule, theta, one_task(Xs, ys), 0, Xs.rows, net.n_params(), out,
-                ws.grad.data());
+                ws.grad.data(), ws.next.data(), ws.extra(net.n_params()));
 }
 
 // Many new tasks in parallel: `preds` (query rows × k) gets each task's outputs on its query rows
@@ -146,7 +175,8 @@ void imaml_adapt_batch(const NetSpec& net, const ImamlRule& rule, const T* theta
     parallel_for(T_, threads, [&](std::int64_t t, int) {
         AdaptWorkspace<T>& ws = adapt_workspace<T>(net);
         const std::int64_t s0 = data.offsets[t], s1 = s0 + data.n_support[t];
-        imaml_inner(ws.pass, rule, theta, data, s0, s1, P, ws.phi.data(), ws.grad.data());
+        imaml_inner(ws.pass, rule, theta, data, s0, s1, P, ws.phi.data(), ws.grad.data(),
+                    ws.next.data(), ws.extra(P));
         const std::int64_t nq = data.offsets[t + 1] - s1;
         if (nq > 0)
             predict_rows(ws, ws.phi.data(), MatrixView<const T>{data.X.row(s1), nq, data.X.cols},

@@ -3,7 +3,9 @@ float64.
 
 Inner loop (gradient descent on the proximal objective L_s(φ) + (λ/2)‖φ − θ‖²):
 
-    φ_0 = θ,   φ_{j+1} = φ_j − α (∇L_s(φ_j) + λ (φ_j − θ))   (j = 0..k−1).
+    φ_0 = θ,   φ_{j+1} = φ_j − α (∇L_s(φ_j) + λ (φ_j − θ))   (j = 0..k−1),
+
+kept monotone: a step that raises the objective (beyond rounding) is undone and α halved.
 
 Meta-gradient of L_q(φ_k): x = (I + H_s(φ_k)/λ)⁻¹ ∇L_q(φ_k), approximated by ``cg_steps`` steps
 of conjugate gradient from x = 0 with the exact Hessian-vector products of ``loss_hvp``; CG stops
@@ -20,14 +22,27 @@ from .net import loss_and_grad, loss_hvp, predict
 __all__ = ["imaml_adapt", "imaml_adapt_predict", "imaml_value_and_grad", "conjugate_gradient"]
 
 
-def imaml_adapt(model, theta, X, y, steps=5, lr=0.01, reg=1.0):
-    """φ_k: ``steps`` proximal gradient steps from θ on rows (X, y)."""
+def imaml_adapt(model, theta, X, y, steps=5, lr=0.01, reg=1.0, slack=16 * 2.0**-52):
+    """φ_k: ``steps`` proximal gradient steps from θ on rows (X, y), monotone in the proximal
+    objective F(φ) = L(φ) + (λ/2)‖φ − θ‖²: a step that raises F by more than ``slack`` (relative)
+    or gives a non-finite loss is undone and the rate halved; one more loss checks the last
+    step."""
     theta = np.asarray(theta, dtype=np.float64)
-    phi = theta.copy()
-    for _ in range(steps):
-        _, g = loss_and_grad(model, phi, X, y)
-        phi = phi - lr * (g + reg * (phi - theta))
-    return phi
+    if steps == 0:
+        return theta.copy()
+    phi = kept = theta.copy()
+    f_kept, direction = 0.0, None
+    for j in range(steps + 1):
+        loss, g = loss_and_grad(model, phi, X, y)
+        f = loss + 0.5 * reg * float(np.sum((phi - theta) ** 2))
+        if j > 0 and not f <= f_kept + slack * abs(f_kept):
+            phi, lr = kept, lr * 0.5
+        elif j < steps:
+            f_kept, kept = f, phi
+            direction = g + reg * (phi - theta)
+        if j == steps:
+            return phi
+        phi = kept - lr * direction
 
 
 def imaml_adapt_predict(model, theta, X, y, X_query, steps=5, lr=0.01, reg=1.0):
