@@ -312,3 +312,25 @@ def test_an_episode_pool_past_memory_names_meta_batch(meta_batch, resample_every
     with pytest.raises(MemoryError, match="meta_batch"):
         model.fit(X, y, groups=groups)
     assert time.perf_counter() - t0 < 5.0
+
+
+# --- 7. CSV task ids past int64 -------------------------------------------------------------------
+
+@FAST
+@given(ids=st.lists(st.integers(-2**80, 2**80), min_size=2, max_size=5, unique=True)
+       .filter(lambda v: any(not -2**63 <= i < 2**63 for i in v)),
+       frame=st.booleans())
+def test_integer_task_ids_past_int64_are_kept_as_written_in_numeric_order(ids, frame, tmp_path):
+    rows = [(i, float(k), float(k % 2)) for i in ids for k in range(2)]
+    if frame:
+        table = {"t": np.array([r[0] for r in rows], dtype=object),
+                 "x": np.array([r[1] for r in rows]), "y": np.array([r[2] for r in rows])}
+        ts = mc.tasks.from_dataframe(table, task="t", target="y")
+    else:
+        path = tmp_path / "ids.csv"
+        path.write_text("t,x,y\n" + "".join(f"{i},{x},{y}\n" for i, x, y in rows))
+        ts = mc.tasks.from_csv(path, task="t", target="y")
+    assert list(ts.names) == [str(i) for i in sorted(ids)]
+    for name in ts.names:              # each task holds exactly its own rows
+        X, _ = ts[list(ts.names).index(name)]
+        assert sorted(X.ravel().tolist()) == [0.0, 1.0]
