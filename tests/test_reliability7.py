@@ -334,3 +334,23 @@ def test_integer_task_ids_past_int64_are_kept_as_written_in_numeric_order(ids, f
     for name in ts.names:              # each task holds exactly its own rows
         X, _ = ts[list(ts.names).index(name)]
         assert sorted(X.ravel().tolist()) == [0.0, 1.0]
+
+
+# --- 8. no L2 penalty means no penalty, whatever |θ| is -------------------------------------------
+
+@FAST
+@given(c=st.floats(1.4e154, 1.7e308), fit=st.booleans())
+def test_the_objective_at_l2_0_ignores_a_norm_that_overflows(c, fit):
+    # logits [c, c] for both rows: the loss is ln 2 exactly (an oracle independent of the core
+    # and the reference); 0 × ‖θ‖² used to make it NaN once ‖θ‖² overflowed
+    model = mc.Softmax(1, 2)
+    theta = np.array([0.0, 0.0, c, c])
+    ts = mc.TaskSet.from_arrays([np.ones((2, 1))], [np.array([0.0, 1.0])], n_support=1)
+    obj = mc.Objective(model, ts)
+    if fit:
+        res = mc.fit(obj, theta, steps=2, optimizer=mc.optim.SGD(0.1), progress=False)
+        values = list(res.history.objective)
+    else:
+        values = [obj.value(theta), obj.value_and_grad(theta)[0]]
+    values.append(mc.reference.objective_value_and_grad(model, ts, theta)[0])
+    assert all(v == pytest.approx(np.log(2.0), rel=1e-12) for v in values), values
