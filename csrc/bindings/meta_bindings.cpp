@@ -224,17 +224,21 @@ py::tuple episodes_typed(const py::handle& X_obj, const py::handle& offsets_obj,
     auto op = checked<std::int64_t>(offsets_obj, "class_offsets", {-1});
     const EpisodePool<T> pool = episode_pool<T>(Xp, op, n_way, k_shot, q_query);
     const std::int64_t n = pool.rows_per_task(), d = Xp.shape(1);
-    auto X = output<T>("episodes", {n_tasks * n, d});
-    auto y = output<T>("episode labels", {n_tasks * n});
-    py::array_t<std::int64_t> offsets(n_tasks + 1), ns(n_tasks);
+    const std::int64_t rows = pool.batch_rows(n_tasks, "n_tasks", sizeof(T));
+    auto X = output<T>("n_tasks", {rows, d});
+    auto y = output<T>("n_tasks", {rows});
+    auto offsets = output<std::int64_t>("n_tasks", {checked_add(n_tasks, 1, "n_tasks")});
+    auto ns = output<std::int64_t>("n_tasks", {n_tasks});
     for (std::int64_t i = 0; i <= n_tasks; ++i) offsets.mutable_data()[i] = i * n;
     for (std::int64_t i = 0; i < n_tasks; ++i) ns.mutable_data()[i] = n_way * k_shot;
     T* xo = X.mutable_data();
     T* yo = y.mutable_data();
-    {
-        py::gil_scoped_release release;
-        for (std::int64_t i = 0; i < n_tasks; ++i) pool.task(seed, step, i, xo + i * n * d, yo + i * n);
-    }
+    without_gil([&] {
+        for (std::int64_t i = 0; i < n_tasks; ++i) {
+            if (i % 1024 == 0) check_interrupt();
+            pool.task(seed, step, i, xo + i * n * d, yo + i * n);
+        }
+    });
     return py::make_tuple(X, y, offsets, ns);
 }
 

@@ -105,6 +105,7 @@ class MetaStepHandle {
         X_ = checked<T>(X, "X", {-1, net_.n_features()});
         offsets_ = checked<std::int64_t>(class_offsets, "class_offsets", {-1});
         const EpisodePool<T> pool = episode_pool<T>(X_, offsets_, n_way, k_shot, q_query);
+        pool.batch_rows(core_.meta_batch(), "meta_batch", sizeof(T));   // as generate() does
         core_.episodes_from(pool);
     }
 

@@ -60,18 +60,23 @@ class MetaStep {
     // from (seed, s, i) alone, so any range draws what the whole batch would.
     TaskData<T> draw(std::uint64_t seed, std::int64_t s, std::int64_t lo, std::int64_t hi,
                      std::vector<std::int64_t>& tasks) {
-        tasks.resize(hi - lo);
         if (mode_ == Mode::sampled) {
+            tasks.resize(hi - lo);
             const std::vector<std::int64_t> all =
                 CounterRng(seed, static_cast<std::uint64_t>(s)).choose(data_.n_tasks, meta_batch_);
             std::copy(all.begin() + lo, all.begin() + hi, tasks.begin());
             return data_;
         }
+        // fill checks the batch's size against memory, naming meta_batch, before anything of
+        // meta_batch's size is allocated (the task indices included)
+        const TaskData<T> data =
+            mode_ == Mode::sinusoid
+                ? buffers_.fill(source_, 1, source_.k_support, seed, s, hi - lo, lo)
+                : buffers_.fill(pool_, pool_.X.cols, pool_.n_way * pool_.k_shot, seed, s, hi - lo,
+                                lo);
+        tasks.resize(hi - lo);
         for (std::int64_t t = 0; t < hi - lo; ++t) tasks[t] = t;
-        return mode_ == Mode::sinusoid
-                   ? buffers_.fill(source_, 1, source_.k_support, seed, s, hi - lo, lo)
-                   : buffers_.fill(pool_, pool_.X.cols, pool_.n_way * pool_.k_shot, seed, s,
-                                   hi - lo, lo);
+        return data;
     }
     MetaBatch<T>& batch() { return batch_; }
 

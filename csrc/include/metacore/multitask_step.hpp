@@ -115,7 +115,8 @@ class MultiTaskStep {
             sq += static_cast<double>(state.theta[k]) * state.theta[k];
             if (l2_ != T(0)) grad[k] += l2_ * state.theta[k];
         }
-        v.value = value + 0.5 * static_cast<double>(l2_) * sq;
+        // no penalty at λ = 0: 0 × ‖θ‖² is NaN once ‖θ‖² overflows
+        v.value = l2_ != T(0) ? value + 0.5 * static_cast<double>(l2_) * sq : value;
         return v;
     }
 

@@ -140,7 +140,8 @@ class Objective {
             if (task_rows[i] > 0) value += static_cast<double>(weights[i]) * task_loss[i];
             if (losses) losses[i] = static_cast<T>(task_loss[i]);
         }
-        value += 0.5 * static_cast<double>(l2) * squared_norm(theta, P);
+        // no penalty at λ = 0: 0 × ‖θ‖² is NaN once ‖θ‖² overflows (|θ_k| ≳ 1.3e154 in float64)
+        if (l2 != T(0)) value += 0.5 * static_cast<double>(l2) * squared_norm(theta, P);
         if (grad) {
             sum_partials(parts, nb, P, grad, threads);
             add_scaled(l2, theta, grad, P);

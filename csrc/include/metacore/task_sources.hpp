@@ -18,6 +18,9 @@ namespace metacore {
 
 // Sinusoid regression (Finn et al., 2017): y = A sin(x − φ), A ~ U(amplitude), φ ~ U(phase),
 // x ~ U(x_range); k_support support rows then k_query query rows per task.
+// Rows a generated task writes between two interrupt checks.
+inline constexpr std::int64_t kRowsPerInterruptCheck = 65536;
+
 struct SinusoidSource {
     std::int64_t k_support = 10, k_query = 10;
     double amp_lo = 0.1, amp_hi = 5.0;
@@ -43,6 +46,9 @@ struct SinusoidSource {
         const double A = amp_lo + (amp_hi - amp_lo) * rng.uniform(0);
         const double phi = phase_lo + (phase_hi - phase_lo) * rng.uniform(1);
         for (std::int64_t r = 0; r < rows_per_task(); ++r) {
+            // one task may hold billions of rows (k_support is the caller's): Ctrl-C between
+            // bounded runs of them, not only between tasks
+            if (r != 0 && r % kRowsPerInterruptCheck == 0) check_interrupt();
             const double x = x_lo + (x_hi - x_lo) * rng.uniform(2 + static_cast<std::uint64_t>(r));
             X[r] = static_cast<T>(x);
             y[r] = static_cast<T>(A * std::sin(x - phi));
@@ -64,6 +70,16 @@ struct EpisodePool {
     std::int64_t n_way = 5, k_shot = 1, q_query = 15;
 
     std::int64_t rows_per_task() const { return n_way * (k_shot + q_query); }
+
+    // Rows of a batch of n_tasks episodes, checked against overflow and memory (X: d values a
+    // row, y: one, of `elem` bytes) before anything is allocated. `what` names the argument
+    // that sets n_tasks (meta_batch, n_tasks).
+    std::int64_t batch_rows(std::int64_t n_tasks, const char* what, std::size_t elem) const {
+        const std::int64_t n = checked_mul(n_tasks, rows_per_task(), what);
+        require_elements(what, checked_mul(n, checked_add(X.cols, 1, what), what), elem,
+                         "for the generated tasks' rows");
+        return n;
+    }
 
     // Episode i of `step`: X (rows_per_task × d) and y (rows_per_task) in caller buffers.
     void task(std::uint64_t seed, std::int64_t step, std::int64_t i, T* Xo, T* yo) const {

@@ -202,6 +202,10 @@ def main(argv=None) -> int:
         print(f"metacore: error: --threads must be -1 or >= 1, got {args.threads}",
               file=sys.stderr)
         return EXIT_USAGE
+    if args.threads is not None and args.threads > 2**31 - 1:     # the core counts in an int
+        print(f"metacore: error: --threads must be <= {2**31 - 1}, got {args.threads}",
+              file=sys.stderr)
+        return EXIT_USAGE
     if getattr(args, "steps", None) is not None and args.steps < 0:
         print(f"metacore: error: --steps must be >= 0, got {args.steps}", file=sys.stderr)
         return EXIT_USAGE

@@ -569,7 +569,7 @@ class Config:
     def validate(self):
         self.name = _name("name", self.name)
         self.seed = _int("seed", self.seed, 0)
-        self.threads = _int("threads", self.threads, -1, none=True)
+        self.threads = _int("threads", self.threads, -1, 2**31 - 1, none=True)  # the core's int
         if self.threads == 0:
             raise ConfigError("threads must be -1 (all cores) or >= 1 (leave it out for the "
                               "default), got 0")

@@ -40,7 +40,7 @@ from ..evaluation.protocol import evaluate
 from ..learners import ANIL, IMAML, MAML, Learner, MetaSGD, ProtoNet, Reptile, RidgeHead
 from ..models import MLP
 from ..problems import MetaObjective, Objective
-from ..train.checkpoint import load, save, write_atomic
+from ..train.checkpoint import CORRUPT_NPZ_ERRORS, load, save, write_atomic
 from ..train.fit import fit
 from ..train.result import History
 from .config import Config, ConfigError, keyed_error
@@ -729,7 +729,7 @@ def _prior_history(out, step):
     try:
         with np.load(path, allow_pickle=False) as data:
             history = History.from_arrays({k: data[k] for k in data.files})
-    except (OSError, ValueError, TypeError, KeyError):
+    except (*CORRUPT_NPZ_ERRORS, TypeError, KeyError, MemoryError):
         return None
     return _truncate(history, step)
 

@@ -227,7 +227,11 @@ def _task_ids(col, values, source):
     names = np.asarray(out, dtype=str)
     uniq = np.unique(names)
     if all(u.lstrip("-").isdigit() and str(int(u)) == u for u in uniq):
-        return names, names.astype(np.int64)
+        if all(-2**63 <= int(u) < 2**63 for u in uniq):
+            return names, names.astype(np.int64)
+        # ids past int64 (still integers as written): ordered numerically by their ranks
+        rank = {u: r for r, u in enumerate(sorted(uniq, key=int))}
+        return names, np.array([rank[n] for n in names], dtype=np.int64)
     return names, names
 
 

@@ -49,6 +49,8 @@ def sinusoid_params(n_tasks, *, amplitude=(0.1, 5.0), phase=(0.0, np.pi), seed=0
     ``sinusoid(n_tasks, amplitude=amplitude, phase=phase, seed=seed)`` uses."""
     n_tasks = _validation.integer("n_tasks", n_tasks, minimum=1)
     amplitude, phase = _interval("amplitude", amplitude), _interval("phase", phase)
+    _validation.fits_in_memory(f"n_tasks={n_tasks} tasks' amplitudes and phases",
+                               n_tasks * 8 * 4)          # A, φ and their uniform draws
     return _sinusoid_params(np.random.default_rng(_validation.seed("seed", seed)), n_tasks,
                             amplitude, phase)
 
@@ -203,6 +205,8 @@ def linear_family_params(n_tasks, *, n_features=10, relatedness_noise=0.1, seed=
     n_tasks = _validation.integer("n_tasks", n_tasks, minimum=1)
     n_features = _validation.integer("n_features", n_features, minimum=1)
     relatedness_noise = _validation.real("relatedness_noise", relatedness_noise, minimum=0.0)
+    _validation.fits_in_memory(f"n_tasks={n_tasks} × n_features={n_features} task parameters",
+                               n_tasks * n_features * 8 * 2)
     return _family_params(np.random.default_rng(_validation.seed("seed", seed)), n_tasks, n_features,
                           relatedness_noise)
 

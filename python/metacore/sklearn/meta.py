@@ -26,6 +26,9 @@ __all__ = ["MetaMLPRegressor", "MetaMLPClassifier"]
 
 LEARNERS = {"maml": MAML, "fomaml": FOMAML, "anil": ANIL, "metasgd": MetaSGD, "reptile": Reptile,
             "mamlpp": MAML, "imaml": IMAML, "protonet": ProtoNet, "ridgehead": RidgeHead}
+# bytes an episode of a pool costs besides its rows: its row indices, labels and support count
+# (NumPy array headers and list slots), a lower bound
+EPISODE_OVERHEAD_BYTES = 256
 # learners that classify a new task from its support embeddings, with no gradient steps
 EPISODE_HEADS = ("protonet", "ridgehead")
 # the hyper-parameters only some learners use: name -> those learners
@@ -135,6 +138,13 @@ class _Meta(MLPBase):
             start = learner.init(start)
         optimizer = (learner.default_optimizer(self.max_iter) if isinstance(learner, Reptile)
                      else Adam(lr=self.learning_rate_init))
+        # a pool holds meta_batch × resample_every episodes of at least 2 rows each, and each
+        # episode costs a few small arrays: refused before NumPy is asked for it (whose
+        # MemoryError would name no argument)
+        n_pool = self.meta_batch * min(self.resample_every, self.max_iter)
+        _validation.fits_in_memory(
+            f"meta_batch={self.meta_batch} × resample_every={self.resample_every} episodes per "
+            f"pool", n_pool * (EPISODE_OVERHEAD_BYTES + 2 * (X.shape[1] + 1) * X.dtype.itemsize))
         bar = _progress(self.max_iter) if self.verbose else None
         curves, done, pool = [], 0, 0
         try:

@@ -17,8 +17,11 @@ from __future__ import annotations
 import copy
 import json
 import os
+import struct
 import tempfile
+import tokenize
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -151,6 +154,14 @@ def _to_plain(ck):
 
 
 MAX_META_BYTES = 64 << 20    # the JSON description; anything larger is not a checkpoint
+# What reading a damaged .npz raises besides OSError and ValueError: NumPy's .npy header parser
+# on a mangled header (an unbalanced bracket: tokenize.TokenError; a stray character:
+# SyntaxError), zipfile on damaged entry headers (flag bits of features it lacks:
+# NotImplementedError; the encryption bit: RuntimeError; a short record: struct.error; damaged
+# deflate data: zlib.error). Every reader of .npz files treats them as "the file is corrupt".
+CORRUPT_NPZ_ERRORS = (zipfile.BadZipFile, OSError, EOFError, ValueError, tokenize.TokenError,
+                      SyntaxError, NotImplementedError, RuntimeError, struct.error, zlib.error)
+_NPY_HEADER_ERRORS = tuple(e for e in CORRUPT_NPZ_ERRORS if e is not ValueError)
 
 
 def load(path) -> Checkpoint:
@@ -170,20 +181,20 @@ def load(path) -> Checkpoint:
     with open(path, "rb") as f:
         try:
             z = np.load(f, allow_pickle=False)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        except CORRUPT_NPZ_ERRORS as exc:
             raise ValueError(f"{path!r} is not a readable metacore checkpoint (.npz): "
                              f"{exc}") from None
         with z:
             try:
                 meta = _read_meta(path, z)
                 return _from_plain(_Entries(z), meta)
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise ValueError(f"{path!r} is not a readable metacore checkpoint (.npz): "
-                                 f"{exc}") from None
             except (KeyError, TypeError, IndexError, AttributeError, OverflowError,
                     RecursionError, MemoryError) as exc:
                 raise ValueError(f"{path!r}: the checkpoint is incomplete or corrupt "
                                  f"({exc!r})") from None
+            except _NPY_HEADER_ERRORS as exc:     # zip and .npy damage; ValueError below
+                raise ValueError(f"{path!r} is not a readable metacore checkpoint (.npz): "
+                                 f"{exc}") from None
             except ValueError as exc:
                 if str(exc).startswith(repr(path)):
                     raise
