@@ -298,3 +298,25 @@ def pandas(what):
     except ImportError:
         raise ImportError(f"{what} needs pandas, which is optional: pip install pandas") from None
     return pd
+
+
+def renamed_text(text, names, strict=()):
+    """``text`` (an error message about the arguments a caller's values were passed down as)
+    with each argument name of ``names`` (argument -> the caller's name for it) standing as a word
+    replaced by the caller's name ('lr=1e-320 is zero ...' -> 'learning_rate_init=1e-320 is zero
+    ...'); names in ``strict`` (ordinary words: 'steps', 'scale') only where they read 'name=' or
+    'name must'. The one renaming used by the scikit-learn estimators and
+    the CLI's config errors."""
+    import re
+    for name, new in names.items():
+        tail = r"(?=\s*=|\s+must\b)" if name in strict else r"(?![\w.])"
+        text = re.sub(rf"(?<![\w.]){re.escape(name)}{tail}", new.replace("\\", r"\\"), text)
+    return text
+
+
+def rename_in(exc, names, strict=()):
+    """``exc`` itself (same type, attributes and traceback) with its message passed through
+    :func:`renamed_text`; returns it, for ``raise rename_in(exc, ...)``."""
+    if exc.args and isinstance(exc.args[0], str):
+        exc.args = (renamed_text(exc.args[0], names, strict),) + tuple(exc.args[1:])
+    return exc

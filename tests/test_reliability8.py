@@ -1,0 +1,105 @@
+"""Issue 12, round 8: errors name what the user gave, and Ctrl-C stops the task families.
+
+1. The scikit-learn estimators name their own hyper-parameters (``learning_rate_init``,
+   ``alpha``, ``outer_lr``, ...) in every error raised while fit passes them down to metacore
+   under other names (Adam's ``lr``, Objective's ``l2``, ...).
+2. ``metacore train`` names the config key (``model.hidden``, ...) of a value a library call
+   refused under its own argument name (MLP's ``layer_sizes``).
+3. The task families draw in bounded pieces: Ctrl-C stops ``mc.tasks.sinusoid`` of very many
+   rows promptly, and the pieces give exactly the numbers of one unchunked draw.
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import metacore as mc
+from metacore.data import tasks as tasks_module
+from metacore.sklearn import (MetaMLPClassifier, MetaMLPRegressor, MultiTaskMLPClassifier,
+                              MultiTaskMLPRegressor)
+
+from interrupts import interrupt_lag
+
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(mc.__file__)))
+FAST = settings(max_examples=15, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow,
+                                       HealthCheck.function_scoped_fixture])
+
+
+def _word(name, text):
+    return re.search(rf"(?<![\w.]){re.escape(name)}(?![\w])", text) is not None
+
+
+# --- 1. scikit-learn estimators name their own hyper-parameters --------------------------------
+
+def _data(classifier):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(24, 2))
+    y = (X[:, 0] > 0).astype(int) if classifier else X[:, 0]
+    return X, y, np.repeat([0, 1, 2], 8)
+
+
+ESTIMATORS = [MultiTaskMLPRegressor, MultiTaskMLPClassifier, MetaMLPRegressor,
+              MetaMLPClassifier]
+# a positive rate that is zero or subnormal in the working dtype
+TINY_RATE = {"float32": st.floats(1e-320, 1e-39), "float64": st.floats(1e-323, 1e-309)}
+
+
+def _fit_error(est):
+    X, y, g = _data(est._loss != "mse")
+    with pytest.raises((ValueError, TypeError, MemoryError, OverflowError)) as info:
+        est.fit(X, y, groups=g)
+    return str(info.value)
+
+
+@FAST
+@given(cls=st.sampled_from(ESTIMATORS), dtype=st.sampled_from(["float32", "float64"]),
+       data=st.data())
+def test_a_learning_rate_zero_in_the_dtype_is_named_learning_rate_init(cls, dtype, data):
+    lr = data.draw(TINY_RATE[dtype])
+    msg = _fit_error(cls(hidden_layer_sizes=(3,), learning_rate_init=lr, max_iter=1,
+                         dtype=dtype, random_state=0))
+    assert _word("learning_rate_init", msg), msg
+    assert not _word("lr", msg), msg
+
+
+@FAST
+@given(cls=st.sampled_from([MultiTaskMLPRegressor, MultiTaskMLPClassifier]),
+       alpha=st.floats(3.5e38, 1e308))
+def test_an_l2_penalty_beyond_the_dtype_is_named_alpha(cls, alpha):
+    msg = _fit_error(cls(hidden_layer_sizes=(3,), alpha=alpha, max_iter=1, dtype="float32",
+                         random_state=0))
+    assert _word("alpha", msg), msg
+    assert not _word("l2", msg), msg
+
+
+@FAST
+@given(cls=st.sampled_from([MetaMLPRegressor, MetaMLPClassifier]),
+       outer_lr=st.floats(1e-320, 1e-39))
+def test_reptiles_outer_step_is_named_outer_lr_not_lr(cls, outer_lr):
+    # Reptile's outer step is its SGD optimizer's lr: the error names outer_lr
+    msg = _fit_error(cls(hidden_layer_sizes=(3,), learner="reptile", outer_lr=outer_lr,
+                         max_iter=1, dtype="float32", random_state=0))
+    assert _word("outer_lr", msg), msg
+    assert not _word("lr", msg) and not _word("learning_rate_init", msg), msg
+
+
+@FAST
+@given(cls=st.sampled_from(ESTIMATORS), width=st.integers(2**40, 2**63 - 1))
+def test_a_hidden_width_beyond_memory_is_named_hidden_layer_sizes(cls, width):
+    msg = _fit_error(cls(hidden_layer_sizes=(width,), max_iter=1, random_state=0))
+    assert _word("hidden_layer_sizes", msg), msg
+    assert not _word("layer_sizes", msg), msg
+
+
+def test_renaming_keeps_the_exception_its_type_and_other_words():
+    exc = mc._validation.rename_in(ValueError("lr=1e-320 is zero; steps are 3; steps=2"),
+                                   {"lr": "learning_rate_init", "steps": "max_iter"},
+                                   strict=("steps",))
+    assert type(exc) is ValueError
+    assert str(exc) == "learning_rate_init=1e-320 is zero; steps are 3; max_iter=2"
