@@ -103,3 +103,50 @@ def test_renaming_keeps_the_exception_its_type_and_other_words():
                                    strict=("steps",))
     assert type(exc) is ValueError
     assert str(exc) == "learning_rate_init=1e-320 is zero; steps are 3; max_iter=2"
+
+
+# --- 2. the CLI names the config key --------------------------------------------------------------
+
+TINY = """
+name = "tiny"
+[tasks]
+family = "sinusoid"
+n_test = 4
+n_train = 8
+[model]
+hidden = {hidden}
+[learner]
+kind = "{kind}"
+[train]
+steps = 2
+meta_batch = 2
+[evaluate]
+steps = [0]
+baselines = []
+plot = false
+"""
+
+
+def _cli(tmp_path, *args):
+    env = dict(os.environ, PYTHONPATH=PACKAGE_ROOT)
+    return subprocess.run([sys.executable, "-m", "metacore", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _assert_names_key(r, key, argument):
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, (r.returncode, r.stderr)
+    assert key in lines[0] and not _word(argument, lines[0]), lines[0]
+
+
+@pytest.mark.parametrize("kind", ["maml", "multitask", "reptile"])
+@pytest.mark.parametrize("width", [2**62, 2**63 - 1])
+def test_a_hidden_width_beyond_memory_names_model_hidden(tmp_path, kind, width):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(TINY.format(hidden="[8]", kind=kind))
+    r = _cli(tmp_path, "train", str(cfg), "--quiet", "--output", "o", "--set",
+             f"model.hidden=[{width}]")
+    _assert_names_key(r, "model.hidden", "layer_sizes")
+    cfg.write_text(TINY.format(hidden=f"[4, {width}]", kind=kind))       # the same in a file
+    r = _cli(tmp_path, "train", str(cfg), "--quiet", "--output", "o")
+    _assert_names_key(r, "model.hidden", "layer_sizes")
