@@ -150,3 +150,91 @@ def test_a_hidden_width_beyond_memory_names_model_hidden(tmp_path, kind, width):
     cfg.write_text(TINY.format(hidden=f"[4, {width}]", kind=kind))       # the same in a file
     r = _cli(tmp_path, "train", str(cfg), "--quiet", "--output", "o")
     _assert_names_key(r, "model.hidden", "layer_sizes")
+
+
+# --- 3. task families: Ctrl-C between bounded pieces, the same numbers --------------------------
+
+def _old_sinusoid(n_tasks, k_support, k_query, amplitude, phase, x_range, seed):
+    """The unchunked draw the family made before it drew in pieces (float64 X, y)."""
+    rng = np.random.default_rng(seed)
+    n = k_support + k_query
+    A = rng.uniform(amplitude[0], amplitude[1], size=n_tasks)
+    phi = rng.uniform(phase[0], phase[1], size=n_tasks)
+    x = rng.uniform(x_range[0], x_range[1], size=(n_tasks, n))
+    return x.reshape(-1, 1), (A[:, None] * np.sin(x - phi[:, None])).reshape(-1)
+
+
+def _old_family(n_tasks, n_features, n_rows, relatedness_noise, seed):
+    rng = np.random.default_rng(seed)
+    theta_star = rng.normal(size=n_features)
+    thetas = theta_star + relatedness_noise * rng.normal(size=(n_tasks, n_features))
+    if isinstance(n_rows, int):
+        sizes = np.full(n_tasks, n_rows, dtype=np.int64)
+    else:
+        sizes = rng.integers(n_rows[0], n_rows[1], size=n_tasks, endpoint=True).astype(np.int64)
+    X = rng.normal(size=(int(sizes.sum()), n_features))
+    z = np.einsum("nd,nd->n", X, np.repeat(thetas, sizes, axis=0))
+    return rng, X, z, sizes
+
+
+@FAST
+@given(chunk=st.integers(1, 40), n_tasks=st.integers(1, 6), k_support=st.integers(0, 30),
+       k_query=st.integers(1, 30), seed=st.integers(0, 2**32), f32=st.booleans())
+def test_sinusoid_drawn_in_pieces_equals_one_draw(monkeypatch, chunk, n_tasks, k_support,
+                                                   k_query, seed, f32):
+    monkeypatch.setattr(tasks_module, "CHUNK", chunk)     # many pieces on small sizes
+    dt = np.float32 if f32 else np.float64
+    ts = mc.tasks.sinusoid(n_tasks, k_support=k_support, k_query=k_query, seed=seed, dtype=dt)
+    X, y = _old_sinusoid(n_tasks, k_support, k_query, (0.1, 5.0), (0.0, np.pi), (-5.0, 5.0),
+                         seed)
+    np.testing.assert_array_equal(ts.X, X.astype(dt))
+    np.testing.assert_array_equal(ts.y, y.astype(dt))
+    assert ts.X.dtype == dt and (ts.n_support == k_support).all()
+    assert (ts.offsets == np.arange(n_tasks + 1) * (k_support + k_query)).all()
+
+
+@FAST
+@given(chunk=st.integers(1, 40), n_tasks=st.integers(1, 5), n_features=st.integers(1, 7),
+       n_rows=st.one_of(st.integers(1, 12), st.tuples(st.integers(1, 5), st.integers(5, 12))),
+       noise=st.floats(0, 2), rel=st.floats(0, 2), seed=st.integers(0, 2**32),
+       logistic=st.booleans(), f32=st.booleans())
+def test_linear_and_logistic_families_drawn_in_pieces_equal_one_draw(
+        monkeypatch, chunk, n_tasks, n_features, n_rows, noise, rel, seed, logistic, f32):
+    monkeypatch.setattr(tasks_module, "CHUNK", chunk)
+    dt = np.float32 if f32 else np.float64
+    rng, X, z, sizes = _old_family(n_tasks, n_features, n_rows, rel, seed)
+    if logistic:
+        ts = mc.tasks.logistic_family(n_tasks, n_features=n_features, n_rows=n_rows,
+                                      relatedness_noise=rel, seed=seed, dtype=dt, n_support=1)
+        p = np.exp(-np.logaddexp(0.0, -z))
+        y = (rng.random(z.shape[0]) < p).astype(np.float64)
+    else:
+        ts = mc.tasks.linear_family(n_tasks, n_features=n_features, n_rows=n_rows,
+                                    relatedness_noise=rel, noise=noise, seed=seed, dtype=dt,
+                                    n_support=1)
+        y = z + noise * rng.normal(size=z.shape[0])
+    np.testing.assert_array_equal(ts.X, X.astype(dt))
+    np.testing.assert_array_equal(ts.y, y.astype(dt))
+    np.testing.assert_array_equal(ts.task_sizes, sizes)
+    assert (ts.n_support == 1).all()
+    star, thetas = mc.tasks.linear_family_params(n_tasks, n_features=n_features,
+                                                 relatedness_noise=rel, seed=seed)
+    r = np.random.default_rng(seed)
+    np.testing.assert_array_equal(star, r.normal(size=n_features))
+    np.testing.assert_array_equal(thetas, star + rel * r.normal(size=(n_tasks, n_features)))
+
+
+def test_a_value_beyond_float32_is_still_named_by_the_taskset():
+    with pytest.raises(ValueError, match=r"^y has .* exceeds float32's range"):
+        mc.tasks.sinusoid(2, amplitude=(1e39, 2e39), dtype=np.float32)
+
+
+@pytest.mark.parametrize("call", [
+    # one task of 2^26 rows: NumPy's single calls over it took up to 1.7 s to return before
+    "mc.tasks.sinusoid(1, k_support=2**26, k_query=0)",
+    "mc.tasks.linear_family(1, n_features=8, n_rows=2**24)",
+    "mc.tasks.logistic_family(1, n_features=8, n_rows=2**24, dtype=np.float32)",
+])
+def test_ctrl_c_stops_a_task_family_of_very_many_rows(call):
+    lag = interrupt_lag("", call, delay=1.0)
+    assert lag < 0.5
