@@ -224,6 +224,53 @@ def test_linear_and_logistic_families_drawn_in_pieces_equal_one_draw(
     np.testing.assert_array_equal(thetas, star + rel * r.normal(size=(n_tasks, n_features)))
 
 
+def _old_digits(n_tasks, n_way, k_shot, q_query, rotations, seed):
+    """The unchunked draw mc.tasks.digits made before it drew in pieces (float64 X, y)."""
+    from metacore.data.digits import digit_images
+    rng = np.random.default_rng(seed)
+    pool = mc.tasks.digits_classes("train", rotations=rotations)
+    images, labels = digit_images()
+    by_digit = [np.flatnonzero(labels == d) for d in range(10)]
+    per_class = k_shot + q_query
+    chosen = pool[np.argsort(rng.random((n_tasks, len(pool))), axis=1)[:, :n_way]]
+    digit, rot = (chosen // 4, chosen % 4) if rotations else (chosen, np.zeros_like(chosen))
+    imgs = np.empty((n_tasks, n_way, per_class, 8, 8))
+    for d in np.unique(digit):
+        where = np.nonzero(digit == d)
+        keys = rng.random((len(where[0]), len(by_digit[d])))
+        imgs[where] = images[by_digit[d][np.argpartition(keys, per_class - 1,
+                                                         axis=1)[:, :per_class]]]
+    for r in range(1, 4):
+        where = np.nonzero(rot == r)
+        imgs[where] = np.rot90(imgs[where], k=r, axes=(2, 3))
+    imgs = imgs.reshape(n_tasks, n_way, per_class, 64)
+    lab = np.broadcast_to(np.arange(n_way, dtype=np.float64)[None, :, None],
+                          (n_tasks, n_way, per_class))
+    X = np.concatenate([imgs[:, :, :k_shot].reshape(n_tasks, -1, 64),
+                        imgs[:, :, k_shot:].reshape(n_tasks, -1, 64)], axis=1)
+    y = np.concatenate([lab[:, :, :k_shot].reshape(n_tasks, -1),
+                        lab[:, :, k_shot:].reshape(n_tasks, -1)], axis=1)
+    return X.reshape(-1, 64), y.reshape(-1)
+
+
+@FAST
+@given(chunk=st.integers(1, 3000), n_tasks=st.integers(1, 6), n_way=st.integers(2, 6),
+       k_shot=st.integers(1, 3), q_query=st.integers(0, 3), rotations=st.booleans(),
+       seed=st.integers(0, 2**32), f32=st.booleans())
+def test_digits_drawn_in_pieces_equal_one_draw(monkeypatch, chunk, n_tasks, n_way, k_shot,
+                                               q_query, rotations, seed, f32):
+    from metacore.data import digits as digits_module
+    monkeypatch.setattr(digits_module, "CHUNK", chunk)
+    dt = np.float32 if f32 else np.float64
+    ts = mc.tasks.digits(n_tasks, n_way=n_way, k_shot=k_shot, q_query=q_query,
+                         rotations=rotations, seed=seed, dtype=dt)
+    X, y = _old_digits(n_tasks, n_way, k_shot, q_query, rotations, seed)
+    np.testing.assert_array_equal(ts.X, X.astype(dt))
+    np.testing.assert_array_equal(ts.y, y.astype(dt))
+    assert ts.X.dtype == ts.y.dtype == dt and (ts.n_support == n_way * k_shot).all()
+    assert (ts.task_ids == np.arange(n_tasks)).all()
+
+
 def test_a_value_beyond_float32_is_still_named_by_the_taskset():
     with pytest.raises(ValueError, match=r"^y has .* exceeds float32's range"):
         mc.tasks.sinusoid(2, amplitude=(1e39, 2e39), dtype=np.float32)
@@ -234,6 +281,7 @@ def test_a_value_beyond_float32_is_still_named_by_the_taskset():
     "mc.tasks.sinusoid(1, k_support=2**26, k_query=0)",
     "mc.tasks.linear_family(1, n_features=8, n_rows=2**24)",
     "mc.tasks.logistic_family(1, n_features=8, n_rows=2**24, dtype=np.float32)",
+    "mc.tasks.digits(2**13, n_way=5, k_shot=5, q_query=15)",
 ])
 def test_ctrl_c_stops_a_task_family_of_very_many_rows(call):
     lag = interrupt_lag("", call, delay=1.0)

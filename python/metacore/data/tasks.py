@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import _validation
 from .tabular import from_csv, from_dataframe
-from .digits import digits, digits_classes
+from .digits import CHUNK, digits, digits_classes
 from .taskset import TaskSet
 
 __all__ = ["sinusoid", "sinusoid_params", "linear_family", "logistic_family",
@@ -38,10 +38,9 @@ def _interval(name, value):
 
 
 # --- drawing in bounded pieces ---------------------------------------------------------------------
-# Elements per NumPy call: Python handles a pending Ctrl-C between calls, so a family of any size
-# stops within a few milliseconds of it (one call over 2^29 rows took seconds). NumPy's generators
-# draw sequentially, so chunked draws give exactly the stream of one call of the total size.
-CHUNK = 1 << 20
+# CHUNK (digits.py): elements per NumPy call, so a family of any size stops within milliseconds
+# of Ctrl-C (one call over 2^29 rows took seconds). NumPy's generators draw sequentially, so
+# chunked draws give exactly the stream of one call of the total size.
 
 
 def _chunks(total):
