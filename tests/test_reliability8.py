@@ -286,3 +286,52 @@ def test_a_value_beyond_float32_is_still_named_by_the_taskset():
 def test_ctrl_c_stops_a_task_family_of_very_many_rows(call):
     lag = interrupt_lag("", call, delay=1.0)
     assert lag < 0.5
+
+
+# --- 3b. TaskSet's own checks, conversion and copy run in pieces ----------------------------------
+
+@FAST
+@given(piece=st.integers(1, 50), rows=st.integers(1, 30), cols=st.integers(1, 4),
+       src=st.sampled_from(["<f8", ">f8", "<f4", "<i8", ">i4", "|b1", "<u2"]),
+       dst=st.sampled_from([np.float32, np.float64]), transpose=st.booleans(),
+       bad=st.one_of(st.none(), st.sampled_from([np.nan, np.inf, -np.inf, 1e39])),
+       seed=st.integers(0, 2**32))
+def test_float_array_in_pieces_equals_one_conversion(monkeypatch, piece, rows, cols, src, dst,
+                                                     transpose, bad, seed):
+    monkeypatch.setattr(mc._validation, "PIECE", piece)
+    rng = np.random.default_rng(seed)
+    a = (rng.normal(size=(rows, cols)) * 100).astype(src)
+    a = a.T if transpose else a
+    if bad is not None and a.dtype.itemsize == 8 and a.dtype.kind == "f":
+        a = a.copy()
+        a[tuple(int(rng.integers(0, n)) for n in a.shape)] = bad
+        with np.errstate(over="ignore"):
+            refused = not np.isfinite(np.asarray(bad, dtype=dst))     # 1e39 fits float64 only
+        if refused:
+            with pytest.raises(ValueError, match="^X (must be finite|has .* exceeds)"):
+                mc._validation.float_array("X", a, dtype=dst)
+            return
+    out = mc._validation.float_array("X", a, dtype=dst)
+    with np.errstate(over="ignore"):
+        want = np.ascontiguousarray(a, dtype=dst)
+    np.testing.assert_array_equal(out, want)
+    assert out.dtype == np.dtype(dst) and out.flags.c_contiguous
+    copy = mc._validation.copy_in_pieces(want)
+    np.testing.assert_array_equal(copy, want)
+    assert copy.flags.c_contiguous and not np.shares_memory(copy, want)
+
+
+def test_a_non_finite_entry_in_a_late_piece_is_named_with_its_index(monkeypatch):
+    monkeypatch.setattr(mc._validation, "PIECE", 4)
+    X = np.ones((10, 3))
+    X[8, 1] = np.nan
+    with pytest.raises(ValueError, match=r"X must be finite, found nan at index \(8, 1\)"):
+        mc.TaskSet(X, np.zeros(10), [0, 10])
+
+
+@pytest.mark.parametrize("dtype", ["np.float32", "np.float64"])
+def test_ctrl_c_stops_a_taskset_of_very_many_rows(dtype):
+    # 2^26 × 2 float64 (1 GiB): its finite check, cast and private copy were single NumPy calls
+    lag = interrupt_lag("X = np.random.default_rng(0).normal(size=(2**26, 2)); y = X[:, 0].copy()",
+                        f"mc.TaskSet(X, y, [0, 2**26], dtype={dtype})", delay=0.5)
+    assert lag < 0.5
