@@ -10,10 +10,12 @@ MAML++ (Antoniou et al. 2019) takes 5 inner steps with learned rates per layer a
 0.01), the multi-step loss annealed over the first 15 % of the meta-steps (the paper's 15 of
 100 epochs), exact second-order meta-gradients throughout (the net is small; a first-order start
 let the learned rates grow until an inner loop diverged at step 13,505 of 70,000) and the
-meta-gradient clipped to norm 10 (Adam's clip_norm) as a guard, and the learned rates trained at
-Adam 1e-4, a tenth of the weights' rate (a parameter group, MAMLPP_RATES_LR: Adam moves every
-entry by about its rate a step, 10 % of a rate of 0.01; at 1e-3 the first layer's rates grew to
-0.1 in 300 meta-steps and at K = 20 an inner loop blew up at meta-step 557); iMAML (Rajeswaran et al. 2019)
+meta-gradient clipped to norm 10 (Adam's clip_norm) as a guard; from K = 20 on (rates_lr) its
+learned rates train at Adam 1e-4, a tenth of the weights' rate (a parameter group: Adam moves
+every entry by about its rate a step, 10 % of a rate of 0.01; at 1e-3 the first layer's rates grew
+to 0.1 in 300 meta-steps and at K = 20 an inner loop blew up at meta-step 557), while at K = 5
+they must fall fast at the start (at 1e-4 or 3e-4 a 5-step inner loop blew up at meta-step 5 or
+6) — chosen by whether meta-training diverges, never by test scores; iMAML (Rajeswaran et al. 2019)
 takes 200 proximal steps of rate 0.0005 with λ = 50 (the proximal problem contracts by
 1 − 0.0005·50 per step, to 0.6 % of its start after 200: converged, as the implicit gradient
 assumes, so steps past 200 change little) and 5 CG steps — chosen on the 100 validation tasks
@@ -40,7 +42,20 @@ import numpy as np
 # MAML++'s recipe in the demo (see the module docstring).
 MAMLPP_STEPS = 5
 MAMLPP_CLIP = 10.0
-MAMLPP_RATES_LR = 1e-4      # Adam's rate for MAML++'s learned inner rates (parameter group)
+MAMLPP_RATES_LR = 1e-4      # Adam's rate for MAML++'s learned inner rates from K = 20 on
+MAMLPP_RATES_FROM_K = 20
+
+
+def rates_lr(k_shot):
+    """Adam's rate for MAML++'s learned inner rates at K = ``k_shot`` (a parameter group), or
+    None: the weights' rate (see the module docstring)."""
+    return MAMLPP_RATES_LR if k_shot >= MAMLPP_RATES_FROM_K else None
+
+
+def _mamlpp_optimizer(mc, k_shot):
+    lr = rates_lr(k_shot)
+    return mc.optim.Adam(lr=1e-3, clip_norm=MAMLPP_CLIP,
+                         groups=None if lr is None else {"rates": {"lr": lr}})
 MAMLPP_MAX_STEPS = 10_000   # MAML++ meta-steps in the demo (the 10,000-step table in the README)
 # iMAML's recipe and its meta-steps in the demo, chosen on the demo's 100 validation tasks
 # (seed 54321; query MSE after the trained steps / twice as many, about the same CPU time; each
@@ -108,9 +123,8 @@ def _meta_train(mc, learners, model, source, args, progress):
             return cancel.is_set()         # True stops this run (Ctrl-C in the main thread)
 
         problem = mc.MetaObjective(learner, source, meta_batch=args.meta_batch)
-        opt = (mc.optim.Adam(lr=1e-3, clip_norm=MAMLPP_CLIP,
-                             groups={"rates": {"lr": MAMLPP_RATES_LR}})
-               if name == "MAML++" else mc.optim.Adam(lr=1e-3))
+        opt = (_mamlpp_optimizer(mc, args.k_shot) if name == "MAML++"
+               else mc.optim.Adam(lr=1e-3))
         try:
             res = mc.fit(problem, theta0, steps=_steps(name, args), optimizer=opt,
                          eval_every=chunk, chunk_size=chunk, callbacks=(tick,), progress=False,
@@ -158,7 +172,9 @@ def _recipes(args):
     return {"MAML": one("MAML", 1, 0.01, "at"),
             "Meta-SGD": one("Meta-SGD", 1, 0.01, "at learned per-parameter rates from"),
             "MAML++": one("MAML++", MAMLPP_STEPS, 0.01,
-                          f"at learned per-layer rates (trained at Adam {MAMLPP_RATES_LR:g}) from"),
+                          "at learned per-layer rates " + (
+                              f"(trained at Adam {rates_lr(args.k_shot):g}) from"
+                              if rates_lr(args.k_shot) else "from")),
             "iMAML": one("iMAML", IMAML["inner_steps"], IMAML["inner_lr"],
                          f"(proximal, λ {IMAML['reg']:g}, {IMAML['cg_steps']} CG steps) at")}
 
