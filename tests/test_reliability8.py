@@ -335,3 +335,13 @@ def test_ctrl_c_stops_a_taskset_of_very_many_rows(dtype):
     lag = interrupt_lag("X = np.random.default_rng(0).normal(size=(2**26, 2)); y = X[:, 0].copy()",
                         f"mc.TaskSet(X, y, [0, 2**26], dtype={dtype})", delay=0.5)
     assert lag < 0.5
+
+
+def test_a_divergence_during_fit_advises_the_estimators_learning_rate():
+    # a huge outer rate blows θ up: FitDivergedError, its "(lr …)" read as learning_rate_init
+    X, y, g = _data(False)
+    est = MultiTaskMLPRegressor(hidden_layer_sizes=(3,), learning_rate_init=1e30, max_iter=50,
+                                dtype="float32", random_state=0)
+    with pytest.raises(mc.FitDivergedError) as info:
+        est.fit(X, y * 1e30, groups=g)
+    assert not _word("lr", str(info.value)), str(info.value)

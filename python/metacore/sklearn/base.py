@@ -84,14 +84,15 @@ class MLPBase(BaseEstimator):
 
     @contextlib.contextmanager
     def _own_names(self, **extra):
-        """Every ValueError/TypeError/MemoryError/OverflowError raised inside names this
-        estimator's parameters, not the arguments metacore's optimizer, objective, net and
-        learner took them as (``learning_rate_init=1e-320`` is Adam's ``lr``): the same exception,
-        its message renamed (``_PASSED_AS`` updated with ``extra``)."""
+        """Every ValueError/TypeError/MemoryError/OverflowError raised inside (and a
+        FitDivergedError's advice) names this estimator's parameters, not the arguments
+        metacore's optimizer, objective, net and learner took them as (``learning_rate_init=1e-320``
+        is Adam's ``lr``): the same exception, its message renamed (``_PASSED_AS`` updated with
+        ``extra``)."""
         names = {**self._PASSED_AS, **extra}
         try:
             yield
-        except (ValueError, TypeError, MemoryError, OverflowError) as exc:
+        except (ValueError, TypeError, MemoryError, OverflowError, FloatingPointError) as exc:
             _validation.rename_in(exc, names, strict=("steps",))
             raise
 
