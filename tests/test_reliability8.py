@@ -152,6 +152,17 @@ def test_a_hidden_width_beyond_memory_names_model_hidden(tmp_path, kind, width):
     _assert_names_key(r, "model.hidden", "layer_sizes")
 
 
+@pytest.mark.parametrize("setting, key, argument", [
+    ("learner.inner_steps=4611686018427387904", "learner.inner_steps", "inner_steps"),
+    ("model.hidden=[3037000500,3037000500]", "model.hidden", "layer_sizes"),
+])
+def test_sizes_refused_while_training_name_their_config_keys(tmp_path, setting, key, argument):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(TINY.format(hidden="[8]", kind="maml"))
+    r = _cli(tmp_path, "train", str(cfg), "--quiet", "--output", "o", "--set", setting)
+    _assert_names_key(r, key, argument)
+
+
 # --- 3. task families: Ctrl-C between bounded pieces, the same numbers --------------------------
 
 def _old_sinusoid(n_tasks, k_support, k_query, amplitude, phase, x_range, seed):

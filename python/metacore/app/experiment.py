@@ -433,15 +433,16 @@ def train(exp: Experiment, start=None, *, progress=True, on_checkpoint=None):
     each, ``on_checkpoint(result, histories)`` (also with the partial result on Ctrl-C or
     divergence, before the error propagates). Returns (last FitResult or None when nothing was
     left to run, [History of each call]). An error about the values the config passed down
-    (ValueError, TypeError, MemoryError, OverflowError) is a ConfigError naming the [model] and
-    [train] keys they came from."""
+    (ValueError, TypeError, MemoryError, OverflowError) is a ConfigError naming the [model],
+    [learner] and [train] keys they came from."""
     try:
         return _train(exp, start, progress, on_checkpoint)
     except KEY_ERRORS as exc:
         keys = dict(TRAIN_KEYS)
         if not exp.cfg.train.validate_every:   # then eval_every is derived from train.steps
             keys["eval_every"] = "train.steps"
-        raise keyed_error(exc, {**MODEL_KEYS, **keys}, strict=("steps",)) from None
+        raise keyed_error(exc, {**MODEL_KEYS, **LEARNER_KEYS, **keys},
+                          strict=("steps", "scale", "distance")) from None
 
 
 def _train(exp, start, progress, on_checkpoint):
