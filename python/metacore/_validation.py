@@ -217,7 +217,7 @@ def float_array(name, value, ndim=None, dtype=None, finite=True):
             and (dtype is None or value.dtype == dtype)):
         # Fast path (the latency calls): already what the core takes; a non-finite entry falls
         # through to the checks below, which name it.
-        if not finite or np.isfinite(value).all():
+        if not finite or _all_finite(value):
             return value
     arr = as_array(name, value)
     # by kind, not issubdtype(np.number): timedelta64 counts as a number there
@@ -238,13 +238,51 @@ def float_array(name, value, ndim=None, dtype=None, finite=True):
                        arr.size * dtype.itemsize)
     source = arr
     with np.errstate(over="ignore"):      # a finite value beyond the dtype's range: named below
-        arr = np.ascontiguousarray(arr, dtype=dtype)
-    if finite and arr.size and not np.isfinite(arr).all():
+        arr = _contiguous(arr, dtype)
+    if finite and arr.size and not _all_finite(arr):
         bad = np.argwhere(~np.isfinite(arr))[0]
         where = tuple(int(i) for i in bad)
         _beyond_range(name, source, dtype, where)
         raise ValueError(f"{name} must be finite, found {arr[where]} at index {where}")
     return arr
+
+
+# Elements per NumPy call when checking or converting a large array: Python handles a pending
+# Ctrl-C between calls (one isfinite or cast over 2^27 entries took about a second).
+PIECE = 1 << 20
+
+
+def _all_finite(arr):
+    """``np.isfinite(arr).all()`` for a C-contiguous array, in pieces of PIECE entries (and
+    without a boolean array the size of ``arr``)."""
+    if arr.size <= PIECE:
+        return bool(np.isfinite(arr).all())
+    flat = arr.reshape(-1)
+    return all(np.isfinite(flat[a:a + PIECE]).all() for a in range(0, flat.size, PIECE))
+
+
+def _contiguous(arr, dtype):
+    """``np.ascontiguousarray(arr, dtype=dtype)``, converted in pieces along the first axis when
+    large (the same values: the same cast, entry by entry)."""
+    if (arr.flags.c_contiguous and arr.dtype == dtype) or arr.ndim == 0 or arr.size <= PIECE:
+        return np.ascontiguousarray(arr, dtype=dtype)
+    out = np.empty(arr.shape, dtype=dtype)
+    step = max(1, PIECE // max(1, arr[0].size))
+    for a in range(0, arr.shape[0], step):
+        out[a:a + step] = arr[a:a + step]
+    return out
+
+
+def copy_in_pieces(arr):
+    """A C-contiguous copy of ``arr`` (``np.array(arr, order="C")``), made in pieces of about
+    PIECE entries along the first axis so that Ctrl-C is handled during a large copy."""
+    if arr.ndim == 0 or arr.size <= PIECE:
+        return np.array(arr, order="C", copy=True)
+    out = np.empty(arr.shape, dtype=arr.dtype)
+    step = max(1, PIECE // max(1, arr[0].size))
+    for a in range(0, arr.shape[0], step):
+        out[a:a + step] = arr[a:a + step]
+    return out
 
 
 def _beyond_range(name, source, dtype, where):
@@ -298,3 +336,25 @@ def pandas(what):
     except ImportError:
         raise ImportError(f"{what} needs pandas, which is optional: pip install pandas") from None
     return pd
+
+
+def renamed_text(text, names, strict=()):
+    """``text`` (an error message about the arguments a caller's values were passed down as)
+    with each argument name of ``names`` (argument -> the caller's name for it) standing as a word
+    replaced by the caller's name ('lr=1e-320 is zero ...' -> 'learning_rate_init=1e-320 is zero
+    ...'); names in ``strict`` (ordinary words: 'steps', 'scale') only where they read 'name=' or
+    'name must'. The one renaming used by the scikit-learn estimators and
+    the CLI's config errors."""
+    import re
+    for name, new in names.items():
+        tail = r"(?=\s*=|\s+must\b)" if name in strict else r"(?![\w.])"
+        text = re.sub(rf"(?<![\w.]){re.escape(name)}{tail}", new.replace("\\", r"\\"), text)
+    return text
+
+
+def rename_in(exc, names, strict=()):
+    """``exc`` itself (same type, attributes and traceback) with its message passed through
+    :func:`renamed_text`; returns it, for ``raise rename_in(exc, ...)``."""
+    if exc.args and isinstance(exc.args[0], str):
+        exc.args = (renamed_text(exc.args[0], names, strict),) + tuple(exc.args[1:])
+    return exc

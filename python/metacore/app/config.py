@@ -53,12 +53,7 @@ def keyed_error(exc, keys, strict=()):
     (argument -> key) standing as a word in the message is replaced by its key ('reg=1.0 with
     inner_lr=3' -> 'learner.reg=1.0 with learner.inner_lr=3'); names in ``strict`` (ordinary
     words: 'scale', 'c') only where they read 'name=' or 'name must'."""
-    import re
-    text = str(exc)
-    for name, key in keys.items():
-        tail = r"(?=\s*=|\s+must\b)" if name in strict else r"(?![\w.])"
-        text = re.sub(rf"(?<![\w.]){re.escape(name)}{tail}", key, text)
-    return ConfigError(text)
+    return ConfigError(_validation.renamed_text(str(exc), keys, strict))
 
 
 # --- one checker per kind of value ---------------------------------------------------------------

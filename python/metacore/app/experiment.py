@@ -255,6 +255,17 @@ def _model(cfg, d, k, loss):
     return MLP([d, *mc.hidden, k], activation=mc.activation, loss=loss, norm=mc.norm)
 
 
+# What a library call raises about the values a config passed it (a size beyond the machine's
+# memory included): turned by keyed_error into a ConfigError naming the config keys.
+KEY_ERRORS = (ValueError, TypeError, MemoryError, OverflowError)
+# MLP's arguments: [model] keys under other names (layer_sizes is [inputs, *hidden, outputs]).
+MODEL_KEYS = {"layer_sizes": "model.hidden", "activation": "model.activation",
+              "norm": "model.norm"}
+# What train passes to Objective/MetaObjective and metacore.fit: [train] keys under other names.
+TRAIN_KEYS = {"l2": "train.l2", "meta_batch": "train.meta_batch", "steps": "train.steps",
+              "batch_tasks": "train.meta_batch", "chunk_size": "train.chunk",
+              "eval_every": "train.validate_every"}
+
 # The learners' constructor arguments are the [learner] keys of the same names.
 LEARNER_KEYS = {name: f"learner.{name}" for name in (
     "inner_lr", "inner_steps", "outer_lr", "first_order", "reg", "scale", "distance", "cg_steps",
@@ -271,13 +282,17 @@ def build(cfg: Config) -> Experiment:
             train_tasks, test_tasks, d, k, loss = _task_sets(cfg)
         except (ValueError, TypeError) as exc:
             raise _task_error(cfg, exc) from None
-    model = _model(cfg, d, k, loss)
+    try:
+        model = _model(cfg, d, k, loss)
+    except KEY_ERRORS as exc:
+        raise keyed_error(exc, MODEL_KEYS) from None
     try:
         learner = _learner(cfg, model)
         if learner is not None:     # what the working dtype must hold, before training
             learner.check_dtype(np.dtype(cfg.dtype))
-    except (ValueError, TypeError) as exc:
-        raise keyed_error(exc, LEARNER_KEYS, strict=("scale", "distance")) from None
+    except KEY_ERRORS as exc:
+        raise keyed_error(exc, {**MODEL_KEYS, **LEARNER_KEYS},
+                          strict=("scale", "distance")) from None
     _check_evaluate_lr(cfg, learner)
     _check_training_dtype(cfg, learner)
     return Experiment(cfg, train_tasks, test_tasks, model, learner,
@@ -417,7 +432,20 @@ def train(exp: Experiment, start=None, *, progress=True, on_checkpoint=None):
     in calls of :func:`metacore.fit` that end at multiples of ``train.checkpoint_every``; after
     each, ``on_checkpoint(result, histories)`` (also with the partial result on Ctrl-C or
     divergence, before the error propagates). Returns (last FitResult or None when nothing was
-    left to run, [History of each call])."""
+    left to run, [History of each call]). An error about the values the config passed down
+    (ValueError, TypeError, MemoryError, OverflowError) is a ConfigError naming the [model],
+    [learner] and [train] keys they came from."""
+    try:
+        return _train(exp, start, progress, on_checkpoint)
+    except KEY_ERRORS as exc:
+        keys = dict(TRAIN_KEYS)
+        if not exp.cfg.train.validate_every:   # then eval_every is derived from train.steps
+            keys["eval_every"] = "train.steps"
+        raise keyed_error(exc, {**MODEL_KEYS, **LEARNER_KEYS, **keys},
+                          strict=("steps", "scale", "distance")) from None
+
+
+def _train(exp, start, progress, on_checkpoint):
     cfg = exp.cfg
     total, every = cfg.train.steps, cfg.train.checkpoint_every
     target, kw = problem(exp), fit_settings(exp)

@@ -120,28 +120,51 @@ def digits(n_tasks, *, n_way=5, k_shot=1, q_query=15, classes="train", rotations
         raise ValueError(f"k_shot + q_query must be <= {smallest} (images in the smallest "
                          f"class), got {per_class}")
 
+    # Every array below is built in pieces of about CHUNK elements, so Ctrl-C stops a large
+    # draw within milliseconds; NumPy's draws are sequential, so the pieces draw exactly the
+    # numbers one call over the whole would (row-wise sorts do not see the piece boundaries).
     # Classes per episode: the first n_way of a random permutation of the pool (label = position).
-    chosen = pool[np.argsort(rng.random((n_tasks, len(pool))), axis=1)[:, :n_way]]
+    chosen = np.empty((n_tasks, n_way), dtype=np.int64)
+    for a, b in _pieces(n_tasks, len(pool)):
+        chosen[a:b] = pool[np.argsort(rng.random((b - a, len(pool))), axis=1)[:, :n_way]]
     digit, rot = (chosen // 4, chosen % 4) if rotations else (chosen, np.zeros_like(chosen))
     imgs = np.empty((n_tasks, n_way, per_class, 8, 8))
     for d in np.unique(digit):
         where = np.nonzero(digit == d)
         # per_class distinct images of digit d for every (episode, class) that drew it
-        keys = rng.random((len(where[0]), len(by_digit[d])))
-        picks = by_digit[d][np.argpartition(keys, per_class - 1, axis=1)[:, :per_class]]
-        imgs[where] = images[picks]
+        for a, b in _pieces(len(where[0]), len(by_digit[d]) + per_class * 64):
+            w = (where[0][a:b], where[1][a:b])
+            keys = rng.random((b - a, len(by_digit[d])))
+            picks = by_digit[d][np.argpartition(keys, per_class - 1, axis=1)[:, :per_class]]
+            imgs[w] = images[picks]
     for r in range(1, 4):
         where = np.nonzero(rot == r)
-        imgs[where] = np.rot90(imgs[where], k=r, axes=(2, 3))
+        for a, b in _pieces(len(where[0]), per_class * 64):
+            w = (where[0][a:b], where[1][a:b])
+            imgs[w] = np.rot90(imgs[w], k=r, axes=(2, 3))
     imgs = imgs.reshape(n_tasks, n_way, per_class, 64)
-    labels = np.broadcast_to(np.arange(n_way, dtype=np.float64)[None, :, None],
-                             (n_tasks, n_way, per_class))
-    # support rows of every class first, then the query rows
-    X = np.concatenate([imgs[:, :, :k_shot].reshape(n_tasks, -1, 64),
-                        imgs[:, :, k_shot:].reshape(n_tasks, -1, 64)], axis=1)
-    y = np.concatenate([labels[:, :, :k_shot].reshape(n_tasks, -1),
-                        labels[:, :, k_shot:].reshape(n_tasks, -1)], axis=1)
-    n_rows = n_way * per_class
+    # support rows of every class first, then the query rows, cast to dtype piece by piece
+    n_rows, n_sup = n_way * per_class, n_way * k_shot
+    X = np.empty((n_tasks, n_rows, 64), dtype=dtype)
+    y = np.empty((n_tasks, n_rows), dtype=dtype)
+    for a, b in _pieces(n_tasks, n_rows * 64):
+        y[a:b, :n_sup] = np.repeat(np.arange(n_way), k_shot)
+        y[a:b, n_sup:] = np.repeat(np.arange(n_way), q_query)
+        X[a:b, :n_sup] = imgs[a:b, :, :k_shot].reshape(b - a, -1, 64)
+        X[a:b, n_sup:] = imgs[a:b, :, k_shot:].reshape(b - a, -1, 64)
     offsets = np.arange(n_tasks + 1, dtype=np.int64) * n_rows
-    return TaskSet(X.reshape(-1, 64), y.reshape(-1), offsets, n_support=n_way * k_shot,
-                   dtype=dtype)
+    # images in [0, 1] and labels 0..n_way−1: finite in either dtype, nothing left to check
+    return TaskSet.from_checked(X.reshape(-1, 64), y.reshape(-1), offsets,
+                                np.full(n_tasks, n_sup, dtype=np.int64),
+                                np.arange(n_tasks, dtype=np.int64))
+
+
+# Elements per NumPy call while drawing a task family (here and in tasks.py): Python handles a
+# pending Ctrl-C between calls, so a family of any size stops within milliseconds of it.
+CHUNK = 1 << 20
+
+
+def _pieces(n, per_item):
+    """(start, stop) pieces of range(n) of about CHUNK elements, ``per_item`` elements each."""
+    step = max(1, CHUNK // max(1, per_item))
+    return ((a, min(a + step, n)) for a in range(0, n, step))

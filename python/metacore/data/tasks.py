@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import _validation
 from .tabular import from_csv, from_dataframe
-from .digits import digits, digits_classes
+from .digits import CHUNK, digits, digits_classes
 from .taskset import TaskSet
 
 __all__ = ["sinusoid", "sinusoid_params", "linear_family", "logistic_family",
@@ -35,6 +35,54 @@ def _interval(name, value):
     if lo > hi:
         raise ValueError(f"{name} must have lo <= hi, got ({lo}, {hi})")
     return lo, hi
+
+
+# --- drawing in bounded pieces ---------------------------------------------------------------------
+# CHUNK (digits.py): elements per NumPy call, so a family of any size stops within milliseconds
+# of Ctrl-C (one call over 2^29 rows took seconds). NumPy's generators draw sequentially, so
+# chunked draws give exactly the stream of one call of the total size.
+
+
+def _chunks(total):
+    """(start, stop) of consecutive pieces of at most CHUNK elements covering range(total)."""
+    return ((a, min(a + CHUNK, total)) for a in range(0, total, CHUNK))
+
+
+def _draw(draw, shape):
+    """``draw(size=m)`` called piece by piece into one float64 array of ``shape``: the numbers
+    one ``draw(size=shape)`` gives, in C order."""
+    out = np.empty(shape, dtype=np.float64)
+    flat = out.reshape(-1)
+    for a, b in _chunks(flat.size):
+        flat[a:b] = draw(size=b - a)
+    return out
+
+
+def _cast(src, dtype):
+    """``src`` (float64) converted to ``dtype`` piece by piece; None when an entry is not finite
+    there (NaN, ±inf, or beyond float32's range): the caller then lets TaskSet name it."""
+    out = src if dtype == np.float64 else np.empty(src.shape, dtype=dtype)
+    flat_in, flat_out = src.reshape(-1), out.reshape(-1)
+    with np.errstate(over="ignore"):
+        for a, b in _chunks(flat_in.size):
+            if out is not src:
+                flat_out[a:b] = flat_in[a:b]
+            if not np.isfinite(flat_out[a:b]).all():
+                return None
+    return out
+
+
+def _task_set(X, y, offsets, n_support, dtype):
+    """The TaskSet of generated float64 (X, y): converted and checked in pieces, then packed
+    without a second pass (TaskSet's own one-call checks and copy took seconds on 2^29 rows); a
+    value not finite in ``dtype`` goes through TaskSet's constructor, whose error names it."""
+    Xc, yc = _cast(X, dtype), _cast(y, dtype)
+    if Xc is None or yc is None:
+        return TaskSet(X, y, offsets, n_support=n_support, dtype=dtype)
+    sizes = np.diff(offsets)
+    return TaskSet.from_checked(Xc, yc, offsets, sizes, np.arange(sizes.shape[0],
+                                                                    dtype=np.int64)
+                                ).with_support(n_support)
 
 
 # --- sinusoid regression (Finn et al., 2017) ------------------------------------------------------
@@ -82,10 +130,13 @@ def sinusoid(n_tasks, *, k_support=10, k_query=10, amplitude=(0.1, 5.0), phase=(
     _validation.fits_in_memory(f"n_tasks={n_tasks} tasks of k_support + k_query = {n} rows",
                                n_tasks * n * 8 * 4)     # x, y and their float64 temporaries
     A, phi = _sinusoid_params(rng, n_tasks, amplitude, phase)
-    x = rng.uniform(x_range[0], x_range[1], size=(n_tasks, n))
-    y = A[:, None] * np.sin(x - phi[:, None])  # computed in float64, cast once
+    x = _draw(lambda size: rng.uniform(x_range[0], x_range[1], size=size), n_tasks * n)
+    y = np.empty_like(x)        # A sin(x − φ) in float64, row piece by row piece
+    for a, b in _chunks(x.shape[0]):
+        task = np.arange(a, b, dtype=np.int64) // n
+        y[a:b] = A[task] * np.sin(x[a:b] - phi[task])
     offsets = np.arange(n_tasks + 1, dtype=np.int64) * n
-    return TaskSet(x.reshape(-1, 1), y.reshape(-1), offsets, n_support=k_support, dtype=dtype)
+    return _task_set(x.reshape(-1, 1), y, offsets, k_support, dtype)
 
 
 class SinusoidSource:
@@ -194,8 +245,11 @@ class EpisodeSource:
 
 # --- related linear and logistic tasks ------------------------------------------------------------
 def _family_params(rng, n_tasks, n_features, relatedness_noise):
-    theta_star = rng.normal(size=n_features)
-    thetas = theta_star + relatedness_noise * rng.normal(size=(n_tasks, n_features))
+    theta_star = _draw(rng.normal, n_features)
+    thetas = _draw(rng.normal, (n_tasks, n_features))
+    for a, b in _chunks(n_tasks * n_features):     # θ* + relatedness_noise · N(0, I), in pieces
+        rows = thetas.reshape(-1)[a:b]
+        rows[:] = theta_star[np.arange(a, b) % n_features] + relatedness_noise * rows
     return theta_star, thetas
 
 
@@ -224,7 +278,10 @@ def _task_sizes(rng, n_tasks, n_rows):
     hi = _validation.integer("n_rows[1]", n_rows[1], minimum=1)
     if lo > hi:
         raise ValueError(f"n_rows must have lo <= hi, got ({lo}, {hi})")
-    return rng.integers(lo, hi, size=n_tasks, endpoint=True).astype(np.int64)
+    sizes = np.empty(n_tasks, dtype=np.int64)
+    for a, b in _chunks(n_tasks):
+        sizes[a:b] = rng.integers(lo, hi, size=b - a, endpoint=True)
+    return sizes
 
 
 def _family(n_tasks, n_features, n_rows, relatedness_noise, seed):
@@ -244,9 +301,14 @@ def _family(n_tasks, n_features, n_rows, relatedness_noise, seed):
     if total * n_features > 2.0**62:
         raise ValueError(f"n_rows: {what} is past the largest size (2^63 − 1)")
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    X = rng.normal(size=(int(offsets[-1]), n_features))
-    # z_r = x_r · θ_task(r): each row against its own task's parameters.
-    z = np.einsum("nd,nd->n", X, np.repeat(thetas, sizes, axis=0))
+    X = _draw(rng.normal, (int(offsets[-1]), n_features))
+    # z_r = x_r · θ_task(r): each row against its own task's parameters, rows piece by piece
+    z = np.empty(X.shape[0], dtype=np.float64)
+    per = max(1, CHUNK // n_features)
+    for a in range(0, X.shape[0], per):
+        b = min(a + per, X.shape[0])
+        task = np.searchsorted(offsets, np.arange(a, b), side="right") - 1
+        z[a:b] = np.einsum("nd,nd->n", X[a:b], thetas[task])
     return rng, X, z, offsets
 
 
@@ -271,8 +333,10 @@ def linear_family(n_tasks, *, n_features=10, n_rows=50, n_support=None, relatedn
     noise = _validation.real("noise", noise, minimum=0.0)
     dtype = _validation.float_dtype("dtype", dtype)
     rng, X, z, offsets = _family(n_tasks, n_features, n_rows, relatedness_noise, seed)
-    y = z + noise * rng.normal(size=z.shape[0])
-    return TaskSet(X, y, offsets, n_support=n_support, dtype=dtype)
+    y = _draw(rng.normal, z.shape[0])
+    for a, b in _chunks(z.shape[0]):
+        y[a:b] = z[a:b] + noise * y[a:b]
+    return _task_set(X, y, offsets, n_support, dtype)
 
 
 def logistic_family(n_tasks, *, n_features=10, n_rows=50, n_support=None, relatedness_noise=0.1,
@@ -281,6 +345,8 @@ def logistic_family(n_tasks, *, n_features=10, n_rows=50, n_support=None, relate
     ``y ~ Bernoulli(σ(x·θ_i))`` in {0, 1}, ``σ(z) = 1 / (1 + e^{−z})`` (stored as 0.0/1.0)."""
     dtype = _validation.float_dtype("dtype", dtype)
     rng, X, z, offsets = _family(n_tasks, n_features, n_rows, relatedness_noise, seed)
-    p = np.exp(-np.logaddexp(0.0, -z))  # σ(z) without overflow for large |z|
-    y = (rng.random(z.shape[0]) < p).astype(np.float64)
-    return TaskSet(X, y, offsets, n_support=n_support, dtype=dtype)
+    y = _draw(rng.random, z.shape[0])
+    for a, b in _chunks(z.shape[0]):
+        p = np.exp(-np.logaddexp(0.0, -z[a:b]))  # σ(z) without overflow for large |z|
+        y[a:b] = (y[a:b] < p).astype(np.float64)
+    return _task_set(X, y, offsets, n_support, dtype)

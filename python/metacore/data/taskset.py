@@ -40,7 +40,7 @@ def _owned(arr, source):
     (a list, or an object handing out its buffer) is copied too, as we cannot tell.
     """
     if arr is source or not arr.flags.owndata or not isinstance(source, np.ndarray):
-        arr = arr.copy()
+        arr = _validation.copy_in_pieces(arr)     # Ctrl-C is handled during a large copy
     return arr
 
 

@@ -4,6 +4,7 @@ predictions. For the library's own use (the estimators are in :mod:`metacore.skl
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 
 import numpy as np
@@ -75,6 +76,25 @@ class MLPBase(BaseEstimator):
             _validation.n_threads(self.n_threads)
         _validation.integer("verbose", int(self.verbose), minimum=0)
         return [int(h) for h in hidden]
+
+    # metacore's names for what fit passes down, and the estimator parameters they come from
+    # (the subclasses add theirs); 'steps' is an ordinary word, renamed only as 'steps=...'
+    _PASSED_AS = {"lr": "learning_rate_init", "layer_sizes": "hidden_layer_sizes",
+                  "steps": "max_iter"}
+
+    @contextlib.contextmanager
+    def _own_names(self, **extra):
+        """Every ValueError/TypeError/MemoryError/OverflowError raised inside (and a
+        FitDivergedError's advice) names this estimator's parameters, not the arguments
+        metacore's optimizer, objective, net and learner took them as (``learning_rate_init=1e-320``
+        is Adam's ``lr``): the same exception, its message renamed (``_PASSED_AS`` updated with
+        ``extra``)."""
+        names = {**self._PASSED_AS, **extra}
+        try:
+            yield
+        except (ValueError, TypeError, MemoryError, OverflowError, FloatingPointError) as exc:
+            _validation.rename_in(exc, names, strict=("steps",))
+            raise
 
     def _seeds(self):
         """(init seed, training seed) from random_state."""

@@ -124,6 +124,14 @@ class _Meta(MLPBase):
         g = check_groups(groups, X.shape[0])
         self.tasks_, codes = np.unique(g, return_inverse=True)
         self.n_tasks_ = int(self.tasks_.shape[0])
+        # Reptile's outer step is its optimizer's lr; MAML++'s schedules come from max_iter
+        passed = {"lr": "outer_lr"} if self.learner == "reptile" else {}
+        if self.learner == "mamlpp":
+            passed.update(msl_anneal_steps="max_iter", first_order_until="max_iter")
+        with self._own_names(**passed):
+            return self._fit_meta(hidden, X, y, codes)
+
+    def _fit_meta(self, hidden, X, y, codes):
         n_out = self.n_way if self.n_way is not None else self._n_outputs_for(y)
         if self.learner in EPISODE_HEADS:   # the last width is the embedding (a linear layer)
             hidden, n_out = hidden[:-1], hidden[-1]

@@ -105,6 +105,15 @@ class _MultiTask(MLPBase):
             n_support = np.where(sizes >= 2, sizes - np.maximum(1, np.round(fraction * sizes)),
                                  sizes).astype(np.int64)
         ts = TaskSet.from_groups(X, y, codes, n_support=n_support)
+        # Objective's l2 is alpha; eval_every is max_iter unless the strategy sets its own
+        passed = {"l2": "alpha"}
+        if not isinstance(strategy, _weighting.EvalDriven):
+            passed["eval_every"] = "max_iter"
+        with self._own_names(**passed):
+            return self._fit_net(hidden, X, y, ts, strategy, n_support, warm, old, init_seed,
+                                 seed)
+
+    def _fit_net(self, hidden, X, y, ts, strategy, n_support, warm, old, init_seed, seed):
         model = self._new_model(hidden, self._n_outputs_for(y),
                                 self.n_tasks_ if self.task_heads else None)
         new = (self.layer_sizes_, getattr(self, "classes_", None), self.tasks_)
