@@ -37,6 +37,7 @@ CHANGED = {
     ("optimizer", "weight_decay"): 0.01, ("optimizer", "clip_norm"): 1.5,
     ("optimizer", "nesterov"): True, ("optimizer", "betas"): [0.8, 0.99],
     ("optimizer", "eps"): 1e-6, ("optimizer", "schedule"): {"kind": "cosine", "steps": 100},
+    ("optimizer", "groups"): {"model": {"lr": 0.002}},
     ("weighting", "kind"): "fixed", ("weighting", "alpha"): [0.25, 0.75],
     ("weighting", "settings"): {"temperature": 3.0},
     ("train", "steps"): 12, ("train", "meta_batch"): 5, ("train", "chunk"): 3,
