@@ -266,11 +266,7 @@ def _contiguous(arr, dtype):
     large (the same values: the same cast, entry by entry)."""
     if (arr.flags.c_contiguous and arr.dtype == dtype) or arr.ndim == 0 or arr.size <= PIECE:
         return np.ascontiguousarray(arr, dtype=dtype)
-    out = np.empty(arr.shape, dtype=dtype)
-    step = max(1, PIECE // max(1, arr[0].size))
-    for a in range(0, arr.shape[0], step):
-        out[a:a + step] = arr[a:a + step]
-    return out
+    return _copy_by_rows(arr, dtype)
 
 
 def copy_in_pieces(arr):
@@ -278,7 +274,13 @@ def copy_in_pieces(arr):
     PIECE entries along the first axis so that Ctrl-C is handled during a large copy."""
     if arr.ndim == 0 or arr.size <= PIECE:
         return np.array(arr, order="C", copy=True)
-    out = np.empty(arr.shape, dtype=arr.dtype)
+    return _copy_by_rows(arr, arr.dtype)
+
+
+def _copy_by_rows(arr, dtype):
+    """A new C-contiguous ``dtype`` array of ``arr``'s values, written about PIECE entries at a
+    time along the first axis."""
+    out = np.empty(arr.shape, dtype=dtype)
     step = max(1, PIECE // max(1, arr[0].size))
     for a in range(0, arr.shape[0], step):
         out[a:a + step] = arr[a:a + step]
