@@ -243,7 +243,8 @@ StepReport step(const OptimizerConfig& c, std::int64_t t, T* theta, const T* g,
     const int threads = team_for(P, n_threads);  // one "multiply-add" per element
     StepReport r;
     r.grad_norm = std::sqrt(squared_norm(g, P, threads));
-    r.lr = c.lr * c.schedule.factor(t);
+    const double factor = c.schedule.factor(t);
+    r.lr = c.lr * factor;
     if (!std::isfinite(r.grad_norm)) {
         r.finite = false;
         return r;
@@ -252,7 +253,6 @@ StepReport step(const OptimizerConfig& c, std::int64_t t, T* theta, const T* g,
                                       ? c.clip_norm / r.grad_norm
                                       : 1.0);
     // One rule per run of θ with the same settings; without groups that is all of θ.
-    const double factor = c.schedule.factor(t);
     const std::vector<ParamGroup> runs = c.runs(P);
     T* m = state.m;
     T* v = state.v;
