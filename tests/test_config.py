@@ -5,6 +5,7 @@ import glob
 import os
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from metacore.app import config
 from metacore.app.config import Config, ConfigError
@@ -249,3 +250,21 @@ def test_a_config_that_is_not_utf8_is_named(tmp_path):
     with pytest.raises(ConfigError) as err:
         config.load(path)
     assert str(err.value).startswith(f"{path} is not UTF-8 text (byte b'\\xe9' at offset 11 ")
+
+
+_toml_scalars = st.one_of(st.booleans(), st.integers(-2**63, 2**63 - 1),
+                          st.floats(allow_nan=False, allow_infinity=False),
+                          st.text(max_size=8))
+_toml_keys = st.text(min_size=1, max_size=6)
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=st.recursive(_toml_scalars,
+                          lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                  st.dictionaries(_toml_keys, inner, max_size=3)),
+                          max_leaves=8))
+def test_toml_values_of_any_depth_read_back_as_written(value):
+    """Config.to_toml writes every value through _toml_value: tables nested at any depth (inline
+    tables, e.g. [optimizer.groups]'s per-group settings), lists of them, keys that need quotes."""
+    text = f"k = {config._toml_value(value)}\n"
+    assert config._toml().loads(text) == {"k": value}
