@@ -96,18 +96,21 @@ E parse_choice(const char* name, const std::string& value,
 }
 
 // A fresh C-contiguous output array. An output larger than the machine's physical memory raises
-// MemoryError naming it before anything is allocated (require_memory, sizes.hpp).
+// MemoryError naming it before anything is allocated (require_memory, sizes.hpp). The message is
+// built only then: the dtype's name comes from numpy's Python code (~3 µs), which the latency
+// path (adapt_predict) cannot pay on every call.
 template <class T>
 py::array_t<T> output(const char* what, std::vector<py::ssize_t> shape) {
     double bytes = sizeof(T);
-    std::string dims;
-    for (std::size_t i = 0; i < shape.size(); ++i) {
-        bytes *= static_cast<double>(shape[i]);
-        dims += (i ? ", " : "") + std::to_string(shape[i]);
+    for (const py::ssize_t s : shape) bytes *= static_cast<double>(s);
+    if (!memory_allows(bytes)) {
+        std::string dims;
+        for (std::size_t i = 0; i < shape.size(); ++i)
+            dims += (i ? ", " : "") + std::to_string(shape[i]);
+        if (shape.size() == 1) dims += ",";
+        require_memory(what, bytes, "for its (" + dims + ") " +
+                                        std::string(py::str(py::dtype::of<T>())) + " output");
     }
-    if (shape.size() == 1) dims += ",";
-    require_memory(what, bytes,
-                   "for its (" + dims + ") " + std::string(py::str(py::dtype::of<T>())) + " output");
     return py::array_t<T>(std::move(shape));
 }
 

@@ -74,13 +74,24 @@ class ScratchBuffer {
     std::int64_t size_;
 };
 
-// Bytes of physical memory, or 0 where unknown.
+// Bytes of physical memory, or 0 where unknown. Read once: sysconf(_SC_PHYS_PAGES) is a system
+// call (sysinfo), and every output a binding allocates is checked against it.
 inline std::uint64_t physical_memory_bytes() {
+    static const std::uint64_t bytes = [] {
 #if defined(_SC_PHYS_PAGES) && defined(_SC_PAGE_SIZE)
-    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
-    if (pages > 0 && page > 0) return static_cast<std::uint64_t>(pages) * page;
+        const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+        if (pages > 0 && page > 0) return static_cast<std::uint64_t>(pages) * page;
 #endif
-    return 0;
+        return std::uint64_t{0};
+    }();
+    return bytes;
+}
+
+// Whether `bytes` fit in int64 and in the machine's memory (where known).
+inline bool memory_allows(double bytes) {
+    const std::uint64_t phys = physical_memory_bytes();
+    return bytes <= static_cast<double>(std::numeric_limits<std::int64_t>::max()) &&
+           (phys == 0 || bytes <= static_cast<double>(phys));
 }
 
 inline std::string human_bytes(double b) {
@@ -95,10 +106,8 @@ inline std::string human_bytes(double b) {
 // Throws MemoryBudgetExceeded when `bytes` is more than the machine's memory (or the address
 // space): "<what> would need <N> <for>, more than this machine's <M> of memory".
 inline void require_memory(const std::string& what, double bytes, const std::string& purpose) {
+    if (memory_allows(bytes)) return;
     const std::uint64_t phys = physical_memory_bytes();
-    if (bytes <= static_cast<double>(std::numeric_limits<std::int64_t>::max()) &&
-        (phys == 0 || bytes <= static_cast<double>(phys)))
-        return;
     throw MemoryBudgetExceeded(what + " would need " + human_bytes(bytes) + " " + purpose +
                                ", more than this machine's " +
                                (phys ? human_bytes(static_cast<double>(phys)) : "address space") +
@@ -108,7 +117,8 @@ inline void require_memory(const std::string& what, double bytes, const std::str
 // The same for `count` elements of `elem` bytes (count a checked size).
 inline void require_elements(const char* what, std::int64_t count, std::size_t elem,
                              const char* purpose) {
-    require_memory(what, static_cast<double>(count) * static_cast<double>(elem), purpose);
+    const double bytes = static_cast<double>(count) * static_cast<double>(elem);
+    if (!memory_allows(bytes)) require_memory(what, bytes, purpose);  // the message: only now
 }
 
 }  // namespace metacore
