@@ -123,7 +123,7 @@ def compiled_graph(rounds=7, inner=40):
     and through a Ray Compiled Graph (ray.dag, experimental_compile), in alternating rounds; and
     the CPU the actors burn while the compiled graph waits for its next input."""
     from ray.dag import InputNode, MultiOutputNode
-    from metacore.train.backends import _raw, _unpack
+    from metacore.train.backends import _raw, _request, _unpack
     ts = mc.tasks.sinusoid(64, k_support=10, k_query=10, seed=0)
     model = mc.MLP([1, 40, 40, 1])
     obj = mc.Objective(model, ts)
@@ -143,12 +143,13 @@ def compiled_graph(rounds=7, inner=40):
             pids = b.actor_pids()
             t0 = time.perf_counter()
             with InputNode() as inp:
-                dag = MultiOutputNode([a.packed.bind("partials", inp, True, None, k == 0)
-                                       for k, a in enumerate(b._actors)])
+                dag = MultiOutputNode([a.packed.bind(inp[k]) for k in range(len(b._actors))])
             graph = dag.experimental_compile()
             compile_s = time.perf_counter() - t0
             calls = {"normal": lambda: b._shard_partials(theta, True, None),
-                     "graph": lambda: [_unpack(m) for m in ray.get(graph.execute(_raw(theta)))]}
+                     "graph": lambda: [_unpack(m) for m in ray.get(graph.execute(
+                         *[_request("partials", (_raw(theta), True, None, k == 0))[0]
+                           for k in range(w)]))]}
             for f in calls.values():
                 f()
             times = {k: [] for k in calls}

@@ -26,12 +26,25 @@ class _Done:
         self.value = value
 
 
+class _Stored:
+    """An object in the fake object store (what ray.put returns)."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+def _resolved(a):
+    return a.value if isinstance(a, _Stored) else a
+
+
 class _Method:
     def __init__(self, fn):
         self.fn = fn
 
     def remote(self, *args, **kwargs):
-        return _Done(self.fn(*args, **kwargs))
+        # as Ray does: an object reference passed as an argument arrives as its value
+        return _Done(self.fn(*map(_resolved, args),
+                             **{k: _resolved(v) for k, v in kwargs.items()}))
 
 
 class _ActorHandle:
@@ -50,7 +63,8 @@ class _ActorClass:
         return self
 
     def remote(self, *args, **kwargs):
-        return _ActorHandle(self.cls(*args, **kwargs))
+        return _ActorHandle(self.cls(*map(_resolved, args),
+                                     **{k: _resolved(v) for k, v in kwargs.items()}))
 
 
 class InProcessRay:
@@ -60,13 +74,14 @@ class InProcessRay:
         GetTimeoutError = type("GetTimeoutError", (Exception,), {})
         RayActorError = type("RayActorError", (Exception,), {})
 
+    ObjectRef = _Stored
     calls = 0
 
     def is_initialized(self):
         return True
 
     def put(self, x):
-        return x
+        return _Stored(x)
 
     def get(self, x, timeout=None):
         InProcessRay.calls += 1
@@ -337,10 +352,10 @@ def test_an_answer_packed_into_one_buffer_unpacks_to_the_same_arrays(spec):
     rng = np.random.default_rng(len(spec))
     values = tuple(None if s is None else
                    (rng.normal(size=s[1]) * 1e3).astype(s[0]) for s in spec)
-    header, buf = backends._pack(values)
-    assert isinstance(buf, bytes)
-    assert len(buf) == sum(v.nbytes for v in values if v is not None)
-    back = backends._unpack((header, buf))
+    message = backends._pack(values)
+    assert isinstance(message, bytes)           # one bytes reply: Ray's cheapest kind
+    assert len(message) >= sum(v.nbytes for v in values if v is not None)
+    back = backends._unpack(message)
     assert len(back) == len(values)
     for a, b in zip(values, back):
         if a is None:
@@ -360,8 +375,33 @@ def test_theta_sent_as_raw_bytes_is_read_as_the_actor_s_array():
                              ts.task_ids, "all", "<f4", shards[0]["block_start"], 1)
     w.set_weights(obj.weights.astype(np.float32))
     direct = w.partials(theta, True)
-    packed = backends._unpack(w.packed("partials", backends._raw(theta), True))
+    request = backends._request("partials", (backends._raw(theta), True))
+    assert len(request) == 1 and isinstance(request[0], bytes)   # one argument for Ray
+    packed = backends._unpack(w.packed(*request))
     for a, b in zip(direct, packed):
+        assert a.tobytes() == b.tobytes() and a.dtype == b.dtype
+
+
+def test_an_object_reference_among_the_arguments_travels_beside_the_request():
+    """θ larger than INLINE_BYTES goes through the object store: its reference is passed as an
+    extra argument (Ray resolves it to the array before the method runs) and the pickled request
+    holds a placeholder at its place; the actor's answer is the one of the array itself."""
+    obj, theta = objective(n_tasks=4)
+    task_rows, shards = backends.plan_shards(obj.ts, "all", obj.n_params, 4, 1)
+    ts = obj.ts
+    w = backends.ShardWorker(obj.model.spec(), ts.X, ts.y, ts.offsets, ts.n_support,
+                             ts.task_ids, "all", "<f4", shards[0]["block_start"], 1)
+    w.set_weights(obj.weights.astype(np.float32))
+
+    class Ref:                      # stands for ray.ObjectRef
+        def __init__(self, value):
+            self.value = value
+
+    alpha = obj.weights.astype(np.float32)
+    request = backends._request("partials", (Ref(theta), True, backends._raw(alpha), False), Ref)
+    assert len(request) == 2 and isinstance(request[0], bytes) and request[1].value is theta
+    packed = backends._unpack(w.packed(request[0], theta))    # what Ray hands the actor
+    for a, b in zip(w.partials(theta, True, alpha), packed):
         assert a.tobytes() == b.tobytes() and a.dtype == b.dtype
 
 

@@ -17,9 +17,11 @@ single machine does, so θ is **bit-identical** to a local run, for any number o
 threads.
 
 The traffic per step is θ to every actor and (blocks × P) partial sums back: at most 128 · P
-numbers in all, whatever the number of tasks. One call per actor and step: θ (and α, when it
-changes per step) travel as raw bytes, and the answer is one packed message (a small header
-and one bytes buffer, :func:`_pack`) — cheaper for Ray than pickled arrays. The local cluster
+numbers in all, whatever the number of tasks. One call per actor and step, with one argument:
+the method and its arguments pickled into one bytes object (:func:`_request`; θ and α, when it
+changes per step, inside it as raw bytes, or θ as a second argument when it went through the
+object store); the answer is one bytes object too (a small header and each array's raw bytes,
+:func:`_pack`). Ray charges per argument and per non-bytes value. The local cluster
 a RayBackend starts raises Ray's inline limit for replies from 100 KiB to 16 MiB
 (:data:`RAY_SYSTEM_CONFIG`), so partials come back inside the reply, not through the object
 store. An error an actor's method raises (a refused batch's ValueError or TypeError) reaches
@@ -68,6 +70,7 @@ own state is saved by ``fit(checkpoint=..., checkpoint_every=k)``; a crashed dri
 from __future__ import annotations
 
 import os
+import pickle
 import time
 
 import numpy as np
@@ -183,9 +186,10 @@ def _fresh(a, dtype):
 
 
 def _pack(values):
-    """An actor's answer (a tuple of arrays or None) as one message: (header, one bytes buffer)
-    — a single contiguous buffer instead of one pickled array each, which Ray sends inside the
-    call's reply when it is under ``max_direct_call_object_size`` (:data:`RAY_SYSTEM_CONFIG`)."""
+    """An actor's answer (a tuple of arrays or None) as one message: one ``bytes`` object (the
+    pickled header — dtype and shape of each array — and each array's raw bytes). Ray sends a
+    single bytes reply cheaper than a tuple or pickled arrays, inside the call's reply when it is
+    under ``max_direct_call_object_size`` (:data:`RAY_SYSTEM_CONFIG`)."""
     header, chunks = [], []
     for a in values:
         if a is None:
@@ -194,7 +198,36 @@ def _pack(values):
         a = np.asarray(a)
         header.append((a.dtype.str, a.shape))
         chunks.append(a.tobytes())      # C order, whatever the array's layout
-    return tuple(header), b"".join(chunks)
+    return pickle.dumps((tuple(header), chunks), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class _Ref:
+    """Stands in a call's pickled arguments for the object reference passed as its ``index``-th
+    extra argument (Ray resolves those to the arrays before the method runs)."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index):
+        self.index = index
+
+    def __reduce__(self):
+        return _Ref, (self.index,)
+
+
+def _request(method, args, ref_type=()):
+    """The arguments of an actor's :meth:`_Worker.packed` for ``method(*args)``: one bytes object
+    (method name and arguments pickled; θ and α already raw bytes) followed by the object
+    references among ``args`` (instances of ``ref_type``). Every extra top-level argument costs
+    a Ray call about 0.1 ms (benchmarks/README.md), so a step's call has one, or two when θ is in
+    the object store."""
+    refs, plain = [], []
+    for a in args:
+        if ref_type and isinstance(a, ref_type):
+            plain.append(_Ref(len(refs)))
+            refs.append(a)
+        else:
+            plain.append(a)
+    return (pickle.dumps((method, tuple(plain)), protocol=pickle.HIGHEST_PROTOCOL), *refs)
 
 
 def _raw(a):
@@ -203,18 +236,15 @@ def _raw(a):
 
 
 def _unpack(message):
-    """The arrays of a :func:`_pack` ed answer: read-only views of its buffer, copied by the
+    """The arrays of a :func:`_pack` ed answer: read-only views of its buffers, copied by the
     caller (_concat, _fresh)."""
-    header, buf = message
-    out, at = [], 0
+    header, chunks = pickle.loads(message)
+    out, next_chunk = [], iter(chunks)
     for h in header:
         if h is None:
             out.append(None)
             continue
-        dtype, shape = np.dtype(h[0]), h[1]
-        n = int(np.prod(shape, dtype=np.int64))
-        out.append(np.frombuffer(buf, dtype=dtype, count=n, offset=at).reshape(shape))
-        at += n * dtype.itemsize
+        out.append(np.frombuffer(next(next_chunk), dtype=np.dtype(h[0])).reshape(h[1]))
     return tuple(out)
 
 
@@ -265,11 +295,15 @@ class _Worker:
     def ready(self):
         return os.getpid()
 
-    def packed(self, method, *args):
-        """``method(*args)``'s answer as one message (:func:`_pack`): how the driver calls a
-        step's methods. An argument sent as ``bytes`` (θ, α: see RayBackend._share) is an
-        array of the actor's dtype: raw bytes cost Ray less to send than a pickled array."""
-        args = [np.frombuffer(a, dtype=self.dtype) if isinstance(a, bytes) else a for a in args]
+    def packed(self, request, *shared):
+        """The answer of the call ``request`` describes (:func:`_request`: a method's name and
+        arguments) as one message (:func:`_pack`): how the driver calls a step's methods. An
+        argument sent as ``bytes`` (θ, α: see RayBackend._share) is an array of the actor's
+        dtype, raw bytes costing Ray less to send than a pickled array; ``shared`` are the
+        arrays of the object references the request names."""
+        method, args = pickle.loads(request)
+        args = [shared[a.index] if isinstance(a, _Ref) else
+                np.frombuffer(a, dtype=self.dtype) if isinstance(a, bytes) else a for a in args]
         return _pack(getattr(self, method)(*args))
 
 
@@ -787,8 +821,9 @@ class RayBackend(Backend):
     def _call(self, method, args_of):
         """Every actor's answer to ``method(*args_of(k))`` in actor order, as arrays: one call per
         actor and step, its answer one packed message (:func:`_pack`)."""
+        ref_type = self.ray.ObjectRef
         return [_unpack(m) for m in self._gather(
-            lambda k: self._actors[k].packed.remote(method, *args_of(k)))]
+            lambda k: self._actors[k].packed.remote(*_request(method, args_of(k), ref_type)))]
 
     def _gather(self, send):
         """The answers of every actor to ``send(k)`` (a Ray call to actor k), in actor order. An
