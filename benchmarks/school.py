@@ -2,7 +2,8 @@
 model on the same splits. Run from the repository root:
 
     PYTHONPATH=python python benchmarks/school.py [DATA] [--repetitions 10] [--steps 400]
-        [--hidden 32] [--rows ridge,pooled,heads,intercepts,prox,imaml,reptile] [--json PATH]
+        [--hidden 32] [--rows ridge,pooled,heads,intercepts,prox,imaml,estimator,reptile]
+        [--json PATH]
 
 DATA (default ../shared/data) holds school/school.mat. Protocol of the multi-task literature
 (``mc.datasets.school_splits``, seed 0): per school a random 75 %/25 % train/test split of its
@@ -48,6 +49,12 @@ Rows:
   school-level ones by 0.05: their slopes stay shared), then each school adapted from θ by
   the same proximal inner loop on all its training rows. ly, lx from the prox row; lb and the
   number of meta-steps (0 or 300) chosen on validation.
+- the scikit-learn estimator (``estimator``): ``MetaMLPRegressor(hidden_layer_sizes=(),
+  learner="imaml", reg=λ, inner_lr=0.02, inner_steps=100, learning_rate_init=1e-2,
+  max_iter=1000, meta_batch=20)`` fitted on the training rows with ``groups`` = school (its own
+  episode sampler: support/query halves of each school's rows), then for each school
+  ``adapt_predict`` on its training rows — what a scikit-learn user writes, no column scaling or
+  per-group penalties: one λ for every coefficient, chosen on validation from ESTIMATOR_REGS.
 - Reptile init adapted per school: ``mc.fit(mc.MetaObjective(mc.Reptile(...), schools))`` from
   the pooled net, then per school ``mc.adapt_predict`` on its training rows with per-parameter
   rates that adapt only the output layer (bias rate and weight rate, steps chosen on validation).
@@ -67,7 +74,8 @@ from metacore.evaluation.statistics import explained_variance, task_explained_va
 
 ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
 L2S = (1e-4, 3e-4, 1e-3)   # λ of the bias-head models (mean squared error in sd² units)
-ROWS = ("ridge", "pooled", "heads", "intercepts", "prox", "imaml", "reptile")
+ROWS = ("ridge", "pooled", "heads", "intercepts", "prox", "imaml", "estimator", "reptile")
+ESTIMATOR_REGS = (3.0, 10.0, 30.0)   # iMAML's λ in the scikit-learn estimator row
 # Columns of the school data (after the constant is dropped): exam year (3 dummies), the school's
 # % free school meals and % VR band 1 in that year, then the student's gender (2), VR band (3)
 # and ethnic group (11), then the school's gender (3) and denomination (3).
@@ -333,6 +341,23 @@ def imaml_adapted(fit, val, theta, lb, ly, lx, steps=300):
     return np.concatenate(out)
 
 
+def estimator_imaml(fit, val, reg, seed):
+    """The scikit-learn estimator a user would reach for (``MetaMLPRegressor(learner="imaml")``
+    on a linear model): meta-trained over the schools of ``fit`` (groups = school), then adapted
+    to each school on its ``fit`` rows and asked for its ``val`` rows (standardised units)."""
+    from metacore.sklearn import MetaMLPRegressor
+    est = MetaMLPRegressor(hidden_layer_sizes=(), learner="imaml", reg=reg, inner_lr=0.02,
+                           inner_steps=100, meta_batch=20, learning_rate_init=1e-2,
+                           max_iter=1000, n_threads=1, random_state=seed)
+    est.fit(fit.X, fit.y, groups=school_of_rows(fit))
+    pred = np.empty(val.X.shape[0])
+    for t in range(fit.n_tasks):
+        f0, f1 = fit.offsets[t], fit.offsets[t + 1]
+        v0, v1 = val.offsets[t], val.offsets[t + 1]
+        pred[v0:v1] = est.adapt_predict(fit.X[f0:f1], fit.y[f0:f1], val.X[v0:v1])
+    return pred
+
+
 def adapt_rates(model, bias_rate, weight_rate):
     P, H = model.n_params, model.layer_sizes[-2]
     rates = np.zeros(P)
@@ -388,6 +413,11 @@ def repetition(train, test, rep, args):
         penalties = prox(fit, val, s, lin, record, chosen)
     if "imaml" in rows:
         imaml(fit, val, s, lin, penalties, rep, record, chosen)
+    if "estimator" in rows:
+        name = "metacore MetaMLPRegressor(learner='imaml'), linear, adapted per school"
+        reg = max(ESTIMATOR_REGS, key=lambda r: val_score(val, estimator_imaml(fit, val, r, rep)))
+        chosen[name] = f"reg={reg}"
+        record(name, estimator_imaml(s.train, s.test, reg, rep))
     if "reptile" in rows:
         adapted(fit, val, s, pooled, th_fit, th_all, rep, args, record, chosen)
     return out, chosen
