@@ -365,15 +365,21 @@ def test_an_answer_packed_into_one_buffer_unpacks_to_the_same_arrays(spec):
             assert a.tobytes() == b.tobytes()
 
 
-def test_theta_sent_as_raw_bytes_is_read_as_the_actor_s_array():
-    """The driver sends θ and α as raw bytes (RayBackend._share); the actor's ``packed`` reads
-    them in its dtype, so its answer is the one of the array itself."""
+def one_shard_worker():
+    """(objective, θ, a ShardWorker holding all of its 4 tasks with their weights set)."""
     obj, theta = objective(n_tasks=4)
     task_rows, shards = backends.plan_shards(obj.ts, "all", obj.n_params, 4, 1)
     ts = obj.ts
     w = backends.ShardWorker(obj.model.spec(), ts.X, ts.y, ts.offsets, ts.n_support,
                              ts.task_ids, "all", "<f4", shards[0]["block_start"], 1)
     w.set_weights(obj.weights.astype(np.float32))
+    return obj, theta, w
+
+
+def test_theta_sent_as_raw_bytes_is_read_as_the_actor_s_array():
+    """The driver sends θ and α as raw bytes (RayBackend._share); the actor's ``packed`` reads
+    them in its dtype, so its answer is the one of the array itself."""
+    obj, theta, w = one_shard_worker()
     direct = w.partials(theta, True)
     request = backends._request("partials", (backends._raw(theta), True))
     assert len(request) == 1 and isinstance(request[0], bytes)   # one argument for Ray
@@ -386,12 +392,7 @@ def test_an_object_reference_among_the_arguments_travels_beside_the_request():
     """θ larger than INLINE_BYTES goes through the object store: its reference is passed as an
     extra argument (Ray resolves it to the array before the method runs) and the pickled request
     holds a placeholder at its place; the actor's answer is the one of the array itself."""
-    obj, theta = objective(n_tasks=4)
-    task_rows, shards = backends.plan_shards(obj.ts, "all", obj.n_params, 4, 1)
-    ts = obj.ts
-    w = backends.ShardWorker(obj.model.spec(), ts.X, ts.y, ts.offsets, ts.n_support,
-                             ts.task_ids, "all", "<f4", shards[0]["block_start"], 1)
-    w.set_weights(obj.weights.astype(np.float32))
+    obj, theta, w = one_shard_worker()
 
     class Ref:                      # stands for ray.ObjectRef
         def __init__(self, value):
