@@ -9,9 +9,10 @@ import pickle
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import metacore as mc
-from metacore import _validation
+from metacore import _core, _validation
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -137,3 +138,28 @@ def test_learner_with_a_memo_pickles_copies_and_keeps_nothing_alive():
     del batch
     gc.collect()
     assert ref() is None
+
+
+# The core's finiteness check (metacore::all_finite, one for every binding) tests exponent bits
+# in vector lanes: a non-finite value must be found in any lane of any vector, in the scalar
+# tail, at either end, and every finite bit pattern (largest, subnormal, signed zero) must pass.
+@given(n_hidden=st.integers(1, 40), data=st.data())
+@settings(max_examples=60, deadline=None)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_core_finiteness_check_finds_every_non_finite_entry(dtype, n_hidden, data):
+    model = mc.MLP([1, n_hidden, 1], loss="mse")
+    P = model.n_params
+    info = np.finfo(dtype)
+    edge = np.array([info.max, -info.max, info.tiny, info.smallest_subnormal, -0.0, 0.0],
+                    dtype=dtype)
+    theta = data.draw(st.lists(st.sampled_from(list(edge) + [1.0, -2.5]), min_size=P,
+                               max_size=P).map(lambda v: np.array(v, dtype=dtype)))
+    xs = np.zeros((3, 1), dtype=dtype)
+    ys = np.zeros(3, dtype=dtype)
+    phi = _core.adapt(model.core_net(), theta, xs, ys, 0, 0.01, None, False)
+    np.testing.assert_array_equal(phi.view(np.uint8), theta.view(np.uint8))  # all finite: passes
+    i = data.draw(st.sampled_from(sorted({0, P - 1, data.draw(st.integers(0, P - 1))})))
+    bad = data.draw(st.sampled_from([np.nan, -np.nan, np.inf, -np.inf]))
+    theta[i] = bad
+    with pytest.raises(ValueError, match=rf"theta must be finite, found .* at flat index {i}$"):
+        _core.adapt(model.core_net(), theta, xs, ys, 0, 0.01, None, False)

@@ -24,9 +24,7 @@ template <class T>
 void require_finite(const py::array_t<T>& a, const char* name) {
     const T* p = a.data();
     const std::int64_t n = a.size();
-    bool ok = true;
-    for (std::int64_t i = 0; i < n; ++i) ok &= std::isfinite(p[i]);
-    if (!ok)
+    if (!metacore::all_finite(p, n))
         for (std::int64_t i = 0; i < n; ++i)
             if (!std::isfinite(p[i]))
                 throw py::value_error(std::string(name) + " must be finite, found " +

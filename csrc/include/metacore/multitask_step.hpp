@@ -154,12 +154,6 @@ class MultiTaskStep {
         return static_cast<std::size_t>(n);
     }
 
-    static bool all_finite(const T* x, std::int64_t n) {
-        for (std::int64_t i = 0; i < n; ++i)
-            if (!std::isfinite(x[i])) return false;
-        return true;
-    }
-
     const Objective<T>& obj_;
     BatchSpec batch_;
     T l2_;

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #if defined(__GNUC__)
 #define METACORE_INLINE inline __attribute__((always_inline))
@@ -154,5 +155,22 @@ METACORE_INLINE void axpy4(const T* c, const T* __restrict x0, const T* __restri
 #pragma omp simd
     for (std::int64_t i = 0; i < n; ++i) y[i] += (c0 * x0[i] + c1 * x1[i]) + (c2 * x2[i] + c3 * x3[i]);
 }
+
+// Whether every x[i] is finite. The exponent bits are tested as integers, with no early exit, so
+// the loop vectorises (a floating-point test folded into a bool does not: it ran one element per
+// cycle, 2 µs of an adapt-and-predict call on θ alone).
+template <class T>
+METACORE_INLINE bool all_finite_body(const T* __restrict x, std::int64_t n) {
+    using U = typename std::conditional<sizeof(T) == 4, std::uint32_t, std::uint64_t>::type;
+    constexpr U exponent = sizeof(T) == 4 ? U(0x7f800000u) : U(0x7ff0000000000000ull);
+    U bad = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+        U bits;
+        std::memcpy(&bits, x + i, sizeof bits);
+        bad |= static_cast<U>((bits & exponent) == exponent);
+    }
+    return bad == 0;
+}
+METACORE_KERNEL(bool, all_finite, (const T* x, std::int64_t n), (x, n))
 
 }  // namespace metacore

@@ -60,6 +60,17 @@ struct Operands {
     const T* B;
 };
 
+// acc[r][:] += A[r · rs + kk] · w for the R rows of a tile: one inner step k (kk = k · ks).
+template <class T, int Bytes, int R, int C>
+METACORE_INLINE void rank_one(typename VecN<T, Bytes>::type (&acc)[R][C],
+                              const typename VecN<T, Bytes>::type (&w)[C], const T* __restrict A,
+                              std::int64_t rs, std::int64_t kk) {
+    for (int r = 0; r < R; ++r) {
+        const T a = A[r * rs + kk];
+        for (int c = 0; c < C; ++c) acc[r][c] += a * w[c];
+    }
+}
+
 // R rows × C vectors (of Bytes) of Z (ldz columns) at (r0, o0): Z = [Z if accumulate | bias | 0]
 // + Σ_t Σ_k A_t(row, k) B_t[k, :] over `terms` operand pairs, each with K inner steps.
 template <class T, int Bytes, int R, int C>
@@ -80,10 +91,7 @@ METACORE_INLINE void tile(const Operands<T>* ops, int terms, std::int64_t K, con
         for (std::int64_t k = 0; k < K; ++k) {
             V w[C];
             for (int c = 0; c < C; ++c) w[c] = vload<T, Bytes>(B + k * ldz + c * L);
-            for (int r = 0; r < R; ++r) {
-                const T a = A[r * rs + k * ks];
-                for (int c = 0; c < C; ++c) acc[r][c] += a * w[c];
-            }
+            rank_one<T, Bytes, R, C>(acc, w, A, rs, k * ks);
         }
     }
     for (int r = 0; r < R; ++r)
@@ -174,6 +182,10 @@ METACORE_V4_INLINE void masked_tile(const Operands<T>* ops, int terms, std::int6
     using V = typename VecN<T, 64>::type;
     constexpr std::int64_t L = VecN<T, 64>::lanes;
     constexpr int F = C - 1;  // full vectors before the masked one
+    using Lane = typename std::conditional<sizeof(T) == 4, std::int32_t, std::int64_t>::type;
+    typedef Lane I __attribute__((vector_size(64)));
+    I keep;  // all ones in the first n lanes
+    for (std::int64_t j = 0; j < L; ++j) keep[j] = j < n ? Lane(-1) : Lane(0);
     V acc[R][C];
     for (int r = 0; r < R; ++r) {
         T* z = Z + (r0 + r) * ldz + o0;
@@ -186,14 +198,22 @@ METACORE_V4_INLINE void masked_tile(const Operands<T>* ops, int terms, std::int6
         const T* __restrict A = ops[t].A + r0 * ops[t].rs;
         const T* __restrict B = ops[t].B + o0;
         const std::int64_t rs = ops[t].rs, ks = ops[t].ks;
-        for (std::int64_t k = 0; k < K; ++k) {
+        // B's row k is followed by row k + 1, so for k < K − 1 its last vector is read whole and
+        // the lanes past the n columns cleared in registers. Only the last row needs the masked
+        // load: GCC treats that builtin as reading any memory, so inside the loop it would keep
+        // every accumulator in memory (one store per accumulator per step, measured).
+        std::int64_t k = 0;
+        for (; k + 1 < K; ++k) {
+            V w[C];
+            for (int c = 0; c < F; ++c) w[c] = vload<T, 64>(B + k * ldz + c * L);
+            w[F] = (V)((I)vload<T, 64>(B + k * ldz + F * L) & keep);
+            rank_one<T, 64, R, C>(acc, w, A, rs, k * ks);
+        }
+        if (k < K) {
             V w[C];
             for (int c = 0; c < F; ++c) w[c] = vload<T, 64>(B + k * ldz + c * L);
             w[F] = masked_load(B + k * ldz + F * L, n);
-            for (int r = 0; r < R; ++r) {
-                const T a = A[r * rs + k * ks];
-                for (int c = 0; c < C; ++c) acc[r][c] += a * w[c];
-            }
+            rank_one<T, 64, R, C>(acc, w, A, rs, k * ks);
         }
     }
     for (int r = 0; r < R; ++r) {
