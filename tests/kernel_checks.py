@@ -11,6 +11,7 @@ failed check."""
 from __future__ import annotations
 
 import sys
+from fractions import Fraction
 
 import numpy as np
 
@@ -134,6 +135,33 @@ def check_meta(sizes, dtype, seed):
            dtype, "adapt_predict " + what)
 
 
+def check_exact_step(d, dtype, seed):
+    """The inner loop's SGD step φ = θ − lr·g rounds lr·g before subtracting, at every level, as
+    the baseline and NumPy do (no fused multiply-add: moving the step into a vector kernel must
+    not change a bit). Small integers and multiples of 1/64 make every gradient entry exact, so
+    φ must equal NumPy's float arithmetic bit for bit; a fused step rounds differently."""
+    rng = np.random.default_rng(seed)
+    n = 4
+    model = mc.MLP([d, 1], loss="mse")
+    X = rng.integers(-3, 4, size=(n, d)).astype(dtype)
+    y = rng.integers(-3, 4, size=n).astype(dtype)
+    theta = (rng.integers(-64, 65, size=model.n_params) / 64).astype(dtype)
+    _, g = ref.loss_and_grad(model, theta.astype(np.float64), X.astype(np.float64),
+                             y.astype(np.float64))
+    assert np.array_equal(g.astype(dtype).astype(np.float64), g), "gradient not exact"
+    lr = 0.1
+    phi = mc.adapt(model, theta, X, y, steps=1, lr=lr)
+    expect = theta - dtype(lr) * g.astype(dtype)
+    # what a fused multiply-add would give: the exact θ − lr·g, rounded once
+    r = Fraction(float(dtype(lr)))
+    fused = np.array([float(Fraction(float(t)) - r * Fraction(float(gi)))
+                      for t, gi in zip(theta, g)]).astype(dtype)
+    what = f"SGD step d={d} {np.dtype(dtype).name}"
+    if model.n_params >= 16:
+        assert not np.array_equal(expect, fused), "data do not tell a fused step apart: " + what
+    assert np.array_equal(phi, expect), what
+
+
 def main(level):
     info = mc.build_info()
     assert info["simd_active"] == level, (info["simd_active"], level)
@@ -151,6 +179,8 @@ def main(level):
             check_logistic_regression(d, n_tasks, rows, dtype, seed=d + rows)
         for sizes in ([1, 40, 40, 1], [1, 9, 3, 1]):
             check_meta(sizes, dtype, seed=3)
+        for d in (1, 15, 37, 70):  # vector tails at every level
+            check_exact_step(d, dtype, seed=d)
     print(f"kernel checks passed at {level}")
 
 

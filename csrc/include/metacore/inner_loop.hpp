@@ -39,15 +39,10 @@ template <class T>
 METACORE_INLINE void inner_update(const InnerRule<T>& rule, const T* __restrict phi,
                                   const T* __restrict g, std::int64_t P, T* __restrict out,
                                   std::int64_t j = 0) {
-    for (std::int64_t p = 0; p < rule.frozen; ++p) out[p] = phi[p];
-    if (const T* __restrict r = rule.rates_at(j, P)) {
-#pragma omp simd
-        for (std::int64_t p = rule.frozen; p < P; ++p) out[p] = phi[p] - r[p] * g[p];
-    } else {
-        const T lr = rule.lr;
-#pragma omp simd
-        for (std::int64_t p = rule.frozen; p < P; ++p) out[p] = phi[p] - lr * g[p];
-    }
+    const std::int64_t f = rule.frozen;
+    for (std::int64_t p = 0; p < f; ++p) out[p] = phi[p];
+    const T* r = rule.rates_at(j, P);
+    sgd_step(phi + f, rule.lr, r ? r + f : nullptr, g + f, P - f, out + f);
 }
 
 // v = r ⊙ g on the adapted parameters, 0 on the frozen ones (r the rates of inner step j): the
@@ -55,15 +50,10 @@ METACORE_INLINE void inner_update(const InnerRule<T>& rule, const T* __restrict 
 template <class T>
 METACORE_INLINE void scale_by_rates(const InnerRule<T>& rule, const T* __restrict g,
                                     std::int64_t P, T* __restrict v, std::int64_t j = 0) {
-    for (std::int64_t p = 0; p < rule.frozen; ++p) v[p] = T(0);
-    if (const T* __restrict r = rule.rates_at(j, P)) {
-#pragma omp simd
-        for (std::int64_t p = rule.frozen; p < P; ++p) v[p] = r[p] * g[p];
-    } else {
-        const T lr = rule.lr;
-#pragma omp simd
-        for (std::int64_t p = rule.frozen; p < P; ++p) v[p] = lr * g[p];
-    }
+    const std::int64_t f = rule.frozen;
+    for (std::int64_t p = 0; p < f; ++p) v[p] = T(0);
+    const T* r = rule.rates_at(j, P);
+    scaled(rule.lr, r ? r + f : nullptr, g + f, P - f, v + f);
 }
 
 // Mean loss over rows [begin, end) of X, y at θ; grad (when not null) = its gradient.

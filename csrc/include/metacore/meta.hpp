@@ -296,9 +296,7 @@ double task_meta_grad(MetaWorkspace<T>& ws, const NetSpec& net, const MetaConfig
             scale_by_rates(rule, g, P, ws.v.data(), j);
             rows_hvp(ws.pass, phi_j, ws.v.data(), data, s0, s1, P, ws.hv.data(), j == 0,
                      kept && j == k - 1);
-            const T* hv = ws.hv.data();
-#pragma omp simd
-            for (std::int64_t p = 0; p < P; ++p) g[p] -= hv[p];
+            subtract(ws.hv.data(), P, g);  // g −= H v
         }
         if (w && j >= 1) {  // the multi-step loss's term w_j L_q(φ_j)
             T* gq = ws.hv.data();
@@ -308,8 +306,7 @@ double task_meta_grad(MetaWorkspace<T>& ws, const NetSpec& net, const MetaConfig
             for (std::int64_t p = 0; p < P; ++p) g[p] += wj * gq[p];
         }
     }
-#pragma omp simd
-    for (std::int64_t p = 0; p < P; ++p) out[p] += scale * g[p];
+    add_scaled(scale, g, P, out);
     return loss;
 }
 

@@ -26,6 +26,18 @@
 #define METACORE_TARGET_V4 __attribute__((target("arch=x86-64-v4"), flatten, noinline))
 #define METACORE_TARGET_V3 __attribute__((target("arch=x86-64-v3"), flatten, noinline))
 #define METACORE_TARGET_V1 __attribute__((flatten, noinline))
+// Element-wise kernels whose every level must round as the baseline does (a multiply, then an
+// add: no fused multiply-add), so that moving a loop into a kernel changes no bit of any result.
+// GCC takes it as an option of the compiled function; Clang from METACORE_NO_CONTRACT in the body.
+#if defined(__clang__)
+#define METACORE_EXACT_V4 METACORE_TARGET_V4
+#define METACORE_EXACT_V3 METACORE_TARGET_V3
+#define METACORE_EXACT_V1 METACORE_TARGET_V1
+#else
+#define METACORE_EXACT_V4 __attribute__((target("arch=x86-64-v4"), optimize("fp-contract=off"), noinline))
+#define METACORE_EXACT_V3 __attribute__((target("arch=x86-64-v3"), optimize("fp-contract=off"), noinline))
+#define METACORE_EXACT_V1 __attribute__((optimize("fp-contract=off"), noinline))
+#endif
 #else
 #define METACORE_MULTIVERSION 0
 #endif
@@ -75,13 +87,17 @@ METACORE_INLINE int isa_level() { return g_isa_level; }
 // Declares `name` (template <class T>, returning `ret`, taking `params`) as a dispatcher over
 // three compilations of the always-inlined body `name##_body` (passing `args`).
 #if METACORE_MULTIVERSION
-#define METACORE_KERNEL(ret, name, params, args)                                  \
+#define METACORE_KERNEL(ret, name, params, args) \
+    METACORE_KERNEL_AT(METACORE_TARGET_V4, METACORE_TARGET_V3, METACORE_TARGET_V1, ret, name, params, args)
+#define METACORE_EXACT_KERNEL(ret, name, params, args) \
+    METACORE_KERNEL_AT(METACORE_EXACT_V4, METACORE_EXACT_V3, METACORE_EXACT_V1, ret, name, params, args)
+#define METACORE_KERNEL_AT(V4, V3, V1, ret, name, params, args)                   \
     template <class T>                                                            \
-    METACORE_TARGET_V4 ret name##_v4 params { return name##_body<T> args; }       \
+    V4 ret name##_v4 params { return name##_body<T> args; }                       \
     template <class T>                                                            \
-    METACORE_TARGET_V3 ret name##_v3 params { return name##_body<T> args; }       \
+    V3 ret name##_v3 params { return name##_body<T> args; }                       \
     template <class T>                                                            \
-    METACORE_TARGET_V1 ret name##_v1 params { return name##_body<T> args; }       \
+    V1 ret name##_v1 params { return name##_body<T> args; }                       \
     template <class T>                                                            \
     inline ret name params {                                                      \
         switch (::metacore::isa_level()) {                                        \
@@ -94,6 +110,12 @@ METACORE_INLINE int isa_level() { return g_isa_level; }
 #define METACORE_KERNEL(ret, name, params, args) \
     template <class T>                           \
     inline ret name params { return name##_body<T> args; }
+#define METACORE_EXACT_KERNEL METACORE_KERNEL
+#endif
+#if defined(__clang__) && METACORE_MULTIVERSION
+#define METACORE_NO_CONTRACT _Pragma("clang fp contract(off)")
+#else
+#define METACORE_NO_CONTRACT
 #endif
 
 namespace metacore {
@@ -172,5 +194,54 @@ METACORE_INLINE bool all_finite_body(const T* __restrict x, std::int64_t n) {
     return bad == 0;
 }
 METACORE_KERNEL(bool, all_finite, (const T* x, std::int64_t n), (x, n))
+
+// The element-wise updates of the inner and outer loops, rounded as the baseline rounds them
+// (METACORE_EXACT_KERNEL): out = x − r ⊙ g with r = rates or the scalar a when rates is null,
+// v = r ⊙ g, y += a · x and y −= x.
+template <class T>
+METACORE_INLINE void sgd_step_body(const T* __restrict x, T a, const T* __restrict rates,
+                                   const T* __restrict g, std::int64_t n, T* __restrict out) {
+    METACORE_NO_CONTRACT
+    if (rates) {
+#pragma omp simd
+        for (std::int64_t i = 0; i < n; ++i) out[i] = x[i] - rates[i] * g[i];
+    } else {
+#pragma omp simd
+        for (std::int64_t i = 0; i < n; ++i) out[i] = x[i] - a * g[i];
+    }
+}
+METACORE_EXACT_KERNEL(void, sgd_step,
+                      (const T* x, T a, const T* rates, const T* g, std::int64_t n, T* out),
+                      (x, a, rates, g, n, out))
+
+template <class T>
+METACORE_INLINE void scaled_body(T a, const T* __restrict rates, const T* __restrict g,
+                                 std::int64_t n, T* __restrict v) {
+    if (rates) {
+#pragma omp simd
+        for (std::int64_t i = 0; i < n; ++i) v[i] = rates[i] * g[i];
+    } else {
+#pragma omp simd
+        for (std::int64_t i = 0; i < n; ++i) v[i] = a * g[i];
+    }
+}
+METACORE_EXACT_KERNEL(void, scaled, (T a, const T* rates, const T* g, std::int64_t n, T* v),
+                      (a, rates, g, n, v))
+
+template <class T>
+METACORE_INLINE void add_scaled_body(T a, const T* __restrict x, std::int64_t n,
+                                     T* __restrict y) {
+    METACORE_NO_CONTRACT
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+METACORE_EXACT_KERNEL(void, add_scaled, (T a, const T* x, std::int64_t n, T* y), (a, x, n, y))
+
+template <class T>
+METACORE_INLINE void subtract_body(const T* __restrict x, std::int64_t n, T* __restrict y) {
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) y[i] -= x[i];
+}
+METACORE_EXACT_KERNEL(void, subtract, (const T* x, std::int64_t n, T* y), (x, n, y))
 
 }  // namespace metacore

@@ -202,14 +202,16 @@ METACORE_V4_INLINE void masked_tile(const Operands<T>* ops, int terms, std::int6
         // the lanes past the n columns cleared in registers. Only the last row needs the masked
         // load: GCC treats that builtin as reading any memory, so inside the loop it would keep
         // every accumulator in memory (one store per accumulator per step, measured).
+        // (Every caller's rows hold at least L − n elements — blocked_width — checked anyway.)
+        const std::int64_t whole = L - n <= ldz ? K - 1 : 0;
         std::int64_t k = 0;
-        for (; k + 1 < K; ++k) {
+        for (; k < whole; ++k) {
             V w[C];
             for (int c = 0; c < F; ++c) w[c] = vload<T, 64>(B + k * ldz + c * L);
             w[F] = (V)((I)vload<T, 64>(B + k * ldz + F * L) & keep);
             rank_one<T, 64, R, C>(acc, w, A, rs, k * ks);
         }
-        if (k < K) {
+        for (; k < K; ++k) {
             V w[C];
             for (int c = 0; c < F; ++c) w[c] = vload<T, 64>(B + k * ldz + c * L);
             w[F] = masked_load(B + k * ldz + F * L, n);

@@ -23,14 +23,43 @@ METACORE_INLINE std::int64_t rows_ahead(const TaskData<T>& data, std::int64_t ne
 }
 
 #if METACORE_SMALL_GEMM
+// z[r] = bias + acc[r][0] + acc[r][1] + … in lane order, for R accumulators of L lanes. Eight
+// rows of 8-lane vectors (64-bit lanes at AVX-512, 32-bit at AVX2) are transposed in registers
+// (and 16-lane vectors as two halves), so that one vector add serves all R rows at each lane:
+// the same sums in the same order as the row-by-row loop, which the other shapes keep.
+template <class T, int Bytes, int R>
+METACORE_INLINE void lane_sums(const typename VecN<T, Bytes>::type* acc, T bias, T* z) {
+    constexpr std::int64_t L = VecN<T, Bytes>::lanes;
+    using V8 = typename VecN<T, 8 * sizeof(T)>::type;
+    if constexpr (R == 8 && (L == 8 || L == 16)) {
+        V8 sum;
+        for (int r = 0; r < 8; ++r) sum[r] = bias;
+        for (std::int64_t h = 0; h < L; h += 8) {  // one half of every row at a time
+            V8 t[8];
+            for (int r = 0; r < 8; ++r) std::memcpy(&t[r], reinterpret_cast<const T*>(&acc[r]) + h, sizeof(V8));
+            transpose8<T>(t);  // t[l][r] = acc[r][h + l]
+            for (int l = 0; l < 8; ++l) sum += t[l];
+        }
+        std::memcpy(z, &sum, sizeof sum);
+    } else {
+        for (int r = 0; r < R; ++r) {
+            T s = bias;
+            for (std::int64_t l = 0; l < L; ++l) s += acc[r][l];
+            z[r] = s;
+        }
+    }
+}
+
 // R rows of the one-layer logistic model in one pass over their features: z_r = b + w·x_r with
 // one vector accumulator per row (summed across lanes at the end, in lane order), the loss
 // softplus(z) − y z and δ_r = scale (σ(z_r) − y_r) from one exp per row (same formulas as the
 // general head), then gW += Σ_r δ_r x_r and gb += Σ_r δ_r while the rows are still in L1.
+// ahead (or null): R rows to prefetch, a line of each per step of the dot products — a separate
+// prefetch loop cost more instructions than the rows' arithmetic when X is already in cache.
 template <class T, int Bytes, int R>
 METACORE_INLINE double logistic_rows(const T* __restrict w, T bias, const T* __restrict X,
                                      const T* __restrict y, std::int64_t d, T scale,
-                                     T* __restrict gW, T* __restrict gb) {
+                                     T* __restrict gW, T* __restrict gb, const T* ahead = nullptr) {
     using V = typename VecN<T, Bytes>::type;
     constexpr std::int64_t L = VecN<T, Bytes>::lanes;
     const std::int64_t dv = d - d % L;
@@ -38,24 +67,28 @@ METACORE_INLINE double logistic_rows(const T* __restrict w, T bias, const T* __r
     for (int r = 0; r < R; ++r) acc[r] = V{};
     for (std::int64_t j = 0; j < dv; j += L) {
         const V wj = vload<T, Bytes>(w + j);
+        if (ahead)  // the same columns of R rows further on, into L2: no loop of its own
+            for (int r = 0; r < R; ++r) prefetch(ahead + r * d + j, 1);
         for (int r = 0; r < R; ++r) acc[r] += vload<T, Bytes>(X + r * d + j) * wj;
     }
     T z[R], delta[R];
-    for (int r = 0; r < R; ++r) {
-        T s = bias;
-        for (std::int64_t l = 0; l < L; ++l) s += acc[r][l];
-        for (std::int64_t j = dv; j < d; ++j) s += X[r * d + j] * w[j];
-        z[r] = s;
-    }
-    double loss = 0.0;
+    lane_sums<T, Bytes, R>(acc, bias, z);
+    for (int r = 0; r < R; ++r)
+        for (std::int64_t j = dv; j < d; ++j) z[r] += X[r * d + j] * w[j];
+    // The head across the R rows at once (one exp and one log1p per row, in vector lanes); the
+    // row losses are then added in row order, as one row at a time would.
+    double row_loss[R];
     const double c = static_cast<double>(scale);
+#pragma omp simd
     for (int r = 0; r < R; ++r) {
         const double m = z[r], label = y[r];
         const double e = exp_nonpositive(-(m < 0.0 ? -m : m));
         const double sigma = (m >= 0.0 ? 1.0 : e) / (1.0 + e);
         delta[r] = static_cast<T>(c * (sigma - label));
-        loss += (m > 0.0 ? m : 0.0) - label * m + log1p_unit(e);
+        row_loss[r] = (m > 0.0 ? m : 0.0) - label * m + log1p_unit(e);
     }
+    double loss = 0.0;
+    for (int r = 0; r < R; ++r) loss += row_loss[r];
     if (gW) {
         for (std::int64_t j = 0; j < dv; j += L) {
             V g = vload<T, Bytes>(gW + j);
@@ -81,17 +114,17 @@ METACORE_INLINE double logistic_unit(const T* w, T bias, const TaskData<T>& data
                                      std::int64_t begin, std::int64_t end, T scale, T* gW,
                                      T* gb) {
     constexpr int R = 8;
-    const std::int64_t d = data.X.cols, row_bytes = d * static_cast<std::int64_t>(sizeof(T));
+    const std::int64_t d = data.X.cols;
     const std::int64_t y_cols = data.y.cols;
     double loss = 0.0;
     std::int64_t r = begin;
     T yb[R];
     for (; r + R <= end; r += R) {
-        // the group after next: contiguous rows, but far enough ahead to hide L3/DRAM latency
-        if (r + 3 * R <= data.X.rows) prefetch(data.X.row(r + 2 * R), R * row_bytes);
         for (int i = 0; i < R; ++i) yb[i] = data.y.row(r + i)[0];
+        // the group after next: contiguous rows, but far enough ahead to hide L3/DRAM latency
+        const T* ahead = r + 3 * R <= data.X.rows ? data.X.row(r + 2 * R) : nullptr;
         loss += logistic_rows<T, Bytes, R>(w, bias, data.X.row(r), y_cols == 1 ? data.y.row(r) : yb,
-                                           d, scale, gW, gb);
+                                           d, scale, gW, gb, ahead);
     }
     for (; r < end; ++r)
         loss += logistic_rows<T, Bytes, 1>(w, bias, data.X.row(r), data.y.row(r), d, scale, gW, gb);
