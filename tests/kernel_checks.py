@@ -160,6 +160,10 @@ def check_exact_step(d, dtype, seed):
     if model.n_params >= 16:
         assert not np.array_equal(expect, fused), "data do not tell a fused step apart: " + what
     assert np.array_equal(phi, expect), what
+    # one rate per parameter (Meta-SGD's step): r ⊙ g rounded, then subtracted
+    rates = (0.1 * (1 + np.arange(model.n_params) % 3)).astype(dtype)
+    phi = mc.adapt(model, theta, X, y, steps=1, lr=rates)
+    assert np.array_equal(phi, theta - rates * g.astype(dtype)), "per-parameter rates, " + what
 
 
 def main(level):
