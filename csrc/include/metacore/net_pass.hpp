@@ -219,18 +219,24 @@ class NetPass {
             const T* A = l == 0 ? X : a_[l].data();
             T* hW = hv + net_.weight_offset(l, head);
             T* hb = hv + net_.bias_offset(l, head);
-            // (Hv)_W += δ̇ᵀ a + δᵀ ȧ, (Hv)_b += Σ_r δ̇ (the second product's bias sum is dropped)
-            outer_accumulate(dt_.data(), A, b, in, out, hW, hb);
-            if (l > 0) outer_accumulate(delta_.data(), at_[l].data(), b, in, out, hW, u_.data());
-            if (l == 0) break;
+            // (Hv)_W += δ̇ᵀ a + δᵀ ȧ, (Hv)_b += Σ_r δ̇ (the second product's bias sum is dropped);
+            // both products in one pass over hW where the widths allow (same sums, same order)
+            if (l == 0) {
+                outer_accumulate(dt_.data(), A, b, in, out, hW, hb);
+                break;
+            }
+            if (!outer_product_accumulate(dt_.data(), A, b, in, out, hW, hb, delta_.data(),
+                                          at_[l].data())) {
+                outer_accumulate(dt_.data(), A, b, in, out, hW, hb);
+                outer_accumulate(delta_.data(), at_[l].data(), b, in, out, hW, u_.data());
+            }
             const T* W = theta + net_.weight_offset(l, head);
             const T* V = v + net_.weight_offset(l, head);
             const T* Ain = a_[l].data();
             const T* Zt = net_.normalised(l - 1) ? ht_[l - 1].data() : zt_[l - 1].data();
             // u = δ W, u̇ = δ̇ W + δ V; δ_prev = u⊙σ', δ̇_prev = u̇⊙σ' + u⊙σ''⊙ż
             back_through(W, b, in, out, delta_.data(), delta_prev_.data());
-            back_through(W, b, in, out, dt_.data(), dt_prev_.data());
-            back_through(V, b, in, out, delta_.data(), dt_prev_.data(), true);
+            back_through(W, b, in, out, dt_.data(), dt_prev_.data(), false, V, delta_.data());
             for (std::int64_t i = 0; i < b * in; ++i) {
                 const T a = Ain[i], u = delta_prev_[i];
                 dt_prev_[i] = dt_prev_[i] * derivative(a) + u * second_derivative(a) * Zt[i];
@@ -554,13 +560,22 @@ class NetPass {
         }
     }
 
-    // D_prev[r] = Σ_o D[r, o] · W_o  (Wᵀδ for each row), four outputs at a time.
+    // D_prev[r] = Σ_o D[r, o] · W_o  (Wᵀδ for each row), four outputs at a time; with W2, D2
+    // also + Σ_o D2[r, o] · W2_o after it (one pass of the blocked product: the same sums in the
+    // same order as a second, accumulating call).
     METACORE_INLINE static void back_through(const T* W, std::int64_t b, std::int64_t in,
                                              std::int64_t out, const T* D, T* D_prev,
-                                             bool accumulate = false) {
-        if (blocked_width<T>(in)) {  // D_prev (+)= D W as a register-blocked product
-            const Operands<T> op{D, out, 1, W};
-            small_gemm(&op, 1, b, out, static_cast<const T*>(nullptr), accumulate, in, D_prev);
+                                             bool accumulate = false, const T* W2 = nullptr,
+                                             const T* D2 = nullptr) {
+        if (blocked_width<T>(in)) {  // D_prev (+)= D W [+ D2 W2] as a register-blocked product
+            const Operands<T> ops[2] = {{D, out, 1, W}, {D2, out, 1, W2}};
+            small_gemm(ops, W2 ? 2 : 1, b, out, static_cast<const T*>(nullptr), accumulate, in,
+                       D_prev);
+            return;
+        }
+        if (W2) {
+            back_through(W, b, in, out, D, D_prev, accumulate);
+            back_through(W2, b, in, out, D2, D_prev, true);
             return;
         }
         for (std::int64_t r = 0; r < b; ++r) {

@@ -315,18 +315,22 @@ METACORE_INLINE void rows_times_t(const T* A, const T* Bt, const T* A2, const T*
 // product fits: rows of A wide enough (gW += Dᵀ A with in as the vector dimension), or one input
 // (gW is then a column, laid out like a row: gW += Aᵀ D with out as the vector dimension).
 // The bias sum is the product of a row of ones with D. Returns false when neither fits.
+// With D2, A2: gW also += D2ᵀ A2 after Dᵀ A in the same pass (no bias sum for it) — the same
+// sums in the same order as a second call.
 template <class T>
 METACORE_INLINE bool outer_product_accumulate(const T* D, const T* A, std::int64_t b,
-                                              std::int64_t in, std::int64_t out, T* gW, T* gb) {
+                                              std::int64_t in, std::int64_t out, T* gW, T* gb,
+                                              const T* D2 = nullptr, const T* A2 = nullptr) {
     static const T one = T(1);
     const bool wide_in = blocked_width<T>(in), wide_out = blocked_width<T>(out);
     if (!wide_in && !(in == 1 && wide_out)) return false;
+    const int terms = D2 ? 2 : 1;
     if (wide_in) {
-        const Operands<T> op{D, 1, out, A};
-        small_gemm(&op, 1, out, b, static_cast<const T*>(nullptr), true, in, gW);
+        const Operands<T> ops[2] = {{D, 1, out, A}, {D2, 1, out, A2}};
+        small_gemm(ops, terms, out, b, static_cast<const T*>(nullptr), true, in, gW);
     } else {
-        const Operands<T> op{A, 1, 1, D};
-        small_gemm(&op, 1, 1, b, static_cast<const T*>(nullptr), true, out, gW);
+        const Operands<T> ops[2] = {{A, 1, 1, D}, {A2, 1, 1, D2}};
+        small_gemm(ops, terms, 1, b, static_cast<const T*>(nullptr), true, out, gW);
     }
     if (wide_out) {
         const Operands<T> ones{&one, 0, 0, D};
@@ -359,7 +363,8 @@ inline void rows_times_t(const T*, const T*, const T*, const T*, const T*, std::
                          std::int64_t, std::int64_t, T*) {}
 template <class T>
 inline bool outer_product_accumulate(const T*, const T*, std::int64_t, std::int64_t,
-                                     std::int64_t, T*, T*) {
+                                     std::int64_t, T*, T*, const T* = nullptr,
+                                     const T* = nullptr) {
     return false;
 }
 #endif
