@@ -328,3 +328,16 @@ def test_bad_parameters_and_steps_are_refused():
                                   batch.n_support, per_step_rates=True)
     with pytest.raises(ValueError, match="lr"):
         mc.adapt(model, model.init(seed=0), *batch.support(0), lr=np.zeros((0, model.n_params)))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_non_finite_per_step_rates_are_refused_at_every_position(bad, dtype):
+    model = mc.MLP([2, 5, 3, 1], activation="tanh", loss="mse")
+    batch = make_batch(model, ragged=True)
+    learner, params = learner_and_params(model, 3, dtype=dtype)
+    for i in range(model.n_params, params.size):   # every rate, each step and layer
+        p = params.copy()
+        p[i] = bad
+        with pytest.raises(ValueError, match="must be finite"):
+            learner.meta_value_and_grad(p, batch, step=0)

@@ -211,9 +211,8 @@ class StepSchedule {
         }
         if (cfg.per_step_rates) {
             const T* r = params + net.n_params();
-            for (std::int64_t i = 0; i < cfg.inner_steps * net.n_layers(); ++i)
-                if (!std::isfinite(r[i]))
-                    throw std::invalid_argument("theta: MAML++'s inner rates must be finite");
+            if (!all_finite(r, cfg.inner_steps * net.n_layers()))
+                throw std::invalid_argument("theta: MAML++'s inner rates must be finite");
             expand_layer_rates(net, cfg.inner_steps, r, expanded_.data());
         }
         return plan;
