@@ -8,6 +8,11 @@ W1   MAML meta-gradient, MLP 1-40-40-1 ReLU, float32, meta-batch 25, 10 support 
 W1-h the same at hidden widths 128 and 512 (MLP 1-h-h-1), second order.
 W3   adapt-and-predict: 5 SGD steps on 10 rows, predict 100 rows, one call from Python:
      ``mc.adapt_predict`` against the same loop under ``jax.jit``.
+W4   the Omniglot-minimal meta-step: ProtoNet, embedding MLP 784-256-128-64 ReLU with batch
+     statistics (``norm="batch"``: each episode's rows are one forward pass), 20-way 1-shot, 5
+     queries per class, meta-batch 2, float32 (the training step of ``omniglot_minimal.py``):
+     ``learner.meta_value_and_grad(θ, batch)`` against ``jax.jit(jax.value_and_grad(...))`` of
+     the same loss ``vmap``-ed over the episodes. The pixels are random (only shapes matter).
 W2   weighted logistic objective, value + gradient, 256 tasks × 200 rows × 64 features, float64,
      L2 1e-3: ``mc.Objective(...).value_and_grad(θ)`` at 1 and 2 threads against
      ``jax.jit(jax.value_and_grad(f))`` (f over all rows with row weights α_i/n_i) on 1 thread,
@@ -166,6 +171,84 @@ def w3_rows(jax, repeats):
     return [("W3 adapt 5 steps + predict 100", compare(cont, repeats, 2000))]
 
 
+# --- W4 --------------------------------------------------------------------------------------------
+def jax_protonet(jax, model, theta, batch, n_way, eps=1e-5):
+    """The ProtoNet meta-loss of a batch-normalised MLP as a JAX user writes it."""
+    jnp = jax.numpy
+    n_layers = len(model.layer_sizes) - 1
+
+    def embed(p, x):
+        h = x
+        for i in range(n_layers):
+            w, b = p[i][0], p[i][1]
+            h = h @ w.T + b
+            if i + 1 < n_layers:
+                g, beta = p[i][2], p[i][3]
+                mu = jnp.mean(h, axis=0)
+                var = jnp.mean((h - mu) ** 2, axis=0)
+                h = jax.nn.relu(g * (h - mu) / jnp.sqrt(var + eps) + beta)
+        return h
+
+    def episode(p, x, onehot_s, yq):
+        e = embed(p, x)
+        n_s = onehot_s.shape[0]
+        protos = (onehot_s.T @ e[:n_s]) / jnp.sum(onehot_s, axis=0)[:, None]
+        d = e[n_s:, None, :] - protos[None, :, :]
+        z = -jnp.sum(d * d, axis=2)
+        return jnp.mean(jax.nn.logsumexp(z, axis=1) - jnp.take_along_axis(z, yq[:, None], 1)[:, 0])
+
+    def meta_loss(p, X, S, Q):
+        return jnp.mean(jax.vmap(episode, in_axes=(None, 0, 0, 0))(p, X, S, Q))
+
+    vg = jax.jit(jax.value_and_grad(meta_loss))
+    params = [[jnp.asarray(a) for a in layer] for layer in jax_layout(model, theta)]
+    T, n_s = batch.n_tasks, int(batch.n_support[0])
+    X = np.asarray(batch.X).reshape(T, -1, batch.X.shape[1])
+    y = np.asarray(batch.y).reshape(T, -1).astype(np.int32)
+    data = [jnp.asarray(X), jnp.asarray(np.eye(n_way, dtype=np.float32)[y[:, :n_s]]),
+            jnp.asarray(y[:, n_s:])]
+
+    def run():
+        v, g = vg(params, *data)
+        jax.block_until_ready(g)
+        return v, g
+    return run
+
+
+def w4_rows(jax, repeats, n_way=20, q_query=5, meta_batch=2):
+    rng = np.random.default_rng(0)
+    n_classes = 544
+    X = rng.random((n_classes * 20, 784), dtype=np.float32)
+    source = mc.tasks.EpisodeSource(X, np.arange(0, n_classes * 20 + 1, 20), n_way=n_way,
+                                    k_shot=1, q_query=q_query)
+    batch = source.sample(meta_batch, step=0, seed=0, dtype=np.float32)
+    model = mc.MLP([784, 256, 128, 64], activation="relu", norm="batch")
+    theta = model.init(seed=0, dtype=np.float32)
+    learner = mc.ProtoNet(model, n_threads=1)
+    core = lambda: learner.meta_value_and_grad(theta, batch)
+    l_ref, g_ref = mc.reference.protonet_value_and_grad(model, theta.astype(np.float64), batch)
+    loss, grad = core()
+    np.testing.assert_allclose(loss, l_ref, rtol=1e-4)
+    np.testing.assert_allclose(grad, g_ref, rtol=2e-3, atol=2e-5 * np.abs(g_ref).max())
+    cont = {"metacore": core}
+    if jax is not None:
+        run = jax_protonet(jax, model, theta, batch, n_way)
+        v, g = run()
+        np.testing.assert_allclose(float(v), l_ref, rtol=1e-4)
+        flat = np.concatenate([np.ravel(a) for layer in g for a in layer])
+        order = np.concatenate([np.ravel(a) for layer in jax_layout(model, g_ref) for a in layer])
+        np.testing.assert_allclose(flat, order, rtol=2e-3, atol=2e-5 * np.abs(g_ref).max())
+        cont["jax"] = run
+    return [(f"W4 Omniglot-minimal ProtoNet step, {n_way}-way 1-shot, batch norm", compare(cont, repeats, 20))]
+
+
+def jax_layout(model, flat):
+    """θ-shaped ``flat`` (P,) as the JAX contender's nested parameter list."""
+    pairs, norms = model.unpack(flat), model.unpack_norms(flat)
+    return [[w, b] + ([g, be] if i < len(norms) else [])
+            for i, ((w, b), (g, be)) in enumerate(zip(pairs, norms + [(None, None)]))]
+
+
 # --- W2 --------------------------------------------------------------------------------------------
 def w2_rows(jax, repeats):
     rng = np.random.default_rng(1)
@@ -212,7 +295,7 @@ def w2_rows(jax, repeats):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--only", nargs="*", default=["W1", "W1-h", "W3", "W2"])
+    ap.add_argument("--only", nargs="*", default=["W1", "W1-h", "W3", "W4", "W2"])
     ap.add_argument("--no-jax", action="store_true")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="cpu: the process's CPU time per call (time.process_time), which leaves "
@@ -239,6 +322,8 @@ def main():
         rows += w1_rows(jax, max(3, args.repeats // 2), hidden=(128, 512), first_orders=(False,))
     if "W3" in args.only:
         rows += w3_rows(jax, args.repeats)
+    if "W4" in args.only:
+        rows += w4_rows(jax, args.repeats)
     if "W2" in args.only:
         rows += w2_rows(jax, args.repeats)
     print("\n| workload | contender | median µs | time / metacore 1 thread |")
@@ -260,6 +345,8 @@ def main():
         elif name.startswith("W3"):
             print(f"- W3 ≤ 12 µs per Python call: {core * 1e6:.1f} µs"
                   + (f" (JAX {jx / core:.2f}× slower)" if jx else ""))
+        elif name.startswith("W4") and jx:
+            print(f"- W4 (Omniglot-minimal meta-step) ≥ 2× JAX: {jx / core:.2f}×")
         elif name.startswith("W2"):
             one, two = t["metacore 1 thread"], t["metacore 2 threads"]
             if "jax 1 thread" in t:

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "metacore/reduction.hpp"
+#include "metacore/simd.hpp"
 #include "metacore/threading.hpp"
 
 namespace metacore {
@@ -175,12 +176,24 @@ struct AdamCoefficients {
           c2_sqrt(static_cast<T>(std::sqrt(1.0 - std::pow(beta2, static_cast<double>(k))))) {}
 };
 
+// √x as a builtin, so that it compiles inside a kernel's instruction set (std::sqrt is a
+// function of the default target, which a kernel cannot inline).
+template <class T>
+METACORE_INLINE T square_root(T x) {
+#if defined(__GNUC__)
+    if constexpr (sizeof(T) == sizeof(float)) return __builtin_sqrtf(x);
+    else return __builtin_sqrt(x);
+#else
+    return std::sqrt(x);
+#endif
+}
+
 // The one Adam rule (torch.optim.Adam's), on one entry x with gradient d and moments m, v.
 template <class T>
-inline void adam_update(T& x, T d, T& m, T& v, const AdamCoefficients<T>& a) {
+METACORE_INLINE void adam_update(T& x, T d, T& m, T& v, const AdamCoefficients<T>& a) {
     m = a.b1 * m + (T(1) - a.b1) * d;
     v = a.b2 * v + (T(1) - a.b2) * d * d;
-    x -= a.step_size * m / (std::sqrt(v) / a.c2_sqrt + a.eps);
+    x -= a.step_size * m / (square_root(v) / a.c2_sqrt + a.eps);
 }
 
 // The same over n entries with explicit moments: for small parameter sets kept outside an
@@ -189,6 +202,60 @@ template <class T>
 void adam_update(T* x, const T* g, T* m, T* v, std::int64_t n, const AdamCoefficients<T>& a) {
     for (std::int64_t i = 0; i < n; ++i) adam_update(x[i], g[i], m[i], v[i], a);
 }
+
+// The update of one run of entries, vectorised per instruction-set level but rounded as the
+// baseline rounds it (METACORE_EXACT_KERNEL: no fused multiply-add; √ and ÷ are exact at every
+// level), so θ and the moments are the same bits at every level. d = clip·g, then AdamW shrinks
+// x by `shrink` first, Adam adds wd·x to d.
+template <class T>
+METACORE_INLINE void adam_run_body(T* __restrict x, const T* __restrict g, T* __restrict m,
+                                   T* __restrict v, std::int64_t n, T clip, T wd, T shrink,
+                                   bool decoupled, AdamCoefficients<T> a) {
+    METACORE_NO_CONTRACT
+    if (decoupled) {
+#pragma omp simd
+        for (std::int64_t j = 0; j < n; ++j) {
+            x[j] *= shrink;
+            adam_update(x[j], clip * g[j], m[j], v[j], a);
+        }
+    } else {
+#pragma omp simd
+        for (std::int64_t j = 0; j < n; ++j) adam_update(x[j], clip * g[j] + wd * x[j], m[j], v[j], a);
+    }
+}
+METACORE_EXACT_KERNEL(void, adam_run,
+                      (T* x, const T* g, T* m, T* v, std::int64_t n, T clip, T wd, T shrink,
+                       bool decoupled, AdamCoefficients<T> a),
+                      (x, g, m, v, n, clip, wd, shrink, decoupled, a))
+
+// SGD over one run: d = clip·g + wd·x; with momentum m = μm + d and d = d + μm (Nesterov) or m;
+// x −= lr·d. m is null without momentum.
+template <class T>
+METACORE_INLINE void sgd_run_body(T* __restrict x, const T* __restrict g, T* __restrict m,
+                                  std::int64_t n, T clip, T wd, T lr, T mu, bool nesterov) {
+    METACORE_NO_CONTRACT
+    if (!m) {
+#pragma omp simd
+        for (std::int64_t j = 0; j < n; ++j) x[j] -= lr * (clip * g[j] + wd * x[j]);
+    } else if (nesterov) {
+#pragma omp simd
+        for (std::int64_t j = 0; j < n; ++j) {
+            const T d = clip * g[j] + wd * x[j];
+            m[j] = mu * m[j] + d;  // m starts at 0, so step 0 gives m = d as in torch
+            x[j] -= lr * (d + mu * m[j]);
+        }
+    } else {
+#pragma omp simd
+        for (std::int64_t j = 0; j < n; ++j) {
+            m[j] = mu * m[j] + (clip * g[j] + wd * x[j]);
+            x[j] -= lr * m[j];
+        }
+    }
+}
+METACORE_EXACT_KERNEL(void, sgd_run,
+                      (T* x, const T* g, T* m, std::int64_t n, T clip, T wd, T lr, T mu,
+                       bool nesterov),
+                      (x, g, m, n, clip, wd, lr, mu, nesterov))
 
 namespace optim_detail {
 
@@ -206,14 +273,13 @@ double squared_norm(const T* g, std::int64_t P, int threads) {
 }
 
 // Runs body(begin, end) over fixed chunks of [0, P); returns false if any chunk saw a
-// non-finite result (each body returns the sum of x − x over what it wrote: NaN iff any is).
+// non-finite result (each body returns whether everything it wrote is finite).
 template <class Body>
 bool for_chunks(std::int64_t P, int threads, Body&& body) {
     const std::int64_t n_chunks = (P + kChunk - 1) / kChunk;
     std::vector<char> ok(n_chunks, 1);
     parallel_for(n_chunks, threads, [&](std::int64_t c, int) {
-        const double check = body(c * kChunk, std::min(P, (c + 1) * kChunk));
-        ok[c] = check == 0.0;
+        ok[c] = body(c * kChunk, std::min(P, (c + 1) * kChunk));
     });
     return std::all_of(ok.begin(), ok.end(), [](char x) { return x != 0; });
 }
@@ -223,12 +289,12 @@ template <class Body>
 bool for_runs(const std::vector<ParamGroup>& runs, int threads, Body&& body) {
     const std::int64_t P = runs.back().end;
     return for_chunks(P, threads, [&](std::int64_t b, std::int64_t e) {
-        double check = 0.0;
+        bool finite = true;
         for (const ParamGroup& run : runs) {
             const std::int64_t rb = std::max(b, run.begin), re = std::min(e, run.end);
-            if (rb < re) check += body(run, rb, re);
+            if (rb < re) finite &= body(run, rb, re);
         }
-        return check;
+        return finite;
     });
 }
 
@@ -261,19 +327,9 @@ StepReport step(const OptimizerConfig& c, std::int64_t t, T* theta, const T* g,
         const bool nesterov = c.nesterov;
         r.finite = for_runs(runs, threads, [&](const ParamGroup& run, std::int64_t b,
                                                std::int64_t e) {
-            const T lr = static_cast<T>(run.lr * factor), wd = static_cast<T>(run.weight_decay);
-            double check = 0.0;
-            for (std::int64_t j = b; j < e; ++j) {
-                T d = clip * g[j] + wd * theta[j];
-                if (m) {
-                    m[j] = mu * m[j] + d;  // m starts at 0, so step 0 gives m = d as in torch
-                    d = nesterov ? d + mu * m[j] : m[j];
-                    check += static_cast<double>(m[j] - m[j]);
-                }
-                theta[j] -= lr * d;
-                check += static_cast<double>(theta[j] - theta[j]);
-            }
-            return check;
+            sgd_run(theta + b, g + b, m ? m + b : nullptr, e - b, clip,
+                    static_cast<T>(run.weight_decay), static_cast<T>(run.lr * factor), mu, nesterov);
+            return all_finite(theta + b, e - b) && (!m || all_finite(m + b, e - b));
         });
         return r;
     }
@@ -285,15 +341,8 @@ StepReport step(const OptimizerConfig& c, std::int64_t t, T* theta, const T* g,
         const AdamCoefficients<T> adam(lr_t, c.beta1, c.beta2, c.eps, t + 1);
         const T wd = static_cast<T>(run.weight_decay);
         const T shrink = T(1) - static_cast<T>(lr_t) * wd;
-        double check = 0.0;
-        for (std::int64_t j = b; j < e; ++j) {
-            T d = clip * g[j];
-            if (decoupled) theta[j] *= shrink;
-            else d += wd * theta[j];
-            adam_update(theta[j], d, m[j], v[j], adam);
-            check += static_cast<double>((theta[j] - theta[j]) + (v[j] - v[j]));
-        }
-        return check;
+        adam_run(theta + b, g + b, m + b, v + b, e - b, clip, wd, shrink, decoupled, adam);
+        return all_finite(theta + b, e - b) && all_finite(v + b, e - b);
     });
     return r;
 }
