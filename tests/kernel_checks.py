@@ -166,6 +166,56 @@ def check_exact_step(d, dtype, seed):
     assert np.array_equal(phi, theta - rates * g.astype(dtype)), "per-parameter rates, " + what
 
 
+def check_optimizer_step(dtype, seed):
+    """The optimizers' element-wise updates are vector kernels at every level, and must round as
+    the baseline does: θ, m and v equal to the bit NumPy's arithmetic in ``dtype`` in the same
+    order (each product and sum rounded; √ and ÷ are correctly rounded everywhere) — torch's
+    Adam, AdamW and SGD equations, for sizes with vector tails and one past the 2¹⁴-entry chunk."""
+    rng = np.random.default_rng(seed)
+    t_ = dtype
+    for P in (1, 15, 37, 70, (1 << 14) + 37):
+        theta0 = rng.standard_normal(P).astype(dtype)
+        g = rng.standard_normal(P).astype(dtype)
+        m0 = (0.1 * rng.standard_normal(P)).astype(dtype)
+        v0 = (0.1 * rng.random(P)).astype(dtype)
+        what = f"P={P} {np.dtype(dtype).name}"
+        for name, opt in (("adam", mc.optim.Adam(lr=1e-2, weight_decay=0.05)),
+                          ("adamw", mc.optim.AdamW(lr=1e-2, weight_decay=0.05))):
+            theta, state = theta0.copy(), {"m": m0.copy(), "v": v0.copy()}
+            opt.update(theta, g, state, step=3, n_threads=1)
+            k = 4
+            b1, b2, eps = t_(0.9), t_(0.999), t_(1e-8)
+            lr, wd = 1e-2, t_(0.05)
+            x = theta0.copy()
+            if name == "adamw":
+                x = x * (t_(1) - t_(lr) * wd)
+                d = g.copy()
+            else:
+                d = g + wd * x
+            m = b1 * m0 + (t_(1) - b1) * d
+            v = b2 * v0 + (t_(1) - b2) * d * d
+            step_size = t_(lr / (1.0 - 0.9 ** k))
+            c2 = t_(np.sqrt(1.0 - 0.999 ** k))
+            x = x - step_size * m / (np.sqrt(v) / c2 + eps)
+            assert np.array_equal(state["m"], m), f"{name} m, {what}"
+            assert np.array_equal(state["v"], v), f"{name} v, {what}"
+            assert np.array_equal(theta, x), f"{name} θ, {what}"
+        for nesterov in (False, True):
+            opt = mc.optim.SGD(lr=0.1, momentum=0.9, nesterov=nesterov, weight_decay=0.01)
+            theta, state = theta0.copy(), {"m": m0.copy()}
+            opt.update(theta, g, state, step=3, n_threads=1)
+            d = g + t_(0.01) * theta0
+            m = t_(0.9) * m0 + d
+            x = theta0 - t_(0.1) * ((d + t_(0.9) * m) if nesterov else m)
+            assert np.array_equal(state["m"], m), f"SGD m nesterov={nesterov}, {what}"
+            assert np.array_equal(theta, x), f"SGD θ nesterov={nesterov}, {what}"
+        if dtype == np.float32 and P >= 70:
+            # the data tell a fused update apart: m = b1·m + (1 − b1)·d with one rounding
+            d = g + t_(0.05) * theta0
+            fused = (np.float64(b1) * m0 + (np.float64(t_(1) - b1) * d.astype(np.float64))).astype(dtype)
+            assert not np.array_equal(fused, b1 * m0 + (t_(1) - b1) * d), "data cannot tell a fused update"
+
+
 def main(level):
     info = mc.build_info()
     assert info["simd_active"] == level, (info["simd_active"], level)
@@ -185,6 +235,7 @@ def main(level):
             check_meta(sizes, dtype, seed=3)
         for d in (1, 15, 37, 70):  # vector tails at every level
             check_exact_step(d, dtype, seed=d)
+        check_optimizer_step(dtype, seed=5)
     print(f"kernel checks passed at {level}")
 
 
