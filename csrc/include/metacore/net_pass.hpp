@@ -80,6 +80,16 @@ class NetPass {
         return net_.rows_coupled() ? std::max<std::int64_t>(n, 1) : kBlock;
     }
 
+    // Rows of one pass over an episode of n rows whose embeddings are all needed before the
+    // backward pass (ProtoNet, ridge head): every row at once when they share statistics or are
+    // at most kEpisodeRows, so that the backward pass finds the forward pass's activations still
+    // there; else kBlock, and the blocks' forward passes are run again. Either way each gradient
+    // entry is the same sum in the same row order (the blocked products add row after row).
+    static constexpr std::int64_t kEpisodeRows = 1024;
+    std::int64_t episode_rows(std::int64_t n) const {
+        return net_.rows_coupled() || n <= kEpisodeRows ? std::max<std::int64_t>(n, 1) : kBlock;
+    }
+
     // Keeps transposed copies of θ's (and v's) weights so that the forward passes over the next
     // blocks at this θ (and v) run the register-blocked kernels; the copy pays for itself after a
     // few rows. The caller must call release() before θ's memory changes.

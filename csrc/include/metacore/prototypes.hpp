@@ -162,7 +162,7 @@ METACORE_INLINE double protonet_task_grad_body(NetPass<T>& pass, ProtoScratch<T>
                           T* out, double* support_loss) {
     const std::int64_t s0 = data.offsets[task], s1 = s0 + data.n_support[task];
     const std::int64_t q1 = data.offsets[task + 1];
-    const std::int64_t B = pass.block_rows(q1 - s0);  // batch statistics: the whole episode
+    const std::int64_t B = pass.episode_rows(q1 - s0);
     const std::int64_t n = q1 - s0, ns = s1 - s0, nq = q1 - s1, D = net.n_outputs();
     const std::int64_t ys = data.y.cols;
     const T* y = data.y.data + s0 * ys;
@@ -196,9 +196,9 @@ METACORE_INLINE double protonet_task_grad_body(NetPass<T>& pass, ProtoScratch<T>
             const T inv = T(1) / static_cast<T>(s.counts[c]);
             for (std::int64_t j = 0; j < D; ++j) s.d_emb[r * D + j] = s.d_protos[c * D + j] * inv;
         }
-        for (std::int64_t r = 0; r < n; r += B) {  // the block's activations are gone: redo them
+        for (std::int64_t r = 0; r < n; r += B) {
             const std::int64_t b = std::min(B, n - r);
-            pass.forward(theta, data.X.row(s0 + r), b, 0);
+            if (b < n) pass.forward(theta, data.X.row(s0 + r), b, 0);  // this block's are gone
             pass.backward_from(theta, data.X.row(s0 + r), b, 0, s.d_emb.data() + r * D, out);
         }
     }

@@ -187,10 +187,10 @@ METACORE_INLINE double ridge_task_grad_body(NetPass<T>& pass, RidgeScratch<T>& s
                                             const NetSpec& net, const T* params,
                                             const TaskData<T>& data, std::int64_t task, T scale,
                                             T* out, double* support_loss) {
-    constexpr std::int64_t B = NetPass<T>::kBlock;
     const std::int64_t P = net.n_params();
     const std::int64_t s0 = data.offsets[task], s1 = s0 + data.n_support[task];
     const std::int64_t q1 = data.offsets[task + 1];
+    const std::int64_t B = pass.episode_rows(q1 - s0);
     const std::int64_t n = q1 - s0, ns = s1 - s0, nq = q1 - s1, D = net.n_outputs();
     const std::int64_t ys = data.y.cols;
     const T* y = data.y.data + s0 * ys;
@@ -216,9 +216,9 @@ METACORE_INLINE double ridge_task_grad_body(NetPass<T>& pass, RidgeScratch<T>& s
     if (out && std::isfinite(loss)) {
         out[P] += static_cast<T>(d_reg * lam);
         out[P + 1] += static_cast<T>(d_scale);
-        for (std::int64_t r = 0; r < n; r += B) {  // the block's activations are gone: redo them
+        for (std::int64_t r = 0; r < n; r += B) {
             const std::int64_t b = std::min(B, n - r);
-            pass.forward(params, data.X.row(s0 + r), b, 0);
+            if (b < n) pass.forward(params, data.X.row(s0 + r), b, 0);  // this block's are gone
             pass.backward_from(params, data.X.row(s0 + r), b, 0, s.d_emb.data() + r * D, out);
         }
     }
