@@ -25,6 +25,9 @@ METACORE_KERNEL(void, predict_block,
 
 // out (n × k) = net(θ, X) using output head `head`. With batch statistics all n rows are one
 // forward pass (one block, one thread): each row's output depends on all the rows of X.
+// Each thread's pass transposes θ's weights once (prepare) and runs the register-blocked
+// products, as the training passes do: the same kernels give the same bits for a row whether
+// it is predicted or trained on, and for any number of rows.
 template <class T>
 void predict(const NetSpec& net, const T* theta, MatrixView<const T> X, std::int64_t head, T* out,
              int n_threads) {
@@ -35,7 +38,12 @@ void predict(const NetSpec& net, const T* theta, MatrixView<const T> X, std::int
     const int threads = team_for(saturating_mul(X.rows, net.n_params()), n_threads, n_blocks);
     std::vector<NetPass<T>> passes;
     NetPass<T>::make(passes, net, false, threads);
+    std::vector<char> prepared(threads, 0);
     parallel_for(n_blocks, threads, [&](std::int64_t blk, int tid) {
+        if (!prepared[tid]) {
+            passes[tid].prepare(theta);
+            prepared[tid] = 1;
+        }
         const std::int64_t r = blk * B, b = std::min(B, X.rows - r);
         predict_block(passes[tid], net, theta, X.row(r), b, head, out + r * k);
     });
