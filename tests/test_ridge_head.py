@@ -135,6 +135,65 @@ def test_query_losses_are_the_per_episode_losses():
                                           rel=1e-10)
 
 
+# --- batch statistics: each episode is one forward pass ----------------------------------------
+def joint_primal_loss(learner, params, batch):
+    """The primal oracle with each episode's support and query rows embedded in one forward pass
+    of NumPy's reference net (batch norm: the episode's statistics)."""
+    model, P = learner.model, learner.model.n_params
+    lam, scale = np.exp(params[P]), params[P + 1]
+    losses = []
+    for i in range(batch.n_tasks):
+        (Xs, ys), (Xq, yq) = batch.support(i), batch.query(i)
+        E = ref.predict(model, params[:P], np.vstack([Xs, Xq])).reshape(len(ys) + len(yq), -1)
+        _, Z = primal_logits(E[:len(ys)], ys, E[len(ys):], lam, scale)
+        Z = Z - Z.max(axis=1, keepdims=True)
+        logp = Z - np.log(np.exp(Z).sum(axis=1, keepdims=True))
+        losses.append(-logp[np.arange(len(yq)), yq.astype(int)].mean())
+    return np.mean(losses)
+
+
+@pytest.mark.parametrize("sizes,act,n_way,k_shot,q_query", [
+    ([3, 6, 2], "tanh", 3, 2, 2),
+    ([4, 7, 5, 3], "tanh", 2, 3, 1),
+    ([5, 9, 3], "relu", 20, 3, 2),          # 100 rows: past a 32-row block, still one pass
+])
+def test_batch_norm_episodes_are_one_pass_exact_gradient(sizes, act, n_way, k_shot, q_query):
+    """norm="batch": support and query rows share the episode's statistics in training; the
+    loss against the primal oracle on one joint forward pass, the gradient against the
+    reference and (tanh) central differences through the solve and the normalisation."""
+    learner = mc.RidgeHead(mc.MLP(sizes, activation=act, norm="batch"), n_threads=1)
+    batch = random_episodes(sizes[0], n_tasks=3, n_way=n_way, k_shot=k_shot, q_query=q_query,
+                            seed=6)
+    params = packed(learner, seed=2)
+    value, g = learner.meta_value_and_grad(params, batch)
+    assert value == pytest.approx(joint_primal_loss(learner, params, batch), rel=1e-10)
+    assert value != pytest.approx(primal_loss(learner, params, batch), rel=1e-6)  # apart: differs
+    want_value, want_g = ref.ridge_head_value_and_grad(learner.model, params, batch)
+    assert value == pytest.approx(want_value, rel=1e-11) and rel_err(g, want_g) < 1e-9
+    if act == "tanh":
+        fd = central_diff(lambda p: learner.meta_value(p, batch), params, 1e-6)
+        assert rel_err(g, fd) < 1e-7
+
+
+def test_batch_norm_adaptation_and_evaluation_use_the_episode_statistics():
+    """adapt_predict embeds support and query rows in one pass, as training does, and
+    mc.evaluate scores each episode on its own pass (not all episodes' rows together)."""
+    model = mc.MLP([4, 7, 3], activation="tanh", norm="batch")
+    learner = mc.RidgeHead(model)
+    batch = random_episodes(4, n_tasks=5, n_way=3, k_shot=2, q_query=4, seed=8)
+    params = packed(learner, seed=3)
+    report = mc.evaluate(model, params, batch, steps=(0,), learner=learner)
+    accs = []
+    for i in range(batch.n_tasks):
+        (Xs, ys), (Xq, yq) = batch.support(i), batch.query(i)
+        z = ref.ridge_head_adapt_predict(model, params, Xs, ys, Xq)
+        np.testing.assert_allclose(learner.adapt_predict(params, Xs, ys, Xq), z, rtol=1e-9,
+                                   atol=1e-11)
+        accs.append(np.mean(z.argmax(axis=1) == yq))
+    np.testing.assert_allclose(report.accuracies[0], accs)
+    np.testing.assert_allclose(report.losses[0], learner.query_losses(params, batch), rtol=1e-9)
+
+
 # --- the ridge classifier ------------------------------------------------------------------------
 @settings(max_examples=25, deadline=None)
 @given(n_way=st.integers(1, 5), k_shot=st.integers(1, 4), dim=st.integers(1, 7),

@@ -787,9 +787,6 @@ class RidgeHead(EpisodeLearner):
 
     def __init__(self, embedding_model, reg=1.0, scale=1.0, n_threads=None):
         super().__init__(embedding_model, n_threads=n_threads)
-        if embedding_model.norm == "batch":   # its episode passes are not yet one block each
-            raise ValueError("embedding_model: RidgeHead does not support norm='batch' yet (use "
-                             "norm='layer' or None, or ProtoNet)")
         self.reg = _validation.real("reg", reg, minimum=0.0, min_open=True)
         self.scale = _validation.real("scale", scale)
 
@@ -878,11 +875,22 @@ class RidgeHead(EpisodeLearner):
                              ) from None
 
     def adapt_predict(self, params, X_support, y_support, X_query, *, steps=None):
-        """The logits s · [f_θ(x_q), 1] W (n_q, N) of the query rows."""
+        """The logits s · [f_θ(x_q), 1] W (n_q, N) of the query rows. Support and query rows are
+        embedded in one forward pass, as in training (with ``norm="batch"`` they share the
+        episode's statistics; ``adapt`` alone uses the support rows')."""
         from . import _core
-        W = self.adapt(params, X_support, y_support, steps=steps)
-        theta, _, scale = self.split(params)
-        return _core.ridge_head_logits(W, self._embed(theta, X_query, name="X_query"), scale)
+        self._no_steps(steps)
+        theta, lam, scale = self.split(params)
+        y = _validation.float_array("y_support", y_support, ndim=1, dtype=theta.dtype)
+        Xs = _validation.float_array("X_support", X_support, ndim=2, dtype=theta.dtype)
+        Xq = _validation.float_array("X_query", X_query, ndim=2, dtype=theta.dtype)
+        for X, what in ((Xs, "X_support"), (Xq, "X_query")):
+            if X.shape[1] != self.model.n_features:
+                raise ValueError(f"{what} must have {self.model.n_features} columns (the "
+                                 f"model's inputs), got shape {X.shape}")
+        E = self._embed(theta, np.vstack([Xs, Xq]))
+        n_s = Xs.shape[0]
+        return _core.ridge_head_logits(self._ridge_weights(E[:n_s], y, lam), E[n_s:], scale)
 
     def query_outputs(self, params, ts, *, steps, lr=None, head_only=False, n_threads=None):
         """Every task's query logits under its ridge head, task after task (n_query, N_max);
@@ -900,14 +908,17 @@ class RidgeHead(EpisodeLearner):
             theta = _validation.theta("theta", params, self.model.n_params)
             lam, scale = float(head[0]), float(head[1])
         ts = self.check_batch(ts, theta.dtype, "test_tasks")
-        E = self._embed(theta, ts.X, n_threads)
+        # with batch statistics each episode is its own forward pass, as in training
+        per_task = self.model.norm == "batch"
+        E = None if per_task else self._embed(theta, ts.X, n_threads)
         y = ts.y.reshape(-1)
         blocks = []
         for i in range(ts.n_tasks):
             a, b = int(ts.offsets[i]), int(ts.offsets[i + 1])
             s = a + int(ts.n_support[i])
-            W = self._ridge_weights(E[a:s], y[a:s], lam)
-            blocks.append(_core.ridge_head_logits(W, E[s:b], scale))
+            Ei = self._embed(theta, ts.X[a:b], n_threads) if per_task else E[a:b]
+            W = self._ridge_weights(Ei[:s - a], y[a:s], lam)
+            blocks.append(_core.ridge_head_logits(W, Ei[s - a:], scale))
         return self._stack_padded(blocks, theta.dtype)
 
     def to_dict(self):

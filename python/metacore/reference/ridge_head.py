@@ -13,6 +13,8 @@ Gradient by the chain rule, with G = ∂L/∂Z = (softmax(Z) − onehot(y_q)) / 
     ∂X_q = ∂Q X_s,  ∂X_s = ∂Qᵀ X_q + (∂K + ∂Kᵀ) X_s,   ∂ log λ = λ ∂λ,
 
 then ∂L/∂θ = the net's vector-Jacobian product with the embedding columns of ∂X_s, ∂X_q.
+An episode's support and query rows are embedded in one forward pass (with batch norm, they share
+the episode's statistics), as in the core.
 ``batch`` is anything with ``X``, ``y``, ``offsets``, ``n_support`` and ``n_tasks`` (a TaskSet).
 """
 
@@ -59,8 +61,10 @@ def ridge_head_episode(model, params, X_support, y_support, X_query, y_query):
     P = model.n_params
     params = np.asarray(params, dtype=np.float64)
     theta, lam, s = params[:P], float(np.exp(params[P])), float(params[P + 1])
-    Es, Eq = _embed(model, theta, X_support), _embed(model, theta, X_query)
-    Xs, Xq = _with_bias(Es), _with_bias(Eq)
+    X = np.vstack([np.asarray(X_support, dtype=np.float64), np.asarray(X_query, dtype=np.float64)])
+    ns = X.shape[0] - np.asarray(X_query).shape[0]
+    E = _embed(model, theta, X)   # one forward pass: with batch norm, the episode's statistics
+    Xs, Xq = _with_bias(E[:ns]), _with_bias(E[ns:])
     Y = _one_hot(y_support)
     yq = np.asarray(y_query).reshape(-1).astype(np.int64)
     K = Xs @ Xs.T + lam * np.eye(Xs.shape[0])
@@ -84,7 +88,6 @@ def ridge_head_episode(model, params, X_support, y_support, X_query, y_query):
     dXq = dQ @ Xs
     dXs = dQ.T @ Xq + (dK + dK.T) @ Xs
     D = model.n_outputs
-    X = np.vstack([np.asarray(X_support, dtype=np.float64), np.asarray(X_query, dtype=np.float64)])
     g_theta = output_vjp(model, theta, X, np.vstack([dXs[:, :D], dXq[:, :D]]))
     return loss, np.concatenate([g_theta, [lam * d_lam, d_scale]])
 
@@ -108,5 +111,7 @@ def ridge_head_adapt_predict(model, params, X_support, y_support, X_query):
     P = model.n_params
     params = np.asarray(params, dtype=np.float64)
     theta, lam, s = params[:P], float(np.exp(params[P])), float(params[P + 1])
-    W = ridge_head_weights(_embed(model, theta, X_support), y_support, lam)
-    return ridge_head_logits(W, _embed(model, theta, X_query), s)
+    n_s = np.asarray(X_support).shape[0]
+    E = _embed(model, theta, np.vstack([np.asarray(X_support, dtype=np.float64),
+                                        np.asarray(X_query, dtype=np.float64)]))
+    return ridge_head_logits(ridge_head_weights(E[:n_s], y_support, lam), E[n_s:], s)
