@@ -203,16 +203,24 @@ def check_optimizer_step(dtype, seed):
         for nesterov in (False, True):
             opt = mc.optim.SGD(lr=0.1, momentum=0.9, nesterov=nesterov, weight_decay=0.01)
             theta, state = theta0.copy(), {"m": m0.copy()}
-            opt.update(theta, g, state, step=3, n_threads=1)
+            opt.update(theta, g, state, step=3, n_threads=2)
             d = g + t_(0.01) * theta0
             m = t_(0.9) * m0 + d
             x = theta0 - t_(0.1) * ((d + t_(0.9) * m) if nesterov else m)
             assert np.array_equal(state["m"], m), f"SGD m nesterov={nesterov}, {what}"
             assert np.array_equal(theta, x), f"SGD θ nesterov={nesterov}, {what}"
+        theta = theta0.copy()    # plain SGD, two steps: x −= lr·(g + wd·x) each
+        opt = mc.optim.SGD(lr=0.1, weight_decay=0.01)
+        x = theta0.copy()
+        for step in range(2):
+            opt.update(theta, g, {}, step=step, n_threads=1)
+            x = x - t_(0.1) * (g + t_(0.01) * x)
+        assert np.array_equal(theta, x), f"plain SGD, {what}"
         if dtype == np.float32 and P >= 70:
-            # the data tell a fused update apart: m = b1·m + (1 − b1)·d with one rounding
+            # the data tell a fused update apart: fma(b1, m, round((1 − b1)·d)) rounds once
             d = g + t_(0.05) * theta0
-            fused = (np.float64(b1) * m0 + (np.float64(t_(1) - b1) * d.astype(np.float64))).astype(dtype)
+            fused = (np.float64(b1) * m0.astype(np.float64)
+                     + ((t_(1) - b1) * d).astype(np.float64)).astype(dtype)
             assert not np.array_equal(fused, b1 * m0 + (t_(1) - b1) * d), "data cannot tell a fused update"
 
 

@@ -127,10 +127,12 @@ def test_mc_load_reads_the_cli_checkpoint_and_mc_fit_resumes_it(tmp_path):
 
 
 def test_sigint_writes_a_checkpoint_exits_130_and_resume_finishes_the_run(tmp_path):
-    # The signal goes out once the first checkpoint (step 250) exists: the steps after it must
-    # outlast a busy machine's delay in this process (5,000 steps once finished first, at load 2).
+    # The signal goes out once the first checkpoint (step 250) exists, in a run configured for
+    # ten million steps, so no machine finishes it first (a 20,000-step run once did: timing is
+    # not a test). The cut run is then resumed to a fixed step and compared with a whole run
+    # to that step.
     text = META.format(kind="maml").replace("hidden = [8]", "hidden = [40, 40]").replace(
-        "meta_batch = 4", "meta_batch = 10").replace("steps = 60", "steps = 20000").replace(
+        "meta_batch = 4", "meta_batch = 10").replace("steps = 60", "steps = 10000000").replace(
         "checkpoint_every = 20", "checkpoint_every = 250").replace("validate_every = 10",
                                                                     "validate_every = 0")
     cfg = write(tmp_path, text)
@@ -139,20 +141,22 @@ def test_sigint_writes_a_checkpoint_exits_130_and_resume_finishes_the_run(tmp_pa
                              "--output", "cut"], cwd=tmp_path, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     ckpt = tmp_path / "cut" / "checkpoint.npz"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before its first checkpoint"
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "--resume" in err and "Traceback" not in err
     cut = mc.load(ckpt)
-    assert 0 < cut.step < 20000
+    assert 250 <= cut.step < 10000000
+    end = str(cut.step + 300)
 
-    ok(run("train", cfg, "--quiet", "--output", "cut", "--resume", cwd=tmp_path))
-    ok(run("train", cfg, "--quiet", "--output", "whole", cwd=tmp_path))
+    ok(run("train", cfg, "--quiet", "--output", "cut", "--resume", "--steps", end, cwd=tmp_path))
+    ok(run("train", cfg, "--quiet", "--output", "whole", "--steps", end, cwd=tmp_path))
     resumed, whole = (mc.load(tmp_path / d / "checkpoint.npz") for d in ("cut", "whole"))
-    assert resumed.step == whole.step == 20000
+    assert resumed.step == whole.step == int(end)
     np.testing.assert_array_equal(resumed.theta, whole.theta)
     np.testing.assert_array_equal(np.load(tmp_path / "cut" / "history.npz")["objective"],
                                   np.load(tmp_path / "whole" / "history.npz")["objective"])

@@ -59,3 +59,47 @@ def test_an_output_larger_than_memory_is_a_memory_error_and_leaves_no_trace(smal
                                               r"\(200000, \d+\) float64 output"):
             obj.task_grads(theta)
     assert rss_bytes() - before <= 64 * 1024
+
+
+_AFTER_FAILED_GROWTH = r"""
+import resource, sys, threading, numpy as np, metacore as mc
+def episodes(rows, seed):
+    r = np.random.default_rng(seed)
+    y = np.concatenate([np.arange(20), r.integers(0, 20, size=rows - 20)]).astype(float)
+    return mc.TaskSet.from_arrays([r.random((rows, 784))], [y], n_support=20, dtype=np.float32)
+model = mc.MLP([784, 512, 512, 64], activation="relu")
+theta = model.init(seed=0, dtype=np.float32)
+learner = mc.ProtoNet(model, n_threads=1)
+small, big, mid = episodes(40, 0), episodes(1024, 1), episodes(1000, 2)
+learner.meta_value_and_grad(theta, small)
+vm = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize"))
+resource.setrlimit(resource.RLIMIT_AS, (vm + int(sys.argv[1]) * 2**20, resource.RLIM_INFINITY))
+try:
+    learner.meta_value_and_grad(theta, big)
+    failed = False
+except MemoryError:
+    failed = True
+resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+g = learner.meta_value_and_grad(theta, mid)[1]
+fresh = {}
+t = threading.Thread(target=lambda: fresh.update(g=learner.meta_value_and_grad(theta, mid)[1]))
+t.start(); t.join()                      # another thread: a workspace of its own, built afresh
+print(failed, np.array_equal(g, fresh["g"]))
+"""
+
+
+@pytest.mark.parametrize("headroom_mib", [2, 6, 10, 14])
+def test_a_meta_step_whose_buffers_failed_to_grow_leaves_the_next_call_exact(headroom_mib):
+    """The calling thread keeps its meta-step workspace between calls; a call whose episode
+    needs larger buffers than the memory allows (a MemoryError part-way through growing them)
+    must not leave a workspace that believes it grew: the next call, on rows the old buffers
+    cannot hold, gives the bits a fresh workspace gives (before the fix: a heap overflow, a
+    crash or a silently wrong gradient)."""
+    import subprocess
+    proc = subprocess.run([sys.executable, "-c", _AFTER_FAILED_GROWTH, str(headroom_mib)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    failed, equal = proc.stdout.split()
+    assert equal == "True", proc.stdout
+    if headroom_mib <= 6:   # far below the ≈ 20 MB the 1,024-row episode's buffers need
+        assert failed == "True", "the capped call did not fail: the scenario was not exercised"

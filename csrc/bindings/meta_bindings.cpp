@@ -86,9 +86,9 @@ py::tuple meta_typed(const NetSpec& net, const MetaConfig& cfg, const py::array&
     without_gil([&] {
         std::vector<std::int64_t> tasks(n);
         for (std::int64_t i = 0; i < n; ++i) tasks[i] = i;
-        std::unique_ptr<MetaBatch<T>> own;  // a large batch's (a small one is kept per thread)
-        MetaBatch<T>& batch = reusable_meta_batch<T>(net, cfg, threads, own);
-        loss = batch.value_and_grad(params.data(), data, tasks.data(), n, g, l, &before, step);
+        loss = with_meta_batch<T>(net, cfg, threads, [&](MetaBatch<T>& batch) {
+            return batch.value_and_grad(params.data(), data, tasks.data(), n, g, l, &before, step);
+        });
     });
     return py::make_tuple(loss, grad, losses, before);
 }

@@ -161,6 +161,21 @@ struct MetaWorkspace {
     ProtoScratch<T> proto;
     RidgeScratch<T> ridge;
     ImamlScratch<T> imaml;
+
+    // Bytes held now (the passes and episode scratch grow to the largest task they have run).
+    std::int64_t held_bytes() const {
+        using metacore::held_bytes;
+        return pass.held_bytes() + qpass.held_bytes() +
+               (trail.size() + grads.size()) * static_cast<std::int64_t>(sizeof(T)) +
+               held_bytes(g) + held_bytes(v) + held_bytes(hv) + held_bytes(proto.emb) +
+               held_bytes(proto.d_emb) + held_bytes(proto.protos) + held_bytes(proto.d_protos) +
+               held_bytes(proto.counts) + held_bytes(proto.z) + held_bytes(ridge.emb) +
+               held_bytes(ridge.d_emb) + held_bytes(ridge.K) + held_bytes(ridge.A) +
+               held_bytes(ridge.Q) + held_bytes(ridge.M) + held_bytes(ridge.G) +
+               held_bytes(ridge.dQ) + held_bytes(ridge.dA) + held_bytes(imaml.phi) +
+               held_bytes(imaml.x) + held_bytes(imaml.r) + held_bytes(imaml.p) +
+               held_bytes(imaml.kept) + held_bytes(imaml.dir);
+    }
 };
 
 // expanded: MAML++'s per-step rates expanded to one rate per parameter (inner_steps × P).
@@ -388,10 +403,16 @@ class MetaBatch {
         const std::int64_t nb = meta_blocks(n, G, sizeof(T));
         losses_.assign(n, 0.0);
         before_.assign(n, 0.0);
-        parts_.assign(nb * G, T(0));
-        block_partials(params, data, tasks, n, 0, nb, parts_.data(), losses_.data(),
-                       before_.data(), step);
-        sum_partials(parts_.data(), nb, G, grad, threads_);
+        if (team_for(work(data, tasks, n), threads_, nb) == 1) {
+            parts_.resize(G);  // one row, reused block after block
+            block_partials(params, data, tasks, n, 0, nb, parts_.data(), losses_.data(),
+                           before_.data(), step, grad);
+        } else {
+            parts_.assign(nb * G, T(0));
+            block_partials(params, data, tasks, n, 0, nb, parts_.data(), losses_.data(),
+                           before_.data(), step);
+            sum_partials(parts_.data(), nb, G, grad, threads_);
+        }
         double loss = 0.0, before = 0.0;
         for (std::int64_t i = 0; i < n; ++i) {
             loss += losses_[i];
@@ -402,15 +423,27 @@ class MetaBatch {
         return loss / static_cast<double>(n);
     }
 
+    // Bytes its workspaces and partial sums hold now.
+    std::int64_t held_bytes() const {
+        std::int64_t b = metacore::held_bytes(parts_) + metacore::held_bytes(losses_) +
+                         metacore::held_bytes(before_);
+        for (const auto& ws : workspaces_) b += ws.held_bytes();
+        return b;
+    }
+
     // Blocks [b0, b1) of the nb = meta_blocks(n, G) fixed blocks of a meta-batch of n tasks
     // (block b: tasks [b·n/nb, (b+1)·n/nb)) — all of value_and_grad's work, or one machine's share
     // of it (distributed_step.hpp). parts ((b1 − b0) × G, zeroed): row k += Σ over block b0 + k's
     // tasks of (1/n)·their meta-gradient, in task order. tasks, losses and support are indexed
     // from the range's first task b0·n/nb: its tasks in data, their query losses after
     // adaptation and support losses before it. The tasks are the caller's to check.
+    // With `sum` (G): the blocks run on one thread, each into `parts` as one row (G, zeroed
+    // here), which is added into sum (zeroed first) as soon as its block is done — the additions
+    // of sum_partials over a row per block, in the same order, without nb rows in memory (at
+    // hidden width 512, 25 rows of 264k parameters: 26 MB zeroed and summed per call).
     void block_partials(const T* params, const TaskData<T>& data, const std::int64_t* tasks,
                         std::int64_t n, std::int64_t b0, std::int64_t b1, T* parts,
-                        double* losses, double* support, std::int64_t step) {
+                        double* losses, double* support, std::int64_t step, T* sum = nullptr) {
         const std::int64_t G = n_meta_params();
         const std::int64_t nb = meta_blocks(n, G, sizeof(T));
         if (b0 < 0 || b1 <= b0 || b1 > nb)
@@ -427,15 +460,27 @@ class MetaBatch {
         const StepPlan plan = schedule_.set(net_, cfg_, params, step);
         const T* expanded = schedule_.rates();
         const T scale = T(1) / static_cast<T>(n);
-        const int team = team_for(work(data, tasks, b1 * n / nb - lo), threads_, b1 - b0);
+        const int team =
+            sum ? 1 : team_for(work(data, tasks, b1 * n / nb - lo), threads_, b1 - b0);
         ensure_workspaces(team);
-        accumulate_blocks(b1 - b0, G, parts, team, [&](std::int64_t k, int tid, T* row) {
+        const auto block = [&](std::int64_t k, int tid, T* row) {
             const std::int64_t b = b0 + k;
             for (std::int64_t i = b * n / nb; i < (b + 1) * n / nb; ++i)
                 losses[i - lo] = task_meta_grad(workspaces_[tid], net_, cfg_, params, data,
                                                 tasks[i - lo], scale, row, &support[i - lo],
                                                 plan, expanded);
-        });
+        };
+        if (!sum) {
+            accumulate_blocks(b1 - b0, G, parts, team, block);
+            return;
+        }
+        std::fill(sum, sum + G, T(0));
+        for (std::int64_t k = 0; k < b1 - b0; ++k) {
+            check_interrupt();  // between blocks, as parallel_for does
+            std::fill(parts, parts + G, T(0));
+            block(k, 0, parts);
+            add_scaled(T(1), parts, G, sum);  // 1·x is x: sum += row, entry by entry
+        }
     }
 
    private:
@@ -489,28 +534,26 @@ bool reusable(const MetaBatch<T>& batch, const NetSpec& net, const MetaConfig& c
            batch.threads() == resolve_threads(n_threads);
 }
 
-// A MetaBatch for (net, cfg, n_threads) that the calling thread keeps between calls, so that a
-// meta-step called again and again (from Python, one step per call) does not rebuild its
-// workspaces. A rebuilt workspace is fresh memory from the system, paid for by a page fault on
-// every page at every call (for the Omniglot-minimal ProtoNet step, 6.8 MB per thread: 2–3 ms
-// of a 7.6 ms call); one up to kKeepBytes per thread is kept, a larger one goes to `own`, freed
-// with it. The batch resets what it remembers of θ at every call (block_partials).
-template <class T>
-MetaBatch<T>& reusable_meta_batch(const NetSpec& net, const MetaConfig& cfg, int n_threads,
-                                  std::unique_ptr<MetaBatch<T>>& own) {
+// f(batch) on a MetaBatch for (net, cfg, n_threads) that the calling thread keeps between calls,
+// so that a meta-step called again and again (from Python, one step per call) does not rebuild
+// its workspaces: a rebuilt workspace is fresh memory from the system, paid for by a page fault
+// on every page at every call (for the Omniglot-minimal ProtoNet step, ≈ 8 MB per thread: 2–3 ms
+// of a 7.6 ms call). The batch is kept after the call only while everything it holds — every
+// thread's workspace, grown to the call's largest task, and the partial sums — is at most
+// kKeepBytes, and never after a call that threw (a failed allocation may have left it part
+// grown). The batch resets what it remembers of θ at every call (block_partials).
+template <class T, class F>
+auto with_meta_batch(const NetSpec& net, const MetaConfig& cfg, int n_threads, F&& f) {
     constexpr std::int64_t kKeepBytes = 64ll << 20;
-    const std::int64_t bytes = saturating_mul(MetaWorkspace<T>::elements(net, cfg),
-                                              static_cast<std::int64_t>(sizeof(T)));
-    if (bytes > kKeepBytes) {
-        own = std::make_unique<MetaBatch<T>>(net, cfg, n_threads);
-        return *own;
-    }
     thread_local std::unique_ptr<MetaBatch<T>> kept;
     if (!kept || !reusable(*kept, net, cfg, n_threads)) {
         kept.reset();
         kept = std::make_unique<MetaBatch<T>>(net, cfg, n_threads);
     }
-    return *kept;
+    std::unique_ptr<MetaBatch<T>> batch = std::move(kept);  // back only if all went well
+    auto result = f(*batch);
+    if (batch->held_bytes() <= kKeepBytes) kept = std::move(batch);
+    return result;
 }
 
 }  // namespace metacore

@@ -72,6 +72,15 @@ class NetPass {
     }
 
     const T* outputs() const { return z_.back().data(); }
+    // Bytes the pass's buffers hold (they grow to the largest block it has run).
+    std::int64_t held_bytes() const {
+        using metacore::held_bytes;
+        return held_bytes(z_) + held_bytes(a_) + held_bytes(zt_) + held_bytes(at_) +
+               held_bytes(wt_) + held_bytes(vt_) + held_bytes(xh_) + held_bytes(xt_) +
+               held_bytes(ht_) + held_bytes(s_) + held_bytes(mt_) + held_bytes(gm_) +
+               held_bytes(delta_) + held_bytes(delta_prev_) + held_bytes(dt_) +
+               held_bytes(dt_prev_) + held_bytes(u_);
+    }
     const NetSpec& net() const { return net_; }
 
     // Rows one forward pass must take at once out of a run of n rows that share statistics: all
@@ -268,7 +277,6 @@ class NetPass {
         for (int l = 0; l < L; ++l) width = checked_add(width, checked_mul(5, net_.fan_out(l), what), what);
         require_elements(what, checked_mul(checked_mul(b, width, what), tangents_ ? 2 : 1, what),
                          sizeof(T), "for the activations of a forward pass over all its rows");
-        rows_ = b;
         for (int l = 0; l < L; ++l) {
             const std::int64_t out = net_.fan_out(l);
             z_[l].assign(b * out, T(0));
@@ -292,6 +300,9 @@ class NetPass {
             dt_ = delta_;
             dt_prev_ = delta_;
         }
+        // Only now: an allocation that fails above leaves every buffer at least the old size,
+        // and the pass (which callers keep between calls) still sized for its old rows.
+        rows_ = b;
     }
 
     // out[g] = the mean of f(r, j) over normalisation group g of a b × m block: per unit j over

@@ -40,7 +40,7 @@ void predict(const NetSpec& net, const T* theta, MatrixView<const T> X, std::int
     NetPass<T>::make(passes, net, false, threads);
     std::vector<char> prepared(threads, 0);
     parallel_for(n_blocks, threads, [&](std::int64_t blk, int tid) {
-        if (!prepared[tid]) {
+        if (!prepared[tid] && head == 0) {  // other heads' products never use the transposes
             passes[tid].prepare(theta);
             prepared[tid] = 1;
         }

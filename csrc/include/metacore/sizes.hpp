@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <limits>
 #include <memory>
+#include <vector>
 #include <stdexcept>
 #include <string>
 
@@ -56,6 +57,18 @@ inline std::int64_t saturating_mul(std::int64_t a, std::int64_t b) {
 inline std::int64_t saturating_add(std::int64_t a, std::int64_t b) {
     return b > std::numeric_limits<std::int64_t>::max() - a ? std::numeric_limits<std::int64_t>::max()
                                                            : a + b;
+}
+
+// Bytes a vector's buffer holds (for a vector of vectors, theirs too).
+template <class T>
+std::int64_t held_bytes(const std::vector<T>& v) {
+    return static_cast<std::int64_t>(v.capacity() * sizeof(T));
+}
+template <class T>
+std::int64_t held_bytes(const std::vector<std::vector<T>>& v) {
+    std::int64_t b = static_cast<std::int64_t>(v.capacity() * sizeof(std::vector<T>));
+    for (const auto& x : v) b += held_bytes(x);
+    return b;
 }
 
 // n elements left uninitialised: the pages of a large scratch buffer are only touched as the
