@@ -655,6 +655,32 @@ class EpisodeLearner(Learner):
                                else n_threads)
         return E.reshape(E.shape[0], -1)
 
+    def _embed_episode(self, theta, X_support, y_support, X_query):
+        """(support labels, support embeddings, query embeddings) of one episode, the rows
+        embedded in one forward pass as in training (with ``norm="batch"`` they share the
+        episode's statistics)."""
+        y = _validation.float_array("y_support", y_support, ndim=1, dtype=theta.dtype)
+        Xs = _validation.float_array("X_support", X_support, ndim=2, dtype=theta.dtype)
+        Xq = _validation.float_array("X_query", X_query, ndim=2, dtype=theta.dtype)
+        for X, what in ((Xs, "X_support"), (Xq, "X_query")):
+            if X.shape[1] != self.model.n_features:
+                raise ValueError(f"{what} must have {self.model.n_features} columns (the "
+                                 f"model's inputs), got shape {X.shape}")
+        E = self._embed(theta, np.vstack([Xs, Xq]))
+        return y, E[:Xs.shape[0]], E[Xs.shape[0]:]
+
+    def _episode_embeddings(self, theta, ts, n_threads=None):
+        """(support labels, support embeddings, query embeddings) of every task of ts in turn;
+        with batch statistics each episode is its own forward pass, as in training."""
+        per_task = self.model.norm == "batch"
+        E = None if per_task else self._embed(theta, ts.X, n_threads)
+        y = ts.y.reshape(-1)
+        for i in range(ts.n_tasks):
+            a, b = int(ts.offsets[i]), int(ts.offsets[i + 1])
+            s = a + int(ts.n_support[i])
+            Ei = self._embed(theta, ts.X[a:b], n_threads) if per_task else E[a:b]
+            yield y[a:s], Ei[:s - a], Ei[s - a:]
+
     def _no_steps(self, steps):
         if steps is not None and steps != 0:
             raise ValueError(f"steps: {type(self).__name__} adapts by {self._adapts_by}, not by "
@@ -717,16 +743,8 @@ class ProtoNet(EpisodeLearner):
         from . import _core
         self._no_steps(steps)
         theta = self.check_params(theta)
-        y = _validation.float_array("y_support", y_support, ndim=1, dtype=theta.dtype)
-        Xs = _validation.float_array("X_support", X_support, ndim=2, dtype=theta.dtype)
-        Xq = _validation.float_array("X_query", X_query, ndim=2, dtype=theta.dtype)
-        for X, what in ((Xs, "X_support"), (Xq, "X_query")):
-            if X.shape[1] != self.model.n_features:
-                raise ValueError(f"{what} must have {self.model.n_features} columns (the "
-                                 f"model's inputs), got shape {X.shape}")
-        E = self._embed(theta, np.vstack([Xs, Xq]))
-        n_s = Xs.shape[0]
-        return _core.prototype_logits(_core.prototypes(E[:n_s], y), E[n_s:])
+        y, Es, Eq = self._embed_episode(theta, X_support, y_support, X_query)
+        return _core.prototype_logits(_core.prototypes(Es, y), Eq)
 
     def query_outputs(self, theta, ts, *, steps, lr=None, head_only=False, n_threads=None):
         """Every task's query logits against its prototypes, task after task (n_query, N_max);
@@ -735,16 +753,8 @@ class ProtoNet(EpisodeLearner):
         self._no_steps(steps)
         theta = self.check_params(theta)
         ts = self.check_batch(ts, theta.dtype, "test_tasks")
-        # with batch statistics each episode is its own forward pass, as in training
-        per_task = self.model.norm == "batch"
-        E = None if per_task else self._embed(theta, ts.X, n_threads)
-        y = ts.y.reshape(-1)
-        blocks = []
-        for i in range(ts.n_tasks):
-            a, b = int(ts.offsets[i]), int(ts.offsets[i + 1])
-            s = a + int(ts.n_support[i])
-            Ei = self._embed(theta, ts.X[a:b], n_threads) if per_task else E[a:b]
-            blocks.append(_core.prototype_logits(_core.prototypes(Ei[:s - a], y[a:s]), Ei[s - a:]))
+        blocks = [_core.prototype_logits(_core.prototypes(Es, y), Eq)
+                  for y, Es, Eq in self._episode_embeddings(theta, ts, n_threads)]
         return self._stack_padded(blocks, theta.dtype)
 
     def to_dict(self):
@@ -881,16 +891,8 @@ class RidgeHead(EpisodeLearner):
         from . import _core
         self._no_steps(steps)
         theta, lam, scale = self.split(params)
-        y = _validation.float_array("y_support", y_support, ndim=1, dtype=theta.dtype)
-        Xs = _validation.float_array("X_support", X_support, ndim=2, dtype=theta.dtype)
-        Xq = _validation.float_array("X_query", X_query, ndim=2, dtype=theta.dtype)
-        for X, what in ((Xs, "X_support"), (Xq, "X_query")):
-            if X.shape[1] != self.model.n_features:
-                raise ValueError(f"{what} must have {self.model.n_features} columns (the "
-                                 f"model's inputs), got shape {X.shape}")
-        E = self._embed(theta, np.vstack([Xs, Xq]))
-        n_s = Xs.shape[0]
-        return _core.ridge_head_logits(self._ridge_weights(E[:n_s], y, lam), E[n_s:], scale)
+        y, Es, Eq = self._embed_episode(theta, X_support, y_support, X_query)
+        return _core.ridge_head_logits(self._ridge_weights(Es, y, lam), Eq, scale)
 
     def query_outputs(self, params, ts, *, steps, lr=None, head_only=False, n_threads=None):
         """Every task's query logits under its ridge head, task after task (n_query, N_max);
@@ -908,17 +910,8 @@ class RidgeHead(EpisodeLearner):
             theta = _validation.theta("theta", params, self.model.n_params)
             lam, scale = float(head[0]), float(head[1])
         ts = self.check_batch(ts, theta.dtype, "test_tasks")
-        # with batch statistics each episode is its own forward pass, as in training
-        per_task = self.model.norm == "batch"
-        E = None if per_task else self._embed(theta, ts.X, n_threads)
-        y = ts.y.reshape(-1)
-        blocks = []
-        for i in range(ts.n_tasks):
-            a, b = int(ts.offsets[i]), int(ts.offsets[i + 1])
-            s = a + int(ts.n_support[i])
-            Ei = self._embed(theta, ts.X[a:b], n_threads) if per_task else E[a:b]
-            W = self._ridge_weights(Ei[:s - a], y[a:s], lam)
-            blocks.append(_core.ridge_head_logits(W, Ei[s - a:], scale))
+        blocks = [_core.ridge_head_logits(self._ridge_weights(Es, y, lam), Eq, scale)
+                  for y, Es, Eq in self._episode_embeddings(theta, ts, n_threads)]
         return self._stack_padded(blocks, theta.dtype)
 
     def to_dict(self):
