@@ -403,16 +403,10 @@ class MetaBatch {
         const std::int64_t nb = meta_blocks(n, G, sizeof(T));
         losses_.assign(n, 0.0);
         before_.assign(n, 0.0);
-        if (team_for(work(data, tasks, n), threads_, nb) == 1) {
-            parts_.resize(G);  // one row, reused block after block
-            block_partials(params, data, tasks, n, 0, nb, parts_.data(), losses_.data(),
-                           before_.data(), step, grad);
-        } else {
-            parts_.assign(nb * G, T(0));
-            block_partials(params, data, tasks, n, 0, nb, parts_.data(), losses_.data(),
-                           before_.data(), step);
-            sum_partials(parts_.data(), nb, G, grad, threads_);
-        }
+        run_blocks(params, data, tasks, n, 0, nb, losses_.data(), before_.data(), step,
+                   [&](std::int64_t count, int team, auto&& block) {
+                       ordered_reduce(count, G, team, parts_, grad, block);
+                   });
         double loss = 0.0, before = 0.0;
         for (std::int64_t i = 0; i < n; ++i) {
             loss += losses_[i];
@@ -432,20 +426,28 @@ class MetaBatch {
     }
 
     // Blocks [b0, b1) of the nb = meta_blocks(n, G) fixed blocks of a meta-batch of n tasks
-    // (block b: tasks [b·n/nb, (b+1)·n/nb)) — all of value_and_grad's work, or one machine's share
-    // of it (distributed_step.hpp). parts ((b1 − b0) × G, zeroed): row k += Σ over block b0 + k's
+    // (block b: tasks [b·n/nb, (b+1)·n/nb)) — one machine's share of value_and_grad's work
+    // (distributed_step.hpp). parts ((b1 − b0) × G, zeroed): row k += Σ over block b0 + k's
     // tasks of (1/n)·their meta-gradient, in task order. tasks, losses and support are indexed
     // from the range's first task b0·n/nb: its tasks in data, their query losses after
     // adaptation and support losses before it. The tasks are the caller's to check.
-    // With `sum` (G): the blocks run on one thread, each into `parts` as one row (G, zeroed
-    // here), which is added into sum (zeroed first) as soon as its block is done — the additions
-    // of sum_partials over a row per block, in the same order, without nb rows in memory (at
-    // hidden width 512, 25 rows of 264k parameters: 26 MB zeroed and summed per call).
     void block_partials(const T* params, const TaskData<T>& data, const std::int64_t* tasks,
                         std::int64_t n, std::int64_t b0, std::int64_t b1, T* parts,
-                        double* losses, double* support, std::int64_t step, T* sum = nullptr) {
-        const std::int64_t G = n_meta_params();
-        const std::int64_t nb = meta_blocks(n, G, sizeof(T));
+                        double* losses, double* support, std::int64_t step) {
+        run_blocks(params, data, tasks, n, b0, b1, losses, support, step,
+                   [&](std::int64_t count, int team, auto&& block) {
+                       accumulate_blocks(count, n_meta_params(), parts, team, block);
+                   });
+    }
+
+   private:
+    // The work of blocks [b0, b1) (block_partials), handed to reduce(count, team, block) with
+    // block(k, tid, row): row += block b0 + k's share, on workspace tid.
+    template <class Reduce>
+    void run_blocks(const T* params, const TaskData<T>& data, const std::int64_t* tasks,
+                    std::int64_t n, std::int64_t b0, std::int64_t b1, double* losses,
+                    double* support, std::int64_t step, Reduce&& reduce) {
+        const std::int64_t nb = meta_blocks(n, n_meta_params(), sizeof(T));
         if (b0 < 0 || b1 <= b0 || b1 > nb)
             throw std::invalid_argument("blocks must satisfy 0 <= b0 < b1 <= " +
                                         std::to_string(nb) + ", got [" + std::to_string(b0) +
@@ -460,30 +462,17 @@ class MetaBatch {
         const StepPlan plan = schedule_.set(net_, cfg_, params, step);
         const T* expanded = schedule_.rates();
         const T scale = T(1) / static_cast<T>(n);
-        const int team =
-            sum ? 1 : team_for(work(data, tasks, b1 * n / nb - lo), threads_, b1 - b0);
+        const int team = team_for(work(data, tasks, b1 * n / nb - lo), threads_, b1 - b0);
         ensure_workspaces(team);
-        const auto block = [&](std::int64_t k, int tid, T* row) {
+        reduce(b1 - b0, team, [&](std::int64_t k, int tid, T* row) {
             const std::int64_t b = b0 + k;
             for (std::int64_t i = b * n / nb; i < (b + 1) * n / nb; ++i)
                 losses[i - lo] = task_meta_grad(workspaces_[tid], net_, cfg_, params, data,
                                                 tasks[i - lo], scale, row, &support[i - lo],
                                                 plan, expanded);
-        };
-        if (!sum) {
-            accumulate_blocks(b1 - b0, G, parts, team, block);
-            return;
-        }
-        std::fill(sum, sum + G, T(0));
-        for (std::int64_t k = 0; k < b1 - b0; ++k) {
-            check_interrupt();  // between blocks, as parallel_for does
-            std::fill(parts, parts + G, T(0));
-            block(k, 0, parts);
-            add_scaled(T(1), parts, G, sum);  // 1·x is x: sum += row, entry by entry
-        }
+        });
     }
 
-   private:
     // At least `team` workspaces (made when first needed: a team is sized by the work, and is
     // often smaller than the threads allowed), all checked against memory first.
     void ensure_workspaces(int team) {

@@ -106,6 +106,10 @@ class NetPass {
     // pass (while forget() was not called), so its transposes are reused.
     void prepare(const T* theta, const T* v = nullptr, bool same_theta = false) {
         const bool keep_w = same_theta && theta == transposed_;
+        // Nothing counts as prepared until every transpose below is done: an allocation that
+        // fails part-way must not leave transposes of two θs looking like one.
+        prepared_ = prepared_v_ = nullptr;
+        if (!keep_w) transposed_ = nullptr;
         for (int l = 0; l < net_.n_layers(); ++l) {
             const std::int64_t in = net_.fan_in(l), out = net_.fan_out(l);
             if (!blocked_width<T>(out)) continue;
