@@ -62,7 +62,7 @@ def class_images(digits, mirror=False):
 def build(args, n_out):
     """(model, learner, θ₀ packed for the learner)."""
     episode = args.learner in ("protonet", "ridge")
-    sizes = [64, *args.hidden] + ([] if episode else [n_out])
+    sizes = [args.n_in, *args.hidden] + ([] if episode else [n_out])
     model = mc.MLP(sizes, activation="relu", loss="cross_entropy" if not episode else "mse",
                    norm=args.norm)
     kw = dict(inner_lr=args.inner_lr, inner_steps=args.inner_steps, n_threads=1)
@@ -100,25 +100,26 @@ def build(args, n_out):
     return model, learner, learner.init(theta) if hasattr(learner, "init") else theta
 
 
-def baseline(args, images, val, test):
+def baseline(args, images, val):
     """The fine-tuning baselines: ``scratch`` (a random initialisation) or ``joint`` (the net
-    pre-trained as one classifier over every meta-train class, output layer reset to zero), each
-    fine-tuned on an episode's support rows by plain gradient steps at its best rate of
-    ``RATES`` — the best accuracy at any step count on the held-out meta-train digits' episodes
-    ``val``. Returns (model, θ, rate, {rate: best validation accuracy}, seconds)."""
-    model = mc.MLP([64, *args.hidden, 5], activation="relu", loss="cross_entropy",
+    pre-trained as one classifier over every meta-train class, output layer reset to zero;
+    ``args.steps`` Adam steps of ``args.batch_rows`` rows, all rows when None), each fine-tuned
+    on an episode's support rows by plain gradient steps at its best rate of ``RATES`` — the best
+    accuracy at any step count on the held-out episodes ``val``. Returns (model, θ, rate,
+    {rate: best validation accuracy}, seconds)."""
+    model = mc.MLP([args.n_in, *args.hidden, args.way], activation="relu", loss="cross_entropy",
                    norm=args.norm)
     t0 = time.perf_counter()
     if args.learner == "scratch":
         theta = mc.evaluation.baselines.scratch(model, seed=args.seed + 2)
     else:
-        wide = mc.MLP([64, *args.hidden, images.n_classes], activation="relu",
+        wide = mc.MLP([args.n_in, *args.hidden, images.n_classes], activation="relu",
                       loss="cross_entropy", norm=args.norm)
         pool = mc.TaskSet.from_arrays([images.X], [images.labels.astype(np.float32)],
                                       dtype=np.float32)
         theta_wide = mc.evaluation.baselines.joint(
             wide, pool, wide.init(seed=args.seed + 1, dtype=np.float32), steps=args.steps,
-            lr=args.lr, seed=args.seed, n_threads=1)
+            lr=args.lr, batch_rows=args.batch_rows, seed=args.seed, n_threads=1)
         theta = np.zeros(model.n_params, dtype=np.float32)
         head = model.layers()[-1][0]          # the output layer's first parameter
         theta[:head] = theta_wide[:head]      # trunk kept, output layer zero
@@ -164,8 +165,9 @@ def summary(report, steps):
     return out
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parser(description):
+    """The options every table's script shares (the learner, its recipe, the baselines')."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("learner")
     p.add_argument("--shot", type=int, default=1)
     p.add_argument("--steps", type=int, default=3000, help="meta-training steps")
@@ -188,12 +190,50 @@ def main(argv=None):
     p.add_argument("--cosine", action="store_true")
     p.add_argument("--eval-steps", type=int, nargs="+", default=[0, 1, 5, 10, 20])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mirror", action="store_true",
-                   help="meta-train classes also mirrored (8 classes per digit)")
     p.add_argument("--shift", action="store_true",
                    help="meta-train images also shifted by one pixel (ClassImages.shifted)")
+    return p
+
+
+def run(args, images, tests, val, split):
+    """Meta-train ``args.learner`` on fresh episodes of the ClassImages ``images`` (or, for the
+    baselines ``scratch``/``joint``, choose their rate on the episodes ``val``), then score it on
+    every TaskSet of ``tests`` ({name: episodes}); returns the result as a JSON-ready dict."""
+    out = {"learner": args.learner, "shot": args.shot, "split": split,
+           "args": {k: v for k, v in vars(args).items() if k not in ("learner", "shot")}}
+    if args.learner in ("scratch", "joint"):
+        model, theta, lr, scores, train_s = baseline(args, images, val)
+        learner, steps = None, tuple(args.eval_steps)
+        out.update(lr=lr, val_by_lr={str(k): round(100 * v, 1) for k, v in scores.items()})
+    else:
+        model, learner, theta0 = build(args, args.way)
+        source = images.source(n_way=args.way, k_shot=args.shot, q_query=5)
+        problem = mc.MetaObjective(learner, source, meta_batch=args.meta_batch, n_threads=1)
+        t0 = time.perf_counter()
+        res = mc.fit(problem, theta0, optimizer=optimizer(args, learner), steps=args.steps,
+                     seed=args.seed, progress=False, chunk_size=100)
+        train_s, theta = time.perf_counter() - t0, res.theta
+        steps = (0,) if args.learner in ("protonet", "ridge") else tuple(args.eval_steps)
+        out["final_loss"] = round(float(np.mean(res.history.objective[-100:])), 4)
+    t0 = time.perf_counter()
+    out["acc"] = {}
+    for name, tasks in tests.items():
+        report = mc.evaluate(model, theta, tasks, steps=steps, learner=learner, n_threads=1,
+                             progress=False, **({} if learner else {"lr": lr}))
+        out["acc"][name] = summary(report, steps)
+    if len(tests) == 1:
+        out["acc"] = out["acc"][name]
+    out.update(train_s=round(train_s, 1), eval_s=round(time.perf_counter() - t0, 1))
+    return out
+
+
+def main(argv=None):
+    p = parser(__doc__.split("\n\n")[0])
+    p.add_argument("--mirror", action="store_true",
+                   help="meta-train classes also mirrored (8 classes per digit)")
     p.add_argument("--search", action="store_true",
                    help="train on digits 0,1,4,8 and score held-out 6,9 (never the test digits)")
+    p.set_defaults(n_in=64, way=5, batch_rows=None)
     args = p.parse_args(argv)
 
     train_digits = (0, 1, 4, 8) if args.search else (0, 1, 4, 6, 8, 9)
@@ -206,44 +246,16 @@ def main(argv=None):
     else:
         tasks = mc.tasks.digits(600, n_way=5, k_shot=args.shot, q_query=15, classes="test",
                                 rotations=True, seed=TEST_SEED)
+    split = "search" if args.search else "test"
     if args.learner == "pixels":
         acc = pixel_baselines(tasks, 5)
         ci = {k: mc.evaluation.statistics.mean_ci(v) for k, v in acc.items()}
-        print(json.dumps({"learner": "pixels", "shot": args.shot,
-                          "split": "search" if args.search else "test",
+        print(json.dumps({"learner": "pixels", "shot": args.shot, "split": split,
                           "acc": {k: [round(100 * m, 1), round(100 * h, 1)]
                                   for k, (m, h) in ci.items()}}))
         return
-    if args.learner in ("scratch", "joint"):
-        val = class_images((6, 9)).episodes(300, n_way=5, k_shot=args.shot, q_query=15, seed=1)
-        model, theta, lr, scores, train_s = baseline(args, images, val, tasks)
-        steps = tuple(args.eval_steps)
-        t0 = time.perf_counter()
-        report = mc.evaluate(model, theta, tasks, steps=steps, lr=lr, n_threads=1)
-        print(json.dumps({"learner": args.learner, "shot": args.shot,
-                          "split": "search" if args.search else "test", "lr": lr,
-                          "val_by_lr": {str(k): round(100 * v, 1) for k, v in scores.items()},
-                          "args": {k: v for k, v in vars(args).items()
-                                   if k not in ("learner", "shot", "search")},
-                          "acc": summary(report, steps), "train_s": round(train_s, 1),
-                          "eval_s": round(time.perf_counter() - t0, 1)}))
-        return
-    model, learner, theta0 = build(args, 5)
-    source = images.source(n_way=5, k_shot=args.shot, q_query=5)
-    problem = mc.MetaObjective(learner, source, meta_batch=args.meta_batch, n_threads=1)
-    t0 = time.perf_counter()
-    res = mc.fit(problem, theta0, optimizer=optimizer(args, learner), steps=args.steps,
-                 seed=args.seed, progress=False, chunk_size=100)
-    train_s = time.perf_counter() - t0
-    steps = (0,) if args.learner in ("protonet", "ridge") else tuple(args.eval_steps)
-    t0 = time.perf_counter()
-    report = mc.evaluate(model, res.theta, tasks, steps=steps, learner=learner, n_threads=1)
-    out = {"learner": args.learner, "shot": args.shot, "split": "search" if args.search else "test",
-           "args": {k: v for k, v in vars(args).items() if k not in ("learner", "shot", "search")},
-           "acc": summary(report, steps), "train_s": round(train_s, 1),
-           "eval_s": round(time.perf_counter() - t0, 1),
-           "final_loss": round(float(np.mean(res.history.objective[-100:])), 4)}
-    print(json.dumps(out))
+    val = class_images((6, 9)).episodes(300, n_way=5, k_shot=args.shot, q_query=15, seed=1)
+    print(json.dumps(run(args, images, {split: tasks}, val, split)))
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ def test_bad_learner_name_is_refused():
 
 def test_maml_plus_plus_packs_rates_per_layer_and_step():
     import argparse
-    ns = argparse.Namespace(learner="mamlpp", hidden=[8], norm=None, inner_lr=0.1,
+    ns = argparse.Namespace(learner="mamlpp", n_in=64, hidden=[8], norm=None, inner_lr=0.1,
                             inner_steps=3, steps=100, seed=0, head_scale=0.1)
     model, learner, theta0 = bench.build(ns, 5)
     assert isinstance(learner, mc.MAML) and learner.per_step_rates == "layer"

@@ -23,11 +23,12 @@ def scratch(model, *, seed=0, dtype=np.float32):
 
 
 def joint(model, train_tasks, theta0, *, steps=1000, lr=1e-3, weights=None, weighting=None,
-          l2=0.0, batch_tasks=None, seed=0, progress=False, n_threads=None):
+          l2=0.0, batch_tasks=None, batch_rows=None, seed=0, progress=False, n_threads=None):
     """θ minimising Σ_i α_i f_i(θ) + (λ/2)‖θ‖² over every row of ``train_tasks`` with
     :func:`metacore.fit` and Adam(lr), from θ0: α = ``weights`` (1/T each by default) or set by
-    ``weighting`` (a :mod:`metacore.weighting` strategy); λ = ``l2``; ``batch_tasks`` tasks per
-    step (all when None, as adaptive strategies need).
+    ``weighting`` (a :mod:`metacore.weighting` strategy); λ = ``l2``; ``batch_tasks`` tasks and
+    ``batch_rows`` rows of each per step (all when None, as adaptive strategies need; a
+    pre-trained trunk over thousands of images is usually trained on mini-batches of rows).
     """
     from .. import optim
     from .. import weighting as _w
@@ -38,7 +39,8 @@ def joint(model, train_tasks, theta0, *, steps=1000, lr=1e-3, weights=None, weig
     if weighting is None and weights is not None:
         weighting = _w.Fixed(obj.weights)
     res = fit(obj, theta0, optimizer=optim.Adam(lr=lr), weighting=weighting, steps=steps,
-              batch_tasks=batch_tasks, progress=progress, seed=seed, eval_every=steps)
+              batch_tasks=batch_tasks, batch_rows=batch_rows, progress=progress, seed=seed,
+              eval_every=steps)
     return res.theta
 
 

@@ -1,0 +1,78 @@
+"""Every learner of the digits table on the "Omniglot minimal" protocol, against the fine-tuning
+baselines, on the same test episodes as the README's other Omniglot tables (issue 13: "Omniglot
+minimal, every learner + baselines").
+
+Protocol (``mc.datasets.omniglot_minimal``): meta-train on the 544 classes of
+``images_background_small1`` (136 characters × 4 rotations), fresh W-way K-shot episodes with 5
+queries per class drawn in the core at every meta-step; meta-test on 600 W-way episodes of the 106
+characters of the three ``images_background_small2`` alphabets small1 lacks (15 queries per class,
+seed 0: the episodes of ``omniglot_minimal.py`` and ``omniglot_heads.py``), at every shot count of
+``--test-shots``, after each number of adaptation steps of ``--eval-steps``; accuracy, mean ± 95 %
+CI over episodes. Nets 784-256-128-64-W relu unless ``--hidden`` says otherwise (ProtoNet and the
+ridge head: the embedding without the W-way layer). One model per way (a W-way output layer).
+
+``--validate`` chooses recipes without looking at the meta-test alphabets: train on the
+meta-train characters but every 5th and score 300 episodes of the held-out ones
+(``metacore.app.omniglot.validation_split``, all rotations of a character on one side).
+Baselines (``scratch``: a random net; ``joint``: the trunk pre-trained as one classifier over
+every meta-train class, ``--steps`` Adam steps of ``--batch-rows`` rows, output layer reset to
+zero) are fine-tuned by plain gradient steps at their best rate of 0.01–1 on 100 episodes of the
+held-out characters. ``--shift`` adds one-pixel shifts of every meta-train image to its class
+(``ClassImages.shifted``; never the scored images).
+
+Run one recipe (prints one line of JSON), from the repository root:
+
+    PYTHONPATH=python python benchmarks/omniglot_learners.py maml ../shared/data --way 5 \\
+        --shot 1 --steps 1000 --inner-lr 0.4 --inner-steps 1 --meta-batch 8 [--validate]
+
+Learners and options as ``digits_table.py`` (maml, fomaml, mamlpp, imaml, reptile, metasgd, anil,
+protonet, ridge; scratch, joint).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+import metacore as mc
+from metacore.app.omniglot import validation_split
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import digits_table  # noqa: E402  (the learners, recipes and scoring the two tables share)
+
+SHIFTS = ((0, 1), (0, -1), (1, 0), (-1, 0))
+
+
+def main(argv=None):
+    p = digits_table.parser(__doc__.split("\n\n")[0])
+    p.add_argument("data", nargs="?", default="../shared/data",
+                   help="folder holding omniglot/images_background_small{1,2}.zip")
+    p.add_argument("--way", type=int, default=5, help="classes per episode (training and test)")
+    p.add_argument("--test-shots", type=int, nargs="+", default=[1, 5])
+    p.add_argument("--n-test", type=int, default=600, help="test episodes per shot count")
+    p.add_argument("--batch-rows", type=int, default=256, help="joint: rows per Adam step")
+    p.add_argument("--validate", action="store_true",
+                   help="score held-out meta-train characters, never the meta-test alphabets")
+    p.set_defaults(hidden=[256, 128, 64], n_in=784, meta_batch=8, eval_steps=[0, 1, 5, 10, 20, 50])
+    args = p.parse_args(argv)
+
+    root = pathlib.Path(args.data)
+    full, test_set = mc.datasets.omniglot_minimal(root / "omniglot" if (root / "omniglot").is_dir()
+                                                  else root)
+    fit_part, held_out = validation_split(full)   # the baselines' rates, and --validate
+    if args.validate:   # the tables' models see every meta-train class; a search sees fewer
+        train_set, test_set, n_test, seed = fit_part, held_out, min(args.n_test, 300), 1
+    else:
+        train_set, n_test, seed = full, args.n_test, 0
+    pool = train_set.shifted(SHIFTS) if args.shift else train_set
+    tests = {f"{args.way}-way {k}-shot": test_set.episodes(n_test, n_way=args.way, k_shot=k,
+                                                           q_query=15, seed=seed)
+             for k in args.test_shots}
+    val = held_out.episodes(100, n_way=args.way, k_shot=args.shot, q_query=15, seed=2)
+    split = "validate" if args.validate else "test"
+    print(json.dumps(digits_table.run(args, pool, tests, val, split)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
