@@ -16,6 +16,8 @@ meta-trained on all six meta-train digits (24 classes) and scored once on the me
 Meta-training draws fresh episodes in the core at every step (``ClassImages.source``), 5 query
 images per class; ``--mirror`` adds the mirror image of every meta-train class as a further class
 (meta-train images only), ``--shift`` one-pixel shifts of the images (``ClassImages.shifted``).
+``--init joint`` starts meta-training from the trunk of the ``joint`` baseline (pre-trained as one
+classifier over every meta-train class, ``--pretrain-steps`` Adam steps) under a zero output layer.
 
 Run one recipe (prints one line of JSON):
 
@@ -59,8 +61,11 @@ def class_images(digits, mirror=False):
                                    names, [n.split("@")[0] for n in names])
 
 
-def build(args, n_out):
-    """(model, learner, θ₀ packed for the learner)."""
+def build(args, n_out, trunk=None):
+    """(model, learner, θ₀ packed for the learner). ``trunk``: θ of every layer but the output
+    layer of ``[n_in, *hidden, C]`` (``pretrained_trunk``) to start from — the whole embedding of
+    ProtoNet and the ridge head, the trunk under a zero output layer for the others (the
+    pre-train-then-meta-train recipe of Chen et al. 2021, "Meta-Baseline")."""
     episode = args.learner in ("protonet", "ridge")
     sizes = [args.n_in, *args.hidden] + ([] if episode else [n_out])
     model = mc.MLP(sizes, activation="relu", loss="cross_entropy" if not episode else "mse",
@@ -87,7 +92,10 @@ def build(args, n_out):
     else:
         raise SystemExit(f"unknown learner {args.learner!r}")
     theta = model.init(seed=args.seed, dtype=np.float32)
-    if episode and args.identity_init:
+    if trunk is not None:
+        theta[:] = 0
+        theta[:trunk.size] = trunk
+    elif episode and args.identity_init:
         # a linear embedding started at the identity: the prototype classifier of the raw
         # pixels (the class-mean baseline), which meta-training then turns into a learned metric
         (w, shape, b), = model.layers()
@@ -98,6 +106,20 @@ def build(args, n_out):
     elif episode:   # the embedding's last layer starts small: large first distances saturate
         theta[model.layers()[-1][0]:] *= args.head_scale
     return model, learner, learner.init(theta) if hasattr(learner, "init") else theta
+
+
+def pretrained_trunk(args, images, steps):
+    """The trunk (every layer but the output layer) of the net ``[n_in, *hidden, C]`` trained as
+    one C-way classifier over every class of ``images``: ``steps`` Adam steps at ``args.lr`` of
+    ``args.batch_rows`` rows (all rows when None). Returns θ of the trunk."""
+    wide = mc.MLP([args.n_in, *args.hidden, images.n_classes], activation="relu",
+                  loss="cross_entropy", norm=args.norm)
+    pool = mc.TaskSet.from_arrays([images.X], [images.labels.astype(np.float32)],
+                                  dtype=np.float32)
+    theta_wide = mc.evaluation.baselines.joint(
+        wide, pool, wide.init(seed=args.seed + 1, dtype=np.float32), steps=steps, lr=args.lr,
+        batch_rows=args.batch_rows, seed=args.seed, n_threads=1)
+    return theta_wide[:wide.layers()[-1][0]]
 
 
 def baseline(args, images, val):
@@ -113,16 +135,9 @@ def baseline(args, images, val):
     if args.learner == "scratch":
         theta = mc.evaluation.baselines.scratch(model, seed=args.seed + 2)
     else:
-        wide = mc.MLP([args.n_in, *args.hidden, images.n_classes], activation="relu",
-                      loss="cross_entropy", norm=args.norm)
-        pool = mc.TaskSet.from_arrays([images.X], [images.labels.astype(np.float32)],
-                                      dtype=np.float32)
-        theta_wide = mc.evaluation.baselines.joint(
-            wide, pool, wide.init(seed=args.seed + 1, dtype=np.float32), steps=args.steps,
-            lr=args.lr, batch_rows=args.batch_rows, seed=args.seed, n_threads=1)
+        trunk = pretrained_trunk(args, images, args.steps)
         theta = np.zeros(model.n_params, dtype=np.float32)
-        head = model.layers()[-1][0]          # the output layer's first parameter
-        theta[:head] = theta_wide[:head]      # trunk kept, output layer zero
+        theta[:trunk.size] = trunk            # trunk kept, output layer zero
     train_s = time.perf_counter() - t0
     scores = {}
     for lr in RATES:
@@ -190,6 +205,10 @@ def parser(description):
     p.add_argument("--cosine", action="store_true")
     p.add_argument("--eval-steps", type=int, nargs="+", default=[0, 1, 5, 10, 20])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", default="random", choices=["random", "joint"],
+                   help="joint: meta-train from the trunk pre-trained as one classifier over "
+                        "every meta-train class (--pretrain-steps Adam steps at --lr)")
+    p.add_argument("--pretrain-steps", type=int, default=2000)
     p.add_argument("--shift", action="store_true",
                    help="meta-train images also shifted by one pixel (ClassImages.shifted)")
     return p
@@ -206,7 +225,11 @@ def run(args, images, tests, val, split):
         learner, steps = None, tuple(args.eval_steps)
         out.update(lr=lr, val_by_lr={str(k): round(100 * v, 1) for k, v in scores.items()})
     else:
-        model, learner, theta0 = build(args, args.way)
+        t0 = time.perf_counter()
+        trunk = (pretrained_trunk(args, images, args.pretrain_steps) if args.init == "joint"
+                 else None)
+        out["pretrain_s"] = round(time.perf_counter() - t0, 1)
+        model, learner, theta0 = build(args, args.way, trunk)
         source = images.source(n_way=args.way, k_shot=args.shot, q_query=5)
         problem = mc.MetaObjective(learner, source, meta_batch=args.meta_batch, n_threads=1)
         t0 = time.perf_counter()
