@@ -87,3 +87,23 @@ def test_demo_refuses_an_option_of_the_other_demo(tmp_path, which, option, value
                           "--data", str(tmp_path)][: 7 if which == "sinusoid" else 9], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and option in out.stderr and "applies to" in out.stderr, out
+
+
+def test_the_demo_table_runs_every_column_on_the_real_archives():
+    """The whole path of `metacore demo omniglot` (ProtoNet on the shifted pool, the pixel class
+    mean, both fine-tuned baselines), cut short: every setting gets every column, each an accuracy
+    with its interval, and the printed table has a line per setting. (A pre-trained θ once
+    shadowed the `trunk` argument here and the demo failed after training.)"""
+    omniglot_or_skip()
+    from metacore.app.demo import OMNIGLOT_DEMO
+    from metacore.app.omniglot import table
+    lines = []
+    recipe = dict(OMNIGLOT_DEMO, steps=10, pretrain_steps=10)
+    rows = table(ROOT, n_test=8, threads=1, say=lines.append, **recipe)
+    assert [(r["n_way"], r["k_shot"]) for r in rows] == [(5, 1), (5, 5), (20, 1), (20, 5)]
+    for r in rows:
+        for key in ("pixel", "scratch", "pretrained", "protonet"):
+            acc, ci = r[key][:2]
+            assert 0.0 <= acc <= 1.0 and 0.0 <= ci < 0.5, (key, r[key])
+        assert r["trunk"] == [784, 256, 128, 64] and r["shift"] == 1
+    assert sum(line.startswith("| 5-way") or line.startswith("| 20-way") for line in lines) == 4

@@ -166,7 +166,8 @@ def table(data, *, steps=3000, train_way=20, q_query=5, meta_batch=2, lr=1e-3, n
     if protonet and train_shot is not None:
         models = {k: models[train_shot] for k in shots}
     if baselines:
-        trunk, t_pre = pretrain(train_set, pretrain_steps, threads, norm)
+        # not `trunk`: that argument names the embedding's widths, reported in every row
+        pre_theta, t_pre = pretrain(train_set, pretrain_steps, threads, norm)
         say(f"pre-trained the {train_set.n_classes}-way classifier: {pretrain_steps} steps in "
             f"{t_pre:.0f} s")
 
@@ -193,7 +194,7 @@ def table(data, *, steps=3000, train_way=20, q_query=5, meta_batch=2, lr=1e-3, n
                     model = classifier(n_way, norm)
                     th = model.init(seed=0, dtype=np.float32)
                 else:
-                    model, th = with_head(trunk, n_way, norm)
+                    model, th = with_head(pre_theta, n_way, norm)
                 a, c, s, rate = fine_tuned(model, th, val, episodes, threads)
                 row[name] = [a, c, s, rate]
                 line += f" {100 * a:.1f} ± {100 * c:.1f} ({s} steps, lr {rate:g}) |"
