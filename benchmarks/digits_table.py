@@ -17,7 +17,9 @@ Meta-training draws fresh episodes in the core at every step (``ClassImages.sour
 images per class; ``--mirror`` adds the mirror image of every meta-train class as a further class
 (meta-train images only), ``--shift`` one-pixel shifts of the images (``ClassImages.shifted``).
 ``--init joint`` starts meta-training from the trunk of the ``joint`` baseline (pre-trained as one
-classifier over every meta-train class, ``--pretrain-steps`` Adam steps) under a zero output layer.
+classifier over every meta-train class, ``--pretrain-steps`` Adam steps at ``--pretrain-lr``) under a
+zero output layer; ``--steps 0`` scores the starting point itself (e.g. the pre-trained trunk as a
+ProtoNet embedding, with no meta-training).
 
 Run one recipe (prints one line of JSON):
 
@@ -92,6 +94,11 @@ def build(args, n_out, trunk=None):
     else:
         raise SystemExit(f"unknown learner {args.learner!r}")
     theta = model.init(seed=args.seed, dtype=np.float32)
+    if trunk is not None and (args.identity_init or (episode and args.norm)):
+        # the classifier's last hidden layer carries norm parameters the embedding's output
+        # layer lacks, so its θ does not map onto the embedding's
+        raise SystemExit("--init joint cannot be combined with --identity-init, nor with --norm "
+                         "for protonet/ridge")
     if trunk is not None:
         theta[:] = 0
         theta[:trunk.size] = trunk
@@ -108,16 +115,16 @@ def build(args, n_out, trunk=None):
     return model, learner, learner.init(theta) if hasattr(learner, "init") else theta
 
 
-def pretrained_trunk(args, images, steps):
+def pretrained_trunk(args, images, steps, lr):
     """The trunk (every layer but the output layer) of the net ``[n_in, *hidden, C]`` trained as
-    one C-way classifier over every class of ``images``: ``steps`` Adam steps at ``args.lr`` of
+    one C-way classifier over every class of ``images``: ``steps`` Adam steps at ``lr`` of
     ``args.batch_rows`` rows (all rows when None). Returns θ of the trunk."""
     wide = mc.MLP([args.n_in, *args.hidden, images.n_classes], activation="relu",
                   loss="cross_entropy", norm=args.norm)
     pool = mc.TaskSet.from_arrays([images.X], [images.labels.astype(np.float32)],
                                   dtype=np.float32)
     theta_wide = mc.evaluation.baselines.joint(
-        wide, pool, wide.init(seed=args.seed + 1, dtype=np.float32), steps=steps, lr=args.lr,
+        wide, pool, wide.init(seed=args.seed + 1, dtype=np.float32), steps=steps, lr=lr,
         batch_rows=args.batch_rows, seed=args.seed, n_threads=1)
     return theta_wide[:wide.layers()[-1][0]]
 
@@ -135,7 +142,7 @@ def baseline(args, images, val):
     if args.learner == "scratch":
         theta = mc.evaluation.baselines.scratch(model, seed=args.seed + 2)
     else:
-        trunk = pretrained_trunk(args, images, args.steps)
+        trunk = pretrained_trunk(args, images, args.steps, args.lr)
         theta = np.zeros(model.n_params, dtype=np.float32)
         theta[:trunk.size] = trunk            # trunk kept, output layer zero
     train_s = time.perf_counter() - t0
@@ -185,7 +192,8 @@ def parser(description):
     p = argparse.ArgumentParser(description=description)
     p.add_argument("learner")
     p.add_argument("--shot", type=int, default=1)
-    p.add_argument("--steps", type=int, default=3000, help="meta-training steps")
+    p.add_argument("--steps", type=int, default=3000,
+                   help="meta-training steps (0: score the initialisation as it is)")
     p.add_argument("--meta-batch", type=int, default=16)
     p.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
     p.add_argument("--norm", default=None, choices=[None, "batch", "layer"])
@@ -207,8 +215,9 @@ def parser(description):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", default="random", choices=["random", "joint"],
                    help="joint: meta-train from the trunk pre-trained as one classifier over "
-                        "every meta-train class (--pretrain-steps Adam steps at --lr)")
+                        "every meta-train class (--pretrain-steps Adam steps at --pretrain-lr)")
     p.add_argument("--pretrain-steps", type=int, default=2000)
+    p.add_argument("--pretrain-lr", type=float, default=1e-3)
     p.add_argument("--shift", action="store_true",
                    help="meta-train images also shifted by one pixel (ClassImages.shifted)")
     return p
@@ -226,18 +235,21 @@ def run(args, images, tests, val, split):
         out.update(lr=lr, val_by_lr={str(k): round(100 * v, 1) for k, v in scores.items()})
     else:
         t0 = time.perf_counter()
-        trunk = (pretrained_trunk(args, images, args.pretrain_steps) if args.init == "joint"
-                 else None)
+        trunk = (pretrained_trunk(args, images, args.pretrain_steps, args.pretrain_lr)
+                 if args.init == "joint" else None)
         out["pretrain_s"] = round(time.perf_counter() - t0, 1)
         model, learner, theta0 = build(args, args.way, trunk)
         source = images.source(n_way=args.way, k_shot=args.shot, q_query=5)
         problem = mc.MetaObjective(learner, source, meta_batch=args.meta_batch, n_threads=1)
         t0 = time.perf_counter()
-        res = mc.fit(problem, theta0, optimizer=optimizer(args, learner), steps=args.steps,
-                     seed=args.seed, progress=False, chunk_size=100)
-        train_s, theta = time.perf_counter() - t0, res.theta
+        theta = theta0
+        if args.steps > 0:       # 0: score the starting point as it is
+            res = mc.fit(problem, theta0, optimizer=optimizer(args, learner), steps=args.steps,
+                         seed=args.seed, progress=False, chunk_size=100)
+            theta = res.theta
+            out["final_loss"] = round(float(np.mean(res.history.objective[-100:])), 4)
+        train_s = time.perf_counter() - t0
         steps = (0,) if args.learner in ("protonet", "ridge") else tuple(args.eval_steps)
-        out["final_loss"] = round(float(np.mean(res.history.objective[-100:])), 4)
     t0 = time.perf_counter()
     out["acc"] = {}
     for name, tasks in tests.items():

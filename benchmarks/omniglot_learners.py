@@ -17,13 +17,14 @@ meta-train characters but every 5th and score 300 episodes of the held-out ones
 Baselines (``scratch``: a random net; ``joint``: the trunk pre-trained as one classifier over
 every meta-train class, ``--steps`` Adam steps of ``--batch-rows`` rows, output layer reset to
 zero) are fine-tuned by plain gradient steps at their best rate of 0.01–1 on 100 episodes of the
-held-out characters. ``--shift`` adds one-pixel shifts of every meta-train image to its class
+characters ``--validate`` holds out (meta-train episodes: outside ``--validate`` those characters
+are also in the pool the joint trunk and the learners train on). ``--shift`` adds one-pixel shifts of every meta-train image to its class
 (``ClassImages.shifted``; never the scored images).
 
 Run one recipe (prints one line of JSON), from the repository root:
 
-    PYTHONPATH=python python benchmarks/omniglot_learners.py maml ../shared/data --way 5 \\
-        --shot 1 --steps 1000 --inner-lr 0.4 --inner-steps 1 --meta-batch 8 [--validate]
+    PYTHONPATH=python python benchmarks/omniglot_learners.py maml --data ../shared/data \\
+        --way 5 --shot 1 --steps 3000 --inner-lr 0.1 --inner-steps 5 --shift [--validate]
 
 Learners and options as ``digits_table.py`` (maml, fomaml, mamlpp, imaml, reptile, metasgd, anil,
 protonet, ridge; scratch, joint).
@@ -46,8 +47,8 @@ SHIFTS = ((0, 1), (0, -1), (1, 0), (-1, 0))
 
 def main(argv=None):
     p = digits_table.parser(__doc__.split("\n\n")[0])
-    p.add_argument("data", nargs="?", default="../shared/data",
-                   help="folder holding omniglot/images_background_small{1,2}.zip")
+    p.add_argument("--data", default="../shared/data",
+                   help="folder holding omniglot/images_background_small{1,2}.zip, or that folder")
     p.add_argument("--way", type=int, default=5, help="classes per episode (training and test)")
     p.add_argument("--test-shots", type=int, nargs="+", default=[1, 5])
     p.add_argument("--n-test", type=int, default=600, help="test episodes per shot count")

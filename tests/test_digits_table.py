@@ -126,3 +126,37 @@ def test_identity_init_protonet_is_the_pixel_class_mean(capsys):
                        "--lr", "1e-12", "--search"])
     pix = run(capsys, ["pixels", "--search"])
     assert out["acc"]["0"][0] == pytest.approx(pix["acc"]["class_mean"][0], abs=0.051)
+
+
+def test_init_joint_starts_from_the_pretrained_trunk_under_a_zero_head(capsys):
+    # the trunk equals θ of the joint baseline's classifier trained directly through
+    # mc.evaluation.baselines.joint (same seed, steps and rate), minus its output layer
+    import argparse
+    ns = argparse.Namespace(learner="mamlpp", n_in=64, hidden=[16, 8], norm=None, inner_lr=0.1,
+                            inner_steps=2, steps=10, seed=3, head_scale=0.1, batch_rows=None,
+                            identity_init=False)
+    images = bench.class_images((0, 1))
+    trunk = bench.pretrained_trunk(ns, images, 15, 1e-2)
+    wide = mc.MLP([64, 16, 8, images.n_classes], activation="relu", loss="cross_entropy")
+    pool = mc.TaskSet.from_arrays([images.X], [images.labels.astype(np.float32)],
+                                  dtype=np.float32)
+    direct = mc.evaluation.baselines.joint(wide, pool, wide.init(seed=4, dtype=np.float32),
+                                           steps=15, lr=1e-2, seed=3, n_threads=1)
+    np.testing.assert_array_equal(trunk, direct[:wide.n_trunk_params])
+    model, learner, theta0 = bench.build(ns, 5, trunk)
+    np.testing.assert_array_equal(theta0[:trunk.size], trunk)
+    assert not theta0[trunk.size:model.n_params].any()               # the 5-way head is zero
+    np.testing.assert_allclose(theta0[model.n_params:], 0.1)         # MAML++'s rates intact
+
+
+def test_init_joint_with_a_normalised_embedding_is_refused():
+    with pytest.raises(SystemExit, match="--init joint"):
+        bench.main(["protonet", "--steps", "1", "--norm", "batch", "--init", "joint",
+                    "--pretrain-steps", "2", "--search"])
+
+
+def test_zero_steps_scores_the_identity_embedding_as_the_pixel_class_mean(capsys):
+    out = run(capsys, ["protonet", "--hidden", "64", "--identity-init", "--steps", "0",
+                       "--search"])
+    pix = run(capsys, ["pixels", "--search"])
+    assert out["acc"]["0"][0] == pytest.approx(pix["acc"]["class_mean"][0], abs=0.051)

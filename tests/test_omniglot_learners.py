@@ -40,7 +40,8 @@ def run(bench, capsys, argv):
 
 
 def test_a_short_maml_run_scores_every_shot_count_on_held_out_characters(bench, capsys):
-    out = run(bench, capsys, ["maml", str(DATA), "--validate", "--steps", "30", "--n-test", "40",
+    out = run(bench, capsys, ["maml", "--data", str(DATA), "--validate", "--steps", "30",
+                              "--n-test", "40",
                               "--test-shots", "1", "5", "--eval-steps", "0", "5",
                               "--inner-steps", "1", "--inner-lr", "0.1"])
     assert out["split"] == "validate" and out["args"]["way"] == 5
@@ -57,7 +58,7 @@ def test_a_short_maml_run_scores_every_shot_count_on_held_out_characters(bench, 
 
 
 def test_the_scratch_baseline_picks_its_best_rate(bench, capsys):
-    out = run(bench, capsys, ["scratch", str(DATA), "--validate", "--n-test", "30",
+    out = run(bench, capsys, ["scratch", "--data", str(DATA), "--validate", "--n-test", "30",
                               "--test-shots", "1", "--eval-steps", "0", "5"])
     scores = {float(k): v for k, v in out["val_by_lr"].items()}
     assert out["lr"] == max(scores, key=scores.get)
