@@ -57,6 +57,11 @@ def main(argv=None):
                    help="score held-out meta-train characters, never the meta-test alphabets")
     p.set_defaults(hidden=[256, 128, 64], n_in=784, meta_batch=8, eval_steps=[0, 1, 5, 10, 20, 50])
     args = p.parse_args(argv)
+    for name in ("way", "shot", "n_test", "meta_batch"):
+        if getattr(args, name) < (2 if name in ("way", "n_test") else 1):
+            p.error(f"--{name.replace('_', '-')} must be >= {2 if name in ('way', 'n_test') else 1}")
+    if min(args.test_shots) < 1 or args.steps < 0:
+        p.error("--test-shots must be >= 1 and --steps >= 0")
 
     root = pathlib.Path(args.data)
     full, test_set = mc.datasets.omniglot_minimal(root / "omniglot" if (root / "omniglot").is_dir()
@@ -72,7 +77,9 @@ def main(argv=None):
              for k in args.test_shots}
     val = held_out.episodes(100, n_way=args.way, k_shot=args.shot, q_query=15, seed=2)
     split = "validate" if args.validate else "test"
-    print(json.dumps(digits_table.run(args, pool, tests, val, split)), flush=True)
+    out = digits_table.run(args, pool, tests, val, split)
+    out["n_test"] = n_test          # --validate scores at most 300 episodes
+    print(json.dumps(out), flush=True)
 
 
 if __name__ == "__main__":

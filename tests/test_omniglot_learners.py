@@ -63,3 +63,11 @@ def test_the_scratch_baseline_picks_its_best_rate(bench, capsys):
     scores = {float(k): v for k, v in out["val_by_lr"].items()}
     assert out["lr"] == max(scores, key=scores.get)
     assert abs(out["acc"]["0"][0] - 20.0) < 6.0
+
+
+@pytest.mark.parametrize("option, value", [("--way", "1"), ("--test-shots", "0"),
+                                           ("--n-test", "1"), ("--shot", "0"), ("--steps", "-1")])
+def test_bad_counts_are_refused_before_any_data_is_read(capsys, option, value):
+    with pytest.raises(SystemExit):
+        load_benchmark().main(["maml", "--data", "/nonexistent", option, value])
+    assert option.split("-")[-1] in capsys.readouterr().err
