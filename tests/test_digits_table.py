@@ -3,9 +3,7 @@ rotated (and mirrored) exactly as NumPy does it, its search split never draws th
 and a short run of a closed-form learner and of a fine-tuning baseline prints a well-formed
 result."""
 
-import importlib.util
 import json
-import pathlib
 
 import numpy as np
 import pytest
@@ -15,18 +13,11 @@ from hypothesis import strategies as st
 import metacore as mc
 from metacore.data.digits import TEST_DIGITS, digit_images
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+import scripts
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("digits_table_bench",
-                                                  ROOT / "benchmarks" / "digits_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
-
-bench = load_benchmark()
+bench = scripts.load("benchmarks/digits_table.py", "digits_table_bench")
 
 
 @settings(max_examples=10, deadline=None)

@@ -3,13 +3,14 @@ runs on the real Omniglot archives print a well-formed result, score every shot 
 the held-out characters when validating, and the baseline takes its best rate. Skips, naming the
 file, when the archives are not on this machine."""
 
-import importlib.util
 import json
 import os
 import pathlib
 
 import numpy as np
 import pytest
+
+import scripts
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DATA = pathlib.Path(os.environ.get("METACORE_DATA", ROOT.parent / "shared" / "data"))
@@ -18,11 +19,7 @@ pytest.importorskip("PIL", reason="the Omniglot reader needs Pillow")
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("omniglot_learners_bench",
-                                                  ROOT / "benchmarks" / "omniglot_learners.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return scripts.load("benchmarks/omniglot_learners.py", "omniglot_learners_bench")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ loop; the iMAML initialisation starts at the bias-head model and its first meta-
 first step on the reference implicit meta-gradient; on 20 real schools both rows beat pooled
 ridge and one ridge per school."""
 
-import importlib.util
 import os
 import pathlib
 
@@ -18,16 +17,15 @@ from hypothesis import strategies as st
 
 import metacore as mc
 
+import scripts
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA = pathlib.Path(os.environ.get("METACORE_DATA", ROOT.parent / "shared" / "data"))
 SCHOOL = DATA / "school" / "school.mat"
 
 
 def load_benchmark():
-    spec = importlib.util.spec_from_file_location("school_bench", ROOT / "benchmarks" / "school.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return scripts.load("benchmarks/school.py", "school_bench")
 
 
 bench = load_benchmark()

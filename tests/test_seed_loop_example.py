@@ -1,20 +1,16 @@
 """examples/seed_loop.py runs on a small cut of the digits tasks: per-task accuracy and α for
 every round, α adjusted from the evaluation (the least accurate task weighted most)."""
 
-import importlib.util
-import pathlib
-
 import numpy as np
 import pytest
 
+import scripts
+
 pytest.importorskip("sklearn")
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "seed_loop.py"
 
 
 def test_seed_loop_example_runs_and_adjusts_alpha(capsys):
-    spec = importlib.util.spec_from_file_location("seed_loop", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = scripts.load("examples/seed_loop.py", "seed_loop")
     history, final = module.main(rounds=3, per_task=20, steps_per_round=5)
     assert len(history) == 3 and final.shape == (10,)
     acc0, _ = history[0]
