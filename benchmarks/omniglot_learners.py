@@ -14,6 +14,9 @@ ridge head: the embedding without the W-way layer). One model per way (a W-way o
 ``--validate`` chooses recipes without looking at the meta-test alphabets: train on the
 meta-train characters but every 5th and score 300 episodes of the held-out ones
 (``metacore.app.omniglot.validation_split``, all rotations of a character on one side).
+``--validate-alphabet NAME`` holds out a whole meta-train alphabet instead and scores its
+unrotated characters: transfer to a new alphabet, which the test measures and the character
+split does not.
 Baselines (``scratch``: a random net; ``joint``: the trunk pre-trained as one classifier over
 every meta-train class, ``--steps`` Adam steps of ``--batch-rows`` rows, output layer reset to
 zero) are fine-tuned by plain gradient steps at their best rate of 0.01–1 on 100 episodes of the
@@ -36,6 +39,8 @@ import json
 import pathlib
 import sys
 
+import numpy as np
+
 import metacore as mc
 from metacore.app.omniglot import validation_split
 
@@ -43,6 +48,15 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import digits_table  # noqa: E402  (the learners, recipes and scoring the two tables share)
 
 SHIFTS = ((0, 1), (0, -1), (1, 0), (-1, 0))
+
+
+def alphabet_split(images, name):
+    """(train, held-out) ClassImages: every class of the other alphabets, and the unrotated
+    characters of the alphabet ``name`` (scored as the meta-test alphabets are)."""
+    alphabet = images.subset([name])
+    unrotated = [c for c, cls in enumerate(alphabet.class_names) if cls.endswith("@0")]
+    return (images.subset([a for a in images.alphabets if a != name]),
+            alphabet.take(np.array(unrotated)))
 
 
 def main(argv=None):
@@ -55,6 +69,9 @@ def main(argv=None):
     p.add_argument("--batch-rows", type=int, default=256, help="joint: rows per Adam step")
     p.add_argument("--validate", action="store_true",
                    help="score held-out meta-train characters, never the meta-test alphabets")
+    p.add_argument("--validate-alphabet", default=None, metavar="NAME",
+                   help="score the unrotated characters of the meta-train alphabet NAME, "
+                        "trained on the other four (transfer to a new alphabet, as the test)")
     p.set_defaults(hidden=[256, 128, 64], n_in=784, meta_batch=8, eval_steps=[0, 1, 5, 10, 20, 50])
     args = p.parse_args(argv)
     for name in ("way", "shot", "n_test", "meta_batch"):
@@ -66,9 +83,15 @@ def main(argv=None):
     root = pathlib.Path(args.data)
     full, test_set = mc.datasets.omniglot_minimal(root / "omniglot" if (root / "omniglot").is_dir()
                                                   else root)
+    if args.validate_alphabet:
+        if args.validate_alphabet not in full.alphabets:
+            p.error(f"--validate-alphabet must be one of {list(full.alphabets)}")
+        full, test_set = alphabet_split(full, args.validate_alphabet)
     fit_part, held_out = validation_split(full)   # the baselines' rates, and --validate
     if args.validate:   # the tables' models see every meta-train class; a search sees fewer
         train_set, test_set, n_test, seed = fit_part, held_out, min(args.n_test, 300), 1
+    elif args.validate_alphabet:
+        train_set, n_test, seed = full, min(args.n_test, 300), 1
     else:
         train_set, n_test, seed = full, args.n_test, 0
     pool = train_set.shifted(SHIFTS) if args.shift else train_set
@@ -76,7 +99,8 @@ def main(argv=None):
                                                            q_query=15, seed=seed)
              for k in args.test_shots}
     val = held_out.episodes(100, n_way=args.way, k_shot=args.shot, q_query=15, seed=2)
-    split = "validate" if args.validate else "test"
+    split = ("validate" if args.validate else
+             f"alphabet {args.validate_alphabet}" if args.validate_alphabet else "test")
     out = digits_table.run(args, pool, tests, val, split)
     out["n_test"] = n_test          # --validate scores at most 300 episodes
     print(json.dumps(out), flush=True)

@@ -68,3 +68,26 @@ def test_bad_counts_are_refused_before_any_data_is_read(capsys, option, value):
     with pytest.raises(SystemExit):
         load_benchmark().main(["maml", "--data", "/nonexistent", option, value])
     assert option.split("-")[-1] in capsys.readouterr().err
+
+
+def test_an_alphabet_held_out_is_scored_on_its_unrotated_characters(bench, capsys):
+    out = run(bench, capsys, ["protonet", "--data", str(DATA), "--validate-alphabet", "Greek",
+                              "--steps", "0", "--n-test", "20", "--test-shots", "1"])
+    assert out["split"] == "alphabet Greek" and out["n_test"] == 20
+    # a random embedding's prototypes still beat chance on 5-way episodes of one alphabet
+    assert 20.0 < out["acc"]["0"][0] <= 100.0
+    with pytest.raises(SystemExit):
+        bench.main(["protonet", "--data", str(DATA), "--validate-alphabet", "Klingon",
+                    "--steps", "0"])
+
+
+def test_the_alphabet_split_holds_out_one_alphabet_unrotated(bench):
+    import metacore as mc
+    full, _ = mc.datasets.omniglot_minimal(DATA / "omniglot")
+    train, held = bench.alphabet_split(full, "Greek")
+    assert "Greek" not in train.alphabets and set(held.alphabets) == {"Greek"}
+    assert train.n_classes + 4 * held.n_classes == full.n_classes
+    assert all(n.startswith("Greek/") and n.endswith("@0") for n in held.class_names)
+    # the held-out images are the unrotated originals, image for image
+    first = full.class_names.index(held.class_names[0])
+    np.testing.assert_array_equal(held.images(0), full.images(first))
