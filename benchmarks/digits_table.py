@@ -126,13 +126,14 @@ def pretrained_trunk(args, images, steps, lr):
     theta_wide = mc.evaluation.baselines.joint(
         wide, pool, wide.init(seed=args.seed + 1, dtype=np.float32), steps=steps, lr=lr,
         batch_rows=args.batch_rows, seed=args.seed, n_threads=1)
-    return theta_wide[:wide.layers()[-1][0]]
+    return theta_wide[:wide.n_trunk_params]
 
 
 def baseline(args, images, val):
     """The fine-tuning baselines: ``scratch`` (a random initialisation) or ``joint`` (the net
     pre-trained as one classifier over every meta-train class, output layer reset to zero;
-    ``args.steps`` Adam steps of ``args.batch_rows`` rows, all rows when None), each fine-tuned
+    ``--pretrain-steps`` Adam steps at ``--pretrain-lr`` of ``args.batch_rows`` rows, all rows
+    when None: the trunk ``--init joint`` starts from), each fine-tuned
     on an episode's support rows by plain gradient steps at its best rate of ``RATES`` — the best
     accuracy at any step count on the held-out episodes ``val``. Returns (model, θ, rate,
     {rate: best validation accuracy}, seconds)."""
@@ -142,13 +143,14 @@ def baseline(args, images, val):
     if args.learner == "scratch":
         theta = mc.evaluation.baselines.scratch(model, seed=args.seed + 2)
     else:
-        trunk = pretrained_trunk(args, images, args.steps, args.lr)
+        trunk = pretrained_trunk(args, images, args.pretrain_steps, args.pretrain_lr)
         theta = np.zeros(model.n_params, dtype=np.float32)
         theta[:trunk.size] = trunk            # trunk kept, output layer zero
     train_s = time.perf_counter() - t0
     scores = {}
     for lr in RATES:
-        rep = mc.evaluate(model, theta, val, steps=tuple(args.eval_steps), lr=lr, n_threads=1)
+        rep = mc.evaluate(model, theta, val, steps=tuple(args.eval_steps), lr=lr, n_threads=1,
+                          progress=False)
         scores[lr] = max(rep.at(s, "accuracy")[0] for s in args.eval_steps)
     best = max(RATES, key=lambda r: scores[r])
     return model, theta, best, scores, train_s
@@ -215,8 +217,9 @@ def parser(description):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", default="random", choices=["random", "joint"],
                    help="joint: meta-train from the trunk pre-trained as one classifier over "
-                        "every meta-train class (--pretrain-steps Adam steps at --pretrain-lr)")
-    p.add_argument("--pretrain-steps", type=int, default=2000)
+                        "every meta-train class (the joint baseline's trunk)")
+    p.add_argument("--pretrain-steps", type=int, default=2000,
+                   help="Adam steps of that classifier (--init joint, and the joint baseline)")
     p.add_argument("--pretrain-lr", type=float, default=1e-3)
     p.add_argument("--shift", action="store_true",
                    help="meta-train images also shifted by one pixel (ClassImages.shifted)")

@@ -18,7 +18,7 @@ meta-train characters but every 5th and score 300 episodes of the held-out ones
 unrotated characters: transfer to a new alphabet, which the test measures and the character
 split does not.
 Baselines (``scratch``: a random net; ``joint``: the trunk pre-trained as one classifier over
-every meta-train class, ``--steps`` Adam steps of ``--batch-rows`` rows, output layer reset to
+every meta-train class, ``--pretrain-steps`` Adam steps of ``--batch-rows`` rows, output layer reset to
 zero) are fine-tuned by plain gradient steps at their best rate of 0.01–1 on 100 episodes of the
 characters ``--validate`` holds out (meta-train episodes: outside ``--validate`` those characters
 are also in the pool the joint trunk and the learners train on). ``--shift`` adds one-pixel shifts of every meta-train image to its class
@@ -47,9 +47,6 @@ from metacore.app.omniglot import validation_split
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import digits_table  # noqa: E402  (the learners, recipes and scoring the two tables share)
 
-SHIFTS = ((0, 1), (0, -1), (1, 0), (-1, 0))
-
-
 def alphabet_split(images, name):
     """(train, held-out) ClassImages: every class of the other alphabets, and the unrotated
     characters of the alphabet ``name`` (scored as the meta-test alphabets are)."""
@@ -74,11 +71,12 @@ def main(argv=None):
                         "trained on the other four (transfer to a new alphabet, as the test)")
     p.set_defaults(hidden=[256, 128, 64], n_in=784, meta_batch=8, eval_steps=[0, 1, 5, 10, 20, 50])
     args = p.parse_args(argv)
-    for name in ("way", "shot", "n_test", "meta_batch"):
-        if getattr(args, name) < (2 if name in ("way", "n_test") else 1):
-            p.error(f"--{name.replace('_', '-')} must be >= {2 if name in ('way', 'n_test') else 1}")
-    if min(args.test_shots) < 1 or args.steps < 0:
-        p.error("--test-shots must be >= 1 and --steps >= 0")
+    least = {"way": 2, "n_test": 2, "shot": 1, "meta_batch": 1, "steps": 0}
+    for name, smallest in least.items():
+        if getattr(args, name) < smallest:
+            p.error(f"--{name.replace('_', '-')} must be >= {smallest}")
+    if min(args.test_shots) < 1:
+        p.error("--test-shots must be >= 1")
 
     root = pathlib.Path(args.data)
     full, test_set = mc.datasets.omniglot_minimal(root / "omniglot" if (root / "omniglot").is_dir()
@@ -94,7 +92,7 @@ def main(argv=None):
         train_set, n_test, seed = full, min(args.n_test, 300), 1
     else:
         train_set, n_test, seed = full, args.n_test, 0
-    pool = train_set.shifted(SHIFTS) if args.shift else train_set
+    pool = train_set.shifted() if args.shift else train_set   # by one pixel, four ways
     tests = {f"{args.way}-way {k}-shot": test_set.episodes(n_test, n_way=args.way, k_shot=k,
                                                            q_query=15, seed=seed)
              for k in args.test_shots}

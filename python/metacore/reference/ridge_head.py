@@ -33,6 +33,18 @@ def _embed(model, theta, X):
     return E.reshape(E.shape[0], model.n_outputs)
 
 
+def _episode(model, params, X_support, X_query):
+    """(θ, λ, s, the episode's rows X, their embeddings E_s, E_q): support and query rows in one
+    forward pass, as the core embeds them (with batch norm they share the episode's statistics)."""
+    P = model.n_params
+    params = np.asarray(params, dtype=np.float64)
+    theta, lam, s = params[:P], float(np.exp(params[P])), float(params[P + 1])
+    X = np.vstack([np.asarray(X_support, dtype=np.float64), np.asarray(X_query, dtype=np.float64)])
+    E = _embed(model, theta, X)
+    ns = np.asarray(X_support).shape[0]
+    return theta, lam, s, X, E[:ns], E[ns:]
+
+
 def _with_bias(E):
     return np.hstack([E, np.ones((E.shape[0], 1))])
 
@@ -58,13 +70,8 @@ def ridge_head_logits(W, E, scale):
 
 def ridge_head_episode(model, params, X_support, y_support, X_query, y_query):
     """(episode loss L, ∂L/∂[θ, log λ, s] (P + 2,)) of one episode."""
-    P = model.n_params
-    params = np.asarray(params, dtype=np.float64)
-    theta, lam, s = params[:P], float(np.exp(params[P])), float(params[P + 1])
-    X = np.vstack([np.asarray(X_support, dtype=np.float64), np.asarray(X_query, dtype=np.float64)])
-    ns = X.shape[0] - np.asarray(X_query).shape[0]
-    E = _embed(model, theta, X)   # one forward pass: with batch norm, the episode's statistics
-    Xs, Xq = _with_bias(E[:ns]), _with_bias(E[ns:])
+    theta, lam, s, X, Es, Eq = _episode(model, params, X_support, X_query)
+    Xs, Xq = _with_bias(Es), _with_bias(Eq)
     Y = _one_hot(y_support)
     yq = np.asarray(y_query).reshape(-1).astype(np.int64)
     K = Xs @ Xs.T + lam * np.eye(Xs.shape[0])
@@ -108,10 +115,5 @@ def ridge_head_value_and_grad(model, params, batch):
 
 def ridge_head_adapt_predict(model, params, X_support, y_support, X_query):
     """The query logits (n_q, N) under the support rows' ridge head."""
-    P = model.n_params
-    params = np.asarray(params, dtype=np.float64)
-    theta, lam, s = params[:P], float(np.exp(params[P])), float(params[P + 1])
-    n_s = np.asarray(X_support).shape[0]
-    E = _embed(model, theta, np.vstack([np.asarray(X_support, dtype=np.float64),
-                                        np.asarray(X_query, dtype=np.float64)]))
-    return ridge_head_logits(ridge_head_weights(E[:n_s], y_support, lam), E[n_s:], s)
+    _, lam, s, _, Es, Eq = _episode(model, params, X_support, X_query)
+    return ridge_head_logits(ridge_head_weights(Es, y_support, lam), Eq, s)
