@@ -19,9 +19,10 @@ def fire():
     t_sig = time.perf_counter()
     os.kill(os.getpid(), signal.SIGINT)
 threading.Thread(target=fire, daemon=True).start()
+t_call = time.perf_counter()
 try:
     {call}
-    print("finished")
+    print("finished", time.perf_counter() - t_call)
 except KeyboardInterrupt:
     print("interrupted", time.perf_counter() - t_sig)
 """
@@ -36,5 +37,8 @@ def interrupt_lag(setup, call, *, delay=0.5, timeout=300):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=timeout)
     words = r.stdout.split()
+    if words and words[0] == "finished":   # the call must outlast the delay with room to spare
+        raise AssertionError(f"{call} finished in {float(words[1]):.2f} s, before the SIGINT at "
+                             f"{delay} s: give the test a longer call or a shorter delay")
     assert words and words[0] == "interrupted", r.stdout + r.stderr
     return float(words[1])

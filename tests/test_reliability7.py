@@ -105,7 +105,7 @@ def test_ctrl_c_stops_drawing_many_episodes():
 
 def test_ctrl_c_stops_one_sinusoid_task_of_very_many_rows():
     # one task: the old check ran between tasks only, never inside this one
-    lag = interrupt_lag("src = mc.tasks.SinusoidSource(k_support=2**25)", "src.sample(1)",
+    lag = interrupt_lag("src = mc.tasks.SinusoidSource(k_support=2**26)", "src.sample(1)",
                         delay=0.3)
     assert lag < 0.5
 
