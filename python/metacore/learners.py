@@ -199,9 +199,9 @@ class Learner:
         """Outputs on the query rows of every task of ``ts`` (task after task) after ``steps``
         steps of adaptation with rates ``lr`` (what ``adapt_rule`` gave): what
         ``mc.evaluate`` scores with ``query_head``."""
-        from .adapt import adapt_batch
-        return adapt_batch(self.model, theta, ts, steps=steps, lr=lr, head_only=head_only,
-                           n_threads=n_threads)[1]
+        from .adapt import query_predictions
+        return query_predictions(self.model, theta, ts, steps=steps, lr=lr, head_only=head_only,
+                                 n_threads=n_threads)
 
     # --- the meta-objective ------------------------------------------------------------------
     def meta_value_and_grad(self, theta, batch, *, step=0):
@@ -651,6 +651,8 @@ class EpisodeLearner(Learner):
         if X.shape[1] != self.model.n_features:
             raise ValueError(f"{name} must have {self.model.n_features} columns (the model's "
                              f"inputs), got shape {X.shape}")
+        if X.shape[0] == 0:
+            raise ValueError(f"{name} must have at least 1 row(s), got shape {X.shape}")
         E = self.model.predict(theta, X, n_threads=self.n_threads if n_threads is None
                                else n_threads)
         return E.reshape(E.shape[0], -1)
@@ -666,6 +668,8 @@ class EpisodeLearner(Learner):
             if X.shape[1] != self.model.n_features:
                 raise ValueError(f"{what} must have {self.model.n_features} columns (the "
                                  f"model's inputs), got shape {X.shape}")
+            if X.shape[0] == 0:
+                raise ValueError(f"{what} must have at least 1 row(s), got shape {X.shape}")
         E = self._embed(theta, np.vstack([Xs, Xq]))
         return y, E[:Xs.shape[0]], E[Xs.shape[0]:]
 
@@ -857,7 +861,10 @@ class RidgeHead(EpisodeLearner):
             return
         params = self.check_params(theta)
         P = self.model.n_params
-        lam = float(np.exp(np.float64(params[P])))
+        lam, scale = float(np.exp(np.float64(params[P]))), float(params[P + 1])
+        if abs(scale) > 1e30:   # logits s·M overflow long before the solve fails
+            raise ValueError(f"theta: the ridge head's logit scale theta[{P + 1}] = {scale:.3g} "
+                             f"makes the episode loss overflow (start from a smaller scale)")
         raise ValueError(f"theta: the ridge head's λ = exp(theta[{P}]) = {lam:.3g} is too small "
                          f"for these embeddings: X Xᵀ + λ·I is not numerically positive definite "
                          f"in an episode of the batch (start from a larger reg)")

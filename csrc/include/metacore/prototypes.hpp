@@ -133,7 +133,7 @@ double prototype_loss_grad(const T* protos, std::int64_t N, std::int64_t D, cons
         const double zmax = *std::max_element(z.begin(), z.end());
         double sum = 0.0;
         for (std::int64_t k = 0; k < N; ++k) sum += std::exp(z[k] - zmax);
-        loss += zmax + std::log(sum) - z[label];
+        loss += (zmax - z[label]) + std::log(sum);  // ≥ 0: zmax + log Σ first would round log Σ away
         if (!dE) continue;
         T* de = dE + r * D;
         std::fill(de, de + D, T(0));

@@ -85,7 +85,7 @@ double ridge_episode(RidgeScratch<T>& s, const E* Es, std::int64_t ns, const E* 
             const double zmax = *std::max_element(z.begin(), z.begin() + N);
             double sum = 0.0;
             for (std::int64_t k = 0; k < N; ++k) sum += std::exp(z[k] - zmax);
-            total += zmax + std::log(sum) - z[label];
+            total += (zmax - z[label]) + std::log(sum);
         }
         *support_loss = total / static_cast<double>(ns);
     }
@@ -110,14 +110,18 @@ double ridge_episode(RidgeScratch<T>& s, const E* Es, std::int64_t ns, const E* 
     for (std::int64_t q = 0; q < nq; ++q) {
         const double* m = s.M.data() + q * N;
         const auto label = static_cast<std::int64_t>(yq[q * ystride]);
-        double zmax = scale * m[0];
-        for (std::int64_t k = 1; k < N; ++k) zmax = std::max(zmax, scale * m[k]);
+        // The logits z = s·M stored once: recomputed inside exp(z − max), a contracted
+        // multiply-add would not cancel the largest term exactly, and at large s every term
+        // would underflow (log 0). (max − z_y) first: max + log Σ would round log Σ away.
+        double* z = s.G.data() + q * N;
+        for (std::int64_t k = 0; k < N; ++k) z[k] = scale * m[k];
+        const double zmax = *std::max_element(z, z + N);
         double sum = 0.0;
-        for (std::int64_t k = 0; k < N; ++k) sum += std::exp(scale * m[k] - zmax);
-        loss += zmax + std::log(sum) - scale * m[label];
+        for (std::int64_t k = 0; k < N; ++k) sum += std::exp(z[k] - zmax);
+        loss += (zmax - z[label]) + std::log(sum);
         for (std::int64_t k = 0; k < N; ++k)
-            s.G[q * N + k] = weight * (std::exp(scale * m[k] - zmax) / sum -
-                                       (k == label ? 1.0 : 0.0)) / static_cast<double>(nq);
+            z[k] = weight * (std::exp(z[k] - zmax) / sum - (k == label ? 1.0 : 0.0)) /
+                   static_cast<double>(nq);
     }
     loss /= static_cast<double>(nq);
     if (!dEs) return loss;

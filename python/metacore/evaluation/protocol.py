@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import _validation
-from ..adapt import adapt_batch
+from ..adapt import query_predictions
 from ..models import MLP
 from ..train.loop import progress_bar
 from .statistics import MIN_TASKS_FOR_CI, interval
@@ -199,8 +199,8 @@ def evaluate(model, theta, test_tasks, *, steps=(0, 1, 5, 10), lr=None, learner=
 
     def outputs(part, s):  # query outputs of the tasks ``part`` after s steps
         if learner is None:
-            return adapt_batch(model, theta, part, steps=s, lr=lr, head_only=head_only,
-                               n_threads=n_threads)[1]
+            return query_predictions(model, theta, part, steps=s, lr=lr, head_only=head_only,
+                                     n_threads=n_threads)
         return learner.query_outputs(theta, part, steps=s, lr=lr, head_only=head_only,
                                      n_threads=n_threads)
 
