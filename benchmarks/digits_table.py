@@ -151,7 +151,9 @@ def baseline(args, images, val):
     for lr in RATES:
         rep = mc.evaluate(model, theta, val, steps=tuple(args.eval_steps), lr=lr, n_threads=1,
                           progress=False)
-        scores[lr] = max(rep.at(s, "accuracy")[0] for s in args.eval_steps)
+        # a step count at which a task diverged has NaN accuracy: it scores worst, never wins
+        scores[lr] = max(np.nan_to_num(rep.at(s, "accuracy")[0], nan=-1.0)
+                         for s in args.eval_steps)
     best = max(RATES, key=lambda r: scores[r])
     return model, theta, best, scores, train_s
 

@@ -206,3 +206,35 @@ def test_a_clipped_interval_shows_its_ends_and_a_note():
     assert row["accuracy_clipped"] and row["accuracy_interval"][1] == 1.0
     table = mc.report.format_table([rep], metric="accuracy")
     assert "100.0]*" in table and "clipped to the metric's range [0, 100]" in table
+
+
+@pytest.mark.parametrize("metric", ["loss", "accuracy"])
+def test_best_lr_never_picks_a_rate_under_which_a_task_diverged(metric):
+    """One of six tasks diverges at the huge rate (NaN accuracy, inf loss); an argmax over
+    accuracies would have returned it, as the first NaN wins there."""
+    model = mc.Softmax(4, 5)
+    rng = np.random.default_rng(0)
+    Xs = [rng.normal(size=(15, 4)) * (1e150 if i == 2 else 1.0) for i in range(6)]
+    ys = [np.arange(15) % 5 for _ in range(6)]
+    ts = mc.TaskSet.from_arrays(Xs, ys, n_support=5)
+    theta = model.init(seed=1)
+    huge = mc.evaluate(model, theta, ts, steps=(3,), lr=1e150)
+    assert np.isnan(huge.accuracies[0, 2]) and np.isinf(huge.losses[0, 2])
+    assert np.isfinite(huge.accuracies[0, [0, 1, 3, 4, 5]]).all()
+    for lrs in ((1e150, 0.01, 0.1), (0.01, 1e150), (0.1, 1e150, 0.01)):
+        lr = mc.evaluation.baselines.best_lr(model, theta, ts, lrs, steps=3, metric=metric)
+        assert lr != 1e150
+        scores = {r: mc.evaluate(model, theta, ts, steps=(3,), lr=r) for r in lrs if r != 1e150}
+        if metric == "accuracy":
+            assert lr == max(scores, key=lambda r: scores[r].accuracies.mean())
+        else:
+            assert lr == min(scores, key=lambda r: scores[r].losses.mean())
+
+
+def test_best_lr_names_a_bad_metric():
+    model = mc.MLP([1, 3, 1])
+    ts = mc.TaskSet.from_arrays([np.ones((4, 1))], [np.ones(4)], n_support=2)
+    with pytest.raises(ValueError, match="metric must be 'loss' or 'accuracy'"):
+        mc.evaluation.baselines.best_lr(model, model.init(seed=0), ts, (0.1,), metric="acc")
+    with pytest.raises(ValueError, match="metric='accuracy' needs a classifier"):
+        mc.evaluation.baselines.best_lr(model, model.init(seed=0), ts, (0.1,), metric="accuracy")

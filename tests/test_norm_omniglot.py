@@ -91,7 +91,7 @@ def test_demo_refuses_an_option_of_the_other_demo(tmp_path, which, option, value
 
 def test_the_demo_table_runs_every_column_on_the_real_archives():
     """The whole path of `metacore demo omniglot` (ProtoNet on the shifted pool, the pixel class
-    mean, both fine-tuned baselines), cut short: every setting gets every column, each an accuracy
+    mean, both fine-tuned baselines, the pre-trained trunk as a prototype embedding), cut short: every setting gets every column, each an accuracy
     with its interval, and the printed table has a line per setting. (A pre-trained θ once
     shadowed the `trunk` argument here and the demo failed after training.)"""
     omniglot_or_skip()
@@ -102,7 +102,7 @@ def test_the_demo_table_runs_every_column_on_the_real_archives():
     rows = table(ROOT, n_test=8, threads=1, say=lines.append, **recipe)
     assert [(r["n_way"], r["k_shot"]) for r in rows] == [(5, 1), (5, 5), (20, 1), (20, 5)]
     for r in rows:
-        for key in ("pixel", "scratch", "pretrained", "protonet"):
+        for key in ("pixel", "scratch", "pretrained", "pretrained_class_mean", "protonet"):
             acc, ci = r[key][:2]
             assert 0.0 <= acc <= 1.0 and 0.0 <= ci < 0.5, (key, r[key])
         assert r["trunk"] == [784, 256, 128, 64] and r["shift"] == 1

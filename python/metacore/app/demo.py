@@ -316,4 +316,4 @@ def run_omniglot_demo(args):
 # setting (the README's best recipe), and the baselines.
 OMNIGLOT_DEMO = {"steps": 4000, "train_way": 40, "q_query": 5, "lr": 1e-3, "train_shot": 1,
                  "norm": None, "head_scale": 1.0, "weight_decay": 0.01, "schedule": "cosine",
-                 "shift": 1, "pretrain_steps": 1000}
+                 "shift": 1, "pretrain_steps": 3000}

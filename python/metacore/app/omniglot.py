@@ -13,9 +13,13 @@ W-way episodes drawn in the core (Adam, rate halved every third of the run). Bas
   the identity as embedding);
 - scratch: an MLP 784-256-128-64-N (same trunk and norm, N-way softmax head) from a random
   initialisation, fine-tuned by SGD on each episode's support rows;
-- pre-trained: the same trunk first trained as one 544-way classifier on every meta-train image
-  (the multi-task objective over one task, 256 rows per step, 1,000 Adam steps at 1e-3), then a zero N-way head and the
-  whole net fine-tuned on each episode's support rows.
+- pre-trained: the same trunk first trained as one 544-way classifier on every image of the pool
+  the ProtoNet trains on (the shifted pool when ``shift`` > 0; the multi-task objective over one
+  task, 256 rows per step, ``pretrain_steps`` Adam steps at 1e-3), then a zero N-way head and the
+  whole net fine-tuned on each episode's support rows;
+- pre-trained trunk, nearest class mean: that trunk (its last layer without the relu) as the
+  embedding of a prototype classifier, no fine-tuning (the "Classifier-Baseline" of Chen et al.
+  2021, "Meta-Baseline"); not with ``norm="batch"``, whose trunk ends in norm parameters.
 
 Each fine-tuned baseline takes 5 SGD steps on the support rows at its best rate of 0.01, 0.03, 0.1,
 0.3, 1 (the best query accuracy on 20 meta-train episodes of the same setting).
@@ -91,7 +95,8 @@ def classifier(n_way, norm):
 
 
 def pretrain(train_set, steps, threads, norm, seed=0):
-    """The trunk trained as one classifier of every meta-train class (all images, one task)."""
+    """The trunk trained as one classifier of every class of ``train_set`` (all images, one
+    task)."""
     model = classifier(train_set.n_classes, norm)
     ts = mc.TaskSet.from_arrays([train_set.X], [train_set.labels.astype(np.float32)],
                                 dtype=np.float32)
@@ -112,9 +117,8 @@ def with_head(trunk, n_way, norm):
 
 def best_rate(model, theta, val, threads):
     """The rate of RATES with the best query accuracy after FT_STEPS steps on ``val``."""
-    accs = [mc.evaluate(model, theta, val, steps=(FT_STEPS,), lr=lr,
-                        n_threads=threads, progress=False).at(FT_STEPS, "accuracy")[0] for lr in RATES]
-    return RATES[int(np.argmax(accs))]
+    return mc.evaluation.baselines.best_lr(model, theta, val, RATES, steps=FT_STEPS,
+                                           metric="accuracy", n_threads=threads)
 
 
 def fine_tuned(model, theta, val, episodes, threads):
@@ -167,14 +171,17 @@ def table(data, *, steps=3000, train_way=20, q_query=5, meta_batch=2, lr=1e-3, n
         models = {k: models[train_shot] for k in shots}
     if baselines:
         # not `trunk`: that argument names the embedding's widths, reported in every row
-        pre_theta, t_pre = pretrain(train_set, pretrain_steps, threads, norm)
-        say(f"pre-trained the {train_set.n_classes}-way classifier: {pretrain_steps} steps in "
-            f"{t_pre:.0f} s")
+        pre_theta, t_pre = pretrain(pool, pretrain_steps, threads, norm)
+        say(f"pre-trained the {pool.n_classes}-way classifier on {pool.X.shape[0]} images: "
+            f"{pretrain_steps} steps in {t_pre:.0f} s")
+    class_mean = baselines and norm is None
 
     rows = []
     head = "| episodes | pixel class mean |"
     if baselines:
         head += " scratch, fine-tuned | pre-trained, fine-tuned |"
+    if class_mean:
+        head += " pre-trained trunk, nearest class mean |"
     if protonet:
         head += " ProtoNet | training | evaluation |"
     say(f"\n{head}\n|" + "---|" * (head.count("|") - 1))
@@ -197,7 +204,15 @@ def table(data, *, steps=3000, train_way=20, q_query=5, meta_batch=2, lr=1e-3, n
                     model, th = with_head(pre_theta, n_way, norm)
                 a, c, s, rate = fine_tuned(model, th, val, episodes, threads)
                 row[name] = [a, c, s, rate]
-                line += f" {100 * a:.1f} ± {100 * c:.1f} ({s} steps, lr {rate:g}) |"
+                score = f"{100 * a:.1f} ± {100 * c:.1f}" if np.isfinite(a) else "diverged"
+                line += f" {score} ({s} steps, lr {rate:g}) |"
+        if class_mean:
+            embedding = mc.MLP(TRUNK, activation="relu", loss="mse")
+            a, c = mc.evaluate(embedding, pre_theta, episodes, steps=(0,),
+                               learner=mc.ProtoNet(embedding), n_threads=threads,
+                               progress=False).at(0, "accuracy")
+            row["pretrained_class_mean"] = [a, c]
+            line += f" {100 * a:.1f} ± {100 * c:.1f} |"
         if protonet:
             learner, theta, seconds = models[k_shot]
             t0 = time.perf_counter()
@@ -208,6 +223,7 @@ def table(data, *, steps=3000, train_way=20, q_query=5, meta_batch=2, lr=1e-3, n
             line += f" **{100 * acc:.1f} ± {100 * ci:.1f}** | {seconds:.0f} s | {t_eval:.1f} s |"
         rows.append(row)
         say(line)
+        del episodes   # freed before the next setting's are drawn (20-way 5-shot: 720 MiB)
     say(f"\ntotal wall time {time.perf_counter() - t_start:.0f} s, CPU time "
         f"{time.process_time() - cpu_start:.0f} s (all threads of this process)")
     return rows

@@ -44,14 +44,27 @@ def joint(model, train_tasks, theta0, *, steps=1000, lr=1e-3, weights=None, weig
     return res.theta
 
 
-def best_lr(model, theta, val_tasks, lrs, *, steps=10, n_threads=None):
-    """The rate of ``lrs`` with the lowest mean query loss after ``steps`` steps on
-    ``val_tasks`` (held-out tasks other than the test tasks): a baseline fine-tunes at its own
-    best rate, not at the one the meta-learner was trained for."""
+def best_lr(model, theta, val_tasks, lrs, *, steps=10, metric="loss", n_threads=None):
+    """The rate of ``lrs`` with the best score after ``steps`` steps on ``val_tasks`` (held-out
+    tasks other than the test tasks): a baseline fine-tunes at its own best rate, not at the one
+    the meta-learner was trained for. ``metric``: "loss" (the lowest mean query loss) or
+    "accuracy" (the highest mean query accuracy, classifiers). A rate under which any task
+    diverged scores worst (its mean loss is inf, its mean accuracy NaN): it never wins against
+    one that did not. ValueError for an empty ``lrs`` or another metric."""
     from .protocol import evaluate
     lrs = [_validation.real(f"lrs[{i}]", v, minimum=0.0, min_open=True) for i, v in enumerate(lrs)]
     if not lrs:
         raise ValueError("lrs must list at least one rate")
-    scores = [evaluate(model, theta, val_tasks, steps=(steps,), lr=lr,
-                       n_threads=n_threads, progress=False).losses[0].mean() for lr in lrs]
-    return lrs[int(np.argmin(scores))]
+    if metric not in ("loss", "accuracy"):
+        raise ValueError(f"metric must be 'loss' or 'accuracy', got {metric!r}")
+    reports = [evaluate(model, theta, val_tasks, steps=(steps,), lr=lr, n_threads=n_threads,
+                        progress=False) for lr in lrs]
+    if metric == "accuracy":
+        if reports[0].accuracies is None:
+            raise ValueError(f"metric='accuracy' needs a classifier; the model's loss is "
+                             f"{model.loss!r}")
+        scores = [-r.accuracies[0].mean() for r in reports]
+    else:
+        scores = [r.losses[0].mean() for r in reports]
+    # NaN (a diverged task's accuracy) as +inf: np.argmin would return the first NaN
+    return lrs[int(np.argmin(np.nan_to_num(scores, nan=np.inf)))]
