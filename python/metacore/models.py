@@ -188,6 +188,43 @@ class MLP:
             theta[g:g + o] = 1.0
         return theta.astype(dtype)
 
+    def theta_from(self, source, theta):
+        """θ of this model that computes, for every task, what ``source`` (another MLP of the
+        same layer sizes and norm) computes with ``theta``: the trunk copied, each task's head
+        set from the source's head for that task — the shared one when the source has one head,
+        the shared output W and the task's own bias when it has bias-only heads. A start for
+        richer heads: a pooled fit under per-task heads, bias-only heads (per-task
+        intercepts) under full heads (each task's slopes then free to move from the shared
+        ones). Returns a new array (n_params,), θ's dtype.
+
+        ValueError when the source has other layer sizes or norm, or heads this model cannot
+        express without losing something (per-task heads into one head, full heads into
+        bias-only heads, a different number of tasks).
+        """
+        if not isinstance(source, MLP):
+            raise TypeError(f"source must be a metacore MLP, got {type(source).__name__}")
+        theta = _validation.theta("theta", theta, source.n_params)
+        if source.layer_sizes != self.layer_sizes or source.norm != self.norm:
+            raise ValueError(f"source: layer sizes {list(source.layer_sizes)} and norm "
+                             f"{source.norm!r} differ from this model's "
+                             f"{list(self.layer_sizes)} and {self.norm!r}")
+        src_heads, dst_heads = source.task_heads or 1, self.task_heads or 1
+        shared_source = source.task_heads is None
+        if not shared_source and (src_heads != dst_heads or
+                                  (source.head == "full" and self.head == "bias")):
+            raise ValueError(f"source: its heads (task_heads={source.task_heads}, head="
+                             f"{source.head!r}) do not map onto this model's (task_heads="
+                             f"{self.task_heads}, head={self.head!r}) without losing "
+                             f"parameters")
+        out = np.empty(self.n_params, dtype=theta.dtype)
+        out[:self.n_trunk_params] = theta[:source.n_trunk_params]
+        for t in range(dst_heads):
+            (w_src, (o, i), b_src) = source.layers(0 if shared_source else t)[-1]
+            (w_dst, _, b_dst) = self.layers(t)[-1]
+            out[w_dst:w_dst + o * i] = theta[w_src:w_src + o * i]   # shared W written again
+            out[b_dst:b_dst + o] = theta[b_src:b_src + o]
+        return out
+
     def predict(self, theta, X, task=0, n_threads=None):
         """Outputs for rows X: (n,) for one output, (n, k) otherwise. Raw values for mse,
         logits for logistic and cross_entropy. ``task`` picks the head with per-task heads.

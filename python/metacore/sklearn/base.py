@@ -141,6 +141,8 @@ class MLPBase(BaseEstimator):
         self.n_outputs_ = int(n_outputs)
         model = MLP(list(self.layer_sizes_), activation=self.activation, loss=self._loss,
                     task_heads=task_heads, head=self._head_kind())
+        # the fitted layout: θ's meaning must not follow a later set_params(head=...)
+        self.head_layout_ = (task_heads, model.head)
         self.__dict__["_cache"] = {"model": model}   # predict then leaves __dict__ unchanged
         return model
 
@@ -155,9 +157,10 @@ class MLPBase(BaseEstimator):
         """The fitted net (rebuilt after unpickling: compiled nets are not pickled)."""
         cache = self.__dict__.setdefault("_cache", {})
         if "model" not in cache:
+            task_heads, head = getattr(self, "head_layout_",
+                                       (self._task_heads(), self._head_kind()))
             cache["model"] = MLP(list(self.layer_sizes_), activation=self.activation,
-                                 loss=self._loss, task_heads=self._task_heads(),
-                                 head=self._head_kind())
+                                 loss=self._loss, task_heads=task_heads, head=head)
         return cache["model"]
 
     def __getstate__(self):

@@ -83,7 +83,8 @@ class _MultiTask(MLPBase):
         fraction = _validation.real("validation_fraction", self.validation_fraction, minimum=0.0,
                                     maximum=1.0, max_open=True)
         warm = (self.warm_start and hasattr(self, "theta_"))
-        old = (self.layer_sizes_, getattr(self, "classes_", None), self.tasks_) if warm else None
+        old = (self.layer_sizes_, getattr(self, "classes_", None), self.tasks_,
+               self._model()) if warm else None
         X, y = self._validate_fit_data(X, y)
         g = check_groups(groups, X.shape[0])
         self.tasks_, codes = np.unique(g, return_inverse=True)
@@ -121,7 +122,18 @@ class _MultiTask(MLPBase):
                          and np.array_equal(old[2], new[2])):
             raise ValueError("warm_start=True: X, the classes or the tasks differ from the "
                              "previous fit; refit with warm_start=False")
-        start = self.theta_ if warm else model.init(seed=init_seed, dtype=X.dtype)
+        start = model.init(seed=init_seed, dtype=X.dtype)
+        if warm:
+            # the previous fit's θ, moved into this fit's heads when task_heads/head changed
+            # (bias-only heads → a full head per task starting at the shared one)
+            try:
+                start = model.theta_from(old[3], self.theta_)
+            except ValueError as e:
+                raise ValueError(f"warm_start=True: the previous fit's heads (task_heads="
+                                 f"{old[3].task_heads}, head={old[3].head!r}) cannot start "
+                                 f"these (task_heads={model.task_heads}, head={model.head!r}); "
+                                 f"refit with warm_start=False") from e
+            start = start.astype(X.dtype, copy=False)
         rows = "all" if n_support is None or (ts.n_query == 0).all() else "support"
         obj = Objective(model, ts, l2=self.alpha, rows=rows, n_threads=self.n_threads)
         every = strategy.eval_every if isinstance(strategy, _weighting.EvalDriven) \
