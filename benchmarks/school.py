@@ -55,6 +55,14 @@ Rows:
   episode sampler: support/query halves of each school's rows), then for each school
   ``adapt_predict`` on its training rows — what a scikit-learn user writes, no column scaling or
   per-group penalties: one λ for every coefficient, chosen on validation from ESTIMATOR_REGS.
+  And the two-stage model of the ``intercepts`` rows with ``MultiTaskMLPRegressor``: school
+  intercepts (``head="bias"``), then ``warm_start`` into full heads with ``solver="sgd"``, the
+  number of stage-2 steps from TWO_STAGE_STEPS on validation (``estimator_two_stage``).
+- what a sceptic would also run (``sceptic``), scikit-learn non-linear models with the school as a
+  feature: ``HistGradientBoostingRegressor`` with the school as a categorical feature (learning
+  rate and number of trees from GBM_GRID, L2 1.0), and ``MLPRegressor(hidden_layer_sizes=(32,))``
+  on the features and the one-hot school (a school's own shift of every hidden unit; α from
+  MLP_ALPHAS, Adam, 300 epochs, one seed).
 - Reptile init adapted per school: ``mc.fit(mc.MetaObjective(mc.Reptile(...), schools))`` from
   the pooled net, then per school ``mc.adapt_predict`` on its training rows with per-parameter
   rates that adapt only the output layer (bias rate and weight rate, steps chosen on validation).
@@ -74,7 +82,10 @@ from metacore.evaluation.statistics import explained_variance, task_explained_va
 
 ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
 L2S = (1e-4, 3e-4, 1e-3)   # λ of the bias-head models (mean squared error in sd² units)
-ROWS = ("ridge", "pooled", "heads", "intercepts", "prox", "imaml", "estimator", "reptile")
+ROWS = ("ridge", "pooled", "heads", "intercepts", "prox", "imaml", "estimator", "reptile",
+        "sceptic")
+GBM_GRID = [(lr, n) for lr in (0.05, 0.1) for n in (100, 300)]   # (learning rate, trees)
+MLP_ALPHAS = (0.3, 1.0, 3.0)      # scikit-learn MLPRegressor's L2 penalty
 ESTIMATOR_REGS = (3.0, 10.0, 30.0)   # iMAML's λ in the scikit-learn estimator row
 # Columns of the school data (after the constant is dropped): exam year (3 dummies), the school's
 # % free school meals and % VR band 1 in that year, then the student's gender (2), VR band (3)
@@ -154,6 +165,31 @@ def ridge_per_school(fit, val, alpha=None):
         (Xf, yf), (Xv, _) = fit[i], val[i]
         out.append(Ridge(alpha=alpha).fit(Xf, yf).predict(Xv))
     return np.concatenate(out)
+
+
+def gbm(fit, val, setting=None, seed=0):
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    if setting is None:
+        return max(GBM_GRID, key=lambda g: val_score(val, gbm(fit, val, g, seed)))
+    lr, trees = setting
+    school = [fit.n_features]          # the last column: the school's index, a category
+    m = HistGradientBoostingRegressor(learning_rate=lr, max_iter=trees, l2_regularization=1.0,
+                                      categorical_features=school, random_state=seed)
+    m.fit(np.hstack([fit.X, school_of_rows(fit)[:, None]]), fit.y)
+    return m.predict(np.hstack([val.X, school_of_rows(val)[:, None]]))
+
+
+def mlp_one_hot(fit, val, alpha=None, seed=0):
+    import warnings
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPRegressor
+    if alpha is None:
+        return max(MLP_ALPHAS, key=lambda a: val_score(val, mlp_one_hot(fit, val, a, seed)))
+    m = MLPRegressor(hidden_layer_sizes=(32,), alpha=alpha, max_iter=300, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        m.fit(np.hstack([fit.X, one_hot(fit)]), fit.y)
+    return m.predict(np.hstack([val.X, one_hot(val)]))
 
 
 # --- nets ---------------------------------------------------------------------------------------
@@ -358,6 +394,34 @@ def estimator_imaml(fit, val, reg, seed):
     return pred
 
 
+TWO_STAGE_STEPS = (100, 200, 300, 400, 500, 600, 800)   # stage-2 SGD steps, on validation
+
+
+def estimator_two_stage(fit, val, seed, steps=TWO_STAGE_STEPS):
+    """The two-stage school model as a scikit-learn user writes it with
+    ``MultiTaskMLPRegressor``: a linear model with one intercept per school (``head="bias"``,
+    λ 1e-3, 1,500 Adam steps at 5e-3, students weighted alike), then ``set_params(head="full",
+    warm_start=True, solver="sgd", learning_rate_init=0.03)`` and more fits, every school's
+    head starting at the shared slopes and its intercept. Returns {stage-2 steps: predictions
+    on ``val``} for each count of ``steps`` (0: the first stage alone)."""
+    from metacore.sklearn import MultiTaskMLPRegressor
+    g = school_of_rows(fit)
+    n = np.bincount(g).astype(np.float64)
+    est = MultiTaskMLPRegressor(hidden_layer_sizes=(), task_heads=True, head="bias", alpha=1e-3,
+                                learning_rate_init=5e-3, max_iter=1500,
+                                weighting=mc.weighting.Fixed(n / n.sum()), dtype="float64",
+                                random_state=seed, n_threads=1).fit(fit.X, fit.y, groups=g)
+    gv = school_of_rows(val)
+    out = {0: est.predict(val.X, groups=gv)}
+    est.set_params(head="full", warm_start=True, solver="sgd", learning_rate_init=0.03)
+    done = 0
+    for k in steps:
+        est.set_params(max_iter=k - done).fit(fit.X, fit.y, groups=g)
+        done = k
+        out[k] = est.predict(val.X, groups=gv)
+    return out
+
+
 def adapt_rates(model, bias_rate, weight_rate):
     P, H = model.n_params, model.layer_sizes[-2]
     rates = np.zeros(P)
@@ -418,8 +482,20 @@ def repetition(train, test, rep, args):
         reg = max(ESTIMATOR_REGS, key=lambda r: val_score(val, estimator_imaml(fit, val, r, rep)))
         chosen[name] = f"reg={reg}"
         record(name, estimator_imaml(s.train, s.test, reg, rep))
+        name = ("metacore MultiTaskMLPRegressor, linear: school intercepts, then warm-started "
+                "full heads (SGD)")
+        on_val = estimator_two_stage(fit, val, rep)
+        k = max(on_val, key=lambda k: val_score(val, on_val[k]))
+        chosen[name] = f"stage-2 steps={k}"
+        record(name, estimator_two_stage(s.train, s.test, rep, steps=(k,) if k else ())[k])
     if "reptile" in rows:
         adapted(fit, val, s, pooled, th_fit, th_all, rep, args, record, chosen)
+    if "sceptic" in rows:
+        for name, f in (("gradient boosting, school as a category (scikit-learn)", gbm),
+                        ("MLP 32, features + one-hot school (scikit-learn)", mlp_one_hot)):
+            g = f(fit, val, seed=rep)
+            chosen[name] = str(g)
+            record(name, f(s.train, s.test, g, seed=rep))
     return out, chosen
 
 

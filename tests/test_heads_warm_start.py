@@ -101,3 +101,23 @@ def test_classifier_warm_start_from_a_shared_head_to_task_heads():
     est.set_params(task_heads=True, warm_start=True, max_iter=1, learning_rate_init=1e-30)
     np.testing.assert_allclose(est.fit(X, labels, groups=g).predict_proba(X, groups=g), before,
                                rtol=1e-5, atol=1e-6)
+
+
+def test_solver_sgd_takes_plain_gradient_steps():
+    """solver="sgd": θ ← θ − r (∇ mean squared error + λθ), checked against the closed-form
+    gradient of a linear model in NumPy (float64)."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(50, 3))
+    y = X @ np.array([1.0, -2.0, 0.5]) + 0.3 + 0.1 * rng.normal(size=50)
+    est = MultiTaskMLPRegressor(hidden_layer_sizes=(), solver="sgd", alpha=0.01, max_iter=1,
+                                learning_rate_init=1e-300, dtype="float64", random_state=0)
+    theta = est.fit(X, y).theta_.copy()          # the start (a step of 1e-300 changes nothing)
+    est.set_params(warm_start=True, learning_rate_init=0.1, max_iter=3).fit(X, y)
+    for _ in range(3):
+        w, b = theta[:3], theta[3]
+        r = X @ w + b - y
+        grad = np.append(2.0 * X.T @ r / 50, 2.0 * r.mean()) + 0.01 * theta
+        theta = theta - 0.1 * grad
+    np.testing.assert_allclose(est.theta_, theta, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="solver"):
+        MultiTaskMLPRegressor(solver="lbfgs").fit(X, y)

@@ -12,7 +12,7 @@ from sklearn.metrics import accuracy_score, r2_score
 from .. import _validation
 from .. import weighting as _weighting
 from ..data.taskset import TaskSet
-from ..optim import Adam
+from ..optim import SGD, Adam
 from ..problems import Objective
 from ..train.fit import fit as _engine_fit
 from .base import MLPBase, check_groups
@@ -42,7 +42,8 @@ def weighting_by_name(value, classifier):
 
 class _MultiTask(MLPBase):
     def __init__(self, hidden_layer_sizes=(64,), *, activation="relu", task_heads=False,
-                 head="full", weighting=None, alpha=0.0, learning_rate_init=0.01, max_iter=200,
+                 head="full", weighting=None, alpha=0.0, solver="adam", learning_rate_init=0.01,
+                 max_iter=200,
                  batch_tasks=None, batch_rows=None, validation_fraction=0.2, warm_start=False,
                  dtype="float32", random_state=None, n_threads=None, verbose=0):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -51,6 +52,7 @@ class _MultiTask(MLPBase):
         self.head = head
         self.weighting = weighting
         self.alpha = alpha
+        self.solver = solver
         self.learning_rate_init = learning_rate_init
         self.max_iter = max_iter
         self.batch_tasks = batch_tasks
@@ -80,6 +82,7 @@ class _MultiTask(MLPBase):
         if self.head == "bias" and not self.task_heads:
             raise ValueError("head='bias' (one output bias per task) needs task_heads=True")
         _validation.real("alpha", self.alpha, minimum=0.0)
+        _validation.choice("solver", self.solver, ("adam", "sgd"))
         fraction = _validation.real("validation_fraction", self.validation_fraction, minimum=0.0,
                                     maximum=1.0, max_open=True)
         warm = (self.warm_start and hasattr(self, "theta_"))
@@ -138,7 +141,9 @@ class _MultiTask(MLPBase):
         obj = Objective(model, ts, l2=self.alpha, rows=rows, n_threads=self.n_threads)
         every = strategy.eval_every if isinstance(strategy, _weighting.EvalDriven) \
             else self.max_iter
-        res = _engine_fit(obj, start, optimizer=Adam(lr=self.learning_rate_init),
+        optimizer = (Adam(lr=self.learning_rate_init) if self.solver == "adam"
+                     else SGD(lr=self.learning_rate_init))
+        res = _engine_fit(obj, start, optimizer=optimizer,
                           steps=self.max_iter, weighting=strategy, batch_tasks=self.batch_tasks,
                           batch_rows=self.batch_rows, eval_every=every,
                           progress=bool(self.verbose), seed=seed, n_threads=self.n_threads)
@@ -212,8 +217,12 @@ class MultiTaskMLPRegressor(RegressorMixin, _MultiTask):
         "gradvac", "evaldriven") or object (``metacore.weighting.EvalDriven(...)``).
     alpha : float, default 0
         L2 penalty λ on all of θ (heads included).
+    solver : {"adam", "sgd"}, default "adam"
+        The optimizer (scikit-learn's MLP names them so): Adam (Kingma & Ba 2015), or plain
+        full-step gradient descent, whose early stopping shrinks the parameters the data moves
+        least — e.g. per-task slopes warm-started from a shared model (see ``warm_start``).
     learning_rate_init : float, default 0.01
-        Adam's learning rate.
+        The optimizer's learning rate.
     max_iter : int, default 200
         Optimizer steps (each over every task's rows unless batch_tasks/batch_rows are set).
     batch_tasks, batch_rows : int or None
@@ -221,7 +230,10 @@ class MultiTaskMLPRegressor(RegressorMixin, _MultiTask):
     validation_fraction : float in [0, 1), default 0.2
         With EvalDriven weighting: the share of each task's rows held out to evaluate it.
     warm_start : bool, default False
-        Continue from the previous fit's θ (same features, outputs and tasks).
+        Continue from the previous fit's θ (same features, outputs and tasks). Heads may grow
+        between fits (``metacore.MLP.theta_from``): one shared head → a head per task, or
+        ``head="bias"`` → ``"full"``, each task's new head starting at what it computed, e.g.
+        per-task intercepts first, then each task's slopes free to move from the shared ones.
     dtype : {"float32", "float64"}, default "float32"
         The working precision.
     random_state : int, RandomState or None
