@@ -84,7 +84,7 @@ ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
 L2S = (1e-4, 3e-4, 1e-3)   # λ of the bias-head models (mean squared error in sd² units)
 ROWS = ("ridge", "pooled", "heads", "intercepts", "prox", "imaml", "estimator", "reptile",
         "sceptic")
-GBM_GRID = [(lr, n) for lr in (0.05, 0.1) for n in (100, 300)]   # (learning rate, trees)
+GBM_GRID = [(lr, n) for lr in (0.02, 0.05, 0.1) for n in (50, 100, 300)]   # (learning rate, trees)
 MLP_ALPHAS = (0.3, 1.0, 3.0)      # scikit-learn MLPRegressor's L2 penalty
 ESTIMATOR_REGS = (3.0, 10.0, 30.0)   # iMAML's λ in the scikit-learn estimator row
 # Columns of the school data (after the constant is dropped): exam year (3 dummies), the school's

@@ -238,3 +238,17 @@ def test_best_lr_names_a_bad_metric():
         mc.evaluation.baselines.best_lr(model, model.init(seed=0), ts, (0.1,), metric="acc")
     with pytest.raises(ValueError, match="metric='accuracy' needs a classifier"):
         mc.evaluation.baselines.best_lr(model, model.init(seed=0), ts, (0.1,), metric="accuracy")
+
+
+def test_steps_must_increase_and_at_names_what_the_report_has(sinusoids):
+    model, theta, ts = sinusoids
+    for steps in [(5, 0), (0, 5, 5), (1, 1)]:
+        with pytest.raises(ValueError, match=r"steps must be increasing, each step count once"):
+            mc.evaluate(model, theta, ts, steps=steps, lr=0.01, progress=False)
+    rep = mc.evaluate(model, theta, ts, steps=(0, 5), lr=0.01, progress=False)
+    with pytest.raises(ValueError, match=r"this report has step counts \(0, 5\), not 2"):
+        rep.at(2)
+    with pytest.raises(ValueError, match=r"metric must be 'loss' for this report, got "
+                                         r"'accuracy'"):
+        rep.at(5, "accuracy")
+    assert rep.at(5)[0] == rep.summary()[1]["loss"]

@@ -109,9 +109,11 @@ def test_classifier_labels_probabilities_and_eval_driven_accuracy():
 def test_warm_start_continues_the_same_theta():
     X, y, g = regression_tasks()
     a = MultiTaskMLPRegressor(warm_start=True, **SMALL).fit(X, y, groups=g)
-    first = a.loss_curve_[-1]
+    first, n = a.loss_curve_[-1], a.n_iter_
     a.fit(X, y, groups=g)
-    assert a.loss_curve_[0] <= first * 1.05
+    # as scikit-learn's MLPs: the curve and the count go on from the first fit's
+    assert a.n_iter_ == 2 * n and a.loss_curve_.shape == (2 * n,)
+    assert a.loss_curve_[n] <= first * 1.05
 
 
 # --- meta-learning -----------------------------------------------------------------------------
@@ -305,6 +307,42 @@ def test_bad_hyper_parameters_are_named_at_fit(bad, match):
     est = MultiTaskMLPRegressor(**dict(SMALL, **bad))    # __init__ checks nothing
     with pytest.raises(ValueError, match=match):
         est.fit(X, y, groups=g)
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    (dict(verbose="yes"), TypeError, "verbose must be an integer"),
+    (dict(verbose=-1), ValueError, "verbose"),
+    (dict(warm_start="yes"), TypeError, "warm_start must be True or False"),
+    (dict(solver="lbfgs"), ValueError, "solver")])
+def test_flags_are_checked_not_coerced(bad, error, match):
+    X, y, g = regression_tasks()
+    with pytest.raises(error, match=match):
+        MultiTaskMLPRegressor(**dict(SMALL, **bad)).fit(X, y, groups=g)
+    MultiTaskMLPRegressor(**dict(SMALL, verbose=False, max_iter=2)).fit(X, y, groups=g)
+
+
+@pytest.mark.parametrize("est", [MultiTaskMLPRegressor(**SMALL), MetaMLPRegressor(**META)])
+def test_groups_of_another_shape_or_mixed_types_are_refused_by_name(est):
+    X, y, g = regression_tasks()
+    with pytest.raises(ValueError, match=r"groups must be 1-D \(one task per row\), got shape"):
+        clone(est).fit(X, y, groups=np.c_[g, g])
+    mixed = [1, "a"] * (X.shape[0] // 2)    # np.asarray would make both strings
+    with pytest.raises(TypeError, match=r"groups must hold integers or strings of one type, "
+                                        r"got \['int', 'str'\]"):
+        clone(est).fit(X, y, groups=mixed)
+    clone(est).set_params(max_iter=2).fit(X, y, groups=g[:, None])   # a column is one task per row
+
+
+def test_meta_adaptation_that_diverges_is_an_error_naming_the_inner_loop():
+    X, y, g = regression_tasks()
+    est = MetaMLPRegressor(**dict(META, max_iter=5, inner_lr=10.0)).fit(X, y, groups=g)
+    huge = y[:4] * 1e20
+    with pytest.raises(FloatingPointError, match=r"diverged: its adapted θ .* after 50 inner "
+                                                 r"step\(s\) at inner_lr=10.0"):
+        est.adapt(X[:4], huge, steps=50)
+    with pytest.raises(FloatingPointError, match=r"outputs on X_query are not finite"):
+        est.adapt_predict(X[:4], huge, X[4:6], steps=50)
+    assert np.isfinite(est.adapt_predict(X[:4], y[:4], X[4:6], steps=1)).all()
 
 
 def test_meta_hyper_parameters_are_named_at_fit():

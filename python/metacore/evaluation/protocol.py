@@ -74,6 +74,13 @@ class EvalReport:
 
     def at(self, steps, metric="loss"):
         """(mean, 95% half-width) of ``metric`` ("loss" or "accuracy") after ``steps`` steps."""
+        if steps not in self.steps:
+            raise ValueError(f"steps: this report has step counts {tuple(self.steps)}, not "
+                             f"{steps!r}")
+        if metric not in ("loss", "accuracy") or (metric == "accuracy"
+                                                  and self.accuracies is None):
+            have = "'loss'" + (" or 'accuracy'" if self.accuracies is not None else "")
+            raise ValueError(f"metric must be {have} for this report, got {metric!r}")
         row = self.summary()[list(self.steps).index(steps)]
         return row[metric], row[metric + "_ci"]
 
@@ -177,6 +184,9 @@ def evaluate(model, theta, test_tasks, *, steps=(0, 1, 5, 10), lr=None, learner=
     if not isinstance(test_tasks, TaskSet):
         raise TypeError(f"test_tasks must be a TaskSet, got {type(test_tasks).__name__}")
     steps = tuple(_validation.int_sequence("steps", steps, minimum=0))
+    if any(b <= a for a, b in zip(steps, steps[1:])):
+        # the report's rows, tables and curves follow this order
+        raise ValueError(f"steps must be increasing, each step count once, got {steps}")
     if (test_tasks.n_query == 0).any() or (test_tasks.n_support == 0).any():
         raise ValueError("test_tasks: every task needs support rows to adapt on and query rows "
                          "to score")

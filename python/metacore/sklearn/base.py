@@ -28,7 +28,16 @@ def check_groups(groups, n_rows, name="groups"):
     given: the task ids "01" and "1" are two tasks); None gives one task for every row."""
     if groups is None:
         return np.zeros(n_rows, dtype=np.int64)
-    g = column_or_1d(np.asarray(groups), warn=False)
+    if isinstance(groups, (list, tuple)):
+        # np.asarray would turn [1, "a"] into the strings "1" and "a" before the check below
+        kinds = {type(v) for v in groups}
+        if len(kinds) > 1 and not all(issubclass(k, numbers.Integral) for k in kinds):
+            raise TypeError(f"{name} must hold integers or strings of one type, got "
+                            f"{sorted(k.__name__ for k in kinds)}")
+    arr = np.asarray(groups)
+    if arr.ndim != 1 and not (arr.ndim == 2 and arr.shape[1] == 1):
+        raise ValueError(f"{name} must be 1-D (one task per row), got shape {arr.shape}")
+    g = column_or_1d(arr, warn=False)
     if g.shape[0] != n_rows:
         raise ValueError(f"{name} must have one entry per row of X ({n_rows}), got {g.shape[0]}")
     if g.dtype == object:
@@ -74,7 +83,8 @@ class MLPBase(BaseEstimator):
         _validation.integer("max_iter", self.max_iter, minimum=1)
         if self.n_threads is not None:
             _validation.n_threads(self.n_threads)
-        _validation.integer("verbose", int(self.verbose), minimum=0)
+        if not isinstance(self.verbose, (bool, np.bool_)):   # True/False as well as 0, 1, 2
+            _validation.integer("verbose", self.verbose, minimum=0)
         return [int(h) for h in hidden]
 
     # metacore's names for what fit passes down, and the estimator parameters they come from

@@ -219,6 +219,7 @@ class _Meta(MLPBase):
             new.support_ = (Xs, ys)
         else:
             new.theta_ = self._learner().adapt(self.params_, Xs, ys, steps=steps)
+            self._check_adapted(new.theta_, "adapted θ", steps)
         new.adapted_ = True
         if classes is not None:
             new.classes_ = classes
@@ -232,7 +233,21 @@ class _Meta(MLPBase):
         Xq = self._validate_X(X_query)
         ys, classes = self._support_targets(y_support, Xs.shape[0])
         raw = self._learner().adapt_predict(self.params_, Xs, ys, Xq, steps=steps)
+        self._check_adapted(raw, "outputs on X_query", steps)
         return self._to_prediction(np.asarray(raw).reshape(Xq.shape[0], -1), classes)
+
+    def _check_adapted(self, values, what, steps):
+        """FloatingPointError naming the inner loop's settings when adaptation diverged: NaN
+        predictions would otherwise pass for answers (adapt_predict), or fail later naming an
+        internal θ (adapt, then predict)."""
+        values = np.asarray(values)
+        if np.isfinite(values).all():
+            return
+        n = self.inner_steps if steps is None else steps
+        raise FloatingPointError(f"the adaptation to this task diverged: its {what} are not "
+                                 f"finite after {n} inner step(s) at inner_lr={self.inner_lr!r} "
+                                 f"(try fewer steps, a smaller inner_lr, or support rows on the "
+                                 f"training data's scale)")
 
     def _check_ready(self):
         if self.n_way is not None and not getattr(self, "adapted_", False):

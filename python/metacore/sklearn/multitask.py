@@ -85,7 +85,7 @@ class _MultiTask(MLPBase):
         _validation.choice("solver", self.solver, ("adam", "sgd"))
         fraction = _validation.real("validation_fraction", self.validation_fraction, minimum=0.0,
                                     maximum=1.0, max_open=True)
-        warm = (self.warm_start and hasattr(self, "theta_"))
+        warm = (_validation.boolean("warm_start", self.warm_start) and hasattr(self, "theta_"))
         old = (self.layer_sizes_, getattr(self, "classes_", None), self.tasks_,
                self._model()) if warm else None
         X, y = self._validate_fit_data(X, y)
@@ -148,10 +148,15 @@ class _MultiTask(MLPBase):
                           batch_rows=self.batch_rows, eval_every=every,
                           progress=bool(self.verbose), seed=seed, n_threads=self.n_threads)
         self.theta_ = res.theta
-        self.loss_curve_ = np.asarray(res.history.objective, dtype=np.float64)
-        self.task_weights_ = np.asarray(res.history.weights[-1], dtype=np.float64)
-        self.weights_history_ = np.asarray(res.history.weights, dtype=np.float64)
-        self.n_iter_ = int(self.max_iter)
+        curve = np.asarray(res.history.objective, dtype=np.float64)
+        history = np.asarray(res.history.weights, dtype=np.float64)
+        if warm:    # as scikit-learn's MLPs: a warm fit extends the curve and the count
+            curve = np.concatenate([self.loss_curve_, curve])
+            history = np.concatenate([self.weights_history_, history])
+        self.loss_curve_ = curve
+        self.task_weights_ = history[-1].copy()
+        self.weights_history_ = history
+        self.n_iter_ = int(self.max_iter) + (self.n_iter_ if warm else 0)
         return self
 
     def _outputs(self, X, groups):
@@ -230,7 +235,9 @@ class MultiTaskMLPRegressor(RegressorMixin, _MultiTask):
     validation_fraction : float in [0, 1), default 0.2
         With EvalDriven weighting: the share of each task's rows held out to evaluate it.
     warm_start : bool, default False
-        Continue from the previous fit's θ (same features, outputs and tasks). Heads may grow
+        Continue from the previous fit's θ (same features, outputs and tasks); ``n_iter_``,
+        ``loss_curve_`` and ``weights_history_`` go on from the previous fit's, and the
+        optimizer starts afresh (as scikit-learn's MLPs do outside ``partial_fit``). Heads may grow
         between fits (``metacore.MLP.theta_from``): one shared head → a head per task, or
         ``head="bias"`` → ``"full"``, each task's new head starting at what it computed, e.g.
         per-task intercepts first, then each task's slopes free to move from the shared ones.
@@ -251,7 +258,7 @@ class MultiTaskMLPRegressor(RegressorMixin, _MultiTask):
         The tasks seen in fit (sorted); ``n_tasks_`` their number.
     task_weights_ : ndarray (T,)
         α at the end; ``weights_history_`` (E, T) α at every evaluation.
-    loss_curve_ : ndarray (max_iter,)
+    loss_curve_ : ndarray (n_iter_,)
         The objective at every step.
     n_features_in_, feature_names_in_
     """

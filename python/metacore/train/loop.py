@@ -121,12 +121,15 @@ class InterruptFlag:
 
     def __init__(self):
         self.set = False
+        self.installed = False
         self.previous = None
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._handle)
+            previous = signal.getsignal(signal.SIGINT)
+            if previous is not signal.SIG_IGN:   # a process told to ignore Ctrl-C keeps doing so
+                self.previous, self.installed = previous, True
+                signal.signal(signal.SIGINT, self._handle)
         return self
 
     def _handle(self, signum, frame):
@@ -136,9 +139,11 @@ class InterruptFlag:
         self.set = True
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-            self.previous = None
+        if self.installed:
+            # None: a handler not set from Python, which Python cannot put back; the default
+            signal.signal(signal.SIGINT, signal.default_int_handler if self.previous is None
+                          else self.previous)
+            self.previous, self.installed = None, False
 
 
 class Run:

@@ -1,0 +1,51 @@
+"""mc.fit's Ctrl-C handling and the process's own SIGINT setting: a process told to ignore
+Ctrl-C (a job started with ``&`` from a script, ``signal.SIG_IGN``) keeps ignoring it during a
+fit, and whatever handler was set before a fit is the one set after it."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+import metacore as mc
+
+
+def test_an_ignored_sigint_stays_ignored_during_a_fit():
+    script = textwrap.dedent("""
+        import os, signal, threading, time
+        import numpy as np, metacore as mc
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        ts = mc.tasks.sinusoid(64, k_support=10, k_query=10, seed=0)
+        model = mc.MLP([1, 40, 40, 1], activation="relu")
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+        t0 = time.perf_counter()
+        res = mc.fit(mc.Objective(model, ts, n_threads=1), model.init(seed=0), steps=10000,
+                     progress=False)
+        print(res.steps_run, round(time.perf_counter() - t0, 2),
+              signal.getsignal(signal.SIGINT) is signal.SIG_IGN)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr
+    steps, seconds, still_ignored = out.stdout.split()
+    assert float(seconds) > 0.2, f"the fit ended before the signal ({seconds} s): no check"
+    assert int(steps) == 10000 and still_ignored == "True"
+
+
+def test_the_handler_set_before_a_fit_is_set_after_it():
+    seen = []
+
+    def mine(signum, frame):
+        seen.append(signum)
+
+    previous = signal.signal(signal.SIGINT, mine)
+    try:
+        ts = mc.tasks.sinusoid(4, k_support=5, k_query=5, seed=0)
+        model = mc.MLP([1, 8, 1])
+        mc.fit(mc.Objective(model, ts), model.init(seed=0), steps=3, progress=False)
+        assert signal.getsignal(signal.SIGINT) is mine
+    finally:
+        signal.signal(signal.SIGINT, previous)
