@@ -150,8 +150,8 @@ class _Adaptive(Weighting):
 
 class EvalDriven(_Adaptive):
     r"""α from evaluation results: every ``eval_every`` steps each task is evaluated (the
-    ``fit`` validation TaskSet when it has the same T tasks, else the training tasks' query rows
-    when every task has some, else their training rows), giving each task a loss ℓ_i and a score
+    ``fit`` validation TaskSet when it has the same T tasks, else the training tasks: each on its
+    query rows, or on all its rows when it has none), giving each task a loss ℓ_i and a score
     κ_i ∈ [0, 1]:
 
     - ``metric="loss"``: ℓ_i the evaluation loss, κ_i = exp(−ℓ_i) (any loss head);

@@ -56,9 +56,21 @@ def _objective_evaluator(obj, n_threads):
     return evaluate
 
 
-def _scoring_rows(ts):
-    """The rows a TaskSet is scored on: its query rows, or all rows if some task has none."""
-    return "query" if (ts.n_query > 0).all() else "all"
+def _scoring_objective(model, ts, n_threads):
+    """The Objective a TaskSet is scored with: every task on its query rows, and a task with
+    none (too small to hold a row out) on all its rows — not every task on its training rows
+    because one task is tiny."""
+    has_query = ts.n_query > 0
+    if has_query.all() or not has_query.any():
+        return Objective(model, ts, rows="query" if has_query.all() else "all",
+                         n_threads=n_threads)
+    starts = ts.offsets[:-1] + np.where(has_query, ts.n_support, 0)
+    rows = np.concatenate([np.arange(a, b) for a, b in zip(starts, ts.offsets[1:])])
+    sizes = ts.offsets[1:] - starts
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    scored = TaskSet.from_checked(ts.X[rows], ts.y[rows], offsets, sizes.astype(np.int64),
+                                  np.asarray(ts.task_ids), ts.names)
+    return Objective(model, scored, rows="all", n_threads=n_threads)
 
 
 def _validation_arg(value, problem, n_threads):
@@ -86,8 +98,8 @@ def _validation_arg(value, problem, n_threads):
             losses = learner.query_losses(theta, value, n_threads)
             return float(losses.mean()), losses
         return evaluate
-    return _objective_evaluator(Objective(problem.model, value, rows=_scoring_rows(value),
-                                          n_threads=problem.n_threads), n_threads)
+    return _objective_evaluator(_scoring_objective(problem.model, value, problem.n_threads),
+                                n_threads)
 
 
 def _weight_eval_arg(weighting, validation, obj, n_threads):
@@ -100,11 +112,11 @@ def _weight_eval_arg(weighting, validation, obj, n_threads):
     if isinstance(validation, Objective) and validation.n_tasks == obj.n_tasks:
         target = validation
     elif isinstance(validation, TaskSet) and validation.n_tasks == obj.n_tasks:
-        target = Objective(obj.model, validation, rows=_scoring_rows(validation),
-                           n_threads=obj.n_threads)
+        target = _scoring_objective(obj.model, validation, obj.n_threads)
+    elif (obj.ts.n_query > 0).any():
+        target = _scoring_objective(obj.model, obj.ts, obj.n_threads)
     else:
-        rows = "query" if _scoring_rows(obj.ts) == "query" else obj.rows
-        target = Objective(obj.model, obj.ts, rows=rows, n_threads=obj.n_threads)
+        target = Objective(obj.model, obj.ts, rows=obj.rows, n_threads=obj.n_threads)
     if weighting.metric == "accuracy":
         if obj.model.loss == "mse":
             raise ValueError("weighting EvalDriven(metric='accuracy') needs a classifier (loss "
