@@ -10,7 +10,12 @@ baselines, and write everything to the output folder:
     history.npz       the whole run's :class:`~metacore.History` (``History.to_arrays()``), across
                       resumes: the per-step loss, and at each evaluation (every
                       ``train.validate_every`` steps, else about 100 times a run, and at each
-                      checkpoint) the training loss, α (multitask) and the validation loss
+                      checkpoint) the training loss, α (multitask) and the validation loss;
+                      written when the process's run ends (also on Ctrl-C and on divergence)
+    history_parts/    while a run goes on: at each checkpoint, the history since the previous
+                      one (``<first step>.npz``), so that checkpointing costs the same at step
+                      10^6 as at step 10^3; folded into history.npz at the end, and read with it
+                      by ``--resume`` after a run that was killed
     results.json      the evaluation summaries (mean ± 95% CI per adaptation step and method)
     table.txt         the same as printed tables
     adaptation.png    the adaptation curves (when matplotlib is installed)
@@ -52,7 +57,7 @@ __all__ = ["Experiment", "build", "train", "evaluate_all", "run_train", "run_eva
 LEARNER_NAMES = {"maml": "MAML", "fomaml": "FOMAML", "metasgd": "Meta-SGD", "anil": "ANIL",
                  "reptile": "Reptile", "multitask": "multi-task", "protonet": "ProtoNet",
                  "ridgehead": "RidgeHead", "imaml": "iMAML", "mamlpp": "MAML++"}
-CHECKPOINT, HISTORY = "checkpoint.npz", "history.npz"
+CHECKPOINT, HISTORY, HISTORY_PARTS = "checkpoint.npz", "history.npz", "history_parts"
 EPISODE_POOL = 50   # tasks.episodes: steps per pool of fresh episodes (meta_batch of them a step)
 
 
@@ -739,27 +744,81 @@ def per_task_scores(reports, tasks) -> dict:
     return out
 
 
-def _save_run(out, exp, result, histories, prior):
-    """history.npz, then checkpoint.npz (so the history never lags the checkpoint), each
-    written atomically."""
-    history = merge_histories([prior, *histories])
-    if history is not None:
-        arrays = history.to_arrays()
-        write_atomic(os.path.join(out, HISTORY), lambda f: np.savez(f, **arrays))
-    save(os.path.join(out, CHECKPOINT), result, info=run_info(exp))
-    return history
+class _RunHistory:
+    """The history files of one ``metacore train`` process: at each checkpoint the histories
+    produced since the last one go to a new file of history_parts/ (before checkpoint.npz, so
+    the history on disk never lags the checkpoint); :meth:`finish` folds the prior history and
+    this process's into history.npz and removes the parts. Rewriting the whole history at every
+    checkpoint made a run of n steps cost O(n²/checkpoint_every)."""
+
+    def __init__(self, out, prior):
+        self.out, self.prior, self.saved = out, prior, 0
+
+    def checkpoint(self, exp, result, histories):
+        new = merge_histories(histories[self.saved:])
+        if new is not None and len(new.to_arrays()["step"]):
+            arrays = new.to_arrays()
+            folder = os.path.join(self.out, HISTORY_PARTS)
+            os.makedirs(folder, exist_ok=True)
+            name = f"{int(arrays['step'][0]):020d}.npz"
+            write_atomic(os.path.join(folder, name), lambda f: np.savez(f, **arrays))
+        self.saved = len(histories)
+        save(os.path.join(self.out, CHECKPOINT), result, info=run_info(exp))
+
+    def finish(self, histories):
+        """history.npz = the prior history and every history of this process; parts removed."""
+        history = merge_histories([self.prior, *histories])
+        if history is not None:
+            arrays = history.to_arrays()
+            write_atomic(os.path.join(self.out, HISTORY), lambda f: np.savez(f, **arrays))
+        _remove_parts(self.out)
+        return history
+
+
+def _remove_parts(out):
+    folder = os.path.join(out, HISTORY_PARTS)
+    if not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if name.endswith(".npz") or name.endswith(".tmp"):
+            try:
+                os.remove(os.path.join(folder, name))
+            except FileNotFoundError:
+                pass
+    try:
+        os.rmdir(folder)
+    except OSError:   # something else put there: left alone
+        pass
+
+
+def _read_history(path):
+    """A History from an .npz file, or None when it is missing or unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return History.from_arrays({k: data[k] for k in data.files})
+    except (*CORRUPT_NPZ_ERRORS, TypeError, KeyError, MemoryError):
+        return None
 
 
 def _prior_history(out, step):
-    """The saved history of the run being resumed, up to its checkpoint's step (None if
-    missing or unreadable)."""
-    path = os.path.join(out, HISTORY)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            history = History.from_arrays({k: data[k] for k in data.files})
-    except (*CORRUPT_NPZ_ERRORS, TypeError, KeyError, MemoryError):
-        return None
-    return _truncate(history, step)
+    """The saved history of the run being resumed, up to its checkpoint's step: history.npz
+    and, after a run that was killed, the parts it left (those history.npz already holds, from
+    a kill between writing it and removing them, are skipped); None if there is none."""
+    parts = [_read_history(os.path.join(out, HISTORY))]
+    folder = os.path.join(out, HISTORY_PARTS)
+    if os.path.isdir(folder):
+        for name in sorted(n for n in os.listdir(folder) if n.endswith(".npz")):
+            part = _read_history(os.path.join(folder, name))
+            if part is None:
+                break                   # a gap: keep only what is contiguous
+            steps = part.to_arrays()["step"]
+            held = [p for p in parts if p is not None]
+            last = max((p.to_arrays()["step"][-1] for p in held
+                        if len(p.to_arrays()["step"])), default=-1)
+            if len(steps) and steps[-1] > last:
+                parts.append(part)
+    history = merge_histories(parts)
+    return None if history is None else _truncate(history, step)
 
 
 def _write_results(out, reports, exp, extra, say, prefix=""):
@@ -802,17 +861,30 @@ def run_train(cfg: Config, quiet=False, resume=False):
             print(f"metacore: warning: no readable {os.path.join(out, HISTORY)}; the new one "
                   f"covers the steps from {start.step} on", file=sys.stderr)
     os.makedirs(out, exist_ok=True)
+    if not resume:
+        # an earlier run's history in this folder must not be read as this run's by a later
+        # --resume (this run's is on disk only as parts until it ends)
+        _remove_parts(out)
+        if os.path.exists(os.path.join(out, HISTORY)):
+            os.remove(os.path.join(out, HISTORY))
     toml = cfg.to_toml()
     write_atomic(os.path.join(out, "config.toml"), lambda f: f.write(toml.encode()))
     say(f"{cfg.name}: {exp.label} on {cfg.tasks.family} tasks, model {exp.model!r}"
         + (f", resumed at step {start.step}" if start is not None else ""))
 
+    files = _RunHistory(out, prior)
+    seen = []
+
     def checkpoint(result, histories):
-        _save_run(out, exp, result, histories, prior)
+        seen[:] = histories
+        files.checkpoint(exp, result, histories)
 
     t0 = time.perf_counter()
     try:
-        result, _ = train(exp, start, progress=not quiet, on_checkpoint=checkpoint)
+        try:
+            result, _ = train(exp, start, progress=not quiet, on_checkpoint=checkpoint)
+        finally:   # the end of this process's run, however it ends: one history.npz
+            files.finish(seen)
     except KeyboardInterrupt as exc:
         step = getattr(getattr(exc, "result", None), "step", None)
         print(f"metacore: interrupted{f' after step {step}' if step is not None else ''}; "
