@@ -382,3 +382,30 @@ def test_validation_fraction_without_evaldriven_warns_at_fit(weighting, fraction
     else:
         assert mine == [f"validation_fraction={fraction!r} is ignored by weighting="
                         f"{weighting!r}: only EvalDriven holds rows out"]
+
+
+def test_an_n_way_classifier_is_scored_on_n_way_episodes_of_each_task():
+    """score(X, y, groups) of a model meta-trained on N-way K-shot episodes draws one such
+    episode per task (it refused any task with more than N classes). Checked on tasks whose
+    classes are each k_shot + 1 copies of one point, so every draw of an episode holds the same
+    rows: the score is then the accuracy of adapt_predict on that episode, computed directly."""
+    rng = np.random.default_rng(0)
+    X, y, g = classification_tasks()
+    est = MetaMLPClassifier(**dict(META, learner="protonet", n_way=2, k_shot=2,
+                                   max_iter=30)).fit(X, y, groups=g)
+    points = rng.normal(size=(4, 2, X.shape[1]))          # 4 tasks × 2 classes, one point each
+    Xn = np.repeat(points.reshape(8, -1), 3, axis=0)       # k_shot + 1 = 3 copies
+    yn = np.tile(np.repeat([7, 9], 3), 4)
+    gn = np.repeat(np.arange(4), 6)
+    expected = []
+    for t in range(4):
+        pred = est.adapt_predict(np.repeat(points[t], 2, axis=0), np.repeat([7, 9], 2),
+                                 points[t])
+        expected.extend(pred == [7, 9])
+    assert est.score(Xn, yn, groups=gn) == pytest.approx(np.mean(expected))
+    # tasks with more classes than n_way: scored on n_way of them, no longer refused
+    many = rng.normal(size=(80, X.shape[1]))
+    score = est.score(many, np.repeat(np.arange(20), 4), groups=np.repeat(np.arange(4), 20))
+    assert 0.0 <= score <= 1.0
+    with pytest.raises(ValueError, match="no task has n_way=2 classes"):
+        est.score(Xn[:4], yn[:4], groups=gn[:4])

@@ -274,7 +274,11 @@ class _Meta(MLPBase):
         """R² (regressors) or accuracy (classifiers) of ``predict(X)``; with ``groups``, the
         few-shot score: each task's rows are split into support (``support``) and query rows
         (stratified for classifiers), θ is adapted on the support rows and scored on the query
-        rows, all query rows pooled (sample_weight then unused)."""
+        rows, all query rows pooled (sample_weight then unused). A classifier meta-trained on
+        N-way K-shot episodes (``n_way``, ``k_shot``) is scored as it was trained: one episode
+        per task that has ``n_way`` classes of ``k_shot + 1`` rows or more (``n_way`` of them
+        drawn, ``k_shot`` support rows and up to ``q_query`` query rows per class, all the
+        others when None); ValueError when no task has them."""
         metric = accuracy_score if self._is_classifier else r2_score
         if groups is None:
             return metric(y, self.predict(X), sample_weight=sample_weight)
@@ -283,6 +287,16 @@ class _Meta(MLPBase):
         g = check_groups(groups, X.shape[0])
         rng = np.random.default_rng(self._seeds()[1])
         truth, pred = [], []
+        if self._is_classifier and self.n_way is not None:
+            codes = np.unique(y, return_inverse=True)[1].reshape(-1).astype(np.float64)
+            tasks = np.unique(g, return_inverse=True)[1].reshape(-1)
+            sampler = EpisodeSampler(X, codes, tasks, n_way=self.n_way, k_shot=self.k_shot,
+                                     q_query=self.q_query)
+            for task in sampler.tasks:
+                rows, s, _ = sampler.episode(rng, task)
+                pred.append(self.adapt_predict(X[rows[:s]], y[rows[:s]], X[rows[s:]]))
+                truth.append(y[rows[s:]])
+            return metric(np.concatenate(truth), np.concatenate(pred))
         for task in np.unique(g):
             rows = np.flatnonzero(g == task)
             if rows.shape[0] < 2:
