@@ -44,6 +44,17 @@ class ClassImages:
 
     def __init__(self, X, labels, class_names, class_alphabets):
         X = np.array(_validation.float_array("X", X, ndim=2, dtype=np.float32), copy=True)
+        self._setup(X, labels, class_names, class_alphabets)
+
+    @classmethod
+    def _of_fresh(cls, X, labels, class_names, class_alphabets):
+        """For this class's own methods: ``X`` a new float32 array nobody else holds, taken
+        without the copy (the shifted pool of Omniglot minimal is 163 MiB)."""
+        self = cls.__new__(cls)
+        self._setup(X, labels, class_names, class_alphabets)
+        return self
+
+    def _setup(self, X, labels, class_names, class_alphabets):
         labels = _validation.as_array("labels", labels)
         if labels.dtype.kind not in "iu" or labels.shape != (X.shape[0],):
             raise ValueError(f"labels must be {X.shape[0]} integers (one per row of X), got "
@@ -113,8 +124,8 @@ class ClassImages:
         keep = [c for c, g in enumerate(self.class_alphabets) if g in set(wanted)]
         rows = np.concatenate([np.arange(self._starts[c], self._starts[c + 1]) for c in keep])
         labels = np.repeat(np.arange(len(keep)), self.class_sizes[keep])
-        return ClassImages(self._X[rows], labels, [self.class_names[c] for c in keep],
-                           [self.class_alphabets[c] for c in keep])
+        return ClassImages._of_fresh(self._X[rows], labels, [self.class_names[c] for c in keep],
+                                     [self.class_alphabets[c] for c in keep])
 
     def take(self, classes):
         """The classes of the indices ``classes`` (in that order, relabelled 0..len−1), each with
@@ -128,8 +139,8 @@ class ClassImages:
             raise ValueError(f"classes must be distinct indices in 0..{self.n_classes - 1}")
         rows = np.concatenate([np.arange(self._starts[c], self._starts[c + 1]) for c in idx])
         labels = np.repeat(np.arange(idx.size), self.class_sizes[idx])
-        return ClassImages(self._X[rows], labels, [self.class_names[c] for c in idx],
-                           [self.class_alphabets[c] for c in idx])
+        return ClassImages._of_fresh(self._X[rows], labels, [self.class_names[c] for c in idx],
+                                     [self.class_alphabets[c] for c in idx])
 
     def shifted(self, shifts=((0, 1), (0, -1), (1, 0), (-1, 0))):
         """Data augmentation: every class keeps its images and gains, for each ``(dy, dx)`` of
@@ -159,7 +170,8 @@ class ClassImages:
                 out.append(moved)
             blocks.append(np.concatenate(out).reshape(-1, s * s))
         labels = np.repeat(np.arange(self.n_classes), self.class_sizes * (1 + len(pairs)))
-        return ClassImages(np.concatenate(blocks), labels, self.class_names, self.class_alphabets)
+        return ClassImages._of_fresh(np.concatenate(blocks), labels, self.class_names,
+                                     self.class_alphabets)
 
     # --- episodes ---------------------------------------------------------------------------------
     def episodes(self, n, *, n_way, k_shot, q_query=15, seed=0, dtype=np.float32):
