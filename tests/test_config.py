@@ -79,6 +79,8 @@ BAD = [  # (section, key, value, words the message must contain)
     ("weighting", "settings", {"temprature": 1.0}, ["weighting.settings", "'uniform' takes"]),
     ("train", "steps", 0, ["train.steps", ">= 1"]), ("train", "l2", "x", ["train.l2", "number"]),
     ("evaluate", "steps", [], ["evaluate.steps", "at least 1"]),
+    ("evaluate", "steps", [5, 0], ["evaluate.steps", "increasing"]),
+    ("evaluate", "steps", [0, 1, 1], ["evaluate.steps", "each step count once"]),
     ("evaluate", "baselines", ["oracle"], ["evaluate.baselines[0]", "'scratch'", "'joint'"]),
     ("evaluate", "plot", "no", ["evaluate.plot"]),
 ]

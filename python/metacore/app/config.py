@@ -530,6 +530,9 @@ class EvaluateConfig:
 
     def validate(self, s="evaluate"):
         self.steps = _list(f"{s}.steps", self.steps, lambda k, x: _int(k, x, 0), min_len=1)
+        if any(b <= a for a, b in zip(self.steps, self.steps[1:])):
+            raise ConfigError(f"{s}.steps must be increasing, each step count once, got "
+                              f"{self.steps}")
         self.lr = _float(f"{s}.lr", self.lr, 0.0, none=True)
         self.baselines = _list(f"{s}.baselines", self.baselines,
                                lambda k, x: _str(k, x, BASELINES))
