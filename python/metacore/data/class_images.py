@@ -47,9 +47,10 @@ class ClassImages:
         self._setup(X, labels, class_names, class_alphabets)
 
     @classmethod
-    def _of_fresh(cls, X, labels, class_names, class_alphabets):
-        """For this class's own methods: ``X`` a new float32 array nobody else holds, taken
-        without the copy (the shifted pool of Omniglot minimal is 163 MiB)."""
+    def from_checked(cls, X, labels, class_names, class_alphabets):
+        """For the library's own use: ``X`` a new float32 array nobody else holds, taken
+        without the copy (the shifted pool of Omniglot minimal is 163 MiB); the other arguments
+        are checked as by the constructor."""
         self = cls.__new__(cls)
         self._setup(X, labels, class_names, class_alphabets)
         return self
@@ -124,8 +125,8 @@ class ClassImages:
         keep = [c for c, g in enumerate(self.class_alphabets) if g in set(wanted)]
         rows = np.concatenate([np.arange(self._starts[c], self._starts[c + 1]) for c in keep])
         labels = np.repeat(np.arange(len(keep)), self.class_sizes[keep])
-        return ClassImages._of_fresh(self._X[rows], labels, [self.class_names[c] for c in keep],
-                                     [self.class_alphabets[c] for c in keep])
+        return ClassImages.from_checked(self._X[rows], labels, [self.class_names[c] for c in keep],
+                                        [self.class_alphabets[c] for c in keep])
 
     def take(self, classes):
         """The classes of the indices ``classes`` (in that order, relabelled 0..len−1), each with
@@ -139,8 +140,8 @@ class ClassImages:
             raise ValueError(f"classes must be distinct indices in 0..{self.n_classes - 1}")
         rows = np.concatenate([np.arange(self._starts[c], self._starts[c + 1]) for c in idx])
         labels = np.repeat(np.arange(idx.size), self.class_sizes[idx])
-        return ClassImages._of_fresh(self._X[rows], labels, [self.class_names[c] for c in idx],
-                                     [self.class_alphabets[c] for c in idx])
+        return ClassImages.from_checked(self._X[rows], labels, [self.class_names[c] for c in idx],
+                                        [self.class_alphabets[c] for c in idx])
 
     def shifted(self, shifts=((0, 1), (0, -1), (1, 0), (-1, 0))):
         """Data augmentation: every class keeps its images and gains, for each ``(dy, dx)`` of
@@ -170,8 +171,8 @@ class ClassImages:
                 out.append(moved)
             blocks.append(np.concatenate(out).reshape(-1, s * s))
         labels = np.repeat(np.arange(self.n_classes), self.class_sizes * (1 + len(pairs)))
-        return ClassImages._of_fresh(np.concatenate(blocks), labels, self.class_names,
-                                     self.class_alphabets)
+        return ClassImages.from_checked(np.concatenate(blocks), labels, self.class_names,
+                                        self.class_alphabets)
 
     # --- episodes ---------------------------------------------------------------------------------
     def episodes(self, n, *, n_way, k_shot, q_query=15, seed=0, dtype=np.float32):

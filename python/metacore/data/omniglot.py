@@ -222,7 +222,7 @@ def _read(archives, root, alphabets, image_size, rotations):
                 names.append(f"{a}/{c}@{90 * r}" if rotations else f"{a}/{c}")
                 groups.append(a)
     X = np.clip(np.concatenate(blocks), 0.0, 1.0).astype(np.float32)
-    return ClassImages._of_fresh(X, np.concatenate(labels), names, groups)   # X is new: no copy
+    return ClassImages.from_checked(X, np.concatenate(labels), names, groups)   # X is new: no copy
 
 
 def omniglot_minimal(root, *, image_size=28, rotations=True, test_rotations=False):
