@@ -151,9 +151,9 @@ def baseline(args, images, val):
     for lr in RATES:
         rep = mc.evaluate(model, theta, val, steps=tuple(args.eval_steps), lr=lr, n_threads=1,
                           progress=False)
-        # a step count at which a task diverged has NaN accuracy: it scores worst, never wins
-        scores[lr] = max(np.nan_to_num(rep.at(s, "accuracy")[0], nan=-1.0)
-                         for s in args.eval_steps)
+        # a rate under which a task diverged at any step count (NaN accuracy) scores worst
+        accs = [rep.at(s, "accuracy")[0] for s in args.eval_steps]
+        scores[lr] = -1.0 if np.isnan(accs).any() else max(accs)
     best = max(RATES, key=lambda r: scores[r])
     return model, theta, best, scores, train_s
 

@@ -84,3 +84,48 @@ def test_a_fresh_run_does_not_inherit_an_earlier_runs_history(tmp_path):
     h = np.load(tmp_path / "o" / experiment.HISTORY)
     np.testing.assert_array_equal(h["step"], np.arange(20))
     assert not (tmp_path / "o" / experiment.HISTORY_PARTS).exists()
+
+
+def test_a_fresh_run_killed_before_its_first_checkpoint_leaves_the_earlier_run_whole(tmp_path):
+    cfg = long_meta(tmp_path, 20)
+    ok(run("train", cfg, "--quiet", "--output", "o", "--steps", "40", cwd=tmp_path))
+    env = dict(os.environ, PYTHONPATH=PACKAGE_ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "metacore", "train", cfg, "--quiet",
+                             "--output", "o", "--set", "train.checkpoint_every=100000000"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    time.sleep(1.5)                      # training, far from its first checkpoint
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert mc.load(tmp_path / "o" / "checkpoint.npz").step == 40
+    np.testing.assert_array_equal(np.load(tmp_path / "o" / experiment.HISTORY)["step"],
+                                  np.arange(40))
+    ok(run("train", cfg, "--quiet", "--output", "o", "--resume", "--steps", "60", cwd=tmp_path))
+    ok(run("train", cfg, "--quiet", "--output", "w", "--steps", "60", cwd=tmp_path))
+    np.testing.assert_array_equal(np.load(tmp_path / "o" / experiment.HISTORY)["objective"],
+                                  np.load(tmp_path / "w" / experiment.HISTORY)["objective"])
+
+
+def part(first, n, value):
+    """A History of n steps from ``first``, one evaluation at its first step."""
+    return mc.History.from_arrays({
+        "step": np.arange(first, first + n), "objective": np.full(n, value),
+        "grad_norm": np.ones(n), "lr": np.full(n, 1e-3), "eval_step": np.array([first]),
+        "train_loss": np.array([value]), "task_losses": np.full((1, 2), value),
+        "weights": np.full((1, 2), 0.5), "val_loss": np.array([np.nan]),
+        "elapsed": np.array([0.1])})
+
+
+def test_many_parts_are_read_in_order_once_each(tmp_path):
+    # a run killed late leaves hundreds of parts (reading them once per part read before made
+    # a resume quadratic in their number)
+    out = tmp_path / "many"
+    (out / experiment.HISTORY_PARTS).mkdir(parents=True)
+    for i in range(300):
+        np.savez(out / experiment.HISTORY_PARTS / f"{i * 50:020d}.npz",
+                 **part(i * 50, 50, float(i)).to_arrays())
+    history = experiment._prior_history(str(out), 300 * 50).to_arrays()
+    np.testing.assert_array_equal(history["step"], np.arange(300 * 50))
+    np.testing.assert_array_equal(history["objective"], np.repeat(np.arange(300.0), 50))
+    np.testing.assert_array_equal(history["eval_step"], np.arange(300) * 50)

@@ -252,3 +252,14 @@ def test_steps_must_increase_and_at_names_what_the_report_has(sinusoids):
                                          r"'accuracy'"):
         rep.at(5, "accuracy")
     assert rep.at(5)[0] == rep.summary()[1]["loss"]
+
+
+def test_best_lr_warns_when_every_rate_diverges():
+    model = mc.Softmax(4, 5)
+    rng = np.random.default_rng(0)
+    ts = mc.TaskSet.from_arrays([rng.normal(size=(15, 4)) * 1e150], [np.arange(15) % 5],
+                                n_support=5)
+    with pytest.warns(RuntimeWarning, match="diverged under every rate"):
+        lr = mc.evaluation.baselines.best_lr(model, model.init(seed=1), ts, (1e150, 1e151),
+                                             steps=3, metric="accuracy")
+    assert lr == 1e150

@@ -50,6 +50,8 @@ def test_theta_from_refuses_other_sizes_and_norms():
         mc.MLP([3, 5, 1], task_heads=2).theta_from(mc.MLP([3, 4, 1]), theta)
     with pytest.raises(ValueError, match="norm"):
         mc.MLP([3, 4, 1], norm="layer").theta_from(mc.MLP([3, 4, 1]), theta)
+    with pytest.raises(ValueError, match="activation 'relu'"):
+        mc.MLP([3, 4, 1], activation="tanh").theta_from(mc.MLP([3, 4, 1]), theta)
     with pytest.raises(ValueError, match="theta"):
         mc.MLP([3, 4, 1]).theta_from(mc.MLP([3, 4, 1]), theta[:-1])
 
@@ -121,3 +123,20 @@ def test_solver_sgd_takes_plain_gradient_steps():
     np.testing.assert_allclose(est.theta_, theta, rtol=1e-12, atol=1e-14)
     with pytest.raises(ValueError, match="solver"):
         MultiTaskMLPRegressor(solver="lbfgs").fit(X, y)
+
+
+def test_a_refused_warm_start_leaves_the_fitted_estimator_as_it_was():
+    X, y, g = grouped()
+    est = MultiTaskMLPRegressor(hidden_layer_sizes=(4,), task_heads=True, max_iter=5,
+                                random_state=0).fit(X, y, groups=g)
+    before = est.predict(X, groups=g)
+    est.set_params(head="bias", warm_start=True)
+    with pytest.raises(ValueError, match="warm_start=True"):
+        est.fit(X, y, groups=g)
+    np.testing.assert_array_equal(est.predict(X, groups=g), before)
+    assert est.head_layout_ == (4, "full")
+    est.set_params(head="full")
+    with pytest.raises(ValueError, match="tasks differ"):
+        est.fit(X[g < 2], y[g < 2], groups=g[g < 2])
+    np.testing.assert_array_equal(est.predict(X, groups=g), before)
+    assert list(est.tasks_) == [0, 1, 2, 3]

@@ -403,6 +403,13 @@ def test_an_n_way_classifier_is_scored_on_n_way_episodes_of_each_task():
                                  points[t])
         expected.extend(pred == [7, 9])
     assert est.score(Xn, yn, groups=gn) == pytest.approx(np.mean(expected))
+    # θ = 0 embeds every row at 0: all logits tie and every query row gets the first class,
+    # half of them right; a task with one class only has no episode and is left out
+    blank = clone(est).set_params().fit(X, y, groups=g)
+    blank.params_ = np.zeros_like(blank.params_)
+    one = np.repeat(rng.normal(size=(1, X.shape[1])), 3, axis=0)
+    assert blank.score(np.vstack([Xn, one]), np.append(yn, [8, 8, 8]),
+                       groups=np.append(gn, [9, 9, 9])) == 0.5
     # tasks with more classes than n_way: scored on n_way of them, no longer refused
     many = rng.normal(size=(80, X.shape[1]))
     score = est.score(many, np.repeat(np.arange(20), 4), groups=np.repeat(np.arange(4), 20))

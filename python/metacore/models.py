@@ -204,10 +204,12 @@ class MLP:
         if not isinstance(source, MLP):
             raise TypeError(f"source must be a metacore MLP, got {type(source).__name__}")
         theta = _validation.theta("theta", theta, source.n_params)
-        if source.layer_sizes != self.layer_sizes or source.norm != self.norm:
-            raise ValueError(f"source: layer sizes {list(source.layer_sizes)} and norm "
-                             f"{source.norm!r} differ from this model's "
-                             f"{list(self.layer_sizes)} and {self.norm!r}")
+        if (source.layer_sizes, source.norm, source.activation) != (
+                self.layer_sizes, self.norm, self.activation):
+            raise ValueError(f"source: layer sizes {list(source.layer_sizes)}, norm "
+                             f"{source.norm!r} and activation {source.activation!r} differ from "
+                             f"this model's {list(self.layer_sizes)}, {self.norm!r} and "
+                             f"{self.activation!r}")
         src_heads, dst_heads = source.task_heads or 1, self.task_heads or 1
         shared_source = source.task_heads is None
         if not shared_source and (src_heads != dst_heads or

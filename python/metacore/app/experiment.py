@@ -751,10 +751,18 @@ class _RunHistory:
     this process's into history.npz and removes the parts. Rewriting the whole history at every
     checkpoint made a run of n steps cost O(n²/checkpoint_every)."""
 
-    def __init__(self, out, prior):
+    def __init__(self, out, prior, fresh):
         self.out, self.prior, self.saved = out, prior, 0
+        # a fresh run into a folder of an earlier run drops that run's history at its own first
+        # checkpoint, not before: until then the earlier checkpoint keeps its history
+        self.stale = fresh
 
     def checkpoint(self, exp, result, histories):
+        if self.stale:
+            _remove_parts(self.out)
+            if os.path.exists(os.path.join(self.out, HISTORY)):
+                os.remove(os.path.join(self.out, HISTORY))
+            self.stale = False
         new = merge_histories(histories[self.saved:])
         if new is not None and len(new.to_arrays()["step"]):
             arrays = new.to_arrays()
@@ -766,7 +774,11 @@ class _RunHistory:
         save(os.path.join(self.out, CHECKPOINT), result, info=run_info(exp))
 
     def finish(self, histories):
-        """history.npz = the prior history and every history of this process; parts removed."""
+        """history.npz = the prior history and every history of this process; parts removed.
+        Nothing happens when this process checkpointed nothing (a run that failed before its
+        first checkpoint leaves the folder as it found it)."""
+        if self.saved == 0:
+            return None
         history = merge_histories([self.prior, *histories])
         if history is not None:
             arrays = history.to_arrays()
@@ -805,18 +817,18 @@ def _prior_history(out, step):
     and, after a run that was killed, the parts it left (those history.npz already holds, from
     a kill between writing it and removing them, are skipped); None if there is none."""
     parts = [_read_history(os.path.join(out, HISTORY))]
+    last = -1                           # the last step held so far
+    if parts[0] is not None and len(parts[0].step):
+        last = int(parts[0].step[-1])
     folder = os.path.join(out, HISTORY_PARTS)
     if os.path.isdir(folder):
         for name in sorted(n for n in os.listdir(folder) if n.endswith(".npz")):
             part = _read_history(os.path.join(folder, name))
             if part is None:
                 break                   # a gap: keep only what is contiguous
-            steps = part.to_arrays()["step"]
-            held = [p for p in parts if p is not None]
-            last = max((p.to_arrays()["step"][-1] for p in held
-                        if len(p.to_arrays()["step"])), default=-1)
-            if len(steps) and steps[-1] > last:
+            if len(part.step) and part.step[-1] > last:
                 parts.append(part)
+                last = int(part.step[-1])
     history = merge_histories(parts)
     return None if history is None else _truncate(history, step)
 
@@ -861,18 +873,12 @@ def run_train(cfg: Config, quiet=False, resume=False):
             print(f"metacore: warning: no readable {os.path.join(out, HISTORY)}; the new one "
                   f"covers the steps from {start.step} on", file=sys.stderr)
     os.makedirs(out, exist_ok=True)
-    if not resume:
-        # an earlier run's history in this folder must not be read as this run's by a later
-        # --resume (this run's is on disk only as parts until it ends)
-        _remove_parts(out)
-        if os.path.exists(os.path.join(out, HISTORY)):
-            os.remove(os.path.join(out, HISTORY))
     toml = cfg.to_toml()
     write_atomic(os.path.join(out, "config.toml"), lambda f: f.write(toml.encode()))
     say(f"{cfg.name}: {exp.label} on {cfg.tasks.family} tasks, model {exp.model!r}"
         + (f", resumed at step {start.step}" if start is not None else ""))
 
-    files = _RunHistory(out, prior)
+    files = _RunHistory(out, prior, fresh=not resume)
     seen = []
 
     def checkpoint(result, histories):

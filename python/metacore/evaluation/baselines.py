@@ -9,6 +9,8 @@ r"""Baselines the few-shot protocol compares meta-learned θ with.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .. import _validation
@@ -67,4 +69,8 @@ def best_lr(model, theta, val_tasks, lrs, *, steps=10, metric="loss", n_threads=
     else:
         scores = [r.losses[0].mean() for r in reports]
     # NaN (a diverged task's accuracy) as +inf: np.argmin would return the first NaN
-    return lrs[int(np.argmin(np.nan_to_num(scores, nan=np.inf)))]
+    scores = np.nan_to_num(scores, nan=np.inf)
+    if np.isinf(scores).all():
+        warnings.warn(f"best_lr: a task diverged under every rate of {lrs}; returning the "
+                      f"first (try smaller rates or fewer steps)", RuntimeWarning, stacklevel=2)
+    return lrs[int(np.argmin(scores))]

@@ -75,7 +75,19 @@ class _MultiTask(MLPBase):
 
         groups : array-like of shape (n_samples,), optional
             The task of each row (integers or strings, taken exactly as written). None: one task.
+
+        A fit refused for its arguments (ValueError, TypeError) leaves a fitted estimator as it
+        was: e.g. a warm start onto heads the previous θ cannot start keeps predicting with it.
         """
+        before = dict(self.__dict__)
+        try:
+            return self._fit(X, y, groups)
+        except (ValueError, TypeError):
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
+
+    def _fit(self, X, y, groups):
         hidden = self._check_common()
         _validation.boolean("task_heads", self.task_heads)
         _validation.choice("head", self.head, ("full", "bias"))
