@@ -72,6 +72,7 @@ from __future__ import annotations
 import os
 import pickle
 import time
+import weakref
 
 import numpy as np
 
@@ -85,6 +86,9 @@ __all__ = ["Backend", "BatchWorker", "Local", "MetaWorker", "RAY_SYSTEM_CONFIG",
 
 UNIT_ROWS = 1024        # the core's work-unit size (tasks.hpp kUnitRows)
 RESTART_TIMEOUT = 120.0 # seconds to wait for Ray to bring a dead actor back
+# The open backends of this process on Ray: the one that started the local cluster leaves it up
+# while others still use it (close() hands the shutdown to the last).
+_USERS = weakref.WeakSet()
 INLINE_BYTES = 64 << 10 # θ up to this size is sent inside each call, not put in the object store
 # The local cluster a RayBackend starts (address=None): replies up to 16 MiB travel inside the
 # call's reply (Ray's default is 100 KiB; above it a reply is put in the object store and
@@ -546,10 +550,17 @@ class RayBackend(Backend):
     def close(self):
         """Kills the actors (their processes end; Ray does not restart them) and, when this
         backend connected Ray (``ray.init`` was not called before), disconnects — which also
-        stops the local cluster it started: no process is left behind."""
+        stops the local cluster it started: no process is left behind. While other open
+        backends of this process still use that connection, it stays up and the last of them
+        to close disconnects. Never raises; closing twice does nothing."""
         self._stop_actors()
-        if self._owns_ray and self.ray.is_initialized():   # the local cluster it started
-            self.ray.shutdown()
+        _USERS.discard(self)
+        if self._owns_ray:
+            others = [b for b in _USERS if not b._closed]
+            if others:                  # they ride on the cluster this backend started
+                others[0]._owns_ray = True
+            elif self.ray.is_initialized():
+                self.ray.shutdown()
         self._owns_ray = False
         self._closed = True
 
@@ -560,10 +571,37 @@ class RayBackend(Backend):
 
     # --- set-up ------------------------------------------------------------------------------
     def _stop_actors(self):
-        for a in self._actors:
-            self.ray.kill(a, no_restart=True)
+        if self.ray.is_initialized():   # after a shutdown the actors are gone already
+            for a in self._actors:
+                try:
+                    self.ray.kill(a, no_restart=True)
+                except Exception:       # noqa: BLE001 — an actor of an ended session is gone
+                    pass
         self._actors, self._refs, self._key = [], [], None
         self._obj = None
+
+    def _wait_ready(self):
+        """Blocks until every actor is up. Actors that ask for more CPUs than the cluster has
+        would wait for ever: refused up front on the local cluster this backend started, and
+        on any cluster given up after ``step_timeout_s`` (when set) with the reason."""
+        ray = self.ray
+        n = len(self._actors)
+        want = n * self.cpus_per_worker
+        have = int(ray.cluster_resources().get("CPU", 0))
+        if self._owns_ray and self.address is None and want > have:
+            self._stop_actors()
+            raise ValueError(f"n_workers × cpus_per_worker: {want} CPUs asked for ({n} actors "
+                             f"× {self.cpus_per_worker}), but the local Ray cluster has "
+                             f"{have}; use fewer workers or CPUs per worker")
+        refs = [a.ready.remote() for a in self._actors]
+        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=self.step_timeout_s)
+        if pending:
+            self._stop_actors()
+            raise RuntimeError(f"{len(pending)} of {n} actors did not start within "
+                               f"step_timeout_s={self.step_timeout_s} s: the cluster has "
+                               f"{have} CPUs for n_workers × cpus_per_worker = {want} (or "
+                               f"is busy)")
+        ray.get(ready)
 
     def _worker_class(self, meta, batched):
         want = MetaWorker if meta else BatchWorker if batched else ShardWorker
@@ -600,6 +638,7 @@ class RayBackend(Backend):
                 else:
                     ray.init(address=self.address)
                 self._owns_ray = True
+            _USERS.add(self)
             if meta:
                 self._start_meta(obj, dtype, cls)
             elif batched:
@@ -652,7 +691,7 @@ class RayBackend(Backend):
         actor = self._options(cls)
         self._actors = [actor.remote(self._refs[0], dtype.str, self.cpus_per_worker)
                         for _ in self.ranges]
-        ray.get([a.ready.remote() for a in self._actors])
+        self._wait_ready()
 
     def _start_batch(self, obj, dtype, cls, batch):
         ray = self.ray
@@ -665,7 +704,7 @@ class RayBackend(Backend):
         K = self.n_workers
         self._actors = [cls.remote(obj.model.spec(), *self._refs, obj.rows, dtype.str, *batch,
                                    k, K, self.cpus_per_worker) for k in range(K)]
-        ray.get([a.ready.remote() for a in self._actors])
+        self._wait_ready()
 
     def _start(self, obj, dtype, cls):
         ray = self.ray
@@ -685,7 +724,7 @@ class RayBackend(Backend):
             self._refs.append(refs)
             self._actors.append(cls.remote(obj.model.spec(), *refs, obj.rows, dtype.str,
                                            s["block_start"], self.cpus_per_worker))
-        ray.get([a.ready.remote() for a in self._actors])
+        self._wait_ready()
 
     # --- one evaluation of f (and ∇f) --------------------------------------------------------
     def value_and_grad(self, theta, want_grad=True, n_threads=None, alpha=None):

@@ -1,0 +1,95 @@
+"""The Ray backend and the CPUs it asks for: actors that cannot all be placed are an error, not
+a hang; and backends that share the local cluster one of them started keep it until the last
+of them closes. Each case runs in its own process, which starts its own local cluster."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+try:
+    import ray  # noqa: F401
+except ImportError:
+    ray = None
+
+pytestmark = pytest.mark.skipif(ray is None, reason="ray is not installed "
+                                                    "(pip install 'metacore[ray]')")
+PACKAGE_ROOT = os.path.join(os.path.dirname(__file__), os.pardir, "python")
+
+
+def run(script):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p))
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True,
+                         text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.split("\n")
+
+
+COMMON = """
+    import numpy as np, ray, metacore as mc
+    rng = np.random.default_rng(0)
+    ts = mc.TaskSet.from_arrays([rng.normal(size=(40, 3)) for _ in range(64)],
+                                [rng.normal(size=40) for _ in range(64)])
+    model = mc.MLP([3, 4, 1])
+    obj, th0 = mc.Objective(model, ts), model.init(seed=0)
+    local = mc.fit(obj, th0, steps=3, progress=False).theta
+    def fit(backend):
+        return mc.fit(obj, th0, steps=3, progress=False, backend=backend).theta
+"""
+
+
+def test_more_cpus_than_the_local_cluster_has_is_an_error_naming_them():
+    out = run(COMMON + """
+    import os, time
+    n = len(os.sched_getaffinity(0)) + 1
+    b = mc.distributed.RayBackend(n_workers=n, step_timeout_s=None)   # it used to wait for ever
+    t0 = time.perf_counter()
+    try:
+        fit(b)
+        print("fitted")
+    except ValueError as e:
+        print("refused", round(time.perf_counter() - t0), str(e))
+    b.close()
+    print("ray up after close:", ray.is_initialized())
+    """)
+    assert out[0].startswith("refused"), out
+    assert "n_workers × cpus_per_worker" in out[0] and "local Ray cluster has" in out[0]
+    assert out[1] == "ray up after close: False"
+
+
+def test_backends_sharing_the_cluster_one_started_keep_it_until_the_last_closes():
+    out = run(COMMON + """
+    b1 = mc.distributed.RayBackend(1)
+    b2 = mc.distributed.RayBackend(1)
+    print(np.array_equal(fit(b1), local), np.array_equal(fit(b2), local))
+    b1.close()                           # b1 started the cluster: b2 still uses it
+    print(ray.is_initialized(), np.array_equal(fit(b2), local))
+    b1.close()                           # twice: nothing
+    b2.close()                           # the last one: disconnects, the cluster stops
+    print(ray.is_initialized())
+    """)
+    assert out[:3] == ["True True", "True True", "False"], out
+
+
+def test_actors_a_cluster_cannot_place_fail_after_step_timeout_s():
+    # a cluster the backend did not start (it may grow): waited for, up to step_timeout_s
+    out = run(COMMON + """
+    import time
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    b = mc.distributed.RayBackend(n_workers=2, step_timeout_s=3)
+    t0 = time.perf_counter()
+    try:
+        fit(b)
+        print("fitted")
+    except RuntimeError as e:
+        print("gave up", round(time.perf_counter() - t0), str(e))
+    b.close()
+    print(ray.is_initialized(), np.array_equal(fit(mc.distributed.RayBackend(1)), local))
+    ray.shutdown()
+    """)
+    assert out[0].startswith("gave up") and "did not start within step_timeout_s=3" in out[0]
+    assert 3 <= int(out[0].split()[2]) < 60
+    assert out[1] == "True True"          # the user's cluster stays up and usable
