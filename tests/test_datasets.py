@@ -255,6 +255,40 @@ def test_missing_or_foreign_files_are_named(tmp_path, tiny_zip):
         mc.datasets.omniglot(tiny_zip, image_size=0)
 
 
+@needs_pillow
+def test_archives_as_macos_zips_them_read_like_the_plain_ones(tmp_path, tiny_zip):
+    files = archive_files("images_background")
+    extra = {f"__MACOSX/{n.rsplit('/', 1)[0]}/._{n.rsplit('/', 1)[1]}": b"\x00\x05\x16\x07"
+             for n in files}
+    extra["images_background/Alpha/character01/.DS_Store"] = b"Bud1"
+    mac = mc.datasets.omniglot(write_zip(tmp_path / "mac.zip", {**files, **extra}))
+    plain = mc.datasets.omniglot(tiny_zip)
+    np.testing.assert_array_equal(mac.X, plain.X)
+    assert mac.class_names == plain.class_names
+    upper = {n[:-4] + ".PNG": d for n, d in files.items()}          # same in a folder
+    write_folder(tmp_path / "upper", upper)
+    np.testing.assert_array_equal(mc.datasets.omniglot(tmp_path / "upper" /
+                                                       "images_background").X, plain.X)
+
+
+@needs_pillow
+def test_damaged_or_doubled_entries_are_named(tmp_path):
+    files = archive_files("images_background")
+    doubled = {**files, **{f"backup/{n}": d for n, d in files.items()}}
+    with pytest.raises(ValueError, match=r"doubled.zip: the character Alpha/character01 is in "
+                                         r"two folders"):
+        mc.datasets.omniglot(write_zip(tmp_path / "doubled.zip", doubled))
+    path = write_zip(tmp_path / "crc.zip", files)
+    raw = bytearray(path.read_bytes())
+    first = next(iter(files.values()))
+    at = bytes(raw).index(first)                      # stored, not deflated: flip a data byte
+    raw[at + len(first) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"crc.zip:images_background/Alpha/character01/"
+                                         r"0901_01.png is damaged"):
+        mc.datasets.omniglot(path)
+
+
 # --- school ---------------------------------------------------------------------------------------
 SCHOOL_SIZES = (5, 8, 3, 12)
 

@@ -209,6 +209,12 @@ def test_standardize_is_fitted_on_training_tasks_and_applied_to_others(tmp_path)
     np.testing.assert_allclose(only_a.mean_, [1.0])
     with pytest.raises(ValueError, match="fit_tasks: task 'z'"):
         from_csv(train, task="task", target="y", standardize=Standardizer(), fit_tasks=["z"])
+    # one id given alone is that task, not its characters ("12" is not tasks "1" and "2")
+    ids = write(tmp_path, "task,x,y\n1,0,0\n2,10,1\n12,150,0\n12,150,1\n", "ids.csv")
+    for one in ("12", 12):
+        alone = Standardizer()
+        from_csv(ids, task="task", target="y", standardize=alone, fit_tasks=one)
+        np.testing.assert_allclose(alone.mean_, [150.0])
 
 
 @given(exponent=st.integers(-300, 307), seed=st.integers(0, 2**32 - 1))

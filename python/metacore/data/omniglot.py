@@ -28,6 +28,7 @@ import io
 import os
 import pathlib
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -57,10 +58,19 @@ def area_weights(n_in, n_out):
 def _png_entries(names):
     """{(alphabet, character): [(drawing, name), ...]} from '/'-separated entry names."""
     entries = {}
+    prefix = {}
     for name in names:
         parts = name.replace(os.sep, "/").split("/")
+        # macOS's zip tool adds __MACOSX/ and ._name resource-fork entries: not drawings
+        if "__MACOSX" in parts or any(p.startswith(".") for p in parts):
+            continue
         if len(parts) >= 3 and parts[-1].lower().endswith(".png"):
-            entries.setdefault((parts[-3], parts[-2]), []).append((parts[-1], name))
+            key = (parts[-3], parts[-2])
+            where = "/".join(parts[:-3])
+            if prefix.setdefault(key, where) != where:   # two copies would be merged
+                raise ValueError(f"the character {key[0]}/{key[1]} is in two folders of one "
+                                 f"archive ({prefix[key] or '.'!r} and {where or '.'!r})")
+            entries.setdefault(key, []).append((parts[-1], name))
     return entries
 
 
@@ -70,7 +80,8 @@ class _Archive:
     def __init__(self, path):
         self.path = pathlib.Path(path)
         if self.path.is_dir():
-            names = [str(p.relative_to(self.path)) for p in sorted(self.path.glob("*/*/*.png"))]
+            names = [str(p.relative_to(self.path)) for p in sorted(self.path.glob("*/*/*"))
+                     if p.is_file()]   # .png in any case, as in a zip (_png_entries filters)
             self._read, self.close = (lambda name: (self.path / name).read_bytes()), (lambda: None)
         else:
             try:
@@ -80,7 +91,11 @@ class _Archive:
                                  f"archive such as images_background.zip)") from None
             names = [i.filename for i in zf.infolist() if not i.is_dir()]
             self._read, self.close = zf.read, zf.close
-        self.entries = _png_entries(names)
+        try:
+            self.entries = _png_entries(names)
+        except ValueError as e:
+            self.close()
+            raise ValueError(f"root: {self.path}: {e}") from None
         if not self.entries:
             self.close()
             raise ValueError(f"root: {self.path} is not an Omniglot archive: it holds no "
@@ -95,7 +110,11 @@ class _Archive:
                       for d, _ in files)
 
     def read(self, name):
-        return self._read(name)
+        try:
+            return self._read(name)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+            # a damaged entry (bad CRC, a broken deflate stream) in an intact directory
+            raise ValueError(f"root: {self.path}:{name} is damaged ({e})") from None
 
 
 def _archive_path(folder, stem):
@@ -113,7 +132,8 @@ def _archives(root):
     if not root.exists():
         raise FileNotFoundError(f"root: {root} does not exist (an Omniglot archive such as "
                                 f"images_background.zip, or a folder holding them)")
-    if root.is_file() or next(root.glob("*/*/*.png"), None) is not None:
+    if root.is_file() or next((p for p in root.glob("*/*/*") if p.suffix.lower() == ".png"),
+                              None) is not None:
         return [_Archive(root)]
     stems = sorted({p.name[:-4] if p.name.endswith(".zip") else p.name
                     for p in root.glob("images_*") if p.is_dir() or p.name.endswith(".zip")})

@@ -282,7 +282,9 @@ def _build(columns, get, *, task, target, features, n_support, support, shuffle,
         if not standardize.fitted:
             rows = np.ones(len(names), bool)
             if fit_tasks is not None:
-                wanted = [str(t) for t in fit_tasks]
+                # one id as written, not its characters ("12" is task 12, not 1 and 2)
+                one = isinstance(fit_tasks, (str, bytes, numbers.Integral))
+                wanted = [str(t) for t in ([fit_tasks] if one else fit_tasks)]
                 unknown = sorted(set(wanted) - set(names.tolist()))
                 if unknown:
                     raise ValueError(f"fit_tasks: task {unknown[0]!r} is not in {source}")
