@@ -355,6 +355,37 @@ def test_school_errors_name_the_file(tmp_path):
     with pytest.raises(ValueError, match="train_fraction"):
         next(mc.datasets.school_splits(mc.TaskSet(np.ones((4, 1)), np.ones(4), [0, 2, 4]),
                                        train_fraction=1.0))
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        mc.datasets.school(tmp_path)
+
+
+@needs_scipy
+def test_damaged_or_foreign_school_files_are_named(tmp_path):
+    X, Y = write_school(tmp_path / "good.mat")
+    whole = (tmp_path / "good.mat").read_bytes()
+    (tmp_path / "cut.mat").write_bytes(whole[:100])
+    with pytest.raises(ValueError, match="cut.mat is not a readable MATLAB .mat file"):
+        mc.datasets.school(tmp_path / "cut.mat")
+    scipy_io.savemat(tmp_path / "zipped.mat", {"X": np.array([X], dtype=object),
+                                               "Y": np.array([Y], dtype=object)},
+                     do_compression=True)
+    raw = bytearray((tmp_path / "zipped.mat").read_bytes())
+    raw[len(raw) // 2] ^= 0xFF                         # inside a compressed element
+    (tmp_path / "garbled.mat").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="garbled.mat is not a readable MATLAB .mat file"):
+        mc.datasets.school(tmp_path / "garbled.mat")
+    for bad, words in ((X[0] + 1j, "X\\{1\\} holds complex numbers"),
+                       (np.array([["a", "b"]]), "X\\{1\\} holds <U1 values")):
+        cells = np.array([X], dtype=object)
+        cells[0, 0] = bad
+        scipy_io.savemat(tmp_path / "odd.mat", {"X": cells, "Y": np.array([Y], dtype=object)})
+        with pytest.raises(ValueError, match=words):
+            mc.datasets.school(tmp_path / "odd.mat")
+    two = np.array([Y], dtype=object)
+    two[0, 0] = np.hstack([Y[0], Y[0]])
+    scipy_io.savemat(tmp_path / "two.mat", {"X": np.array([X], dtype=object), "Y": two})
+    with pytest.raises(ValueError, match=r"Y\{1\} has shape \(5, 2\)"):
+        mc.datasets.school(tmp_path / "two.mat")
 
 
 # --- task names on a TaskSet, explained variance --------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import zlib
 
 import numpy as np
 
@@ -33,6 +34,16 @@ def _cells(mat, key, path):
     return [np.asarray(c) for c in cells.reshape(-1)]
 
 
+def _real(cell, name, path):
+    """A cell of the file as a float64 matrix; ValueError naming the cell when it holds text,
+    nested cells or complex numbers (whose imaginary part a cast would drop)."""
+    if cell.dtype.kind not in "biuf":
+        what = "complex numbers" if cell.dtype.kind == "c" else f"{cell.dtype} values"
+        raise ValueError(f"path: {path}: {name} holds {what}, not a real matrix: this is not "
+                         f"the school data")
+    return cell.astype(np.float64)
+
+
 def school(path, *, dtype=np.float64):
     """The school data as a TaskSet of 139 regression tasks (no query rows).
 
@@ -44,6 +55,8 @@ def school(path, *, dtype=np.float64):
         (the file has no names; these are positions in it, kept through ``subset`` and splits).
     """
     path = pathlib.Path(os.fspath(path))
+    if path.is_dir():
+        raise IsADirectoryError(f"path: {path} is a folder; give the school.mat file in it")
     if not path.is_file():
         raise FileNotFoundError(f"path: {path} does not exist (the school data, school.mat, as "
                                 f"distributed with MALSAR)")
@@ -55,14 +68,20 @@ def school(path, *, dtype=np.float64):
                           "pip install scipy") from None
     try:
         mat = loadmat(str(path))
-    except (MatReadError, ValueError, TypeError, OSError) as e:
-        raise ValueError(f"path: {path} is not a readable MATLAB .mat file: {e}") from None
+    except (MatReadError, ValueError, TypeError, OSError, IndexError, EOFError,
+            zlib.error) as e:   # a cut or damaged file fails deep inside SciPy's reader
+        raise ValueError(f"path: {path} is not a readable MATLAB .mat file: "
+                         f"{type(e).__name__}: {e}") from None
     Xs, ys = _cells(mat, "X", path), _cells(mat, "Y", path)
     if len(Xs) != len(ys):
         raise ValueError(f"path: {path} has {len(Xs)} schools in X but {len(ys)} in Y")
-    ys = [y.reshape(-1) for y in ys]
-    ts = TaskSet.from_arrays([x.astype(np.float64) for x in Xs],
-                             [y.astype(np.float64) for y in ys], dtype=dtype)
+    Xs = [_real(x, f"X{{{i + 1}}}", path) for i, x in enumerate(Xs)]
+    ys = [_real(y, f"Y{{{i + 1}}}", path) for i, y in enumerate(ys)]
+    for i, y in enumerate(ys):
+        if y.ndim == 2 and y.shape[1] != 1:
+            raise ValueError(f"path: {path}: Y{{{i + 1}}} has shape {y.shape}; the school data "
+                             f"has one exam score per student (a column)")
+    ts = TaskSet.from_arrays(Xs, [y.reshape(-1) for y in ys], dtype=dtype)
     return ts.with_names([f"school {i + 1}" for i in range(ts.n_tasks)])
 
 
