@@ -60,6 +60,10 @@ def test_a_utf8_bom_does_not_hide_the_first_column(tmp_path):
     ("task,x,y\na,1+2j,0\n", "column 'x': line 2 of {path} has '1+2j', a complex number"),
     ("task,x,y\na,abc,0\n", "column 'x' must be numeric: line 2 of {path} has 'abc'"),
     ("task,x,y\na,1,0\na,nan,0\n", "column 'x' must be finite: line 3 of {path} has nan"),
+    # what Python's float() also reads: digit separators and digits of other scripts
+    ("task,x,y\na,1_000,0\n", "column 'x' must be numeric: line 2 of {path} has '1_000'"),
+    ("task,x,y\na,１２,0\n", "column 'x' must be numeric: line 2 of {path} has '１２'"),
+    ("task,x,y\na,1,٣\n", "column 'y' must be numeric: line 2 of {path} has '٣'"),
 ])
 def test_csv_refuses_what_is_ambiguous_naming_the_column(tmp_path, text, match):
     path = write(tmp_path, text)
@@ -228,3 +232,21 @@ def test_standardizer_is_exact_for_finite_columns_of_any_magnitude(exponent, see
     want = Standardizer().fit(base)
     np.testing.assert_allclose(s.transform(X), want.transform(base), rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(s.scale_ / 10.0 ** exponent, base.std(axis=0), rtol=1e-9)
+
+
+def test_task_ids_of_other_digits_stay_text(tmp_path):
+    # '²'.isdigit() is True but int('²') fails: such ids are text, ordered as text
+    ts = from_csv(write(tmp_path, "t,x,y\n²,1,2\n1,2,3\n10,3,4\n"), task="t", target="y")
+    assert ts.names == ("1", "10", "²")
+
+
+@pytest.mark.parametrize("table, match", [
+    ({"t": [1, 1, 2], "a": [1.0, 2.0], "y": [0, 1, 0]},
+     "columns must have equal lengths, got 't': 3, 'a': 2, 'y': 3"),
+    ({"t": [1, 1], "a": 5, "y": [0, 1]}, "column 'a' of the table must be a sequence"),
+    ({"t": [1, 1], "a": "ab", "y": [0, 1]}, "column 'a' of the table must be a sequence"),
+    ({"t": [1, 1], "a": [10 ** 400, 1], "y": [0, 1]}, "integer beyond float64's range"),
+])
+def test_a_dict_of_columns_is_checked_like_a_dataframe(table, match):
+    with pytest.raises(ValueError, match=match):
+        from_dataframe(table, task="t", target="y")

@@ -182,10 +182,16 @@ def _floats(col, values, source):
                 raise ValueError(f"column {col!r}: {at(i)} has {v!r}, a complex number; "
                                  f"features and targets must be real")
             try:
+                if isinstance(v, str) and (not v.isascii() or "_" in v):
+                    # float() also reads '1_000' and non-ASCII digits ('１２', '١٢')
+                    raise ValueError(v)
                 out[i] = float(v)
             except (TypeError, ValueError):
                 raise ValueError(f"column {col!r} must be numeric: {at(i)} has "
                                  f"{v!r}") from None
+            except OverflowError:     # a Python int beyond float64
+                raise ValueError(f"column {col!r}: {at(i)} has an integer beyond float64's "
+                                 f"range (±1.8e308): rescale the column") from None
             if math.isinf(out[i]) and isinstance(v, str) \
                     and v.strip().lstrip("+-").lower() not in ("inf", "infinity"):
                 # '1e309' or 400 digits: finite as written, beyond float64 once read
@@ -226,7 +232,8 @@ def _task_ids(col, values, source):
         out.append(v if isinstance(v, str) else str(v))
     names = np.asarray(out, dtype=str)
     uniq = np.unique(names)
-    if all(u.lstrip("-").isdigit() and str(int(u)) == u for u in uniq):
+    if all(u.lstrip("-").isascii() and u.lstrip("-").isdigit() and str(int(u)) == u
+           for u in uniq):
         if all(-2**63 <= int(u) < 2**63 for u in uniq):
             return names, names.astype(np.int64)
         # ids past int64 (still integers as written): ordered numerically by their ranks
@@ -378,6 +385,16 @@ def from_dataframe(df, *, task, target, features=None, n_support=None, support=N
             return df[c].to_numpy()
     else:
         columns = list(df.keys())
+        lengths = {}
+        for c in columns:
+            v = df[c]
+            if isinstance(v, (str, bytes)) or not hasattr(v, "__len__"):
+                raise ValueError(f"column {c!r} of the table must be a sequence of values (one "
+                                 f"per row), got {type(v).__name__}")
+            lengths[c] = len(v)
+        if len(set(lengths.values())) > 1:
+            shown = ", ".join(f"{c!r}: {n}" for c, n in lengths.items())
+            raise ValueError(f"the table's columns must have equal lengths, got {shown}")
 
         def get(c):
             return df[c]
