@@ -251,6 +251,8 @@ def test_missing_or_foreign_files_are_named(tmp_path, tiny_zip):
         mc.datasets.omniglot(broken)
     with pytest.raises(ValueError, match="'Klingon'"):
         mc.datasets.omniglot(tiny_zip, alphabets=["Klingon"])
+    with pytest.raises(TypeError, match="alphabets must name alphabets .* got 1"):
+        mc.datasets.omniglot(tiny_zip, alphabets=[1, "Alpha"])
     with pytest.raises(ValueError, match="image_size"):
         mc.datasets.omniglot(tiny_zip, image_size=0)
 

@@ -250,3 +250,8 @@ def test_task_ids_of_other_digits_stay_text(tmp_path):
 def test_a_dict_of_columns_is_checked_like_a_dataframe(table, match):
     with pytest.raises(ValueError, match=match):
         from_dataframe(table, task="t", target="y")
+
+
+def test_a_folder_given_as_the_csv_is_named(tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a folder; give the CSV file"):
+        from_csv(tmp_path, task="t", target="y")

@@ -213,6 +213,11 @@ def _read(archives, root, alphabets, image_size, rotations):
     else:
         if isinstance(alphabets, str):
             alphabets = [alphabets]
+        alphabets = list(alphabets)
+        odd = [a for a in alphabets if not isinstance(a, str)]
+        if odd:
+            raise TypeError(f"alphabets must name alphabets by their folder names (strings), "
+                            f"got {odd[0]!r}")
         wanted = sorted(set(alphabets))
         if not wanted:
             raise ValueError("alphabets must name at least one alphabet, got none")

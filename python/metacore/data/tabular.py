@@ -425,6 +425,8 @@ def read_csv(path, delimiter=","):
     text that is not UTF-8 or a malformed line is a ValueError naming the file (and the line:
     "line N of PATH", counted from 1 as editors do)."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"path: {path} is a folder; give the CSV file in it")
     rows, lines = [], []
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh, delimiter=delimiter)
