@@ -68,10 +68,16 @@ def test_backends_sharing_the_cluster_one_started_keep_it_until_the_last_closes(
     b1.close()                           # b1 started the cluster: b2 still uses it
     print(ray.is_initialized(), np.array_equal(fit(b2), local))
     b1.close()                           # twice: nothing
+    big = mc.distributed.RayBackend(n_workers=64, step_timeout_s=None)
+    try:                                 # a backend sharing the local cluster: refused at once
+        fit(big)
+    except ValueError as e:
+        print("refused", "local Ray cluster has" in str(e))
+    big.close()
     b2.close()                           # the last one: disconnects, the cluster stops
     print(ray.is_initialized())
     """)
-    assert out[:3] == ["True True", "True True", "False"], out
+    assert out[:4] == ["True True", "True True", "refused True", "False"], out
 
 
 def test_actors_a_cluster_cannot_place_fail_after_step_timeout_s():

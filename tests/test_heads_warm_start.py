@@ -88,7 +88,7 @@ def test_warm_start_refuses_heads_it_cannot_start():
                                 random_state=0).fit(X, y, groups=g)
     est.set_params(head="bias", warm_start=True)
     with pytest.raises(ValueError, match=r"warm_start=True: the previous fit's heads "
-                                         r"\(task_heads=4, head='full'\)"):
+                                         r"\(task_heads=True, head='full'\)"):
         est.fit(X, y, groups=g)
     est.set_params(head="full", task_heads=False)
     with pytest.raises(ValueError, match="warm_start=True"):

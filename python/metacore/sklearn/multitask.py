@@ -145,8 +145,9 @@ class _MultiTask(MLPBase):
                 start = model.theta_from(old[3], self.theta_)
             except ValueError as e:
                 raise ValueError(f"warm_start=True: the previous fit's heads (task_heads="
-                                 f"{old[3].task_heads}, head={old[3].head!r}) cannot start "
-                                 f"these (task_heads={model.task_heads}, head={model.head!r}); "
+                                 f"{old[3].task_heads is not None}, head={old[3].head!r}) "
+                                 f"cannot start these (task_heads="
+                                 f"{model.task_heads is not None}, head={model.head!r}); "
                                  f"refit with warm_start=False") from e
             start = start.astype(X.dtype, copy=False)
         rows = "all" if n_support is None or (ts.n_query == 0).all() else "support"

@@ -588,7 +588,10 @@ class RayBackend(Backend):
         n = len(self._actors)
         want = n * self.cpus_per_worker
         have = int(ray.cluster_resources().get("CPU", 0))
-        if self._owns_ray and self.address is None and want > have:
+        # a local cluster a backend of this process started cannot grow: refuse at once
+        local = self.address is None and not os.environ.get("RAY_ADDRESS") and (
+            self._owns_ray or any(b._owns_ray for b in _USERS))
+        if local and want > have:
             self._stop_actors()
             raise ValueError(f"n_workers × cpus_per_worker: {want} CPUs asked for ({n} actors "
                              f"× {self.cpus_per_worker}), but the local Ray cluster has "
