@@ -16,7 +16,10 @@ except ImportError:
 
 pytestmark = pytest.mark.skipif(ray is None, reason="ray is not installed "
                                                     "(pip install 'metacore[ray]')")
-PACKAGE_ROOT = os.path.join(os.path.dirname(__file__), os.pardir, "python")
+import metacore  # noqa: E402
+
+# the metacore these tests import (the installed one in CI, python/ in a checkout with PYTHONPATH)
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(metacore.__file__)))
 
 
 def run(script):

@@ -86,9 +86,11 @@ __all__ = ["Backend", "BatchWorker", "Local", "MetaWorker", "RAY_SYSTEM_CONFIG",
 
 UNIT_ROWS = 1024        # the core's work-unit size (tasks.hpp kUnitRows)
 RESTART_TIMEOUT = 120.0 # seconds to wait for Ray to bring a dead actor back
-# The open backends of this process on Ray: the one that started the local cluster leaves it up
-# while others still use it (close() hands the shutdown to the last).
+# The open backends of this process on Ray, and whether one of them started the local cluster:
+# that cluster stays up while any of them is open, and the last to close shuts it down.
 _USERS = weakref.WeakSet()
+_LOCAL = {"connected": False,   # a backend called ray.init: the last to close disconnects
+          "local": False}       # ... and it started a local cluster (fixed CPUs)
 INLINE_BYTES = 64 << 10 # θ up to this size is sent inside each call, not put in the object store
 # The local cluster a RayBackend starts (address=None): replies up to 16 MiB travel inside the
 # call's reply (Ray's default is 100 KiB; above it a reply is put in the object store and
@@ -530,7 +532,6 @@ class RayBackend(Backend):
         self.retries = 0          # steps sent again after an actor died or stalled
         self.meta = False         # the attached problem is a MetaObjective
         self.batched = False      # multi-task with batch_tasks/batch_rows (BatchWorker actors)
-        self._owns_ray = False    # this backend called ray.init (close() shuts Ray down)
         self._closed = False      # close() ran (the end of a with block): no more fits
 
     def __repr__(self):
@@ -555,13 +556,10 @@ class RayBackend(Backend):
         to close disconnects. Never raises; closing twice does nothing."""
         self._stop_actors()
         _USERS.discard(self)
-        if self._owns_ray:
-            others = [b for b in _USERS if not b._closed]
-            if others:                  # they ride on the cluster this backend started
-                others[0]._owns_ray = True
-            elif self.ray.is_initialized():
+        if _LOCAL["connected"] and not _USERS:   # the last open backend on that connection
+            if self.ray.is_initialized():
                 self.ray.shutdown()
-        self._owns_ray = False
+            _LOCAL.update(connected=False, local=False)
         self._closed = True
 
     def stop_actors(self):
@@ -589,9 +587,7 @@ class RayBackend(Backend):
         want = n * self.cpus_per_worker
         have = int(ray.cluster_resources().get("CPU", 0))
         # a local cluster a backend of this process started cannot grow: refuse at once
-        local = self.address is None and not os.environ.get("RAY_ADDRESS") and (
-            self._owns_ray or any(b._owns_ray for b in _USERS))
-        if local and want > have:
+        if _LOCAL["local"] and want > have:
             self._stop_actors()
             raise ValueError(f"n_workers × cpus_per_worker: {want} CPUs asked for ({n} actors "
                              f"× {self.cpus_per_worker}), but the local Ray cluster has "
@@ -636,11 +632,13 @@ class RayBackend(Backend):
         if self._key != key:
             self._stop_actors()
             if not ray.is_initialized():
-                if self.address is None and not os.environ.get("RAY_ADDRESS"):
+                _LOCAL.update(connected=False, local=False)   # not ours, or shut down since
+                local = self.address is None and not os.environ.get("RAY_ADDRESS")
+                if local:
                     ray.init(address="local", _system_config=RAY_SYSTEM_CONFIG)   # a new one
                 else:
                     ray.init(address=self.address)
-                self._owns_ray = True
+                _LOCAL.update(connected=True, local=local)
             _USERS.add(self)
             if meta:
                 self._start_meta(obj, dtype, cls)
