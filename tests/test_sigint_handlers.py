@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
+import pytest
 
 import metacore as mc
 
@@ -49,3 +49,32 @@ def test_the_handler_set_before_a_fit_is_set_after_it():
         assert signal.getsignal(signal.SIGINT) is mine
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_ctrl_c_during_the_chunk_that_ends_the_run_still_stops_the_caller():
+    """The loop looks at the Ctrl-C flag between chunks: one that came during the last chunk
+    (or the final evaluation or checkpoint) was dropped with the handler, and `metacore train`
+    went on to its next fit call. Now fit raises KeyboardInterrupt with the finished result."""
+    import threading
+    import time
+
+    ts = mc.tasks.sinusoid(64, k_support=10, k_query=10, seed=0)
+    model = mc.MLP([1, 40, 40, 1], activation="relu")
+    obj = mc.Objective(model, ts, n_threads=1)
+    steps = 500
+    while True:                          # one chunk of at least 0.6 s on the machine at hand
+        t0 = time.perf_counter()
+        mc.fit(obj, model.init(seed=0), steps=steps, chunk_size=steps, eval_every=steps,
+               progress=False)
+        if time.perf_counter() - t0 >= 0.6:
+            break
+        steps *= 2
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt) as err:
+            mc.fit(obj, model.init(seed=0), steps=steps, chunk_size=steps, eval_every=steps,
+                   progress=False)
+    finally:
+        timer.cancel()
+    assert err.value.result.step == steps          # the chunk ran to its end, then stopped

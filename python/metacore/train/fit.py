@@ -440,7 +440,10 @@ def fit(problem, start=None, *, optimizer=None, steps=1000, weighting=None, batc
     if failure is not None:
         raise _diverged(failure, run.state.step, result, weighting,
                         _advice(problem, failure.status, run.state.step == start_step))
-    if reason == "interrupted":
+    # A Ctrl-C that came after the loop's last look at the flag (during the chunk that ended
+    # the run, its evaluation or the checkpoint) is a Ctrl-C all the same: it must stop the
+    # caller, not vanish with the handler (metacore train went on to its next fit call).
+    if reason == "interrupted" or interrupt.set:
         err = KeyboardInterrupt(f"training interrupted after step {result.step}"
                                 + (f"; checkpoint written to {checkpoint}" if checkpoint else "")
                                 + "; the partial result is err.result")
