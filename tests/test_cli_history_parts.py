@@ -21,7 +21,7 @@ from test_cli_engine import META, ok, write
 
 def long_meta(tmp_path, every):
     text = META.format(kind="maml").replace("steps = 60", "steps = 10000000").replace(
-        f"checkpoint_every = 20", f"checkpoint_every = {every}").replace(
+        "checkpoint_every = 20", f"checkpoint_every = {every}").replace(
         "validate_every = 10", "validate_every = 0")
     return write(tmp_path, text)
 

@@ -12,7 +12,6 @@ call from many Python threads at once.
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import numpy as np

@@ -871,7 +871,6 @@ class RidgeHead(EpisodeLearner):
 
     def adapt(self, params, X_support, y_support, *, steps=None):
         """The ridge weights W ((D+1), N) of the support rows (last row: the bias)."""
-        from . import _core
         self._no_steps(steps)
         theta, lam, _ = self.split(params)
         y = _validation.float_array("y_support", y_support, ndim=1, dtype=theta.dtype)
