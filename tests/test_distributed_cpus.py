@@ -41,20 +41,23 @@ COMMON = """
     local = mc.fit(obj, th0, steps=3, progress=False).theta
     def fit(backend):
         return mc.fit(obj, th0, steps=3, progress=False, backend=backend).theta
+    def attempt(backend, error, label):   # prints label, seconds and message if it raises
+        import time
+        t0 = time.perf_counter()
+        try:
+            fit(backend)
+            print("fitted")
+        except error as e:
+            print(label, round(time.perf_counter() - t0), str(e))
 """
 
 
 def test_more_cpus_than_the_local_cluster_has_is_an_error_naming_them():
     out = run(COMMON + """
-    import os, time
+    import os
     n = len(os.sched_getaffinity(0)) + 1
     b = mc.distributed.RayBackend(n_workers=n, step_timeout_s=None)   # it used to wait for ever
-    t0 = time.perf_counter()
-    try:
-        fit(b)
-        print("fitted")
-    except ValueError as e:
-        print("refused", round(time.perf_counter() - t0), str(e))
+    attempt(b, ValueError, "refused")
     b.close()
     print("ray up after close:", ray.is_initialized())
     """)
@@ -86,15 +89,9 @@ def test_backends_sharing_the_cluster_one_started_keep_it_until_the_last_closes(
 def test_actors_a_cluster_cannot_place_fail_after_step_timeout_s():
     # a cluster the backend did not start (it may grow): waited for, up to step_timeout_s
     out = run(COMMON + """
-    import time
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     b = mc.distributed.RayBackend(n_workers=2, step_timeout_s=3)
-    t0 = time.perf_counter()
-    try:
-        fit(b)
-        print("fitted")
-    except RuntimeError as e:
-        print("gave up", round(time.perf_counter() - t0), str(e))
+    attempt(b, RuntimeError, "gave up")
     b.close()
     print(ray.is_initialized(), np.array_equal(fit(mc.distributed.RayBackend(1)), local))
     ray.shutdown()
