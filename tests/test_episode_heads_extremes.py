@@ -7,6 +7,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import metacore as mc
+from metacore.reference.prototypes import protonet_value_and_grad
+from metacore.reference.ridge_head import ridge_head_value_and_grad
 
 
 def episode(seed, dtype):
@@ -24,7 +26,7 @@ def cross_entropy(z, y):
     return float(np.mean((m - z[rows, y.astype(int)]) + np.log(np.exp(z - m[:, None]).sum(1))))
 
 
-def check(learner, params, ts):
+def check(learner, params, ts, reference):
     (Xs, ys), (Xq, yq) = ts.support(0), ts.query(0)
     z = learner.adapt_predict(params, Xs, ys, Xq)
     expected = cross_entropy(z, yq)
@@ -38,6 +40,10 @@ def check(learner, params, ts):
         tol = 1e-9 * (1.0 + expected) + 1e-13 * float(np.abs(z[np.isfinite(z)]).max())
         assert abs(value - expected) <= tol, (value, expected)
         assert abs(losses[0] - expected) <= tol
+        # the reference sums its loss the same way (it had max + log Σ − z_y too)
+        ref_value, ref_grad = reference(learner.model, params, ts)
+        assert ref_value >= 0.0 and abs(ref_value - expected) <= tol, (ref_value, expected)
+        assert np.isfinite(ref_grad).all()
 
 
 @settings(max_examples=40, deadline=None)
@@ -49,7 +55,7 @@ def test_ridge_head_loss_is_the_cross_entropy_of_its_logits_at_any_scale(log_sca
     embedding = mc.MLP([2, 5, 3], activation="tanh")
     learner = mc.RidgeHead(embedding, reg=1.0, scale=10.0 ** log_scale)
     params = learner.init(embedding.init(seed=seed, dtype=dtype))
-    check(learner, params, episode(seed, dtype))
+    check(learner, params, episode(seed, dtype), ridge_head_value_and_grad)
 
 
 @settings(max_examples=30, deadline=None)
@@ -58,7 +64,7 @@ def test_protonet_loss_is_the_cross_entropy_of_its_logits_at_any_distance(log_si
     embedding = mc.MLP([2, 3])          # linear: the embedding scales with θ
     learner = mc.ProtoNet(embedding)
     theta = embedding.init(seed=seed, dtype=np.float64) * 10.0 ** log_size   # distances ~ size²
-    check(learner, theta, episode(seed, np.float64))
+    check(learner, theta, episode(seed, np.float64), protonet_value_and_grad)
 
 
 @pytest.mark.parametrize("make", [lambda m: mc.ProtoNet(m), lambda m: mc.RidgeHead(m)])

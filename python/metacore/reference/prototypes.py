@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .losses import cross_entropy, softmax
 from .net import output_vjp, predict
 
 __all__ = ["prototypes", "prototype_logits", "protonet_episode", "protonet_value_and_grad",
@@ -53,11 +54,10 @@ def protonet_episode(model, theta, X_support, y_support, X_query, y_query):
     C = prototypes(Es, ys)
     D = Eq[:, None, :] - C[None, :, :]                    # (n_q, N, dim)
     z = -(D ** 2).sum(axis=2)
-    m = z.max(axis=1, keepdims=True)
-    lse = m[:, 0] + np.log(np.exp(z - m).sum(axis=1))
     nq = Eq.shape[0]
-    loss = float(np.mean(lse - z[np.arange(nq), yq]))
-    G = np.exp(z - lse[:, None])
+    # the shared loss head: (max − z_y) + log Σ and e/Σe, exact at huge logits
+    loss = float(np.mean(cross_entropy(z, yq)))
+    G = softmax(z)
     G[np.arange(nq), yq] -= 1.0
     G /= nq
     dEq = -2.0 * np.einsum("qk,qkd->qd", G, D)

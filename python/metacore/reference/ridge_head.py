@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .losses import cross_entropy, softmax
 from .net import output_vjp, predict
 
 __all__ = ["ridge_head_weights", "ridge_head_logits", "ridge_head_episode",
@@ -79,11 +80,10 @@ def ridge_head_episode(model, params, X_support, y_support, X_query, y_query):
     Q = Xq @ Xs.T
     M = Q @ A
     Z = s * M
-    m = Z.max(axis=1, keepdims=True)
-    lse = m[:, 0] + np.log(np.exp(Z - m).sum(axis=1))
     nq = Z.shape[0]
-    loss = float(np.mean(lse - Z[np.arange(nq), yq]))
-    G = np.exp(Z - lse[:, None])
+    # the shared loss head: (max − z_y) + log Σ and e/Σe, exact at huge logits
+    loss = float(np.mean(cross_entropy(Z, yq)))
+    G = softmax(Z)
     G[np.arange(nq), yq] -= 1.0
     G /= nq
     d_scale = float((G * M).sum())
