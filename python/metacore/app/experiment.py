@@ -752,7 +752,7 @@ class _RunHistory:
     checkpoint made a run of n steps cost O(n²/checkpoint_every)."""
 
     def __init__(self, out, prior, fresh):
-        self.out, self.prior, self.saved = out, prior, 0
+        self.out, self.prior, self.saved, self.histories = out, prior, 0, []
         # a fresh run into a folder of an earlier run drops that run's history at its own first
         # checkpoint, not before: until then the earlier checkpoint keeps its history
         self.stale = fresh
@@ -764,22 +764,22 @@ class _RunHistory:
                 os.remove(os.path.join(self.out, HISTORY))
             self.stale = False
         new = merge_histories(histories[self.saved:])
-        if new is not None and len(new.to_arrays()["step"]):
+        if new is not None and len(new.step):
             arrays = new.to_arrays()
             folder = os.path.join(self.out, HISTORY_PARTS)
             os.makedirs(folder, exist_ok=True)
             name = f"{int(arrays['step'][0]):020d}.npz"
             write_atomic(os.path.join(folder, name), lambda f: np.savez(f, **arrays))
-        self.saved = len(histories)
+        self.saved, self.histories = len(histories), histories
         save(os.path.join(self.out, CHECKPOINT), result, info=run_info(exp))
 
-    def finish(self, histories):
+    def finish(self):
         """history.npz = the prior history and every history of this process; parts removed.
         Nothing happens when this process checkpointed nothing (a run that failed before its
         first checkpoint leaves the folder as it found it)."""
         if self.saved == 0:
             return None
-        history = merge_histories([self.prior, *histories])
+        history = merge_histories([self.prior, *self.histories])
         if history is not None:
             arrays = history.to_arrays()
             write_atomic(os.path.join(self.out, HISTORY), lambda f: np.savez(f, **arrays))
@@ -879,10 +879,8 @@ def run_train(cfg: Config, quiet=False, resume=False):
         + (f", resumed at step {start.step}" if start is not None else ""))
 
     files = _RunHistory(out, prior, fresh=not resume)
-    seen = []
 
     def checkpoint(result, histories):
-        seen[:] = histories
         files.checkpoint(exp, result, histories)
 
     t0 = time.perf_counter()
@@ -890,7 +888,7 @@ def run_train(cfg: Config, quiet=False, resume=False):
         try:
             result, _ = train(exp, start, progress=not quiet, on_checkpoint=checkpoint)
         finally:   # the end of this process's run, however it ends: one history.npz
-            files.finish(seen)
+            files.finish()
     except KeyboardInterrupt as exc:
         step = getattr(getattr(exc, "result", None), "step", None)
         print(f"metacore: interrupted{f' after step {step}' if step is not None else ''}; "
