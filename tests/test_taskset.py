@@ -692,3 +692,15 @@ def test_family_argument_errors():
         tasks.linear_family(2, n_rows=(3, 5), n_support=6)
     with pytest.raises(ValueError, match="n_tasks must be >= 1"):
         tasks.linear_family_params(0)
+
+
+def test_query_rows_are_each_tasks_rows_after_its_support():
+    ts = TaskSet(np.arange(20.0).reshape(10, 2), np.arange(10.0), [0, 4, 5, 10],
+                 n_support=[1, 1, 5])
+    rows, counts = ts.query_rows()
+    np.testing.assert_array_equal(rows, [1, 2, 3])
+    np.testing.assert_array_equal(counts, [3, 0, 0])
+    rows, counts = ts.query_rows(all_when_none=True)     # tasks 1 and 2 have none: all rows
+    np.testing.assert_array_equal(rows, [1, 2, 3, 4, 5, 6, 7, 8, 9])
+    np.testing.assert_array_equal(counts, [3, 1, 5])
+    np.testing.assert_array_equal(ts.X[rows[:3]], ts.query(0)[0])   # the per-task view

@@ -341,6 +341,17 @@ class TaskSet:
         """(T,) int64: n_i − n_support[i]."""
         return self._n_query
 
+    def query_rows(self, *, all_when_none=False):
+        """(rows, counts): the indices (int64) of every task's query rows, task after task, and
+        how many each task has; with ``all_when_none``, a task without query rows gives all its
+        rows instead (scored on what it has)."""
+        starts = self._offsets[:-1] + self._n_support
+        if all_when_none:
+            starts = np.where(self._n_query > 0, starts, self._offsets[:-1])
+        counts = self._offsets[1:] - starts
+        rows = np.concatenate([np.arange(a, b) for a, b in zip(starts, self._offsets[1:])])
+        return rows.astype(np.int64), counts.astype(np.int64)
+
     # --- per-task views --------------------------------------------------------------------------
     def _task(self, i):
         if isinstance(i, (bool, np.bool_)) or not isinstance(i, (numbers.Integral, np.integer)):

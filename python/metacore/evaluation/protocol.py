@@ -194,8 +194,7 @@ def evaluate(model, theta, test_tasks, *, steps=(0, 1, 5, 10), lr=None, learner=
     theta = _validation.theta("theta", theta, model.n_params)
 
     ts = test_tasks
-    starts = ts.offsets[:-1] + ts.n_support
-    rows = np.concatenate([np.arange(a, b) for a, b in zip(starts, ts.offsets[1:])])
+    rows, _ = ts.query_rows()
     y_query = np.asarray(ts.y[rows], dtype=np.float64)
     bounds = np.concatenate([[0], np.cumsum(ts.n_query)[:-1]])
     losses = np.empty((len(steps), ts.n_tasks))

@@ -64,11 +64,9 @@ def _scoring_objective(model, ts, n_threads):
     if has_query.all() or not has_query.any():
         return Objective(model, ts, rows="query" if has_query.all() else "all",
                          n_threads=n_threads)
-    starts = ts.offsets[:-1] + np.where(has_query, ts.n_support, 0)
-    rows = np.concatenate([np.arange(a, b) for a, b in zip(starts, ts.offsets[1:])])
-    sizes = ts.offsets[1:] - starts
+    rows, sizes = ts.query_rows(all_when_none=True)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    scored = TaskSet.from_checked(ts.X[rows], ts.y[rows], offsets, sizes.astype(np.int64),
+    scored = TaskSet.from_checked(ts.X[rows], ts.y[rows], offsets, sizes,
                                   np.asarray(ts.task_ids), ts.names)
     return Objective(model, scored, rows="all", n_threads=n_threads)
 
