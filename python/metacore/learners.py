@@ -647,15 +647,19 @@ class EpisodeLearner(Learner):
 
     def _embed(self, theta, X, n_threads=None, name="X"):
         """Embeddings (n, D) of rows X, errors naming X as the caller's argument ``name``."""
-        X = _validation.float_array(name, X, ndim=2, dtype=theta.dtype)
+        X = self._check_rows(_validation.float_array(name, X, ndim=2, dtype=theta.dtype), name)
+        E = self.model.predict(theta, X, n_threads=self.n_threads if n_threads is None
+                               else n_threads)
+        return E.reshape(E.shape[0], -1)
+
+    def _check_rows(self, X, name):
+        """X (2-D) with the model's columns and at least one row, else a ValueError naming it."""
         if X.shape[1] != self.model.n_features:
             raise ValueError(f"{name} must have {self.model.n_features} columns (the model's "
                              f"inputs), got shape {X.shape}")
         if X.shape[0] == 0:
             raise ValueError(f"{name} must have at least 1 row(s), got shape {X.shape}")
-        E = self.model.predict(theta, X, n_threads=self.n_threads if n_threads is None
-                               else n_threads)
-        return E.reshape(E.shape[0], -1)
+        return X
 
     def _embed_episode(self, theta, X_support, y_support, X_query):
         """(support labels, support embeddings, query embeddings) of one episode, the rows
@@ -665,11 +669,7 @@ class EpisodeLearner(Learner):
         Xs = _validation.float_array("X_support", X_support, ndim=2, dtype=theta.dtype)
         Xq = _validation.float_array("X_query", X_query, ndim=2, dtype=theta.dtype)
         for X, what in ((Xs, "X_support"), (Xq, "X_query")):
-            if X.shape[1] != self.model.n_features:
-                raise ValueError(f"{what} must have {self.model.n_features} columns (the "
-                                 f"model's inputs), got shape {X.shape}")
-            if X.shape[0] == 0:
-                raise ValueError(f"{what} must have at least 1 row(s), got shape {X.shape}")
+            self._check_rows(X, what)
         E = self._embed(theta, np.vstack([Xs, Xq]))
         return y, E[:Xs.shape[0]], E[Xs.shape[0]:]
 
@@ -862,12 +862,12 @@ class RidgeHead(EpisodeLearner):
         params = self.check_params(theta)
         P = self.model.n_params
         lam, scale = float(np.exp(np.float64(params[P]))), float(params[P + 1])
-        if abs(scale) > 1e30:   # logits s·M overflow long before the solve fails
-            raise ValueError(f"theta: the ridge head's logit scale theta[{P + 1}] = {scale:.3g} "
-                             f"makes the episode loss overflow (start from a smaller scale)")
+        # the loss is exact at any finite logits: not finite means a failed solve, or logits
+        # s·M beyond float64 (a scale near 1e300)
         raise ValueError(f"theta: the ridge head's λ = exp(theta[{P}]) = {lam:.3g} is too small "
                          f"for these embeddings: X Xᵀ + λ·I is not numerically positive definite "
-                         f"in an episode of the batch (start from a larger reg)")
+                         f"in an episode of the batch (start from a larger reg), or its logit "
+                         f"scale theta[{P + 1}] = {scale:.3g} overflows the logits")
 
     def adapt(self, params, X_support, y_support, *, steps=None):
         """The ridge weights W ((D+1), N) of the support rows (last row: the bias)."""
