@@ -87,6 +87,15 @@ def int_sequence(name, value, min_len=1, minimum=None):
     return [integer(f"{name}[{i}]", v, minimum=minimum) for i, v in enumerate(items)]
 
 
+def step_counts(name, value):
+    """Adaptation step counts: integers >= 0, increasing, each once (a report's rows, tables and
+    curves follow their order)."""
+    steps = int_sequence(name, value, minimum=0)
+    if any(b <= a for a, b in zip(steps, steps[1:])):
+        raise ValueError(f"{name} must be increasing, each step count once, got {tuple(steps)}")
+    return steps
+
+
 def seed(name, value):
     """A seed: an integer in [0, 2**64 - 1] (the core keys its generator on a uint64)."""
     return integer(name, value, minimum=0, maximum=UINT64_MAX)

@@ -530,9 +530,10 @@ class EvaluateConfig:
 
     def validate(self, s="evaluate"):
         self.steps = _list(f"{s}.steps", self.steps, lambda k, x: _int(k, x, 0), min_len=1)
-        if any(b <= a for a, b in zip(self.steps, self.steps[1:])):
-            raise ConfigError(f"{s}.steps must be increasing, each step count once, got "
-                              f"{self.steps}")
+        try:   # the rule mc.evaluate applies, checked before training
+            _validation.step_counts(f"{s}.steps", self.steps)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         self.lr = _float(f"{s}.lr", self.lr, 0.0, none=True)
         self.baselines = _list(f"{s}.baselines", self.baselines,
                                lambda k, x: _str(k, x, BASELINES))

@@ -183,10 +183,7 @@ def evaluate(model, theta, test_tasks, *, steps=(0, 1, 5, 10), lr=None, learner=
         raise TypeError(f"model must be a metacore model (MLP), got {type(model).__name__}")
     if not isinstance(test_tasks, TaskSet):
         raise TypeError(f"test_tasks must be a TaskSet, got {type(test_tasks).__name__}")
-    steps = tuple(_validation.int_sequence("steps", steps, minimum=0))
-    if any(b <= a for a, b in zip(steps, steps[1:])):
-        # the report's rows, tables and curves follow this order
-        raise ValueError(f"steps must be increasing, each step count once, got {steps}")
+    steps = tuple(_validation.step_counts("steps", steps))
     if (test_tasks.n_query == 0).any() or (test_tasks.n_support == 0).any():
         raise ValueError("test_tasks: every task needs support rows to adapt on and query rows "
                          "to score")
