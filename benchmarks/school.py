@@ -140,7 +140,11 @@ def inner_split(ts, seed):
 
 
 def val_score(val, pred):
-    return explained_variance(val.y, pred)
+    """The pooled validation explained variance every choice of this script maximises; a
+    setting whose predictions are not finite (a diverged fit) scores −inf: it loses the choice
+    instead of ending the run."""
+    pred = np.asarray(pred, dtype=np.float64)
+    return explained_variance(val.y, pred) if np.isfinite(pred).all() else -np.inf
 
 
 # --- ridge baselines --------------------------------------------------------------------------

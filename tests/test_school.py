@@ -55,6 +55,15 @@ def test_scores_of_a_perfect_and_of_a_mean_prediction():
     assert pooled == pytest.approx(0.0, abs=1e-15)
 
 
+def test_a_setting_whose_predictions_are_not_finite_never_wins_a_choice():
+    val = mc.TaskSet(np.ones((4, 1)), np.array([1.0, 2.0, 3.0, 4.0]), [0, 4])
+    good, bad = np.array([1.0, 2.0, 3.0, 3.5]), np.array([1.0, np.nan, 3.0, 4.0])
+    assert bench.val_score(val, bad) == -np.inf
+    for order in (("bad", "good"), ("good", "bad")):     # either order: it loses
+        preds = {"bad": bad, "good": good}
+        assert max(order, key=lambda k: bench.val_score(val, preds[k])) == "good"
+
+
 def test_scaling_is_undone_by_back():
     rng = np.random.default_rng(0)
     train = mc.TaskSet(np.hstack([rng.normal(3, 2, (12, 3)), np.ones((12, 1))]),
