@@ -338,6 +338,22 @@ def test_meta_fit_on_two_actors_gives_the_local_trajectory(two_actors, kind):
 
 
 @needs_ray
+@pytest.mark.parametrize("name", ["fomaml", "anil", "reptile", "maml++", "ridge_episodes",
+                                  "imaml"])
+def test_the_other_learners_on_two_real_actors_give_the_local_trajectory(two_actors, name):
+    """The learners the test above leaves to the in-process workers, through real Ray actors."""
+    from test_distributed_meta import problems, start
+    problem = dict(problems(np.float64))[name]
+    theta = start(problem, np.float64)
+    local = mc.fit(problem, theta, **meta_kwargs())
+    dist = mc.fit(problem, theta, **meta_kwargs(backend=two_actors))
+    assert len(two_actors.ranges) == 2
+    assert not np.array_equal(local.theta, theta)
+    np.testing.assert_array_equal(dist.theta, local.theta)
+    np.testing.assert_array_equal(dist.history.objective, local.history.objective)
+
+
+@needs_ray
 def test_parameter_groups_on_one_and_two_actors_give_the_local_trajectory(ray_cluster,
                                                                           two_actors):
     """The optimizer's groups reach the update wherever it runs: on the driver (two actors) and

@@ -1,7 +1,9 @@
 """RayBackend joins an existing cluster by address: a head node started here with
 ``ray start --head`` on loopback (a free port, its own temp dir so no other Ray user on this
-machine sees it), a driver in another process that connects with ``address="127.0.0.1:PORT"``
-and gets the local θ bit for bit, and no process of that cluster left after the head stops."""
+machine sees it), a driver in another process that connects with each form of address —
+``"127.0.0.1:PORT"``, ``"auto"`` (the address in ``RAY_ADDRESS``) and Ray Client's
+``"ray://127.0.0.1:PORT"`` — and gets the local θ bit for bit, its actors gone after
+``close()`` while the cluster runs on."""
 
 import os
 import pathlib
@@ -63,7 +65,9 @@ def alive(pid):
         return False
 
 
-def test_connect_by_address_to_a_cluster_started_here(tmp_path):
+@pytest.fixture(scope="module")
+def head():
+    """(environment, GCS port, Ray Client port) of a head node started for these tests."""
     ray_bin = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
     if ray_bin is None:
         pytest.skip("the ray command is not installed")
@@ -73,32 +77,45 @@ def test_connect_by_address_to_a_cluster_started_here(tmp_path):
         RAY_AUTH_MODE="disabled")    # head and driver agree (ray start turns token auth on
                                      # when ~/.ray/auth_token exists; ray.init does not)
     env.pop("RAY_ADDRESS", None)
-    port = free_port()
+    port, client_port = free_port(), free_port()
     temp = tempfile.mkdtemp(prefix="mcray", dir="/tmp")   # short: Ray's socket paths are long
-    head = subprocess.Popen(
+    proc = subprocess.Popen(
         [ray_bin, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-         "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp}",
-         "--disable-usage-stats"],
+         f"--ray-client-server-port={client_port}", "--num-cpus=2", "--include-dashboard=false",
+         f"--temp-dir={temp}", "--disable-usage-stats"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        out = tmp_path / "thetas.npz"
-        run = subprocess.run([sys.executable, "-c", DRIVER, f"127.0.0.1:{port}", str(out)],
-                             env=env, capture_output=True, text=True, timeout=240)
-        assert run.returncode == 0, run.stderr[-3000:]
-        r = np.load(out)
-        np.testing.assert_array_equal(r["meta"], r["meta_local"])
-        np.testing.assert_array_equal(r["obj"], r["obj_local"])
-        assert r["pids"].shape == (2,) and all(p > 0 for p in r["pids"])
-        # close() killed the actors: their processes are gone while the cluster still runs
-        deadline = time.monotonic() + 20
-        while any(alive(int(p)) for p in r["pids"]) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not any(alive(int(p)) for p in r["pids"])
+        yield env, port, client_port
     finally:
-        os.killpg(head.pid, signal.SIGTERM)      # --block: the head stops its cluster on TERM
+        os.killpg(proc.pid, signal.SIGTERM)      # --block: the head stops its cluster on TERM
         try:
-            head.wait(timeout=30)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.parametrize("form", ["host:port", "auto", "ray://"])
+def test_connect_by_address_to_a_cluster_started_here(head, form, tmp_path):
+    env, port, client_port = head
+    if form == "ray://":
+        pytest.importorskip("grpc", reason="Ray Client needs grpcio: pip install 'ray[client]' "
+                                           "(part of metacore[ray])")
+    address = {"host:port": f"127.0.0.1:{port}", "auto": "auto",
+               "ray://": f"ray://127.0.0.1:{client_port}"}[form]
+    if form == "auto":
+        env = dict(env, RAY_ADDRESS=f"127.0.0.1:{port}")
+    out = tmp_path / "thetas.npz"
+    run = subprocess.run([sys.executable, "-c", DRIVER, address, str(out)],
+                         env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-3000:]
+    r = np.load(out)
+    np.testing.assert_array_equal(r["meta"], r["meta_local"])
+    np.testing.assert_array_equal(r["obj"], r["obj_local"])
+    assert r["pids"].shape == (2,) and all(p > 0 for p in r["pids"])
+    # close() killed the actors: their processes are gone while the cluster still runs
+    deadline = time.monotonic() + 20
+    while any(alive(int(p)) for p in r["pids"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(int(p)) for p in r["pids"])

@@ -99,3 +99,31 @@ def test_actors_a_cluster_cannot_place_fail_after_step_timeout_s():
     assert out[0].startswith("gave up") and "did not start within step_timeout_s=3" in out[0]
     assert 3 <= int(out[0].split()[2]) < 60
     assert out[1] == "True True"          # the user's cluster stays up and usable
+
+
+def test_close_leaves_no_process_of_the_local_cluster_it_started():
+    # every process the run started (Ray's GCS, raylet, dashboard agents, the actors' workers:
+    # all descendants of this driver) has exited once close() returns, while the driver lives on
+    out = run(COMMON + """
+    import time, psutil
+    me = psutil.Process()
+    with mc.distributed.RayBackend(2) as b:
+        print(np.array_equal(fit(b), local))
+        started = me.children(recursive=True)
+        actors = set(b.actor_pids())
+    print(actors <= {p.pid for p in started}, len(started) > len(actors))
+    deadline = time.monotonic() + 30
+    def left():
+        alive = []
+        for p in started:
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        return alive
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    print("left:", [p.name() for p in left()], ray.is_initialized())
+    """)
+    assert out[:3] == ["True", "True True", "left: [] False"], out
