@@ -288,10 +288,7 @@ def _from_plain(entries, meta):
     if "n_tasks" in meta:
         n_tasks = _validation.integer("checkpoint n_tasks", meta["n_tasks"], minimum=0)
         alpha = entries.expect("alpha", (n_tasks,), dtype)
-        if (alpha < 0).any():    # the task weights α are non-negative by construction
-            i = int(np.argmax(alpha < 0))
-            raise ValueError(f"the checkpoint's task weights (alpha) must be non-negative, got "
-                             f"{alpha[i]} for task {i}: the file is corrupt")
+        # α may be negative: IMTL-G's closed-form weights are (finite is checked above)
         if not problem:
             problem = {"kind": "multitask", "n_tasks": n_tasks}
         if "weighting_state" in entries:
