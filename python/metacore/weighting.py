@@ -43,6 +43,10 @@ __all__ = ["Weighting", "Uniform", "Fixed", "EvalDriven", "DWA", "Uncertainty", 
 class Weighting:
     """A rule that sets the task weights α."""
 
+    #: whether this rule's α may have negative entries (IMTL-G's closed form); the others keep
+    #: α >= 0, which is how a checkpoint's α is checked
+    signed_alpha = False
+
     def initial_alpha(self, n_tasks) -> np.ndarray:
         """α (T,) float64 at step 0."""
         raise NotImplementedError
@@ -337,6 +341,7 @@ class IMTLG(_Adaptive):
     its least-squares solution nearest to uniform. No settings."""
 
     _kind = "imtlg"
+    signed_alpha = True     # α_1 = 1 − Σ α_i and the solve put no sign on them
 
     def __init__(self):
         super().__init__()
