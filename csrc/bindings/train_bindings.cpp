@@ -79,12 +79,19 @@ class MetaStepHandle {
         : net_(net), protonet_(episode_learner(cfg.learner)),
           core_(net_, cfg, meta_batch, threads) {}
 
+    // Every array is checked, and the core switched to them, before the handle lets go of the
+    // old ones: a refused call leaves the handle as it was (it used to free the old X while the
+    // core still read it).
     void sample_from(py::handle X, py::handle y, py::handle offsets, py::handle n_support) {
-        X_ = checked<T>(X, "X", {-1, net_.n_features()});
-        y_ = checked_meta_targets<T>(y, "y", net_, X_.shape(0), protonet_);
-        offsets_ = checked<std::int64_t>(offsets, "offsets", {-1});
-        ns_ = checked<std::int64_t>(n_support, "n_support", {offsets_.shape(0) - 1});
-        core_.sample_from(checked_tasks<T>(X_, y_, offsets_, ns_));
+        auto x = checked<T>(X, "X", {-1, net_.n_features()});
+        auto yy = checked_meta_targets<T>(y, "y", net_, x.shape(0), protonet_);
+        auto off = checked<std::int64_t>(offsets, "offsets", {-1});
+        auto ns = checked<std::int64_t>(n_support, "n_support", {off.shape(0) - 1});
+        core_.sample_from(checked_tasks<T>(x, yy, off, ns));
+        X_ = std::move(x);
+        y_ = std::move(yy);
+        offsets_ = std::move(off);
+        ns_ = std::move(ns);
     }
 
     void generate(const SinusoidSource& source) {
@@ -102,11 +109,13 @@ class MetaStepHandle {
         if (!protonet_ && (net_.loss() != Loss::cross_entropy || net_.n_outputs() != n_way))
             throw py::value_error("tasks: N-way episodes need a cross-entropy model with n_way = " +
                                   std::to_string(n_way) + " outputs");
-        X_ = checked<T>(X, "X", {-1, net_.n_features()});
-        offsets_ = checked<std::int64_t>(class_offsets, "class_offsets", {-1});
-        const EpisodePool<T> pool = episode_pool<T>(X_, offsets_, n_way, k_shot, q_query);
+        auto x = checked<T>(X, "X", {-1, net_.n_features()});   // kept once all is checked
+        auto off = checked<std::int64_t>(class_offsets, "class_offsets", {-1});
+        const EpisodePool<T> pool = episode_pool<T>(x, off, n_way, k_shot, q_query);
         pool.batch_rows(core_.meta_batch(), "meta_batch", sizeof(T));   // as generate() does
         core_.episodes_from(pool);
+        X_ = std::move(x);
+        offsets_ = std::move(off);
     }
 
     MetaStep<T>& core() { return core_; }

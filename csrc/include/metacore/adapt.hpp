@@ -1,6 +1,6 @@
 // The latency path: adapt θ to one new task by k SGD steps on its support rows, then predict.
 // Scratch lives in a thread_local workspace made on a thread's first call for a net shape, so a
-// call allocates nothing but its outputs and any number of threads may call at once.
+// call allocates nothing but its outputs and any number of threads may call at once (AdaptLease).
 #pragma once
 
 #include <algorithm>
@@ -33,12 +33,28 @@ struct AdaptWorkspace {
     }
 };
 
+// The calling thread's workspace for `net`, taken out of the thread's slot for the lease's
+// lifetime and put back after. A call made on this thread while the lease is out — a Python
+// signal handler, run by check_interrupt in the middle of a call, calling the core again — finds
+// the slot empty and builds its own, instead of writing into (or freeing) the one in use.
 template <class T>
-AdaptWorkspace<T>& adapt_workspace(const NetSpec& net) {
-    thread_local std::unique_ptr<AdaptWorkspace<T>> ws;
-    if (!ws || !same_net(ws->net, net)) ws = std::make_unique<AdaptWorkspace<T>>(net);
-    return *ws;
-}
+class AdaptLease {
+   public:
+    explicit AdaptLease(const NetSpec& net) : ws_(std::move(slot())) {
+        if (!ws_ || !same_net(ws_->net, net)) ws_ = std::make_unique<AdaptWorkspace<T>>(net);
+    }
+    ~AdaptLease() { slot() = std::move(ws_); }
+    AdaptLease(const AdaptLease&) = delete;
+    AdaptLease& operator=(const AdaptLease&) = delete;
+    AdaptWorkspace<T>& operator*() { return *ws_; }
+
+   private:
+    static std::unique_ptr<AdaptWorkspace<T>>& slot() {
+        thread_local std::unique_ptr<AdaptWorkspace<T>> ws;
+        return ws;
+    }
+    std::unique_ptr<AdaptWorkspace<T>> ws_;
+};
 
 // φ after rule.steps SGD steps from θ on rows [begin, end) of data; points into the workspace.
 template <class T>
@@ -81,7 +97,8 @@ TaskData<T> one_task(MatrixView<const T> X, MatrixView<const T> y) {
 template <class T>
 void adapt(const NetSpec& net, const InnerRule<T>& rule, const T* theta, MatrixView<const T> Xs,
            MatrixView<const T> ys, T* out) {
-    AdaptWorkspace<T>& ws = adapt_workspace<T>(net);
+    AdaptLease<T> lease(net);
+    AdaptWorkspace<T>& ws = *lease;
     const T* phi = adapt_rows(ws, rule, theta, one_task(Xs, ys), 0, Xs.rows);
     std::copy(phi, phi + net.n_params(), out);
 }
@@ -91,7 +108,8 @@ template <class T>
 void adapt_predict(const NetSpec& net, const InnerRule<T>& rule, const T* theta,
                    MatrixView<const T> Xs, MatrixView<const T> ys, MatrixView<const T> Xq,
                    T* out) {
-    AdaptWorkspace<T>& ws = adapt_workspace<T>(net);
+    AdaptLease<T> lease(net);
+    AdaptWorkspace<T>& ws = *lease;
     predict_rows(ws, adapt_rows(ws, rule, theta, one_task(Xs, ys), 0, Xs.rows), Xq, out);
 }
 
@@ -111,7 +129,8 @@ void adapt_batch(const NetSpec& net, const InnerRule<T>& rule, const T* theta,
         team_for(saturating_mul(saturating_mul(rows, P), saturating_add(rule.steps, 1)),
                  n_threads, T_);
     parallel_for(T_, threads, [&](std::int64_t t, int) {
-        AdaptWorkspace<T>& ws = adapt_workspace<T>(net);
+        AdaptLease<T> lease(net);
+        AdaptWorkspace<T>& ws = *lease;
         const std::int64_t s0 = data.offsets[t], s1 = s0 + data.n_support[t];
         const T* phi = adapt_rows(ws, rule, theta, data, s0, s1);
         if (phis) std::copy(phi, phi + P, phis + t * P);

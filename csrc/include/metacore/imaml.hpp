@@ -154,7 +154,8 @@ double imaml_task_grad(NetPass<T>& pass, ImamlScratch<T>& s, const NetSpec& net,
 template <class T>
 void imaml_adapt(const NetSpec& net, const ImamlRule& rule, const T* theta, MatrixView<const T> Xs,
                  MatrixView<const T> ys, T* out) {
-    AdaptWorkspace<T>& ws = adapt_workspace<T>(net);
+    AdaptLease<T> lease(net);
+    AdaptWorkspace<T>& ws = *lease;
     imaml_inner(ws.pass, rule, theta, one_task(Xs, ys), 0, Xs.rows, net.n_params(), out,
                 ws.grad.data(), ws.next.data(), ws.extra(net.n_params()));
 }
@@ -173,7 +174,8 @@ void imaml_adapt_batch(const NetSpec& net, const ImamlRule& rule, const T* theta
         team_for(saturating_mul(saturating_mul(rows, P), saturating_add(rule.steps, 1)),
                  n_threads, T_);
     parallel_for(T_, threads, [&](std::int64_t t, int) {
-        AdaptWorkspace<T>& ws = adapt_workspace<T>(net);
+        AdaptLease<T> lease(net);
+        AdaptWorkspace<T>& ws = *lease;
         const std::int64_t s0 = data.offsets[t], s1 = s0 + data.n_support[t];
         imaml_inner(ws.pass, rule, theta, data, s0, s1, P, ws.phi.data(), ws.grad.data(),
                     ws.next.data(), ws.extra(P));
