@@ -1,7 +1,8 @@
 """The meta-step's and the latency path's kernels, run once per instruction-set level by
 tests/test_meta_kernels.py (each level in its own process: METACORE_ISA is read when the core
 loads). They cover what the meta-step adds to the net passes: θ's weights transposed in 8 × 8
-register blocks (widths 1, 3, 9, 17, 33, 41: full blocks, edge rows and columns, none at all), the
+register blocks (widths 1, 3, 9, 17, 33, 41: full blocks, edge rows and columns, none at all;
+97 × 90: a matrix past L1, transposed in strips), the
 query rows' own pass, and the first reverse-pass Hessian-vector product that starts from the
 support rows' forward pass of the last inner step (support sets of 1, 10 and 32 rows, one block)
 or recomputes it (33 rows: two blocks). Every check compares the core with the NumPy reference
@@ -25,9 +26,18 @@ SHAPES = [
     ([3, 9, 2], "relu"),          # 9: one block + an edge row and column, two outputs
     ([1, 17, 33, 1], "tanh"),     # 17 × 1, 33 × 17: edges on both sides
     ([2, 41, 8, 1], "relu"),      # 8 × 41: one block row and an edge column
+    # 97 × 90 (35 KB in float32): past L1, transposed strip by strip down W's columns — strips
+    # of two blocks, a last strip of one (columns 80-87), an edge row and two edge columns
+    ([2, 90, 97, 1], "relu"),
 ]
 SUPPORT = [1, 10, 32, 33]         # one row; one block; exactly a block; a block + 1 (no reuse)
 TOL = {np.float32: dict(rtol=5e-4, atol=5e-5), np.float64: dict(rtol=1e-9, atol=1e-11)}
+
+
+def _scale(sizes):
+    """θ's scale: 0.4 up to width 41; smaller for wider nets, whose outputs would otherwise grow
+    to ~1e7 and leave float32 too few digits for a per-entry comparison."""
+    return 0.4 * min(1.0, 41 / max(sizes))
 
 
 def _close(actual, expected, dtype, what):
@@ -47,7 +57,7 @@ def _batch(sizes, n_tasks, n_support, n_query, dtype, rng):
 def check_meta(sizes, activation, n_support, dtype, seed):
     rng = np.random.default_rng(seed)
     model = mc.MLP(sizes, activation=activation, loss="mse")
-    theta = (0.4 * rng.standard_normal(model.n_params)).astype(dtype)
+    theta = (_scale(sizes) * rng.standard_normal(model.n_params)).astype(dtype)
     t64 = theta.astype(np.float64)
     batch = _batch(sizes, 3, n_support, 33 if n_support == 1 else 1, dtype, rng)
     for steps in (1, 2):
@@ -86,7 +96,7 @@ def check_meta(sizes, activation, n_support, dtype, seed):
 def check_adapt(sizes, activation, n_support, dtype, seed):
     rng = np.random.default_rng(seed)
     model = mc.MLP(sizes, activation=activation, loss="mse")
-    theta = (0.4 * rng.standard_normal(model.n_params)).astype(dtype)
+    theta = (_scale(sizes) * rng.standard_normal(model.n_params)).astype(dtype)
     ts = _batch(sizes, 1, n_support, 33, dtype, rng)
     Xs, ys = ts.X[:n_support], ts.y[:n_support]
     Xq = ts.X[n_support:]

@@ -398,23 +398,47 @@ METACORE_INLINE void transpose8(typename VecN<T, 8 * sizeof(T)>::type* v) {
 }
 #endif
 
+#if METACORE_SMALL_GEMM
+// The 8 × 8 block of Wt at rows i0.., columns o0.. from W's rows o0.., columns i0...
+template <class T>
+METACORE_INLINE void transpose_block(const T* __restrict W, std::int64_t out, std::int64_t in,
+                                     T* __restrict Wt, std::int64_t o0, std::int64_t i0) {
+    using V = typename VecN<T, 8 * sizeof(T)>::type;
+    V v[8];
+    for (int r = 0; r < 8; ++r) std::memcpy(&v[r], W + (o0 + r) * in + i0, sizeof(V));
+    transpose8<T>(v);
+    for (int c = 0; c < 8; ++c) std::memcpy(Wt + (i0 + c) * out + o0, &v[c], sizeof(V));
+}
+#endif
+
 // Wt (in × out) = Wᵀ for W (out × in): full 8 × 8 blocks in registers, the edges one by one.
+constexpr std::int64_t kTransposeInL1Bytes = 32 << 10;   // a W this small stays in L1 either way
 template <class T>
 METACORE_INLINE void transpose_body(const T* __restrict W, std::int64_t out, std::int64_t in,
                                     T* __restrict Wt) {
     constexpr std::int64_t S = 8;
     std::int64_t o8 = 0, i8 = 0;
 #if METACORE_SMALL_GEMM
-    using V = typename VecN<T, 8 * sizeof(T)>::type;
     o8 = out - out % S;
     i8 = in - in % S;
-    for (std::int64_t o0 = 0; o0 < o8; o0 += S)
-        for (std::int64_t i0 = 0; i0 < i8; i0 += S) {
-            V v[S];
-            for (int r = 0; r < S; ++r) std::memcpy(&v[r], W + (o0 + r) * in + i0, sizeof(V));
-            transpose8<T>(v);
-            for (int c = 0; c < S; ++c) std::memcpy(Wt + (i0 + c) * out + o0, &v[c], sizeof(V));
+    if (out * in * static_cast<std::int64_t>(sizeof(T)) <= kTransposeInL1Bytes) {
+        for (std::int64_t o0 = 0; o0 < o8; o0 += S)   // all in L1: row by row of W
+            for (std::int64_t i0 = 0; i0 < i8; i0 += S) transpose_block(W, out, in, Wt, o0, i0);
+    } else {
+        // Down a strip of W's columns, so that Wt's rows fill in order (whole cache lines, no
+        // line written half and evicted before its other half comes: at width 512 the row-by-row
+        // order made the transposes 37 % of the MAML meta-step); two blocks per row where the
+        // strip is 2S wide, so every line of W read is used whole.
+        for (std::int64_t i0 = 0; i0 < i8; i0 += 2 * S) {
+            if (i0 + 2 * S <= i8)
+                for (std::int64_t o0 = 0; o0 < o8; o0 += S) {
+                    transpose_block(W, out, in, Wt, o0, i0);
+                    transpose_block(W, out, in, Wt, o0, i0 + S);
+                }
+            else
+                for (std::int64_t o0 = 0; o0 < o8; o0 += S) transpose_block(W, out, in, Wt, o0, i0);
         }
+    }
 #endif
     // the edges: columns i >= i8 of every row, and rows o >= o8 of the first i8 columns
     for (std::int64_t i = i8; i < in; ++i)
