@@ -101,29 +101,39 @@ def test_actors_a_cluster_cannot_place_fail_after_step_timeout_s():
     assert out[1] == "True True"          # the user's cluster stays up and usable
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the process tree from /proc")
 def test_close_leaves_no_process_of_the_local_cluster_it_started():
     # every process the run started (Ray's GCS, raylet, dashboard agents, the actors' workers:
     # all descendants of this driver) has exited once close() returns, while the driver lives on
     out = run(COMMON + """
-    import time, psutil
-    me = psutil.Process()
+    import glob, os, time
+    def stat(pid):       # (parent pid, state) from /proc, or None once the process is gone
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return int(fields[1]), fields[0]
+        except (OSError, IndexError, ValueError):
+            return None
+    def descendants(root):
+        parents = {int(p.split("/")[2]): stat(int(p.split("/")[2]))
+                   for p in glob.glob("/proc/[0-9]*")}
+        found, todo = set(), [root]
+        while todo:
+            me = todo.pop()
+            kids = [p for p, st in parents.items() if st and st[0] == me and p not in found]
+            found.update(kids)
+            todo.extend(kids)
+        return found
     with mc.distributed.RayBackend(2) as b:
         print(np.array_equal(fit(b), local))
-        started = me.children(recursive=True)
+        started = descendants(os.getpid())
         actors = set(b.actor_pids())
-    print(actors <= {p.pid for p in started}, len(started) > len(actors))
+    print(actors <= started, len(started) > len(actors))
     deadline = time.monotonic() + 30
     def left():
-        alive = []
-        for p in started:
-            try:
-                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(p)
-            except psutil.NoSuchProcess:
-                pass
-        return alive
+        return [p for p in started if (stat(p) or (0, "Z"))[1] != "Z"]
     while left() and time.monotonic() < deadline:
         time.sleep(0.2)
-    print("left:", [p.name() for p in left()], ray.is_initialized())
+    print("left:", left(), ray.is_initialized())
     """)
     assert out[:3] == ["True", "True True", "left: [] False"], out

@@ -184,3 +184,111 @@ def test_ctrl_c_and_sigterm_at_random_moments_of_a_write_leave_no_temporary_file
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["done", str(n)], out.stdout
+
+
+@pytest.mark.parametrize("bad", ["ck\0.npz", "ck\ud800.npz", "no/such/folder/ck.npz", "."])
+def test_a_write_that_fails_leaves_the_signal_handlers_as_they_were(tmp_path, bad):
+    import signal
+    mine = lambda signum, frame: None     # noqa: E731 - a user's own handler
+    before = signal.signal(signal.SIGTERM, mine)
+    try:
+        with pytest.raises((ValueError, OSError)):
+            mc.save(os.path.join(tmp_path, bad) if "/" in bad else bad, mc.Checkpoint(np.ones(3)))
+        assert signal.getsignal(signal.SIGTERM) is mine
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+# Signals that land at chosen moments of one write, each case in its own process (some end it):
+# SETUP runs first; the write's temporary file is made by a mkstemp that first sends the case's
+# signals to the process, so they arrive while the write holds them.
+SIGNAL_CASE = """
+import os, signal, sys, tempfile, time
+import numpy as np
+import metacore as mc
+from metacore.train.checkpoint import write_atomic
+folder = sys.argv[1]
+path = os.path.join(folder, "out.bin")
+write_atomic(path, lambda f: f.write(b"old"))
+real_mkstemp = tempfile.mkstemp
+def signalled_mkstemp(*a, **k):
+    for s in SEND_IN_HOLD:
+        os.kill(os.getpid(), s)
+    return real_mkstemp(*a, **k)
+{setup}
+tempfile.mkstemp = signalled_mkstemp
+try:
+    write_atomic(path, WRITE)
+    print("returned")
+except BaseException as exc:
+    print("raised", type(exc).__name__)
+tempfile.mkstemp = real_mkstemp
+left = [n for n in os.listdir(folder) if n.endswith(".tmp")]
+print("left", left, open(path, "rb").read())
+{after}
+"""
+
+CASES = {
+    # Ctrl-C and SIGTERM (default action) together while held: SIGTERM is not lost behind the
+    # KeyboardInterrupt; the process dies of it, and the file is gone
+    "int+term held": ("SEND_IN_HOLD = [signal.SIGINT, signal.SIGTERM]\n"
+                      "WRITE = lambda f: f.write(b'new')", "", -15, None),
+    # a writer that swallows every exception, SIGTERM's included: the write ends, then the
+    # process dies of SIGTERM all the same
+    "term swallowed": ("SEND_IN_HOLD = []\n"
+                       "def WRITE(f):\n"
+                       "    try:\n"
+                       "        os.kill(os.getpid(), signal.SIGTERM)\n"
+                       "        time.sleep(0.05)\n"
+                       "    except BaseException:\n"
+                       "        pass\n"
+                       "    f.write(b'new')", "", -15, None),
+    # Ctrl-C with SIGINT's default action (the process ends): the temporary file goes first
+    "int default": ("SEND_IN_HOLD = []\n"
+                    "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+                    "def WRITE(f):\n"
+                    "    os.kill(os.getpid(), signal.SIGINT)\n"
+                    "    time.sleep(0.05)", "", -2, None),
+    # the user's own SIGTERM handler raising (a graceful shutdown) while held: raised after the
+    # file is gone; both handlers are the user's again, and Ctrl-C still works
+    "user handler": ("class Shutdown(Exception):\n"
+                     "    pass\n"
+                     "def shutdown(signum, frame):\n"
+                     "    raise Shutdown\n"
+                     "signal.signal(signal.SIGTERM, shutdown)\n"
+                     "SEND_IN_HOLD = [signal.SIGTERM]\n"
+                     "WRITE = lambda f: f.write(b'new')",
+                     "print(signal.getsignal(signal.SIGTERM) is shutdown,\n"
+                     "      signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n"
+                     "try:\n"
+                     "    os.kill(os.getpid(), signal.SIGINT)\n"
+                     "    time.sleep(0.5)\n"
+                     "    print('Ctrl-C lost')\n"
+                     "except KeyboardInterrupt:\n"
+                     "    print('Ctrl-C works')", 0, "raised Shutdown"),
+}
+
+
+@pytest.mark.skipif(not hasattr(os, "kill") or os.name != "posix", reason="POSIX signals")
+@pytest.mark.parametrize("case", list(CASES))
+def test_signals_at_chosen_moments_of_a_write(tmp_path, case):
+    import subprocess
+    import sys
+    setup, after, code, outcome = CASES[case]
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(mc.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
+    script = SIGNAL_CASE.replace("{setup}", setup).replace("{after}", after)
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == code, (out.returncode, out.stdout, out.stderr[-2000:])
+    assert _leftovers(tmp_path) == []
+    data = (tmp_path / "out.bin").read_bytes()
+    if code == 0:
+        lines = out.stdout.split("\n")
+        assert lines[:4] == [outcome, "left [] b'old'", "True True", "Ctrl-C works"], lines
+    elif case == "term swallowed":
+        assert data == b"new"           # the write finished before the process ended
+    else:
+        assert data == b"old"

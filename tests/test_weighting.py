@@ -39,13 +39,14 @@ def heads_problem(T=4, seed=0, dtype=np.float64):
     return mc.Objective(model, ts.astype(dtype), l2=1e-3), model.init(seed=1, dtype=dtype)
 
 
-def conflict_problem(T=4, seed=0):
-    """Tasks whose targets alternate in sign on one shared net: their gradients conflict, so
-    IMTL-G's closed-form weights go negative."""
+def conflict_problem(T=4, seed=0, signs=(1, -1, 1, -1)):
+    """Tasks of different scales on one shared net, with targets of alternating sign (their
+    gradients conflict: IMTL-G's closed-form weights go negative) or of one sign (Aligned-MTL's
+    go negative)."""
     rng = np.random.default_rng(seed)
     w = rng.normal(size=3)
     Xs = [rng.normal(size=(12 + 3 * i, 3)) for i in range(T)]
-    ys = [(-1) ** i * np.tanh(X @ w) * 10.0 ** (i % 3) for i, X in enumerate(Xs)]
+    ys = [signs[i] * np.tanh(X @ w) * 10.0 ** (i % 3) for i, X in enumerate(Xs)]
     ts = mc.TaskSet.from_arrays(Xs, ys, n_support=6)
     model = mc.MLP([3, 8, 1], activation="tanh")
     return mc.Objective(model, ts, l2=1e-3), model.init(seed=1)
@@ -218,7 +219,12 @@ def test_one_fit_step_with_a_loss_strategy_uses_its_alpha():
     np.testing.assert_allclose(res.history.step_weights[0], alpha, rtol=1e-12)
 
 
-@pytest.mark.parametrize("problem", [heads_problem, conflict_problem], ids=lambda f: f.__name__)
+def same_sign_problem():
+    return conflict_problem(signs=(1, 1, 1, 1))
+
+
+@pytest.mark.parametrize("problem", [heads_problem, conflict_problem, same_sign_problem],
+                         ids=lambda f: f.__name__)
 @pytest.mark.parametrize("w", ADAPTIVE, ids=repr)
 def test_resumed_runs_are_bit_identical(w, problem, tmp_path):
     # whatever α a strategy writes into a checkpoint, loading it takes it back (IMTL-G's
@@ -230,8 +236,9 @@ def test_resumed_runs_are_bit_identical(w, problem, tmp_path):
     assert whole.history.step_weights.shape == (12, 4)
     assert np.isfinite(whole.history.step_weights).all()
     first = mc.fit(obj, theta0, steps=7, **kw)
-    if isinstance(w, W.IMTLG) and problem is conflict_problem:
-        assert first.weights.min() < 0          # the case this problem is here for
+    if (isinstance(w, W.IMTLG) and problem is conflict_problem
+            or isinstance(w, W.AlignedMTL) and problem is same_sign_problem):
+        assert first.weights.min() < 0          # the cases these problems are here for
     mc.save(tmp_path / "ck.npz", first)
     kw.pop("weighting")
     rest = mc.fit(obj, mc.load(tmp_path / "ck.npz"), steps=5, **kw)

@@ -43,8 +43,8 @@ __all__ = ["Weighting", "Uniform", "Fixed", "EvalDriven", "DWA", "Uncertainty", 
 class Weighting:
     """A rule that sets the task weights α."""
 
-    #: whether this rule's α may have negative entries (IMTL-G's closed form); the others keep
-    #: α >= 0, which is how a checkpoint's α is checked
+    #: whether this rule's α may have negative entries (IMTL-G's and Aligned-MTL's closed
+    #: forms); the others keep α >= 0, which is how a checkpoint's α is checked
     signed_alpha = False
 
     def initial_alpha(self, n_tasks) -> np.ndarray:
@@ -374,6 +374,7 @@ class AlignedMTL(_Adaptive):
     √λ_min (condition number 1). β = B 1 / T, d = Σ β_i g_i. No settings."""
 
     _kind = "aligned_mtl"
+    signed_alpha = True     # β = B·1/T: column sums of a PSD matrix, which can be negative
 
     def __init__(self):
         super().__init__()

@@ -17,10 +17,8 @@ from __future__ import annotations
 import copy
 import json
 import os
-import signal
 import struct
 import tempfile
-import threading
 import tokenize
 import zipfile
 import zlib
@@ -33,6 +31,7 @@ from .. import weighting as _weighting
 from ..learners import from_dict as learner_from_dict
 from ..models import MLP
 from .result import FitResult
+from .signal_guard import WriteGuard, interrupt_behind
 from .state import Checkpoint
 
 __all__ = ["save", "load", "write_atomic"]
@@ -88,61 +87,6 @@ def _umask():
 _UMASK = _umask()
 
 
-class _Terminated(SystemExit):
-    """SIGTERM during a write whose process would have died at once (no handler of its own):
-    raised so that the temporary file is removed first; the process then dies of SIGTERM (should
-    one escape, it exits as a shell reports SIGTERM, 128 + 15)."""
-
-
-def _raise_terminated(signum, frame):
-    raise _Terminated(128 + signum)
-
-
-class _SignalHold:
-    """Ctrl-C (SIGINT) and SIGTERM arriving between start() and stop() are delivered at stop(),
-    to the handlers they would have met: a KeyboardInterrupt raised between the temporary file's
-    creation and the ``try`` that removes it, or inside that removal, would leave the file behind.
-    Python runs signal handlers in the main thread only, so elsewhere this does nothing."""
-
-    SIGNALS = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None)) if s is not None)
-
-    def __init__(self):
-        self.saved, self.caught = {}, []
-
-    @staticmethod
-    def active():
-        return threading.current_thread() is threading.main_thread()
-
-    def start(self):
-        if not self.active():
-            return
-        for s in self.SIGNALS:
-            previous = signal.getsignal(s)
-            if previous is signal.SIG_IGN or previous is None:   # None: set outside Python
-                continue
-            self.saved[s] = previous
-            signal.signal(s, self._note)
-
-    def _note(self, signum, frame):
-        self.caught.append(signum)
-
-    def stop(self):
-        saved, self.saved = self.saved, {}
-        try:
-            for s, previous in saved.items():
-                signal.signal(s, previous)
-        finally:    # a handler just put back may raise before the loop ends: no _note stays
-            for s, previous in saved.items():
-                if signal.getsignal(s) == self._note:
-                    signal.signal(s, previous)
-        caught, self.caught = self.caught, []
-        for s in caught:                      # in arrival order: a second Ctrl-C stays a second
-            if saved[s] is signal.SIG_DFL:
-                signal.raise_signal(s)
-            else:
-                saved[s](s, None)
-
-
 def write_atomic(path, write):
     """Write a file at ``path`` with ``write(binary file)``, atomically and durably: into a unique
     temporary file in the same folder (so concurrent writers, threads or processes, never share
@@ -163,70 +107,49 @@ def write_atomic(path, write):
     if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
         raise IsADirectoryError(f"cannot write {path}: it ends in {path[-1]!r}, so it names a "
                                 f"folder, not a file")
-    term = getattr(signal, "SIGTERM", None)
-    dies = (term is not None and _SignalHold.active()
-            and signal.getsignal(term) is signal.SIG_DFL)
-    if not dies:
-        return _write_atomic(path, folder, write)
-    try:
-        try:        # SIGTERM would kill the process mid-write: remove the file, then die
-            signal.signal(term, _raise_terminated)
-            return _write_atomic(path, folder, write)
-        finally:    # the handler may fire in here too: the except below still catches it
-            signal.signal(term, signal.SIG_DFL)
-    except _Terminated:
-        signal.signal(term, signal.SIG_DFL)
-        signal.raise_signal(term)
-        raise       # not reached: the default action of SIGTERM ends the process
-
-
-def _write_atomic(path, folder, write):
-    hold = _SignalHold()
-    hold.start()    # until the try below owns the temporary file
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
-                                   suffix=".tmp")
-    except OSError as exc:   # name the folder asked for, not the temporary file's name
-        hold.stop()
-        what = ("no such folder" if isinstance(exc, (FileNotFoundError, NotADirectoryError))
-                else exc.strerror or type(exc).__name__)
-        raise type(exc)(exc.errno, f"cannot write {path}: {what} {folder}") from None
-    f = os.fdopen(fd, "wb")
-    try:
-        hold.stop()     # a Ctrl-C that came meanwhile is raised here, and the file removed
-        with f:
-            if hasattr(os, "fchmod"):   # mkstemp makes 0600 files; a saved file is 0666 & ~umask
-                os.fchmod(f.fileno(), 0o666 & ~_UMASK)
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        hold.start()    # a second Ctrl-C waits until the file is gone
+    with WriteGuard() as guard:     # the signals' discipline: see signal_guard
+        guard.hold()                # until the try below owns the temporary file
         try:
-            f.close()
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
+                                       suffix=".tmp")
+        except BaseException as exc:
+            guard.release()
+            if not isinstance(exc, OSError):
+                raise
+            # name the folder asked for, not the temporary file's name
+            what = ("no such folder" if isinstance(exc, (FileNotFoundError, NotADirectoryError))
+                    else exc.strerror or type(exc).__name__)
+            raise type(exc)(exc.errno, f"cannot write {path}: {what} {folder}") from None
+        try:
+            f = os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
             os.remove(tmp)
-        except OSError:
-            pass
-        finally:
-            hold.stop()
-        interrupt = _interrupt_behind(exc)
-        if interrupt is not exc:    # Ctrl-C inside np.savez surfaced as zipfile's ValueError
-            raise interrupt.with_traceback(interrupt.__traceback__) from None
-        raise
+            guard.release()
+            raise
+        try:
+            guard.release()     # a signal that came meanwhile is raised here: the file goes
+            with f:
+                if hasattr(os, "fchmod"):   # mkstemp makes 0600 files; saved: 0666 & ~umask
+                    os.fchmod(f.fileno(), 0o666 & ~_UMASK)
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException as exc:
+            guard.hold()        # a second Ctrl-C waits until the file is gone
+            try:
+                f.close()
+                os.remove(tmp)
+            except OSError:
+                pass
+            finally:
+                guard.release()
+            interrupt = interrupt_behind(exc)
+            if interrupt is not exc:    # Ctrl-C inside np.savez surfaced as zipfile's ValueError
+                raise interrupt.with_traceback(interrupt.__traceback__) from None
+            raise
     return path
-
-
-def _interrupt_behind(exc):
-    """The KeyboardInterrupt (or SIGTERM's exit) that ``exc`` was raised while handling, else
-    ``exc``: a writer interrupted half-way may fail again while cleaning up (zipfile refuses to
-    close an archive with an entry open), and that second error would hide the Ctrl-C."""
-    seen = exc
-    while seen is not None:
-        if isinstance(seen, (KeyboardInterrupt, _Terminated)):
-            return seen
-        seen = seen.__context__
-    return exc
 
 
 def _to_plain(ck):
@@ -388,7 +311,7 @@ def _from_plain(entries, meta):
         n_tasks = _validation.integer("checkpoint n_tasks", meta["n_tasks"], minimum=0)
         alpha = entries.expect("alpha", (n_tasks,), dtype)
         if (alpha < 0).any() and not (weighting is not None and weighting.signed_alpha):
-            i = int(np.argmax(alpha < 0))   # only IMTL-G's closed form gives negative weights
+            i = int(np.argmax(alpha < 0))   # only IMTL-G and Aligned-MTL give negative ones
             raise ValueError(f"the checkpoint's task weights (alpha) must be non-negative for "
                              f"{weighting!r}, got {alpha[i]} for task {i}: the file is corrupt")
         if not problem:
