@@ -183,7 +183,7 @@ def test_ctrl_c_and_sigterm_at_random_moments_of_a_write_leave_no_temporary_file
     out = subprocess.run([sys.executable, "-c", SIGNAL_CHILD, str(tmp_path), str(n)], env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.split() == ["done", str(n)], out.stdout
+    assert out.stdout.split() == ["done", str(n)], (out.stdout, out.stderr[-6000:])
 
 
 @pytest.mark.parametrize("bad", ["ck\0.npz", "ck\ud800.npz", "no/such/folder/ck.npz", "."])

@@ -31,7 +31,7 @@ from .. import weighting as _weighting
 from ..learners import from_dict as learner_from_dict
 from ..models import MLP
 from .result import FitResult
-from .signal_guard import WriteGuard, interrupt_behind
+from .signal_guard import Dying, WriteGuard, interrupt_behind
 from .state import Checkpoint
 
 __all__ = ["save", "load", "write_atomic"]
@@ -107,7 +107,16 @@ def write_atomic(path, write):
     if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
         raise IsADirectoryError(f"cannot write {path}: it ends in {path[-1]!r}, so it names a "
                                 f"folder, not a file")
-    with WriteGuard() as guard:     # the signals' discipline: see signal_guard
+    guard = WriteGuard()            # the signals' discipline: see signal_guard
+    try:
+        return _write_guarded(guard, path, folder, write)
+    except Dying:       # raised at the edge of the guard's exit, before it ran: run it
+        guard.finish()
+        raise
+
+
+def _write_guarded(guard, path, folder, write):
+    with guard:
         guard.hold()                # until the try below owns the temporary file
         try:
             fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
@@ -137,14 +146,16 @@ def write_atomic(path, write):
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException as exc:
-            guard.hold()        # a second Ctrl-C waits until the file is gone
             try:
-                f.close()
-                os.remove(tmp)
-            except OSError:
-                pass
+                guard.hold()    # a second Ctrl-C waits until the file is gone
             finally:
-                guard.release()
+                try:
+                    f.close()
+                    os.remove(tmp)
+                except OSError:
+                    pass
+                finally:
+                    guard.release()
             interrupt = interrupt_behind(exc)
             if interrupt is not exc:    # Ctrl-C inside np.savez surfaced as zipfile's ValueError
                 raise interrupt.with_traceback(interrupt.__traceback__) from None
