@@ -86,6 +86,25 @@ def test_backends_sharing_the_cluster_one_started_keep_it_until_the_last_closes(
     assert out[:4] == ["True True", "True True", "refused True", "False"], out
 
 
+def test_cpus_the_process_s_other_backends_hold_are_counted_at_once():
+    out = run(COMMON + """
+    import os
+    n = len(os.sched_getaffinity(0))
+    b1 = mc.distributed.RayBackend(n)                 # holds every CPU of the local cluster
+    print(np.array_equal(fit(b1), local))
+    b2 = mc.distributed.RayBackend(1, step_timeout_s=None)    # it used to wait for ever
+    attempt(b2, ValueError, "refused")
+    b1.stop_actors()                                  # frees them: b2 now fits
+    print(np.array_equal(fit(b2), local))
+    b2.close()
+    b1.close()
+    """)
+    assert out[0] == "True", out
+    assert out[1].startswith("refused") and "other RayBackend" in out[1], out
+    assert "stop_actors()" in out[1] and int(out[1].split()[1]) < 30, out
+    assert out[2] == "True", out
+
+
 def test_actors_a_cluster_cannot_place_fail_after_step_timeout_s():
     # a cluster the backend did not start (it may grow): waited for, up to step_timeout_s
     out = run(COMMON + """

@@ -475,9 +475,12 @@ class RayBackend(Backend):
         How often the driver sends a step again to a shard whose actor died.
     address : None, "auto" or "ray://host:port" (or "host:port")
         The cluster to join when Ray is not initialised yet in this process: None starts a local
-        one; "auto" joins the cluster started on this machine by ``ray start --head``; a
-        ``ray://`` address joins a remote cluster through Ray Client; "host:port" joins the
-        head node's GCS. When Ray is already initialised, the existing connection is used.
+        one (or, as ``ray.init`` does, joins the cluster ``RAY_ADDRESS`` names when that is
+        set); "auto" joins the cluster in ``RAY_ADDRESS`` or started on this machine by ``ray
+        start --head``; a ``ray://`` address joins a remote cluster through Ray Client (about
+        twice the per-step cost of "host:port"); "host:port" joins the head node's GCS. When Ray
+        is already initialised, the existing connection is used. Connecting is Ray's: an
+        address that does not answer is retried by Ray, without ``step_timeout_s``.
     worker_class : type
         The actor class: :class:`ShardWorker` (multi-task) or :class:`MetaWorker`
         (meta-learning), or a subclass of one (to instrument the actors); None: the one the
@@ -586,12 +589,16 @@ class RayBackend(Backend):
         n = len(self._actors)
         want = n * self.cpus_per_worker
         have = int(ray.cluster_resources().get("CPU", 0))
-        # a local cluster a backend of this process started cannot grow: refuse at once
-        if _LOCAL["local"] and want > have:
+        # a local cluster a backend of this process started cannot grow: refuse at once, also
+        # when the actors of this process's other backends hold the CPUs it would need
+        held = sum(len(b._actors) * b.cpus_per_worker for b in list(_USERS) if b is not self)
+        if _LOCAL["local"] and want > have - held:
             self._stop_actors()
+            others = (f", of which the actors of this process's other RayBackend(s) hold {held} "
+                      f"(close() them, or free their CPUs with stop_actors())" if held else "")
             raise ValueError(f"n_workers × cpus_per_worker: {want} CPUs asked for ({n} actors "
                              f"× {self.cpus_per_worker}), but the local Ray cluster has "
-                             f"{have}; use fewer workers or CPUs per worker")
+                             f"{have}{others}; use fewer workers or CPUs per worker")
         refs = [a.ready.remote() for a in self._actors]
         ready, pending = ray.wait(refs, num_returns=len(refs), timeout=self.step_timeout_s)
         if pending:
