@@ -107,8 +107,14 @@ def test_connect_by_address_to_a_cluster_started_here(head, form, tmp_path):
     if form == "auto":
         env = dict(env, RAY_ADDRESS=f"127.0.0.1:{port}")
     out = tmp_path / "thetas.npz"
-    run = subprocess.run([sys.executable, "-c", DRIVER, address, str(out)],
-                         env=env, capture_output=True, text=True, timeout=240)
+    for attempt in range(3):
+        run = subprocess.run([sys.executable, "-c", DRIVER, address, str(out)],
+                             env=env, capture_output=True, text=True, timeout=240)
+        # Ray Client's own start-up can fail on a loaded machine (its proxy finds the server
+        # process it just spawned a zombie: "Initialization failure from server"); that, and
+        # only that, is tried again
+        if run.returncode == 0 or "Initialization failure from server" not in run.stderr:
+            break
     assert run.returncode == 0, run.stderr[-3000:]
     r = np.load(out)
     np.testing.assert_array_equal(r["meta"], r["meta_local"])

@@ -565,6 +565,10 @@ class RayBackend(Backend):
             _LOCAL.update(connected=False, local=False)
         self._closed = True
 
+    def held_cpus(self) -> int:
+        """The CPUs this backend's actors reserve now (0 before a fit and after stop_actors)."""
+        return len(self._actors) * self.cpus_per_worker
+
     def stop_actors(self):
         """Kills the actors and frees their CPUs, keeping the backend usable: the next fit
         starts new ones (close() also disconnects Ray and ends the backend)."""
@@ -591,7 +595,7 @@ class RayBackend(Backend):
         have = int(ray.cluster_resources().get("CPU", 0))
         # a local cluster a backend of this process started cannot grow: refuse at once, also
         # when the actors of this process's other backends hold the CPUs it would need
-        held = sum(len(b._actors) * b.cpus_per_worker for b in list(_USERS) if b is not self)
+        held = sum(b.held_cpus() for b in list(_USERS) if b is not self)
         if _LOCAL["local"] and want > have - held:
             self._stop_actors()
             others = (f", of which the actors of this process's other RayBackend(s) hold {held} "
