@@ -1,8 +1,8 @@
 """Calls back into the core from Python code that runs in the middle of a core call. The core
 runs pending Python signal handlers at its interrupt points (that is how Ctrl-C works), so a
 handler that calls metacore runs on the same thread while the outer call is still using its
-thread-local workspace. The outer call must give the same bits as undisturbed, whatever the
-handler calls — another net's shape (the outer workspace used to be freed under it: a
+thread-local workspace. The outer call — adaptation, a meta-gradient, an objective — must give
+the same bits as undisturbed, whatever the handler calls — another net's shape (the outer workspace used to be freed under it: a
 segfault) or the same shape (its buffers used to be overwritten: silently wrong results). And a
 core handle that refuses new arrays keeps working on the old ones (it used to drop them while
 the core still read them). Each case runs in its own process: the old faults crashed it."""
@@ -42,6 +42,13 @@ REENTER = """
     imaml_big, imaml_small = mc.IMAML(big, reg=0.5, inner_lr=0.001), mc.IMAML(small, reg=0.5)
     ts = mc.TaskSet.from_arrays([rng.normal(size=(6, 8)) for _ in range(4)],
                                 [rng.normal(size=6) for _ in range(4)], n_support=3)
+    maml_big = mc.MAML(big, inner_lr=0.001, n_threads=1)
+    maml_outer = mc.MAML(big, inner_lr=0.001, inner_steps=6, n_threads=2)
+    meta_small = ts
+    objective = mc.Objective(big, mc.TaskSet.from_arrays([Xb], [yb]), n_threads=2)
+    Xm, ym = np.tile(Xb, (4, 1)), np.tile(yb, 4)     # long enough for the 2 ms timer to land
+    meta_big = mc.TaskSet.from_arrays([Xm[i::6] for i in range(6)], [ym[i::6] for i in range(6)],
+                                      n_support=500)
     handler_calls = {
         "other shape": lambda: mc.adapt(small, small.init(seed=1), Xb[:5, :2], yb[:5], steps=2),
         "same shape": lambda: mc.adapt_predict(big, big.init(seed=2), Xb[:7], yb[:7], Xq,
@@ -49,6 +56,9 @@ REENTER = """
         "batch": lambda: mc.adapt_batch(big, big.init(seed=3), ts, steps=2, n_threads=1),
         "imaml other": lambda: imaml_small.adapt(small.init(seed=4), Xb[:5, :2], yb[:5]),
         "imaml same": lambda: imaml_big.adapt(big.init(seed=5), Xb[:9], yb[:9], steps=2),
+        "meta": lambda: maml_big.meta_value_and_grad(big.init(seed=6), meta_small),
+        "objective": lambda: mc.Objective(big, ts).value_and_grad(big.init(seed=7)),
+        "predict": lambda: big.predict(big.init(seed=8), Xq),
     }
     outer_calls = {
         "adapt": lambda: mc.adapt(big, tb, Xb, yb, steps=12, lr=0.001),
@@ -57,6 +67,9 @@ REENTER = """
             [Xb[i::4] for i in range(4)], [yb[i::4] for i in range(4)], n_support=300),
             steps=40, lr=0.001, n_threads=2)[1],
         "imaml": lambda: imaml_big.adapt(tb, Xb, yb, steps=12),
+        "meta": lambda: maml_outer.meta_value_and_grad(tb, meta_big)[1],
+        "objective": lambda: np.concatenate([objective.value_and_grad(tb)[1]
+                                             for _ in range(30)]),   # 30 calls: time to land
     }
     for outer, call in outer_calls.items():
         expect = call()                                   # undisturbed
@@ -83,7 +96,7 @@ REENTER = """
 
 def test_a_signal_handler_calling_the_core_mid_call_leaves_the_outer_call_exact():
     lines = [line for line in run(REENTER) if line]
-    assert len(lines) == 4 * 5, lines
+    assert len(lines) == 6 * 8, lines
     for line in lines:
         outer, inner, result = line.split(" | ")
         assert result == "True True", line     # same bits, and the handler did run

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -111,6 +113,16 @@ def test_the_app_writes_only_through_the_atomic_writer():
     assert found == []
 
 
+def _run_child(script, *args, timeout):
+    """A Python child running ``script`` with ``args`` on the metacore under test (the installed
+    one in CI, python/ in a checkout)."""
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(mc.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
+    return subprocess.run([sys.executable, "-c", script, *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 # Forked writers, each saving a checkpoint in a loop until one signal lands at a random moment:
 # Ctrl-C (Python's default handler: KeyboardInterrupt) or SIGTERM (no handler: the process dies).
 # Whatever the moment, no temporary file is left, the checkpoint on disk is whole, and Ctrl-C
@@ -174,14 +186,8 @@ print("done", i + 1)
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="the writers are forked (POSIX only)")
 def test_ctrl_c_and_sigterm_at_random_moments_of_a_write_leave_no_temporary_file(tmp_path):
-    import subprocess
-    import sys
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(mc.__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
     n = 200
-    out = subprocess.run([sys.executable, "-c", SIGNAL_CHILD, str(tmp_path), str(n)], env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = _run_child(SIGNAL_CHILD, tmp_path, n, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["done", str(n)], (out.stdout, out.stderr[-6000:])
 
@@ -285,15 +291,9 @@ CASES = {   # name: (setup, after, exit code, the first lines printed, the file'
 @pytest.mark.skipif(not hasattr(os, "kill") or os.name != "posix", reason="POSIX signals")
 @pytest.mark.parametrize("case", list(CASES))
 def test_signals_at_chosen_moments_of_a_write(tmp_path, case):
-    import subprocess
-    import sys
     setup, after, code, lines, data = CASES[case]
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(mc.__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
     script = SIGNAL_CASE.replace("{setup}", setup).replace("{after}", after)
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = _run_child(script, tmp_path, timeout=120)
     assert out.returncode == code, (out.returncode, out.stdout, out.stderr[-2000:])
     assert out.stdout.split("\n")[:len(lines)] == lines, out.stdout
     assert _leftovers(tmp_path) == []
