@@ -16,6 +16,7 @@ from .. import _core
 from ..problems import MetaObjective
 from .checkpoint import save
 from .result import FitEvent, FitResult, History
+from .signal_guard import set_handler
 from .state import Checkpoint
 
 TARGET_CHUNK_SECONDS = 0.25   # adaptive chunks: long enough that Python's share vanishes,
@@ -141,8 +142,8 @@ class InterruptFlag:
     def __exit__(self, *exc):
         if self.installed:
             # None: a handler not set from Python, which Python cannot put back; the default
-            signal.signal(signal.SIGINT, signal.default_int_handler if self.previous is None
-                          else self.previous)
+            set_handler(signal.SIGINT, signal.default_int_handler if self.previous is None
+                        else self.previous)
             self.previous, self.installed = None, False
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import signal
 import threading
 
-__all__ = ["Dying", "WriteGuard", "interrupt_behind"]
+__all__ = ["Dying", "WriteGuard", "interrupt_behind", "set_handler"]
 
 SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), signal.SIGINT) if s is not None)
 
@@ -90,7 +90,7 @@ class WriteGuard:
             try:
                 for s, handler in self.original.items():
                     if signal.getsignal(s) in mine:
-                        _set_handler(s, handler)
+                        set_handler(s, handler)
                 break
             except BaseException as raised:  # noqa: BLE001 - raised after the loop
                 pending = pending or raised
@@ -157,7 +157,7 @@ class WriteGuard:
             raise first
 
 
-def _set_handler(s, handler):
+def set_handler(s, handler):
     """signal.signal(s, handler), with s blocked in this thread while it runs when the handler
     is SIG_DFL: a signal that CPython's C handler records after signal.signal checked for pending
     ones, but before the new handler is set, would otherwise find no Python handler to run and
