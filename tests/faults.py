@@ -59,6 +59,18 @@ class StallingWorker(_Stall, DyingWorker):
     """A multi-task shard worker that stops (SIGSTOP) on cue."""
 
 
+class SlowStartingWorker(DyingWorker):
+    """A multi-task shard worker whose start (and every restart) takes ``delay`` seconds, as on a
+    machine too busy to start a process promptly; it exits on cue like DyingWorker."""
+
+    delay = 0.0   # set on a subclass made per test
+
+    def __init__(self, *args, **kwargs):
+        import time
+        time.sleep(self.delay)
+        super().__init__(*args, **kwargs)
+
+
 class DyingBatchWorker(_Fault, BatchWorker):
     """A drawn-batch multi-task worker that exits abruptly on cue."""
 
@@ -117,6 +129,12 @@ def stalling_worker(marker, meta=False, batched=False):
     meta=True) that stops on cue."""
     return _bound(StallingMetaWorker if meta else StallingBatchWorker if batched
                   else StallingWorker, marker)
+
+
+def slow_starting_worker(marker, delay):
+    """A multi-task shard worker class that takes ``delay`` s to start or restart and exits on
+    cue."""
+    return _bound(SlowStartingWorker, marker, delay=float(delay))
 
 
 def refusing_worker(marker, refusal, meta=False):

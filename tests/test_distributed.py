@@ -6,12 +6,13 @@ Without Ray the Ray tests skip; asking for RayBackend then raises a clear error.
 import os
 import pathlib
 import sys
+import time
 
 import numpy as np
 import pytest
 
 import metacore as mc
-from faults import dying_worker, refusing_worker, stalling_worker
+from faults import dying_worker, refusing_worker, slow_starting_worker, stalling_worker
 from metacore.train import backends
 from metacore.train.backends import RayNotInstalledError, ShardWorker, plan_shards
 
@@ -276,12 +277,46 @@ def test_a_multitask_actor_that_dies_or_stalls_mid_run_does_not_change_theta(two
     np.testing.assert_array_equal(res.history.step_weights, clean.history.step_weights)
 
 
-def test_step_timeout_is_checked():
+def test_step_and_start_timeouts_are_checked():
     if ray is None:
         pytest.skip("ray is not installed")
     with pytest.raises(ValueError, match="step_timeout_s must be > 0"):
         mc.distributed.RayBackend(2, 1, step_timeout_s=0)
     assert mc.distributed.RayBackend(2, 1, step_timeout_s=None).step_timeout_s is None
+    for bad, error in ((0, ValueError), (-1.0, ValueError), (float("nan"), ValueError),
+                       (float("inf"), ValueError), (None, TypeError), ("60", TypeError)):
+        with pytest.raises(error, match="start_timeout_s"):
+            mc.distributed.RayBackend(2, 1, start_timeout_s=bad)
+
+
+@needs_ray
+@pytest.mark.parametrize("dies", [False, True], ids=["start", "restart"])
+def test_starting_an_actor_is_not_counted_against_step_timeout_s(two_actors, tmp_path, dies):
+    # a busy machine: each actor takes 3 s to start (and to restart), the steps 1 s at most
+    two_actors.stop_actors()
+    obj, theta = make_objective()
+    clean = mc.fit(obj, theta, **fit_kwargs())
+    marker = tmp_path / "die"
+    if dies:
+        marker.write_text("4")          # the first actor to serve its 4th call exits
+    with mc.distributed.RayBackend(2, 1, worker_class=slow_starting_worker(marker, 3.0),
+                                   step_timeout_s=1, start_timeout_s=60) as backend:
+        res = mc.fit(obj, theta, **fit_kwargs(backend=backend))
+        assert backend.retries == int(dies) and not marker.exists()
+    np.testing.assert_array_equal(res.theta, clean.theta)
+
+
+@needs_ray
+def test_actors_slower_to_start_than_start_timeout_s_are_a_clear_error(two_actors, tmp_path):
+    two_actors.stop_actors()
+    obj, theta = make_objective()
+    with mc.distributed.RayBackend(2, 1, worker_class=slow_starting_worker(tmp_path / "x", 30.0),
+                                   start_timeout_s=2) as backend:
+        t0 = time.monotonic()
+        with pytest.raises(RuntimeError, match=r"did not start within start_timeout_s=2\.0 s"):
+            mc.fit(obj, theta, **fit_kwargs(backend=backend))
+        assert time.monotonic() - t0 < 20      # given up on, not waited out
+        assert backend.held_cpus() == 0          # and its actors stopped, their CPUs free
 
 
 @needs_ray

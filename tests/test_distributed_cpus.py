@@ -105,17 +105,17 @@ def test_cpus_the_process_s_other_backends_hold_are_counted_at_once():
     assert out[2] == "True", out
 
 
-def test_actors_a_cluster_cannot_place_fail_after_step_timeout_s():
-    # a cluster the backend did not start (it may grow): waited for, up to step_timeout_s
+def test_actors_a_cluster_cannot_place_fail_after_start_timeout_s():
+    # a cluster the backend did not start (it may grow): waited for, up to start_timeout_s
     out = run(COMMON + """
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-    b = mc.distributed.RayBackend(n_workers=2, step_timeout_s=3)
+    b = mc.distributed.RayBackend(n_workers=2, start_timeout_s=3)
     attempt(b, RuntimeError, "gave up")
     b.close()
     print(ray.is_initialized(), np.array_equal(fit(mc.distributed.RayBackend(1)), local))
     ray.shutdown()
     """)
-    assert out[0].startswith("gave up") and "did not start within step_timeout_s=3" in out[0]
+    assert out[0].startswith("gave up") and "did not start within start_timeout_s=3" in out[0]
     assert 3 <= int(out[0].split()[2]) < 60
     assert out[1] == "True True"          # the user's cluster stays up and usable
 

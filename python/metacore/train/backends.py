@@ -62,7 +62,8 @@ object store (the driver keeps the references). A step whose actor died is sent 
 same θ — a pure function of θ and the shard — so the run's result does not change. An actor
 that does not answer a step within ``step_timeout_s`` (a stalled process, a hung machine) is
 treated as lost the same way: the driver kills it (Ray restarts it), waits for it to reload its
-shard and sends the step again. The driver's
+shard and sends the step again. Starting an actor (a process, its imports, its shard) is timed
+apart, by ``start_timeout_s``: on a busy machine it can take far longer than a step. The driver's
 own state is saved by ``fit(checkpoint=..., checkpoint_every=k)``; a crashed driver resumes with
 ``fit(obj, mc.load(path), backend=...)``.
 """
@@ -85,7 +86,6 @@ __all__ = ["Backend", "BatchWorker", "Local", "MetaWorker", "RAY_SYSTEM_CONFIG",
            "RayNotInstalledError", "ShardWorker"]
 
 UNIT_ROWS = 1024        # the core's work-unit size (tasks.hpp kUnitRows)
-RESTART_TIMEOUT = 120.0 # seconds to wait for Ray to bring a dead actor back
 # The open backends of this process on Ray, and whether one of them started the local cluster:
 # that cluster stays up while any of them is open, and the last to close shuts it down.
 _USERS = weakref.WeakSet()
@@ -490,7 +490,14 @@ class RayBackend(Backend):
         is treated as lost: killed, restarted by Ray (counts against ``max_restarts``), and sent
         the step again (counts against ``max_retries``). None waits for ever. With
         ``remote_chunks`` and one actor, a call is a chunk of steps (fit sizes chunks to about
-        0.25 s), waited for as long.
+        0.25 s), waited for as long. Starting or restarting an actor is not a step: it has its
+        own limit, ``start_timeout_s``.
+    start_timeout_s : float > 0
+        How long the driver waits for actors to start — at the first fit (a process each, its
+        imports and its shard) and after a restart (default 120 s). A cluster given by
+        ``address`` that has no room for them yet, a machine too busy to start them, or an
+        actor that does not come back is an error past it, naming the CPUs asked for. Always
+        finite: an actor whose restarts ran out would otherwise be waited for for ever.
     remote_chunks : bool
         With one actor (it then holds the whole problem), let it run whole chunks of steps with
         the core's own loop from a copy of the train state: one round trip per chunk instead of
@@ -507,7 +514,8 @@ class RayBackend(Backend):
     """
 
     def __init__(self, n_workers=2, cpus_per_worker=1, *, max_restarts=3, max_retries=3,
-                 address=None, worker_class=None, step_timeout_s=60.0, remote_chunks=True):
+                 address=None, worker_class=None, step_timeout_s=60.0, start_timeout_s=120.0,
+                 remote_chunks=True):
         self.ray = _import_ray()
         self.n_workers = _validation.integer("n_workers", n_workers, minimum=1)
         self.cpus_per_worker = _validation.integer("cpus_per_worker", cpus_per_worker, minimum=1)
@@ -521,6 +529,8 @@ class RayBackend(Backend):
         self.address = address
         self.step_timeout_s = None if step_timeout_s is None else _validation.real(
             "step_timeout_s", step_timeout_s, minimum=0.0, min_open=True)
+        self.start_timeout_s = _validation.real("start_timeout_s", start_timeout_s, minimum=0.0,
+                                                min_open=True)
         if worker_class is not None and not (
                 isinstance(worker_class, type) and issubclass(worker_class,
                                                               (ShardWorker, MetaWorker,
@@ -539,7 +549,7 @@ class RayBackend(Backend):
 
     def __repr__(self):
         return (f"RayBackend(n_workers={self.n_workers}, cpus_per_worker={self.cpus_per_worker}, "
-                f"step_timeout_s={self.step_timeout_s})")
+                f"step_timeout_s={self.step_timeout_s}, start_timeout_s={self.start_timeout_s})")
 
     def __enter__(self):
         return self
@@ -588,7 +598,7 @@ class RayBackend(Backend):
     def _wait_ready(self):
         """Blocks until every actor is up. Actors that ask for more CPUs than the cluster has
         would wait for ever: refused up front on the local cluster this backend started, and
-        on any cluster given up after ``step_timeout_s`` (when set) with the reason."""
+        on any cluster given up after ``start_timeout_s`` with the reason."""
         ray = self.ray
         n = len(self._actors)
         want = n * self.cpus_per_worker
@@ -604,11 +614,11 @@ class RayBackend(Backend):
                              f"× {self.cpus_per_worker}), but the local Ray cluster has "
                              f"{have}{others}; use fewer workers or CPUs per worker")
         refs = [a.ready.remote() for a in self._actors]
-        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=self.step_timeout_s)
+        ready, pending = ray.wait(refs, num_returns=len(refs), timeout=self.start_timeout_s)
         if pending:
             self._stop_actors()
             raise RuntimeError(f"{len(pending)} of {n} actors did not start within "
-                               f"step_timeout_s={self.step_timeout_s} s: the cluster has "
+                               f"start_timeout_s={self.start_timeout_s} s: the cluster has "
                                f"{have} CPUs for n_workers × cpus_per_worker = {want} (or "
                                f"is busy)")
         ray.get(ready)
@@ -925,9 +935,11 @@ class RayBackend(Backend):
             return self._actors[k].ready.remote()
         return self._actors[k].set_weights.remote(self._alpha_of(k, self.alpha))
 
-    def _wait_restarted(self, k, error, timeout=RESTART_TIMEOUT):
-        """Blocks until shard k's actor answers again (Ray restarts it and it reloads its shard)."""
+    def _wait_restarted(self, k, error):
+        """Blocks until shard k's actor answers again (Ray restarts it and it reloads its shard),
+        up to ``start_timeout_s``."""
         errors = _actor_errors(self.ray) + (self.ray.exceptions.GetTimeoutError,)
+        timeout = self.start_timeout_s
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -935,7 +947,8 @@ class RayBackend(Backend):
                                     timeout=max(deadline - time.monotonic(), 0.0))
             except errors:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"shard {k}'s actor did not come back within {timeout} s "
+                    raise RuntimeError(f"shard {k}'s actor did not come back within "
+                                       f"start_timeout_s={timeout} s "
                                        f"(max_restarts={self.max_restarts})") from error
                 time.sleep(0.2)
 
