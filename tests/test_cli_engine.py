@@ -149,6 +149,7 @@ def test_sigint_writes_a_checkpoint_exits_130_and_resume_finishes_the_run(tmp_pa
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "--resume" in err and "Traceback" not in err
+    assert err.count("metacore: interrupted") == 1, err     # said once, with the resume line
     cut = mc.load(ckpt)
     assert 250 <= cut.step < 10000000
     end = str(cut.step + 300)

@@ -80,7 +80,7 @@ def _agree(a, b):
 
 def run_bench(args):
     import metacore as mc
-    from ..train.checkpoint import write_atomic
+    from ..train.checkpoint import make_folder, write_atomic
     say = (lambda *a: None) if args.quiet else print
     repeat = 2 if args.quick else 5
     info = mc.build_info()
@@ -101,7 +101,7 @@ def run_bench(args):
         say(f"{r['workload'].ljust(w)}  {r['core_ms']:10.4f}  {r['reference_ms']:12.3f}  "
             f"{r['speedup']:8.0f}×")
     if args.output:
-        os.makedirs(args.output, exist_ok=True)
+        make_folder(args.output, "--output")
         text = json.dumps({"build_info": {k: str(v) for k, v in info.items()}, "rows": rows},
                           indent=2)
         write_atomic(os.path.join(args.output, "bench.json"), lambda f: f.write(text.encode()))

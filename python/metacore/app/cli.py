@@ -211,8 +211,9 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     try:
         return args.run(args)
-    except KeyboardInterrupt:
-        print("metacore: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        if not getattr(exc, "reported", False):    # train has said where to resume from
+            print("metacore: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except ImportError as exc:
         return _fail("error", exc, EXIT_MISSING)

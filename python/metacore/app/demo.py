@@ -183,7 +183,7 @@ def run_demo(args):
     import metacore as mc
     from ..evaluation import baselines
     from ..evaluation import report
-    from ..train.checkpoint import write_atomic
+    from ..train.checkpoint import make_folder, write_atomic
 
     say = (lambda *a, **k: None) if args.quiet else print
     out = args.output if args.output is not None else "runs/demo"
@@ -195,6 +195,7 @@ def run_demo(args):
     # the demo derives seeds up to seed + SEED_OFFSET_MAX; name the flag, not a derived value
     if args.seed > 2**64 - 1 - SEED_OFFSET_MAX:
         raise ValueError(f"--seed must be <= {2**64 - 1 - SEED_OFFSET_MAX}, got {args.seed}")
+    make_folder(out, "--output")     # before minutes of training, not after
     K, progress = args.k_shot, not args.quiet
     model = mc.MLP([1, 40, 40, 1], activation="relu", loss="mse")
     source = mc.tasks.SinusoidSource(k_support=K, k_query=K)
@@ -261,7 +262,6 @@ def run_demo(args):
         f"{times['MAML++']:.1f} s and iMAML {times['iMAML']:.1f} s (side by side), joint "
         f"{times['joint']:.1f} s; total {total:.1f} s")
 
-    os.makedirs(out, exist_ok=True)
     extra = {"k_shot": K, "meta_steps": args.steps, "meta_batch": args.meta_batch,
              "recipes": {n: {k: v for k, v in r.items() if k != "text"}
                          for n, r in recipes.items()},

@@ -45,7 +45,7 @@ from ..evaluation.protocol import evaluate
 from ..learners import ANIL, IMAML, MAML, Learner, MetaSGD, ProtoNet, Reptile, RidgeHead
 from ..models import MLP
 from ..problems import MetaObjective, Objective
-from ..train.checkpoint import CORRUPT_NPZ_ERRORS, load, save, write_atomic
+from ..train.checkpoint import CORRUPT_NPZ_ERRORS, load, make_folder, save, write_atomic
 from ..train.fit import fit
 from ..train.result import History
 from .config import Config, ConfigError, keyed_error
@@ -182,12 +182,19 @@ def _csv_task_sets(cfg):
         raise ConfigError(f"tasks.path: no such file {t.path}") from None
     except (ValueError, TypeError) as exc:
         raise _csv_error(t, exc) from None
+    # the classes of a classifier: class codes 0..k−1 (at least 2 outputs, so that labels
+    # such as 0.5 or −1 are named as labels, not as a class count)
+    k = max(2, int(np.floor(ts.y.max())) + 1) if t.loss == "cross_entropy" else 1
     try:      # the labels of column tasks.target against the head tasks.loss asks for
         if t.loss != "mse":
-            ts.check_labels(t.loss, 1 if t.loss == "logistic" else int(ts.y.max()) + 1)
+            ts.check_labels(t.loss, k)
     except ValueError as exc:
         raise ConfigError(f"tasks.target / tasks.loss: column {t.target!r} does not fit "
                           f"tasks.loss = {t.loss!r}: {exc}") from None
+    if k > ts.n_rows:     # codes that cannot all occur: not 0..k−1, e.g. raw ids
+        raise ConfigError(f"tasks.target: column {t.target!r} has class label "
+                          f"{int(ts.y.max())} but {ts.n_rows} rows, so most of its "
+                          f"{k} classes never occur: write the classes as codes 0..C−1")
     try:
         train, test = ts.split_tasks(test_fraction=t.test_fraction, seed=seed)
     except ValueError as exc:
@@ -206,7 +213,6 @@ def _csv_task_sets(cfg):
         train, test = scaled(train), scaled(test)
     else:
         train, test = train.astype(dtype), test.astype(dtype)
-    k = int(ts.y.max()) + 1 if t.loss == "cross_entropy" else 1
     return train, test, ts.n_features, k, t.loss, scaler, features
 
 
@@ -872,7 +878,7 @@ def run_train(cfg: Config, quiet=False, resume=False):
         if prior is None and start.step > 0:
             print(f"metacore: warning: no readable {os.path.join(out, HISTORY)}; the new one "
                   f"covers the steps from {start.step} on", file=sys.stderr)
-    os.makedirs(out, exist_ok=True)
+    make_folder(out, "output (--output)")
     toml = cfg.to_toml()
     write_atomic(os.path.join(out, "config.toml"), lambda f: f.write(toml.encode()))
     say(f"{cfg.name}: {exp.label} on {cfg.tasks.family} tasks, model {exp.model!r}"
@@ -893,6 +899,7 @@ def run_train(cfg: Config, quiet=False, resume=False):
         step = getattr(getattr(exc, "result", None), "step", None)
         print(f"metacore: interrupted{f' after step {step}' if step is not None else ''}; "
               f"continue with: metacore train CONFIG --resume --output {out}", file=sys.stderr)
+        exc.reported = True      # the command line's handler then says nothing more
         raise
     train_time = time.perf_counter() - t0
     if result is None:
@@ -920,7 +927,7 @@ def run_evaluate(cfg: Config, checkpoint, quiet=False):
     exp = build(cfg)
     ck = load_run_checkpoint(checkpoint, exp)
     out = cfg.output_dir
-    os.makedirs(out, exist_ok=True)
+    make_folder(out, "output (--output)")
     reports = evaluate_all(exp, ck.theta.astype(exp.dtype), progress=not quiet)
     _write_results(out, reports, exp, {"checkpoint": os.fspath(checkpoint), "step": ck.step,
                                        "config": cfg.to_dict(), **task_names(exp),

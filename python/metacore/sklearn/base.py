@@ -8,7 +8,7 @@ import contextlib
 import numbers
 
 import numpy as np
-from scipy.special import expit, softmax
+from scipy.special import softmax
 from sklearn.base import BaseEstimator
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
@@ -25,7 +25,8 @@ DTYPES = {"float32": np.float32, "float64": np.float64}
 
 def check_groups(groups, n_rows, name="groups"):
     """``groups`` as a 1-D array with one entry per row (integers or strings, kept exactly as
-    given: the task ids "01" and "1" are two tasks); None gives one task for every row."""
+    given: the task ids "01" and "1" are two tasks; finite floats are matched by value, as are
+    numbers of any type: 1, 1.0 and True are one task); None gives one task for every row."""
     if groups is None:
         return np.zeros(n_rows, dtype=np.int64)
     if isinstance(groups, (list, tuple)):
@@ -37,6 +38,8 @@ def check_groups(groups, n_rows, name="groups"):
     arr = np.asarray(groups)
     if arr.ndim != 1 and not (arr.ndim == 2 and arr.shape[1] == 1):
         raise ValueError(f"{name} must be 1-D (one task per row), got shape {arr.shape}")
+    if arr.dtype.kind not in "biufUO":   # complex, bytes, dates: not task ids (named here)
+        raise TypeError(f"{name} must hold integers or strings, got dtype {arr.dtype}")
     g = column_or_1d(arr, warn=False)
     if g.shape[0] != n_rows:
         raise ValueError(f"{name} must have one entry per row of X ({n_rows}), got {g.shape[0]}")
@@ -71,10 +74,13 @@ class MLPBase(BaseEstimator):
         if isinstance(hidden, numbers.Integral):
             hidden = (hidden,)
         hidden = () if hidden is None else tuple(hidden)
-        for h in hidden:
+        for i, h in enumerate(hidden):
             if isinstance(h, (bool, np.bool_)) or not isinstance(h, numbers.Integral) or h < 1:
                 raise ValueError(f"hidden_layer_sizes must be positive integers, got "
                                  f"{self.hidden_layer_sizes!r}")
+            if h > np.iinfo(np.int64).max:    # named by its own index (the net's is one more)
+                raise ValueError(f"hidden_layer_sizes[{i}] must be <= "
+                                 f"{np.iinfo(np.int64).max}, got {h}")
         _validation.choice("activation", self.activation, ("relu", "tanh"))
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
@@ -153,7 +159,8 @@ class MLPBase(BaseEstimator):
                     task_heads=task_heads, head=self._head_kind())
         # the fitted layout: θ's meaning must not follow a later set_params(head=...)
         self.head_layout_ = (task_heads, model.head)
-        self.__dict__["_cache"] = {"model": model}   # predict then leaves __dict__ unchanged
+        # predict then leaves __dict__ unchanged
+        self.__dict__["_cache"] = {"model": (self._model_key(), model)}
         return model
 
     def _task_heads(self):
@@ -163,15 +170,40 @@ class MLPBase(BaseEstimator):
         """What a per-task head owns (metacore.MLP's ``head``): "full" unless a subclass says."""
         return "full"
 
-    def _model(self):
-        """The fitted net (rebuilt after unpickling: compiled nets are not pickled)."""
+    def _cached(self, name, key, build):
+        """The object ``build()`` made for ``key`` — everything it is built from: fitted state
+        and the hyper-parameters as they are now —, kept between calls and built again when the
+        key changes. A ``set_params`` after fit therefore acts at once, as it does after a
+        pickle round trip (which drops the cache: compiled nets and learners are not pickled)."""
         cache = self.__dict__.setdefault("_cache", {})
-        if "model" not in cache:
-            task_heads, head = getattr(self, "head_layout_",
-                                       (self._task_heads(), self._head_kind()))
-            cache["model"] = MLP(list(self.layer_sizes_), activation=self.activation,
-                                 loss=self._loss, task_heads=task_heads, head=head)
-        return cache["model"]
+        hit = cache.get(name)
+        if hit is None or hit[0] != key:
+            cache[name] = hit = (key, build())
+        return hit[1]
+
+    def _model_key(self):
+        layout = getattr(self, "head_layout_", (self._task_heads(), self._head_kind()))
+        return (tuple(self.layer_sizes_), self.activation, layout)
+
+    def _model(self):
+        """The fitted net."""
+        key = self._model_key()
+        return self._cached("model", key, lambda: MLP(
+            list(key[0]), activation=self.activation, loss=self._loss, task_heads=key[2][0],
+            head=key[2][1]))
+
+    @contextlib.contextmanager
+    def _fit_or_keep(self):
+        """A fit that does not finish — input refused, training diverged (FitDivergedError),
+        Ctrl-C — leaves the estimator as it was: a fitted one keeps predicting with its model,
+        an unfitted one stays unfitted (never half of a new fit: new sizes beside an old θ)."""
+        before = dict(self.__dict__)
+        try:
+            yield
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -194,11 +226,9 @@ class MLPBase(BaseEstimator):
 
     def _to_proba(self, raw, classes=None):
         classes = self.classes_ if classes is None else classes
-        raw = raw[:, :classes.shape[0]].astype(np.float64)
-        if raw.shape[1] == 1:   # never produced by our nets, kept for completeness
-            p = expit(raw[:, 0])
-            return np.column_stack([1.0 - p, p])
-        return softmax(raw, axis=1)
+        # one column per class: after adapting an N-way model to support rows of fewer classes,
+        # the outputs past them belong to no class (one class: probability 1)
+        return softmax(raw[:, :classes.shape[0]].astype(np.float64), axis=1)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -44,27 +44,34 @@ class _Meta(MLPBase):
 
     # --- pieces ------------------------------------------------------------------------------
     def _learner(self):
-        cache = self.__dict__.setdefault("_cache", {})
-        if "learner" not in cache:
-            cls = LEARNERS[self.learner]
-            if cls is ProtoNet:
-                cache["learner"] = ProtoNet(self._model(), n_threads=self.n_threads)
-                return cache["learner"]
-            if cls is RidgeHead:
-                cache["learner"] = RidgeHead(self._model(), reg=self.reg, n_threads=self.n_threads)
-                return cache["learner"]
-            kw = {"inner_lr": self.inner_lr, "inner_steps": self.inner_steps,
-                  "n_threads": self.n_threads}
-            if cls is Reptile:
-                kw["outer_lr"] = self.outer_lr
-            if cls is IMAML:
-                kw["reg"] = self.reg
-            if self.learner == "mamlpp":   # the paper's schedules scaled to max_iter meta-steps
-                kw.update(per_step_rates="layer", multi_step_loss=True,
-                          msl_anneal_steps=max(1, self.max_iter // 10),
-                          first_order_until=self.max_iter // 3)
-            cache["learner"] = cls(self._model(), **kw)
-        return cache["learner"]
+        """The learner of the current hyper-parameters (inner_lr, inner_steps, ... as set now)
+        over the fitted net; ValueError when ``learner`` no longer names the kind θ was
+        meta-trained for (its θ may carry learned rates or λ that another kind lacks)."""
+        fitted = self.__dict__.get("_fitted_learner", self.learner)
+        if self.learner != fitted:
+            raise ValueError(f"learner={self.learner!r}, but this model was meta-trained with "
+                             f"learner={fitted!r}: fit again after changing learner")
+        key = (self.learner, self.inner_lr, self.inner_steps, self.outer_lr, self.reg,
+               self.n_threads, self.max_iter, self._model_key())
+        return self._cached("learner", key, self._new_learner)
+
+    def _new_learner(self):
+        cls = LEARNERS[self.learner]
+        if cls is ProtoNet:
+            return ProtoNet(self._model(), n_threads=self.n_threads)
+        if cls is RidgeHead:
+            return RidgeHead(self._model(), reg=self.reg, n_threads=self.n_threads)
+        kw = {"inner_lr": self.inner_lr, "inner_steps": self.inner_steps,
+              "n_threads": self.n_threads}
+        if cls is Reptile:
+            kw["outer_lr"] = self.outer_lr
+        if cls is IMAML:
+            kw["reg"] = self.reg
+        if self.learner == "mamlpp":   # the paper's schedules scaled to max_iter meta-steps
+            kw.update(per_step_rates="layer", multi_step_loss=True,
+                      msl_anneal_steps=max(1, self.max_iter // 10),
+                      first_order_until=self.max_iter // 3)
+        return cls(self._model(), **kw)
 
     def _check_meta(self):
         _validation.choice("learner", self.learner, tuple(LEARNERS))
@@ -106,20 +113,30 @@ class _Meta(MLPBase):
             if self.learner not in users and value != defaults[name].default:
                 warnings.warn(f"{name}={value!r} is ignored by learner={self.learner!r}: only "
                               f"{', '.join(map(repr, users))} use {name}", UserWarning,
-                              stacklevel=4)
+                              stacklevel=5)
         if self.n_way is not None and self.query is not None:
             warnings.warn(f"query={self.query!r} is ignored with n_way/k_shot episodes: q_query "
-                          f"sets their query rows (per class)", UserWarning, stacklevel=4)
+                          f"sets their query rows (per class)", UserWarning, stacklevel=5)
         if self.n_way is None and self.q_query is not None:
             warnings.warn(f"q_query={self.q_query!r} is ignored without n_way and k_shot: query "
-                          f"sets the query rows of an episode", UserWarning, stacklevel=4)
+                          f"sets the query rows of an episode", UserWarning, stacklevel=5)
 
     def fit(self, X, y, groups=None):
         """Meta-train on episodes drawn from the tasks ``groups`` (see
         :mod:`metacore.sklearn.episodes`): a fresh pool of ``meta_batch × resample_every``
-        episodes every ``resample_every`` steps, ``meta_batch`` of them per step."""
+        episodes every ``resample_every`` steps, ``meta_batch`` of them per step. A fit that
+        does not finish (refused arguments, FitDivergedError, Ctrl-C) leaves a fitted
+        estimator as it was; a finished one replaces everything, also an adapted estimator's
+        support rows."""
+        with self._fit_or_keep():
+            return self._fit(X, y, groups)
+
+    def _fit(self, X, y, groups):
         hidden = self._check_common()
         self._check_meta()
+        for name in ("adapted_", "support_"):   # what adapt() set belongs to the old θ
+            self.__dict__.pop(name, None)
+        self._fitted_learner = self.learner
         X, y = self._validate_fit_data(X, y)
         g = check_groups(groups, X.shape[0])
         self.tasks_, codes = np.unique(g, return_inverse=True)
@@ -214,6 +231,7 @@ class _Meta(MLPBase):
         Xs = self._validate_X(X_support)
         ys, classes = self._support_targets(y_support, Xs.shape[0])
         new = copy.copy(self)
+        new.__dict__["_cache"] = dict(self.__dict__.get("_cache", {}))   # its own, not ours
         if self.learner in EPISODE_HEADS:  # θ stays; the support rows give the head
             self._learner().adapt(self.params_, Xs, ys, steps=steps)   # checks the episode
             new.support_ = (Xs, ys)
@@ -284,6 +302,9 @@ class _Meta(MLPBase):
             return metric(y, self.predict(X), sample_weight=sample_weight)
         X = self._validate_X(X)
         y = np.asarray(y)
+        if y.ndim == 0 or y.shape[0] != X.shape[0]:
+            raise ValueError(f"y must have one entry per row of X ({X.shape[0]}), got shape "
+                             f"{y.shape}")
         g = check_groups(groups, X.shape[0])
         rng = np.random.default_rng(self._seeds()[1])
         truth, pred = [], []

@@ -76,16 +76,12 @@ class _MultiTask(MLPBase):
         groups : array-like of shape (n_samples,), optional
             The task of each row (integers or strings, taken exactly as written). None: one task.
 
-        A fit refused for its arguments (ValueError, TypeError) leaves a fitted estimator as it
-        was: e.g. a warm start onto heads the previous θ cannot start keeps predicting with it.
+        A fit that does not finish (refused arguments, FitDivergedError, Ctrl-C) leaves a
+        fitted estimator as it was: e.g. a warm start onto heads the previous θ cannot start
+        keeps predicting with it.
         """
-        before = dict(self.__dict__)
-        try:
+        with self._fit_or_keep():
             return self._fit(X, y, groups)
-        except (ValueError, TypeError):
-            self.__dict__.clear()
-            self.__dict__.update(before)
-            raise
 
     def _fit(self, X, y, groups):
         hidden = self._check_common()
@@ -109,7 +105,7 @@ class _MultiTask(MLPBase):
         if not isinstance(strategy, _weighting.EvalDriven) and fraction != default:
             warnings.warn(f"validation_fraction={self.validation_fraction!r} is ignored by "
                           f"weighting={self.weighting!r}: only EvalDriven holds rows out",
-                          UserWarning, stacklevel=2)
+                          UserWarning, stacklevel=3)
         init_seed, seed = self._seeds()
         # EvalDriven adjusts α from held-out rows: a validation_fraction of each task's rows,
         # drawn at random, become its query rows (a task of one row keeps it for training).
@@ -118,8 +114,8 @@ class _MultiTask(MLPBase):
             order = np.random.default_rng(seed).permutation(X.shape[0])
             X, y, codes = X[order], y[order], codes[order]
             sizes = np.bincount(codes)
-            n_support = np.where(sizes >= 2, sizes - np.maximum(1, np.round(fraction * sizes)),
-                                 sizes).astype(np.int64)
+            held = np.clip(np.round(fraction * sizes), 1, np.maximum(sizes - 1, 1))
+            n_support = np.where(sizes >= 2, sizes - held, sizes).astype(np.int64)
         ts = TaskSet.from_groups(X, y, codes, n_support=n_support)
         # Objective's l2 is alpha; eval_every is max_iter unless the strategy sets its own
         passed = {"l2": "alpha"}
@@ -246,7 +242,8 @@ class MultiTaskMLPRegressor(RegressorMixin, _MultiTask):
     batch_tasks, batch_rows : int or None
         Tasks per step and rows per drawn task (None: all).
     validation_fraction : float in [0, 1), default 0.2
-        With EvalDriven weighting: the share of each task's rows held out to evaluate it.
+        With EvalDriven weighting: the share of each task's rows held out to evaluate it,
+        rounded, at least one row and at most all but one (a task of one row is not held out).
     warm_start : bool, default False
         Continue from the previous fit's θ (same features, outputs and tasks); ``n_iter_``,
         ``loss_curve_`` and ``weights_history_`` go on from the previous fit's, and the

@@ -87,6 +87,18 @@ def _umask():
 _UMASK = _umask()
 
 
+def make_folder(path, what):
+    """Creates the folder ``path`` (and its parents) for a run's files. NotADirectoryError
+    naming ``what`` (the option or key that gave the path) when a file stands in the way — at
+    ``path`` or at one of its parents — instead of the bare "[Errno 17] File exists"."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise NotADirectoryError(f"{what}: {os.fspath(path)!r} is not a folder (a file of that "
+                                 f"name, or of one of its parent folders, is in the way): give "
+                                 f"a folder for the run's files") from None
+
+
 def write_atomic(path, write):
     """Write a file at ``path`` with ``write(binary file)``, atomically and durably: into a unique
     temporary file in the same folder (so concurrent writers, threads or processes, never share
@@ -212,6 +224,10 @@ def load(path) -> Checkpoint:
         raise IsADirectoryError(f"{path!r} is a folder, not a checkpoint file (.npz): give the "
                                 f"file{hint}")
     with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":     # not a zip archive: np.load would try a pickle
+            raise ValueError(f"{path!r} is not a readable metacore checkpoint (.npz): a "
+                             f"checkpoint is a zip archive, this file is not one")
+        f.seek(0)
         try:
             z = np.load(f, allow_pickle=False)
         except CORRUPT_NPZ_ERRORS as exc:

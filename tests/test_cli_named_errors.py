@@ -1,0 +1,63 @@
+"""The command line names what is wrong with a user's class labels, output folder and checkpoint
+file — the argument or config key, not an internal count or numpy's advice — and says
+"interrupted" once."""
+
+import numpy as np
+import pytest
+
+from test_cli_csv import experiment_file, make_data, run, write_csv
+
+
+def _with_labels(tmp_path, labels):
+    """The shops data with class labels drawn from ``labels`` (row by row, cycling)."""
+    path = make_data(tmp_path, classes=True)
+    rows = [line.split(",") for line in path.read_text().splitlines()[1:]]
+    for i, row in enumerate(rows):
+        row[-1] = labels[i % len(labels)]
+    write_csv(path, rows, ["shop", "size", "price", "promo", "sales"])
+    return experiment_file(tmp_path, loss="cross_entropy")
+
+
+@pytest.mark.parametrize("bad", ["0.5", "-1", "2.25", "-0.5"])
+def test_a_class_label_that_is_not_a_code_is_named(tmp_path, bad):
+    cfg = _with_labels(tmp_path, ["0", "1", bad])
+    r = run("train", str(cfg), "--quiet", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "tasks.target" in r.stderr and "integer labels" in r.stderr
+    assert f"has {float(bad)}" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("top", [200, 10**6])
+def test_class_codes_far_beyond_the_rows_are_refused_not_turned_into_a_huge_head(tmp_path, top):
+    cfg = _with_labels(tmp_path, ["0", "1", str(top)])        # 128 rows
+    r = run("train", str(cfg), "--quiet", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert f"class label {top} but 128 rows" in r.stderr and "codes 0..C" in r.stderr
+
+
+@pytest.mark.parametrize("where", ["file", "parent"])
+def test_an_output_path_blocked_by_a_file_names_output(tmp_path, where):
+    cfg = experiment_file(tmp_path)
+    make_data(tmp_path)
+    (tmp_path / "taken").write_text("not a folder")
+    out = "taken" if where == "file" else "taken/run"
+    for args in (["train", str(cfg), "--quiet", "--output", out],
+                 ["demo", "--steps", "1", "--quiet", "--output", out]):
+        r = run(*args, cwd=tmp_path)
+        assert r.returncode == 2, r.stderr
+        assert "--output" in r.stderr and "is not a folder" in r.stderr, r.stderr
+        assert "Errno" not in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "taken").read_text() == "not a folder"    # untouched
+
+
+@pytest.mark.parametrize("content", [b"task,x,y\n1,2,3\n", b"", b"\x93NUMPY", b"PK"])
+def test_a_file_that_is_not_a_checkpoint_is_named_so(tmp_path, content):
+    fake = tmp_path / "model.npz"
+    fake.write_bytes(content)
+    data = make_data(tmp_path)
+    r = run("predict", str(fake), "--input", str(data), "--output", "p.csv", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "not a readable metacore checkpoint" in r.stderr
+    assert "allow_pickle" not in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "p.csv").exists()
+    np.testing.assert_equal(fake.read_bytes(), content)
