@@ -195,7 +195,7 @@ def test_evaldriven_holds_out_at_least_one_and_at_most_all_but_one_row(fraction,
 def test_a_setting_the_fit_ignores_is_warned_about_at_the_callers_line():
     X, y, g, _ = _data()
     for est in (MultiTaskMLPRegressor((3,), validation_fraction=0.5, max_iter=2),
-                MetaMLPRegressor((3,), q_query=3, max_iter=2)):
+                MetaMLPRegressor((3,), reg=3.0, max_iter=2)):
         with pytest.warns(UserWarning, match="ignored") as record:
             est.fit(X, y, groups=g)
         assert record[0].filename == __file__
