@@ -19,6 +19,7 @@ from .result import FitEvent, FitResult, History
 from .signal_guard import set_handler
 from .state import Checkpoint
 
+STOP_GRACE_SECONDS = 1.0      # Ctrl-C waits this long at most for the chunk in progress
 TARGET_CHUNK_SECONDS = 0.25   # adaptive chunks: long enough that Python's share vanishes,
                               # short enough for a live progress bar and a prompt Ctrl-C
 MAX_CHUNK_STEPS = 65536       # a chunk's per-step records stay small whatever chunk_size asks
@@ -117,13 +118,18 @@ def progress_bar(enabled, total, desc, unit="step", delay=0.0):
 
 class InterruptFlag:
     """Ctrl-C while the loop runs sets a flag the loop checks between chunks, so the run stops
-    with a consistent state; a second Ctrl-C interrupts at once. Only the main thread can own
-    signal handlers; elsewhere Ctrl-C behaves as usual."""
+    with a consistent state; a second Ctrl-C interrupts at once. A chunk not expected to end
+    within STOP_GRACE_SECONDS of the first Ctrl-C (a step of minutes, or a first step not yet
+    timed) is interrupted at once too: the core then stops mid-step and the state stays at its
+    last finished step, exactly as after a second Ctrl-C. Only the main thread can own signal
+    handlers; elsewhere Ctrl-C behaves as usual."""
 
     def __init__(self):
         self.set = False
         self.installed = False
         self.previous = None
+        self.chunk_ends = None    # perf_counter time the chunk in progress should end (inf:
+        #                           unknown), None between chunks
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -138,6 +144,9 @@ class InterruptFlag:
             self.__exit__()
             raise KeyboardInterrupt
         self.set = True
+        ends = self.chunk_ends
+        if ends is not None and ends > time.perf_counter() + STOP_GRACE_SECONDS:
+            raise KeyboardInterrupt   # the chunk would outlast the grace: stop it now
 
     def __exit__(self, *exc):
         if self.installed:
@@ -221,13 +230,17 @@ class Run:
                 t0 = time.perf_counter()
                 if s.weight_eval is not None and state.step % s.weighting.eval_every == 0:
                     self.evaluate_weights()
+                interrupt.chunk_ends = (t0 + n * per_step if per_step is not None
+                                        else float("inf"))
                 try:
                     out = self.run_chunk(n)
-                except KeyboardInterrupt as exc:   # a second Ctrl-C stopped the core mid-chunk
+                except KeyboardInterrupt as exc:   # Ctrl-C stopped the core mid-chunk
                     partial = getattr(exc, "chunk", None)
                     if partial is not None:        # the state is at its last finished step
                         self.rec.add_chunk(first, partial)
                     return "interrupted", None
+                finally:
+                    interrupt.chunk_ends = None
                 dt = time.perf_counter() - t0
                 self.core_time += dt
                 per_step = dt / max(out.steps_done, 1)
