@@ -312,6 +312,23 @@ class _Entries:
         return a
 
 
+def _best_record(best, step):
+    """The early-stopping record (best score, its step, evaluations without improvement since),
+    each field checked as the loop will use it: a damaged one is a ValueError here, not a
+    TypeError in the middle of the resumed run."""
+    if not isinstance(best, dict) or sorted(best) != ["bad_evals", "score", "step"]:
+        raise ValueError(f"the checkpoint's early-stopping record must hold score, step and "
+                         f"bad_evals, got {best!r}: the file is corrupt")
+    try:
+        return {"score": _validation.real("checkpoint best score", best["score"]),
+                "step": _validation.integer("checkpoint best step", best["step"], minimum=0,
+                                            maximum=step),
+                "bad_evals": _validation.integer("checkpoint best bad_evals", best["bad_evals"],
+                                                 minimum=0)}
+    except TypeError as exc:
+        raise ValueError(f"{exc}: the file is corrupt") from None
+
+
 def _from_plain(entries, meta):
     dtype = _validation.float_dtype("checkpoint dtype", meta["dtype"])
     P = _validation.integer("checkpoint n_params", meta["n_params"], minimum=1)
@@ -333,6 +350,9 @@ def _from_plain(entries, meta):
     if optimizer is not None and sorted(optimizer.moments) != sorted(moments):
         raise ValueError(f"the checkpoint's moments {sorted(moments)} do not match its optimizer "
                          f"{optimizer!r}: the file is corrupt")
+    if "v" in moments and (moments["v"] < 0).any():   # a mean of squares (Adam's second moment)
+        raise ValueError("the checkpoint's moment 'v' (a mean of squared gradients) has a "
+                         "negative entry: the file is corrupt")
     alpha = weighting_state = None
     if "n_tasks" in meta:
         n_tasks = _validation.integer("checkpoint n_tasks", meta["n_tasks"], minimum=0)
@@ -348,10 +368,11 @@ def _from_plain(entries, meta):
             shape = None if n is None else (
                 _validation.integer("checkpoint weighting_size", n, minimum=0),)
             weighting_state = entries.expect("weighting_state", shape, np.float64)
+    step = _validation.integer("checkpoint step", meta["step"], minimum=0)
     best = None
     if meta["best"] is not None:
-        best = dict(meta["best"], theta=entries.expect("best_theta", (P,), dtype))
-    step = _validation.integer("checkpoint step", meta["step"], minimum=0)
+        best = dict(_best_record(meta["best"], step),
+                    theta=entries.expect("best_theta", (P,), dtype))
     seed = _validation.seed("checkpoint seed", meta["seed"])
     if not isinstance(meta["info"], dict):
         raise ValueError(f"the checkpoint's info must be a dict, got "
