@@ -118,13 +118,15 @@ METACORE_INLINE void rows_hvp(NetPass<T>& pass, const T* theta, const T* v,
     pass.release();
 }
 
-// Runs the inner loop from θ on rows [begin, end). Writes φ_1..φ_k to `trail` (k × P) and, when
-// `grads` is not null, ∇L_s(φ_0..φ_{k−1}) to `grads` (k × P). Returns L_s(θ) (before adapting).
-// same_theta: θ is unchanged since the pass last saw it (see NetPass::prepare).
+// Runs the inner loop from θ on rows [begin, end). Writes φ_j to row (j − 1) mod `rows` of
+// `trail` (rows × P: all of φ_1..φ_k when rows = k; two rows in turn when only φ_k is wanted)
+// and, when `grads` is not null, ∇L_s(φ_0..φ_{k−1}) to `grads` (k × P). Returns L_s(θ) (before
+// adapting). same_theta: θ is unchanged since the pass last saw it (see NetPass::prepare).
 template <class T>
 double run_inner_loop(NetPass<T>& pass, const InnerRule<T>& rule, const T* theta,
                       const TaskData<T>& data, std::int64_t begin, std::int64_t end,
-                      std::int64_t P, T* trail, T* grads, T* scratch, bool same_theta = false) {
+                      std::int64_t P, T* trail, T* grads, T* scratch, bool same_theta,
+                      std::int64_t rows) {
     double first = 0.0;
     const T* phi = theta;
     for (std::int64_t j = 0; j < rule.steps; ++j) {
@@ -132,8 +134,9 @@ double run_inner_loop(NetPass<T>& pass, const InnerRule<T>& rule, const T* theta
         T* g = grads ? grads + j * P : scratch;
         const double loss = rows_value_grad(pass, phi, data, begin, end, P, g, j == 0 && same_theta);
         if (j == 0) first = loss;
-        inner_update(rule, phi, g, P, trail + j * P, j);
-        phi = trail + j * P;
+        T* next = trail + j % rows * P;
+        inner_update(rule, phi, g, P, next, j);
+        phi = next;
     }
     return first;
 }

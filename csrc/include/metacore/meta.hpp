@@ -5,7 +5,8 @@
 // meta-loss is L_q(φ_k). Its exact gradient by reverse accumulation through the k steps:
 //   g_k = ∇L_q(φ_k),   g_j = g_{j+1} − H_s(φ_j) (r ⊙ g_{j+1}),   ∂/∂θ = g_0,
 // with H_s(φ_j) v an exact Hessian-vector product (forward-over-reverse through the net): no
-// unrolled graph, memory O(k·P) per task (the trail φ_1..φ_k). First order keeps g_j = g_k.
+// unrolled graph, memory O(k·P) per task (the trail φ_1..φ_k). First order keeps g_j = g_k and
+// needs φ_k only: memory O(P) (two trail rows in turn), as for Reptile.
 // Meta-SGD's learned rates r get ∂/∂r = −Σ_j g_{j+1} ⊙ ∇L_s(φ_j). ANIL is r = lr on the
 // output layer and 0 on the trunk. Reptile's direction is θ − φ_k.
 //
@@ -124,15 +125,28 @@ inline void check_meta_net(const NetSpec& net) {
 // Per-thread scratch of one meta-gradient: the net pass with tangents, the inner-loop trail.
 template <class T>
 struct MetaWorkspace {
-    // The trail (and Meta-SGD's inner gradients): inner_steps × P each, checked.
+    // Rows of the trail φ_1..φ_k the reverse pass reads: all k for a second-order meta-gradient
+    // (at any global step) and MAML++'s multi-step loss. Reptile and first-order MAML, ANIL and
+    // Meta-SGD read only φ_k, so their inner loop alternates between two rows: memory O(P), not
+    // O(k·P), whatever the number of inner steps.
+    static std::int64_t trail_rows(const MetaConfig& cfg) {
+        const bool whole = !(cfg.learner == Learner::reptile ||
+                             (cfg.first_order && !cfg.multi_step_loss));
+        return whole ? cfg.inner_steps : std::min<std::int64_t>(cfg.inner_steps, 2);
+    }
+    // The trail: trail_rows × P, checked.
     static std::int64_t trail_size(const NetSpec& net, const MetaConfig& cfg) {
         if (cfg.learner == Learner::imaml || cfg.learner == Learner::ridge) return 0;  // no trail
-        return checked_mul(cfg.inner_steps, net.n_params(), "inner_steps");
+        return checked_mul(trail_rows(cfg), net.n_params(), "inner_steps");
+    }
+    // Meta-SGD's and MAML++'s inner gradients: inner_steps × P, checked.
+    static std::int64_t grads_size(const NetSpec& net, const MetaConfig& cfg) {
+        return keeps_grads(cfg) ? checked_mul(cfg.inner_steps, net.n_params(), "inner_steps") : 0;
     }
     // Elements of one workspace, checked.
     static std::int64_t elements(const NetSpec& net, const MetaConfig& cfg) {
         const std::int64_t trails =
-            checked_mul(keeps_grads(cfg) ? 2 : 1, trail_size(net, cfg), "inner_steps");
+            checked_add(grads_size(net, cfg), trail_size(net, cfg), "inner_steps");
         return checked_add(checked_add(trails, checked_mul(3, net.n_params(), "layer_sizes"),
                                        "inner_steps"),
                            checked_add(NetPass<T>::elements(net, true),
@@ -149,14 +163,17 @@ struct MetaWorkspace {
         : pass(net, true),
           qpass(net, false),
           trail(trail_size(net, cfg)),
-          grads(keeps_grads(cfg) ? trail_size(net, cfg) : 0),
+          rows(trail_rows(cfg)),
+          grads(grads_size(net, cfg)),
           g(net.n_params()),
           v(net.n_params()),
           hv(net.n_params()) {}
     // The support rows' pass, and the query rows' own, so that the support pass still holds the
     // last inner step's forward pass (and θ's transposes) when the reverse pass needs them.
     NetPass<T> pass, qpass;
-    ScratchBuffer<T> trail, grads;  // written before read: left uninitialised
+    ScratchBuffer<T> trail;  // written before read: left uninitialised
+    std::int64_t rows;  // of the trail: φ_j is its row (j − 1) mod rows
+    ScratchBuffer<T> grads;
     std::vector<T> g, v, hv;
     ProtoScratch<T> proto;
     RidgeScratch<T> ridge;
@@ -268,9 +285,9 @@ double task_meta_grad(MetaWorkspace<T>& ws, const NetSpec& net, const MetaConfig
     const std::int64_t k = rule.steps;
     T* trail = ws.trail.data();
     T* grads = ws.grads.empty() ? nullptr : ws.grads.data();
-    *support_loss =
-        run_inner_loop(ws.pass, rule, params, data, s0, s1, P, trail, grads, ws.hv.data(), true);
-    const T* phi_k = trail + (k - 1) * P;
+    *support_loss = run_inner_loop(ws.pass, rule, params, data, s0, s1, P, trail, grads,
+                                   ws.hv.data(), true, ws.rows);
+    const T* phi_k = trail + (k - 1) % ws.rows * P;
     T* g = ws.g.data();
     if (cfg.learner == Learner::reptile) {
         const double loss = rows_value_grad<T>(ws.qpass, phi_k, data, s1, q1, P, nullptr);
@@ -305,7 +322,8 @@ double task_meta_grad(MetaWorkspace<T>& ws, const NetSpec& net, const MetaConfig
 #pragma omp simd
             for (std::int64_t p = 0; p < P; ++p) out_r[p] -= scale * g[p] * gs[p];
         }
-        const T* phi_j = j == 0 ? params : trail + (j - 1) * P;
+        // (read only by the HVP and the multi-step loss: the trail then holds every φ_j)
+        const T* phi_j = j == 0 ? params : trail + (j - 1) % ws.rows * P;
         if (!plan.first_order) {
             scale_by_rates(rule, g, P, ws.v.data(), j);
             rows_hvp(ws.pass, phi_j, ws.v.data(), data, s0, s1, P, ws.hv.data(), j == 0,
