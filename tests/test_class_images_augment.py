@@ -69,6 +69,26 @@ def test_shifted_refuses_bad_shifts():
         base.shifted([(5, 0)])
     with pytest.raises(ValueError, match="shifts"):
         base.shifted([(1, 0, 2)])
+    for bad in [(0, 1.7), (0.9, 0.9), (1.0, 0), ("1", 0), (True, 0)]:   # never rounded
+        with pytest.raises(TypeError, match="shifts"):
+            base.shifted([bad])
+
+
+@settings(max_examples=30, deadline=None)
+@given(bad=st.one_of(st.integers(-2**63, -1), st.integers(3, 2**63 - 1)),
+       dtype=st.sampled_from([np.int64, np.uint64]))
+def test_labels_outside_the_classes_are_named_before_anything_is_allocated(bad, dtype):
+    if dtype is np.uint64 and bad < 0:
+        bad = 2**64 + bad
+    labels = np.array([0, 1, bad], dtype=np.int64 if bad < 2**63 else np.uint64)
+    with pytest.raises(ValueError, match=r"labels must be class numbers 0\.\.2"):
+        ClassImages(np.zeros((3, 4)), labels, ["a", "b", "c"], ["x"] * 3)
+
+
+@pytest.mark.parametrize("n", [10**9, 10**12, 2**62])
+def test_episodes_past_memory_name_n_before_allocating(n):
+    with pytest.raises(MemoryError, match=f"n={n} episodes"):
+        images([3, 3, 3]).episodes(n, n_way=2, k_shot=1, q_query=1)
 
 
 def test_take_relabels_and_keeps_every_image_of_the_taken_classes():

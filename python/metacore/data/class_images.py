@@ -12,6 +12,8 @@ An episode draws ``n_way`` distinct classes, relabels them 0..n_way−1 in the o
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from .. import _validation
@@ -64,6 +66,10 @@ class ClassImages:
         if len(groups) != len(names):
             raise ValueError(f"class_alphabets must have one entry per class ({len(names)}), "
                              f"got {len(groups)}")
+        if labels.size and (labels.min() < 0 or labels.max() >= len(names)):
+            # checked before bincount, which would allocate one count per value up to the largest
+            raise ValueError(f"labels must be class numbers 0..{len(names) - 1} (one per entry "
+                             f"of class_names), got values from {labels.min()} to {labels.max()}")
         counts = np.bincount(labels, minlength=len(names)) if labels.size else np.zeros(0, int)
         if (labels.size == 0 or (np.diff(labels) < 0).any() or labels.min() < 0
                 or counts.shape[0] != len(names) or (counts == 0).any()):
@@ -153,8 +159,14 @@ class ClassImages:
         Meant for a meta-train pool (an episode may then draw an image and its shifted copy);
         never for the classes episodes are scored on.
         """
-        pairs = [tuple(int(v) for v in _validation.as_array("shifts", d).reshape(-1))
-                 for d in shifts]
+        pairs = []
+        for d in shifts:   # each entry an int (not 1.7, which int() would make 1, nor True)
+            a = list(d.reshape(-1)) if isinstance(d, np.ndarray) else list(d) \
+                if isinstance(d, (list, tuple)) else [d]
+            if not all(isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+                       for v in a):
+                raise TypeError(f"shifts must be (dy, dx) integer pairs, got {d!r}")
+            pairs.append(tuple(int(v) for v in a))
         s = self.image_size
         if any(len(d) != 2 or abs(d[0]) >= s or abs(d[1]) >= s for d in pairs):
             raise ValueError(f"shifts must be (dy, dx) integer pairs with |dy|, |dx| < {s}, "
@@ -196,6 +208,14 @@ class ClassImages:
         if per_class > sizes.min():
             raise ValueError(f"k_shot + q_query must be <= {sizes.min()} (images in the smallest "
                              f"class), got {per_class}")
+        # the draw's arrays (class keys and their order; image keys and picks) and the
+        # episodes themselves, refused before NumPy is asked for them (its MemoryError names no
+        # argument)
+        rows_out = n * n_way * per_class
+        _validation.fits_in_memory(
+            f"n={n} episodes of {n_way}-way {k_shot}-shot ({q_query} queries per class)",
+            16 * n * C + 16 * n * n_way * int(sizes.max())
+            + rows_out * (self._X.shape[1] * (4 + np.dtype(dtype).itemsize) + 40))
 
         # classes: the first n_way of a random permutation per episode (label = position)
         chosen = np.argsort(rng.random((n, C)), axis=1)[:, :n_way]
