@@ -120,3 +120,12 @@ def test_validation_split_holds_out_whole_characters_with_all_rotations():
     assert len(va) == 3 and val.n_classes == 4 * len(va)          # characters 2, 7, 12 of 14
     assert train.n_classes + val.n_classes == base.n_classes
     assert train.X.shape[0] + val.X.shape[0] == base.X.shape[0]
+
+
+@pytest.mark.parametrize("n_way", [1, 0, -1])
+def test_episodes_and_sources_agree_that_an_episode_has_two_classes_or_more(n_way):
+    base = images([3, 3, 3])
+    with pytest.raises(ValueError, match="n_way must be >= 2"):
+        base.episodes(2, n_way=n_way, k_shot=1, q_query=1)
+    with pytest.raises(ValueError, match="n_way must be >= 2"):
+        base.source(n_way=n_way, k_shot=1, q_query=1)

@@ -191,8 +191,11 @@ class EpisodeSource:
         The pool's rows, grouped by class: class c is rows ``class_offsets[c]:class_offsets[c+1]``.
     class_offsets : array-like (C + 1,), int
         From 0 to N, non-decreasing; every class needs ``k_shot + q_query`` rows.
-    n_way, k_shot, q_query : int >= 1
-        Classes per episode, support and query rows per class (``n_way <= C``).
+    n_way : int >= 2
+        Classes per episode (``n_way <= C``): one class is no classification (its loss is 0),
+        as ``ClassImages.episodes`` says too.
+    k_shot, q_query : int >= 1
+        Support and query rows per class (meta-training needs query rows).
 
     Episode i of step s takes ``n_way`` distinct classes and ``k_shot + q_query`` distinct rows of
     each, all chosen by the core's counter-based generator from (seed, s, i): the same episodes for
@@ -209,7 +212,7 @@ class EpisodeSource:
             raise TypeError(f"class_offsets must be a 1-D integer array, got {offsets.dtype} of "
                             f"shape {offsets.shape}")
         self.class_offsets = offsets.astype(np.int64)
-        self.n_way = _validation.integer("n_way", n_way, minimum=1)
+        self.n_way = _validation.integer("n_way", n_way, minimum=2)
         self.k_shot = _validation.integer("k_shot", k_shot, minimum=1)
         self.q_query = _validation.integer("q_query", q_query, minimum=1)
         self.sample(1)           # the core checks the pool once, with its messages
