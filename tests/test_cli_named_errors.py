@@ -25,6 +25,7 @@ def test_a_class_label_that_is_not_a_code_is_named(tmp_path, bad):
     assert r.returncode == 2, r.stderr
     assert "tasks.target" in r.stderr and "integer labels" in r.stderr
     assert f"has {float(bad)}" in r.stderr and "Traceback" not in r.stderr
+    assert "'shop" in r.stderr                       # the task named as the file names it
 
 
 @pytest.mark.parametrize("top", [200, 10**6])

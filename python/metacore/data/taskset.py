@@ -508,8 +508,9 @@ class TaskSet:
         if bad.any():
             row = int(np.argmax(bad))
             t = int(np.searchsorted(self._offsets, row, side="right")) - 1
+            named = f", {self._names[t]!r}" if self._names is not None else ""
             raise ValueError(f"y must hold {want} for loss={loss!r}; task {t} "
-                             f"(task_id {self._task_ids[t]}) row {row - self._offsets[t]} "
+                             f"(task_id {self._task_ids[t]}{named}) row {row - self._offsets[t]} "
                              f"has {float(y[row])}")
 
     def __reduce__(self):
