@@ -193,6 +193,15 @@ def _human(n_bytes):
     return f"{n:.1f} {unit}"
 
 
+def path(name, value):
+    """os.fspath(value) for a path given as str, bytes or os.PathLike; TypeError naming the
+    argument otherwise (os.fspath's own message names none)."""
+    if not isinstance(value, (str, bytes, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got "
+                        f"{type(value).__name__} {_show(value)}")
+    return os.fspath(value)
+
+
 def fits_in_memory(what, n_bytes):
     """MemoryError naming ``what`` when ``n_bytes`` exceed the machine's physical memory: refuse
     before allocating, as an overcommitting OS may grant the memory and kill us when it is used."""

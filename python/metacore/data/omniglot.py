@@ -128,7 +128,7 @@ def _archive_path(folder, stem):
 
 def _archives(root):
     """The archives under ``root``: one zip, one unpacked archive, or a folder of those."""
-    root = pathlib.Path(os.fspath(root))
+    root = pathlib.Path(_validation.path("root", root))
     if not root.exists():
         raise FileNotFoundError(f"root: {root} does not exist (an Omniglot archive such as "
                                 f"images_background.zip, or a folder holding them)")
@@ -161,7 +161,8 @@ def _decode(data, name):
     try:
         with Image.open(io.BytesIO(data)) as im:
             grey = np.asarray(im.convert("L"), dtype=np.float64)
-    except (UnidentifiedImageError, OSError) as e:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+        # (a bomb: more pixels than Pillow's limit, far beyond a 105 × 105 drawing)
         raise ValueError(f"{name} is not a readable PNG image: {e}") from None
     return 1.0 - grey / 255.0
 
@@ -213,6 +214,9 @@ def _read(archives, root, alphabets, image_size, rotations):
     else:
         if isinstance(alphabets, str):
             alphabets = [alphabets]
+        if not isinstance(alphabets, (list, tuple, set, frozenset)):
+            raise TypeError(f"alphabets must be a folder name or a list of them, got "
+                            f"{type(alphabets).__name__} {alphabets!r}")
         alphabets = list(alphabets)
         odd = [a for a in alphabets if not isinstance(a, str)]
         if odd:
@@ -227,6 +231,11 @@ def _read(archives, root, alphabets, image_size, rotations):
                              f"{sorted(owner)})")
 
     turns = 4 if rotations else 1
+    # the images' float64 blocks and the float32 pool, named before a drawing is decoded
+    n_images = sum(len(owner[a].entries[key]) for a in wanted for key in owner[a].entries
+                   if key[0] == a)
+    _validation.fits_in_memory(f"image_size={image_size} ({n_images} drawings, {turns} "
+                               f"rotation(s) each)", n_images * turns * image_size ** 2 * 24)
     blocks, labels, names, groups, weights = [], [], [], [], {}
     for a in wanted:
         arc = owner[a]
@@ -259,7 +268,10 @@ def omniglot_minimal(root, *, image_size=28, rotations=True, test_rotations=Fals
     small1 lacks (Japanese_(katakana), Sanskrit, Tagalog: 106 characters, ×4 with
     ``test_rotations``). No character is on both sides.
     """
-    folder = pathlib.Path(os.fspath(root))
+    folder = pathlib.Path(_validation.path("root", root))
+    image_size = _validation.integer("image_size", image_size, minimum=1)   # checked before
+    rotations = _validation.boolean("rotations", rotations)                 # the train archive
+    test_rotations = _validation.boolean("test_rotations", test_rotations)  # is decoded
     if not folder.is_dir():
         raise FileNotFoundError(f"root: {folder} is not a folder (it should hold "
                                 f"{MINIMAL_TRAIN}.zip and {MINIMAL_TEST}.zip)")

@@ -54,7 +54,7 @@ def school(path, *, dtype=np.float64):
         scores, task i = the i-th school of the file, ``names`` ``"school 1"`` … ``"school 139"``
         (the file has no names; these are positions in it, kept through ``subset`` and splits).
     """
-    path = pathlib.Path(os.fspath(path))
+    path = pathlib.Path(_validation.path("path", path))
     if path.is_dir():
         raise IsADirectoryError(f"path: {path} is a folder; give the school.mat file in it")
     if not path.is_file():
@@ -103,6 +103,11 @@ def school_splits(tasks, *, repetitions=10, train_fraction=0.75, seed=0):
         raise ValueError("tasks: every task needs at least 2 rows to be split, task "
                          f"{int(np.argmin(tasks.task_sizes))} has 1")
     rng = np.random.default_rng(_validation.seed("seed", seed))
+    # everything above is checked at the call; the splits are drawn as they are asked for
+    return _draw_splits(tasks, repetitions, f, rng)
+
+
+def _draw_splits(tasks, repetitions, f, rng):
     sizes = tasks.task_sizes
     n_train = np.clip(np.round(f * sizes).astype(np.int64), 1, sizes - 1)
     for _ in range(repetitions):

@@ -50,6 +50,9 @@ class Standardizer:
 
     def fit(self, X):
         X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[0] == 0:
+            raise ValueError(f"the Standardizer is fitted on rows of features (n, d), n >= 1; "
+                             f"got shape {X.shape}")
         # Moments of X / max|x| per column, scaled back: squares of values near 1e154 and above
         # would overflow and turn a finite column into zeros.
         big = np.abs(X).max(axis=0) if X.shape[0] else np.ones(X.shape[1:])
@@ -232,8 +235,11 @@ def _task_ids(col, values, source):
         out.append(v if isinstance(v, str) else str(v))
     names = np.asarray(out, dtype=str)
     uniq = np.unique(names)
-    if all(u.lstrip("-").isascii() and u.lstrip("-").isdigit() and str(int(u)) == u
-           for u in uniq):
+    def integer_text(u):     # "-12" yes; "--1", "+1", "01", "١" (non-ASCII digits) no
+        digits = u[1:] if u.startswith("-") else u
+        return digits.isascii() and digits.isdigit() and str(int(u)) == u
+
+    if all(integer_text(u) for u in uniq):
         if all(-2**63 <= int(u) < 2**63 for u in uniq):
             return names, names.astype(np.int64)
         # ids past int64 (still integers as written): ordered numerically by their ranks
@@ -264,6 +270,9 @@ def _build(columns, get, *, task, target, features, n_support, support, shuffle,
     targets = _names("target", target)
     if features is None:
         features = [c for c in columns if c != task and c not in targets]
+        if not features:
+            raise ValueError(f"{source} has no feature column: its columns "
+                             f"({', '.join(map(repr, columns))}) are the task and target ones")
     features = _names("features", features)
     for name, cols in (("task", [task]), ("target", targets), ("features", features)):
         missing = [c for c in cols if c not in columns]
@@ -286,18 +295,24 @@ def _build(columns, get, *, task, target, features, n_support, support, shuffle,
             raise TypeError(f"standardize must be a metacore Standardizer (fitted on the training "
                             f"tasks' file, applied to the others) or None, got "
                             f"{type(standardize).__name__}")
+        scaler = standardize
         if not standardize.fitted:
             rows = np.ones(len(names), bool)
             if fit_tasks is not None:
                 # one id as written, not its characters ("12" is task 12, not 1 and 2)
                 one = isinstance(fit_tasks, (str, bytes, numbers.Integral))
                 wanted = [str(t) for t in ([fit_tasks] if one else fit_tasks)]
+                if not wanted:
+                    raise ValueError("fit_tasks selects no task: give the training tasks' ids, "
+                                     "or None for every task")
                 unknown = sorted(set(wanted) - set(names.tolist()))
                 if unknown:
                     raise ValueError(f"fit_tasks: task {unknown[0]!r} is not in {source}")
                 rows = np.isin(names, wanted)
-            standardize.fit(X[rows])
-        X = standardize.transform(X)
+            # fitted here, handed to the caller's Standardizer only once the whole set is built:
+            # a call refused later (support, stratify, range) must leave it unfitted
+            scaler = Standardizer().fit(X[rows])
+        X = scaler.transform(X)
     _check_range(X, raw, y, features, targets, get, source, dtype)
     if n_support is not None and support is not None:
         raise ValueError("give support (a fraction or a count per task) or n_support, not both")
@@ -317,8 +332,11 @@ def _build(columns, get, *, task, target, features, n_support, support, shuffle,
         n_support = _support_counts(support, sizes)
     ts = TaskSet.from_groups(X, y, key, n_support=n_support, dtype=dtype)
     first = np.unique(key, return_index=True)[1]
-    return TaskSet.from_checked(ts.X, ts.y, ts.offsets, ts.n_support, ts.task_ids,
-                                names=names[first].tolist())
+    out = TaskSet.from_checked(ts.X, ts.y, ts.offsets, ts.n_support, ts.task_ids,
+                               names=names[first].tolist())
+    if standardize is not None and standardize is not False and not standardize.fitted:
+        standardize.mean_, standardize.scale_ = scaler.mean_, scaler.scale_
+    return out
 
 
 def _check_range(X, raw, y, features, targets, get, source, dtype):

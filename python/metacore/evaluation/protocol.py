@@ -119,7 +119,9 @@ class EvalReport:
 
     def to_dict(self) -> dict:
         """Plain data: name, steps, n_tasks, lr, info and the summary rows."""
-        lr = self.lr if self.lr is None or isinstance(self.lr, (int, float, str)) else "learned"
+        lr = self.lr       # a scalar however given (np.float32, 0-d array) as its value
+        if lr is not None and not isinstance(lr, str):
+            lr = float(lr) if np.ndim(lr) == 0 else "learned"
         return {"name": self.name, "steps": [int(s) for s in self.steps],
                 "n_tasks": self.n_tasks, "lr": lr, "info": dict(self.info),
                 "summary": self.summary()}
@@ -151,13 +153,14 @@ def _rule(model, theta, lr, learner):
     """(θ, lr, head_only, lr for the report) from the arguments."""
     if learner is None:
         lr = 0.01 if lr is None else lr
-        return theta, lr, False, lr
+        return theta, lr, False, float(lr) if np.ndim(lr) == 0 else "learned"
     if learner.model != model:
         raise ValueError(f"learner's model {learner.model!r} differs from model {model!r}")
     theta, rates, head_only = learner.adapt_rule(learner.check_params(theta))
     if lr is None:
         lr = rates
-    return theta, lr, head_only, lr if isinstance(lr, (int, float)) else "learned"
+    # a scalar however given (0.01, np.float32(0.01), a 0-d array) is shown as its value
+    return theta, lr, head_only, float(lr) if np.ndim(lr) == 0 else "learned"
 
 
 def evaluate(model, theta, test_tasks, *, steps=(0, 1, 5, 10), lr=None, learner=None,
@@ -183,6 +186,12 @@ def evaluate(model, theta, test_tasks, *, steps=(0, 1, 5, 10), lr=None, learner=
         raise TypeError(f"model must be a metacore model (MLP), got {type(model).__name__}")
     if not isinstance(test_tasks, TaskSet):
         raise TypeError(f"test_tasks must be a TaskSet, got {type(test_tasks).__name__}")
+    if name is not None and not isinstance(name, str):   # tables, plots and JSON print it
+        raise TypeError(f"name must be a str or None, got {type(name).__name__} {name!r}")
+    if learner is not None and not (hasattr(learner, "adapt_rule")
+                                    and hasattr(learner, "query_outputs")):
+        raise TypeError(f"learner must be a metacore learner (mc.MAML(model), ...) or None, got "
+                        f"{type(learner).__name__} {learner!r}")
     steps = tuple(_validation.step_counts("steps", steps))
     if (test_tasks.n_query == 0).any() or (test_tasks.n_support == 0).any():
         raise ValueError("test_tasks: every task needs support rows to adapt on and query rows "

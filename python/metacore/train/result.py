@@ -4,6 +4,8 @@ the error a diverged run raises. Every array here is a copy, never a view of a l
 
 from __future__ import annotations
 
+import collections
+
 import math
 import warnings
 from dataclasses import dataclass, field, fields
@@ -76,8 +78,14 @@ def _task_labels(task_names, n):
 
 
 def _columns(frame, prefix, values, labels):
+    """One column per task, ``prefix[label]``; a label that several tasks share (a subset that
+    repeats a task, names given twice) also carries the task's position, ``prefix[A#0]``, so
+    that no task's column overwrites another's."""
+    labels = [str(label) for label in labels]
+    seen = collections.Counter(labels)
     for j, label in enumerate(labels):
-        frame[f"{prefix}[{label}]"] = values[:, j]
+        frame[f"{prefix}[{label}#{j}]" if seen[label] > 1 else f"{prefix}[{label}]"] = \
+            values[:, j]
 
 
 @dataclass(repr=False)
