@@ -133,3 +133,20 @@ def test_omniglot_names_alphabets_image_size_and_a_bomb(tmp_path, monkeypatch):
     write_folder(folder, archive_files("images_background"))
     with pytest.raises(ValueError, match="is not a readable PNG"):
         mc.datasets.omniglot(folder / "images_background")
+
+
+@pytest.mark.parametrize("values", [[0.3, 0.30000000000000004], [1e6, 1e6 + 1e-10, 1e6],
+                                    [-7.0, -7.0, -7.000000000000001]])
+def test_a_column_constant_but_for_rounding_is_left_as_is_not_blown_up(values):
+    X = np.column_stack([values, np.arange(len(values), dtype=float)])
+    s = Standardizer().fit(X)
+    assert s.scale_[0] == 1.0 and s.scale_[1] > 0.1
+    assert np.abs(s.transform(X)[:, 0]).max() < 1e-6       # rounding noise stays noise
+
+
+def test_an_accuracy_table_of_regression_reports_is_refused_as_the_plot_is():
+    m = mc.MLP([1, 4, 1])
+    rep = mc.evaluate(m, m.init(), mc.tasks.sinusoid(3, seed=0), progress=False)
+    for draw in (mc.report.format_table, mc.report.plot):
+        with pytest.raises(ValueError, match="none of the reports has accuracies"):
+            draw([rep], metric="accuracy")

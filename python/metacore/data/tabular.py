@@ -37,7 +37,8 @@ __all__ = ["from_csv", "from_dataframe", "Standardizer", "stratified_order", "re
 class Standardizer:
     """Feature scaling x ↦ (x − mean) / scale, fitted once on training rows and kept.
 
-    ``mean_`` and ``scale_`` (the population standard deviation, 1 for a constant column) are set
+    ``mean_`` and ``scale_`` (the population standard deviation, 1 for a constant column — also
+    one constant but for rounding, spread ≤ n·eps·|mean|) are set
     by :meth:`fit`; ``to_dict``/``from_dict`` give plain data for checkpoints."""
 
     def __init__(self):
@@ -64,8 +65,12 @@ class Standardizer:
         if bad.size:
             raise ValueError(f"feature column {int(bad[0])} cannot be standardized: its spread "
                              "exceeds the float64 range")
+        # a column constant but for rounding (0.3 and 0.30000000000000004) has a spread of a few
+        # ulps of its mean: scaled by it, rounding noise would become values of order 1; such a
+        # column counts as constant (the bound scikit-learn's StandardScaler uses, n·eps·|mean|)
+        noise = X.shape[0] * np.finfo(np.float64).eps * np.abs(mean)
         self.mean_ = mean
-        self.scale_ = np.where(scale > 0, scale, 1.0)
+        self.scale_ = np.where((scale > noise) & (scale > 0), scale, 1.0)
         return self
 
     def transform(self, X):

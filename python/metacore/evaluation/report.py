@@ -48,14 +48,26 @@ def _cell(row, metric, scale=1.0, digits=3):
     return f"{text} ± {ci * scale:.{digits}f}"
 
 
+def _with_metric(pairs, metric):
+    """The (label, report) pairs that have ``metric`` (reports without accuracies are left out
+    of an accuracy table or plot); ValueError when none has it."""
+    pairs = [(label, r) for label, r in pairs if metric == "loss" or r.accuracies is not None]
+    if not pairs:
+        raise ValueError(f"metric={metric!r}: none of the reports has accuracies (regression "
+                         "tasks have a loss only)")
+    return pairs
+
+
 def format_table(reports, metric="loss", title=None) -> str:
     """One row per report, one column per number of adaptation steps: mean ± 95% CI of the query
     ``metric`` ("loss", or "accuracy" shown in percent). ``reports``: a dict {label: EvalReport}
     (the keys label the rows) or a sequence of EvalReport (labelled by their ``name``). An interval the metric's range cuts is
     shown as its clipped ends with a ``*``; a report with too few tasks for an interval gets means
-    only, and a note says so."""
+    only, and a note says so. Reports without accuracies are left out of an accuracy table;
+    ValueError when none has them (as :func:`plot`)."""
     pairs = _named(reports)
     metric = _validation.choice("metric", metric, ("loss", "accuracy"))
+    pairs = _with_metric(pairs, metric)
     items = [r for _, r in pairs]
     steps = sorted({s for r in items for s in r.steps})
     scale, digits = (100.0, 1) if metric == "accuracy" else (1.0, 3)
@@ -159,10 +171,7 @@ def plot(reports, path=None, metric="loss", title=None, *, ax=None, yscale="auto
         ax = fig.add_subplot()
     else:
         fig = ax.figure
-    pairs = [(label, r) for label, r in pairs if metric == "loss" or r.accuracies is not None]
-    if not pairs:
-        raise ValueError(f"metric={metric!r}: none of the reports has accuracies (regression "
-                         "tasks have a loss only)")
+    pairs = _with_metric(pairs, metric)
     plotted, any_band = [], False
     for label, r in pairs:
         rows = [row for row in r.summary() if metric in row]
