@@ -23,17 +23,21 @@ t_call = time.perf_counter()
 try:
     {call}
     print("finished", time.perf_counter() - t_call)
-except KeyboardInterrupt:
-    print("interrupted", time.perf_counter() - t_sig)
+except KeyboardInterrupt as err:
+    lag = time.perf_counter() - t_sig
+    {after}
+    print("interrupted", lag)
 """
 
 
-def interrupt_lag(setup, call, *, delay=0.5, timeout=300):
+def interrupt_lag(setup, call, *, delay=0.5, timeout=300, after="pass"):
     """Seconds from SIGINT to the KeyboardInterrupt of ``call``; AssertionError (with the child's
-    output) when the call finished or the child failed instead. The child imports the metacore
-    under test, not the source tree."""
+    output) when the call finished or the child failed instead. ``after``: a statement the child
+    runs on the interrupt (``err`` is the KeyboardInterrupt), e.g. saving ``err.result``. The
+    child imports the metacore under test, not the source tree."""
     path = os.path.dirname(os.path.dirname(mc.__file__))
-    code = _CHILD.format(path=path, setup=textwrap.dedent(setup).strip(), call=call, delay=delay)
+    code = _CHILD.format(path=path, setup=textwrap.dedent(setup).strip(), call=call, delay=delay,
+                         after=after)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=timeout)
     words = r.stdout.split()
