@@ -150,3 +150,10 @@ def test_an_accuracy_table_of_regression_reports_is_refused_as_the_plot_is():
     for draw in (mc.report.format_table, mc.report.plot):
         with pytest.raises(ValueError, match="none of the reports has accuracies"):
             draw([rep], metric="accuracy")
+
+
+@pytest.mark.parametrize("n, words", [(1, "over 1 task\n"), (2, "over 2 tasks\n")])
+def test_a_table_title_counts_its_tasks_in_good_english(n, words):
+    m = mc.MLP([1, 4, 1])
+    rep = mc.evaluate(m, m.init(), mc.tasks.sinusoid(n, seed=0), progress=False)
+    assert words in mc.report.format_table([rep])

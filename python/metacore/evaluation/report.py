@@ -87,7 +87,8 @@ def format_table(reports, metric="loss", title=None) -> str:
     counts = sorted({r.n_tasks for r in items})
     n = str(counts[0]) if len(counts) == 1 else "/".join(str(c) for c in counts)
     what = "accuracy (%)" if metric == "accuracy" else "query loss"
-    lines = [title or f"{what} after adaptation, mean ± 95% CI over {n} tasks",
+    lines = [title or f"{what} after adaptation, mean ± 95% CI over {n} task"
+             f"{'' if counts == [1] else 's'}",
              fmt(head), fmt(["-" * w for w in widths])]
     notes = []
     few = [(label, r) for label, r in pairs
@@ -200,7 +201,7 @@ def plot(reports, path=None, metric="loss", title=None, *, ax=None, yscale="auto
     ax.set_xlabel("adaptation steps")
     ax.set_ylabel(f"query {metric}" + (" (log scale)" if log else ""))
     counts = sorted({r.n_tasks for _, r in pairs})
-    tasks = f"{counts[0]} tasks" if len(counts) == 1 else \
+    tasks = f"{counts[0]} task{'' if counts[0] == 1 else 's'}" if len(counts) == 1 else \
         f"{'/'.join(str(c) for c in counts)} tasks"
     ax.set_title(title or f"few-shot adaptation ({tasks}{', 95% CI' if any_band else ''})")
     ax.legend()
