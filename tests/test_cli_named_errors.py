@@ -62,3 +62,40 @@ def test_a_file_that_is_not_a_checkpoint_is_named_so(tmp_path, content):
     assert "allow_pickle" not in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "p.csv").exists()
     np.testing.assert_equal(fake.read_bytes(), content)
+
+
+TINY = """name = "tiny"
+[tasks]
+family = "sinusoid"
+n_test = 4
+test_k_query = 5
+[model]
+hidden = [8]
+[learner]
+kind = "maml"
+[train]
+steps = 20
+meta_batch = 4
+[evaluate]
+steps = [0, 1]
+joint_steps = 5
+joint_tasks = 5
+plot = false
+"""
+
+
+def test_resume_refuses_a_config_the_run_was_not_trained_with(tmp_path):
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TINY)
+    assert run("train", str(cfg), "--quiet", "--set", "tasks.k_support=5", cwd=tmp_path
+               ).returncode == 0
+    results = (tmp_path / "runs" / "tiny" / "results.json").read_text()
+    for extra in ([], ["--set", "learner.inner_lr=0.5"], ["--set", "evaluate.steps=[0, 2]"]):
+        r = run("train", str(cfg), "--quiet", "--resume", *extra, cwd=tmp_path)
+        assert r.returncode == 2 and "--resume: this config differs" in r.stderr, r.stderr
+        assert "tasks.k_support = 5 in the run, 10 now" in r.stderr
+        assert "runs/tiny/config.toml --resume" in r.stderr
+    assert (tmp_path / "runs" / "tiny" / "results.json").read_text() == results  # untouched
+    own = str(tmp_path / "runs" / "tiny" / "config.toml")   # what may change: steps, threads
+    r = run("train", own, "--quiet", "--resume", "--steps", "30", "--threads", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr

@@ -671,6 +671,37 @@ def _stored_learner(ck):
 _SAME = {"fomaml": "maml"}    # FOMAML is MAML with first_order: the same θ and adaptation
 
 
+# What a resumed run may change: how long it trains, where it writes and how many threads
+# compute it (the results do not depend on them); anything else would continue one experiment
+# as another and overwrite its results.
+RESUME_MAY_CHANGE = ("train.steps", "output", "threads", "name")
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flat(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def _check_same_run(stored, cfg, out):
+    """ConfigError naming every setting in which ``cfg`` differs from the configuration the
+    checkpoint was trained with (``stored``; None for a checkpoint without one: not checked)."""
+    if not isinstance(stored, dict):
+        return
+    then, now = _flat(stored), _flat(cfg.to_dict())
+    differ = sorted(k for k in set(then) | set(now)
+                    if k not in RESUME_MAY_CHANGE and then.get(k) != now.get(k))
+    if differ:
+        shown = "; ".join(f"{k} = {then.get(k)!r} in the run, {now.get(k)!r} now"
+                          for k in differ[:4]) + ("; …" if len(differ) > 4 else "")
+        raise ConfigError(f"--resume: this config differs from the one {out} was trained with "
+                          f"({shown}). Resume with the run's own file, metacore train "
+                          f"{os.path.join(out, 'config.toml')} --resume --output {out} (only "
+                          f"train.steps, --threads and --output may change)")
+
+
 def load_run_checkpoint(path, exp: Experiment):
     """A checkpoint (any file :func:`metacore.save` wrote), checked against the experiment's
     model and learner."""
@@ -874,6 +905,7 @@ def run_train(cfg: Config, quiet=False, resume=False):
         start = load_run_checkpoint(path, exp)
         if not start.resumable:
             raise ValueError(f"--resume: {path} holds θ only, not a train state")
+        _check_same_run(start.info.get("config"), cfg, out)
         prior = _prior_history(out, start.step)
         if prior is None and start.step > 0:
             print(f"metacore: warning: no readable {os.path.join(out, HISTORY)}; the new one "
@@ -897,8 +929,9 @@ def run_train(cfg: Config, quiet=False, resume=False):
             files.finish()
     except KeyboardInterrupt as exc:
         step = getattr(getattr(exc, "result", None), "step", None)
+        again = os.path.join(out, "config.toml")
         print(f"metacore: interrupted{f' after step {step}' if step is not None else ''}; "
-              f"continue with: metacore train CONFIG --resume --output {out}", file=sys.stderr)
+              f"continue with: metacore train {again} --resume --output {out}", file=sys.stderr)
         exc.reported = True      # the command line's handler then says nothing more
         raise
     train_time = time.perf_counter() - t0
