@@ -140,6 +140,7 @@ def test_ctrl_c_stops_the_demo_whose_learners_train_in_worker_threads(tmp_path):
     p.stderr.close()
     assert p.returncode == 130, bytes(seen).decode()[-2000:]
     assert lag < 3.0, f"the demo took {lag:.1f} s to stop after Ctrl-C"
+    assert not (tmp_path / "demo").exists()     # its folder is made with its results, not before
 
 
 # --- 3. damaged checkpoint files ------------------------------------------------------------------

@@ -195,7 +195,7 @@ def run_demo(args):
     # the demo derives seeds up to seed + SEED_OFFSET_MAX; name the flag, not a derived value
     if args.seed > 2**64 - 1 - SEED_OFFSET_MAX:
         raise ValueError(f"--seed must be <= {2**64 - 1 - SEED_OFFSET_MAX}, got {args.seed}")
-    make_folder(out, "--output")     # before minutes of training, not after
+    make_folder(out, "--output", create=False)   # checked before minutes of training
     K, progress = args.k_shot, not args.quiet
     model = mc.MLP([1, 40, 40, 1], activation="relu", loss="mse")
     source = mc.tasks.SinusoidSource(k_support=K, k_query=K)
@@ -262,6 +262,7 @@ def run_demo(args):
         f"{times['MAML++']:.1f} s and iMAML {times['iMAML']:.1f} s (side by side), joint "
         f"{times['joint']:.1f} s; total {total:.1f} s")
 
+    make_folder(out, "--output")
     extra = {"k_shot": K, "meta_steps": args.steps, "meta_batch": args.meta_batch,
              "recipes": {n: {k: v for k, v in r.items() if k != "text"}
                          for n, r in recipes.items()},

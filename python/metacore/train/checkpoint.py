@@ -87,16 +87,26 @@ def _umask():
 _UMASK = _umask()
 
 
-def make_folder(path, what):
+def make_folder(path, what, create=True):
     """Creates the folder ``path`` (and its parents) for a run's files. NotADirectoryError
     naming ``what`` (the option or key that gave the path) when a file stands in the way — at
-    ``path`` or at one of its parents — instead of the bare "[Errno 17] File exists"."""
+    ``path`` or at one of its parents — instead of the bare "[Errno 17] File exists".
+    ``create=False`` only checks (before a long run that creates it at its end: an interrupted
+    run then leaves no empty folder)."""
+    blocked = NotADirectoryError(f"{what}: {os.fspath(path)!r} is not a folder (a file of that "
+                                 f"name, or of one of its parent folders, is in the way): give "
+                                 f"a folder for the run's files")
+    if not create:
+        at = os.path.abspath(os.fspath(path))
+        while not os.path.exists(at) and os.path.dirname(at) != at:
+            at = os.path.dirname(at)
+        if not os.path.isdir(at):
+            raise blocked
+        return
     try:
         os.makedirs(path, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise NotADirectoryError(f"{what}: {os.fspath(path)!r} is not a folder (a file of that "
-                                 f"name, or of one of its parent folders, is in the way): give "
-                                 f"a folder for the run's files") from None
+        raise blocked from None
 
 
 def write_atomic(path, write):
