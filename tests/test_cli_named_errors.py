@@ -99,3 +99,14 @@ def test_resume_refuses_a_config_the_run_was_not_trained_with(tmp_path):
     own = str(tmp_path / "runs" / "tiny" / "config.toml")   # what may change: steps, threads
     r = run("train", own, "--quiet", "--resume", "--steps", "30", "--threads", "2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+
+
+def test_predict_names_a_missing_input_or_support_file(tmp_path):
+    data = make_data(tmp_path)
+    cfg = experiment_file(tmp_path)
+    assert run("train", str(cfg), "--quiet", cwd=tmp_path).returncode == 0
+    ck = str(tmp_path / "runs" / "shops" / "checkpoint.npz")
+    for args, flag in ((["--input", "new.csv"], "--input new.csv"),
+                       (["--input", str(data), "--support", "s.csv"], "--support s.csv")):
+        r = run("predict", ck, *args, "--output", "p.csv", cwd=tmp_path)
+        assert r.returncode == 2 and f"{flag}: no such file" in r.stderr, r.stderr

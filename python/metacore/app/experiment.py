@@ -1059,6 +1059,9 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
     say = (lambda *a: None) if quiet else print
     if not os.path.exists(checkpoint):
         raise FileNotFoundError(f"checkpoint {checkpoint}: no such file")
+    for flag, given in (("--input", input_path), ("--support", support_path)):
+        if given is not None and not os.path.exists(given):
+            raise FileNotFoundError(f"{flag} {given}: no such file")
     _check_output(output_path, {"the checkpoint": checkpoint, "--input": input_path,
                                 "--support": support_path})
     ck = load(checkpoint)
@@ -1166,10 +1169,14 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
     text = io.StringIO()
     w = csv.writer(text, lineterminator="\n")
     w.writerow(columns + ["prediction", *extra])
+    # each number in the shortest text that reads back to it in the run's dtype (a float32
+    # 0.4325223 written as 0.4325222969055176 claimed digits it does not have)
+    shown = (lambda x: str(np.float32(x))) if theta.dtype == np.float32 else \
+        (lambda x: repr(float(x)))
     for i in range(n):
-        w.writerow([table[c][i] for c in columns] + [repr(float(labels[i])) if t.loss == "mse"
+        w.writerow([table[c][i] for c in columns] + [shown(labels[i]) if t.loss == "mse"
                                                      else int(labels[i])]
-                   + [repr(float(v[i])) for v in extra.values()])
+                   + [shown(v[i]) for v in extra.values()])
     write_atomic(output_path, lambda f: f.write(text.getvalue().encode("utf-8")))
     say(f"{n} predictions written to {output_path}"
         + ((f" (adapted on {support_path}, in closed form)" if episodic else
