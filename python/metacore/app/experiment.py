@@ -641,7 +641,7 @@ def evaluate_all(exp: Experiment, theta, progress=False, baselines_=None):
         lr_b = lr if val is None else baselines.best_lr(
             model, start, val, (lr, lr / 3, lr / 10), steps=max(ev.steps),
             n_threads=cfg.threads)
-        name = b if lr_b == lr else f"{b} (lr {lr_b:g})"
+        name = b if lr_b == lr else f"{b} (lr {lr_b:.3g})"
         reports[name] = evaluate(model, start, exp.test_tasks, steps=ev.steps, lr=lr_b,
                                  name=name, n_threads=cfg.threads, progress=progress)
     return reports
