@@ -110,3 +110,16 @@ def test_predict_names_a_missing_input_or_support_file(tmp_path):
                        (["--input", str(data), "--support", "s.csv"], "--support s.csv")):
         r = run("predict", ck, *args, "--output", "p.csv", cwd=tmp_path)
         assert r.returncode == 2 and f"{flag}: no such file" in r.stderr, r.stderr
+
+
+def test_resume_with_the_runs_config_after_a_relative_set_path(tmp_path):
+    # --set tasks.path=data/shops.csv is typed relative to the current folder; the run's
+    # config.toml records it absolute, so resuming from that file finds the data
+    make_data(tmp_path)
+    cfg = experiment_file(tmp_path)
+    assert run("train", str(cfg), "--quiet", "--output", "r1", "--set",
+               "tasks.path=data/shops.csv", cwd=tmp_path).returncode == 0
+    own = str(tmp_path / "r1" / "config.toml")
+    r = run("train", own, "--quiet", "--resume", "--output", "r1", "--steps", "50",
+            "--set", "train.chunk=7", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr

@@ -60,3 +60,47 @@ def test_one_ctrl_c_stops_a_long_step_at_once_and_exactly(tmp_path, learner, del
                        steps=step, optimizer=mc.optim.Adam(lr=1e-3), progress=False,
                        n_threads=1)
         np.testing.assert_array_equal(theta, whole.theta)
+
+
+def test_a_ctrl_c_landing_as_a_chunk_returns_keeps_the_chunk_in_the_history(monkeypatch,
+                                                                            tmp_path):
+    # the core polls every 10 ms: a SIGINT in its last gap is handled only once the call has
+    # returned — the chunk it finished must be in the result's history and the checkpoint
+    import os
+    import signal
+    from metacore.train import loop
+    m = mc.MLP([1, 20, 1])
+    problem = mc.MetaObjective(mc.MAML(m, inner_lr=0.01, inner_steps=2),
+                               mc.tasks.sinusoid(4, k_support=5, k_query=5), meta_batch=2)
+    original = loop.Run.run_chunk
+
+    def chunk_then_sigint(self, n):
+        out = original(self, n)
+        os.kill(os.getpid(), signal.SIGINT)
+        return out
+    monkeypatch.setattr(loop.Run, "run_chunk", chunk_then_sigint)
+    with pytest.raises(KeyboardInterrupt) as err:
+        mc.fit(problem, m.init(seed=0), steps=50, progress=False,
+               checkpoint=str(tmp_path / "ck.npz"))
+    res = err.value.result
+    assert res.step >= 1 and len(res.history.objective) == res.steps_run == res.step
+    assert mc.load(tmp_path / "ck.npz").step == res.step
+
+
+def test_a_ctrl_c_during_evaldriven_evaluation_stops_before_the_next_chunk(monkeypatch):
+    import os
+    import signal
+    from metacore.train import loop
+    m = mc.MLP([1, 8, 1])
+    obj = mc.Objective(m, mc.tasks.sinusoid(6, k_support=5, k_query=5, seed=0))
+    original = loop.Run.evaluate_weights
+
+    def evaluate_then_sigint(self):
+        original(self)
+        os.kill(os.getpid(), signal.SIGINT)
+    monkeypatch.setattr(loop.Run, "evaluate_weights", evaluate_then_sigint)
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt) as err:
+        mc.fit(obj, m.init(seed=0), steps=100_000, chunk_size=100_000,
+               weighting=mc.weighting.EvalDriven(eval_every=100_000), progress=False)
+    assert err.value.result.step == 0 and time.perf_counter() - t0 < 5.0

@@ -199,3 +199,17 @@ def test_a_setting_the_fit_ignores_is_warned_about_at_the_callers_line():
         with pytest.warns(UserWarning, match="ignored") as record:
             est.fit(X, y, groups=g)
         assert record[0].filename == __file__
+
+
+def test_mamlpp_refuses_another_inner_steps_until_refit():
+    # its θ holds learned rates for each of the inner steps it was fitted with
+    X, y, g, _ = _data()
+    est = MetaMLPRegressor((8,), learner="mamlpp", inner_steps=2, max_iter=5,
+                           random_state=0).fit(X, y, groups=g)
+    est.set_params(inner_steps=3)
+    for copy in (est, _roundtrip(est)):
+        with pytest.raises(ValueError, match=r"inner_steps=3, but this MAML\+\+ model learned "
+                                             r"its rates for 2 inner step"):
+            copy.adapt(X[:5], y[:5])
+    est.fit(X, y, groups=g)
+    assert np.isfinite(est.adapt_predict(X[:5], y[:5], X[5:8])).all()

@@ -134,6 +134,11 @@ PYBIND11_MODULE(_core, m) {
 #endif
         return info;
     });
+    m.def("request_stop",
+          [](bool on) { metacore::bindings::stop_requested().store(on); },
+          py::arg("on") = true,
+          "Ask the core call running on the main thread to stop at its next poll, as Ctrl-C "
+          "would (KeyboardInterrupt); False withdraws the request.");
     m.def("parallel_for_probe", &metacore::bindings::parallel_for_probe, py::arg("n"),
           py::arg("n_threads"), py::arg("work_us") = 0.0, py::arg("hold_us") = 0.0,
           py::arg("fail_at") = -1,

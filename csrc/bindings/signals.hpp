@@ -5,6 +5,7 @@
 
 #include <pybind11/pybind11.h>
 
+#include <atomic>
 #include <optional>
 #include <utility>
 
@@ -13,6 +14,15 @@
 namespace metacore::bindings {
 
 namespace py = pybind11;
+
+// A stop asked for by Python without raising there (mc.fit's first Ctrl-C on a long chunk): the
+// next poll of a core call on the main thread stops it as a Ctrl-C would. Raising from the
+// handler instead could land just after the call returned, where the chunk it finished would be
+// lost to the run's history.
+inline std::atomic<bool>& stop_requested() {
+    static std::atomic<bool> flag{false};
+    return flag;
+}
 
 class SignalWatch {
    public:
@@ -34,6 +44,7 @@ class SignalWatch {
    private:
     static bool poll(void* self) {
         py::gil_scoped_acquire gil;
+        if (stop_requested().exchange(false)) return true;  // error() makes the KeyboardInterrupt
         if (PyErr_CheckSignals() == 0) return false;
         static_cast<SignalWatch*>(self)->error_.emplace();  // takes the raised exception
         return true;

@@ -54,6 +54,7 @@ class _BuildInfo(TypedDict):
     sanitize: str
 
 def build_info() -> _BuildInfo: ...
+def request_stop(on: bool = True) -> None: ...
 def parallel_for_probe(
     n: int,
     n_threads: int | None,

@@ -792,6 +792,14 @@ def loads(text, overrides=(), base_dir=None) -> Config:
     learner_before = data.get("learner", {}).get("kind", "maml") \
         if isinstance(data.get("learner"), dict) else None
     given = {_override(data, item) for item in overrides}
+    # A path given with --set is typed relative to the current folder: kept absolute, so that
+    # the run's config.toml, which records it, reads back from its own folder too.
+    for section, key in _PATHS:
+        table = data if section is None else data.get(section)
+        given_here = ((key,) if section is None else (section, key)) in given
+        if given_here and isinstance(table, dict) and isinstance(table.get(key), str) \
+                and table[key]:
+            table[key] = os.path.abspath(os.path.expanduser(table[key]))
     if ("weighting", "kind") in given and before is not None:
         _drop_strategy_settings(data, before, given)
     if ("learner", "kind") in given and learner_before is not None:

@@ -674,7 +674,8 @@ _SAME = {"fomaml": "maml"}    # FOMAML is MAML with first_order: the same θ and
 # What a resumed run may change: how long it trains, where it writes and how many threads
 # compute it (the results do not depend on them); anything else would continue one experiment
 # as another and overwrite its results.
-RESUME_MAY_CHANGE = ("train.steps", "output", "threads", "name")
+RESUME_MAY_CHANGE = ("train.steps", "output", "threads", "name", "train.chunk",
+                     "train.checkpoint_every")
 
 
 def _flat(d, prefix=""):
@@ -690,6 +691,11 @@ def _check_same_run(stored, cfg, out):
     checkpoint was trained with (``stored``; None for a checkpoint without one: not checked)."""
     if not isinstance(stored, dict):
         return
+    from .config import from_dict
+    try:      # with the defaults filled in (a key added since the run was trained is its default)
+        stored = from_dict(stored).to_dict()
+    except (ValueError, TypeError):
+        pass
     then, now = _flat(stored), _flat(cfg.to_dict())
     differ = sorted(k for k in set(then) | set(now)
                     if k not in RESUME_MAY_CHANGE and then.get(k) != now.get(k))

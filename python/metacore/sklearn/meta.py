@@ -51,6 +51,11 @@ class _Meta(MLPBase):
         if self.learner != fitted:
             raise ValueError(f"learner={self.learner!r}, but this model was meta-trained with "
                              f"learner={fitted!r}: fit again after changing learner")
+        steps = self.__dict__.get("_fitted_inner_steps", self.inner_steps)
+        if self.learner == "mamlpp" and self.inner_steps != steps:   # rates per step in θ
+            raise ValueError(f"inner_steps={self.inner_steps!r}, but this MAML++ model learned "
+                             f"its rates for {steps} inner step(s): fit again after changing "
+                             f"inner_steps")
         key = (self.learner, self.inner_lr, self.inner_steps, self.outer_lr, self.reg,
                self.n_threads, self.max_iter, self._model_key())
         return self._cached("learner", key, self._new_learner)
@@ -137,6 +142,7 @@ class _Meta(MLPBase):
         for name in ("adapted_", "support_"):   # what adapt() set belongs to the old θ
             self.__dict__.pop(name, None)
         self._fitted_learner = self.learner
+        self._fitted_inner_steps = self.inner_steps
         X, y = self._validate_fit_data(X, y)
         g = check_groups(groups, X.shape[0])
         self.tasks_, codes = np.unique(g, return_inverse=True)

@@ -146,7 +146,9 @@ class InterruptFlag:
         self.set = True
         ends = self.chunk_ends
         if ends is not None and ends > time.perf_counter() + STOP_GRACE_SECONDS:
-            raise KeyboardInterrupt   # the chunk would outlast the grace: stop it now
+            # the chunk would outlast the grace: the core stops it at its next poll (raising
+            # here could land after the chunk returned, and lose its record)
+            _core.request_stop()
 
     def __exit__(self, *exc):
         if self.installed:
@@ -230,6 +232,9 @@ class Run:
                 t0 = time.perf_counter()
                 if s.weight_eval is not None and state.step % s.weighting.eval_every == 0:
                     self.evaluate_weights()
+                    if interrupt.set:      # a Ctrl-C during the evaluation: before the chunk
+                        return "interrupted", None
+                _core.request_stop(False)
                 interrupt.chunk_ends = (t0 + n * per_step if per_step is not None
                                         else float("inf"))
                 try:
@@ -239,8 +244,9 @@ class Run:
                     if partial is not None:        # the state is at its last finished step
                         self.rec.add_chunk(first, partial)
                     return "interrupted", None
-                finally:
+                finally:       # a stop asked for too late for this chunk: the flag stops the loop
                     interrupt.chunk_ends = None
+                    _core.request_stop(False)
                 dt = time.perf_counter() - t0
                 self.core_time += dt
                 per_step = dt / max(out.steps_done, 1)
