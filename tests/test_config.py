@@ -227,9 +227,10 @@ def test_paths_in_a_file_are_resolved_against_its_folder(tmp_path, monkeypatch):
     cfg = config.load("exp/e.toml")
     assert cfg.tasks.path == str(folder / "data" / "t.csv")
     assert cfg.output == str(folder / "out")
-    # --set values are typed in the current folder: left as given; absolute paths stay
+    # --set values are typed in the current folder: resolved against it (kept absolute, so the
+    # run's config.toml reads back from any folder); absolute paths stay
     cfg = config.load(path, overrides=["tasks.path=mine.csv", f"output={tmp_path / 'o'}"])
-    assert (cfg.tasks.path, cfg.output) == ("mine.csv", str(tmp_path / "o"))
+    assert (cfg.tasks.path, cfg.output) == (str(tmp_path / "mine.csv"), str(tmp_path / "o"))
     # text without a file: relative to the current directory, as written
     assert config.loads('[tasks]\nfamily = "csv"\npath = "t.csv"\n').tasks.path == "t.csv"
 

@@ -764,8 +764,8 @@ _PATHS = ((None, "output"), ("tasks", "path"))   # keys holding file paths
 
 def _resolve_paths(data, base):
     """Relative paths of the file (``output``, ``tasks.path``) made relative to ``base``, the
-    file's folder, so a run does not depend on the current directory (--set values stay relative
-    to it: they are typed there)."""
+    file's folder, so a run does not depend on the current directory (--set values are resolved
+    against the current directory instead, in loads: they are typed there)."""
     for section, key in _PATHS:
         table = data if section is None else data.get(section)
         if isinstance(table, dict) and isinstance(table.get(key), str) and table[key] \
