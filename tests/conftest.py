@@ -3,6 +3,7 @@
 - ``--run-slow``: also run the tests marked ``slow`` (skipped by default), e.g. the 100,000-call
   memory soak of every public operation.
 - The number of generated bad-input cases (tests/test_bad_input.py) is printed at the end.
+- A run that inherited SIGINT ignored (started in the background) restores Python's handler.
 - Hypothesis draws its examples *derandomized* (the same examples on every run of the same test
   code, as Hypothesis's own "ci" profile does), so a CI verdict is reproducible and a red run can be
   replayed exactly. ``--soak N`` draws fresh random examples instead, N times as many per test
@@ -10,10 +11,18 @@
   e.g. ``python -m pytest --soak 5 -k "weighting or bad_input"``.
 """
 
+import signal
 import sys
 
 import pytest
 from hypothesis import settings
+
+# A test run started in the background of a script (`python -m pytest &`, nohup) inherits SIGINT
+# ignored, as POSIX shells do for background jobs, and so would every child process it starts:
+# the Ctrl-C tests (which send SIGINT to this process or to children) would then test nothing
+# and fail. Python's own handler is what a user at a terminal has; children get the default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 settings.register_profile("metacore", derandomize=True, database=None, print_blob=True)
 settings.load_profile("metacore")     # before the test modules build their settings objects
