@@ -157,3 +157,12 @@ def test_a_table_title_counts_its_tasks_in_good_english(n, words):
     m = mc.MLP([1, 4, 1])
     rep = mc.evaluate(m, m.init(), mc.tasks.sinusoid(n, seed=0), progress=False)
     assert words in mc.report.format_table([rep])
+
+
+@pytest.mark.parametrize("bad", [5, None, 1.5, ["a.csv"]])
+def test_every_reader_and_writer_names_a_path_that_is_not_one(bad, tmp_path):
+    for call in (lambda: mc.tasks.from_csv(bad, task="t", target="y"), lambda: mc.load(bad),
+                 lambda: mc.save(bad, np.zeros(3)), lambda: mc.datasets.school(bad),
+                 lambda: mc.datasets.omniglot(bad)):
+        with pytest.raises(TypeError, match=r"(path|root) must be a path"):
+            call()

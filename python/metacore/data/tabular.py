@@ -447,7 +447,7 @@ def read_csv(path, delimiter=","):
     empty file, a file with no rows, a duplicated column name, a row with another field count,
     text that is not UTF-8 or a malformed line is a ValueError naming the file (and the line:
     "line N of PATH", counted from 1 as editors do)."""
-    path = os.fspath(path)
+    path = _validation.path("path", path)
     if os.path.isdir(path):
         raise IsADirectoryError(f"path: {path} is a folder; give the CSV file in it")
     rows, lines = [], []

@@ -116,8 +116,8 @@ def write_atomic(path, write):
     ``path``. Readers see the old file or the whole new one; the temporary file is removed on any
     error, Ctrl-C included. Returns ``path``. An empty ``path`` is a ValueError; a folder, or a
     path ending in a separator, an IsADirectoryError naming it; a missing folder a
-    FileNotFoundError naming the folder."""
-    path = os.fspath(path)
+    FileNotFoundError naming the folder; a ``path`` that is no path TypeError naming it."""
+    path = _validation.path("path", path)
     if isinstance(path, bytes):
         path = os.fsdecode(path)
     if not path:    # abspath('') is the current folder: the temporary file went into its parent
@@ -224,8 +224,9 @@ def load(path) -> Checkpoint:
     read, each after its stored shape and dtype were checked against the description. A file that
     is not a checkpoint, is truncated or corrupt, or whose arrays do not match its description
     raises ValueError saying what is wrong; a missing file FileNotFoundError; a folder
-    IsADirectoryError (naming the checkpoint.npz a run wrote in it, if any)."""
-    path = os.fspath(path)
+    IsADirectoryError (naming the checkpoint.npz a run wrote in it, if any); a ``path`` that is
+    no path TypeError naming it."""
+    path = _validation.path("path", path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint at {path!r}")
     if os.path.isdir(path):     # open() said only "[Errno 21] Is a directory: 'run'"
