@@ -260,6 +260,18 @@ def machine_info() -> dict:
 
 
 @pytest.fixture
+def seconds(benchmark):
+    """``seconds(stat="mean")``: that statistic ("mean", "min", ...) of the timed rounds in
+    seconds; NaN under ``--benchmark-disable``, where each benchmark runs its function once,
+    untimed (the smoke run of ``tests/test_benchmarks_run.py``)."""
+    def stat(name="mean"):
+        if benchmark.disabled:
+            return float("nan")
+        return float(getattr(benchmark.stats.stats, name))
+    return stat
+
+
+@pytest.fixture
 def timed(benchmark, pytestconfig):
     """``timed(fn, **extra)``: time ``fn`` with pytest-benchmark after one warm-up call, for about
     --bench-budget seconds (at least --bench-min-rounds rounds, at most 200); ``extra`` and the
