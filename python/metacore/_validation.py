@@ -211,12 +211,19 @@ def fits_in_memory(what, n_bytes):
                           f"{_human(mem)} of memory")
 
 
-def as_array(name, value):
-    """np.asarray(value), with conversion failures (ragged nesting, odd objects) as a TypeError
-    naming the argument."""
+def not_masked(name, value):
+    """``value``, unless it is a masked array: np.asarray (and scikit-learn's check_array) keep
+    the data under the mask and drop the mask, so the masked entries would be used as values."""
     if isinstance(value, np.ma.MaskedArray):
         raise TypeError(f"{name} must not be a masked array: its mask would be ignored (drop the "
                         f"masked rows, or fill them with np.ma.filled, first)")
+    return value
+
+
+def as_array(name, value):
+    """np.asarray(value), with conversion failures (ragged nesting, odd objects) as a TypeError
+    naming the argument."""
+    not_masked(name, value)
     try:
         return np.asarray(value)
     except Exception as exc:  # noqa: BLE001 - numpy raises ValueError, TypeError, OverflowError...
@@ -263,6 +270,27 @@ def float_array(name, value, ndim=None, dtype=None, finite=True):
         _beyond_range(name, source, dtype, where)
         raise ValueError(f"{name} must be finite, found {arr[where]} at index {where}")
     return arr
+
+
+def owned(arr, source):
+    """``arr`` (what :func:`float_array` and friends made of ``source``) as memory nobody else
+    holds, for an object that keeps it: ``arr`` itself when it is a new array made from an
+    ndarray, else a private copy. float_array returns the caller's own array when it already has
+    the right dtype and layout, and a view (owndata False) may point into the caller's memory;
+    a non-ndarray source (a list, or an object handing out its buffer) is copied too, as we
+    cannot tell. Kept as given, the caller's later writes would change what was validated (a
+    weight turned negative, a pool turned NaN) and freezing it would change the caller's array."""
+    if arr is source or not arr.flags.owndata or not isinstance(source, np.ndarray):
+        arr = copy_in_pieces(arr)     # Ctrl-C is handled during a large copy
+    return arr
+
+
+def frozen(arr):
+    """A read-only view of ``arr``, made read-only itself (so an array only the caller of
+    :func:`owned` holds): a view's flag cannot be turned back on while its base is read-only,
+    so nobody can re-enable writes through the attribute that exposes it."""
+    arr.flags.writeable = False
+    return arr.view()
 
 
 # Elements per NumPy call when checking or converting a large array: Python handles a pending

@@ -91,7 +91,10 @@ class Fixed(Weighting):
     normalised: Σ α_i f_i is the objective as written)."""
 
     def __init__(self, alpha):
-        alpha = _validation.float_array("alpha", alpha, ndim=1, dtype=np.float64)
+        # a private copy: float_array may return the caller's own array (or a view of it), which
+        # a later write would change after these checks, and freezing it would freeze theirs
+        alpha = _validation.owned(
+            _validation.float_array("alpha", alpha, ndim=1, dtype=np.float64), alpha)
         if alpha.shape[0] == 0:
             raise ValueError("alpha must have one entry per task, got an empty array")
         if (alpha < 0).any():
@@ -99,8 +102,7 @@ class Fixed(Weighting):
             raise ValueError(f"alpha must be non-negative, got {alpha[i]} for task {i}")
         if alpha.sum() <= 0:
             raise ValueError("alpha must have a positive sum, got all zeros")
-        alpha.setflags(write=False)
-        self.alpha = alpha
+        self.alpha = _validation.frozen(alpha)
 
     def initial_alpha(self, n_tasks):
         if self.alpha.shape[0] != n_tasks:

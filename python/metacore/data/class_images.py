@@ -244,7 +244,8 @@ class ClassImages:
         """An :class:`~metacore.data.tasks.EpisodeSource` over these classes: fresh N-way K-shot
         episodes drawn in the core at every meta-training step (``mc.MetaObjective(learner,
         images.source(n_way=5, k_shot=1), meta_batch=32)``)."""
-        return EpisodeSource(self.X, self._starts, n_way=n_way, k_shot=k_shot, q_query=q_query)
+        return EpisodeSource.from_checked(self.X, self._starts, n_way=n_way, k_shot=k_shot,
+                                          q_query=q_query)
 
     def __len__(self) -> int:
         return self.n_classes

@@ -206,7 +206,22 @@ class EpisodeSource:
     """
 
     def __init__(self, X, class_offsets, *, n_way, k_shot, q_query=15):
-        self.X = _validation.float_array("X", X, ndim=2)
+        # a private read-only copy, as a TaskSet keeps: the caller's later writes to their array
+        # would change the pool the episodes are drawn from after it was checked
+        pool = _validation.owned(_validation.float_array("X", X, ndim=2), X)
+        self._setup(_validation.frozen(pool), class_offsets, n_way, k_shot, q_query)
+
+    @classmethod
+    def from_checked(cls, X, class_offsets, *, n_way, k_shot, q_query=15):
+        """For the library's own use: a source over ``X``, a float32/float64 C-contiguous pool
+        that nobody writes to (a ClassImages' read-only images), taken without the copy (the
+        shifted Omniglot pool is 163 MiB); the rest is checked as by the constructor."""
+        self = cls.__new__(cls)
+        self._setup(X, class_offsets, n_way, k_shot, q_query)
+        return self
+
+    def _setup(self, X, class_offsets, n_way, k_shot, q_query):
+        self.X = X
         offsets = np.asarray(class_offsets)
         if offsets.ndim != 1 or offsets.dtype.kind not in "iu":
             raise TypeError(f"class_offsets must be a 1-D integer array, got {offsets.dtype} of "

@@ -33,15 +33,8 @@ __all__ = ["TaskSet"]
 
 # --- validation helpers (private: the shared ones live in _validation) --------------------------------
 def _owned(arr, source):
-    """``arr`` if it is memory nobody else holds, else a private copy.
-
-    ``_validation.float_array`` returns the caller's own array when it already has the right dtype and
-    layout, and a view (owndata False) may point into the caller's memory. A non-ndarray source
-    (a list, or an object handing out its buffer) is copied too, as we cannot tell.
-    """
-    if arr is source or not arr.flags.owndata or not isinstance(source, np.ndarray):
-        arr = _validation.copy_in_pieces(arr)     # Ctrl-C is handled during a large copy
-    return arr
+    """``arr`` if it is memory nobody else holds, else a private copy (:func:`_validation.owned`)."""
+    return _validation.owned(arr, source)
 
 
 def _int_array(name, value, ndim=1):
@@ -149,10 +142,8 @@ def _check_names(names, n_tasks):
 
 
 def _frozen(arr):
-    """A read-only view of a read-only array: a view's flag cannot be turned back on while its
-    base is read-only, so callers cannot re-enable writes through the attribute they get."""
-    arr.flags.writeable = False
-    return arr.view()
+    """A read-only view of a read-only array (:func:`_validation.frozen`)."""
+    return _validation.frozen(arr)
 
 
 # --- the task set ---------------------------------------------------------------------------------
