@@ -131,3 +131,112 @@ def test_class_images_source_shares_its_read_only_pool():
                                               ["g", "g"])
     src = images.source(n_way=2, k_shot=2, q_query=1)
     assert np.shares_memory(src.X, images.X) and not src.X.flags.writeable
+
+
+# --- scikit-learn estimators: masks refused, the argument named, support rows copied ------------
+def _sk_data(seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(40, 3))
+    return X, X @ np.array([1.0, 2.0, 3.0]), np.arange(40) % 4
+
+
+@pytest.fixture(scope="module")
+def meta_regressor():
+    from metacore.sklearn import MetaMLPRegressor
+    X, y, g = _sk_data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return MetaMLPRegressor((4,), max_iter=5, random_state=0).fit(X, y, groups=g)
+
+
+def _masked(a, data):
+    mask = np.zeros(np.shape(a), dtype=bool)
+    mask.flat[data.draw(st.integers(0, mask.size - 1))] = data.draw(st.booleans())
+    return np.ma.masked_array(a, mask=mask)
+
+
+@settings(max_examples=20, **SETTINGS)
+@given(which=st.sampled_from(["X", "y", "groups"]), data=st.data())
+def test_estimators_refuse_masked_arrays_naming_them(which, data):
+    """np.asarray (and scikit-learn's check_array) drop a mask and train on the values under
+    it: a masked entry of 1e6 was fitted as a value. TaskSet and every core entry point refuse
+    masked arrays; the estimators now do too, naming the argument."""
+    from metacore.sklearn import MultiTaskMLPRegressor
+    X, y, g = _sk_data()
+    args = {"X": X, "y": y, "groups": g}
+    args[which] = _masked(args[which], data)
+    with pytest.raises(TypeError, match=rf"^{which} must not be a masked array"):
+        MultiTaskMLPRegressor((4,), max_iter=2, random_state=0).fit(args["X"], args["y"],
+                                                                     groups=args["groups"])
+
+
+@settings(max_examples=20, **SETTINGS)
+@given(which=st.sampled_from(["predict", "X_support", "y_support", "X_query"]), data=st.data())
+def test_meta_estimator_refuses_masked_rows_naming_them(meta_regressor, which, data):
+    X, y, _ = _sk_data()
+    Xs, ys, Xq = X[:10], y[:10], X[10:15]
+    name = "X" if which == "predict" else which
+    with pytest.raises(TypeError, match=rf"^{name} must not be a masked array"):
+        if which == "predict":
+            meta_regressor.predict(_masked(Xq, data))
+        elif which == "X_support":
+            meta_regressor.adapt(_masked(Xs, data), ys)
+        elif which == "y_support":
+            meta_regressor.adapt(Xs, _masked(ys, data))
+        else:
+            meta_regressor.adapt_predict(Xs, ys, _masked(Xq, data))
+
+
+BAD_ROWS = {"nan": lambda X: np.where(np.arange(X.size).reshape(X.shape) == 1, np.nan, X),
+            "width": lambda X: X[:, :2], "one_d": lambda X: X[0], "empty": lambda X: X[:0],
+            "complex": lambda X: X.astype(complex), "text": lambda X: X.astype(str).astype(object)
+            * 0 + "a"}
+
+
+@settings(max_examples=30, **SETTINGS)
+@given(bad=st.sampled_from(sorted(BAD_ROWS)), which=st.sampled_from(["X_support", "X_query"]),
+       call=st.sampled_from(["adapt", "adapt_predict"]))
+def test_meta_estimator_errors_name_the_support_or_query_rows(meta_regressor, bad, which, call):
+    """scikit-learn's messages said "Input X contains NaN" / "X has 2 features" for the
+    support and query rows of adapt and adapt_predict, whose arguments are X_support/X_query."""
+    if call == "adapt" and which == "X_query":
+        which = "X_support"
+    X, y, _ = _sk_data()
+    Xs, ys, Xq = X[:10], y[:10], X[10:15]
+    if which == "X_support":
+        Xs = BAD_ROWS[bad](Xs)
+        ys = ys[:max(1, Xs.shape[0])] if Xs.ndim == 2 else ys
+    else:
+        Xq = BAD_ROWS[bad](Xq)
+    with pytest.raises((ValueError, TypeError)) as info:
+        if call == "adapt":
+            meta_regressor.adapt(Xs, ys)
+        else:
+            meta_regressor.adapt_predict(Xs, ys, Xq)
+    text = str(info.value)
+    assert which in text
+    assert "Input X " not in text and not text.startswith("X has")
+
+
+@settings(max_examples=10, **SETTINGS)
+@given(how=st.sampled_from(["plain", "view", "memmap"]), seed=st.integers(0, 2**16))
+def test_adapted_episode_head_keeps_its_own_support_rows(tmp_path_factory, how, seed):
+    """A ProtoNet estimator's adapt kept X_support as given (validate_data returns the caller's
+    array when it already has the estimator's dtype, float64 here): a later write to it changed
+    the adapted estimator's predictions."""
+    from metacore.sklearn import MetaMLPClassifier
+    tmp = tmp_path_factory.mktemp("support")
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(60, 4))
+    y = np.arange(60) % 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = MetaMLPClassifier((8,), n_way=2, k_shot=2, learner="protonet", max_iter=3,
+                                random_state=0, dtype="float64").fit(X, y)
+    Xs = layout(X[:4], how, tmp)
+    ys = np.array([0, 1, 0, 1])
+    new = est.adapt(Xs, ys)
+    want = new.predict_proba(X[4:10])
+    base = Xs.base if isinstance(Xs.base, np.ndarray) else Xs
+    base[...] = 1e3
+    np.testing.assert_array_equal(new.predict_proba(X[4:10]), want)

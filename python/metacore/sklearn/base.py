@@ -29,6 +29,7 @@ def check_groups(groups, n_rows, name="groups"):
     numbers of any type: 1, 1.0 and True are one task); None gives one task for every row."""
     if groups is None:
         return np.zeros(n_rows, dtype=np.int64)
+    _validation.not_masked(name, groups)
     if isinstance(groups, (list, tuple)):
         # np.asarray would turn [1, "a"] into the strings "1" and "a" before the check below
         kinds = {type(v) for v in groups}
@@ -125,6 +126,8 @@ class MLPBase(BaseEstimator):
     def _validate_fit_data(self, X, y):
         """(X of the working dtype, targets for the net: class codes or float values)."""
         dt = DTYPES[self.dtype]
+        _validation.not_masked("X", X)
+        _validation.not_masked("y", y)
         if self._is_classifier:
             X, y = validate_data(self, X, y, dtype=dt)
             check_classification_targets(y)
@@ -142,9 +145,21 @@ class MLPBase(BaseEstimator):
         self._single_output = y.ndim == 1
         return X, y
 
-    def _validate_X(self, X):
+    def _validate_X(self, X, name="X"):
+        """Rows for a fitted estimator; ``name``: the argument they came as (``X_support``,
+        ``X_query``), which scikit-learn's messages ("Input X contains NaN", "X has 2
+        features") then name instead of X."""
         check_is_fitted(self, "theta_")
-        return validate_data(self, X, reset=False, dtype=DTYPES[self.dtype])
+        _validation.not_masked(name, X)
+        if name == "X":
+            return validate_data(self, X, reset=False, dtype=DTYPES[self.dtype])
+        try:
+            return validate_data(self, X, reset=False, dtype=DTYPES[self.dtype])
+        except (ValueError, TypeError) as exc:
+            exc = _validation.rename_in(exc, {"X": name})
+            if exc.args and isinstance(exc.args[0], str) and name not in exc.args[0]:
+                exc.args = (f"{name}: {exc.args[0]}",) + tuple(exc.args[1:])  # "Expected 2D array"
+            raise exc from None
 
     def _n_outputs_for(self, y):
         if self._is_classifier:

@@ -205,6 +205,7 @@ class _Meta(MLPBase):
     def _support_targets(self, y_support, n_rows):
         """(targets for the net, the classes they stand for or None)."""
         dt = DTYPES[self.dtype]
+        _validation.not_masked("y_support", y_support)
         if not self._is_classifier:
             y = check_array(y_support, ensure_2d=False, dtype=dt, input_name="y_support")
             want = (n_rows,) if self._single_output else (n_rows, self.n_outputs_)
@@ -234,13 +235,15 @@ class _Meta(MLPBase):
         steps, default ``inner_steps``) on the task's labelled rows. Its ``predict``,
         ``predict_proba`` and ``score`` work as usual; this estimator is left unchanged."""
         check_is_fitted(self, "params_")
-        Xs = self._validate_X(X_support)
+        Xs = self._validate_X(X_support, "X_support")
         ys, classes = self._support_targets(y_support, Xs.shape[0])
         new = copy.copy(self)
         new.__dict__["_cache"] = dict(self.__dict__.get("_cache", {}))   # its own, not ours
         if self.learner in EPISODE_HEADS:  # θ stays; the support rows give the head
             self._learner().adapt(self.params_, Xs, ys, steps=steps)   # checks the episode
-            new.support_ = (Xs, ys)
+            # private copies: validate_data may return the caller's own array, whose later
+            # writes would change this estimator's predictions
+            new.support_ = (_validation.owned(Xs, X_support), _validation.owned(ys, y_support))
         else:
             new.theta_ = self._learner().adapt(self.params_, Xs, ys, steps=steps)
             self._check_adapted(new.theta_, "adapted θ", steps)
@@ -253,8 +256,8 @@ class _Meta(MLPBase):
         """Predictions for ``X_query`` after adapting to (X_support, y_support): one call into
         the core (the latency path)."""
         check_is_fitted(self, "params_")
-        Xs = self._validate_X(X_support)
-        Xq = self._validate_X(X_query)
+        Xs = self._validate_X(X_support, "X_support")
+        Xq = self._validate_X(X_query, "X_query")
         ys, classes = self._support_targets(y_support, Xs.shape[0])
         raw = self._learner().adapt_predict(self.params_, Xs, ys, Xq, steps=steps)
         self._check_adapted(raw, "outputs on X_query", steps)
