@@ -240,3 +240,57 @@ def test_adapted_episode_head_keeps_its_own_support_rows(tmp_path_factory, how, 
     base = Xs.base if isinstance(Xs.base, np.ndarray) else Xs
     base[...] = 1e3
     np.testing.assert_array_equal(new.predict_proba(X[4:10]), want)
+
+
+# --- object arrays: refused, saying which entry is no number or how to convert ------------------
+def _object_calls():
+    model, ts, X, y = _small()
+    theta = model.init(seed=0)
+    obj = mc.Objective(model, ts)
+    return {
+        "Xs[0]": (X, lambda v: mc.TaskSet.from_arrays([v], [y])),
+        "X_support": (X, lambda v: mc.adapt(model, theta, v, y, steps=1, lr=0.1)),
+        "X": (X, lambda v: model.predict(theta, v)),
+        "theta": (theta, lambda v: obj.value_and_grad(v)),
+        "alpha": (np.array([1.0, 2.0]), lambda v: mc.weighting.Fixed(v)),
+        "start": (theta, lambda v: mc.fit(obj, v, steps=1, progress=False)),
+    }
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(name=st.sampled_from(["Xs[0]", "X_support", "X", "theta", "alpha", "start"]),
+       entry=st.sampled_from(["none", "pd_na", "text", "numbers"]), data=st.data())
+def test_object_arrays_are_refused_naming_what_they_hold(name, entry, data):
+    """An object array (what np.asarray makes of a DataFrame with nullable Float64 columns) was
+    refused with "got dtype object" alone, though every entry may be a number; the message now
+    names the first entry that is none (a missing value, a string) or says how to convert."""
+    pd = pytest.importorskip("pandas")
+    good, call = _object_calls()[name]
+    v = good.astype(object)
+    at = data.draw(st.integers(0, v.size - 1))
+    index = tuple(int(i) for i in np.unravel_index(at, v.shape))
+    bad = {"none": None, "pd_na": pd.NA, "text": "1.5", "numbers": None}[entry]
+    if entry != "numbers":
+        v.flat[at] = bad
+    with pytest.raises(TypeError) as info:
+        call(v)
+    text = str(info.value)
+    assert text.startswith(f"{name} must")
+    if entry in ("none", "pd_na"):
+        assert f"a missing value, {bad!r}, at index {index}" in text
+    elif entry == "text":
+        assert f"str '1.5' at index {index}" in text
+    else:
+        assert f"np.asarray({name}, dtype=float)" in text
+        np.testing.assert_array_equal(np.asarray(v, dtype=float), good)
+
+
+def test_a_nullable_float_dataframe_is_refused_with_how_to_convert():
+    pd = pytest.importorskip("pandas")
+    model, _, X, y = _small()
+    frame = pd.DataFrame(X).astype("Float64")
+    with pytest.raises(TypeError, match=r"nullable Float64/Int64 columns: convert with "
+                                        r"np\.asarray\(X, dtype=float\)"):
+        model.predict(model.init(seed=0), frame)
+    np.testing.assert_array_equal(model.predict(model.init(seed=0), np.asarray(frame, dtype=float)),
+                                  model.predict(model.init(seed=0), X))

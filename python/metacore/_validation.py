@@ -247,7 +247,8 @@ def float_array(name, value, ndim=None, dtype=None, finite=True):
     arr = as_array(name, value)
     # by kind, not issubdtype(np.number): timedelta64 counts as a number there
     if arr.dtype.kind not in NUMERIC_KINDS:
-        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}"
+                        f"{object_entries(name, arr)}")
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if arr.ndim not in allowed:
@@ -291,6 +292,25 @@ def frozen(arr):
     so nobody can re-enable writes through the attribute that exposes it."""
     arr.flags.writeable = False
     return arr.view()
+
+
+def object_entries(name, arr, limit=1 << 20):
+    """What an object array holds, for float_array's refusal: its first entry that is no real
+    number (a missing value: pandas' NA, None), or, when every entry looked at is one, where such
+    an array comes from and how to convert it ("got dtype object" alone did not say that a
+    DataFrame with nullable Float64 columns is one)."""
+    if arr.dtype != object:
+        return ""
+    for count, (at, value) in enumerate(np.ndenumerate(arr)):
+        if count >= limit:
+            break
+        if value is None or type(value).__name__ in ("NAType", "NaTType"):
+            return (f" (a missing value, {value!r}, at index {at}: drop or fill the missing "
+                    f"values first)")
+        if not isinstance(value, (numbers.Real, np.bool_)):
+            return f" ({type(value).__name__} {_show(value)} at index {at})"
+    return (f" (Python objects, e.g. from a DataFrame with nullable Float64/Int64 columns: "
+            f"convert with np.asarray({name}, dtype=float) first)")
 
 
 # Elements per NumPy call when checking or converting a large array: Python handles a pending
@@ -368,7 +388,8 @@ def theta(name, value, n_params, dtype=None):
         if dtype is None:
             dtype = work_dtype(arr.dtype)     # read-only input: a byte-swapped θ is converted
     elif dtype is None:
-        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}")
+        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}"
+                        f"{object_entries(name, arr)}")
     # Shape before conversion: a wrong-sized view (even a huge one) is refused without a copy.
     if arr.ndim == 1 and arr.shape[0] != n_params:
         raise ValueError(f"{name} must have length {n_params} (the model's n_params), "

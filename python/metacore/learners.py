@@ -108,7 +108,8 @@ class Learner:
         P = self.n_params
         arr = _validation.as_array(name, theta)
         if arr.dtype.kind != "f" or arr.dtype.newbyteorder("=") not in _validation.FLOAT_DTYPES:
-            raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}")
+            raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}"
+                            f"{_validation.object_entries(name, arr)}")
         if arr.ndim != 1 or arr.shape[0] != P:
             raise ValueError(f"{name} must have shape ({P},) for {type(self).__name__} on this "
                              f"model, got {arr.shape}")
