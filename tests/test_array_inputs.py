@@ -294,3 +294,50 @@ def test_a_nullable_float_dataframe_is_refused_with_how_to_convert():
         model.predict(model.init(seed=0), frame)
     np.testing.assert_array_equal(model.predict(model.init(seed=0), np.asarray(frame, dtype=float)),
                                   model.predict(model.init(seed=0), X))
+
+
+# --- Standardizer: the shared checker, not np.asarray(X, dtype=float64) ------------------------
+STANDARDIZER_BAD = {
+    "nan": (lambda X: np.where(np.arange(X.size).reshape(X.shape) == 1, np.nan, X), ValueError,
+            "X must be finite"),
+    "inf": (lambda X: np.where(np.arange(X.size).reshape(X.shape) == 1, np.inf, X), ValueError,
+            "X must be finite"),
+    "complex": (lambda X: X + 1j, TypeError, "X must hold real numbers"),
+    "masked": (lambda X: np.ma.masked_array(X, mask=np.eye(*X.shape, dtype=bool)), TypeError,
+               "X must not be a masked array"),
+    "none": (lambda X: np.where(np.arange(X.size).reshape(X.shape) == 1, None, X.astype(object)),
+             TypeError, "a missing value, None"),
+    "text": (lambda X: X.astype(str), TypeError, "X must hold real numbers"),
+}
+
+
+@settings(max_examples=30, **SETTINGS)
+@given(bad=st.sampled_from(sorted(STANDARDIZER_BAD)), method=st.sampled_from(["fit", "transform"]),
+       seed=st.integers(0, 2**16))
+def test_standardizer_refuses_what_it_would_have_mangled(bad, method, seed):
+    """Standardizer.fit/transform took np.asarray(X, dtype=float64): a complex part was dropped
+    (a warning only), a mask ignored (the value under it fitted), strings parsed, and NaN or None
+    reported as "its spread exceeds the float64 range" (transform returned NaN)."""
+    from metacore.data.tabular import Standardizer
+    X = np.random.default_rng(seed).normal(size=(5, 3))
+    make, kind, text = STANDARDIZER_BAD[bad]
+    scaler = Standardizer()
+    if method == "transform":
+        scaler.fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")           # a ComplexWarning is no refusal
+        with pytest.raises(kind, match=text):
+            getattr(scaler, method)(make(X))
+
+
+@settings(max_examples=20, **SETTINGS)
+@given(how=st.sampled_from(LAYOUTS), seed=st.integers(0, 2**16))
+def test_standardizer_gives_the_same_numbers_for_any_layout(tmp_path_factory, how, seed):
+    from metacore.data.tabular import Standardizer
+    tmp = tmp_path_factory.mktemp("std")
+    X = np.random.default_rng(seed).normal(size=(6, 3)) * 10.0
+    want = Standardizer().fit(X)
+    got = Standardizer().fit(layout(X, how, tmp))
+    np.testing.assert_array_equal(got.mean_, want.mean_)
+    np.testing.assert_array_equal(got.scale_, want.scale_)
+    np.testing.assert_array_equal(got.transform(layout(X, how, tmp)), want.transform(X))

@@ -50,7 +50,10 @@ class Standardizer:
         return self.mean_ is not None
 
     def fit(self, X):
-        X = np.asarray(X, dtype=np.float64)
+        # the shared checker: np.asarray(X, dtype=float64) dropped a complex part (a warning
+        # only) and a mask, parsed strings, and turned NaN or None into "its spread exceeds the
+        # float64 range"
+        X = _validation.float_array("X", X, dtype=np.float64)
         if X.ndim != 2 or X.shape[0] == 0:
             raise ValueError(f"the Standardizer is fitted on rows of features (n, d), n >= 1; "
                              f"got shape {X.shape}")
@@ -77,7 +80,7 @@ class Standardizer:
         if not self.fitted:
             raise ValueError("the Standardizer is not fitted: give it to the loader of the "
                              "training tasks first (or call fit)")
-        X = np.asarray(X, dtype=np.float64)
+        X = _validation.float_array("X", X, ndim=(1, 2), dtype=np.float64)
         if X.shape[-1] != self.mean_.shape[0]:
             raise ValueError(f"X has {X.shape[-1]} features, the Standardizer was fitted on "
                              f"{self.mean_.shape[0]}")
