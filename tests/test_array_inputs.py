@@ -341,3 +341,87 @@ def test_standardizer_gives_the_same_numbers_for_any_layout(tmp_path_factory, ho
     np.testing.assert_array_equal(got.mean_, want.mean_)
     np.testing.assert_array_equal(got.scale_, want.scale_)
     np.testing.assert_array_equal(got.transform(layout(X, how, tmp)), want.transform(X))
+
+
+# --- every entry point: any layout gives exactly the plain array's result ------------------------
+def _entry_points():
+    model, ts, X, y = _small()
+    theta = model.init(seed=0)
+    obj = mc.Objective(model, ts, l2=1e-3)
+    maml = mc.MAML(model, inner_lr=0.1)
+    rates = np.full(model.n_params, 0.1)
+    groups = np.arange(12) % 2
+    return {
+        "value_and_grad θ": (theta, lambda v: obj.value_and_grad(v)),
+        "task_losses_and_grads θ": (theta, lambda v: obj.task_losses_and_grads(v)),
+        "hvp v": (theta, lambda v: (obj.hvp(theta, v),)),
+        "fit start": (theta, lambda v: (mc.fit(obj, v, steps=2, progress=False).theta,)),
+        "predict θ": (theta, lambda v: (model.predict(v, X),)),
+        "predict X": (X, lambda v: (model.predict(theta, v),)),
+        "adapt θ": (theta, lambda v: (mc.adapt(model, v, X, y, steps=2, lr=0.1),)),
+        "adapt X_support": (X, lambda v: (mc.adapt(model, theta, v, y, steps=2, lr=0.1),)),
+        "adapt y_support": (y, lambda v: (mc.adapt(model, theta, X, v, steps=2, lr=0.1),)),
+        "adapt lr": (rates, lambda v: (mc.adapt(model, theta, X, y, steps=2, lr=v),)),
+        "adapt_predict X_query": (X, lambda v: (mc.adapt_predict(model, theta, X, y, v, steps=2,
+                                                                 lr=0.1),)),
+        "learner.adapt X_support": (X, lambda v: (maml.adapt(theta, v, y, steps=2),)),
+        "meta_value_and_grad θ": (theta, lambda v: maml.meta_value_and_grad(v, ts)),
+        "from_arrays Xs": (X, lambda v: (mc.TaskSet.from_arrays([v], [y], n_support=3).X,)),
+        "from_arrays ys": (y, lambda v: (mc.TaskSet.from_arrays([X], [v], n_support=3).y,)),
+        "from_groups X": (X, lambda v: (mc.TaskSet.from_groups(v, y, groups).X,)),
+        "Objective weights": (np.array([1.0, 3.0]),
+                              lambda v: (mc.Objective(model, ts, weights=v).value(theta),)),
+        "evaluate θ": (theta, lambda v: tuple(np.array([[r["loss"], r.get("accuracy", 0.0)]
+                                                         for r in mc.evaluate(
+                                                             model, v, ts, steps=(0, 1), lr=0.1,
+                                                             progress=False).summary()]).T)),
+    }
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(call=st.sampled_from(sorted(_entry_points())), how=st.sampled_from(LAYOUTS))
+def test_every_layout_gives_the_plain_arrays_result(tmp_path_factory, call, how):
+    tmp = tmp_path_factory.mktemp("layout")
+    good, f = _entry_points()[call]
+    v = layout(good, how, tmp)
+    before = np.array(v, copy=True)
+    got, want = f(v), f(np.ascontiguousarray(good, dtype=np.float64))
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(np.asarray(v), before)       # the caller's values untouched
+
+
+DATA_CALLS = ("predict X", "adapt X_support", "adapt_predict X_query", "learner.adapt X_support",
+              "from_arrays Xs", "from_groups X", "hvp v")
+CONVERSIONS = {                  # another dtype -> the float64 array it stands for
+    "big_endian_f4": (lambda a: a.astype(">f4"), lambda a: a.astype(np.float32)),
+    "float16": (lambda a: a.astype(np.float16), lambda a: a.astype(np.float16).astype(np.float64)),
+    "big_endian_i8": (lambda a: np.round(a * 4).astype(">i8"), lambda a: np.round(a * 4)),
+    "int8": (lambda a: np.round(a * 4).astype(np.int8), lambda a: np.round(a * 4)),
+    "uint64": (lambda a: np.round(np.abs(a) * 4).astype(np.uint64),
+               lambda a: np.round(np.abs(a) * 4)),
+    "bool": (lambda a: a > 0, lambda a: (a > 0).astype(np.float64)),
+    "list": (lambda a: a.tolist(), lambda a: a),
+}
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(call=st.sampled_from(DATA_CALLS), conversion=st.sampled_from(sorted(CONVERSIONS)))
+def test_other_dtypes_give_the_result_of_their_values(call, conversion):
+    """Data in another dtype (big-endian float32, float16, big-endian or small ints, uint64,
+    bool, a list) gives exactly the result of the array of its values."""
+    good, f = _entry_points()[call]
+    make, same = CONVERSIONS[conversion]
+    got, want = f(make(good)), f(same(good))
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@settings(max_examples=10, **SETTINGS)
+@given(data=st.data())
+def test_episode_source_refuses_masked_class_offsets(data):
+    X = np.random.default_rng(0).normal(size=(24, 3))
+    offsets = np.arange(0, 25, 6)
+    with pytest.raises(TypeError, match="^class_offsets must not be a masked array"):
+        mc.tasks.EpisodeSource(X, _masked(offsets, data), n_way=2, k_shot=2, q_query=1)

@@ -222,10 +222,12 @@ class EpisodeSource:
 
     def _setup(self, X, class_offsets, n_way, k_shot, q_query):
         self.X = X
-        offsets = np.asarray(class_offsets)
+        offsets = _validation.as_array("class_offsets", class_offsets)   # a mask is refused
         if offsets.ndim != 1 or offsets.dtype.kind not in "iu":
             raise TypeError(f"class_offsets must be a 1-D integer array, got {offsets.dtype} of "
                             f"shape {offsets.shape}")
+        if offsets.dtype == np.uint64 and offsets.size and offsets.max() > _validation.INT64_MAX:
+            raise ValueError(f"class_offsets must fit in int64, got {int(offsets.max())}")
         self.class_offsets = offsets.astype(np.int64)
         self.n_way = _validation.integer("n_way", n_way, minimum=2)
         self.k_shot = _validation.integer("k_shot", k_shot, minimum=1)
