@@ -15,11 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import metacore as mc
+from metacore import _core
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                       HealthCheck.too_slow])
 LAYOUTS = ("plain", "big_endian", "strided", "negative_strides", "fortran", "readonly",
-           "memmap", "memmap_readonly", "view")
+           "memmap", "memmap_readonly", "view", "unaligned")
 
 
 def layout(a, how, tmp_path):
@@ -52,6 +53,12 @@ def layout(a, how, tmp_path):
         big = np.zeros((a.size + 3,))
         big[1:a.size + 1] = a.reshape(-1)
         return big[1:a.size + 1].reshape(a.shape)
+    if how == "unaligned":      # C-contiguous, but at an odd byte offset of its buffer
+        buf = np.zeros(a.nbytes + 1, dtype=np.uint8)
+        out = np.ndarray(a.shape, dtype=np.float64, buffer=buf, offset=1)
+        out[...] = a
+        assert not out.flags.aligned and out.flags.c_contiguous
+        return out
     raise AssertionError(how)
 
 
@@ -62,6 +69,13 @@ def _small(seed=0):
     model = mc.Logistic(3)
     ts = mc.TaskSet.from_arrays([X[:6], X[6:]], [y[:6], y[6:]], n_support=3)
     return model, ts, X, y
+
+
+def _writable_base(a):
+    """The float64 array ``a`` views, through which the caller may write later (``a`` itself
+    when it views raw bytes, as the unaligned layout does)."""
+    base = a.base
+    return base if isinstance(base, np.ndarray) and base.dtype == a.dtype else a
 
 
 # --- an object keeps its own copy: the caller's array is neither frozen nor aliased -------------
@@ -79,7 +93,7 @@ def test_fixed_weights_never_freeze_nor_alias_the_callers_array(tmp_path_factory
     with pytest.raises(ValueError):
         w.alpha.flags.writeable = True
     if a.flags.writeable:                           # a later write by the caller changes nothing
-        base = a.base if isinstance(a.base, np.ndarray) else a
+        base = _writable_base(a)
         base[...] = -7.0
         np.testing.assert_array_equal(w.alpha, np.array(alpha))
     model, ts, _, _ = _small()
@@ -116,7 +130,7 @@ def test_episode_source_keeps_its_own_pool(tmp_path_factory, how, seed):
     assert a.flags.writeable == writeable
     assert not src.X.flags.writeable
     if a.flags.writeable:
-        base = a.base if isinstance(a.base, np.ndarray) else a
+        base = _writable_base(a)
         base[...] = np.nan                           # was drawn into the episodes (or refused)
     got = src.sample(3, seed=1, dtype=np.float64)
     np.testing.assert_array_equal(got.X, want.X)
@@ -237,7 +251,7 @@ def test_adapted_episode_head_keeps_its_own_support_rows(tmp_path_factory, how, 
     ys = np.array([0, 1, 0, 1])
     new = est.adapt(Xs, ys)
     want = new.predict_proba(X[4:10])
-    base = Xs.base if isinstance(Xs.base, np.ndarray) else Xs
+    base = _writable_base(Xs)
     base[...] = 1e3
     np.testing.assert_array_equal(new.predict_proba(X[4:10]), want)
 
@@ -390,6 +404,29 @@ def test_every_layout_gives_the_plain_arrays_result(tmp_path_factory, call, how)
     for a, b in zip(got, want):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     np.testing.assert_array_equal(np.asarray(v), before)       # the caller's values untouched
+
+
+@pytest.mark.parametrize("call", sorted(_entry_points()))
+def test_an_unaligned_array_gives_the_aligned_arrays_result(tmp_path, call):
+    """Every entry point, not a sample: an unaligned buffer passed the layout checks of the
+    fast paths and reached the core's kernels as a misaligned pointer (undefined behaviour)."""
+    good, f = _entry_points()[call]
+    v = layout(good, "unaligned", tmp_path)
+    for a, b in zip(f(v), f(np.ascontiguousarray(good, dtype=np.float64))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_the_core_refuses_an_unaligned_array_naming_it(tmp_path):
+    """The bindings are the last gate: a misaligned buffer is refused there, naming the
+    argument, also where it cannot be copied (θ updated in place)."""
+    model, ts, X, y = _small()
+    theta = layout(model.init(seed=0), "unaligned", tmp_path)
+    opt = mc.optim.SGD(lr=0.1)
+    with pytest.raises(ValueError, match=r"theta must be aligned"):
+        opt.update(theta, np.zeros(model.n_params), opt.init_state(theta), 0)
+    with pytest.raises(ValueError, match=r"theta must be aligned"):
+        _core.adapt(model.core_net(), theta, np.ascontiguousarray(X), np.ascontiguousarray(y),
+                    2, 0.1, None, False)
 
 
 DATA_CALLS = ("predict X", "adapt X_support", "adapt_predict X_query", "learner.adapt X_support",

@@ -79,6 +79,12 @@ py::array_t<T> checked(const py::handle& obj, const char* name, std::vector<py::
                                   std::to_string(i));
     if (!(a.flags() & py::array::c_style))
         throw py::value_error(std::string(name) + " must be C-contiguous");
+    // A buffer at an odd offset (np.ndarray(buffer=..., offset=1)) is C-contiguous but not
+    // aligned to its dtype, and the core's kernels may not read it so (undefined behaviour).
+    if (reinterpret_cast<std::uintptr_t>(a.data()) % alignof(T) != 0)
+        throw py::value_error(std::string(name) + " must be aligned to its dtype (its data "
+                              "starts at an odd byte offset): pass np.require(" + name +
+                              ", requirements='CA'), an aligned copy");
     return py::reinterpret_borrow<py::array_t<T>>(a);
 }
 

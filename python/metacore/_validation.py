@@ -237,6 +237,7 @@ def float_array(name, value, ndim=None, dtype=None, finite=True):
     ``ndim`` is an int or a tuple of allowed ranks.
     """
     if (type(value) is np.ndarray and value.dtype in _FAST_DTYPES and value.flags.c_contiguous
+            and value.flags.aligned
             and (ndim is None or value.ndim == ndim
                  or (not isinstance(ndim, int) and value.ndim in ndim))
             and (dtype is None or value.dtype == dtype)):
@@ -259,7 +260,7 @@ def float_array(name, value, ndim=None, dtype=None, finite=True):
     dtype = np.dtype(dtype).newbyteorder("=")
     if dtype in FLOAT_DTYPES:
         dtype = work_dtype(dtype)
-    if not (arr.flags.c_contiguous and arr.dtype == dtype):  # a copy is needed
+    if not (arr.flags.c_contiguous and arr.flags.aligned and arr.dtype == dtype):  # a copy
         fits_in_memory(f"{name} (shape {arr.shape}) as contiguous {dtype}",
                        arr.size * dtype.itemsize)
     source = arr
@@ -331,7 +332,9 @@ def _contiguous(arr, dtype):
     """``np.ascontiguousarray(arr, dtype=dtype)``, converted in pieces along the first axis when
     large (the same values: the same cast, entry by entry)."""
     if (arr.flags.c_contiguous and arr.dtype == dtype) or arr.ndim == 0 or arr.size <= PIECE:
-        return np.ascontiguousarray(arr, dtype=dtype)
+        # 'A': also aligned to the dtype, which ascontiguousarray does not ensure (a buffer at an
+        # odd byte offset stays as it is) and the core's bindings refuse
+        return np.require(arr, dtype=dtype, requirements=["C", "A"])
     return _copy_by_rows(arr, dtype)
 
 
