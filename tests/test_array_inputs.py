@@ -429,6 +429,14 @@ def test_the_core_refuses_an_unaligned_array_naming_it(tmp_path):
                     2, 0.1, None, False)
 
 
+def test_an_in_place_update_refuses_a_masked_theta():
+    theta = np.ma.masked_array(np.ones(3), mask=[False, True, False])
+    opt = mc.optim.SGD(lr=0.1)
+    with pytest.raises(TypeError, match="theta must not be a masked array"):
+        opt.update(theta, np.ones(3), opt.init_state(np.ones(3)), 0)
+    np.testing.assert_array_equal(theta.data, np.ones(3))
+
+
 DATA_CALLS = ("predict X", "adapt X_support", "adapt_predict X_query", "learner.adapt X_support",
               "from_arrays Xs", "from_groups X", "hvp v")
 CONVERSIONS = {                  # another dtype -> the float64 array it stands for

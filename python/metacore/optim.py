@@ -306,6 +306,7 @@ class Optimizer:
         from . import _core
         if not isinstance(theta, np.ndarray) or theta.dtype not in _validation.FLOAT_DTYPES:
             raise TypeError("theta must be a float32 or float64 numpy array (updated in place)")
+        _validation.not_masked("theta", theta)   # its masked entries would be updated as values
         grad = _validation.float_array("grad", grad, ndim=1, dtype=theta.dtype, finite=False)
         state = _validation.instance("state", state, dict, "a dict from init_state")
         missing = [k for k in self.moments if k not in state]
