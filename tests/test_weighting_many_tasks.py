@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from interrupts import interrupt_lag
 from metacore import _core
 from metacore import reference as ref
 from metacore import weighting as W
@@ -65,3 +66,22 @@ def test_aligned_mtl_on_512_tasks_is_exact():
                                       np.zeros(0), 0, 0)
     np.testing.assert_allclose(beta, aligned_beta_from_svd(G, 512), rtol=1e-8,
                                atol=1e-12 * np.abs(beta).max())
+
+
+ALIGNED_SETUP = """
+import numpy as np
+import metacore as mc
+rng = np.random.default_rng(0)
+T = 2500        # Aligned-MTL's 2,500 x 2,500 eigen-decomposition: about 20 s of one step
+ts = mc.TaskSet.from_arrays([rng.normal(size=(3, 1)) for _ in range(T)],
+                            [rng.normal(size=3) for _ in range(T)])
+model = mc.Linear(1)
+obj = mc.Objective(model, ts)
+"""
+
+
+def test_ctrl_c_interrupts_a_large_eigen_decomposition():
+    lag = interrupt_lag(ALIGNED_SETUP, "mc.fit(obj, model.init(seed=0), steps=1, "
+                        "weighting=mc.weighting.AlignedMTL(), progress=False, n_threads=1)",
+                        delay=1.0)
+    assert lag < 1.0      # seconds after SIGINT, on a busy machine
