@@ -294,12 +294,12 @@ class FitResult:
 
     def checkpoint(self):
         """The train state as a :class:`~metacore.train.state.Checkpoint`."""
+        # The early-stopping record, as fit kept it: evaluations on the eval_every grid only.
+        # Not best_theta, which may come from the run's last evaluation off the grid: a record
+        # made of it would make the resumed run decide otherwise than one that never stopped.
         best = None
-        if self.best_record is not None:     # the early-stopping record, as fit kept it
+        if self.best_record is not None:
             best = dict(self.best_record, theta=np.array(self.best_record["theta"]))
-        elif self.best_theta is not None:
-            best = {"theta": self.best_theta, "score": self.best_score, "step": self.best_step,
-                    "bad_evals": self.bad_evals}
         return Checkpoint(np.array(self.theta), model=self.model, optimizer=self.optimizer,
                           moments={k: np.array(v) for k, v in self.moments.items()}, weighting=self.weighting, alpha=self.weights,
                           weighting_state=self.weighting_state, step=self.step, seed=self.seed,
