@@ -256,6 +256,9 @@ class FitResult:
     weighting_state: np.ndarray | None = field(repr=False, default=None)
     bad_evals: int = 0
     best_record: dict | None = field(repr=False, default=None)   # what a resume continues
+    # meta-learning: the per-step losses since the last evaluation on the grid (what a resume
+    # continues the next evaluation's training-loss mean with)
+    recent_losses: np.ndarray | None = field(repr=False, default=None)
 
     def __repr__(self):
         h = self.history
@@ -303,4 +306,4 @@ class FitResult:
         return Checkpoint(np.array(self.theta), model=self.model, optimizer=self.optimizer,
                           moments={k: np.array(v) for k, v in self.moments.items()}, weighting=self.weighting, alpha=self.weights,
                           weighting_state=self.weighting_state, step=self.step, seed=self.seed,
-                          best=best, problem=self.problem)
+                          best=best, problem=self.problem, recent_losses=self.recent_losses)
