@@ -211,6 +211,17 @@ def _start_arg(problem, start, optimizer, weighting, seed, steps):
     elif weighting != ck.weighting:     # α and the strategy's state come from the checkpoint
         raise ValueError(f"weighting {weighting!r} differs from the checkpoint's {ck.weighting!r}; "
                          f"leave weighting=None to resume")
+    if weighting is None and n_tasks:
+        # Without a strategy α is the Objective's weights, which the checkpoint's α continues:
+        # an Objective built with other weights would silently train with the saved ones.
+        want_alpha = problem.weights.astype(ck.alpha.dtype)
+        if not np.array_equal(ck.alpha, want_alpha):
+            i = int(np.argmax(ck.alpha != want_alpha))
+            raise ValueError(f"start: the checkpoint was saved with task weights α[{i}] = "
+                             f"{float(ck.alpha[i]):.9g}, the objective's weights give "
+                             f"{float(want_alpha[i]):.9g}: "
+                             f"resume with the same weights (or start a new run from "
+                             f"start.theta)")
     return ck.theta, optimizer, weighting, ck.seed if seed is None else seed, ck
 
 
