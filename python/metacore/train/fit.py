@@ -184,6 +184,14 @@ def _start_arg(problem, start, optimizer, weighting, seed, steps):
             optimizer = (problem.learner.default_optimizer(steps)
                          if isinstance(problem, MetaObjective) else _optim.Adam(lr=1e-3))
         return theta, optimizer, weighting, 0 if seed is None else seed, None
+    parts = [(f"moment {k!r}", v) for k, v in sorted(ck.moments.items())] + [("alpha", ck.alpha)]
+    if ck.best is not None:
+        parts.append(("best θ", ck.best["theta"]))
+    for name, part in parts:      # θ's dtype is the run's: the rest cannot be another
+        if np.asarray(part).dtype != ck.theta.dtype:
+            raise ValueError(f"start: the checkpoint's {name} is {np.asarray(part).dtype} but its "
+                             f"θ is {ck.theta.dtype}: a train state holds one dtype (θ's decides "
+                             f"the run's); convert all of it, or resume it as it was saved")
     want = problem.spec()
     if ck.problem and ck.problem.get("kind") != want["kind"]:
         raise ValueError(f"start: the checkpoint was saved by a {ck.problem.get('kind')} problem, "
