@@ -222,9 +222,11 @@ def _start_arg(problem, start, optimizer, weighting, seed, steps):
     if weighting is None and n_tasks:
         # Without a strategy α is the Objective's weights, which the checkpoint's α continues:
         # an Objective built with other weights would silently train with the saved ones.
+        # (to float32's resolution: a float32 state converted to float64 holds them rounded)
         want_alpha = problem.weights.astype(ck.alpha.dtype)
-        if not np.array_equal(ck.alpha, want_alpha):
-            i = int(np.argmax(ck.alpha != want_alpha))
+        close = np.isclose(ck.alpha, want_alpha, rtol=4 * np.finfo(np.float32).eps, atol=0.0)
+        if not close.all():
+            i = int(np.argmin(close))
             raise ValueError(f"start: the checkpoint was saved with task weights α[{i}] = "
                              f"{float(ck.alpha[i]):.9g}, the objective's weights give "
                              f"{float(want_alpha[i]):.9g}: "
