@@ -24,10 +24,14 @@ SETTINGS = settings(max_examples=40, deadline=None,
 
 
 # --- problems ------------------------------------------------------------------------------------
-def multitask_problem(dtype):
+def multitask_problem(dtype, net="plain"):
     ts = mc.tasks.linear_family(5, n_features=3, n_rows=(8, 12), n_support=4, seed=2,
                                 dtype=dtype)
-    model = mc.MLP([3, 4, 1], activation="tanh")
+    model = {"plain": lambda: mc.MLP([3, 4, 1], activation="tanh"),
+             "heads": lambda: mc.MLP([3, 4, 1], activation="tanh", task_heads=5),
+             "bias-heads": lambda: mc.MLP([3, 4, 1], activation="relu", task_heads=5,
+                                          head="bias"),
+             "batchnorm": lambda: mc.MLP([3, 4, 1], activation="relu", norm="batch")}[net]()
     val = mc.tasks.linear_family(5, n_features=3, n_rows=(8, 12), n_support=4, seed=7,
                                  dtype=dtype)
     return mc.Objective(model, ts, l2=1e-3), val, model.init(seed=1, dtype=dtype)
@@ -78,10 +82,13 @@ schedules = st.sampled_from([
 
 
 @st.composite
-def optimizers(draw, lr=0.05):
+def optimizers(draw, lr=0.05, groups=("model",)):
     kind = draw(st.sampled_from(["sgd", "sgd-momentum", "adam", "adamw"]))
+    group = draw(st.sampled_from((None,) + tuple(groups)))
     extra = {"schedule": draw(schedules),
-             "clip_norm": draw(st.sampled_from([None, 0.5]))}
+             "clip_norm": draw(st.sampled_from([None, 0.5])),
+             "groups": None if group is None else {group: {"lr": lr / 3,
+                                                           "weight_decay": 0.01}}}
     extra = {k: v for k, v in extra.items() if v is not None}
     if kind == "sgd":
         return mc.optim.SGD(lr, weight_decay=draw(st.sampled_from([0.0, 0.01])), **extra)
@@ -118,6 +125,15 @@ def loop_options(draw, n):
                        st.sampled_from([m for m in (eval_every, 2 * eval_every, 5) if m < n]
                                        or [1])))
     return kw, k
+
+
+@st.composite
+def resume_options(draw):
+    """What a resumed call may set otherwise without changing the numbers."""
+    return {k: v for k, v in (("chunk_size", draw(st.sampled_from([None, 1, 4, "same"]))),
+                              ("checkpoint_every", draw(st.sampled_from([None, 2, "same"]))),
+                              ("n_threads", draw(st.sampled_from([None, 1, 2]))))
+            if v != "same"}
 
 
 # --- the comparison ------------------------------------------------------------------------------
@@ -183,13 +199,39 @@ def fit(problem, start, **kw):
         return err.result
 
 
+def check_periodic_checkpoints(problem, theta0, n, kw, resume_kw, whole, tmp_path):
+    """A run "killed" after its last evaluation before the end: the file its checkpoint_every
+    left then (copied by a callback, as a crash would leave it) resumes to the whole run."""
+    path, seen = tmp_path / "periodic.npz", []
+    path.unlink(missing_ok=True)       # tmp_path is shared by the examples
+    kw = dict(kw, callbacks=[lambda e: seen.append(path.read_bytes() if path.exists()
+                                                   else None)])
+    fit(problem, theta0, steps=n, checkpoint=path, **kw)
+    left = [b for b in seen if b is not None]
+    if not left:
+        return
+    path.write_bytes(left[-1])
+    ck = mc.load(path)
+    if ck.step >= whole.step:
+        return
+    rest = fit(problem, ck, steps=n - ck.step, **resume_kw)
+    assert rest.step == whole.step and rest.stop_reason == whole.stop_reason
+    same(rest.theta, whole.theta, f"theta resumed from the checkpoint at step {ck.step}")
+    same(rest.weights, whole.weights, "weights")
+    same(rest.history.objective, whole.history.objective[ck.step:], "objective")
+    if whole.best_theta is not None:
+        same(rest.best_theta, whole.best_theta, "best_theta")
+
+
 def check_split(problem, theta0, n, k, kw, tmp_path, resume_kw=None):
     """N steps at once against k + (N − k) from the checkpoint file, from the FitResult, and
-    k + j + (N − k − j) (resumed twice, through mc.save/mc.load)."""
-    resume_kw = dict(kw if resume_kw is None else resume_kw)
+    k + j + (N − k − j) (resumed twice, through mc.save/mc.load). ``resume_kw``: the resumed
+    calls' options (default ``kw``; chunk_size, checkpoint_every and n_threads may differ)."""
+    resume_kw = dict(kw, **(resume_kw or {}))
     for key in ("optimizer", "weighting", "seed"):
         resume_kw.pop(key, None)        # the checkpoint's own
     whole = fit(problem, theta0, steps=n, **kw)
+    check_periodic_checkpoints(problem, theta0, n, kw, resume_kw, whole, tmp_path)
     path = tmp_path / "ck.npz"
     first = fit(problem, theta0, steps=k, checkpoint=path, **kw)
     if first.stop_reason != "steps":       # stopped early, as the whole run must have
@@ -217,18 +259,21 @@ def check_split(problem, theta0, n, k, kw, tmp_path, resume_kw=None):
 @SETTINGS
 @given(data=st.data(), dtype=st.sampled_from([np.float32, np.float64]),
        w=st.sampled_from(range(len(WEIGHTINGS))), batch=st.booleans(),
-       validation=st.booleans(), record=st.booleans())
-def test_multitask_resume_is_bit_identical(tmp_path, data, dtype, w, batch, validation, record):
+       validation=st.booleans(), record=st.booleans(),
+       net=st.sampled_from(["plain", "plain", "heads", "bias-heads", "batchnorm"]))
+def test_multitask_resume_is_bit_identical(tmp_path, data, dtype, w, batch, validation, record,
+                                           net):
     n = 12
-    problem, val, theta0 = multitask_problem(dtype)
+    problem, val, theta0 = multitask_problem(dtype, net)
     weighting = WEIGHTINGS[w]()
     kw, k = data.draw(loop_options(n))
-    kw.update(optimizer=data.draw(optimizers()), weighting=weighting, record_task_losses=record,
+    kw.update(optimizer=data.draw(optimizers(groups=tuple(problem.param_groups()))),
+              weighting=weighting, record_task_losses=record,
               validation=val if validation else None)
     if batch and isinstance(weighting, SAMPLED):
         kw.update(batch_tasks=data.draw(st.integers(1, 5)),
                   batch_rows=data.draw(st.sampled_from([None, 1, 3])))
-    check_split(problem, theta0, n, k, kw, tmp_path)
+    check_split(problem, theta0, n, k, kw, tmp_path, data.draw(resume_options()))
 
 
 META_KINDS = ["maml", "fomaml", "anil", "metasgd", "reptile", "mamlpp", "imaml", "protonet",
@@ -242,8 +287,9 @@ def test_meta_resume_is_bit_identical(tmp_path, data, dtype, kind, source, valid
     n = 10
     problem, val, theta0 = meta_problem(kind, dtype, source)
     kw, k = data.draw(loop_options(n))
-    kw.update(optimizer=data.draw(optimizers(lr=0.01)), validation=val if validation else None)
-    check_split(problem, theta0, n, k, kw, tmp_path)
+    kw.update(optimizer=data.draw(optimizers(lr=0.01, groups=tuple(problem.param_groups()))),
+              validation=val if validation else None)
+    check_split(problem, theta0, n, k, kw, tmp_path, data.draw(resume_options()))
 
 
 # --- the faults these properties found, as fixed examples ---------------------------------------
