@@ -78,7 +78,8 @@ def meta_problem(kind, dtype, source):
 # --- settings ------------------------------------------------------------------------------------
 schedules = st.sampled_from([
     None, mc.optim.constant(), mc.optim.step(3, 0.5), mc.optim.cosine(40, 0.1),
-    mc.optim.linear(40), mc.optim.warmup(3, mc.optim.cosine(30), start_factor=0.1)])
+    mc.optim.linear(40), mc.optim.warmup(3, mc.optim.cosine(30)),
+    mc.optim.warmup(2, mc.optim.step(4, 0.5), start_factor=0.1)])
 
 
 @st.composite
@@ -328,6 +329,28 @@ def test_a_split_meta_run_stops_where_the_whole_run_stops(k, stopped_at):
     assert (rest.step, rest.best_step) == (12, 8) != (stopped_at, None)
     same(rest.theta, whole.theta, "theta")
     same(rest.best_theta, whole.best_theta, "best theta")
+
+
+@pytest.mark.parametrize("opt", [mc.optim.Adam(0.01, schedule=mc.optim.warmup(4)),
+                                 mc.optim.SGD(0.1, momentum=0.9,
+                                              schedule=mc.optim.warmup(1, mc.optim.linear(9)))])
+def test_a_run_splits_inside_a_warm_up_from_zero(opt, tmp_path):
+    """lr 0 at step 0 is a warm-up's start, not a schedule that has ended: fit(steps=1) was
+    refused ("its schedule has ended"), so the run could not be split there (nor could
+    metacore train run with train.checkpoint_every = 1)."""
+    problem, _, theta0 = multitask_problem(np.float64)
+    kw = dict(optimizer=opt, progress=False, eval_every=2)
+    whole = mc.fit(problem, theta0, steps=10, **kw)
+    first = mc.fit(problem, theta0, steps=1, checkpoint=tmp_path / "ck.npz", **kw)
+    assert first.step == 1 and first.history.lr[0] == 0.0
+    assert all(np.any(m != 0) for m in first.moments.values())    # the step moved them
+    rest = mc.fit(problem, mc.load(tmp_path / "ck.npz"), steps=9, progress=False, eval_every=2)
+    assert_continues([first, rest], whole, 2)
+    # a schedule that has ended is still refused
+    ended = mc.optim.SGD(0.1, schedule=mc.optim.linear(10))
+    done = mc.fit(problem, theta0, steps=10, optimizer=ended, progress=False)
+    with pytest.raises(ValueError, match="learning rate 0 at every step from 10 to 14"):
+        mc.fit(problem, done, steps=5, progress=False)
 
 
 def test_a_resumed_meta_run_evaluates_its_start_as_the_saving_run_did(tmp_path):

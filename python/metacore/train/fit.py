@@ -236,13 +236,17 @@ def _start_arg(problem, start, optimizer, weighting, seed, steps):
 
 
 def _refuse_a_dead_schedule(optimizer, first, steps):
-    """A run whose learning rate is 0 at every one of its steps would silently change nothing
-    (e.g. a resumed run whose linear schedule already decayed to 0)."""
+    """A run whose learning rate is 0 at every one of its steps and after them, i.e. whose
+    schedule has ended, would silently change nothing (e.g. a resumed run whose linear schedule
+    already decayed to 0). A warm-up from 0 is not an end: a call of its first step(s) is part
+    of the run (Adam's and momentum's buffers and the step counter move), and refusing it made
+    a run impossible to split there (fit(steps=1) with a warm-up, metacore train with
+    train.checkpoint_every = 1)."""
     # in Python integers: float64 steps near 2^63 round past int64 (steps=2**63 - 1 probed
     # step -2^63)
     n = min(steps, 1000)
     probe = sorted({first + (steps - 1) * k // max(n - 1, 1) for k in range(n)})
-    if all(optimizer.lr_at(t) == 0.0 for t in probe):
+    if optimizer.lr_at(first + steps) == 0.0 and all(optimizer.lr_at(t) == 0.0 for t in probe):
         raise ValueError(f"optimizer: {optimizer!r} gives learning rate 0 at every step from "
                          f"{first} to {first + steps - 1}, so training would change nothing; its "
                          f"schedule has ended — give an optimizer whose schedule covers these "
