@@ -25,6 +25,8 @@ class Checkpoint:
     resumed run continues the mean the uninterrupted run takes).
     """
 
+    recent_losses = None     # for a Checkpoint pickled before it had them
+
     def __init__(self, theta, model=None, optimizer=None, moments=None, weighting=None,
                  alpha=None, weighting_state=None, step=0, seed=0, best=None, info=None,
                  problem=None, recent_losses=None):
