@@ -53,7 +53,7 @@ class FitEvent:
     step: int                  # updates done
     theta: np.ndarray          # a copy of θ after ``step`` updates
     train_loss: float          # multi-task: the full objective f(θ); meta: the mean meta-loss
-                               # of the steps since the last evaluation
+                               # of the steps since the previous evaluation on the grid
     task_losses: np.ndarray    # (T,) the unweighted f_i (multi-task; (0,) for meta-learning)
     weights: np.ndarray        # (T,) α
     val_loss: float            # mean validation loss, NaN without validation
@@ -106,7 +106,8 @@ class History:
 
     Per evaluation (E of them: at the start, every ``eval_every`` steps, at the end):
     ``eval_step`` (E,), ``train_loss`` (E,) (multi-task: the full objective; meta-learning: the
-    mean meta-loss since the previous evaluation), ``task_losses`` (E, T), ``weights`` (E, T) α,
+    mean meta-loss of the steps since the previous evaluation on the eval_every grid, across
+    resumes), ``task_losses`` (E, T), ``weights`` (E, T) α,
     ``val_loss`` (E,) (NaN without validation), ``val_task_losses`` (E, T_val) or None,
     ``inner_rates`` (E, P) Meta-SGD's learned inner rates, (E, inner_steps, n_layers) MAML++'s,
     or None, ``elapsed`` (E,) seconds since the call started.
