@@ -5,7 +5,8 @@ string array), read back with ``allow_pickle=False``.
 A checkpoint holds the train state (:class:`~metacore.train.state.Checkpoint`): θ, the model spec,
 the problem (multi-task or the meta-learner and its meta-batch), the optimizer (settings and
 moment buffers), the weighting (settings, α and its own state), the seed and the step counter, the
-early-stopping record. Passed back to :func:`metacore.fit` it resumes the
+early-stopping record and, for meta-learning, the per-step losses the next evaluation's training
+loss averages (``recent_losses``, an optional entry: files without it still load). Passed back to :func:`metacore.fit` it resumes the
 run exactly: a run stopped at step s and resumed gives bit-identical results to one that never
 stopped. Files are written atomically (a unique temporary file in the same folder, flushed to
 disk, then renamed over the target), and :func:`load` reads only the entries it expects, after
@@ -202,6 +203,9 @@ def _to_plain(ck):
     if ck.weighting_state is not None:
         arrays["weighting_state"] = np.asarray(ck.weighting_state, dtype=np.float64)
         meta["weighting_size"] = int(arrays["weighting_state"].shape[0])
+    if ck.recent_losses is not None:
+        arrays["recent_losses"] = np.asarray(ck.recent_losses, dtype=np.float64)
+        meta["n_recent"] = int(arrays["recent_losses"].shape[0])
     if ck.best is not None:
         arrays["best_theta"] = ck.best["theta"]
         meta["best"] = {k: v for k, v in ck.best.items() if k != "theta"}
@@ -384,10 +388,15 @@ def _from_plain(entries, meta):
     if meta["best"] is not None:
         best = dict(_best_record(meta["best"], step),
                     theta=entries.expect("best_theta", (P,), dtype))
+    recent = None
+    if "n_recent" in meta:     # meta-learning's losses since the last evaluation on the grid
+        n = _validation.integer("checkpoint n_recent", meta["n_recent"], minimum=0, maximum=step)
+        recent = entries.expect("recent_losses", (n,), np.float64)
     seed = _validation.seed("checkpoint seed", meta["seed"])
     if not isinstance(meta["info"], dict):
         raise ValueError(f"the checkpoint's info must be a dict, got "
                          f"{type(meta['info']).__name__}")
     return Checkpoint(theta, model=model, optimizer=optimizer, moments=moments,
                       weighting=weighting, alpha=alpha, weighting_state=weighting_state, step=step,
-                      seed=seed, best=best, info=meta["info"], problem=problem)
+                      seed=seed, best=best, info=meta["info"], problem=problem,
+                      recent_losses=recent)

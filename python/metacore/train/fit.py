@@ -184,6 +184,14 @@ def _start_arg(problem, start, optimizer, weighting, seed, steps):
             optimizer = (problem.learner.default_optimizer(steps)
                          if isinstance(problem, MetaObjective) else _optim.Adam(lr=1e-3))
         return theta, optimizer, weighting, 0 if seed is None else seed, None
+    parts = [(f"moment {k!r}", v) for k, v in sorted(ck.moments.items())] + [("alpha", ck.alpha)]
+    if ck.best is not None:
+        parts.append(("best θ", ck.best["theta"]))
+    for name, part in parts:      # θ's dtype is the run's: the rest cannot be another
+        if np.asarray(part).dtype != ck.theta.dtype:
+            raise ValueError(f"start: the checkpoint's {name} is {np.asarray(part).dtype} but its "
+                             f"θ is {ck.theta.dtype}: a train state holds one dtype (θ's decides "
+                             f"the run's); convert all of it, or resume it as it was saved")
     want = problem.spec()
     if ck.problem and ck.problem.get("kind") != want["kind"]:
         raise ValueError(f"start: the checkpoint was saved by a {ck.problem.get('kind')} problem, "
@@ -211,17 +219,34 @@ def _start_arg(problem, start, optimizer, weighting, seed, steps):
     elif weighting != ck.weighting:     # α and the strategy's state come from the checkpoint
         raise ValueError(f"weighting {weighting!r} differs from the checkpoint's {ck.weighting!r}; "
                          f"leave weighting=None to resume")
+    if weighting is None and n_tasks:
+        # Without a strategy α is the Objective's weights, which the checkpoint's α continues:
+        # an Objective built with other weights would silently train with the saved ones.
+        # (to float32's resolution: a float32 state converted to float64 holds them rounded)
+        want_alpha = problem.weights.astype(ck.alpha.dtype)
+        close = np.isclose(ck.alpha, want_alpha, rtol=4 * np.finfo(np.float32).eps, atol=0.0)
+        if not close.all():
+            i = int(np.argmin(close))
+            raise ValueError(f"start: the checkpoint was saved with task weights α[{i}] = "
+                             f"{float(ck.alpha[i]):.9g}, the objective's weights give "
+                             f"{float(want_alpha[i]):.9g}: "
+                             f"resume with the same weights (or start a new run from "
+                             f"start.theta)")
     return ck.theta, optimizer, weighting, ck.seed if seed is None else seed, ck
 
 
 def _refuse_a_dead_schedule(optimizer, first, steps):
-    """A run whose learning rate is 0 at every one of its steps would silently change nothing
-    (e.g. a resumed run whose linear schedule already decayed to 0)."""
+    """A run whose learning rate is 0 at every one of its steps and after them, i.e. whose
+    schedule has ended, would silently change nothing (e.g. a resumed run whose linear schedule
+    already decayed to 0). A warm-up from 0 is not an end: a call of its first step(s) is part
+    of the run (Adam's and momentum's buffers and the step counter move), and refusing it made
+    a run impossible to split there (fit(steps=1) with a warm-up, metacore train with
+    train.checkpoint_every = 1)."""
     # in Python integers: float64 steps near 2^63 round past int64 (steps=2**63 - 1 probed
     # step -2^63)
     n = min(steps, 1000)
     probe = sorted({first + (steps - 1) * k // max(n - 1, 1) for k in range(n)})
-    if all(optimizer.lr_at(t) == 0.0 for t in probe):
+    if optimizer.lr_at(first + steps) == 0.0 and all(optimizer.lr_at(t) == 0.0 for t in probe):
         raise ValueError(f"optimizer: {optimizer!r} gives learning rate 0 at every step from "
                          f"{first} to {first + steps - 1}, so training would change nothing; its "
                          f"schedule has ended — give an optimizer whose schedule covers these "

@@ -201,7 +201,15 @@ class Run:
         self.core_time = 0.0      # inside the core's chunks of steps
         self.eval_time = 0.0      # inside the evaluations (core calls too)
         self.last_eval = None
-        self.last_eval_step = self.first_step
+        # Meta-learning's training loss at an evaluation is the mean meta-loss of the steps since
+        # the previous evaluation on the eval_every grid; a resumed run starts with those of the
+        # run it continues (the checkpoint's recent_losses: the steps its last evaluation
+        # averaged), so it averages what the run that never stopped averages, and its evaluation
+        # at the step it resumes from repeats the saving run's.
+        carried = resume.recent_losses if self.meta and resume is not None else None
+        self.carried = (np.empty(0) if carried is None
+                        else np.array(carried, dtype=np.float64))
+        self.grid_step = self.prev_grid_step = self.first_step - self.carried.shape[0]
 
     def _restore(self, ck, wsize):
         ws = ck.weighting_state if ck.weighting_state is not None else np.zeros(wsize)
@@ -324,7 +332,7 @@ class Run:
         t0 = time.perf_counter()
         s, th = self.s, self.state.theta
         if self.meta:
-            recent = self.rec.losses_since(self.last_eval_step)
+            recent = self.losses_from(self.grid_step)
             value = float(recent.mean()) if recent.size else math.nan
             losses = np.empty(0)
         elif s.backend is None:
@@ -342,9 +350,25 @@ class Run:
              "weights": np.array(self.state.alpha, np.float64), "val_loss": val_loss,
              "val_task_losses": val_losses, "inner_rates": rates, "elapsed": time.perf_counter() - self.t_start}
         self.rec.evals.append(e)
-        self.last_eval_step = self.state.step
+        if self.state.step % s.eval_every == 0 and self.state.step != self.grid_step:
+            self.prev_grid_step, self.grid_step = self.grid_step, self.state.step
         self.eval_time += time.perf_counter() - t0
         return e
+
+    def losses_from(self, step):
+        """Meta-learning: the per-step losses from ``step`` on, the carried ones of the run this
+        one resumes first."""
+        mine = self.rec.losses_since(max(step, self.first_step))
+        if step < self.first_step:
+            skip = max(step - (self.first_step - self.carried.shape[0]), 0)
+            return np.concatenate([self.carried[skip:], mine])
+        return mine
+
+    def recent_losses(self):
+        """What a resume continues: the losses the last evaluation averaged when it was at the
+        current step on the grid, else those since the last evaluation on the grid."""
+        st = self.state.step
+        return self.losses_from(self.prev_grid_step if self.grid_step == st else self.grid_step)
 
     def score(self, e):
         return e["val_loss"] if self.s.validation is not None else e["train_loss"]
@@ -415,4 +439,5 @@ class Run:
             eval_time=self.eval_time, optimizer=self.s.optimizer, weighting=self.s.weighting,
             seed=self.s.seed, model=self.s.problem.model, problem=self.s.problem.spec(),
             moments=self.moments(), weighting_state=np.array(st.weighting),
-            bad_evals=self.best["bad_evals"])
+            bad_evals=self.best["bad_evals"],
+            recent_losses=self.recent_losses() if self.meta else None)

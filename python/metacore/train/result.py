@@ -53,7 +53,7 @@ class FitEvent:
     step: int                  # updates done
     theta: np.ndarray          # a copy of θ after ``step`` updates
     train_loss: float          # multi-task: the full objective f(θ); meta: the mean meta-loss
-                               # of the steps since the last evaluation
+                               # of the steps since the previous evaluation on the grid
     task_losses: np.ndarray    # (T,) the unweighted f_i (multi-task; (0,) for meta-learning)
     weights: np.ndarray        # (T,) α
     val_loss: float            # mean validation loss, NaN without validation
@@ -106,7 +106,8 @@ class History:
 
     Per evaluation (E of them: at the start, every ``eval_every`` steps, at the end):
     ``eval_step`` (E,), ``train_loss`` (E,) (multi-task: the full objective; meta-learning: the
-    mean meta-loss since the previous evaluation), ``task_losses`` (E, T), ``weights`` (E, T) α,
+    mean meta-loss of the steps since the previous evaluation on the eval_every grid, across
+    resumes), ``task_losses`` (E, T), ``weights`` (E, T) α,
     ``val_loss`` (E,) (NaN without validation), ``val_task_losses`` (E, T_val) or None,
     ``inner_rates`` (E, P) Meta-SGD's learned inner rates, (E, inner_steps, n_layers) MAML++'s,
     or None, ``elapsed`` (E,) seconds since the call started.
@@ -256,6 +257,9 @@ class FitResult:
     weighting_state: np.ndarray | None = field(repr=False, default=None)
     bad_evals: int = 0
     best_record: dict | None = field(repr=False, default=None)   # what a resume continues
+    # meta-learning: the per-step losses since the last evaluation on the grid (what a resume
+    # continues the next evaluation's training-loss mean with)
+    recent_losses: np.ndarray | None = field(repr=False, default=None)
 
     def __repr__(self):
         h = self.history
@@ -294,13 +298,13 @@ class FitResult:
 
     def checkpoint(self):
         """The train state as a :class:`~metacore.train.state.Checkpoint`."""
+        # The early-stopping record, as fit kept it: evaluations on the eval_every grid only.
+        # Not best_theta, which may come from the run's last evaluation off the grid: a record
+        # made of it would make the resumed run decide otherwise than one that never stopped.
         best = None
-        if self.best_record is not None:     # the early-stopping record, as fit kept it
+        if self.best_record is not None:
             best = dict(self.best_record, theta=np.array(self.best_record["theta"]))
-        elif self.best_theta is not None:
-            best = {"theta": self.best_theta, "score": self.best_score, "step": self.best_step,
-                    "bad_evals": self.bad_evals}
         return Checkpoint(np.array(self.theta), model=self.model, optimizer=self.optimizer,
                           moments={k: np.array(v) for k, v in self.moments.items()}, weighting=self.weighting, alpha=self.weights,
                           weighting_state=self.weighting_state, step=self.step, seed=self.seed,
-                          best=best, problem=self.problem)
+                          best=best, problem=self.problem, recent_losses=self.recent_losses)

@@ -19,12 +19,17 @@ class Checkpoint:
     ``alpha`` (T,) or None (meta-learning: (0,)); ``weighting_state`` (float64) or None;
     ``step`` (updates done); ``seed``; ``best`` (early stopping: {"theta", "score", "step",
     "bad_evals"}) or None; ``problem`` (plain data naming the problem: ``{"kind": "multitask",
-    "n_tasks": T}`` or ``{"kind": "meta", "learner": {...}, "meta_batch": B}``); ``info`` (a JSON-serialisable dict of your own, e.g. the CLI's config).
+    "n_tasks": T}`` or ``{"kind": "meta", "learner": {...}, "meta_batch": B}``); ``info`` (a JSON-serialisable dict of your own, e.g. the CLI's config);
+    ``recent_losses`` (meta-learning, float64, or None): the per-step meta-losses since the last
+    evaluation on the eval_every grid, which the next evaluation's training loss averages (a
+    resumed run continues the mean the uninterrupted run takes).
     """
+
+    recent_losses = None     # for a Checkpoint pickled before it had them
 
     def __init__(self, theta, model=None, optimizer=None, moments=None, weighting=None,
                  alpha=None, weighting_state=None, step=0, seed=0, best=None, info=None,
-                 problem=None):
+                 problem=None, recent_losses=None):
         self.theta = np.asarray(theta)
         self.model = model
         self.optimizer = optimizer
@@ -37,6 +42,8 @@ class Checkpoint:
         self.best = best
         self.info = dict(info or {})
         self.problem = dict(problem or {})
+        self.recent_losses = (None if recent_losses is None
+                              else np.array(recent_losses, dtype=np.float64))
 
     @property
     def resumable(self) -> bool:
