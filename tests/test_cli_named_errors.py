@@ -123,3 +123,15 @@ def test_resume_with_the_runs_config_after_a_relative_set_path(tmp_path):
     r = run("train", own, "--quiet", "--resume", "--output", "r1", "--steps", "50",
             "--set", "train.chunk=7", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+
+
+def test_config_key_renaming_leaves_a_quoted_reprs_arguments_alone():
+    """An error quoting an optimizer named its schedule 'linear(train.steps=3)': the renaming of
+    argument names to config keys reached inside the repr."""
+    from metacore import _validation
+    text = ("optimizer: Adam(lr=0.001, schedule=linear(steps=3)) gives learning rate 0 at "
+            "every step; steps=5 must be larger, lr must be positive")
+    got = _validation.renamed_text(text, {"steps": "train.steps", "lr": "optimizer.lr"},
+                                   strict=("steps",))
+    assert got == ("optimizer: Adam(lr=0.001, schedule=linear(steps=3)) gives learning rate 0 at "
+                   "every step; train.steps=5 must be larger, optimizer.lr must be positive")

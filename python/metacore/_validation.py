@@ -416,12 +416,39 @@ def renamed_text(text, names, strict=()):
     replaced by the caller's name ('lr=1e-320 is zero ...' -> 'learning_rate_init=1e-320 is zero
     ...'); names in ``strict`` (ordinary words: 'steps', 'scale') only where they read 'name=' or
     'name must'. The one renaming used by the scikit-learn estimators and
-    the CLI's config errors."""
+    the CLI's config errors. The arguments of a repr quoted in the message (``linear(steps=3)``,
+    ``Adam(lr=0.001)``) are the object's own and stay as they are."""
     import re
+    kept = _repr_spans(text)
     for name, new in names.items():
         tail = r"(?=\s*=|\s+must\b)" if name in strict else r"(?![\w.])"
-        text = re.sub(rf"(?<![\w.]){re.escape(name)}{tail}", new.replace("\\", r"\\"), text)
+        pattern = re.compile(rf"(?<![\w.]){re.escape(name)}{tail}")
+        pieces, at = [], 0
+        for start, end in kept + [(len(text), len(text))]:
+            pieces.append(pattern.sub(new.replace("\\", r"\\"), text[at:start]))
+            pieces.append(text[start:end])
+            at = end
+        text = "".join(pieces)
+        kept = _repr_spans(text)
     return text
+
+
+def _repr_spans(text):
+    """The (start, end) spans of ``Name(...)`` in ``text``, parentheses balanced, outermost only."""
+    import re
+    spans, at = [], 0
+    for m in re.finditer(r"[A-Za-z_][\w.]*\(", text):
+        if m.start() < at:
+            continue
+        depth, i = 0, m.end() - 1
+        while i < len(text):
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            if depth == 0:
+                break
+            i += 1
+        at = i + 1
+        spans.append((m.start(), min(at, len(text))))
+    return spans
 
 
 def rename_in(exc, names, strict=()):
