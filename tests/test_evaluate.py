@@ -119,6 +119,14 @@ def test_bad_arguments_are_named(sinusoids):
         mc.evaluate(model, theta, [1, 2])
 
 
+def _covering(m, h, shown, digits):
+    """The half-width shown next to the mean printed as ``shown``: the smallest multiple of
+    10^-digits with shown ± it covering [m − h, m + h] (the oracle of honest rounding)."""
+    need = h + abs(m - float(shown))
+    k = math.ceil(round(need * 10 ** digits, 6))
+    return f"{k / 10 ** digits:.{digits}f}"
+
+
 # --- reports -------------------------------------------------------------------------------------
 def test_table_json_and_plot(sinusoids, tmp_path):
     model, theta, ts = sinusoids
@@ -128,7 +136,8 @@ def test_table_json_and_plot(sinusoids, tmp_path):
     lines = table.splitlines()
     assert lines[1].split()[:4] == ["method", "0", "steps", "1"] and len(lines) == 5
     m, h = a.at(1)
-    assert f"{m:.3f} ± {h:.3f}" in lines[3]
+    shown = f"{m:.3f}"
+    assert f"{shown} ± {_covering(m, h, shown, 3)}" in lines[3]
     path = tmp_path / "r.json"
     mc.report.save_json([a, b], path, extra={"note": 1})
     data = json.loads(path.read_text())

@@ -19,6 +19,7 @@ summary over it is not finite and a table shows "diverged".
 
 from __future__ import annotations
 
+import decimal
 import math
 import time
 from dataclasses import dataclass, field
@@ -91,9 +92,12 @@ class EvalReport:
         tail = ""
         if last is not None:
             key = "accuracy" if self.accuracies is not None else "loss"
-            tail = f", {key} after {last['steps']} = {last[key]:.4g}"
-            if not math.isnan(last[key + "_ci"]):
-                tail += f" ± {last[key + '_ci']:.2g}"
+            shown = f"{last[key]:.4g}"
+            tail = f", {key} after {last['steps']} = {shown}"
+            if not math.isnan(last[key + "_ci"]) and math.isfinite(last[key]):
+                # rounded up, and widened by the mean's rounding: never narrower than computed
+                h = last[key + "_ci"] + abs(last[key] - float(shown))
+                tail += f" ± {_up_2_significant(h)}"
         return (f"EvalReport({self.name!r}, n_tasks={self.n_tasks}, "
                 f"steps={tuple(int(s) for s in self.steps)}, metrics=({metrics}){tail})")
 
@@ -125,6 +129,15 @@ class EvalReport:
         return {"name": self.name, "steps": [int(s) for s in self.steps],
                 "n_tasks": self.n_tasks, "lr": lr, "info": dict(self.info),
                 "summary": self.summary()}
+
+
+def _up_2_significant(x):
+    """``x`` >= 0 rounded up to 2 significant digits, as text (``.2g`` rounds to nearest)."""
+    if not math.isfinite(x) or x == 0.0:
+        return f"{x:.2g}"
+    d = decimal.Decimal(repr(x))
+    q = d.quantize(decimal.Decimal(1).scaleb(d.adjusted() - 1), decimal.ROUND_CEILING)
+    return f"{float(q):.2g}"
 
 
 # --- evaluation ----------------------------------------------------------------------------------

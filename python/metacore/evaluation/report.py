@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import decimal
 import json
 import math
 import os
@@ -33,6 +34,21 @@ def _named(reports):
     return pairs
 
 
+def _rounded(x, digits, rounding):
+    """``x`` rounded at ``digits`` decimals towards ``rounding`` (decimal.ROUND_CEILING or
+    ROUND_FLOOR) as text, from its shortest decimal form (``repr``), so 0.07 stays 0.070."""
+    if not math.isfinite(x):
+        return f"{x:.{digits}f}"
+    return f"{decimal.Decimal(repr(x)).quantize(decimal.Decimal(1).scaleb(-digits), rounding):f}"
+
+
+def _half_width(mean, ci, shown_mean, digits):
+    """The half-width as shown next to ``shown_mean`` (the mean as printed): rounded up, and
+    widened by the mean's own rounding, so shown mean ± shown half-width covers the computed
+    interval [mean − ci, mean + ci]: rounding never shows an interval narrower than computed."""
+    return _rounded(ci + abs(mean - float(shown_mean)), digits, decimal.ROUND_CEILING)
+
+
 def _cell(row, metric, scale=1.0, digits=3):
     mean, ci = row[metric], row[metric + "_ci"]
     if not math.isfinite(mean):
@@ -44,8 +60,9 @@ def _cell(row, metric, scale=1.0, digits=3):
         return text
     if row.get(metric + "_clipped"):    # the metric's range cut the interval: show its ends
         low, high = row[metric + "_interval"]
-        return f"{text} [{low * scale:.{digits}f}, {high * scale:.{digits}f}]*"
-    return f"{text} ± {ci * scale:.{digits}f}"
+        return (f"{text} [{_rounded(low * scale, digits, decimal.ROUND_FLOOR)}, "
+                f"{_rounded(high * scale, digits, decimal.ROUND_CEILING)}]*")
+    return f"{text} ± {_half_width(mean * scale, ci * scale, text, digits)}"
 
 
 def _with_metric(pairs, metric):
