@@ -49,6 +49,35 @@ class EvalReport:
     lr: object = None
     info: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        # a report built by hand (from saved per-task values) is checked as evaluate's are made:
+        # a losses row per step count, the same (S, T) for accuracies, values in the metric's
+        # range (the intervals are clipped to it), else its summary would be wrong or fail later
+        if not isinstance(self.name, str):
+            raise TypeError(f"name must be a str, got {type(self.name).__name__} {self.name!r}")
+        self.steps = tuple(_validation.step_counts("steps", self.steps))
+        self.losses = _validation.float_array("losses", self.losses, ndim=2, dtype=np.float64,
+                                              finite=False)
+        shape = (len(self.steps), self.losses.shape[1])
+        if self.losses.shape != shape or shape[1] == 0:
+            raise ValueError(f"losses must have shape (len(steps), n_tasks) = ({shape[0]}, T) "
+                             f"with T >= 1, got {self.losses.shape}")
+        if (self.losses < 0).any() or np.isneginf(self.losses).any():
+            bad = tuple(int(i) for i in np.argwhere(self.losses < 0)[0])
+            raise ValueError(f"losses must be >= 0 (a loss's interval is clipped to [0, inf)), "
+                             f"found {self.losses[bad]} at index {bad}")
+        if self.accuracies is not None:
+            self.accuracies = _validation.float_array("accuracies", self.accuracies, ndim=2,
+                                                      dtype=np.float64, finite=False)
+            if self.accuracies.shape != self.losses.shape:
+                raise ValueError(f"accuracies must have the shape of losses "
+                                 f"{self.losses.shape}, got {self.accuracies.shape}")
+            out = ~np.isnan(self.accuracies) & ((self.accuracies < 0) | (self.accuracies > 1))
+            if out.any():
+                bad = tuple(int(i) for i in np.argwhere(out)[0])
+                raise ValueError(f"accuracies must be in [0, 1] (NaN for a diverged task), "
+                                 f"found {self.accuracies[bad]} at index {bad}")
+
     @property
     def n_tasks(self) -> int:
         return int(self.losses.shape[1])

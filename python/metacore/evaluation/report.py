@@ -124,6 +124,10 @@ def save_json(reports, path, extra=None):
     """Write the reports' summaries (and ``extra``, a JSON-serialisable dict) to ``path``; a
     dict's keys replace the reports' names, as in :func:`format_table`."""
     data = {"reports": [dict(r.to_dict(), name=label) for label, r in _named(reports)]}
+    if extra is not None and not isinstance(extra, dict):
+        raise TypeError(f"extra must be a dict or None, got {type(extra).__name__}")
+    if extra and "reports" in extra:     # it would silently replace the reports
+        raise ValueError("extra must not have the key 'reports' (the reports are saved under it)")
     if extra:
         data.update(extra)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -132,6 +136,7 @@ def save_json(reports, path, extra=None):
 
 
 def load_json(path) -> dict:
+    """The dict :func:`save_json` wrote (NaN and inf as Python's json writes them)."""
     with open(path) as fh:
         return json.load(fh)
 
