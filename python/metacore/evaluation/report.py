@@ -78,8 +78,10 @@ def _with_metric(pairs, metric):
 def format_table(reports, metric="loss", title=None) -> str:
     """One row per report, one column per number of adaptation steps: mean ± 95% CI of the query
     ``metric`` ("loss", or "accuracy" shown in percent). ``reports``: a dict {label: EvalReport}
-    (the keys label the rows) or a sequence of EvalReport (labelled by their ``name``). An interval the metric's range cuts is
-    shown as its clipped ends with a ``*``; a report with too few tasks for an interval gets means
+    (the keys label the rows) or a sequence of EvalReport (labelled by their ``name``). The
+    half-width is rounded up, widened by the mean's rounding, so the interval shown covers the one
+    computed. An interval the metric's range cuts is shown as its clipped ends (rounded outward)
+    with a ``*``; a report with too few tasks for an interval gets means
     only, and a note says so. Reports without accuracies are left out of an accuracy table;
     ValueError when none has them (as :func:`plot`)."""
     pairs = _named(reports)
