@@ -97,10 +97,16 @@ def test_classifiers_get_accuracy():
 
 def test_diverged_tasks_are_reported_not_raised(sinusoids):
     model, theta, ts = sinusoids
-    rep = mc.evaluate(model, theta, ts, steps=(0, 30), lr=50.0)
-    assert np.isfinite(rep.losses[0]).all()
+    rep = mc.evaluate(model, theta, ts, steps=(0, 30), lr=1e6)
+    assert np.isfinite(rep.losses[0]).all() and np.isinf(rep.losses[1]).all()
     assert rep.summary()[1]["loss"] == math.inf
     assert "diverged" in mc.report.format_table([rep])
+    # at lr=50 the losses blow up to 1e173..3e191 but stay finite: the summary is their mean
+    # (it once said inf, from the squares of the spread overflowing), shown as a magnitude
+    rep = mc.evaluate(model, theta, ts, steps=(0, 30), lr=50.0)
+    assert np.isfinite(rep.losses[1]).all() and rep.losses[1].max() > 1e170
+    assert rep.summary()[1]["loss"] == pytest.approx(np.mean(rep.losses[1]), rel=1e-12)
+    assert f"{np.mean(rep.losses[1]):.1e}" in mc.report.format_table([rep])
 
 
 def test_bad_arguments_are_named(sinusoids):
@@ -113,6 +119,14 @@ def test_bad_arguments_are_named(sinusoids):
         mc.evaluate(model, theta, [1, 2])
 
 
+def _covering(m, h, shown, digits):
+    """The half-width shown next to the mean printed as ``shown``: the smallest multiple of
+    10^-digits with shown ± it covering [m − h, m + h] (the oracle of honest rounding)."""
+    need = h + abs(m - float(shown))
+    k = math.ceil(round(need * 10 ** digits, 6))
+    return f"{k / 10 ** digits:.{digits}f}"
+
+
 # --- reports -------------------------------------------------------------------------------------
 def test_table_json_and_plot(sinusoids, tmp_path):
     model, theta, ts = sinusoids
@@ -122,7 +136,8 @@ def test_table_json_and_plot(sinusoids, tmp_path):
     lines = table.splitlines()
     assert lines[1].split()[:4] == ["method", "0", "steps", "1"] and len(lines) == 5
     m, h = a.at(1)
-    assert f"{m:.3f} ± {h:.3f}" in lines[3]
+    shown = f"{m:.3f}"
+    assert f"{shown} ± {_covering(m, h, shown, 3)}" in lines[3]
     path = tmp_path / "r.json"
     mc.report.save_json([a, b], path, extra={"note": 1})
     data = json.loads(path.read_text())

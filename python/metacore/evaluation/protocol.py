@@ -19,6 +19,7 @@ summary over it is not finite and a table shows "diverged".
 
 from __future__ import annotations
 
+import decimal
 import math
 import time
 from dataclasses import dataclass, field
@@ -47,6 +48,35 @@ class EvalReport:
     accuracies: np.ndarray | None = None
     lr: object = None
     info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        # a report built by hand (from saved per-task values) is checked as evaluate's are made:
+        # a losses row per step count, the same (S, T) for accuracies, values in the metric's
+        # range (the intervals are clipped to it), else its summary would be wrong or fail later
+        if not isinstance(self.name, str):
+            raise TypeError(f"name must be a str, got {type(self.name).__name__} {self.name!r}")
+        self.steps = tuple(_validation.step_counts("steps", self.steps))
+        self.losses = _validation.float_array("losses", self.losses, ndim=2, dtype=np.float64,
+                                              finite=False)
+        shape = (len(self.steps), self.losses.shape[1])
+        if self.losses.shape != shape or shape[1] == 0:
+            raise ValueError(f"losses must have shape (len(steps), n_tasks) = ({shape[0]}, T) "
+                             f"with T >= 1, got {self.losses.shape}")
+        if (self.losses < 0).any() or np.isneginf(self.losses).any():
+            bad = tuple(int(i) for i in np.argwhere(self.losses < 0)[0])
+            raise ValueError(f"losses must be >= 0 (a loss's interval is clipped to [0, inf)), "
+                             f"found {self.losses[bad]} at index {bad}")
+        if self.accuracies is not None:
+            self.accuracies = _validation.float_array("accuracies", self.accuracies, ndim=2,
+                                                      dtype=np.float64, finite=False)
+            if self.accuracies.shape != self.losses.shape:
+                raise ValueError(f"accuracies must have the shape of losses "
+                                 f"{self.losses.shape}, got {self.accuracies.shape}")
+            out = ~np.isnan(self.accuracies) & ((self.accuracies < 0) | (self.accuracies > 1))
+            if out.any():
+                bad = tuple(int(i) for i in np.argwhere(out)[0])
+                raise ValueError(f"accuracies must be in [0, 1] (NaN for a diverged task), "
+                                 f"found {self.accuracies[bad]} at index {bad}")
 
     @property
     def n_tasks(self) -> int:
@@ -91,9 +121,12 @@ class EvalReport:
         tail = ""
         if last is not None:
             key = "accuracy" if self.accuracies is not None else "loss"
-            tail = f", {key} after {last['steps']} = {last[key]:.4g}"
-            if not math.isnan(last[key + "_ci"]):
-                tail += f" ± {last[key + '_ci']:.2g}"
+            shown = f"{last[key]:.4g}"
+            tail = f", {key} after {last['steps']} = {shown}"
+            if not math.isnan(last[key + "_ci"]) and math.isfinite(last[key]):
+                # rounded up, and widened by the mean's rounding: never narrower than computed
+                h = last[key + "_ci"] + abs(last[key] - float(shown))
+                tail += f" ± {_up_2_significant(h)}"
         return (f"EvalReport({self.name!r}, n_tasks={self.n_tasks}, "
                 f"steps={tuple(int(s) for s in self.steps)}, metrics=({metrics}){tail})")
 
@@ -125,6 +158,15 @@ class EvalReport:
         return {"name": self.name, "steps": [int(s) for s in self.steps],
                 "n_tasks": self.n_tasks, "lr": lr, "info": dict(self.info),
                 "summary": self.summary()}
+
+
+def _up_2_significant(x):
+    """``x`` >= 0 rounded up to 2 significant digits, as text (``.2g`` rounds to nearest)."""
+    if not math.isfinite(x) or x == 0.0:
+        return f"{x:.2g}"
+    d = decimal.Decimal(repr(x))
+    q = d.quantize(decimal.Decimal(1).scaleb(d.adjusted() - 1), decimal.ROUND_CEILING)
+    return f"{float(q):.2g}"
 
 
 # --- evaluation ----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import decimal
 import json
 import math
 import os
@@ -33,6 +34,21 @@ def _named(reports):
     return pairs
 
 
+def _rounded(x, digits, rounding):
+    """``x`` rounded at ``digits`` decimals towards ``rounding`` (decimal.ROUND_CEILING or
+    ROUND_FLOOR) as text, from its shortest decimal form (``repr``), so 0.07 stays 0.070."""
+    if not math.isfinite(x):
+        return f"{x:.{digits}f}"
+    return f"{decimal.Decimal(repr(x)).quantize(decimal.Decimal(1).scaleb(-digits), rounding):f}"
+
+
+def _half_width(mean, ci, shown_mean, digits):
+    """The half-width as shown next to ``shown_mean`` (the mean as printed): rounded up, and
+    widened by the mean's own rounding, so shown mean ± shown half-width covers the computed
+    interval [mean − ci, mean + ci]: rounding never shows an interval narrower than computed."""
+    return _rounded(ci + abs(mean - float(shown_mean)), digits, decimal.ROUND_CEILING)
+
+
 def _cell(row, metric, scale=1.0, digits=3):
     mean, ci = row[metric], row[metric + "_ci"]
     if not math.isfinite(mean):
@@ -44,8 +60,9 @@ def _cell(row, metric, scale=1.0, digits=3):
         return text
     if row.get(metric + "_clipped"):    # the metric's range cut the interval: show its ends
         low, high = row[metric + "_interval"]
-        return f"{text} [{low * scale:.{digits}f}, {high * scale:.{digits}f}]*"
-    return f"{text} ± {ci * scale:.{digits}f}"
+        return (f"{text} [{_rounded(low * scale, digits, decimal.ROUND_FLOOR)}, "
+                f"{_rounded(high * scale, digits, decimal.ROUND_CEILING)}]*")
+    return f"{text} ± {_half_width(mean * scale, ci * scale, text, digits)}"
 
 
 def _with_metric(pairs, metric):
@@ -61,8 +78,10 @@ def _with_metric(pairs, metric):
 def format_table(reports, metric="loss", title=None) -> str:
     """One row per report, one column per number of adaptation steps: mean ± 95% CI of the query
     ``metric`` ("loss", or "accuracy" shown in percent). ``reports``: a dict {label: EvalReport}
-    (the keys label the rows) or a sequence of EvalReport (labelled by their ``name``). An interval the metric's range cuts is
-    shown as its clipped ends with a ``*``; a report with too few tasks for an interval gets means
+    (the keys label the rows) or a sequence of EvalReport (labelled by their ``name``). The
+    half-width is rounded up, widened by the mean's rounding, so the interval shown covers the one
+    computed. An interval the metric's range cuts is shown as its clipped ends (rounded outward)
+    with a ``*``; a report with too few tasks for an interval gets means
     only, and a note says so. Reports without accuracies are left out of an accuracy table;
     ValueError when none has them (as :func:`plot`)."""
     pairs = _named(reports)
@@ -107,6 +126,10 @@ def save_json(reports, path, extra=None):
     """Write the reports' summaries (and ``extra``, a JSON-serialisable dict) to ``path``; a
     dict's keys replace the reports' names, as in :func:`format_table`."""
     data = {"reports": [dict(r.to_dict(), name=label) for label, r in _named(reports)]}
+    if extra is not None and not isinstance(extra, dict):
+        raise TypeError(f"extra must be a dict or None, got {type(extra).__name__}")
+    if extra and "reports" in extra:     # it would silently replace the reports
+        raise ValueError("extra must not have the key 'reports' (the reports are saved under it)")
     if extra:
         data.update(extra)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -115,6 +138,7 @@ def save_json(reports, path, extra=None):
 
 
 def load_json(path) -> dict:
+    """The dict :func:`save_json` wrote (NaN and inf as Python's json writes them)."""
     with open(path) as fh:
         return json.load(fh)
 

@@ -84,25 +84,33 @@ def t_quantile(p, nu):
 
 def mean_ci(values, confidence=0.95):
     """(mean, half-width) of the Student-t confidence interval of the mean of ``values`` (1-D);
-    the half-width is NaN for a single value, and (inf, NaN) when a value is infinite (a task
-    whose adaptation diverged; (NaN, NaN) when one is NaN, e.g. a diverged task's accuracy)."""
+    the half-width is NaN for a single value. A non-finite value gives the mean NumPy gives
+    (inf for a task whose adaptation diverged, −inf, or NaN for a NaN value or for +inf and −inf
+    together, e.g. a diverged task's accuracy) and a NaN half-width. Finite values of any size
+    give finite, exact figures: they are scaled by a power of two (exact) before the sums, so
+    1e-320 losses keep their spread and 1e160 losses do not overflow the squares; a half-width
+    beyond the float range is inf."""
     v = _validation.float_array("values", values, ndim=1, dtype=np.float64, finite=False)
     if v.shape[0] == 0:
         raise ValueError("values must not be empty")
-    confidence = _validation.real("confidence", confidence, minimum=0.0, min_open=True, maximum=1.0)
+    confidence = _validation.real("confidence", confidence, minimum=0.0, min_open=True,
+                                  maximum=1.0, max_open=True)
     n = v.shape[0]
-    if np.isnan(v).any():
-        return float("nan"), float("nan")
     if not np.isfinite(v).all():
-        return float("inf"), float("nan")
+        with np.errstate(invalid="ignore"):      # +inf and −inf together: NaN
+            return float(v.mean()), float("nan")
     if n == 1:
         return float(v[0]), float("nan")
     t = t_quantile(0.5 * (1.0 + confidence), n - 1)
-    with np.errstate(over="ignore", invalid="ignore"):   # huge losses of tasks blowing up
-        mean, sd = float(v.mean()), float(v.std(ddof=1))
-    if not (math.isfinite(mean) and math.isfinite(sd)):
-        return float("inf"), float("nan")
-    return mean, t * sd / math.sqrt(n)
+    # v = w · 2^e with max |w| in [0.5, 1): the sums of w neither overflow (1e160² would) nor
+    # underflow (1e-320² would, giving a zero spread); scaling by 2^e is exact both ways, so
+    # values of ordinary size give bit for bit the unscaled figures
+    peak = float(np.max(np.abs(v)))
+    e = math.frexp(peak)[1] if peak > 0.0 else 0
+    w = np.ldexp(v, -e)
+    mean, sd = float(w.mean()), float(w.std(ddof=1))
+    with np.errstate(over="ignore"):
+        return math.ldexp(mean, e), float(np.ldexp(t * sd / math.sqrt(n), e))
 
 
 # --- explained variance ---------------------------------------------------------------------------
