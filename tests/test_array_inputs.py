@@ -15,51 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import metacore as mc
+from layouts import LAYOUTS, layout
 from metacore import _core
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                       HealthCheck.too_slow])
-LAYOUTS = ("plain", "big_endian", "strided", "negative_strides", "fortran", "readonly",
-           "memmap", "memmap_readonly", "view", "unaligned")
-
-
-def layout(a, how, tmp_path):
-    """``a`` (float64, C-contiguous) with the same values in another layout or memory."""
-    a = np.ascontiguousarray(a, dtype=np.float64)
-    if how == "plain":
-        return a.copy()
-    if how == "big_endian":
-        return a.astype(">f8")
-    if how == "strided":
-        big = np.zeros(a.shape[:-1] + (2 * a.shape[-1],))
-        big[..., ::2] = a
-        return big[..., ::2]
-    if how == "negative_strides":
-        return a[::-1].copy()[::-1]
-    if how == "fortran":
-        return np.asfortranarray(a)
-    if how == "readonly":
-        b = a.copy()
-        b.flags.writeable = False
-        return b
-    if how in ("memmap", "memmap_readonly"):
-        path = tmp_path / f"m{len(list(tmp_path.iterdir()))}.dat"
-        m = np.memmap(path, dtype=np.float64, mode="w+", shape=a.shape)
-        m[...] = a
-        m.flush()
-        return m if how == "memmap" else np.memmap(path, dtype=np.float64, mode="r",
-                                                   shape=a.shape)
-    if how == "view":           # a C-contiguous view into a larger, writeable buffer
-        big = np.zeros((a.size + 3,))
-        big[1:a.size + 1] = a.reshape(-1)
-        return big[1:a.size + 1].reshape(a.shape)
-    if how == "unaligned":      # C-contiguous, but at an odd byte offset of its buffer
-        buf = np.zeros(a.nbytes + 1, dtype=np.uint8)
-        out = np.ndarray(a.shape, dtype=np.float64, buffer=buf, offset=1)
-        out[...] = a
-        assert not out.flags.aligned and out.flags.c_contiguous
-        return out
-    raise AssertionError(how)
 
 
 def _small(seed=0):

@@ -29,6 +29,7 @@ import pytest
 from hypothesis import HealthCheck, given, seed as hyp_seed, settings, strategies as st
 
 import metacore as mc
+from layouts import layout
 from metacore import reference as ref
 
 CASES = {"n": 0}                # generated cases run in this process (reported by conftest.py)
@@ -58,12 +59,8 @@ def mutate(a: np.ndarray, how: str, data):
             return a
         big[::2] = a
         return big[::2]
-    if how == "fortran":
-        return np.asfortranarray(a)
-    if how == "readonly":
-        b = a.copy()
-        b.flags.writeable = False
-        return b
+    if how in ("fortran", "readonly"):
+        return layout(a, how)
     if how == "broadcast":
         return np.broadcast_to(a[:1], a.shape) if a.ndim and a.shape[0] else a
     if how == "other_float":
