@@ -54,7 +54,7 @@ def test_fit(benchmark, seconds, workload_a, n_threads, batch):
           f"{len(timed[0].history.eval_step)} evaluations, "
           f"{100 * outside_chunks:.2f}% outside the chunks of steps")
     assert all(r.steps_run == steps for r in results)
-    if batch is None:
+    if batch is None and not benchmark.disabled:   # a timing: not of one cold untimed call
         assert python_share < 0.02
 
 

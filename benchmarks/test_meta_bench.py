@@ -37,7 +37,8 @@ def _arrays(batch):
 
 
 def _chunk(learner, meta_batch, steps):
-    """One core call of ``steps`` meta-steps with Adam, as ``mc.fit`` runs them."""
+    """``mc.fit`` of ``steps`` meta-steps with Adam in one chunk (one core call), timed whole:
+    the argument checks and the start and end evaluations are in the figure too."""
     problem = mc.MetaObjective(learner, SOURCE, meta_batch=meta_batch)
     return lambda: mc.fit(problem, THETA, optimizer=mc.optim.Adam(lr=1e-3), steps=steps,
                           chunk_size=steps, progress=False)
