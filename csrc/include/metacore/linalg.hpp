@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <stdexcept>
 #include <vector>
 
 #include "metacore/simd.hpp"
@@ -539,6 +540,22 @@ inline void symmetric_eigen(std::vector<double> A, std::int64_t n, std::vector<d
     w.assign(n, 0.0);
     V.assign(n * n, 0.0);
     if (n == 0) return;
+    // A scaled by a power of two (exact) to a largest |entry| in [0.5, 1): the sums of squares
+    // below neither overflow (entries ≳ 1e154) nor underflow into a tail taken for zero (≲ 1e-154).
+    double amax = 0.0;
+    for (double a : A) {
+        if (!std::isfinite(a)) {  // no decomposition: NaN eigenvalues, which callers test for
+            w.assign(n, std::numeric_limits<double>::quiet_NaN());
+            V.assign(n * n, std::numeric_limits<double>::quiet_NaN());
+            return;
+        }
+        amax = std::max(amax, std::abs(a));
+    }
+    int scale = 0;
+    if (amax > 0.0) {
+        std::frexp(amax, &scale);
+        for (double& a : A) a = std::ldexp(a, -scale);
+    }
     std::vector<double> e(n, 0.0), Y(n * n, 0.0), v(n), q(n);  // Y = Qᵀ-products: rows of Vᵀ
     for (std::int64_t i = 0; i < n; ++i) Y[i * n + i] = 1.0;
     // Householder step k zeroes A[k][k+2..]: H = I - 2uuᵀ on coordinates k+1..n-1 maps row k's
@@ -594,15 +611,24 @@ inline void symmetric_eigen(std::vector<double> A, std::int64_t n, std::vector<d
     }
     w[n - 1] = A[(n - 1) * n + n - 1];
     // T: diagonal w, e[i] couples i and i+1 (e[n-1] = 0). QL from the top: split where a coupling
-    // is negligible beside its diagonal neighbours, else chase a Wilkinson-shifted bulge up.
+    // is negligible against T's norm, else chase a Wilkinson-shifted bulge up. The norm, not the
+    // coupling's diagonal neighbours (Numerical Recipes' tqli): a Gram matrix of low rank leaves a
+    // run of near-zero diagonal entries joined by rounding-level couplings, which against
+    // neighbours of about 0 never count as negligible — the shift then stalled and the iteration
+    // cap returned wrong eigenvalues (all-ones 200 × 200: 199 for 200).
     const double eps = std::numeric_limits<double>::epsilon();
+    double tnorm = 0.0;
+    for (std::int64_t i = 0; i < n; ++i) tnorm = std::max(tnorm, std::abs(w[i]) + std::abs(e[i]));
     for (std::int64_t l = 0; l < n; ++l) {
         check_interrupt();
-        for (int iter = 0; iter < 60; ++iter) {
+        for (int iter = 0;; ++iter) {
             std::int64_t m = l;
             for (; m + 1 < n; ++m)
-                if (std::abs(e[m]) <= eps * (std::abs(w[m]) + std::abs(w[m + 1]))) break;
+                if (std::abs(e[m]) <= eps * tnorm) break;
             if (m == l) break;
+            if (iter == 100)  // not seen since the split is on the norm (30 per eigenvalue: LAPACK)
+                throw std::runtime_error("symmetric eigen-decomposition: the QL iterations did "
+                                         "not converge");
             double g = (w[l + 1] - w[l]) / (2.0 * e[l]);
             double r = std::hypot(g, 1.0);
             g = w[m] - w[l] + e[l] / (g + (g >= 0.0 ? r : -r));
@@ -638,8 +664,10 @@ inline void symmetric_eigen(std::vector<double> A, std::int64_t n, std::vector<d
             e[m] = 0.0;
         }
     }
-    for (std::int64_t k = 0; k < n; ++k)
+    for (std::int64_t k = 0; k < n; ++k) {
+        w[k] = std::ldexp(w[k], scale);
         for (std::int64_t i = 0; i < n; ++i) V[i * n + k] = Y[k * n + i];
+    }
 }
 
 }  // namespace metacore::linalg
