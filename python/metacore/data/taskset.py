@@ -32,11 +32,6 @@ __all__ = ["TaskSet"]
 
 
 # --- validation helpers (private: the shared ones live in _validation) --------------------------------
-def _owned(arr, source):
-    """``arr`` if it is memory nobody else holds, else a private copy (:func:`_validation.owned`)."""
-    return _validation.owned(arr, source)
-
-
 def _int_array(name, value, ndim=1):
     """An array-like of integers as int64 (bools and floats refused)."""
     arr = _validation.as_array(name, value)
@@ -141,11 +136,6 @@ def _check_names(names, n_tasks):
     return items
 
 
-def _frozen(arr):
-    """A read-only view of a read-only array (:func:`_validation.frozen`)."""
-    return _validation.frozen(arr)
-
-
 # --- the task set ---------------------------------------------------------------------------------
 class TaskSet:
     """``T`` tasks packed into contiguous read-only buffers.
@@ -181,7 +171,8 @@ class TaskSet:
         X_c, y_c = _check_xy(X, y, dtype)
         offsets = _check_offsets(offsets, X_c.shape[0])
         sizes = np.diff(offsets)
-        self._set(_owned(X_c, X), _owned(y_c, y), offsets, _check_support(n_support, sizes),
+        self._set(_validation.owned(X_c, X), _validation.owned(y_c, y), offsets,
+                  _check_support(n_support, sizes),
                   _check_task_ids(task_ids, sizes.shape[0]), _check_names(names, sizes.shape[0]))
 
     @classmethod
@@ -194,13 +185,13 @@ class TaskSet:
 
     def _set(self, X, y, offsets, n_support, task_ids, names=None):
         self._names = None if names is None else tuple(str(n) for n in names)
-        self._X = _frozen(X)
-        self._y = _frozen(y)
-        self._offsets = _frozen(offsets)
-        self._n_support = _frozen(n_support)
-        self._task_ids = _frozen(task_ids)
-        self._sizes = _frozen(np.diff(offsets))
-        self._n_query = _frozen(self._sizes - n_support)
+        self._X = _validation.frozen(X)
+        self._y = _validation.frozen(y)
+        self._offsets = _validation.frozen(offsets)
+        self._n_support = _validation.frozen(n_support)
+        self._task_ids = _validation.frozen(task_ids)
+        self._sizes = _validation.frozen(np.diff(offsets))
+        self._n_query = _validation.frozen(self._sizes - n_support)
         self._astype_cache = {}
 
     # --- constructors ----------------------------------------------------------------------------
