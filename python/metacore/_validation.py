@@ -236,8 +236,8 @@ def float_array(name, value, ndim=None, dtype=None, finite=True):
     ``dtype`` None keeps float32/float64 input and turns anything else into float64.
     ``ndim`` is an int or a tuple of allowed ranks.
     """
-    if (type(value) is np.ndarray and value.dtype in _FAST_DTYPES and value.flags.c_contiguous
-            and value.flags.aligned
+    if (type(value) is np.ndarray and value.dtype in _FAST_DTYPES
+            and (f := value.flags).c_contiguous and f.aligned
             and (ndim is None or value.ndim == ndim
                  or (not isinstance(ndim, int) and value.ndim in ndim))
             and (dtype is None or value.dtype == dtype)):
@@ -419,18 +419,18 @@ def renamed_text(text, names, strict=()):
     the CLI's config errors. The arguments of a repr quoted in the message (``linear(steps=3)``,
     ``Adam(lr=0.001)``) are the object's own and stay as they are."""
     import re
-    kept = _repr_spans(text)
-    for name, new in names.items():
-        tail = r"(?=\s*=|\s+must\b)" if name in strict else r"(?![\w.])"
-        pattern = re.compile(rf"(?<![\w.]){re.escape(name)}{tail}")
-        pieces, at = [], 0
-        for start, end in kept + [(len(text), len(text))]:
-            pieces.append(pattern.sub(new.replace("\\", r"\\"), text[at:start]))
-            pieces.append(text[start:end])
-            at = end
-        text = "".join(pieces)
-        kept = _repr_spans(text)
-    return text
+
+    def rename(piece):
+        for name, new in names.items():
+            tail = r"(?=\s*=|\s+must\b)" if name in strict else r"(?![\w.])"
+            piece = re.sub(rf"(?<![\w.]){re.escape(name)}{tail}", new.replace("\\", r"\\"),
+                           piece)
+        return piece
+    pieces, at = [], 0
+    for start, end in _repr_spans(text) + [(len(text), len(text))]:
+        pieces += [rename(text[at:start]), text[start:end]]
+        at = end
+    return "".join(pieces)
 
 
 def _repr_spans(text):

@@ -35,23 +35,23 @@ def _model(model):
 
 
 def _theta(model, theta):
-    if (type(theta) is np.ndarray and theta.dtype in _FLOATS and theta.flags.c_contiguous
-            and theta.flags.aligned):
+    if (type(theta) is np.ndarray and theta.dtype in _FLOATS
+            and (f := theta.flags).c_contiguous and f.aligned):
         return theta  # shape and finiteness are checked in the core binding
     return _validation.theta("theta", theta, model.n_params)
 
 
 def _rows(name, X, dtype):
     """X as a C-contiguous 2-D array of θ's dtype; a copy only when the input is not one."""
-    if (type(X) is np.ndarray and X.dtype == dtype and X.flags.c_contiguous and X.ndim == 2
-            and X.flags.aligned):
+    if (type(X) is np.ndarray and X.dtype == dtype and X.ndim == 2
+            and (f := X.flags).c_contiguous and f.aligned):
         return X
     return _validation.float_array(name, X, ndim=2, dtype=dtype)
 
 
 def _targets(name, y, dtype):
-    if (type(y) is np.ndarray and y.dtype == dtype and y.flags.c_contiguous
-            and y.flags.aligned):
+    if (type(y) is np.ndarray and y.dtype == dtype and (f := y.flags).c_contiguous
+            and f.aligned):
         return y
     return _validation.float_array(name, y, ndim=(1, 2), dtype=dtype)
 

@@ -237,7 +237,7 @@ class Learner:
     def _evaluate(self, theta, batch, step=0):
         from . import _core
         if (type(theta) is np.ndarray and theta.dtype in _FLOAT_DTYPES and theta.ndim == 1
-                and theta.flags.c_contiguous and theta.flags.aligned
+                and (f := theta.flags).c_contiguous and f.aligned
                 and theta.shape[0] == self.n_params
                 and type(self).check_params is Learner.check_params):
             params = theta  # the meta-step's common call; finiteness is checked by the core
