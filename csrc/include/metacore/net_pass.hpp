@@ -456,8 +456,7 @@ class NetPass {
             }
     }
 
-    // The logistic head over a whole block in one vectorised loop: softplus(z) − y z and
-    // σ(z) − y from one e = exp(−|z|) per row (same formulas as loss_value_grad). One output
+    // The logistic head over a whole block in one vectorised loop (logistic_row). One output
     // and one label column, so Z, y and δ are contiguous.
     METACORE_INLINE static double logistic_block(const T* __restrict Z, const T* __restrict y,
                                                  std::int64_t b, T scale, T* __restrict D) {
@@ -465,40 +464,18 @@ class NetPass {
         const double c = static_cast<double>(scale);
 #pragma omp simd reduction(+ : sum)
         for (std::int64_t r = 0; r < b; ++r) {
-            const double m = Z[r], label = y[r];
-            const double e = exp_nonpositive(-std::fabs(m));
-            const double sigma = (m >= 0.0 ? 1.0 : e) / (1.0 + e);
-            D[r] = static_cast<T>(c * (sigma - label));
-            sum += (m > 0.0 ? m : 0.0) - label * m + log1p_unit(e);
+            double dz;
+            sum += logistic_row(Z[r], y[r], &dz);
+            D[r] = static_cast<T>(c * dz);
         }
         return sum;
     }
 
-    // The cross-entropy head row by row: e_j = exp(z_j − max z) vectorised over the classes, one
-    // log per row; δ = scale · (softmax(z) − onehot(y)).
+    // The cross-entropy head row by row (softmax_row).
     METACORE_INLINE static double softmax_block(const T* Z, const T* y, std::int64_t b,
                                                 std::int64_t k, T scale, T* D) {
         double loss = 0.0;
-        for (std::int64_t r = 0; r < b; ++r) {
-            const T* z = Z + r * k;
-            T* d = D + r * k;
-            double zmax = z[0];
-            for (std::int64_t j = 1; j < k; ++j) zmax = z[j] > zmax ? z[j] : zmax;
-            double sum = 0.0;
-#pragma omp simd reduction(+ : sum)
-            for (std::int64_t j = 0; j < k; ++j) {
-                const double e = exp_nonpositive(static_cast<double>(z[j]) - zmax);
-                d[j] = static_cast<T>(e);
-                sum += e;
-            }
-            const std::int64_t c = class_label(y[r], k);
-            // (max − z_c) first: at |z| ~ 1e16, max + log Σ would round log Σ away.
-            loss += (zmax - static_cast<double>(z[c])) + std::log(sum);
-            const double inv = static_cast<double>(scale) / sum;
-#pragma omp simd
-            for (std::int64_t j = 0; j < k; ++j) d[j] = static_cast<T>(d[j] * inv);
-            d[c] -= scale;
-        }
+        for (std::int64_t r = 0; r < b; ++r) loss += softmax_row(Z + r * k, y[r], k, scale, D + r * k);
         return loss;
     }
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "metacore/format.hpp"
+#include "metacore/losses.hpp"
 #include "metacore/net.hpp"
 #include "metacore/net_pass.hpp"
 #include "metacore/tasks.hpp"
@@ -130,15 +131,13 @@ double prototype_loss_grad(const T* protos, std::int64_t N, std::int64_t D, cons
         const T* e = E + r * D;
         neg_sq_distances(e, protos, N, D, z.data());
         const std::int64_t label = static_cast<std::int64_t>(y[r * stride]);
-        const double zmax = *std::max_element(z.begin(), z.end());
-        double sum = 0.0;
-        for (std::int64_t k = 0; k < N; ++k) sum += std::exp(z[k] - zmax);
-        loss += (zmax - z[label]) + std::log(sum);  // ≥ 0: zmax + log Σ first would round log Σ away
+        const SoftmaxRow row = softmax_row_sum(z.data(), N);
+        loss += softmax_nll(z[label], row);
         if (!dE) continue;
         T* de = dE + r * D;
         std::fill(de, de + D, T(0));
         for (std::int64_t k = 0; k < N; ++k) {
-            const double p = std::exp(z[k] - zmax) / sum - (k == label ? 1.0 : 0.0);
+            const double p = softmax_p(z[k], row) - (k == label ? 1.0 : 0.0);
             const T g = static_cast<T>(2.0 * static_cast<double>(scale) * p);
             const T* c = protos + k * D;
             T* dc = d_protos + k * D;

@@ -82,10 +82,7 @@ double ridge_episode(RidgeScratch<T>& s, const E* Es, std::int64_t ns, const E* 
             const auto label = static_cast<std::int64_t>(ys[i * ystride]);
             for (std::int64_t k = 0; k < N; ++k)
                 z[k] = scale * ((k == label ? 1.0 : 0.0) - lam * A[i * N + k]);
-            const double zmax = *std::max_element(z.begin(), z.begin() + N);
-            double sum = 0.0;
-            for (std::int64_t k = 0; k < N; ++k) sum += std::exp(z[k] - zmax);
-            total += (zmax - z[label]) + std::log(sum);
+            total += softmax_nll(z[label], softmax_row_sum(z.data(), N));
         }
         *support_loss = total / static_cast<double>(ns);
     }
@@ -112,15 +109,13 @@ double ridge_episode(RidgeScratch<T>& s, const E* Es, std::int64_t ns, const E* 
         const auto label = static_cast<std::int64_t>(yq[q * ystride]);
         // The logits z = s·M stored once: recomputed inside exp(z − max), a contracted
         // multiply-add would not cancel the largest term exactly, and at large s every term
-        // would underflow (log 0). (max − z_y) first: max + log Σ would round log Σ away.
+        // would underflow (log 0).
         double* z = s.G.data() + q * N;
         for (std::int64_t k = 0; k < N; ++k) z[k] = scale * m[k];
-        const double zmax = *std::max_element(z, z + N);
-        double sum = 0.0;
-        for (std::int64_t k = 0; k < N; ++k) sum += std::exp(z[k] - zmax);
-        loss += (zmax - z[label]) + std::log(sum);
+        const SoftmaxRow row = softmax_row_sum(z, N);
+        loss += softmax_nll(z[label], row);
         for (std::int64_t k = 0; k < N; ++k)
-            z[k] = weight * (std::exp(z[k] - zmax) / sum - (k == label ? 1.0 : 0.0)) /
+            z[k] = weight * (softmax_p(z[k], row) - (k == label ? 1.0 : 0.0)) /
                    static_cast<double>(nq);
     }
     loss /= static_cast<double>(nq);

@@ -51,9 +51,8 @@ METACORE_INLINE void lane_sums(const typename VecN<T, Bytes>::type* acc, T bias,
 }
 
 // R rows of the one-layer logistic model in one pass over their features: z_r = b + w·x_r with
-// one vector accumulator per row (summed across lanes at the end, in lane order), the loss
-// softplus(z) − y z and δ_r = scale (σ(z_r) − y_r) from one exp per row (same formulas as the
-// general head), then gW += Σ_r δ_r x_r and gb += Σ_r δ_r while the rows are still in L1.
+// one vector accumulator per row (summed across lanes at the end, in lane order), the loss and
+// δ_r = scale (σ(z_r) − y_r) from logistic_row, then gW += Σ_r δ_r x_r and gb += Σ_r δ_r while the rows are still in L1.
 // ahead (or null): R rows to prefetch, a line of each per step of the dot products — a separate
 // prefetch loop cost more instructions than the rows' arithmetic when X is already in cache.
 template <class T, int Bytes, int R>
@@ -81,11 +80,9 @@ METACORE_INLINE double logistic_rows(const T* __restrict w, T bias, const T* __r
     const double c = static_cast<double>(scale);
 #pragma omp simd
     for (int r = 0; r < R; ++r) {
-        const double m = z[r], label = y[r];
-        const double e = exp_nonpositive(-(m < 0.0 ? -m : m));
-        const double sigma = (m >= 0.0 ? 1.0 : e) / (1.0 + e);
-        delta[r] = static_cast<T>(c * (sigma - label));
-        row_loss[r] = (m > 0.0 ? m : 0.0) - label * m + log1p_unit(e);
+        double dz;
+        row_loss[r] = logistic_row(z[r], y[r], &dz);
+        delta[r] = static_cast<T>(c * dz);
     }
     double loss = 0.0;
     for (int r = 0; r < R; ++r) loss += row_loss[r];

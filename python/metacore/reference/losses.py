@@ -30,10 +30,12 @@ def sigmoid(x):
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def logsumexp(z):
-    """log Σ_j exp(z_j) over the last axis, shifted by the row maximum to avoid overflow."""
+def shifted(z):
+    """z − max z over the last axis, with 0 where z is the maximum: an overflowed logit
+    z_j = max z = +inf then counts exp(0) = 1 (its limit) instead of inf − inf = NaN."""
     m = np.max(z, axis=-1, keepdims=True)
-    return m[..., 0] + np.log(np.sum(np.exp(z - m), axis=-1))
+    with np.errstate(invalid="ignore"):
+        return np.where(z == m, 0.0, z - m)
 
 
 def softmax(z):
@@ -42,16 +44,16 @@ def softmax(z):
     Not exp(z − logsumexp(z)): logsumexp carries the rounding of max z, so at |z| ~ 1e16 the
     shift max + log Σ rounds back to max and every p_j would be 1.
     """
-    e = np.exp(z - np.max(z, axis=-1, keepdims=True))
+    e = np.exp(shifted(z))
     return e / np.sum(e, axis=-1, keepdims=True)
 
 
 def cross_entropy(z, labels):
     """(max z − z_y) + log Σ_j exp(z_j − max z) for each row: never max + log Σ − z_y, whose
     first sum rounds log Σ away at huge logits (ln 2 becomes 0 for z = [1e16, 1e16])."""
-    m = np.max(z, axis=-1)
-    z_y = z[np.arange(z.shape[0]), labels.astype(np.int64)]
-    return (m - z_y) + np.log(np.sum(np.exp(z - m[..., None]), axis=-1))
+    d = shifted(z)
+    d_y = d[np.arange(z.shape[0]), labels.astype(np.int64)]
+    return -d_y + np.log(np.sum(np.exp(d), axis=-1))
 
 
 def outputs_2d(model, outputs):
