@@ -29,9 +29,13 @@ def rows(rng, n, dtype):
     return np.column_stack([a, a, c]).astype(dtype)
 
 
-def taskset(rng, X, y, n_tasks):
-    cuts = np.sort(rng.choice(np.arange(1, X.shape[0]), size=n_tasks - 1, replace=False))
-    return mc.TaskSet(X, y.astype(X.dtype), np.concatenate([[0], cuts, [X.shape[0]]]))
+def generated(seed, dtype, n_classes):
+    """(X, y, TaskSet): 8–89 generated rows with labels in 0..n_classes−1, cut into 1–5 tasks."""
+    rng = np.random.default_rng(seed)
+    X = rows(rng, int(rng.integers(8, 90)), dtype)
+    y = rng.integers(0, n_classes, size=X.shape[0]).astype(np.float64)
+    cuts = np.sort(rng.choice(np.arange(1, X.shape[0]), size=int(rng.integers(0, 5)), replace=False))
+    return X, y, mc.TaskSet(X, y.astype(dtype), np.concatenate([[0], cuts, [X.shape[0]]]))
 
 
 def logistic_limit(z, y):
@@ -81,11 +85,8 @@ def check(model, ts, theta, expected_rows):
 def test_logistic_regression_at_infinite_logits(dtype, seed):
     """The one-layer logistic model (the fused logistic-regression kernel): z = big·a + big·a + c.
     Its gradient (σ(z) − y)·x stays finite and equals the reference's."""
-    rng = np.random.default_rng(seed)
     dtype = np.dtype(dtype)
-    X = rows(rng, int(rng.integers(8, 90)), dtype)
-    y = rng.integers(0, 2, size=X.shape[0]).astype(np.float64)
-    ts = taskset(rng, X, y, int(rng.integers(1, 6)))
+    X, y, ts = generated(seed, dtype, 2)
     model = mc.Logistic(3)
     theta = np.array([BIG[dtype], BIG[dtype], 1.0, 0.0], dtype=dtype)
     with np.errstate(over="ignore"):   # z in the net's dtype: 2·3e38 overflows float32 only there
@@ -125,11 +126,8 @@ def hidden(X, dtype):
 @pytest.mark.parametrize("seed", range(4))
 def test_net_logistic_head_at_infinite_logits(dtype, seed):
     """An MLP with the logistic head (the block kernel of every net pass): z = h1 − h2 + h3 − 10."""
-    rng = np.random.default_rng(100 + seed)
     dtype = np.dtype(dtype)
-    X = rows(rng, int(rng.integers(8, 90)), dtype)
-    y = rng.integers(0, 2, size=X.shape[0]).astype(np.float64)
-    ts = taskset(rng, X, y, int(rng.integers(1, 6)))
+    X, y, ts = generated(100 + seed, dtype, 2)
     model = mc.MLP([3, 3, 1], loss="logistic")
     theta = np.zeros(model.n_params, dtype=dtype)
     W2, b2 = signed_hidden(model, theta, dtype)
@@ -147,11 +145,8 @@ def test_net_cross_entropy_head_at_infinite_logits(dtype, seed):
     """An MLP with the cross-entropy head over 3 classes, logits (h1 − h2 + c, h2 − h1,
     −h1 − h2 + c): one class at +inf and the others at −inf when a = ±1, all finite when a = 0.
     (No weight is 0 against an infinite unit: 0·inf is NaN in any implementation.)"""
-    rng = np.random.default_rng(200 + seed)
     dtype = np.dtype(dtype)
-    X = rows(rng, int(rng.integers(8, 90)), dtype)
-    y = rng.integers(0, 3, size=X.shape[0]).astype(np.float64)
-    ts = taskset(rng, X, y, int(rng.integers(1, 6)))
+    X, y, ts = generated(200 + seed, dtype, 3)
     model = mc.MLP([3, 3, 3], loss="cross_entropy")
     theta = np.zeros(model.n_params, dtype=dtype)
     W2, b2 = signed_hidden(model, theta, dtype)
