@@ -339,6 +339,7 @@ def test_predict_errors_cite_the_files_line(tmp_path):
         experiment.run_predict(ck, str(tmp_path / "q.csv"), str(tmp_path / "p.csv"),
                                support_path=str(s), quiet=True)
     (tmp_path / "b.csv").write_bytes(bytes(range(256)))
-    with pytest.raises(ValueError, match=r"^line 2 of \S*b\.csv is not UTF-8 text: byte 128 "):
+    with pytest.raises(ValueError,
+                       match=r"^line 2 of --input \S*b\.csv is not UTF-8 text: byte 128 "):
         experiment.run_predict(ck, str(tmp_path / "b.csv"), str(tmp_path / "p.csv"), quiet=True)
     assert not (tmp_path / "p.csv").exists()

@@ -1095,7 +1095,7 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
                          f"embedding, which classifies by the classes of labelled support rows: "
                          f"give them with --support")
     scaler = Standardizer.from_dict(info["standardize"]) if "standardize" in info else None
-    header, table = read_csv(input_path)
+    header, table = read_csv(input_path, source=f"--input {input_path}")
     X = _predict_rows(table, features, f"--input {input_path}", scaler, theta.dtype)
     n = X.shape[0]
     lines = getattr(table, "lines", np.arange(2, n + 2))    # each input row's line in the file
@@ -1115,7 +1115,7 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
         out = np.asarray(model.predict(theta, X), dtype=np.float64).reshape(n, width)
         _check_outputs(out, lines, input_path, "as trained (no --support)")
     else:
-        _, stable = read_csv(support_path)
+        _, stable = read_csv(support_path, source=f"--support {support_path}")
         Xs = _predict_rows(stable, features, f"--support {support_path}", scaler, theta.dtype)
         if t.target not in stable:
             raise ValueError(f"--support {support_path} has no target column {t.target!r} (the "

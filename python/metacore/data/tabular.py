@@ -21,6 +21,7 @@ pandas is optional: CSV files are read with the standard library's csv module.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import numbers
 import os
@@ -443,46 +444,80 @@ def from_csv(path, *, task, target, features=None, n_support=None, support=None,
                   dtype=dtype, source=os.fspath(path))
 
 
-def read_csv(path, delimiter=","):
+def read_csv(path, delimiter=",", source=None):
     """``(header, table)`` of a CSV file with a header row: the column names (stripped) and
     ``{name: [text of each row]}`` (a :class:`CsvTable`, whose ``lines`` give each row's 1-based
     line in the file; blank lines are skipped). Read as UTF-8 (a byte-order mark is dropped); an
     empty file, a file with no rows, a duplicated column name, a row with another field count,
-    text that is not UTF-8 or a malformed line is a ValueError naming the file (and the line:
-    "line N of PATH", counted from 1 as editors do)."""
+    a quoted field never closed, text that is not UTF-8 or a malformed line is a ValueError
+    naming the file (and the line: "line N of PATH", counted from 1 as editors do). ``source``:
+    how messages name the file (e.g. "--input new.csv"; default its path)."""
     path = _validation.path("path", path)
+    where = path if source is None else source
     if os.path.isdir(path):
-        raise IsADirectoryError(f"path: {path} is a folder; give the CSV file in it")
-    rows, lines = [], []
+        raise IsADirectoryError(f"{'path: ' + path if source is None else source} is a folder; "
+                                f"give the CSV file in it")
+    rows, lines, ends = [], [], []
+    record = []                                   # the text of the record being read
+
+    def text_lines(fh):
+        for line in fh:
+            record.append(line)
+            yield line
+
     with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh, delimiter=delimiter)
+        reader = csv.reader(text_lines(fh), delimiter=delimiter)
         try:
             try:
                 header = [h.strip() for h in next(reader)]
             except StopIteration:
-                raise ValueError(f"{path} is empty (a header row is needed)") from None
-            done = reader.line_num
+                raise ValueError(f"{where} is empty (a header row is needed)") from None
+            done, text = reader.line_num, ""
+            record.clear()
             for r in reader:
                 if r:                             # a record starts on the line after the last
                     rows.append(r)
                     lines.append(done + 1)
-                done = reader.line_num
+                    ends.append(reader.line_num)
+                text, done = "".join(record), reader.line_num
+                record.clear()
         except UnicodeDecodeError:
-            raise ValueError(_not_utf8(path)) from None
+            raise ValueError(_not_utf8(path, where)) from None
         except csv.Error as exc:
-            raise ValueError(f"line {reader.line_num} of {path} is not valid CSV: {exc}") from None
+            raise ValueError(f"line {reader.line_num} of {where} is not valid CSV: "
+                             f"{exc}") from None
+    if rows and _unclosed(text, delimiter):
+        # the csv module reads an unclosed quote to the end of the file as one field: the rows
+        # after it would be lost in it (or become one task id)
+        raise ValueError(f"line {lines[-1]} of {where} opens a quoted field (\") that is never "
+                         f"closed: the file ends inside it, lines {lines[-1]}-{ends[-1]}; close "
+                         f"the quote or remove it")
     if not rows:
-        raise ValueError(f"{path} has a header but no rows")
-    _check_columns(header, path)
+        raise ValueError(f"{where} has a header but no rows")
+    _check_columns(header, where)
     bad = next((i for i, r in enumerate(rows) if len(r) != len(header)), None)
     if bad is not None:
-        raise ValueError(f"line {lines[bad]} of {path} has {len(rows[bad])} fields, the header "
-                         f"{len(header)}")
+        span = (f" (its record runs over lines {lines[bad]}-{ends[bad]}: is a quote (\") on "
+                f"line {lines[bad]} not closed?)" if ends[bad] > lines[bad] else "")
+        raise ValueError(f"line {lines[bad]} of {where} has {len(rows[bad])} fields, the header "
+                         f"{len(header)}{span}")
     return header, CsvTable({h: [r[j].strip() for r in rows] for j, h in enumerate(header)},
                             np.asarray(lines, dtype=np.int64))
 
 
-def _not_utf8(path):
+def _unclosed(record, delimiter):
+    """Whether the text of a file's last record ends inside a quoted field (the csv module's
+    lenient mode reads it to the end of the file; a stray quote inside a field is literal)."""
+    if record.count('"') % 2 == 0:
+        return False
+    try:
+        list(csv.reader(io.StringIO(record), delimiter=delimiter, strict=True))
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
+def _not_utf8(path, where):
     """The message for a file that does not decode as UTF-8, with the first bad byte's line and
     offset (the decoder reads in chunks, so its own offset is not the file's: read again)."""
     with open(path, "rb") as fh:
@@ -491,10 +526,10 @@ def _not_utf8(path):
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        return (f"line {line} of {path} is not UTF-8 text: byte {exc.start} of the file, "
+        return (f"line {line} of {where} is not UTF-8 text: byte {exc.start} of the file, "
                 f"{raw[exc.start:exc.start + 1]!r}, cannot be decoded ({exc.reason}); is it a "
                 f"binary file? Save the table as a UTF-8 CSV file")
-    return f"{path} is not UTF-8 text"      # changed while being read
+    return f"{where} is not UTF-8 text"      # changed while being read
 
 
 def float_columns(table, columns, source):
