@@ -166,10 +166,10 @@ def _csv_task_sets(cfg):
     column names). Support/query as ``support`` (else ``k_support``), ``shuffle``, ``stratify``;
     ``test_fraction`` of the tasks held out; with ``standardize`` the features are scaled by the
     training tasks' rows only (every row of them, support and query)."""
-    from ..data.tabular import Standardizer, read_csv
+    from ..data.tabular import Standardizer, check_class_labels, float_columns, read_csv
     t, dtype, seed = cfg.tasks, np.dtype(cfg.dtype), cfg.seed
     try:
-        header, _ = read_csv(t.path)
+        header, table = read_csv(t.path)
         features = (list(t.features) if t.features is not None    # absent: every other column
                     else [c for c in header if c not in (t.task_column, t.target)])
         ts = _tasks.from_csv(t.path, task=t.task_column, target=t.target, features=features,
@@ -185,16 +185,17 @@ def _csv_task_sets(cfg):
     # the classes of a classifier: class codes 0..k−1 (at least 2 outputs, so that labels
     # such as 0.5 or −1 are named as labels, not as a class count)
     k = max(2, int(np.floor(ts.y.max())) + 1) if t.loss == "cross_entropy" else 1
-    try:      # the labels of column tasks.target against the head tasks.loss asks for
-        if t.loss != "mse":
-            ts.check_labels(t.loss, k)
-    except ValueError as exc:
-        raise ConfigError(f"tasks.target / tasks.loss: column {t.target!r} does not fit "
-                          f"tasks.loss = {t.loss!r}: {exc}") from None
+    if t.loss != "mse":   # the labels of tasks.target against the head tasks.loss asks for, by line
+        y = float_columns(table, [t.target], t.path)[:, 0]
+        try:
+            check_class_labels(y, t.loss, t.target, table.lines, t.path)
+        except ValueError as exc:
+            raise ConfigError(f"tasks.target / tasks.loss: {exc}") from None
     if k > ts.n_rows:     # codes that cannot all occur: not 0..k−1, e.g. raw ids
         raise ConfigError(f"tasks.target: column {t.target!r} has class label "
-                          f"{int(ts.y.max())} but {ts.n_rows} rows, so most of its "
-                          f"{k} classes never occur: write the classes as codes 0..C−1")
+                          f"{int(ts.y.max())} (line {table.lines[int(np.argmax(y))]} of {t.path}) "
+                          f"but {ts.n_rows} rows, so most of its {k} classes never occur: write "
+                          f"the classes as codes 0..C−1")
     try:
         train, test = ts.split_tasks(test_fraction=t.test_fraction, seed=seed)
     except ValueError as exc:
@@ -1120,16 +1121,11 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
         if t.target not in stable:
             raise ValueError(f"--support {support_path} has no target column {t.target!r} (the "
                              f"checkpoint's tasks.target): the support rows must be labelled")
-        from ..data.tabular import float_columns
+        from ..data.tabular import check_class_labels, float_columns
         ys = float_columns(stable, [t.target], f"--support {support_path}")[:, 0]
-        if t.loss != "mse":
-            top = np.inf if episodic else max(width, 2)   # an embedding has no class count
-            bad = (ys != np.round(ys)) | (ys < 0) | (ys >= top)
-            if bad.any():
-                i = int(np.argmax(bad))
-                raise ValueError(f"--support {support_path}: column {t.target!r}, line "
-                                 f"{stable.lines[i]} has {ys[i]}, not a class label of this model"
-                                 + ("" if episodic else f" (0..{max(width, 2) - 1})"))
+        if t.loss != "mse":   # an embedding has no class count
+            check_class_labels(ys, t.loss, t.target, stable.lines, f"--support {support_path}",
+                               n_classes=None if episodic else max(width, 2))
         _check_range(ys[:, None], None, [t.target], stable, f"--support {support_path}",
                      theta.dtype)
         ys = ys.astype(theta.dtype)

@@ -32,7 +32,7 @@ from .. import _validation
 from .taskset import TaskSet
 
 __all__ = ["from_csv", "from_dataframe", "Standardizer", "stratified_order", "read_csv",
-           "float_columns"]
+           "float_columns", "check_class_labels"]
 
 
 class Standardizer:
@@ -541,3 +541,22 @@ def float_columns(table, columns, source):
         raise ValueError(f"column {missing[0]!r} is not in {source} (columns: "
                          f"{', '.join(map(repr, table))})")
     return np.column_stack([_floats(c, _column(table, c), source) for c in columns])
+
+
+def check_class_labels(y, loss, column, lines, source, n_classes=None):
+    """ValueError naming ``column`` and "line N of SOURCE" (``lines``: each value's line in the
+    file, as :func:`read_csv` gives) for the first value of ``y`` (float, in file order) that is
+    not a class label of ``loss``: 0 or 1 for "logistic", an integer in [0, n_classes) for
+    "cross_entropy" (``n_classes`` None: any integer >= 0)."""
+    y = np.asarray(y, dtype=np.float64)
+    if loss == "logistic":
+        bad, want = (y != 0) & (y != 1), "0 or 1"
+    else:
+        top = np.inf if n_classes is None else n_classes
+        bad = (y != np.floor(y)) | (y < 0) | (y >= top)
+        want = ("an integer code 0, 1, 2, ..." if n_classes is None
+                else f"an integer code in 0..{n_classes - 1}")
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"column {column!r}: line {lines[i]} of {source} has {y[i]:g}, not a "
+                         f"class label for loss={loss!r} ({want})")
