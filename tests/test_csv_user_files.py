@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from metacore.app import config, experiment
-from metacore.data.tabular import read_csv
+from metacore.data.tabular import from_csv, read_csv
 
 from test_cli_csv import FEATURES, experiment_file, make_data, write_csv
 
@@ -112,3 +112,71 @@ def test_predict_names_the_argument_of_a_bad_file(checkpoint, flag, kind):
                                str(out), support_path=paths["--support"], quiet=True)
     assert f"{flag} {bad}" in str(err.value)
     assert not out.exists()
+
+
+# --- tasks too small for the split: named by their id as written, and their line ---------------
+def _tasks_file(path, sizes, ids):
+    lines, where = ["task,x,y"], {}
+    for tid, size in zip(ids, sizes):
+        where[tid] = len(lines) + 1
+        lines += [f"{tid},{r}.5,{r % 2}" for r in range(size)]
+    path.write_text("\n".join(lines) + "\n")
+    return where
+
+
+@SETTINGS
+@given(sizes=st.lists(st.integers(1, 6), min_size=2, max_size=8), k=st.integers(1, 7),
+       data=st.data())
+def test_a_support_count_beyond_a_task_names_the_task_by_its_id(tmp_path, sizes, k, data):
+    ids = [f"0{i}" if data.draw(st.booleans()) else f"s{i}" for i in range(len(sizes))]
+    _tasks_file(tmp_path / "d.csv", sizes, ids)
+    for kw in ({"n_support": k}, {"support": k}):
+        if k <= min(sizes):
+            from_csv(tmp_path / "d.csv", task="task", target="y", **kw)
+            continue
+        with pytest.raises(ValueError) as err:
+            from_csv(tmp_path / "d.csv", task="task", target="y", **kw)
+        small = [t for t, s in zip(ids, sizes) if s < k]
+        name = next(iter(kw))
+        assert str(err.value).startswith(f"{name}: {k} support rows per task, but task "), err.value
+        assert any(f"task {t!r} has only" in str(err.value) for t in small), err.value
+
+
+TOML = """
+[tasks]
+family = "csv"
+path = "d.csv"
+task_column = "task"
+target = "y"
+support = 0.5
+test_fraction = {test_fraction}
+episodes = {episodes}
+[model]
+hidden = [4]
+[learner]
+kind = "{kind}"
+[train]
+steps = 1
+meta_batch = 1
+"""
+
+
+@pytest.mark.parametrize("kind, episodes", [("maml", "false"), ("maml", "true"),
+                                            ("reptile", "false"), ("multitask", "false")])
+@pytest.mark.parametrize("test_fraction", [0.2, 0.5, 0.8])
+def test_a_task_with_no_query_rows_is_named_by_its_id_and_line(tmp_path, kind, episodes,
+                                                               test_fraction):
+    """A one-row task cannot be scored: a meta-learner's training task or any held-out task is
+    refused under tasks.support with its id and first line (the core said "task 0" of the
+    training set); multitask trains on it."""
+    where = _tasks_file(tmp_path / "d.csv", [4, 1, 4, 4, 4, 4], ["07", "007", "1", "2", "3", "4"])
+    cfg = config.loads(TOML.format(kind=kind, episodes=episodes, test_fraction=test_fraction),
+                       base_dir=tmp_path)
+    try:
+        exp = experiment.build(cfg)
+    except config.ConfigError as exc:
+        msg = str(exc)
+        assert msg.startswith("tasks.support: ") and \
+            f"task '007' (line {where['007']} of {tmp_path / 'd.csv'}) has 1 row" in msg, msg
+        return
+    assert kind == "multitask" and "007" in exp.train_tasks.names

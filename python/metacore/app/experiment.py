@@ -204,6 +204,7 @@ def _csv_task_sets(cfg):
                               f"{t.task_column!r}); holding out tasks.test_fraction of them needs "
                               f"at least 2") from None
         raise ConfigError(f"tasks.test_fraction: {exc}") from None
+    _check_query_rows(cfg, table, ("held-out", test), ("training", train))
     scaler = None
     if t.standardize:
         scaler = Standardizer().fit(train.X)
@@ -215,6 +216,26 @@ def _csv_task_sets(cfg):
     else:
         train, test = train.astype(dtype), test.astype(dtype)
     return train, test, ts.n_features, k, t.loss, scaler, features
+
+
+def _check_query_rows(cfg, table, *parts):
+    """ConfigError naming the task (its id and first line in the file) when a task that must be
+    scored has no query rows: the held-out tasks always, the training tasks of a meta-learner
+    (the core named it "task 0" of the training set, after the split)."""
+    t = cfg.tasks
+    for what, part in parts:
+        if what == "training" and cfg.learner.kind == "multitask":
+            continue
+        empty = np.flatnonzero(part.task_sizes - part.n_support <= 0)
+        if empty.size:
+            i = int(empty[0])
+            name, size = part.names[i], int(part.task_sizes[i])
+            line = table.lines[table[t.task_column].index(name)]
+            key = "tasks.support" if t.support is not None else "tasks.k_support"
+            raise ConfigError(f"{key}: {what} task {name!r} (line {line} of {t.path}) has "
+                              f"{size} row{'' if size == 1 else 's'}, all of them support rows, "
+                              f"so none is left to score the adaptation on: give every task "
+                              f"more rows than its support rows, or drop the task")
 
 
 def episode_sampler(exp):

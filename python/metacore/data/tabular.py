@@ -336,9 +336,13 @@ def _build(columns, get, *, task, target, features, n_support, support, shuffle,
             part = stratified_order(rng, y[rows]) if stratify else rng.permutation(rows.shape[0])
             order = np.concatenate([order, rows[part]])
     X, y, key, names = X[order], y[order], key[order], names[order]
-    if support is not None:
-        sizes = np.unique(key, return_counts=True)[1]
-        n_support = _support_counts(support, sizes)
+    if support is not None or (isinstance(n_support, numbers.Integral)
+                               and not isinstance(n_support, (bool, np.bool_))):
+        # one count for every task: checked here, so that a task too small is named by its id
+        _, first, sizes = np.unique(key, return_index=True, return_counts=True)
+        n_support = _support_counts("support" if support is not None else "n_support",
+                                    n_support if support is None else support, sizes,
+                                    names[first])
     ts = TaskSet.from_groups(X, y, key, n_support=n_support, dtype=dtype)
     first = np.unique(key, return_index=True)[1]
     out = TaskSet.from_checked(ts.X, ts.y, ts.offsets, ts.n_support, ts.task_ids,
@@ -369,15 +373,18 @@ def _check_range(X, raw, y, features, targets, get, source, dtype):
                              f"the dtype requested: rescale the column, or use float64")
 
 
-def _support_counts(support, sizes):
+def _support_counts(name, support, sizes, names):
     """Support rows per task: a fraction in (0, 1) of every task's rows (rounded, at least 1 and
-    at most n − 1 when the task has 2 rows or more) or a count (at most every task's size)."""
+    at most n − 1 when the task has 2 rows or more) or a count (at most every task's size; a
+    task too small is named by its id, ``names``)."""
     if isinstance(support, (bool, np.bool_)):
         raise TypeError(f"support must be a fraction in (0, 1) or a row count, got {support!r}")
     if isinstance(support, numbers.Integral):
-        n = _validation.integer("support", support, minimum=0)
+        n = _validation.integer(name, support, minimum=0)
         if n > sizes.min():
-            raise ValueError(f"support={n} rows, but a task has only {int(sizes.min())} rows")
+            i = int(np.argmin(sizes))
+            raise ValueError(f"{name}: {n} support rows per task, but task {str(names[i])!r} has "
+                             f"only {int(sizes[i])} row{'' if sizes[i] == 1 else 's'}")
         return np.full(sizes.shape, n, dtype=np.int64)
     f = _validation.real("support", support)
     if not 0.0 < f < 1.0:
