@@ -180,3 +180,26 @@ def test_a_task_with_no_query_rows_is_named_by_its_id_and_line(tmp_path, kind, e
             f"task '007' (line {where['007']} of {tmp_path / 'd.csv'}) has 1 row" in msg, msg
         return
     assert kind == "multitask" and "007" in exp.train_tasks.names
+
+
+@pytest.mark.parametrize("steps", [0, 1, 5])
+def test_predict_refuses_steps_without_support_rows(checkpoint, steps):
+    """--steps without --support was ignored: θ as trained predicted the rows."""
+    out = checkpoint / "p.csv"
+    with pytest.raises(ValueError, match=f"^--steps {steps}: .*give --support"):
+        experiment.run_predict(str(checkpoint / "out" / "checkpoint.npz"),
+                               str(checkpoint / "ok.csv"), str(out), steps=steps, quiet=True)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("folder", ["runs", "my runs", "it's here", "a\"b $x", "ü ñ/é"])
+def test_the_resume_command_in_messages_reads_back_as_one_argument_per_path(tmp_path, folder):
+    import shlex
+    out = str(tmp_path / folder)
+    words = shlex.split(experiment.resume_command(out))
+    assert words == ["metacore", "train", f"{out}/config.toml", "--resume", "--output", out]
+    stored = config.loads('[tasks]\nfamily = "sinusoid"\n')
+    with pytest.raises(config.ConfigError) as err:
+        experiment._check_same_run(stored.to_dict(), config.loads(
+            '[tasks]\nfamily = "sinusoid"\nk_support = 7\n'), out)
+    assert experiment.resume_command(out) in str(err.value)

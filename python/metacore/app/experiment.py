@@ -725,9 +725,16 @@ def _check_same_run(stored, cfg, out):
         shown = "; ".join(f"{k} = {then.get(k)!r} in the run, {now.get(k)!r} now"
                           for k in differ[:4]) + ("; …" if len(differ) > 4 else "")
         raise ConfigError(f"--resume: this config differs from the one {out} was trained with "
-                          f"({shown}). Resume with the run's own file, metacore train "
-                          f"{os.path.join(out, 'config.toml')} --resume --output {out} (only "
-                          f"train.steps, --threads and --output may change)")
+                          f"({shown}). Resume with the run's own file, {resume_command(out)} "
+                          f"(only train.steps, --threads and --output may change)")
+
+
+def resume_command(out):
+    """The command that continues the run in folder ``out``, quoted for a POSIX shell (a folder
+    named "my runs" gave a command that, pasted, trained a file "my")."""
+    import shlex
+    return shlex.join(["metacore", "train", os.path.join(out, "config.toml"), "--resume",
+                       "--output", out])
 
 
 def load_run_checkpoint(path, exp: Experiment):
@@ -957,9 +964,8 @@ def run_train(cfg: Config, quiet=False, resume=False):
             files.finish()
     except KeyboardInterrupt as exc:
         step = getattr(getattr(exc, "result", None), "step", None)
-        again = os.path.join(out, "config.toml")
         print(f"metacore: interrupted{f' after step {step}' if step is not None else ''}; "
-              f"continue with: metacore train {again} --resume --output {out}", file=sys.stderr)
+              f"continue with: {resume_command(out)}", file=sys.stderr)
         exc.reported = True      # the command line's handler then says nothing more
         raise
     train_time = time.perf_counter() - t0
@@ -1116,6 +1122,11 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
         raise ValueError(f"checkpoint {checkpoint} holds a {LEARNER_NAMES[cfg.learner.kind]} "
                          f"embedding, which classifies by the classes of labelled support rows: "
                          f"give them with --support")
+    if steps is not None and support_path is None:
+        # it was ignored: the rows were predicted by θ as trained, whatever --steps said
+        raise ValueError(f"--steps {steps}: adaptation steps are taken on the --support rows; "
+                         f"without --support θ predicts as trained: give --support, or leave "
+                         f"--steps out")
     scaler = Standardizer.from_dict(info["standardize"]) if "standardize" in info else None
     header, table = read_csv(input_path, source=f"--input {input_path}")
     X = _predict_rows(table, features, f"--input {input_path}", scaler, theta.dtype)
