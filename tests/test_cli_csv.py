@@ -334,11 +334,12 @@ def test_predict_errors_cite_the_files_line(tmp_path):
     write_csv(tmp_path / "q.csv", [["a", 1.0, 2.0, 3.0]], ["shop", *FEATURES])
     s = tmp_path / "s.csv"
     s.write_text("shop,size,price,promo,sales\na,1,2,3,0\n\na,1,2,3,7\n")   # label 7 on line 4
-    with pytest.raises(ValueError, match=f"--support {s}: column 'sales', line 4 has 7.0, not a "
+    with pytest.raises(ValueError, match=f"column 'sales': line 4 of --support {s} has 7, not a "
                                          f"class label"):
         experiment.run_predict(ck, str(tmp_path / "q.csv"), str(tmp_path / "p.csv"),
                                support_path=str(s), quiet=True)
     (tmp_path / "b.csv").write_bytes(bytes(range(256)))
-    with pytest.raises(ValueError, match=r"^line 2 of \S*b\.csv is not UTF-8 text: byte 128 "):
+    with pytest.raises(ValueError,
+                       match=r"^line 2 of --input \S*b\.csv is not UTF-8 text: byte 128 "):
         experiment.run_predict(ck, str(tmp_path / "b.csv"), str(tmp_path / "p.csv"), quiet=True)
     assert not (tmp_path / "p.csv").exists()

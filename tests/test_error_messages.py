@@ -50,13 +50,16 @@ def test_labels_that_do_not_fit_the_loss_name_target_and_loss(tmp_path, loss, da
     bad = data.draw(st.sampled_from([2, 7, -1, 0.5]) if loss == "logistic"
                     else st.sampled_from([-1, 0.5, -3, 2.25]))
     labels = data.draw(st.lists(st.sampled_from([0, 1]), min_size=12, max_size=12))
-    labels[data.draw(st.integers(0, 11))] = bad
-    _csv(str(tmp_path), labels)
+    at = data.draw(st.integers(0, 11))
+    labels[at] = bad
+    path = _csv(str(tmp_path), labels)
     with pytest.raises(C.ConfigError) as err:
-        _build(str(tmp_path), loss=loss, k_support=2, k_query=2)
+        _build(str(tmp_path), loss=loss, k_support=2, k_query=2, shuffle=data.draw(st.booleans()))
     msg = str(err.value)
     assert msg.startswith("tasks.target / tasks.loss") and repr(loss) in msg, msg
     assert "tasks.path" not in msg
+    # the file's line (the header is line 1), not a row of a task after shuffling
+    assert f"line {at + 2} of {path} has {bad:g}" in msg, msg
 
 
 @SETTINGS

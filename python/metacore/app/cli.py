@@ -175,7 +175,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=_path, required=True, help="CSV file to write: the input's columns "
                                                    "and prediction (written atomically)")
     p.add_argument("--steps", type=int, default=None,
-                   help="adaptation steps (default: the learner's inner_steps)")
+                   help="adaptation steps on the --support rows (default: the learner's "
+                        "inner_steps)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(run=predict)

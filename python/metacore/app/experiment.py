@@ -166,10 +166,10 @@ def _csv_task_sets(cfg):
     column names). Support/query as ``support`` (else ``k_support``), ``shuffle``, ``stratify``;
     ``test_fraction`` of the tasks held out; with ``standardize`` the features are scaled by the
     training tasks' rows only (every row of them, support and query)."""
-    from ..data.tabular import Standardizer, read_csv
+    from ..data.tabular import Standardizer, check_class_labels, float_columns, read_csv
     t, dtype, seed = cfg.tasks, np.dtype(cfg.dtype), cfg.seed
     try:
-        header, _ = read_csv(t.path)
+        header, table = read_csv(t.path)
         features = (list(t.features) if t.features is not None    # absent: every other column
                     else [c for c in header if c not in (t.task_column, t.target)])
         ts = _tasks.from_csv(t.path, task=t.task_column, target=t.target, features=features,
@@ -185,16 +185,17 @@ def _csv_task_sets(cfg):
     # the classes of a classifier: class codes 0..k−1 (at least 2 outputs, so that labels
     # such as 0.5 or −1 are named as labels, not as a class count)
     k = max(2, int(np.floor(ts.y.max())) + 1) if t.loss == "cross_entropy" else 1
-    try:      # the labels of column tasks.target against the head tasks.loss asks for
-        if t.loss != "mse":
-            ts.check_labels(t.loss, k)
-    except ValueError as exc:
-        raise ConfigError(f"tasks.target / tasks.loss: column {t.target!r} does not fit "
-                          f"tasks.loss = {t.loss!r}: {exc}") from None
+    if t.loss != "mse":   # the labels of tasks.target against the head tasks.loss asks for, by line
+        y = float_columns(table, [t.target], t.path)[:, 0]
+        try:
+            check_class_labels(y, t.loss, t.target, table.lines, t.path)
+        except ValueError as exc:
+            raise ConfigError(f"tasks.target / tasks.loss: {exc}") from None
     if k > ts.n_rows:     # codes that cannot all occur: not 0..k−1, e.g. raw ids
         raise ConfigError(f"tasks.target: column {t.target!r} has class label "
-                          f"{int(ts.y.max())} but {ts.n_rows} rows, so most of its "
-                          f"{k} classes never occur: write the classes as codes 0..C−1")
+                          f"{int(ts.y.max())} (line {table.lines[int(np.argmax(y))]} of {t.path}) "
+                          f"but {ts.n_rows} rows, so most of its {k} classes never occur: write "
+                          f"the classes as codes 0..C−1")
     try:
         train, test = ts.split_tasks(test_fraction=t.test_fraction, seed=seed)
     except ValueError as exc:
@@ -203,6 +204,7 @@ def _csv_task_sets(cfg):
                               f"{t.task_column!r}); holding out tasks.test_fraction of them needs "
                               f"at least 2") from None
         raise ConfigError(f"tasks.test_fraction: {exc}") from None
+    _check_query_rows(cfg, table, ("held-out", test), ("training", train))
     scaler = None
     if t.standardize:
         scaler = Standardizer().fit(train.X)
@@ -214,6 +216,26 @@ def _csv_task_sets(cfg):
     else:
         train, test = train.astype(dtype), test.astype(dtype)
     return train, test, ts.n_features, k, t.loss, scaler, features
+
+
+def _check_query_rows(cfg, table, *parts):
+    """ConfigError naming the task (its id and first line in the file) when a task that must be
+    scored has no query rows: the held-out tasks always, the training tasks of a meta-learner
+    (the core named it "task 0" of the training set, after the split)."""
+    t = cfg.tasks
+    for what, part in parts:
+        if what == "training" and cfg.learner.kind == "multitask":
+            continue
+        empty = np.flatnonzero(part.task_sizes - part.n_support <= 0)
+        if empty.size:
+            i = int(empty[0])
+            name, size = part.names[i], int(part.task_sizes[i])
+            line = table.lines[table[t.task_column].index(name)]
+            key = "tasks.support" if t.support is not None else "tasks.k_support"
+            raise ConfigError(f"{key}: {what} task {name!r} (line {line} of {t.path}) has "
+                              f"{size} row{'' if size == 1 else 's'}, all of them support rows, "
+                              f"so none is left to score the adaptation on: give every task "
+                              f"more rows than its support rows, or drop the task")
 
 
 def episode_sampler(exp):
@@ -703,9 +725,16 @@ def _check_same_run(stored, cfg, out):
         shown = "; ".join(f"{k} = {then.get(k)!r} in the run, {now.get(k)!r} now"
                           for k in differ[:4]) + ("; …" if len(differ) > 4 else "")
         raise ConfigError(f"--resume: this config differs from the one {out} was trained with "
-                          f"({shown}). Resume with the run's own file, metacore train "
-                          f"{os.path.join(out, 'config.toml')} --resume --output {out} (only "
-                          f"train.steps, --threads and --output may change)")
+                          f"({shown}). Resume with the run's own file, {resume_command(out)} "
+                          f"(only train.steps, --threads and --output may change)")
+
+
+def resume_command(out):
+    """The command that continues the run in folder ``out``, quoted for a POSIX shell (a folder
+    named "my runs" gave a command that, pasted, trained a file "my")."""
+    import shlex
+    return shlex.join(["metacore", "train", os.path.join(out, "config.toml"), "--resume",
+                       "--output", out])
 
 
 def load_run_checkpoint(path, exp: Experiment):
@@ -935,9 +964,8 @@ def run_train(cfg: Config, quiet=False, resume=False):
             files.finish()
     except KeyboardInterrupt as exc:
         step = getattr(getattr(exc, "result", None), "step", None)
-        again = os.path.join(out, "config.toml")
         print(f"metacore: interrupted{f' after step {step}' if step is not None else ''}; "
-              f"continue with: metacore train {again} --resume --output {out}", file=sys.stderr)
+              f"continue with: {resume_command(out)}", file=sys.stderr)
         exc.reported = True      # the command line's handler then says nothing more
         raise
     train_time = time.perf_counter() - t0
@@ -1094,8 +1122,13 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
         raise ValueError(f"checkpoint {checkpoint} holds a {LEARNER_NAMES[cfg.learner.kind]} "
                          f"embedding, which classifies by the classes of labelled support rows: "
                          f"give them with --support")
+    if steps is not None and support_path is None:
+        # it was ignored: the rows were predicted by θ as trained, whatever --steps said
+        raise ValueError(f"--steps {steps}: adaptation steps are taken on the --support rows; "
+                         f"without --support θ predicts as trained: give --support, or leave "
+                         f"--steps out")
     scaler = Standardizer.from_dict(info["standardize"]) if "standardize" in info else None
-    header, table = read_csv(input_path)
+    header, table = read_csv(input_path, source=f"--input {input_path}")
     X = _predict_rows(table, features, f"--input {input_path}", scaler, theta.dtype)
     n = X.shape[0]
     lines = getattr(table, "lines", np.arange(2, n + 2))    # each input row's line in the file
@@ -1115,21 +1148,16 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
         out = np.asarray(model.predict(theta, X), dtype=np.float64).reshape(n, width)
         _check_outputs(out, lines, input_path, "as trained (no --support)")
     else:
-        _, stable = read_csv(support_path)
+        _, stable = read_csv(support_path, source=f"--support {support_path}")
         Xs = _predict_rows(stable, features, f"--support {support_path}", scaler, theta.dtype)
         if t.target not in stable:
             raise ValueError(f"--support {support_path} has no target column {t.target!r} (the "
                              f"checkpoint's tasks.target): the support rows must be labelled")
-        from ..data.tabular import float_columns
+        from ..data.tabular import check_class_labels, float_columns
         ys = float_columns(stable, [t.target], f"--support {support_path}")[:, 0]
-        if t.loss != "mse":
-            top = np.inf if episodic else max(width, 2)   # an embedding has no class count
-            bad = (ys != np.round(ys)) | (ys < 0) | (ys >= top)
-            if bad.any():
-                i = int(np.argmax(bad))
-                raise ValueError(f"--support {support_path}: column {t.target!r}, line "
-                                 f"{stable.lines[i]} has {ys[i]}, not a class label of this model"
-                                 + ("" if episodic else f" (0..{max(width, 2) - 1})"))
+        if t.loss != "mse":   # an embedding has no class count
+            check_class_labels(ys, t.loss, t.target, stable.lines, f"--support {support_path}",
+                               n_classes=None if episodic else max(width, 2))
         _check_range(ys[:, None], None, [t.target], stable, f"--support {support_path}",
                      theta.dtype)
         ys = ys.astype(theta.dtype)

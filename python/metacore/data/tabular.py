@@ -21,6 +21,7 @@ pandas is optional: CSV files are read with the standard library's csv module.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import numbers
 import os
@@ -31,7 +32,7 @@ from .. import _validation
 from .taskset import TaskSet
 
 __all__ = ["from_csv", "from_dataframe", "Standardizer", "stratified_order", "read_csv",
-           "float_columns"]
+           "float_columns", "check_class_labels"]
 
 
 class Standardizer:
@@ -335,9 +336,13 @@ def _build(columns, get, *, task, target, features, n_support, support, shuffle,
             part = stratified_order(rng, y[rows]) if stratify else rng.permutation(rows.shape[0])
             order = np.concatenate([order, rows[part]])
     X, y, key, names = X[order], y[order], key[order], names[order]
-    if support is not None:
-        sizes = np.unique(key, return_counts=True)[1]
-        n_support = _support_counts(support, sizes)
+    if support is not None or (isinstance(n_support, numbers.Integral)
+                               and not isinstance(n_support, (bool, np.bool_))):
+        # one count for every task: checked here, so that a task too small is named by its id
+        _, first, sizes = np.unique(key, return_index=True, return_counts=True)
+        n_support = _support_counts("support" if support is not None else "n_support",
+                                    n_support if support is None else support, sizes,
+                                    names[first])
     ts = TaskSet.from_groups(X, y, key, n_support=n_support, dtype=dtype)
     first = np.unique(key, return_index=True)[1]
     out = TaskSet.from_checked(ts.X, ts.y, ts.offsets, ts.n_support, ts.task_ids,
@@ -368,15 +373,18 @@ def _check_range(X, raw, y, features, targets, get, source, dtype):
                              f"the dtype requested: rescale the column, or use float64")
 
 
-def _support_counts(support, sizes):
+def _support_counts(name, support, sizes, names):
     """Support rows per task: a fraction in (0, 1) of every task's rows (rounded, at least 1 and
-    at most n − 1 when the task has 2 rows or more) or a count (at most every task's size)."""
+    at most n − 1 when the task has 2 rows or more) or a count (at most every task's size; a
+    task too small is named by its id, ``names``)."""
     if isinstance(support, (bool, np.bool_)):
         raise TypeError(f"support must be a fraction in (0, 1) or a row count, got {support!r}")
     if isinstance(support, numbers.Integral):
-        n = _validation.integer("support", support, minimum=0)
+        n = _validation.integer(name, support, minimum=0)
         if n > sizes.min():
-            raise ValueError(f"support={n} rows, but a task has only {int(sizes.min())} rows")
+            i = int(np.argmin(sizes))
+            raise ValueError(f"{name}: {n} support rows per task, but task {str(names[i])!r} has "
+                             f"only {int(sizes[i])} row{'' if sizes[i] == 1 else 's'}")
         return np.full(sizes.shape, n, dtype=np.int64)
     f = _validation.real("support", support)
     if not 0.0 < f < 1.0:
@@ -443,46 +451,80 @@ def from_csv(path, *, task, target, features=None, n_support=None, support=None,
                   dtype=dtype, source=os.fspath(path))
 
 
-def read_csv(path, delimiter=","):
+def read_csv(path, delimiter=",", source=None):
     """``(header, table)`` of a CSV file with a header row: the column names (stripped) and
     ``{name: [text of each row]}`` (a :class:`CsvTable`, whose ``lines`` give each row's 1-based
     line in the file; blank lines are skipped). Read as UTF-8 (a byte-order mark is dropped); an
     empty file, a file with no rows, a duplicated column name, a row with another field count,
-    text that is not UTF-8 or a malformed line is a ValueError naming the file (and the line:
-    "line N of PATH", counted from 1 as editors do)."""
+    a quoted field never closed, text that is not UTF-8 or a malformed line is a ValueError
+    naming the file (and the line: "line N of PATH", counted from 1 as editors do). ``source``:
+    how messages name the file (e.g. "--input new.csv"; default its path)."""
     path = _validation.path("path", path)
+    where = path if source is None else source
     if os.path.isdir(path):
-        raise IsADirectoryError(f"path: {path} is a folder; give the CSV file in it")
-    rows, lines = [], []
+        raise IsADirectoryError(f"{'path: ' + path if source is None else source} is a folder; "
+                                f"give the CSV file in it")
+    rows, lines, ends = [], [], []
+    record = []                                   # the text of the record being read
+
+    def text_lines(fh):
+        for line in fh:
+            record.append(line)
+            yield line
+
     with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh, delimiter=delimiter)
+        reader = csv.reader(text_lines(fh), delimiter=delimiter)
         try:
             try:
                 header = [h.strip() for h in next(reader)]
             except StopIteration:
-                raise ValueError(f"{path} is empty (a header row is needed)") from None
-            done = reader.line_num
+                raise ValueError(f"{where} is empty (a header row is needed)") from None
+            done, text = reader.line_num, ""
+            record.clear()
             for r in reader:
                 if r:                             # a record starts on the line after the last
                     rows.append(r)
                     lines.append(done + 1)
-                done = reader.line_num
+                    ends.append(reader.line_num)
+                text, done = "".join(record), reader.line_num
+                record.clear()
         except UnicodeDecodeError:
-            raise ValueError(_not_utf8(path)) from None
+            raise ValueError(_not_utf8(path, where)) from None
         except csv.Error as exc:
-            raise ValueError(f"line {reader.line_num} of {path} is not valid CSV: {exc}") from None
+            raise ValueError(f"line {reader.line_num} of {where} is not valid CSV: "
+                             f"{exc}") from None
+    if rows and _unclosed(text, delimiter):
+        # the csv module reads an unclosed quote to the end of the file as one field: the rows
+        # after it would be lost in it (or become one task id)
+        raise ValueError(f"line {lines[-1]} of {where} opens a quoted field (\") that is never "
+                         f"closed: the file ends inside it, lines {lines[-1]}-{ends[-1]}; close "
+                         f"the quote or remove it")
     if not rows:
-        raise ValueError(f"{path} has a header but no rows")
-    _check_columns(header, path)
+        raise ValueError(f"{where} has a header but no rows")
+    _check_columns(header, where)
     bad = next((i for i, r in enumerate(rows) if len(r) != len(header)), None)
     if bad is not None:
-        raise ValueError(f"line {lines[bad]} of {path} has {len(rows[bad])} fields, the header "
-                         f"{len(header)}")
+        span = (f" (its record runs over lines {lines[bad]}-{ends[bad]}: is a quote (\") on "
+                f"line {lines[bad]} not closed?)" if ends[bad] > lines[bad] else "")
+        raise ValueError(f"line {lines[bad]} of {where} has {len(rows[bad])} fields, the header "
+                         f"{len(header)}{span}")
     return header, CsvTable({h: [r[j].strip() for r in rows] for j, h in enumerate(header)},
                             np.asarray(lines, dtype=np.int64))
 
 
-def _not_utf8(path):
+def _unclosed(record, delimiter):
+    """Whether the text of a file's last record ends inside a quoted field (the csv module's
+    lenient mode reads it to the end of the file; a stray quote inside a field is literal)."""
+    if record.count('"') % 2 == 0:
+        return False
+    try:
+        list(csv.reader(io.StringIO(record), delimiter=delimiter, strict=True))
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
+
+
+def _not_utf8(path, where):
     """The message for a file that does not decode as UTF-8, with the first bad byte's line and
     offset (the decoder reads in chunks, so its own offset is not the file's: read again)."""
     with open(path, "rb") as fh:
@@ -491,10 +533,10 @@ def _not_utf8(path):
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
-        return (f"line {line} of {path} is not UTF-8 text: byte {exc.start} of the file, "
+        return (f"line {line} of {where} is not UTF-8 text: byte {exc.start} of the file, "
                 f"{raw[exc.start:exc.start + 1]!r}, cannot be decoded ({exc.reason}); is it a "
                 f"binary file? Save the table as a UTF-8 CSV file")
-    return f"{path} is not UTF-8 text"      # changed while being read
+    return f"{where} is not UTF-8 text"      # changed while being read
 
 
 def float_columns(table, columns, source):
@@ -506,3 +548,22 @@ def float_columns(table, columns, source):
         raise ValueError(f"column {missing[0]!r} is not in {source} (columns: "
                          f"{', '.join(map(repr, table))})")
     return np.column_stack([_floats(c, _column(table, c), source) for c in columns])
+
+
+def check_class_labels(y, loss, column, lines, source, n_classes=None):
+    """ValueError naming ``column`` and "line N of SOURCE" (``lines``: each value's line in the
+    file, as :func:`read_csv` gives) for the first value of ``y`` (float, in file order) that is
+    not a class label of ``loss``: 0 or 1 for "logistic", an integer in [0, n_classes) for
+    "cross_entropy" (``n_classes`` None: any integer >= 0)."""
+    y = np.asarray(y, dtype=np.float64)
+    if loss == "logistic":
+        bad, want = (y != 0) & (y != 1), "0 or 1"
+    else:
+        top = np.inf if n_classes is None else n_classes
+        bad = (y != np.floor(y)) | (y < 0) | (y >= top)
+        want = ("an integer code 0, 1, 2, ..." if n_classes is None
+                else f"an integer code in 0..{n_classes - 1}")
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"column {column!r}: line {lines[i]} of {source} has {y[i]:g}, not a "
+                         f"class label for loss={loss!r} ({want})")
