@@ -23,9 +23,9 @@ def test_a_class_label_that_is_not_a_code_is_named(tmp_path, bad):
     cfg = _with_labels(tmp_path, ["0", "1", bad])
     r = run("train", str(cfg), "--quiet", cwd=tmp_path)
     assert r.returncode == 2, r.stderr
-    assert "tasks.target" in r.stderr and "integer labels" in r.stderr
-    assert f"has {float(bad)}" in r.stderr and "Traceback" not in r.stderr
-    assert "'shop" in r.stderr                       # the task named as the file names it
+    assert "tasks.target" in r.stderr and "not a class label" in r.stderr
+    assert f"has {float(bad):g}" in r.stderr and "Traceback" not in r.stderr
+    assert "line 4 of " in r.stderr                  # the third row: named by its file line
 
 
 @pytest.mark.parametrize("top", [200, 10**6])
@@ -33,7 +33,8 @@ def test_class_codes_far_beyond_the_rows_are_refused_not_turned_into_a_huge_head
     cfg = _with_labels(tmp_path, ["0", "1", str(top)])        # 128 rows
     r = run("train", str(cfg), "--quiet", cwd=tmp_path)
     assert r.returncode == 2, r.stderr
-    assert f"class label {top} but 128 rows" in r.stderr and "codes 0..C" in r.stderr
+    assert f"class label {top} (line 4 of " in r.stderr and "but 128 rows" in r.stderr
+    assert "codes 0..C" in r.stderr
 
 
 @pytest.mark.parametrize("where", ["file", "parent"])

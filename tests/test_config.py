@@ -191,13 +191,31 @@ def test_load_names_the_file_and_overrides_apply(tmp_path):
     cfg = config.load(path, overrides=["train.steps=9", "tasks.family=sinusoid",
                                        "model.hidden=[3]"])
     assert (cfg.train.steps, cfg.model.hidden) == (9, [3])
-    with pytest.raises(ConfigError, match="e.toml: train.steps"):
+    with pytest.raises(ConfigError, match="^--set train.steps must be >= 1, got 0$"):
         config.load(path, overrides=["train.steps=0"])
     with pytest.raises(ConfigError, match="key=value"):
         config.load(path, overrides=["train.steps"])
     path.write_text("name = \n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         config.load(path)
+
+
+@pytest.mark.parametrize("key, bad", [("train.steps", "0"), ("train.steps", "'abc'"),
+                                      ("tasks.k_support", "-1"), ("learner.inner_lr", "'x'"),
+                                      ("model.hidden", "5"), ("train.lr", "-1.0")])
+def test_a_bad_value_is_blamed_on_where_it_was_written(tmp_path, key, bad):
+    """The same bad value named under the file's path when the file holds it, under --set when
+    --set gave it (the file is then not at fault); either way the key is named."""
+    section, name = key.split(".")
+    path = tmp_path / "e.toml"
+    path.write_text(f'name = "e"\n[{section}]\n{name} = {bad}\n')
+    with pytest.raises(ConfigError) as in_file:
+        config.load(path)
+    assert str(in_file.value).startswith(f"{path}: ") and key in str(in_file.value)
+    path.write_text('name = "e"\n')
+    with pytest.raises(ConfigError) as in_set:
+        config.load(path, overrides=[f"{key}={bad}"])
+    assert str(in_set.value) == "--set " + str(in_file.value).removeprefix(f"{path}: ")
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)

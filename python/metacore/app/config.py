@@ -804,7 +804,19 @@ def loads(text, overrides=(), base_dir=None) -> Config:
         _drop_strategy_settings(data, before, given)
     if ("learner", "kind") in given and learner_before is not None:
         _drop_learner_keys(data, learner_before, given)
-    return from_dict(data)
+    try:
+        return from_dict(data)
+    except ConfigError as exc:
+        # a value given with --set is blamed on --set, not on the file it overrides
+        text = str(exc)
+        if any(re.search(rf"(?<![\w.]){re.escape('.'.join(key))}(?![\w.])", text)
+               for key in given):
+            raise _SetError(f"--set {text}") from None
+        raise
+
+
+class _SetError(ConfigError):
+    """A ConfigError about a value given with ``--set`` (:func:`load` does not name the file)."""
 
 
 def load(path, overrides=()) -> Config:
@@ -821,5 +833,7 @@ def load(path, overrides=()) -> Config:
     text = text.removeprefix("\ufeff")   # a byte-order mark (Notepad writes one), as CSV reading
     try:
         return loads(text, overrides, base_dir=os.path.dirname(os.path.abspath(path)))
+    except _SetError:
+        raise
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
