@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import metacore as mc
 from metacore.data import tasks as tasks_module
-from metacore.sklearn import (MetaMLPClassifier, MetaMLPRegressor, MultiTaskMLPClassifier,
-                              MultiTaskMLPRegressor)
+from metacore.sklearn import (DataScaleWarning, MetaMLPClassifier, MetaMLPRegressor,
+                              MultiTaskMLPClassifier, MultiTaskMLPRegressor)
 
 from interrupts import interrupt_lag
 
@@ -358,6 +358,7 @@ def test_a_divergence_during_fit_advises_the_estimators_learning_rate():
     X, y, g = _data(False)
     est = MultiTaskMLPRegressor(hidden_layer_sizes=(3,), learning_rate_init=1e30, max_iter=50,
                                 dtype="float32", random_state=0)
-    with pytest.raises(mc.FitDivergedError) as info:
+    with pytest.raises(mc.FitDivergedError) as info, \
+            pytest.warns(DataScaleWarning, match="target is far from unit scale"):
         est.fit(X, y * 1e30, groups=g)
     assert not _word("lr", str(info.value)), str(info.value)

@@ -23,7 +23,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 import metacore as mc  # noqa: E402
-from metacore.sklearn import (MetaMLPClassifier, MetaMLPRegressor,  # noqa: E402
+from metacore.sklearn import (DataScaleWarning, MetaMLPClassifier, MetaMLPRegressor,  # noqa: E402
                               MultiTaskMLPClassifier, MultiTaskMLPRegressor)
 from metacore.sklearn.episodes import EpisodeSampler, stratified_order  # noqa: E402
 
@@ -32,17 +32,48 @@ META = dict(SMALL, learning_rate_init=0.01)
 ESTIMATORS = [MultiTaskMLPRegressor(**SMALL), MultiTaskMLPClassifier(**SMALL),
               MetaMLPRegressor(**META), MetaMLPClassifier(**META)]
 
+# the regressors again with normalize_y=True: scikit-learn's checks of the standardised target
+CHECKED = ESTIMATORS + [MultiTaskMLPRegressor(normalize_y=True, **SMALL),
+                        MetaMLPRegressor(normalize_y=True, **META)]
+
 # scikit-learn's checks that cannot apply, with the reason (none fail today). Not run at all, by
 # scikit-learn's own rules: the sample_weight checks (fit takes no sample_weight) and
 # check_array_api_input (the core computes on NumPy buffers only; array_api_support is False).
 EXPECTED_FAILED_CHECKS: dict = {}
 
+# The checks that fit on data far from unit scale, where fit's DataScaleWarning is the right
+# answer: it is asserted there (pytest.warns), and every other check runs under the suite's
+# warnings-as-errors, so the warning stays silent on the rest of scikit-learn's data (features of
+# root mean square <= 6, span >= 0.85; targets of root mean square <= 2 but these two).
+SCALE_WARNING_CHECKS = {
+    # features drawn from N(100, 1): root mean square 100, ten times the bound (on such
+    # features MultiTaskMLPClassifier scores 0.56 against 0.72 standardised, MAML's regressor
+    # R² < -10: benchmarks/sklearn_scale.py)
+    "check_fit_idempotent": "X ~ N(100, 1)",
+    "check_fit_check_is_fitted": "X ~ N(100, 1)",
+    "check_n_features_in": "X ~ N(100, 1)",
+}
+TARGET_SCALE_WARNING_CHECKS = {   # regressors without normalize_y
+    "check_regressor_data_not_an_array": "y of root mean square 42",
+    "check_regressor_multioutput": "make_regression's targets, root mean square 166-195",
+}
 
-@parametrize_with_checks(ESTIMATORS,
+
+def scale_warning_expected(estimator, check):
+    name = getattr(check, "func", check).__name__
+    return name in SCALE_WARNING_CHECKS or (
+        name in TARGET_SCALE_WARNING_CHECKS and not getattr(estimator, "normalize_y", True))
+
+
+@parametrize_with_checks(CHECKED,
                          expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS.get(
                              type(est).__name__, {}))
 def test_sklearn_estimator_checks(estimator, check):
-    check(estimator)
+    if scale_warning_expected(estimator, check):
+        with pytest.warns(DataScaleWarning, match="far from unit scale"):
+            check(estimator)
+    else:
+        check(estimator)
 
 
 # --- data --------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import re
+import warnings
 
 import numpy as np
 from scipy.special import softmax
@@ -16,7 +18,10 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .. import _validation
+from ..data.tabular import Standardizer
 from ..models import MLP
+from ..train.result import FitDivergedError
+from .scaling import DataScaleWarning, check_scale
 
 __all__ = ["MLPBase", "check_groups"]
 
@@ -123,8 +128,11 @@ class MLPBase(BaseEstimator):
         return self._loss != "mse"
 
     # --- data -------------------------------------------------------------------------------
-    def _validate_fit_data(self, X, y):
-        """(X of the working dtype, targets for the net: class codes or float values)."""
+    def _validate_fit_data(self, X, y, warm=False):
+        """(X of the working dtype, targets for the net: class codes or float values, the
+        latter standardised with ``normalize_y``; ``warm``: a warm start, which keeps the
+        previous fit's target scaling). Warns (:class:`DataScaleWarning`) when X, or a
+        regressor's target, is far from unit scale."""
         dt = DTYPES[self.dtype]
         _validation.not_masked("X", X)
         _validation.not_masked("y", y)
@@ -136,6 +144,7 @@ class MLPBase(BaseEstimator):
             if self.classes_.shape[0] < 2:
                 raise ValueError(f"y has only one class ({self.classes_[0]!r}); a classifier "
                                  f"needs at least 2 classes")
+            self._check_scale(X, None)
             return X, encoder.transform(y).astype(dt)
         X, y = validate_data(self, X, y, dtype=dt, multi_output=True, y_numeric=True)
         # a value beyond float32's range is named, not cast to inf (sklearn checked float64)
@@ -143,7 +152,42 @@ class MLPBase(BaseEstimator):
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
         self._single_output = y.ndim == 1
-        return X, y
+        normalize = self._fit_target_scaling(y, warm)
+        self._check_scale(X, None if normalize else y)
+        return X, self._net_targets(y)
+
+    def _check_scale(self, X, y):
+        """The one DataScaleWarning of this fit, when X (or y) is far from unit scale; its
+        diagnosis is kept for the FitDivergedError that may follow (see _fit_or_keep)."""
+        report = check_scale(X, y, getattr(self, "feature_names_in_", None))
+        self.__dict__["_scale_cause"] = report.cause(type(self).__name__) if report else None
+        if report:
+            warnings.warn(report.warning(type(self).__name__), DataScaleWarning, stacklevel=5)
+
+    # --- a regressor's target ---------------------------------------------------------------
+    def _fit_target_scaling(self, y, warm):
+        """Sets the (mean, scale) per output that the net's targets are standardised with
+        (``normalize_y=True``; None otherwise) and returns whether there is one. A warm start
+        keeps the previous fit's: θ is in its units."""
+        normalize = _validation.boolean("normalize_y", self.normalize_y)
+        previous = self.__dict__.get("_target_scaling") if warm else None
+        if warm and normalize != (previous is not None):
+            raise ValueError(f"warm_start=True: normalize_y={normalize}, but the previous fit "
+                             f"{'did not standardise' if normalize else 'standardised'} y, and "
+                             f"θ is in its units; refit with warm_start=False")
+        if normalize and previous is None:
+            s = Standardizer().fit(y.reshape(y.shape[0], -1))
+            previous = (s.mean_, s.scale_)
+        self._target_scaling = previous
+        return normalize
+
+    def _net_targets(self, y):
+        """Targets in the net's units: y itself, or standardised with normalize_y."""
+        scaling = self.__dict__.get("_target_scaling")
+        if scaling is None:
+            return y
+        z = (y.reshape(y.shape[0], -1) - scaling[0]) / scaling[1]
+        return z.reshape(y.shape).astype(y.dtype)
 
     def _validate_X(self, X, name="X"):
         """Rows for a fitted estimator; ``name``: the argument they came as (``X_support``,
@@ -211,14 +255,22 @@ class MLPBase(BaseEstimator):
     def _fit_or_keep(self):
         """A fit that does not finish — input refused, training diverged (FitDivergedError),
         Ctrl-C — leaves the estimator as it was: a fitted one keeps predicting with its model,
-        an unfitted one stays unfitted (never half of a new fit: new sizes beside an old θ)."""
+        an unfitted one stays unfitted (never half of a new fit: new sizes beside an old θ).
+        A FitDivergedError on data far from unit scale names that as the likely cause."""
         before = dict(self.__dict__)
         try:
             yield
-        except BaseException:
+        except BaseException as exc:
+            cause = self.__dict__.get("_scale_cause")
             self.__dict__.clear()
             self.__dict__.update(before)
+            if isinstance(exc, FitDivergedError) and exc.args and isinstance(exc.args[0], str):
+                # the engine's advice names its own clip_norm, which the estimators do not have
+                text = re.sub(r" or clip_norm(?=\.)", "", exc.args[0])
+                exc.args = (text + (f" {cause}" if cause else ""),) + tuple(exc.args[1:])
             raise
+        finally:
+            self.__dict__.pop("_scale_cause", None)
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -237,6 +289,9 @@ class MLPBase(BaseEstimator):
             classes = self.classes_ if classes is None else classes
             return classes[np.argmax(raw[:, :classes.shape[0]], axis=1)]
         out = raw.astype(np.float64)
+        scaling = self.__dict__.get("_target_scaling")   # normalize_y: back to y's units
+        if scaling is not None:
+            out = out * scaling[1] + scaling[0]
         return out[:, 0] if getattr(self, "_single_output", True) else out
 
     def _to_proba(self, raw, classes=None):
