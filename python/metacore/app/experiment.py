@@ -25,7 +25,8 @@ baselines, and write everything to the output folder:
 ``metacore predict`` (:func:`run_predict`) writes only the file it is given.
 
 results.json also lists ``train_tasks`` and ``test_tasks`` (task names) and ``per_task``: each
-method's query loss (and accuracy) per held-out task after each number of adaptation steps.
+method's query loss (and accuracy) per held-out task after each number of adaptation steps. Every
+JSON file is strict JSON (RFC 8259): a number that is not finite is written as null.
 """
 
 from __future__ import annotations

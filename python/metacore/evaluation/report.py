@@ -9,7 +9,7 @@ import math
 import os
 
 from .. import _validation
-from ..train.checkpoint import write_atomic
+from ..train.checkpoint import write_atomic, write_json
 from .protocol import EvalReport
 from .statistics import MIN_TASKS_FOR_CI
 
@@ -124,7 +124,13 @@ def format_table(reports, metric="loss", title=None) -> str:
 
 def save_json(reports, path, extra=None):
     """Write the reports' summaries (and ``extra``, a JSON-serialisable dict) to ``path``; a
-    dict's keys replace the reports' names, as in :func:`format_table`."""
+    dict's keys replace the reports' names, as in :func:`format_table`. The file is strict JSON
+    (RFC 8259), written atomically: a number that is not finite — the mean of a diverged method
+    (inf), an interval withheld for too few tasks (NaN) — is written as ``null``. Raises
+    TypeError for ``reports`` that are no EvalReports, an ``extra`` that is no dict or holds a
+    value JSON cannot hold (before any file is touched), ValueError for an ``extra`` with the
+    key "reports", and what :func:`~metacore.train.checkpoint.write_atomic` raises for a bad
+    ``path``."""
     data = {"reports": [dict(r.to_dict(), name=label) for label, r in _named(reports)]}
     if extra is not None and not isinstance(extra, dict):
         raise TypeError(f"extra must be a dict or None, got {type(extra).__name__}")
@@ -133,12 +139,12 @@ def save_json(reports, path, extra=None):
     if extra:
         data.update(extra)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    text = json.dumps(data, indent=2)    # fails (non-serialisable extra) before any file is touched
-    return write_atomic(path, lambda f: f.write(text.encode()))
+    return write_json(path, data)
 
 
 def load_json(path) -> dict:
-    """The dict :func:`save_json` wrote (NaN and inf as Python's json writes them)."""
+    """The dict :func:`save_json` wrote; its non-finite numbers read back as None (files of
+    earlier versions, with NaN and Infinity tokens, read as NaN and inf)."""
     with open(path) as fh:
         return json.load(fh)
 
