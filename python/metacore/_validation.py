@@ -384,8 +384,8 @@ def in_dtype_range(name, value, dtype):
 
 
 def theta(name, value, n_params, dtype=None):
-    """θ as a 1-D float32/float64 array of length n_params (dtype kept, in native byte order;
-    others refused)."""
+    """θ as a 1-D float32/float64 array of length n_params (any length when None; dtype kept,
+    in native byte order; others refused)."""
     arr = as_array(name, value)
     if arr.dtype.kind == "f" and arr.dtype.newbyteorder("=") in FLOAT_DTYPES:
         if dtype is None:
@@ -394,7 +394,7 @@ def theta(name, value, n_params, dtype=None):
         raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}"
                         f"{object_entries(name, arr)}")
     # Shape before conversion: a wrong-sized view (even a huge one) is refused without a copy.
-    if arr.ndim == 1 and arr.shape[0] != n_params:
+    if n_params is not None and arr.ndim == 1 and arr.shape[0] != n_params:
         raise ValueError(f"{name} must have length {n_params} (the model's n_params), "
                          f"got {arr.shape[0]}")
     return float_array(name, arr, ndim=1, dtype=dtype)

@@ -48,18 +48,26 @@ def save(path, what, *, model=None, info=None):
     ``.npz`` recommended), atomically: a unique temporary file in the same folder is written,
     flushed to disk and renamed over ``path``, so a crash or Ctrl-C mid-write leaves the previous
     file. ``model`` adds the model spec when saving a bare θ; ``info`` adds your own
-    JSON-serialisable metadata. Returns the path."""
+    JSON-serialisable metadata (finite numbers). Returns the path.
+
+    A bare θ must be a 1-D, finite float32 or float64 array (its dtype is kept; an integer θ is a
+    TypeError naming ``theta``, as everywhere θ is taken), of the model's length when ``model``
+    is given (else a ValueError). Raises TypeError for a ``model`` that is no metacore model or
+    an ``info`` that is no dict, ValueError for ``info`` that is not JSON with finite numbers,
+    and what :func:`write_atomic` raises for a bad ``path``."""
+    if model is not None:
+        model = _validation.instance("model", model, MLP, "a metacore model (MLP)")
     if isinstance(what, FitResult):
         ck = what.checkpoint()
     elif isinstance(what, Checkpoint):
         ck = what
     else:
-        theta = _validation.float_array("theta", what, ndim=1)
+        theta = _validation.theta("theta", what, model.n_params if model is not None else None)
         ck = Checkpoint(theta, model=model)
     if model is not None or info is not None:     # the caller's checkpoint stays as it was
         ck = copy.copy(ck)
     if model is not None:
-        ck.model = _validation.instance("model", model, MLP, "a metacore model (MLP)")
+        ck.model = model
     if info is not None:
         ck.info = dict(ck.info, **_validation.instance("info", info, dict, "a dict"))
     arrays, meta = _to_plain(ck)

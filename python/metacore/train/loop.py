@@ -396,8 +396,10 @@ class Run:
             else:
                 best["bad_evals"] += 1
         event = FitEvent(step=e["step"], theta=np.array(self.state.theta),
-                         train_loss=e["train_loss"], task_losses=e["task_losses"],
-                         weights=e["weights"], val_loss=e["val_loss"], best_score=best["score"],
+                         # copies: the history is built from e's arrays after the callbacks
+                         train_loss=e["train_loss"], task_losses=np.array(e["task_losses"]),
+                         weights=np.array(e["weights"]), val_loss=e["val_loss"],
+                         best_score=best["score"],
                          elapsed=e["elapsed"])
         stop = False
         for cb in s.callbacks:
@@ -430,7 +432,8 @@ class Run:
         record, st = self.best_record(), self.state
         b = self.final_best or record
         return FitResult(
-            theta=np.array(st.theta), best_theta=b["theta"] if b else None,
+            # best_theta a copy of its own: the record a resume continues is not the caller's
+            theta=np.array(st.theta), best_theta=np.array(b["theta"]) if b else None,
             best_step=b["step"] if b else None, best_score=b["score"] if b else None,
             best_record=record,
             history=self.rec.history(), weights=np.array(st.alpha),
