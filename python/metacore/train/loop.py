@@ -221,12 +221,22 @@ class Run:
         if ck.best is not None:
             self.best = dict(ck.best)
 
+    def label(self):
+        """What the run's own bar says is running: the problem, and the step a resumed run
+        continues from ("fit from step 0" said neither)."""
+        prob = self.s.problem
+        if self.meta:
+            what = f"meta-train {type(prob.learner).__name__}"
+        else:
+            what = f"multi-task training, {self.n_tasks} task{'s' if self.n_tasks != 1 else ''}"
+        return what + (f", resumed at step {self.first_step}" if self.first_step else "")
+
     # --- the loop ------------------------------------------------------------------------------
     def run(self, interrupt: InterruptFlag):
         """Runs the steps; returns (stop reason, the failing chunk's result or None)."""
         s, state = self.s, self.state
         end = self.first_step + s.steps
-        bar = progress_bar(s.progress, s.steps, f"fit from step {self.first_step}")
+        bar = progress_bar(s.progress, s.steps, self.label())
         per_step = None
         try:
             self.last_eval = self.evaluate()
