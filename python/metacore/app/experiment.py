@@ -892,8 +892,10 @@ def _write_results(out, reports, exp, extra, say, prefix=""):
     report.save_json(reports, os.path.join(out, names["json"]), extra=extra)
     if exp.cfg.evaluate.plot:
         metric = "accuracy" if exp.loss != "mse" else "loss"
-        path = report.plot(reports, os.path.join(out, names["plot"]), metric=metric)
-        say(f"plot: {path}" if path else "plot: skipped (pip install 'metacore[plot]')")
+        try:
+            say(f"plot: {report.plot(reports, os.path.join(out, names['plot']), metric=metric)}")
+        except ImportError as exc:    # matplotlib is optional: the run's other files stand
+            say(f"plot: skipped ({exc})")
 
 
 def run_train(cfg: Config, quiet=False, resume=False):

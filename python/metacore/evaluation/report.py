@@ -179,9 +179,12 @@ def plot(reports, path=None, metric="loss", title=None, *, ax=None, yscale="auto
     ax: a matplotlib Axes to draw on (the caller's figure, any backend); None creates a
     :class:`matplotlib.figure.Figure` without pyplot, so no backend is selected or switched and
     no global figure is left open. path: where to save the figure (PNG, SVG, PDF, … by its
-    extension), written atomically. Returns ``path`` when given, else the Figure drawn on. Without
-    matplotlib: None when ``path`` is given (a run's optional plot), else ImportError naming
-    ``pip install 'metacore[plot]'``.
+    extension), written atomically. Returns ``path`` when given, else the Figure drawn on.
+    Raises ImportError naming ``pip install 'metacore[plot]'`` without matplotlib (with or
+    without ``path``: no call ends without its plot and without saying why), TypeError for
+    ``reports`` that are no EvalReports or an ``ax`` that is no matplotlib Axes, ValueError for
+    another ``metric`` or ``yscale``, for an accuracy plot of reports without accuracies and for
+    a file extension matplotlib cannot write.
     """
     pairs = _named(reports)
     metric = _validation.choice("metric", metric, ("loss", "accuracy"))
@@ -190,8 +193,6 @@ def plot(reports, path=None, metric="loss", title=None, *, ax=None, yscale="auto
         from matplotlib.figure import Figure
         from matplotlib.axes import Axes
     except ImportError:
-        if path is not None:
-            return None
         raise ImportError("metacore.report.plot needs matplotlib: pip install 'metacore[plot]' "
                           "(or pip install matplotlib)") from None
     if ax is not None and not isinstance(ax, Axes):
