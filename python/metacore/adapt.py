@@ -66,8 +66,7 @@ def _rule(model, lr, steps, dtype):
             and (lr == 0.0 or _NORMAL_IN_BOTH[0] <= lr <= _NORMAL_IN_BOTH[1]):
         return steps, lr, None  # the common call: plain Python numbers already in range
     steps = _validation.integer("steps", steps, minimum=0)
-    if isinstance(lr, np.ndarray) and lr.ndim == 0:
-        lr = lr[()]         # a 0-d array is a scalar rate (it was refused as 'must be 1-D')
+    lr = _validation.scalar(lr)     # a 0-d array is a scalar rate (it was refused as 'must be 1-D')
     if isinstance(lr, (bool, np.bool_)):
         raise TypeError(f"lr must be a real number or an array of rates, got "
                         f"{type(lr).__name__} {lr!r}")

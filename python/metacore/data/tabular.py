@@ -308,8 +308,8 @@ def _build(columns, get, *, task, target, features, n_support, support, shuffle,
             rows = np.ones(len(names), bool)
             if fit_tasks is not None:
                 # one id as written, not its characters ("12" is task 12, not 1 and 2)
-                one = isinstance(fit_tasks, (str, bytes, numbers.Integral))
-                wanted = [str(t) for t in ([fit_tasks] if one else fit_tasks)]
+                one = isinstance(fit_tasks, (str, bytes)) or _validation.is_integer(fit_tasks)
+                wanted = [str(_validation.scalar(t)) for t in ([fit_tasks] if one else fit_tasks)]
                 if not wanted:
                     raise ValueError("fit_tasks selects no task: give the training tasks' ids, "
                                      "or None for every task")
@@ -371,9 +371,9 @@ def _check_range(X, raw, y, features, targets, get, source, dtype):
 def _support_counts(support, sizes):
     """Support rows per task: a fraction in (0, 1) of every task's rows (rounded, at least 1 and
     at most n − 1 when the task has 2 rows or more) or a count (at most every task's size)."""
-    if isinstance(support, (bool, np.bool_)):
+    if isinstance(_validation.scalar(support), (bool, np.bool_)):
         raise TypeError(f"support must be a fraction in (0, 1) or a row count, got {support!r}")
-    if isinstance(support, numbers.Integral):
+    if _validation.is_integer(support):
         n = _validation.integer("support", support, minimum=0)
         if n > sizes.min():
             raise ValueError(f"support={n} rows, but a task has only {int(sizes.min())} rows")
