@@ -509,7 +509,8 @@ class TaskSet:
             return str(lo) if lo == hi else f"{lo}..{hi}"
         names = ""
         if self._names is not None:   # the first few names: which tasks this set holds
-            short = [n if len(n) <= 16 else n[:15] + "…" for n in self._names[:3]]
+            # quoted and escaped (repr): a name's comma, quote or line break stays inside it
+            short = [repr(n if len(n) <= 16 else n[:15] + "…") for n in self._names[:3]]
             shown = ", ".join(short) + (", ..." if len(self._names) > 3 else "")
             names = f", names=[{shown}]"
         return (f"TaskSet(n_tasks={self.n_tasks}, n_rows={self.n_rows}, "

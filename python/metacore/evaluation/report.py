@@ -16,6 +16,12 @@ from .statistics import MIN_TASKS_FOR_CI
 __all__ = ["format_table", "save_json", "load_json", "plot", "LOG_SCALE_RATIO"]
 
 
+def _shown(label):
+    """``label`` on one line of a table: a character that is not printable (a line break, a
+    tab, another control character) written as repr writes it, so rows stay rows."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in label)
+
+
 def _named(reports):
     """[(label, report)]: a dict's keys label its reports, else each report's ``name``."""
     if isinstance(reports, EvalReport):
@@ -83,9 +89,14 @@ def format_table(reports, metric="loss", title=None) -> str:
     computed. An interval the metric's range cuts is shown as its clipped ends (rounded outward)
     with a ``*``; a report with too few tasks for an interval gets means
     only, and a note says so. Reports without accuracies are left out of an accuracy table;
-    ValueError when none has them (as :func:`plot`)."""
+    ValueError when none has them (as :func:`plot`). A label's or the title's characters that
+    are not printable (line breaks, tabs, other control characters) are shown escaped, as repr
+    shows them, so each row stays one line. TypeError for ``reports`` that are no EvalReports
+    or a ``title`` that is no str; ValueError for another ``metric``."""
     pairs = _named(reports)
     metric = _validation.choice("metric", metric, ("loss", "accuracy"))
+    if title is not None:
+        _validation.instance("title", title, str, "a str or None")
     pairs = _with_metric(pairs, metric)
     items = [r for _, r in pairs]
     steps = sorted({s for r in items for s in r.steps})
@@ -94,7 +105,7 @@ def format_table(reports, metric="loss", title=None) -> str:
     body = []
     for label, r in pairs:
         rows = {row["steps"]: row for row in r.summary()}
-        cells = [label]
+        cells = [_shown(label)]
         for s in steps:
             row = rows.get(s)
             cells.append("" if row is None or metric not in row else
@@ -106,7 +117,7 @@ def format_table(reports, metric="loss", title=None) -> str:
     counts = sorted({r.n_tasks for r in items})
     n = str(counts[0]) if len(counts) == 1 else "/".join(str(c) for c in counts)
     what = "accuracy (%)" if metric == "accuracy" else "query loss"
-    lines = [title or f"{what} after adaptation, mean ± 95% CI over {n} task"
+    lines = [_shown(title) if title else f"{what} after adaptation, mean ± 95% CI over {n} task"
              f"{'' if counts == [1] else 's'}",
              fmt(head), fmt(["-" * w for w in widths])]
     notes = []
@@ -114,8 +125,8 @@ def format_table(reports, metric="loss", title=None) -> str:
            if any(row.get("too_few_tasks") for row in r.summary())]
     if few:
         notes.append("too few tasks for a 95% CI (" + ", ".join(
-            f"{label}: {r.n_tasks}" for label, r in few) + f"; at least {MIN_TASKS_FOR_CI} needed): "
-            "means only")
+            f"{_shown(label)}: {r.n_tasks}" for label, r in few)
+            + f"; at least {MIN_TASKS_FOR_CI} needed): means only")
     if any(c.endswith("]*") for b in body for c in b):
         hi = "100" if metric == "accuracy" else "∞"
         notes.append(f"* interval clipped to the metric's range [0, {hi}]")
