@@ -755,11 +755,19 @@ def _small_meta(dtype=np.float64):
     return model, ts
 
 
+def _an_integer(value):
+    """The documented rule for an integer argument: an int, a NumPy integer or a 0-d array of
+    one (np.array(2) counts as 2); never a bool."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def _fit_int_expectation(name, value, n_tasks):
     """True: must be refused; False: must train; None: either (a large but valid count)."""
     if value is None:
         return name in ("steps", "eval_every")
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+    if not _an_integer(value):
         return True
     v = int(value)
     if v > (2**64 - 1 if name == "seed" else 2**63 - 1) or v < -2**63:
@@ -812,7 +820,7 @@ def check_meta_arguments(data):
                                       "theta", "batch"]))
     if what in ("inner_steps", "meta_batch", "n_threads"):
         value = data.draw(huge_or_bad_integers())
-        bad_type = isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))
+        bad_type = not _an_integer(value)
         limit = {"inner_steps": 4, "meta_batch": ts.n_tasks, "n_threads": 4}[what]
         ok = not bad_type and (1 <= int(value) <= limit or (what == "n_threads" and value == -1))
         if what == "meta_batch":

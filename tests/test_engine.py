@@ -447,7 +447,11 @@ def test_results_and_saves_never_share_or_change_the_callers_arrays(tmp_path):
     obj, _, theta0 = multitask()
     res = mc.fit(obj, theta0, steps=3, progress=False)
     state = res.state
-    state.theta[0] += 1.0
+    # the state's arrays are its own, read-only copies: the result's stay the caller's to change
+    assert not np.shares_memory(state.theta, res.theta)
+    with pytest.raises(ValueError, match="read-only"):
+        state.theta[0] += 1.0
+    res.theta[0] += 1.0
     assert state.theta[0] != res.theta[0]
     ck = res.checkpoint()
     mc.save(tmp_path / "a.npz", ck, info={"note": 1})

@@ -181,14 +181,38 @@ def test_plot_refuses_bad_arguments(two_thetas, tmp_path):
         mc.report.plot([a], metric="mse")
 
 
-def test_plot_without_matplotlib(two_thetas, tmp_path, monkeypatch):
+def _without_matplotlib(monkeypatch):
+    for name in ("matplotlib", "matplotlib.figure", "matplotlib.axes"):
+        monkeypatch.setitem(sys.modules, name, None)     # import matplotlib... fails
+
+
+@pytest.mark.parametrize("where", [None, "x.png", "sub/x.svg", "x"])
+def test_plot_without_matplotlib_says_what_to_install(two_thetas, tmp_path, monkeypatch, where):
+    """With or without a path (it returned None for a path, silently plotting nothing)."""
     a, _ = two_thetas
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
-    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    monkeypatch.setitem(sys.modules, "matplotlib.axes", None)
-    assert mc.report.plot([a], tmp_path / "x.png") is None       # a run's optional plot
-    with pytest.raises(ImportError, match=r"pip install 'metacore\[plot\]'"):
-        mc.report.plot([a])
+    _without_matplotlib(monkeypatch)
+    path = None if where is None else tmp_path / where
+    with pytest.raises(ImportError, match=r"^metacore.report.plot needs matplotlib: "
+                                          r"pip install 'metacore\[plot\]'"):
+        mc.report.plot([a], path)
+    assert os.listdir(tmp_path) == []       # no file, no folder
+
+
+def test_a_run_without_matplotlib_writes_everything_else_and_says_so(tmp_path, monkeypatch,
+                                                                     capsys):
+    from metacore.app import cli
+    _without_matplotlib(monkeypatch)
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text('name = "tiny"\n[tasks]\nfamily = "sinusoid"\nn_test = 5\n'
+                   '[model]\nhidden = [4]\n[learner]\nkind = "maml"\n'
+                   '[train]\nsteps = 2\nmeta_batch = 2\n'
+                   '[evaluate]\nsteps = [0, 1]\nbaselines = []\nplot = true\n')
+    assert cli.main(["train", str(cfg), "--output", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "plot: skipped (metacore.report.plot needs matplotlib: pip install " \
+           "'metacore[plot]'" in out
+    assert {"results.json", "table.txt", "checkpoint.npz"} <= set(os.listdir(tmp_path / "out"))
+    assert "adaptation.png" not in os.listdir(tmp_path / "out")
 
 
 # --- EvalReport: repr and to_dataframe --------------------------------------------------------------
@@ -272,3 +296,14 @@ def test_a_wide_band_alone_keeps_a_linear_axis():
     ys = ax.collections[0].get_paths()[0].vertices[:, 1]
     assert ys.min() == pytest.approx(1e-4, rel=1e-6) and ys.max() / ys.min() > LOG_SCALE_RATIO
     assert ax.get_yscale() == "linear"
+
+
+def test_the_demo_without_matplotlib_writes_its_table_and_json_and_says_so(tmp_path,
+                                                                          monkeypatch, capsys):
+    from metacore.app import cli
+    _without_matplotlib(monkeypatch)
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--steps", "2", "--test-tasks", "5", "--output", str(out)]) == 0
+    assert f"wrote {out}/results.json, {out}/table.txt (no plot: pip install 'metacore[plot]')" \
+        in capsys.readouterr().out
+    assert sorted(os.listdir(out)) == ["results.json", "table.txt"]

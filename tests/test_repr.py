@@ -142,7 +142,7 @@ def test_taskset_repr_is_short_and_names_its_tasks():
     ts = mc.TaskSet.from_groups(X, y, groups, n_support=2)
     text = _short(repr(ts), lines=1)
     assert "n_tasks=5" in text and f"n_rows={X.shape[0]}" in text
-    assert "names=[shop-00, shop-01, shop-02, ...]" in text
+    assert "names=['shop-00', 'shop-01', 'shop-02', ...]" in text   # quoted: a comma stays inside
     assert "names=" not in repr(mc.tasks.sinusoid(3, k_support=2, k_query=2, seed=0))
 
 

@@ -20,13 +20,31 @@ def _show(value):
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def scalar(value):
+    """The scalar a 0-d NumPy array holds (``np.array(3)`` -> 3, as NumPy's own indexing takes
+    it); anything else as it is. The one rule every scalar argument follows: integer, real
+    and boolean ones, and ``lr``."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value[()]
+    return value
+
+
+def is_integer(value):
+    """Whether ``value`` is an integer argument: a Python or NumPy integer, or a 0-d array of
+    one (:func:`scalar`); never a bool (True is no count), a float (3.0 included) or an array
+    of one or more dimensions."""
+    value = scalar(value)
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
 def integer(name, value, minimum=None, maximum=None):
-    """An int (bools and floats refused) within [minimum, maximum]; a bound left None is the
+    """An integer (:func:`is_integer`: NumPy integers and 0-d integer arrays accepted, bools and
+    floats refused) within [minimum, maximum], as a Python int; a bound left None is the
     int64 one, as the core counts in int64 (so 2**63 is a ValueError naming ``name``, never
     pybind11's signature dump). Pass a larger ``maximum`` where the value never reaches the core."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+    if not is_integer(value):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {_show(value)}")
-    value = int(value)
+    value = int(scalar(value))
     minimum = INT64_MIN if minimum is None else minimum
     maximum = INT64_MAX if maximum is None else maximum
     if minimum is not None and value < minimum:
@@ -37,7 +55,9 @@ def integer(name, value, minimum=None, maximum=None):
 
 
 def real(name, value, minimum=None, maximum=None, min_open=False, max_open=False):
-    """A finite real number within [minimum, maximum]; ``min_open``/``max_open`` exclude the end."""
+    """A finite real number (a 0-d array as the number it holds, :func:`scalar`; bools refused)
+    within [minimum, maximum]; ``min_open``/``max_open`` exclude the end."""
+    value = scalar(value)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {_show(value)}")
     value = float(value)
@@ -53,7 +73,8 @@ def real(name, value, minimum=None, maximum=None, min_open=False, max_open=False
 
 
 def boolean(name, value):
-    """A bool (numpy bools accepted; 0/1 and other truthy values refused)."""
+    """A bool (numpy bools and 0-d bool arrays accepted; 0/1 and other truthy values refused)."""
+    value = scalar(value)
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {type(value).__name__} {_show(value)}")
     return bool(value)
@@ -384,8 +405,8 @@ def in_dtype_range(name, value, dtype):
 
 
 def theta(name, value, n_params, dtype=None):
-    """θ as a 1-D float32/float64 array of length n_params (dtype kept, in native byte order;
-    others refused)."""
+    """θ as a 1-D float32/float64 array of length n_params (any length when None; dtype kept,
+    in native byte order; others refused)."""
     arr = as_array(name, value)
     if arr.dtype.kind == "f" and arr.dtype.newbyteorder("=") in FLOAT_DTYPES:
         if dtype is None:
@@ -394,7 +415,7 @@ def theta(name, value, n_params, dtype=None):
         raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}"
                         f"{object_entries(name, arr)}")
     # Shape before conversion: a wrong-sized view (even a huge one) is refused without a copy.
-    if arr.ndim == 1 and arr.shape[0] != n_params:
+    if n_params is not None and arr.ndim == 1 and arr.shape[0] != n_params:
         raise ValueError(f"{name} must have length {n_params} (the model's n_params), "
                          f"got {arr.shape[0]}")
     return float_array(name, arr, ndim=1, dtype=dtype)

@@ -66,8 +66,7 @@ def _rule(model, lr, steps, dtype):
             and (lr == 0.0 or _NORMAL_IN_BOTH[0] <= lr <= _NORMAL_IN_BOTH[1]):
         return steps, lr, None  # the common call: plain Python numbers already in range
     steps = _validation.integer("steps", steps, minimum=0)
-    if isinstance(lr, np.ndarray) and lr.ndim == 0:
-        lr = lr[()]         # a 0-d array is a scalar rate (it was refused as 'must be 1-D')
+    lr = _validation.scalar(lr)     # a 0-d array is a scalar rate (it was refused as 'must be 1-D')
     if isinstance(lr, (bool, np.bool_)):
         raise TypeError(f"lr must be a real number or an array of rates, got "
                         f"{type(lr).__name__} {lr!r}")
@@ -88,9 +87,16 @@ def _rule(model, lr, steps, dtype):
 def adapt(model, theta, X_support, y_support, *, steps=5, lr=0.01, head_only=False):
     """φ after ``steps`` SGD steps from θ on (X_support, y_support): (P,), θ's dtype.
 
-    ``lr``: a scalar >= 0, an array (P,) of per-parameter rates (Meta-SGD), or (m, P) rates per
-    step (MAML++: step j uses row min(j, m − 1)).
+    ``lr``: a scalar >= 0 (a plain SGD step; a 0-d array counts as one), an array (P,) of
+    per-parameter rates (Meta-SGD), or (m, P) rates per step (MAML++: step j uses row
+    min(j, m − 1)). Per-parameter rates may be negative: they are the rates Meta-SGD and MAML++
+    learn, which the papers leave unconstrained in sign (a negative rate is an ascent step on
+    its parameter), and ``mc.evaluate`` and ``metacore predict`` adapt with them here.
     ``head_only``: adapt the output layer only (ANIL).
+
+    Raises ValueError naming ``lr`` for a negative or non-finite scalar, a non-finite entry of
+    an array (with its index), a non-zero rate that is zero or subnormal in θ's dtype, or an
+    array of another shape; TypeError for boolean rates. ``steps`` must be an integer >= 0.
     """
     net = _model(model)
     theta = _theta(model, theta)
@@ -102,8 +108,9 @@ def adapt(model, theta, X_support, y_support, *, steps=5, lr=0.01, head_only=Fal
 
 def adapt_predict(model, theta, X_support, y_support, X_query, *, steps=5, lr=0.01,
                   head_only=False):
-    """The outputs on X_query of the net adapted as in :func:`adapt`: (n,) for one output,
-    else (n, k) (raw values for mse, logits otherwise)."""
+    """The outputs on X_query of the net adapted as in :func:`adapt` (``lr`` and the errors
+    raised as there): (n,) for one output, else (n, k) (raw values for mse, logits
+    otherwise)."""
     net = _model(model)
     theta = _theta(model, theta)
     X = _rows("X_support", X_support, theta.dtype)
@@ -115,7 +122,8 @@ def adapt_predict(model, theta, X_support, y_support, X_query, *, steps=5, lr=0.
 
 
 def adapt_batch(model, theta, tasks, *, steps=5, lr=0.01, head_only=False, n_threads=None):
-    """Adapt to every task of a TaskSet in parallel (each on its support rows).
+    """Adapt to every task of a TaskSet in parallel (each on its support rows); ``lr`` and the
+    errors raised as in :func:`adapt`.
 
     Returns ``(thetas, predictions)``: thetas (T, P), the adapted θ of each task, and predictions
     on every task's query rows, task after task ((n_query,) for one output, else (n_query, k)).

@@ -5,7 +5,6 @@ a speed-up table. Every pair is first checked to agree, then timed as the best o
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -80,7 +79,7 @@ def _agree(a, b):
 
 def run_bench(args):
     import metacore as mc
-    from ..train.checkpoint import make_folder, write_atomic
+    from ..train.checkpoint import make_folder, write_json
     say = (lambda *a: None) if args.quiet else print
     repeat = 2 if args.quick else 5
     info = mc.build_info()
@@ -102,7 +101,6 @@ def run_bench(args):
             f"{r['speedup']:8.0f}×")
     if args.output:
         make_folder(args.output, "--output")
-        text = json.dumps({"build_info": {k: str(v) for k, v in info.items()}, "rows": rows},
-                          indent=2)
-        write_atomic(os.path.join(args.output, "bench.json"), lambda f: f.write(text.encode()))
+        write_json(os.path.join(args.output, "bench.json"),
+                   {"build_info": {k: str(v) for k, v in info.items()}, "rows": rows})
     return rows

@@ -270,10 +270,12 @@ def run_demo(args):
              "diverged_at_meta_step": stopped}
     report.save_json(reports, os.path.join(out, "results.json"), extra=extra)
     write_atomic(os.path.join(out, "table.txt"), lambda f: f.write((table + "\n").encode()))
-    plot = report.plot(reports, os.path.join(out, "adaptation.png"),
-                       title=f"sinusoids, {K}-shot, {args.test_tasks} new tasks")
-    say(f"wrote {out}/results.json, {out}/table.txt"
-        + (f", {plot}" if plot else " (no plot: pip install 'metacore[plot]')"))
+    try:
+        plot = ", " + report.plot(reports, os.path.join(out, "adaptation.png"),
+                                  title=f"sinusoids, {K}-shot, {args.test_tasks} new tasks")
+    except ImportError:      # matplotlib is optional: the table and JSON stand
+        plot = " (no plot: pip install 'metacore[plot]')"
+    say(f"wrote {out}/results.json, {out}/table.txt{plot}")
     return reports
 
 

@@ -25,7 +25,8 @@ baselines, and write everything to the output folder:
 ``metacore predict`` (:func:`run_predict`) writes only the file it is given.
 
 results.json also lists ``train_tasks`` and ``test_tasks`` (task names) and ``per_task``: each
-method's query loss (and accuracy) per held-out task after each number of adaptation steps.
+method's query loss (and accuracy) per held-out task after each number of adaptation steps. Every
+JSON file is strict JSON (RFC 8259): a number that is not finite is written as null.
 """
 
 from __future__ import annotations
@@ -920,8 +921,10 @@ def _write_results(out, reports, exp, extra, say, prefix=""):
     report.save_json(reports, os.path.join(out, names["json"]), extra=extra)
     if exp.cfg.evaluate.plot:
         metric = "accuracy" if exp.loss != "mse" else "loss"
-        path = report.plot(reports, os.path.join(out, names["plot"]), metric=metric)
-        say(f"plot: {path}" if path else "plot: skipped (pip install 'metacore[plot]')")
+        try:
+            say(f"plot: {report.plot(reports, os.path.join(out, names['plot']), metric=metric)}")
+        except ImportError as exc:    # matplotlib is optional: the run's other files stand
+            say(f"plot: skipped ({exc})")
 
 
 def run_train(cfg: Config, quiet=False, resume=False):
@@ -1048,10 +1051,11 @@ def _check_outputs(outputs, lines, input_path, how):
 
 
 def _groups(table, column, n_rows):
-    """Each row's task name, or one task for every row when the file has no task column."""
-    if column in table:
-        return np.asarray(table[column], dtype=str)
-    return np.full(n_rows, "", dtype=object).astype(str)
+    """Each row's task name, or one task for every row when the file has no task column (object
+    arrays: NumPy's str dtype drops trailing NUL characters, merging "a\x00" into "a")."""
+    names = np.empty(n_rows, dtype=object)
+    names[:] = table[column] if column in table else ""
+    return names
 
 
 def _check_output(output_path, inputs):
@@ -1167,8 +1171,13 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
         if episodic:     # one logit per class of the support rows (classes 0..N-1 of each task)
             width = int(ys.max()) + 1
         out = np.full((n, width), -np.inf)
-        for name in np.unique(gq):
-            rows, srows = np.flatnonzero(gq == name), np.flatnonzero(gs == name)
+        # tasks matched by code, not by gq == name: NumPy turns the name into its str dtype
+        # first, which drops a trailing NUL ("a\x00" matched no row)
+        names, code = np.unique(np.concatenate([gq, gs]), return_inverse=True)
+        code_q, code_s = code[:n], code[n:]
+        for k in np.unique(code_q):
+            name = names[k]
+            rows, srows = np.flatnonzero(code_q == k), np.flatnonzero(code_s == k)
             if srows.shape[0] == 0:
                 raise ValueError(f"--support {support_path} has no rows of task {str(name)!r} "
                                  f"({t.task_column!r} in --input {input_path})")
@@ -1201,7 +1210,9 @@ def run_predict(checkpoint, input_path, output_path, support_path=None, steps=No
         labels, extra = out.argmax(axis=1), {f"p_{j}": p[:, j] for j in range(width)}
     columns = [c for c in header if c != "prediction" and c not in extra]
     text = io.StringIO()
-    w = csv.writer(text, lineterminator="\n")
+    # RFC 4180's CRLF: with "\n" alone the csv module left a value holding "\r" unquoted, and
+    # a reader split the row there
+    w = csv.writer(text, lineterminator="\r\n")
     w.writerow(columns + ["prediction", *extra])
     # each number in the shortest text that reads back to it in the run's dtype (a float32
     # 0.4325223 written as 0.4325222969055176 claimed digits it does not have)

@@ -12,7 +12,6 @@ An episode draws ``n_way`` distinct classes, relabels them 0..n_way−1 in the o
 
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 
@@ -163,8 +162,7 @@ class ClassImages:
         for d in shifts:   # each entry an int (not 1.7, which int() would make 1, nor True)
             a = list(d.reshape(-1)) if isinstance(d, np.ndarray) else list(d) \
                 if isinstance(d, (list, tuple)) else [d]
-            if not all(isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
-                       for v in a):
+            if not all(_validation.is_integer(v) for v in a):
                 raise TypeError(f"shifts must be (dy, dx) integer pairs, got {d!r}")
             pairs.append(tuple(int(v) for v in a))
         s = self.image_size

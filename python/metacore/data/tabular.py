@@ -242,19 +242,23 @@ def _task_ids(col, values, source):
                                  f"task id {v!r}")
             v = int(v)
         out.append(v if isinstance(v, str) else str(v))
-    names = np.asarray(out, dtype=str)
-    uniq = np.unique(names)
+    # object, not NumPy's str dtype, which drops trailing NUL characters ("a\x00" became "a")
+    names = np.empty(len(out), dtype=object)
+    names[:] = out
+    uniq = sorted(set(out))
+
     def integer_text(u):     # "-12" yes; "--1", "+1", "01", "١" (non-ASCII digits) no
         digits = u[1:] if u.startswith("-") else u
         return digits.isascii() and digits.isdigit() and str(int(u)) == u
 
     if all(integer_text(u) for u in uniq):
         if all(-2**63 <= int(u) < 2**63 for u in uniq):
-            return names, names.astype(np.int64)
+            return names, np.array([int(n) for n in out], dtype=np.int64)
         # ids past int64 (still integers as written): ordered numerically by their ranks
-        rank = {u: r for r, u in enumerate(sorted(uniq, key=int))}
-        return names, np.array([rank[n] for n in names], dtype=np.int64)
-    return names, names
+        uniq = sorted(uniq, key=int)
+    # the order key: each id's rank (text ids sorted by code point, as before)
+    rank = {u: r for r, u in enumerate(uniq)}
+    return names, np.array([rank[n] for n in out], dtype=np.int64)
 
 
 def _is_na(v):
@@ -309,15 +313,17 @@ def _build(columns, get, *, task, target, features, n_support, support, shuffle,
             rows = np.ones(len(names), bool)
             if fit_tasks is not None:
                 # one id as written, not its characters ("12" is task 12, not 1 and 2)
-                one = isinstance(fit_tasks, (str, bytes, numbers.Integral))
-                wanted = [str(t) for t in ([fit_tasks] if one else fit_tasks)]
+                one = isinstance(fit_tasks, (str, bytes)) or _validation.is_integer(fit_tasks)
+                wanted = [str(_validation.scalar(t)) for t in ([fit_tasks] if one else fit_tasks)]
                 if not wanted:
                     raise ValueError("fit_tasks selects no task: give the training tasks' ids, "
                                      "or None for every task")
                 unknown = sorted(set(wanted) - set(names.tolist()))
                 if unknown:
                     raise ValueError(f"fit_tasks: task {unknown[0]!r} is not in {source}")
-                rows = np.isin(names, wanted)
+                # a set, not np.isin: NumPy's str dtype would drop a trailing NUL of an id
+                chosen = set(wanted)
+                rows = np.array([n in chosen for n in names.tolist()], dtype=bool)
             # fitted here, handed to the caller's Standardizer only once the whole set is built:
             # a call refused later (support, stratify, range) must leave it unfitted
             scaler = Standardizer().fit(X[rows])
@@ -377,9 +383,9 @@ def _support_counts(name, support, sizes, names):
     """Support rows per task: a fraction in (0, 1) of every task's rows (rounded, at least 1 and
     at most n − 1 when the task has 2 rows or more) or a count (at most every task's size; a
     task too small is named by its id, ``names``)."""
-    if isinstance(support, (bool, np.bool_)):
+    if isinstance(_validation.scalar(support), (bool, np.bool_)):
         raise TypeError(f"support must be a fraction in (0, 1) or a row count, got {support!r}")
-    if isinstance(support, numbers.Integral):
+    if _validation.is_integer(support):
         n = _validation.integer(name, support, minimum=0)
         if n > sizes.min():
             i = int(np.argmin(sizes))
@@ -442,8 +448,10 @@ def from_csv(path, *, task, target, features=None, n_support=None, support=None,
              stratify=False, standardize=None, fit_tasks=None, seed=0, dtype=None,
              delimiter=","):
     """A TaskSet from a CSV file with a header row (arguments as :func:`from_dataframe`). The
-    file is read as UTF-8 (a byte-order mark is dropped); every value is text, so task ids are
-    kept exactly as written."""
+    file is read as UTF-8 (a byte-order mark is dropped) with the csv module; every value is
+    text, so task ids are kept exactly as written: as the csv module reads them, surrounding
+    spaces and quoted commas, quotes and line breaks included (``a `` and ``a`` are two tasks),
+    which is how :mod:`csv` (and ``metacore predict``) writes them back."""
     header, table = read_csv(path, delimiter=delimiter)
     return _build(header, lambda c: _column(table, c), task=task, target=target,
                   features=features, n_support=n_support, support=support, shuffle=shuffle,
@@ -454,11 +462,13 @@ def from_csv(path, *, task, target, features=None, n_support=None, support=None,
 def read_csv(path, delimiter=",", source=None):
     """``(header, table)`` of a CSV file with a header row: the column names (stripped) and
     ``{name: [text of each row]}`` (a :class:`CsvTable`, whose ``lines`` give each row's 1-based
-    line in the file; blank lines are skipped). Read as UTF-8 (a byte-order mark is dropped); an
-    empty file, a file with no rows, a duplicated column name, a row with another field count,
-    a quoted field never closed, text that is not UTF-8 or a malformed line is a ValueError
-    naming the file (and the line: "line N of PATH", counted from 1 as editors do). ``source``:
-    how messages name the file (e.g. "--input new.csv"; default its path)."""
+    line in the file; blank lines are skipped), each text exactly as the csv module reads it —
+    quoted delimiters, quotes, line breaks and surrounding spaces included. Read as UTF-8 (a
+    byte-order mark is dropped); an empty file, a file with no rows, a duplicated column name,
+    a row with another field count, a quoted field never closed, text that is not UTF-8 or a
+    malformed line is a ValueError naming the file (and the line: "line N of PATH", counted
+    from 1 as editors do). ``source``: how messages name the file (e.g. "--input new.csv";
+    default its path)."""
     path = _validation.path("path", path)
     where = path if source is None else source
     if os.path.isdir(path):
@@ -508,7 +518,9 @@ def read_csv(path, delimiter=",", source=None):
                 f"line {lines[bad]} not closed?)" if ends[bad] > lines[bad] else "")
         raise ValueError(f"line {lines[bad]} of {where} has {len(rows[bad])} fields, the header "
                          f"{len(header)}{span}")
-    return header, CsvTable({h: [r[j].strip() for r in rows] for j, h in enumerate(header)},
+    # values exactly as written (a quoted " a" or "a\n" is not "a": stripping merged tasks);
+    # numbers parse with surrounding spaces all the same
+    return header, CsvTable({h: [r[j] for r in rows] for j, h in enumerate(header)},
                             np.asarray(lines, dtype=np.int64))
 
 

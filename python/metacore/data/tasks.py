@@ -8,7 +8,6 @@ draws them first, in the same order).
 
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 
@@ -287,7 +286,7 @@ def linear_family_params(n_tasks, *, n_features=10, relatedness_noise=0.1, seed=
 
 def _task_sizes(rng, n_tasks, n_rows):
     """n_rows as an int (every task) or a pair (lo, hi): sizes drawn uniformly in [lo, hi]."""
-    if isinstance(n_rows, numbers.Integral) and not isinstance(n_rows, (bool, np.bool_)):
+    if _validation.is_integer(n_rows):
         return np.full(n_tasks, _validation.integer("n_rows", n_rows, minimum=1), dtype=np.int64)
     if isinstance(n_rows, (bool, np.bool_, str, bytes)) or not hasattr(n_rows, "__len__"):
         raise TypeError(f"n_rows must be an integer or a pair (lo, hi) of integers, "

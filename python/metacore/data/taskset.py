@@ -21,7 +21,6 @@ use them without copying and the caller's arrays are never aliased.
 
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 
@@ -86,10 +85,10 @@ def _check_support(n_support, sizes):
     """None (every row is support), one int for every task, or one int per task."""
     if n_support is None:
         return sizes.copy()
-    if isinstance(n_support, (bool, np.bool_)):
+    if isinstance(_validation.scalar(n_support), (bool, np.bool_)):
         raise TypeError(f"n_support must be an integer or a sequence of integers, "
                         f"got {n_support!r}")
-    if isinstance(n_support, numbers.Integral):
+    if _validation.is_integer(n_support):
         n = _validation.integer("n_support", n_support, minimum=0)
         if n > sizes.min():
             i = int(np.argmin(sizes))
@@ -336,9 +335,10 @@ class TaskSet:
 
     # --- per-task views --------------------------------------------------------------------------
     def _task(self, i):
-        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (numbers.Integral, np.integer)):
+        if not _validation.is_integer(i):
             raise TypeError(f"task index must be an integer (use subset() for several tasks), "
                             f"got {type(i).__name__}")
+        i = int(_validation.scalar(i))
         T = self.n_tasks
         if not -T <= i < T:
             raise IndexError(f"task index {i} out of range for {T} tasks")
@@ -374,11 +374,16 @@ class TaskSet:
     # --- derived task sets -----------------------------------------------------------------------
     def subset(self, indices):
         """The tasks ``indices`` (ints, negative allowed, repeats allowed; a slice; or a boolean
-        mask of length T) in that order, as a new TaskSet keeping their task_ids and splits."""
+        mask of length T) in that order, as a new TaskSet keeping their task_ids and splits. One
+        integer (an int, a NumPy integer or a 0-d integer array) selects that one task. Raises
+        TypeError for indices that are no integers, IndexError for one out of range and
+        ValueError for a mask of another length or a selection of no task."""
         T = self.n_tasks
         if isinstance(indices, slice):
             idx = np.arange(T)[indices]
         else:
+            if _validation.is_integer(indices):   # one index, however given (np.array(1) too)
+                indices = [_validation.integer("indices", indices)]
             arr = _validation.as_array("indices", indices)
             if arr.dtype == bool:
                 if arr.shape != (T,):
@@ -386,8 +391,6 @@ class TaskSet:
                                      f"got {arr.shape}")
                 idx = np.flatnonzero(arr)
             else:
-                if arr.ndim == 0:
-                    arr = arr.reshape(1)
                 if arr.size == 0:  # np.asarray([]) is float64: say "empty", not "not integers"
                     raise ValueError("indices must select at least one task, got none")
                 idx = _int_array("indices", arr)
@@ -506,7 +509,8 @@ class TaskSet:
             return str(lo) if lo == hi else f"{lo}..{hi}"
         names = ""
         if self._names is not None:   # the first few names: which tasks this set holds
-            short = [n if len(n) <= 16 else n[:15] + "…" for n in self._names[:3]]
+            # quoted and escaped (repr): a name's comma, quote or line break stays inside it
+            short = [repr(n if len(n) <= 16 else n[:15] + "…") for n in self._names[:3]]
             shown = ", ".join(short) + (", ..." if len(self._names) > 3 else "")
             names = f", names=[{shown}]"
         return (f"TaskSet(n_tasks={self.n_tasks}, n_rows={self.n_rows}, "

@@ -31,18 +31,29 @@ def joint(model, train_tasks, theta0, *, steps=1000, lr=1e-3, weights=None, weig
     ``weighting`` (a :mod:`metacore.weighting` strategy); λ = ``l2``; ``batch_tasks`` tasks and
     ``batch_rows`` rows of each per step (all when None, as adaptive strategies need; a
     pre-trained trunk over thousands of images is usually trained on mini-batches of rows).
+    ``progress``: True shows a bar named "joint baseline", False none, or the caller's open bar
+    (advanced, left open), as :func:`metacore.fit` takes it.
     """
     from .. import optim
     from .. import weighting as _w
     from ..train.fit import fit
+    from ..train.loop import progress_bar
     steps = _validation.integer("steps", steps, minimum=1)
     lr = _validation.real("lr", lr, minimum=0.0, min_open=True)
     obj = Objective(model, train_tasks, weights=weights, l2=l2, rows="all", n_threads=n_threads)
     if weighting is None and weights is not None:
         weighting = _w.Fixed(obj.weights)
-    res = fit(obj, theta0, optimizer=optim.Adam(lr=lr), weighting=weighting, steps=steps,
-              batch_tasks=batch_tasks, batch_rows=batch_rows, progress=progress, seed=seed,
-              eval_every=steps)
+    # its own bar, named for what it is: fit's would name the multi-task training only
+    own = isinstance(progress, (bool, np.bool_))
+    bar = progress_bar(bool(progress), steps, f"joint baseline ({obj.n_tasks} tasks pooled)") \
+        if own else progress
+    try:
+        res = fit(obj, theta0, optimizer=optim.Adam(lr=lr), weighting=weighting, steps=steps,
+                  batch_tasks=batch_tasks, batch_rows=batch_rows,
+                  progress=False if bar is None else bar, seed=seed, eval_every=steps)
+    finally:
+        if bar is not None and own:
+            bar.close()
     return res.theta
 
 

@@ -40,7 +40,13 @@ __all__ = ["evaluate", "EvalReport"]
 @dataclass(repr=False)
 class EvalReport:
     """Per-task query losses (S, T) after each of ``steps`` adaptation steps (and accuracies for
-    classifiers, else None); ``summary()`` gives mean ± 95% CI per step."""
+    classifiers, else None); ``summary()`` gives mean ± 95% CI per step.
+
+    ``losses`` and ``accuracies`` are kept as the report's own read-only float64 copies (the
+    caller's arrays may change afterwards without changing the report or slipping a value past
+    its checks). Raises TypeError for a ``name`` that is no str or arrays that hold no numbers,
+    ValueError for shapes that do not match ``steps``, a negative loss or an accuracy outside
+    [0, 1]."""
 
     name: str
     steps: tuple
@@ -56,8 +62,8 @@ class EvalReport:
         if not isinstance(self.name, str):
             raise TypeError(f"name must be a str, got {type(self.name).__name__} {self.name!r}")
         self.steps = tuple(_validation.step_counts("steps", self.steps))
-        self.losses = _validation.float_array("losses", self.losses, ndim=2, dtype=np.float64,
-                                              finite=False)
+        self.losses = _validation.owned(_validation.float_array(
+            "losses", self.losses, ndim=2, dtype=np.float64, finite=False), self.losses)
         shape = (len(self.steps), self.losses.shape[1])
         if self.losses.shape != shape or shape[1] == 0:
             raise ValueError(f"losses must have shape (len(steps), n_tasks) = ({shape[0]}, T) "
@@ -67,8 +73,9 @@ class EvalReport:
             raise ValueError(f"losses must be >= 0 (a loss's interval is clipped to [0, inf)), "
                              f"found {self.losses[bad]} at index {bad}")
         if self.accuracies is not None:
-            self.accuracies = _validation.float_array("accuracies", self.accuracies, ndim=2,
-                                                      dtype=np.float64, finite=False)
+            self.accuracies = _validation.owned(_validation.float_array(
+                "accuracies", self.accuracies, ndim=2, dtype=np.float64, finite=False),
+                self.accuracies)
             if self.accuracies.shape != self.losses.shape:
                 raise ValueError(f"accuracies must have the shape of losses "
                                  f"{self.losses.shape}, got {self.accuracies.shape}")
@@ -77,6 +84,8 @@ class EvalReport:
                 bad = tuple(int(i) for i in np.argwhere(out)[0])
                 raise ValueError(f"accuracies must be in [0, 1] (NaN for a diverged task), "
                                  f"found {self.accuracies[bad]} at index {bad}")
+            self.accuracies = _validation.frozen(self.accuracies)
+        self.losses = _validation.frozen(self.losses)
 
     @property
     def n_tasks(self) -> int:

@@ -9,11 +9,17 @@ import math
 import os
 
 from .. import _validation
-from ..train.checkpoint import write_atomic
+from ..train.checkpoint import write_atomic, write_json
 from .protocol import EvalReport
 from .statistics import MIN_TASKS_FOR_CI
 
 __all__ = ["format_table", "save_json", "load_json", "plot", "LOG_SCALE_RATIO"]
+
+
+def _shown(label):
+    """``label`` on one line of a table: a character that is not printable (a line break, a
+    tab, another control character) written as repr writes it, so rows stay rows."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in label)
 
 
 def _named(reports):
@@ -83,9 +89,14 @@ def format_table(reports, metric="loss", title=None) -> str:
     computed. An interval the metric's range cuts is shown as its clipped ends (rounded outward)
     with a ``*``; a report with too few tasks for an interval gets means
     only, and a note says so. Reports without accuracies are left out of an accuracy table;
-    ValueError when none has them (as :func:`plot`)."""
+    ValueError when none has them (as :func:`plot`). A label's or the title's characters that
+    are not printable (line breaks, tabs, other control characters) are shown escaped, as repr
+    shows them, so each row stays one line. TypeError for ``reports`` that are no EvalReports
+    or a ``title`` that is no str; ValueError for another ``metric``."""
     pairs = _named(reports)
     metric = _validation.choice("metric", metric, ("loss", "accuracy"))
+    if title is not None:
+        _validation.instance("title", title, str, "a str or None")
     pairs = _with_metric(pairs, metric)
     items = [r for _, r in pairs]
     steps = sorted({s for r in items for s in r.steps})
@@ -94,7 +105,7 @@ def format_table(reports, metric="loss", title=None) -> str:
     body = []
     for label, r in pairs:
         rows = {row["steps"]: row for row in r.summary()}
-        cells = [label]
+        cells = [_shown(label)]
         for s in steps:
             row = rows.get(s)
             cells.append("" if row is None or metric not in row else
@@ -106,7 +117,7 @@ def format_table(reports, metric="loss", title=None) -> str:
     counts = sorted({r.n_tasks for r in items})
     n = str(counts[0]) if len(counts) == 1 else "/".join(str(c) for c in counts)
     what = "accuracy (%)" if metric == "accuracy" else "query loss"
-    lines = [title or f"{what} after adaptation, mean ± 95% CI over {n} task"
+    lines = [_shown(title) if title else f"{what} after adaptation, mean ± 95% CI over {n} task"
              f"{'' if counts == [1] else 's'}",
              fmt(head), fmt(["-" * w for w in widths])]
     notes = []
@@ -114,8 +125,8 @@ def format_table(reports, metric="loss", title=None) -> str:
            if any(row.get("too_few_tasks") for row in r.summary())]
     if few:
         notes.append("too few tasks for a 95% CI (" + ", ".join(
-            f"{label}: {r.n_tasks}" for label, r in few) + f"; at least {MIN_TASKS_FOR_CI} needed): "
-            "means only")
+            f"{_shown(label)}: {r.n_tasks}" for label, r in few)
+            + f"; at least {MIN_TASKS_FOR_CI} needed): means only")
     if any(c.endswith("]*") for b in body for c in b):
         hi = "100" if metric == "accuracy" else "∞"
         notes.append(f"* interval clipped to the metric's range [0, {hi}]")
@@ -124,7 +135,13 @@ def format_table(reports, metric="loss", title=None) -> str:
 
 def save_json(reports, path, extra=None):
     """Write the reports' summaries (and ``extra``, a JSON-serialisable dict) to ``path``; a
-    dict's keys replace the reports' names, as in :func:`format_table`."""
+    dict's keys replace the reports' names, as in :func:`format_table`. The file is strict JSON
+    (RFC 8259), written atomically: a number that is not finite — the mean of a diverged method
+    (inf), an interval withheld for too few tasks (NaN) — is written as ``null``. Raises
+    TypeError for ``reports`` that are no EvalReports, an ``extra`` that is no dict or holds a
+    value JSON cannot hold (before any file is touched), ValueError for an ``extra`` with the
+    key "reports", and what :func:`~metacore.train.checkpoint.write_atomic` raises for a bad
+    ``path``."""
     data = {"reports": [dict(r.to_dict(), name=label) for label, r in _named(reports)]}
     if extra is not None and not isinstance(extra, dict):
         raise TypeError(f"extra must be a dict or None, got {type(extra).__name__}")
@@ -133,12 +150,12 @@ def save_json(reports, path, extra=None):
     if extra:
         data.update(extra)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    text = json.dumps(data, indent=2)    # fails (non-serialisable extra) before any file is touched
-    return write_atomic(path, lambda f: f.write(text.encode()))
+    return write_json(path, data)
 
 
 def load_json(path) -> dict:
-    """The dict :func:`save_json` wrote (NaN and inf as Python's json writes them)."""
+    """The dict :func:`save_json` wrote; its non-finite numbers read back as None (files of
+    earlier versions, with NaN and Infinity tokens, read as NaN and inf)."""
     with open(path) as fh:
         return json.load(fh)
 
@@ -173,9 +190,12 @@ def plot(reports, path=None, metric="loss", title=None, *, ax=None, yscale="auto
     ax: a matplotlib Axes to draw on (the caller's figure, any backend); None creates a
     :class:`matplotlib.figure.Figure` without pyplot, so no backend is selected or switched and
     no global figure is left open. path: where to save the figure (PNG, SVG, PDF, … by its
-    extension), written atomically. Returns ``path`` when given, else the Figure drawn on. Without
-    matplotlib: None when ``path`` is given (a run's optional plot), else ImportError naming
-    ``pip install 'metacore[plot]'``.
+    extension), written atomically. Returns ``path`` when given, else the Figure drawn on.
+    Raises ImportError naming ``pip install 'metacore[plot]'`` without matplotlib (with or
+    without ``path``: no call ends without its plot and without saying why), TypeError for
+    ``reports`` that are no EvalReports or an ``ax`` that is no matplotlib Axes, ValueError for
+    another ``metric`` or ``yscale``, for an accuracy plot of reports without accuracies and for
+    a file extension matplotlib cannot write.
     """
     pairs = _named(reports)
     metric = _validation.choice("metric", metric, ("loss", "accuracy"))
@@ -184,8 +204,6 @@ def plot(reports, path=None, metric="loss", title=None, *, ax=None, yscale="auto
         from matplotlib.figure import Figure
         from matplotlib.axes import Axes
     except ImportError:
-        if path is not None:
-            return None
         raise ImportError("metacore.report.plot needs matplotlib: pip install 'metacore[plot]' "
                           "(or pip install matplotlib)") from None
     if ax is not None and not isinstance(ax, Axes):

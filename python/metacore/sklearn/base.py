@@ -77,11 +77,17 @@ class MLPBase(BaseEstimator):
     # --- hyper-parameters, checked when fit is called ---------------------------------------
     def _check_common(self):
         hidden = self.hidden_layer_sizes
-        if isinstance(hidden, numbers.Integral):
+        if _validation.is_integer(hidden):
             hidden = (hidden,)
-        hidden = () if hidden is None else tuple(hidden)
+        try:
+            hidden = () if hidden is None else tuple(hidden)
+        except TypeError:        # 3.0, True: tuple() said only "'float' object is not iterable"
+            hidden = (hidden,)
         for i, h in enumerate(hidden):
-            if isinstance(h, (bool, np.bool_)) or not isinstance(h, numbers.Integral) or h < 1:
+            if not _validation.is_integer(h):
+                raise TypeError(f"hidden_layer_sizes must be positive integers, got "
+                                f"{self.hidden_layer_sizes!r}")
+            if h < 1:
                 raise ValueError(f"hidden_layer_sizes must be positive integers, got "
                                  f"{self.hidden_layer_sizes!r}")
             if h > np.iinfo(np.int64).max:    # named by its own index (the net's is one more)

@@ -26,6 +26,7 @@ import numbers
 
 import numpy as np
 
+from .. import _validation
 from ..data.tabular import stratified_order
 from ..data.taskset import TaskSet
 
@@ -35,9 +36,10 @@ __all__ = ["EpisodeSampler", "stratified_order", "support_size"]
 def support_size(support, n, name="support"):
     """Support rows of a task of ``n`` rows: ``support`` a fraction in (0, 1) of the rows
     (rounded, at least 1 and at most n − 1) or a count (at most n − 1)."""
+    support = _validation.scalar(support)
     if isinstance(support, (bool, np.bool_)):
         raise TypeError(f"{name} must be a fraction in (0, 1) or a row count, got {support!r}")
-    if isinstance(support, numbers.Integral):
+    if _validation.is_integer(support):
         if support < 1:
             raise ValueError(f"{name} must be >= 1 as a row count, got {support}")
         return int(support)
@@ -61,9 +63,9 @@ class EpisodeSampler:
         self.rows = np.split(order, bounds)
         if n_way is None:
             self.tasks = [i for i, r in enumerate(self.rows) if r.shape[0] >= 2 and (
-                not isinstance(support, numbers.Integral) or r.shape[0] > support)]
+                not _validation.is_integer(support) or r.shape[0] > support)]
             if not self.tasks:
-                need = support + 1 if isinstance(support, numbers.Integral) else 2
+                need = support + 1 if _validation.is_integer(support) else 2
                 most = max(r.shape[0] for r in self.rows)
                 raise ValueError(f"no task has enough rows for an episode: support={support!r} "
                                  f"needs at least {need} rows per task, the largest task has "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import struct
 import tempfile
@@ -35,7 +36,7 @@ from .result import FitResult
 from .signal_guard import Dying, WriteGuard, interrupt_behind
 from .state import Checkpoint
 
-__all__ = ["save", "load", "write_atomic"]
+__all__ = ["save", "load", "write_atomic", "write_json", "json_text"]
 
 FORMAT = "metacore-checkpoint"
 VERSION = 2
@@ -47,23 +48,32 @@ def save(path, what, *, model=None, info=None):
     ``.npz`` recommended), atomically: a unique temporary file in the same folder is written,
     flushed to disk and renamed over ``path``, so a crash or Ctrl-C mid-write leaves the previous
     file. ``model`` adds the model spec when saving a bare θ; ``info`` adds your own
-    JSON-serialisable metadata. Returns the path."""
+    JSON-serialisable metadata (finite numbers). Returns the path.
+
+    A bare θ must be a 1-D, finite float32 or float64 array (its dtype is kept; an integer θ is a
+    TypeError naming ``theta``, as everywhere θ is taken), of the model's length when ``model``
+    is given (else a ValueError). Raises TypeError for a ``model`` that is no metacore model or
+    an ``info`` that is no dict, ValueError for ``info`` that is not JSON with finite numbers,
+    and what :func:`write_atomic` raises for a bad ``path``."""
+    if model is not None:
+        model = _validation.instance("model", model, MLP, "a metacore model (MLP)")
     if isinstance(what, FitResult):
         ck = what.checkpoint()
     elif isinstance(what, Checkpoint):
         ck = what
     else:
-        theta = _validation.float_array("theta", what, ndim=1)
+        theta = _validation.theta("theta", what, model.n_params if model is not None else None)
         ck = Checkpoint(theta, model=model)
     if model is not None or info is not None:     # the caller's checkpoint stays as it was
         ck = copy.copy(ck)
     if model is not None:
-        ck.model = _validation.instance("model", model, MLP, "a metacore model (MLP)")
+        ck.model = model
     if info is not None:
         ck.info = dict(ck.info, **_validation.instance("info", info, dict, "a dict"))
     arrays, meta = _to_plain(ck)
     try:
-        meta_text = json.dumps(meta, allow_nan=False)
+        # refused, not nulled: a checkpoint reloads as it was saved
+        meta_text = json_text(meta, non_finite="error", indent=None)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"info must be JSON-serialisable with finite numbers: {exc}") from None
     arrays["meta"] = np.array(meta_text)
@@ -184,6 +194,50 @@ def _write_guarded(guard, path, folder, write):
                 raise interrupt.with_traceback(interrupt.__traceback__) from None
             raise
     return path
+
+
+def json_text(data, *, non_finite="null", indent=2):
+    """``data`` as strict JSON text (RFC 8259), the one JSON encoder of the package. JSON has no
+    NaN or infinity (Python's json writes the tokens ``NaN``/``Infinity``, which strict parsers
+    and JavaScript's JSON.parse reject): with ``non_finite="null"`` a non-finite float is
+    written as ``null``; with ``"error"`` it is a ValueError (for data that must read back as
+    it was). NumPy bool, integer and float (up to 64-bit) scalars are written as their values.
+    Raises TypeError for a value JSON cannot hold and ValueError for a circular structure."""
+    if non_finite not in ("null", "error"):
+        raise ValueError(f"non_finite must be 'null' or 'error', got {non_finite!r}")
+    data = _plain(data, set(), non_finite == "null")
+    # allow_nan=False: the guarantee (a non-finite number left is an error, never a bare NaN)
+    return json.dumps(data, indent=indent, allow_nan=False)
+
+
+def _plain(value, open_ids, null):
+    """``value`` with NumPy scalars as Python numbers and, when ``null``, non-finite floats as
+    None; ``open_ids``: the containers being copied (a circular structure is a ValueError, as
+    json.dumps says)."""
+    if isinstance(value, float):          # np.float64 too
+        return value if not null or math.isfinite(value) else None
+    if isinstance(value, (np.bool_, np.integer, np.float16, np.float32)):
+        return _plain(value.item(), open_ids, null)     # (a long double stays: TypeError)
+    if isinstance(value, (dict, list, tuple)):
+        if id(value) in open_ids:
+            raise ValueError("Circular reference detected")
+        open_ids.add(id(value))
+        try:
+            if isinstance(value, dict):
+                return {k: _plain(v, open_ids, null) for k, v in value.items()}
+            return [_plain(v, open_ids, null) for v in value]
+        finally:
+            open_ids.discard(id(value))
+    return value
+
+
+def write_json(path, data):
+    """Write ``data`` to ``path`` as strict JSON (:func:`json_text`: NaN and ±inf as ``null``),
+    UTF-8, atomically (:func:`write_atomic`). The text is made before any file is touched, so a
+    value JSON cannot hold (TypeError) leaves the previous file as it was. Returns ``path``;
+    raises what :func:`write_atomic` raises for a bad path."""
+    text = json_text(data)
+    return write_atomic(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _to_plain(ck):

@@ -18,7 +18,6 @@ checkpoints and honours Ctrl-C. Step t (0-based, counted across resumed runs) do
 
 from __future__ import annotations
 
-import numbers
 import os
 import warnings
 
@@ -42,7 +41,7 @@ __all__ = ["fit"]
 def _early_stopping_arg(value):
     if value is None or isinstance(value, EarlyStopping):
         return value
-    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+    if _validation.is_integer(value):
         return EarlyStopping(patience=value)
     raise TypeError(f"early_stopping must be None, a patience (int) or an EarlyStopping, got "
                     f"{type(value).__name__}")

@@ -221,12 +221,22 @@ class Run:
         if ck.best is not None:
             self.best = dict(ck.best)
 
+    def label(self):
+        """What the run's own bar says is running: the problem, and the step a resumed run
+        continues from ("fit from step 0" said neither)."""
+        prob = self.s.problem
+        if self.meta:
+            what = f"meta-train {type(prob.learner).__name__}"
+        else:
+            what = f"multi-task training, {self.n_tasks} task{'s' if self.n_tasks != 1 else ''}"
+        return what + (f", resumed at step {self.first_step}" if self.first_step else "")
+
     # --- the loop ------------------------------------------------------------------------------
     def run(self, interrupt: InterruptFlag):
         """Runs the steps; returns (stop reason, the failing chunk's result or None)."""
         s, state = self.s, self.state
         end = self.first_step + s.steps
-        bar = progress_bar(s.progress, s.steps, f"fit from step {self.first_step}")
+        bar = progress_bar(s.progress, s.steps, self.label())
         per_step = None
         try:
             self.last_eval = self.evaluate()
@@ -396,8 +406,10 @@ class Run:
             else:
                 best["bad_evals"] += 1
         event = FitEvent(step=e["step"], theta=np.array(self.state.theta),
-                         train_loss=e["train_loss"], task_losses=e["task_losses"],
-                         weights=e["weights"], val_loss=e["val_loss"], best_score=best["score"],
+                         # copies: the history is built from e's arrays after the callbacks
+                         train_loss=e["train_loss"], task_losses=np.array(e["task_losses"]),
+                         weights=np.array(e["weights"]), val_loss=e["val_loss"],
+                         best_score=best["score"],
                          elapsed=e["elapsed"])
         stop = False
         for cb in s.callbacks:
@@ -430,7 +442,8 @@ class Run:
         record, st = self.best_record(), self.state
         b = self.final_best or record
         return FitResult(
-            theta=np.array(st.theta), best_theta=b["theta"] if b else None,
+            # best_theta a copy of its own: the record a resume continues is not the caller's
+            theta=np.array(st.theta), best_theta=np.array(b["theta"]) if b else None,
             best_step=b["step"] if b else None, best_score=b["score"] if b else None,
             best_record=record,
             history=self.rec.history(), weights=np.array(st.alpha),

@@ -48,7 +48,8 @@ class EarlyStopping:
 
 @dataclass
 class FitEvent:
-    """What a callback sees after each evaluation. Return True from the callback to stop."""
+    """What a callback sees after each evaluation. Return True from the callback to stop. Its
+    arrays are copies: a callback that changes them changes neither the run nor its history."""
 
     step: int                  # updates done
     theta: np.ndarray          # a copy of θ after ``step`` updates
@@ -301,10 +302,9 @@ class FitResult:
         # The early-stopping record, as fit kept it: evaluations on the eval_every grid only.
         # Not best_theta, which may come from the run's last evaluation off the grid: a record
         # made of it would make the resumed run decide otherwise than one that never stopped.
-        best = None
-        if self.best_record is not None:
-            best = dict(self.best_record, theta=np.array(self.best_record["theta"]))
-        return Checkpoint(np.array(self.theta), model=self.model, optimizer=self.optimizer,
-                          moments={k: np.array(v) for k, v in self.moments.items()}, weighting=self.weighting, alpha=self.weights,
+        # (the Checkpoint copies every array: the result's stay the caller's to change)
+        return Checkpoint(self.theta, model=self.model, optimizer=self.optimizer,
+                          moments=self.moments, weighting=self.weighting, alpha=self.weights,
                           weighting_state=self.weighting_state, step=self.step, seed=self.seed,
-                          best=best, problem=self.problem, recent_losses=self.recent_losses)
+                          best=self.best_record, problem=self.problem,
+                          recent_losses=self.recent_losses)

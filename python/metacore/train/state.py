@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _validation
+
 __all__ = ["Checkpoint"]
 
 
@@ -30,20 +32,20 @@ class Checkpoint:
     def __init__(self, theta, model=None, optimizer=None, moments=None, weighting=None,
                  alpha=None, weighting_state=None, step=0, seed=0, best=None, info=None,
                  problem=None, recent_losses=None):
-        self.theta = np.asarray(theta)
+        self.theta = _kept("theta", _validation.theta("theta", theta, None), theta)
         self.model = model
         self.optimizer = optimizer
-        self.moments = dict(moments or {})
+        self.moments = {k: _array(f"moments[{k!r}]", v) for k, v in (moments or {}).items()}
         self.weighting = weighting
-        self.alpha = alpha
-        self.weighting_state = weighting_state
+        self.alpha = _array("alpha", alpha)
+        self.weighting_state = _array("weighting_state", weighting_state)
         self.step = int(step)
         self.seed = int(seed)
-        self.best = best
+        self.best = None if best is None else dict(best, theta=_array("best['theta']",
+                                                                        best.get("theta")))
         self.info = dict(info or {})
         self.problem = dict(problem or {})
-        self.recent_losses = (None if recent_losses is None
-                              else np.array(recent_losses, dtype=np.float64))
+        self.recent_losses = _array("recent_losses", recent_losses, np.float64)
 
     @property
     def resumable(self) -> bool:
@@ -55,3 +57,18 @@ class Checkpoint:
         kind = self.problem.get("kind", "?")
         return (f"Checkpoint({what}, {kind}, step={self.step}, n_params={self.theta.shape[0]}, "
                 f"dtype={self.theta.dtype}, model={self.model!r}, optimizer={self.optimizer!r})")
+
+
+def _kept(name, arr, source):
+    """``arr`` (made of the caller's ``source``) as the checkpoint's own read-only copy."""
+    return _validation.frozen(_validation.owned(arr, source))
+
+
+def _array(name, value, dtype=None):
+    """A 1-D float array argument as the checkpoint's own read-only copy (None stays None);
+    not checked finite here: :func:`metacore.load` and :func:`metacore.fit` check what they
+    read."""
+    if value is None:
+        return None
+    return _kept(name, _validation.float_array(name, value, ndim=1, dtype=dtype, finite=False),
+                 value)
