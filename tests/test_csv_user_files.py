@@ -219,3 +219,13 @@ def test_integer_ids_written_after_a_space_still_sort_numerically(tmp_path):
     path.write_text("x,task,y\n1,1,0\n2, 1,0\n3,1,0\n")
     assert from_csv(path, task="task", target="y").names == (" 1", "1")
 
+
+@pytest.mark.parametrize("n", [2, np.int64(2), np.array(2)])
+def test_a_support_count_beyond_a_task_names_it_however_the_count_is_given(n):
+    """np.array(2) is a count as 2 is (one integer rule): its error names the task by its id,
+    not by its index after sorting."""
+    from metacore.data.tabular import from_dataframe
+    d = {"t": ["a", "a", "a", "b"], "x": [1.0, 2, 3, 4], "y": [0.0, 1, 2, 3]}
+    with pytest.raises(ValueError, match=r"^n_support: 2 support rows per task, but task 'b' "
+                                         r"has only 1 row$"):
+        from_dataframe(d, task="t", target="y", n_support=n)

@@ -345,8 +345,7 @@ def _build(columns, get, *, task, target, features, n_support, support, shuffle,
             part = stratified_order(rng, y[rows]) if stratify else rng.permutation(rows.shape[0])
             order = np.concatenate([order, rows[part]])
     X, y, key, names = X[order], y[order], key[order], names[order]
-    if support is not None or (isinstance(n_support, numbers.Integral)
-                               and not isinstance(n_support, (bool, np.bool_))):
+    if support is not None or _validation.is_integer(n_support):
         # one count for every task: checked here, so that a task too small is named by its id
         _, first, sizes = np.unique(key, return_index=True, return_counts=True)
         n_support = _support_counts("support" if support is not None else "n_support",
