@@ -204,3 +204,28 @@ def test_the_resume_command_in_messages_reads_back_as_one_argument_per_path(tmp_
         experiment._check_same_run(stored.to_dict(), config.loads(
             '[tasks]\nfamily = "sinusoid"\nk_support = 7\n'), out)
     assert experiment.resume_command(out) in str(err.value)
+
+
+def test_integer_ids_written_after_a_space_still_sort_numerically(tmp_path):
+    """A file written "x, task, y" holds " 1", " 2", " 10": integers (pandas reads them as
+    such), so tasks sort 1, 2, 10 as before values were kept unstripped; the names stay as
+    written. " 1" beside "1" are two tasks (as "01" and "1"), so those ids are text."""
+    path = tmp_path / "spaced.csv"
+    path.write_text("x, task, y\n" + "".join(f"{i}, {t}, {i}\n" for i, t in
+                                             enumerate([10, 2, 1, 10, 2, 1])))
+    ts = from_csv(path, task="task", target="y")
+    assert ts.names == (" 1", " 2", " 10")
+    np.testing.assert_array_equal(ts[2][1], [0.0, 3.0])      # the rows of task 10, last
+    path.write_text("x,task,y\n1,1,0\n2, 1,0\n3,1,0\n")
+    assert from_csv(path, task="task", target="y").names == (" 1", "1")
+
+
+@pytest.mark.parametrize("n", [2, np.int64(2), np.array(2)])
+def test_a_support_count_beyond_a_task_names_it_however_the_count_is_given(n):
+    """np.array(2) is a count as 2 is (one integer rule): its error names the task by its id,
+    not by its index after sorting."""
+    from metacore.data.tabular import from_dataframe
+    d = {"t": ["a", "a", "a", "b"], "x": [1.0, 2, 3, 4], "y": [0.0, 1, 2, 3]}
+    with pytest.raises(ValueError, match=r"^n_support: 2 support rows per task, but task 'b' "
+                                         r"has only 1 row$"):
+        from_dataframe(d, task="t", target="y", n_support=n)

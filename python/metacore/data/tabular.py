@@ -248,10 +248,13 @@ def _task_ids(col, values, source):
     uniq = sorted(set(out))
 
     def integer_text(u):     # "-12" yes; "--1", "+1", "01", "١" (non-ASCII digits) no
+        u = u.strip()        # " 12" (a file written "a, 12, 3.5") is 12, as pandas reads it
         digits = u[1:] if u.startswith("-") else u
         return digits.isascii() and digits.isdigit() and str(int(u)) == u
 
-    if all(integer_text(u) for u in uniq):
+    # integers sort numerically; the names stay as written, so " 1" beside "1" (two tasks, as
+    # "01" and "1") keeps both as text
+    if all(integer_text(u) for u in uniq) and len({int(u) for u in uniq}) == len(uniq):
         if all(-2**63 <= int(u) < 2**63 for u in uniq):
             return names, np.array([int(n) for n in out], dtype=np.int64)
         # ids past int64 (still integers as written): ordered numerically by their ranks
@@ -342,8 +345,7 @@ def _build(columns, get, *, task, target, features, n_support, support, shuffle,
             part = stratified_order(rng, y[rows]) if stratify else rng.permutation(rows.shape[0])
             order = np.concatenate([order, rows[part]])
     X, y, key, names = X[order], y[order], key[order], names[order]
-    if support is not None or (isinstance(n_support, numbers.Integral)
-                               and not isinstance(n_support, (bool, np.bool_))):
+    if support is not None or _validation.is_integer(n_support):
         # one count for every task: checked here, so that a task too small is named by its id
         _, first, sizes = np.unique(key, return_index=True, return_counts=True)
         n_support = _support_counts("support" if support is not None else "n_support",
