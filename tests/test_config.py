@@ -289,3 +289,18 @@ def test_toml_values_of_any_depth_read_back_as_written(value):
     tables, e.g. [optimizer.groups]'s per-group settings), lists of them, keys that need quotes."""
     text = f"k = {config._toml_value(value)}\n"
     assert config._toml().loads(text) == {"k": value}
+
+
+def test_a_conflict_is_blamed_on_where_its_first_key_was_written(tmp_path):
+    """A message names the key it is about first: train.meta_batch against tasks.n_train is blamed
+    on the file when the file holds meta_batch, though --set gave n_train, and on --set when --set
+    gave meta_batch."""
+    path = tmp_path / "e.toml"
+    path.write_text('name = "e"\n[train]\nmeta_batch = 20\n')
+    with pytest.raises(ConfigError) as exc:
+        config.load(path, overrides=["tasks.n_train=10"])
+    assert str(exc.value).startswith(f"{path}: train.meta_batch must be <= tasks.n_train")
+    path.write_text('name = "e"\n[tasks]\nn_train = 10\n')
+    with pytest.raises(ConfigError) as exc:
+        config.load(path, overrides=["train.meta_batch=20"])
+    assert str(exc.value).startswith("--set train.meta_batch must be <= tasks.n_train")

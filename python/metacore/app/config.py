@@ -807,9 +807,10 @@ def loads(text, overrides=(), base_dir=None) -> Config:
     try:
         return from_dict(data)
     except ConfigError as exc:
-        # a value given with --set is blamed on --set, not on the file it overrides
+        # a value given with --set is blamed on --set, not on the file it overrides: when the
+        # message is about that key (it names the key it is about first)
         text = str(exc)
-        if any(re.search(rf"(?<![\w.]){re.escape('.'.join(key))}(?![\w.])", text)
+        if any(re.match(rf"(unknown key )?{re.escape('.'.join(key))}(?![\w.])", text)
                for key in given):
             raise _SetError(f"--set {text}") from None
         raise
