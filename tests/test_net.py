@@ -353,16 +353,20 @@ def test_bad_model_spec_raises_naming_it(name):
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(widths=st.lists(st.integers(1, 70), min_size=1, max_size=3),
-       n_in=st.integers(1, 40), n_rows=st.integers(1, 75), norm=st.sampled_from([None, "layer"]),
-       dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**16))
+       n_in=st.integers(1, 40), n_rows=st.integers(1, 75),
+       norm=st.sampled_from([None, "layer", "batch"]), dtype=st.sampled_from(DTYPES),
+       seed=st.integers(0, 2**16))
 def test_predict_has_the_bits_of_the_adaptation_paths_forward_pass(widths, n_in, n_rows, norm,
                                                                   dtype, seed):
     """model.predict and the forward pass of the adaptation path (adapt_predict with 0 steps) run
     the same kernels: equal bit for bit, for widths on and off the vector lengths (a row's
     output must not depend on which call computed it); and predicting a slice of the rows gives
-    those rows of the whole prediction, bit for bit."""
+    those rows of the whole prediction, bit for bit (not under batch statistics, where every
+    row's output depends on all rows). Prediction keeps two layers' activations in turn and no
+    backward buffers; the adaptation path keeps every layer's: 1-3 hidden layers cover both
+    parities of the turn."""
     model = mc.MLP([n_in, *widths, 3], activation="relu", loss="mse",
                    norm=norm if len(widths) else None)
     rng = np.random.default_rng(seed)
@@ -372,5 +376,5 @@ def test_predict_has_the_bits_of_the_adaptation_paths_forward_pass(widths, n_in,
     via_adapt = mc.adapt_predict(model, theta, X[:1], np.zeros((1, 3), dtype), X, steps=0, lr=0.1)
     assert np.array_equal(whole, via_adapt)
     lo, hi = sorted(rng.integers(0, n_rows + 1, size=2))
-    if hi > lo:
+    if hi > lo and model.norm != "batch":
         assert np.array_equal(model.predict(theta, X[lo:hi]), whole[lo:hi])

@@ -44,17 +44,21 @@ class NetPass {
         return with_tangents ? checked_mul(2, n, what) : n;
     }
 
-    // `threads` passes, after checking that they fit in memory together.
+    // `threads` passes, after checking that they fit in memory together. forward_only passes
+    // (prediction) hold two layers' activations and no backward buffers (x̂, δ): under batch
+    // statistics a pass holds every row, and the other layers' and the backward pass's buffers
+    // were most of its memory (about 80 MB a call at 20,000 rows of a 64-64-64 net).
     static void make(std::vector<NetPass>& passes, const NetSpec& net, bool with_tangents,
-                     int threads) {
+                     int threads, bool forward_only = false) {
         require_elements("hidden (layer widths)",
                          checked_mul(threads, elements(net, with_tangents), "hidden (layer widths)"),
                          sizeof(T), "for the threads' activation buffers");
         passes.reserve(threads);
-        for (int t = 0; t < threads; ++t) passes.emplace_back(net, with_tangents);
+        for (int t = 0; t < threads; ++t) passes.emplace_back(net, with_tangents, forward_only);
     }
 
-    NetPass(const NetSpec& net, bool with_tangents) : net_(net), tangents_(with_tangents) {
+    NetPass(const NetSpec& net, bool with_tangents, bool forward_only = false)
+        : net_(net), tangents_(with_tangents && !forward_only), forward_only_(forward_only) {
         require_elements("hidden (layer widths)", elements(net, with_tangents), sizeof(T),
                          "for one thread's activation buffers");
         const int L = net.n_layers();
@@ -71,7 +75,9 @@ class NetPass {
         grow(kBlock);
     }
 
-    const T* outputs() const { return z_.back().data(); }
+    const T* outputs() const {
+        return forward_only_ ? z_[(net_.n_layers() - 1) & 1].data() : z_.back().data();
+    }
     // Bytes the pass's buffers hold (they grow to the largest block it has run).
     std::int64_t held_bytes() const {
         using metacore::held_bytes;
@@ -137,17 +143,17 @@ class NetPass {
             const std::int64_t in = net_.fan_in(l), out = net_.fan_out(l);
             const T* W = theta + net_.weight_offset(l, head);
             const T* bias = theta + net_.bias_offset(l, head);
-            const T* A = l == 0 ? X : a_[l].data();
-            T* Z = z_[l].data();
+            const T* A = l == 0 ? X : input_of(l);
+            T* Z = z_of(l);
             if (theta == prepared_ && head == 0 && blocked_width<T>(out))
                 rows_times_t<T>(A, wt_[l].data(), nullptr, nullptr, bias, b, in, out, Z);
             else
                 affine(A, W, bias, b, in, out, Z, l == 0 ? next : nullptr, next_rows);
             if (l + 1 < L && net_.normalised(l)) {
                 normalise(l, theta, b);  // a_{l+1} = γ x̂ + β, activated in place
-                activate(a_[l + 1].data(), a_[l + 1].data(), b * out);
+                activate(input_of(l + 1), input_of(l + 1), b * out);
             } else if (l + 1 < L) {
-                activate(Z, a_[l + 1].data(), b * out);
+                activate(Z, input_of(l + 1), b * out);
             }
         }
     }
@@ -277,16 +283,26 @@ class NetPass {
     void grow(std::int64_t b) {
         const int L = net_.n_layers();
         const char* what = "rows of one forward pass";
-        std::int64_t width = checked_mul(4, net_.max_width(), what);
-        for (int l = 0; l < L; ++l) width = checked_add(width, checked_mul(5, net_.fan_out(l), what), what);
+        // Per row: group-mean scratch, δ and δ' (4 widths); z, a, x̂, s per unit. forward_only:
+        // the scratch, two layers' z (2 widths) and s per unit.
+        std::int64_t width = checked_mul(forward_only_ ? 6 : 4, net_.max_width(), what);
+        const std::int64_t per_unit = forward_only_ ? 2 : 5;
+        for (int l = 0; l < L; ++l)
+            width = checked_add(width, checked_mul(per_unit, net_.fan_out(l), what), what);
         require_elements(what, checked_mul(checked_mul(b, width, what), tangents_ ? 2 : 1, what),
                          sizeof(T), "for the activations of a forward pass over all its rows");
         for (int l = 0; l < L; ++l) {
             const std::int64_t out = net_.fan_out(l);
-            z_[l].assign(b * out, T(0));
-            if (l > 0) a_[l].assign(b * net_.fan_in(l), T(0));
+            if (forward_only_) {
+                // Two buffers in turn: layer l writes z_[l % 2] and reads layer l − 1's, which
+                // its activation (and normalisation) overwrote in place.
+                if (l < 2) z_[l].assign(b * net_.max_width(), T(0));
+            } else {
+                z_[l].assign(b * out, T(0));
+                if (l > 0) a_[l].assign(b * net_.fan_in(l), T(0));
+            }
             if (net_.normalised(l)) {
-                xh_[l].assign(b * out, T(0));
+                if (!forward_only_) xh_[l].assign(b * out, T(0));
                 s_[l].assign(std::max(b, out), 0.0);
                 if (tangents_) {
                     xt_[l].assign(b * out, T(0));
@@ -295,8 +311,10 @@ class NetPass {
                 }
             }
         }
-        delta_.assign(b * net_.max_width(), T(0));
-        delta_prev_.assign(b * net_.max_width(), T(0));
+        if (!forward_only_) {
+            delta_.assign(b * net_.max_width(), T(0));
+            delta_prev_.assign(b * net_.max_width(), T(0));
+        }
         gm_.assign(4 * std::max(b, net_.max_width()), 0.0);
         if (tangents_) {
             zt_ = z_;
@@ -333,11 +351,25 @@ class NetPass {
         return net_.norm() == Norm::batch ? m : b;
     }
 
-    // x̂ and s of layer l from z_l; a_{l+1} = γ x̂ + β (not yet activated).
+    // Layer l's pre-activations, and its input a_l (l ≥ 1).
+    METACORE_INLINE T* z_of(int l) { return forward_only_ ? z_[l & 1].data() : z_[l].data(); }
+    METACORE_INLINE T* input_of(int l) {
+        return forward_only_ ? z_[(l - 1) & 1].data() : a_[l].data();
+    }
+
+    // x̂ (kept for the backward pass unless forward_only) and s of layer l from z_l;
+    // a_{l+1} = γ x̂ + β (not yet activated).
     void normalise(int l, const T* theta, std::int64_t b) {
+        if (forward_only_)
+            normalise_into<false>(l, theta, b);
+        else
+            normalise_into<true>(l, theta, b);
+    }
+    template <bool keep_xh>
+    void normalise_into(int l, const T* theta, std::int64_t b) {
         const std::int64_t m = net_.fan_out(l);
-        const T* Z = z_[l].data();
-        T* Xh = xh_[l].data();
+        const T* Z = z_of(l);
+        T* Xh = keep_xh ? xh_[l].data() : nullptr;
         double* s = s_[l].data();
         double* mu = gm_.data();
         group_means(b, m, [&](std::int64_t r, std::int64_t j) { return static_cast<double>(Z[r * m + j]); }, mu);
@@ -348,12 +380,13 @@ class NetPass {
         for (std::int64_t g = 0; g < n_groups(b, m); ++g) s[g] = 1.0 / std::sqrt(s[g] + kNormEps);
         const T* gamma = theta + net_.gamma_offset(l);
         const T* beta = theta + net_.beta_offset(l);
-        T* H = a_[l + 1].data();
+        T* H = input_of(l + 1);  // Z itself when forward_only: each element read before written
         for (std::int64_t r = 0; r < b; ++r)
             for (std::int64_t j = 0; j < m; ++j) {
                 const std::int64_t g = group(r, j), i = r * m + j;
-                Xh[i] = static_cast<T>((Z[i] - mu[g]) * s[g]);
-                H[i] = gamma[j] * Xh[i] + beta[j];
+                const T xh = static_cast<T>((Z[i] - mu[g]) * s[g]);
+                if constexpr (keep_xh) Xh[i] = xh;
+                H[i] = gamma[j] * xh + beta[j];
             }
     }
 
@@ -596,6 +629,7 @@ class NetPass {
 
     const NetSpec& net_;
     bool tangents_ = false;
+    bool forward_only_ = false;  // no backward buffers: forward() only (prediction)
     std::int64_t rows_ = 0;  // rows the per-row buffers hold
     std::vector<std::vector<T>> z_, a_, zt_, at_, wt_, vt_;
     std::vector<std::vector<T>> xh_, xt_, ht_;   // x̂, x̂', ḣ of normalised layers

@@ -37,7 +37,7 @@ void predict(const NetSpec& net, const T* theta, MatrixView<const T> X, std::int
     const std::int64_t k = net.n_outputs();
     const int threads = team_for(saturating_mul(X.rows, net.n_params()), n_threads, n_blocks);
     std::vector<NetPass<T>> passes;
-    NetPass<T>::make(passes, net, false, threads);
+    NetPass<T>::make(passes, net, false, threads, /*forward_only=*/true);
     std::vector<char> prepared(threads, 0);
     parallel_for(n_blocks, threads, [&](std::int64_t blk, int tid) {
         if (!prepared[tid] && head == 0) {  // other heads' products never use the transposes
