@@ -271,8 +271,12 @@ class _Meta(MLPBase):
         """Predictions for ``X_query`` after adapting to (X_support, y_support): one call into
         the core (the latency path)."""
         check_is_fitted(self, "params_")
-        Xs = self._validate_X(X_support, "X_support")
-        Xq = self._validate_X(X_query, "X_query")
+        return self._adapt_predict(self._validate_X(X_support, "X_support"), y_support,
+                                   self._validate_X(X_query, "X_query"), steps)
+
+    def _adapt_predict(self, Xs, y_support, Xq, steps=None):
+        """adapt_predict on rows already validated: few_shot_score checks X (its columns, by
+        name for a DataFrame) once, then adapts on NumPy slices of it."""
         ys, classes = self._support_targets(y_support, Xs.shape[0])
         raw = self._learner().adapt_predict(self.params_, Xs, ys, Xq, steps=steps)
         self._check_adapted(raw, "outputs on X_query", steps)
@@ -339,7 +343,7 @@ class _Meta(MLPBase):
                                      q_query=self.q_query)
             for task in sampler.tasks:
                 rows, s, _ = sampler.episode(rng, task)
-                pred.append(self.adapt_predict(X[rows[:s]], y[rows[:s]], X[rows[s:]]))
+                pred.append(self._adapt_predict(X[rows[:s]], y[rows[:s]], X[rows[s:]]))
                 truth.append(y[rows[s:]])
             return metric(np.concatenate(truth), np.concatenate(pred))
         for task in np.unique(g):
@@ -350,7 +354,7 @@ class _Meta(MLPBase):
                      else rng.permutation(rows.shape[0]))
             s = min(support_size(self.support, rows.shape[0]), rows.shape[0] - 1)
             sup, qry = rows[order[:s]], rows[order[s:]]
-            pred.append(self.adapt_predict(X[sup], y[sup], X[qry]))
+            pred.append(self._adapt_predict(X[sup], y[sup], X[qry]))
             truth.append(y[qry])
         if not truth:
             raise ValueError("score with groups needs a task with at least 2 rows")
