@@ -229,3 +229,47 @@ def test_a_support_count_beyond_a_task_names_it_however_the_count_is_given(n):
     with pytest.raises(ValueError, match=r"^n_support: 2 support rows per task, but task 'b' "
                                          r"has only 1 row$"):
         from_dataframe(d, task="t", target="y", n_support=n)
+
+
+CLASS_TOML = """
+[tasks]
+family = "csv"
+path = "c.csv"
+task_column = "task"
+target = "label"
+loss = "cross_entropy"
+support = 0.5
+[model]
+hidden = [4]
+[learner]
+kind = "{kind}"
+[train]
+steps = 1
+meta_batch = 1
+"""
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(present=st.sets(st.integers(0, 5), min_size=2, max_size=6),
+       kind=st.sampled_from(["maml", "multitask", "protonet"]))
+def test_class_codes_that_no_row_has_are_refused_naming_them(tmp_path, present, kind):
+    """A cross-entropy net has max(label) + 1 outputs: labels 1..C (one-based), or codes with a
+    gap, gave it classes no row has, which it then predicted with some probability (found by a
+    new-user pass: labels 1, 2 trained a 3-way net). Refused under tasks.target naming the absent
+    codes; every code present trains; the episodic learners (ProtoNet), whose classes are the
+    support set's, take any codes."""
+    present = sorted(present)
+    lines = ["task,x,label"]
+    for t in range(4):
+        lines += [f"t{t},{r}.25,{present[r % len(present)]}" for r in range(2 * len(present))]
+    (tmp_path / "c.csv").write_text("\n".join(lines) + "\n")
+    cfg = config.loads(CLASS_TOML.format(kind=kind), base_dir=tmp_path)
+    absent = [c for c in range(present[-1] + 1) if c not in present]
+    if not absent or kind == "protonet":
+        experiment.build(cfg)
+        return
+    with pytest.raises(config.ConfigError) as err:
+        experiment.build(cfg)
+    msg = str(err.value)
+    assert msg.startswith("tasks.target: column 'label' of ") and \
+        f"0..{present[-1]}" in msg and ", ".join(map(str, absent[:5])) in msg, msg

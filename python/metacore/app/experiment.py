@@ -197,6 +197,14 @@ def _csv_task_sets(cfg):
                           f"{int(ts.y.max())} (line {table.lines[int(np.argmax(y))]} of {t.path}) "
                           f"but {ts.n_rows} rows, so most of its {k} classes never occur: write "
                           f"the classes as codes 0..C−1")
+    absent = np.setdiff1d(np.arange(k), ts.y) if t.loss == "cross_entropy" else ()
+    if len(absent) and not cfg.learner.episodic:   # a k-way head with a class no row has
+        shown = ", ".join(f"{int(c)}" for c in absent[:5]) + (", ..." if len(absent) > 5 else "")
+        raise ConfigError(f"tasks.target: column {t.target!r} of {t.path} is read as class codes "
+                          f"0..{k - 1} (the largest label + 1 classes) but no row has the "
+                          f"label(s) {shown}: the net would give probability to classes that "
+                          f"never occur. Write the classes as codes 0..C−1 (labels 1..C are "
+                          f"one-based: subtract 1)")
     try:
         train, test = ts.split_tasks(test_fraction=t.test_fraction, seed=seed)
     except ValueError as exc:
