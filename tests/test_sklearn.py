@@ -321,6 +321,31 @@ def test_score_with_groups_on_a_dataframe_checks_its_columns_once_and_warns_noth
         fitted.score(df[["b", "a", "c", "d"]], y, groups=g)
 
 
+@pytest.mark.parametrize("cls", [MetaMLPRegressor, MetaMLPClassifier])
+@pytest.mark.parametrize("small", [["b"], ["b", "c"]])
+def test_tasks_too_small_for_an_episode_are_named_when_fit_and_score_leave_them_out(cls, small):
+    """A task of one row cannot be split into support and query rows: meta-training and the
+    few-shot score leave it out, and say so naming it (found by a new-user pass: both did it
+    silently, and score then averaged over fewer tasks than it was given); the warnings point
+    at the caller's line."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40 + len(small), 3))
+    y = (X[:, 0] > 0).astype(int) if cls is MetaMLPClassifier else X[:, 0]
+    g = np.array(["a"] * 40 + small)
+    est = cls((8,), max_iter=5, random_state=0)
+    want = rf"{len(small)} of {1 + len(small)} tasks have too few rows to split into support " \
+           rf"and query rows \(support=0.5\) and are left out of "
+    named = ", ".join(repr(t) for t in small)
+    with pytest.warns(UserWarning, match=want + "meta-training: " + named) as fit_seen:
+        est.fit(X, y, groups=g)
+    with pytest.warns(UserWarning, match=want + "the score: " + named) as score_seen:
+        score = est.score(X, y, groups=g)
+    assert np.isfinite(score)
+    assert {w.filename for w in [*fit_seen, *score_seen]} == {__file__}
+    # the same rows as one task of 40: the same score, nothing left out
+    assert score == est.score(X[:40], y[:40], groups=g[:40])
+
+
 @pytest.mark.parametrize("est", ESTIMATORS, ids=lambda e: type(e).__name__)
 def test_pickle_and_joblib_round_trips_predict_the_same(est):
     X, y, g = regression_tasks()
@@ -455,8 +480,11 @@ def test_an_n_way_classifier_is_scored_on_n_way_episodes_of_each_task():
     blank = clone(est).set_params().fit(X, y, groups=g)
     blank.params_ = np.zeros_like(blank.params_)
     one = np.repeat(rng.normal(size=(1, X.shape[1])), 3, axis=0)
-    assert blank.score(np.vstack([Xn, one]), np.append(yn, [8, 8, 8]),
-                       groups=np.append(gn, [9, 9, 9])) == 0.5
+    with pytest.warns(UserWarning, match=r"1 of 5 tasks have fewer than n_way=2 classes with "
+                                         r"k_shot \+ 1 = 3 rows each and are left out of the "
+                                         r"score: '9'"):
+        assert blank.score(np.vstack([Xn, one]), np.append(yn, [8, 8, 8]),
+                           groups=np.append(gn, [9, 9, 9])) == 0.5
     # tasks with more classes than n_way: scored on n_way of them, no longer refused
     many = rng.normal(size=(80, X.shape[1]))
     score = est.score(many, np.repeat(np.arange(20), 4), groups=np.repeat(np.arange(4), 20))

@@ -178,6 +178,7 @@ class _Meta(MLPBase):
         sampler = EpisodeSampler(X, y, codes, support=self.support, query=self.query,
                                  stratify=self._is_classifier, n_way=self.n_way,
                                  k_shot=self.k_shot, q_query=self.q_query)
+        self._warn_left_out(sampler.tasks, self.tasks_, "meta-training", stacklevel=5)
         init_seed, seed = self._seeds()
         start = model.init(seed=init_seed, dtype=X.dtype)
         if isinstance(learner, (MAML, MetaSGD, RidgeHead)):   # θ packed with learned rates or λ
@@ -282,6 +283,20 @@ class _Meta(MLPBase):
         self._check_adapted(raw, "outputs on X_query", steps)
         return self._to_prediction(np.asarray(raw).reshape(Xq.shape[0], -1), classes)
 
+    def _warn_left_out(self, kept, names, doing, stacklevel=4):
+        """A UserWarning naming the tasks (of ``names``, by index) not in ``kept``: too small for
+        an episode, so left out of ``doing`` — silently, before, though every row counts."""
+        kept = set(int(i) for i in kept)
+        left = [str(n) for i, n in enumerate(names) if i not in kept]
+        if not left:
+            return
+        why = (f"fewer than n_way={self.n_way} classes with k_shot + 1 = {self.k_shot + 1} rows "
+               f"each" if self.n_way is not None else
+               f"too few rows to split into support and query rows (support={self.support!r})")
+        shown = ", ".join(map(repr, left[:5])) + (", ..." if len(left) > 5 else "")
+        warnings.warn(f"{len(left)} of {len(names)} tasks have {why} and are left out of "
+                      f"{doing}: {shown}", UserWarning, stacklevel=stacklevel)
+
     def _check_adapted(self, values, what, steps):
         """FloatingPointError naming the inner loop's settings when adaptation diverged: NaN
         predictions would otherwise pass for answers (adapt_predict), or fail later naming an
@@ -341,15 +356,18 @@ class _Meta(MLPBase):
             tasks = np.unique(g, return_inverse=True)[1].reshape(-1)
             sampler = EpisodeSampler(X, codes, tasks, n_way=self.n_way, k_shot=self.k_shot,
                                      q_query=self.q_query)
+            self._warn_left_out(sampler.tasks, np.unique(g), "the score")
             for task in sampler.tasks:
                 rows, s, _ = sampler.episode(rng, task)
                 pred.append(self._adapt_predict(X[rows[:s]], y[rows[:s]], X[rows[s:]]))
                 truth.append(y[rows[s:]])
             return metric(np.concatenate(truth), np.concatenate(pred))
-        for task in np.unique(g):
+        names = np.unique(g)
+        kept = [i for i, task in enumerate(names) if np.count_nonzero(g == task) >= 2]
+        if kept:
+            self._warn_left_out(kept, names, "the score")
+        for task in names[kept]:
             rows = np.flatnonzero(g == task)
-            if rows.shape[0] < 2:
-                continue
             order = (stratified_order(rng, y[rows]) if self._is_classifier
                      else rng.permutation(rows.shape[0]))
             s = min(support_size(self.support, rows.shape[0]), rows.shape[0] - 1)
