@@ -273,3 +273,23 @@ def test_class_codes_that_no_row_has_are_refused_naming_them(tmp_path, present, 
     msg = str(err.value)
     assert msg.startswith("tasks.target: column 'label' of ") and \
         f"0..{present[-1]}" in msg and ", ".join(map(str, absent[:5])) in msg, msg
+
+
+@pytest.mark.parametrize("test_fraction, n_train", [(0.5, 3), (0.8, 1)])
+def test_a_meta_batch_beyond_the_training_tasks_names_what_holding_out_left(tmp_path,
+                                                                           test_fraction, n_train):
+    """train.meta_batch counts training tasks, what tasks.test_fraction leaves of the file's:
+    the error said only 'train.meta_batch must be <= the number of tasks (1)' (found by a
+    new-user pass with tasks.test_fraction = 0.99), now also how many tasks the held-out
+    fraction left and which two keys to lower."""
+    _tasks_file(tmp_path / "d.csv", [4] * 6, [f"s{i}" for i in range(6)])
+    cfg = config.loads(TOML.format(kind="maml", episodes="false", test_fraction=test_fraction)
+                       .replace("meta_batch = 1", "meta_batch = 4"), base_dir=tmp_path)
+    exp = experiment.build(cfg)
+    assert exp.train_tasks.n_tasks == n_train
+    with pytest.raises(config.ConfigError) as err:
+        experiment.train(exp, progress=False)
+    assert str(err.value) == (
+        f"train.meta_batch must be <= the number of tasks ({n_train}), got 4 (the training "
+        f"tasks: {n_train} left after holding out tasks.test_fraction = {test_fraction:g} of the "
+        f"tasks; lower train.meta_batch or tasks.test_fraction)")

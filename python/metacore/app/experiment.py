@@ -483,8 +483,15 @@ def train(exp: Experiment, start=None, *, progress=True, on_checkpoint=None):
         keys = dict(TRAIN_KEYS)
         if not exp.cfg.train.validate_every:   # then eval_every is derived from train.steps
             keys["eval_every"] = "train.steps"
-        raise keyed_error(exc, {**MODEL_KEYS, **LEARNER_KEYS, **keys},
-                          strict=("steps", "scale", "distance")) from None
+        err = keyed_error(exc, {**MODEL_KEYS, **LEARNER_KEYS, **keys},
+                          strict=("steps", "scale", "distance"))
+        n_train = getattr(exp.train_tasks, "n_tasks", None)
+        if "the number of tasks" in str(err) and n_train is not None:
+            # the tasks meant are the training tasks: say what holding out left of them
+            err = ConfigError(f"{err} (the training tasks: {n_train} left after holding out "
+                              f"tasks.test_fraction = {exp.cfg.tasks.test_fraction:g} of the "
+                              f"tasks; lower train.meta_batch or tasks.test_fraction)")
+        raise err from None
 
 
 def _train(exp, start, progress, on_checkpoint):
