@@ -293,3 +293,30 @@ def test_a_meta_batch_beyond_the_training_tasks_names_what_holding_out_left(tmp_
         f"train.meta_batch must be <= the number of tasks ({n_train}), got 4 (the training "
         f"tasks: {n_train} left after holding out tasks.test_fraction = {test_fraction:g} of the "
         f"tasks; lower train.meta_batch or tasks.test_fraction)")
+
+
+@SETTINGS
+@given(names=st.lists(st.tuples(st.sampled_from(["a", "b", "sales"]),
+                                st.sampled_from(["", " ", "  "]), st.sampled_from(["", " "])),
+                      min_size=2, max_size=4))
+def test_column_names_drop_the_spaces_around_them_and_a_clash_is_named_as_written(tmp_path,
+                                                                                 names):
+    """A header written 'x, task, y' names 'task' (the spaces around a name are dropped; values
+    keep theirs). Names that clash only once stripped were refused as "'sales' more than once",
+    which the file never says (found by a new-user pass): now named as written."""
+    written = [pre + n + post for n, pre, post in names]
+    stripped = [n for n, _, _ in names]
+    path = tmp_path / "h.csv"
+    path.write_text(",".join(written) + "\n" + ",".join(["1"] * len(written)) + "\n")
+    if len(set(stripped)) == len(stripped):
+        header, table = read_csv(path)
+        assert header == stripped and all(table[n] == ["1"] for n in stripped)
+        return
+    with pytest.raises(ValueError) as err:
+        read_csv(path)
+    clash = [w for w, s in zip(written, stripped) if stripped.count(s) > 1]
+    if clash != [s for s in stripped if stripped.count(s) > 1]:
+        assert f"has the column names {', '.join(map(repr, clash))}, the same once the spaces " \
+               f"around them are dropped" in str(err.value), err.value
+    else:
+        assert f"has the column name {clash[0]!r} more than once" in str(err.value), err.value

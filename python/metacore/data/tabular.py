@@ -488,7 +488,8 @@ def read_csv(path, delimiter=",", source=None):
         reader = csv.reader(text_lines(fh), delimiter=delimiter)
         try:
             try:
-                header = [h.strip() for h in next(reader)]
+                written = next(reader)
+                header = [h.strip() for h in written]   # "x, task, y" names "task"
             except StopIteration:
                 raise ValueError(f"{where} is empty (a header row is needed)") from None
             done, text = reader.line_num, ""
@@ -513,6 +514,10 @@ def read_csv(path, delimiter=",", source=None):
                          f"the quote or remove it")
     if not rows:
         raise ValueError(f"{where} has a header but no rows")
+    same = [w for w, h in zip(written, header) if header.count(h) > 1]
+    if same != [h for h in header if header.count(h) > 1]:   # a clash written with spaces
+        raise ValueError(f"{where} has the column names {', '.join(map(repr, same))}, the same "
+                         f"once the spaces around them are dropped; rename the duplicate columns")
     _check_columns(header, where)
     bad = next((i for i, r in enumerate(rows) if len(r) != len(header)), None)
     if bad is not None:
