@@ -231,22 +231,9 @@ def test_a_support_count_beyond_a_task_names_it_however_the_count_is_given(n):
         from_dataframe(d, task="t", target="y", n_support=n)
 
 
-CLASS_TOML = """
-[tasks]
-family = "csv"
-path = "c.csv"
-task_column = "task"
-target = "label"
-loss = "cross_entropy"
-support = 0.5
-[model]
-hidden = [4]
-[learner]
-kind = "{kind}"
-[train]
-steps = 1
-meta_batch = 1
-"""
+# TOML's experiment on c.csv, a cross-entropy target "label"
+CLASS_TOML = TOML.replace('path = "d.csv"', 'path = "c.csv"').replace(
+    'target = "y"', 'target = "label"\nloss = "cross_entropy"')
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -263,7 +250,8 @@ def test_class_codes_that_no_row_has_are_refused_naming_them(tmp_path, present, 
     for t in range(4):
         lines += [f"t{t},{r}.25,{present[r % len(present)]}" for r in range(2 * len(present))]
     (tmp_path / "c.csv").write_text("\n".join(lines) + "\n")
-    cfg = config.loads(CLASS_TOML.format(kind=kind), base_dir=tmp_path)
+    cfg = config.loads(CLASS_TOML.format(kind=kind, episodes="false", test_fraction=0.2),
+                       base_dir=tmp_path)
     absent = [c for c in range(present[-1] + 1) if c not in present]
     if not absent or kind == "protonet":
         experiment.build(cfg)
