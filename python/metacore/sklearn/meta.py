@@ -353,21 +353,22 @@ class _Meta(MLPBase):
         truth, pred = [], []
         if self._is_classifier and self.n_way is not None:
             codes = np.unique(y, return_inverse=True)[1].reshape(-1).astype(np.float64)
-            tasks = np.unique(g, return_inverse=True)[1].reshape(-1)
-            sampler = EpisodeSampler(X, codes, tasks, n_way=self.n_way, k_shot=self.k_shot,
-                                     q_query=self.q_query)
-            self._warn_left_out(sampler.tasks, np.unique(g), "the score")
+            names, tasks = np.unique(g, return_inverse=True)
+            sampler = EpisodeSampler(X, codes, tasks.reshape(-1), n_way=self.n_way,
+                                     k_shot=self.k_shot, q_query=self.q_query)
+            self._warn_left_out(sampler.tasks, names, "the score")
             for task in sampler.tasks:
                 rows, s, _ = sampler.episode(rng, task)
                 pred.append(self._adapt_predict(X[rows[:s]], y[rows[:s]], X[rows[s:]]))
                 truth.append(y[rows[s:]])
             return metric(np.concatenate(truth), np.concatenate(pred))
-        names = np.unique(g)
-        kept = [i for i, task in enumerate(names) if np.count_nonzero(g == task) >= 2]
-        if kept:
+        names, codes, counts = np.unique(g, return_inverse=True, return_counts=True)
+        # each task's rows in file order, found once (a stable sort by task)
+        by_task = np.split(np.argsort(codes.reshape(-1), kind="stable"), np.cumsum(counts)[:-1])
+        kept = np.flatnonzero(counts >= 2)
+        if kept.size:
             self._warn_left_out(kept, names, "the score")
-        for task in names[kept]:
-            rows = np.flatnonzero(g == task)
+        for rows in (by_task[i] for i in kept):
             order = (stratified_order(rng, y[rows]) if self._is_classifier
                      else rng.permutation(rows.shape[0]))
             s = min(support_size(self.support, rows.shape[0]), rows.shape[0] - 1)
